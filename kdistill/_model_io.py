@@ -1,0 +1,46 @@
+"""Loading saved Keras models with errors that say what went wrong."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+
+# Importing registers kdistill's layers so saved models that use them load.
+from kdistill import preprocessing as _preprocessing  # noqa: F401
+
+
+def is_full_model_file(path: str) -> bool:
+    """True for a .keras archive or an .h5 file that holds a whole model (not only weights)."""
+    if path.endswith(".keras"):
+        return True
+    if path.endswith(".h5") and not path.endswith(".weights.h5"):
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as handle:
+                return "model_config" in handle.attrs
+        except OSError as error:
+            raise ValueError(f"Cannot read {path!r} as an HDF5 file ({error}). Is it truncated or not a Keras file?") from None
+    return False
+
+
+def load_model(path: str, role: str) -> keras.Model:
+    """Loads a whole saved model with `safe_mode=True`.
+
+    Raises:
+        FileNotFoundError: when the file does not exist.
+        ValueError: when it cannot be read as a Keras model.
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{role.capitalize()} file {path!r} does not exist. Train one with `kdistill train-teacher` "
+            "or pass the path of a saved .keras/.h5 model."
+        )
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:  # noqa: BLE001 - Keras raises many types from deep inside its readers
+        raise ValueError(
+            f"Cannot load the {role} from {path!r}: {type(error).__name__}: {error}. "
+            "Is the file complete (not truncated) and saved by Keras 3 (`model.save('x.keras')`)?"
+        ) from error

@@ -1,0 +1,369 @@
+"""FeatureDistiller: a frozen teacher, a student, projections and losses in one `keras.Model`.
+
+Data flow of one training step (TensorFlow backend):
+
+    batch (x, y) -> teacher feature model (once, training=False, outside the tape)
+                 -> student feature model (once, training=True, inside the tape)
+                 -> projections (student feature -> teacher shape)
+                 -> CE + logits KD + feature losses per tap -> weighted total
+                 -> gradients for student + projections only
+
+On other Keras backends the same math runs through `call` + `compute_loss`,
+so `fit` trains it there too (the teacher is behind `ops.stop_gradient`).
+
+Example:
+    >>> import numpy as np, kdistill
+    >>> teacher = kdistill.teachers.resnet50(num_classes=10, input_shape=(32, 32, 3))
+    >>> student = kdistill.students.get("resnet8x4", num_classes=10, input_shape=(32, 32, 3))
+    >>> distiller = kdistill.FeatureDistiller(teacher, student, taps={"conv3_block4_out": "stage2_out"})
+    >>> distiller.compile(optimizer="adam", metrics=["accuracy"])  # doctest: +ELLIPSIS
+    <FeatureDistiller ...>
+    >>> x = np.random.uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    >>> y = np.random.randint(0, 10, (8,))
+    >>> history = distiller.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    >>> sorted(history.history)
+    ['accuracy', 'ce_loss', 'feat_conv3_block4_out', 'kd_loss', 'loss']
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+import keras
+from keras import ops, tree
+
+from kdistill import losses as losses_module
+from kdistill import projections as projections_module
+from kdistill import taps as taps_module
+
+__all__ = ["FeatureDistiller"]
+
+logger = logging.getLogger(__name__)
+
+_LABEL_LOSSES = {
+    "sparse_categorical_crossentropy": keras.losses.sparse_categorical_crossentropy,
+    "categorical_crossentropy": keras.losses.categorical_crossentropy,
+}
+
+
+class _LabelLoss:
+    """Per-sample cross-entropy with labels, computed from the student's logits."""
+
+    def __init__(self, loss: Any):
+        if loss is None:
+            loss = "sparse_categorical_crossentropy"
+        if isinstance(loss, str):
+            if loss not in _LABEL_LOSSES:
+                raise ValueError(
+                    f"Unknown label loss {loss!r}; use one of {', '.join(_LABEL_LOSSES)}, a "
+                    "keras.losses.Loss with from_logits=True, or a callable fn(y_true, logits)."
+                )
+            self._function = _LABEL_LOSSES[loss]
+            self._kwargs = {"from_logits": True}
+        elif isinstance(loss, keras.losses.Loss):
+            if getattr(loss, "from_logits", None) is False or getattr(loss, "_fn_kwargs", {}).get("from_logits") is False:
+                raise ValueError(
+                    f"{type(loss).__name__}(from_logits=False) was passed, but the student outputs "
+                    f"logits. Use {type(loss).__name__}(from_logits=True)."
+                )
+            self._function = loss.call
+            self._kwargs = {}
+        elif callable(loss):
+            self._function = loss
+            self._kwargs = {}
+        else:
+            raise TypeError(f"loss must be a name, a keras.losses.Loss or a callable, received {loss!r}.")
+
+    def __call__(self, labels, logits):
+        return ops.cast(self._function(labels, logits, **self._kwargs), "float32")
+
+
+def _check_alpha(alpha: Any) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+        raise ValueError(
+            f"alpha must be a number in [0, 1] (the weight of the distillation terms; "
+            f"1 - alpha weighs the cross-entropy with labels), received alpha={alpha!r}."
+        )
+    return float(alpha)
+
+
+def _weighted_mean(values, sample_weight):
+    """Per-sample values -> scalar, as Keras' 'sum_over_batch_size' reduction."""
+    if sample_weight is None:
+        return ops.mean(values)
+    sample_weight = ops.cast(ops.reshape(sample_weight, ops.shape(values)), values.dtype)
+    return ops.sum(values * sample_weight) / ops.cast(ops.shape(values)[0], values.dtype)
+
+
+@keras.saving.register_keras_serializable(package="kdistill")
+class FeatureDistiller(keras.Model):
+    """Distils a frozen teacher's features and logits into a student.
+
+    Total loss = `alpha * (logits_weight * KD + Σ_tap tap_weight * feature_loss)
+    + (1 - alpha) * CE(labels, student logits)`. Every term is a metric:
+    `loss`, `ce_loss`, `kd_loss` and `feat_<teacher layer>` (with `val_` in
+    evaluation), next to the compiled metrics (computed on the student's logits).
+
+    Args:
+        teacher: functional Keras model returning logits. It is frozen
+            (`trainable=False`) and always called with `training=False`.
+        student: functional Keras model returning logits.
+        taps: `{teacher_layer: student_layer}`. `None` uses
+            `kdistill.taps.preset(teacher, student)` when both networks are
+            known families, and no feature taps otherwise; `{}` distils logits only.
+        feature_loss: name (see `kdistill.losses.available("feature")`), loss
+            object, or None for no feature terms.
+        logits_loss: name (see `kdistill.losses.available("logits")`), loss
+            object, or None for no logits term.
+        temperature: softening temperature for a named logits loss, > 0.
+        alpha: weight of the distillation terms in [0, 1].
+        tap_weights: one weight for every tap, or `{teacher_layer: weight}`.
+        logits_weight: weight of the logits term inside the distillation part.
+        alignment: how projections align spatial sizes: "auto", "resize", "pool".
+        name: model name.
+
+    Raises:
+        ValueError: for a bad tap name (with the closest names and the stage
+            outputs), alpha outside [0, 1], temperature <= 0, or features that
+            no projection can map.
+    """
+
+    def __init__(
+        self,
+        teacher: keras.Model,
+        student: keras.Model,
+        taps: Mapping[str, str] | None = None,
+        feature_loss: Any = "mse",
+        logits_loss: Any = "kl",
+        temperature: float = 4.0,
+        alpha: float = 0.5,
+        tap_weights: float | Mapping[str, float] = 1.0,
+        logits_weight: float = 1.0,
+        alignment: str = "auto",
+        name: str = "feature_distiller",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        self.alpha = _check_alpha(alpha)
+        losses_module._check_temperature(temperature)
+        self.temperature = float(temperature)
+        if taps is None:
+            try:
+                taps = taps_module.preset(teacher, student)
+            except ValueError:
+                taps = {}
+                logger.info("No tap preset for %s -> %s: distilling logits only.", teacher.name, student.name)
+        self.taps = {str(t): str(s) for t, s in dict(taps).items()}
+        self.feature_loss = losses_module.get(feature_loss, kind="feature") if feature_loss is not None else None
+        self.logits_loss = (
+            losses_module.get(logits_loss, kind="logits", temperature=self.temperature) if logits_loss is not None else None
+        )
+        if self.taps and self.feature_loss is None:
+            raise ValueError(f"taps {self.taps} were given but feature_loss=None; pass feature_loss='mse' or taps={{}}.")
+        if not self.taps and self.logits_loss is None and self.alpha > 0:
+            raise ValueError("Nothing to distil: no taps and logits_loss=None. Give taps, a logits_loss, or alpha=0.")
+        if isinstance(tap_weights, Mapping):
+            unknown = sorted(set(tap_weights) - set(self.taps))
+            if unknown:
+                raise ValueError(f"tap_weights names {unknown}, which are not teacher layers of the taps {sorted(self.taps)}.")
+            self.tap_weights = {t: float(tap_weights.get(t, 1.0)) for t in self.taps}
+        else:
+            self.tap_weights = {t: float(tap_weights) for t in self.taps}
+        self.logits_weight = float(logits_weight)
+        self.alignment = alignment
+
+        teacher.trainable = False
+        self.teacher = teacher
+        self.student = student
+        student_layers = list(dict.fromkeys(self.taps.values()))
+        self.teacher_features = taps_module.feature_model(teacher, list(self.taps), role="teacher", name="teacher_features")
+        self.student_features = taps_module.feature_model(student, student_layers, role="student", name="student_features")
+        self._check_logits(teacher, student)
+        self.projections = {}
+        for teacher_layer, student_layer in self.taps.items():
+            teacher_shape = teacher.get_layer(teacher_layer).output.shape
+            student_shape = student.get_layer(student_layer).output.shape
+            try:
+                self.projections[teacher_layer] = projections_module.build(
+                    student_shape, teacher_shape, name=f"projection_{teacher_layer}", alignment=alignment
+                )
+            except ValueError as error:
+                raise ValueError(f"Tap {teacher_layer!r} <- {student_layer!r}: {error}") from None
+
+        self.loss_trackers = {"loss": keras.metrics.Mean(name="loss"), "ce_loss": keras.metrics.Mean(name="ce_loss")}
+        if self.logits_loss is not None:
+            self.loss_trackers["kd_loss"] = keras.metrics.Mean(name="kd_loss")
+        for teacher_layer in self.taps:
+            self.loss_trackers[f"feat_{teacher_layer}"] = keras.metrics.Mean(name=f"feat_{teacher_layer}")
+        self._label_loss = _LabelLoss(None)
+        self.built = True
+
+    @staticmethod
+    def _check_logits(teacher: keras.Model, student: keras.Model) -> None:
+        teacher_classes, student_classes = teacher.outputs[0].shape[-1], student.outputs[0].shape[-1]
+        if teacher_classes != student_classes:
+            raise ValueError(
+                f"Teacher and student must predict the same classes: the teacher outputs {teacher_classes} "
+                f"logits and the student {student_classes}."
+            )
+        for role, model in (("teacher", teacher), ("student", student)):
+            activation = getattr(model.layers[-1], "activation", None)
+            if activation is not None and getattr(activation, "__name__", "") == "softmax":
+                raise ValueError(
+                    f"The {role} ends in a softmax; kdistill needs logits. Build it with "
+                    "classifier_activation=None (keras.applications) or a linear last Dense."
+                )
+
+    # ----------------------------------------------------------------- forward
+    def teacher_outputs(self, inputs):
+        """Teacher logits and tapped maps, `{"logits": ..., teacher_layer: ...}`, without gradient."""
+        outputs = self.teacher_features(inputs, training=False)
+        return tree.map_structure(ops.stop_gradient, outputs)
+
+    def student_outputs(self, inputs, training=None):
+        """Student logits and projected features, keyed like `teacher_outputs`."""
+        outputs = self.student_features(inputs, training=training)
+        result = {taps_module.LOGITS: outputs[taps_module.LOGITS]}
+        for teacher_layer, student_layer in self.taps.items():
+            result[teacher_layer] = self.projections[teacher_layer](outputs[student_layer], training=training)
+        return result
+
+    def call(self, inputs, training=None):
+        """Returns `{"teacher": teacher_outputs, "student": student_outputs}`.
+
+        For predictions use `distiller.student`; this output is what the
+        distillation losses read.
+        """
+        return {"teacher": self.teacher_outputs(inputs), "student": self.student_outputs(inputs, training=training)}
+
+    # ------------------------------------------------------------------ losses
+    def loss_terms(self, labels, teacher_outputs, student_outputs, sample_weight=None) -> dict:
+        """Every loss term as a scalar (mean over this batch), and their weighted `loss`."""
+        terms = {}
+        student_logits = student_outputs[taps_module.LOGITS]
+        terms["ce_loss"] = _weighted_mean(self._label_loss(labels, student_logits), sample_weight)
+        distillation = ops.zeros((), "float32")
+        if self.logits_loss is not None:
+            kd = self.logits_loss.call(teacher_outputs[taps_module.LOGITS], student_logits)
+            terms["kd_loss"] = _weighted_mean(ops.cast(kd, "float32"), sample_weight)
+            distillation = distillation + self.logits_weight * terms["kd_loss"]
+        for teacher_layer in self.taps:
+            feature = self.feature_loss.call(teacher_outputs[teacher_layer], student_outputs[teacher_layer])
+            terms[f"feat_{teacher_layer}"] = _weighted_mean(ops.cast(feature, "float32"), sample_weight)
+            distillation = distillation + self.tap_weights[teacher_layer] * terms[f"feat_{teacher_layer}"]
+        terms["loss"] = self.alpha * distillation + (1.0 - self.alpha) * terms["ce_loss"]
+        return terms
+
+    def _update_loss_trackers(self, terms, batch_size):
+        for key, tracker in self.loss_trackers.items():
+            tracker.update_state(terms[key], sample_weight=batch_size)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Distillation loss from `call`'s outputs; also updates the per-term metrics."""
+        terms = self.loss_terms(y, y_pred["teacher"], y_pred["student"], sample_weight)
+        self._update_loss_trackers(terms, ops.shape(tree.flatten(x)[0])[0])
+        return terms["loss"]
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """Compiled metrics on the student's logits."""
+        return super().compute_metrics(x, y, y_pred["student"][taps_module.LOGITS], sample_weight)
+
+    @property
+    def metrics(self):
+        own = list(self.loss_trackers.values())
+        # Keras' own total-loss tracker is replaced by ours, which is updated in every backend.
+        rest = [m for m in super().metrics if m.name != "loss" and all(m is not o for o in own)]
+        return own + rest
+
+    if keras.backend.backend() == "tensorflow":
+
+        def train_step(self, data):
+            """One step on TensorFlow: teacher outside the tape, student once inside it."""
+            import tensorflow as tf
+
+            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+            teacher_outputs = self.teacher_outputs(x)
+            with tf.GradientTape() as tape:
+                student_outputs = self.student_outputs(x, training=True)
+                terms = self.loss_terms(y, teacher_outputs, student_outputs, sample_weight)
+                # Gradients are summed over replicas, so each replica's share of the
+                # global-batch mean is its local mean divided by the replica count.
+                replicas = tf.distribute.get_strategy().num_replicas_in_sync
+                loss = self.optimizer.scale_loss(terms["loss"] / replicas)
+            variables = self.trainable_variables
+            gradients = tape.gradient(loss, variables)
+            self.optimizer.apply_gradients(zip(gradients, variables))
+            self._update_loss_trackers(terms, tf.shape(tree.flatten(x)[0])[0])
+            return self.compute_metrics(x, y, {"student": student_outputs}, sample_weight)
+
+    # ---------------------------------------------------------------- compile
+    def compile(self, optimizer="adam", loss="sparse_categorical_crossentropy", metrics=None, **kwargs):
+        """Configures training; `loss` is the cross-entropy with labels on the student's logits.
+
+        Args:
+            optimizer: Keras optimizer or name.
+            loss: `"sparse_categorical_crossentropy"` (integer labels),
+                `"categorical_crossentropy"` (one-hot), a `keras.losses.Loss`
+                with `from_logits=True`, or `fn(labels, logits)`.
+            metrics: metrics on the student's logits, e.g. `["accuracy"]`.
+            **kwargs: other `keras.Model.compile` arguments (`jit_compile`, ...).
+
+        Returns:
+            The distiller, so `distiller.compile(...).fit(...)` reads naturally.
+        """
+        self._label_loss = _LabelLoss(loss)
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+        return self
+
+    def compile_from_config(self, config: dict) -> None:
+        """Re-compiles from `get_compile_config()` when a saved distiller is loaded, optimizer state included."""
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    # ----------------------------------------------------------------- config
+    def get_config(self) -> dict:
+        serialize = keras.saving.serialize_keras_object
+        return {
+            "name": self.name,
+            "teacher": serialize(self.teacher),
+            "student": serialize(self.student),
+            "taps": dict(self.taps),
+            "feature_loss": serialize(self.feature_loss) if self.feature_loss is not None else None,
+            "logits_loss": serialize(self.logits_loss) if self.logits_loss is not None else None,
+            "temperature": self.temperature,
+            "alpha": self.alpha,
+            "tap_weights": dict(self.tap_weights),
+            "logits_weight": self.logits_weight,
+            "alignment": self.alignment,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects=None) -> "FeatureDistiller":
+        config = dict(config)
+        for key in ("teacher", "student"):
+            config[key] = keras.saving.deserialize_keras_object(config[key], custom_objects=custom_objects)
+        for key in ("feature_loss", "logits_loss"):
+            if isinstance(config.get(key), dict):
+                config[key] = keras.saving.deserialize_keras_object(config[key], custom_objects=custom_objects)
+        return cls(**config)
+
+    def projection_summary(self) -> list[dict]:
+        """One row per tap: teacher layer, student layer, shapes, and how the projection maps them."""
+        rows = []
+        for teacher_layer, student_layer in self.taps.items():
+            teacher_shape = self.teacher.get_layer(teacher_layer).output.shape
+            student_shape = self.student.get_layer(student_layer).output.shape
+            rows.append(
+                {
+                    "teacher_layer": teacher_layer,
+                    "student_layer": student_layer,
+                    "teacher_shape": tuple(teacher_shape[1:]),
+                    "student_shape": tuple(student_shape[1:]),
+                    "projection": projections_module.describe(student_shape, teacher_shape),
+                    "weight": self.tap_weights[teacher_layer],
+                }
+            )
+        return rows

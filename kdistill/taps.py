@@ -1,0 +1,201 @@
+"""Feature taps: which intermediate layers are read, and a model that reads them.
+
+A *tap* pairs a teacher layer with a student layer (`{"conv3_block4_out":
+"block_6_expand_relu"}`). `feature_model` builds one multi-output submodel per
+network so that a single forward pass yields every tapped map plus the logits.
+
+Stage outputs (the last layer at each resolution, with the total stride) are
+known for the bundled networks, like timm's `feature_info`:
+
+Example:
+    >>> import kdistill
+    >>> kdistill.taps.preset("resnet50", "mobilenet_v2")
+    {'conv3_block4_out': 'block_6_expand_relu', 'conv4_block6_out': 'block_13_expand_relu'}
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Mapping, Sequence
+
+import keras
+
+__all__ = ["STAGES", "LOGITS", "preset", "stage_outputs", "validate", "feature_model", "family"]
+
+#: key under which `feature_model` returns the network's final output.
+LOGITS = "logits"
+
+#: network family -> stage outputs, shallow to deep, as (layer name, total stride).
+STAGES: dict[str, list[tuple[str, int]]] = {
+    "resnet50": [("conv2_block3_out", 4), ("conv3_block4_out", 8), ("conv4_block6_out", 16), ("conv5_block3_out", 32)],
+    "mobilenet_v2": [("block_3_expand_relu", 4), ("block_6_expand_relu", 8), ("block_13_expand_relu", 16), ("out_relu", 32)],
+    "mobilenet_v3_small": [
+        ("expanded_conv_project_bn", 4),
+        ("expanded_conv_2_add", 8),
+        ("expanded_conv_7_add", 16),
+        ("expanded_conv_10_add", 32),
+    ],
+    "resnet8x4": [("stage1_out", 1), ("stage2_out", 2), ("stage3_out", 4)],
+    "resnet20": [("stage1_out", 1), ("stage2_out", 2), ("stage3_out", 4)],
+}
+
+_DEFAULT_PRESET_STAGES = (1, 2)
+
+
+def family(model: keras.Model) -> str | None:
+    """The `STAGES` family a model belongs to, found by its layer names, or None."""
+    names = {layer.name for layer in model.layers}
+    preferred = model.name if model.name in STAGES else None
+    if preferred and all(name in names for name, _ in STAGES[preferred]):
+        return preferred
+    for candidate, stages in STAGES.items():
+        if all(name in names for name, _ in stages):
+            return candidate
+    return None
+
+
+def stage_outputs(model: keras.Model) -> list[tuple[str, tuple]]:
+    """Stage outputs of a model as `(layer name, output shape)`, shallow to deep.
+
+    Known families use `STAGES`; any other functional model gets the last
+    layer at each spatial resolution (padding layers skipped).
+    """
+    known = family(model)
+    if known is not None:
+        return [(name, tuple(model.get_layer(name).output.shape)) for name, _ in STAGES[known]]
+    # (layer name, shape, whether the group computes anything) per resolution
+    groups: list[list] = []
+    for layer in model.layers:
+        try:
+            shape = tuple(layer.output.shape)
+        except (AttributeError, ValueError):
+            continue
+        if len(shape) != 4 or "pad" in layer.name or isinstance(layer, keras.layers.InputLayer):
+            continue
+        if groups and groups[-1][1][1:3] == shape[1:3]:
+            groups[-1][0], groups[-1][1] = layer.name, shape
+            groups[-1][2] = groups[-1][2] or bool(layer.weights)
+        else:
+            groups.append([layer.name, shape, bool(layer.weights)])
+    # Groups without weights (input rescaling, pooled excitation vectors) are not stages.
+    return [(name, shape) for name, shape, computes in groups if computes]
+
+
+def _format_shape(shape: Sequence) -> str:
+    return "x".join(str(d) for d in shape[1:])
+
+
+def validate(model: keras.Model, layer_names: Sequence[str], role: str = "teacher") -> None:
+    """Checks that every name is a layer of `model`.
+
+    Raises:
+        ValueError: naming the closest matches and listing the stage outputs.
+
+    Example:
+        >>> import keras, kdistill
+        >>> teacher = kdistill.teachers.resnet50(num_classes=10, input_shape=(32, 32, 3))
+        >>> validate(teacher, ["conv4_block7_out"])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ValueError: Unknown teacher layer 'conv4_block7_out'. Did you mean 'conv4_block6_out'...
+    """
+    if not isinstance(model, keras.Model) or not hasattr(model, "inputs") or model.inputs is None:
+        raise TypeError(
+            f"The {role} must be a functional Keras model (keras.Model(inputs, outputs) or a "
+            f"keras.applications model), received {type(model).__name__}. Wrap a subclassed "
+            "model in a functional one so its layers can be tapped."
+        )
+    all_names = [layer.name for layer in model.layers]
+    for name in layer_names:
+        if name in all_names:
+            continue
+        close = difflib.get_close_matches(name, all_names, n=3, cutoff=0.6)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        stages = ", ".join(f"{n} ({_format_shape(s)})" for n, s in stage_outputs(model))
+        raise ValueError(
+            f"Unknown {role} layer {name!r}.{hint} Stage outputs of {model.name!r}: {stages}. "
+            f"All {len(all_names)} layer names: `[l.name for l in {role}.layers]`."
+        )
+
+
+def feature_model(model: keras.Model, layer_names: Sequence[str], role: str = "teacher", name: str | None = None) -> keras.Model:
+    """A model sharing `model`'s layers that returns `{layer name: output, "logits": output}`.
+
+    Args:
+        model: a functional Keras model with one output (the logits).
+        layer_names: layers to tap.
+        role: `"teacher"` or `"student"`, used in error messages.
+        name: name of the new model.
+
+    Returns:
+        A functional `keras.Model` with a dict of outputs.
+
+    Example:
+        >>> import numpy as np, kdistill
+        >>> student = kdistill.students.get("resnet20", num_classes=10, input_shape=(32, 32, 3))
+        >>> features = feature_model(student, ["stage2_out"], role="student")
+        >>> {k: tuple(v.shape) for k, v in features(np.zeros((1, 32, 32, 3), "float32")).items()}
+        {'stage2_out': (1, 16, 16, 32), 'logits': (1, 10)}
+    """
+    validate(model, layer_names, role)
+    if len(model.outputs) != 1:
+        raise ValueError(
+            f"The {role} must have exactly one output (the logits), {model.name!r} has "
+            f"{len(model.outputs)}. Build a model whose single output is the classifier."
+        )
+    if LOGITS in layer_names:
+        raise ValueError(f"{LOGITS!r} is reserved for the {role}'s output; tap the layer under another name.")
+    outputs = {layer_name: model.get_layer(layer_name).output for layer_name in layer_names}
+    outputs[LOGITS] = model.outputs[0]
+    return keras.Model(model.inputs, outputs, name=name or f"{model.name}_{role}_features")
+
+
+def preset(teacher: str | keras.Model, student: str | keras.Model, stages: Sequence[int] | None = _DEFAULT_PRESET_STAGES) -> dict[str, str]:
+    """Teacher -> student taps pairing the networks' stages by depth.
+
+    Stage `i` of the teacher (counted from the shallowest, see `STAGES`) is
+    paired with stage `i` of the student; projections align resolutions that
+    differ (a CIFAR ResNet keeps 4x larger maps than ResNet50 at 32x32).
+
+    Args:
+        teacher: a family name in `STAGES` or a model of such a family.
+        student: likewise for the student.
+        stages: stage indices to pair. The default `(1, 2)` picks the middle
+            stages (ResNet50's conv3 and conv4), which carry the most
+            transferable structure; `None` pairs every stage both networks have.
+
+    Returns:
+        A dict teacher layer -> student layer, shallow to deep.
+
+    Raises:
+        ValueError: for an unknown family or a stage index out of range.
+    """
+    teacher_family = _resolve_family(teacher, "teacher")
+    student_family = _resolve_family(student, "student")
+    teacher_stages = [name for name, _ in STAGES[teacher_family]]
+    student_stages = [name for name, _ in STAGES[student_family]]
+    count = min(len(teacher_stages), len(student_stages))
+    wanted = list(range(count)) if stages is None else list(stages)
+    bad = [i for i in wanted if not 0 <= i < count]
+    if bad or not wanted:
+        raise ValueError(
+            f"Stage indices {bad or wanted} are out of range: {teacher_family!r} has "
+            f"{len(teacher_stages)} stages and {student_family!r} has {len(student_stages)}, so "
+            f"indices 0..{count - 1} can be paired."
+        )
+    return {teacher_stages[i]: student_stages[i] for i in sorted(wanted)}
+
+
+def _resolve_family(network: str | keras.Model, role: str) -> str:
+    if isinstance(network, keras.Model):
+        found = family(network)
+        if found is None:
+            raise ValueError(
+                f"No tap preset knows the {role} {network.name!r}; known families: {', '.join(STAGES)}. "
+                "Pass taps={teacher_layer: student_layer} yourself (see kdistill.taps.stage_outputs)."
+            )
+        return found
+    if network not in STAGES:
+        close = difflib.get_close_matches(str(network), list(STAGES), n=2)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(f"Unknown {role} family {network!r}.{hint} Known: {', '.join(STAGES)}.")
+    return network

@@ -1,0 +1,146 @@
+"""Teachers: Keras ResNets with a logits classifier, from ImageNet weights, a file, or scratch.
+
+A teacher built here takes raw RGB pixels in [0, 255] (its Caffe-style
+preprocessing is its first layer) and returns logits. `FeatureDistiller`
+freezes it; it is returned trainable so `kdistill train-teacher` can train it.
+
+Example:
+    >>> import kdistill
+    >>> teacher = kdistill.teachers.resnet50(num_classes=10, input_shape=(32, 32, 3))
+    >>> teacher.output.shape
+    (None, 10)
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from typing import Callable
+
+import keras
+
+from kdistill import _model_io
+from kdistill.preprocessing import ImagePreprocessing
+
+__all__ = ["resnet50", "get", "available", "load", "imagenet_cache_path"]
+
+_BACKBONES: dict[str, Callable[..., keras.Model]] = {
+    "resnet50": keras.applications.ResNet50,
+    "resnet101": keras.applications.ResNet101,
+    "resnet152": keras.applications.ResNet152,
+}
+
+_NOTOP_FILES = {
+    name: f"{name}_weights_tf_dim_ordering_tf_kernels_notop.h5" for name in _BACKBONES
+}
+
+
+def imagenet_cache_path(name: str = "resnet50") -> str:
+    """Where Keras keeps the ImageNet 'notop' weights of `name` (`$KERAS_HOME/models`)."""
+    keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+    return os.path.join(keras_home, "models", _NOTOP_FILES[name])
+
+
+def _offline() -> bool:
+    return os.environ.get("KDISTILL_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def _imagenet_help(name: str) -> str:
+    return (
+        f"To use ImageNet weights without network, copy {_NOTOP_FILES[name]!r} (Keras' "
+        f"'notop' file for {name}) to {imagenet_cache_path(name)!r}, or pass "
+        "weights='/path/to/that_file.h5' (CLI: --weights PATH). Without ImageNet weights, "
+        "train a teacher on your data: `kdistill train-teacher`."
+    )
+
+
+def _backbone_weights(name: str, weights: str | None) -> str | None:
+    """Resolves 'imagenet' to the cached file when there is one, failing fast offline."""
+    if weights != "imagenet":
+        return weights
+    cached = imagenet_cache_path(name)
+    if os.path.exists(cached):
+        return cached
+    if _offline():
+        raise ValueError(f"ImageNet weights for {name} are not in the Keras cache and KDISTILL_OFFLINE is set. {_imagenet_help(name)}")
+    return "imagenet"
+
+
+def get(
+    name: str,
+    num_classes: int,
+    input_shape: tuple[int, int, int] = (32, 32, 3),
+    weights: str | None = None,
+    include_preprocessing: bool = True,
+) -> keras.Model:
+    """Builds a ResNet teacher that outputs logits for `num_classes` classes.
+
+    Args:
+        name: `"resnet50"`, `"resnet101"` or `"resnet152"`.
+        num_classes: number of classes of the new classifier.
+        input_shape: `(height, width, 3)`; at least 32x32.
+        weights: `None` (random), `"imagenet"` (backbone from Keras' ImageNet
+            weights; the classifier is new), a path to a whole saved teacher
+            (`.keras` / `.h5`, loaded with `safe_mode=True`), or a path to a
+            backbone weights file.
+        include_preprocessing: start the model with ResNet's Caffe-style
+            preprocessing so it takes pixels in [0, 255].
+
+    Returns:
+        A trainable functional `keras.Model` with layers named as in
+        `keras.applications` (`conv3_block4_out`, ...) and a `predictions`
+        logits layer.
+
+    Raises:
+        ValueError: for an unknown name, a file that cannot be read, or
+            ImageNet weights that cannot be obtained offline (the message says
+            where to put the file).
+    """
+    if name not in _BACKBONES:
+        close = difflib.get_close_matches(name, list(_BACKBONES), n=2)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(f"Unknown teacher {name!r}.{hint} Known: {', '.join(_BACKBONES)}; or pass any functional Keras model.")
+    if isinstance(weights, str) and weights != "imagenet":
+        if not os.path.exists(weights):
+            raise FileNotFoundError(f"Teacher weights file {weights!r} does not exist. {_imagenet_help(name)}")
+        if _model_io.is_full_model_file(weights):
+            return load(weights)
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = ImagePreprocessing("caffe", name="preprocessing")(inputs) if include_preprocessing else inputs
+    backbone_weights = _backbone_weights(name, weights)
+    try:
+        backbone = _BACKBONES[name](include_top=False, weights=backbone_weights, input_tensor=x)
+    except ValueError:
+        raise
+    except Exception as error:  # noqa: BLE001 - download and file errors come in many types
+        raise ValueError(f"Could not get the {name} backbone weights ({type(error).__name__}: {error}). {_imagenet_help(name)}") from error
+    features = keras.layers.GlobalAveragePooling2D(name="avg_pool")(backbone.output)
+    logits = keras.layers.Dense(num_classes, name="predictions")(features)
+    return keras.Model(inputs, logits, name=name)
+
+
+def resnet50(
+    num_classes: int,
+    input_shape: tuple[int, int, int] = (32, 32, 3),
+    weights: str | None = None,
+    include_preprocessing: bool = True,
+) -> keras.Model:
+    """ResNet50 teacher with a logits classifier; see `get` for the arguments.
+
+    Example:
+        >>> import kdistill
+        >>> teacher = kdistill.teachers.resnet50(num_classes=10, weights=None)
+        >>> teacher.get_layer("conv4_block6_out").output.shape
+        (None, 2, 2, 1024)
+    """
+    return get("resnet50", num_classes, input_shape, weights, include_preprocessing)
+
+
+def load(path: str) -> keras.Model:
+    """Loads a saved teacher (`.keras` or `.h5`) with `safe_mode=True`."""
+    return _model_io.load_model(path, role="teacher")
+
+
+def available() -> list[str]:
+    """Teacher names `get` accepts."""
+    return list(_BACKBONES)

@@ -1,0 +1,47 @@
+"""Shared fixtures: quiet TensorFlow, no network, fixed seeds, small models."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ["KDISTILL_OFFLINE"] = "1"  # nothing in the tests may try to download
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    keras.utils.set_random_seed(1234)
+
+
+@pytest.fixture(scope="session")
+def resnet50_teacher():
+    """A random-weight ResNet50 teacher at 32x32 (frozen by every distiller that uses it)."""
+    import kdistill
+
+    return kdistill.teachers.resnet50(num_classes=10, input_shape=(32, 32, 3), weights=None)
+
+
+def small_cnn(name: str, widths=(8, 16), num_classes: int = 10, input_shape=(32, 32, 3), seed: int = 0, first_layer=None, batch_norm=True) -> keras.Model:
+    """A tiny functional CNN with layers `<name>_stage1`, `<name>_stage2` (for fast tests)."""
+    initializer = keras.initializers.GlorotUniform(seed=seed)
+    inputs = keras.Input(input_shape)
+    x = first_layer(inputs) if first_layer is not None else inputs
+    x = keras.layers.Rescaling(1.0 / 255.0)(x)
+    for index, width in enumerate(widths, start=1):
+        x = keras.layers.Conv2D(width, 3, strides=2, padding="same", kernel_initializer=initializer, name=f"{name}_conv{index}")(x)
+        if batch_norm:
+            x = keras.layers.BatchNormalization(name=f"{name}_bn{index}")(x)
+        x = keras.layers.ReLU(name=f"{name}_stage{index}")(x)
+    x = keras.layers.GlobalAveragePooling2D(name=f"{name}_pool")(x)
+    outputs = keras.layers.Dense(num_classes, kernel_initializer=initializer, name=f"{name}_logits")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def images(count: int, seed: int = 0, size: int = 32) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 255, (count, size, size, 3)).astype("float32")
+
+
+def labels(count: int, seed: int = 0, classes: int = 10) -> np.ndarray:
+    return np.random.default_rng(seed + 1).integers(0, classes, count)

@@ -1,0 +1,208 @@
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kdistill
+from conftest import images, labels, small_cnn
+
+HERE = os.path.dirname(__file__)
+ISSUE_TAPS = {"conv3_block4_out": "block_6_expand_relu", "conv4_block6_out": "block_13_expand_relu"}
+
+
+def _dataset(count, seed, batch_size=8):
+    return tf.data.Dataset.from_tensor_slices((images(count, seed), labels(count, seed))).batch(batch_size)
+
+
+def test_issue_example_trains_reports_every_term_and_leaves_teacher_untouched(resnet50_teacher, tmp_path):
+    teacher = resnet50_teacher
+    student = kdistill.students.get("mobilenet_v2", num_classes=10, input_shape=(32, 32, 3))
+    teacher_before = [w.numpy().copy() for w in teacher.weights]
+    moving_stats_before = [w.numpy().copy() for w in teacher.weights if "moving" in w.path]
+    student_before = [w.numpy().copy() for w in student.trainable_weights]
+    distiller = kdistill.FeatureDistiller(teacher, student, taps=ISSUE_TAPS, feature_loss="mse", logits_loss="kl", temperature=4.0, alpha=0.5)
+    distiller.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = distiller.fit(_dataset(16, 0), validation_data=_dataset(8, 1), epochs=2, verbose=0)
+
+    terms = ["loss", "ce_loss", "kd_loss", "feat_conv3_block4_out", "feat_conv4_block6_out", "accuracy"]
+    assert set(history.history) == set(terms) | {f"val_{t}" for t in terms}
+    assert all(np.isfinite(v).all() for v in history.history.values())
+    # Teacher: every weight, BatchNorm moving statistics included, bit-identical.
+    assert len(moving_stats_before) == 2 * sum(isinstance(l, keras.layers.BatchNormalization) for l in teacher.layers)
+    for before, after in zip(teacher_before, teacher.weights):
+        np.testing.assert_array_equal(before, after.numpy())
+    assert not teacher.trainable and not distiller.teacher.trainable_weights
+    # ... while the student did learn.
+    assert any(not np.array_equal(b, a.numpy()) for b, a in zip(student_before, student.trainable_weights))
+    # Gradients go to the student and the projections only.
+    names = {v.path for v in distiller.trainable_variables}
+    assert {v.path for v in student.trainable_variables} <= names
+    assert any(n.startswith("projection_conv4_block6_out") for n in names)
+    assert len(distiller.trainable_variables) == len(student.trainable_variables) + sum(len(p.trainable_variables) for p in distiller.projections.values())
+
+    path = str(tmp_path / "student.keras")
+    distiller.student.save(path)
+    x = images(4, 9)
+    np.testing.assert_array_equal(keras.saving.load_model(path).predict(x, verbose=0), student.predict(x, verbose=0))
+
+
+def test_projections_are_not_part_of_the_student(resnet50_teacher):
+    student = kdistill.students.get("resnet8x4", num_classes=10)
+    count = student.count_params()
+    distiller = kdistill.FeatureDistiller(resnet50_teacher, student, taps={"conv3_block4_out": "stage2_out"})
+    assert distiller.student.count_params() == count
+    assert all("projection" not in layer.name for layer in distiller.student.layers)
+    assert distiller.projection_summary()[0]["projection"] == "16x16x128 -> average pool /4, Conv1x1(512) + BN -> 4x4x512"
+
+
+def test_distillation_moves_student_features_toward_the_teacher():
+    x_train, x_val = images(256, 0), images(64, 1)
+    teacher = small_cnn("teacher", widths=(16, 32), seed=1)
+    y_train = np.argmax(teacher.predict(x_train, verbose=0), axis=-1)
+    tap = {"teacher_stage2": "student_stage2"}
+    fit = dict(epochs=6, batch_size=32, verbose=0, shuffle=False)
+
+    distilled = kdistill.FeatureDistiller(teacher, small_cnn("student", seed=2), taps=tap, logits_loss=None, alpha=1.0)
+    history = distilled.compile(optimizer=keras.optimizers.Adam(1e-2)).fit(x_train, y_train, **fit)
+    curve = history.history["feat_teacher_stage2"]
+    assert curve[-1] < 0.6 * curve[0], curve
+
+    # The same student trained on labels alone, then given the same chance to fit a projection.
+    baseline_student = small_cnn("student", seed=2)
+    kdistill.FeatureDistiller(teacher, baseline_student, taps={}, logits_loss=None, alpha=0.0).compile(
+        optimizer=keras.optimizers.Adam(1e-2)
+    ).fit(x_train, y_train, **fit)
+    baseline_student.trainable = False
+    baseline = kdistill.FeatureDistiller(teacher, baseline_student, taps=tap, logits_loss=None, alpha=1.0)
+    baseline.compile(optimizer=keras.optimizers.Adam(1e-2)).fit(x_train, y_train, **fit)
+
+    distilled_gap = distilled.evaluate(x_val, np.zeros(64), verbose=0, return_dict=True)["feat_teacher_stage2"]
+    baseline_gap = baseline.evaluate(x_val, np.zeros(64), verbose=0, return_dict=True)["feat_teacher_stage2"]
+    assert distilled_gap < 0.8 * baseline_gap, (distilled_gap, baseline_gap)
+
+
+class _Counter:
+    calls = 0
+
+
+class _CountCalls(keras.layers.Layer):
+    def __init__(self, counter, **kwargs):
+        super().__init__(**kwargs)
+        self.counter = counter
+
+    def call(self, inputs):
+        self.counter.calls += 1
+        return inputs
+
+
+def _counted(name, counter, seed):
+    return small_cnn(name, seed=seed, first_layer=_CountCalls(counter))
+
+
+def test_teacher_and_student_each_run_once_per_training_step():
+    teacher_calls, student_calls = _Counter(), _Counter()
+    teacher = _counted("teacher", teacher_calls, 1)
+    student = _counted("student", student_calls, 2)
+    distiller = kdistill.FeatureDistiller(teacher, student, taps={"teacher_stage1": "student_stage1", "teacher_stage2": "student_stage2"})
+    distiller.compile(optimizer="adam", metrics=["accuracy"], run_eagerly=True)
+    teacher_calls.calls = student_calls.calls = 0  # building the models called them symbolically
+    distiller.fit(images(24, 0), labels(24, 0), batch_size=8, epochs=1, verbose=0)
+    assert (teacher_calls.calls, student_calls.calls) == (3, 3)
+
+
+@pytest.mark.parametrize("alpha", [1.5, -0.1, True, "0.5"])
+def test_alpha_outside_unit_interval_is_refused(alpha):
+    with pytest.raises(ValueError, match=r"alpha must be a number in \[0, 1\]"):
+        kdistill.FeatureDistiller(small_cnn("t"), small_cnn("s"), taps={}, alpha=alpha)
+
+
+@pytest.mark.parametrize("temperature", [0.0, -2.0])
+def test_non_positive_temperature_is_refused(temperature):
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        kdistill.FeatureDistiller(small_cnn("t"), small_cnn("s"), taps={}, temperature=temperature)
+
+
+def test_bad_tap_names_and_impossible_projections_are_explained(resnet50_teacher):
+    student = kdistill.students.get("mobilenet_v2", num_classes=10)
+    with pytest.raises(ValueError, match=r"Unknown teacher layer 'conv3_block9_out'.*Did you mean.*Stage outputs"):
+        kdistill.FeatureDistiller(resnet50_teacher, student, taps={"conv3_block9_out": "block_6_expand_relu"})
+    with pytest.raises(ValueError, match=r"Unknown student layer 'block_6_expand_rellu'.*Did you mean 'block_6_expand_relu'"):
+        kdistill.FeatureDistiller(resnet50_teacher, student, taps={"conv3_block4_out": "block_6_expand_rellu"})
+    with pytest.raises(ValueError, match=r"Tap 'conv3_block4_out' <- 'predictions'.*Cannot project"):
+        kdistill.FeatureDistiller(resnet50_teacher, student, taps={"conv3_block4_out": student.layers[-1].name})
+
+
+def test_softmax_outputs_and_class_mismatch_are_refused():
+    softmax_student = small_cnn("s")
+    softmax_student.layers[-1].activation = keras.activations.softmax
+    with pytest.raises(ValueError, match="classifier_activation=None"):
+        kdistill.FeatureDistiller(small_cnn("t"), softmax_student, taps={})
+    with pytest.raises(ValueError, match="same classes"):
+        kdistill.FeatureDistiller(small_cnn("t"), small_cnn("s", num_classes=5), taps={})
+    with pytest.raises(ValueError, match="from_logits=True"):
+        kdistill.FeatureDistiller(small_cnn("t"), small_cnn("s"), taps={}).compile(loss=keras.losses.SparseCategoricalCrossentropy())
+
+
+def test_config_round_trips(resnet50_teacher):
+    student = kdistill.students.get("mobilenet_v2", num_classes=10)
+    distiller = kdistill.FeatureDistiller(
+        resnet50_teacher, student, taps=ISSUE_TAPS, feature_loss="normalized_mse", temperature=2.0, alpha=0.7, tap_weights={"conv4_block6_out": 0.5}
+    )
+    config = distiller.get_config()
+    restored = kdistill.FeatureDistiller.from_config(json.loads(json.dumps(config)))
+    assert restored.taps == ISSUE_TAPS and restored.alpha == 0.7 and restored.temperature == 2.0
+    assert restored.tap_weights == {"conv3_block4_out": 1.0, "conv4_block6_out": 0.5}
+    assert restored.feature_loss.normalize and restored.logits_loss.temperature == 2.0
+    assert json.dumps(restored.get_config(), sort_keys=True) == json.dumps(config, sort_keys=True)
+
+
+def test_saved_distiller_reloads_and_resumes_training(tmp_path):
+    teacher, student = small_cnn("teacher", seed=1), small_cnn("student", seed=2)
+    distiller = kdistill.FeatureDistiller(teacher, student, taps={"teacher_stage2": "student_stage2"}, alpha=0.6)
+    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    x, y = images(32, 0), labels(32, 0)
+    distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    path = str(tmp_path / "distiller.keras")
+    distiller.save(path)
+
+    restored = keras.saving.load_model(path)
+    assert isinstance(restored, kdistill.FeatureDistiller)
+    assert int(restored.optimizer.iterations) == 4
+    np.testing.assert_array_equal(restored.student.predict(x[:4], verbose=0), student.predict(x[:4], verbose=0))
+    for original, loaded in zip(distiller.projections["teacher_stage2"].weights, restored.projections["teacher_stage2"].weights):
+        np.testing.assert_array_equal(original.numpy(), loaded.numpy())
+    np.testing.assert_allclose(
+        restored.evaluate(x, y, verbose=0), distiller.evaluate(x, y, verbose=0), rtol=1e-5
+    )
+    restored.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert int(restored.optimizer.iterations) == 8
+
+
+def _run_script(name, *args, env=None, timeout=300):
+    full_env = dict(os.environ, **(env or {}))
+    result = subprocess.run([sys.executable, os.path.join(HERE, name), *args], capture_output=True, text=True, env=full_env, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_trains_with_fit_on_the_jax_backend():
+    report = _run_script("_jax_fit.py", env={"KERAS_BACKEND": "jax"})
+    assert report["backend"] == "jax"
+    assert set(report["history"]) >= {"loss", "ce_loss", "kd_loss", "feat_teacher_stage2", "accuracy", "val_loss"}
+    assert all(np.isfinite(v).all() for v in report["history"].values())
+    losses = report["history"]["feat_teacher_stage2"]
+    assert losses[-1] < losses[0]
+    assert report["teacher_unchanged"]
+
+
+def test_mirrored_strategy_step_matches_single_device_step():
+    report = _run_script("_mirrored_step.py")
+    assert report["replicas"] == 2
+    assert report["max_weight_difference"] < 1e-5, report
+    assert abs(report["loss_mirrored"] - report["loss_single"]) < 1e-5 * max(1.0, abs(report["loss_single"]))
+    assert report["weights_moved"] > 1e-4

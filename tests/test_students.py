@@ -1,0 +1,31 @@
+import numpy as np
+import pytest
+
+import kdistill
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v3_small", "resnet8x4", "resnet20"])
+def test_students_accept_32x32_images_and_output_logits(name):
+    student = kdistill.students.get(name, num_classes=10, input_shape=(32, 32, 3))
+    out = student(np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32"), training=False)
+    assert tuple(out.shape) == (2, 10)
+    assert np.isfinite(np.asarray(out)).all()
+
+
+def test_mobilenet_v2_width_multiplier_shrinks_the_model():
+    narrow = kdistill.students.get("mobilenet_v2", num_classes=10, width=0.35)
+    wide = kdistill.students.get("mobilenet_v2", num_classes=10, width=1.0)
+    assert narrow.count_params() < wide.count_params() / 2
+
+
+def test_student_save_and_reload_gives_identical_predictions(tmp_path):
+    student = kdistill.students.get("resnet8x4", num_classes=10)
+    path = str(tmp_path / "student.keras")
+    student.save(path)
+    x = np.random.default_rng(1).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    np.testing.assert_array_equal(kdistill.students.load(path).predict(x, verbose=0), student.predict(x, verbose=0))
+
+
+def test_unknown_student_lists_registered_ones():
+    with pytest.raises(ValueError, match=r"Did you mean 'mobilenet_v2'.*Registered: .*resnet20"):
+        kdistill.students.get("mobilenet_v2x", num_classes=10)

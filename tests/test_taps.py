@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+
+import kdistill
+from kdistill import taps
+
+from conftest import small_cnn
+
+
+def test_bad_teacher_layer_names_closest_match_and_stage_outputs(resnet50_teacher):
+    with pytest.raises(ValueError) as info:
+        taps.validate(resnet50_teacher, ["conv4_block7_out"])
+    message = str(info.value)
+    assert "Unknown teacher layer 'conv4_block7_out'" in message
+    assert "Did you mean" in message and "conv4_block" in message
+    assert "conv2_block3_out (8x8x256)" in message and "conv5_block3_out (1x1x2048)" in message
+
+
+def test_feature_model_returns_every_tap_and_logits_in_one_call(resnet50_teacher):
+    model = taps.feature_model(resnet50_teacher, ["conv3_block4_out", "conv4_block6_out"])
+    out = model(np.zeros((2, 32, 32, 3), "float32"), training=False)
+    assert {k: tuple(v.shape) for k, v in out.items()} == {
+        "conv3_block4_out": (2, 4, 4, 512),
+        "conv4_block6_out": (2, 2, 2, 1024),
+        "logits": (2, 10),
+    }
+    np.testing.assert_allclose(out["logits"], resnet50_teacher(np.zeros((2, 32, 32, 3), "float32"), training=False), rtol=1e-5, atol=1e-5)
+
+
+def test_presets_pair_stages_by_depth():
+    assert taps.preset("resnet50", "mobilenet_v2") == {"conv3_block4_out": "block_6_expand_relu", "conv4_block6_out": "block_13_expand_relu"}
+    assert taps.preset("resnet50", "resnet20", stages=None) == {
+        "conv2_block3_out": "stage1_out",
+        "conv3_block4_out": "stage2_out",
+        "conv4_block6_out": "stage3_out",
+    }
+    with pytest.raises(ValueError, match="Unknown student family"):
+        taps.preset("resnet50", "mobilenet_v9")
+    with pytest.raises(ValueError, match="out of range"):
+        taps.preset("resnet50", "resnet20", stages=(5,))
+
+
+def test_stage_outputs_of_an_unknown_model_are_the_last_layer_per_resolution():
+    model = small_cnn("net")
+    assert [name for name, _ in taps.stage_outputs(model)] == ["net_stage1", "net_stage2"]
+    assert taps.family(model) is None
+
+
+@pytest.mark.parametrize("name", kdistill.students.available())
+def test_every_bundled_student_has_its_preset_stages(name):
+    student = kdistill.students.get(name, num_classes=10, input_shape=(32, 32, 3))
+    assert taps.family(student) == name
+    shapes = [shape for _, shape in taps.stage_outputs(student)]
+    assert all(len(shape) == 4 for shape in shapes)
+    assert [s[1] for s in shapes] == sorted([s[1] for s in shapes], reverse=True)

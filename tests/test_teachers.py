@@ -1,0 +1,62 @@
+import os
+import time
+
+import keras
+import numpy as np
+import pytest
+
+import kdistill
+
+
+def test_resnet50_teacher_outputs_logits_and_has_stage_layers(resnet50_teacher):
+    assert resnet50_teacher.output.shape == (None, 10)
+    assert resnet50_teacher.layers[-1].activation is keras.activations.linear
+    for name in ("conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"):
+        resnet50_teacher.get_layer(name)
+
+
+def test_imagenet_weights_fail_fast_offline_with_instructions(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    start = time.monotonic()
+    with pytest.raises(ValueError) as info:
+        kdistill.teachers.resnet50(num_classes=10, weights="imagenet")
+    assert time.monotonic() - start < 10
+    message = str(info.value)
+    assert "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5" in message
+    assert str(tmp_path) in message and "--weights" in message
+
+
+def test_imagenet_weights_load_from_the_keras_cache(tmp_path, monkeypatch):
+    from keras.src.legacy.saving import legacy_h5_format
+    import h5py
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    backbone = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
+    reference = backbone.get_layer("conv4_block6_3_conv").get_weights()[0]
+    path = kdistill.teachers.imagenet_cache_path("resnet50")
+    os.makedirs(os.path.dirname(path))
+    with h5py.File(path, "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, backbone)
+    teacher = kdistill.teachers.resnet50(num_classes=7, input_shape=(32, 32, 3), weights="imagenet")
+    np.testing.assert_array_equal(teacher.get_layer("conv4_block6_3_conv").get_weights()[0], reference)
+    assert teacher.output.shape == (None, 7)
+
+
+def test_teacher_from_a_saved_file_and_clear_errors_for_bad_files(tmp_path, resnet50_teacher):
+    path = str(tmp_path / "teacher.keras")
+    resnet50_teacher.save(path)
+    loaded = kdistill.teachers.resnet50(num_classes=10, weights=path)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), resnet50_teacher.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+
+    truncated = tmp_path / "truncated.keras"
+    truncated.write_bytes(open(path, "rb").read()[:5000])
+    with pytest.raises(ValueError, match="Cannot load the teacher"):
+        kdistill.teachers.load(str(truncated))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        kdistill.teachers.resnet50(num_classes=10, weights=str(tmp_path / "missing.keras"))
+
+
+def test_unknown_teacher_name_lists_known():
+    with pytest.raises(ValueError, match="Did you mean 'resnet50'"):
+        kdistill.teachers.get("resnet5", num_classes=10)
