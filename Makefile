@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test clean
+.PHONY: install data demo test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,12 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 
 install: $(STAMP)
 
-demo: install
-	$(BIN)/kdistill demo
+# Offline Fashion-MNIST from Debian's dataset-fashion-mnist package, into data/fashion-mnist.
+data:
+	bash tools/fetch_fashion_mnist.sh data
+
+demo: install data
+	$(BIN)/kdistill demo --data-dir data
 
 test: install
 	$(BIN)/python -m pytest

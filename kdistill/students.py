@@ -54,7 +54,7 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get(name: str, num_classes: int, input_shape: tuple[int, int, int] = (32, 32, 3), **kwargs) -> keras.Model:
+def get(name: str, num_classes: int, input_shape: tuple[int, int, int] = (32, 32, 3), batch_norm_momentum: float | None = 0.9, **kwargs) -> keras.Model:
     """Builds the registered student `name`.
 
     Args:
@@ -62,6 +62,9 @@ def get(name: str, num_classes: int, input_shape: tuple[int, int, int] = (32, 32
             `mobilenet_v3_small` (`width`, default 1.0), `resnet8x4`, `resnet20`.
         num_classes: number of classes.
         input_shape: `(height, width, channels)`, at least 32x32 for MobileNets.
+        batch_norm_momentum: momentum of every BatchNormalization layer. 0.9
+            (default) lets moving statistics settle within a short schedule;
+            Keras' MobileNets use 0.999. None keeps the builder's values.
         **kwargs: builder options.
 
     Raises:
@@ -71,7 +74,8 @@ def get(name: str, num_classes: int, input_shape: tuple[int, int, int] = (32, 32
         close = difflib.get_close_matches(name, available(), n=2)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise ValueError(f"Unknown student {name!r}.{hint} Registered: {', '.join(available())}; or pass any functional Keras model.")
-    return _REGISTRY[name](num_classes=num_classes, input_shape=tuple(input_shape), **kwargs)
+    model = _REGISTRY[name](num_classes=num_classes, input_shape=tuple(input_shape), **kwargs)
+    return _model_io.set_batch_norm_momentum(model, batch_norm_momentum)
 
 
 def load(path: str) -> keras.Model:

@@ -72,6 +72,7 @@ def get(
     input_shape: tuple[int, int, int] = (32, 32, 3),
     weights: str | None = None,
     include_preprocessing: bool = True,
+    batch_norm_momentum: float | None = 0.9,
 ) -> keras.Model:
     """Builds a ResNet teacher that outputs logits for `num_classes` classes.
 
@@ -85,6 +86,9 @@ def get(
             backbone weights file.
         include_preprocessing: start the model with ResNet's Caffe-style
             preprocessing so it takes pixels in [0, 255].
+        batch_norm_momentum: momentum of every BatchNormalization layer
+            (0.9 settles moving statistics within a short schedule; Keras'
+            default is 0.99). None keeps Keras' values. A loaded file keeps its own.
 
     Returns:
         A trainable functional `keras.Model` with layers named as in
@@ -116,7 +120,7 @@ def get(
         raise ValueError(f"Could not get the {name} backbone weights ({type(error).__name__}: {error}). {_imagenet_help(name)}") from error
     features = keras.layers.GlobalAveragePooling2D(name="avg_pool")(backbone.output)
     logits = keras.layers.Dense(num_classes, name="predictions")(features)
-    return keras.Model(inputs, logits, name=name)
+    return _model_io.set_batch_norm_momentum(keras.Model(inputs, logits, name=name), batch_norm_momentum)
 
 
 def resnet50(

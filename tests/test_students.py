@@ -29,3 +29,15 @@ def test_student_save_and_reload_gives_identical_predictions(tmp_path):
 def test_unknown_student_lists_registered_ones():
     with pytest.raises(ValueError, match=r"Did you mean 'mobilenet_v2'.*Registered: .*resnet20"):
         kdistill.students.get("mobilenet_v2x", num_classes=10)
+
+
+def test_batch_norm_momentum_is_set_for_short_schedules():
+    from keras.layers import BatchNormalization
+
+    student = kdistill.students.get("mobilenet_v2", num_classes=10)
+    momenta = {layer.momentum for layer in student.layers if isinstance(layer, BatchNormalization)}
+    assert momenta == {0.9}
+    keras_default = kdistill.students.get("mobilenet_v2", num_classes=10, batch_norm_momentum=None)
+    assert {layer.momentum for layer in keras_default.layers if isinstance(layer, BatchNormalization)} == {0.999}
+    with pytest.raises(ValueError, match="batch_norm_momentum"):
+        kdistill.students.get("resnet20", num_classes=10, batch_norm_momentum=1.5)

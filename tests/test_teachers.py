@@ -60,3 +60,16 @@ def test_teacher_from_a_saved_file_and_clear_errors_for_bad_files(tmp_path, resn
 def test_unknown_teacher_name_lists_known():
     with pytest.raises(ValueError, match="Did you mean 'resnet50'"):
         kdistill.teachers.get("resnet5", num_classes=10)
+
+
+def test_teacher_preprocessing_layer_equals_keras_resnet50_preprocess_input(resnet50_teacher):
+    x = np.random.default_rng(3).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    ours = resnet50_teacher.get_layer("preprocessing")(x)
+    expected = keras.applications.resnet50.preprocess_input(x.copy())
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(ours), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_student_preprocessing_maps_pixels_to_minus_one_one():
+    student = kdistill.students.get("mobilenet_v2", num_classes=10)
+    x = np.array([[[[0.0, 127.5, 255.0]]]], "float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(student.get_layer("preprocessing")(x)), [[[[-1.0, 0.0, 1.0]]]], atol=1e-6)

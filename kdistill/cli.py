@@ -1,0 +1,212 @@
+"""The `kdistill` command: parses arguments and config files, then calls the public functions.
+
+    kdistill demo                      # the main job on offline Fashion-MNIST
+    kdistill train-teacher --epochs 4 --output saved_models/teacher.keras
+    kdistill distill --config examples/configs/fashion_mnist_r50_mv2.yaml
+    kdistill evaluate saved_models/demo/student_distilled.keras
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+__all__ = ["main", "build_parser"]
+
+
+def _read_config_file(path: str) -> dict:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Config file {path!r} does not exist.")
+    with open(path) as handle:
+        text = handle.read()
+    if path.endswith(".json"):
+        return json.loads(text)
+    import yaml
+
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ValueError(f"Config file {path!r} is not valid YAML: {error}") from None
+    return values or {}
+
+
+def _parse_taps(text: str):
+    if text in ("preset", "none"):
+        return text
+    taps = {}
+    for pair in text.split(","):
+        if ":" not in pair:
+            raise ValueError(f"--taps takes 'preset', 'none' or teacher_layer:student_layer pairs separated by commas, received {text!r}.")
+        teacher_layer, student_layer = pair.split(":", 1)
+        taps[teacher_layer.strip()] = student_layer.strip()
+    return taps
+
+
+def _data_arguments(parser: argparse.ArgumentParser, defaults: bool = True) -> None:
+    default = (lambda value: value) if defaults else (lambda value: None)
+    parser.add_argument("--data", default=default("fashion_mnist"), help="fashion_mnist (offline default), tfds:<name>, or an image-folder path")
+    parser.add_argument("--data-dir", default=None, help="folder of the offline data / prepared TFDS data / test images")
+    parser.add_argument("--image-size", type=int, default=default(32), help="square input size (default 32)")
+    parser.add_argument("--train-limit", type=int, default=None, help="use only this many training images")
+    parser.add_argument("--test-limit", type=int, default=None, help="use only this many test images")
+    parser.add_argument("--batch-size", type=int, default=default(64), help="batch size (default 64)")
+    parser.add_argument("--seed", type=int, default=default(0), help="random seed (default 0)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kdistill", description="Knowledge distillation for Keras 3 / TensorFlow.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    demo = commands.add_parser("demo", help="teacher vs student alone vs distilled student on offline Fashion-MNIST",
+                               description="Trains (or reuses) a ResNet50 teacher on Fashion-MNIST at 32x32, trains the same student "
+                                           "without and with distillation, evaluates all three and saves a table and plots.")
+    demo.add_argument("--full", action="store_true", help="the longer schedule (all training images, more epochs)")
+    demo.add_argument("--output-dir", default=os.path.join("saved_models", "demo"), help="run folder (default saved_models/demo)")
+    demo.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--retrain-teacher", action="store_true", help="train a new teacher even if one is saved")
+    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a schedule entry, e.g. --set student_epochs=2")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    teacher = commands.add_parser("train-teacher", help="train a ResNet50 teacher and save it",
+                                  description="Trains a ResNet teacher (random init, ImageNet backbone, or a weights file) and saves it as .keras.")
+    _data_arguments(teacher)
+    teacher.add_argument("--name", default="resnet50", help="resnet50 | resnet101 | resnet152")
+    teacher.add_argument("--weights", default=None, help="None (random), imagenet, or a weights/model file")
+    teacher.add_argument("--epochs", type=int, default=4)
+    teacher.add_argument("--learning-rate", type=float, default=1e-3)
+    teacher.add_argument("--output", default=os.path.join("saved_models", "teacher.keras"), help="where to save the teacher")
+
+    distill = commands.add_parser("distill", help="distil a teacher into a student",
+                                  description="Distils a saved teacher into a student. Flags override the config file's entries.")
+    distill.add_argument("--config", help="YAML or JSON run config (keys: see kdistill.config.DistillConfig)")
+    _data_arguments(distill, defaults=False)
+    distill.add_argument("--teacher", help="saved teacher (.keras)")
+    distill.add_argument("--student", help="registered student name")
+    distill.add_argument("--student-width", type=float, help="MobileNet width multiplier")
+    distill.add_argument("--taps", type=_parse_taps, help="preset | none | t_layer:s_layer,t_layer:s_layer")
+    distill.add_argument("--feature-loss")
+    distill.add_argument("--logits-loss")
+    distill.add_argument("--temperature", type=float)
+    distill.add_argument("--alpha", type=float)
+    distill.add_argument("--epochs", type=int)
+    distill.add_argument("--learning-rate", type=float)
+    distill.add_argument("--output-dir", help="run folder (default saved_models/<run-name>)")
+    distill.add_argument("--run-name")
+
+    evaluate = commands.add_parser("evaluate", help="accuracy, size and speed of a saved model",
+                                   description="Top-1/top-5 and per-class accuracy, parameters, size and images/s of a saved model.")
+    evaluate.add_argument("model", help="saved model (.keras)")
+    _data_arguments(evaluate)
+    evaluate.add_argument("--json", dest="json_path", help="also write the report to this JSON file")
+    return parser
+
+
+def _parse_overrides(pairs: list[str]) -> dict:
+    import yaml
+
+    overrides = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"--set takes KEY=VALUE, received {pair!r}.")
+        key, value = pair.split("=", 1)
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
+def _progress() -> int:
+    """Keras verbosity: a live progress bar in a terminal, one line per epoch in a log file."""
+    return 1 if sys.stdout.isatty() else 2
+
+
+def _run(args) -> int:
+    from kdistill import data, evaluation, recipes
+    from kdistill.config import DistillConfig
+
+    if args.command == "demo":
+        overrides = _parse_overrides(args.set)
+        unknown = sorted(set(overrides) - set(recipes.DEMO_QUICK) - {"test_limit"})
+        if unknown:
+            raise ValueError(f"Unknown demo setting(s) {unknown}; known: {', '.join(sorted(recipes.DEMO_QUICK))}, test_limit.")
+        summary = recipes.demo(args.output_dir, full=args.full, data_dir=args.data_dir, seed=args.seed, overrides=overrides,
+                               verbose=0 if args.quiet else _progress(), retrain_teacher=args.retrain_teacher)
+        print()
+        print(summary["table"])
+        print(f"\ndistillation gain (top-1): {100 * summary['distillation_gain_top1']:+.2f} points; wall time {summary['seconds']['total']:.0f} s")
+        print(f"figures: {', '.join(summary['figures'])}\nsummary: {os.path.join(args.output_dir, 'summary.json')}")
+        return 0
+
+    if args.command == "train-teacher":
+        splits = data.load(args.data, data_dir=args.data_dir, image_size=args.image_size, batch_size=args.batch_size,
+                           train_limit=args.train_limit, test_limit=args.test_limit, seed=args.seed)
+        import keras
+
+        keras.utils.set_random_seed(args.seed)
+        teacher, history = recipes.train_teacher(splits, args.output, epochs=args.epochs, weights=args.weights, learning_rate=args.learning_rate,
+                                                 name=args.name, verbose=_progress())
+        report = evaluation.evaluate(teacher, splits.test, splits.class_names) if splits.test is not None else {}
+        print(f"teacher saved to {args.output}" + (f"; test top-1 {100 * report['top1']:.2f}%" if report else ""))
+        return 0
+
+    if args.command == "distill":
+        values = _read_config_file(args.config) if args.config else {}
+        flags = {
+            "data": args.data, "data_dir": args.data_dir, "image_size": args.image_size, "train_limit": args.train_limit,
+            "test_limit": args.test_limit, "batch_size": args.batch_size, "seed": args.seed, "teacher": args.teacher,
+            "student": args.student, "student_width": args.student_width, "taps": args.taps, "feature_loss": args.feature_loss,
+            "logits_loss": args.logits_loss, "temperature": args.temperature, "alpha": args.alpha, "epochs": args.epochs,
+            "learning_rate": args.learning_rate, "output_dir": args.output_dir, "run_name": args.run_name,
+        }
+        values.update({key: value for key, value in flags.items() if value is not None})
+        config = DistillConfig.from_dict(values)
+        import keras
+
+        keras.utils.set_random_seed(config.seed)
+        summary = recipes.distill(config, verbose=_progress())
+        if "test" in summary:
+            print(recipes.format_table([dict(summary["test"], name=config.student)]))
+        print(f"run folder: {config.resolved_output_dir()}")
+        return 0
+
+    if args.command == "evaluate":
+        from kdistill import _model_io
+
+        model = _model_io.load_model(args.model, role="model")
+        splits = data.load(args.data, data_dir=args.data_dir, image_size=args.image_size, batch_size=args.batch_size,
+                           test_limit=args.test_limit, seed=args.seed, validation_fraction=0.0)
+        report = evaluation.evaluate(model, splits.test, splits.class_names)
+        print(recipes.format_table([dict(report, name=os.path.basename(args.model))]))
+        print("\nper-class top-1:")
+        for name, value in report["per_class_accuracy"].items():
+            print(f"  {name:<14} {'-' if value is None else f'{100 * value:6.2f}'}")
+        if args.json_path:
+            with open(args.json_path, "w") as handle:
+                json.dump(report, handle, indent=2)
+        return 0
+    raise AssertionError(args.command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `kdistill` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    # Stage messages ("Training the teacher ...") are INFO; --verbose adds TensorFlow's own.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("kdistill: %(message)s"))
+    package_logger = logging.getLogger("kdistill")
+    package_logger.addHandler(handler)
+    package_logger.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    if not args.verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        return _run(args)
+    except (ValueError, FileNotFoundError, TypeError) as error:
+        print(f"kdistill {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

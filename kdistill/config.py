@@ -1,0 +1,138 @@
+"""Run configurations: one dataclass, validated with messages that name the fix.
+
+A config file (YAML or JSON, read by the CLI) or a dict from a notebook becomes
+a `DistillConfig`; unknown keys, wrong types and missing teacher files are
+reported before anything trains.
+
+Example:
+    >>> config = DistillConfig.from_dict({"student": "resnet8x4", "epochs": 2, "alpha": 0.9})
+    >>> config.student, config.epochs, config.taps
+    ('resnet8x4', 2, 'preset')
+    >>> DistillConfig.from_dict({"epoch": 2})
+    Traceback (most recent call last):
+    ValueError: Unknown config key 'epoch'. Did you mean 'epochs'? ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import typing
+from typing import Any
+
+__all__ = ["DistillConfig"]
+
+
+@dataclasses.dataclass
+class DistillConfig:
+    """Everything one `kdistill distill` run needs.
+
+    Attributes:
+        data: `fashion_mnist`, `tfds:<name>` or an image-folder path.
+        data_dir: where the data lives (offline files, a prepared TFDS folder, a test folder).
+        image_size: square input size.
+        train_limit: use only this many training images (None: all).
+        test_limit: use only this many test images (None: all).
+        augment: names from `kdistill.data.AUGMENTATIONS`.
+        teacher: path of a saved teacher (`kdistill train-teacher` writes one).
+        student: a registered student name.
+        student_width: width multiplier for MobileNet students.
+        taps: `"preset"`, `"none"`, or `{teacher_layer: student_layer}`.
+        feature_loss / logits_loss: loss names (see `kdistill.losses.available()`), or None.
+        temperature, alpha, tap_weights: see `FeatureDistiller`.
+        epochs, batch_size, learning_rate, optimizer: training schedule.
+        seed: random seed for data order and initialisation.
+        output_dir: run folder (default `saved_models/<run_name>`).
+        run_name: name of the run.
+    """
+
+    data: str = "fashion_mnist"
+    data_dir: str | None = None
+    image_size: int = 32
+    train_limit: int | None = None
+    test_limit: int | None = None
+    augment: list = dataclasses.field(default_factory=list)
+    teacher: str | None = None
+    student: str = "mobilenet_v2"
+    student_width: float | None = None
+    taps: Any = "preset"
+    feature_loss: str | None = "mse"
+    logits_loss: str | None = "kl"
+    temperature: float = 4.0
+    alpha: float = 0.5
+    tap_weights: Any = 1.0
+    epochs: int = 5
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    seed: int = 0
+    output_dir: str | None = None
+    run_name: str = "distill"
+
+    @classmethod
+    def from_dict(cls, values: dict, check_files: bool = True) -> "DistillConfig":
+        """Validates `values` and builds the config.
+
+        Raises:
+            ValueError: for an unknown key (with the closest names), a value of
+                the wrong type, or an out-of-range value.
+            FileNotFoundError: when `teacher` names a file that does not exist.
+        """
+        if not isinstance(values, dict):
+            raise ValueError(f"A config must be a mapping of keys to values, received {type(values).__name__}.")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        hints = typing.get_type_hints(cls)
+        clean = {}
+        for key, value in values.items():
+            key = str(key).replace("-", "_")
+            if key not in fields:
+                close = difflib.get_close_matches(key, list(fields), n=2)
+                hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+                raise ValueError(f"Unknown config key {key!r}.{hint} Known keys: {', '.join(fields)}.")
+            clean[key] = _check_type(key, value, hints[key])
+        config = cls(**clean)
+        config._check_values(check_files)
+        return config
+
+    def _check_values(self, check_files: bool) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], received {self.alpha}.")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, received {self.temperature}.")
+        for key in ("epochs", "batch_size", "image_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be at least 1, received {getattr(self, key)}.")
+        if not (isinstance(self.taps, dict) or self.taps in ("preset", "none")):
+            raise ValueError(f"taps must be 'preset', 'none' or a mapping teacher_layer: student_layer, received {self.taps!r}.")
+        if check_files and self.teacher and not os.path.exists(self.teacher):
+            raise FileNotFoundError(
+                f"Teacher file {self.teacher!r} does not exist. Train one with `kdistill train-teacher --output {self.teacher}` "
+                "or point `teacher` at a saved .keras model."
+            )
+
+    def resolved_output_dir(self) -> str:
+        return self.output_dir or os.path.join("saved_models", self.run_name)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _check_type(key: str, value: Any, hint: Any) -> Any:
+    allowed = typing.get_args(hint) or (hint,)
+    if value is None:
+        if type(None) in allowed:
+            return None
+        raise ValueError(f"Config key {key!r} may not be empty (null).")
+    if Any in allowed:
+        return value
+    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    for kind in allowed:
+        origin = typing.get_origin(kind) or kind
+        if kind is type(None):
+            continue
+        if isinstance(value, origin) and not (isinstance(value, bool) and origin in (int, float)):
+            return value
+    names = " or ".join(getattr(k, "__name__", str(k)) for k in allowed if k is not type(None))
+    raise ValueError(f"Config key {key!r} must be {names}, received {type(value).__name__} {value!r}.")

@@ -1,0 +1,360 @@
+"""tf.data pipelines: the offline Fashion-MNIST default, TFDS names, image folders, NumPy arrays.
+
+Every pipeline yields `(images, labels)` batches with images as float32 RGB
+pixels in [0, 255] at the requested size (grey images repeated to 3 channels)
+and integer labels. Models built by kdistill apply their own preprocessing
+(ResNet50's Caffe-style mean subtraction, MobileNet's [-1, 1]) as their first
+layer, so the same batch feeds teacher and student.
+
+Example:
+    >>> import numpy as np
+    >>> x = np.zeros((10, 28, 28), "uint8"); y = np.arange(10) % 3
+    >>> splits = from_arrays(x, y, x[:4], y[:4], image_size=32, batch_size=4, validation_fraction=0.2)
+    >>> images, labels = next(iter(splits.train))
+    >>> tuple(images.shape), splits.num_classes, splits.counts
+    ((4, 32, 32, 3), 3, {'train': 8, 'validation': 2, 'test': 4})
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import logging
+import os
+import struct
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = [
+    "Splits",
+    "FASHION_MNIST_CLASSES",
+    "fashion_mnist_dirs",
+    "read_idx",
+    "load_fashion_mnist",
+    "from_arrays",
+    "from_tfds",
+    "from_image_folder",
+    "load",
+    "augmentation",
+]
+
+logger = logging.getLogger(__name__)
+
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+_FASHION_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+_OFFLINE_HELP = (
+    "Fashion-MNIST ships in Debian's package dataset-fashion-mnist. Get it offline with "
+    "`make data` (runs `apt-get download dataset-fashion-mnist` and unpacks it into data/, no root "
+    "needed), or `apt-get install dataset-fashion-mnist` (files in /usr/share/datasets/fashion-mnist), "
+    "then pass --data-dir DIR (or set KDISTILL_DATA_DIR) if the files are elsewhere."
+)
+AUGMENTATIONS = ("flip", "crop", "randaugment", "mixup", "cutmix")
+
+
+@dataclasses.dataclass
+class Splits:
+    """Train / validation / test pipelines and what a model needs to know about them."""
+
+    train: tf.data.Dataset
+    validation: tf.data.Dataset | None
+    test: tf.data.Dataset | None
+    num_classes: int
+    class_names: list[str]
+    image_shape: tuple[int, int, int]
+    counts: dict[str, int]
+
+
+def fashion_mnist_dirs(data_dir: str | None = None) -> list[str]:
+    """Folders searched for the Fashion-MNIST IDX files, in order.
+
+    An explicit `data_dir` (or `KDISTILL_DATA_DIR`) is searched alone, so a
+    wrong path is reported instead of silently reading data from elsewhere.
+    """
+    base = data_dir or os.environ.get("KDISTILL_DATA_DIR")
+    if base:
+        return [base, os.path.join(base, "fashion-mnist"), os.path.join(base, "usr", "share", "datasets", "fashion-mnist")]
+    return [
+        os.path.join("data", "fashion-mnist"),
+        "/usr/share/datasets/fashion-mnist",
+        os.path.join(os.path.expanduser("~"), ".keras", "datasets", "fashion-mnist"),
+    ]
+
+
+def _find(folder: str, stem: str) -> str | None:
+    for name in (stem + ".gz", stem):
+        path = os.path.join(folder, name)
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def read_idx(path: str) -> np.ndarray:
+    """Reads an IDX file (gzip or plain), as used by MNIST and Fashion-MNIST.
+
+    Raises:
+        ValueError: for a truncated or malformed file.
+    """
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+    except (OSError, EOFError) as error:
+        raise ValueError(f"Cannot read IDX file {path!r}: {error}. Is it truncated? {_OFFLINE_HELP}") from None
+    if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] != 0x08:
+        raise ValueError(f"{path!r} is not an unsigned-byte IDX file (bad magic number).")
+    rank = data[3]
+    shape = struct.unpack(f">{rank}I", data[4 : 4 + 4 * rank])
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * rank)
+    if body.size != int(np.prod(shape)):
+        raise ValueError(f"{path!r} holds {body.size} bytes of data but its header says {shape}: the file is truncated.")
+    return body.reshape(shape)
+
+
+def load_fashion_mnist(data_dir: str | None = None) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Loads Fashion-MNIST from local IDX files; never downloads.
+
+    Args:
+        data_dir: a folder with the four IDX files (or a folder holding
+            `fashion-mnist/`, or the root where the Debian package was unpacked).
+
+    Returns:
+        `((x_train, y_train), (x_test, y_test))` as uint8 arrays, like
+        `keras.datasets.fashion_mnist.load_data()`.
+
+    Raises:
+        FileNotFoundError: when no searched folder has the files; says how to get them offline.
+    """
+    searched = fashion_mnist_dirs(data_dir)
+    for folder in searched:
+        paths = {key: _find(folder, stem) for key, stem in _FASHION_FILES.items()}
+        if all(paths.values()):
+            arrays = {key: read_idx(path) for key, path in paths.items()}
+            logger.info("Fashion-MNIST from %s", folder)
+            return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
+    raise FileNotFoundError(f"Fashion-MNIST not found in {searched}. {_OFFLINE_HELP}")
+
+
+def augmentation(names: Sequence[str], image_size: int, num_classes: int, seed: int = 0):
+    """Keras 3 augmentation layers by name: flip, crop, randaugment, mixup, cutmix.
+
+    Returns:
+        `(per_image, per_batch)`: a `keras.Sequential` applied to image
+        batches (flip, crop, randaugment) and a list of batch-level layers that
+        mix images and one-hot labels (mixup, cutmix). Either may be empty.
+    """
+    import keras
+
+    unknown = [n for n in names if n not in AUGMENTATIONS]
+    if unknown:
+        raise ValueError(f"Unknown augmentation {unknown}; known: {', '.join(AUGMENTATIONS)}.")
+    per_image = []
+    if "flip" in names:
+        per_image.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    if "crop" in names:
+        pad = max(2, image_size // 8)
+        per_image.append(keras.layers.ZeroPadding2D(pad))
+        per_image.append(keras.layers.RandomCrop(image_size, image_size, seed=seed))
+    if "randaugment" in names:
+        per_image.append(keras.layers.RandAugment(value_range=(0, 255), seed=seed))
+    per_batch = []
+    if "mixup" in names:
+        per_batch.append(keras.layers.MixUp(seed=seed))
+    if "cutmix" in names:
+        per_batch.append(keras.layers.CutMix(seed=seed))
+    return (keras.Sequential(per_image, name="augmentation") if per_image else None), per_batch
+
+
+def _to_model_images(images, image_size: int):
+    images = tf.cast(images, tf.float32)
+    if images.shape.rank == 3:  # (batch, H, W) grey
+        images = images[..., tf.newaxis]
+    if images.shape[-1] == 1:
+        images = tf.repeat(images, 3, axis=-1)
+    if images.shape[1] != image_size or images.shape[2] != image_size:
+        images = tf.image.resize(images, (image_size, image_size), method="bilinear")
+    return images
+
+
+def _pipeline(dataset, image_size, batch_size, training, augment, num_classes, seed, count):
+    if training:
+        dataset = dataset.shuffle(min(count, 20_000), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size, drop_remainder=False)
+    dataset = dataset.map(lambda x, y: (_to_model_images(x, image_size), tf.cast(y, tf.int32)), num_parallel_calls=tf.data.AUTOTUNE)
+    if training and augment:
+        per_image, per_batch = augmentation(augment, image_size, num_classes, seed)
+        if per_image is not None:
+            dataset = dataset.map(lambda x, y: (per_image(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+        if per_batch:
+            # MixUp / CutMix mix labels too: labels become one-hot (use categorical_crossentropy).
+            def mix(x, y):
+                sample = {"images": x, "labels": tf.one_hot(y, num_classes)}
+                for layer in per_batch:
+                    sample = layer(sample, training=True)
+                return sample["images"], sample["labels"]
+
+            dataset = dataset.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def from_arrays(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray | None = None,
+    y_test: np.ndarray | None = None,
+    image_size: int = 32,
+    batch_size: int = 64,
+    validation_fraction: float = 0.1,
+    train_limit: int | None = None,
+    test_limit: int | None = None,
+    augment: Sequence[str] = (),
+    class_names: Sequence[str] | None = None,
+    seed: int = 0,
+) -> Splits:
+    """Pipelines from NumPy arrays: grey or RGB images, integer labels.
+
+    A fixed permutation (by `seed`) picks the validation images from the
+    training arrays, and `train_limit` training images after them.
+    """
+    if len(x_train) != len(y_train):
+        raise ValueError(f"x_train has {len(x_train)} images but y_train has {len(y_train)} labels.")
+    if not 0 <= validation_fraction < 1:
+        raise ValueError(f"validation_fraction must be in [0, 1), received {validation_fraction}.")
+    y_train = np.asarray(y_train).astype("int32").reshape(-1)
+    num_classes = int(max(y_train.max(), (np.max(y_test) if y_test is not None and len(y_test) else 0))) + 1
+    order = np.random.default_rng(seed).permutation(len(x_train))
+    n_validation = int(round(len(x_train) * validation_fraction))
+    validation_index, train_index = order[:n_validation], order[n_validation:]
+    if train_limit:
+        train_index = train_index[:train_limit]
+    common = dict(image_size=image_size, batch_size=batch_size, num_classes=num_classes, seed=seed)
+    train = _pipeline(tf.data.Dataset.from_tensor_slices((x_train[train_index], y_train[train_index])), training=True, augment=augment, count=len(train_index), **common)
+    validation = None
+    if n_validation:
+        validation = _pipeline(
+            tf.data.Dataset.from_tensor_slices((x_train[validation_index], y_train[validation_index])), training=False, augment=(), count=n_validation, **common
+        )
+    test = None
+    counts = {"train": len(train_index), "validation": n_validation}
+    if x_test is not None:
+        if test_limit:
+            x_test, y_test = x_test[:test_limit], y_test[:test_limit]
+        test = _pipeline(tf.data.Dataset.from_tensor_slices((x_test, np.asarray(y_test).astype("int32"))), training=False, augment=(), count=len(x_test), **common)
+        counts["test"] = len(x_test)
+    names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+    return Splits(train, validation, test, num_classes, names, (image_size, image_size, 3), counts)
+
+
+def from_tfds(name: str, data_dir: str | None = None, image_size: int = 32, batch_size: int = 64, train_limit: int | None = None, test_limit: int | None = None,
+              validation_fraction: float = 0.1, augment: Sequence[str] = (), seed: int = 0, download: bool = False) -> Splits:
+    """Pipelines from a TensorFlow Datasets name (`cifar10`, `cifar100`, `imagenette`, ...).
+
+    Reads a prepared TFDS directory (`data_dir`, default `~/tensorflow_datasets`).
+    With `download=True` TFDS may fetch it (needs network).
+
+    Raises:
+        ImportError: when tensorflow-datasets is not installed.
+        FileNotFoundError: when the data is not prepared, saying how to prepare it offline.
+    """
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as error:
+        raise ImportError("TFDS data needs `pip install tensorflow-datasets` (or `pip install kdistill[tfds]`).") from error
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as error:  # noqa: BLE001 - TFDS raises its own types for unknown names
+        raise ValueError(f"Unknown TFDS dataset {name!r}: {error}") from None
+    if not download and not builder.is_prepared():
+        raise FileNotFoundError(
+            f"TFDS dataset {name!r} is not prepared in {builder.data_dir!r} and kdistill never downloads at run "
+            f"time. On a machine with network run `tfds build {name} --data_dir DIR` (or "
+            f"`python -c \"import tensorflow_datasets as tfds; tfds.load('{name}', data_dir='DIR')\"`), copy DIR "
+            "here and pass --data-dir DIR. For datasets that need manual files, put them in "
+            f"DIR/downloads/manual and run `tfds build {name} --data_dir DIR --manual_dir DIR/downloads/manual`."
+        )
+    if download:
+        builder.download_and_prepare()
+    info = builder.info
+    splits = list(info.splits)
+    test_split = "test" if "test" in splits else ("validation" if "validation" in splits else None)
+    label_feature = info.features["label"]
+
+    def to_arrays(split, limit):
+        dataset = builder.as_dataset(split=split, as_supervised=True)
+        if limit:
+            dataset = dataset.take(limit)
+        xs, ys = [], []
+        for image, label in dataset.map(lambda x, y: (tf.image.resize(x, (image_size, image_size)), y)).as_numpy_iterator():
+            xs.append(image)
+            ys.append(label)
+        return np.stack(xs).astype("float32"), np.asarray(ys)
+
+    x_train, y_train = to_arrays("train", (train_limit + int(train_limit * validation_fraction / (1 - validation_fraction)) + 1) if train_limit else None)
+    x_test, y_test = to_arrays(test_split, test_limit) if test_split else (None, None)
+    result = from_arrays(x_train, y_train, x_test, y_test, image_size, batch_size, validation_fraction, train_limit, None, augment, label_feature.names, seed)
+    result.num_classes = label_feature.num_classes
+    return result
+
+
+def from_image_folder(path: str, image_size: int = 32, batch_size: int = 64, validation_fraction: float = 0.1, test_dir: str | None = None,
+                      train_limit: int | None = None, augment: Sequence[str] = (), seed: int = 0) -> Splits:
+    """Pipelines from a tree `path/<class name>/*.jpg|png` (class names sorted).
+
+    Raises:
+        FileNotFoundError: when `path` does not exist or has no class folders with images.
+    """
+    import keras
+
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"Image folder {path!r} does not exist. Expected a tree <folder>/<class name>/<image files>.")
+    class_names = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
+    if not class_names:
+        raise FileNotFoundError(f"{path!r} has no class sub-folders. Expected <folder>/<class name>/<image files>.")
+
+    def read(folder):
+        dataset = keras.utils.image_dataset_from_directory(
+            folder, labels="inferred", label_mode="int", class_names=class_names, image_size=(image_size, image_size),
+            batch_size=None, shuffle=False, color_mode="rgb", verbose=False,
+        )
+        xs, ys = [], []
+        for image, label in dataset.as_numpy_iterator():
+            xs.append(image)
+            ys.append(label)
+        if not xs:
+            raise FileNotFoundError(f"No images found under {folder!r} (jpeg, png, bmp, gif).")
+        return np.stack(xs), np.asarray(ys)
+
+    x_train, y_train = read(path)
+    x_test, y_test = read(test_dir) if test_dir else (None, None)
+    return from_arrays(x_train, y_train, x_test, y_test, image_size, batch_size, validation_fraction, train_limit, None, augment, class_names, seed)
+
+
+def load(source: str = "fashion_mnist", data_dir: str | None = None, image_size: int = 32, batch_size: int = 64, validation_fraction: float = 0.1,
+         train_limit: int | None = None, test_limit: int | None = None, augment: Sequence[str] = (), seed: int = 0) -> Splits:
+    """Pipelines from a source name: `fashion_mnist` (offline default), `tfds:<name>`, or an image folder path.
+
+    Example:
+        >>> splits = load("fashion_mnist")  # doctest: +SKIP
+        >>> splits.num_classes, splits.counts["test"]  # doctest: +SKIP
+        (10, 10000)
+    """
+    data_dir = os.path.expanduser(data_dir) if data_dir else data_dir
+    common = dict(image_size=image_size, batch_size=batch_size, validation_fraction=validation_fraction, train_limit=train_limit, augment=augment, seed=seed)
+    if source in ("fashion_mnist", "fashion-mnist"):
+        (x_train, y_train), (x_test, y_test) = load_fashion_mnist(data_dir)
+        return from_arrays(x_train, y_train, x_test, y_test, test_limit=test_limit, class_names=FASHION_MNIST_CLASSES, **common)
+    if source.startswith("tfds:"):
+        return from_tfds(source[len("tfds:"):], data_dir=data_dir, test_limit=test_limit, **common)
+    if os.path.isdir(source):
+        return from_image_folder(source, test_dir=data_dir, **{k: v for k, v in common.items() if k != "test_limit"})
+    raise ValueError(
+        f"Unknown data source {source!r}. Use 'fashion_mnist' (offline default), 'tfds:<name>' "
+        "(e.g. tfds:cifar10, with --data-dir for a prepared TFDS folder) or the path of an image folder "
+        "<folder>/<class name>/<images>."
+    )

@@ -1,0 +1,257 @@
+"""End-to-end jobs shared by the CLI and notebooks: train a teacher, distil, run the demo.
+
+Each function writes into a run folder and returns what it measured; the CLI
+only parses arguments and calls these.
+
+Example:
+    >>> from kdistill import recipes
+    >>> recipes.DEMO_QUICK["student"]
+    'mobilenet_v2'
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+
+import keras
+import numpy as np
+
+from kdistill import _model_io
+from kdistill import data as data_module
+from kdistill import evaluation, plots, students, teachers
+from kdistill import taps as taps_module
+from kdistill.config import DistillConfig
+from kdistill.distiller import FeatureDistiller
+
+__all__ = ["load_data", "train_teacher", "train_student", "distill", "demo", "DEMO_QUICK", "DEMO_FULL", "format_table"]
+
+logger = logging.getLogger(__name__)
+
+#: the default demo: fits in the 20-minute budget on a 2-core CPU.
+DEMO_QUICK = {
+    "train_limit": 10_000,
+    "teacher_epochs": 4,
+    "student_epochs": 5,
+    "student": "mobilenet_v2",
+    "student_width": 0.35,
+    "alpha": 0.9,
+    "temperature": 4.0,
+    "feature_loss": "normalized_mse",
+    "tap_weight": 10.0,
+    "batch_size": 64,
+}
+#: `kdistill demo --full`: all 54,000 training images, longer schedules.
+DEMO_FULL = dict(DEMO_QUICK, train_limit=None, teacher_epochs=10, student_epochs=15)
+
+
+def load_data(config: DistillConfig) -> data_module.Splits:
+    """Pipelines for a run config."""
+    return data_module.load(
+        config.data, data_dir=config.data_dir, image_size=config.image_size, batch_size=config.batch_size,
+        train_limit=config.train_limit, test_limit=config.test_limit, augment=config.augment, seed=config.seed,
+    )
+
+
+def _optimizer(name: str, learning_rate: float):
+    optimizers = {"adam": keras.optimizers.Adam, "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9), "adamw": keras.optimizers.AdamW}
+    if name not in optimizers:
+        raise ValueError(f"Unknown optimizer {name!r}; known: {', '.join(optimizers)}.")
+    return optimizers[name](learning_rate=learning_rate)
+
+
+def _label_loss(splits: data_module.Splits, augment) -> str:
+    mixes = any(a in ("mixup", "cutmix") for a in augment)
+    return "categorical_crossentropy" if mixes else "sparse_categorical_crossentropy"
+
+
+def _write_json(path: str, value) -> None:
+    with open(path, "w") as handle:
+        json.dump(value, handle, indent=2, default=float)
+
+
+def train_teacher(splits: data_module.Splits, output_path: str, epochs: int = 4, weights: str | None = None, learning_rate: float = 1e-3,
+                  name: str = "resnet50", augment=(), verbose: int = 1) -> tuple[keras.Model, dict]:
+    """Trains a ResNet teacher on `splits` and saves it to `output_path` (.keras).
+
+    Returns:
+        `(teacher, history dict)`.
+    """
+    teacher = teachers.get(name, num_classes=splits.num_classes, input_shape=splits.image_shape, weights=weights)
+    teacher.compile(optimizer=_optimizer("adam", learning_rate), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True) if not augment else keras.losses.CategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    history = teacher.fit(splits.train, validation_data=splits.validation, epochs=epochs, verbose=verbose)
+    os.makedirs(os.path.dirname(output_path) or ".", exist_ok=True)
+    _model_io.save_for_inference(teacher, output_path)
+    return teacher, history.history
+
+
+def _build_student(name: str, splits: data_module.Splits, width: float | None, seed: int) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    kwargs = {"width": width} if width is not None and name.startswith("mobilenet") else {}
+    return students.get(name, num_classes=splits.num_classes, input_shape=splits.image_shape, **kwargs)
+
+
+def train_student(splits: data_module.Splits, student: keras.Model, epochs: int, learning_rate: float = 1e-3, optimizer: str = "adam", verbose: int = 1, callbacks=None) -> dict:
+    """Trains a student on labels alone (the baseline distillation must beat)."""
+    student.compile(optimizer=_optimizer(optimizer, learning_rate), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    return student.fit(splits.train, validation_data=splits.validation, epochs=epochs, verbose=verbose, callbacks=callbacks).history
+
+
+def _resolve_taps(config: DistillConfig, teacher: keras.Model, student: keras.Model) -> dict:
+    if isinstance(config.taps, dict):
+        return dict(config.taps)
+    if config.taps == "none":
+        return {}
+    return taps_module.preset(teacher, student)
+
+
+def distill(config: DistillConfig, splits: data_module.Splits | None = None, teacher: keras.Model | None = None, verbose: int = 1) -> dict:
+    """Runs one distillation from a config and writes the run folder.
+
+    Writes `student.keras`, `history.json` and `summary.json` (config, taps,
+    projections, test metrics, wall time) into `config.resolved_output_dir()`.
+
+    Returns:
+        The summary dict.
+    """
+    start = time.perf_counter()
+    output_dir = config.resolved_output_dir()
+    os.makedirs(output_dir, exist_ok=True)
+    splits = splits or load_data(config)
+    if teacher is None:
+        if not config.teacher:
+            raise ValueError("A distillation needs a teacher: set `teacher: PATH` (train one with `kdistill train-teacher`).")
+        teacher = teachers.load(config.teacher)
+    student = _build_student(config.student, splits, config.student_width, config.seed)
+    distiller = FeatureDistiller(
+        teacher, student, taps=_resolve_taps(config, teacher, student), feature_loss=config.feature_loss, logits_loss=config.logits_loss,
+        temperature=config.temperature, alpha=config.alpha, tap_weights=config.tap_weights,
+    )
+    distiller.compile(optimizer=_optimizer(config.optimizer, config.learning_rate), loss=_label_loss(splits, config.augment), metrics=["accuracy"])
+    history = distiller.fit(splits.train, validation_data=splits.validation, epochs=config.epochs, verbose=verbose).history
+    student_path = os.path.join(output_dir, "student.keras")
+    _model_io.save_for_inference(distiller.student, student_path)
+    summary = {
+        "config": config.to_dict(),
+        "taps": distiller.taps,
+        "projections": [dict(row, teacher_shape=list(row["teacher_shape"]), student_shape=list(row["student_shape"])) for row in distiller.projection_summary()],
+        "student_path": student_path,
+    }
+    if splits.test is not None:
+        summary["test"] = evaluation.evaluate(distiller.student, splits.test, splits.class_names)
+    summary["wall_seconds"] = round(time.perf_counter() - start, 1)
+    _write_json(os.path.join(output_dir, "history.json"), history)
+    _write_json(os.path.join(output_dir, "summary.json"), summary)
+    return summary
+
+
+def format_table(rows: list[dict]) -> str:
+    """A plain-text table of model results (name, top1, top5, parameters, size, images/s)."""
+    header = f"{'model':<22} {'top-1':>7} {'top-5':>7} {'params':>11} {'size MB':>8} {'images/s':>9}"
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        top5 = f"{100 * row['top5']:.2f}" if "top5" in row else "-"
+        lines.append(f"{row['name']:<22} {100 * row['top1']:>7.2f} {top5:>7} {row['parameters']:>11,} {row['size_mb']:>8.2f} {row['images_per_second']:>9.0f}")
+    return "\n".join(lines)
+
+
+def demo(output_dir: str = os.path.join("saved_models", "demo"), full: bool = False, data_dir: str | None = None, seed: int = 0,
+         overrides: dict | None = None, verbose: int = 1, retrain_teacher: bool = False) -> dict:
+    """The main job on the offline Fashion-MNIST: teacher, student alone, distilled student.
+
+    Trains (or reuses) a ResNet50 teacher at 32x32, trains the same student
+    twice from the same initial weights (labels alone; labels + teacher
+    features and logits), evaluates all three on the test set, and writes
+    `summary.json`, `curves.png`, `comparison.png` and the three models into
+    `output_dir`.
+
+    Args:
+        output_dir: run folder.
+        full: the longer schedule (`DEMO_FULL`) instead of `DEMO_QUICK`.
+        data_dir: where the Fashion-MNIST files are (see `kdistill.data`).
+        seed: seed of data order and initialisation.
+        overrides: replaces entries of the schedule (tests use tiny settings).
+        verbose: Keras progress bars (1) or none (0).
+        retrain_teacher: train a new teacher even if `output_dir/teacher.keras` exists.
+
+    Returns:
+        The summary: schedule, a row per model, wall time per stage.
+    """
+    settings = dict(DEMO_FULL if full else DEMO_QUICK, **(overrides or {}))
+    os.makedirs(output_dir, exist_ok=True)
+    timings = {}
+    start = time.perf_counter()
+    keras.utils.set_random_seed(seed)
+    splits = data_module.load("fashion_mnist", data_dir=data_dir, image_size=32, batch_size=settings["batch_size"],
+                              train_limit=settings["train_limit"], test_limit=settings.get("test_limit"), seed=seed)
+    logger.info("Fashion-MNIST: %s", splits.counts)
+
+    teacher_path = os.path.join(output_dir, "teacher.keras")
+    stage = time.perf_counter()
+    teacher_meta_path = os.path.join(output_dir, "teacher.json")
+    teacher_meta = {"train_limit": settings["train_limit"], "epochs": settings["teacher_epochs"], "seed": seed}
+    reuse = not retrain_teacher and os.path.exists(teacher_path) and os.path.exists(teacher_meta_path) and json.load(open(teacher_meta_path)) == teacher_meta
+    if reuse:
+        teacher = teachers.load(teacher_path)
+        teacher_history = {}
+        logger.info("Reusing the teacher in %s", teacher_path)
+    else:
+        logger.info("Training the ResNet50 teacher (%d epochs on %d images)", settings["teacher_epochs"], splits.counts["train"])
+        teacher, teacher_history = train_teacher(splits, teacher_path, epochs=settings["teacher_epochs"], verbose=verbose)
+        _write_json(teacher_meta_path, teacher_meta)
+    timings["teacher"] = round(time.perf_counter() - stage, 1)
+
+    stage = time.perf_counter()
+    logger.info("Training the student alone (%d epochs)", settings["student_epochs"])
+    student_alone = _build_student(settings["student"], splits, settings["student_width"], seed)
+    initial_weights = student_alone.get_weights()
+    alone_history = train_student(splits, student_alone, settings["student_epochs"], verbose=verbose)
+    alone_path = os.path.join(output_dir, "student_alone.keras")
+    _model_io.save_for_inference(student_alone, alone_path)
+    timings["student_alone"] = round(time.perf_counter() - stage, 1)
+
+    stage = time.perf_counter()
+    logger.info("Distilling the teacher into the same student (%d epochs)", settings["student_epochs"])
+    student = _build_student(settings["student"], splits, settings["student_width"], seed)
+    student.set_weights(initial_weights)  # the same starting point as the baseline
+    distiller = FeatureDistiller(
+        teacher, student, taps=taps_module.preset(teacher, student), feature_loss=settings["feature_loss"], logits_loss="kl",
+        temperature=settings["temperature"], alpha=settings["alpha"], tap_weights=settings["tap_weight"],
+    )
+    distiller.compile(optimizer=_optimizer("adam", 1e-3), metrics=["accuracy"])
+    distilled_history = distiller.fit(splits.train, validation_data=splits.validation, epochs=settings["student_epochs"], verbose=verbose).history
+    distilled_path = os.path.join(output_dir, "student_distilled.keras")
+    _model_io.save_for_inference(distiller.student, distilled_path)
+    timings["student_distilled"] = round(time.perf_counter() - stage, 1)
+
+    stage = time.perf_counter()
+    logger.info("Evaluating the three models on %d test images", splits.counts["test"])
+    rows = []
+    for name, model, path in (("teacher (ResNet50)", teacher, teacher_path), ("student alone", student_alone, alone_path), ("distilled student", distiller.student, distilled_path)):
+        report = evaluation.evaluate(model, splits.test, splits.class_names)
+        rows.append(dict(report, name=name))
+    timings["evaluation"] = round(time.perf_counter() - stage, 1)
+
+    histories = {"student alone": alone_history, "distilled student": distilled_history}
+    if teacher_history:
+        histories["teacher (ResNet50)"] = teacher_history
+    curves = plots.training_curves(histories, os.path.join(output_dir, "curves.png"))
+    comparison = plots.comparison(rows, os.path.join(output_dir, "comparison.png"))
+    timings["total"] = round(time.perf_counter() - start, 1)
+    summary = {
+        "settings": settings,
+        "data": splits.counts,
+        "taps": distiller.taps,
+        "projections": [row["projection"] for row in distiller.projection_summary()],
+        "results": rows,
+        "distillation_gain_top1": rows[2]["top1"] - rows[1]["top1"],
+        "seconds": timings,
+        "teacher_reused": reuse,
+        "figures": [curves, comparison],
+        "table": format_table(rows),
+    }
+    _write_json(os.path.join(output_dir, "summary.json"), summary)
+    _write_json(os.path.join(output_dir, "histories.json"), histories)
+    return summary

@@ -1,0 +1,98 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from kdistill import cli
+
+from test_data import make_fashion_mnist
+
+
+@pytest.fixture(scope="module")
+def fake_fashion_mnist(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fmnist")
+    make_fashion_mnist(folder, train=160, test=48)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def teacher_file(tmp_path_factory, fake_fashion_mnist):
+    path = str(tmp_path_factory.mktemp("teacher") / "teacher.keras")
+    status = cli.main(["train-teacher", "--data-dir", fake_fashion_mnist, "--train-limit", "64", "--epochs", "1", "--batch-size", "32", "--output", path])
+    assert status == 0
+    return path
+
+
+def test_console_script_help_lists_every_subcommand():
+    result = subprocess.run([os.path.join(os.path.dirname(sys.executable), "kdistill"), "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    for command in ("demo", "train-teacher", "distill", "evaluate"):
+        assert command in result.stdout
+
+
+def test_train_teacher_saves_a_loadable_resnet50(teacher_file, capsys):
+    import kdistill
+
+    teacher = kdistill.teachers.load(teacher_file)
+    assert teacher.get_layer("conv4_block6_out") is not None and teacher.output.shape == (None, 10)
+
+
+def test_distill_from_a_yaml_config_writes_the_run_folder(tmp_path, fake_fashion_mnist, teacher_file, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"data: fashion_mnist\ndata_dir: {fake_fashion_mnist}\nteacher: {teacher_file}\nstudent: resnet8x4\n"
+        "taps: preset\nepochs: 1\nbatch_size: 32\ntrain_limit: 64\nalpha: 0.8\nseed: 3\n"
+    )
+    status = cli.main(["distill", "--config", str(config), "--output-dir", str(tmp_path / "run"), "--temperature", "2"])
+    assert status == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["config"]["temperature"] == 2.0 and summary["config"]["seed"] == 3
+    assert summary["taps"] == {"conv3_block4_out": "stage2_out", "conv4_block6_out": "stage3_out"}
+    assert 0 <= summary["test"]["top1"] <= 1 and summary["test"]["examples"] == 48
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert {"loss", "ce_loss", "kd_loss", "feat_conv3_block4_out", "val_accuracy"} <= set(history)
+    assert (tmp_path / "run" / "student.keras").exists()
+    assert "resnet8x4" in capsys.readouterr().out
+
+
+def test_distill_config_errors_exit_2_with_the_reason(tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text("studnet: resnet20\n")
+    assert cli.main(["distill", "--config", str(config)]) == 2
+    assert "Unknown config key 'studnet'. Did you mean 'student'" in capsys.readouterr().err
+    assert cli.main(["distill", "--teacher", str(tmp_path / "missing.keras")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_evaluate_reports_accuracy_size_and_speed(tmp_path, fake_fashion_mnist, teacher_file, capsys):
+    report_path = tmp_path / "report.json"
+    assert cli.main(["evaluate", teacher_file, "--data-dir", fake_fashion_mnist, "--json", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["examples"] == 48 and {"top1", "top5", "parameters", "size_mb", "images_per_second"} <= set(report)
+    assert report["parameters"] > 20_000_000 and report["size_mb"] > 50
+    assert len(report["per_class_accuracy"]) == 10
+    out = capsys.readouterr().out
+    assert "per-class top-1" in out and "Ankle boot" in out
+
+
+def test_demo_on_tiny_settings_prints_the_table_and_saves_figures(tmp_path, fake_fashion_mnist, capsys):
+    output = tmp_path / "demo"
+    args = ["demo", "--data-dir", fake_fashion_mnist, "--output-dir", str(output), "--quiet"]
+    tiny = ["--set", "train_limit=64", "--set", "teacher_epochs=1", "--set", "student_epochs=1", "--set", "batch_size=32", "--set", "student=resnet8x4"]
+    assert cli.main(args + tiny) == 0
+    out = capsys.readouterr().out
+    for row in ("teacher (ResNet50)", "student alone", "distilled student", "distillation gain"):
+        assert row in out
+    summary = json.loads((output / "summary.json").read_text())
+    assert [r["name"] for r in summary["results"]] == ["teacher (ResNet50)", "student alone", "distilled student"]
+    assert summary["results"][1]["parameters"] == summary["results"][2]["parameters"]
+    for name in ("curves.png", "comparison.png", "teacher.keras", "student_alone.keras", "student_distilled.keras"):
+        assert (output / name).stat().st_size > 0
+    assert (output / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    # A second run with the same schedule reuses the teacher.
+    assert cli.main(args + tiny) == 0
+    assert json.loads((output / "summary.json").read_text())["teacher_reused"] is True
+    assert cli.main(args + ["--set", "epochs=3"]) == 2
+    assert "Unknown demo setting" in capsys.readouterr().err
