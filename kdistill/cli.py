@@ -103,6 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("model", help="saved model (.keras)")
     _data_arguments(evaluate)
     evaluate.add_argument("--json", dest="json_path", help="also write the report to this JSON file")
+
+    export = commands.add_parser("export", help="export a student as SavedModel and TFLite, with a parity report",
+                                 description="Writes a SavedModel in TF Serving's layout (<output-dir>/serving/<version>) and TFLite files, "
+                                             "then checks each against the Keras student on the test split and writes report.json.")
+    export.add_argument("model", help="saved student (.keras); a saved distiller exports its student only")
+    _data_arguments(export)
+    export.add_argument("--output-dir", default=os.path.join("saved_models", "export"), help="where to write (default saved_models/export)")
+    export.add_argument("--formats", default="saved_model,float32,int8",
+                        help="comma-separated: saved_model, float32, float16, dynamic, int8 (default saved_model,float32,int8)")
+    export.add_argument("--version", type=int, default=1, help="TF Serving version folder (default 1)")
+    export.add_argument("--int8-io", action="store_true", help="int8 model input/output too (default float input/output)")
+    export.add_argument("--report-limit", type=int, default=1000, help="test images used by the parity report (default 1000)")
     return parser
 
 
@@ -136,6 +148,8 @@ def _run(args) -> int:
                                verbose=0 if args.quiet else _progress(), retrain_teacher=args.retrain_teacher)
         print()
         print(summary["table"])
+        if "export_table" in summary:
+            print("\nExported distilled student (" + os.path.join(args.output_dir, "export") + "):\n" + summary["export_table"])
         print(f"\ndistillation gain (top-1): {100 * summary['distillation_gain_top1']:+.2f} points; wall time {summary['seconds']['total']:.0f} s")
         print(f"figures: {', '.join(summary['figures'])}\nsummary: {os.path.join(args.output_dir, 'summary.json')}")
         return 0
@@ -186,6 +200,21 @@ def _run(args) -> int:
         if args.json_path:
             with open(args.json_path, "w") as handle:
                 json.dump(report, handle, indent=2)
+        return 0
+    if args.command == "export":
+        from kdistill import _model_io, export
+
+        formats = [name.strip() for name in args.formats.split(",") if name.strip()]
+        unknown = sorted(set(formats) - {"saved_model", *export.TFLITE_MODES})
+        if unknown:
+            raise ValueError(f"Unknown export format(s) {unknown}; choose from saved_model, {', '.join(export.TFLITE_MODES)}.")
+        model = _model_io.load_model(args.model, role="student")
+        splits = data.load(args.data, data_dir=args.data_dir, image_size=args.image_size, batch_size=args.batch_size,
+                           test_limit=args.test_limit, train_limit=args.train_limit, seed=args.seed)
+        result = export.export_all(model, args.output_dir, formats=formats, representative=splits.validation if splits.validation is not None else splits.train,
+                                   test=splits.test, version=args.version, int8_io=args.int8_io, limit=args.report_limit)
+        print(export.format_report(result["report"]))
+        print(f"\nreport: {os.path.join(args.output_dir, 'report.json')}")
         return 0
     raise AssertionError(args.command)
 

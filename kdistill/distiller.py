@@ -96,6 +96,13 @@ def _weighted_mean(values, sample_weight):
     return ops.sum(values * sample_weight) / ops.cast(ops.shape(values)[0], values.dtype)
 
 
+def _call_loss(loss, teacher, student, labels):
+    """Per-sample values of a distillation loss; losses with `uses_labels` (DKD) also get the labels."""
+    if getattr(loss, "uses_labels", False) and labels is not None:
+        return loss.call_with_labels(teacher, student, labels)
+    return loss.call(teacher, student) if isinstance(loss, keras.losses.Loss) else loss(teacher, student)
+
+
 @keras.saving.register_keras_serializable(package="kdistill")
 class FeatureDistiller(keras.Model):
     """Distils a frozen teacher's features and logits into a student.
@@ -112,10 +119,13 @@ class FeatureDistiller(keras.Model):
         taps: `{teacher_layer: student_layer}`. `None` uses
             `kdistill.taps.preset(teacher, student)` when both networks are
             known families, and no feature taps otherwise; `{}` distils logits only.
-        feature_loss: name (see `kdistill.losses.available("feature")`), loss
+        feature_loss: name (see `kdistill.losses.available("feature")`: mse,
+            normalized_mse, at, sp, rkd, pkt, ...), `{"name": ..., option: value}`,
+            a weighted list such as `[("at", 1000.0), ("sp", 3000.0)]`, a loss
             object, or None for no feature terms.
-        logits_loss: name (see `kdistill.losses.available("logits")`), loss
-            object, or None for no logits term.
+        logits_loss: name (see `kdistill.losses.available("logits")`: kl, dkd,
+            standardized_kd), the same forms as `feature_loss`, or None for no
+            logits term. DKD reads the labels of the batch.
         temperature: softening temperature for a named logits loss, > 0.
         alpha: weight of the distillation terms in [0, 1].
         tap_weights: one weight for every tap, or `{teacher_layer: weight}`.
@@ -191,6 +201,19 @@ class FeatureDistiller(keras.Model):
             except ValueError as error:
                 raise ValueError(f"Tap {teacher_layer!r} <- {student_layer!r}: {error}") from None
 
+        # Stateless losses are shared by every tap; a loss with weights (CRD's heads
+        # and memory) gets its own copy per tap, built now so it trains and saves with the distiller.
+        self.tap_losses = {}
+        for index, teacher_layer in enumerate(self.taps):
+            loss = self.feature_loss
+            if isinstance(loss, keras.layers.Layer):
+                if index:
+                    loss = type(loss).from_config(dict(loss.get_config(), name=f"{loss.name}_{teacher_layer}"))
+                if not loss.built:
+                    shape = tuple(teacher.get_layer(teacher_layer).output.shape)
+                    loss.build(shape, shape)
+            self.tap_losses[teacher_layer] = loss
+
         self.loss_trackers = {"loss": keras.metrics.Mean(name="loss"), "ce_loss": keras.metrics.Mean(name="ce_loss")}
         if self.logits_loss is not None:
             self.loss_trackers["kd_loss"] = keras.metrics.Mean(name="kd_loss")
@@ -245,11 +268,11 @@ class FeatureDistiller(keras.Model):
         terms["ce_loss"] = _weighted_mean(self._label_loss(labels, student_logits), sample_weight)
         distillation = ops.zeros((), "float32")
         if self.logits_loss is not None:
-            kd = self.logits_loss.call(teacher_outputs[taps_module.LOGITS], student_logits)
+            kd = _call_loss(self.logits_loss, teacher_outputs[taps_module.LOGITS], student_logits, labels)
             terms["kd_loss"] = _weighted_mean(ops.cast(kd, "float32"), sample_weight)
             distillation = distillation + self.logits_weight * terms["kd_loss"]
         for teacher_layer in self.taps:
-            feature = self.feature_loss.call(teacher_outputs[teacher_layer], student_outputs[teacher_layer])
+            feature = _call_loss(self.tap_losses[teacher_layer], teacher_outputs[teacher_layer], student_outputs[teacher_layer], labels)
             terms[f"feat_{teacher_layer}"] = _weighted_mean(ops.cast(feature, "float32"), sample_weight)
             distillation = distillation + self.tap_weights[teacher_layer] * terms[f"feat_{teacher_layer}"]
         terms["loss"] = self.alpha * distillation + (1.0 - self.alpha) * terms["ce_loss"]

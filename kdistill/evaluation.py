@@ -5,8 +5,8 @@ Example:
     >>> model = kdistill.students.get("resnet20", num_classes=10)
     >>> data = tf.data.Dataset.from_tensor_slices((np.zeros((8, 32, 32, 3), "float32"), np.arange(8) % 10)).batch(4)
     >>> report = evaluate(model, data, timing_batches=1)
-    >>> sorted(report)[:4]
-    ['images_per_second', 'parameters', 'per_class_accuracy', 'size_mb']
+    >>> sorted(report)[:5]
+    ['examples', 'images_per_second', 'parameters', 'per_class_accuracy', 'size_mb']
 """
 
 from __future__ import annotations

@@ -23,21 +23,19 @@ from typing import Any, Callable
 import keras
 from keras import ops
 
+from kdistill._loss_utils import EPSILON as _EPSILON
+from kdistill._loss_utils import check_temperature as _check_temperature
+from kdistill._loss_utils import flatten_per_sample as _flatten_per_sample
+
 __all__ = [
     "feature_mse",
     "kd_kl_divergence",
     "FeatureMSE",
     "LogitsKL",
+    "Combined",
     "get",
     "available",
 ]
-
-_EPSILON = 1e-12
-
-
-def _flatten_per_sample(x):
-    return ops.reshape(x, (ops.shape(x)[0], -1))
-
 
 def _l2_normalize_per_channel(x):
     """L2-normalises each channel over its spatial positions (or the whole vector)."""
@@ -120,14 +118,6 @@ def kd_kl_divergence(teacher_logits, student_logits, temperature: float = 4.0):
     return kl * (temperature**2)
 
 
-def _check_temperature(temperature):
-    if not isinstance(temperature, (int, float)) or temperature <= 0:
-        raise ValueError(
-            f"temperature must be positive, received temperature={temperature!r}. "
-            "Typical values are 1 to 8 (4 is a good default)."
-        )
-
-
 @keras.saving.register_keras_serializable(package="kdistill")
 class FeatureMSE(keras.losses.Loss):
     """FitNets MSE between teacher and (projected) student features.
@@ -188,16 +178,67 @@ class LogitsKL(keras.losses.Loss):
         return config
 
 
+@keras.saving.register_keras_serializable(package="kdistill")
+class Combined(keras.losses.Loss):
+    """A weighted sum of distillation losses on the same pair of tensors.
+
+    Built by `get` from a list: `[("at", 1000.0), ("sp", 3000.0)]`, or
+    `[{"name": "rkd", "weight": 1.0, "angle_weight": 0.0}, "mse"]`.
+
+    Example:
+        >>> import numpy as np
+        >>> loss = get([("mse", 2.0), ("normalized_mse", 1.0)], kind="feature")
+        >>> round(float(loss(np.ones((2, 3), "float32"), np.zeros((2, 3), "float32"))), 4)  # 2 * 1 + 1 * 1/3
+        2.3333
+    """
+
+    def __init__(self, losses, weights=None, reduction="sum_over_batch_size", name="combined"):
+        super().__init__(name=name, reduction=reduction)
+        self.losses = [get(loss) for loss in losses]
+        self.weights = [float(w) for w in (weights if weights is not None else [1.0] * len(self.losses))]
+        if len(self.weights) != len(self.losses):
+            raise ValueError(f"Combined: {len(self.losses)} losses but {len(self.weights)} weights.")
+        self.uses_labels = any(getattr(loss, "uses_labels", False) for loss in self.losses)
+
+    def _part(self, loss, y_true, y_pred, labels):
+        if labels is not None and getattr(loss, "uses_labels", False):
+            return loss.call_with_labels(y_true, y_pred, labels)
+        return loss.call(y_true, y_pred)
+
+    def call(self, y_true, y_pred):
+        return self.call_with_labels(y_true, y_pred, None)
+
+    def call_with_labels(self, y_true, y_pred, labels):
+        total = 0.0
+        for weight, loss in zip(self.weights, self.losses):
+            total = total + weight * ops.cast(self._part(loss, y_true, y_pred, labels), "float32")
+        return total
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"losses": [keras.saving.serialize_keras_object(loss) for loss in self.losses], "weights": list(self.weights)})
+        return config
+
+
+from kdistill import crd, feature_losses, logit_losses  # noqa: E402 - registered below, after the shared helpers above
+
 # name -> (class, kind, the keyword arguments a name implies)
 _REGISTRY: dict[str, tuple[type, str, dict[str, Any]]] = {
     "mse": (FeatureMSE, "feature", {}),
     "fitnets": (FeatureMSE, "feature", {}),
     "normalized_mse": (FeatureMSE, "feature", {"normalize": True}),
+    "at": (feature_losses.AttentionTransfer, "feature", {}),
+    "sp": (feature_losses.SimilarityPreserving, "feature", {}),
+    "rkd": (feature_losses.RKD, "feature", {}),
+    "pkt": (feature_losses.PKT, "feature", {}),
+    "crd": (crd.ContrastiveRepresentationLoss, "feature", {}),
     "kl": (LogitsKL, "logits", {}),
     "kd": (LogitsKL, "logits", {}),
+    "dkd": (logit_losses.DKD, "logits", {}),
+    "standardized_kd": (logit_losses.StandardizedKD, "logits", {}),
 }
 
-_ACCEPTS_TEMPERATURE = (LogitsKL,)
+_ACCEPTS_TEMPERATURE = (LogitsKL, logit_losses.DKD, logit_losses.StandardizedKD)
 
 
 def available(kind: str | None = None) -> list[str]:
@@ -209,8 +250,10 @@ def get(identifier: str | keras.losses.Loss | Callable | dict, kind: str | None 
     """Returns a distillation loss from a name, a config dict or an instance.
 
     Args:
-        identifier: a registered name (see `available()`), a serialized loss
-            config, a `keras.losses.Loss` or a callable
+        identifier: a registered name (see `available()`), `{"name": ...,
+            option: value}`, a list of names / `(name, weight)` pairs /
+            such dicts with a `"weight"` (a `Combined` weighted sum), a
+            serialized loss config, a `keras.losses.Loss` or a callable
             `fn(teacher, student) -> per-sample loss`.
         kind: `"feature"` or `"logits"` to restrict names to that kind.
         **kwargs: options for a named loss, e.g. `temperature=4.0`; options a
@@ -226,8 +269,31 @@ def get(identifier: str | keras.losses.Loss | Callable | dict, kind: str | None 
         >>> get("kl", temperature=2.0).temperature
         2.0
     """
-    if isinstance(identifier, keras.losses.Loss) or (callable(identifier) and not isinstance(identifier, str)):
+    if isinstance(identifier, (keras.losses.Loss, keras.layers.Layer)) or (callable(identifier) and not isinstance(identifier, str)):
         return identifier
+    if isinstance(identifier, (list, tuple)) and not (len(identifier) == 2 and isinstance(identifier[0], str) and isinstance(identifier[1], (int, float))):
+        parts, weights = [], []
+        for entry in identifier:
+            if isinstance(entry, (list, tuple)) and len(entry) == 2:
+                entry, weight = entry
+            elif isinstance(entry, dict) and "name" in entry:
+                entry = dict(entry)
+                weight = entry.pop("weight", 1.0)
+            else:
+                weight = 1.0
+            parts.append(get(entry, kind=kind, **kwargs))
+            weights.append(weight)
+        if not parts:
+            raise ValueError("An empty list of losses was given; name at least one, e.g. ['mse'].")
+        return Combined(parts, weights)
+    if isinstance(identifier, (list, tuple)):
+        return get([identifier], kind=kind, **kwargs)
+    if isinstance(identifier, dict) and "name" in identifier and "class_name" not in identifier:
+        options = dict(identifier)
+        name = options.pop("name")
+        if "weight" in options:
+            return get([dict(identifier)], kind=kind, **kwargs)
+        return get(name, kind=kind, **{**kwargs, **options})
     if isinstance(identifier, dict):
         return keras.saving.deserialize_keras_object(identifier)
     if not isinstance(identifier, str):

@@ -21,7 +21,7 @@ import numpy as np
 
 from kdistill import _model_io
 from kdistill import data as data_module
-from kdistill import evaluation, plots, students, teachers
+from kdistill import callbacks, evaluation, export, plots, students, teachers
 from kdistill import taps as taps_module
 from kdistill.config import DistillConfig
 from kdistill.distiller import FeatureDistiller
@@ -42,6 +42,7 @@ DEMO_QUICK = {
     "feature_loss": "normalized_mse",
     "tap_weight": 10.0,
     "batch_size": 64,
+    "export": True,
 }
 #: `kdistill demo --full`: all 54,000 training images, longer schedules.
 DEMO_FULL = dict(DEMO_QUICK, train_limit=None, teacher_epochs=10, student_epochs=15)
@@ -99,6 +100,21 @@ def train_student(splits: data_module.Splits, student: keras.Model, epochs: int,
     return student.fit(splits.train, validation_data=splits.validation, epochs=epochs, verbose=verbose, callbacks=callbacks).history
 
 
+def _read_history_csv(path: str) -> dict:
+    """History from CSVLogger's file, one row per epoch (the last row wins if an epoch was logged twice)."""
+    import csv
+
+    if not os.path.exists(path):
+        return {}
+    with open(path, newline="") as handle:
+        rows = {int(row["epoch"]): row for row in csv.DictReader(handle)}
+    history: dict = {}
+    for epoch in sorted(rows):
+        for key, value in rows[epoch].items():
+            history.setdefault(key, []).append(int(value) if key == "epoch" else float(value))
+    return history
+
+
 def _resolve_taps(config: DistillConfig, teacher: keras.Model, student: keras.Model) -> dict:
     if isinstance(config.taps, dict):
         return dict(config.taps)
@@ -130,7 +146,23 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
         temperature=config.temperature, alpha=config.alpha, tap_weights=config.tap_weights,
     )
     distiller.compile(optimizer=_optimizer(config.optimizer, config.learning_rate), loss=_label_loss(splits, config.augment), metrics=["accuracy"])
-    history = distiller.fit(splits.train, validation_data=splits.validation, epochs=config.epochs, verbose=verbose).history
+    history_csv = os.path.join(output_dir, "history.csv")
+    backup_dir = os.path.join(output_dir, "backup")
+    resuming = os.path.exists(os.path.join(backup_dir, "training_metadata.json"))
+    if resuming:
+        logger.info("Resuming the interrupted run from %s", backup_dir)
+    elif os.path.exists(history_csv):
+        os.remove(history_csv)  # a finished earlier run in this folder: start its history afresh
+    run_callbacks = [
+        # Backs up weights and optimizer state after every epoch; the same command resumes after a crash.
+        keras.callbacks.BackupAndRestore(backup_dir),
+        keras.callbacks.CSVLogger(history_csv, append=True),
+        callbacks.StopOnNonFiniteLoss(),
+    ]
+    if splits.validation is not None:
+        run_callbacks.append(callbacks.BestStudentCheckpoint(os.path.join(output_dir, "best_student.keras")))
+    distiller.fit(splits.train, validation_data=splits.validation, epochs=config.epochs, verbose=verbose, callbacks=run_callbacks)
+    history = _read_history_csv(history_csv)
     student_path = os.path.join(output_dir, "student.keras")
     _model_io.save_for_inference(distiller.student, student_path)
     summary = {
@@ -138,6 +170,8 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
         "taps": distiller.taps,
         "projections": [dict(row, teacher_shape=list(row["teacher_shape"]), student_shape=list(row["student_shape"])) for row in distiller.projection_summary()],
         "student_path": student_path,
+        "epochs_completed": len(history.get("epoch", [])),
+        "resumed": resuming,
     }
     if splits.test is not None:
         summary["test"] = evaluation.evaluate(distiller.student, splits.test, splits.class_names)
@@ -165,7 +199,8 @@ def demo(output_dir: str = os.path.join("saved_models", "demo"), full: bool = Fa
     twice from the same initial weights (labels alone; labels + teacher
     features and logits), evaluates all three on the test set, and writes
     `summary.json`, `curves.png`, `comparison.png` and the three models into
-    `output_dir`.
+    `output_dir`; then exports the distilled student to `output_dir/export/`
+    (SavedModel in TF Serving's layout and int8 TFLite) with a parity report.
 
     Args:
         output_dir: run folder.
@@ -234,6 +269,14 @@ def demo(output_dir: str = os.path.join("saved_models", "demo"), full: bool = Fa
         rows.append(dict(report, name=name))
     timings["evaluation"] = round(time.perf_counter() - stage, 1)
 
+    exported = None
+    if settings["export"]:
+        stage = time.perf_counter()
+        logger.info("Exporting the distilled student (SavedModel, int8 TFLite) and checking them against Keras")
+        exported = export.export_all(distiller.student, os.path.join(output_dir, "export"), formats=("saved_model", "int8"),
+                                     representative=splits.validation if splits.validation is not None else splits.train, test=splits.test)
+        timings["export"] = round(time.perf_counter() - stage, 1)
+
     histories = {"student alone": alone_history, "distilled student": distilled_history}
     if teacher_history:
         histories["teacher (ResNet50)"] = teacher_history
@@ -252,6 +295,9 @@ def demo(output_dir: str = os.path.join("saved_models", "demo"), full: bool = Fa
         "figures": [curves, comparison],
         "table": format_table(rows),
     }
+    if exported is not None:
+        summary["export"] = exported["report"]
+        summary["export_table"] = export.format_report(exported["report"])
     _write_json(os.path.join(output_dir, "summary.json"), summary)
     _write_json(os.path.join(output_dir, "histories.json"), histories)
     return summary

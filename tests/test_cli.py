@@ -28,7 +28,7 @@ def teacher_file(tmp_path_factory, fake_fashion_mnist):
 def test_console_script_help_lists_every_subcommand():
     result = subprocess.run([os.path.join(os.path.dirname(sys.executable), "kdistill"), "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0
-    for command in ("demo", "train-teacher", "distill", "evaluate"):
+    for command in ("demo", "train-teacher", "distill", "evaluate", "export"):
         assert command in result.stdout
 
 
@@ -91,8 +91,33 @@ def test_demo_on_tiny_settings_prints_the_table_and_saves_figures(tmp_path, fake
     for name in ("curves.png", "comparison.png", "teacher.keras", "student_alone.keras", "student_distilled.keras"):
         assert (output / name).stat().st_size > 0
     assert (output / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    # It ends by exporting the distilled student, with the parity report.
+    assert "Exported distilled student" in out and "tflite_int8" in out
+    assert (output / "export" / "serving" / "1" / "saved_model.pb").exists() and (output / "export" / "student_int8.tflite").exists()
+    assert set(summary["export"]["formats"]) == {"keras", "saved_model", "tflite_int8"}
+    assert summary["export"]["formats"]["saved_model"]["agreement"] == 1.0
     # A second run with the same schedule reuses the teacher.
-    assert cli.main(args + tiny) == 0
+    assert cli.main(args + tiny + ["--set", "export=false"]) == 0
     assert json.loads((output / "summary.json").read_text())["teacher_reused"] is True
     assert cli.main(args + ["--set", "epochs=3"]) == 2
     assert "Unknown demo setting" in capsys.readouterr().err
+
+
+def test_export_writes_every_format_and_the_report(tmp_path, fake_fashion_mnist, capsys):
+    import keras
+
+    import kdistill
+
+    student = kdistill.students.get("resnet8x4", num_classes=10)
+    path = str(tmp_path / "student.keras")
+    student.save(path)
+    output = tmp_path / "export"
+    status = cli.main(["export", path, "--data-dir", fake_fashion_mnist, "--output-dir", str(output), "--formats", "saved_model,float32,float16"])
+    assert status == 0
+    report = json.loads((output / "report.json").read_text())
+    assert set(report["formats"]) == {"keras", "saved_model", "tflite_float32", "tflite_float16"}
+    assert report["formats"]["tflite_float32"]["agreement"] == 1.0 and report["formats"]["saved_model"]["max_abs_diff"] < 1e-4
+    assert "| tflite_float16 |" in capsys.readouterr().out
+    assert keras.models.load_model(path).count_params() == report["formats"]["saved_model"]["parameters"]
+    assert cli.main(["export", path, "--data-dir", fake_fashion_mnist, "--output-dir", str(output), "--formats", "onnx"]) == 2
+    assert "Unknown export format" in capsys.readouterr().err

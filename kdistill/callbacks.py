@@ -1,0 +1,102 @@
+"""Callbacks that keep a distillation run's work: stop on a non-finite loss naming the term, keep the best student.
+
+Example:
+    >>> from kdistill import callbacks
+    >>> stop = callbacks.StopOnNonFiniteLoss()
+    >>> stop.describe({"loss": float("nan"), "ce_loss": 0.3, "kd_loss": 0.1, "feat_conv4_block6_out": float("nan")})
+    'feat_conv4_block6_out = nan (feature loss on tap conv4_block6_out)'
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+
+import keras
+
+from kdistill import _model_io
+
+__all__ = ["NonFiniteLossError", "StopOnNonFiniteLoss", "BestStudentCheckpoint"]
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the message names the term that did."""
+
+
+def _term_kind(name: str) -> str:
+    if name.startswith("feat_"):
+        return f"feature loss on tap {name[len('feat_'):]}"
+    return {"kd_loss": "logits distillation (KD)", "ce_loss": "cross-entropy with labels", "loss": "total"}.get(name, name)
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Like `keras.callbacks.TerminateOnNaN`, but raises an error that names the term.
+
+    After each training batch it checks `loss` and every distillation term
+    (`ce_loss`, `kd_loss`, `feat_<layer>`); on a NaN or infinity it stops
+    training and raises `NonFiniteLossError` saying which term it was and what
+    to try. The weights saved by earlier checkpoints are left untouched.
+    """
+
+    def describe(self, logs: dict) -> str:
+        """The non-finite terms of `logs`, most specific first."""
+        bad = [name for name, value in logs.items() if name.endswith("loss") or name.startswith("feat_")
+               if isinstance(value, (int, float)) and not math.isfinite(value)]
+        specific = [name for name in bad if name != "loss"]
+        if specific or not bad:
+            return ", ".join(f"{name} = {logs[name]} ({_term_kind(name)})" for name in specific)
+        finite = ", ".join(f"{name} = {value:.4g}" for name, value in logs.items() if name != "loss" and (name.endswith("loss") or name.startswith("feat_")))
+        return f"loss = {logs['loss']} (total; every term is finite, so their weighted sum overflowed: {finite})"
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        logs = {name: float(value) for name, value in (logs or {}).items() if _is_number(value)}
+        if "loss" in logs and not math.isfinite(logs["loss"]):
+            self.model.stop_training = True
+            raise NonFiniteLossError(
+                f"The training loss became non-finite at batch {batch}: {self.describe(logs)}. "
+                "Lower the learning rate, the temperature or that term's weight (tap_weights / logits_weight), "
+                "or use feature_loss='normalized_mse' for features of large magnitude."
+            )
+
+
+def _is_number(value) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+class BestStudentCheckpoint(keras.callbacks.Callback):
+    """Saves the student (inference copy, no teacher, no projections) whenever `monitor` improves.
+
+    Args:
+        path: the `.keras` file to write.
+        monitor: a logged metric, by default `val_accuracy`.
+        mode: "max" or "min".
+    """
+
+    def __init__(self, path: str, monitor: str = "val_accuracy", mode: str = "max"):
+        super().__init__()
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', received {mode!r}.")
+        self.path, self.monitor, self.mode = path, monitor, mode
+        self.best = None
+        self.best_epoch = None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            logger.warning("BestStudentCheckpoint: %r is not logged (logged: %s); nothing saved.", self.monitor, ", ".join(sorted(logs or {})))
+            return
+        value = float(value)
+        better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
+        if better and math.isfinite(value):
+            self.best, self.best_epoch = value, epoch
+            student = getattr(self.model, "student", self.model)
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            _model_io.save_for_inference(student, self.path)
+            logger.info("Epoch %d: %s improved to %.4f; student saved to %s", epoch + 1, self.monitor, value, self.path)

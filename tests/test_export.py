@@ -1,0 +1,96 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kdistill
+from kdistill import export
+from test_data import make_fashion_mnist
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A small student trained a few epochs on learnable synthetic Fashion-MNIST-like data."""
+    import tempfile
+
+    folder = tempfile.mkdtemp()
+    make_fashion_mnist(folder, train=600, test=200, seed=5)
+    splits = kdistill.data.load("fashion_mnist", data_dir=folder, batch_size=32, validation_fraction=0.2)
+    keras.utils.set_random_seed(0)
+    student = kdistill.students.get("resnet8x4", num_classes=10)
+    student.compile(optimizer=keras.optimizers.Adam(3e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    student.fit(splits.train, epochs=4, verbose=0)
+    return student, splits
+
+
+def _test_images(splits, count=64):
+    return np.concatenate([np.asarray(x) for x, _ in splits.test])[:count]
+
+
+def test_saved_model_serving_signature_matches_keras(trained, tmp_path):
+    student, splits = trained
+    version_dir = export.saved_model(student, str(tmp_path / "serving"), version=3)
+    assert version_dir == str(tmp_path / "serving" / "3") and os.path.exists(os.path.join(version_dir, "saved_model.pb"))
+    loaded = tf.saved_model.load(version_dir)
+    signature = loaded.signatures["serving_default"]
+    images = _test_images(splits)
+    served = signature(images=tf.constant(images))["logits"].numpy()
+    np.testing.assert_allclose(served, student.predict(images, verbose=0), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode, atol", [("float32", 1e-4), ("float16", 0.05)])
+def test_float_tflite_matches_keras(trained, tmp_path, mode, atol):
+    student, splits = trained
+    path = export.tflite(student, str(tmp_path / f"student_{mode}.tflite"), quantize=mode)
+    images = _test_images(splits, 32)
+    keras_logits = student.predict(images, verbose=0)
+    np.testing.assert_allclose(export.tflite_predict(path, images), keras_logits, atol=atol * max(1.0, np.abs(keras_logits).max()))
+
+
+@pytest.mark.parametrize("int8_io", [False, True])
+def test_int8_tflite_agrees_with_keras_on_held_out_images(trained, tmp_path, int8_io):
+    student, splits = trained
+    path = export.tflite(student, str(tmp_path / "student_int8.tflite"), quantize="int8", representative=splits.validation, int8_io=int8_io)
+    images = _test_images(splits, 200)
+    agreement = (export.tflite_predict(path, images).argmax(-1) == student.predict(images, verbose=0).argmax(-1)).mean()
+    assert agreement >= 0.98, agreement
+    dynamic = export.tflite(student, str(tmp_path / "student_dynamic.tflite"), quantize="dynamic")
+    assert os.path.getsize(dynamic) < 0.5 * os.path.getsize(export.tflite(student, str(tmp_path / "f32.tflite")))
+
+
+def test_parity_report_covers_every_format(trained, tmp_path):
+    student, splits = trained
+    files = {"tflite_float32": export.tflite(student, str(tmp_path / "a.tflite"))}
+    report = export.parity_report(student, files, splits.test, limit=50, json_path=str(tmp_path / "report.json"))
+    assert report["examples"] == 50 and set(report["formats"]) == {"keras", "tflite_float32"}
+    row = report["formats"]["tflite_float32"]
+    assert row["agreement"] == 1.0 and row["size_mb"] > 0 and row["latency_ms"] > 0
+    assert (tmp_path / "report.json").exists()
+
+
+def test_exporting_a_distiller_exports_only_its_student(trained, tmp_path):
+    student, _ = trained
+    teacher = kdistill.students.get("resnet20", num_classes=10)
+    distiller = kdistill.FeatureDistiller(teacher, student, taps={"stage2_out": "stage2_out"})
+    path = export.saved_model(distiller, str(tmp_path / "d"))
+    loaded = tf.saved_model.load(path)
+    parameters = sum(int(np.prod(v.shape)) for v in loaded.variables)
+    assert parameters == student.count_params()
+
+
+def test_bad_outputs_fail_clearly_and_leave_nothing_behind(trained, tmp_path):
+    student, _ = trained
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        export.saved_model(student, str(a_file / "serving"))
+    empty = tf.data.Dataset.from_tensor_slices(np.zeros((0, 32, 32, 3), "float32")).batch(4)
+    with pytest.raises(ValueError, match="representative dataset is empty"):
+        export.tflite(student, str(tmp_path / "out" / "m.tflite"), quantize="int8", representative=empty)
+    with pytest.raises(ValueError, match="needs representative"):
+        export.tflite(student, str(tmp_path / "out" / "m.tflite"), quantize="int8")
+    with pytest.raises(ValueError, match="Unknown quantize"):
+        export.tflite(student, str(tmp_path / "out" / "m.tflite"), quantize="int4")
+    assert os.listdir(tmp_path / "out") == []

@@ -1,0 +1,131 @@
+"""Surviving faults: resume after SIGKILL, non-finite losses named, best student kept, corrupt files reported."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+import kdistill
+from kdistill import callbacks, cli
+from conftest import images, labels, small_cnn
+from test_data import make_fashion_mnist
+
+
+@pytest.fixture(scope="module")
+def run_inputs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("survive")
+    make_fashion_mnist(folder / "data", train=1500, test=64, seed=2)
+    teacher_path = str(folder / "teacher.keras")
+    small_cnn("teacher", widths=(16, 32)).save(teacher_path)
+    return folder, teacher_path
+
+
+def _distill_command(folder, teacher_path, output, epochs):
+    return ["distill", "--data-dir", str(folder / "data"), "--teacher", teacher_path, "--student", "resnet8x4", "--taps", "none",
+            "--epochs", str(epochs), "--batch-size", "32", "--output-dir", str(output), "--seed", "1"]
+
+
+def test_sigkill_mid_epoch_then_same_command_resumes_from_the_last_epoch(run_inputs):
+    folder, teacher_path = run_inputs
+    output = folder / "killed"
+    command = [os.path.join(os.path.dirname(sys.executable), "kdistill")] + _distill_command(folder, teacher_path, output, epochs=3)
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environment)
+    metadata = output / "backup" / "training_metadata.json"
+    deadline = time.time() + 240
+    while not metadata.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert metadata.exists(), f"no epoch was backed up: {process.stderr.read().decode()[-2000:] if process.poll() is not None else 'timeout'}"
+    time.sleep(0.7)  # well inside the next epoch (an epoch here takes a few seconds)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    assert not (output / "summary.json").exists(), "the run finished before it was killed; make the epochs longer"
+    epochs_before_kill = len((output / "history.csv").read_text().strip().splitlines()) - 1
+    assert 1 <= epochs_before_kill < 3
+
+    assert cli.main(_distill_command(folder, teacher_path, output, epochs=3)) == 0
+    resumed = json.loads((output / "summary.json").read_text())
+    assert resumed["resumed"] is True
+    assert not (output / "backup").exists()  # removed once the run finished
+
+    straight = folder / "straight"
+    assert cli.main(_distill_command(folder, teacher_path, straight, epochs=3)) == 0
+    uninterrupted = json.loads((straight / "summary.json").read_text())
+    assert uninterrupted["resumed"] is False
+    assert resumed["epochs_completed"] == uninterrupted["epochs_completed"] == 3
+    assert json.loads((output / "history.json").read_text())["epoch"] == [0, 1, 2]
+    final = keras.models.load_model(output / "student.keras")
+    reference = keras.models.load_model(straight / "student.keras")
+    assert [w.shape for w in final.get_weights()] == [w.shape for w in reference.get_weights()]
+    assert (output / "best_student.keras").exists()
+
+
+def _distiller(**kwargs):
+    teacher = small_cnn("teacher", widths=(8, 16), seed=1)
+    student = small_cnn("student", widths=(4, 8), seed=2)
+    return kdistill.FeatureDistiller(teacher, student, taps={"teacher_stage2": "student_stage2"}, **kwargs)
+
+
+def _teacher_with_huge_features():
+    """Its tapped map is ~1e20 (its square overflows float32), while its logits stay ordinary."""
+    base = small_cnn("teacher", widths=(8, 16), seed=1)
+    big = keras.layers.Rescaling(1e20, name="teacher_big")(base.get_layer("teacher_stage2").output)
+    x = keras.layers.Rescaling(1e-20)(big)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(base.inputs, keras.layers.Dense(10, name="logits")(x), name="teacher")
+
+
+def test_non_finite_feature_loss_stops_training_and_names_the_term():
+    teacher = _teacher_with_huge_features()
+    distiller = kdistill.FeatureDistiller(teacher, small_cnn("student", widths=(4, 8), seed=2), taps={"teacher_big": "student_stage2"})
+    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    with pytest.raises(callbacks.NonFiniteLossError, match=r"at batch 0: feat_teacher_big = inf \(feature loss on tap teacher_big\)") as error:
+        distiller.fit(images(64), labels(64), batch_size=16, epochs=3, verbose=0, callbacks=[callbacks.StopOnNonFiniteLoss()])
+    assert "ce_loss" not in str(error.value) and "kd_loss" not in str(error.value)
+
+
+def test_overflowing_weighted_sum_is_explained():
+    distiller = _distiller(feature_loss="mse", tap_weights=1e38, alpha=0.5)
+    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    with pytest.raises(callbacks.NonFiniteLossError, match="every term is finite, so their weighted sum overflowed"):
+        distiller.fit(images(32), labels(32), batch_size=16, epochs=1, verbose=0, callbacks=[callbacks.StopOnNonFiniteLoss()])
+
+
+def test_stop_on_non_finite_names_kd_and_ce_terms():
+    stop = callbacks.StopOnNonFiniteLoss()
+    assert stop.describe({"loss": float("inf"), "ce_loss": 0.1, "kd_loss": float("inf")}) == "kd_loss = inf (logits distillation (KD))"
+    assert "cross-entropy" in stop.describe({"loss": float("nan"), "ce_loss": float("nan")})
+
+
+def test_best_student_checkpoint_keeps_the_best_epoch_only(tmp_path):
+    distiller = _distiller()
+    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    checkpoint = callbacks.BestStudentCheckpoint(str(tmp_path / "best.keras"))
+    checkpoint.set_model(distiller)
+    checkpoint.on_epoch_end(0, {"val_accuracy": 0.5})
+    saved = keras.models.load_model(tmp_path / "best.keras")
+    assert saved.count_params() == distiller.student.count_params()  # the student only
+    first_mtime = os.path.getmtime(tmp_path / "best.keras")
+    checkpoint.on_epoch_end(1, {"val_accuracy": 0.4})
+    assert os.path.getmtime(tmp_path / "best.keras") == first_mtime and checkpoint.best_epoch == 0
+    checkpoint.on_epoch_end(2, {"val_accuracy": 0.6})
+    assert checkpoint.best == 0.6 and checkpoint.best_epoch == 2
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_truncated_model_files_give_a_clear_error(tmp_path, suffix):
+    model = small_cnn("student")
+    path = tmp_path / f"model{suffix}"
+    model.save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(ValueError, match="truncated"):
+        kdistill.teachers.load(str(path))
+    assert cli.main(["evaluate", str(path)]) == 2
