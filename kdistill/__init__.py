@@ -6,9 +6,9 @@ Example:
     ['mobilenet_v2', 'mobilenet_v3_small']
 """
 
-from kdistill import data, evaluation, export, losses, preprocessing, projections, students, taps, teachers
+from kdistill import data, evaluation, export, losses, preprocessing, projections, students, tap_suggest, taps, teachers
 from kdistill.distiller import FeatureDistiller
 
 __version__ = "0.1.0"
 
-__all__ = ["FeatureDistiller", "data", "evaluation", "export", "losses", "preprocessing", "projections", "students", "taps", "teachers", "__version__"]
+__all__ = ["FeatureDistiller", "data", "evaluation", "export", "losses", "preprocessing", "projections", "students", "tap_suggest", "taps", "teachers", "__version__"]

@@ -4,6 +4,9 @@
     kdistill train-teacher --epochs 4 --output saved_models/teacher.keras
     kdistill distill --config examples/configs/fashion_mnist_r50_mv2.yaml
     kdistill evaluate saved_models/demo/student_distilled.keras
+    kdistill export saved_models/demo/student_distilled.keras --formats saved_model,int8
+    kdistill cache-teacher --teacher saved_models/teacher.keras --output saved_models/teacher_cache
+    kdistill taps suggest --teacher saved_models/demo/teacher.keras --student mobilenet_v2 --cka --heatmap cka.png
 """
 
 from __future__ import annotations
@@ -95,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--alpha", type=float)
     distill.add_argument("--epochs", type=int)
     distill.add_argument("--learning-rate", type=float)
+    distill.add_argument("--strategy", choices=["auto", "default", "one_device", "mirrored", "multi_worker"],
+                         help="tf.distribute strategy (multi_worker reads TF_CONFIG)")
+    distill.add_argument("--precision", choices=["float32", "mixed_float16", "mixed_bfloat16"], help="dtype policy (losses stay float32)")
+    distill.add_argument("--teacher-cache", help="folder of the teacher's cached outputs (built on first use; no augmentation)")
     distill.add_argument("--output-dir", help="run folder (default saved_models/<run-name>)")
     distill.add_argument("--run-name")
 
@@ -104,6 +111,29 @@ def build_parser() -> argparse.ArgumentParser:
     _data_arguments(evaluate)
     evaluate.add_argument("--json", dest="json_path", help="also write the report to this JSON file")
 
+    cache = commands.add_parser("cache-teacher", help="compute the teacher's tapped outputs once and store them",
+                                description="Runs the teacher once over the (unaugmented) training images and stores its tapped "
+                                            "outputs and logits as .npy files, keyed by hashes of the teacher, data and taps. "
+                                            "`kdistill distill --teacher-cache DIR` then trains without running the teacher.")
+    cache.add_argument("--teacher", required=True, help="saved teacher (.keras)")
+    _data_arguments(cache)
+    cache.add_argument("--layers", help="comma-separated teacher layers (default: the preset's, e.g. conv3_block4_out,conv4_block6_out)")
+    cache.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="storage dtype (float16 halves the disk)")
+    cache.add_argument("--output", default=os.path.join("saved_models", "teacher_cache"), help="cache folder (default saved_models/teacher_cache)")
+
+    taps_parser = commands.add_parser("taps", help="help choosing taps (kdistill taps suggest)")
+    taps_commands = taps_parser.add_subparsers(dest="taps_command", metavar="SUBCOMMAND", required=True)
+    suggest = taps_commands.add_parser("suggest", help="stage outputs of both networks, a pairing, and CKA scores",
+                                       description="Lists candidate stage outputs of teacher and student with their shapes, proposes "
+                                                   "a pairing by stage and resolution and, with --cka, scores every pair by linear "
+                                                   "CKA on a batch of real images.")
+    suggest.add_argument("--teacher", default="resnet50", help="a saved teacher (.keras) or 'resnet50' (random weights)")
+    suggest.add_argument("--student", default="mobilenet_v2", help="a registered student name or a saved model")
+    _data_arguments(suggest)
+    suggest.add_argument("--cka", action="store_true", help="score pairs by linear CKA on --cka-images test images")
+    suggest.add_argument("--cka-images", type=int, default=128)
+    suggest.add_argument("--heatmap", help="save the CKA matrix as this PNG (implies --cka)")
+
     export = commands.add_parser("export", help="export a student as SavedModel and TFLite, with a parity report",
                                  description="Writes a SavedModel in TF Serving's layout (<output-dir>/serving/<version>) and TFLite files, "
                                              "then checks each against the Keras student on the test split and writes report.json.")
@@ -111,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_arguments(export)
     export.add_argument("--output-dir", default=os.path.join("saved_models", "export"), help="where to write (default saved_models/export)")
     export.add_argument("--formats", default="saved_model,float32,int8",
-                        help="comma-separated: saved_model, float32, float16, dynamic, int8 (default saved_model,float32,int8)")
+                        help="comma-separated: saved_model, onnx, float32, float16, dynamic, int8 (default saved_model,float32,int8)")
     export.add_argument("--version", type=int, default=1, help="TF Serving version folder (default 1)")
     export.add_argument("--int8-io", action="store_true", help="int8 model input/output too (default float input/output)")
     export.add_argument("--report-limit", type=int, default=1000, help="test images used by the parity report (default 1000)")
@@ -174,6 +204,7 @@ def _run(args) -> int:
             "student": args.student, "student_width": args.student_width, "taps": args.taps, "feature_loss": args.feature_loss,
             "logits_loss": args.logits_loss, "temperature": args.temperature, "alpha": args.alpha, "epochs": args.epochs,
             "learning_rate": args.learning_rate, "output_dir": args.output_dir, "run_name": args.run_name,
+            "strategy": args.strategy, "precision": args.precision, "teacher_cache": args.teacher_cache,
         }
         values.update({key: value for key, value in flags.items() if value is not None})
         config = DistillConfig.from_dict(values)
@@ -201,13 +232,38 @@ def _run(args) -> int:
             with open(args.json_path, "w") as handle:
                 json.dump(report, handle, indent=2)
         return 0
+    if args.command == "cache-teacher":
+        from kdistill import taps, teacher_cache, teachers
+
+        teacher = teachers.load(args.teacher)
+        layers = [name.strip() for name in args.layers.split(",")] if args.layers else list(taps.preset(teacher, "mobilenet_v2"))
+        splits = data.load(args.data, data_dir=args.data_dir, image_size=args.image_size, batch_size=args.batch_size,
+                           train_limit=args.train_limit, test_limit=args.test_limit, seed=args.seed)
+        cache = teacher_cache.build(teacher, layers, splits.train_plain, args.output, dtype=args.dtype, verbose=_progress())
+        size = sum(os.path.getsize(os.path.join(args.output, name)) for name in os.listdir(args.output)) / 1e6
+        print(f"cached {len(cache)} images x {', '.join(cache.meta['outputs'])} in {args.output} ({size:.1f} MB)")
+        return 0
+
+    if args.command == "taps":
+        from kdistill import _model_io, students, tap_suggest, teachers
+
+        shape = (args.image_size, args.image_size, 3)
+        teacher = _model_io.load_model(args.teacher, role="teacher") if os.path.exists(args.teacher) else teachers.get(args.teacher, num_classes=10, input_shape=shape)
+        student = _model_io.load_model(args.student, role="student") if os.path.exists(args.student) else students.get(args.student, num_classes=teacher.outputs[0].shape[-1], input_shape=shape)
+        images = None
+        if args.cka or args.heatmap:
+            splits = data.load(args.data, data_dir=args.data_dir, image_size=args.image_size, batch_size=args.cka_images, test_limit=args.cka_images, seed=args.seed)
+            images = next(iter(splits.test if splits.test is not None else splits.train))[0]
+        suggestion = tap_suggest.suggest(teacher, student, images)
+        print(tap_suggest.format_suggestion(suggestion))
+        if args.heatmap:
+            print(f"CKA heatmap: {tap_suggest.cka_heatmap(suggestion, args.heatmap)}")
+        return 0
+
     if args.command == "export":
         from kdistill import _model_io, export
 
-        formats = [name.strip() for name in args.formats.split(",") if name.strip()]
-        unknown = sorted(set(formats) - {"saved_model", *export.TFLITE_MODES})
-        if unknown:
-            raise ValueError(f"Unknown export format(s) {unknown}; choose from saved_model, {', '.join(export.TFLITE_MODES)}.")
+        formats = export.check_formats(name.strip() for name in args.formats.split(",") if name.strip())
         model = _model_io.load_model(args.model, role="student")
         splits = data.load(args.data, data_dir=args.data_dir, image_size=args.image_size, batch_size=args.batch_size,
                            test_limit=args.test_limit, train_limit=args.train_limit, seed=args.seed)
@@ -232,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         return _run(args)
-    except (ValueError, FileNotFoundError, TypeError) as error:
+    except (ValueError, FileNotFoundError, TypeError, ImportError) as error:
         print(f"kdistill {args.command}: error: {error}", file=sys.stderr)
         return 2
 

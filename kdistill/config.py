@@ -39,12 +39,19 @@ class DistillConfig:
         student: a registered student name.
         student_width: width multiplier for MobileNet students.
         taps: `"preset"`, `"none"`, or `{teacher_layer: student_layer}`.
-        feature_loss / logits_loss: loss names (see `kdistill.losses.available()`), or None.
+        feature_loss / logits_loss: loss names (see `kdistill.losses.available()`),
+            weighted lists such as `[[at, 1000], [sp, 3000]]`, `{name: dkd, beta: 2}`, or None.
         temperature, alpha, tap_weights: see `FeatureDistiller`.
         epochs, batch_size, learning_rate, optimizer: training schedule.
+        weight_decay: optimizer weight decay (e.g. 5e-4 for SGD on CIFAR).
+        lr_decay_epochs: multiply the learning rate by 0.1 at each of these epochs.
         seed: random seed for data order and initialisation.
         output_dir: run folder (default `saved_models/<run_name>`).
         run_name: name of the run.
+        strategy: `kdistill.distribute.STRATEGIES`: default, one_device, mirrored, multi_worker, auto.
+        precision: float32, mixed_float16 or mixed_bfloat16.
+        teacher_cache: folder of a teacher cache: built on first use, then the
+            teacher's outputs are read from it instead of computed (no augmentation).
     """
 
     data: str = "fashion_mnist"
@@ -57,8 +64,8 @@ class DistillConfig:
     student: str = "mobilenet_v2"
     student_width: float | None = None
     taps: Any = "preset"
-    feature_loss: str | None = "mse"
-    logits_loss: str | None = "kl"
+    feature_loss: Any = "mse"
+    logits_loss: Any = "kl"
     temperature: float = 4.0
     alpha: float = 0.5
     tap_weights: Any = 1.0
@@ -66,9 +73,14 @@ class DistillConfig:
     batch_size: int = 64
     learning_rate: float = 1e-3
     optimizer: str = "adam"
+    weight_decay: float | None = None
+    lr_decay_epochs: list = dataclasses.field(default_factory=list)
     seed: int = 0
     output_dir: str | None = None
     run_name: str = "distill"
+    strategy: str = "default"
+    precision: str = "float32"
+    teacher_cache: str | None = None
 
     @classmethod
     def from_dict(cls, values: dict, check_files: bool = True) -> "DistillConfig":
@@ -103,6 +115,13 @@ class DistillConfig:
         for key in ("epochs", "batch_size", "image_size"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be at least 1, received {getattr(self, key)}.")
+        from kdistill.distribute import STRATEGIES
+        from kdistill.precision import POLICIES
+
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, received {self.strategy!r}.")
+        if self.precision not in POLICIES:
+            raise ValueError(f"precision must be one of {', '.join(POLICIES)}, received {self.precision!r}.")
         if not (isinstance(self.taps, dict) or self.taps in ("preset", "none")):
             raise ValueError(f"taps must be 'preset', 'none' or a mapping teacher_layer: student_layer, received {self.taps!r}.")
         if check_files and self.teacher and not os.path.exists(self.teacher):

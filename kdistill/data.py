@@ -69,6 +69,8 @@ class Splits:
     class_names: list[str]
     image_shape: tuple[int, int, int]
     counts: dict[str, int]
+    #: the training images in a fixed order, unaugmented (what a teacher cache is built from)
+    train_plain: tf.data.Dataset | None = None
 
 
 def fashion_mnist_dirs(data_dir: str | None = None) -> list[str]:
@@ -248,7 +250,8 @@ def from_arrays(
         test = _pipeline(tf.data.Dataset.from_tensor_slices((x_test, np.asarray(y_test).astype("int32"))), training=False, augment=(), count=len(x_test), **common)
         counts["test"] = len(x_test)
     names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
-    return Splits(train, validation, test, num_classes, names, (image_size, image_size, 3), counts)
+    plain = _pipeline(tf.data.Dataset.from_tensor_slices((x_train[train_index], y_train[train_index])), training=False, augment=(), count=len(train_index), **common)
+    return Splits(train, validation, test, num_classes, names, (image_size, image_size, 3), counts, train_plain=plain)
 
 
 def from_tfds(name: str, data_dir: str | None = None, image_size: int = 32, batch_size: int = 64, train_limit: int | None = None, test_limit: int | None = None,

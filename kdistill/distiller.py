@@ -252,19 +252,32 @@ class FeatureDistiller(keras.Model):
             result[teacher_layer] = self.projections[teacher_layer](outputs[student_layer], training=training)
         return result
 
+    def _split_inputs(self, inputs):
+        """Images and teacher outputs: cached ones when the batch carries them (see `kdistill.teacher_cache`)."""
+        if isinstance(inputs, Mapping) and "teacher" in inputs:
+            cached = {key: ops.stop_gradient(inputs["teacher"][key]) for key in [taps_module.LOGITS, *self.taps]}
+            return inputs["images"], cached
+        return inputs, None
+
     def call(self, inputs, training=None):
         """Returns `{"teacher": teacher_outputs, "student": student_outputs}`.
 
+        `inputs` are images, or `{"images": ..., "teacher": {...}}` batches from
+        a teacher cache, whose outputs are used instead of running the teacher.
         For predictions use `distiller.student`; this output is what the
         distillation losses read.
         """
-        return {"teacher": self.teacher_outputs(inputs), "student": self.student_outputs(inputs, training=training)}
+        images, cached = self._split_inputs(inputs)
+        teacher = cached if cached is not None else self.teacher_outputs(images)
+        return {"teacher": teacher, "student": self.student_outputs(images, training=training)}
 
     # ------------------------------------------------------------------ losses
     def loss_terms(self, labels, teacher_outputs, student_outputs, sample_weight=None) -> dict:
         """Every loss term as a scalar (mean over this batch), and their weighted `loss`."""
         terms = {}
-        student_logits = student_outputs[taps_module.LOGITS]
+        # Losses run in float32 whatever the compute dtype (mixed precision).
+        student_logits = ops.cast(student_outputs[taps_module.LOGITS], "float32")
+        teacher_outputs = {key: ops.cast(value, "float32") for key, value in teacher_outputs.items()}
         terms["ce_loss"] = _weighted_mean(self._label_loss(labels, student_logits), sample_weight)
         distillation = ops.zeros((), "float32")
         if self.logits_loss is not None:
@@ -272,7 +285,8 @@ class FeatureDistiller(keras.Model):
             terms["kd_loss"] = _weighted_mean(ops.cast(kd, "float32"), sample_weight)
             distillation = distillation + self.logits_weight * terms["kd_loss"]
         for teacher_layer in self.taps:
-            feature = _call_loss(self.tap_losses[teacher_layer], teacher_outputs[teacher_layer], student_outputs[teacher_layer], labels)
+            student_feature = ops.cast(student_outputs[teacher_layer], "float32")
+            feature = _call_loss(self.tap_losses[teacher_layer], teacher_outputs[teacher_layer], student_feature, labels)
             terms[f"feat_{teacher_layer}"] = _weighted_mean(ops.cast(feature, "float32"), sample_weight)
             distillation = distillation + self.tap_weights[teacher_layer] * terms[f"feat_{teacher_layer}"]
         terms["loss"] = self.alpha * distillation + (1.0 - self.alpha) * terms["ce_loss"]
@@ -306,7 +320,9 @@ class FeatureDistiller(keras.Model):
             import tensorflow as tf
 
             x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-            teacher_outputs = self.teacher_outputs(x)
+            x, teacher_outputs = self._split_inputs(x)
+            if teacher_outputs is None:
+                teacher_outputs = self.teacher_outputs(x)
             with tf.GradientTape() as tape:
                 student_outputs = self.student_outputs(x, training=True)
                 terms = self.loss_terms(y, teacher_outputs, student_outputs, sample_weight)
@@ -325,7 +341,8 @@ class FeatureDistiller(keras.Model):
         """Configures training; `loss` is the cross-entropy with labels on the student's logits.
 
         Args:
-            optimizer: Keras optimizer or name.
+            optimizer: Keras optimizer or name; wrapped in a `LossScaleOptimizer`
+                when the student computes in float16 (mixed_float16).
             loss: `"sparse_categorical_crossentropy"` (integer labels),
                 `"categorical_crossentropy"` (one-hot), a `keras.losses.Loss`
                 with `from_logits=True`, or `fn(labels, logits)`.
@@ -336,6 +353,10 @@ class FeatureDistiller(keras.Model):
             The distiller, so `distiller.compile(...).fit(...)` reads naturally.
         """
         self._label_loss = _LabelLoss(loss)
+        optimizer = keras.optimizers.get(optimizer)
+        if self.student.dtype_policy.name == "mixed_float16" and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            # float16 gradients underflow without loss scaling.
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
         return self
 

@@ -27,7 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["saved_model", "tflite", "TFLITE_MODES", "tflite_predict", "parity_report", "export_all", "format_report", "student_of"]
+__all__ = ["saved_model", "tflite", "onnx", "onnx_predict", "check_formats", "TFLITE_MODES", "tflite_predict", "parity_report", "export_all", "format_report", "student_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def _representative(dataset, count: int):
     return generator
 
 
-def tflite(model, path: str, quantize: str = "float32", representative: Iterable | None = None, representative_count: int = 200,
+def tflite(model, path: str, quantize: str = "float32", representative: Iterable | None = None, representative_count: int = 500,
            int8_io: bool = False) -> str:
     """Converts the student to a TFLite flatbuffer.
 
@@ -172,6 +172,43 @@ def tflite(model, path: str, quantize: str = "float32", representative: Iterable
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return path
+
+
+def onnx(model, path: str, opset: int = 17) -> str:
+    """Converts the student to ONNX with `tf2onnx` (the optional `onnx` extra: `pip install "kdistill[onnx]"`).
+
+    The graph takes float32 `images` (raw pixels in [0, 255], batch dimension
+    free) and returns logits, like the SavedModel's signature.
+    """
+    student = student_of(model)
+    try:
+        import tf2onnx
+    except ImportError:
+        raise ImportError('ONNX export needs tf2onnx: pip install "kdistill[onnx]" (tf2onnx 1.17, onnx, onnxruntime).') from None
+    folder = os.path.dirname(os.path.abspath(path))
+    _check_writable(folder)
+    os.makedirs(folder, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".export-", dir=folder)
+    try:
+        signature = (tf.TensorSpec((None, *student.input_shape[1:]), tf.float32, name="images"),)
+        function = tf.function(lambda images: student(images, training=False))
+        staged_file = os.path.join(staging, "model.onnx")
+        try:
+            tf2onnx.convert.from_function(function, input_signature=signature, opset=opset, output_path=staged_file)
+        except Exception as error:  # noqa: BLE001 - tf2onnx raises many types
+            raise ValueError(f"ONNX conversion failed: {error}. Ops without an ONNX equivalent cannot be exported.") from error
+        _atomic_move(staged_file, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return path
+
+
+def onnx_predict(path: str, images: np.ndarray) -> np.ndarray:
+    """Runs an .onnx model with onnxruntime on a batch of images."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: np.asarray(images, np.float32)})[0]
 
 
 def _interpreter(path: str):
@@ -243,12 +280,16 @@ def parity_report(model, files: dict[str, str], dataset, limit: int = 1000, json
     images, labels = _collect(dataset, limit)
     keras_logits = np.asarray(student.predict(images, verbose=0))
     keras_top1 = keras_logits.argmax(-1)
-    single = keras.Model(student.inputs, student.outputs)
+    # The Keras model's latency is that of its compiled graph (an eager call mostly measures Python overhead).
+    single = tf.function(lambda x: student(x, training=False), reduce_retracing=True)
     rows = {"keras": {
         "size_mb": None, "parameters": int(student.count_params()), "top1": float((keras_top1 == labels).mean()), "agreement": 1.0,
-        "max_abs_diff": 0.0, "latency_ms": round(_latency_ms(lambda x: single(x, training=False), images[:1]), 3),
+        "max_abs_diff": 0.0, "latency_ms": round(_latency_ms(lambda x: single(x).numpy(), tf.constant(images[:1])), 3),
     }}
     for name, path in files.items():
+        if path.endswith(".onnx"):
+            rows[name] = _onnx_row(student, path, images, labels, keras_logits)
+            continue
         logits = tflite_predict(path, images)
         interpreter = _interpreter(path)
         detail = interpreter.get_input_details()[0]
@@ -270,6 +311,15 @@ def parity_report(model, files: dict[str, str], dataset, limit: int = 1000, json
     return report
 
 
+def check_formats(formats: Iterable[str]) -> list[str]:
+    """Raises a clear error for a format `export_all` does not know."""
+    formats = list(formats)
+    unknown = sorted(set(formats) - {"saved_model", "onnx", *TFLITE_MODES})
+    if unknown:
+        raise ValueError(f"Unknown export format(s) {unknown}; choose from saved_model, onnx, {', '.join(TFLITE_MODES)}.")
+    return formats
+
+
 def export_all(model, output_dir: str, formats: Iterable[str] = ("saved_model", "float32", "int8"), representative=None, test=None,
                version: int = 1, int8_io: bool = False, limit: int = 1000) -> dict:
     """Exports the student in several formats and checks each against Keras.
@@ -281,7 +331,7 @@ def export_all(model, output_dir: str, formats: Iterable[str] = ("saved_model", 
     Args:
         model: a student, or a `FeatureDistiller`.
         output_dir: the export folder.
-        formats: any of "saved_model" and the `TFLITE_MODES`.
+        formats: any of "saved_model", "onnx" (optional extra) and the `TFLITE_MODES`.
         representative: calibration batches for int8 (e.g. the validation split).
         test: `(images, labels)` batches for the report (e.g. the test split).
         version: TF Serving version folder.
@@ -300,9 +350,7 @@ def export_all(model, output_dir: str, formats: Iterable[str] = ("saved_model", 
     """
     student = student_of(model)
     formats = list(formats)
-    unknown = sorted(set(formats) - {"saved_model", *TFLITE_MODES})
-    if unknown:
-        raise ValueError(f"Unknown export format(s) {unknown}; choose from saved_model, {', '.join(TFLITE_MODES)}.")
+    check_formats(formats)
     _check_writable(output_dir)
     os.makedirs(output_dir, exist_ok=True)
     files = {}
@@ -310,12 +358,14 @@ def export_all(model, output_dir: str, formats: Iterable[str] = ("saved_model", 
         logger.info("Exporting %s ...", name)
         if name == "saved_model":
             files[name] = saved_model(student, os.path.join(output_dir, "serving"), version=version)
+        elif name == "onnx":
+            files[name] = onnx(student, os.path.join(output_dir, "student.onnx"))
         else:
             files[name] = tflite(student, os.path.join(output_dir, f"student_{name}.tflite"), quantize=name,
                                  representative=representative, int8_io=int8_io)
     report = None
     if test is not None:
-        tflite_files = {f"tflite_{name}": path for name, path in files.items() if name != "saved_model"}
+        tflite_files = {(name if name == "onnx" else f"tflite_{name}"): path for name, path in files.items() if name != "saved_model"}
         report = parity_report(student, tflite_files, test, limit=limit)
         if "saved_model" in files:
             report["formats"]["saved_model"] = _saved_model_row(student, files["saved_model"], test, limit)
@@ -323,6 +373,19 @@ def export_all(model, output_dir: str, formats: Iterable[str] = ("saved_model", 
         with open(os.path.join(output_dir, "report.json"), "w") as handle:
             json.dump(report, handle, indent=2)
     return {"files": files, "report": report}
+
+
+def _onnx_row(student, path: str, images, labels, keras_logits) -> dict:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    logits = session.run(None, {name: images})[0]
+    return {
+        "size_mb": round(os.path.getsize(path) / 1e6, 3), "parameters": int(student.count_params()),
+        "top1": float((logits.argmax(-1) == labels).mean()), "agreement": float((logits.argmax(-1) == keras_logits.argmax(-1)).mean()),
+        "max_abs_diff": float(np.abs(logits - keras_logits).max()), "latency_ms": round(_latency_ms(lambda x: session.run(None, {name: x}), images[:1]), 3),
+    }
 
 
 def _directory_mb(path: str) -> float:
@@ -339,7 +402,7 @@ def _saved_model_row(student, path: str, dataset, limit: int) -> dict:
     return {
         "size_mb": _directory_mb(path), "parameters": int(student.count_params()), "top1": float((logits.argmax(-1) == labels).mean()),
         "agreement": float((logits.argmax(-1) == keras_logits.argmax(-1)).mean()), "max_abs_diff": float(np.abs(logits - keras_logits).max()),
-        "latency_ms": round(_latency_ms(lambda x: signature(images=x), one), 3),
+        "latency_ms": round(_latency_ms(lambda x: signature(images=x)["logits"].numpy(), one), 3),
     }
 
 

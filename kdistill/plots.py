@@ -16,6 +16,12 @@ def _pyplot():
     return plt
 
 
+def _integer_locator():
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
+
+
 def training_curves(histories: dict[str, dict], path: str, metric: str = "accuracy") -> str:
     """Plots `metric` and `val_<metric>` per epoch for each named history; returns the path."""
     plt = _pyplot()
@@ -27,6 +33,7 @@ def training_curves(histories: dict[str, dict], path: str, metric: str = "accura
     for axis, title in zip(axes, ("training", "validation")):
         axis.set_title(f"{title} {metric}")
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(_integer_locator())
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()

@@ -18,10 +18,11 @@ import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from kdistill import _model_io
 from kdistill import data as data_module
-from kdistill import callbacks, evaluation, export, plots, students, teachers
+from kdistill import callbacks, distribute, evaluation, export, plots, precision, students, teacher_cache, teachers
 from kdistill import taps as taps_module
 from kdistill.config import DistillConfig
 from kdistill.distiller import FeatureDistiller
@@ -56,11 +57,20 @@ def load_data(config: DistillConfig) -> data_module.Splits:
     )
 
 
-def _optimizer(name: str, learning_rate: float):
-    optimizers = {"adam": keras.optimizers.Adam, "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9), "adamw": keras.optimizers.AdamW}
+def _optimizer(name: str, learning_rate: float, weight_decay: float | None = None, decay_epochs=(), steps_per_epoch: int | None = None):
+    """Adam / SGD (momentum 0.9) / AdamW, with an optional step decay (x0.1 at each of `decay_epochs`)."""
+    optimizers = {"adam": keras.optimizers.Adam, "sgd": lambda **kw: keras.optimizers.SGD(momentum=0.9, **kw), "adamw": keras.optimizers.AdamW}
     if name not in optimizers:
         raise ValueError(f"Unknown optimizer {name!r}; known: {', '.join(optimizers)}.")
-    return optimizers[name](learning_rate=learning_rate)
+    rate = learning_rate
+    if decay_epochs:
+        if not steps_per_epoch:
+            raise ValueError("A learning-rate decay by epoch needs the number of steps per epoch.")
+        # The first step of epoch e (counting from 0) is step e * steps_per_epoch; it uses the decayed rate.
+        boundaries = [int(epoch) * steps_per_epoch - 1 for epoch in sorted(decay_epochs)]
+        rate = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, [learning_rate * 0.1**i for i in range(len(boundaries) + 1)])
+    kwargs = {"weight_decay": weight_decay} if weight_decay else {}
+    return optimizers[name](learning_rate=rate, **kwargs)
 
 
 def _label_loss(splits: data_module.Splits, augment) -> str:
@@ -115,6 +125,21 @@ def _read_history_csv(path: str) -> dict:
     return history
 
 
+def _cached_training_data(config: DistillConfig, splits: data_module.Splits, teacher: keras.Model, layers: list, verbose: int):
+    """Training batches with the teacher's outputs read from `config.teacher_cache` (built there on first use)."""
+    if config.augment:
+        teacher_cache.build(teacher, layers, splits.train_plain, config.teacher_cache, augment=config.augment)  # raises, explaining why
+    if splits.train_plain is None:
+        raise ValueError(f"The teacher cache needs a source read into arrays (fashion_mnist, an image folder); {config.data!r} is not.")
+    try:
+        cache = teacher_cache.load(config.teacher_cache, teacher, layers, dataset=splits.train_plain)
+        logger.info("Reading the teacher's outputs from %s", config.teacher_cache)
+    except FileNotFoundError:
+        logger.info("Computing the teacher's outputs once into %s", config.teacher_cache)
+        cache = teacher_cache.build(teacher, layers, splits.train_plain, config.teacher_cache, verbose=min(verbose, 1))
+    return cache.dataset(config.batch_size, shuffle=True, seed=config.seed, layers=layers)
+
+
 def _resolve_taps(config: DistillConfig, teacher: keras.Model, student: keras.Model) -> dict:
     if isinstance(config.taps, dict):
         return dict(config.taps)
@@ -126,8 +151,15 @@ def _resolve_taps(config: DistillConfig, teacher: keras.Model, student: keras.Mo
 def distill(config: DistillConfig, splits: data_module.Splits | None = None, teacher: keras.Model | None = None, verbose: int = 1) -> dict:
     """Runs one distillation from a config and writes the run folder.
 
-    Writes `student.keras`, `history.json` and `summary.json` (config, taps,
-    projections, test metrics, wall time) into `config.resolved_output_dir()`.
+    Writes `student.keras`, `best_student.keras` (best validation accuracy),
+    `history.json`/`history.csv` and `summary.json` (config, taps, projections,
+    test metrics, wall time) into `config.resolved_output_dir()`.
+
+    Survives a crash: weights and optimizer state are backed up to
+    `<run folder>/backup/` after every epoch, and running the same config
+    again resumes from the last finished epoch (the backup is removed when
+    the run completes). Training stops with `NonFiniteLossError`, naming the
+    term, if the loss becomes NaN or infinite.
 
     Returns:
         The summary dict.
@@ -140,12 +172,21 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
         if not config.teacher:
             raise ValueError("A distillation needs a teacher: set `teacher: PATH` (train one with `kdistill train-teacher`).")
         teacher = teachers.load(config.teacher)
-    student = _build_student(config.student, splits, config.student_width, config.seed)
-    distiller = FeatureDistiller(
-        teacher, student, taps=_resolve_taps(config, teacher, student), feature_loss=config.feature_loss, logits_loss=config.logits_loss,
-        temperature=config.temperature, alpha=config.alpha, tap_weights=config.tap_weights,
-    )
-    distiller.compile(optimizer=_optimizer(config.optimizer, config.learning_rate), loss=_label_loss(splits, config.augment), metrics=["accuracy"])
+    strategy = distribute.get_strategy(config.strategy)
+    with strategy.scope(), precision.policy_scope(config.precision):
+        # Everything trainable, the optimizer and the metrics are made inside the strategy's scope.
+        teacher = precision.cast_model(teacher, config.precision) if config.precision != "float32" else teacher
+        student = _build_student(config.student, splits, config.student_width, config.seed)
+        distiller = FeatureDistiller(
+            teacher, student, taps=_resolve_taps(config, teacher, student), feature_loss=config.feature_loss, logits_loss=config.logits_loss,
+            temperature=config.temperature, alpha=config.alpha, tap_weights=config.tap_weights,
+        )
+        steps = -(-splits.counts["train"] // config.batch_size)
+        optimizer = _optimizer(config.optimizer, config.learning_rate, config.weight_decay, config.lr_decay_epochs, steps)
+        distiller.compile(optimizer=optimizer, loss=_label_loss(splits, config.augment), metrics=["accuracy"])
+    train = splits.train
+    if config.teacher_cache:
+        train = _cached_training_data(config, splits, teacher, list(distiller.taps), verbose)
     history_csv = os.path.join(output_dir, "history.csv")
     backup_dir = os.path.join(output_dir, "backup")
     resuming = os.path.exists(os.path.join(backup_dir, "training_metadata.json"))
@@ -161,8 +202,13 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
     ]
     if splits.validation is not None:
         run_callbacks.append(callbacks.BestStudentCheckpoint(os.path.join(output_dir, "best_student.keras")))
-    distiller.fit(splits.train, validation_data=splits.validation, epochs=config.epochs, verbose=verbose, callbacks=run_callbacks)
-    history = _read_history_csv(history_csv)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        # Keras' fit fails under this strategy (see kdistill.distribute); no per-epoch backup here.
+        history = distribute.fit(distiller, train, epochs=config.epochs, strategy=strategy, verbose=verbose)
+        history["epoch"] = list(range(config.epochs))
+    else:
+        distiller.fit(train, validation_data=splits.validation, epochs=config.epochs, verbose=verbose, callbacks=run_callbacks)
+        history = _read_history_csv(history_csv)
     student_path = os.path.join(output_dir, "student.keras")
     _model_io.save_for_inference(distiller.student, student_path)
     summary = {

@@ -20,7 +20,6 @@ import keras
 from keras import layers
 
 from kdistill import _model_io
-from kdistill.preprocessing import ImagePreprocessing
 
 __all__ = ["get", "register", "available", "load"]
 
@@ -83,6 +82,11 @@ def load(path: str) -> keras.Model:
     return _model_io.load_model(path, role="student")
 
 
+def _to_minus_one_one(inputs):
+    """[0, 255] -> [-1, 1] with a built-in Keras layer, so a saved student loads without kdistill installed."""
+    return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocessing")(inputs)
+
+
 def _rename(model: keras.Model, name: str) -> keras.Model:
     return keras.Model(model.inputs, model.outputs[0], name=name)
 
@@ -91,7 +95,7 @@ def _rename(model: keras.Model, name: str) -> keras.Model:
 def mobilenet_v2(num_classes: int, input_shape=(32, 32, 3), width: float = 0.5) -> keras.Model:
     """MobileNetV2 (Sandler et al., 2018) with width multiplier `width`, random init."""
     inputs = keras.Input(shape=input_shape, name="image")
-    x = ImagePreprocessing("tf", name="preprocessing")(inputs)
+    x = _to_minus_one_one(inputs)
     model = keras.applications.MobileNetV2(
         input_tensor=x, alpha=width, weights=None, classes=num_classes, classifier_activation=None
     )
@@ -130,7 +134,7 @@ def _basic_block(x, filters: int, stride: int, name: str):
 
 def _cifar_resnet(num_classes: int, input_shape, filters: list[int], blocks: int, name: str) -> keras.Model:
     inputs = keras.Input(shape=input_shape, name="image")
-    x = ImagePreprocessing("tf", name="preprocessing")(inputs)
+    x = _to_minus_one_one(inputs)
     x = layers.Conv2D(filters[0], 3, padding="same", use_bias=False, name="stem_conv")(x)
     x = layers.BatchNormalization(name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)

@@ -33,3 +33,25 @@ def test_wrong_types_and_values_are_explained(values, pattern):
 def test_missing_teacher_file_says_how_to_make_one(tmp_path):
     with pytest.raises(FileNotFoundError, match="kdistill train-teacher"):
         DistillConfig.from_dict({"teacher": str(tmp_path / "teacher.keras")})
+
+
+def test_cifar100_recipe_config_parses_with_its_schedule():
+    import os
+
+    import pytest
+    import yaml
+
+    from kdistill import recipes
+    from kdistill.config import DistillConfig
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "configs", "cifar100_r50_mv2.yaml")
+    config = DistillConfig.from_dict(yaml.safe_load(open(path)), check_files=False)
+    assert config.lr_decay_epochs == [150, 180, 210] and config.weight_decay == 5e-4 and config.epochs == 240
+    optimizer = recipes._optimizer(config.optimizer, config.learning_rate, config.weight_decay, config.lr_decay_epochs, steps_per_epoch=10)
+    assert float(optimizer.learning_rate) == pytest.approx(0.01)
+    optimizer.iterations.assign(1499)  # the last step of epoch 149
+    assert float(optimizer.learning_rate) == pytest.approx(0.01)
+    optimizer.iterations.assign(1800)  # the first step of epoch 180: decayed twice
+    assert float(optimizer.learning_rate) == pytest.approx(0.0001)
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        DistillConfig.from_dict({"strategy": "mirored"})

@@ -94,3 +94,12 @@ def test_bad_outputs_fail_clearly_and_leave_nothing_behind(trained, tmp_path):
     with pytest.raises(ValueError, match="Unknown quantize"):
         export.tflite(student, str(tmp_path / "out" / "m.tflite"), quantize="int4")
     assert os.listdir(tmp_path / "out") == []
+
+
+def test_onnx_export_matches_keras_and_joins_the_report(trained, tmp_path):
+    student, splits = trained
+    result = export.export_all(student, str(tmp_path / "out"), formats=["onnx"], test=splits.test, limit=64)
+    images = _test_images(splits, 32)
+    np.testing.assert_allclose(export.onnx_predict(result["files"]["onnx"], images), student.predict(images, verbose=0), atol=1e-4, rtol=1e-4)
+    assert result["report"]["formats"]["onnx"]["agreement"] == 1.0
+    assert os.listdir(tmp_path / "out") == ["student.onnx", "report.json"] or sorted(os.listdir(tmp_path / "out")) == ["report.json", "student.onnx"]

@@ -190,3 +190,32 @@ def test_each_method_trains_inside_the_distiller_without_nan(feature_loss, logit
     for key in ("loss", "kd_loss", "feat_teacher_stage2"):
         assert np.isfinite(history[key]).all(), (key, history[key])
     assert history["loss"][-1] < history["loss"][0] * 1.5
+
+
+def test_linear_cka_matches_its_definition_and_invariances():
+    from kdistill.tap_suggest import linear_cka
+
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(20, 6)), rng.normal(size=(20, 4))
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    expected = np.linalg.norm(yc.T @ xc) ** 2 / (np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc))
+    assert linear_cka(x, y) == pytest.approx(expected, rel=1e-9)
+    rotation, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    assert linear_cka(x, 2.5 * x @ rotation + 1.0) == pytest.approx(1.0, abs=1e-9)  # rotation, scale and shift invariant
+
+
+def test_taps_suggest_command_prints_pairs_and_saves_a_cka_heatmap(tmp_path, capsys):
+    from kdistill import cli
+    from test_data import make_fashion_mnist
+
+    make_fashion_mnist(tmp_path / "data", train=40, test=40)
+    heatmap = tmp_path / "cka.png"
+    assert cli.main(["taps", "suggest", "--teacher", "resnet50", "--student", "resnet8x4", "--data-dir", str(tmp_path / "data"),
+                     "--cka-images", "32", "--heatmap", str(heatmap)]) == 0
+    out = capsys.readouterr().out
+    assert "conv4_block6_out" in out and "stage3_out" in out and "best by CKA" in out
+    assert "taps={'conv3_block4_out': 'stage2_out', 'conv4_block6_out': 'stage3_out'}" in out
+    assert heatmap.read_bytes()[:4] == b"\x89PNG"
+    suggestion = kdistill.tap_suggest.suggest(small_cnn("teacher", widths=(8, 16)), small_cnn("student", widths=(4, 8)), images(32))
+    assert suggestion.cka.shape == (2, 2) and ((0 <= suggestion.cka) & (suggestion.cka <= 1 + 1e-9)).all()
+    assert suggestion.pairs == {"teacher_stage1": "student_stage1", "teacher_stage2": "student_stage2"}

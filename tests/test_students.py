@@ -41,3 +41,17 @@ def test_batch_norm_momentum_is_set_for_short_schedules():
     assert {layer.momentum for layer in keras_default.layers if isinstance(layer, BatchNormalization)} == {0.999}
     with pytest.raises(ValueError, match="batch_norm_momentum"):
         kdistill.students.get("resnet20", num_classes=10, batch_norm_momentum=1.5)
+
+
+def test_a_saved_student_loads_with_plain_keras_without_kdistill(tmp_path):
+    import subprocess
+    import sys
+
+    import kdistill
+
+    path = tmp_path / "student.keras"
+    kdistill.students.get("mobilenet_v2", num_classes=10).save(path)
+    code = f"import keras, sys; m = keras.models.load_model({str(path)!r}); assert 'kdistill' not in sys.modules; print(m.count_params())"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert int(result.stdout.split()[-1]) > 0

@@ -1,0 +1,27 @@
+"""Export a distilled student to int8 TFLite and check its accuracy against the Keras model.
+
+    python examples/06_export_tflite_int8.py --quick
+"""
+
+import os
+
+import common
+
+import kdistill
+from kdistill import export
+
+args = common.arguments(__doc__)
+splits = common.data(args)
+teacher = common.teacher(args, splits)
+student = kdistill.students.get("mobilenet_v2", num_classes=10, width=0.35)
+distiller = kdistill.FeatureDistiller(teacher, student, taps=None, feature_loss="normalized_mse", tap_weights=10.0, alpha=0.9)
+distiller.compile(optimizer="adam", metrics=["accuracy"])
+distiller.fit(splits.train, epochs=common.epochs(args), verbose=2)
+
+folder = os.path.join(args.output_dir, "export")
+# Full-integer int8: activation ranges are calibrated on real images from the validation split.
+int8 = export.tflite(distiller, os.path.join(folder, "student_int8.tflite"), quantize="int8", representative=splits.validation)
+float32 = export.tflite(distiller, os.path.join(folder, "student_float32.tflite"))
+report = export.parity_report(distiller, {"tflite_float32": float32, "tflite_int8": int8}, splits.test, limit=500,
+                              json_path=os.path.join(folder, "report.json"))
+print(export.format_report(report))

@@ -1,0 +1,132 @@
+"""Picks a `tf.distribute` strategy and trains a distiller under it, multi-worker included.
+
+Keras 3's `fit` cannot run under `MultiWorkerMirroredStrategy` (keras-team/keras#20585,
+tensorflow/tensorflow#72388: "Attempt to convert a value (PerReplica ...)"). `fit`
+here runs the distiller's own `train_step` through `strategy.run` on a
+distributed dataset, which works for every strategy; with one of the other
+strategies, `distiller.fit` works as usual.
+
+Example:
+    >>> from kdistill import distribute
+    >>> type(distribute.get_strategy("default")).__name__
+    '_DefaultDistributionStrategy'
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["STRATEGIES", "get_strategy", "fit"]
+
+logger = logging.getLogger(__name__)
+
+STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
+
+
+def _workers_in_tf_config() -> int:
+    config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    return len(config.get("cluster", {}).get("worker", []))
+
+
+def get_strategy(name="auto") -> tf.distribute.Strategy:
+    """A `tf.distribute.Strategy` by name, or the strategy passed in (e.g. a `TPUStrategy` you made).
+
+    Args:
+        name: "auto" (multi_worker when `TF_CONFIG` lists several workers,
+            mirrored with several GPUs, else default), "default",
+            "one_device" (the first GPU, else the CPU), "mirrored" (all local
+            GPUs, or the logical CPUs you configured), "multi_worker" (from
+            `TF_CONFIG`), or a `tf.distribute.Strategy` instance.
+
+    Create it before building models: they and the optimizer must be made
+    inside `strategy.scope()`.
+    """
+    if isinstance(name, tf.distribute.Strategy):
+        return name
+    if name not in STRATEGIES:
+        raise ValueError(f"Unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}, or pass a tf.distribute.Strategy.")
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "auto":
+        name = "multi_worker" if _workers_in_tf_config() > 1 else ("mirrored" if len(gpus) > 1 else "default")
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "one_device":
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if not os.environ.get("TF_CONFIG"):
+        raise ValueError("strategy 'multi_worker' reads the cluster from the TF_CONFIG environment variable, which is not set. "
+                         'Set it on each worker, e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}.')
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def _as_dataset(data) -> tf.data.Dataset:
+    if not isinstance(data, tf.data.Dataset):
+        raise TypeError(f"distribute.fit needs a batched tf.data.Dataset of (x, y), received {type(data).__name__}.")
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return data.with_options(options)
+
+
+def fit(distiller: keras.Model, dataset: tf.data.Dataset, epochs: int = 1, steps_per_epoch: int | None = None,
+        strategy: tf.distribute.Strategy | None = None, verbose: int = 1) -> dict:
+    """Trains a compiled distiller under `strategy` with its own `train_step`, for any strategy.
+
+    The dataset yields *global* batches; each worker reads its share
+    (sharded by data) and the loss is averaged over the global batch.
+
+    Args:
+        distiller: a compiled `FeatureDistiller` built inside `strategy.scope()`.
+        dataset: batched `tf.data.Dataset` of `(images, labels)`.
+        epochs: passes over the data (or over `steps_per_epoch` batches).
+        steps_per_epoch: stop each epoch after this many steps.
+        strategy: defaults to the strategy whose scope is active.
+        verbose: 1 shows a Keras progress bar on worker 0.
+
+    Returns:
+        `{metric name: [value per epoch]}`, as `History.history`.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    if distiller.optimizer is None:
+        raise ValueError("Compile the distiller first: distiller.compile(optimizer=..., metrics=[...]).")
+    distributed = strategy.experimental_distribute_dataset(_as_dataset(dataset))
+
+    @tf.function
+    def step(iterator):
+        # get_next_as_optional keeps every worker in step when the data runs out.
+        optional = iterator.get_next_as_optional()
+        has_value = optional.has_value()
+        if has_value:
+            strategy.run(distiller.train_step, args=(optional.get_value(),))
+        return has_value
+
+    history: dict[str, list[float]] = {}
+    chief = getattr(strategy.cluster_resolver, "task_id", 0) in (0, None) if hasattr(strategy, "cluster_resolver") else True
+    for epoch in range(epochs):
+        for metric in distiller.metrics:
+            metric.reset_state()
+        iterator = iter(distributed)
+        progress = keras.utils.Progbar(steps_per_epoch, verbose=verbose if chief else 0)
+        done = 0
+        while steps_per_epoch is None or done < steps_per_epoch:
+            if not bool(step(iterator)):
+                break
+            done += 1
+            progress.update(done)
+        if done == 0:
+            raise ValueError("The dataset gave no batch: check its size against the batch size and the number of workers.")
+        logs = {}
+        for metric in distiller.metrics:
+            result = metric.result()
+            logs.update({k: float(np.asarray(v)) for k, v in result.items()} if isinstance(result, dict) else {metric.name: float(np.asarray(result))})
+        for key, value in logs.items():
+            history.setdefault(key, []).append(value)
+        if chief:
+            logger.info("epoch %d/%d: %s", epoch + 1, epochs, ", ".join(f"{k} {v:.4f}" for k, v in logs.items()))
+    return history

@@ -1,0 +1,131 @@
+"""Help choosing taps: candidate stage outputs of both networks, a pairing, and linear-CKA scores.
+
+Linear CKA (Kornblith et al., "Similarity of Neural Network Representations
+Revisited", ICML 2019) compares two layers' representations of the same
+images: `CKA(X, Y) = ‖YᵀX‖²_F / (‖XᵀX‖_F ‖YᵀY‖_F)` on centred, flattened
+features; 1 means the same representation up to rotation and scale.
+
+Example:
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(16, 5))
+    >>> round(linear_cka(x, 3 * x), 6)
+    1.0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from kdistill import taps as taps_module
+
+__all__ = ["linear_cka", "Suggestion", "suggest", "format_suggestion", "cka_heatmap"]
+
+
+def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Linear CKA between two `(samples, ...)` feature arrays of the same images."""
+    x = np.asarray(x, np.float64).reshape(len(x), -1)
+    y = np.asarray(y, np.float64).reshape(len(y), -1)
+    if len(x) != len(y):
+        raise ValueError(f"CKA compares the same images: {len(x)} teacher vs {len(y)} student samples.")
+    x = x - x.mean(0, keepdims=True)
+    y = y - y.mean(0, keepdims=True)
+    # ‖YᵀX‖²_F = tr(K L) with Gram matrices K = XXᵀ, L = YYᵀ (cheaper for wide features).
+    k, l = x @ x.T, y @ y.T
+    denominator = np.sqrt((k * k).sum() * (l * l).sum())
+    return float((k * l).sum() / denominator) if denominator > 0 else 0.0
+
+
+@dataclasses.dataclass
+class Suggestion:
+    """Candidate taps of both networks, a proposed pairing, and optional CKA scores."""
+
+    teacher_stages: list[tuple[str, tuple]]
+    student_stages: list[tuple[str, tuple]]
+    pairs: dict[str, str]
+    cka: np.ndarray | None = None  # (teacher stages, student stages)
+
+    def best_by_cka(self) -> dict[str, str]:
+        """For each teacher stage, the student stage with the highest CKA."""
+        if self.cka is None:
+            raise ValueError("No CKA scores: call suggest(..., images=batch).")
+        return {t: self.student_stages[int(np.argmax(row))][0] for (t, _), row in zip(self.teacher_stages, self.cka)}
+
+
+def _pair_by_depth(teacher_stages, student_stages) -> dict[str, str]:
+    """Pairs the deepest stages of both networks, then the next ones up (projections align the sizes)."""
+    count = min(len(teacher_stages), len(student_stages))
+    return {teacher_stages[len(teacher_stages) - count + i][0]: student_stages[len(student_stages) - count + i][0] for i in range(count)}
+
+
+def suggest(teacher: keras.Model, student: keras.Model, images: np.ndarray | None = None) -> Suggestion:
+    """Lists stage outputs of both networks, proposes a pairing, and scores all pairs by CKA on `images`.
+
+    Args:
+        teacher: the teacher model.
+        student: the student model.
+        images: optional batch (32–256 images of the input shape) to score every
+            teacher/student stage pair with linear CKA.
+
+    Returns:
+        A `Suggestion`; `format_suggestion` prints it, `cka_heatmap` plots it.
+    """
+    teacher_stages = taps_module.stage_outputs(teacher)
+    student_stages = taps_module.stage_outputs(student)
+    if not teacher_stages or not student_stages:
+        raise ValueError("No stage outputs found (a model without 4-D feature maps?); pick taps by name from model.summary().")
+    try:
+        pairs = taps_module.preset(teacher, student)
+    except ValueError:
+        pairs = _pair_by_depth(teacher_stages, student_stages)
+    cka = None
+    if images is not None:
+        teacher_features = taps_module.feature_model(teacher, [n for n, _ in teacher_stages], role="teacher")(images, training=False)
+        student_features = taps_module.feature_model(student, [n for n, _ in student_stages], role="student")(images, training=False)
+        cka = np.array([[linear_cka(keras.ops.convert_to_numpy(teacher_features[t]), keras.ops.convert_to_numpy(student_features[s]))
+                         for s, _ in student_stages] for t, _ in teacher_stages])
+    return Suggestion(teacher_stages, student_stages, pairs, cka)
+
+
+def _shape(shape) -> str:
+    return "x".join(str(d) for d in shape[1:])
+
+
+def format_suggestion(suggestion: Suggestion) -> str:
+    """A plain-text table: teacher stage, shape, proposed student stage, shape, CKA (when scored), best by CKA."""
+    student_shapes = dict(suggestion.student_stages)
+    best = suggestion.best_by_cka() if suggestion.cka is not None else {}
+    header = f"{'teacher stage':<24} {'shape':<12} {'proposed student stage':<26} {'shape':<12} {'CKA':>6}  best by CKA"
+    lines = [header, "-" * len(header)]
+    student_index = {name: i for i, (name, _) in enumerate(suggestion.student_stages)}
+    for row, (teacher_name, teacher_shape) in enumerate(suggestion.teacher_stages):
+        partner = suggestion.pairs.get(teacher_name)
+        cka = f"{suggestion.cka[row, student_index[partner]]:.3f}" if suggestion.cka is not None and partner else "-"
+        lines.append(f"{teacher_name:<24} {_shape(teacher_shape):<12} {partner or '-':<26} "
+                     f"{_shape(student_shapes[partner]) if partner else '-':<12} {cka:>6}  {best.get(teacher_name, '-')}")
+    lines.append("\ntaps=" + repr(suggestion.pairs))
+    return "\n".join(lines)
+
+
+def cka_heatmap(suggestion: Suggestion, path: str) -> str:
+    """Saves the teacher x student CKA matrix as a PNG; returns the path."""
+    if suggestion.cka is None:
+        raise ValueError("No CKA scores to plot: call suggest(..., images=batch).")
+    from kdistill.plots import _pyplot
+
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(1.6 * len(suggestion.student_stages) + 3, 0.9 * len(suggestion.teacher_stages) + 2))
+    image = axis.imshow(suggestion.cka, vmin=0, vmax=1, cmap="viridis")
+    axis.set_xticks(range(len(suggestion.student_stages)), [f"{n}\n{_shape(s)}" for n, s in suggestion.student_stages], fontsize=8)
+    axis.set_yticks(range(len(suggestion.teacher_stages)), [f"{n} {_shape(s)}" for n, s in suggestion.teacher_stages], fontsize=8)
+    for i in range(suggestion.cka.shape[0]):
+        for j in range(suggestion.cka.shape[1]):
+            axis.text(j, i, f"{suggestion.cka[i, j]:.2f}", ha="center", va="center", color="white" if suggestion.cka[i, j] < 0.6 else "black")
+    axis.set_title("linear CKA, teacher stage vs student stage")
+    figure.colorbar(image, ax=axis)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

@@ -1,0 +1,190 @@
+"""Compute the frozen teacher once: store its tapped outputs and logits, then train from them.
+
+With a deterministic input pipeline (no random augmentation), the teacher's
+outputs for an image never change, so running it every epoch is wasted work.
+`build` runs it once over the training images and writes NumPy `.npy` files
+(read back as memory maps; no pickle) plus `meta.json` with a key made of
+hashes of the teacher's weights and architecture, the images and labels, and
+the tapped layers. `load` refuses a cache whose key does not match, saying
+which part changed.
+
+Example:
+    >>> import numpy as np, tempfile, keras, tensorflow as tf
+    >>> from kdistill import teacher_cache
+    >>> inputs = keras.Input((8, 8, 3)); hidden = keras.layers.Conv2D(4, 3, name="hidden")(inputs)
+    >>> teacher = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(hidden)))
+    >>> data = tf.data.Dataset.from_tensor_slices((np.ones((6, 8, 8, 3), "float32"), np.arange(6) % 2)).batch(4)
+    >>> cache = teacher_cache.build(teacher, ["hidden"], data, tempfile.mkdtemp(), verbose=0)
+    >>> len(cache), sorted(cache.outputs)
+    (6, ['hidden', 'logits'])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from typing import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kdistill import taps as taps_module
+
+__all__ = ["TeacherCache", "StaleCacheError", "build", "load", "teacher_fingerprint"]
+
+logger = logging.getLogger(__name__)
+_FORMAT = 1
+
+
+class StaleCacheError(ValueError):
+    """The cache was made for another teacher, other data or other taps."""
+
+
+def teacher_fingerprint(teacher: keras.Model) -> str:
+    """sha256 of the teacher's layers (names, types), weights and input shape; freezing it does not change it."""
+    layers = [(layer.name, type(layer).__name__) for layer in teacher.layers]
+    digest = hashlib.sha256(json.dumps([layers, list(teacher.input_shape)], default=str).encode())
+    for weight in teacher.weights:
+        digest.update(str(tuple(weight.shape)).encode())
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    return digest.hexdigest()
+
+
+def _first_batch(dataset):
+    for batch in dataset.take(1):
+        return [np.asarray(part) for part in batch]
+    raise ValueError("The dataset to cache is empty.")
+
+
+class TeacherCache:
+    """Cached teacher outputs of one dataset: images, labels and `{output name: array}` memory maps."""
+
+    def __init__(self, folder: str, meta: dict):
+        self.folder, self.meta = folder, meta
+        read = lambda name: np.load(os.path.join(folder, f"{name}.npy"), mmap_mode="r")  # noqa: E731
+        self.images, self.labels = read("images"), read("labels")
+        self.outputs = {name: read(f"out_{index}") for index, name in enumerate(meta["outputs"])}
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def dataset(self, batch_size: int = 64, shuffle: bool = True, seed: int = 0, layers: Sequence[str] | None = None) -> tf.data.Dataset:
+        """`({"images": x, "teacher": {name: output}}, labels)` batches that `FeatureDistiller` trains from.
+
+        Shuffling keeps each image with its own teacher outputs.
+        """
+        names = list(layers) + [taps_module.LOGITS] if layers is not None else list(self.outputs)
+        missing = sorted(set(names) - set(self.outputs))
+        if missing:
+            raise StaleCacheError(f"The cache in {self.folder!r} has no outputs for {missing}; it holds {sorted(self.outputs)}. Rebuild it with these taps.")
+        teacher = {name: np.asarray(self.outputs[name]) for name in names}
+        dataset = tf.data.Dataset.from_tensor_slices(({"images": np.asarray(self.images, "float32"), "teacher": teacher}, np.asarray(self.labels)))
+        if shuffle:
+            dataset = dataset.shuffle(len(self), seed=seed, reshuffle_each_iteration=True)
+        return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _dataset_digest(images: np.ndarray, labels: np.ndarray) -> str:
+    digest = hashlib.sha256(np.ascontiguousarray(images).tobytes())
+    digest.update(np.ascontiguousarray(labels).tobytes())
+    return digest.hexdigest()
+
+
+def build(teacher: keras.Model, layers: Sequence[str], dataset: tf.data.Dataset, folder: str, augment: Sequence[str] = (),
+          dtype: str = "float32", verbose: int = 1) -> TeacherCache:
+    """Runs the teacher once over `dataset` and stores its tapped outputs and logits in `folder`.
+
+    Args:
+        teacher: the frozen teacher.
+        layers: teacher layers to store (the distiller's tap keys); logits are always stored.
+        dataset: `(images, labels)` batches in a fixed order, without random
+            augmentation (e.g. the training arrays through an unshuffled pipeline).
+        folder: where to write; replaced atomically.
+        augment: the augmentations the run uses; any makes caching impossible.
+        dtype: storage dtype of the outputs ("float32", or "float16" for half the disk).
+        verbose: progress bar.
+
+    Raises:
+        ValueError: with augmentation, or when two passes over `dataset` differ.
+    """
+    if augment:
+        raise ValueError(
+            f"The teacher cache cannot be used with random augmentation ({', '.join(augment)}): each epoch shows the teacher "
+            "different views of an image, so outputs computed once would not match the images trained on. Train with the live "
+            "teacher, or drop augmentation."
+        )
+    first, again = _first_batch(dataset), _first_batch(dataset)
+    if any(a.shape != b.shape or not np.array_equal(a, b) for a, b in zip(first, again)):
+        raise ValueError("The dataset is not deterministic (it is shuffled or randomly augmented): two passes gave different first "
+                         "batches, so cached outputs could not be matched to images. Pass an unshuffled, unaugmented pipeline.")
+    features = taps_module.feature_model(teacher, list(layers), role="teacher", name="teacher_cache_features")
+    names = list(layers) + [taps_module.LOGITS]
+    images, labels, outputs = [], [], {name: [] for name in names}
+    progress = keras.utils.Progbar(None, verbose=verbose, unit_name="batch")
+    for step, (batch_images, batch_labels) in enumerate(dataset, start=1):
+        result = features(batch_images, training=False)
+        for name in names:
+            outputs[name].append(keras.ops.convert_to_numpy(result[name]).astype(dtype))
+        images.append(np.asarray(batch_images))
+        labels.append(np.asarray(batch_labels))
+        progress.update(step)
+    images, labels = np.concatenate(images), np.concatenate(labels)
+    integral = np.array_equal(images, np.round(images)) and images.min() >= 0 and images.max() <= 255
+    images = images.astype("uint8" if integral else "float32")  # raw pixels store losslessly as uint8
+    meta = {
+        "format": _FORMAT, "teacher": teacher_fingerprint(teacher), "data": _dataset_digest(images, labels),
+        "outputs": names, "examples": int(len(labels)), "dtype": dtype,
+    }
+    parent = os.path.dirname(os.path.abspath(folder))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".cache-", dir=parent)
+    try:
+        np.save(os.path.join(staging, "images.npy"), images)
+        np.save(os.path.join(staging, "labels.npy"), labels)
+        for index, name in enumerate(names):
+            np.save(os.path.join(staging, f"out_{index}.npy"), np.concatenate(outputs[name]))
+        with open(os.path.join(staging, "meta.json"), "w") as handle:
+            json.dump(meta, handle, indent=2)
+        if os.path.exists(folder):
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("Cached the teacher's outputs for %d images in %s", len(labels), folder)
+    return TeacherCache(folder, meta)
+
+
+def load(folder: str, teacher: keras.Model, layers: Sequence[str] = (), dataset: tf.data.Dataset | None = None) -> TeacherCache:
+    """Opens a cache after checking it was made by this teacher (and, if given, these images and taps).
+
+    Raises:
+        FileNotFoundError: no cache in `folder`.
+        StaleCacheError: the teacher's weights, the data or the taps differ; the message says which.
+    """
+    meta_path = os.path.join(folder, "meta.json")
+    if not os.path.exists(meta_path):
+        raise FileNotFoundError(f"No teacher cache in {folder!r}; make one with `kdistill cache-teacher` or teacher_cache.build(...).")
+    with open(meta_path) as handle:
+        meta = json.load(handle)
+    if meta.get("format") != _FORMAT:
+        raise StaleCacheError(f"The cache in {folder!r} has format {meta.get('format')}, this kdistill reads {_FORMAT}; rebuild it.")
+    if meta["teacher"] != teacher_fingerprint(teacher):
+        raise StaleCacheError(f"Stale teacher cache in {folder!r}: it was made by a teacher with other weights or architecture. "
+                              "Rebuild it (kdistill cache-teacher) or delete the folder.")
+    missing = sorted(set(layers) - set(meta["outputs"]))
+    if missing:
+        raise StaleCacheError(f"The cache in {folder!r} has no outputs for the taps {missing}; it holds {meta['outputs']}. Rebuild it with these taps.")
+    cache = TeacherCache(folder, meta)
+    if dataset is not None:
+        images = np.concatenate([np.asarray(x) for x, _ in dataset])
+        labels = np.concatenate([np.asarray(y) for _, y in dataset])
+        stored_dtype = cache.images.dtype
+        if meta["data"] != _dataset_digest(images.astype(stored_dtype), labels):
+            raise StaleCacheError(f"Stale teacher cache in {folder!r}: it was made from other images or labels (or another "
+                                  "preprocessing/size). Rebuild it for this dataset.")
+    return cache

@@ -1,0 +1,48 @@
+"""Smoke runs of the benchmark scripts on tiny settings, so they keep working (they are not timed here)."""
+
+import json
+import os
+import subprocess
+import sys
+
+from test_data import make_fashion_mnist
+
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+
+
+def _run(script, *args, timeout=400):
+    result = subprocess.run([sys.executable, os.path.join(BENCHMARKS, script), *args], capture_output=True, text=True, timeout=timeout,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_throughput_script_compares_variants_and_writes_tables(tmp_path):
+    out = _run("throughput.py", "--batch", "4", "--width", "0.35", "--steps", "1", "--windows", "1", "--warmup", "1",
+               "--variants", "abcg", "--out", str(tmp_path))
+    report = json.loads((tmp_path / "throughput_tensorflow_32.json").read_text())
+    for key in "abg":
+        assert report["results"][key]["images_per_second"] > 0, report["results"][key]
+        assert report["results"][key]["peak_rss_mb"] > 100
+    assert "FeatureDistillation has no projection" in report["results"]["c"]["skipped"]
+    assert "| (g) kdistill, (f) from teacher cache |" in (tmp_path / "throughput_tensorflow_32.md").read_text() and "vs (b)" in out
+
+
+def test_scaling_script_writes_table_and_plot(tmp_path):
+    _run("scaling.py", "--batches", "4", "--sizes", "32", "--taps", "1", "--steps", "1", "--windows", "1", "--out", str(tmp_path))
+    grid = json.loads((tmp_path / "scaling_tensorflow.json").read_text())["grid"]
+    assert grid["batch"][0]["ms_per_step"] > 0 and grid["taps"][0]["taps"] == 1
+    assert (tmp_path / "scaling_tensorflow.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_accuracy_script_reports_mean_and_std(tmp_path):
+    import kdistill
+
+    make_fashion_mnist(tmp_path / "data", train=96, test=32)
+    teacher = str(tmp_path / "teacher.keras")
+    kdistill.students.get("resnet8x4", num_classes=10).save(teacher)  # any model with logits can teach logits-only methods
+    _run("accuracy.py", "--seeds", "2", "--epochs", "1", "--train-limit", "64", "--methods", "alone,kd", "--data-dir", str(tmp_path / "data"),
+         "--teacher", teacher, "--out", str(tmp_path))
+    results = json.loads((tmp_path / "accuracy_fashion_mnist.json").read_text())["results"]
+    assert len(results["kd"]["top1"]) == 2 and set(results) == {"teacher", "alone", "kd"}
+    assert "± " in (tmp_path / "accuracy_fashion_mnist.md").read_text()

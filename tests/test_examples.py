@@ -1,0 +1,35 @@
+"""Every example script runs as written (--quick) on small offline data with a saved ResNet50 teacher."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from test_data import make_fashion_mnist
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+SCRIPTS = sorted(name for name in os.listdir(EXAMPLES) if name[:2].isdigit() and name.endswith(".py"))
+
+
+@pytest.fixture(scope="module")
+def example_inputs(tmp_path_factory, resnet50_teacher):
+    folder = tmp_path_factory.mktemp("examples")
+    make_fashion_mnist(folder / "data", train=200, test=64, seed=4)
+    teacher = str(folder / "teacher.keras")
+    resnet50_teacher.save(teacher)
+    return folder, teacher
+
+
+def test_there_are_six_examples():
+    assert len(SCRIPTS) == 6, SCRIPTS
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_example_runs_quick(script, example_inputs):
+    folder, teacher = example_inputs
+    command = [sys.executable, os.path.join(EXAMPLES, script), "--quick", "--data-dir", str(folder / "data"), "--teacher", teacher,
+               "--output-dir", str(folder / script)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "top-1" in result.stdout or "agreement" in result.stdout, result.stdout[-2000:]

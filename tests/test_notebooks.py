@@ -1,0 +1,45 @@
+"""The example notebooks execute (small settings) and are committed with outputs from a real run."""
+
+import os
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from test_data import make_fashion_mnist
+
+NOTEBOOKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "notebooks")
+NAMES = ["distill_resnet50_into_mobilenetv2.ipynb", "choosing_a_distillation_method.ipynb"]
+
+
+def _text(notebook):
+    parts = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            parts.append(output.get("text", "") + str(output.get("data", {}).get("text/plain", "")))
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_committed_notebook_shows_outputs_of_a_real_run(name):
+    notebook = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert all(cell.get("outputs") for cell in code), "every code cell has stored outputs"
+    assert not any(output.get("output_type") == "error" for cell in code for output in cell["outputs"])
+    assert "quick: False" in _text(notebook)  # stored from the default settings, not the test's
+    assert any("image/png" in output.get("data", {}) for cell in code for output in cell["outputs"])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_executes_with_quick_settings(name, tmp_path, monkeypatch):
+    make_fashion_mnist(tmp_path / "data", train=300, test=64, seed=6)
+    monkeypatch.setenv("KDISTILL_NOTEBOOK_QUICK", "1")
+    monkeypatch.setenv("KDISTILL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("KDISTILL_NOTEBOOK_OUTPUT", str(tmp_path / "out"))
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
+    notebook = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
+    for cell in notebook.cells:
+        cell["outputs"] = []
+    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    text = _text(notebook)
+    assert "quick: True" in text and "top-1" in text

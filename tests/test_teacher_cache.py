@@ -1,0 +1,76 @@
+"""Teacher cache: same first-step loss as the live teacher, stale caches refused, augmentation refused, CLI."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kdistill
+from kdistill import cli, teacher_cache
+from conftest import images, labels, small_cnn
+from test_data import make_fashion_mnist
+
+TAPS = {"teacher_stage1": "student_stage1", "teacher_stage2": "student_stage2"}
+
+
+def _plain(x, y, batch=16):
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
+
+
+def _distiller(teacher):
+    keras.utils.set_random_seed(5)
+    student = small_cnn("student", widths=(4, 8), seed=2)
+    distiller = kdistill.FeatureDistiller(teacher, student, taps=TAPS, alpha=0.7)
+    return distiller.compile(optimizer=keras.optimizers.SGD(0.05), metrics=["accuracy"])
+
+
+def test_training_from_the_cache_gives_the_live_teachers_first_step_loss(tmp_path):
+    teacher = small_cnn("teacher", widths=(8, 16), seed=1)
+    x, y = np.round(images(32, 3)), labels(32, 3)  # integer pixels, as real images
+    cache = teacher_cache.build(teacher, list(TAPS), _plain(x, y), str(tmp_path / "cache"), verbose=0)
+    assert len(cache) == 32 and set(cache.outputs) == {"teacher_stage1", "teacher_stage2", "logits"}
+    assert cache.images.dtype == np.uint8  # raw pixels stored losslessly
+    live = _distiller(teacher).fit(x, y, batch_size=16, epochs=1, steps_per_epoch=1, shuffle=False, verbose=0).history
+    cached = _distiller(teacher).fit(cache.dataset(16, shuffle=False), epochs=1, steps_per_epoch=1, verbose=0).history
+    for key in ("loss", "ce_loss", "kd_loss", "feat_teacher_stage1", "feat_teacher_stage2"):
+        assert cached[key][0] == pytest.approx(live[key][0], rel=1e-5), key
+    # Shuffled batches keep each image with its own outputs.
+    batch, _ = next(iter(cache.dataset(8, shuffle=True, seed=1)))
+    recomputed = kdistill.taps.feature_model(teacher, list(TAPS))(batch["images"], training=False)["logits"]
+    np.testing.assert_allclose(batch["teacher"]["logits"], recomputed, rtol=1e-5, atol=1e-5)
+
+
+def test_stale_caches_and_augmentation_are_refused_with_the_reason(tmp_path):
+    teacher = small_cnn("teacher", widths=(8, 16), seed=1)
+    x, y = images(16, 4), labels(16, 4)
+    folder = str(tmp_path / "cache")
+    teacher_cache.build(teacher, list(TAPS), _plain(x, y), folder, verbose=0)
+    teacher_cache.load(folder, teacher, list(TAPS), dataset=_plain(x, y))  # matches
+    other = small_cnn("teacher", widths=(8, 16), seed=9)
+    with pytest.raises(teacher_cache.StaleCacheError, match="other weights"):
+        teacher_cache.load(folder, other, list(TAPS))
+    with pytest.raises(teacher_cache.StaleCacheError, match="other images or labels"):
+        teacher_cache.load(folder, teacher, list(TAPS), dataset=_plain(x, (y + 1) % 10))
+    with pytest.raises(teacher_cache.StaleCacheError, match="no outputs for the taps"):
+        teacher_cache.load(folder, teacher, ["teacher_pool"])
+    with pytest.raises(ValueError, match="cannot be used with random augmentation"):
+        teacher_cache.build(teacher, list(TAPS), _plain(x, y), folder, augment=["flip"], verbose=0)
+    shuffled = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(16, reshuffle_each_iteration=True).batch(8)
+    with pytest.raises(ValueError, match="not deterministic"):
+        teacher_cache.build(teacher, list(TAPS), shuffled, folder, verbose=0)
+
+
+def test_cache_teacher_command_then_distill_from_the_cache(tmp_path):
+    make_fashion_mnist(tmp_path / "data", train=96, test=32)
+    teacher_path = str(tmp_path / "teacher.keras")
+    small_cnn("teacher", widths=(8, 16), seed=1).save(teacher_path)
+    common = ["--data-dir", str(tmp_path / "data"), "--batch-size", "16"]
+    assert cli.main(["cache-teacher", "--teacher", teacher_path, "--layers", "teacher_stage2", "--output", str(tmp_path / "cache")] + common) == 0
+    assert json.loads((tmp_path / "cache" / "meta.json").read_text())["outputs"] == ["teacher_stage2", "logits"]
+    run = ["distill", "--teacher", teacher_path, "--student", "resnet8x4", "--taps", "teacher_stage2:stage2_out", "--epochs", "1",
+           "--teacher-cache", str(tmp_path / "cache"), "--output-dir", str(tmp_path / "run")] + common
+    assert cli.main(run) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["config"]["teacher_cache"] == str(tmp_path / "cache") and np.isfinite(summary["test"]["top1"])
