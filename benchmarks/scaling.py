@@ -27,6 +27,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", help="comma-separated input sizes")
     parser.add_argument("--taps", help="comma-separated numbers of taps")
     parser.add_argument("--windows", type=int, default=None)
+    parser.add_argument("--axes", default="batch,size,taps", help="which sweeps to run (comma-separated)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = parser.parse_args(argv)
     batches = [16, 64] if args.quick else [16, 32, 64, 128, 256]
@@ -46,11 +47,16 @@ def main(argv=None) -> int:
         print(row, flush=True)
         return row
 
-    grid = {
-        "batch": [point(batch=b, size=32) for b in batches],
-        "size": [point(size=s, batch=16 if s >= 128 else 64) for s in sizes],
-        "taps": [point(taps=t) for t in tap_counts],
+    sweeps = {
+        "batch": lambda: [point(batch=b, size=32) for b in batches],
+        "size": lambda: [point(size=s, batch=16 if s >= 128 else 64) for s in sizes],
+        "taps": lambda: [point(taps=t) for t in tap_counts],
     }
+    axes = [a.strip() for a in args.axes.split(",") if a.strip()]
+    unknown = sorted(set(axes) - set(sweeps))
+    if unknown:
+        parser.error(f"unknown axes {unknown}; use batch, size, taps")
+    grid = {axis: sweeps[axis]() for axis in axes}
     import keras
 
     backend = keras.backend.backend()
@@ -68,8 +74,8 @@ def main(argv=None) -> int:
     from kdistill.plots import _pyplot
 
     plt = _pyplot()
-    figure, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for axis, (name, rows) in zip(axes, grid.items()):
+    figure, panels = plt.subplots(1, len(grid), figsize=(4.7 * len(grid), 4), squeeze=False)
+    for axis, (name, rows) in zip(panels[0], grid.items()):
         good = [r for r in rows if r["ms_per_step"]]
         axis.plot([r[name] for r in good], [r["ms_per_step"] for r in good], marker="o")
         axis.set_xlabel(name if name != "size" else "input size (batch 64, 16 from 128)")

@@ -44,26 +44,29 @@ def get_strategy(name="auto") -> tf.distribute.Strategy:
             GPUs, or the logical CPUs you configured), "multi_worker" (from
             `TF_CONFIG`), or a `tf.distribute.Strategy` instance.
 
-    Create it before building models: they and the optimizer must be made
+    Create it first thing in the program (multi_worker must exist before
+    TensorFlow initialises its devices), then build models and the optimizer
     inside `strategy.scope()`.
     """
     if isinstance(name, tf.distribute.Strategy):
         return name
     if name not in STRATEGIES:
         raise ValueError(f"Unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}, or pass a tf.distribute.Strategy.")
+    if name == "multi_worker" or (name == "auto" and _workers_in_tf_config() > 1):
+        # Collective ops must be configured before TensorFlow initialises its devices,
+        # so nothing may touch the runtime (not even listing GPUs) before this.
+        if not os.environ.get("TF_CONFIG"):
+            raise ValueError("strategy 'multi_worker' reads the cluster from the TF_CONFIG environment variable, which is not set. "
+                             'Set it on each worker, e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}.')
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
-        name = "multi_worker" if _workers_in_tf_config() > 1 else ("mirrored" if len(gpus) > 1 else "default")
+        name = "mirrored" if len(gpus) > 1 else "default"
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if not os.environ.get("TF_CONFIG"):
-        raise ValueError("strategy 'multi_worker' reads the cluster from the TF_CONFIG environment variable, which is not set. "
-                         'Set it on each worker, e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}.')
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.MirroredStrategy()
 
 
 def _as_dataset(data) -> tf.data.Dataset:

@@ -41,6 +41,17 @@ def throughput(model: keras.Model, images: np.ndarray, repeats: int = 3) -> floa
     return float(len(images) / np.median(times))
 
 
+def _predictor(model: keras.Model):
+    """Batch -> NumPy logits. On TensorFlow a plain compiled call: `predict_on_batch` of a model built under
+    `MirroredStrategy` splits a batch over the replicas and returned twice the rows here."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        function = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
+        return lambda images: np.asarray(function(images))
+    return lambda images: np.asarray(model.predict_on_batch(images))
+
+
 def evaluate(model: keras.Model, dataset, class_names: list[str] | None = None, timing_batches: int = 4) -> dict:
     """Accuracy and cost of `model` (which outputs logits or probabilities) on `dataset`.
 
@@ -54,9 +65,10 @@ def evaluate(model: keras.Model, dataset, class_names: list[str] | None = None, 
         A dict with `top1`, `top5` (when there are more than 5 classes),
         `per_class_accuracy`, `parameters`, `size_mb`, `images_per_second`, `examples`.
     """
+    predict = _predictor(model)
     logits, labels, timing = [], [], []
     for images, batch_labels in dataset:
-        logits.append(model.predict_on_batch(images))
+        logits.append(predict(images))
         labels.append(np.asarray(batch_labels))
         if len(timing) < timing_batches:
             timing.append(np.asarray(images))

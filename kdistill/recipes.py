@@ -92,7 +92,7 @@ def train_teacher(splits: data_module.Splits, output_path: str, epochs: int = 4,
     """
     teacher = teachers.get(name, num_classes=splits.num_classes, input_shape=splits.image_shape, weights=weights)
     teacher.compile(optimizer=_optimizer("adam", learning_rate), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True) if not augment else keras.losses.CategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    history = teacher.fit(splits.train, validation_data=splits.validation, epochs=epochs, verbose=verbose)
+    history = teacher.fit(splits.train, validation_data=splits.validation, epochs=epochs, verbose=verbose, shuffle=False)
     os.makedirs(os.path.dirname(output_path) or ".", exist_ok=True)
     _model_io.save_for_inference(teacher, output_path)
     return teacher, history.history
@@ -107,7 +107,7 @@ def _build_student(name: str, splits: data_module.Splits, width: float | None, s
 def train_student(splits: data_module.Splits, student: keras.Model, epochs: int, learning_rate: float = 1e-3, optimizer: str = "adam", verbose: int = 1, callbacks=None) -> dict:
     """Trains a student on labels alone (the baseline distillation must beat)."""
     student.compile(optimizer=_optimizer(optimizer, learning_rate), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    return student.fit(splits.train, validation_data=splits.validation, epochs=epochs, verbose=verbose, callbacks=callbacks).history
+    return student.fit(splits.train, validation_data=splits.validation, epochs=epochs, verbose=verbose, callbacks=callbacks, shuffle=False).history
 
 
 def _read_history_csv(path: str) -> dict:
@@ -207,7 +207,7 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
         history = distribute.fit(distiller, train, epochs=config.epochs, strategy=strategy, verbose=verbose)
         history["epoch"] = list(range(config.epochs))
     else:
-        distiller.fit(train, validation_data=splits.validation, epochs=config.epochs, verbose=verbose, callbacks=run_callbacks)
+        distiller.fit(train, validation_data=splits.validation, epochs=config.epochs, verbose=verbose, callbacks=run_callbacks, shuffle=False)
         history = _read_history_csv(history_csv)
     student_path = os.path.join(output_dir, "student.keras")
     _model_io.save_for_inference(distiller.student, student_path)
@@ -302,7 +302,7 @@ def demo(output_dir: str = os.path.join("saved_models", "demo"), full: bool = Fa
         temperature=settings["temperature"], alpha=settings["alpha"], tap_weights=settings["tap_weight"],
     )
     distiller.compile(optimizer=_optimizer("adam", 1e-3), metrics=["accuracy"])
-    distilled_history = distiller.fit(splits.train, validation_data=splits.validation, epochs=settings["student_epochs"], verbose=verbose).history
+    distilled_history = distiller.fit(splits.train, validation_data=splits.validation, epochs=settings["student_epochs"], verbose=verbose, shuffle=False).history
     distilled_path = os.path.join(output_dir, "student_distilled.keras")
     _model_io.save_for_inference(distiller.student, distilled_path)
     timings["student_distilled"] = round(time.perf_counter() - stage, 1)

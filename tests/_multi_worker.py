@@ -28,5 +28,5 @@ start = [w.numpy().copy() for w in student.weights]
 dataset = tf.data.Dataset.from_tensor_slices((images(64, 0), labels(64, 0))).batch(16)
 history = distribute.fit(distiller, dataset, epochs=2, steps_per_epoch=2, verbose=0)
 np.savez(output, *[w.numpy() for w in student.weights])
-print(json.dumps({"strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync, "history": history,
+print(json.dumps({"multi_worker": isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy), "replicas": strategy.num_replicas_in_sync, "history": history,
                   "moved": float(max(np.abs(a - w.numpy()).max() for a, w in zip(start, student.weights)))}))

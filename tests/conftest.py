@@ -45,3 +45,16 @@ def images(count: int, seed: int = 0, size: int = 32) -> np.ndarray:
 
 def labels(count: int, seed: int = 0, classes: int = 10) -> np.ndarray:
     return np.random.default_rng(seed + 1).integers(0, classes, count)
+
+
+def resnet50_shaped_teacher(num_classes: int = 10, seed: int = 0) -> keras.Model:
+    """A tiny CNN whose stage outputs carry ResNet50's names and resolutions at 32x32 (fast stand-in for scripts)."""
+    initializer = keras.initializers.GlorotUniform(seed=seed)
+    inputs = keras.Input((32, 32, 3), name="image")
+    x = keras.layers.Rescaling(1.0 / 255.0)(inputs)
+    stages = [("conv2_block3_out", 16, 4), ("conv3_block4_out", 32, 2), ("conv4_block6_out", 64, 2), ("conv5_block3_out", 128, 2)]
+    for name, width, stride in stages:
+        x = keras.layers.Conv2D(width, 3, strides=stride, padding="same", kernel_initializer=initializer)(x)
+        x = keras.layers.ReLU(name=name)(x)
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    return keras.Model(inputs, keras.layers.Dense(num_classes, kernel_initializer=initializer, name="predictions")(x), name="resnet50")

@@ -54,7 +54,7 @@ def test_multi_worker_mirrored_two_local_workers_train_to_the_same_weights(tmp_p
     finally:
         for worker in workers:
             worker.kill()
-    assert all(r["strategy"] == "MultiWorkerMirroredStrategy" and r["replicas"] == 2 for r in reports)
+    assert all(r["multi_worker"] and r["replicas"] == 2 for r in reports)
     assert all(r["moved"] > 1e-4 for r in reports)
     for r in reports:
         assert len(r["history"]["loss"]) == 2 and np.isfinite(r["history"]["loss"]).all() and "accuracy" in r["history"]

@@ -6,6 +6,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from conftest import resnet50_shaped_teacher
 from test_data import make_fashion_mnist
 
 NOTEBOOKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "notebooks")
@@ -36,6 +37,9 @@ def test_notebook_executes_with_quick_settings(name, tmp_path, monkeypatch):
     monkeypatch.setenv("KDISTILL_NOTEBOOK_QUICK", "1")
     monkeypatch.setenv("KDISTILL_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("KDISTILL_NOTEBOOK_OUTPUT", str(tmp_path / "out"))
+    teacher = tmp_path / "teacher.keras"
+    resnet50_shaped_teacher().save(teacher)  # ResNet50's stage names at a fraction of its cost
+    monkeypatch.setenv("KDISTILL_NOTEBOOK_TEACHER", str(teacher))
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
     notebook = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
     for cell in notebook.cells:
