@@ -39,3 +39,8 @@ def teacher(args, splits) -> keras.Model:
 
 def epochs(args, full: int = 5) -> int:
     return 1 if args.quick else full
+
+
+def validation(args, splits):
+    """The validation split, or None with --quick (one fewer graph to compile in a one-minute run)."""
+    return None if args.quick else splits.validation

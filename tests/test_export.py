@@ -103,3 +103,23 @@ def test_onnx_export_matches_keras_and_joins_the_report(trained, tmp_path):
     np.testing.assert_allclose(export.onnx_predict(result["files"]["onnx"], images), student.predict(images, verbose=0), atol=1e-4, rtol=1e-4)
     assert result["report"]["formats"]["onnx"]["agreement"] == 1.0
     assert os.listdir(tmp_path / "out") == ["student.onnx", "report.json"] or sorted(os.listdir(tmp_path / "out")) == ["report.json", "student.onnx"]
+
+
+def test_unsupported_op_gives_a_clear_error_and_no_file(tmp_path):
+    class NumpyOp(keras.layers.Layer):
+        """Runs NumPy inside the graph (tf.numpy_function): there is no TFLite kernel for it."""
+
+        def call(self, x):
+            y = tf.numpy_function(lambda a: a * 2, [x], tf.float32, stateful=False)
+            y.set_shape(x.shape)
+            return y
+
+        def compute_output_shape(self, shape):
+            return shape
+
+    inputs = keras.Input((32, 32, 3))
+    x = NumpyOp()(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x)))
+    with pytest.raises(ValueError, match=r"TFLite conversion \(float32\) failed"):
+        export.tflite(model, str(tmp_path / "out" / "m.tflite"))
+    assert os.listdir(tmp_path / "out") == []
