@@ -165,6 +165,8 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
         The summary dict.
     """
     start = time.perf_counter()
+    # First: MultiWorkerMirroredStrategy must exist before TensorFlow initialises its devices (e.g. for the data).
+    strategy = distribute.get_strategy(config.strategy)
     output_dir = config.resolved_output_dir()
     os.makedirs(output_dir, exist_ok=True)
     splits = splits or load_data(config)
@@ -172,7 +174,6 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
         if not config.teacher:
             raise ValueError("A distillation needs a teacher: set `teacher: PATH` (train one with `kdistill train-teacher`).")
         teacher = teachers.load(config.teacher)
-    strategy = distribute.get_strategy(config.strategy)
     with strategy.scope(), precision.policy_scope(config.precision):
         # Everything trainable, the optimizer and the metrics are made inside the strategy's scope.
         teacher = precision.cast_model(teacher, config.precision) if config.precision != "float32" else teacher
