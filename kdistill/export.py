@@ -266,12 +266,39 @@ def _latency_ms(function, image, repeats: int = 30) -> float:
     return float(np.median(times) * 1000)
 
 
+def _runner(path: str):
+    """`(batch -> logits, one image -> anything, size in MB)` for a SavedModel folder, an .onnx or a .tflite file."""
+    if os.path.isdir(path):
+        signature = tf.saved_model.load(path).signatures["serving_default"]
+        run = lambda images: signature(images=tf.constant(images))["logits"].numpy()  # noqa: E731
+        batch = lambda images: np.concatenate([run(images[i:i + 256]) for i in range(0, len(images), 256)])  # noqa: E731
+        total = sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names)
+        return batch, run, total / 1e6
+    size = os.path.getsize(path) / 1e6
+    if path.endswith(".onnx"):
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        run = lambda images: session.run(None, {name: images})[0]  # noqa: E731
+        return run, run, size
+    interpreter = _interpreter(path)
+    detail = interpreter.get_input_details()[0]
+
+    def run_one(image):
+        value = image if detail["dtype"] == np.float32 else np.zeros(detail["shape"], detail["dtype"])
+        interpreter.set_tensor(detail["index"], value)
+        interpreter.invoke()
+
+    return (lambda images: tflite_predict(path, images)), run_one, size
+
+
 def parity_report(model, files: dict[str, str], dataset, limit: int = 1000, json_path: str | None = None) -> dict:
-    """Size, accuracy, agreement with Keras and single-image latency of each exported file.
+    """Size, accuracy, agreement with Keras and single-image latency of each exported model.
 
     Args:
         model: the Keras student (or distiller) the files were exported from.
-        files: `{format name: path}` of `.tflite` files.
+        files: `{format name: path}` of `.tflite` / `.onnx` files or SavedModel folders.
         dataset: `(images, labels)` batches, e.g. the test split.
         limit: how many images to compare.
         json_path: also write the report there.
@@ -280,27 +307,18 @@ def parity_report(model, files: dict[str, str], dataset, limit: int = 1000, json
     images, labels = _collect(dataset, limit)
     keras_logits = np.asarray(student.predict(images, verbose=0))
     keras_top1 = keras_logits.argmax(-1)
+    parameters = int(student.count_params())
     # The Keras model's latency is that of its compiled graph (an eager call mostly measures Python overhead).
     single = tf.function(lambda x: student(x, training=False), reduce_retracing=True)
     rows = {"keras": {
-        "size_mb": None, "parameters": int(student.count_params()), "top1": float((keras_top1 == labels).mean()), "agreement": 1.0,
+        "size_mb": None, "parameters": parameters, "top1": float((keras_top1 == labels).mean()), "agreement": 1.0,
         "max_abs_diff": 0.0, "latency_ms": round(_latency_ms(lambda x: single(x).numpy(), tf.constant(images[:1])), 3),
     }}
     for name, path in files.items():
-        if path.endswith(".onnx"):
-            rows[name] = _onnx_row(student, path, images, labels, keras_logits)
-            continue
-        logits = tflite_predict(path, images)
-        interpreter = _interpreter(path)
-        detail = interpreter.get_input_details()[0]
-
-        def run_one(image, interpreter=interpreter, detail=detail):
-            value = image if detail["dtype"] == np.float32 else np.zeros(detail["shape"], detail["dtype"])
-            interpreter.set_tensor(detail["index"], value)
-            interpreter.invoke()
-
+        predict, run_one, size_mb = _runner(path)
+        logits = predict(images)
         rows[name] = {
-            "size_mb": round(os.path.getsize(path) / 1e6, 3), "parameters": int(student.count_params()),
+            "size_mb": round(size_mb, 3), "parameters": parameters,
             "top1": float((logits.argmax(-1) == labels).mean()), "agreement": float((logits.argmax(-1) == keras_top1).mean()),
             "max_abs_diff": float(np.abs(logits - keras_logits).max()), "latency_ms": round(_latency_ms(run_one, images[:1]), 3),
         }
@@ -365,45 +383,12 @@ def export_all(model, output_dir: str, formats: Iterable[str] = ("saved_model", 
                                  representative=representative, int8_io=int8_io)
     report = None
     if test is not None:
-        tflite_files = {(name if name == "onnx" else f"tflite_{name}"): path for name, path in files.items() if name != "saved_model"}
-        report = parity_report(student, tflite_files, test, limit=limit)
-        if "saved_model" in files:
-            report["formats"]["saved_model"] = _saved_model_row(student, files["saved_model"], test, limit)
+        named = {(name if name in ("saved_model", "onnx") else f"tflite_{name}"): path for name, path in files.items()}
+        report = parity_report(student, named, test, limit=limit)
         report["files"] = files
         with open(os.path.join(output_dir, "report.json"), "w") as handle:
             json.dump(report, handle, indent=2)
     return {"files": files, "report": report}
-
-
-def _onnx_row(student, path: str, images, labels, keras_logits) -> dict:
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    logits = session.run(None, {name: images})[0]
-    return {
-        "size_mb": round(os.path.getsize(path) / 1e6, 3), "parameters": int(student.count_params()),
-        "top1": float((logits.argmax(-1) == labels).mean()), "agreement": float((logits.argmax(-1) == keras_logits.argmax(-1)).mean()),
-        "max_abs_diff": float(np.abs(logits - keras_logits).max()), "latency_ms": round(_latency_ms(lambda x: session.run(None, {name: x}), images[:1]), 3),
-    }
-
-
-def _directory_mb(path: str) -> float:
-    total = sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names)
-    return round(total / 1e6, 3)
-
-
-def _saved_model_row(student, path: str, dataset, limit: int) -> dict:
-    images, labels = _collect(dataset, limit)
-    signature = tf.saved_model.load(path).signatures["serving_default"]
-    logits = np.concatenate([signature(images=tf.constant(images[i:i + 256]))["logits"].numpy() for i in range(0, len(images), 256)])
-    keras_logits = np.asarray(student.predict(images, verbose=0))
-    one = tf.constant(images[:1])
-    return {
-        "size_mb": _directory_mb(path), "parameters": int(student.count_params()), "top1": float((logits.argmax(-1) == labels).mean()),
-        "agreement": float((logits.argmax(-1) == keras_logits.argmax(-1)).mean()), "max_abs_diff": float(np.abs(logits - keras_logits).max()),
-        "latency_ms": round(_latency_ms(lambda x: signature(images=x)["logits"].numpy(), one), 3),
-    }
 
 
 def format_report(report: dict) -> str:

@@ -151,13 +151,8 @@ def pkt(teacher_features, student_features):
     return per_sample(ops.mean(kl), teacher_features)
 
 
-class _FeatureLoss(keras.losses.Loss):
-    def get_config(self):
-        return super().get_config()
-
-
 @keras.saving.register_keras_serializable(package="kdistill")
-class AttentionTransfer(_FeatureLoss):
+class AttentionTransfer(keras.losses.Loss):
     """Attention Transfer (see `attention_transfer`). Config name: `"at"`.
 
     Example:
@@ -177,7 +172,7 @@ class AttentionTransfer(_FeatureLoss):
 
 
 @keras.saving.register_keras_serializable(package="kdistill")
-class SimilarityPreserving(_FeatureLoss):
+class SimilarityPreserving(keras.losses.Loss):
     """Similarity-Preserving KD (see `similarity_preserving`). Config name: `"sp"`."""
 
     def __init__(self, reduction="sum_over_batch_size", name="similarity_preserving"):
@@ -188,7 +183,7 @@ class SimilarityPreserving(_FeatureLoss):
 
 
 @keras.saving.register_keras_serializable(package="kdistill")
-class RKD(_FeatureLoss):
+class RKD(keras.losses.Loss):
     """Relational KD: `distance_weight · distance + angle_weight · angle`. Config name: `"rkd"`.
 
     Args:
@@ -211,7 +206,7 @@ class RKD(_FeatureLoss):
 
 
 @keras.saving.register_keras_serializable(package="kdistill")
-class PKT(_FeatureLoss):
+class PKT(keras.losses.Loss):
     """Probabilistic Knowledge Transfer (see `pkt`). Config name: `"pkt"`."""
 
     def __init__(self, reduction="sum_over_batch_size", name="pkt"):

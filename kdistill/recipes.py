@@ -127,8 +127,7 @@ def _read_history_csv(path: str) -> dict:
 
 def _cached_training_data(config: DistillConfig, splits: data_module.Splits, teacher: keras.Model, layers: list, verbose: int):
     """Training batches with the teacher's outputs read from `config.teacher_cache` (built there on first use)."""
-    if config.augment:
-        teacher_cache.build(teacher, layers, splits.train_plain, config.teacher_cache, augment=config.augment)  # raises, explaining why
+    teacher_cache.check_augmentation(config.augment)
     if splits.train_plain is None:
         raise ValueError(f"The teacher cache needs a source read into arrays (fashion_mnist, an image folder); {config.data!r} is not.")
     try:

@@ -35,7 +35,7 @@ import tensorflow as tf
 
 from kdistill import taps as taps_module
 
-__all__ = ["TeacherCache", "StaleCacheError", "build", "load", "teacher_fingerprint"]
+__all__ = ["TeacherCache", "StaleCacheError", "build", "load", "check_augmentation", "teacher_fingerprint"]
 
 logger = logging.getLogger(__name__)
 _FORMAT = 1
@@ -95,6 +95,16 @@ def _dataset_digest(images: np.ndarray, labels: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def check_augmentation(augment: Sequence[str]) -> None:
+    """Refuses caching when the run uses random augmentation, explaining why."""
+    if augment:
+        raise ValueError(
+            f"The teacher cache cannot be used with random augmentation ({', '.join(augment)}): each epoch shows the teacher "
+            "different views of an image, so outputs computed once would not match the images trained on. Train with the live "
+            "teacher, or drop augmentation."
+        )
+
+
 def build(teacher: keras.Model, layers: Sequence[str], dataset: tf.data.Dataset, folder: str, augment: Sequence[str] = (),
           dtype: str = "float32", verbose: int = 1) -> TeacherCache:
     """Runs the teacher once over `dataset` and stores its tapped outputs and logits in `folder`.
@@ -112,12 +122,7 @@ def build(teacher: keras.Model, layers: Sequence[str], dataset: tf.data.Dataset,
     Raises:
         ValueError: with augmentation, or when two passes over `dataset` differ.
     """
-    if augment:
-        raise ValueError(
-            f"The teacher cache cannot be used with random augmentation ({', '.join(augment)}): each epoch shows the teacher "
-            "different views of an image, so outputs computed once would not match the images trained on. Train with the live "
-            "teacher, or drop augmentation."
-        )
+    check_augmentation(augment)
     first, again = _first_batch(dataset), _first_batch(dataset)
     if any(a.shape != b.shape or not np.array_equal(a, b) for a, b in zip(first, again)):
         raise ValueError("The dataset is not deterministic (it is shuffled or randomly augmented): two passes gave different first "
