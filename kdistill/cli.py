@@ -141,10 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     _data_arguments(export)
     export.add_argument("--output-dir", default=os.path.join("saved_models", "export"), help="where to write (default saved_models/export)")
     export.add_argument("--formats", default="saved_model,float32,int8",
-                        help="comma-separated: saved_model, onnx, float32, float16, dynamic, int8 (default saved_model,float32,int8)")
+                        help="comma-separated: saved_model, onnx, float32, float16, dynamic, int8, int16x8 (default saved_model,float32,int8)")
     export.add_argument("--version", type=int, default=1, help="TF Serving version folder (default 1)")
     export.add_argument("--int8-io", action="store_true", help="int8 model input/output too (default float input/output)")
     export.add_argument("--report-limit", type=int, default=1000, help="test images used by the parity report (default 1000)")
+    export.add_argument("--calibration", choices=["minmax", "percentile"], default="minmax",
+                        help="int8 activation ranges: the converter's min/max (default) or each range cut to its percentiles")
+    export.add_argument("--percentile", type=float, default=99.99, help="upper percentile kept by --calibration percentile (default 99.99)")
     return parser
 
 
@@ -261,14 +264,16 @@ def _run(args) -> int:
         return 0
 
     if args.command == "export":
-        from kdistill import _model_io, export
+        from kdistill import _model_io, export, int8_calibration
 
         formats = export.check_formats(name.strip() for name in args.formats.split(",") if name.strip())
+        int8_calibration.check(args.calibration, args.percentile)
         model = _model_io.load_model(args.model, role="student")
         splits = data.load(args.data, data_dir=args.data_dir, image_size=args.image_size, batch_size=args.batch_size,
                            test_limit=args.test_limit, train_limit=args.train_limit, seed=args.seed)
         result = export.export_all(model, args.output_dir, formats=formats, representative=splits.validation if splits.validation is not None else splits.train,
-                                   test=splits.test, version=args.version, int8_io=args.int8_io, limit=args.report_limit)
+                                   test=splits.test, version=args.version, int8_io=args.int8_io, limit=args.report_limit,
+                                   calibration=args.calibration, percentile=args.percentile)
         print(export.format_report(result["report"]))
         print(f"\nreport: {os.path.join(args.output_dir, 'report.json')}")
         return 0

@@ -1,4 +1,4 @@
-"""Ship the student: SavedModel for TF Serving, TFLite (float32, float16, dynamic range, int8), parity report.
+"""Ship the student: SavedModel for TF Serving, TFLite (float32, float16, dynamic range, int8, int16x8), parity report.
 
 Every writer builds into a temporary folder next to the target and moves the
 result into place only when it is complete, so a failure leaves no
@@ -27,7 +27,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["saved_model", "tflite", "onnx", "onnx_predict", "check_formats", "TFLITE_MODES", "tflite_predict", "parity_report", "export_all", "format_report", "student_of"]
+from kdistill import int8_calibration
+
+__all__ = ["saved_model", "tflite", "onnx", "onnx_predict", "check_formats", "TFLITE_MODES", "tflite_predict", "parity_report", "export_all", "format_report", "student_of", "AGREEMENT_TARGET", "CALIBRATED_MODES"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +39,11 @@ TFLITE_MODES = {
     "float16": "weights stored as float16",
     "dynamic": "dynamic-range: int8 weights, float activations",
     "int8": "full-integer: int8 weights and activations (needs a representative dataset)",
+    "int16x8": "integer-only with int16 activations and int8 weights (needs a representative dataset; slower kernels)",
 }
+
+#: TFLite modes whose activation ranges are calibrated on representative images
+CALIBRATED_MODES = ("int8", "int16x8")
 
 
 def student_of(model) -> keras.Model:
@@ -104,7 +110,8 @@ def saved_model(model, base_path: str, version: int = 1) -> str:
     return target
 
 
-def _representative(dataset, count: int):
+def _representative_images(dataset, count: int) -> list[np.ndarray]:
+    """Up to `count` single images from `(images, labels)` or image batches."""
     images = []
     for batch in dataset:
         batch_images = batch[0] if isinstance(batch, (tuple, list)) else batch
@@ -112,27 +119,27 @@ def _representative(dataset, count: int):
         if len(images) >= count:
             break
     if not images:
-        raise ValueError("The representative dataset is empty: int8 calibration needs real images (e.g. the validation split).")
-
-    def generator():
-        for image in images[:count]:
-            yield [image[None, ...]]
-
-    return generator
+        raise ValueError("The representative dataset is empty: integer (int8, int16x8) calibration needs real images (e.g. the validation split).")
+    return images[:count]
 
 
 def tflite(model, path: str, quantize: str = "float32", representative: Iterable | None = None, representative_count: int = 500,
-           int8_io: bool = False) -> str:
+           int8_io: bool = False, calibration: str = "minmax", percentile: float = 99.99) -> str:
     """Converts the student to a TFLite flatbuffer.
 
     Args:
         model: a student, or a `FeatureDistiller`.
         path: the `.tflite` file to write.
-        quantize: one of `TFLITE_MODES`: float32, float16, dynamic, int8.
-        representative: for int8, a dataset of `(images, labels)` or images
-            batches (e.g. the validation pipeline) used to calibrate ranges.
-        representative_count: how many images calibrate int8.
+        quantize: one of `TFLITE_MODES`: float32, float16, dynamic, int8, int16x8.
+        representative: for int8 and int16x8, a dataset of `(images, labels)`
+            or images batches (e.g. the validation pipeline) used to calibrate ranges.
+        representative_count: how many images calibrate the ranges.
         int8_io: for int8, make the model's input and output int8 too (else float).
+        calibration: for int8, how activation ranges are set: "minmax" (the
+            converter's own) or "percentile" (each inner activation's range cut
+            to its [100 - p, p] percentiles, so that rare outliers do not coarsen
+            every other value). See `kdistill.int8_calibration`.
+        percentile: p for percentile calibration.
 
     Returns:
         `path`.
@@ -140,8 +147,10 @@ def tflite(model, path: str, quantize: str = "float32", representative: Iterable
     student = student_of(model)
     if quantize not in TFLITE_MODES:
         raise ValueError(f"Unknown quantize={quantize!r}; use one of {', '.join(TFLITE_MODES)}.")
-    if quantize == "int8" and representative is None:
-        raise ValueError("quantize='int8' needs representative=<dataset of real images> to calibrate activation ranges.")
+    if quantize in CALIBRATED_MODES and representative is None:
+        raise ValueError(f"quantize={quantize!r} needs representative=<dataset of real images> to calibrate activation ranges.")
+    int8_calibration.check(calibration, percentile)
+    images = _representative_images(representative, representative_count) if quantize in CALIBRATED_MODES else None
     folder = os.path.dirname(os.path.abspath(path))
     _check_writable(folder)
     os.makedirs(folder, exist_ok=True)
@@ -154,15 +163,15 @@ def tflite(model, path: str, quantize: str = "float32", representative: Iterable
             converter.target_spec.supported_types = [tf.float16]
         elif quantize == "dynamic":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        elif quantize == "int8":
+        elif quantize == "int16x8":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = _representative(representative, representative_count)
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            if int8_io:
-                converter.inference_input_type = tf.int8
-                converter.inference_output_type = tf.int8
+            converter.representative_dataset = lambda: ([image[None, ...]] for image in images)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
         try:
-            flatbuffer = converter.convert()
+            if quantize == "int8":
+                flatbuffer = int8_calibration.quantize_int8(converter, images, method=calibration, percentile=percentile, int8_io=int8_io)
+            else:
+                flatbuffer = converter.convert()
         except Exception as error:  # noqa: BLE001 - the converter raises ConverterError and others
             raise ValueError(f"TFLite conversion ({quantize}) failed: {error}. Ops without a TFLite kernel cannot be exported as {quantize}.") from error
         staged_file = os.path.join(staging, "model.tflite")
@@ -339,7 +348,7 @@ def check_formats(formats: Iterable[str]) -> list[str]:
 
 
 def export_all(model, output_dir: str, formats: Iterable[str] = ("saved_model", "float32", "int8"), representative=None, test=None,
-               version: int = 1, int8_io: bool = False, limit: int = 1000) -> dict:
+               version: int = 1, int8_io: bool = False, limit: int = 1000, calibration: str = "minmax", percentile: float = 99.99) -> dict:
     """Exports the student in several formats and checks each against Keras.
 
     Writes `output_dir/serving/<version>/` (SavedModel) and
@@ -355,6 +364,8 @@ def export_all(model, output_dir: str, formats: Iterable[str] = ("saved_model", 
         version: TF Serving version folder.
         int8_io: int8 model input/output for the int8 file.
         limit: test images used by the report.
+        calibration: int8 activation ranges, "minmax" or "percentile" (see `tflite`).
+        percentile: p for percentile calibration.
 
     Returns:
         `{"files": {format: path}, "report": parity report or None}`.
@@ -380,7 +391,7 @@ def export_all(model, output_dir: str, formats: Iterable[str] = ("saved_model", 
             files[name] = onnx(student, os.path.join(output_dir, "student.onnx"))
         else:
             files[name] = tflite(student, os.path.join(output_dir, f"student_{name}.tflite"), quantize=name,
-                                 representative=representative, int8_io=int8_io)
+                                 representative=representative, int8_io=int8_io, calibration=calibration, percentile=percentile)
     report = None
     if test is not None:
         named = {(name if name in ("saved_model", "onnx") else f"tflite_{name}"): path for name, path in files.items()}
@@ -391,13 +402,29 @@ def export_all(model, output_dir: str, formats: Iterable[str] = ("saved_model", 
     return {"files": files, "report": report}
 
 
-def format_report(report: dict) -> str:
-    """The parity report as a Markdown table (one row per format)."""
+#: top-1 agreement with the Keras student below which the report warns about a quantised format
+AGREEMENT_TARGET = 0.98
+
+
+def format_report(report: dict, target: float = AGREEMENT_TARGET) -> str:
+    """The parity report as a Markdown table (one row per format), with a note on formats below `target` agreement.
+
+    Example:
+        >>> row = {"size_mb": 0.6, "parameters": 1000, "top1": 0.79, "agreement": 0.975, "max_abs_diff": 5.0, "latency_ms": 0.03}
+        >>> print(format_report({"examples": 1000, "formats": {"tflite_int8": row}}).splitlines()[-1].split(". ")[0])
+        Note: tflite_int8 agrees with Keras on 97.50% of the images (< 98%)
+    """
     lines = [f"Parity on {report['examples']} test images (agreement = same top-1 as the Keras student)", "",
              "| format | size (MB) | parameters | top-1 | agreement | max abs diff | latency (ms, 1 image) |",
              "|---|---:|---:|---:|---:|---:|---:|"]
+    below = []
     for name, row in report["formats"].items():
         size = "-" if row["size_mb"] is None else f"{row['size_mb']:.3f}"
         lines.append(f"| {name} | {size} | {row['parameters']:,} | {100 * row['top1']:.2f}% | {100 * row['agreement']:.2f}% | "
                      f"{row['max_abs_diff']:.2e} | {row['latency_ms']:.2f} |")
+        if row["agreement"] < target:
+            below.append(f"{name} agrees with Keras on {100 * row['agreement']:.2f}% of the images (< {100 * target:g}%)")
+    if below:
+        lines += ["", "Note: " + "; ".join(below) + ". Try int16x8 (integer-only, int16 activations), the other --calibration, "
+                  "or a wider student."]
     return "\n".join(lines)

@@ -246,7 +246,7 @@ def demo(output_dir: str = os.path.join("saved_models", "demo"), full: bool = Fa
     features and logits), evaluates all three on the test set, and writes
     `summary.json`, `curves.png`, `comparison.png` and the three models into
     `output_dir`; then exports the distilled student to `output_dir/export/`
-    (SavedModel in TF Serving's layout and int8 TFLite) with a parity report.
+    (SavedModel in TF Serving's layout, int8 and int16x8 TFLite) with a parity report.
 
     Args:
         output_dir: run folder.
@@ -318,8 +318,8 @@ def demo(output_dir: str = os.path.join("saved_models", "demo"), full: bool = Fa
     exported = None
     if settings["export"]:
         stage = time.perf_counter()
-        logger.info("Exporting the distilled student (SavedModel, int8 TFLite) and checking them against Keras")
-        exported = export.export_all(distiller.student, os.path.join(output_dir, "export"), formats=("saved_model", "int8"),
+        logger.info("Exporting the distilled student (SavedModel, int8 and int16x8 TFLite) and checking them against Keras")
+        exported = export.export_all(distiller.student, os.path.join(output_dir, "export"), formats=("saved_model", "int8", "int16x8"),
                                      representative=splits.validation if splits.validation is not None else splits.train, test=splits.test)
         timings["export"] = round(time.perf_counter() - stage, 1)
 

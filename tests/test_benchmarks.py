@@ -46,3 +46,14 @@ def test_accuracy_script_reports_mean_and_std(tmp_path):
     results = json.loads((tmp_path / "accuracy_fashion_mnist.json").read_text())["results"]
     assert len(results["kd"]["top1"]) == 2 and set(results) == {"teacher", "kd"}
     assert "± " in (tmp_path / "accuracy_fashion_mnist.md").read_text()
+
+
+def test_quantization_script_measures_every_integer_mode(tmp_path):
+    sample = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "fashion-mnist-sample")
+    _run("quantization.py", "--students", "resnet20", "--epochs", "1", "--train-limit", "200", "--test-limit", "50", "--data-dir", sample,
+         "--out", str(tmp_path))
+    rows = json.loads((tmp_path / "quantization_fashion_mnist.json").read_text())["rows"]
+    assert [row["student"] for row in rows] == ["resnet20"]
+    assert set(rows[0]["agreement"]) == {"int8 min/max", "int8 percentile", "int16x8"}
+    assert all(0.0 <= value <= 1.0 for value in rows[0]["agreement"].values())
+    assert "| resnet20 | 274,042 |" in (tmp_path / "quantization_fashion_mnist.md").read_text()

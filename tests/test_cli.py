@@ -94,7 +94,7 @@ def test_demo_on_tiny_settings_prints_the_table_and_saves_figures(tmp_path, fake
     # It ends by exporting the distilled student, with the parity report.
     assert "Exported distilled student" in out and "tflite_int8" in out
     assert (output / "export" / "serving" / "1" / "saved_model.pb").exists() and (output / "export" / "student_int8.tflite").exists()
-    assert set(summary["export"]["formats"]) == {"keras", "saved_model", "tflite_int8"}
+    assert set(summary["export"]["formats"]) == {"keras", "saved_model", "tflite_int8", "tflite_int16x8"}
     assert summary["export"]["formats"]["saved_model"]["agreement"] == 1.0
     # A second run with the same schedule reuses the teacher.
     assert cli.main(args + tiny + ["--set", "export=false"]) == 0
@@ -121,3 +121,6 @@ def test_export_writes_every_format_and_the_report(tmp_path, fake_fashion_mnist,
     assert keras.models.load_model(path).count_params() == report["formats"]["saved_model"]["parameters"]
     assert cli.main(["export", path, "--data-dir", fake_fashion_mnist, "--output-dir", str(output), "--formats", "tflite_int4"]) == 2
     assert "Unknown export format" in capsys.readouterr().err
+    assert cli.main(["export", path, "--data-dir", fake_fashion_mnist, "--output-dir", str(output), "--formats", "int8", "--calibration", "percentile",
+                     "--percentile", "40"]) == 2
+    assert "percentile must be a number in (50, 100]" in capsys.readouterr().err
