@@ -20,6 +20,7 @@ for row in distiller.projection_summary():
     print(f"{row['teacher_layer']} {row['teacher_shape']} <- {row['student_layer']} {row['student_shape']}: {row['projection']}")
 
 distiller.compile(optimizer="adam", metrics=["accuracy"])
-history = distiller.fit(splits.train, validation_data=common.validation(args, splits), epochs=common.epochs(args), verbose=2)
+# splits.train reshuffles itself every epoch; shuffle=False just tells Keras not to try (it would warn).
+history = distiller.fit(splits.train, validation_data=common.validation(args, splits), epochs=common.epochs(args), verbose=2, shuffle=False)
 print("feature losses per epoch:", {k: [round(v, 4) for v in values] for k, values in history.history.items() if k.startswith("feat_")})
 print("test top-1:", kdistill.evaluation.evaluate(distiller.student, splits.test)["top1"])

@@ -20,6 +20,7 @@ for alpha in alphas:
     distiller = kdistill.FeatureDistiller(teacher, student, taps=None,  # None: the preset pair of middle stages
                                           feature_loss="normalized_mse", tap_weights=10.0, logits_loss="kl", alpha=alpha)
     distiller.compile(optimizer="adam", metrics=["accuracy"])
-    distiller.fit(splits.train, epochs=common.epochs(args), verbose=0)
+    # splits.train reshuffles itself every epoch; shuffle=False just tells Keras not to try (it would warn).
+    distiller.fit(splits.train, epochs=common.epochs(args), verbose=0, shuffle=False)
     results[alpha] = kdistill.evaluation.evaluate(distiller.student, splits.test)["top1"]
     print(f"alpha={alpha}: test top-1 {results[alpha]:.4f}")

@@ -32,5 +32,6 @@ print("student stages:", kdistill.taps.stage_outputs(student))
 distiller = kdistill.FeatureDistiller(teacher, student, taps={"conv3_block4_out": "block2", "conv4_block6_out": "block3"},
                                       feature_loss="normalized_mse", tap_weights=10.0, alpha=0.9)
 distiller.compile(optimizer="adam", metrics=["accuracy"])
-distiller.fit(splits.train, validation_data=common.validation(args, splits), epochs=common.epochs(args), verbose=2)
+# splits.train reshuffles itself every epoch; shuffle=False just tells Keras not to try (it would warn).
+distiller.fit(splits.train, validation_data=common.validation(args, splits), epochs=common.epochs(args), verbose=2, shuffle=False)
 print(f"{student.count_params():,} parameters; test top-1 {kdistill.evaluation.evaluate(student, splits.test)['top1']:.4f}")

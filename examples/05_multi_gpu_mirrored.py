@@ -27,7 +27,8 @@ with strategy.scope():  # student, projections, optimizer and metrics are made i
     student = kdistill.students.get("mobilenet_v2", num_classes=10, width=0.35)
     distiller = kdistill.FeatureDistiller(teacher, student, taps=None, feature_loss="normalized_mse", tap_weights=10.0, alpha=0.9)
     distiller.compile(optimizer="adam", metrics=["accuracy"])
-distiller.fit(splits.train, validation_data=common.validation(args, splits), epochs=common.epochs(args), verbose=2)
+# splits.train reshuffles itself every epoch; shuffle=False just tells Keras not to try (it would warn).
+distiller.fit(splits.train, validation_data=common.validation(args, splits), epochs=common.epochs(args), verbose=2, shuffle=False)
 print("test top-1:", kdistill.evaluation.evaluate(distiller.student, splits.test)["top1"])
 # Several machines: set TF_CONFIG on each, use distribute.get_strategy("multi_worker") and distribute.fit(...),
 # because Keras' own fit fails under MultiWorkerMirroredStrategy.

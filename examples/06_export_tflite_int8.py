@@ -20,7 +20,8 @@ teacher = common.teacher(args, splits)
 student = kdistill.students.get("mobilenet_v2", num_classes=10, width=0.35)
 distiller = kdistill.FeatureDistiller(teacher, student, taps=None, feature_loss="normalized_mse", tap_weights=10.0, alpha=0.9)
 distiller.compile(optimizer="adam", metrics=["accuracy"])
-distiller.fit(splits.train, epochs=common.epochs(args), verbose=2)
+# splits.train reshuffles itself every epoch; shuffle=False just tells Keras not to try (it would warn).
+distiller.fit(splits.train, epochs=common.epochs(args), verbose=2, shuffle=False)
 
 folder = os.path.join(args.output_dir, "export")
 # Full-integer int8: activation ranges are calibrated on real images from the validation split.

@@ -39,7 +39,7 @@ TFLITE_MODES = {
     "float16": "weights stored as float16",
     "dynamic": "dynamic-range: int8 weights, float activations",
     "int8": "full-integer: int8 weights and activations (needs a representative dataset)",
-    "int16x8": "integer-only with int16 activations and int8 weights (needs a representative dataset; slower kernels)",
+    "int16x8": "integer-only with int16 activations and int8 weights (TFLite's experimental 16x8 mode; needs a representative dataset; slower kernels)",
 }
 
 #: TFLite modes whose activation ranges are calibrated on representative images
