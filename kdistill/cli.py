@@ -217,7 +217,8 @@ def _run(args) -> int:
         summary = recipes.distill(config, verbose=_progress())
         if "test" in summary:
             print(recipes.format_table([dict(summary["test"], name=config.student)]))
-        print(f"run folder: {config.resolved_output_dir()}")
+        written = "" if summary["student_path"] else " (written by the chief worker; this worker keeps no files)"
+        print(f"run folder: {config.resolved_output_dir()}{written}")
         return 0
 
     if args.command == "evaluate":

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["STRATEGIES", "get_strategy", "fit"]
+__all__ = ["STRATEGIES", "get_strategy", "fit", "is_chief"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,25 @@ def get_strategy(name="auto") -> tf.distribute.Strategy:
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
     return tf.distribute.MirroredStrategy()
+
+
+def is_chief(strategy: tf.distribute.Strategy | None = None) -> bool:
+    """Whether this process should write the run's files: always, except on the non-chief workers of a multi-worker run.
+
+    The chief is the `chief` task of `TF_CONFIG`, or worker 0 when the cluster has no chief
+    (TensorFlow's convention). The other workers train in step with it and should write
+    nowhere that the chief writes.
+
+    Example:
+        >>> is_chief(tf.distribute.get_strategy())
+        True
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
 
 
 def _as_dataset(data) -> tf.data.Dataset:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import tempfile
 import time
 
 import keras
@@ -158,7 +160,8 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
     `<run folder>/backup/` after every epoch, and running the same config
     again resumes from the last finished epoch (the backup is removed when
     the run completes). Training stops with `NonFiniteLossError`, naming the
-    term, if the loss becomes NaN or infinite.
+    term, if the loss becomes NaN or infinite. In a multi-worker run only the
+    chief writes the run folder (see `kdistill.distribute.is_chief`).
 
     Returns:
         The summary dict.
@@ -166,7 +169,9 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
     start = time.perf_counter()
     # First: MultiWorkerMirroredStrategy must exist before TensorFlow initialises its devices (e.g. for the data).
     strategy = distribute.get_strategy(config.strategy)
-    output_dir = config.resolved_output_dir()
+    chief = distribute.is_chief(strategy)
+    # The other workers of a multi-worker run train in step with the chief; their copies of the files go to a folder they remove.
+    output_dir = config.resolved_output_dir() if chief else tempfile.mkdtemp(prefix="kdistill-worker-")
     os.makedirs(output_dir, exist_ok=True)
     splits = splits or load_data(config)
     if teacher is None:
@@ -218,12 +223,16 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
         "student_path": student_path,
         "epochs_completed": len(history.get("epoch", [])),
         "resumed": resuming,
+        "replicas": int(strategy.num_replicas_in_sync),
     }
     if splits.test is not None:
         summary["test"] = evaluation.evaluate(distiller.student, splits.test, splits.class_names)
     summary["wall_seconds"] = round(time.perf_counter() - start, 1)
     _write_json(os.path.join(output_dir, "history.json"), history)
     _write_json(os.path.join(output_dir, "summary.json"), summary)
+    if not chief:
+        shutil.rmtree(output_dir, ignore_errors=True)
+        summary["student_path"] = None
     return summary
 
 
