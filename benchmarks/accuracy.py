@@ -32,6 +32,7 @@ METHODS = {
     "pkt": dict(taps=None, feature_loss="pkt", tap_weights=10.0, logits_loss="kl", alpha=0.9),
     "rkd": dict(taps=None, feature_loss="rkd", tap_weights=1.0, logits_loss="kl", alpha=0.9),
     "crd": dict(taps=None, feature_loss="crd", tap_weights=0.8, logits_loss="kl", alpha=0.9),
+    "hcl": dict(taps=None, feature_loss="hcl", tap_weights=1.0, logits_loss="kl", alpha=0.9),
 }
 #: published CIFAR-100 top-1 (%) for ResNet50 -> MobileNetV2 (CRD ICLR 2020; ReviewKD CVPR 2021; DKD CVPR 2022)
 PUBLISHED_CIFAR100 = {"alone": 64.6, "kd": 67.4, "fitnets": 63.2, "crd": 69.1, "reviewkd": 69.9, "dkd": 70.4}

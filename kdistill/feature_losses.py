@@ -1,4 +1,4 @@
-"""Feature distillation beyond FitNets: AT, SP, RKD, PKT (keras.ops only).
+"""Feature distillation beyond FitNets: AT, SP, RKD, PKT, HCL (keras.ops only).
 
 Convention as in `kdistill.losses`: `y_true` is the teacher's feature,
 `y_pred` the (projected) student feature of the same shape, and `call`
@@ -21,8 +21,8 @@ from keras import ops
 from kdistill._loss_utils import EPSILON, flatten_per_sample, l2_normalize_rows, per_sample, pool_to_vectors, same_batch
 
 __all__ = [
-    "attention_transfer", "similarity_preserving", "rkd_distance", "rkd_angle", "pkt",
-    "AttentionTransfer", "SimilarityPreserving", "RKD", "PKT",
+    "attention_transfer", "similarity_preserving", "rkd_distance", "rkd_angle", "pkt", "hierarchical_context",
+    "AttentionTransfer", "SimilarityPreserving", "RKD", "PKT", "HierarchicalContextLoss",
 ]
 
 
@@ -151,6 +151,48 @@ def pkt(teacher_features, student_features):
     return per_sample(ops.mean(kl), teacher_features)
 
 
+def _adaptive_average_pool(features, size: int):
+    """`(batch, H, W, C)` -> `(batch, size, size, C)`, bins as PyTorch's adaptive_avg_pool2d: rows floor(iH/size) to ceil((i+1)H/size)."""
+    height, width = features.shape[1], features.shape[2]
+    rows = []
+    for i in range(size):
+        top, bottom = (i * height) // size, -(-((i + 1) * height) // size)
+        cells = []
+        for j in range(size):
+            left, right = (j * width) // size, -(-((j + 1) * width) // size)
+            cells.append(ops.mean(features[:, top:bottom, left:right, :], axis=(1, 2)))
+        rows.append(ops.stack(cells, axis=1))
+    return ops.stack(rows, axis=1)
+
+
+def hierarchical_context(teacher_features, student_features, levels=(4, 2, 1)):
+    """Hierarchical context loss (HCL) of ReviewKD: MSE of the maps and of their spatial pyramid.
+
+    `loss_i = (MSE(F_t, F_s) + Σ_k 2^-k · MSE(pool_lk(F_t), pool_lk(F_s))) / (1 + Σ_k 2^-k)`
+    over the levels `l_k` (4, 2, 1 cells a side) smaller than the map, where
+    `pool_l` is adaptive average pooling to `l × l`. Chen et al., "Distilling
+    Knowledge via Knowledge Review", CVPR 2021. Here it compares each tap
+    through kdistill's projection; ReviewKD's attention-based fusion of student
+    stages (ABF) is not implemented, so this is HCL alone, not full ReviewKD.
+
+    Returns:
+        A float32 tensor of shape `(batch,)`.
+    """
+    teacher, student = ops.cast(teacher_features, "float32"), ops.cast(student_features, "float32")
+    if len(teacher.shape) != 4 or tuple(teacher.shape[1:]) != tuple(student.shape[1:]):
+        raise ValueError(f"HCL needs (batch, H, W, C) maps of one shape: teacher {tuple(teacher.shape)}, student {tuple(student.shape)}.")
+    total = ops.mean(ops.square(flatten_per_sample(teacher - student)), axis=-1)
+    weight, weights = 1.0, 1.0
+    for level in levels:
+        if level >= teacher.shape[1]:
+            continue
+        weight /= 2.0
+        pooled = _adaptive_average_pool(teacher, level) - _adaptive_average_pool(student, level)
+        total = total + weight * ops.mean(ops.square(flatten_per_sample(pooled)), axis=-1)
+        weights += weight
+    return total / weights
+
+
 @keras.saving.register_keras_serializable(package="kdistill")
 class AttentionTransfer(keras.losses.Loss):
     """Attention Transfer (see `attention_transfer`). Config name: `"at"`.
@@ -214,3 +256,28 @@ class PKT(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         return pkt(y_true, y_pred)
+
+
+@keras.saving.register_keras_serializable(package="kdistill")
+class HierarchicalContextLoss(keras.losses.Loss):
+    """ReviewKD's hierarchical context loss (see `hierarchical_context`). Config name: `"hcl"`.
+
+    Args:
+        levels: pyramid sizes (cells a side); levels not smaller than the map are skipped.
+
+    Example:
+        >>> import numpy as np
+        >>> t = np.ones((2, 8, 8, 4), "float32")
+        >>> [round(float(v), 4) for v in HierarchicalContextLoss().call(t, 0 * t)]
+        [1.0, 1.0]
+    """
+
+    def __init__(self, levels=(4, 2, 1), reduction="sum_over_batch_size", name="hierarchical_context"):
+        super().__init__(name=name, reduction=reduction)
+        self.levels = tuple(int(level) for level in levels)
+
+    def call(self, y_true, y_pred):
+        return hierarchical_context(y_true, y_pred, self.levels)
+
+    def get_config(self):
+        return dict(super().get_config(), levels=list(self.levels))

@@ -231,6 +231,7 @@ _REGISTRY: dict[str, tuple[type, str, dict[str, Any]]] = {
     "sp": (feature_losses.SimilarityPreserving, "feature", {}),
     "rkd": (feature_losses.RKD, "feature", {}),
     "pkt": (feature_losses.PKT, "feature", {}),
+    "hcl": (feature_losses.HierarchicalContextLoss, "feature", {}),
     "crd": (crd.ContrastiveRepresentationLoss, "feature", {}),
     "kl": (LogitsKL, "logits", {}),
     "kd": (LogitsKL, "logits", {}),

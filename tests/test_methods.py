@@ -93,6 +93,28 @@ def np_pkt(t, s):
     return np_kl(probabilities(t), probabilities(s)).mean()
 
 
+def np_hcl(t, s, levels=(4, 2, 1)):
+    def pool(f, size):  # PyTorch's adaptive_avg_pool2d bins
+        h, w = f.shape[1:3]
+        out = np.zeros((len(f), size, size, f.shape[-1]))
+        for i in range(size):
+            for j in range(size):
+                rows = slice(int(np.floor(i * h / size)), int(np.ceil((i + 1) * h / size)))
+                cols = slice(int(np.floor(j * w / size)), int(np.ceil((j + 1) * w / size)))
+                out[:, i, j] = f[:, rows, cols].mean(axis=(1, 2))
+        return out
+
+    per_sample = lambda d: (d ** 2).reshape(len(d), -1).mean(1)
+    loss, weight, total = per_sample(t - s), 1.0, 1.0
+    for level in levels:
+        if level >= t.shape[1]:
+            continue
+        weight /= 2
+        loss = loss + weight * per_sample(pool(t, level) - pool(s, level))
+        total += weight
+    return loss / total
+
+
 def np_standardized_kd(t, s, T):
     z = lambda x: (x - x.mean(-1, keepdims=True)) / x.std(-1, keepdims=True)
     return np_kl(softmax(z(t) / T), softmax(z(s) / T)) * T * T
@@ -138,7 +160,21 @@ def test_feature_methods_match_numpy(name, function, reference):
     assert float(np.asarray(losses.get(name).call(T_MAP, T_MAP)).max()) < 1e-6  # zero when the student equals the teacher
 
 
-@pytest.mark.parametrize("name", ["at", "sp", "rkd", "pkt", "dkd", "standardized_kd"])
+@pytest.mark.parametrize("size", [4, 6])
+def test_hcl_matches_numpy_on_even_and_uneven_pyramids(size):
+    # 4x4 maps use the 2x2 and 1x1 levels; 6x6 maps also the 4x4 level, whose bins overlap (6 / 4 is not whole).
+    rng = np.random.default_rng(size)
+    teacher = rng.normal(size=(3, size, size, 2)).astype("float32")
+    student = rng.normal(size=(3, size, size, 2)).astype("float32")
+    got = np.asarray(feature_losses.hierarchical_context(teacher, student))
+    np.testing.assert_allclose(got, np_hcl(teacher, student), rtol=1e-5, atol=1e-6)
+    # A constant offset is seen at every level: the loss is exactly its square.
+    np.testing.assert_allclose(np.asarray(losses.get("hcl").call(teacher, teacher + 0.5)), 0.25, rtol=1e-5)
+    with pytest.raises(ValueError, match="HCL needs"):
+        feature_losses.hierarchical_context(teacher, student[:, :2])
+
+
+@pytest.mark.parametrize("name", ["at", "sp", "rkd", "pkt", "hcl", "dkd", "standardized_kd"])
 def test_gradient_descends_the_loss(name):
     loss = losses.get(name)
     teacher, start = (T_LOGITS, S_LOGITS) if name in ("dkd", "standardized_kd") else (T_MAP, T_MAP + 0.5 * S_MAP[..., :3])
@@ -160,7 +196,7 @@ def test_dkd_gradient_on_the_target_logit_has_the_right_sign():
     assert tape.gradient(value, student).numpy()[0, 0] < 0
 
 
-@pytest.mark.parametrize("name", ["at", "sp", "rkd", "pkt", "dkd", "standardized_kd", "crd"])
+@pytest.mark.parametrize("name", ["at", "sp", "rkd", "pkt", "hcl", "dkd", "standardized_kd", "crd"])
 def test_every_method_round_trips_through_its_config(name):
     loss = losses.get(name, temperature=3.0)
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
@@ -179,7 +215,7 @@ def test_weighted_list_of_losses():
 
 @pytest.mark.parametrize(
     "feature_loss, logits_loss",
-    [("at", "dkd"), ("sp", "standardized_kd"), ("rkd", "kl"), ("pkt", "kl"), ([("at", 1000.0), ("mse", 1.0)], "dkd"), ("crd", "kl")],
+    [("at", "dkd"), ("sp", "standardized_kd"), ("rkd", "kl"), ("pkt", "kl"), ("hcl", "kl"), ([("at", 1000.0), ("mse", 1.0)], "dkd"), ("crd", "kl")],
 )
 def test_each_method_trains_inside_the_distiller_without_nan(feature_loss, logits_loss):
     teacher = small_cnn("teacher", widths=(8, 16), seed=1)
