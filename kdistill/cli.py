@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--feature-loss")
     distill.add_argument("--logits-loss")
     distill.add_argument("--temperature", type=float)
+    distill.add_argument("--review", action="store_true", default=None,
+                         help="ReviewKD: fuse the student's taps from the deepest up (use with --feature-loss hcl)")
     distill.add_argument("--alpha", type=float)
     distill.add_argument("--epochs", type=int)
     distill.add_argument("--learning-rate", type=float)
@@ -207,7 +209,7 @@ def _run(args) -> int:
             "student": args.student, "student_width": args.student_width, "taps": args.taps, "feature_loss": args.feature_loss,
             "logits_loss": args.logits_loss, "temperature": args.temperature, "alpha": args.alpha, "epochs": args.epochs,
             "learning_rate": args.learning_rate, "output_dir": args.output_dir, "run_name": args.run_name,
-            "strategy": args.strategy, "precision": args.precision, "teacher_cache": args.teacher_cache,
+            "strategy": args.strategy, "precision": args.precision, "teacher_cache": args.teacher_cache, "review": args.review,
         }
         values.update({key: value for key, value in flags.items() if value is not None})
         config = DistillConfig.from_dict(values)

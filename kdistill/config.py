@@ -42,6 +42,8 @@ class DistillConfig:
         feature_loss / logits_loss: loss names (see `kdistill.losses.available()`),
             weighted lists such as `[[at, 1000], [sp, 3000]]`, `{name: dkd, beta: 2}`, or None.
         temperature, alpha, tap_weights: see `FeatureDistiller`.
+        review: ReviewKD's attention-based fusion of the student's taps
+            (`FeatureDistiller(review=True)`); pair it with `feature_loss: hcl`.
         epochs, batch_size, learning_rate, optimizer: training schedule.
         weight_decay: optimizer weight decay (e.g. 5e-4 for SGD on CIFAR).
         lr_decay_epochs: multiply the learning rate by 0.1 at each of these epochs.
@@ -69,6 +71,7 @@ class DistillConfig:
     temperature: float = 4.0
     alpha: float = 0.5
     tap_weights: Any = 1.0
+    review: bool = False
     epochs: int = 5
     batch_size: int = 64
     learning_rate: float = 1e-3

@@ -35,6 +35,7 @@ from keras import ops, tree
 
 from kdistill import losses as losses_module
 from kdistill import projections as projections_module
+from kdistill import review as review_module
 from kdistill import taps as taps_module
 
 __all__ = ["FeatureDistiller"]
@@ -131,6 +132,11 @@ class FeatureDistiller(keras.Model):
         tap_weights: one weight for every tap, or `{teacher_layer: weight}`.
         logits_weight: weight of the logits term inside the distillation part.
         alignment: how projections align spatial sizes: "auto", "resize", "pool".
+        review: ReviewKD's attention-based fusion instead of independent
+            projections: the student's taps are reduced to `review_channels`,
+            fused from the deepest tap up, and mapped to each teacher tap by a
+            3x3 conv + BN (see `kdistill.review`). Use it with `feature_loss="hcl"`.
+        review_channels: channels of the fused maps when `review` is on.
         name: model name.
 
     Raises:
@@ -151,6 +157,8 @@ class FeatureDistiller(keras.Model):
         tap_weights: float | Mapping[str, float] = 1.0,
         logits_weight: float = 1.0,
         alignment: str = "auto",
+        review: bool = False,
+        review_channels: int = 64,
         name: str = "feature_distiller",
         **kwargs,
     ):
@@ -182,6 +190,10 @@ class FeatureDistiller(keras.Model):
             self.tap_weights = {t: float(tap_weights) for t in self.taps}
         self.logits_weight = float(logits_weight)
         self.alignment = alignment
+        self.review = bool(review)
+        if isinstance(review_channels, bool) or not isinstance(review_channels, int) or review_channels < 1:
+            raise ValueError(f"review_channels must be a positive integer (e.g. 64), received {review_channels!r}.")
+        self.review_channels = review_channels
 
         teacher.trainable = False
         self.teacher = teacher
@@ -191,13 +203,25 @@ class FeatureDistiller(keras.Model):
         self.student_features = taps_module.feature_model(student, student_layers, role="student", name="student_features")
         self._check_logits(teacher, student)
         self.projections = {}
+        # Under review, taps are fused from the deepest student layer up; otherwise each is projected alone.
+        depth = {layer.name: index for index, layer in enumerate(student.layers)}
+        self._review_order = sorted(self.taps, key=lambda t: depth[self.taps[t]], reverse=True) if self.review else []
         for teacher_layer, student_layer in self.taps.items():
             teacher_shape = teacher.get_layer(teacher_layer).output.shape
             student_shape = student.get_layer(student_layer).output.shape
             try:
-                self.projections[teacher_layer] = projections_module.build(
-                    student_shape, teacher_shape, name=f"projection_{teacher_layer}", alignment=alignment
-                )
+                if self.review:
+                    if len(teacher_shape) != 4 or len(student_shape) != 4:
+                        raise ValueError(f"review=True fuses feature maps, but the shapes are {tuple(student_shape)} and {tuple(teacher_shape)}.")
+                    fusion = review_module.AttentionFusion(
+                        teacher_shape[1:], self.review_channels, fuse=teacher_layer != self._review_order[0], name=f"review_{teacher_layer}"
+                    )
+                    fusion.build(student_shape)
+                    self.projections[teacher_layer] = fusion
+                else:
+                    self.projections[teacher_layer] = projections_module.build(
+                        student_shape, teacher_shape, name=f"projection_{teacher_layer}", alignment=alignment
+                    )
             except ValueError as error:
                 raise ValueError(f"Tap {teacher_layer!r} <- {student_layer!r}: {error}") from None
 
@@ -248,6 +272,11 @@ class FeatureDistiller(keras.Model):
         """Student logits and projected features, keyed like `teacher_outputs`."""
         outputs = self.student_features(inputs, training=training)
         result = {taps_module.LOGITS: outputs[taps_module.LOGITS]}
+        if self.review:
+            fused = None
+            for teacher_layer in self._review_order:
+                result[teacher_layer], fused = self.projections[teacher_layer](outputs[self.taps[teacher_layer]], residual=fused, training=training)
+            return result
         for teacher_layer, student_layer in self.taps.items():
             result[teacher_layer] = self.projections[teacher_layer](outputs[student_layer], training=training)
         return result
@@ -382,6 +411,8 @@ class FeatureDistiller(keras.Model):
             "tap_weights": dict(self.tap_weights),
             "logits_weight": self.logits_weight,
             "alignment": self.alignment,
+            "review": self.review,
+            "review_channels": self.review_channels,
         }
 
     @classmethod
@@ -406,7 +437,10 @@ class FeatureDistiller(keras.Model):
                     "student_layer": student_layer,
                     "teacher_shape": tuple(teacher_shape[1:]),
                     "student_shape": tuple(student_shape[1:]),
-                    "projection": projections_module.describe(student_shape, teacher_shape),
+                    "projection": (
+                        review_module.describe(student_shape, teacher_shape, self.review_channels, fuse=teacher_layer != self._review_order[0])
+                        if self.review else projections_module.describe(student_shape, teacher_shape)
+                    ),
                     "weight": self.tap_weights[teacher_layer],
                 }
             )

@@ -184,7 +184,7 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
         student = _build_student(config.student, splits, config.student_width, config.seed)
         distiller = FeatureDistiller(
             teacher, student, taps=_resolve_taps(config, teacher, student), feature_loss=config.feature_loss, logits_loss=config.logits_loss,
-            temperature=config.temperature, alpha=config.alpha, tap_weights=config.tap_weights,
+            temperature=config.temperature, alpha=config.alpha, tap_weights=config.tap_weights, review=config.review,
         )
         steps = -(-splits.counts["train"] // config.batch_size)
         optimizer = _optimizer(config.optimizer, config.learning_rate, config.weight_decay, config.lr_decay_epochs, steps)
