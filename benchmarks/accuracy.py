@@ -45,7 +45,10 @@ def _fashion_mnist(args) -> dict:
     import kdistill
     from kdistill import evaluation, recipes
 
-    splits = kdistill.data.load("fashion_mnist", data_dir=args.data_dir, batch_size=64, train_limit=args.train_limit, test_limit=args.test_limit)
+    def load(seed):
+        return kdistill.data.load("fashion_mnist", data_dir=args.data_dir, batch_size=64, train_limit=args.train_limit, test_limit=args.test_limit, seed=seed)
+
+    splits = load(0)
     if os.path.exists(args.teacher):
         teacher = kdistill.teachers.load(args.teacher)
     else:
@@ -54,6 +57,9 @@ def _fashion_mnist(args) -> dict:
     for method in args.methods:
         scores, seconds = [], []
         for seed in range(args.seeds):
+            # A fresh pipeline per run: every method sees the same data order for a given seed
+            # (a shared pipeline reshuffles on each pass, so later methods would see other orders).
+            splits = load(seed)
             keras.utils.set_random_seed(seed)
             student = kdistill.students.get("mobilenet_v2", num_classes=splits.num_classes, width=args.width)
             distiller = kdistill.FeatureDistiller(teacher, student, temperature=4.0, **METHODS[method])
