@@ -165,7 +165,7 @@ def tflite(model, path: str, quantize: str = "float32", representative: Iterable
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         elif quantize == "int16x8":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = lambda: ([image[None, ...]] for image in images)
+            converter.representative_dataset = int8_calibration.representative_dataset(images)
             converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
         try:
             if quantize == "int8":

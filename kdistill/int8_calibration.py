@@ -36,7 +36,7 @@ from typing import Iterable
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["METHODS", "check", "quantize_int8"]
+__all__ = ["METHODS", "check", "quantize_int8", "representative_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,16 @@ def check(method: str, percentile: float = 99.99) -> None:
         raise ValueError(f"Unknown int8 calibration {method!r}; use one of {', '.join(METHODS)}.")
     if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 50.0 < percentile <= 100.0:
         raise ValueError(f"percentile must be a number in (50, 100], e.g. 99.99; received {percentile!r}.")
+
+
+def representative_dataset(images: list[np.ndarray]):
+    """The converter's `representative_dataset`: a callable yielding each image as a batch of one."""
+
+    def generator() -> Iterable[list[np.ndarray]]:
+        for image in images:
+            yield [image[None, ...]]
+
+    return generator
 
 
 def _private_api():
@@ -123,13 +133,8 @@ def quantize_int8(converter: tf.lite.TFLiteConverter, images: Iterable[np.ndarra
     """
     check(method, percentile)
     images = [np.asarray(image, dtype=np.float32) for image in images]
-
-    def representative() -> Iterable[list[np.ndarray]]:
-        for image in images:
-            yield [image[None, ...]]
-
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
+    converter.representative_dataset = representative_dataset(images)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     if int8_io:
         converter.inference_input_type = tf.int8

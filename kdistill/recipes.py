@@ -225,7 +225,7 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
         "resumed": resuming,
         "replicas": int(strategy.num_replicas_in_sync),
     }
-    if splits.test is not None:
+    if splits.test is not None and chief:  # the other workers' scores would be the chief's again
         summary["test"] = evaluation.evaluate(distiller.student, splits.test, splits.class_names)
     summary["wall_seconds"] = round(time.perf_counter() - start, 1)
     _write_json(os.path.join(output_dir, "history.json"), history)
