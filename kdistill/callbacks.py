@@ -17,13 +17,17 @@ import keras
 
 from kdistill import _model_io
 
-__all__ = ["NonFiniteLossError", "StopOnNonFiniteLoss", "BestStudentCheckpoint"]
+__all__ = ["NonFiniteLossError", "ChanceLevelError", "StopOnNonFiniteLoss", "BestStudentCheckpoint", "KeepBestEpoch"]
 
 logger = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite; the message names the term that did."""
+
+
+class ChanceLevelError(ValueError):
+    """A trained model is no better than guessing on the validation images."""
 
 
 def _term_kind(name: str) -> str:
@@ -100,3 +104,69 @@ class BestStudentCheckpoint(keras.callbacks.Callback):
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
             _model_io.save_for_inference(student, self.path)
             logger.info("Epoch %d: %s improved to %.4f; student saved to %s", epoch + 1, self.monitor, value, self.path)
+
+
+class KeepBestEpoch(keras.callbacks.Callback):
+    """Restores the weights of the best epoch (by `monitor`) when training ends, and says when the last epoch fell.
+
+    A run whose last epoch collapses (validation accuracy dropping from 83 % to
+    10 % while training accuracy stays high, as a ResNet50 trained with a flat
+    Adam rate did here) would otherwise be saved in its collapsed state.
+    Weights are kept in memory (one copy of the model's variables).
+
+    Args:
+        monitor: a validation metric that `fit` logs, by default `val_accuracy`.
+        collapse_drop: warn when the last epoch is this far below the best (absolute).
+        chance_level: if given (e.g. `1 / num_classes`), raise `ChanceLevelError`
+            at the end when even the best epoch is within `chance_margin` of it.
+        chance_margin: how far above `chance_level` counts as having learned.
+
+    Example:
+        >>> import numpy as np, keras
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+        >>> model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+        >>> keep = KeepBestEpoch()
+        >>> x, y = np.random.rand(8, 2), np.arange(8) % 2
+        >>> _ = model.fit(x, y, validation_data=(x, y), epochs=2, verbose=0, callbacks=[keep])
+        >>> keep.best_epoch in (0, 1)
+        True
+    """
+
+    def __init__(self, monitor: str = "val_accuracy", collapse_drop: float = 0.05, chance_level: float | None = None, chance_margin: float = 0.05):
+        super().__init__()
+        self.monitor, self.collapse_drop = monitor, float(collapse_drop)
+        self.chance_level, self.chance_margin = chance_level, float(chance_margin)
+        self.best = None
+        self.best_epoch = None
+        self.last = None
+        self._best_weights = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.best, self.best_epoch, self.last, self._best_weights = None, None, None, None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            raise ValueError(f"KeepBestEpoch monitors {self.monitor!r}, which fit did not log (logged: {', '.join(sorted(logs or {}))}). "
+                             "Pass validation_data to fit.")
+        value = float(value)
+        self.last = value
+        if math.isfinite(value) and (self.best is None or value > self.best):
+            self.best, self.best_epoch = value, epoch
+            self._best_weights = [keras.ops.convert_to_numpy(v) for v in self.model.weights]
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self._best_weights is None:
+            return
+        if self.last is not None and self.best - self.last > self.collapse_drop:
+            logger.warning("The last epoch's %s (%.4f) fell %.1f points below the best epoch's (%.4f, epoch %d); "
+                           "keeping the best epoch's weights. Lower the learning rate or add warm-up if this recurs.",
+                           self.monitor, self.last, 100 * (self.best - self.last), self.best, self.best_epoch + 1)
+        for variable, value in zip(self.model.weights, self._best_weights):
+            variable.assign(value)
+        logger.info("Restored the weights of epoch %d (%s %.4f).", self.best_epoch + 1, self.monitor, self.best)
+        if self.chance_level is not None and self.best <= self.chance_level + self.chance_margin:
+            raise ChanceLevelError(
+                f"The best epoch reached {self.monitor} = {100 * self.best:.1f} %, no better than chance ({100 * self.chance_level:.1f} %). "
+                "The model learned nothing usable; lower the learning rate, train longer, or check the labels. Nothing was saved."
+            )

@@ -81,7 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     teacher.add_argument("--name", default="resnet50", help="resnet50 | resnet101 | resnet152")
     teacher.add_argument("--weights", default=None, help="None (random), imagenet, or a weights/model file")
     teacher.add_argument("--epochs", type=int, default=4)
-    teacher.add_argument("--learning-rate", type=float, default=1e-3)
+    teacher.add_argument("--learning-rate", type=float, default=None, help="peak rate (default 1e-3 for adam, 0.05 for sgd)")
+    teacher.add_argument("--optimizer", default="adam", choices=["sgd", "adam", "adamw"], help="adam (default); sgd: Nesterov momentum 0.9")
+    teacher.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up before the cosine decay")
+    teacher.add_argument("--resize-to", type=int, default=None, help="upsample inputs inside the teacher to this size (e.g. 64)")
     teacher.add_argument("--output", default=os.path.join("saved_models", "teacher.keras"), help="where to save the teacher")
 
     distill = commands.add_parser("distill", help="distil a teacher into a student",
@@ -196,7 +199,8 @@ def _run(args) -> int:
 
         keras.utils.set_random_seed(args.seed)
         teacher, history = recipes.train_teacher(splits, args.output, epochs=args.epochs, weights=args.weights, learning_rate=args.learning_rate,
-                                                 name=args.name, verbose=_progress())
+                                                 name=args.name, verbose=_progress(), optimizer=args.optimizer,
+                                                 warmup_epochs=args.warmup_epochs, resize_to=args.resize_to)
         report = evaluation.evaluate(teacher, splits.test, splits.class_names) if splits.test is not None else {}
         print(f"teacher saved to {args.output}" + (f"; test top-1 {100 * report['top1']:.2f}%" if report else ""))
         return 0

@@ -38,7 +38,10 @@ from kdistill import projections as projections_module
 from kdistill import review as review_module
 from kdistill import taps as taps_module
 
-__all__ = ["FeatureDistiller"]
+__all__ = ["FeatureDistiller", "UNLABELED"]
+
+#: the label of an image without one (a transfer-set image): only the distillation terms apply to it.
+UNLABELED = -1
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +98,24 @@ def _weighted_mean(values, sample_weight):
         return ops.mean(values)
     sample_weight = ops.cast(ops.reshape(sample_weight, ops.shape(values)), values.dtype)
     return ops.sum(values * sample_weight) / ops.cast(ops.shape(values)[0], values.dtype)
+
+
+def _label_mask(labels):
+    """1.0 for labelled samples, 0.0 for `UNLABELED` ones (integer labels < 0); None when every sample counts.
+
+    One-hot (float) labels cannot mark a sample unlabelled, so they are all counted.
+    """
+    if labels is None or "int" not in str(labels.dtype) or len(labels.shape) > 2:
+        return None
+    return ops.cast(ops.reshape(labels, (-1,)) >= 0, "float32")
+
+
+def _masked_mean(values, mask, sample_weight):
+    """Mean of per-sample `values` over the labelled samples (weighted by `sample_weight`); 0 when there are none."""
+    weights = mask
+    if sample_weight is not None:
+        weights = weights * ops.cast(ops.reshape(sample_weight, ops.shape(values)), "float32")
+    return ops.sum(values * weights) / ops.maximum(ops.sum(mask), 1.0)
 
 
 def _call_loss(loss, teacher, student, labels):
@@ -307,10 +328,19 @@ class FeatureDistiller(keras.Model):
         # Losses run in float32 whatever the compute dtype (mixed precision).
         student_logits = ops.cast(student_outputs[taps_module.LOGITS], "float32")
         teacher_outputs = {key: ops.cast(value, "float32") for key, value in teacher_outputs.items()}
-        terms["ce_loss"] = _weighted_mean(self._label_loss(labels, student_logits), sample_weight)
+        mask = _label_mask(labels)
+        if labels is None:  # a transfer set without labels: distillation terms only
+            terms["ce_loss"] = ops.zeros((), "float32")
+        elif mask is None:
+            terms["ce_loss"] = _weighted_mean(self._label_loss(labels, student_logits), sample_weight)
+        else:
+            # CE ignores UNLABELED samples; label-reading losses (DKD) see the teacher's top class for them.
+            teacher_top = ops.reshape(ops.cast(ops.argmax(teacher_outputs[taps_module.LOGITS], axis=-1), labels.dtype), ops.shape(labels))
+            safe_labels = ops.where(labels >= 0, labels, teacher_top)
+            terms["ce_loss"] = _masked_mean(self._label_loss(safe_labels, student_logits), mask, sample_weight)
         distillation = ops.zeros((), "float32")
         if self.logits_loss is not None:
-            kd = _call_loss(self.logits_loss, teacher_outputs[taps_module.LOGITS], student_logits, labels)
+            kd = _call_loss(self.logits_loss, teacher_outputs[taps_module.LOGITS], student_logits, labels if mask is None else safe_labels)
             terms["kd_loss"] = _weighted_mean(ops.cast(kd, "float32"), sample_weight)
             distillation = distillation + self.logits_weight * terms["kd_loss"]
         for teacher_layer in self.taps:
@@ -332,8 +362,16 @@ class FeatureDistiller(keras.Model):
         return terms["loss"]
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        """Compiled metrics on the student's logits."""
-        return super().compute_metrics(x, y, y_pred["student"][taps_module.LOGITS], sample_weight)
+        """Compiled metrics on the student's logits, over the labelled samples only."""
+        logits = y_pred["student"][taps_module.LOGITS]
+        if y is None:  # images without labels (a transfer set): metrics count nothing, but are built as usual
+            y = ops.zeros(ops.shape(logits)[:1], "int32")
+            sample_weight = ops.zeros(ops.shape(logits)[:1], "float32")
+        mask = _label_mask(y)
+        if mask is not None:
+            y = ops.where(y >= 0, y, ops.zeros_like(y))
+            sample_weight = mask if sample_weight is None else mask * ops.cast(ops.reshape(sample_weight, ops.shape(mask)), "float32")
+        return super().compute_metrics(x, y, logits, sample_weight)
 
     @property
     def metrics(self):

@@ -85,19 +85,110 @@ def _write_json(path: str, value) -> None:
         json.dump(value, handle, indent=2, default=float)
 
 
-def train_teacher(splits: data_module.Splits, output_path: str, epochs: int = 4, weights: str | None = None, learning_rate: float = 1e-3,
-                  name: str = "resnet50", augment=(), verbose: int = 1) -> tuple[keras.Model, dict]:
-    """Trains a ResNet teacher on `splits` and saves it to `output_path` (.keras).
+#: the teacher recipe measured stable on the offline data (see benchmarks/teacher.py and the README)
+TEACHER_RECIPE = {"optimizer": "adam", "learning_rate": 1e-3, "warmup_epochs": 1, "schedule": "cosine", "weight_decay": None}
+
+
+_MIN_CHANCE_CHECK_IMAGES = 100
+
+
+def teacher_optimizer(optimizer: str = "adam", learning_rate: float | None = None, epochs: int = 1, steps_per_epoch: int = 1,
+                      warmup_epochs: float = 1, schedule: str = "cosine", weight_decay: float | None = None):
+    """The teacher's optimizer: linear warm-up then cosine decay to zero (or a constant rate).
+
+    Args:
+        optimizer: "sgd" (momentum 0.9), "adam" or "adamw".
+        learning_rate: peak rate; None picks 0.05 for SGD and 1e-3 otherwise.
+        epochs, steps_per_epoch: the schedule's length.
+        warmup_epochs: epochs of linear warm-up from 0 (may be fractional; 0 for none).
+        schedule: "cosine" or "constant".
+        weight_decay: decoupled weight decay, or None.
+    """
+    if schedule not in ("cosine", "constant"):
+        raise ValueError(f"schedule must be 'cosine' or 'constant', received {schedule!r}.")
+    peak = learning_rate if learning_rate is not None else (0.05 if optimizer == "sgd" else 1e-3)
+    total = max(1, int(epochs * steps_per_epoch))
+    warmup = min(int(warmup_epochs * steps_per_epoch), total - 1)
+    if schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(0.0 if warmup else peak, decay_steps=max(1, total - warmup), alpha=0.0,
+                                                      warmup_target=peak if warmup else None, warmup_steps=warmup)
+    else:
+        rate = peak
+    return _make_optimizer(optimizer, rate, weight_decay)
+
+
+def _make_optimizer(name: str, rate, weight_decay: float | None):
+    optimizers = {"adam": keras.optimizers.Adam, "sgd": lambda **kw: keras.optimizers.SGD(momentum=0.9, nesterov=True, **kw), "adamw": keras.optimizers.AdamW}
+    if name not in optimizers:
+        raise ValueError(f"Unknown optimizer {name!r}; known: {', '.join(optimizers)}.")
+    kwargs = {"weight_decay": weight_decay} if weight_decay else {}
+    return optimizers[name](learning_rate=rate, **kwargs)
+
+
+def train_teacher(splits: data_module.Splits, output_path: str, epochs: int = 4, weights: str | None = None, learning_rate: float | None = None,
+                  name: str = "resnet50", augment=(), verbose: int = 1, optimizer: str = TEACHER_RECIPE["optimizer"],
+                  warmup_epochs: float = TEACHER_RECIPE["warmup_epochs"], schedule: str = TEACHER_RECIPE["schedule"],
+                  weight_decay: float | None = TEACHER_RECIPE["weight_decay"], resize_to: int | None = None,
+                  callbacks_: list | None = None) -> tuple[keras.Model, dict]:
+    """Trains a ResNet teacher on `splits`, keeps its best epoch and saves it to `output_path` (.keras).
+
+    The recipe (Adam, peak rate 1e-3 after one epoch of linear warm-up, cosine
+    decay to zero, BatchNorm momentum 0.9) replaced a flat Adam 1e-3, which let
+    a 54,000-image run collapse to chance in its last epoch; SGD with momentum
+    (peak 0.05 or 0.01) diverged in validation here (benchmarks/teacher.py). With validation data the weights of
+    the best epoch by validation accuracy are kept (`callbacks.KeepBestEpoch`),
+    a last epoch far below the best is reported, and a teacher no better than
+    chance raises `callbacks.ChanceLevelError` instead of being saved.
+
+    Args:
+        splits: data (`kdistill.data.load`).
+        output_path: the `.keras` file to write.
+        epochs: training epochs.
+        weights: None, "imagenet" or a path (see `kdistill.teachers.get`).
+        learning_rate: peak rate (None: 0.05 for SGD, 1e-3 for Adam).
+        name: "resnet50", "resnet101" or "resnet152".
+        augment: the augmentations the pipeline applies (mixup/cutmix need one-hot labels).
+        verbose: Keras progress bars.
+        optimizer, warmup_epochs, schedule, weight_decay: see `teacher_optimizer`.
+        resize_to: upsample inputs inside the teacher (see `kdistill.teachers.get`).
+        callbacks_: extra Keras callbacks.
 
     Returns:
-        `(teacher, history dict)`.
+        `(teacher, history dict)`; the history also holds `best_epoch` (counting from 0).
     """
-    teacher = teachers.get(name, num_classes=splits.num_classes, input_shape=splits.image_shape, weights=weights)
-    teacher.compile(optimizer=_optimizer("adam", learning_rate), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True) if not augment else keras.losses.CategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    history = teacher.fit(splits.train, validation_data=splits.validation, epochs=epochs, verbose=verbose, shuffle=False)
+    teacher = teachers.get(name, num_classes=splits.num_classes, input_shape=splits.image_shape, weights=weights, resize_to=resize_to)
+    steps = -(-splits.counts["train"] // _batch_size(splits.train))
+    mixes = any(a in ("mixup", "cutmix") for a in augment)
+    teacher.compile(
+        optimizer=teacher_optimizer(optimizer, learning_rate, epochs, steps, warmup_epochs, schedule, weight_decay),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True) if mixes else keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    run_callbacks = list(callbacks_ or [])
+    keep = None
+    if splits.validation is not None:
+        # Below ~100 validation images chance and learning cannot be told apart; the best epoch is still kept.
+        checkable = splits.counts.get("validation", 0) >= _MIN_CHANCE_CHECK_IMAGES
+        if not checkable:
+            logger.warning("Only %d validation images: too few to check that the teacher beats chance.", splits.counts.get("validation", 0))
+        keep = callbacks.KeepBestEpoch(chance_level=1.0 / splits.num_classes if checkable else None)
+        run_callbacks.append(keep)
+    history = teacher.fit(splits.train, validation_data=splits.validation, epochs=epochs, verbose=verbose, shuffle=False, callbacks=run_callbacks).history
+    if keep is not None:
+        history["best_epoch"] = keep.best_epoch
     os.makedirs(os.path.dirname(output_path) or ".", exist_ok=True)
     _model_io.save_for_inference(teacher, output_path)
-    return teacher, history.history
+    return teacher, history
+
+
+def _batch_size(dataset) -> int:
+    """The batch size of a batched tf.data pipeline (its first dimension), 64 if unknown."""
+    size = dataset.element_spec[0].shape[0] if isinstance(dataset.element_spec, tuple) else None
+    if size is None:
+        for images, _ in dataset.take(1):
+            return int(images.shape[0])
+        return 64
+    return int(size)
 
 
 def _build_student(name: str, splits: data_module.Splits, width: float | None, seed: int) -> keras.Model:
@@ -281,7 +372,7 @@ def demo(output_dir: str = os.path.join("saved_models", "demo"), full: bool = Fa
     teacher_path = os.path.join(output_dir, "teacher.keras")
     stage = time.perf_counter()
     teacher_meta_path = os.path.join(output_dir, "teacher.json")
-    teacher_meta = {"train_limit": settings["train_limit"], "epochs": settings["teacher_epochs"], "seed": seed}
+    teacher_meta = {"train_limit": settings["train_limit"], "epochs": settings["teacher_epochs"], "seed": seed, "recipe": TEACHER_RECIPE}
     reuse = not retrain_teacher and os.path.exists(teacher_path) and os.path.exists(teacher_meta_path) and json.load(open(teacher_meta_path)) == teacher_meta
     if reuse:
         teacher = teachers.load(teacher_path)

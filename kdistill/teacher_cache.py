@@ -73,20 +73,36 @@ class TeacherCache:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def dataset(self, batch_size: int = 64, shuffle: bool = True, seed: int = 0, layers: Sequence[str] | None = None) -> tf.data.Dataset:
+    def dataset(self, batch_size: int = 64, shuffle: bool = True, seed: int = 0, layers: Sequence[str] | None = None,
+                indices: Sequence[int] | None = None, repeat: bool = False) -> tf.data.Dataset:
         """`({"images": x, "teacher": {name: output}}, labels)` batches that `FeatureDistiller` trains from.
 
         Shuffling keeps each image with its own teacher outputs.
+
+        Args:
+            batch_size: images per batch.
+            shuffle: reshuffle on every pass, from `seed`.
+            seed: shuffling seed: the same seed gives the same order.
+            layers: the tapped layers to read (logits are always read); None reads all.
+            indices: read only these examples (e.g. the labelled part of a cache
+                that also holds a transfer set); None reads all.
+            repeat: repeat forever (then pass `steps_per_epoch` to `fit`).
         """
         names = list(layers) + [taps_module.LOGITS] if layers is not None else list(self.outputs)
         missing = sorted(set(names) - set(self.outputs))
         if missing:
             raise StaleCacheError(f"The cache in {self.folder!r} has no outputs for {missing}; it holds {sorted(self.outputs)}. Rebuild it with these taps.")
-        teacher = {name: np.asarray(self.outputs[name]) for name in names}
-        dataset = tf.data.Dataset.from_tensor_slices(({"images": np.asarray(self.images, "float32"), "teacher": teacher}, np.asarray(self.labels)))
+        select = slice(None) if indices is None else np.asarray(indices)
+        teacher = {name: np.asarray(self.outputs[name][select]) for name in names}
+        images, labels = np.asarray(self.images[select]), np.asarray(self.labels[select])
+        dataset = tf.data.Dataset.from_tensor_slices(({"images": images, "teacher": teacher}, labels))
         if shuffle:
-            dataset = dataset.shuffle(len(self), seed=seed, reshuffle_each_iteration=True)
-        return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+            dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            dataset = dataset.repeat()
+        # Images are stored as uint8 when they are whole pixels: cast per batch, not the whole array up front.
+        dataset = dataset.batch(batch_size).map(lambda x, y: ({"images": tf.cast(x["images"], tf.float32), "teacher": x["teacher"]}, y))
+        return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def _dataset_digest(images: np.ndarray, labels: np.ndarray) -> str:

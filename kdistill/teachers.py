@@ -73,6 +73,7 @@ def get(
     weights: str | None = None,
     include_preprocessing: bool = True,
     batch_norm_momentum: float | None = 0.9,
+    resize_to: int | None = None,
 ) -> keras.Model:
     """Builds a ResNet teacher that outputs logits for `num_classes` classes.
 
@@ -89,6 +90,10 @@ def get(
         batch_norm_momentum: momentum of every BatchNormalization layer
             (0.9 settles moving statistics within a short schedule; Keras'
             default is 0.99). None keeps Keras' values. A loaded file keeps its own.
+        resize_to: upsample the input to `resize_to x resize_to` inside the
+            teacher (bilinear), so that data and student stay at `input_shape`.
+            Keras' ResNets shrink their input 4x in the stem: at 32x32 the last
+            stage sees 1x1 maps; `resize_to=64` gives it 2x2 at 4x the cost.
 
     Returns:
         A trainable functional `keras.Model` with layers named as in
@@ -110,7 +115,12 @@ def get(
         if _model_io.is_full_model_file(weights):
             return load(weights)
     inputs = keras.Input(shape=input_shape, name="image")
-    x = ImagePreprocessing("caffe", name="preprocessing")(inputs) if include_preprocessing else inputs
+    x = inputs
+    if resize_to is not None:
+        if isinstance(resize_to, bool) or not isinstance(resize_to, int) or resize_to < 32:
+            raise ValueError(f"resize_to must be an image size of at least 32 (e.g. 64), received {resize_to!r}.")
+        x = keras.layers.Resizing(resize_to, resize_to, interpolation="bilinear", name="upsample")(x)
+    x = ImagePreprocessing("caffe", name="preprocessing")(x) if include_preprocessing else x
     backbone_weights = _backbone_weights(name, weights)
     try:
         backbone = _BACKBONES[name](include_top=False, weights=backbone_weights, input_tensor=x)

@@ -57,3 +57,23 @@ def test_quantization_script_measures_every_integer_mode(tmp_path):
     assert set(rows[0]["agreement"]) == {"int8 min/max", "int8 percentile", "int16x8"}
     assert all(0.0 <= value <= 1.0 for value in rows[0]["agreement"].values())
     assert "| resnet20 | 274,042 |" in (tmp_path / "quantization_fashion_mnist.md").read_text()
+
+
+def test_paired_protocol_reports_intervals_gap_and_a_plot(tmp_path):
+    from conftest import resnet50_shaped_teacher
+
+    make_fashion_mnist(tmp_path / "data", train=160, test=32)
+    teacher = str(tmp_path / "teacher.keras")
+    resnet50_shaped_teacher().save(teacher)
+    out = _run("accuracy.py", "--paired", "--seeds", "2", "--epochs", "1", "--train-limit", "64", "--transfer-limit", "32",
+               "--methods", "alone,kd,fitnets,kd_transfer", "--data-dir", str(tmp_path / "data"), "--teacher", teacher,
+               "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path))
+    record = json.loads((tmp_path / "evidence_fashion_mnist.json").read_text())
+    assert record["labelled"] == 64 and record["transfer"] == 32
+    assert all(len(record["results"][m]["top1"]) == 2 for m in ("alone", "kd", "fitnets", "kd_transfer"))
+    comparison = record["comparisons"]["kd"]
+    assert comparison["difference_low"] <= comparison["difference_mean"] <= comparison["difference_high"]
+    assert "gap_recovered" in comparison and record["taps"]  # fitnets needed the tapped maps in the cache
+    table = (tmp_path / "evidence_fashion_mnist.md").read_text()
+    assert "| kd_transfer | 64 labelled + 32 unlabelled |" in table and "95 % CI" in table and "95 % CI" in out
+    assert (tmp_path / "evidence_fashion_mnist.png").read_bytes()[:4] == b"\x89PNG"

@@ -206,3 +206,61 @@ def test_mirrored_strategy_step_matches_single_device_step():
     assert report["max_weight_difference"] < 1e-5, report
     assert abs(report["loss_mirrored"] - report["loss_single"]) < 1e-5 * max(1.0, abs(report["loss_single"]))
     assert report["weights_moved"] > 1e-4
+
+
+def _tiny_pair():
+    teacher = small_cnn("teacher", widths=(8, 16), seed=1)
+    student = small_cnn("student", widths=(4, 8), seed=2)
+    return teacher, student
+
+
+def test_unlabelled_samples_get_only_the_distillation_terms():
+    from kdistill.distiller import UNLABELED
+
+    teacher, student = _tiny_pair()
+    distiller = kdistill.FeatureDistiller(teacher, student, taps={"teacher_stage2": "student_stage2"}, alpha=0.5)
+    x = images(8)
+    y = np.array([0, 1, 2, 3, UNLABELED, UNLABELED, UNLABELED, UNLABELED])
+    outputs = distiller(x)
+    terms = distiller.loss_terms(keras.ops.convert_to_tensor(y), outputs["teacher"], outputs["student"])
+    logits = keras.ops.convert_to_numpy(outputs["student"]["logits"])
+    expected_ce = keras.ops.convert_to_numpy(keras.losses.sparse_categorical_crossentropy(y[:4], logits[:4], from_logits=True)).mean()
+    assert float(terms["ce_loss"]) == pytest.approx(float(expected_ce), rel=1e-5)
+    # the distillation terms still cover all 8 images
+    all_labelled = distiller.loss_terms(keras.ops.convert_to_tensor(np.arange(8) % 10), outputs["teacher"], outputs["student"])
+    assert float(terms["kd_loss"]) == pytest.approx(float(all_labelled["kd_loss"]), rel=1e-6)
+    # a batch with no labels at all: CE is zero and the total is alpha x distillation
+    none = distiller.loss_terms(None, outputs["teacher"], outputs["student"])
+    assert float(none["ce_loss"]) == 0.0
+    assert float(none["loss"]) == pytest.approx(0.5 * (float(none["kd_loss"]) + float(none["feat_teacher_stage2"])), rel=1e-6)
+
+
+def test_fit_on_a_transfer_set_without_labels_trains_the_student_only():
+    from kdistill.distiller import UNLABELED
+
+    teacher, student = _tiny_pair()
+    before_teacher = [w.copy() for w in teacher.get_weights()]
+    before_student = [w.copy() for w in student.get_weights()]
+    distiller = kdistill.FeatureDistiller(teacher, student, taps={}, alpha=0.9)
+    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    history = distiller.fit(images(16), epochs=1, batch_size=8, verbose=0).history  # images only
+    assert history["ce_loss"] == [0.0] and history["kd_loss"][0] > 0
+    # mixed labelled / unlabelled batches: accuracy counts only the labelled images
+    y = np.where(np.arange(16) < 8, labels(16), UNLABELED)
+    history = distiller.fit(images(16), y, epochs=1, batch_size=16, verbose=0).history
+    assert history["ce_loss"][0] > 0
+    assert all(np.array_equal(a, b) for a, b in zip(before_teacher, teacher.get_weights()))
+    assert not all(np.array_equal(a, b) for a, b in zip(before_student, student.get_weights()))
+
+
+def test_dkd_reads_the_teachers_class_for_unlabelled_samples():
+    from kdistill.distiller import UNLABELED
+
+    teacher, student = _tiny_pair()
+    distiller = kdistill.FeatureDistiller(teacher, student, taps={}, logits_loss="dkd", alpha=1.0)
+    x = images(6)
+    outputs = distiller(x)
+    teacher_top = keras.ops.convert_to_numpy(outputs["teacher"]["logits"]).argmax(-1)
+    unlabelled = distiller.loss_terms(keras.ops.convert_to_tensor(np.full(6, UNLABELED)), outputs["teacher"], outputs["student"])
+    labelled_as_teacher = distiller.loss_terms(keras.ops.convert_to_tensor(teacher_top.astype("int32")), outputs["teacher"], outputs["student"])
+    assert float(unlabelled["kd_loss"]) == pytest.approx(float(labelled_as_teacher["kd_loss"]), rel=1e-6)

@@ -74,3 +74,18 @@ def test_cache_teacher_command_then_distill_from_the_cache(tmp_path):
     assert cli.main(run) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["config"]["teacher_cache"] == str(tmp_path / "cache") and np.isfinite(summary["test"]["top1"])
+
+
+def test_cache_subset_and_repeat_keep_images_with_their_outputs(tmp_path):
+    teacher = small_cnn("teacher", widths=(8, 16), seed=1)
+    x, y = np.round(images(20, 4)), labels(20, 4)
+    cache = teacher_cache.build(teacher, ["teacher_stage2"], _plain(x, y), str(tmp_path / "cache"), verbose=0)
+    subset = cache.dataset(4, shuffle=True, seed=0, layers=["teacher_stage2"], indices=np.arange(6))
+    seen = np.concatenate([batch_y for _, batch_y in subset])
+    assert sorted(seen.tolist()) == sorted(y[:6].tolist())  # only the chosen examples, each once per pass
+    forever = cache.dataset(4, shuffle=True, seed=0, layers=["teacher_stage2"], indices=np.arange(6), repeat=True)
+    batches = list(forever.take(5))  # 20 examples > 6: it repeats
+    assert sum(len(batch_y) for _, batch_y in batches) == 20
+    batch, _ = batches[-1]
+    recomputed = kdistill.taps.feature_model(teacher, ["teacher_stage2"])(batch["images"], training=False)
+    np.testing.assert_allclose(batch["teacher"]["teacher_stage2"], recomputed["teacher_stage2"], rtol=1e-5, atol=1e-5)

@@ -73,3 +73,45 @@ def test_student_preprocessing_maps_pixels_to_minus_one_one():
     student = kdistill.students.get("mobilenet_v2", num_classes=10)
     x = np.array([[[[0.0, 127.5, 255.0]]]], "float32")
     np.testing.assert_allclose(keras.ops.convert_to_numpy(student.get_layer("preprocessing")(x)), [[[[-1.0, 0.0, 1.0]]]], atol=1e-6)
+
+
+def test_teacher_can_upsample_its_input_inside():
+    teacher = kdistill.teachers.get("resnet50", num_classes=10, input_shape=(32, 32, 3), resize_to=64)
+    assert teacher.input_shape == (None, 32, 32, 3)
+    assert teacher.get_layer("conv4_block6_out").output.shape == (None, 4, 4, 1024)  # 2x2 at 32x32
+    with pytest.raises(ValueError, match="resize_to must be an image size of at least 32"):
+        kdistill.teachers.get("resnet50", num_classes=10, resize_to=16)
+
+
+class _Scripted(keras.callbacks.Callback):
+    """Reports scripted validation accuracies, snapshots the weights, and scrambles them in the last epoch (a collapse)."""
+
+    def __init__(self, accuracies):
+        super().__init__()
+        self.accuracies, self.snapshots = accuracies, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == len(self.accuracies) - 1:
+            for variable in self.model.trainable_weights:
+                variable.assign(keras.ops.ones_like(variable) * 50.0)
+        self.snapshots.append([w.copy() for w in self.model.get_weights()])
+        logs["val_accuracy"] = self.accuracies[epoch]
+
+
+def test_keep_best_epoch_restores_the_best_weights_and_refuses_chance_level(caplog):
+    from kdistill import callbacks
+    from conftest import small_cnn
+
+    model = small_cnn("m", widths=(4, 8))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    x = np.random.default_rng(0).uniform(0, 255, (16, 32, 32, 3)).astype("float32")
+    y = np.arange(16) % 2
+    script, keep = _Scripted([0.6, 0.8, 0.1]), callbacks.KeepBestEpoch()
+    with caplog.at_level("WARNING", logger="kdistill"):
+        model.fit(x, y, validation_data=(x, y), epochs=3, verbose=0, callbacks=[script, keep])
+    assert keep.best_epoch == 1 and "fell 70.0 points below" in caplog.text
+    for restored, best in zip(model.get_weights(), script.snapshots[1]):
+        np.testing.assert_array_equal(restored, best)
+    chance = callbacks.KeepBestEpoch(chance_level=0.5)
+    with pytest.raises(callbacks.ChanceLevelError, match="no better than chance"):
+        model.fit(x, y, validation_data=(x, y), epochs=2, verbose=0, callbacks=[_Scripted([0.5, 0.52]), chance])
