@@ -58,7 +58,8 @@ def _fashion_mnist(args) -> dict:
     import keras
 
     import kdistill
-    from kdistill import evaluation, recipes
+    from kdistill import evaluation
+    from kdistill.run import jobs as recipes
 
     def load(seed):
         return kdistill.data.load("fashion_mnist", data_dir=args.data_dir, batch_size=64, train_limit=args.train_limit, test_limit=args.test_limit, seed=seed)
@@ -94,7 +95,8 @@ def _paired(args) -> dict:
     import numpy as np
 
     import kdistill
-    from kdistill import evaluation, statistics, teacher_cache
+    from kdistill import evaluation, statistics
+    from kdistill.run import teacher_cache
     from kdistill.distiller import UNLABELED
 
     (x_train, y_train), (x_test, y_test) = kdistill.data.load_fashion_mnist(args.data_dir)
@@ -219,8 +221,8 @@ def _summary(values):
 
 
 def _cifar100(args) -> dict:
-    from kdistill import recipes
-    from kdistill.config import DistillConfig
+    from kdistill.run import jobs as recipes
+    from kdistill.run.config import DistillConfig
 
     import yaml
 

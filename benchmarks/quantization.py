@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     from kdistill import export
 
     splits = kdistill.data.load("fashion_mnist", data_dir=args.data_dir, batch_size=64, train_limit=args.train_limit, test_limit=args.test_limit)
-    images, labels = export._collect(splits.test, args.test_limit)
+    images, labels = export.collect_images(splits.test, args.test_limit)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for label, student, train_seconds in _students(args, splits):

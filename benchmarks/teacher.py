@@ -49,7 +49,8 @@ def study(args) -> list[dict]:
     import numpy as np
 
     import kdistill
-    from kdistill import evaluation, recipes
+    from kdistill import evaluation
+    from kdistill.run import callbacks, jobs as recipes
 
     rows = []
     for label, resize_to, optimizer, learning_rate, warmup, schedule in SETTINGS:
@@ -61,7 +62,7 @@ def study(args) -> list[dict]:
         try:
             teacher, history = recipes.train_teacher(splits, os.path.join(args.work_dir, "study_teacher.keras"), epochs=args.epochs,
                                                      optimizer=optimizer, learning_rate=learning_rate, warmup_epochs=warmup, schedule=schedule, resize_to=resize_to, verbose=2)
-        except kdistill.callbacks.ChanceLevelError as error:
+        except callbacks.ChanceLevelError as error:
             print(f"{label}: {error}", flush=True)
             rows.append({"setting": label, "resize_to": resize_to or 32, "val_last": 0.1, "val_best": 0.1, "test_best_epoch": float("nan"),
                          "train_seconds": round(time.perf_counter() - start, 1), "inference_images_per_second": float("nan"), "val_accuracy": []})
@@ -82,7 +83,8 @@ def train(args) -> dict:
     import keras
 
     import kdistill
-    from kdistill import evaluation, recipes
+    from kdistill import evaluation
+    from kdistill.run import callbacks, jobs as recipes
 
     splits = kdistill.data.load("fashion_mnist", data_dir=args.data_dir, seed=0)
     keras.utils.set_random_seed(0)

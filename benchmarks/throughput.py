@@ -131,7 +131,7 @@ def run_variant(args) -> dict:
     distiller = kdistill.FeatureDistiller(teacher, student, taps=taps, feature_loss="mse", logits_loss="kl", temperature=4.0, alpha=0.5)
     distiller.compile(optimizer="adam", metrics=None, jit_compile=jit)
     if variant == "g":
-        from kdistill import teacher_cache
+        from kdistill.run import teacher_cache
 
         plain = tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch)
         cache = teacher_cache.build(teacher, list(taps), plain, os.path.join(tempfile.mkdtemp(), "cache"), verbose=0)

@@ -13,7 +13,7 @@ if not tf.config.list_physical_devices("GPU"):
 import common  # noqa: E402
 
 import kdistill  # noqa: E402
-from kdistill import distribute  # noqa: E402
+from kdistill.run import distribute  # noqa: E402
 
 args = common.arguments(__doc__)
 devices = [d.name for d in tf.config.list_logical_devices("GPU")] or [d.name for d in tf.config.list_logical_devices("CPU")]

@@ -7,7 +7,7 @@ import os
 import keras
 
 import kdistill
-from kdistill import recipes
+from kdistill.run import jobs as recipes
 
 
 def arguments(description: str) -> argparse.Namespace:

@@ -82,14 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     teacher.add_argument("--weights", default=None, help="None (random), imagenet, or a weights/model file")
     teacher.add_argument("--epochs", type=int, default=4)
     teacher.add_argument("--learning-rate", type=float, default=None, help="peak rate (default 1e-3 for adam, 0.05 for sgd)")
-    teacher.add_argument("--optimizer", default="adam", choices=["sgd", "adam", "adamw"], help="adam (default); sgd: Nesterov momentum 0.9")
+    teacher.add_argument("--optimizer", default="adam", choices=["sgd", "adam", "adamw"], help="adam (default); sgd: momentum 0.9")
     teacher.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up before the cosine decay")
     teacher.add_argument("--resize-to", type=int, default=None, help="upsample inputs inside the teacher to this size (e.g. 64)")
     teacher.add_argument("--output", default=os.path.join("saved_models", "teacher.keras"), help="where to save the teacher")
 
     distill = commands.add_parser("distill", help="distil a teacher into a student",
                                   description="Distils a saved teacher into a student. Flags override the config file's entries.")
-    distill.add_argument("--config", help="YAML or JSON run config (keys: see kdistill.config.DistillConfig)")
+    distill.add_argument("--config", help="YAML or JSON run config (keys: see kdistill.run.config.DistillConfig)")
     _data_arguments(distill, defaults=False)
     distill.add_argument("--teacher", help="saved teacher (.keras)")
     distill.add_argument("--student", help="registered student name")
@@ -98,8 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--feature-loss")
     distill.add_argument("--logits-loss")
     distill.add_argument("--temperature", type=float)
-    distill.add_argument("--review", action="store_true", default=None,
-                         help="ReviewKD: fuse the student's taps from the deepest up (use with --feature-loss hcl)")
+    distill.add_argument("--adapter", choices=["projection", "review"],
+                         help="how student features reach the teacher's shape; review = ReviewKD's fusion (use with --feature-loss hcl)")
+    distill.add_argument("--review", action="store_true", default=None, help="the same as --adapter review")
+    distill.add_argument("--no-check-teacher", dest="check_teacher", action="store_false", default=None,
+                         help="distil even from a teacher no better than chance on the validation images")
+    distill.add_argument("--logits-weight", type=float, help="weight of the logits term inside the distillation part")
+    distill.add_argument("--transfer-data", help="unlabelled images for the distillation terms only: 'rest' (training images beyond "
+                                                 "--train-limit) or a .npy file of images")
     distill.add_argument("--alpha", type=float)
     distill.add_argument("--epochs", type=int)
     distill.add_argument("--learning-rate", type=float)
@@ -174,8 +180,9 @@ def _progress() -> int:
 
 
 def _run(args) -> int:
-    from kdistill import data, evaluation, recipes
-    from kdistill.config import DistillConfig
+    from kdistill import data, evaluation
+    from kdistill.run import jobs as recipes
+    from kdistill.run.config import DistillConfig
 
     if args.command == "demo":
         overrides = _parse_overrides(args.set)
@@ -188,7 +195,13 @@ def _run(args) -> int:
         print(summary["table"])
         if "export_table" in summary:
             print("\nExported distilled student (" + os.path.join(args.output_dir, "export") + "):\n" + summary["export_table"])
-        print(f"\ndistillation gain (top-1): {100 * summary['distillation_gain_top1']:+.2f} points; wall time {summary['seconds']['total']:.0f} s")
+        print(f"\ndistillation gain (top-1): {100 * summary['distillation_gain_top1']:+.2f} points (one seed); wall time {summary['seconds']['total']:.0f} s")
+        reference = summary["reference"]
+        print(f"multi-seed result ({reference['source']}): {reference['line']}")
+        if "latency" in summary:
+            print("\naccuracy against single-image latency on this CPU:")
+            for row in summary["latency"]:
+                print(f"  {row['model']:<18} {row['runtime']:<15} top-1 {100 * row['top1']:6.2f}%  {row['latency_ms']:8.3f} ms")
         print(f"figures: {', '.join(summary['figures'])}\nsummary: {os.path.join(args.output_dir, 'summary.json')}")
         return 0
 
@@ -214,6 +227,8 @@ def _run(args) -> int:
             "logits_loss": args.logits_loss, "temperature": args.temperature, "alpha": args.alpha, "epochs": args.epochs,
             "learning_rate": args.learning_rate, "output_dir": args.output_dir, "run_name": args.run_name,
             "strategy": args.strategy, "precision": args.precision, "teacher_cache": args.teacher_cache, "review": args.review,
+            "adapter": args.adapter, "logits_weight": args.logits_weight, "transfer_data": args.transfer_data,
+            "check_teacher": args.check_teacher,
         }
         values.update({key: value for key, value in flags.items() if value is not None})
         config = DistillConfig.from_dict(values)
@@ -228,9 +243,9 @@ def _run(args) -> int:
         return 0
 
     if args.command == "evaluate":
-        from kdistill import _model_io
+        from kdistill.models import saving
 
-        model = _model_io.load_model(args.model, role="model")
+        model = saving.load_model(args.model, role="model")
         splits = data.load(args.data, data_dir=args.data_dir, image_size=args.image_size, batch_size=args.batch_size,
                            test_limit=args.test_limit, seed=args.seed, validation_fraction=0.0)
         report = evaluation.evaluate(model, splits.test, splits.class_names)
@@ -243,7 +258,8 @@ def _run(args) -> int:
                 json.dump(report, handle, indent=2)
         return 0
     if args.command == "cache-teacher":
-        from kdistill import taps, teacher_cache, teachers
+        from kdistill.models import taps, teachers
+        from kdistill.run import teacher_cache
 
         teacher = teachers.load(args.teacher)
         layers = [name.strip() for name in args.layers.split(",")] if args.layers else list(taps.preset(teacher, "mobilenet_v2"))
@@ -255,11 +271,12 @@ def _run(args) -> int:
         return 0
 
     if args.command == "taps":
-        from kdistill import _model_io, students, tap_suggest, teachers
+        from kdistill import plots
+        from kdistill.models import saving, students, tap_suggest, teachers
 
         shape = (args.image_size, args.image_size, 3)
-        teacher = _model_io.load_model(args.teacher, role="teacher") if os.path.exists(args.teacher) else teachers.get(args.teacher, num_classes=10, input_shape=shape)
-        student = _model_io.load_model(args.student, role="student") if os.path.exists(args.student) else students.get(args.student, num_classes=teacher.outputs[0].shape[-1], input_shape=shape)
+        teacher = saving.load_model(args.teacher, role="teacher") if os.path.exists(args.teacher) else teachers.get(args.teacher, num_classes=10, input_shape=shape)
+        student = saving.load_model(args.student, role="student") if os.path.exists(args.student) else students.get(args.student, num_classes=teacher.outputs[0].shape[-1], input_shape=shape)
         images = None
         if args.cka or args.heatmap:
             splits = data.load(args.data, data_dir=args.data_dir, image_size=args.image_size, batch_size=args.cka_images, test_limit=args.cka_images, seed=args.seed)
@@ -267,15 +284,17 @@ def _run(args) -> int:
         suggestion = tap_suggest.suggest(teacher, student, images)
         print(tap_suggest.format_suggestion(suggestion))
         if args.heatmap:
-            print(f"CKA heatmap: {tap_suggest.cka_heatmap(suggestion, args.heatmap)}")
+            print(f"CKA heatmap: {plots.cka_heatmap(suggestion, args.heatmap)}")
         return 0
 
     if args.command == "export":
-        from kdistill import _model_io, export, int8_calibration
+        from kdistill.models import saving
+        from kdistill import export
+        from kdistill.export import int8_calibration
 
         formats = export.check_formats(name.strip() for name in args.formats.split(",") if name.strip())
         int8_calibration.check(args.calibration, args.percentile)
-        model = _model_io.load_model(args.model, role="student")
+        model = saving.load_model(args.model, role="student")
         splits = data.load(args.data, data_dir=args.data_dir, image_size=args.image_size, batch_size=args.batch_size,
                            test_limit=args.test_limit, train_limit=args.train_limit, seed=args.seed)
         result = export.export_all(model, args.output_dir, formats=formats, representative=splits.validation if splits.validation is not None else splits.train,

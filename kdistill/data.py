@@ -218,11 +218,19 @@ def from_arrays(
     augment: Sequence[str] = (),
     class_names: Sequence[str] | None = None,
     seed: int = 0,
+    transfer: str | np.ndarray | None = None,
 ) -> Splits:
     """Pipelines from NumPy arrays: grey or RGB images, integer labels.
 
     A fixed permutation (by `seed`) picks the validation images from the
     training arrays, and `train_limit` training images after them.
+
+    Args:
+        transfer: unlabelled images added to the training pipeline with the
+            label `kdistill.UNLABELED` (-1), a transfer set (Hinton et al. 2015)
+            on which only the distillation terms apply: `"rest"` takes the
+            training images left over by `train_limit`; an array adds those
+            images (same raw shape as `x_train`'s). `counts["transfer"]` says how many.
     """
     if len(x_train) != len(y_train):
         raise ValueError(f"x_train has {len(x_train)} images but y_train has {len(y_train)} labels.")
@@ -233,10 +241,16 @@ def from_arrays(
     order = np.random.default_rng(seed).permutation(len(x_train))
     n_validation = int(round(len(x_train) * validation_fraction))
     validation_index, train_index = order[:n_validation], order[n_validation:]
+    rest = train_index[train_limit:] if train_limit else train_index[:0]
     if train_limit:
         train_index = train_index[:train_limit]
     common = dict(image_size=image_size, batch_size=batch_size, num_classes=num_classes, seed=seed)
-    train = _pipeline(tf.data.Dataset.from_tensor_slices((x_train[train_index], y_train[train_index])), training=True, augment=augment, count=len(train_index), **common)
+    train_x, train_y = x_train[train_index], y_train[train_index]
+    transfer_images = _transfer_images(transfer, x_train, rest)
+    if transfer_images is not None:
+        train_x = np.concatenate([train_x, transfer_images])
+        train_y = np.concatenate([train_y, np.full(len(transfer_images), UNLABELED, "int32")])
+    train = _pipeline(tf.data.Dataset.from_tensor_slices((train_x, train_y)), training=True, augment=augment, count=len(train_y), **common)
     validation = None
     if n_validation:
         validation = _pipeline(
@@ -244,14 +258,37 @@ def from_arrays(
         )
     test = None
     counts = {"train": len(train_index), "validation": n_validation}
+    if transfer_images is not None:
+        counts["transfer"] = int(len(transfer_images))
     if x_test is not None:
         if test_limit:
             x_test, y_test = x_test[:test_limit], y_test[:test_limit]
         test = _pipeline(tf.data.Dataset.from_tensor_slices((x_test, np.asarray(y_test).astype("int32"))), training=False, augment=(), count=len(x_test), **common)
         counts["test"] = len(x_test)
     names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
-    plain = _pipeline(tf.data.Dataset.from_tensor_slices((x_train[train_index], y_train[train_index])), training=False, augment=(), count=len(train_index), **common)
+    plain = _pipeline(tf.data.Dataset.from_tensor_slices((train_x, train_y)), training=False, augment=(), count=len(train_y), **common)
     return Splits(train, validation, test, num_classes, names, (image_size, image_size, 3), counts, train_plain=plain)
+
+
+#: the label of a transfer-set image (the same value as `kdistill.distiller.UNLABELED`)
+UNLABELED = -1
+
+
+def _transfer_images(transfer, x_train: np.ndarray, rest: np.ndarray) -> np.ndarray | None:
+    """The unlabelled images a `transfer` option names (see `from_arrays`)."""
+    if transfer is None:
+        return None
+    if isinstance(transfer, str):
+        if transfer != "rest":
+            raise ValueError(f"transfer must be 'rest' (the training images beyond train_limit) or an array of images, received {transfer!r}.")
+        if not len(rest):
+            raise ValueError("transfer='rest' adds the training images beyond train_limit, but there are none: set train_limit below "
+                             f"the {len(x_train)} training images.")
+        return x_train[rest]
+    images = np.asarray(transfer)
+    if images.shape[1:] != x_train.shape[1:]:
+        raise ValueError(f"Transfer images have shape {images.shape[1:]} per image, the training images {x_train.shape[1:]}: give them the same raw size.")
+    return images
 
 
 def from_tfds(name: str, data_dir: str | None = None, image_size: int = 32, batch_size: int = 64, train_limit: int | None = None, test_limit: int | None = None,
@@ -339,11 +376,15 @@ def from_image_folder(path: str, image_size: int = 32, batch_size: int = 64, val
 
 
 def load(source: str = "fashion_mnist", data_dir: str | None = None, image_size: int = 32, batch_size: int = 64, validation_fraction: float = 0.1,
-         train_limit: int | None = None, test_limit: int | None = None, augment: Sequence[str] = (), seed: int = 0) -> Splits:
+         train_limit: int | None = None, test_limit: int | None = None, augment: Sequence[str] = (), seed: int = 0,
+         transfer: str | None = None) -> Splits:
     """Pipelines from a source name: `fashion_mnist` (offline default), `tfds:<name>`, or an image folder path.
 
     With the offline data fetched (`make data`), `load("fashion_mnist", data_dir="data")`
     gives 54,000 / 6,000 / 10,000 train / validation / test images of 32x32x3.
+
+    `transfer` ("rest" or a `.npy` file of images) adds unlabelled training
+    images (see `from_arrays`).
 
     Example:
         >>> load("mnist-on-the-moon")  # doctest: +ELLIPSIS
@@ -355,7 +396,11 @@ def load(source: str = "fashion_mnist", data_dir: str | None = None, image_size:
     common = dict(image_size=image_size, batch_size=batch_size, validation_fraction=validation_fraction, train_limit=train_limit, augment=augment, seed=seed)
     if source in ("fashion_mnist", "fashion-mnist"):
         (x_train, y_train), (x_test, y_test) = load_fashion_mnist(data_dir)
-        return from_arrays(x_train, y_train, x_test, y_test, test_limit=test_limit, class_names=FASHION_MNIST_CLASSES, **common)
+        if isinstance(transfer, str) and transfer.endswith(".npy"):
+            transfer = np.load(transfer)
+        return from_arrays(x_train, y_train, x_test, y_test, test_limit=test_limit, class_names=FASHION_MNIST_CLASSES, transfer=transfer, **common)
+    if transfer is not None:
+        raise ValueError(f"A transfer set (transfer={transfer!r}) is supported for fashion_mnist and NumPy arrays (data.from_arrays), not for {source!r}.")
     if source.startswith("tfds:"):
         return from_tfds(source[len("tfds:"):], data_dir=data_dir, test_limit=test_limit, **common)
     if os.path.isdir(source):

@@ -34,9 +34,10 @@ import keras
 from keras import ops, tree
 
 from kdistill import losses as losses_module
-from kdistill import projections as projections_module
-from kdistill import review as review_module
-from kdistill import taps as taps_module
+from kdistill import adapters as adapters_module
+from kdistill.adapters import projection as projections_module
+from kdistill.adapters import review as review_module
+from kdistill.models import taps as taps_module
 
 __all__ = ["FeatureDistiller", "UNLABELED"]
 
@@ -83,7 +84,8 @@ class _LabelLoss:
         return ops.cast(self._function(labels, logits, **self._kwargs), "float32")
 
 
-def _check_alpha(alpha: Any) -> float:
+def check_alpha(alpha: Any) -> float:
+    """Returns alpha as a float, or raises a ValueError saying what alpha means."""
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
         raise ValueError(
             f"alpha must be a number in [0, 1] (the weight of the distillation terms; "
@@ -118,13 +120,6 @@ def _masked_mean(values, mask, sample_weight):
     return ops.sum(values * weights) / ops.maximum(ops.sum(mask), 1.0)
 
 
-def _call_loss(loss, teacher, student, labels):
-    """Per-sample values of a distillation loss; losses with `uses_labels` (DKD) also get the labels."""
-    if getattr(loss, "uses_labels", False) and labels is not None:
-        return loss.call_with_labels(teacher, student, labels)
-    return loss.call(teacher, student) if isinstance(loss, keras.losses.Loss) else loss(teacher, student)
-
-
 @keras.saving.register_keras_serializable(package="kdistill")
 class FeatureDistiller(keras.Model):
     """Distils a frozen teacher's features and logits into a student.
@@ -153,10 +148,15 @@ class FeatureDistiller(keras.Model):
         tap_weights: one weight for every tap, or `{teacher_layer: weight}`.
         logits_weight: weight of the logits term inside the distillation part.
         alignment: how projections align spatial sizes: "auto", "resize", "pool".
-        review: ReviewKD's attention-based fusion instead of independent
+        adapter: how student features reach the teacher's shape:
+            `"projection"` (one learned projection per tap, see
+            `kdistill.adapters.projection`) or `"review"` (ReviewKD's fusion, see
+            `kdistill.adapters.review`).
+        review: the same as `adapter="review"` (kept for configs written for 0.1):
+            ReviewKD's attention-based fusion instead of independent
             projections: the student's taps are reduced to `review_channels`,
             fused from the deepest tap up, and mapped to each teacher tap by a
-            3x3 conv + BN (see `kdistill.review`). Use it with `feature_loss="hcl"`.
+            3x3 conv + BN (see `kdistill.adapters.review`). Use it with `feature_loss="hcl"`.
         review_channels: channels of the fused maps when `review` is on.
         name: model name.
 
@@ -180,12 +180,13 @@ class FeatureDistiller(keras.Model):
         alignment: str = "auto",
         review: bool = False,
         review_channels: int = 64,
+        adapter: str = "projection",
         name: str = "feature_distiller",
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
-        self.alpha = _check_alpha(alpha)
-        losses_module._check_temperature(temperature)
+        self.alpha = check_alpha(alpha)
+        losses_module.check_temperature(temperature)
         self.temperature = float(temperature)
         if taps is None:
             try:
@@ -211,7 +212,10 @@ class FeatureDistiller(keras.Model):
             self.tap_weights = {t: float(tap_weights) for t in self.taps}
         self.logits_weight = float(logits_weight)
         self.alignment = alignment
-        self.review = bool(review)
+        if adapter not in adapters_module.ADAPTERS:
+            raise ValueError(f"Unknown adapter {adapter!r}; use one of {', '.join(adapters_module.ADAPTERS)}.")
+        self.review = bool(review) or adapter == "review"
+        self.adapter = "review" if self.review else "projection"
         if isinstance(review_channels, bool) or not isinstance(review_channels, int) or review_channels < 1:
             raise ValueError(f"review_channels must be a positive integer (e.g. 64), received {review_channels!r}.")
         self.review_channels = review_channels
@@ -251,7 +255,7 @@ class FeatureDistiller(keras.Model):
         self.tap_losses = {}
         for index, teacher_layer in enumerate(self.taps):
             loss = self.feature_loss
-            if isinstance(loss, keras.layers.Layer):
+            if losses_module.base.is_stateful(loss):
                 if index:
                     loss = type(loss).from_config(dict(loss.get_config(), name=f"{loss.name}_{teacher_layer}"))
                 if not loss.built:
@@ -302,8 +306,8 @@ class FeatureDistiller(keras.Model):
             result[teacher_layer] = self.projections[teacher_layer](outputs[student_layer], training=training)
         return result
 
-    def _split_inputs(self, inputs):
-        """Images and teacher outputs: cached ones when the batch carries them (see `kdistill.teacher_cache`)."""
+    def split_inputs(self, inputs):
+        """Images and teacher outputs: cached ones when the batch carries them (see `kdistill.run.teacher_cache`)."""
         if isinstance(inputs, Mapping) and "teacher" in inputs:
             cached = {key: ops.stop_gradient(inputs["teacher"][key]) for key in [taps_module.LOGITS, *self.taps]}
             return inputs["images"], cached
@@ -317,7 +321,7 @@ class FeatureDistiller(keras.Model):
         For predictions use `distiller.student`; this output is what the
         distillation losses read.
         """
-        images, cached = self._split_inputs(inputs)
+        images, cached = self.split_inputs(inputs)
         teacher = cached if cached is not None else self.teacher_outputs(images)
         return {"teacher": teacher, "student": self.student_outputs(images, training=training)}
 
@@ -340,25 +344,26 @@ class FeatureDistiller(keras.Model):
             terms["ce_loss"] = _masked_mean(self._label_loss(safe_labels, student_logits), mask, sample_weight)
         distillation = ops.zeros((), "float32")
         if self.logits_loss is not None:
-            kd = _call_loss(self.logits_loss, teacher_outputs[taps_module.LOGITS], student_logits, labels if mask is None else safe_labels)
+            kd = losses_module.per_sample(self.logits_loss, teacher_outputs[taps_module.LOGITS], student_logits, labels if mask is None else safe_labels)
             terms["kd_loss"] = _weighted_mean(ops.cast(kd, "float32"), sample_weight)
             distillation = distillation + self.logits_weight * terms["kd_loss"]
         for teacher_layer in self.taps:
             student_feature = ops.cast(student_outputs[teacher_layer], "float32")
-            feature = _call_loss(self.tap_losses[teacher_layer], teacher_outputs[teacher_layer], student_feature, labels)
+            feature = losses_module.per_sample(self.tap_losses[teacher_layer], teacher_outputs[teacher_layer], student_feature,
+                                               labels if mask is None else safe_labels)
             terms[f"feat_{teacher_layer}"] = _weighted_mean(ops.cast(feature, "float32"), sample_weight)
             distillation = distillation + self.tap_weights[teacher_layer] * terms[f"feat_{teacher_layer}"]
         terms["loss"] = self.alpha * distillation + (1.0 - self.alpha) * terms["ce_loss"]
         return terms
 
-    def _update_loss_trackers(self, terms, batch_size):
+    def update_loss_trackers(self, terms, batch_size):
         for key, tracker in self.loss_trackers.items():
             tracker.update_state(terms[key], sample_weight=batch_size)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Distillation loss from `call`'s outputs; also updates the per-term metrics."""
         terms = self.loss_terms(y, y_pred["teacher"], y_pred["student"], sample_weight)
-        self._update_loss_trackers(terms, ops.shape(tree.flatten(x)[0])[0])
+        self.update_loss_trackers(terms, ops.shape(tree.flatten(x)[0])[0])
         return terms["loss"]
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
@@ -383,25 +388,10 @@ class FeatureDistiller(keras.Model):
     if keras.backend.backend() == "tensorflow":
 
         def train_step(self, data):
-            """One step on TensorFlow: teacher outside the tape, student once inside it."""
-            import tensorflow as tf
+            """One step on TensorFlow: teacher outside the tape, student once inside it (see `kdistill.tf_train_step`)."""
+            from kdistill import tf_train_step
 
-            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-            x, teacher_outputs = self._split_inputs(x)
-            if teacher_outputs is None:
-                teacher_outputs = self.teacher_outputs(x)
-            with tf.GradientTape() as tape:
-                student_outputs = self.student_outputs(x, training=True)
-                terms = self.loss_terms(y, teacher_outputs, student_outputs, sample_weight)
-                # Gradients are summed over replicas, so each replica's share of the
-                # global-batch mean is its local mean divided by the replica count.
-                replicas = tf.distribute.get_strategy().num_replicas_in_sync
-                loss = self.optimizer.scale_loss(terms["loss"] / replicas)
-            variables = self.trainable_variables
-            gradients = tape.gradient(loss, variables)
-            self.optimizer.apply_gradients(zip(gradients, variables))
-            self._update_loss_trackers(terms, tf.shape(tree.flatten(x)[0])[0])
-            return self.compute_metrics(x, y, {"student": student_outputs}, sample_weight)
+            return tf_train_step.train_step(self, data)
 
     # ---------------------------------------------------------------- compile
     def compile(self, optimizer="adam", loss="sparse_categorical_crossentropy", metrics=None, **kwargs):
@@ -451,6 +441,7 @@ class FeatureDistiller(keras.Model):
             "alignment": self.alignment,
             "review": self.review,
             "review_channels": self.review_channels,
+            "adapter": self.adapter,
         }
 
     @classmethod

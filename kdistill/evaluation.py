@@ -23,10 +23,10 @@ __all__ = ["evaluate", "model_size_mb", "throughput"]
 
 def model_size_mb(model: keras.Model) -> float:
     """Size in MB of the model saved as .keras for inference (weights and architecture, no optimizer state)."""
-    from kdistill import _model_io
+    from kdistill.models import saving
 
     with tempfile.TemporaryDirectory() as folder:
-        return os.path.getsize(_model_io.save_for_inference(model, os.path.join(folder, "model.keras"))) / 1e6
+        return os.path.getsize(saving.save_for_inference(model, os.path.join(folder, "model.keras"))) / 1e6
 
 
 def throughput(model: keras.Model, images: np.ndarray, repeats: int = 3) -> float:

@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import kdistill  # noqa: E402
-from kdistill import distribute  # noqa: E402
+from kdistill.run import distribute  # noqa: E402
 from conftest import images, labels, small_cnn  # noqa: E402
 
 strategy = distribute.get_strategy("auto")

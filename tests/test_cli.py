@@ -80,10 +80,11 @@ def test_evaluate_reports_accuracy_size_and_speed(tmp_path, fake_fashion_mnist, 
 def test_demo_on_tiny_settings_prints_the_table_and_saves_figures(tmp_path, fake_fashion_mnist, capsys):
     output = tmp_path / "demo"
     args = ["demo", "--data-dir", fake_fashion_mnist, "--output-dir", str(output), "--quiet"]
-    tiny = ["--set", "train_limit=64", "--set", "teacher_epochs=1", "--set", "student_epochs=1", "--set", "batch_size=32", "--set", "student=resnet8x4"]
+    tiny = ["--set", "train_limit=64", "--set", "teacher_epochs=1", "--set", "student_epochs=1", "--set", "batch_size=32", "--set", "student=resnet8x4",
+            "--set", "latency_plot=false"]  # the latency figure is tested on small models below
     assert cli.main(args + tiny) == 0
     out = capsys.readouterr().out
-    for row in ("teacher (ResNet50)", "student alone", "distilled student", "distillation gain"):
+    for row in ("teacher (ResNet50)", "student alone", "distilled student", "distillation gain", "(one seed)", "multi-seed result"):
         assert row in out
     summary = json.loads((output / "summary.json").read_text())
     assert [r["name"] for r in summary["results"]] == ["teacher (ResNet50)", "student alone", "distilled student"]
@@ -124,3 +125,51 @@ def test_export_writes_every_format_and_the_report(tmp_path, fake_fashion_mnist,
     assert cli.main(["export", path, "--data-dir", fake_fashion_mnist, "--output-dir", str(output), "--formats", "int8", "--calibration", "percentile",
                      "--percentile", "40"]) == 2
     assert "percentile must be a number in (50, 100]" in capsys.readouterr().err
+
+
+def test_distill_with_a_transfer_set_and_the_review_adapter_flags(tmp_path, fake_fashion_mnist, teacher_file):
+    status = cli.main(["distill", "--data-dir", fake_fashion_mnist, "--teacher", teacher_file, "--student", "resnet8x4", "--epochs", "1",
+                       "--batch-size", "32", "--train-limit", "40", "--transfer-data", "rest", "--feature-loss", "hcl",
+                       "--adapter", "review", "--output-dir", str(tmp_path / "run")])
+    assert status == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["config"]["transfer_data"] == "rest" and summary["config"]["adapter"] == "review"
+    assert all("Conv3x3" in row["projection"] for row in summary["projections"])  # ReviewKD's fusion, not 1x1 projections
+    assert cli.main(["distill", "--data-dir", fake_fashion_mnist, "--teacher", teacher_file, "--transfer-data", "more.txt",
+                     "--output-dir", str(tmp_path / "bad")]) == 2
+
+
+def test_distill_refuses_a_chance_level_teacher_unless_told(tmp_path, capsys):
+    """A teacher that collapsed to chance used to distil chance-level students silently."""
+    folder = tmp_path / "data"
+    make_fashion_mnist(folder, train=1200, test=40)  # 120 validation images: enough to tell chance from learning
+    import keras
+
+    inputs = keras.Input((32, 32, 3))  # constant logits: always class 0, chance level
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    teacher = keras.Model(inputs, keras.layers.Dense(10, kernel_initializer="zeros", bias_initializer="zeros")(pooled))
+    path = str(tmp_path / "teacher.keras")
+    teacher.save(path)
+    args = ["distill", "--data-dir", str(folder), "--teacher", path, "--student", "resnet8x4", "--taps", "none", "--epochs", "1",
+            "--train-limit", "32", "--batch-size", "32", "--output-dir", str(tmp_path / "run")]
+    assert cli.main(args) == 2
+    assert "no better than chance" in capsys.readouterr().err
+    assert cli.main(args + ["--no-check-teacher"]) == 0
+
+
+def test_demo_latency_rows_and_figure_cover_three_runtimes(tmp_path):
+    import kdistill
+    from kdistill import plots
+    from kdistill.run import demo
+    from conftest import small_cnn
+    from test_data import make_fashion_mnist
+
+    make_fashion_mnist(tmp_path / "data", train=64, test=24)
+    splits = kdistill.data.load("fashion_mnist", data_dir=str(tmp_path / "data"), batch_size=16)
+    models = {"teacher": small_cnn("teacher", widths=(8, 16)), "student": small_cnn("student", widths=(4, 8))}
+    rows = demo.accuracy_latency_rows(models, str(tmp_path / "latency"), splits.validation, splits.test, limit=24)
+    assert [(row["model"], row["runtime"]) for row in rows] == [(m, r) for m in models for r in ("Keras", "TFLite float32", "TFLite int8")]
+    assert all(0 <= row["top1"] <= 1 and row["latency_ms"] > 0 for row in rows)
+    keras_row, float_row = rows[0], rows[1]
+    assert float_row["top1"] == keras_row["top1"]  # float TFLite computes what Keras computes
+    assert plots.accuracy_latency(rows, str(tmp_path / "al.png")).endswith("al.png") and (tmp_path / "al.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,6 +1,6 @@
 import pytest
 
-from kdistill.config import DistillConfig
+from kdistill.run.config import DistillConfig
 
 
 def test_valid_config_with_coercion_and_defaults():
@@ -19,7 +19,7 @@ def test_unknown_key_names_the_closest_one():
     [
         ({"epochs": "two"}, r"'epochs' must be int, received str 'two'"),
         ({"alpha": True}, r"'alpha' must be float"),
-        ({"alpha": 2.0}, r"alpha must be in \[0, 1\]"),
+        ({"alpha": 2.0}, r"alpha must be a number in \[0, 1\]"),
         ({"temperature": 0}, "temperature must be positive"),
         ({"taps": "all"}, "taps must be 'preset', 'none'"),
         ({"student": None}, "may not be empty"),
@@ -41,13 +41,13 @@ def test_cifar100_recipe_config_parses_with_its_schedule():
     import pytest
     import yaml
 
-    from kdistill import recipes
-    from kdistill.config import DistillConfig
+    from kdistill.run import jobs as recipes, training
+    from kdistill.run.config import DistillConfig
 
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "configs", "cifar100_r50_mv2.yaml")
     config = DistillConfig.from_dict(yaml.safe_load(open(path)), check_files=False)
     assert config.lr_decay_epochs == [150, 180, 210] and config.weight_decay == 5e-4 and config.epochs == 240
-    optimizer = recipes._optimizer(config.optimizer, config.learning_rate, config.weight_decay, config.lr_decay_epochs, steps_per_epoch=10)
+    optimizer = training.make_optimizer(config.optimizer, config.learning_rate, config.weight_decay, config.lr_decay_epochs, steps_per_epoch=10)
     assert float(optimizer.learning_rate) == pytest.approx(0.01)
     optimizer.iterations.assign(1499)  # the last step of epoch 149
     assert float(optimizer.learning_rate) == pytest.approx(0.01)

@@ -140,3 +140,19 @@ def test_unprepared_tfds_dataset_fails_fast_with_offline_instructions(tmp_path):
 def test_unknown_source_lists_the_kinds():
     with pytest.raises(ValueError, match="fashion_mnist.*tfds:<name>.*image folder"):
         data.load("imagenet-21k")
+
+
+def test_transfer_set_adds_the_remaining_training_images_without_labels(tmp_path):
+    make_fashion_mnist(tmp_path, train=120, test=40)
+    splits = data.load("fashion_mnist", data_dir=str(tmp_path), train_limit=50, batch_size=200, transfer="rest")
+    assert splits.counts["train"] == 50 and splits.counts["transfer"] == 120 - 12 - 50  # 12 validation images
+    labels = np.concatenate([y for _, y in splits.train])
+    assert (labels == -1).sum() == 58 and (labels >= 0).sum() == 50
+    plain = np.concatenate([y for _, y in splits.train_plain])  # what a teacher cache is built from
+    assert (plain == -1).sum() == 58
+    with pytest.raises(ValueError, match="beyond train_limit, but there are none"):
+        data.load("fashion_mnist", data_dir=str(tmp_path), transfer="rest")
+    with pytest.raises(ValueError, match="same raw size"):
+        data.from_arrays(np.zeros((10, 28, 28), "uint8"), np.arange(10) % 2, transfer=np.zeros((3, 32, 32), "uint8"))
+    extra = data.from_arrays(np.zeros((10, 28, 28), "uint8"), np.arange(10) % 2, transfer=np.zeros((3, 28, 28), "uint8"), validation_fraction=0.0)
+    assert extra.counts["transfer"] == 3

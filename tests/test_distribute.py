@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kdistill import distribute
+from kdistill.run import distribute
 
 HERE = os.path.dirname(__file__)
 

@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 import kdistill
-from kdistill import export, int8_calibration
+from kdistill import export
+from kdistill.export import int8_calibration
 
 #: 2,000 training and 1,000 test images of the real Fashion-MNIST, shipped with the tests (tools/make_fashion_mnist_sample.py)
 REAL_SAMPLE = os.path.join(os.path.dirname(__file__), "data", "fashion-mnist-sample")

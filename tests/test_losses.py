@@ -92,3 +92,54 @@ def test_get_resolves_names_and_lists_known_ones_for_unknown():
         losses.get("mes", kind="feature")
     with pytest.raises(ValueError, match="Unknown logits loss"):
         losses.get("mse", kind="logits")
+
+
+def test_a_weighted_list_with_a_stateful_loss_builds_and_trains_it():
+    """[("crd", 0.8), ("at", 1000.0)] used to leave CRD unbuilt (9 trainable variables instead of 13) and crash in fit."""
+    import kdistill
+    from conftest import images, labels, small_cnn
+
+    def distiller(feature_loss):
+        teacher, student = small_cnn("teacher", widths=(8, 16), seed=1), small_cnn("student", widths=(4, 8), seed=2)
+        return kdistill.FeatureDistiller(teacher, student, taps={"teacher_stage2": "student_stage2"}, feature_loss=feature_loss,
+                                         alpha=0.9, tap_weights=1.0)
+
+    alone, combined = distiller({"name": "crd", "memory_size": 64}), distiller([({"name": "crd", "memory_size": 64}, 0.8), ("at", 1000.0)])
+    assert len(combined.trainable_variables) == len(alone.trainable_variables)  # CRD's two heads are trained in both
+    combined.compile(optimizer="adam")
+    memory = [v for v in combined.non_trainable_variables if "memory" in v.path][0]
+    before = keras.ops.convert_to_numpy(memory).copy()
+    history = combined.fit(images(32), labels(32), batch_size=16, epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"][0])
+    assert not np.array_equal(before, keras.ops.convert_to_numpy(memory))  # the memory took in teacher embeddings
+    config = keras.saving.serialize_keras_object(combined)
+    assert keras.saving.deserialize_keras_object(config).tap_losses["teacher_stage2"].parts[0].memory_size == 64
+
+
+def test_a_user_loss_registered_by_decorator_is_usable_by_name_in_a_config(tmp_path):
+    import kdistill
+    from kdistill.losses import DistillationLoss, registry
+
+    def l1(teacher, student, scale=1.0):
+        return scale * keras.ops.mean(keras.ops.abs(keras.ops.reshape(teacher - student, (keras.ops.shape(teacher)[0], -1))), axis=-1)
+
+    @registry.register("test_l1", kind="feature")
+    @keras.saving.register_keras_serializable(package="kdistill_tests")
+    class L1(DistillationLoss):
+        def __init__(self, scale=1.0, reduction="sum_over_batch_size", name="test_l1"):
+            super().__init__(l1, reduction=reduction, name=name, scale=float(scale))
+
+    try:
+        loss = kdistill.losses.get({"name": "test_l1", "scale": 3.0}, kind="feature")
+        assert isinstance(loss, L1) and loss.get_config()["scale"] == 3.0
+        assert float(loss(np.ones((2, 4), "float32"), np.zeros((2, 4), "float32"))) == 3.0
+        from kdistill.run.config import DistillConfig
+
+        config = DistillConfig.from_dict({"feature_loss": {"name": "test_l1", "scale": 2.0}})
+        assert config.feature_loss == {"name": "test_l1", "scale": 2.0}
+        with pytest.raises(ValueError, match="already registered"):
+            registry.register("test_l1", kind="feature")(type("Other", (DistillationLoss,), {}))
+    finally:
+        registry.unregister("test_l1")
+    with pytest.raises(ValueError, match="Unknown feature loss 'test_l1'"):
+        kdistill.losses.get("test_l1", kind="feature")

@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 import kdistill
-from kdistill import feature_losses, logit_losses, losses
+from kdistill.losses import features as feature_losses, logits as logit_losses
+from kdistill import losses
 from conftest import images, labels, small_cnn
 
 RNG = np.random.default_rng(7)
@@ -83,14 +84,18 @@ def np_rkd(t, s, wd, wa):
     return wd * huber(dist(t) - dist(s)).mean() + wa * huber(angle(t) - angle(s)).mean()
 
 
-def np_pkt(t, s):
+def np_pkt(t, s, eps=1e-7):
+    # Transcribes passalis/probabilistic_kt, nn/pkt.py (also RepDistiller, distiller_zoo/PKT.py), cosine_similarity_loss:
+    # rows L2-normalised (norm + eps), cosine kernel shifted to [0, 1], rows normalised to probabilities, then
+    # torch.mean(target * log((target + eps) / (model + eps))): the mean over all b x b entries, not a sum per row.
     def probabilities(f):
-        f = f.reshape(len(f), -1)
-        f = f / np.linalg.norm(f, axis=1, keepdims=True)
-        k = (f @ f.T + 1) / 2
+        f = f.reshape(len(f), -1).astype("float64")
+        f = f / (np.sqrt((f**2).sum(1, keepdims=True)) + eps)
+        k = (f @ f.T + 1.0) / 2.0
         return k / k.sum(1, keepdims=True)
 
-    return np_kl(probabilities(t), probabilities(s)).mean()
+    target, model = probabilities(t), probabilities(s)
+    return np.mean(target * np.log((target + eps) / (model + eps)))
 
 
 def np_hcl(t, s, levels=(4, 2, 1)):
@@ -115,9 +120,16 @@ def np_hcl(t, s, levels=(4, 2, 1)):
     return loss / total
 
 
+def np_normalize(logit):
+    # Transcribes sunshangquan/logit-standardization-KD, mdistiller/distillers/KD.py, normalize():
+    # (logit - mean) / (1e-7 + std), where torch's std divides by C - 1 (unbiased).
+    return (logit - logit.mean(-1, keepdims=True)) / (1e-7 + logit.std(-1, ddof=1, keepdims=True))
+
+
 def np_standardized_kd(t, s, T):
-    z = lambda x: (x - x.mean(-1, keepdims=True)) / x.std(-1, keepdims=True)
-    return np_kl(softmax(z(t) / T), softmax(z(s) / T)) * T * T
+    # Same file, kd_loss(..., logit_stand=True): KL(softmax(z_t / T) || softmax(z_s / T)) summed over classes, times T².
+    t, s = np_normalize(t.astype("float64")), np_normalize(s.astype("float64"))
+    return np_kl(softmax(t / T), softmax(s / T)) * T * T
 
 
 def test_dkd_matches_numpy_and_reads_one_hot_labels():
@@ -229,7 +241,7 @@ def test_each_method_trains_inside_the_distiller_without_nan(feature_loss, logit
 
 
 def test_linear_cka_matches_its_definition_and_invariances():
-    from kdistill.tap_suggest import linear_cka
+    from kdistill.models.tap_suggest import linear_cka
 
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=(20, 6)), rng.normal(size=(20, 4))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import kdistill
-from kdistill import precision
+from kdistill.run import precision
 from conftest import images, labels, small_cnn
 
 

@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from kdistill import projections
+from kdistill.adapters import projection as projections
 
 
 @pytest.mark.parametrize(

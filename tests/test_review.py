@@ -6,7 +6,7 @@ import pytest
 
 import kdistill
 from conftest import images, labels, small_cnn
-from kdistill.review import AttentionFusion
+from kdistill.adapters.review import AttentionFusion
 
 TAPS = {"teacher_stage1": "student_stage1", "teacher_stage2": "student_stage2"}
 

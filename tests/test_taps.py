@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import kdistill
-from kdistill import taps
+from kdistill.models import taps
 
 from conftest import small_cnn
 

@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 
 import kdistill
-from kdistill import cli, teacher_cache
+from kdistill import cli
+from kdistill.run import teacher_cache
 from conftest import images, labels, small_cnn
 from test_data import make_fashion_mnist
 

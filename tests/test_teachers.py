@@ -99,7 +99,7 @@ class _Scripted(keras.callbacks.Callback):
 
 
 def test_keep_best_epoch_restores_the_best_weights_and_refuses_chance_level(caplog):
-    from kdistill import callbacks
+    from kdistill.run import callbacks
     from conftest import small_cnn
 
     model = small_cnn("m", widths=(4, 8))

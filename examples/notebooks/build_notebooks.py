@@ -21,7 +21,9 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras, numpy as np
 import kdistill
-from kdistill import data, evaluation, export, plots, recipes, tap_suggest
+from kdistill import data, evaluation, export, plots
+from kdistill.run import jobs as recipes
+from kdistill.models import tap_suggest
 from IPython.display import Image, display
 
 # Small settings for the test suite (KDISTILL_NOTEBOOK_QUICK=1); the stored outputs come from the default settings.
@@ -67,7 +69,7 @@ initial = student.get_weights()
 batch = next(iter(splits.test))[0]
 suggestion = tap_suggest.suggest(teacher, student, batch)
 print(tap_suggest.format_suggestion(suggestion))
-display(Image(tap_suggest.cka_heatmap(suggestion, os.path.join(OUTPUT, "cka.png"))))'''),
+display(Image(plots.cka_heatmap(suggestion, os.path.join(OUTPUT, "cka.png"))))'''),
     new_markdown_cell("## Distil, and the same student on labels alone"),
     new_code_cell('''EPOCHS = 1 if QUICK else 3
 distiller = kdistill.FeatureDistiller(teacher, student, taps=suggestion.pairs, feature_loss="normalized_mse", tap_weights=10.0,

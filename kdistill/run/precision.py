@@ -6,7 +6,7 @@ when the student computes in float16.
 
 Example:
     >>> import keras
-    >>> from kdistill import precision
+    >>> from kdistill.run import precision
     >>> with precision.policy_scope("mixed_bfloat16"):
     ...     layer = keras.layers.Dense(2)
     >>> layer.compute_dtype, layer.variable_dtype, keras.config.dtype_policy().name

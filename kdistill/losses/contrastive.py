@@ -15,11 +15,13 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from kdistill._loss_utils import l2_normalize_rows, pool_to_vectors, same_batch
+from kdistill.losses._utils import l2_normalize_rows, pool_to_vectors, same_batch
+from kdistill.losses.registry import register
 
 __all__ = ["ContrastiveRepresentationLoss"]
 
 
+@register("crd", kind="feature")
 @keras.saving.register_keras_serializable(package="kdistill")
 class ContrastiveRepresentationLoss(keras.layers.Layer):
     """CRD as a loss with state: two embedding heads and a memory of teacher embeddings.
@@ -72,7 +74,7 @@ class ContrastiveRepresentationLoss(keras.layers.Layer):
         )
         self.built = True
 
-    def call(self, teacher_features, student_features):
+    def call(self, teacher_features, student_features, labels=None):
         same_batch(teacher_features, student_features, "CRD")
         teacher = l2_normalize_rows(self.teacher_head(pool_to_vectors(teacher_features)))
         student = l2_normalize_rows(self.student_head(pool_to_vectors(student_features)))
@@ -85,7 +87,7 @@ class ContrastiveRepresentationLoss(keras.layers.Layer):
             self.memory.assign(updated)
         return loss
 
-    def compute_output_shape(self, teacher_features_shape, student_features_shape=None):
+    def compute_output_shape(self, teacher_features_shape, student_features_shape=None, labels_shape=None):
         return (teacher_features_shape[0],)
 
     def get_config(self):

@@ -7,7 +7,7 @@ import os
 import keras
 
 # Importing registers kdistill's layers so saved models that use them load.
-from kdistill import preprocessing as _preprocessing  # noqa: F401
+from kdistill.models import preprocessing as _preprocessing  # noqa: F401
 
 
 def is_full_model_file(path: str) -> bool:

@@ -7,7 +7,7 @@ distributed dataset, which works for every strategy; with one of the other
 strategies, `distiller.fit` works as usual.
 
 Example:
-    >>> from kdistill import distribute
+    >>> from kdistill.run import distribute
     >>> type(distribute.get_strategy("default")).__name__
     '_DefaultDistributionStrategy'
 """

@@ -1,10 +1,10 @@
-"""Feature distillation beyond FitNets: AT, SP, RKD, PKT, HCL (keras.ops only).
+"""Feature distillation losses: FitNets (MSE), AT, SP, RKD, PKT, HCL (keras.ops only).
 
-Convention as in `kdistill.losses`: `y_true` is the teacher's feature,
-`y_pred` the (projected) student feature of the same shape, and `call`
-returns one value per sample. SP, RKD and PKT compare samples *within* a
-batch; their batch-level value is repeated for every sample so the
-distiller's mean over the batch returns it unchanged.
+Convention (see `kdistill.losses.base`): `y_true` is the teacher's feature,
+`y_pred` the (projected) student feature, and `call` returns one value per
+sample. SP, RKD and PKT compare samples *within* a batch; their batch-level
+value is repeated for every sample so the distiller's mean over the batch
+returns it unchanged.
 
 Example:
     >>> import numpy as np
@@ -18,12 +18,63 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from kdistill._loss_utils import EPSILON, flatten_per_sample, l2_normalize_rows, per_sample, pool_to_vectors, same_batch
+from kdistill.losses._utils import EPSILON, flatten_per_sample, l2_normalize_rows, per_sample, pool_to_vectors, same_batch
+from kdistill.losses.base import DistillationLoss
+from kdistill.losses.registry import register
 
 __all__ = [
-    "attention_transfer", "similarity_preserving", "rkd_distance", "rkd_angle", "pkt", "hierarchical_context",
-    "AttentionTransfer", "SimilarityPreserving", "RKD", "PKT", "HierarchicalContextLoss",
+    "feature_mse", "attention_transfer", "similarity_preserving", "rkd_distance", "rkd_angle", "rkd", "pkt", "hierarchical_context",
+    "FeatureMSE", "AttentionTransfer", "SimilarityPreserving", "RKD", "PKT", "HierarchicalContextLoss",
 ]
+
+
+def _l2_normalize_per_channel(x):
+    """L2-normalises each channel over its spatial positions (or the whole vector)."""
+    if len(x.shape) > 2:
+        channels = ops.shape(x)[-1]
+        flat = ops.reshape(x, (ops.shape(x)[0], -1, channels))
+        norm = ops.sqrt(ops.sum(ops.square(flat), axis=1, keepdims=True) + EPSILON)
+        return ops.reshape(flat / norm, ops.shape(x))
+    norm = ops.sqrt(ops.sum(ops.square(x), axis=-1, keepdims=True) + EPSILON)
+    return x / norm
+
+
+def feature_mse(teacher_features, student_features, normalize: bool = False):
+    """FitNets feature loss: mean squared error between feature tensors.
+
+    `loss_i = mean_j (t_ij - s_ij)^2` over every non-batch element `j` of
+    sample `i` (Romero et al., "FitNets: Hints for Thin Deep Nets", ICLR 2015).
+
+    Args:
+        teacher_features: teacher tensor, `(batch, ...)`.
+        student_features: projected student tensor of the same shape.
+        normalize: if True, each channel is L2-normalised over its spatial
+            positions first (for a vector, the whole vector is normalised), so
+            the loss compares patterns rather than magnitudes.
+
+    Returns:
+        A float32 tensor of shape `(batch,)`.
+
+    Example:
+        >>> import numpy as np
+        >>> t = np.ones((2, 4, 4, 3), "float32"); s = np.zeros((2, 4, 4, 3), "float32")
+        >>> [float(v) for v in feature_mse(t, s)]
+        [1.0, 1.0]
+    """
+    teacher_features = ops.cast(teacher_features, "float32")
+    student_features = ops.cast(student_features, "float32")
+    if tuple(teacher_features.shape[1:]) != tuple(student_features.shape[1:]):
+        raise ValueError(
+            "feature_mse needs teacher and student features of the same shape, "
+            f"received teacher {tuple(teacher_features.shape)} and student "
+            f"{tuple(student_features.shape)}. FeatureDistiller inserts a "
+            "projection that maps the student feature to the teacher's shape."
+        )
+    if normalize:
+        teacher_features = _l2_normalize_per_channel(teacher_features)
+        student_features = _l2_normalize_per_channel(student_features)
+    squared = ops.square(teacher_features - student_features)
+    return ops.mean(flatten_per_sample(squared), axis=-1)
 
 
 def _attention_map(features, p: float):
@@ -141,14 +192,16 @@ def pkt(teacher_features, student_features):
     """Probabilistic Knowledge Transfer: KL between cosine-similarity distributions.
 
     `p_{j|i} = K(f_i, f_j) / Σ_k K(f_i, f_k)` with the cosine kernel shifted to
-    [0, 1], `K = (cos + 1) / 2`; `loss = mean_i Σ_j p^t_{j|i} log(p^t_{j|i} / p^s_{j|i})`.
+    [0, 1], `K = (cos + 1) / 2`; `loss = mean_{i,j} p^t_{j|i} log(p^t_{j|i} / p^s_{j|i})`,
+    the mean over all b² entries as in the authors' `cosine_similarity_loss`
+    (so the value, and the weight that suits it, do not grow with the batch).
     Passalis & Tefas, "Learning Deep Representations with Probabilistic
     Knowledge Transfer", ECCV 2018. Shapes may differ between teacher and student.
     """
     same_batch(teacher_features, student_features, "PKT")
     teacher, student = _cosine_probabilities(teacher_features), _cosine_probabilities(student_features)
-    kl = ops.sum(teacher * (ops.log(teacher + EPSILON) - ops.log(student + EPSILON)), axis=1)
-    return per_sample(ops.mean(kl), teacher_features)
+    entries = teacher * (ops.log(teacher + 1e-7) - ops.log(student + 1e-7))
+    return per_sample(ops.mean(entries), teacher_features)
 
 
 def _adaptive_average_pool(features, size: int):
@@ -193,8 +246,37 @@ def hierarchical_context(teacher_features, student_features, levels=(4, 2, 1)):
     return total / weights
 
 
+def rkd(teacher_features, student_features, distance_weight: float = 25.0, angle_weight: float = 50.0):
+    """Relational KD: `distance_weight · distance + angle_weight · angle` (see `rkd_distance`, `rkd_angle`)."""
+    total = distance_weight * rkd_distance(teacher_features, student_features)
+    if angle_weight:
+        total = total + angle_weight * rkd_angle(teacher_features, student_features)
+    return total
+
+
+@register("mse", "fitnets", kind="feature")
+@register("normalized_mse", kind="feature", normalize=True)
 @keras.saving.register_keras_serializable(package="kdistill")
-class AttentionTransfer(keras.losses.Loss):
+class FeatureMSE(DistillationLoss):
+    """FitNets MSE between teacher and (projected) student features. Config names: `"mse"`, `"fitnets"`, `"normalized_mse"`.
+
+    Args:
+        normalize: L2-normalise each channel before comparing (see `feature_mse`).
+
+    Example:
+        >>> import numpy as np
+        >>> loss = FeatureMSE()
+        >>> float(loss(np.ones((2, 3), "float32"), np.zeros((2, 3), "float32")))
+        1.0
+    """
+
+    def __init__(self, normalize: bool = False, reduction="sum_over_batch_size", name="feature_mse"):
+        super().__init__(feature_mse, reduction=reduction, name=name, normalize=bool(normalize))
+
+
+@register("at", kind="feature")
+@keras.saving.register_keras_serializable(package="kdistill")
+class AttentionTransfer(DistillationLoss):
     """Attention Transfer (see `attention_transfer`). Config name: `"at"`.
 
     Example:
@@ -203,30 +285,22 @@ class AttentionTransfer(keras.losses.Loss):
     """
 
     def __init__(self, p: float = 2.0, reduction="sum_over_batch_size", name="attention_transfer"):
-        super().__init__(name=name, reduction=reduction)
-        self.p = float(p)
-
-    def call(self, y_true, y_pred):
-        return attention_transfer(y_true, y_pred, self.p)
-
-    def get_config(self):
-        return dict(super().get_config(), p=self.p)
+        super().__init__(attention_transfer, reduction=reduction, name=name, p=float(p))
 
 
+@register("sp", kind="feature")
 @keras.saving.register_keras_serializable(package="kdistill")
-class SimilarityPreserving(keras.losses.Loss):
+class SimilarityPreserving(DistillationLoss):
     """Similarity-Preserving KD (see `similarity_preserving`). Config name: `"sp"`."""
 
     def __init__(self, reduction="sum_over_batch_size", name="similarity_preserving"):
-        super().__init__(name=name, reduction=reduction)
-
-    def call(self, y_true, y_pred):
-        return similarity_preserving(y_true, y_pred)
+        super().__init__(similarity_preserving, reduction=reduction, name=name)
 
 
+@register("rkd", kind="feature")
 @keras.saving.register_keras_serializable(package="kdistill")
-class RKD(keras.losses.Loss):
-    """Relational KD: `distance_weight · distance + angle_weight · angle`. Config name: `"rkd"`.
+class RKD(DistillationLoss):
+    """Relational KD (see `rkd`). Config name: `"rkd"`.
 
     Args:
         distance_weight: weight of the distance term (25 in the paper).
@@ -234,32 +308,21 @@ class RKD(keras.losses.Loss):
     """
 
     def __init__(self, distance_weight: float = 25.0, angle_weight: float = 50.0, reduction="sum_over_batch_size", name="rkd"):
-        super().__init__(name=name, reduction=reduction)
-        self.distance_weight, self.angle_weight = float(distance_weight), float(angle_weight)
-
-    def call(self, y_true, y_pred):
-        total = self.distance_weight * rkd_distance(y_true, y_pred)
-        if self.angle_weight:
-            total = total + self.angle_weight * rkd_angle(y_true, y_pred)
-        return total
-
-    def get_config(self):
-        return dict(super().get_config(), distance_weight=self.distance_weight, angle_weight=self.angle_weight)
+        super().__init__(rkd, reduction=reduction, name=name, distance_weight=float(distance_weight), angle_weight=float(angle_weight))
 
 
+@register("pkt", kind="feature")
 @keras.saving.register_keras_serializable(package="kdistill")
-class PKT(keras.losses.Loss):
+class PKT(DistillationLoss):
     """Probabilistic Knowledge Transfer (see `pkt`). Config name: `"pkt"`."""
 
     def __init__(self, reduction="sum_over_batch_size", name="pkt"):
-        super().__init__(name=name, reduction=reduction)
-
-    def call(self, y_true, y_pred):
-        return pkt(y_true, y_pred)
+        super().__init__(pkt, reduction=reduction, name=name)
 
 
+@register("hcl", kind="feature")
 @keras.saving.register_keras_serializable(package="kdistill")
-class HierarchicalContextLoss(keras.losses.Loss):
+class HierarchicalContextLoss(DistillationLoss):
     """ReviewKD's hierarchical context loss (see `hierarchical_context`). Config name: `"hcl"`.
 
     Args:
@@ -273,11 +336,4 @@ class HierarchicalContextLoss(keras.losses.Loss):
     """
 
     def __init__(self, levels=(4, 2, 1), reduction="sum_over_batch_size", name="hierarchical_context"):
-        super().__init__(name=name, reduction=reduction)
-        self.levels = tuple(int(level) for level in levels)
-
-    def call(self, y_true, y_pred):
-        return hierarchical_context(y_true, y_pred, self.levels)
-
-    def get_config(self):
-        return dict(super().get_config(), levels=list(self.levels))
+        super().__init__(hierarchical_context, reduction=reduction, name=name, levels=tuple(int(level) for level in levels))

@@ -1,7 +1,7 @@
 """Callbacks that keep a distillation run's work: stop on a non-finite loss naming the term, keep the best student.
 
 Example:
-    >>> from kdistill import callbacks
+    >>> from kdistill.run import callbacks
     >>> stop = callbacks.StopOnNonFiniteLoss()
     >>> stop.describe({"loss": float("nan"), "ce_loss": 0.3, "kd_loss": 0.1, "feat_conv4_block6_out": float("nan")})
     'feat_conv4_block6_out = nan (feature loss on tap conv4_block6_out)'
@@ -15,7 +15,7 @@ import os
 
 import keras
 
-from kdistill import _model_io
+from kdistill.models import saving
 
 __all__ = ["NonFiniteLossError", "ChanceLevelError", "StopOnNonFiniteLoss", "BestStudentCheckpoint", "KeepBestEpoch"]
 
@@ -102,7 +102,7 @@ class BestStudentCheckpoint(keras.callbacks.Callback):
             self.best, self.best_epoch = value, epoch
             student = getattr(self.model, "student", self.model)
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            _model_io.save_for_inference(student, self.path)
+            saving.save_for_inference(student, self.path)
             logger.info("Epoch %d: %s improved to %.4f; student saved to %s", epoch + 1, self.monitor, value, self.path)
 
 

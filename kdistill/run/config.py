@@ -41,19 +41,26 @@ class DistillConfig:
         taps: `"preset"`, `"none"`, or `{teacher_layer: student_layer}`.
         feature_loss / logits_loss: loss names (see `kdistill.losses.available()`),
             weighted lists such as `[[at, 1000], [sp, 3000]]`, `{name: dkd, beta: 2}`, or None.
-        temperature, alpha, tap_weights: see `FeatureDistiller`.
-        review: ReviewKD's attention-based fusion of the student's taps
-            (`FeatureDistiller(review=True)`); pair it with `feature_loss: hcl`.
+        temperature, alpha, tap_weights, logits_weight, alignment: see `FeatureDistiller`.
+        adapter: "projection" (default) or "review" (ReviewKD's attention-based
+            fusion of the student's taps; pair it with `feature_loss: hcl`).
+        review: the same as `adapter: review` (configs written for 0.1).
+        review_channels: channels of the fused maps under `adapter: review`.
+        transfer_data: unlabelled training images on which only the distillation
+            terms apply: "rest" (the training images beyond `train_limit`) or a
+            `.npy` file of images (see `kdistill.data.from_arrays`).
         epochs, batch_size, learning_rate, optimizer: training schedule.
         weight_decay: optimizer weight decay (e.g. 5e-4 for SGD on CIFAR).
         lr_decay_epochs: multiply the learning rate by 0.1 at each of these epochs.
         seed: random seed for data order and initialisation.
         output_dir: run folder (default `saved_models/<run_name>`).
         run_name: name of the run.
-        strategy: `kdistill.distribute.STRATEGIES`: default, one_device, mirrored, multi_worker, auto.
+        strategy: `kdistill.run.distribute.STRATEGIES`: default, one_device, mirrored, multi_worker, auto.
         precision: float32, mixed_float16 or mixed_bfloat16.
         teacher_cache: folder of a teacher cache: built on first use, then the
             teacher's outputs are read from it instead of computed (no augmentation).
+        check_teacher: measure the teacher on validation images before training
+            and stop when it is no better than chance (`--no-check-teacher` to go on).
     """
 
     data: str = "fashion_mnist"
@@ -71,7 +78,12 @@ class DistillConfig:
     temperature: float = 4.0
     alpha: float = 0.5
     tap_weights: Any = 1.0
+    logits_weight: float = 1.0
+    alignment: str = "auto"
+    adapter: str = "projection"
     review: bool = False
+    review_channels: int = 64
+    transfer_data: str | None = None
     epochs: int = 5
     batch_size: int = 64
     learning_rate: float = 1e-3
@@ -84,6 +96,7 @@ class DistillConfig:
     strategy: str = "default"
     precision: str = "float32"
     teacher_cache: str | None = None
+    check_teacher: bool = True
 
     @classmethod
     def from_dict(cls, values: dict, check_files: bool = True) -> "DistillConfig":
@@ -110,16 +123,36 @@ class DistillConfig:
         config._check_values(check_files)
         return config
 
+    def distiller_options(self) -> dict:
+        """The `FeatureDistiller` keyword arguments this config sets (all but the teacher, student and taps).
+
+        The one place where config keys become distiller options, so that the
+        two cannot drift apart.
+        """
+        return {"feature_loss": self.feature_loss, "logits_loss": self.logits_loss, "temperature": self.temperature, "alpha": self.alpha,
+                "tap_weights": self.tap_weights, "logits_weight": self.logits_weight, "alignment": self.alignment,
+                "adapter": "review" if self.review else self.adapter, "review_channels": self.review_channels}
+
     def _check_values(self, check_files: bool) -> None:
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], received {self.alpha}.")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be positive, received {self.temperature}.")
+        # alpha and temperature are checked by the distiller's own checks, so config and Python report the same errors.
+        from kdistill.distiller import check_alpha
+        from kdistill.losses import check_temperature
+
+        check_alpha(self.alpha)
+        check_temperature(self.temperature)
+        from kdistill.adapters import ADAPTERS
+
+        if self.adapter not in ADAPTERS:
+            raise ValueError(f"adapter must be one of {', '.join(ADAPTERS)}, received {self.adapter!r}.")
+        if self.transfer_data is not None and self.transfer_data != "rest" and not self.transfer_data.endswith(".npy"):
+            raise ValueError(f"transfer_data must be 'rest' or a .npy file of images, received {self.transfer_data!r}.")
+        if check_files and self.transfer_data and self.transfer_data.endswith(".npy") and not os.path.exists(self.transfer_data):
+            raise FileNotFoundError(f"Transfer images {self.transfer_data!r} do not exist.")
         for key in ("epochs", "batch_size", "image_size"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be at least 1, received {getattr(self, key)}.")
-        from kdistill.distribute import STRATEGIES
-        from kdistill.precision import POLICIES
+        from kdistill.run.distribute import STRATEGIES
+        from kdistill.run.precision import POLICIES
 
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, received {self.strategy!r}.")

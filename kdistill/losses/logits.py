@@ -1,15 +1,15 @@
-"""Logits distillation beyond Hinton KD: DKD and logit-standardised KD (keras.ops only).
+"""Logits distillation losses: Hinton KD, DKD and logit-standardised KD (keras.ops only).
 
-Convention as in `kdistill.losses`: `y_true` is the teacher's logits,
+Convention (see `kdistill.losses.base`): `y_true` is the teacher's logits,
 `y_pred` the student's, and `call` returns one value per sample. Losses whose
-`uses_labels` is True also read the ground-truth labels; `FeatureDistiller`
-passes them through `call_with_labels`.
+`uses_labels` is True also read the ground-truth labels (None: the teacher's
+top-1 class stands in).
 
 Example:
     >>> import numpy as np
     >>> t = np.array([[3.0, 1.0, 0.0]], "float32"); s = np.array([[1.0, 1.0, 1.0]], "float32")
     >>> loss = DKD(alpha=1.0, beta=8.0, temperature=4.0)
-    >>> float(loss.call_with_labels(t, s, np.array([0]))[0]) > 0
+    >>> float(loss.call(t, s, labels=np.array([0]))[0]) > 0
     True
 """
 
@@ -18,9 +18,43 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from kdistill._loss_utils import EPSILON, check_temperature
+from kdistill.losses._utils import EPSILON, check_temperature
+from kdistill.losses.base import DistillationLoss
+from kdistill.losses.registry import register
 
-__all__ = ["dkd", "standardized_kd", "DKD", "StandardizedKD"]
+__all__ = ["kd_kl_divergence", "dkd", "standardize", "standardized_kd", "LogitsKL", "DKD", "StandardizedKD"]
+
+
+def kd_kl_divergence(teacher_logits, student_logits, temperature: float = 4.0):
+    """Hinton knowledge-distillation loss: KL of softened distributions times T².
+
+    `loss_i = T² · Σ_c p_t(c) · (log p_t(c) − log p_s(c))` with
+    `p = softmax(logits / T)` (Hinton et al., "Distilling the Knowledge in a
+    Neural Network", 2015). The T² factor keeps gradient magnitudes comparable
+    across temperatures.
+
+    Args:
+        teacher_logits: `(batch, classes)` teacher logits.
+        student_logits: `(batch, classes)` student logits.
+        temperature: softening temperature, > 0.
+
+    Returns:
+        A float32 tensor of shape `(batch,)`.
+
+    Example:
+        >>> import numpy as np
+        >>> z = np.array([[1.0, 2.0, 3.0]], "float32")
+        >>> abs(float(kd_kl_divergence(z, z, 2.0)[0])) < 1e-6
+        True
+    """
+    check_temperature(temperature)
+    teacher_logits = ops.cast(teacher_logits, "float32") / temperature
+    student_logits = ops.cast(student_logits, "float32") / temperature
+    teacher_log_probs = ops.log_softmax(teacher_logits, axis=-1)
+    student_log_probs = ops.log_softmax(student_logits, axis=-1)
+    teacher_probs = ops.exp(teacher_log_probs)
+    kl = ops.sum(teacher_probs * (teacher_log_probs - student_log_probs), axis=-1)
+    return kl * (temperature**2)
 
 
 def _target_mask(labels, logits):
@@ -78,10 +112,13 @@ def dkd(teacher_logits, student_logits, labels, alpha: float = 1.0, beta: float 
     return (alpha * tckd + beta * nckd) * temperature**2
 
 
-def _standardize(logits):
+def standardize(logits):
+    """Z-score of each row of logits, as the authors' `normalize()`: `(z - mean) / (1e-7 + std)`, std with divisor C - 1."""
+    logits = ops.cast(logits, "float32")
+    classes = ops.cast(ops.shape(logits)[-1], "float32")
     mean = ops.mean(logits, axis=-1, keepdims=True)
-    std = ops.sqrt(ops.mean(ops.square(logits - mean), axis=-1, keepdims=True) + 1e-7)
-    return (logits - mean) / std
+    std = ops.sqrt(ops.sum(ops.square(logits - mean), axis=-1, keepdims=True) / (classes - 1.0))
+    return (logits - mean) / (1e-7 + std)
 
 
 def standardized_kd(teacher_logits, student_logits, temperature: float = 2.0):
@@ -97,16 +134,38 @@ def standardized_kd(teacher_logits, student_logits, temperature: float = 2.0):
         A float32 tensor of shape `(batch,)`.
     """
     check_temperature(temperature)
-    teacher = _standardize(ops.cast(teacher_logits, "float32")) / temperature
-    student = _standardize(ops.cast(student_logits, "float32")) / temperature
+    teacher = standardize(ops.cast(teacher_logits, "float32")) / temperature
+    student = standardize(ops.cast(student_logits, "float32")) / temperature
     teacher_log = ops.log_softmax(teacher, axis=-1)
     student_log = ops.log_softmax(student, axis=-1)
     return ops.sum(ops.exp(teacher_log) * (teacher_log - student_log), axis=-1) * temperature**2
 
 
+@register("kl", "kd", kind="logits")
 @keras.saving.register_keras_serializable(package="kdistill")
-class DKD(keras.losses.Loss):
-    """Decoupled KD (see `dkd`); reads the labels through `call_with_labels`.
+class LogitsKL(DistillationLoss):
+    """Hinton KD: temperature-softened KL divergence, scaled by T². Config names: `"kl"`, `"kd"`.
+
+    Args:
+        temperature: softening temperature, > 0.
+
+    Example:
+        >>> import numpy as np
+        >>> loss = LogitsKL(temperature=4.0)
+        >>> z = np.array([[0.0, 1.0]], "float32")
+        >>> abs(float(loss(z, z))) < 1e-6
+        True
+    """
+
+    def __init__(self, temperature: float = 4.0, reduction="sum_over_batch_size", name="kd_kl"):
+        check_temperature(temperature)
+        super().__init__(kd_kl_divergence, reduction=reduction, name=name, temperature=float(temperature))
+
+
+@register("dkd", kind="logits")
+@keras.saving.register_keras_serializable(package="kdistill")
+class DKD(DistillationLoss):
+    """Decoupled KD (see `dkd`); reads the labels. Config name: `"dkd"`.
 
     Args:
         alpha: TCKD weight (1.0).
@@ -121,26 +180,14 @@ class DKD(keras.losses.Loss):
     uses_labels = True
 
     def __init__(self, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0, reduction="sum_over_batch_size", name="dkd"):
-        super().__init__(name=name, reduction=reduction)
         check_temperature(temperature)
-        self.alpha, self.beta, self.temperature = float(alpha), float(beta), float(temperature)
-
-    def call(self, y_true, y_pred):
-        """Without labels, the teacher's top-1 class is the target."""
-        return dkd(y_true, y_pred, None, self.alpha, self.beta, self.temperature)
-
-    def call_with_labels(self, y_true, y_pred, labels):
-        return dkd(y_true, y_pred, labels, self.alpha, self.beta, self.temperature)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"alpha": self.alpha, "beta": self.beta, "temperature": self.temperature})
-        return config
+        super().__init__(dkd, reduction=reduction, name=name, alpha=float(alpha), beta=float(beta), temperature=float(temperature))
 
 
+@register("standardized_kd", kind="logits")
 @keras.saving.register_keras_serializable(package="kdistill")
-class StandardizedKD(keras.losses.Loss):
-    """KD on standardised logits (see `standardized_kd`).
+class StandardizedKD(DistillationLoss):
+    """KD on standardised logits (see `standardized_kd`). Config name: `"standardized_kd"`.
 
     Example:
         >>> import numpy as np
@@ -150,14 +197,5 @@ class StandardizedKD(keras.losses.Loss):
     """
 
     def __init__(self, temperature: float = 2.0, reduction="sum_over_batch_size", name="standardized_kd"):
-        super().__init__(name=name, reduction=reduction)
         check_temperature(temperature)
-        self.temperature = float(temperature)
-
-    def call(self, y_true, y_pred):
-        return standardized_kd(y_true, y_pred, self.temperature)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"temperature": self.temperature})
-        return config
+        super().__init__(standardized_kd, reduction=reduction, name=name, temperature=float(temperature))

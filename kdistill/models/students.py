@@ -19,7 +19,7 @@ from typing import Callable
 import keras
 from keras import layers
 
-from kdistill import _model_io
+from kdistill.models import saving
 
 __all__ = ["get", "register", "available", "load"]
 
@@ -74,12 +74,12 @@ def get(name: str, num_classes: int, input_shape: tuple[int, int, int] = (32, 32
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise ValueError(f"Unknown student {name!r}.{hint} Registered: {', '.join(available())}; or pass any functional Keras model.")
     model = _REGISTRY[name](num_classes=num_classes, input_shape=tuple(input_shape), **kwargs)
-    return _model_io.set_batch_norm_momentum(model, batch_norm_momentum)
+    return saving.set_batch_norm_momentum(model, batch_norm_momentum)
 
 
 def load(path: str) -> keras.Model:
     """Loads a saved student (`.keras` or `.h5`) with `safe_mode=True`."""
-    return _model_io.load_model(path, role="student")
+    return saving.load_model(path, role="student")
 
 
 def _to_minus_one_one(inputs):

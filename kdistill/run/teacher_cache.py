@@ -10,7 +10,7 @@ which part changed.
 
 Example:
     >>> import numpy as np, tempfile, keras, tensorflow as tf
-    >>> from kdistill import teacher_cache
+    >>> from kdistill.run import teacher_cache
     >>> inputs = keras.Input((8, 8, 3)); hidden = keras.layers.Conv2D(4, 3, name="hidden")(inputs)
     >>> teacher = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(hidden)))
     >>> data = tf.data.Dataset.from_tensor_slices((np.ones((6, 8, 8, 3), "float32"), np.arange(6) % 2)).batch(4)
@@ -25,15 +25,14 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from typing import Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from kdistill import taps as taps_module
+from kdistill.export import atomic
+from kdistill.models import taps as taps_module
 
 __all__ = ["TeacherCache", "StaleCacheError", "build", "load", "check_augmentation", "teacher_fingerprint"]
 
@@ -162,20 +161,14 @@ def build(teacher: keras.Model, layers: Sequence[str], dataset: tf.data.Dataset,
         "outputs": names, "examples": int(len(labels)), "dtype": dtype,
     }
     parent = os.path.dirname(os.path.abspath(folder))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".cache-", dir=parent)
-    try:
+    with atomic.staging_folder(parent, prefix=".cache-") as staging:
         np.save(os.path.join(staging, "images.npy"), images)
         np.save(os.path.join(staging, "labels.npy"), labels)
         for index, name in enumerate(names):
             np.save(os.path.join(staging, f"out_{index}.npy"), np.concatenate(outputs[name]))
         with open(os.path.join(staging, "meta.json"), "w") as handle:
             json.dump(meta, handle, indent=2)
-        if os.path.exists(folder):
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        atomic.replace(staging, folder)
     logger.info("Cached the teacher's outputs for %d images in %s", len(labels), folder)
     return TeacherCache(folder, meta)
 

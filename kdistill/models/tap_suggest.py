@@ -19,9 +19,9 @@ import dataclasses
 import keras
 import numpy as np
 
-from kdistill import taps as taps_module
+from kdistill.models import taps as taps_module
 
-__all__ = ["linear_cka", "Suggestion", "suggest", "format_suggestion", "cka_heatmap"]
+__all__ = ["linear_cka", "Suggestion", "suggest", "format_suggestion"]
 
 
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
@@ -70,7 +70,7 @@ def suggest(teacher: keras.Model, student: keras.Model, images: np.ndarray | Non
             teacher/student stage pair with linear CKA.
 
     Returns:
-        A `Suggestion`; `format_suggestion` prints it, `cka_heatmap` plots it.
+        A `Suggestion`; `format_suggestion` prints it, `kdistill.plots.cka_heatmap` plots it.
     """
     teacher_stages = taps_module.stage_outputs(teacher)
     student_stages = taps_module.stage_outputs(student)
@@ -107,25 +107,3 @@ def format_suggestion(suggestion: Suggestion) -> str:
                      f"{_shape(student_shapes[partner]) if partner else '-':<12} {cka:>6}  {best.get(teacher_name, '-')}")
     lines.append("\ntaps=" + repr(suggestion.pairs))
     return "\n".join(lines)
-
-
-def cka_heatmap(suggestion: Suggestion, path: str) -> str:
-    """Saves the teacher x student CKA matrix as a PNG; returns the path."""
-    if suggestion.cka is None:
-        raise ValueError("No CKA scores to plot: call suggest(..., images=batch).")
-    from kdistill.plots import _pyplot
-
-    plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(1.6 * len(suggestion.student_stages) + 3, 0.9 * len(suggestion.teacher_stages) + 2))
-    image = axis.imshow(suggestion.cka, vmin=0, vmax=1, cmap="viridis")
-    axis.set_xticks(range(len(suggestion.student_stages)), [f"{n}\n{_shape(s)}" for n, s in suggestion.student_stages], fontsize=8)
-    axis.set_yticks(range(len(suggestion.teacher_stages)), [f"{n} {_shape(s)}" for n, s in suggestion.teacher_stages], fontsize=8)
-    for i in range(suggestion.cka.shape[0]):
-        for j in range(suggestion.cka.shape[1]):
-            axis.text(j, i, f"{suggestion.cka[i, j]:.2f}", ha="center", va="center", color="white" if suggestion.cka[i, j] < 0.6 else "black")
-    axis.set_title("linear CKA, teacher stage vs student stage")
-    figure.colorbar(image, ax=axis)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path

@@ -19,8 +19,8 @@ from typing import Callable
 
 import keras
 
-from kdistill import _model_io
-from kdistill.preprocessing import ImagePreprocessing
+from kdistill.models import saving
+from kdistill.models.preprocessing import ImagePreprocessing
 
 __all__ = ["resnet50", "get", "available", "load", "imagenet_cache_path"]
 
@@ -112,7 +112,7 @@ def get(
     if isinstance(weights, str) and weights != "imagenet":
         if not os.path.exists(weights):
             raise FileNotFoundError(f"Teacher weights file {weights!r} does not exist. {_imagenet_help(name)}")
-        if _model_io.is_full_model_file(weights):
+        if saving.is_full_model_file(weights):
             return load(weights)
     inputs = keras.Input(shape=input_shape, name="image")
     x = inputs
@@ -130,7 +130,7 @@ def get(
         raise ValueError(f"Could not get the {name} backbone weights ({type(error).__name__}: {error}). {_imagenet_help(name)}") from error
     features = keras.layers.GlobalAveragePooling2D(name="avg_pool")(backbone.output)
     logits = keras.layers.Dense(num_classes, name="predictions")(features)
-    return _model_io.set_batch_norm_momentum(keras.Model(inputs, logits, name=name), batch_norm_momentum)
+    return saving.set_batch_norm_momentum(keras.Model(inputs, logits, name=name), batch_norm_momentum)
 
 
 def resnet50(
@@ -152,7 +152,7 @@ def resnet50(
 
 def load(path: str) -> keras.Model:
     """Loads a saved teacher (`.keras` or `.h5`) with `safe_mode=True`."""
-    return _model_io.load_model(path, role="teacher")
+    return saving.load_model(path, role="teacher")
 
 
 def available() -> list[str]:

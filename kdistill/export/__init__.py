@@ -1,0 +1,19 @@
+"""Ship the student: writers (SavedModel, TFLite, ONNX), the parity report, int8 calibration.
+
+* `writers` — `saved_model`, `tflite`, `onnx` (each written atomically, see `atomic`);
+* `parity` — `parity_report`, `format_report`, `export_all` (write every format and check it against Keras);
+* `int8_calibration` — min/max and percentile activation ranges for int8.
+
+Example:
+    >>> import tempfile, keras
+    >>> from kdistill import export
+    >>> student = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])
+    >>> export.saved_model(student, tempfile.mkdtemp() + "/serving", version=1).endswith("serving/1")
+    True
+"""
+
+from kdistill.export.parity import AGREEMENT_TARGET, collect_images, export_all, keras_latency_ms, latency_ms, tflite_runner, format_report, onnx_predict, parity_report, tflite_predict
+from kdistill.export.writers import CALIBRATED_MODES, TFLITE_MODES, check_formats, onnx, saved_model, student_of, tflite
+
+__all__ = ["collect_images", "keras_latency_ms", "latency_ms", "tflite_runner", "saved_model", "tflite", "onnx", "onnx_predict", "check_formats", "TFLITE_MODES", "tflite_predict", "parity_report", "export_all",
+           "format_report", "student_of", "AGREEMENT_TARGET", "CALIBRATED_MODES"]

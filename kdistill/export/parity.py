@@ -1,0 +1,242 @@
+"""Parity report: does each exported file compute what the Keras student computes? Size, accuracy, agreement, latency.
+
+Example:
+    >>> row = {"size_mb": 0.6, "parameters": 1000, "top1": 0.79, "agreement": 0.99, "max_abs_diff": 0.5, "latency_ms": 0.03}
+    >>> print(format_report({"examples": 10, "formats": {"tflite_int8": row}}).splitlines()[-1])
+    | tflite_int8 | 0.600 | 1,000 | 79.00% | 99.00% | 5.00e-01 | 0.03 |
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Iterable
+
+import numpy as np
+import tensorflow as tf
+
+from kdistill.export.writers import TFLITE_MODES, check_formats, check_writable, onnx, saved_model, student_of, tflite
+
+__all__ = ["tflite_predict", "onnx_predict", "collect_images", "latency_ms", "keras_latency_ms", "tflite_runner", "parity_report", "format_report", "export_all", "AGREEMENT_TARGET"]
+
+logger = logging.getLogger(__name__)
+
+#: top-1 agreement with the Keras student below which the report warns about a quantised format
+AGREEMENT_TARGET = 0.98
+
+
+def format_report(report: dict, target: float = AGREEMENT_TARGET) -> str:
+    """The parity report as a Markdown table (one row per format), with a note on formats below `target` agreement.
+
+    Example:
+        >>> row = {"size_mb": 0.6, "parameters": 1000, "top1": 0.79, "agreement": 0.975, "max_abs_diff": 5.0, "latency_ms": 0.03}
+        >>> print(format_report({"examples": 1000, "formats": {"tflite_int8": row}}).splitlines()[-1].split(". ")[0])
+        Note: tflite_int8 agrees with Keras on 97.50% of the images (< 98%)
+    """
+    lines = [f"Parity on {report['examples']} test images (agreement = same top-1 as the Keras student)", "",
+             "| format | size (MB) | parameters | top-1 | agreement | max abs diff | latency (ms, 1 image) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    below = []
+    for name, row in report["formats"].items():
+        size = "-" if row["size_mb"] is None else f"{row['size_mb']:.3f}"
+        lines.append(f"| {name} | {size} | {row['parameters']:,} | {100 * row['top1']:.2f}% | {100 * row['agreement']:.2f}% | "
+                     f"{row['max_abs_diff']:.2e} | {row['latency_ms']:.2f} |")
+        if row["agreement"] < target:
+            below.append(f"{name} agrees with Keras on {100 * row['agreement']:.2f}% of the images (< {100 * target:g}%)")
+    if below:
+        lines += ["", "Note: " + "; ".join(below) + ". Try int16x8 (integer-only, int16 activations), the other --calibration, "
+                  "or a wider student."]
+    return "\n".join(lines)
+
+
+def onnx_predict(path: str, images: np.ndarray) -> np.ndarray:
+    """Runs an .onnx model with onnxruntime on a batch of images."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: np.asarray(images, np.float32)})[0]
+
+
+def _interpreter(path: str):
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        Interpreter = tf.lite.Interpreter
+    interpreter = Interpreter(model_path=path)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def tflite_predict(path: str, images: np.ndarray) -> np.ndarray:
+    """Runs a .tflite model image by image; quantised inputs/outputs are (de)quantised here."""
+    interpreter = _interpreter(path)
+    input_detail = interpreter.get_input_details()[0]
+    output_detail = interpreter.get_output_details()[0]
+    outputs = []
+    for image in np.asarray(images, dtype=np.float32):
+        value = image[None, ...]
+        if input_detail["dtype"] != np.float32:
+            scale, zero_point = input_detail["quantization"]
+            value = np.clip(np.round(value / scale + zero_point), -128, 127).astype(input_detail["dtype"])
+        interpreter.set_tensor(input_detail["index"], value)
+        interpreter.invoke()
+        out = interpreter.get_tensor(output_detail["index"])
+        if output_detail["dtype"] != np.float32:
+            scale, zero_point = output_detail["quantization"]
+            out = (out.astype(np.float32) - zero_point) * scale
+        outputs.append(out[0])
+    return np.stack(outputs)
+
+
+def collect_images(dataset, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """Up to `limit` images and labels from `(images, labels)` batches."""
+    images, labels, count = [], [], 0
+    for batch_images, batch_labels in dataset:
+        images.append(np.asarray(batch_images, np.float32))
+        labels.append(np.asarray(batch_labels))
+        count += len(images[-1])
+        if count >= limit:
+            break
+    if not images:
+        raise ValueError("The evaluation dataset is empty: the parity report needs test images.")
+    return np.concatenate(images)[:limit], np.concatenate(labels)[:limit].reshape(-1)
+
+
+def latency_ms(function, image, repeats: int = 30) -> float:
+    """Median milliseconds of `function(image)` over `repeats` calls, after one warm-up call."""
+    function(image)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function(image)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000)
+
+
+def _runner(path: str):
+    """`(batch -> logits, one image -> anything, size in MB)` for a SavedModel folder, an .onnx or a .tflite file."""
+    if os.path.isdir(path):
+        signature = tf.saved_model.load(path).signatures["serving_default"]
+        run = lambda images: signature(images=tf.constant(images))["logits"].numpy()  # noqa: E731
+        batch = lambda images: np.concatenate([run(images[i:i + 256]) for i in range(0, len(images), 256)])  # noqa: E731
+        total = sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names)
+        return batch, run, total / 1e6
+    size = os.path.getsize(path) / 1e6
+    if path.endswith(".onnx"):
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        run = lambda images: session.run(None, {name: images})[0]  # noqa: E731
+        return run, run, size
+    interpreter = _interpreter(path)
+    detail = interpreter.get_input_details()[0]
+
+    def run_one(image):
+        value = image if detail["dtype"] == np.float32 else np.zeros(detail["shape"], detail["dtype"])
+        interpreter.set_tensor(detail["index"], value)
+        interpreter.invoke()
+
+    return (lambda images: tflite_predict(path, images)), run_one, size
+
+
+def tflite_runner(path: str):
+    """A function running a .tflite file on one image (for latency: its output is not read)."""
+    return _runner(path)[1]
+
+
+def keras_latency_ms(model, image) -> float:
+    """Single-image latency of a Keras model's compiled graph (an eager call mostly measures Python overhead)."""
+    single = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    return latency_ms(lambda x: single(x).numpy(), tf.constant(image))
+
+
+def parity_report(model, files: dict[str, str], dataset, limit: int = 1000, json_path: str | None = None) -> dict:
+    """Size, accuracy, agreement with Keras and single-image latency of each exported model.
+
+    Args:
+        model: the Keras student (or distiller) the files were exported from.
+        files: `{format name: path}` of `.tflite` / `.onnx` files or SavedModel folders.
+        dataset: `(images, labels)` batches, e.g. the test split.
+        limit: how many images to compare.
+        json_path: also write the report there.
+    """
+    student = student_of(model)
+    images, labels = collect_images(dataset, limit)
+    keras_logits = np.asarray(student.predict(images, verbose=0))
+    keras_top1 = keras_logits.argmax(-1)
+    parameters = int(student.count_params())
+    rows = {"keras": {
+        "size_mb": None, "parameters": parameters, "top1": float((keras_top1 == labels).mean()), "agreement": 1.0,
+        "max_abs_diff": 0.0, "latency_ms": round(keras_latency_ms(student, images[:1]), 3),
+    }}
+    for name, path in files.items():
+        predict, run_one, size_mb = _runner(path)
+        logits = predict(images)
+        rows[name] = {
+            "size_mb": round(size_mb, 3), "parameters": parameters,
+            "top1": float((logits.argmax(-1) == labels).mean()), "agreement": float((logits.argmax(-1) == keras_top1).mean()),
+            "max_abs_diff": float(np.abs(logits - keras_logits).max()), "latency_ms": round(latency_ms(run_one, images[:1]), 3),
+        }
+    report = {"examples": int(len(labels)), "formats": rows}
+    if json_path:
+        with open(json_path, "w") as handle:
+            json.dump(report, handle, indent=2)
+    return report
+
+
+def export_all(model, output_dir: str, formats: Iterable[str] = ("saved_model", "float32", "int8"), representative=None, test=None,
+               version: int = 1, int8_io: bool = False, limit: int = 1000, calibration: str = "minmax", percentile: float = 99.99) -> dict:
+    """Exports the student in several formats and checks each against Keras.
+
+    Writes `output_dir/serving/<version>/` (SavedModel) and
+    `output_dir/student_<mode>.tflite`, then, when `test` is given, the parity
+    report to `output_dir/report.json`.
+
+    Args:
+        model: a student, or a `FeatureDistiller`.
+        output_dir: the export folder.
+        formats: any of "saved_model", "onnx" (optional extra) and the `TFLITE_MODES`.
+        representative: calibration batches for int8 (e.g. the validation split).
+        test: `(images, labels)` batches for the report (e.g. the test split).
+        version: TF Serving version folder.
+        int8_io: int8 model input/output for the int8 file.
+        limit: test images used by the report.
+        calibration: int8 activation ranges, "minmax" or "percentile" (see `tflite`).
+        percentile: p for percentile calibration.
+
+    Returns:
+        `{"files": {format: path}, "report": parity report or None}`.
+
+    Example:
+        >>> import keras, tempfile
+        >>> student = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])
+        >>> result = export_all(student, tempfile.mkdtemp(), formats=["saved_model", "float32"])
+        >>> sorted(result["files"]), result["report"]
+        (['float32', 'saved_model'], None)
+    """
+    student = student_of(model)
+    formats = list(formats)
+    check_formats(formats)
+    check_writable(output_dir)
+    os.makedirs(output_dir, exist_ok=True)
+    files = {}
+    for name in formats:
+        logger.info("Exporting %s ...", name)
+        if name == "saved_model":
+            files[name] = saved_model(student, os.path.join(output_dir, "serving"), version=version)
+        elif name == "onnx":
+            files[name] = onnx(student, os.path.join(output_dir, "student.onnx"))
+        else:
+            files[name] = tflite(student, os.path.join(output_dir, f"student_{name}.tflite"), quantize=name,
+                                 representative=representative, int8_io=int8_io, calibration=calibration, percentile=percentile)
+    report = None
+    if test is not None:
+        named = {(name if name in ("saved_model", "onnx") else f"tflite_{name}"): path for name, path in files.items()}
+        report = parity_report(student, named, test, limit=limit)
+        report["files"] = files
+        with open(os.path.join(output_dir, "report.json"), "w") as handle:
+            json.dump(report, handle, indent=2)
+    return {"files": files, "report": report}

@@ -1,0 +1,203 @@
+"""Writers: the student as a SavedModel for TF Serving, TFLite (float32, float16, dynamic range, int8, int16x8) or ONNX.
+
+Every writer builds into a temporary folder next to the target and moves the
+result into place only when it is complete (`kdistill.export.atomic`), so a
+failure leaves no half-written model behind. Only the student is exported: passing a
+`FeatureDistiller` exports `distiller.student` (and logs that it did).
+
+Example:
+    >>> import tempfile, keras
+    >>> student = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])
+    >>> folder = tempfile.mkdtemp()
+    >>> saved_model(student, folder + "/serving", version=1).endswith("serving/1")
+    True
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Iterable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kdistill.export import atomic, int8_calibration
+
+__all__ = ["saved_model", "tflite", "onnx", "check_formats", "check_writable", "student_of", "TFLITE_MODES", "CALIBRATED_MODES"]
+
+logger = logging.getLogger(__name__)
+
+#: mode -> what the converter does
+TFLITE_MODES = {
+    "float32": "no quantisation",
+    "float16": "weights stored as float16",
+    "dynamic": "dynamic-range: int8 weights, float activations",
+    "int8": "full-integer: int8 weights and activations (needs a representative dataset)",
+    "int16x8": "integer-only with int16 activations and int8 weights (TFLite's experimental 16x8 mode; needs a representative dataset; slower kernels)",
+}
+
+#: TFLite modes whose activation ranges are calibrated on representative images
+CALIBRATED_MODES = ("int8", "int16x8")
+
+
+def student_of(model) -> keras.Model:
+    """The model to export: a distiller's student, or the model itself."""
+    student = getattr(model, "student", None)
+    if isinstance(student, keras.Model) and hasattr(model, "teacher"):
+        logger.info("Exporting the distiller's student only (no teacher, no projections).")
+        return student
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"Expected a Keras model or a FeatureDistiller, received {type(model).__name__}.")
+    return model
+
+
+def check_writable(folder: str) -> None:
+    """Raises a clear error when `folder` (or the nearest existing folder above it) cannot be written."""
+    folder = os.path.abspath(folder or ".")
+    probe = folder
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise NotADirectoryError(f"Cannot write under {folder!r}: {probe!r} is a file, not a folder. Choose another output path.")
+    if not os.access(probe, os.W_OK):
+        raise PermissionError(f"Cannot write under {folder!r}: {probe!r} is not writable. Choose another output path.")
+
+
+def saved_model(model, base_path: str, version: int = 1) -> str:
+    """Exports a SavedModel with a `serving_default` signature in TF Serving's layout.
+
+    The signature takes float32 RGB pixels in [0, 255] of the student's input
+    shape (preprocessing is folded into the model) and returns logits.
+
+    Args:
+        model: a student, or a `FeatureDistiller` (its student is exported).
+        base_path: TF Serving's model base path; the model goes to `base_path/<version>`.
+        version: positive integer version folder.
+
+    Returns:
+        The version folder.
+    """
+    student = student_of(model)
+    if int(version) < 1:
+        raise ValueError(f"version must be a positive integer, received {version!r}.")
+    check_writable(base_path)
+    os.makedirs(base_path, exist_ok=True)
+    target = os.path.join(base_path, str(int(version)))
+    with atomic.staging_folder(base_path, prefix=".export-") as staging:
+        export_dir = os.path.join(staging, "model")
+        archive = keras.export.ExportArchive()
+        archive.track(student)
+        signature = [tf.TensorSpec((None, *student.input_shape[1:]), tf.float32, name="images")]
+        archive.add_endpoint("serving_default", lambda images: {"logits": student(images, training=False)}, input_signature=signature)
+        archive.write_out(export_dir, verbose=False)
+        atomic.replace(export_dir, target)
+    return target
+
+
+def _representative_images(dataset, count: int) -> list[np.ndarray]:
+    """Up to `count` single images from `(images, labels)` or image batches."""
+    images = []
+    for batch in dataset:
+        batch_images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        images.extend(np.asarray(batch_images, dtype=np.float32))
+        if len(images) >= count:
+            break
+    if not images:
+        raise ValueError("The representative dataset is empty: integer (int8, int16x8) calibration needs real images (e.g. the validation split).")
+    return images[:count]
+
+
+def tflite(model, path: str, quantize: str = "float32", representative: Iterable | None = None, representative_count: int = 500,
+           int8_io: bool = False, calibration: str = "minmax", percentile: float = 99.99) -> str:
+    """Converts the student to a TFLite flatbuffer.
+
+    Args:
+        model: a student, or a `FeatureDistiller`.
+        path: the `.tflite` file to write.
+        quantize: one of `TFLITE_MODES`: float32, float16, dynamic, int8, int16x8.
+        representative: for int8 and int16x8, a dataset of `(images, labels)`
+            or images batches (e.g. the validation pipeline) used to calibrate ranges.
+        representative_count: how many images calibrate the ranges.
+        int8_io: for int8, make the model's input and output int8 too (else float).
+        calibration: for int8, how activation ranges are set: "minmax" (the
+            converter's own) or "percentile" (each inner activation's range cut
+            to its [100 - p, p] percentiles, so that rare outliers do not coarsen
+            every other value). See `kdistill.export.int8_calibration`.
+        percentile: p for percentile calibration.
+
+    Returns:
+        `path`.
+    """
+    student = student_of(model)
+    if quantize not in TFLITE_MODES:
+        raise ValueError(f"Unknown quantize={quantize!r}; use one of {', '.join(TFLITE_MODES)}.")
+    if quantize in CALIBRATED_MODES and representative is None:
+        raise ValueError(f"quantize={quantize!r} needs representative=<dataset of real images> to calibrate activation ranges.")
+    int8_calibration.check(calibration, percentile)
+    images = _representative_images(representative, representative_count) if quantize in CALIBRATED_MODES else None
+    folder = os.path.dirname(os.path.abspath(path))
+    check_writable(folder)
+    os.makedirs(folder, exist_ok=True)
+    with atomic.staging_folder(folder, prefix=".export-") as staging:
+        exported = saved_model(student, staging, version=1)
+        converter = tf.lite.TFLiteConverter.from_saved_model(exported)
+        if quantize == "float16":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        elif quantize == "dynamic":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        elif quantize == "int16x8":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = int8_calibration.representative_dataset(images)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        try:
+            if quantize == "int8":
+                flatbuffer = int8_calibration.quantize_int8(converter, images, method=calibration, percentile=percentile, int8_io=int8_io)
+            else:
+                flatbuffer = converter.convert()
+        except Exception as error:  # noqa: BLE001 - the converter raises ConverterError and others
+            raise ValueError(f"TFLite conversion ({quantize}) failed: {error}. Ops without a TFLite kernel cannot be exported as {quantize}.") from error
+        staged_file = os.path.join(staging, "model.tflite")
+        with open(staged_file, "wb") as handle:
+            handle.write(flatbuffer)
+        atomic.replace(staged_file, path)
+    return path
+
+
+def onnx(model, path: str, opset: int = 17) -> str:
+    """Converts the student to ONNX with `tf2onnx` (the optional `onnx` extra: `pip install "kdistill[onnx]"`).
+
+    The graph takes float32 `images` (raw pixels in [0, 255], batch dimension
+    free) and returns logits, like the SavedModel's signature.
+    """
+    student = student_of(model)
+    try:
+        import tf2onnx
+    except ImportError:
+        raise ImportError('ONNX export needs tf2onnx: pip install "kdistill[onnx]" (tf2onnx 1.17, onnx, onnxruntime).') from None
+    folder = os.path.dirname(os.path.abspath(path))
+    check_writable(folder)
+    os.makedirs(folder, exist_ok=True)
+    with atomic.staging_folder(folder, prefix=".export-") as staging:
+        signature = (tf.TensorSpec((None, *student.input_shape[1:]), tf.float32, name="images"),)
+        function = tf.function(lambda images: student(images, training=False))
+        staged_file = os.path.join(staging, "model.onnx")
+        try:
+            tf2onnx.convert.from_function(function, input_signature=signature, opset=opset, output_path=staged_file)
+        except Exception as error:  # noqa: BLE001 - tf2onnx raises many types
+            raise ValueError(f"ONNX conversion failed: {error}. Ops without an ONNX equivalent cannot be exported.") from error
+        atomic.replace(staged_file, path)
+    return path
+
+
+def check_formats(formats: Iterable[str]) -> list[str]:
+    """Raises a clear error for a format `export_all` does not know."""
+    formats = list(formats)
+    unknown = sorted(set(formats) - {"saved_model", "onnx", *TFLITE_MODES})
+    if unknown:
+        raise ValueError(f"Unknown export format(s) {unknown}; choose from saved_model, onnx, {', '.join(TFLITE_MODES)}.")
+    return formats
+
+

@@ -1,0 +1,130 @@
+"""Distillation losses: one registry of names, one protocol, one file per family.
+
+* `base` — the protocol (`DistillationLoss`: `call(teacher, student, labels=None)`
+  returns per-sample values) and `per_sample`, the one place losses are called;
+* `registry` — names a config can use (`register` decorator, `available`);
+* `logits` (KD, DKD, logit-standardised KD), `features` (FitNets, AT, SP, RKD,
+  PKT, HCL), `contrastive` (CRD), `dist` (DIST), `standardized_dkd`;
+* `combined` — weighted lists such as `[("crd", 0.8), ("at", 1000.0)]`.
+
+A new method is one file here that defines its function and class and decorates
+the class with `@register("name", kind=...)`, plus an import below.
+
+Example:
+    >>> import numpy as np, kdistill
+    >>> teacher = np.array([[2.0, 0.5, -1.0]], dtype="float32")
+    >>> student = np.array([[1.0, 1.0, 0.0]], dtype="float32")
+    >>> loss = kdistill.losses.get("kl", temperature=2.0)
+    >>> float(loss(teacher, student)) > 0
+    True
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Any, Callable
+
+import keras
+
+from kdistill.losses import contrastive, dist, features, logits, standardized_dkd  # noqa: F401 - each registers its names
+from kdistill.losses._utils import check_temperature
+from kdistill.losses.base import DistillationLoss, per_sample
+from kdistill.losses.combined import Combined
+from kdistill.losses.contrastive import ContrastiveRepresentationLoss
+from kdistill.losses.dist import DIST
+from kdistill.losses.features import AttentionTransfer, FeatureMSE, HierarchicalContextLoss, PKT, RKD, SimilarityPreserving, feature_mse
+from kdistill.losses.logits import DKD, LogitsKL, StandardizedKD, kd_kl_divergence
+from kdistill.losses.registry import available, register
+from kdistill.losses.standardized_dkd import StandardizedDKD
+
+__all__ = [
+    "get", "available", "register", "per_sample", "check_temperature", "DistillationLoss", "Combined",
+    "FeatureMSE", "AttentionTransfer", "SimilarityPreserving", "RKD", "PKT", "HierarchicalContextLoss", "ContrastiveRepresentationLoss",
+    "LogitsKL", "DKD", "StandardizedKD", "StandardizedDKD", "DIST", "feature_mse", "kd_kl_divergence",
+]
+
+
+def _accepts(cls: type, option: str) -> bool:
+    return option in inspect.signature(cls.__init__).parameters
+
+
+def _is_weighted_pair(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) == 2 and isinstance(value[0], (str, dict)) and isinstance(value[1], (int, float)) \
+        and not isinstance(value[1], bool)
+
+
+def get(identifier: str | keras.losses.Loss | Callable | dict | list, kind: str | None = None, **kwargs) -> Any:
+    """Returns a distillation loss from a name, a config dict, a weighted list or an instance.
+
+    Args:
+        identifier: a registered name (see `available()`), `{"name": ...,
+            option: value}`, a list of names / `(name, weight)` pairs / such
+            dicts with a `"weight"` (a `Combined` weighted sum), a serialized
+            loss config, a loss object (`keras.losses.Loss` or loss layer) or a
+            callable `fn(teacher, student) -> per-sample loss`.
+        kind: `"feature"` or `"logits"` to restrict names to that kind.
+        **kwargs: options for a named loss, e.g. `temperature=4.0`; options a
+            loss does not take (temperature for a feature loss) are ignored.
+
+    Returns:
+        A loss following the protocol of `kdistill.losses.base`.
+
+    Raises:
+        ValueError: for an unknown name, listing the known ones (and the closest).
+
+    Example:
+        >>> get("kl", temperature=2.0).temperature
+        2.0
+        >>> get("klx")
+        Traceback (most recent call last):
+        ...
+        ValueError: Unknown distillation loss 'klx'. Did you mean 'kl'? Known: at, crd, dist, dkd, fitnets, hcl, kd, kl, mse, normalized_mse, pkt, rkd, sp, standardized_dkd, standardized_kd.
+    """
+    if isinstance(identifier, (keras.losses.Loss, keras.layers.Layer)) or (callable(identifier) and not isinstance(identifier, (str, dict, list, tuple))):
+        return identifier
+    if _is_weighted_pair(identifier):
+        return get([identifier], kind=kind, **kwargs)
+    if isinstance(identifier, (list, tuple)):
+        parts, weights = [], []
+        for entry in identifier:
+            weight = 1.0
+            if _is_weighted_pair(entry):
+                entry, weight = entry
+            elif isinstance(entry, dict) and "name" in entry:
+                entry = dict(entry)
+                weight = entry.pop("weight", 1.0)
+            parts.append(get(entry, kind=kind, **kwargs))
+            weights.append(weight)
+        if not parts:
+            raise ValueError("An empty list of losses was given; name at least one, e.g. ['mse'].")
+        return Combined(parts, weights)
+    if isinstance(identifier, dict) and "name" in identifier and "class_name" not in identifier:
+        options = dict(identifier)
+        if "weight" in options:
+            return get([options], kind=kind, **kwargs)
+        name = options.pop("name")
+        return get(name, kind=kind, **{**kwargs, **options})
+    if isinstance(identifier, dict):
+        return keras.saving.deserialize_keras_object(identifier)
+    if not isinstance(identifier, str):
+        raise TypeError(
+            f"A distillation loss must be a name, a config dict, a keras.losses.Loss or a callable; "
+            f"received {type(identifier).__name__}: {identifier!r}."
+        )
+    key = identifier.lower()
+    known = available(kind)
+    if key not in known:
+        close = difflib.get_close_matches(key, known, n=3)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        label = f"{kind} loss" if kind else "distillation loss"
+        raise ValueError(f"Unknown {label} {identifier!r}.{hint} Known: {', '.join(known)}.")
+    from kdistill.losses.registry import lookup
+
+    cls, _, implied = lookup(key)
+    options = dict(implied)
+    for option, value in kwargs.items():
+        if option == "temperature" and not _accepts(cls, "temperature"):
+            continue
+        options[option] = value
+    return cls(**options)

@@ -1,0 +1,209 @@
+"""End-to-end jobs shared by the CLI and notebooks: train a teacher, distil, run the demo.
+
+`distill` lives here; `train_teacher` (in `kdistill.run.training`) and `demo`
+(in `kdistill.run.demo`) are re-exported so that `jobs` names every job.
+
+Each function writes into a run folder and returns what it measured; the CLI
+only parses arguments and calls these.
+
+Example:
+    >>> from kdistill.run import jobs
+    >>> jobs.DEMO_QUICK["student"]
+    'mobilenet_v2'
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+
+import keras
+import tensorflow as tf
+
+from kdistill import data as data_module
+from kdistill import evaluation
+from kdistill.distiller import FeatureDistiller
+from kdistill.models import saving, teachers
+from kdistill.models import taps as taps_module
+from kdistill.run import callbacks, distribute, precision, teacher_cache, training
+from kdistill.run.config import DistillConfig
+from kdistill.run.demo import DEMO_FULL, DEMO_QUICK, demo, format_table
+from kdistill.run.training import TEACHER_RECIPE, train_student, train_teacher
+
+__all__ = ["check_teacher", "load_data", "train_teacher", "train_student", "distill", "demo", "DEMO_QUICK", "DEMO_FULL", "format_table", "TEACHER_RECIPE"]
+
+logger = logging.getLogger(__name__)
+
+def load_data(config: DistillConfig) -> data_module.Splits:
+    """Pipelines for a run config."""
+    return data_module.load(
+        config.data, data_dir=config.data_dir, image_size=config.image_size, batch_size=config.batch_size,
+        train_limit=config.train_limit, test_limit=config.test_limit, augment=config.augment, seed=config.seed,
+        transfer=config.transfer_data,
+    )
+
+
+def _read_history_csv(path: str) -> dict:
+    """History from CSVLogger's file, one row per epoch (the last row wins if an epoch was logged twice)."""
+    import csv
+
+    if not os.path.exists(path):
+        return {}
+    with open(path, newline="") as handle:
+        rows = {int(row["epoch"]): row for row in csv.DictReader(handle)}
+    history: dict = {}
+    for epoch in sorted(rows):
+        for key, value in rows[epoch].items():
+            history.setdefault(key, []).append(int(value) if key == "epoch" else float(value))
+    return history
+
+
+def _cached_training_data(config: DistillConfig, splits: data_module.Splits, teacher: keras.Model, layers: list, verbose: int):
+    """Training batches with the teacher's outputs read from `config.teacher_cache` (built there on first use)."""
+    teacher_cache.check_augmentation(config.augment)
+    if splits.train_plain is None:
+        raise ValueError(f"The teacher cache needs a source read into arrays (fashion_mnist, an image folder); {config.data!r} is not.")
+    try:
+        cache = teacher_cache.load(config.teacher_cache, teacher, layers, dataset=splits.train_plain)
+        logger.info("Reading the teacher's outputs from %s", config.teacher_cache)
+    except FileNotFoundError:
+        logger.info("Computing the teacher's outputs once into %s", config.teacher_cache)
+        cache = teacher_cache.build(teacher, layers, splits.train_plain, config.teacher_cache, verbose=min(verbose, 1))
+    return cache.dataset(config.batch_size, shuffle=True, seed=config.seed, layers=layers)
+
+
+def _resolve_taps(config: DistillConfig, teacher: keras.Model, student: keras.Model) -> dict:
+    if isinstance(config.taps, dict):
+        return dict(config.taps)
+    if config.taps == "none":
+        return {}
+    return taps_module.preset(teacher, student)
+
+
+#: validation images measured by `check_teacher`, and the fewest that can tell chance from learning
+_TEACHER_CHECK_IMAGES, _TEACHER_CHECK_MINIMUM = 1000, 100
+
+
+def check_teacher(teacher: keras.Model, splits: data_module.Splits, margin: float = 0.05) -> float | None:
+    """Top-1 of the teacher on up to 1,000 validation images; raises when it is no better than chance.
+
+    A teacher that collapsed in training distils chance-level students (10.0 % and
+    10.1 % where the student alone reached 79.5 %, tried here), so this runs before
+    any distillation. With fewer than 100 validation images it only logs.
+
+    Returns:
+        The measured top-1, or None when there is no validation split.
+
+    Raises:
+        kdistill.run.callbacks.ChanceLevelError: top-1 within `margin` of 1 / classes.
+    """
+    if splits.validation is None:
+        return None
+    correct = seen = 0
+    for images, labels in splits.validation:
+        predictions = keras.ops.convert_to_numpy(teacher(images, training=False)).argmax(-1)
+        correct += int((predictions == keras.ops.convert_to_numpy(labels).reshape(-1)).sum())
+        seen += len(predictions)
+        if seen >= _TEACHER_CHECK_IMAGES:
+            break
+    top1, chance = correct / max(seen, 1), 1.0 / splits.num_classes
+    if seen < _TEACHER_CHECK_MINIMUM:
+        logger.warning("Only %d validation images: too few to check the teacher (top-1 %.1f %%).", seen, 100 * top1)
+    elif top1 <= chance + margin:
+        raise callbacks.ChanceLevelError(
+            f"The teacher reaches {100 * top1:.1f} % top-1 on {seen} validation images, no better than chance ({100 * chance:.1f} %): "
+            "distilling it would teach the student nothing. Retrain it (kdistill train-teacher keeps its best epoch) or pass "
+            "--no-check-teacher (config check_teacher: false) to go on anyway."
+        )
+    else:
+        logger.info("Teacher top-1 on %d validation images: %.1f %%", seen, 100 * top1)
+    return top1
+
+
+def distill(config: DistillConfig, splits: data_module.Splits | None = None, teacher: keras.Model | None = None, verbose: int = 1) -> dict:
+    """Runs one distillation from a config and writes the run folder.
+
+    Writes `student.keras`, `best_student.keras` (best validation accuracy),
+    `history.json`/`history.csv` and `summary.json` (config, taps, projections,
+    test metrics, wall time) into `config.resolved_output_dir()`.
+
+    Survives a crash: weights and optimizer state are backed up to
+    `<run folder>/backup/` after every epoch, and running the same config
+    again resumes from the last finished epoch (the backup is removed when
+    the run completes). Training stops with `NonFiniteLossError`, naming the
+    term, if the loss becomes NaN or infinite. In a multi-worker run only the
+    chief writes the run folder (see `kdistill.run.distribute.is_chief`).
+
+    Returns:
+        The summary dict.
+    """
+    start = time.perf_counter()
+    # First: MultiWorkerMirroredStrategy must exist before TensorFlow initialises its devices (e.g. for the data).
+    strategy = distribute.get_strategy(config.strategy)
+    chief = distribute.is_chief(strategy)
+    # The other workers of a multi-worker run train in step with the chief; their copies of the files go to a folder they remove.
+    output_dir = config.resolved_output_dir() if chief else tempfile.mkdtemp(prefix="kdistill-worker-")
+    os.makedirs(output_dir, exist_ok=True)
+    splits = splits or load_data(config)
+    if teacher is None:
+        if not config.teacher:
+            raise ValueError("A distillation needs a teacher: set `teacher: PATH` (train one with `kdistill train-teacher`).")
+        teacher = teachers.load(config.teacher)
+    if config.check_teacher:
+        check_teacher(teacher, splits)
+    with strategy.scope(), precision.policy_scope(config.precision):
+        # Everything trainable, the optimizer and the metrics are made inside the strategy's scope.
+        teacher = precision.cast_model(teacher, config.precision) if config.precision != "float32" else teacher
+        student = training.build_student(config.student, splits, config.student_width, config.seed)
+        distiller = FeatureDistiller(teacher, student, taps=_resolve_taps(config, teacher, student), **config.distiller_options())
+        steps = -(-splits.counts["train"] // config.batch_size)
+        optimizer = training.make_optimizer(config.optimizer, config.learning_rate, config.weight_decay, config.lr_decay_epochs, steps)
+        distiller.compile(optimizer=optimizer, loss=training.label_loss(splits, config.augment), metrics=["accuracy"])
+    train = splits.train
+    if config.teacher_cache:
+        train = _cached_training_data(config, splits, teacher, list(distiller.taps), verbose)
+    history_csv = os.path.join(output_dir, "history.csv")
+    backup_dir = os.path.join(output_dir, "backup")
+    resuming = os.path.exists(os.path.join(backup_dir, "training_metadata.json"))
+    if resuming:
+        logger.info("Resuming the interrupted run from %s", backup_dir)
+    elif os.path.exists(history_csv):
+        os.remove(history_csv)  # a finished earlier run in this folder: start its history afresh
+    run_callbacks = [
+        # Backs up weights and optimizer state after every epoch; the same command resumes after a crash.
+        keras.callbacks.BackupAndRestore(backup_dir),
+        keras.callbacks.CSVLogger(history_csv, append=True),
+        callbacks.StopOnNonFiniteLoss(),
+    ]
+    if splits.validation is not None:
+        run_callbacks.append(callbacks.BestStudentCheckpoint(os.path.join(output_dir, "best_student.keras")))
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        # Keras' fit fails under this strategy (see kdistill.run.distribute); no per-epoch backup here.
+        history = distribute.fit(distiller, train, epochs=config.epochs, strategy=strategy, verbose=verbose)
+        history["epoch"] = list(range(config.epochs))
+    else:
+        distiller.fit(train, validation_data=splits.validation, epochs=config.epochs, verbose=verbose, callbacks=run_callbacks, shuffle=False)
+        history = _read_history_csv(history_csv)
+    student_path = os.path.join(output_dir, "student.keras")
+    saving.save_for_inference(distiller.student, student_path)
+    summary = {
+        "config": config.to_dict(),
+        "taps": distiller.taps,
+        "projections": [dict(row, teacher_shape=list(row["teacher_shape"]), student_shape=list(row["student_shape"])) for row in distiller.projection_summary()],
+        "student_path": student_path,
+        "epochs_completed": len(history.get("epoch", [])),
+        "resumed": resuming,
+        "replicas": int(strategy.num_replicas_in_sync),
+    }
+    if splits.test is not None and chief:  # the other workers' scores would be the chief's again
+        summary["test"] = evaluation.evaluate(distiller.student, splits.test, splits.class_names)
+    summary["wall_seconds"] = round(time.perf_counter() - start, 1)
+    training.write_json(os.path.join(output_dir, "history.json"), history)
+    training.write_json(os.path.join(output_dir, "summary.json"), summary)
+    if not chief:
+        shutil.rmtree(output_dir, ignore_errors=True)
+        summary["student_path"] = None
+    return summary

@@ -1,0 +1,165 @@
+"""Training pieces shared by the jobs: optimizers, the teacher recipe, building and training a student alone.
+
+Example:
+    >>> from kdistill.run import training
+    >>> training.TEACHER_RECIPE["schedule"]
+    'cosine'
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import keras
+
+from kdistill import data as data_module
+from kdistill.models import saving, students, teachers
+from kdistill.run import callbacks
+
+__all__ = ["make_optimizer", "teacher_optimizer", "TEACHER_RECIPE", "train_teacher", "build_student", "train_student", "label_loss", "write_json"]
+
+logger = logging.getLogger(__name__)
+
+
+_OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": lambda **kw: keras.optimizers.SGD(momentum=0.9, **kw), "adamw": keras.optimizers.AdamW}
+
+
+def _optimizer_instance(name: str, rate, weight_decay: float | None):
+    if name not in _OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer {name!r}; known: {', '.join(_OPTIMIZERS)}.")
+    kwargs = {"weight_decay": weight_decay} if weight_decay else {}
+    return _OPTIMIZERS[name](learning_rate=rate, **kwargs)
+
+
+def make_optimizer(name: str, learning_rate: float, weight_decay: float | None = None, decay_epochs=(), steps_per_epoch: int | None = None):
+    """Adam / SGD (momentum 0.9) / AdamW, with an optional step decay (x0.1 at each of `decay_epochs`)."""
+    rate = learning_rate
+    if decay_epochs:
+        if not steps_per_epoch:
+            raise ValueError("A learning-rate decay by epoch needs the number of steps per epoch.")
+        # The first step of epoch e (counting from 0) is step e * steps_per_epoch; it uses the decayed rate.
+        boundaries = [int(epoch) * steps_per_epoch - 1 for epoch in sorted(decay_epochs)]
+        rate = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, [learning_rate * 0.1**i for i in range(len(boundaries) + 1)])
+    return _optimizer_instance(name, rate, weight_decay)
+
+
+def label_loss(splits: data_module.Splits, augment) -> str:
+    mixes = any(a in ("mixup", "cutmix") for a in augment)
+    return "categorical_crossentropy" if mixes else "sparse_categorical_crossentropy"
+
+
+def write_json(path: str, value) -> None:
+    with open(path, "w") as handle:
+        json.dump(value, handle, indent=2, default=float)
+
+
+#: the teacher recipe measured stable on the offline data (see benchmarks/teacher.py and the README)
+TEACHER_RECIPE = {"optimizer": "adam", "learning_rate": 1e-3, "warmup_epochs": 1, "schedule": "cosine", "weight_decay": None}
+
+
+_MIN_CHANCE_CHECK_IMAGES = 100
+
+
+def teacher_optimizer(optimizer: str = "adam", learning_rate: float | None = None, epochs: int = 1, steps_per_epoch: int = 1,
+                      warmup_epochs: float = 1, schedule: str = "cosine", weight_decay: float | None = None):
+    """The teacher's optimizer: linear warm-up then cosine decay to zero (or a constant rate).
+
+    Args:
+        optimizer: "sgd" (momentum 0.9), "adam" or "adamw".
+        learning_rate: peak rate; None picks 0.05 for SGD and 1e-3 otherwise.
+        epochs, steps_per_epoch: the schedule's length.
+        warmup_epochs: epochs of linear warm-up from 0 (may be fractional; 0 for none).
+        schedule: "cosine" or "constant".
+        weight_decay: decoupled weight decay, or None.
+    """
+    if schedule not in ("cosine", "constant"):
+        raise ValueError(f"schedule must be 'cosine' or 'constant', received {schedule!r}.")
+    peak = learning_rate if learning_rate is not None else (0.05 if optimizer == "sgd" else 1e-3)
+    total = max(1, int(epochs * steps_per_epoch))
+    warmup = min(int(warmup_epochs * steps_per_epoch), total - 1)
+    if schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(0.0 if warmup else peak, decay_steps=max(1, total - warmup), alpha=0.0,
+                                                      warmup_target=peak if warmup else None, warmup_steps=warmup)
+    else:
+        rate = peak
+    return _optimizer_instance(optimizer, rate, weight_decay)
+
+
+def train_teacher(splits: data_module.Splits, output_path: str, epochs: int = 4, weights: str | None = None, learning_rate: float | None = None,
+                  name: str = "resnet50", augment=(), verbose: int = 1, optimizer: str = TEACHER_RECIPE["optimizer"],
+                  warmup_epochs: float = TEACHER_RECIPE["warmup_epochs"], schedule: str = TEACHER_RECIPE["schedule"],
+                  weight_decay: float | None = TEACHER_RECIPE["weight_decay"], resize_to: int | None = None,
+                  callbacks_: list | None = None) -> tuple[keras.Model, dict]:
+    """Trains a ResNet teacher on `splits`, keeps its best epoch and saves it to `output_path` (.keras).
+
+    The recipe (Adam, peak rate 1e-3 after one epoch of linear warm-up, cosine
+    decay to zero, BatchNorm momentum 0.9) replaced a flat Adam 1e-3, which let
+    a 54,000-image run collapse to chance in its last epoch; SGD with momentum
+    (peak 0.05 or 0.01) diverged in validation here (benchmarks/teacher.py). With validation data the weights of
+    the best epoch by validation accuracy are kept (`callbacks.KeepBestEpoch`),
+    a last epoch far below the best is reported, and a teacher no better than
+    chance raises `callbacks.ChanceLevelError` instead of being saved.
+
+    Args:
+        splits: data (`kdistill.data.load`).
+        output_path: the `.keras` file to write.
+        epochs: training epochs.
+        weights: None, "imagenet" or a path (see `kdistill.teachers.get`).
+        learning_rate: peak rate (None: 0.05 for SGD, 1e-3 for Adam).
+        name: "resnet50", "resnet101" or "resnet152".
+        augment: the augmentations the pipeline applies (mixup/cutmix need one-hot labels).
+        verbose: Keras progress bars.
+        optimizer, warmup_epochs, schedule, weight_decay: see `teacher_optimizer`.
+        resize_to: upsample inputs inside the teacher (see `kdistill.teachers.get`).
+        callbacks_: extra Keras callbacks.
+
+    Returns:
+        `(teacher, history dict)`; the history also holds `best_epoch` (counting from 0).
+    """
+    teacher = teachers.get(name, num_classes=splits.num_classes, input_shape=splits.image_shape, weights=weights, resize_to=resize_to)
+    steps = -(-splits.counts["train"] // _batch_size(splits.train))
+    mixes = any(a in ("mixup", "cutmix") for a in augment)
+    teacher.compile(
+        optimizer=teacher_optimizer(optimizer, learning_rate, epochs, steps, warmup_epochs, schedule, weight_decay),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True) if mixes else keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    run_callbacks = list(callbacks_ or [])
+    keep = None
+    if splits.validation is not None:
+        # Below ~100 validation images chance and learning cannot be told apart; the best epoch is still kept.
+        checkable = splits.counts.get("validation", 0) >= _MIN_CHANCE_CHECK_IMAGES
+        if not checkable:
+            logger.warning("Only %d validation images: too few to check that the teacher beats chance.", splits.counts.get("validation", 0))
+        keep = callbacks.KeepBestEpoch(chance_level=1.0 / splits.num_classes if checkable else None)
+        run_callbacks.append(keep)
+    history = teacher.fit(splits.train, validation_data=splits.validation, epochs=epochs, verbose=verbose, shuffle=False, callbacks=run_callbacks).history
+    if keep is not None:
+        history["best_epoch"] = keep.best_epoch
+    os.makedirs(os.path.dirname(output_path) or ".", exist_ok=True)
+    saving.save_for_inference(teacher, output_path)
+    return teacher, history
+
+
+def _batch_size(dataset) -> int:
+    """The batch size of a batched tf.data pipeline (its first dimension), 64 if unknown."""
+    size = dataset.element_spec[0].shape[0] if isinstance(dataset.element_spec, tuple) else None
+    if size is None:
+        for images, _ in dataset.take(1):
+            return int(images.shape[0])
+        return 64
+    return int(size)
+
+
+def build_student(name: str, splits: data_module.Splits, width: float | None, seed: int) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    kwargs = {"width": width} if width is not None and name.startswith("mobilenet") else {}
+    return students.get(name, num_classes=splits.num_classes, input_shape=splits.image_shape, **kwargs)
+
+
+def train_student(splits: data_module.Splits, student: keras.Model, epochs: int, learning_rate: float = 1e-3, optimizer: str = "adam", verbose: int = 1, callbacks=None) -> dict:
+    """Trains a student on labels alone (the baseline distillation must beat)."""
+    student.compile(optimizer=make_optimizer(optimizer, learning_rate), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    return student.fit(splits.train, validation_data=splits.validation, epochs=epochs, verbose=verbose, callbacks=callbacks, shuffle=False).history
