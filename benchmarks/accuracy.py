@@ -39,6 +39,8 @@ METHODS = {
     "alone": dict(taps={}, logits_loss="kl", alpha=0.0),
     "kd": dict(taps={}, logits_loss="kl", alpha=0.9),
     "dkd": dict(taps={}, logits_loss={"name": "dkd", "beta": 2.0}, alpha=0.9),
+    "dist": dict(taps={}, logits_loss={"name": "dist", "beta": 2.0, "gamma": 2.0}, alpha=0.9),
+    "standardized_dkd": dict(taps={}, logits_loss={"name": "standardized_dkd", "beta": 2.0}, alpha=0.9),
     "fitnets": dict(taps=None, feature_loss="normalized_mse", tap_weights=10.0, logits_loss="kl", alpha=0.9),
     "at": dict(taps=None, feature_loss="at", tap_weights=1000.0, logits_loss="kl", alpha=0.9),
     "sp": dict(taps=None, feature_loss="sp", tap_weights=100.0, logits_loss="kl", alpha=0.9),
@@ -46,7 +48,7 @@ METHODS = {
     "rkd": dict(taps=None, feature_loss="rkd", tap_weights=1.0, logits_loss="kl", alpha=0.9),
     "crd": dict(taps=None, feature_loss="crd", tap_weights=0.8, logits_loss="kl", alpha=0.9),
     "hcl": dict(taps=None, feature_loss="hcl", tap_weights=1.0, logits_loss="kl", alpha=0.9),
-    "reviewkd": dict(taps=None, feature_loss="hcl", review=True, tap_weights=1.0, logits_loss="kl", alpha=0.9),
+    "reviewkd": dict(taps=None, feature_loss="hcl", adapter="review", tap_weights=1.0, logits_loss="kl", alpha=0.9),
 }
 #: the students' optimizer in --paired runs: Adam, peak 1e-3, cosine decay to zero over the run (last-epoch figures)
 PAIRED_LEARNING_RATE = 1e-3
