@@ -25,7 +25,10 @@ import struct
 from typing import Sequence
 
 import numpy as np
-import tensorflow as tf
+
+from kdistill.backend import LazyTensorFlow
+
+tf = LazyTensorFlow("kdistill.data's tf.data pipelines")
 
 __all__ = [
     "Splits",

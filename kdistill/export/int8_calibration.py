@@ -34,7 +34,10 @@ import logging
 from typing import Iterable
 
 import numpy as np
-import tensorflow as tf
+
+from kdistill.backend import LazyTensorFlow
+
+tf = LazyTensorFlow("int8 calibration")
 
 __all__ = ["METHODS", "check", "quantize_int8", "representative_dataset"]
 

@@ -21,9 +21,11 @@ from typing import Iterable
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from kdistill.backend import LazyTensorFlow, tensorflow_module
 from kdistill.export import atomic, int8_calibration
+
+tf = LazyTensorFlow("exporting models")
 
 __all__ = ["saved_model", "tflite", "onnx", "check_formats", "check_writable", "student_of", "TFLITE_MODES", "CALIBRATED_MODES"]
 
@@ -79,6 +81,7 @@ def saved_model(model, base_path: str, version: int = 1) -> str:
     Returns:
         The version folder.
     """
+    tensorflow_module("exporting models")  # fail first, with the install line, where TensorFlow is missing
     student = student_of(model)
     if int(version) < 1:
         raise ValueError(f"version must be a positive integer, received {version!r}.")
@@ -130,6 +133,7 @@ def tflite(model, path: str, quantize: str = "float32", representative: Iterable
     Returns:
         `path`.
     """
+    tensorflow_module("exporting models")  # fail first, with the install line, where TensorFlow is missing
     student = student_of(model)
     if quantize not in TFLITE_MODES:
         raise ValueError(f"Unknown quantize={quantize!r}; use one of {', '.join(TFLITE_MODES)}.")
@@ -172,6 +176,7 @@ def onnx(model, path: str, opset: int = 17) -> str:
     The graph takes float32 `images` (raw pixels in [0, 255], batch dimension
     free) and returns logits, like the SavedModel's signature.
     """
+    tensorflow_module("exporting models")  # fail first, with the install line, where TensorFlow is missing
     student = student_of(model)
     try:
         import tf2onnx
