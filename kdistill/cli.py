@@ -42,7 +42,9 @@ def _parse_taps(text: str):
     taps = {}
     for pair in text.split(","):
         if ":" not in pair:
-            raise ValueError(f"--taps takes 'preset', 'none' or teacher_layer:student_layer pairs separated by commas, received {text!r}.")
+            # ArgumentTypeError: argparse prints this message (a ValueError would print "invalid _parse_taps value").
+            raise argparse.ArgumentTypeError(f"--taps takes 'preset', 'none' or teacher_layer:student_layer pairs separated by commas "
+                                             f"(e.g. conv4_block6_out:block_13_expand_relu), received {text!r}.")
         teacher_layer, student_layer = pair.split(":", 1)
         taps[teacher_layer.strip()] = student_layer.strip()
     return taps

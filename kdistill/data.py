@@ -237,10 +237,20 @@ def from_arrays(
     """
     if len(x_train) != len(y_train):
         raise ValueError(f"x_train has {len(x_train)} images but y_train has {len(y_train)} labels.")
+    if not len(x_train):
+        raise ValueError("The training arrays are empty (0 images): pass the images to train on.")
+    for name, limit in (("train_limit", train_limit), ("test_limit", test_limit)):
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
+            raise ValueError(f"{name} must be a positive number of images (or None for all), received {limit!r}.")
     if not 0 <= validation_fraction < 1:
         raise ValueError(f"validation_fraction must be in [0, 1), received {validation_fraction}.")
     y_train = np.asarray(y_train).astype("int32").reshape(-1)
-    num_classes = int(max(y_train.max(), (np.max(y_test) if y_test is not None and len(y_test) else 0))) + 1
+    num_classes = int(y_train.max()) + 1
+    if class_names is not None:
+        num_classes = len(class_names)
+    _check_labels("training", y_train, num_classes)
+    if y_test is not None and len(y_test):
+        _check_labels("test", np.asarray(y_test).astype("int64").reshape(-1), num_classes)
     order = np.random.default_rng(seed).permutation(len(x_train))
     n_validation = int(round(len(x_train) * validation_fraction))
     validation_index, train_index = order[:n_validation], order[n_validation:]
@@ -271,6 +281,15 @@ def from_arrays(
     names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
     plain = _pipeline(tf.data.Dataset.from_tensor_slices((train_x, train_y)), training=False, augment=(), count=len(train_y), **common)
     return Splits(train, validation, test, num_classes, names, (image_size, image_size, 3), counts, train_plain=plain)
+
+
+def _check_labels(split: str, labels: np.ndarray, num_classes: int) -> None:
+    """Integer labels must lie in [0, num_classes); says which labels do not, before any training."""
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if len(bad):
+        values = ", ".join(str(v) for v in sorted(set(bad.tolist()))[:5])
+        raise ValueError(f"{len(bad)} {split} label(s) lie outside [0, {num_classes}) for {num_classes} classes (e.g. {values}). "
+                         "Labels must be class indices 0..classes-1; give class_names for the full list of classes.")
 
 
 #: the label of a transfer-set image (the same value as `kdistill.distiller.UNLABELED`)

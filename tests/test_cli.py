@@ -121,6 +121,7 @@ def test_export_writes_every_format_and_the_report(tmp_path, fake_fashion_mnist,
     assert "| tflite_float16 |" in capsys.readouterr().out
     assert keras.models.load_model(path).count_params() == report["formats"]["saved_model"]["parameters"]
     assert cli.main(["export", path, "--data-dir", fake_fashion_mnist, "--output-dir", str(output), "--formats", "tflite_int4"]) == 2
+    assert cli.main(["export", path, "--data-dir", fake_fashion_mnist, "--output-dir", str(output), "--formats", ""]) == 2  # used to exit 0
     assert "Unknown export format" in capsys.readouterr().err
     assert cli.main(["export", path, "--data-dir", fake_fashion_mnist, "--output-dir", str(output), "--formats", "int8", "--calibration", "percentile",
                      "--percentile", "40"]) == 2
@@ -173,3 +174,13 @@ def test_demo_latency_rows_and_figure_cover_three_runtimes(tmp_path):
     keras_row, float_row = rows[0], rows[1]
     assert float_row["top1"] == keras_row["top1"]  # float TFLite computes what Keras computes
     assert plots.accuracy_latency(rows, str(tmp_path / "al.png")).endswith("al.png") and (tmp_path / "al.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_small_cli_mistakes_get_one_clear_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["distill", "--taps", "conv4_block6_out"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "teacher_layer:student_layer" in err and "_parse_taps" not in err
+    assert cli.main(["distill", "--train-limit", "0", "--teacher", str(tmp_path / "t.keras")]) == 2
+    assert "train_limit must be a positive" in capsys.readouterr().err

@@ -156,3 +156,21 @@ def test_transfer_set_adds_the_remaining_training_images_without_labels(tmp_path
         data.from_arrays(np.zeros((10, 28, 28), "uint8"), np.arange(10) % 2, transfer=np.zeros((3, 32, 32), "uint8"))
     extra = data.from_arrays(np.zeros((10, 28, 28), "uint8"), np.arange(10) % 2, transfer=np.zeros((3, 28, 28), "uint8"), validation_fraction=0.0)
     assert extra.counts["transfer"] == 3
+
+
+@pytest.mark.parametrize("limits, message", [({"train_limit": 0}, "train_limit must be a positive"), ({"test_limit": -1}, "test_limit must be a positive")])
+def test_non_positive_limits_are_refused(limits, message):
+    """--train-limit 0 used to train on all 54,000 images and --test-limit -1 on all 10,000."""
+    x, y = np.zeros((10, 28, 28), "uint8"), np.arange(10) % 2
+    with pytest.raises(ValueError, match=message):
+        data.from_arrays(x, y, x, y, **limits)
+
+
+def test_empty_arrays_and_out_of_range_labels_are_explained_before_training():
+    with pytest.raises(ValueError, match="training arrays are empty"):
+        data.from_arrays(np.zeros((0, 28, 28), "uint8"), np.zeros((0,), "int64"))
+    x = np.zeros((6, 28, 28), "uint8")
+    with pytest.raises(ValueError, match=r"1 test label\(s\) lie outside \[0, 3\) for 3 classes \(e.g. 7\)"):
+        data.from_arrays(x, np.array([0, 1, 2, 0, 1, 2]), x[:2], np.array([0, 7]))
+    with pytest.raises(ValueError, match=r"training label\(s\) lie outside \[0, 10\)"):
+        data.from_arrays(x, np.array([0, 1, 2, 0, 1, -3]), class_names=[str(i) for i in range(10)])

@@ -200,6 +200,8 @@ def onnx(model, path: str, opset: int = 17) -> str:
 def check_formats(formats: Iterable[str]) -> list[str]:
     """Raises a clear error for a format `export_all` does not know."""
     formats = list(formats)
+    if not formats:
+        raise ValueError(f"No export format was given; choose from saved_model, onnx, {', '.join(TFLITE_MODES)}.")
     unknown = sorted(set(formats) - {"saved_model", "onnx", *TFLITE_MODES})
     if unknown:
         raise ValueError(f"Unknown export format(s) {unknown}; choose from saved_model, onnx, {', '.join(TFLITE_MODES)}.")

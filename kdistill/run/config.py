@@ -148,6 +148,9 @@ class DistillConfig:
             raise ValueError(f"transfer_data must be 'rest' or a .npy file of images, received {self.transfer_data!r}.")
         if check_files and self.transfer_data and self.transfer_data.endswith(".npy") and not os.path.exists(self.transfer_data):
             raise FileNotFoundError(f"Transfer images {self.transfer_data!r} do not exist.")
+        for key in ("train_limit", "test_limit"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ValueError(f"{key} must be a positive number of images (or empty for all), received {getattr(self, key)}.")
         for key in ("epochs", "batch_size", "image_size"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be at least 1, received {getattr(self, key)}.")
