@@ -111,8 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--alpha", type=float)
     distill.add_argument("--epochs", type=int)
     distill.add_argument("--learning-rate", type=float)
-    distill.add_argument("--strategy", choices=["auto", "default", "one_device", "mirrored", "multi_worker"],
-                         help="tf.distribute strategy (multi_worker reads TF_CONFIG)")
+    distill.add_argument("--strategy", choices=["auto", "default", "one_device", "mirrored", "multi_worker", "data_parallel"],
+                         help="tf.distribute strategy (multi_worker reads TF_CONFIG); data_parallel: keras.distribution on JAX")
     distill.add_argument("--precision", choices=["float32", "mixed_float16", "mixed_bfloat16"], help="dtype policy (losses stay float32)")
     distill.add_argument("--teacher-cache", help="folder of the teacher's cached outputs (built on first use; no augmentation)")
     distill.add_argument("--output-dir", help="run folder (default saved_models/<run-name>)")

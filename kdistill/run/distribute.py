@@ -26,7 +26,7 @@ __all__ = ["STRATEGIES", "get_strategy", "fit", "is_chief"]
 
 logger = logging.getLogger(__name__)
 
-STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
+STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "data_parallel")
 
 
 def _workers_in_tf_config() -> int:
@@ -52,6 +52,12 @@ def get_strategy(name="auto") -> tf.distribute.Strategy:
         return name
     if name not in STRATEGIES:
         raise ValueError(f"Unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}, or pass a tf.distribute.Strategy.")
+    if name == "data_parallel":
+        # JAX: keras.distribution splits the batches; tf.distribute (used for the tf.data input only) stays the default.
+        from kdistill.run import jax_distribution
+
+        jax_distribution.data_parallel()
+        return tf.distribute.get_strategy()
     if name == "multi_worker" or (name == "auto" and _workers_in_tf_config() > 1):
         # Collective ops must be configured before TensorFlow initialises its devices,
         # so nothing may touch the runtime (not even listing GPUs) before this.
