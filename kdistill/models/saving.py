@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import keras
 
@@ -47,9 +48,23 @@ def load_model(path: str, role: str) -> keras.Model:
 
 
 def save_for_inference(model: keras.Model, path: str) -> str:
-    """Saves `model` without optimizer state (an uncompiled functional copy sharing its weights)."""
+    """Saves `model` without optimizer state (an uncompiled functional copy sharing its weights), whole or not at all.
+
+    The file is written under a temporary name in the same folder and renamed
+    into place when complete, so a kill or a full disk mid-write leaves the
+    previous file (if any) intact and no partial one.
+    """
     outputs = model.outputs[0] if len(model.outputs) == 1 else model.outputs
-    keras.Model(model.inputs, outputs, name=model.name).save(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, partial = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".partial.keras", dir=folder)
+    os.close(handle)
+    try:
+        keras.Model(model.inputs, outputs, name=model.name).save(partial)
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
     return path
 
 
