@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--adapter", choices=["projection", "review"],
                          help="how student features reach the teacher's shape; review = ReviewKD's fusion (use with --feature-loss hcl)")
     distill.add_argument("--review", action="store_true", default=None, help="the same as --adapter review")
+    distill.add_argument("--restart", action="store_true", help="discard the backup of an interrupted run in the output folder and start afresh")
     distill.add_argument("--no-check-teacher", dest="check_teacher", action="store_false", default=None,
                          help="distil even from a teacher no better than chance on the validation images")
     distill.add_argument("--logits-weight", type=float, help="weight of the logits term inside the distillation part")
@@ -237,7 +238,7 @@ def _run(args) -> int:
         import keras
 
         keras.utils.set_random_seed(config.seed)
-        summary = recipes.distill(config, verbose=_progress())
+        summary = recipes.distill(config, verbose=_progress(), restart=args.restart)
         if "test" in summary:
             print(recipes.format_table([dict(summary["test"], name=config.student)]))
         written = "" if summary["student_path"] else " (written by the chief worker; this worker keeps no files)"

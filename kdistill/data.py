@@ -228,6 +228,9 @@ def from_arrays(
     A fixed permutation (by `seed`) picks the validation images from the
     training arrays, and `train_limit` training images after them.
 
+    Training labels of `UNLABELED` (-1) mark images without a label (only the
+    distillation terms apply to them); any other label outside `[0, classes)` is an error.
+
     Args:
         transfer: unlabelled images added to the training pipeline with the
             label `kdistill.UNLABELED` (-1), a transfer set (Hinton et al. 2015)
@@ -248,7 +251,7 @@ def from_arrays(
     num_classes = int(y_train.max()) + 1
     if class_names is not None:
         num_classes = len(class_names)
-    _check_labels("training", y_train, num_classes)
+    _check_labels("training", y_train, num_classes, allow_unlabeled=True)
     if y_test is not None and len(y_test):
         _check_labels("test", np.asarray(y_test).astype("int64").reshape(-1), num_classes)
     order = np.random.default_rng(seed).permutation(len(x_train))
@@ -283,9 +286,12 @@ def from_arrays(
     return Splits(train, validation, test, num_classes, names, (image_size, image_size, 3), counts, train_plain=plain)
 
 
-def _check_labels(split: str, labels: np.ndarray, num_classes: int) -> None:
-    """Integer labels must lie in [0, num_classes); says which labels do not, before any training."""
-    bad = labels[(labels < 0) | (labels >= num_classes)]
+def _check_labels(split: str, labels: np.ndarray, num_classes: int, allow_unlabeled: bool = False) -> None:
+    """Integer labels must lie in [0, num_classes) (or be UNLABELED where allowed); says which do not, before any training."""
+    valid = (labels >= 0) & (labels < num_classes)
+    if allow_unlabeled:
+        valid |= labels == UNLABELED
+    bad = labels[~valid]
     if len(bad):
         values = ", ".join(str(v) for v in sorted(set(bad.tolist()))[:5])
         raise ValueError(f"{len(bad)} {split} label(s) lie outside [0, {num_classes}) for {num_classes} classes (e.g. {values}). "

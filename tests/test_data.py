@@ -174,3 +174,4 @@ def test_empty_arrays_and_out_of_range_labels_are_explained_before_training():
         data.from_arrays(x, np.array([0, 1, 2, 0, 1, 2]), x[:2], np.array([0, 7]))
     with pytest.raises(ValueError, match=r"training label\(s\) lie outside \[0, 10\)"):
         data.from_arrays(x, np.array([0, 1, 2, 0, 1, -3]), class_names=[str(i) for i in range(10)])
+    assert data.from_arrays(x, np.array([0, 1, 2, 0, 1, -1])).num_classes == 3  # -1: an unlabelled (transfer) image

@@ -130,3 +130,58 @@ def test_truncated_model_files_give_a_clear_error(tmp_path, suffix):
     with pytest.raises(ValueError, match="truncated"):
         kdistill.teachers.load(str(path))
     assert cli.main(["evaluate", str(path)]) == 2
+
+
+def _backup_model():
+    model = small_cnn("m", widths=(4, 8))
+    model.compile(keras.optimizers.SGD(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def test_a_kill_while_the_backup_is_written_leaves_the_previous_backup_loadable(tmp_path, monkeypatch):
+    """A kill mid-rewrite used to leave backup/latest.weights.h5 truncated (96 bytes) and lose the finished epoch."""
+    backup = str(tmp_path / "backup")
+    x, y = images(16), labels(16)
+
+    class Interrupt(Exception):
+        pass
+
+    class KillAfter(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:  # the second backup dies half-written, then the process is killed
+                original = self.model.save_weights
+
+                def half_written(filepath, overwrite=True):
+                    with open(filepath, "wb") as handle:
+                        handle.write(b"\x89HDF\r\n" + b"\x00" * 90)
+                    raise Interrupt("killed while writing")
+
+                monkeypatch.setattr(self.model, "save_weights", half_written)
+
+    model = _backup_model()
+    with pytest.raises(Interrupt):
+        model.fit(x, y, epochs=4, verbose=0, callbacks=[KillAfter(), callbacks.SafeBackupAndRestore(backup, {"lr": 0.01})])
+    assert json.load(open(os.path.join(backup, "training_metadata.json")))["epoch"] == 1
+    resumed = _backup_model()
+    history = resumed.fit(x, y, epochs=4, verbose=0, callbacks=[callbacks.SafeBackupAndRestore(backup, {"lr": 0.01})])
+    assert history.epoch == [1, 2, 3]  # epoch 1 (counting from 0) was not lost
+    assert not os.path.exists(backup)  # removed once the run completed
+
+
+def test_resuming_under_another_config_names_what_changed_and_restart_discards_it(run_inputs, tmp_path, capsys):
+    """A changed config over an interrupted run used to dump "A total of 78 objects could not be loaded"."""
+    folder, teacher_path = run_inputs
+    output = tmp_path / "run"
+    backup = output / "backup"
+    backup.mkdir(parents=True)
+    (backup / "training_metadata.json").write_text(json.dumps({"epoch": 1, "batch": 0}))
+    command = _distill_command(folder, teacher_path, output, epochs=1) + ["--train-limit", "64"]
+    from kdistill.run.config import DistillConfig
+
+    stored = {key: value for key, value in DistillConfig.from_dict({"temperature": 8.0}, check_files=False).to_dict().items()}
+    (backup / "run_config.json").write_text(json.dumps(stored))
+    assert cli.main(command) == 2
+    error = capsys.readouterr().err
+    assert "used another configuration" in error and "temperature" in error and "--restart" in error
+    assert cli.main(command + ["--restart"]) == 0
+    assert json.loads((output / "summary.json").read_text())["epochs_completed"] == 1

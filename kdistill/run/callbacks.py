@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -17,7 +18,8 @@ import keras
 
 from kdistill.models import saving
 
-__all__ = ["NonFiniteLossError", "ChanceLevelError", "StopOnNonFiniteLoss", "BestStudentCheckpoint", "KeepBestEpoch"]
+__all__ = ["NonFiniteLossError", "ChanceLevelError", "StaleBackupError", "StopOnNonFiniteLoss", "BestStudentCheckpoint", "KeepBestEpoch",
+           "SafeBackupAndRestore"]
 
 logger = logging.getLogger(__name__)
 
@@ -170,3 +172,60 @@ class KeepBestEpoch(keras.callbacks.Callback):
                 f"The best epoch reached {self.monitor} = {100 * self.best:.1f} %, no better than chance ({100 * self.chance_level:.1f} %). "
                 "The model learned nothing usable; lower the learning rate, train longer, or check the labels. Nothing was saved."
             )
+
+
+class StaleBackupError(ValueError):
+    """The backup in a run folder was made by a run with another configuration."""
+
+
+class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras' `BackupAndRestore`, with backups written whole or not at all and tied to the run's configuration.
+
+    * The weights and the epoch record are written under temporary names and
+      renamed into place, and the previous complete pair is kept (`.bkp`) until
+      the new one is in place: a kill during a backup leaves a loadable backup
+      (Keras' own callback rewrote `latest.weights.h5` in place, and a kill
+      mid-write left 96 bytes that the rerun could not open).
+    * `run_config` (the run's settings) is stored beside the backup; resuming
+      under another configuration raises `StaleBackupError` naming the keys that
+      differ, instead of Keras' "A total of 78 objects could not be loaded".
+
+    Args:
+        backup_dir: the backup folder.
+        run_config: JSON-able settings that must match to resume (None: not checked).
+    """
+
+    def __init__(self, backup_dir: str, run_config: dict | None = None):
+        super().__init__(backup_dir, double_checkpoint=True)
+        self.run_config = json.loads(json.dumps(run_config, default=str)) if run_config is not None else None
+        self._config_path = os.path.join(backup_dir, "run_config.json")
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if self.run_config is not None and os.path.exists(self._config_path):
+            with open(self._config_path) as handle:
+                stored = json.load(handle)
+            changed = sorted(key for key in set(stored) | set(self.run_config) if stored.get(key) != self.run_config.get(key))
+            if changed:
+                raise StaleBackupError(
+                    f"The interrupted run backed up in {self.backup_dir!r} used another configuration (different: {', '.join(changed)}), "
+                    "so it cannot be resumed with this one. Pass a new --output-dir, or --restart to discard the backup and start afresh."
+                )
+        super().on_train_begin(logs)
+
+    def _save_model(self) -> None:
+        os.makedirs(self.backup_dir, exist_ok=True)
+        partial_weights = self._weights_path.replace(".weights.h5", ".partial.weights.h5")
+        partial_metadata = self._training_metadata_path + ".partial"
+        self.model.save_weights(partial_weights, overwrite=True)
+        with open(partial_metadata, "w") as handle:
+            json.dump({"epoch": self._current_epoch, "batch": self._last_batch_seen}, handle)
+        # The previous complete pair becomes the fallback, then the new pair moves into place (renames, not rewrites).
+        for current, previous in ((self._weights_path, self._prev_weights_path), (self._training_metadata_path, self._prev_training_metadata_path)):
+            if os.path.exists(current):
+                os.replace(current, previous)
+        os.replace(partial_weights, self._weights_path)
+        os.replace(partial_metadata, self._training_metadata_path)
+        if self.run_config is not None and not os.path.exists(self._config_path):
+            with open(self._config_path + ".partial", "w") as handle:
+                json.dump(self.run_config, handle, indent=2)
+            os.replace(self._config_path + ".partial", self._config_path)

@@ -123,7 +123,17 @@ def check_teacher(teacher: keras.Model, splits: data_module.Splits, margin: floa
     return top1
 
 
-def distill(config: DistillConfig, splits: data_module.Splits | None = None, teacher: keras.Model | None = None, verbose: int = 1) -> dict:
+#: settings that may change between an interrupted run and its resumption
+_RESUMABLE_CHANGES = ("epochs", "output_dir", "run_name", "check_teacher", "strategy")
+
+
+def _resume_key(config: DistillConfig) -> dict:
+    """The settings a backup must have been made with to be resumed."""
+    return {key: value for key, value in config.to_dict().items() if key not in _RESUMABLE_CHANGES}
+
+
+def distill(config: DistillConfig, splits: data_module.Splits | None = None, teacher: keras.Model | None = None, verbose: int = 1,
+            restart: bool = False) -> dict:
     """Runs one distillation from a config and writes the run folder.
 
     Writes `student.keras`, `best_student.keras` (best validation accuracy),
@@ -136,6 +146,13 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
     the run completes). Training stops with `NonFiniteLossError`, naming the
     term, if the loss becomes NaN or infinite. In a multi-worker run only the
     chief writes the run folder (see `kdistill.run.distribute.is_chief`).
+
+    Args:
+        config: the run's settings.
+        splits: data (default: `load_data(config)`).
+        teacher: the teacher (default: loaded from `config.teacher`).
+        verbose: Keras progress bars.
+        restart: discard the backup of an interrupted run instead of resuming it.
 
     Returns:
         The summary dict.
@@ -167,6 +184,9 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
         train = _cached_training_data(config, splits, teacher, list(distiller.taps), verbose)
     history_csv = os.path.join(output_dir, "history.csv")
     backup_dir = os.path.join(output_dir, "backup")
+    if restart and os.path.exists(backup_dir):
+        logger.info("Discarding the backup of the interrupted run in %s (--restart)", backup_dir)
+        shutil.rmtree(backup_dir)
     resuming = os.path.exists(os.path.join(backup_dir, "training_metadata.json"))
     if resuming:
         logger.info("Resuming the interrupted run from %s", backup_dir)
@@ -174,7 +194,7 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
         os.remove(history_csv)  # a finished earlier run in this folder: start its history afresh
     run_callbacks = [
         # Backs up weights and optimizer state after every epoch; the same command resumes after a crash.
-        keras.callbacks.BackupAndRestore(backup_dir),
+        callbacks.SafeBackupAndRestore(backup_dir, run_config=_resume_key(config)),
         keras.callbacks.CSVLogger(history_csv, append=True),
         callbacks.StopOnNonFiniteLoss(),
     ]
