@@ -113,13 +113,14 @@ def _paired(args) -> dict:
     pool_labels = np.where(np.isin(pool, labelled), y_train[pool].astype("int32"), UNLABELED).astype("int32")
 
     teacher = kdistill.teachers.load(args.teacher)
-    test = kdistill.data.from_arrays(x_test[:2], y_test[:2], x_test, y_test, batch_size=256, validation_fraction=0.0).test
+    classes = kdistill.data.FASHION_MNIST_CLASSES
+    test = kdistill.data.from_arrays(x_test[:2], y_test[:2], x_test, y_test, batch_size=256, validation_fraction=0.0, class_names=classes).test
     teacher_top1 = evaluation.evaluate(teacher, test, timing_batches=1)["top1"]
     print(f"teacher {args.teacher}: test top-1 {100 * teacher_top1:.2f}%", flush=True)
 
     probe = kdistill.students.get("mobilenet_v2", num_classes=10, width=args.width)
     layers = sorted(kdistill.taps.preset(teacher, probe)) if any(METHODS[m.removesuffix("_transfer")]["taps"] is None for m in args.methods) else []
-    plain = kdistill.data.from_arrays(x_train[pool], pool_labels, batch_size=256, validation_fraction=0.0).train_plain
+    plain = kdistill.data.from_arrays(x_train[pool], pool_labels, batch_size=256, validation_fraction=0.0, class_names=classes).train_plain
     cache_dir = os.path.join(args.work_dir, f"cache_{len(pool)}")
     try:
         cache = teacher_cache.load(cache_dir, teacher, layers)
