@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--adapter", choices=["projection", "review"],
                          help="how student features reach the teacher's shape; review = ReviewKD's fusion (use with --feature-loss hcl)")
     distill.add_argument("--review", action="store_true", default=None, help="the same as --adapter review")
+    distill.add_argument("--tensorboard", metavar="DIR", help="write TensorBoard logs (every loss term) to DIR")
     distill.add_argument("--restart", action="store_true", help="discard the backup of an interrupted run in the output folder and start afresh")
     distill.add_argument("--no-check-teacher", dest="check_teacher", action="store_false", default=None,
                          help="distil even from a teacher no better than chance on the validation images")
@@ -231,7 +232,7 @@ def _run(args) -> int:
             "learning_rate": args.learning_rate, "output_dir": args.output_dir, "run_name": args.run_name,
             "strategy": args.strategy, "precision": args.precision, "teacher_cache": args.teacher_cache, "review": args.review,
             "adapter": args.adapter, "logits_weight": args.logits_weight, "transfer_data": args.transfer_data,
-            "check_teacher": args.check_teacher,
+            "check_teacher": args.check_teacher, "tensorboard": args.tensorboard,
         }
         values.update({key: value for key, value in flags.items() if value is not None})
         config = DistillConfig.from_dict(values)
@@ -317,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     handler.setFormatter(logging.Formatter("kdistill: %(message)s"))
     package_logger = logging.getLogger("kdistill")
     package_logger.addHandler(handler)
+    package_logger.propagate = False  # one line per message (TensorFlow's absl setup also gives the root logger a handler)
     package_logger.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if not args.verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -184,3 +184,19 @@ def test_small_cli_mistakes_get_one_clear_line(tmp_path, capsys):
     assert "teacher_layer:student_layer" in err and "_parse_taps" not in err
     assert cli.main(["distill", "--train-limit", "0", "--teacher", str(tmp_path / "t.keras")]) == 2
     assert "train_limit must be a positive" in capsys.readouterr().err
+
+
+def test_distill_writes_tensorboard_logs_with_every_loss_term(tmp_path, fake_fashion_mnist, teacher_file):
+    import glob
+
+    status = cli.main(["distill", "--data-dir", fake_fashion_mnist, "--teacher", teacher_file, "--student", "resnet8x4", "--epochs", "1",
+                       "--batch-size", "32", "--train-limit", "32", "--tensorboard", str(tmp_path / "tb"), "--output-dir", str(tmp_path / "run")])
+    assert status == 0
+    events = glob.glob(str(tmp_path / "tb" / "train" / "events.out.tfevents.*"))
+    assert events
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(events[0])
+    accumulator.Reload()
+    tags = set(accumulator.Tags()["tensors"]) | set(accumulator.Tags()["scalars"])
+    assert {"epoch_loss", "epoch_ce_loss", "epoch_kd_loss"} <= tags, tags

@@ -59,6 +59,7 @@ class DistillConfig:
         precision: float32, mixed_float16 or mixed_bfloat16.
         teacher_cache: folder of a teacher cache: built on first use, then the
             teacher's outputs are read from it instead of computed (no augmentation).
+        tensorboard: a folder for Keras' TensorBoard callback (every loss term is logged), or None.
         check_teacher: measure the teacher on validation images before training
             and stop when it is no better than chance (`--no-check-teacher` to go on).
     """
@@ -97,6 +98,7 @@ class DistillConfig:
     precision: str = "float32"
     teacher_cache: str | None = None
     check_teacher: bool = True
+    tensorboard: str | None = None
 
     @classmethod
     def from_dict(cls, values: dict, check_files: bool = True) -> "DistillConfig":

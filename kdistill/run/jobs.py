@@ -124,7 +124,7 @@ def check_teacher(teacher: keras.Model, splits: data_module.Splits, margin: floa
 
 
 #: settings that may change between an interrupted run and its resumption
-_RESUMABLE_CHANGES = ("epochs", "output_dir", "run_name", "check_teacher", "strategy")
+_RESUMABLE_CHANGES = ("epochs", "output_dir", "run_name", "check_teacher", "strategy", "tensorboard")
 
 
 def _resume_key(config: DistillConfig) -> dict:
@@ -133,7 +133,7 @@ def _resume_key(config: DistillConfig) -> dict:
 
 
 def distill(config: DistillConfig, splits: data_module.Splits | None = None, teacher: keras.Model | None = None, verbose: int = 1,
-            restart: bool = False) -> dict:
+            restart: bool = False, extra_callbacks: list | None = None) -> dict:
     """Runs one distillation from a config and writes the run folder.
 
     Writes `student.keras`, `best_student.keras` (best validation accuracy),
@@ -153,6 +153,7 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
         teacher: the teacher (default: loaded from `config.teacher`).
         verbose: Keras progress bars.
         restart: discard the backup of an interrupted run instead of resuming it.
+        extra_callbacks: your own Keras callbacks, run after kdistill's.
 
     Returns:
         The summary dict.
@@ -200,6 +201,10 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
     ]
     if splits.validation is not None:
         run_callbacks.append(callbacks.BestStudentCheckpoint(os.path.join(output_dir, "best_student.keras")))
+    if config.tensorboard and chief:
+        # Keras' own callback: every loss term (loss, ce_loss, kd_loss, feat_<layer>) is a logged metric.
+        run_callbacks.append(keras.callbacks.TensorBoard(config.tensorboard))
+    run_callbacks += list(extra_callbacks or [])
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         # Keras' fit fails under this strategy (see kdistill.run.distribute); no per-epoch backup here.
         history = distribute.fit(distiller, train, epochs=config.epochs, strategy=strategy, verbose=verbose)
