@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 
@@ -55,3 +56,45 @@ def test_a_saved_student_loads_with_plain_keras_without_kdistill(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert int(result.stdout.split()[-1]) > 0
+
+
+def test_imagenet_student_weights_fail_fast_offline_naming_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    with pytest.raises(ValueError, match=r"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5.*--student-weights PATH"):
+        kdistill.students.get("mobilenet_v2", num_classes=10, width=0.35, weights="imagenet")
+    with pytest.raises(ValueError, match="no ImageNet weights for the student 'resnet8x4'; it has them for mobilenet_v2, mobilenet_v3_small"):
+        kdistill.students.get("resnet8x4", num_classes=10, weights="imagenet")
+
+
+def test_imagenet_student_weights_load_from_the_keras_cache_with_a_new_classifier(tmp_path, monkeypatch):
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    backbone = keras.applications.MobileNetV2(include_top=False, weights=None, alpha=0.35, input_shape=(32, 32, 3))
+    reference = backbone.get_layer("block_13_expand").get_weights()[0]
+    path = tmp_path / "models" / kdistill.students.imagenet_notop_file("mobilenet_v2", (32, 32, 3), 0.35)
+    path.parent.mkdir()
+    with h5py.File(path, "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, backbone)
+    student = kdistill.students.get("mobilenet_v2", num_classes=7, width=0.35, weights="imagenet")
+    np.testing.assert_array_equal(student.get_layer("block_13_expand").get_weights()[0], reference)
+    assert student.output.shape == (None, 7)
+    teacher = kdistill.teachers.resnet50(num_classes=7)
+    assert kdistill.taps.preset(teacher, student)  # the stage taps still resolve
+
+
+def test_student_weights_from_a_file_and_a_clear_error_when_they_do_not_fit(tmp_path):
+    source = kdistill.students.get("resnet8x4", num_classes=10)
+    weights = str(tmp_path / "student.weights.h5")
+    source.save_weights(weights)
+    loaded = kdistill.students.get("resnet8x4", num_classes=10, weights=weights)
+    for a, b in zip(source.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    whole = str(tmp_path / "student.keras")
+    source.save(whole)
+    assert kdistill.students.get("resnet8x4", num_classes=10, weights=whole).count_params() == source.count_params()
+    with pytest.raises(ValueError, match="do not fit the student 'resnet20'"):
+        kdistill.students.get("resnet20", num_classes=10, weights=weights)
+    with pytest.raises(ValueError, match="predicts 10 classes, not 3"):
+        kdistill.students.get("resnet8x4", num_classes=3, weights=whole)

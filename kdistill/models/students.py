@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import difflib
+import os
 from typing import Callable
 
 import keras
@@ -21,7 +22,7 @@ from keras import layers
 
 from kdistill.models import saving
 
-__all__ = ["get", "register", "available", "load"]
+__all__ = ["imagenet_notop_file", "get", "register", "available", "load"]
 
 _REGISTRY: dict[str, Callable[..., keras.Model]] = {}
 
@@ -53,8 +54,38 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get(name: str, num_classes: int, input_shape: tuple[int, int, int] = (32, 32, 3), batch_norm_momentum: float | None = 0.9, **kwargs) -> keras.Model:
-    """Builds the registered student `name`.
+def imagenet_notop_file(name: str, input_shape, width: float, minimalistic: bool = False) -> str:
+    """The file name Keras caches a MobileNet's ImageNet 'notop' weights under (in `$KERAS_HOME/models`)."""
+    if name == "mobilenet_v2":
+        rows = input_shape[0] if input_shape[0] == input_shape[1] and input_shape[0] in (96, 128, 160, 192, 224) else 224
+        return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(width)}_{rows}_no_top.h5"
+    if name == "mobilenet_v3_small":
+        return f"weights_mobilenet_v3_small{'_minimalistic' if minimalistic else ''}_224_{width}_float_no_top_v2.h5"
+    raise ValueError(f"Keras has no ImageNet weights for the student {name!r}; it has them for {', '.join(_IMAGENET_STUDENTS)}. "
+                     "Pass weights=None or the path of weights you trained.")
+
+
+def _imagenet_weights(name: str, input_shape, width: float, minimalistic: bool = False) -> str:
+    """The cached ImageNet 'notop' file of a MobileNet, or 'imagenet' (download) when online; fails fast offline."""
+    file_name = imagenet_notop_file(name, input_shape, width, minimalistic)
+    keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+    cached = os.path.join(keras_home, "models", file_name)
+    if os.path.exists(cached):
+        return cached
+    if os.environ.get("KDISTILL_OFFLINE", "").lower() in ("1", "true", "yes"):
+        raise ValueError(f"ImageNet weights for {name} (width {width}) are not in the Keras cache and KDISTILL_OFFLINE is set. "
+                         f"To use them without network, copy {file_name!r} to {cached!r}, or pass weights='/path/to/that_file.h5' "
+                         "(CLI: --student-weights PATH).")
+    return "imagenet"
+
+
+#: students whose architecture Keras has ImageNet weights for
+_IMAGENET_STUDENTS = ("mobilenet_v2", "mobilenet_v3_small")
+
+
+def get(name: str, num_classes: int, input_shape: tuple[int, int, int] = (32, 32, 3), batch_norm_momentum: float | None = 0.9,
+        weights: str | None = None, **kwargs) -> keras.Model:
+    """Builds the registered student `name`, from scratch or from pretrained weights.
 
     Args:
         name: see `available()`: `mobilenet_v2` (kwarg `width`, default 0.5),
@@ -64,16 +95,41 @@ def get(name: str, num_classes: int, input_shape: tuple[int, int, int] = (32, 32
         batch_norm_momentum: momentum of every BatchNormalization layer. 0.9
             (default) lets moving statistics settle within a short schedule;
             Keras' MobileNets use 0.999. None keeps the builder's values.
+        weights: None (random), `"imagenet"` (MobileNets: the backbone from
+            Keras' ImageNet weights, read from its cache when there; offline it
+            fails at once saying which file to put where; a new classifier),
+            the path of a saved whole model (`.keras`), or of a weights file
+            (`.weights.h5` / backbone `.h5`) for this architecture.
         **kwargs: builder options.
 
     Raises:
-        ValueError: for an unknown name, listing the registered ones.
+        ValueError: for an unknown name (listing the registered ones), ImageNet
+            weights where Keras has none, or a weights file that does not fit.
     """
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, available(), n=2)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise ValueError(f"Unknown student {name!r}.{hint} Registered: {', '.join(available())}; or pass any functional Keras model.")
+    if isinstance(weights, str) and weights != "imagenet":
+        if not os.path.exists(weights):
+            raise FileNotFoundError(f"Student weights file {weights!r} does not exist.")
+        if saving.is_full_model_file(weights):
+            model = saving.load_model(weights, role="student")
+            if model.outputs[0].shape[-1] != num_classes:
+                raise ValueError(f"The student in {weights!r} predicts {model.outputs[0].shape[-1]} classes, not {num_classes}.")
+            return saving.set_batch_norm_momentum(model, batch_norm_momentum)
+    if weights == "imagenet":
+        if name not in _IMAGENET_STUDENTS:
+            imagenet_notop_file(name, input_shape, 1.0)  # raises, naming the students that have ImageNet weights
+        width = kwargs.get("width", 0.5 if name == "mobilenet_v2" else 1.0)
+        kwargs["backbone_weights"] = _imagenet_weights(name, tuple(input_shape), width, kwargs.get("minimalistic", False))
     model = _REGISTRY[name](num_classes=num_classes, input_shape=tuple(input_shape), **kwargs)
+    if isinstance(weights, str) and weights != "imagenet":
+        try:
+            model.load_weights(weights)
+        except Exception as error:  # noqa: BLE001 - h5py and Keras raise many types for a file that does not fit
+            raise ValueError(f"The weights in {weights!r} do not fit the student {name!r} ({type(error).__name__}: {error}). "
+                             "Pass weights saved from the same architecture and width.") from error
     return saving.set_batch_norm_momentum(model, batch_norm_momentum)
 
 
@@ -91,11 +147,21 @@ def _rename(model: keras.Model, name: str) -> keras.Model:
     return keras.Model(model.inputs, model.outputs[0], name=name)
 
 
+def _with_new_classifier(backbone: keras.Model, num_classes: int, name: str) -> keras.Model:
+    """A pretrained 'notop' backbone with global pooling and a new logits layer, named as Keras' own classifier."""
+    pooled = keras.layers.GlobalAveragePooling2D(name="global_average_pooling2d")(backbone.output)
+    logits = keras.layers.Dense(num_classes, name="predictions")(pooled)
+    return keras.Model(backbone.inputs, logits, name=name)
+
+
 @register("mobilenet_v2")
-def mobilenet_v2(num_classes: int, input_shape=(32, 32, 3), width: float = 0.5) -> keras.Model:
-    """MobileNetV2 (Sandler et al., 2018) with width multiplier `width`, random init."""
+def mobilenet_v2(num_classes: int, input_shape=(32, 32, 3), width: float = 0.5, backbone_weights: str | None = None) -> keras.Model:
+    """MobileNetV2 (Sandler et al., 2018) with width multiplier `width`; random, or a pretrained backbone (`backbone_weights`)."""
     inputs = keras.Input(shape=input_shape, name="image")
     x = _to_minus_one_one(inputs)
+    if backbone_weights is not None:
+        backbone = keras.applications.MobileNetV2(input_tensor=x, alpha=width, weights=backbone_weights, include_top=False)
+        return _with_new_classifier(backbone, num_classes, "mobilenet_v2")
     model = keras.applications.MobileNetV2(
         input_tensor=x, alpha=width, weights=None, classes=num_classes, classifier_activation=None
     )
@@ -103,9 +169,14 @@ def mobilenet_v2(num_classes: int, input_shape=(32, 32, 3), width: float = 0.5) 
 
 
 @register("mobilenet_v3_small")
-def mobilenet_v3_small(num_classes: int, input_shape=(32, 32, 3), width: float = 1.0, minimalistic: bool = False) -> keras.Model:
-    """MobileNetV3-Small (Howard et al., 2019), random init; its own Rescaling maps [0, 255] to [-1, 1]."""
+def mobilenet_v3_small(num_classes: int, input_shape=(32, 32, 3), width: float = 1.0, minimalistic: bool = False,
+                       backbone_weights: str | None = None) -> keras.Model:
+    """MobileNetV3-Small (Howard et al., 2019), random or pretrained backbone; its own Rescaling maps [0, 255] to [-1, 1]."""
     inputs = keras.Input(shape=input_shape, name="image")
+    if backbone_weights is not None:
+        backbone = keras.applications.MobileNetV3Small(input_tensor=inputs, alpha=width, minimalistic=minimalistic, weights=backbone_weights,
+                                                       include_top=False, include_preprocessing=True)
+        return _with_new_classifier(backbone, num_classes, "mobilenet_v3_small")
     model = keras.applications.MobileNetV3Small(
         input_tensor=inputs,
         alpha=width,

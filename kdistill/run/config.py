@@ -38,6 +38,7 @@ class DistillConfig:
         teacher: path of a saved teacher (`kdistill train-teacher` writes one).
         student: a registered student name.
         student_width: width multiplier for MobileNet students.
+        student_weights: None (random), "imagenet" (MobileNets) or a path (see `kdistill.students.get`).
         taps: `"preset"`, `"none"`, or `{teacher_layer: student_layer}`.
         feature_loss / logits_loss: loss names (see `kdistill.losses.available()`),
             weighted lists such as `[[at, 1000], [sp, 3000]]`, `{name: dkd, beta: 2}`, or None.
@@ -73,6 +74,7 @@ class DistillConfig:
     teacher: str | None = None
     student: str = "mobilenet_v2"
     student_width: float | None = None
+    student_weights: str | None = None
     taps: Any = "preset"
     feature_loss: Any = "mse"
     logits_loss: Any = "kl"

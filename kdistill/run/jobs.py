@@ -175,7 +175,7 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
     with strategy.scope(), precision.policy_scope(config.precision):
         # Everything trainable, the optimizer and the metrics are made inside the strategy's scope.
         teacher = precision.cast_model(teacher, config.precision) if config.precision != "float32" else teacher
-        student = training.build_student(config.student, splits, config.student_width, config.seed)
+        student = training.build_student(config.student, splits, config.student_width, config.seed, weights=config.student_weights)
         distiller = FeatureDistiller(teacher, student, taps=_resolve_taps(config, teacher, student), **config.distiller_options())
         steps = -(-splits.counts["train"] // config.batch_size)
         optimizer = training.make_optimizer(config.optimizer, config.learning_rate, config.weight_decay, config.lr_decay_epochs, steps)

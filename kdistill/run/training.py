@@ -153,10 +153,11 @@ def _batch_size(dataset) -> int:
     return int(size)
 
 
-def build_student(name: str, splits: data_module.Splits, width: float | None, seed: int) -> keras.Model:
+def build_student(name: str, splits: data_module.Splits, width: float | None, seed: int, weights: str | None = None) -> keras.Model:
+    """A registered student for `splits`, seeded; `weights` as in `kdistill.students.get` (None, "imagenet" or a path)."""
     keras.utils.set_random_seed(seed)
     kwargs = {"width": width} if width is not None and name.startswith("mobilenet") else {}
-    return students.get(name, num_classes=splits.num_classes, input_shape=splits.image_shape, **kwargs)
+    return students.get(name, num_classes=splits.num_classes, input_shape=splits.image_shape, weights=weights, **kwargs)
 
 
 def train_student(splits: data_module.Splits, student: keras.Model, epochs: int, learning_rate: float = 1e-3, optimizer: str = "adam", verbose: int = 1, callbacks=None) -> dict:
