@@ -293,9 +293,20 @@ class FeatureDistiller(keras.Model):
         outputs = self.teacher_features(inputs, training=False)
         return tree.map_structure(ops.stop_gradient, outputs)
 
+    def student_inputs(self, images):
+        """The batch at the student's own input size: the teacher's images resized (bilinear) when the two differ.
+
+        One pipeline at the teacher's resolution feeds both; the resizing lives
+        here, not in the student, so the exported student takes its own size.
+        """
+        height, width = self.student.input_shape[1:3]
+        if height is None or (images.shape[1], images.shape[2]) == (height, width):
+            return images
+        return ops.image.resize(images, (height, width), interpolation="bilinear", antialias=images.shape[1] > height)
+
     def student_outputs(self, inputs, training=None):
-        """Student logits and projected features, keyed like `teacher_outputs`."""
-        outputs = self.student_features(inputs, training=training)
+        """Student logits and projected features, keyed like `teacher_outputs` (`inputs` at the teacher's size is fine)."""
+        outputs = self.student_features(self.student_inputs(inputs), training=training)
         result = {taps_module.LOGITS: outputs[taps_module.LOGITS]}
         if self.review:
             fused = None

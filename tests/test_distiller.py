@@ -264,3 +264,20 @@ def test_dkd_reads_the_teachers_class_for_unlabelled_samples():
     unlabelled = distiller.loss_terms(keras.ops.convert_to_tensor(np.full(6, UNLABELED)), outputs["teacher"], outputs["student"])
     labelled_as_teacher = distiller.loss_terms(keras.ops.convert_to_tensor(teacher_top.astype("int32")), outputs["teacher"], outputs["student"])
     assert float(unlabelled["kd_loss"]) == pytest.approx(float(labelled_as_teacher["kd_loss"]), rel=1e-6)
+
+
+def test_teacher_and_student_at_their_own_input_sizes():
+    """A 64x64 teacher distils into a 32x32 student from one 64x64 pipeline; the student keeps its own input size."""
+    teacher = small_cnn("teacher", widths=(8, 16), input_shape=(64, 64, 3), seed=1)
+    student = small_cnn("student", widths=(4, 8), input_shape=(32, 32, 3), seed=2)
+    distiller = kdistill.FeatureDistiller(teacher, student, taps={"teacher_stage2": "student_stage2"}, alpha=0.7)
+    summary = distiller.projection_summary()[0]
+    assert summary["teacher_shape"] == (16, 16, 16) and summary["student_shape"] == (8, 8, 8)
+    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    history = distiller.fit(images(16, size=64), labels(16), batch_size=8, epochs=2, verbose=0).history
+    assert {"feat_teacher_stage2", "kd_loss"} <= set(history) and np.isfinite(history["loss"]).all()
+    assert distiller.student.input_shape == (None, 32, 32, 3)
+    x = images(4, size=64)
+    resized = keras.ops.convert_to_numpy(keras.ops.image.resize(x, (32, 32), antialias=True))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(distiller(x)["student"]["logits"]),
+                               keras.ops.convert_to_numpy(student(resized, training=False)), rtol=1e-4, atol=1e-4)
