@@ -124,12 +124,15 @@ def _paired(args) -> dict:
     cache_dir = os.path.join(args.work_dir, f"cache_{len(pool)}")
     try:
         cache = teacher_cache.load(cache_dir, teacher, layers)
-        if len(cache) != len(pool) or not np.array_equal(np.asarray(cache.labels), pool_labels):
+        if len(cache) != len(pool) or not np.array_equal(np.sort(np.asarray(cache.labels)), np.sort(pool_labels)):
             raise teacher_cache.StaleCacheError("other images")
     except (FileNotFoundError, teacher_cache.StaleCacheError):
         print(f"caching the teacher's outputs for {len(pool)} images ({layers or 'logits only'})", flush=True)
         cache = teacher_cache.build(teacher, layers, plain, cache_dir, dtype="float16", verbose=0)
-    labelled_index = np.arange(len(labelled))  # the pool starts with the labelled images
+    # The cache holds the pool in the pipeline's own order: find the labelled images by their labels (unlabelled ones are -1).
+    labelled_index = np.flatnonzero(np.asarray(cache.labels) >= 0)
+    if len(labelled_index) != len(labelled):
+        raise SystemExit(f"The teacher cache holds {len(labelled_index)} labelled images, expected {len(labelled)}: delete {cache_dir} and rerun.")
     steps = -(-len(labelled) // args.batch_size)
 
     results = {method: {"top1": [], "seconds": []} for method in args.methods}

@@ -414,13 +414,19 @@ class FeatureDistiller(keras.Model):
             loss: `"sparse_categorical_crossentropy"` (integer labels),
                 `"categorical_crossentropy"` (one-hot), a `keras.losses.Loss`
                 with `from_logits=True`, or `fn(labels, logits)`.
-            metrics: metrics on the student's logits, e.g. `["accuracy"]`.
+            metrics: metrics on the student's logits, e.g. `["accuracy"]`. They
+                are compiled as weighted metrics, so they follow `sample_weight`
+                and count only labelled images (`UNLABELED` labels weigh 0).
             **kwargs: other `keras.Model.compile` arguments (`jit_compile`, ...).
 
         Returns:
             The distiller, so `distiller.compile(...).fit(...)` reads naturally.
         """
         self._label_loss = _LabelLoss(loss)
+        if metrics is not None and kwargs.get("weighted_metrics") is None:
+            # Keras ignores sample weights in `metrics`; as weighted metrics they count only the labelled images of a
+            # batch that mixes in a transfer set (UNLABELED labels get weight 0). Without them the values are the same.
+            kwargs["weighted_metrics"], metrics = metrics, None
         optimizer = keras.optimizers.get(optimizer)
         if self.student.dtype_policy.name == "mixed_float16" and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
             # float16 gradients underflow without loss scaling.

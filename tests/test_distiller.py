@@ -281,3 +281,16 @@ def test_teacher_and_student_at_their_own_input_sizes():
     resized = keras.ops.convert_to_numpy(keras.ops.image.resize(x, (32, 32), antialias=True))
     np.testing.assert_allclose(keras.ops.convert_to_numpy(distiller(x)["student"]["logits"]),
                                keras.ops.convert_to_numpy(student(resized, training=False)), rtol=1e-4, atol=1e-4)
+
+
+def test_compiled_metrics_count_only_the_labelled_images_of_a_mixed_batch():
+    from kdistill.distiller import UNLABELED
+
+    teacher, student = _tiny_pair()
+    distiller = kdistill.FeatureDistiller(teacher, student, taps={}, alpha=0.5)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0), metrics=["accuracy"])  # a rate of 0: the student does not change
+    x = images(32)
+    predicted = student.predict(x, verbose=0).argmax(-1)
+    y = np.where(np.arange(32) % 4 == 0, predicted, UNLABELED)  # labelled images are all "right"
+    assert distiller.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False).history["accuracy"] == [1.0]
+    assert distiller.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)["accuracy"] == 1.0
