@@ -98,3 +98,22 @@ def test_student_weights_from_a_file_and_a_clear_error_when_they_do_not_fit(tmp_
         kdistill.students.get("resnet20", num_classes=10, weights=weights)
     with pytest.raises(ValueError, match="predicts 10 classes, not 3"):
         kdistill.students.get("resnet8x4", num_classes=3, weights=whole)
+
+
+def test_a_registered_student_with_stages_gets_a_tap_preset():
+    @kdistill.students.register("test_two_stage_cnn", stages=[("stage_a", 2), ("stage_b", 4), ("stage_c", 8)])
+    def two_stage(num_classes, input_shape=(32, 32, 3)):
+        inputs = keras.Input(input_shape)
+        x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="stage_a")(inputs)
+        x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu", name="stage_b")(x)
+        x = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu", name="stage_c")(x)
+        return keras.Model(inputs, keras.layers.Dense(num_classes)(keras.layers.GlobalAveragePooling2D()(x)), name="test_two_stage_cnn")
+
+    try:
+        student = kdistill.students.get("test_two_stage_cnn", num_classes=10)
+        assert kdistill.taps.preset("resnet50", student) == {"conv3_block4_out": "stage_b", "conv4_block6_out": "stage_c"}
+        with pytest.raises(ValueError, match="must grow"):
+            kdistill.taps.register_stages("bad", [("deep", 8), ("shallow", 2)])
+    finally:
+        kdistill.students._REGISTRY.pop("test_two_stage_cnn", None)
+        kdistill.taps.STAGES.pop("test_two_stage_cnn", None)

@@ -20,15 +20,19 @@ from typing import Callable
 import keras
 from keras import layers
 
-from kdistill.models import saving
+from kdistill.models import saving, taps
 
 __all__ = ["imagenet_notop_file", "get", "register", "available", "load"]
 
 _REGISTRY: dict[str, Callable[..., keras.Model]] = {}
 
 
-def register(name: str) -> Callable:
+def register(name: str, stages: list[tuple[str, int]] | None = None) -> Callable:
     """Decorator adding a builder `fn(num_classes, input_shape, **kwargs) -> keras.Model`.
+
+    `stages` declares the builder's stage outputs `[(layer name, total stride), ...]`
+    (as timm's `feature_info`), so that `kdistill.taps.preset` pairs it with a
+    teacher; the model the builder returns should carry `name` as its name.
 
     Example:
         >>> import keras, kdistill
@@ -44,6 +48,8 @@ def register(name: str) -> Callable:
 
     def decorator(builder: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
         _REGISTRY[name] = builder
+        if stages is not None:
+            taps.register_stages(name, stages)
         return builder
 
     return decorator

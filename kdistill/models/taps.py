@@ -20,7 +20,7 @@ from typing import Mapping, Sequence
 
 import keras
 
-__all__ = ["STAGES", "LOGITS", "preset", "stage_outputs", "validate", "feature_model", "family"]
+__all__ = ["STAGES", "LOGITS", "register_stages", "preset", "stage_outputs", "validate", "feature_model", "family"]
 
 #: key under which `feature_model` returns the network's final output.
 LOGITS = "logits"
@@ -40,6 +40,24 @@ STAGES: dict[str, list[tuple[str, int]]] = {
 }
 
 _DEFAULT_PRESET_STAGES = (1, 2)
+
+
+def register_stages(family_name: str, stages: Sequence[tuple[str, int]]) -> None:
+    """Declares a network family's stage outputs `[(layer name, total stride), ...]`, shallow to deep.
+
+    `kdistill.students.register(name, stages=...)` calls it, so a registered
+    student gets tap presets like the bundled ones.
+
+    Raises:
+        ValueError: for an empty table or strides that do not grow.
+    """
+    stages = [(str(name), int(stride)) for name, stride in stages]
+    if not stages:
+        raise ValueError(f"Stage table of {family_name!r} is empty; give [(layer name, total stride), ...] shallow to deep.")
+    strides = [stride for _, stride in stages]
+    if strides != sorted(strides):
+        raise ValueError(f"Stage strides of {family_name!r} must grow from shallow to deep, received {strides}.")
+    STAGES[family_name] = stages
 
 
 def family(model: keras.Model) -> str | None:
