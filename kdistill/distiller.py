@@ -109,6 +109,8 @@ def _label_mask(labels):
     """
     if labels is None or "int" not in str(labels.dtype) or len(labels.shape) > 2:
         return None
+    if len(labels.shape) == 2 and labels.shape[-1] != 1:  # one-hot rows, even when stored as integers
+        return None
     return ops.cast(ops.reshape(labels, (-1,)) >= 0, "float32")
 
 

@@ -294,3 +294,14 @@ def test_compiled_metrics_count_only_the_labelled_images_of_a_mixed_batch():
     y = np.where(np.arange(32) % 4 == 0, predicted, UNLABELED)  # labelled images are all "right"
     assert distiller.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False).history["accuracy"] == [1.0]
     assert distiller.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)["accuracy"] == 1.0
+
+
+def test_integer_one_hot_labels_are_not_mistaken_for_unlabelled_marks():
+    teacher, student = _tiny_pair()
+    distiller = kdistill.FeatureDistiller(teacher, student, taps={}, alpha=0.5)
+    distiller.compile(optimizer="sgd", loss="categorical_crossentropy")
+    outputs = distiller(images(4))
+    one_hot = np.eye(10, dtype="int32")[labels(4)]
+    terms = distiller.loss_terms(keras.ops.convert_to_tensor(one_hot), outputs["teacher"], outputs["student"])
+    expected = keras.losses.categorical_crossentropy(one_hot.astype("float32"), outputs["student"]["logits"], from_logits=True)
+    assert float(terms["ce_loss"]) == pytest.approx(float(keras.ops.mean(expected)), rel=1e-5)
