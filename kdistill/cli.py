@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     teacher.add_argument("--name", default="resnet50", help="resnet50 | resnet101 | resnet152")
     teacher.add_argument("--weights", default=None, help="None (random), imagenet, or a weights/model file")
     teacher.add_argument("--epochs", type=int, default=4)
-    teacher.add_argument("--learning-rate", type=float, default=None, help="peak rate (default 1e-3 for adam, 0.05 for sgd)")
+    teacher.add_argument("--learning-rate", type=float, default=None, help="peak rate (default 1e-3 for adam, 0.01 for sgd)")
     teacher.add_argument("--optimizer", default="adam", choices=["sgd", "adam", "adamw"], help="adam (default); sgd: momentum 0.9")
     teacher.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up before the cosine decay")
     teacher.add_argument("--resize-to", type=int, default=None, help="upsample inputs inside the teacher to this size (e.g. 64)")
