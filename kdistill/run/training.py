@@ -97,7 +97,8 @@ def train_teacher(splits: data_module.Splits, output_path: str, epochs: int = 4,
     The recipe (Adam, peak rate 1e-3 after one epoch of linear warm-up, cosine
     decay to zero, BatchNorm momentum 0.9) replaced a flat Adam 1e-3, which let
     a 54,000-image run collapse to chance in its last epoch; SGD with momentum
-    (peak 0.05 or 0.01) diverged in validation here (benchmarks/teacher.py). With validation data the weights of
+    diverged at peak 0.05 and ended 3 points below Adam at peak 0.01
+    (benchmarks/results/teacher_fashion_mnist.md). With validation data the weights of
     the best epoch by validation accuracy are kept (`callbacks.KeepBestEpoch`),
     a last epoch far below the best is reported, and a teacher no better than
     chance raises `callbacks.ChanceLevelError` instead of being saved.
