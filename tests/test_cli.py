@@ -155,6 +155,7 @@ def test_distill_refuses_a_chance_level_teacher_unless_told(tmp_path, capsys):
             "--train-limit", "32", "--batch-size", "32", "--output-dir", str(tmp_path / "run")]
     assert cli.main(args) == 2
     assert "no better than chance" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # a refused run leaves no empty folder
     assert cli.main(args + ["--no-check-teacher"]) == 0
 
 

@@ -164,7 +164,6 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
     chief = distribute.is_chief(strategy)
     # The other workers of a multi-worker run train in step with the chief; their copies of the files go to a folder they remove.
     output_dir = config.resolved_output_dir() if chief else tempfile.mkdtemp(prefix="kdistill-worker-")
-    os.makedirs(output_dir, exist_ok=True)
     splits = splits or load_data(config)
     if teacher is None:
         if not config.teacher:
@@ -172,12 +171,13 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
         teacher = teachers.load(config.teacher)
     if config.check_teacher:
         check_teacher(teacher, splits)
+    os.makedirs(output_dir, exist_ok=True)  # after the checks: a refused run leaves no empty folder
     with strategy.scope(), precision.policy_scope(config.precision):
         # Everything trainable, the optimizer and the metrics are made inside the strategy's scope.
         teacher = precision.cast_model(teacher, config.precision) if config.precision != "float32" else teacher
         student = training.build_student(config.student, splits, config.student_width, config.seed, weights=config.student_weights)
         distiller = FeatureDistiller(teacher, student, taps=_resolve_taps(config, teacher, student), **config.distiller_options())
-        steps = -(-splits.counts["train"] // config.batch_size)
+        steps = -(-(splits.counts["train"] + splits.counts.get("transfer", 0)) // config.batch_size)
         optimizer = training.make_optimizer(config.optimizer, config.learning_rate, config.weight_decay, config.lr_decay_epochs, steps)
         distiller.compile(optimizer=optimizer, loss=training.label_loss(splits, config.augment), metrics=["accuracy"])
     train = splits.train
