@@ -11,6 +11,17 @@ import keras
 from kdistill.models import preprocessing as _preprocessing  # noqa: F401
 
 
+def keras_cache_path(file_name: str) -> str:
+    """Where Keras keeps a downloaded weights file: `$KERAS_HOME/models/<file_name>` (default `~/.keras/models`)."""
+    keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+    return os.path.join(keras_home, "models", file_name)
+
+
+def offline() -> bool:
+    """True when `KDISTILL_OFFLINE` is set: weights missing from Keras' cache must fail at once instead of downloading."""
+    return os.environ.get("KDISTILL_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
 def is_full_model_file(path: str) -> bool:
     """True for a .keras archive or an .h5 file that holds a whole model (not only weights)."""
     if path.endswith(".keras"):

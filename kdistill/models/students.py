@@ -74,11 +74,10 @@ def imagenet_notop_file(name: str, input_shape, width: float, minimalistic: bool
 def _imagenet_weights(name: str, input_shape, width: float, minimalistic: bool = False) -> str:
     """The cached ImageNet 'notop' file of a MobileNet, or 'imagenet' (download) when online; fails fast offline."""
     file_name = imagenet_notop_file(name, input_shape, width, minimalistic)
-    keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
-    cached = os.path.join(keras_home, "models", file_name)
+    cached = saving.keras_cache_path(file_name)
     if os.path.exists(cached):
         return cached
-    if os.environ.get("KDISTILL_OFFLINE", "").lower() in ("1", "true", "yes"):
+    if saving.offline():
         raise ValueError(f"ImageNet weights for {name} (width {width}) are not in the Keras cache and KDISTILL_OFFLINE is set. "
                          f"To use them without network, copy {file_name!r} to {cached!r}, or pass weights='/path/to/that_file.h5' "
                          "(CLI: --student-weights PATH).")

@@ -37,12 +37,7 @@ _NOTOP_FILES = {
 
 def imagenet_cache_path(name: str = "resnet50") -> str:
     """Where Keras keeps the ImageNet 'notop' weights of `name` (`$KERAS_HOME/models`)."""
-    keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
-    return os.path.join(keras_home, "models", _NOTOP_FILES[name])
-
-
-def _offline() -> bool:
-    return os.environ.get("KDISTILL_OFFLINE", "").lower() in ("1", "true", "yes")
+    return saving.keras_cache_path(_NOTOP_FILES[name])
 
 
 def _imagenet_help(name: str) -> str:
@@ -61,7 +56,7 @@ def _backbone_weights(name: str, weights: str | None) -> str | None:
     cached = imagenet_cache_path(name)
     if os.path.exists(cached):
         return cached
-    if _offline():
+    if saving.offline():
         raise ValueError(f"ImageNet weights for {name} are not in the Keras cache and KDISTILL_OFFLINE is set. {_imagenet_help(name)}")
     return "imagenet"
 
