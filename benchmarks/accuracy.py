@@ -264,6 +264,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--work-dir", default=os.path.join("saved_models", "evidence"))
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    parser.add_argument("--name", default="evidence_fashion_mnist",
+                        help="--paired: file stem of the results (a second study does not overwrite the first)")
     args = parser.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted({m.removesuffix("_transfer") for m in args.methods} - set(METHODS))
@@ -310,7 +312,7 @@ def _run_paired(args, started: float, argv) -> int:
             "wall_seconds": round(time.perf_counter() - started)}
     lines = _paired_report(record, meta)
     os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, "evidence_fashion_mnist")
+    stem = os.path.join(args.out, args.name)
     with open(stem + ".json", "w") as handle:
         json.dump({"meta": meta, **record}, handle, indent=2)
     with open(stem + ".md", "w") as handle:

@@ -7,15 +7,26 @@ layers take the mere key in `sys.modules` as "TensorFlow is loaded" and then fai
 """
 
 import importlib.abc
+import importlib.machinery
 import json
 import os
 import sys
 
 
+class _Refuse(importlib.abc.Loader):
+    def create_module(self, spec):
+        raise ImportError(f"{spec.name} is blocked: this process checks that kdistill runs without TensorFlow")
+
+    def exec_module(self, module):  # never reached
+        raise ImportError(module.__name__)
+
+
 class _BlockTensorFlow(importlib.abc.MetaPathFinder):
+    # A spec without an origin whose loader refuses: `import tensorflow` fails, and libraries that only probe
+    # with importlib.util.find_spec (PyTorch's dynamo does, for its skip list) go on.
     def find_spec(self, name, path=None, target=None):
         if name == "tensorflow" or name.startswith("tensorflow."):
-            raise ImportError(f"{name} is blocked: this process checks that kdistill runs without TensorFlow")
+            return importlib.machinery.ModuleSpec(name, _Refuse(), origin=None)
         return None
 
 

@@ -1,19 +1,22 @@
-"""kdistill without TensorFlow: import, distil and evaluate on JAX in a process where TensorFlow cannot be imported."""
+"""kdistill without TensorFlow: import, distil and evaluate on JAX and PyTorch in a process where TensorFlow cannot be imported."""
 
 import json
 import os
 import subprocess
 import sys
 
+import pytest
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def test_distillation_runs_on_jax_where_tensorflow_cannot_be_imported(tmp_path):
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_distillation_runs_where_tensorflow_cannot_be_imported(tmp_path, backend):
     result = subprocess.run([sys.executable, os.path.join(HERE, "_no_tensorflow.py"), str(tmp_path)], capture_output=True, text=True,
-                            timeout=300, env=dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu"))
+                            timeout=300, env=dict(os.environ, KERAS_BACKEND=backend, JAX_PLATFORMS="cpu"))
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["backend"] == "jax" and report["tensorflow_loaded"] == []
+    assert report["backend"] == backend and report["tensorflow_loaded"] == []
     assert report["teacher_unchanged"]
     assert {"loss", "ce_loss", "kd_loss", "feat_teacher_stage2", "accuracy"} <= set(report["history"])
     assert report["history"]["loss"][-1] < report["history"]["loss"][0]
