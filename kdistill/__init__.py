@@ -3,8 +3,12 @@
 The package is grouped by concern: `models` (teachers, students, taps),
 `adapters` (projections, ReviewKD fusion), `losses` (one registry of methods),
 `distiller` (FeatureDistiller), `run` (config, jobs, callbacks, distribution,
-teacher cache), `export` (writers, parity report), plus `data`, `evaluation`,
-`plots`, `statistics` and the `cli`.
+teacher cache), `export` (writers, parity report), plus `data`, `batches`,
+`evaluation`, `plots`, `statistics` and the `cli`.
+
+Submodules load on first use, so `import kdistill` does not load Keras: the
+`kdistill --backend jax` command sets `KERAS_BACKEND` before Keras picks its
+backend (it does so once, on import).
 
 Example:
     >>> import kdistill
@@ -12,11 +16,42 @@ Example:
     ['mobilenet_v2', 'mobilenet_v3_small']
 """
 
-from kdistill import adapters, data, evaluation, export, losses, models, statistics
-from kdistill.distiller import UNLABELED, FeatureDistiller
-from kdistill.models import preprocessing, students, tap_suggest, taps, teachers
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["FeatureDistiller", "UNLABELED", "adapters", "data", "evaluation", "export", "losses", "models", "preprocessing", "statistics",
-           "students", "tap_suggest", "taps", "teachers", "__version__"]
+#: public name -> the module that defines it (a module itself where the two are equal)
+_LAZY = {
+    "FeatureDistiller": "kdistill.distiller",
+    "UNLABELED": "kdistill.distiller",
+    "adapters": "kdistill.adapters",
+    "batches": "kdistill.batches",
+    "data": "kdistill.data",
+    "evaluation": "kdistill.evaluation",
+    "export": "kdistill.export",
+    "losses": "kdistill.losses",
+    "models": "kdistill.models",
+    "statistics": "kdistill.statistics",
+    "preprocessing": "kdistill.models.preprocessing",
+    "students": "kdistill.models.students",
+    "tap_suggest": "kdistill.models.tap_suggest",
+    "taps": "kdistill.models.taps",
+    "teachers": "kdistill.models.teachers",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'kdistill' has no attribute {name!r}")
+    module = importlib.import_module(_LAZY[name])
+    value = module if module.__name__.rsplit(".", 1)[-1] == name else getattr(module, name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -7,6 +7,7 @@
     kdistill export saved_models/demo/student_distilled.keras --formats saved_model,int8
     kdistill cache-teacher --teacher saved_models/teacher.keras --output saved_models/teacher_cache
     kdistill taps suggest --teacher saved_models/demo/teacher.keras --student mobilenet_v2 --cka --heatmap cka.png
+    kdistill --backend jax distill --config run.yaml   # any command but export on JAX or PyTorch (no TensorFlow needed)
 """
 
 from __future__ import annotations
@@ -17,7 +18,20 @@ import logging
 import os
 import sys
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "BACKENDS"]
+
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def _select_backend(name: str | None) -> None:
+    """Sets KERAS_BACKEND for `--backend`; refuses when Keras already runs on another one (it reads the variable once)."""
+    if name is None:
+        return
+    keras_module = sys.modules.get("keras")
+    if keras_module is not None and hasattr(keras_module, "backend") and keras_module.backend.backend() != name:
+        raise ValueError(f"--backend {name}: Keras is already loaded in this process with the {keras_module.backend.backend()!r} backend, "
+                         f"and it picks its backend once. Run the command in a new process, or set KERAS_BACKEND={name} before starting Python.")
+    os.environ["KERAS_BACKEND"] = name
 
 
 def _read_config_file(path: str) -> dict:
@@ -64,6 +78,9 @@ def _data_arguments(parser: argparse.ArgumentParser, defaults: bool = True) -> N
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kdistill", description="Knowledge distillation for Keras 3 / TensorFlow.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("--backend", choices=BACKENDS,
+                        help="Keras backend (sets KERAS_BACKEND before Keras loads; default: KERAS_BACKEND, else tensorflow). "
+                             "jax and torch train without TensorFlow; export needs tensorflow")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     demo = commands.add_parser("demo", help="teacher vs student alone vs distilled student on offline Fashion-MNIST",
@@ -293,6 +310,12 @@ def _run(args) -> int:
         return 0
 
     if args.command == "export":
+        import keras
+
+        if keras.backend.backend() != "tensorflow":
+            raise ValueError(f"kdistill export writes SavedModel and TFLite files, which needs the TensorFlow backend; this is "
+                             f"{keras.backend.backend()!r}. Run `kdistill --backend tensorflow export ...` (pip install \"kdistill[tensorflow]\"): "
+                             "a student saved on JAX or PyTorch loads there unchanged.")
         from kdistill.models import saving
         from kdistill import export
         from kdistill.export import int8_calibration
@@ -324,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
+        _select_backend(args.backend)
         return _run(args)
     except (ValueError, FileNotFoundError, TypeError, ImportError) as error:
         print(f"kdistill {args.command}: error: {error}", file=sys.stderr)

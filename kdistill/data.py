@@ -22,10 +22,12 @@ import gzip
 import logging
 import os
 import struct
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from kdistill import batches as batches_module
+from kdistill.batches import AUGMENTATIONS, augmentation
 from kdistill.backend import LazyTensorFlow
 
 tf = LazyTensorFlow("kdistill.data's tf.data pipelines")
@@ -41,6 +43,9 @@ __all__ = [
     "from_image_folder",
     "load",
     "augmentation",
+    "AUGMENTATIONS",
+    "PIPELINES",
+    "resolve_pipeline",
 ]
 
 logger = logging.getLogger(__name__)
@@ -58,22 +63,28 @@ _OFFLINE_HELP = (
     "needed), or `apt-get install dataset-fashion-mnist` (files in /usr/share/datasets/fashion-mnist), "
     "then pass --data-dir DIR (or set KDISTILL_DATA_DIR) if the files are elsewhere."
 )
-AUGMENTATIONS = ("flip", "crop", "randaugment", "mixup", "cutmix")
+PIPELINES = ("auto", "tf", "numpy")
 
 
 @dataclasses.dataclass
 class Splits:
-    """Train / validation / test pipelines and what a model needs to know about them."""
+    """Train / validation / test pipelines and what a model needs to know about them.
 
-    train: tf.data.Dataset
-    validation: tf.data.Dataset | None
-    test: tf.data.Dataset | None
+    The pipelines are `tf.data.Dataset`s on the TensorFlow backend and
+    `kdistill.batches.ArrayBatches` (a `keras.utils.PyDataset`) on JAX and
+    PyTorch (see `from_arrays(pipeline=...)`); `fit`, `evaluate` and a plain
+    `for images, labels in ...` loop take either.
+    """
+
+    train: Any
+    validation: Any | None
+    test: Any | None
     num_classes: int
     class_names: list[str]
     image_shape: tuple[int, int, int]
     counts: dict[str, int]
     #: the training images in a fixed order, unaugmented (what a teacher cache is built from)
-    train_plain: tf.data.Dataset | None = None
+    train_plain: Any | None = None
 
 
 def fashion_mnist_dirs(data_dir: str | None = None) -> list[str]:
@@ -146,36 +157,6 @@ def load_fashion_mnist(data_dir: str | None = None) -> tuple[tuple[np.ndarray, n
     raise FileNotFoundError(f"Fashion-MNIST not found in {searched}. {_OFFLINE_HELP}")
 
 
-def augmentation(names: Sequence[str], image_size: int, num_classes: int, seed: int = 0):
-    """Keras 3 augmentation layers by name: flip, crop, randaugment, mixup, cutmix.
-
-    Returns:
-        `(per_image, per_batch)`: a `keras.Sequential` applied to image
-        batches (flip, crop, randaugment) and a list of batch-level layers that
-        mix images and one-hot labels (mixup, cutmix). Either may be empty.
-    """
-    import keras
-
-    unknown = [n for n in names if n not in AUGMENTATIONS]
-    if unknown:
-        raise ValueError(f"Unknown augmentation {unknown}; known: {', '.join(AUGMENTATIONS)}.")
-    per_image = []
-    if "flip" in names:
-        per_image.append(keras.layers.RandomFlip("horizontal", seed=seed))
-    if "crop" in names:
-        pad = max(2, image_size // 8)
-        per_image.append(keras.layers.ZeroPadding2D(pad))
-        per_image.append(keras.layers.RandomCrop(image_size, image_size, seed=seed))
-    if "randaugment" in names:
-        per_image.append(keras.layers.RandAugment(value_range=(0, 255), seed=seed))
-    per_batch = []
-    if "mixup" in names:
-        per_batch.append(keras.layers.MixUp(seed=seed))
-    if "cutmix" in names:
-        per_batch.append(keras.layers.CutMix(seed=seed))
-    return (keras.Sequential(per_image, name="augmentation") if per_image else None), per_batch
-
-
 def _to_model_images(images, image_size: int):
     images = tf.cast(images, tf.float32)
     if images.shape.rank == 3:  # (batch, H, W) grey
@@ -208,6 +189,22 @@ def _pipeline(dataset, image_size, batch_size, training, augment, num_classes, s
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def resolve_pipeline(pipeline: str = "auto") -> str:
+    """`"tf"` or `"numpy"`: what `pipeline="auto"` means on this Keras backend (tf.data on TensorFlow, PyDataset elsewhere).
+
+    Example:
+        >>> resolve_pipeline("numpy")
+        'numpy'
+    """
+    if pipeline not in PIPELINES:
+        raise ValueError(f"pipeline must be one of {', '.join(PIPELINES)}, received {pipeline!r}.")
+    if pipeline == "auto":
+        import keras
+
+        return "tf" if keras.backend.backend() == "tensorflow" else "numpy"
+    return pipeline
+
+
 def from_arrays(
     x_train: np.ndarray,
     y_train: np.ndarray,
@@ -222,6 +219,7 @@ def from_arrays(
     class_names: Sequence[str] | None = None,
     seed: int = 0,
     transfer: str | np.ndarray | None = None,
+    pipeline: str = "auto",
 ) -> Splits:
     """Pipelines from NumPy arrays: grey or RGB images, integer labels.
 
@@ -237,6 +235,11 @@ def from_arrays(
             on which only the distillation terms apply: `"rest"` takes the
             training images left over by `train_limit`; an array adds those
             images (same raw shape as `x_train`'s). `counts["transfer"]` says how many.
+        pipeline: `"tf"` (tf.data), `"numpy"` (`kdistill.batches.ArrayBatches`, a
+            `keras.utils.PyDataset` that needs no TensorFlow) or `"auto"`: tf.data on
+            the TensorFlow backend, NumPy batches on JAX and PyTorch. Both give the
+            same validation split, the same images and labels (a shuffled training
+            pass holds the same examples, in another order) and the same augmentation layers.
     """
     if len(x_train) != len(y_train):
         raise ValueError(f"x_train has {len(x_train)} images but y_train has {len(y_train)} labels.")
@@ -261,17 +264,19 @@ def from_arrays(
     if train_limit:
         train_index = train_index[:train_limit]
     common = dict(image_size=image_size, batch_size=batch_size, num_classes=num_classes, seed=seed)
+    if resolve_pipeline(pipeline) == "tf":
+        make = lambda x, y, **options: _pipeline(tf.data.Dataset.from_tensor_slices((x, y)), **options, **common)  # noqa: E731
+    else:
+        make = lambda x, y, **options: batches_module.image_batches(x, y, **options, **common)  # noqa: E731
     train_x, train_y = x_train[train_index], y_train[train_index]
     transfer_images = _transfer_images(transfer, x_train, rest)
     if transfer_images is not None:
         train_x = np.concatenate([train_x, transfer_images])
         train_y = np.concatenate([train_y, np.full(len(transfer_images), UNLABELED, "int32")])
-    train = _pipeline(tf.data.Dataset.from_tensor_slices((train_x, train_y)), training=True, augment=augment, count=len(train_y), **common)
+    train = make(train_x, train_y, training=True, augment=augment, count=len(train_y))
     validation = None
     if n_validation:
-        validation = _pipeline(
-            tf.data.Dataset.from_tensor_slices((x_train[validation_index], y_train[validation_index])), training=False, augment=(), count=n_validation, **common
-        )
+        validation = make(x_train[validation_index], y_train[validation_index], training=False, augment=(), count=n_validation)
     test = None
     counts = {"train": len(train_index), "validation": n_validation}
     if transfer_images is not None:
@@ -279,10 +284,10 @@ def from_arrays(
     if x_test is not None:
         if test_limit:
             x_test, y_test = x_test[:test_limit], y_test[:test_limit]
-        test = _pipeline(tf.data.Dataset.from_tensor_slices((x_test, np.asarray(y_test).astype("int32"))), training=False, augment=(), count=len(x_test), **common)
+        test = make(x_test, np.asarray(y_test).astype("int32"), training=False, augment=(), count=len(x_test))
         counts["test"] = len(x_test)
     names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
-    plain = _pipeline(tf.data.Dataset.from_tensor_slices((train_x, train_y)), training=False, augment=(), count=len(train_y), **common)
+    plain = make(train_x, train_y, training=False, augment=(), count=len(train_y))
     return Splits(train, validation, test, num_classes, names, (image_size, image_size, 3), counts, train_plain=plain)
 
 
@@ -320,7 +325,8 @@ def _transfer_images(transfer, x_train: np.ndarray, rest: np.ndarray) -> np.ndar
 
 
 def from_tfds(name: str, data_dir: str | None = None, image_size: int = 32, batch_size: int = 64, train_limit: int | None = None, test_limit: int | None = None,
-              validation_fraction: float = 0.1, augment: Sequence[str] = (), seed: int = 0, download: bool = False) -> Splits:
+              validation_fraction: float = 0.1, augment: Sequence[str] = (), seed: int = 0, download: bool = False,
+              pipeline: str = "auto") -> Splits:
     """Pipelines from a TensorFlow Datasets name (`cifar10`, `cifar100`, `imagenette`, ...).
 
     Reads a prepared TFDS directory (`data_dir`, default `~/tensorflow_datasets`).
@@ -365,14 +371,18 @@ def from_tfds(name: str, data_dir: str | None = None, image_size: int = 32, batc
 
     x_train, y_train = to_arrays("train", (train_limit + int(train_limit * validation_fraction / (1 - validation_fraction)) + 1) if train_limit else None)
     x_test, y_test = to_arrays(test_split, test_limit) if test_split else (None, None)
-    result = from_arrays(x_train, y_train, x_test, y_test, image_size, batch_size, validation_fraction, train_limit, None, augment, label_feature.names, seed)
+    result = from_arrays(x_train, y_train, x_test, y_test, image_size, batch_size, validation_fraction, train_limit, None, augment, label_feature.names, seed,
+                         pipeline=pipeline)
     result.num_classes = label_feature.num_classes
     return result
 
 
 def from_image_folder(path: str, image_size: int = 32, batch_size: int = 64, validation_fraction: float = 0.1, test_dir: str | None = None,
-                      train_limit: int | None = None, augment: Sequence[str] = (), seed: int = 0) -> Splits:
+                      train_limit: int | None = None, augment: Sequence[str] = (), seed: int = 0, pipeline: str = "auto") -> Splits:
     """Pipelines from a tree `path/<class name>/*.jpg|png` (class names sorted).
+
+    Images are decoded by TensorFlow where it is installed, else by Pillow
+    (resized bilinearly to `image_size`).
 
     Raises:
         FileNotFoundError: when `path` does not exist or has no class folders with images.
@@ -386,6 +396,12 @@ def from_image_folder(path: str, image_size: int = 32, batch_size: int = 64, val
         raise FileNotFoundError(f"{path!r} has no class sub-folders. Expected <folder>/<class name>/<image files>.")
 
     def read(folder):
+        try:
+            tensorflow_installed = tf.__name__ == "tensorflow"
+        except ImportError:
+            tensorflow_installed = False
+        if not tensorflow_installed:
+            return batches_module.read_image_folder(folder, class_names, image_size)
         dataset = keras.utils.image_dataset_from_directory(
             folder, labels="inferred", label_mode="int", class_names=class_names, image_size=(image_size, image_size),
             batch_size=None, shuffle=False, color_mode="rgb", verbose=False,
@@ -400,19 +416,22 @@ def from_image_folder(path: str, image_size: int = 32, batch_size: int = 64, val
 
     x_train, y_train = read(path)
     x_test, y_test = read(test_dir) if test_dir else (None, None)
-    return from_arrays(x_train, y_train, x_test, y_test, image_size, batch_size, validation_fraction, train_limit, None, augment, class_names, seed)
+    return from_arrays(x_train, y_train, x_test, y_test, image_size, batch_size, validation_fraction, train_limit, None, augment, class_names, seed,
+                       pipeline=pipeline)
 
 
 def load(source: str = "fashion_mnist", data_dir: str | None = None, image_size: int = 32, batch_size: int = 64, validation_fraction: float = 0.1,
          train_limit: int | None = None, test_limit: int | None = None, augment: Sequence[str] = (), seed: int = 0,
-         transfer: str | None = None) -> Splits:
+         transfer: str | None = None, pipeline: str = "auto") -> Splits:
     """Pipelines from a source name: `fashion_mnist` (offline default), `tfds:<name>`, or an image folder path.
 
     With the offline data fetched (`make data`), `load("fashion_mnist", data_dir="data")`
     gives 54,000 / 6,000 / 10,000 train / validation / test images of 32x32x3.
 
     `transfer` ("rest" or a `.npy` file of images) adds unlabelled training
-    images (see `from_arrays`).
+    images (see `from_arrays`). `pipeline` picks tf.data or NumPy batches
+    (`"auto"`: tf.data on the TensorFlow backend, `keras.utils.PyDataset` on JAX
+    and PyTorch; see `from_arrays`).
 
     Example:
         >>> load("mnist-on-the-moon")  # doctest: +ELLIPSIS
@@ -421,7 +440,8 @@ def load(source: str = "fashion_mnist", data_dir: str | None = None, image_size:
         ValueError: Unknown data source 'mnist-on-the-moon'. Use 'fashion_mnist' (offline default), ...
     """
     data_dir = os.path.expanduser(data_dir) if data_dir else data_dir
-    common = dict(image_size=image_size, batch_size=batch_size, validation_fraction=validation_fraction, train_limit=train_limit, augment=augment, seed=seed)
+    common = dict(image_size=image_size, batch_size=batch_size, validation_fraction=validation_fraction, train_limit=train_limit, augment=augment, seed=seed,
+                  pipeline=pipeline)
     if source in ("fashion_mnist", "fashion-mnist"):
         (x_train, y_train), (x_test, y_test) = load_fashion_mnist(data_dir)
         if isinstance(transfer, str) and transfer.endswith(".npy"):

@@ -30,34 +30,44 @@ class _BlockTensorFlow(importlib.abc.MetaPathFinder):
         return None
 
 
-sys.meta_path.insert(0, _BlockTensorFlow())  # before anything else
-sys.path.insert(0, os.path.dirname(__file__))
+def block_tensorflow() -> None:
+    """Makes every later `import tensorflow` fail; call it before anything imports Keras."""
+    sys.meta_path.insert(0, _BlockTensorFlow())
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
-import kdistill  # noqa: E402
-from conftest import small_cnn  # noqa: E402
+def main() -> None:
+    block_tensorflow()  # before anything else
+    sys.path.insert(0, os.path.dirname(__file__))
 
-sample = os.path.join(os.path.dirname(__file__), "data", "fashion-mnist-sample")
-(x_train, y_train), (x_test, y_test) = kdistill.data.load_fashion_mnist(sample)  # real images, NumPy only
-x = np.repeat(x_train[:256, :, :, None], 3, axis=-1).astype("float32")
-y = y_train[:256].astype("int32")
-keras.utils.set_random_seed(0)
-teacher = small_cnn("teacher", widths=(16, 32), seed=1, input_shape=(28, 28, 3))
-student = small_cnn("student", widths=(8, 16), seed=2, input_shape=(28, 28, 3))
-before = [np.array(w) for w in teacher.weights]
-distiller = kdistill.FeatureDistiller(teacher, student, taps={"teacher_stage2": "student_stage2"}, logits_loss="dkd", alpha=0.7)
-distiller.compile(optimizer=keras.optimizers.Adam(1e-2), metrics=["accuracy"])
-history = distiller.fit(x, y, batch_size=64, epochs=2, verbose=0)
-report = kdistill.evaluation.evaluate(student, [(x[:64], y[:64])], timing_batches=1)
-try:
-    kdistill.export.saved_model(student, os.path.join(sys.argv[1], "serving"))
-    export_error = None
-except ImportError as error:
-    export_error = str(error)
-tensorflow_loaded = [name for name in sys.modules if name == "tensorflow" or name.startswith("tensorflow.")]
-print(json.dumps({
-    "backend": keras.backend.backend(), "history": history.history, "top1": report["top1"], "export_error": export_error,
-    "teacher_unchanged": all(np.array_equal(b, np.array(w)) for b, w in zip(before, teacher.weights)), "tensorflow_loaded": tensorflow_loaded,
-}))
+    import keras
+    import numpy as np
+
+    import kdistill
+    from conftest import small_cnn
+
+    sample = os.path.join(os.path.dirname(__file__), "data", "fashion-mnist-sample")
+    (x_train, y_train), (x_test, y_test) = kdistill.data.load_fashion_mnist(sample)  # real images, NumPy only
+    x = np.repeat(x_train[:256, :, :, None], 3, axis=-1).astype("float32")
+    y = y_train[:256].astype("int32")
+    keras.utils.set_random_seed(0)
+    teacher = small_cnn("teacher", widths=(16, 32), seed=1, input_shape=(28, 28, 3))
+    student = small_cnn("student", widths=(8, 16), seed=2, input_shape=(28, 28, 3))
+    before = [np.array(w) for w in teacher.weights]
+    distiller = kdistill.FeatureDistiller(teacher, student, taps={"teacher_stage2": "student_stage2"}, logits_loss="dkd", alpha=0.7)
+    distiller.compile(optimizer=keras.optimizers.Adam(1e-2), metrics=["accuracy"])
+    history = distiller.fit(x, y, batch_size=64, epochs=2, verbose=0)
+    report = kdistill.evaluation.evaluate(student, [(x[:64], y[:64])], timing_batches=1)
+    try:
+        kdistill.export.saved_model(student, os.path.join(sys.argv[1], "serving"))
+        export_error = None
+    except ImportError as error:
+        export_error = str(error)
+    tensorflow_loaded = [name for name in sys.modules if name == "tensorflow" or name.startswith("tensorflow.")]
+    print(json.dumps({
+        "backend": keras.backend.backend(), "history": history.history, "top1": report["top1"], "export_error": export_error,
+        "teacher_unchanged": all(np.array_equal(b, np.array(w)) for b, w in zip(before, teacher.weights)), "tensorflow_loaded": tensorflow_loaded,
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -41,3 +41,34 @@ def test_data_parallel_refuses_the_tensorflow_backend():
 
     with pytest.raises(ValueError, match="runs on the JAX backend"):
         jax_distribution.data_parallel()
+
+
+def test_every_cli_command_runs_with_backend_jax_and_export_says_it_needs_tensorflow(tmp_path):
+    from test_data import make_fashion_mnist
+
+    make_fashion_mnist(tmp_path / "data", train=160, test=48)
+    (tmp_path / "work").mkdir()
+    environment = {key: value for key, value in os.environ.items() if key != "KERAS_BACKEND"}  # --backend must set it
+    result = subprocess.run([sys.executable, os.path.join(HERE, "_cli_jax.py"), str(tmp_path / "data"), str(tmp_path / "work")], capture_output=True,
+                            text=True, timeout=600, env=dict(environment, JAX_PLATFORMS="cpu"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["backend"] == "jax" and report["tensorflow_loaded"] == []
+    for command in ("train-teacher", "demo", "distill", "evaluate", "cache-teacher"):
+        assert report[command]["status"] == 0, (command, report[command]["err"])
+    assert report["demo_summary"]["teacher_reused"] is True and "distilled student" in report["demo"]["out"]
+    assert "Skipping the export" in report["demo"]["err"]
+    assert "resnet8x4" in report["distill"]["out"] and "per-class top-1" in report["evaluate"]["out"]
+    assert "cached 64 images" in report["cache-teacher"]["out"]
+    assert (tmp_path / "work" / "run" / "student.keras").exists() and (tmp_path / "work" / "cache" / "meta.json").exists()
+    assert report["export"]["status"] == 2 and "needs the TensorFlow backend" in report["export"]["err"]
+
+
+def test_backend_flag_refuses_to_switch_a_loaded_keras(capsys):
+    import keras
+
+    from kdistill import cli
+
+    other = "jax" if keras.backend.backend() != "jax" else "torch"
+    assert cli.main(["--backend", other, "evaluate", "missing.keras"]) == 2
+    assert "already loaded" in capsys.readouterr().err

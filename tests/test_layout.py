@@ -10,7 +10,8 @@ ALLOWED = {
     "models": set(),
     "adapters": set(),
     "losses": set(),
-    "data": {"backend"},
+    "batches": set(),
+    "data": {"backend", "batches"},
     "statistics": set(),
     "tf_train_step": set(),
     "backend": set(),
@@ -18,8 +19,8 @@ ALLOWED = {
     "evaluation": {"models"},
     "distiller": {"models", "adapters", "losses", "tf_train_step"},
     "export": {"models", "backend"},
-    "run": {"models", "adapters", "losses", "distiller", "data", "evaluation", "plots", "export", "statistics", "backend"},
-    "cli": {"models", "adapters", "losses", "distiller", "data", "evaluation", "plots", "export", "statistics", "run", "backend"},
+    "run": {"models", "adapters", "losses", "distiller", "data", "batches", "evaluation", "plots", "export", "statistics", "backend"},
+    "cli": {"models", "adapters", "losses", "distiller", "data", "batches", "evaluation", "plots", "export", "statistics", "run", "backend"},
 }
 
 
@@ -67,7 +68,7 @@ def test_the_flat_modules_of_0_1_are_gone_and_each_wing_is_a_folder():
     for wing in ("models", "adapters", "losses", "run", "export"):
         assert os.path.isfile(os.path.join(PACKAGE, wing, "__init__.py")), wing
     flat = sorted(name for name in os.listdir(PACKAGE) if name.endswith(".py"))
-    assert flat == ["__init__.py", "backend.py", "cli.py", "data.py", "distiller.py", "evaluation.py", "plots.py", "statistics.py", "tf_train_step.py"]
+    assert flat == ["__init__.py", "backend.py", "batches.py", "cli.py", "data.py", "distiller.py", "evaluation.py", "plots.py", "statistics.py", "tf_train_step.py"]
     long = [os.path.relpath(os.path.join(root, name), PACKAGE) for root, _, files in os.walk(PACKAGE) for name in files
             if name.endswith(".py") and sum(1 for _ in open(os.path.join(root, name))) > 500]
     assert not long, f"modules past 500 lines (split them): {long}"

@@ -169,6 +169,10 @@ def demo(output_dir: str = os.path.join("saved_models", "demo"), full: bool = Fa
     timings["evaluation"] = round(time.perf_counter() - stage, 1)
 
     exported = None
+    if settings["export"] and keras.backend.backend() != "tensorflow":
+        logger.info("Skipping the export (SavedModel, TFLite): it needs the TensorFlow backend, this is %s. "
+                    "Export the saved student later with `kdistill export %s`.", keras.backend.backend(), distilled_path)
+        settings["export"] = False
     if settings["export"]:
         stage = time.perf_counter()
         logger.info("Exporting the distilled student (SavedModel, int8 and int16x8 TFLite) and checking them against Keras")

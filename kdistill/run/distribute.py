@@ -6,23 +6,33 @@ here runs the distiller's own `train_step` through `strategy.run` on a
 distributed dataset, which works for every strategy; with one of the other
 strategies, `distiller.fit` works as usual.
 
+On JAX and PyTorch there is no tf.distribute: `get_strategy` returns a
+`KerasStrategy` (a scope that does nothing, and the replica count), and
+`data_parallel` sets `keras.distribution.DataParallel` on JAX.
+
 Example:
+    >>> import keras
     >>> from kdistill.run import distribute
-    >>> type(distribute.get_strategy("default")).__name__
-    '_DefaultDistributionStrategy'
+    >>> strategy = distribute.get_strategy("default")
+    >>> strategy.num_replicas_in_sync
+    1
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-__all__ = ["STRATEGIES", "get_strategy", "fit", "is_chief"]
+from kdistill.backend import LazyTensorFlow
+
+__all__ = ["STRATEGIES", "KerasStrategy", "get_strategy", "fit", "is_chief", "is_multi_worker"]
+
+tf = LazyTensorFlow("tf.distribute strategies")
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +44,21 @@ def _workers_in_tf_config() -> int:
     return len(config.get("cluster", {}).get("worker", []))
 
 
-def get_strategy(name="auto") -> tf.distribute.Strategy:
+class KerasStrategy:
+    """Where tf.distribute is not used (JAX, PyTorch): `scope()` does nothing; Keras' distribution, if any, splits the batches.
+
+    Args:
+        replicas: devices the batches are split over (1 without `data_parallel`).
+    """
+
+    def __init__(self, replicas: int = 1):
+        self.num_replicas_in_sync = replicas
+
+    def scope(self):
+        return contextlib.nullcontext()
+
+
+def get_strategy(name="auto"):
     """A `tf.distribute.Strategy` by name, or the strategy passed in (e.g. a `TPUStrategy` you made).
 
     Args:
@@ -48,16 +72,20 @@ def get_strategy(name="auto") -> tf.distribute.Strategy:
     TensorFlow initialises its devices), then build models and the optimizer
     inside `strategy.scope()`.
     """
-    if isinstance(name, tf.distribute.Strategy):
+    if not isinstance(name, str):  # a strategy you made
         return name
     if name not in STRATEGIES:
         raise ValueError(f"Unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}, or pass a tf.distribute.Strategy.")
     if name == "data_parallel":
-        # JAX: keras.distribution splits the batches; tf.distribute (used for the tf.data input only) stays the default.
+        # JAX: keras.distribution splits the batches; no tf.distribute strategy is used.
         from kdistill.run import jax_distribution
 
-        jax_distribution.data_parallel()
-        return tf.distribute.get_strategy()
+        return KerasStrategy(len(jax_distribution.data_parallel().device_mesh.devices.reshape(-1)))
+    if keras.backend.backend() != "tensorflow":
+        if name in ("auto", "default"):
+            return KerasStrategy()
+        raise ValueError(f"--strategy {name} is a tf.distribute strategy, for the TensorFlow backend; this is {keras.backend.backend()!r}. "
+                         "On JAX use --strategy data_parallel (keras.distribution), or set KERAS_BACKEND=tensorflow.")
     if name == "multi_worker" or (name == "auto" and _workers_in_tf_config() > 1):
         # Collective ops must be configured before TensorFlow initialises its devices,
         # so nothing may touch the runtime (not even listing GPUs) before this.
@@ -75,7 +103,13 @@ def get_strategy(name="auto") -> tf.distribute.Strategy:
     return tf.distribute.MirroredStrategy()
 
 
-def is_chief(strategy: tf.distribute.Strategy | None = None) -> bool:
+def is_multi_worker(strategy) -> bool:
+    """Whether `strategy` is a tf.distribute `MultiWorkerMirroredStrategy` (trained by `fit` here, not Keras' `fit`)."""
+    # Only a TensorFlow object can be one: asking leaves TensorFlow unimported elsewhere.
+    return type(strategy).__module__.startswith("tensorflow") and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def is_chief(strategy=None) -> bool:
     """Whether this process should write the run's files: always, except on the non-chief workers of a multi-worker run.
 
     The chief is the `chief` task of `TF_CONFIG`, or worker 0 when the cluster has no chief
@@ -83,11 +117,11 @@ def is_chief(strategy: tf.distribute.Strategy | None = None) -> bool:
     nowhere that the chief writes.
 
     Example:
-        >>> is_chief(tf.distribute.get_strategy())
+        >>> is_chief(KerasStrategy())
         True
     """
     resolver = getattr(strategy, "cluster_resolver", None)
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None or not resolver.task_type:
+    if not is_multi_worker(strategy) or resolver is None or not resolver.task_type:
         return True
     if resolver.task_type == "chief":
         return True

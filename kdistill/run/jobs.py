@@ -21,7 +21,6 @@ import tempfile
 import time
 
 import keras
-import tensorflow as tf
 
 from kdistill import data as data_module
 from kdistill import evaluation
@@ -205,7 +204,7 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
         # Keras' own callback: every loss term (loss, ce_loss, kd_loss, feat_<layer>) is a logged metric.
         run_callbacks.append(keras.callbacks.TensorBoard(config.tensorboard))
     run_callbacks += list(extra_callbacks or [])
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    if distribute.is_multi_worker(strategy):
         # Keras' fit fails under this strategy (see kdistill.run.distribute); no per-epoch backup here.
         history = distribute.fit(distiller, train, epochs=config.epochs, strategy=strategy, verbose=verbose)
         history["epoch"] = list(range(config.epochs))

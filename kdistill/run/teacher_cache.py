@@ -8,12 +8,17 @@ hashes of the teacher's weights and architecture, the images and labels, and
 the tapped layers. `load` refuses a cache whose key does not match, saying
 which part changed.
 
+It needs no TensorFlow: the files are NumPy memory maps, and `dataset`
+returns tf.data on the TensorFlow backend and `kdistill.batches.ArrayBatches`
+(a `keras.utils.PyDataset` reading the memory maps batch by batch) elsewhere.
+
 Example:
-    >>> import numpy as np, tempfile, keras, tensorflow as tf
+    >>> import numpy as np, tempfile, keras
+    >>> from kdistill.batches import ArrayBatches
     >>> from kdistill.run import teacher_cache
     >>> inputs = keras.Input((8, 8, 3)); hidden = keras.layers.Conv2D(4, 3, name="hidden")(inputs)
     >>> teacher = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(hidden)))
-    >>> data = tf.data.Dataset.from_tensor_slices((np.ones((6, 8, 8, 3), "float32"), np.arange(6) % 2)).batch(4)
+    >>> data = ArrayBatches(np.ones((6, 8, 8, 3), "float32"), np.arange(6) % 2, batch_size=4)
     >>> cache = teacher_cache.build(teacher, ["hidden"], data, tempfile.mkdtemp(), verbose=0)
     >>> len(cache), sorted(cache.outputs)
     (6, ['hidden', 'logits'])
@@ -29,13 +34,16 @@ from typing import Sequence
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from kdistill import batches as batches_module
+from kdistill.backend import LazyTensorFlow
+from kdistill.data import resolve_pipeline
 from kdistill.export import atomic
 from kdistill.models import taps as taps_module
 
 __all__ = ["TeacherCache", "StaleCacheError", "build", "load", "check_augmentation", "teacher_fingerprint"]
 
+tf = LazyTensorFlow("the teacher cache's tf.data pipeline")
 logger = logging.getLogger(__name__)
 _FORMAT = 1
 
@@ -55,7 +63,7 @@ def teacher_fingerprint(teacher: keras.Model) -> str:
 
 
 def _first_batch(dataset):
-    for batch in dataset.take(1):
+    for batch in dataset:
         return [np.asarray(part) for part in batch]
     raise ValueError("The dataset to cache is empty.")
 
@@ -73,7 +81,7 @@ class TeacherCache:
         return int(self.labels.shape[0])
 
     def dataset(self, batch_size: int = 64, shuffle: bool = True, seed: int = 0, layers: Sequence[str] | None = None,
-                indices: Sequence[int] | None = None, repeat: bool = False) -> tf.data.Dataset:
+                indices: Sequence[int] | None = None, repeat: bool = False, pipeline: str = "auto"):
         """`({"images": x, "teacher": {name: output}}, labels)` batches that `FeatureDistiller` trains from.
 
         Shuffling keeps each image with its own teacher outputs.
@@ -86,11 +94,18 @@ class TeacherCache:
             indices: read only these examples (e.g. the labelled part of a cache
                 that also holds a transfer set); None reads all.
             repeat: repeat forever (then pass `steps_per_epoch` to `fit`).
+            pipeline: `"tf"` (a tf.data.Dataset), `"numpy"` (`ArrayBatches`, read from
+                the memory maps batch by batch, no copy) or `"auto"` (tf.data on the
+                TensorFlow backend).
         """
         names = list(layers) + [taps_module.LOGITS] if layers is not None else list(self.outputs)
         missing = sorted(set(names) - set(self.outputs))
         if missing:
             raise StaleCacheError(f"The cache in {self.folder!r} has no outputs for {missing}; it holds {sorted(self.outputs)}. Rebuild it with these taps.")
+        if resolve_pipeline(pipeline) == "numpy":
+            cast = lambda x, y: ({"images": x["images"].astype("float32"), "teacher": x["teacher"]}, y)  # noqa: E731
+            return batches_module.ArrayBatches({"images": self.images, "teacher": {name: self.outputs[name] for name in names}}, self.labels,
+                                               batch_size, shuffle=shuffle, seed=seed, transform=cast, repeat=repeat, indices=indices)
         select = slice(None) if indices is None else np.asarray(indices)
         teacher = {name: np.asarray(self.outputs[name][select]) for name in names}
         images, labels = np.asarray(self.images[select]), np.asarray(self.labels[select])
@@ -120,7 +135,7 @@ def check_augmentation(augment: Sequence[str]) -> None:
         )
 
 
-def build(teacher: keras.Model, layers: Sequence[str], dataset: tf.data.Dataset, folder: str, augment: Sequence[str] = (),
+def build(teacher: keras.Model, layers: Sequence[str], dataset, folder: str, augment: Sequence[str] = (),
           dtype: str = "float32", verbose: int = 1) -> TeacherCache:
     """Runs the teacher once over `dataset` and stores its tapped outputs and logits in `folder`.
 
@@ -128,7 +143,7 @@ def build(teacher: keras.Model, layers: Sequence[str], dataset: tf.data.Dataset,
         teacher: the frozen teacher.
         layers: teacher layers to store (the distiller's tap keys); logits are always stored.
         dataset: `(images, labels)` batches in a fixed order, without random
-            augmentation (e.g. the training arrays through an unshuffled pipeline).
+            augmentation (e.g. `Splits.train_plain`: tf.data or NumPy batches).
         folder: where to write; replaced atomically.
         augment: the augmentations the run uses; any makes caching impossible.
         dtype: storage dtype of the outputs ("float32", or "float16" for half the disk).
@@ -173,7 +188,7 @@ def build(teacher: keras.Model, layers: Sequence[str], dataset: tf.data.Dataset,
     return TeacherCache(folder, meta)
 
 
-def load(folder: str, teacher: keras.Model, layers: Sequence[str] = (), dataset: tf.data.Dataset | None = None) -> TeacherCache:
+def load(folder: str, teacher: keras.Model, layers: Sequence[str] = (), dataset=None) -> TeacherCache:
     """Opens a cache after checking it was made by this teacher (and, if given, these images and taps).
 
     Raises:

@@ -145,8 +145,11 @@ def train_teacher(splits: data_module.Splits, output_path: str, epochs: int = 4,
 
 
 def _batch_size(dataset) -> int:
-    """The batch size of a batched tf.data pipeline (its first dimension), 64 if unknown."""
-    size = dataset.element_spec[0].shape[0] if isinstance(dataset.element_spec, tuple) else None
+    """The batch size of a batched pipeline (tf.data or NumPy batches), 64 if unknown."""
+    if isinstance(getattr(dataset, "batch_size", None), int):
+        return dataset.batch_size
+    spec = getattr(dataset, "element_spec", None)
+    size = spec[0].shape[0] if isinstance(spec, tuple) else None
     if size is None:
         for images, _ in dataset.take(1):
             return int(images.shape[0])

@@ -1,0 +1,51 @@
+"""Run by test_backends.py: every `kdistill --backend jax` command on tiny settings, in one process where TensorFlow cannot be imported.
+
+argv[1]: a folder of Fashion-MNIST-shaped IDX files; argv[2]: a work folder.
+KERAS_BACKEND is not set: `--backend jax` must set it before Keras loads.
+"""
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _no_tensorflow import block_tensorflow  # noqa: E402
+
+block_tensorflow()
+from kdistill import cli  # noqa: E402
+
+data_dir, work = sys.argv[1], sys.argv[2]
+tiny = ["--data-dir", data_dir, "--train-limit", "64", "--batch-size", "32"]
+commands = {
+    "train-teacher": ["train-teacher", *tiny, "--epochs", "1", "--output", os.path.join(work, "teacher.keras")],
+    "demo": ["demo", "--data-dir", data_dir, "--output-dir", os.path.join(work, "demo"), "--quiet", "--set", "train_limit=64", "--set", "teacher_epochs=1",
+             "--set", "student_epochs=1", "--set", "batch_size=32", "--set", "student=resnet8x4", "--set", "latency_plot=false"],
+    "distill": ["distill", *tiny, "--teacher", os.path.join(work, "teacher.keras"), "--student", "resnet8x4", "--epochs", "2",
+                "--output-dir", os.path.join(work, "run"), "--teacher-cache", os.path.join(work, "cache")],
+    "evaluate": ["evaluate", os.path.join(work, "run", "student.keras"), "--data-dir", data_dir],
+    "cache-teacher": ["cache-teacher", *tiny, "--teacher", os.path.join(work, "teacher.keras"), "--output", os.path.join(work, "cache2")],
+    "export": ["export", os.path.join(work, "run", "student.keras"), "--data-dir", data_dir, "--output-dir", os.path.join(work, "export")],
+}
+report = {}
+for name, arguments in commands.items():
+    if name == "demo":  # reuse the teacher just trained (the demo does when the recipe matches): one ResNet50 training, not two
+        from kdistill.run import training
+
+        os.makedirs(os.path.join(work, "demo"), exist_ok=True)
+        shutil.copy(os.path.join(work, "teacher.keras"), os.path.join(work, "demo", "teacher.keras"))
+        training.write_json(os.path.join(work, "demo", "teacher.json"),
+                            {"train_limit": 64, "epochs": 1, "seed": 0, "recipe": training.TEACHER_RECIPE})
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = cli.main(["--backend", "jax", *arguments])
+    report[name] = {"status": status, "out": out.getvalue()[-2000:], "err": err.getvalue()[-2000:]}
+
+import keras  # noqa: E402
+
+report["backend"] = keras.backend.backend()
+report["demo_summary"] = json.load(open(os.path.join(work, "demo", "summary.json")))
+report["tensorflow_loaded"] = [name for name in sys.modules if name == "tensorflow" or name.startswith("tensorflow.")]
+print(json.dumps(report))
