@@ -27,6 +27,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", help="comma-separated input sizes")
     parser.add_argument("--taps", help="comma-separated numbers of taps")
     parser.add_argument("--windows", type=int, default=None)
+    parser.add_argument("--seconds", type=float, default=10.0, help="shortest timed window (seconds)")
     parser.add_argument("--axes", default="batch,size,taps", help="which sweeps to run (comma-separated)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = parser.parse_args(argv)
@@ -37,7 +38,7 @@ def main(argv=None) -> int:
     batches = numbers(args.batches) if args.batches else batches
     sizes = numbers(args.sizes) if args.sizes else sizes
     tap_counts = numbers(args.taps) if args.taps else tap_counts
-    common = dict(steps=args.steps, windows=args.windows or (2 if args.quick else 3), warmup=2 if args.quick else 3)
+    common = dict(steps=args.steps, seconds=args.seconds, windows=args.windows or (2 if args.quick else 3), warmup=2 if args.quick else 3)
 
     def point(batch=64, size=32, taps=2):
         result = throughput.measure("e" if taps == 0 else "f", batch=batch, size=size, num_taps=taps, **common)

@@ -1,13 +1,21 @@
 """Training throughput of kdistill against what a user would otherwise write, same machine, same run.
 
 Each variant runs in its own process (clean memory figures), trains on the same
-teacher (ResNet50), student (MobileNetV2), batch and input size, and reports the
-median images/s of several timed windows after warm-up, and the process's peak
-resident memory.
+teacher (ResNet50), student (MobileNetV2), batch and input size. All processes are
+set up and warmed up first; then the timed windows are interleaved (a b e f g, a b e
+f g, ...), one process working at a time, so a slow patch of the machine hits every
+variant alike. Each window lasts at least --seconds (default 10) and --steps steps.
+It reports per variant the median images/s with the lowest and highest window, and
+the ratios the speed targets are stated in, each the median over rounds of the
+ratio within one round: (e)/(b), (f)/(b), (g)/(a).
 
     python benchmarks/throughput.py                       # all variants, 32x32, batch 64
     python benchmarks/throughput.py --size 224 --batch 32
-    KERAS_BACKEND=jax python benchmarks/throughput.py     # the backend-agnostic variants
+    KERAS_BACKEND=jax python benchmarks/throughput.py     # JAX, no TensorFlow needed
+    bash benchmarks/gpu.sh                                # the GPU set (JAX; 32 and 224, float32 and bfloat16)
+
+On TensorFlow the input is a tf.data pipeline; on JAX and PyTorch NumPy batches
+(`kdistill.batches.ArrayBatches`) and the teacher cache's memory maps.
 
 Variants:
     a  student alone (the floor of the cost)
@@ -17,7 +25,7 @@ Variants:
     e  kdistill FeatureDistiller, logits KD
     f  kdistill FeatureDistiller, logits KD + 2 feature taps with projections
     g  (f) fed from the teacher cache
-Writes <out>/throughput_<backend>_<size>.json and .md.
+Writes <out>/throughput_<backend>_<size>[_<precision>].json and .md.
 """
 
 from __future__ import annotations
@@ -61,33 +69,66 @@ def _models(args):
     return teacher, student
 
 
-def _fit_timer(model, dataset, args):
-    """images/s of `model.fit` windows of `args.steps` steps, after a warm-up window."""
-    model.fit(dataset, epochs=1, steps_per_epoch=args.warmup, verbose=0)
+#: the ratios the speed targets are stated in: (numerator, denominator, target)
+TARGETS = {"e/b": ("e", "b", 1.0), "f/b": ("f", "b", 0.85), "g/a": ("g", "a", 0.90)}
+
+
+def _serve_windows(run, args) -> dict:
+    """Warms up, sizes a window to >= args.seconds and >= args.steps steps, then times one window per `go` on stdin.
+
+    The sizing runs while the other variants set up, so it overestimates a step's time: windows come out longer, never shorter.
+    """
+    run(args.warmup)  # compiles
+    start = time.perf_counter()
+    run(args.warmup)
+    per_step = (time.perf_counter() - start) / args.warmup
+    steps = max(args.steps, int(args.seconds / max(per_step, 1e-6)) + 1)
+    print("READY " + json.dumps({"steps": steps}), flush=True)
     rates = []
-    for _ in range(args.windows):
+    for line in sys.stdin:
+        if line.strip() != "go":
+            break
         start = time.perf_counter()
-        model.fit(dataset, epochs=1, steps_per_epoch=args.steps, verbose=0)
-        rates.append(args.steps * args.batch / (time.perf_counter() - start))
-    return rates
+        run(steps)
+        rates.append(steps * args.batch / (time.perf_counter() - start))
+        print("RATE " + json.dumps({"rate": rates[-1]}), flush=True)
+    return {"rates": rates, "steps_per_window": steps}
+
+
+def _fit_runner(model, dataset):
+    return lambda steps: model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
+
+
+def _input(args, x, y):
+    """Endless batches: tf.data on TensorFlow, NumPy batches elsewhere."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(args.batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    from kdistill.batches import ArrayBatches
+
+    return ArrayBatches(x, y, args.batch, repeat=True, workers=2, max_queue_size=8)
 
 
 def run_variant(args) -> dict:
     import keras
-    import tensorflow as tf
 
     import kdistill
 
     keras.utils.set_random_seed(0)
+    if args.precision != "float32":
+        keras.config.set_dtype_policy(args.precision)
     x, y = _data(args, args.batch * 8)
-    dataset = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(args.batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    dataset = _input(args, x, y)
     teacher, student = _models(args)
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     jit = {"auto": "auto", "on": True, "off": False}[args.jit]
     variant = args.variant
     if variant == "a":
         student.compile(optimizer="adam", loss=ce, jit_compile=jit)
-        return {"rates": _fit_timer(student, dataset, args)}
+        return _serve_windows(_fit_runner(student, dataset), args)
     if variant in ("b", "c"):
         losses = [keras.distillation.LogitsDistillation(temperature=4.0)]
         if variant == "c":
@@ -99,10 +140,12 @@ def run_variant(args) -> dict:
             losses.append(keras.distillation.FeatureDistillation(teacher_layer_name=teacher_layer, student_layer_name=student_layer))
         distiller = keras.distillation.Distiller(teacher, student, distillation_losses=losses, student_loss_weight=0.5)
         distiller.compile(optimizer="adam", loss=ce, jit_compile=jit)
-        return {"rates": _fit_timer(distiller, dataset, args)}
+        return _serve_windows(_fit_runner(distiller, dataset), args)
     if variant == "d":
         if keras.backend.backend() != "tensorflow":
             return {"skipped": "the tutorial loop uses tf.GradientTape (TensorFlow backend only)"}
+        import tensorflow as tf
+
         optimizer = keras.optimizers.Adam()
 
         @tf.function(jit_compile=args.jit == "on")
@@ -117,53 +160,142 @@ def run_variant(args) -> dict:
             return loss
 
         iterator = iter(dataset)
-        for _ in range(args.warmup):
-            step(*next(iterator))
-        rates = []
-        for _ in range(args.windows):
-            start = time.perf_counter()
-            for _ in range(args.steps):
+
+        def run(steps):
+            for _ in range(steps):
                 loss = step(*next(iterator))
             float(loss)
-            rates.append(args.steps * args.batch / (time.perf_counter() - start))
-        return {"rates": rates}
+
+        return _serve_windows(run, args)
     taps = {} if variant == "e" else kdistill.taps.preset(teacher, student, stages=range(args.num_taps) if args.num_taps != 2 else (1, 2))
     distiller = kdistill.FeatureDistiller(teacher, student, taps=taps, feature_loss="mse", logits_loss="kl", temperature=4.0, alpha=0.5)
     distiller.compile(optimizer="adam", metrics=None, jit_compile=jit)
     if variant == "g":
+        from kdistill.batches import ArrayBatches
         from kdistill.run import teacher_cache
 
-        plain = tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch)
-        cache = teacher_cache.build(teacher, list(taps), plain, os.path.join(tempfile.mkdtemp(), "cache"), verbose=0)
-        dataset = cache.dataset(args.batch, shuffle=False).repeat().prefetch(tf.data.AUTOTUNE)
-    return {"rates": _fit_timer(distiller, dataset, args), "taps": taps}
+        cache = teacher_cache.build(teacher, list(taps), ArrayBatches(x, y, args.batch), os.path.join(tempfile.mkdtemp(), "cache"), verbose=0)
+        dataset = cache.dataset(args.batch, shuffle=False, repeat=True)
+    return dict(_serve_windows(_fit_runner(distiller, dataset), args), taps=taps)
+
+
+def _device() -> str:
+    """The accelerator (or CPU) the worker runs on, in words."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        return f"{device.platform.upper()} {getattr(device, 'device_kind', '')} x{jax.device_count()}".strip()
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "CPU"
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return f"GPU x{len(gpus)}" if gpus else "CPU"
+
+
+def _spread(values) -> str:
+    return f"{min(values):.0f}–{max(values):.0f}" if len(values) > 1 else "-"
 
 
 def _table(results: dict, meta: dict) -> str:
     base_a = results.get("a", {}).get("images_per_second")
     base_b = results.get("b", {}).get("images_per_second")
-    lines = [f"Training throughput, {meta['backend']} backend, {meta['size']}x{meta['size']}, batch {meta['batch']}, "
-             f"student MobileNetV2 (width {meta['width']}), teacher ResNet50; {meta['machine']}", "",
-             "| variant | images/s (median) | vs (a) | vs (b) | peak RSS (MB) |", "|---|---:|---:|---:|---:|"]
+    lines = [f"Training throughput, {meta['backend']} backend, {meta['precision']}, {meta['size']}x{meta['size']}, batch {meta['batch']}, "
+             f"student MobileNetV2 (width {meta['width']}), teacher ResNet50; {meta['device']}; {meta['machine']}", "",
+             f"{meta['windows']} interleaved windows per variant, each >= {meta['seconds']} s and >= {meta['steps']} steps, after warm-up.", "",
+             "| variant | images/s (median) | lowest–highest window | vs (a) | vs (b) | peak RSS (MB) |", "|---|---:|---:|---:|---:|---:|"]
     for key, name in VARIANTS.items():
         row = results.get(key)
         if row is None:
             continue
         if "skipped" in row or "error" in row:
-            lines.append(f"| ({key}) {name} | n/a: {row.get('skipped') or row.get('error')} | | | |")
+            lines.append(f"| ({key}) {name} | n/a: {row.get('skipped') or row.get('error')} | | | | |")
             continue
         rate = row["images_per_second"]
         ratio = lambda base: f"{rate / base:.2f}x" if base else "-"  # noqa: E731
-        lines.append(f"| ({key}) {name} | {rate:.0f} | {ratio(base_a)} | {ratio(base_b)} | {row['peak_rss_mb']:.0f} |")
+        lines.append(f"| ({key}) {name} | {rate:.0f} | {_spread(row['rates'])} | {ratio(base_a)} | {ratio(base_b)} | {row['peak_rss_mb']:.0f} |")
+    ratios = meta.get("ratios", {})
+    if ratios:
+        lines += ["", "Targets (each ratio: the median over rounds of the ratio within one round):", "",
+                  "| ratio | median | lowest–highest round | target | met |", "|---|---:|---:|---:|---|"]
+        for name, row in ratios.items():
+            spread = f"{min(row['rounds']):.2f}–{max(row['rounds']):.2f}" if len(row["rounds"]) > 1 else "-"
+            lines.append(f"| ({name}) | {row['median']:.2f}x | {spread} | ≥ {row['target']:.2f}x | {'yes' if row['median'] >= row['target'] else 'no'} |")
     return "\n".join(lines)
 
 
-def measure(variant: str, **settings) -> dict:
+def _read(process, prefixes, log) -> tuple[str, dict]:
+    """The next protocol line of a worker (READY, RATE or RESULT), or an error with the tail of its log."""
+    for line in process.stdout:
+        for prefix in prefixes:
+            if line.startswith(prefix + " "):
+                return prefix, json.loads(line[len(prefix) + 1:])
+    process.wait()
+    log.seek(0)
+    return "RESULT", {"error": (log.read().decode(errors="replace") or "no output")[-300:]}
+
+
+def run_interleaved(variants, windows: int = 3, **settings) -> dict:
+    """Starts one process per variant, warms each up, then times their windows in turn; returns {variant: result}."""
+    command = [sys.executable, os.path.abspath(__file__)] + [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
+    # JAX would reserve most of the accelerator's memory in each of the processes held open together.
+    environment = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
+    results, started = {}, {}
+    for key in variants:  # set up in parallel (compiling is most of it); timing comes after, one process at a time
+        log = tempfile.TemporaryFile()
+        started[key] = (subprocess.Popen(command + ["--variant", key], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                         text=True, env=environment), log)
+    workers = {}
+    for key, (process, log) in started.items():
+        kind, payload = _read(process, ("READY", "RESULT"), log)
+        if kind == "RESULT":  # skipped or failed before timing
+            results[key] = payload
+            continue
+        workers[key] = (process, log)
+        results[key] = {"rates": [], "steps_per_window": payload["steps"]}
+    keys = list(workers)
+    for round_number in range(windows):
+        shift = round_number % max(len(keys), 1)
+        for key in keys[shift:] + keys[:shift]:
+            process, log = workers[key]
+            process.stdin.write("go\n")
+            process.stdin.flush()
+            kind, payload = _read(process, ("RATE",), log)
+            if "error" in payload:
+                results[key] = payload
+                keys.remove(key)
+                break
+            results[key]["rates"].append(payload["rate"])
+    for key, (process, log) in workers.items():
+        if "error" in results[key]:
+            continue
+        process.stdin.write("stop\n")
+        process.stdin.flush()
+        _, payload = _read(process, ("RESULT",), log)
+        process.wait()
+        results[key].update({k: v for k, v in payload.items() if k != "rates"})
+        results[key]["images_per_second"] = statistics.median(results[key]["rates"])
+    return results
+
+
+def ratios(results: dict) -> dict:
+    """The target ratios, each the median over rounds of the within-round ratio (a slow patch cancels out)."""
+    found = {}
+    for name, (top, bottom, target) in TARGETS.items():
+        if all(results.get(k, {}).get("rates") for k in (top, bottom)):
+            rounds = [a / b for a, b in zip(results[top]["rates"], results[bottom]["rates"])]
+            found[name] = {"median": statistics.median(rounds), "rounds": rounds, "target": target}
+    return found
+
+
+def measure(variant: str, windows: int = 3, **settings) -> dict:
     """Runs one variant in a fresh process and returns its result (used by scaling.py)."""
-    command = [sys.executable, os.path.abspath(__file__), "--variant", variant] + [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
-    output = subprocess.run(command, capture_output=True, text=True)
-    lines = [line for line in output.stdout.splitlines() if line.startswith("RESULT ")]
-    return json.loads(lines[-1][7:]) if lines else {"error": (output.stderr or "no output")[-300:]}
+    return run_interleaved([variant], windows=windows, **settings)[variant]
 
 
 def main(argv=None) -> int:
@@ -171,10 +303,12 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--width", type=float, default=0.5, help="MobileNetV2 width multiplier")
-    parser.add_argument("--steps", type=int, default=20, help="steps per timed window")
-    parser.add_argument("--windows", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=20, help="fewest steps per timed window")
+    parser.add_argument("--seconds", type=float, default=10.0, help="shortest timed window (seconds)")
+    parser.add_argument("--windows", type=int, default=5, help="timed windows per variant (interleaved rounds)")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--jit", choices=["auto", "on", "off"], default="auto", help="jit_compile for every variant")
+    parser.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"], default="float32")
     parser.add_argument("--num-taps", type=int, default=2, help="feature taps of (f) and (g): 2 = the middle stages, else the first N")
     parser.add_argument("--variants", default="abcdefg")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
@@ -184,28 +318,32 @@ def main(argv=None) -> int:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         try:
             result = run_variant(args)
+            result["device"] = _device()
         except Exception as error:  # noqa: BLE001 - reported in the table instead of stopping the benchmark
             result = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
-        if "rates" in result:
-            result["images_per_second"] = statistics.median(result["rates"])
         result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print("RESULT " + json.dumps(result))
+        print("RESULT " + json.dumps(result), flush=True)
         return 0
 
     import keras
 
-    results = {}
-    for key in args.variants:
-        started = time.perf_counter()
-        results[key] = measure(key, **{name: getattr(args, name) for name in ("size", "batch", "width", "steps", "windows", "warmup", "jit", "num_taps")})
-        shown = results[key].get("images_per_second")
-        print(f"({key}) {VARIANTS[key]}: " + (f"{shown:.0f} images/s" if shown else str(results[key].get("skipped") or results[key].get("error")))
-              + f"  [{time.perf_counter() - started:.0f} s]", flush=True)
-    meta = {"backend": keras.backend.backend(), "size": args.size, "batch": args.batch, "width": args.width, "steps": args.steps, "num_taps": args.num_taps,
-            "windows": args.windows, "warmup": args.warmup, "jit": args.jit, "keras": keras.__version__,
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}"}
+    started = time.perf_counter()
+    settings = {name: getattr(args, name) for name in ("size", "batch", "width", "steps", "seconds", "warmup", "jit", "num_taps", "precision")}
+    results = run_interleaved(list(args.variants), windows=args.windows, **settings)
+    for key, row in results.items():
+        shown = row.get("images_per_second")
+        print(f"({key}) {VARIANTS[key]}: " + (f"{shown:.0f} images/s ({_spread(row['rates'])})" if shown else str(row.get("skipped") or row.get("error"))),
+              flush=True)
+    devices = sorted({row["device"] for row in results.values() if "device" in row})
+    meta = {"backend": keras.backend.backend(), "size": args.size, "batch": args.batch, "width": args.width, "steps": args.steps, "seconds": args.seconds,
+            "num_taps": args.num_taps, "windows": args.windows, "warmup": args.warmup, "jit": args.jit, "precision": args.precision,
+            "keras": keras.__version__, "device": ", ".join(devices) or "unknown",
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}", "ratios": ratios(results),
+            "command": "python benchmarks/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "wall_seconds": round(time.perf_counter() - started)}
     os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"throughput_{meta['backend']}_{args.size}")
+    suffix = "" if args.precision == "float32" else f"_{args.precision}"
+    stem = os.path.join(args.out, f"throughput_{meta['backend']}_{args.size}{suffix}")
     with open(stem + ".json", "w") as handle:
         json.dump({"meta": meta, "results": results}, handle, indent=2)
     table = _table(results, meta)
