@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Callable, Sequence
 
@@ -192,16 +193,54 @@ def image_batches(images: np.ndarray, labels: np.ndarray, image_size: int, batch
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 
-def read_image_folder(folder: str, class_names: Sequence[str], image_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """`<folder>/<class>/<image>` read by Pillow as RGB of `image_size`, for machines without TensorFlow."""
-    xs, ys = [], []
+def read_image_folder(folder: str, class_names: Sequence[str], image_size: int, skip_unreadable: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """`<folder>/<class>/<image>` read by Pillow as RGB of `image_size` (bilinear), for machines without TensorFlow.
+
+    Raises:
+        ValueError: naming the files Pillow cannot read, unless `skip_unreadable` (then they are logged and left out).
+        FileNotFoundError: when there are no images.
+    """
+    xs, ys, unreadable = [], [], []
     for label, name in enumerate(class_names):
-        directory = os.path.join(folder, name)
-        for file in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
-            if file.lower().endswith(_IMAGE_SUFFIXES):
-                image = keras.utils.load_img(os.path.join(directory, file), color_mode="rgb", target_size=(image_size, image_size), interpolation="bilinear")
-                xs.append(keras.utils.img_to_array(image, dtype="float32"))
-                ys.append(label)
+        for path in _image_files(os.path.join(folder, name)):
+            try:
+                image = keras.utils.load_img(path, color_mode="rgb", target_size=(image_size, image_size), interpolation="bilinear")
+            except (OSError, SyntaxError, ValueError):  # Pillow: truncated, corrupt or not an image
+                unreadable.append(path)
+                continue
+            xs.append(keras.utils.img_to_array(image, dtype="float32"))
+            ys.append(label)
+    if unreadable:
+        if not skip_unreadable:
+            raise ValueError(unreadable_message(folder, unreadable))
+        logging.getLogger(__name__).warning("Skipped %d unreadable image(s) in %s, e.g. %s", len(unreadable), folder, unreadable[0])
     if not xs:
         raise FileNotFoundError(f"No images found under {folder!r} (jpeg, png, bmp, gif).")
     return np.stack(xs), np.asarray(ys, dtype="int32")
+
+
+def _image_files(directory: str) -> list[str]:
+    if not os.path.isdir(directory):
+        return []
+    return [os.path.join(directory, file) for file in sorted(os.listdir(directory)) if file.lower().endswith(_IMAGE_SUFFIXES)]
+
+
+def unreadable_images(folder: str, class_names: Sequence[str]) -> list[str]:
+    """The image files under `folder/<class>/` that Pillow cannot decode (corrupt or truncated)."""
+    from PIL import Image
+
+    bad = []
+    for name in class_names:
+        for path in _image_files(os.path.join(folder, name)):
+            try:
+                with Image.open(path) as image:
+                    image.load()
+            except (OSError, SyntaxError, ValueError):
+                bad.append(path)
+    return bad
+
+
+def unreadable_message(folder: str, paths: Sequence[str]) -> str:
+    shown = ", ".join(repr(p) for p in paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+    return (f"{len(paths)} image file(s) under {folder!r} cannot be decoded (corrupt or truncated): {shown}. Fix or delete them, "
+            "or skip them with --skip-unreadable (Python: skip_unreadable=True).")

@@ -68,6 +68,8 @@ def _data_arguments(parser: argparse.ArgumentParser, defaults: bool = True) -> N
     default = (lambda value: value) if defaults else (lambda value: None)
     parser.add_argument("--data", default=default("fashion_mnist"), help="fashion_mnist (offline default), tfds:<name>, or an image-folder path")
     parser.add_argument("--data-dir", default=None, help="folder of the offline data / prepared TFDS data / test images")
+    parser.add_argument("--skip-unreadable", action="store_true", default=None,
+                        help="image folders: leave out files that cannot be decoded (they are counted in the log) instead of stopping")
     parser.add_argument("--image-size", type=int, default=default(32), help="square input size (default 32)")
     parser.add_argument("--train-limit", type=int, default=None, help="use only this many training images")
     parser.add_argument("--test-limit", type=int, default=None, help="use only this many test images")
@@ -228,7 +230,7 @@ def _run(args) -> int:
         return 0
 
     if args.command == "train-teacher":
-        splits = data.load(args.data, data_dir=args.data_dir, image_size=args.image_size, batch_size=args.batch_size,
+        splits = data.load(args.data, data_dir=args.data_dir, skip_unreadable=bool(args.skip_unreadable), image_size=args.image_size, batch_size=args.batch_size,
                            train_limit=args.train_limit, test_limit=args.test_limit, seed=args.seed)
         import keras
 
@@ -250,7 +252,7 @@ def _run(args) -> int:
             "learning_rate": args.learning_rate, "output_dir": args.output_dir, "run_name": args.run_name,
             "strategy": args.strategy, "precision": args.precision, "teacher_cache": args.teacher_cache, "review": args.review,
             "adapter": args.adapter, "logits_weight": args.logits_weight, "transfer_data": args.transfer_data,
-            "check_teacher": args.check_teacher, "tensorboard": args.tensorboard,
+            "check_teacher": args.check_teacher, "tensorboard": args.tensorboard, "skip_unreadable": args.skip_unreadable,
         }
         values.update({key: value for key, value in flags.items() if value is not None})
         config = DistillConfig.from_dict(values)
@@ -268,7 +270,7 @@ def _run(args) -> int:
         from kdistill.models import saving
 
         model = saving.load_model(args.model, role="model")
-        splits = data.load(args.data, data_dir=args.data_dir, image_size=args.image_size, batch_size=args.batch_size,
+        splits = data.load(args.data, data_dir=args.data_dir, skip_unreadable=bool(args.skip_unreadable), image_size=args.image_size, batch_size=args.batch_size,
                            test_limit=args.test_limit, seed=args.seed, validation_fraction=0.0)
         report = evaluation.evaluate(model, splits.test, splits.class_names)
         print(recipes.format_table([dict(report, name=os.path.basename(args.model))]))
@@ -285,7 +287,7 @@ def _run(args) -> int:
 
         teacher = teachers.load(args.teacher)
         layers = [name.strip() for name in args.layers.split(",")] if args.layers else list(taps.preset(teacher, "mobilenet_v2"))
-        splits = data.load(args.data, data_dir=args.data_dir, image_size=args.image_size, batch_size=args.batch_size,
+        splits = data.load(args.data, data_dir=args.data_dir, skip_unreadable=bool(args.skip_unreadable), image_size=args.image_size, batch_size=args.batch_size,
                            train_limit=args.train_limit, test_limit=args.test_limit, seed=args.seed)
         cache = teacher_cache.build(teacher, layers, splits.train_plain, args.output, dtype=args.dtype, verbose=_progress())
         size = sum(os.path.getsize(os.path.join(args.output, name)) for name in os.listdir(args.output)) / 1e6
@@ -301,7 +303,7 @@ def _run(args) -> int:
         student = saving.load_model(args.student, role="student") if os.path.exists(args.student) else students.get(args.student, num_classes=teacher.outputs[0].shape[-1], input_shape=shape)
         images = None
         if args.cka or args.heatmap:
-            splits = data.load(args.data, data_dir=args.data_dir, image_size=args.image_size, batch_size=args.cka_images, test_limit=args.cka_images, seed=args.seed)
+            splits = data.load(args.data, data_dir=args.data_dir, skip_unreadable=bool(args.skip_unreadable), image_size=args.image_size, batch_size=args.cka_images, test_limit=args.cka_images, seed=args.seed)
             images = next(iter(splits.test if splits.test is not None else splits.train))[0]
         suggestion = tap_suggest.suggest(teacher, student, images)
         print(tap_suggest.format_suggestion(suggestion))
@@ -323,7 +325,7 @@ def _run(args) -> int:
         formats = export.check_formats(name.strip() for name in args.formats.split(",") if name.strip())
         int8_calibration.check(args.calibration, args.percentile)
         model = saving.load_model(args.model, role="student")
-        splits = data.load(args.data, data_dir=args.data_dir, image_size=args.image_size, batch_size=args.batch_size,
+        splits = data.load(args.data, data_dir=args.data_dir, skip_unreadable=bool(args.skip_unreadable), image_size=args.image_size, batch_size=args.batch_size,
                            test_limit=args.test_limit, train_limit=args.train_limit, seed=args.seed)
         result = export.export_all(model, args.output_dir, formats=formats, representative=splits.validation if splits.validation is not None else splits.train,
                                    test=splits.test, version=args.version, int8_io=args.int8_io, limit=args.report_limit,

@@ -378,11 +378,13 @@ def from_tfds(name: str, data_dir: str | None = None, image_size: int = 32, batc
 
 
 def from_image_folder(path: str, image_size: int = 32, batch_size: int = 64, validation_fraction: float = 0.1, test_dir: str | None = None,
-                      train_limit: int | None = None, augment: Sequence[str] = (), seed: int = 0, pipeline: str = "auto") -> Splits:
+                      train_limit: int | None = None, augment: Sequence[str] = (), seed: int = 0, pipeline: str = "auto",
+                      skip_unreadable: bool = False) -> Splits:
     """Pipelines from a tree `path/<class name>/*.jpg|png` (class names sorted).
 
-    Images are decoded by TensorFlow where it is installed, else by Pillow
-    (resized bilinearly to `image_size`).
+    Images are decoded by TensorFlow for the tf.data pipeline and by Pillow
+    for NumPy batches (both resize bilinearly to `image_size`). A corrupt or truncated file is named
+    in the error; `skip_unreadable=True` leaves such files out (with a count in the log).
 
     Raises:
         FileNotFoundError: when `path` does not exist or has no class folders with images.
@@ -394,22 +396,27 @@ def from_image_folder(path: str, image_size: int = 32, batch_size: int = 64, val
     class_names = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
     if not class_names:
         raise FileNotFoundError(f"{path!r} has no class sub-folders. Expected <folder>/<class name>/<image files>.")
+    if len(class_names) == 1:
+        raise ValueError(f"{path!r} has one class sub-folder ({class_names[0]!r}): a classifier needs two or more, one folder per class "
+                         "(<folder>/<class name>/<image files>).")
 
     def read(folder):
-        try:
-            tensorflow_installed = tf.__name__ == "tensorflow"
-        except ImportError:
-            tensorflow_installed = False
-        if not tensorflow_installed:
-            return batches_module.read_image_folder(folder, class_names, image_size)
+        if resolve_pipeline(pipeline) == "numpy" or skip_unreadable:
+            return batches_module.read_image_folder(folder, class_names, image_size, skip_unreadable=skip_unreadable)
         dataset = keras.utils.image_dataset_from_directory(
             folder, labels="inferred", label_mode="int", class_names=class_names, image_size=(image_size, image_size),
             batch_size=None, shuffle=False, color_mode="rgb", verbose=False,
         )
         xs, ys = [], []
-        for image, label in dataset.as_numpy_iterator():
-            xs.append(image)
-            ys.append(label)
+        try:
+            for image, label in dataset.as_numpy_iterator():
+                xs.append(image)
+                ys.append(label)
+        except tf.errors.OpError:
+            unreadable = batches_module.unreadable_images(folder, class_names)  # TensorFlow's decode error names no file
+            if not unreadable:
+                raise
+            raise ValueError(batches_module.unreadable_message(folder, unreadable)) from None
         if not xs:
             raise FileNotFoundError(f"No images found under {folder!r} (jpeg, png, bmp, gif).")
         return np.stack(xs), np.asarray(ys)
@@ -422,7 +429,7 @@ def from_image_folder(path: str, image_size: int = 32, batch_size: int = 64, val
 
 def load(source: str = "fashion_mnist", data_dir: str | None = None, image_size: int = 32, batch_size: int = 64, validation_fraction: float = 0.1,
          train_limit: int | None = None, test_limit: int | None = None, augment: Sequence[str] = (), seed: int = 0,
-         transfer: str | None = None, pipeline: str = "auto") -> Splits:
+         transfer: str | None = None, pipeline: str = "auto", skip_unreadable: bool = False) -> Splits:
     """Pipelines from a source name: `fashion_mnist` (offline default), `tfds:<name>`, or an image folder path.
 
     With the offline data fetched (`make data`), `load("fashion_mnist", data_dir="data")`
@@ -452,7 +459,7 @@ def load(source: str = "fashion_mnist", data_dir: str | None = None, image_size:
     if source.startswith("tfds:"):
         return from_tfds(source[len("tfds:"):], data_dir=data_dir, test_limit=test_limit, **common)
     if os.path.isdir(source):
-        return from_image_folder(source, test_dir=data_dir, **{k: v for k, v in common.items() if k != "test_limit"})
+        return from_image_folder(source, test_dir=data_dir, skip_unreadable=skip_unreadable, **{k: v for k, v in common.items() if k != "test_limit"})
     raise ValueError(
         f"Unknown data source {source!r}. Use 'fashion_mnist' (offline default), 'tfds:<name>' "
         "(e.g. tfds:cifar10, with --data-dir for a prepared TFDS folder) or the path of an image folder "

@@ -86,6 +86,8 @@ class _LabelLoss:
 
 def check_alpha(alpha: Any) -> float:
     """Returns alpha as a float, or raises a ValueError saying what alpha means."""
+    if isinstance(alpha, str):
+        raise ValueError(f"alpha must be a number in [0, 1], received the string {alpha!r} (write it without quotes).")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
         raise ValueError(
             f"alpha must be a number in [0, 1] (the weight of the distillation terms; "

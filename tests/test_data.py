@@ -101,6 +101,39 @@ def test_image_folder_tree(tmp_path):
         data.from_image_folder(str(tmp_path / "cats"))
 
 
+def test_a_corrupt_image_is_named_and_can_be_skipped_and_one_class_is_refused(tmp_path, capsys):
+    """A corrupt JPEG gave TensorFlow's `jpeg::Uncompress failed` naming no file; one class gave "10 logits vs 1"."""
+    from PIL import Image
+
+    from kdistill import cli
+
+    rng = np.random.default_rng(0)
+    for name in ("ants", "bees"):
+        os.makedirs(tmp_path / "tree" / name)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "tree" / name / f"{i}.jpg")
+    good = (tmp_path / "tree" / "bees" / "0.jpg").read_bytes()
+    (tmp_path / "tree" / "bees" / "broken.jpg").write_bytes(good[: len(good) // 3])  # truncated mid-stream
+    for pipeline in ("tf", "numpy"):  # TensorFlow's decoder and Pillow's
+        with pytest.raises(ValueError, match=r"1 image file\(s\) under .* cannot be decoded .*broken\.jpg.*--skip-unreadable"):
+            data.from_image_folder(str(tmp_path / "tree"), image_size=16, pipeline=pipeline)
+    splits = data.from_image_folder(str(tmp_path / "tree"), image_size=16, validation_fraction=0.0, skip_unreadable=True)
+    assert splits.counts["train"] == 8
+    # The CLI: one line naming the file, rc 2; --skip-unreadable goes on without it.
+    import keras
+
+    inputs = keras.Input((16, 16, 3))
+    keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(inputs))).save(tmp_path / "model.keras")
+    command = ["evaluate", str(tmp_path / "model.keras"), "--data", str(tmp_path / "tree"), "--data-dir", str(tmp_path / "tree"), "--image-size", "16"]
+    assert cli.main(command) == 2
+    assert "broken.jpg" in capsys.readouterr().err
+    assert cli.main(command + ["--skip-unreadable"]) == 0
+    os.makedirs(tmp_path / "one" / "ants")
+    Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "one" / "ants" / "0.png")
+    with pytest.raises(ValueError, match=r"one class sub-folder \('ants'\): a classifier needs two or more"):
+        data.from_image_folder(str(tmp_path / "one"))
+
+
 def test_tfds_dataset_prepared_on_disk(tmp_path):
     import tensorflow_datasets as tfds
 

@@ -121,10 +121,18 @@ def test_alpha_outside_unit_interval_is_refused(alpha):
         kdistill.FeatureDistiller(small_cnn("t"), small_cnn("s"), taps={}, alpha=alpha)
 
 
-@pytest.mark.parametrize("temperature", [0.0, -2.0])
+@pytest.mark.parametrize("temperature", [0.0, -2.0, float("nan")])
 def test_non_positive_temperature_is_refused(temperature):
     with pytest.raises(ValueError, match="temperature must be positive"):
         kdistill.FeatureDistiller(small_cnn("t"), small_cnn("s"), taps={}, temperature=temperature)
+
+
+def test_quoted_numbers_are_refused_for_being_strings_not_for_their_value():
+    """temperature="4" used to be refused as "must be positive"."""
+    with pytest.raises(ValueError, match=r"temperature must be a number, received the str '4' \(write temperature=4 without quotes\)"):
+        kdistill.FeatureDistiller(small_cnn("t"), small_cnn("s"), taps={}, temperature="4")
+    with pytest.raises(ValueError, match=r"received the string '0.5' \(write it without quotes\)"):
+        kdistill.FeatureDistiller(small_cnn("t"), small_cnn("s"), taps={}, alpha="0.5")
 
 
 def test_bad_tap_names_and_impossible_projections_are_explained(resnet50_teacher):

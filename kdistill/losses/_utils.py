@@ -9,11 +9,22 @@ EPSILON = 1e-12
 
 def check_temperature(temperature) -> None:
     """Raises a clear error unless `temperature` is a positive number."""
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature <= 0:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        hint = f" (write temperature={temperature.strip()} without quotes)" if isinstance(temperature, str) and _is_number(temperature) else ""
+        raise ValueError(f"temperature must be a number, received the {type(temperature).__name__} {temperature!r}{hint}.")
+    if temperature <= 0 or temperature != temperature:
         raise ValueError(
             f"temperature must be positive, received temperature={temperature!r}. "
             "Typical values are 1 to 8 (4 is a good default)."
         )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def flatten_per_sample(x):

@@ -61,6 +61,7 @@ class DistillConfig:
         teacher_cache: folder of a teacher cache: built on first use, then the
             teacher's outputs are read from it instead of computed (no augmentation).
         tensorboard: a folder for Keras' TensorBoard callback (every loss term is logged), or None.
+        skip_unreadable: image folders: leave out files that cannot be decoded instead of stopping.
         check_teacher: measure the teacher on validation images before training
             and stop when it is no better than chance (`--no-check-teacher` to go on).
     """
@@ -101,6 +102,7 @@ class DistillConfig:
     teacher_cache: str | None = None
     check_teacher: bool = True
     tensorboard: str | None = None
+    skip_unreadable: bool = False
 
     @classmethod
     def from_dict(cls, values: dict, check_files: bool = True) -> "DistillConfig":

@@ -41,7 +41,7 @@ def load_data(config: DistillConfig) -> data_module.Splits:
     return data_module.load(
         config.data, data_dir=config.data_dir, image_size=config.image_size, batch_size=config.batch_size,
         train_limit=config.train_limit, test_limit=config.test_limit, augment=config.augment, seed=config.seed,
-        transfer=config.transfer_data,
+        transfer=config.transfer_data, skip_unreadable=config.skip_unreadable,
     )
 
 
