@@ -203,10 +203,28 @@ def _progress() -> int:
     return 1 if sys.stdout.isatty() else 2
 
 
+#: (command, argument, "folder" | "file"): outputs checked before any work
+_OUTPUTS = (("demo", "output_dir", "folder"), ("train-teacher", "output", "file"), ("evaluate", "json_path", "file"),
+            ("cache-teacher", "output", "folder"), ("export", "output_dir", "folder"), ("distill", "output_dir", "folder"),
+            ("distill", "tensorboard", "folder"))
+
+
+def _check_outputs(args) -> None:
+    """Refuses an output path that cannot be written (under a file, no permission) before loading data or models."""
+    from kdistill.export import atomic
+
+    for command, name, kind in _OUTPUTS:
+        path = getattr(args, name, None) if args.command == command else None
+        if path:
+            atomic.check_output_path(path, kind)
+
+
 def _run(args) -> int:
     from kdistill import data, evaluation
     from kdistill.run import jobs as recipes
     from kdistill.run.config import DistillConfig
+
+    _check_outputs(args)
 
     if args.command == "demo":
         overrides = _parse_overrides(args.set)
@@ -256,6 +274,9 @@ def _run(args) -> int:
         }
         values.update({key: value for key, value in flags.items() if value is not None})
         config = DistillConfig.from_dict(values)
+        from kdistill.export import atomic
+
+        atomic.check_output_path(config.resolved_output_dir(), "folder")  # also the default saved_models/<run name>
         import keras
 
         keras.utils.set_random_seed(config.seed)
@@ -353,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
     except (ValueError, FileNotFoundError, TypeError, ImportError) as error:
         print(f"kdistill {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # disk full, permissions, a path under a file: one line naming the path
+        print(f"kdistill {args.command}: error: {error.strerror or error} ({error.filename or 'no path given'})", file=sys.stderr)
         return 2
 
 

@@ -185,3 +185,44 @@ def test_resuming_under_another_config_names_what_changed_and_restart_discards_i
     assert "used another configuration" in error and "temperature" in error and "--restart" in error
     assert cli.main(command + ["--restart"]) == 0
     assert json.loads((output / "summary.json").read_text())["epochs_completed"] == 1
+
+
+def test_outputs_under_a_file_are_refused_before_any_work(tmp_path, capsys):
+    """`distill --output-dir afile/run` gave a NotADirectoryError traceback; `evaluate --json afile/r.json` failed after evaluating."""
+    from kdistill import cli
+
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    missing = str(tmp_path / "missing.keras")  # would fail later: the output check must come first
+    cases = [
+        ["distill", "--teacher", missing, "--output-dir", str(afile / "run")],
+        ["evaluate", missing, "--json", str(afile / "r.json")],
+        ["export", missing, "--output-dir", str(afile / "out")],
+        ["train-teacher", "--output", str(afile / "t.keras"), "--data-dir", str(tmp_path / "no-data")],
+        ["cache-teacher", "--teacher", missing, "--output", str(afile)],
+        ["demo", "--output-dir", str(afile / "demo")],
+    ]
+    for arguments in cases:
+        assert cli.main(arguments) == 2, arguments
+        error = capsys.readouterr().err
+        assert "Cannot write the output" in error and "Traceback" not in error, (arguments, error)
+    assert afile.read_text() == "not a folder"
+
+
+def test_a_killed_writer_leaves_staging_that_the_next_writer_removes(tmp_path, caplog):
+    import logging
+
+    from kdistill.export import atomic
+
+    dead = tmp_path / f".cache-{2 ** 22 + 12345}-abc"  # above Linux's default pid_max: no such process
+    dead.mkdir()
+    (dead / "out_0.npy").write_bytes(b"x" * 100)
+    legacy = tmp_path / ".cache-q1w2e3"  # written before staging names carried a pid
+    legacy.mkdir()
+    live = tmp_path / f".cache-{os.getpid()}-xyz"  # a writer at work in this process
+    live.mkdir()
+    with caplog.at_level(logging.INFO, logger="kdistill"):
+        with atomic.staging_folder(str(tmp_path), prefix=".cache-") as staging:
+            assert os.path.basename(staging).startswith(f".cache-{os.getpid()}-")
+    assert not dead.exists() and not legacy.exists() and live.exists()
+    assert "Removed 2 unfinished staging folder(s)" in caplog.text

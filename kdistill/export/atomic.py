@@ -3,7 +3,10 @@
 Every file or folder kdistill writes (exported models, the teacher cache)
 is built under a hidden staging folder in the destination's own folder and
 moved into place by `os.replace` when complete; the staging folder is removed
-whatever happens.
+whatever happens. A staging folder's name carries its writer's process id: one
+left behind by a killed process is removed by the next writer in that folder
+(and logged). `check_output_path` refuses an output path that cannot be
+written (a file where a folder is needed, no permission) before any work.
 
 Example:
     >>> import os, tempfile
@@ -18,19 +21,72 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
 from typing import Iterator
 
-__all__ = ["staging_folder", "replace"]
+__all__ = ["staging_folder", "replace", "remove_stale_staging", "check_output_path"]
+
+logger = logging.getLogger(__name__)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_staging(parent: str, prefix: str) -> list[str]:
+    """Removes `parent/<prefix><pid>-*` folders whose process is gone (left by a killed writer); returns their paths."""
+    removed = []
+    for name in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
+        if not name.startswith(prefix):
+            continue
+        owner = name[len(prefix):].split("-", 1)[0]
+        if owner.isdigit() and _alive(int(owner)):
+            continue  # a writer at work (this process or another)
+        path = os.path.join(parent, name)
+        shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
+        removed.append(path)
+    if removed:
+        logger.info("Removed %d unfinished staging folder(s) left by a killed run: %s", len(removed), ", ".join(removed))
+    return removed
+
+
+def check_output_path(path: str, kind: str = "folder") -> None:
+    """Raises ValueError, before any work, when `path` (a `"folder"` or a `"file"`) cannot be created and written.
+
+    Example:
+        >>> check_output_path(os.path.join(os.__file__, "run"))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: Cannot write the output folder '.../os.py/run': '.../os.py' is a file, not a folder. ...
+    """
+    if kind == "folder" and os.path.isfile(path):
+        raise ValueError(f"Cannot write the output folder {path!r}: it is a file. Choose another path.")
+    if kind == "file" and os.path.isdir(path):
+        raise ValueError(f"Cannot write the output file {path!r}: it is a folder. Give a file name inside it.")
+    ancestor = os.path.dirname(os.path.abspath(path)) if kind == "file" else os.path.abspath(path)
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise ValueError(f"Cannot write the output {kind} {path!r}: {ancestor!r} is a file, not a folder. Choose another path.")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ValueError(f"Cannot write the output {kind} {path!r}: no permission to write in {ancestor!r}. Choose another path.")
 
 
 @contextlib.contextmanager
 def staging_folder(parent: str, prefix: str = ".staging-") -> Iterator[str]:
-    """A new hidden folder inside `parent` (created if needed), removed on exit."""
+    """A new hidden folder `parent/<prefix><pid>-*` (parent created if needed), removed on exit; first clears stale ones."""
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    remove_stale_staging(parent, prefix)
+    staging = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent)
     try:
         yield staging
     finally:
