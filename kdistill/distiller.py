@@ -34,6 +34,11 @@ import keras
 from keras import ops, tree
 
 from kdistill import losses as losses_module
+from kdistill.losses.labels import LabelLoss as _LabelLoss
+from kdistill.losses.labels import check_alpha  # noqa: F401 - part of this module's API since 0.1
+from kdistill.losses.labels import label_mask as _label_mask
+from kdistill.losses.labels import masked_mean as _masked_mean
+from kdistill.losses.labels import weighted_mean as _weighted_mean
 from kdistill import adapters as adapters_module
 from kdistill.adapters import projection as projections_module
 from kdistill.adapters import review as review_module
@@ -46,82 +51,19 @@ UNLABELED = -1
 
 logger = logging.getLogger(__name__)
 
-_LABEL_LOSSES = {
-    "sparse_categorical_crossentropy": keras.losses.sparse_categorical_crossentropy,
-    "categorical_crossentropy": keras.losses.categorical_crossentropy,
-}
-
-
-class _LabelLoss:
-    """Per-sample cross-entropy with labels, computed from the student's logits."""
-
-    def __init__(self, loss: Any):
-        if loss is None:
-            loss = "sparse_categorical_crossentropy"
-        if isinstance(loss, str):
-            if loss not in _LABEL_LOSSES:
-                raise ValueError(
-                    f"Unknown label loss {loss!r}; use one of {', '.join(_LABEL_LOSSES)}, a "
-                    "keras.losses.Loss with from_logits=True, or a callable fn(y_true, logits)."
-                )
-            self._function = _LABEL_LOSSES[loss]
-            self._kwargs = {"from_logits": True}
-        elif isinstance(loss, keras.losses.Loss):
-            if getattr(loss, "from_logits", None) is False or getattr(loss, "_fn_kwargs", {}).get("from_logits") is False:
-                raise ValueError(
-                    f"{type(loss).__name__}(from_logits=False) was passed, but the student outputs "
-                    f"logits. Use {type(loss).__name__}(from_logits=True)."
-                )
-            self._function = loss.call
-            self._kwargs = {}
-        elif callable(loss):
-            self._function = loss
-            self._kwargs = {}
-        else:
-            raise TypeError(f"loss must be a name, a keras.losses.Loss or a callable, received {loss!r}.")
-
-    def __call__(self, labels, logits):
-        return ops.cast(self._function(labels, logits, **self._kwargs), "float32")
-
-
-def check_alpha(alpha: Any) -> float:
-    """Returns alpha as a float, or raises a ValueError saying what alpha means."""
-    if isinstance(alpha, str):
-        raise ValueError(f"alpha must be a number in [0, 1], received the string {alpha!r} (write it without quotes).")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
-        raise ValueError(
-            f"alpha must be a number in [0, 1] (the weight of the distillation terms; "
-            f"1 - alpha weighs the cross-entropy with labels), received alpha={alpha!r}."
-        )
-    return float(alpha)
-
-
-def _weighted_mean(values, sample_weight):
-    """Per-sample values -> scalar, as Keras' 'sum_over_batch_size' reduction."""
-    if sample_weight is None:
-        return ops.mean(values)
-    sample_weight = ops.cast(ops.reshape(sample_weight, ops.shape(values)), values.dtype)
-    return ops.sum(values * sample_weight) / ops.cast(ops.shape(values)[0], values.dtype)
-
-
-def _label_mask(labels):
-    """1.0 for labelled samples, 0.0 for `UNLABELED` ones (integer labels < 0); None when every sample counts.
-
-    One-hot (float) labels cannot mark a sample unlabelled, so they are all counted.
-    """
-    if labels is None or "int" not in str(labels.dtype) or len(labels.shape) > 2:
-        return None
-    if len(labels.shape) == 2 and labels.shape[-1] != 1:  # one-hot rows, even when stored as integers
-        return None
-    return ops.cast(ops.reshape(labels, (-1,)) >= 0, "float32")
-
-
-def _masked_mean(values, mask, sample_weight):
-    """Mean of per-sample `values` over the labelled samples (weighted by `sample_weight`); 0 when there are none."""
-    weights = mask
-    if sample_weight is not None:
-        weights = weights * ops.cast(ops.reshape(sample_weight, ops.shape(values)), "float32")
-    return ops.sum(values * weights) / ops.maximum(ops.sum(mask), 1.0)
+def _check_not_empty(data, what: str) -> None:
+    """ValueError when `data` (arrays, a tf.data.Dataset of known size, a PyDataset) holds no example."""
+    size = None
+    if type(data).__module__.startswith("tensorflow") and hasattr(data, "cardinality"):
+        size = int(data.cardinality())  # -1 infinite, -2 unknown
+    elif isinstance(data, keras.utils.PyDataset):
+        size = data.num_batches
+    elif data is not None and not callable(data):
+        leaves = tree.flatten(data)
+        size = len(leaves[0]) if leaves and hasattr(leaves[0], "__len__") else None
+    if size == 0:
+        raise ValueError(f"The {what} is empty (0 examples): there is nothing to train on. Check where it comes from "
+                         "(train_limit, a filter, an empty folder or array).")
 
 
 @keras.saving.register_keras_serializable(package="kdistill")
@@ -407,6 +349,16 @@ class FeatureDistiller(keras.Model):
             from kdistill import tf_train_step
 
             return tf_train_step.train_step(self, data)
+
+    # -------------------------------------------------------------------- fit
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.fit`, refusing training data without a single batch (Keras would return an empty history, silently)."""
+        _check_not_empty(x, "training data")
+        history = super().fit(x, y, *args, **kwargs)
+        if not history.history and kwargs.get("epochs", 1) and kwargs.get("initial_epoch", 0) < kwargs.get("epochs", 1):
+            raise ValueError("fit ran no training step: the training data gave no batch (an empty dataset, or a generator that "
+                             "stopped at once). Check where the data come from (limits, filters, the folder's contents).")
+        return history
 
     # ---------------------------------------------------------------- compile
     def compile(self, optimizer="adam", loss="sparse_categorical_crossentropy", metrics=None, **kwargs):

@@ -313,3 +313,19 @@ def test_integer_one_hot_labels_are_not_mistaken_for_unlabelled_marks():
     terms = distiller.loss_terms(keras.ops.convert_to_tensor(one_hot), outputs["teacher"], outputs["student"])
     expected = keras.losses.categorical_crossentropy(one_hot.astype("float32"), outputs["student"]["logits"], from_logits=True)
     assert float(terms["ce_loss"]) == pytest.approx(float(keras.ops.mean(expected)), rel=1e-5)
+
+
+def test_fit_on_empty_data_says_so_instead_of_returning_an_empty_history():
+    """fit on empty arrays or an empty tf.data dataset used to return {} silently."""
+    import tensorflow as tf
+
+    distiller = kdistill.FeatureDistiller(small_cnn("t"), small_cnn("s"), taps={})
+    distiller.compile(optimizer="adam")
+    empty_x, empty_y = np.zeros((0, 32, 32, 3), "float32"), np.zeros((0,), "int32")
+    with pytest.raises(ValueError, match=r"The training data is empty \(0 examples\)"):
+        distiller.fit(empty_x, empty_y, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"The training data is empty \(0 examples\)"):
+        distiller.fit(tf.data.Dataset.from_tensor_slices((empty_x, empty_y)).batch(4), epochs=1, verbose=0)
+    filtered = tf.data.Dataset.from_tensor_slices((images(8, 0), labels(8, 0))).filter(lambda x, y: y > 99).batch(4)  # size unknown until read
+    with pytest.raises(ValueError, match="fit ran no training step"):
+        distiller.fit(filtered, epochs=1, verbose=0)

@@ -141,7 +141,7 @@ class DistillConfig:
 
     def _check_values(self, check_files: bool) -> None:
         # alpha and temperature are checked by the distiller's own checks, so config and Python report the same errors.
-        from kdistill.distiller import check_alpha
+        from kdistill.losses.labels import check_alpha
         from kdistill.losses import check_temperature
 
         check_alpha(self.alpha)
