@@ -250,6 +250,9 @@ def from_arrays(
             raise ValueError(f"{name} must be a positive number of images (or None for all), received {limit!r}.")
     if not 0 <= validation_fraction < 1:
         raise ValueError(f"validation_fraction must be in [0, 1), received {validation_fraction}.")
+    _check_finite("training", x_train)
+    if x_test is not None:
+        _check_finite("test", x_test)
     y_train = np.asarray(y_train).astype("int32").reshape(-1)
     num_classes = int(y_train.max()) + 1
     if class_names is not None:
@@ -289,6 +292,16 @@ def from_arrays(
     names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
     plain = make(train_x, train_y, training=False, augment=(), count=len(train_y))
     return Splits(train, validation, test, num_classes, names, (image_size, image_size, 3), counts, train_plain=plain)
+
+
+def _check_finite(split: str, images: np.ndarray) -> None:
+    """Float images must hold finite pixels: one NaN pixel can turn a kernel NaN while the averaged loss stays finite."""
+    if np.issubdtype(np.asarray(images).dtype, np.floating):
+        finite = np.isfinite(images).reshape(len(images), -1).all(axis=1)
+        if not finite.all():
+            where = np.flatnonzero(~finite)
+            raise ValueError(f"{len(where)} {split} image(s) hold NaN or infinite pixels (e.g. index {where[0]}): fix or drop them "
+                             f"before training (e.g. images[np.isfinite(images).all(axis=(1, 2, 3))]).")
 
 
 def _check_labels(split: str, labels: np.ndarray, num_classes: int, allow_unlabeled: bool = False) -> None:

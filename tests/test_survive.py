@@ -226,3 +226,20 @@ def test_a_killed_writer_leaves_staging_that_the_next_writer_removes(tmp_path, c
             assert os.path.basename(staging).startswith(f".cache-{os.getpid()}-")
     assert not dead.exists() and not legacy.exists() and live.exists()
     assert "Removed 2 unfinished staging folder(s)" in caplog.text
+
+
+def test_nan_pixels_are_refused_at_load_and_nan_weights_after_an_epoch():
+    """One NaN pixel left the history finite while the student's kernel became NaN: a silent wrong result."""
+    x = images(16, 0)
+    x[5, 3, 3, 0] = np.nan
+    with pytest.raises(ValueError, match=r"1 training image\(s\) hold NaN or infinite pixels \(e.g. index 5\)"):
+        kdistill.data.from_arrays(x, labels(16, 0), validation_fraction=0.0)
+    distiller = kdistill.FeatureDistiller(small_cnn("t", widths=(4, 8)), small_cnn("s", widths=(4, 8)), taps={})
+    distiller.compile(optimizer="adam")
+    stop = callbacks.StopOnNonFiniteLoss()
+    stop.set_model(distiller)
+    stop.on_epoch_end(0, {"loss": 1.0})  # finite weights: nothing happens
+    kernel = distiller.student.trainable_variables[0]
+    kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+    with pytest.raises(callbacks.NonFiniteLossError, match=r"After epoch 1 1 weight\(s\) hold NaN.*check the input data for NaN"):
+        stop.on_epoch_end(0, {"loss": 1.0})

@@ -63,6 +63,20 @@ def test_stale_caches_and_augmentation_are_refused_with_the_reason(tmp_path):
         teacher_cache.build(teacher, list(TAPS), shuffled, folder, verbose=0)
 
 
+def test_a_truncated_or_missing_cache_file_is_named(tmp_path):
+    """A truncated .npy used to fail inside NumPy without naming the file."""
+    teacher = small_cnn("teacher", widths=(8, 16), seed=1)
+    folder = tmp_path / "cache"
+    teacher_cache.build(teacher, list(TAPS), _plain(images(16, 4), labels(16, 4)), str(folder), verbose=0)
+    logits = folder / "out_2.npy"
+    logits.write_bytes(logits.read_bytes()[:100])  # a kill or a full disk mid-write
+    with pytest.raises(teacher_cache.StaleCacheError, match=r"out_2\.npy' is truncated or corrupt.*Rebuild the cache"):
+        teacher_cache.load(str(folder), teacher, list(TAPS))
+    logits.unlink()
+    with pytest.raises(teacher_cache.StaleCacheError, match=r"lacks .*out_2\.npy"):
+        teacher_cache.load(str(folder), teacher, list(TAPS))
+
+
 def test_cache_teacher_command_then_distill_from_the_cache(tmp_path):
     make_fashion_mnist(tmp_path / "data", train=96, test=32)
     teacher_path = str(tmp_path / "teacher.keras")

@@ -15,6 +15,7 @@ import math
 import os
 
 import keras
+import numpy as np
 
 from kdistill.models import saving
 
@@ -44,8 +45,14 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     After each training batch it checks `loss` and every distillation term
     (`ce_loss`, `kd_loss`, `feat_<layer>`); on a NaN or infinity it stops
     training and raises `NonFiniteLossError` saying which term it was and what
-    to try. The weights saved by earlier checkpoints are left untouched.
+    to try. After each epoch it checks the trainable weights too: a NaN pixel
+    can poison a kernel while the logged (averaged) losses stay finite. The
+    weights saved by earlier checkpoints are left untouched.
     """
+
+    _ADVICE = ("Lower the learning rate, the temperature or that term's weight (tap_weights / logits_weight), "
+               "or use feature_loss='normalized_mse' for features of large magnitude; and check the input data for NaN or "
+               "infinite pixels (kdistill.data refuses them when it loads arrays).")
 
     def describe(self, logs: dict) -> str:
         """The non-finite terms of `logs`, most specific first."""
@@ -61,11 +68,16 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         logs = {name: float(value) for name, value in (logs or {}).items() if _is_number(value)}
         if "loss" in logs and not math.isfinite(logs["loss"]):
             self.model.stop_training = True
-            raise NonFiniteLossError(
-                f"The training loss became non-finite at batch {batch}: {self.describe(logs)}. "
-                "Lower the learning rate, the temperature or that term's weight (tap_weights / logits_weight), "
-                "or use feature_loss='normalized_mse' for features of large magnitude."
-            )
+            raise NonFiniteLossError(f"The training loss became non-finite at batch {batch}: {self.describe(logs)}. {self._ADVICE}")
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        bad = [variable.path for variable in self.model.trainable_variables
+               if not np.isfinite(keras.ops.convert_to_numpy(variable)).all()]
+        if bad:
+            self.model.stop_training = True
+            shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            raise NonFiniteLossError(f"After epoch {epoch + 1} {len(bad)} weight(s) hold NaN or infinity ({shown}) although the logged "
+                                     f"losses were finite. {self._ADVICE}")
 
 
 def _is_number(value) -> bool:

@@ -73,9 +73,23 @@ class TeacherCache:
 
     def __init__(self, folder: str, meta: dict):
         self.folder, self.meta = folder, meta
-        read = lambda name: np.load(os.path.join(folder, f"{name}.npy"), mmap_mode="r")  # noqa: E731
-        self.images, self.labels = read("images"), read("labels")
-        self.outputs = {name: read(f"out_{index}") for index, name in enumerate(meta["outputs"])}
+        self.images, self.labels = self._read("images"), self._read("labels")
+        self.outputs = {name: self._read(f"out_{index}") for index, name in enumerate(meta["outputs"])}
+        examples = meta.get("examples", len(self.labels))
+        short = [name for name, array in [("images", self.images), ("labels", self.labels), *self.outputs.items()] if array.shape[0] != examples]
+        if short:
+            raise StaleCacheError(f"The cache in {folder!r} is incomplete: {short} hold other than {examples} examples. Rebuild it "
+                                  "(delete the folder, or kdistill cache-teacher).")
+
+    def _read(self, name: str) -> np.ndarray:
+        path = os.path.join(self.folder, f"{name}.npy")
+        try:
+            return np.load(path, mmap_mode="r")
+        except FileNotFoundError:
+            raise StaleCacheError(f"The cache in {self.folder!r} lacks {path!r}. Rebuild it (delete the folder, or kdistill cache-teacher).") from None
+        except (ValueError, OSError) as error:  # truncated or overwritten: NumPy's message names no file
+            raise StaleCacheError(f"The cache file {path!r} is truncated or corrupt ({error}). Rebuild the cache (delete the folder, "
+                                  "or kdistill cache-teacher).") from None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
