@@ -140,6 +140,8 @@ def _backup_model():
 
 def test_a_kill_while_the_backup_is_written_leaves_the_previous_backup_loadable(tmp_path, monkeypatch):
     """A kill mid-rewrite used to leave backup/latest.weights.h5 truncated (96 bytes) and lose the finished epoch."""
+    from kdistill.run.callbacks import SafeBackupAndRestore
+
     backup = str(tmp_path / "backup")
     x, y = images(16), labels(16)
 
@@ -149,19 +151,18 @@ def test_a_kill_while_the_backup_is_written_leaves_the_previous_backup_loadable(
     class KillAfter(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             if epoch == 1:  # the second backup dies half-written, then the process is killed
-                original = self.model.save_weights
-
-                def half_written(filepath, overwrite=True):
-                    with open(filepath, "wb") as handle:
-                        handle.write(b"\x89HDF\r\n" + b"\x00" * 90)
+                def half_written(callback, path):
+                    with open(path, "wb") as handle:
+                        handle.write(b"PK\x03\x04" + b"\x00" * 92)
                     raise Interrupt("killed while writing")
 
-                monkeypatch.setattr(self.model, "save_weights", half_written)
+                monkeypatch.setattr(SafeBackupAndRestore, "_write_state", half_written)
 
     model = _backup_model()
     with pytest.raises(Interrupt):
         model.fit(x, y, epochs=4, verbose=0, callbacks=[KillAfter(), callbacks.SafeBackupAndRestore(backup, {"lr": 0.01})])
     assert json.load(open(os.path.join(backup, "training_metadata.json")))["epoch"] == 1
+    monkeypatch.undo()
     resumed = _backup_model()
     history = resumed.fit(x, y, epochs=4, verbose=0, callbacks=[callbacks.SafeBackupAndRestore(backup, {"lr": 0.01})])
     assert history.epoch == [1, 2, 3]  # epoch 1 (counting from 0) was not lost
@@ -243,3 +244,41 @@ def test_nan_pixels_are_refused_at_load_and_nan_weights_after_an_epoch():
     kernel.assign(np.full(kernel.shape, np.nan, "float32"))
     with pytest.raises(callbacks.NonFiniteLossError, match=r"After epoch 1 1 weight\(s\) hold NaN.*check the input data for NaN"):
         stop.on_epoch_end(0, {"loss": 1.0})
+
+
+def test_backups_hold_what_training_changes_not_the_frozen_teacher(tmp_path):
+    """Each backup was 103 MB for a 2.3 MB student: it held the frozen teacher's weights."""
+    backup = str(tmp_path / "backup")
+    x, y = images(32, 1), labels(32, 1)
+
+    class Interrupt(Exception):
+        pass
+
+    def distiller():
+        keras.utils.set_random_seed(0)
+        model = kdistill.FeatureDistiller(small_cnn("teacher", widths=(32, 64), seed=1), small_cnn("student", widths=(4, 8), seed=2),
+                                          taps={"teacher_stage2": "student_stage2"})
+        model.compile(optimizer="adam")
+        return model
+
+    class StopAfterBackup(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.size = os.path.getsize(os.path.join(backup, "state.npz"))
+            self.student = [np.array(w) for w in self.model.student.weights]
+            raise Interrupt
+
+    class Snapshot(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):  # after the backup callback restored the state
+            self.student = [np.array(w) for w in self.model.student.weights]
+
+    first, stop = distiller(), StopAfterBackup()
+    with pytest.raises(Interrupt):
+        first.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[callbacks.SafeBackupAndRestore(backup), stop])
+    teacher_bytes = sum(int(np.prod(w.shape)) * 4 for w in first.teacher.weights)
+    trained_bytes = sum(int(np.prod(w.shape)) * 4 for w in first.student.weights + first.projections[list(first.taps)[0]].weights)
+    assert trained_bytes < stop.size < teacher_bytes / 3, (stop.size, trained_bytes, teacher_bytes)
+    second, snapshot = distiller(), Snapshot()
+    history = second.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[callbacks.SafeBackupAndRestore(backup), snapshot])
+    assert history.epoch == [1, 2]
+    for restored, saved in zip(snapshot.student, stop.student):
+        np.testing.assert_array_equal(restored, saved)

@@ -201,6 +201,9 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
     * `run_config` (the run's settings) is stored beside the backup; resuming
       under another configuration raises `StaleBackupError` naming the keys that
       differ, instead of Keras' "A total of 78 objects could not be loaded".
+    * Only what training changes is backed up (`state.npz`: the student, the
+      projections, loss heads, random-seed states and optimizer), not a frozen
+      teacher's weights: 103 MB per backup became about the student's own size.
 
     Args:
         backup_dir: the backup folder.
@@ -212,7 +215,7 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
         self.run_config = json.loads(json.dumps(run_config, default=str)) if run_config is not None else None
         self._config_path = os.path.join(backup_dir, "run_config.json")
 
-    def on_train_begin(self, logs: dict | None = None) -> None:
+    def _check_run_config(self) -> None:
         if self.run_config is not None and os.path.exists(self._config_path):
             with open(self._config_path) as handle:
                 stored = json.load(handle)
@@ -222,20 +225,70 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
                     f"The interrupted run backed up in {self.backup_dir!r} used another configuration (different: {', '.join(changed)}), "
                     "so it cannot be resumed with this one. Pass a new --output-dir, or --restart to discard the backup and start afresh."
                 )
-        super().on_train_begin(logs)
+
+    @property
+    def _state_path(self) -> str:
+        return os.path.join(self.backup_dir, "state.npz")
+
+    def _state_variables(self) -> list:
+        """What training changes, in a fixed order: every variable but a frozen teacher's, and the optimizer's (metrics restart each epoch)."""
+        teacher = getattr(self.model, "teacher", None)
+        frozen = {id(v) for v in teacher.variables} if isinstance(teacher, keras.Model) and not teacher.trainable else set()
+        optimizer_variables = list(self.model.optimizer.variables) if getattr(self.model, "optimizer", None) is not None else []
+        seen, state = set(), []
+        for variable in list(self.model.variables) + optimizer_variables:
+            if id(variable) not in frozen and id(variable) not in seen:
+                seen.add(id(variable))
+                state.append(variable)
+        return state
+
+    def _write_state(self, path: str) -> None:
+        with open(path, "wb") as handle:
+            np.savez(handle, *[keras.ops.convert_to_numpy(v) for v in self._state_variables()])
+
+    def _read_state(self, path: str) -> None:
+        variables = self._state_variables()
+        with np.load(path) as stored:
+            values = [stored[f"arr_{index}"] for index in range(len(stored.files))]
+        shapes = [tuple(v.shape) for v in variables]
+        if len(values) != len(variables) or any(tuple(value.shape) != shape for value, shape in zip(values, shapes)):
+            raise StaleBackupError(f"The backup {path!r} holds {len(values)} arrays for a model with {len(variables)} variables of other "
+                                   "shapes: it was made for another model. Pass a new --output-dir, or --restart to start afresh.")
+        for variable, value in zip(variables, values):
+            variable.assign(value)
+
+    def _load_model(self) -> None:
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)  # its variables must exist to be restored
+        for state, metadata in ((self._state_path, self._training_metadata_path), (self._state_path + ".bkp", self._prev_training_metadata_path)):
+            if not os.path.exists(state) or not os.path.exists(metadata):
+                continue
+            try:
+                self._read_state(state)
+                with open(metadata) as handle:
+                    self.model._initial_epoch = json.load(handle)["epoch"]
+                return
+            except (OSError, ValueError, KeyError, EOFError) as error:
+                if isinstance(error, StaleBackupError):
+                    raise
+                logger.warning("The backup %s is unreadable (%s); trying the previous one.", state, error)
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._check_run_config()
+        self._load_model()
 
     def _save_model(self) -> None:
         os.makedirs(self.backup_dir, exist_ok=True)
-        partial_weights = self._weights_path.replace(".weights.h5", ".partial.weights.h5")
+        partial_state = self._state_path + ".partial"
         partial_metadata = self._training_metadata_path + ".partial"
-        self.model.save_weights(partial_weights, overwrite=True)
+        self._write_state(partial_state)
         with open(partial_metadata, "w") as handle:
             json.dump({"epoch": self._current_epoch, "batch": self._last_batch_seen}, handle)
         # The previous complete pair becomes the fallback, then the new pair moves into place (renames, not rewrites).
-        for current, previous in ((self._weights_path, self._prev_weights_path), (self._training_metadata_path, self._prev_training_metadata_path)):
+        for current, previous in ((self._state_path, self._state_path + ".bkp"), (self._training_metadata_path, self._prev_training_metadata_path)):
             if os.path.exists(current):
                 os.replace(current, previous)
-        os.replace(partial_weights, self._weights_path)
+        os.replace(partial_state, self._state_path)
         os.replace(partial_metadata, self._training_metadata_path)
         if self.run_config is not None and not os.path.exists(self._config_path):
             with open(self._config_path + ".partial", "w") as handle:
