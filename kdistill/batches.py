@@ -108,7 +108,8 @@ class ArrayBatches(keras.utils.PyDataset):
         """The example indices of pass `number`, in the order they are batched."""
         return self._order_of(number)
 
-    def __getitem__(self, index: int):
+    def rows(self, index: int) -> tuple[np.ndarray, int]:
+        """The example indices of batch `index` and the number of the pass it belongs to."""
         number, position = divmod(int(index), self.batches_per_pass)
         if not self.repeat:
             if index < 0 or number:
@@ -120,11 +121,17 @@ class ArrayBatches(keras.utils.PyDataset):
             if self._last[0] != number:
                 self._last = (number, self._order_of(number))
             order = self._last[1]
-        rows = order[position * self.batch_size:(position + 1) * self.batch_size]
-        # Read memory maps in ascending order (one sweep), then put the rows back in the shuffled order.
+        return order[position * self.batch_size:(position + 1) * self.batch_size], number
+
+    @staticmethod
+    def read_rows(array, rows: np.ndarray) -> np.ndarray:
+        """`array[rows]`, reading a memory map in ascending order (one sweep) and returning the rows in the asked order."""
         ascending = np.sort(rows)
-        back = np.searchsorted(ascending, rows)
-        inputs = keras.tree.map_structure(lambda array: np.asarray(array[ascending])[back], self.inputs)
+        return np.asarray(array[ascending])[np.searchsorted(ascending, rows)]
+
+    def __getitem__(self, index: int):
+        rows, _ = self.rows(index)
+        inputs = keras.tree.map_structure(lambda array: self.read_rows(array, rows), self.inputs)
         labels = self.labels[rows]
         if self.transform is not None:
             return self.transform(inputs, labels)
@@ -244,3 +251,47 @@ def unreadable_message(folder: str, paths: Sequence[str]) -> str:
     shown = ", ".join(repr(p) for p in paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
     return (f"{len(paths)} image file(s) under {folder!r} cannot be decoded (corrupt or truncated): {shown}. Fix or delete them, "
             "or skip them with --skip-unreadable (Python: skip_unreadable=True).")
+
+
+#: the augmentations a teacher cache can replay (each view stores its crop offset and flip)
+VIEW_AUGMENTATIONS = ("crop", "flip")
+
+
+def crop_padding(image_size: int) -> int:
+    """The zero padding around an image that `crop` draws its crops from (as `augmentation`'s ZeroPadding2D + RandomCrop)."""
+    return max(2, image_size // 8)
+
+
+def draw_views(count: int, views: int, image_size: int, augment: Sequence[str], seed: int = 0) -> np.ndarray:
+    """`(count, views, 3)` int16 view parameters `[dy, dx, flip]`: a crop offset into the padded image and a horizontal flip.
+
+    Example:
+        >>> draw_views(2, 3, 32, ("crop", "flip")).shape
+        (2, 3, 3)
+    """
+    unknown = sorted(set(augment) - set(VIEW_AUGMENTATIONS))
+    if unknown:
+        raise ValueError(f"A teacher cache replays {', '.join(VIEW_AUGMENTATIONS)} only; {unknown} change images in ways it cannot store. "
+                         "Train with the live teacher for those, or drop them.")
+    rng = np.random.default_rng(seed)
+    pad = crop_padding(image_size)
+    params = np.zeros((count, views, 3), "int16")
+    params[..., :2] = pad  # centred: no crop
+    if "crop" in augment:
+        params[..., :2] = rng.integers(0, 2 * pad + 1, (count, views, 2))
+    if "flip" in augment:
+        params[..., 2] = rng.integers(0, 2, (count, views))
+    return params
+
+
+def apply_views(images: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """Each image cropped from its zero-padded self at `[dy, dx]` and flipped left-right where `flip` is 1 (exact, NumPy)."""
+    images = np.asarray(images)
+    height, width = images.shape[1:3]
+    pad = crop_padding(height)
+    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    out = np.empty_like(images)
+    for index, (dy, dx, flip) in enumerate(np.asarray(params, "int64")):
+        view = padded[index, dy:dy + height, dx:dx + width]
+        out[index] = view[:, ::-1] if flip else view
+    return out

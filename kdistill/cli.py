@@ -136,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--strategy", choices=["auto", "default", "one_device", "mirrored", "multi_worker", "data_parallel"],
                          help="tf.distribute strategy (multi_worker reads TF_CONFIG); data_parallel: keras.distribution on JAX")
     distill.add_argument("--precision", choices=["float32", "mixed_float16", "mixed_bfloat16"], help="dtype policy (losses stay float32)")
-    distill.add_argument("--teacher-cache", help="folder of the teacher's cached outputs (built on first use; no augmentation)")
+    distill.add_argument("--teacher-cache", help="folder of the teacher's cached outputs (built on first use)")
+    distill.add_argument("--cache-views", type=int, help="with --augment crop,flip: views per image stored in the teacher cache and replayed")
+    distill.add_argument("--augment", help="comma-separated: flip, crop, randaugment, mixup, cutmix")
     distill.add_argument("--output-dir", help="run folder (default saved_models/<run-name>)")
     distill.add_argument("--run-name")
 
@@ -154,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     _data_arguments(cache)
     cache.add_argument("--layers", help="comma-separated teacher layers (default: the preset's, e.g. conv3_block4_out,conv4_block6_out)")
     cache.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="storage dtype (float16 halves the disk)")
+    cache.add_argument("--views", type=int, default=0, help="store this many augmented views per image (with --augment crop,flip)")
+    cache.add_argument("--augment", default="", help="views' augmentation: crop, flip or crop,flip")
     cache.add_argument("--output", default=os.path.join("saved_models", "teacher_cache"), help="cache folder (default saved_models/teacher_cache)")
 
     taps_parser = commands.add_parser("taps", help="help choosing taps (kdistill taps suggest)")
@@ -271,6 +275,7 @@ def _run(args) -> int:
             "strategy": args.strategy, "precision": args.precision, "teacher_cache": args.teacher_cache, "review": args.review,
             "adapter": args.adapter, "logits_weight": args.logits_weight, "transfer_data": args.transfer_data,
             "check_teacher": args.check_teacher, "tensorboard": args.tensorboard, "skip_unreadable": args.skip_unreadable,
+            "cache_views": args.cache_views, "augment": [name.strip() for name in args.augment.split(",") if name.strip()] if args.augment else None,
         }
         values.update({key: value for key, value in flags.items() if value is not None})
         config = DistillConfig.from_dict(values)
@@ -310,7 +315,9 @@ def _run(args) -> int:
         layers = [name.strip() for name in args.layers.split(",")] if args.layers else list(taps.preset(teacher, "mobilenet_v2"))
         splits = data.load(args.data, data_dir=args.data_dir, skip_unreadable=bool(args.skip_unreadable), image_size=args.image_size, batch_size=args.batch_size,
                            train_limit=args.train_limit, test_limit=args.test_limit, seed=args.seed)
-        cache = teacher_cache.build(teacher, layers, splits.train_plain, args.output, dtype=args.dtype, verbose=_progress())
+        augment = [name.strip() for name in args.augment.split(",") if name.strip()]
+        cache = teacher_cache.build(teacher, layers, splits.train_plain, args.output, dtype=args.dtype, verbose=_progress(), views=args.views,
+                                    augment=augment, seed=args.seed)
         size = sum(os.path.getsize(os.path.join(args.output, name)) for name in os.listdir(args.output)) / 1e6
         print(f"cached {len(cache)} images x {', '.join(cache.meta['outputs'])} in {args.output} ({size:.1f} MB)")
         return 0

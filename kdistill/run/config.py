@@ -59,7 +59,9 @@ class DistillConfig:
         strategy: `kdistill.run.distribute.STRATEGIES`: default, one_device, mirrored, multi_worker, auto.
         precision: float32, mixed_float16 or mixed_bfloat16.
         teacher_cache: folder of a teacher cache: built on first use, then the
-            teacher's outputs are read from it instead of computed (no augmentation).
+            teacher's outputs are read from it instead of computed.
+        cache_views: with `augment` (crop, flip) and `teacher_cache`: views stored
+            per image; training replays one per image per epoch (Fast Knowledge Distillation).
         tensorboard: a folder for Keras' TensorBoard callback (every loss term is logged), or None.
         skip_unreadable: image folders: leave out files that cannot be decoded instead of stopping.
         check_teacher: measure the teacher on validation images before training
@@ -100,6 +102,7 @@ class DistillConfig:
     strategy: str = "default"
     precision: str = "float32"
     teacher_cache: str | None = None
+    cache_views: int = 0
     check_teacher: bool = True
     tensorboard: str | None = None
     skip_unreadable: bool = False
@@ -157,6 +160,10 @@ class DistillConfig:
         for key in ("train_limit", "test_limit"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ValueError(f"{key} must be a positive number of images (or empty for all), received {getattr(self, key)}.")
+        if self.cache_views < 0:
+            raise ValueError(f"cache_views must be 0 (no views) or a positive number of views per image, received {self.cache_views}.")
+        if self.cache_views and not self.teacher_cache:
+            raise ValueError("cache_views stores views in a teacher cache: set teacher_cache (--teacher-cache DIR) too.")
         for key in ("epochs", "batch_size", "image_size"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be at least 1, received {getattr(self, key)}.")

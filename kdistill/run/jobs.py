@@ -61,16 +61,27 @@ def _read_history_csv(path: str) -> dict:
 
 
 def _cached_training_data(config: DistillConfig, splits: data_module.Splits, teacher: keras.Model, layers: list, verbose: int):
-    """Training batches with the teacher's outputs read from `config.teacher_cache` (built there on first use)."""
-    teacher_cache.check_augmentation(config.augment)
+    """Training batches with the teacher's outputs read from `config.teacher_cache` (built there on first use).
+
+    With `augment` (crop, flip) the cache holds `config.cache_views` views per image and training replays them.
+    """
+    if config.augment and not config.cache_views:
+        teacher_cache.check_augmentation(config.augment)  # explains --cache-views
     if splits.train_plain is None:
         raise ValueError(f"The teacher cache needs a source read into arrays (fashion_mnist, an image folder); {config.data!r} is not.")
     try:
         cache = teacher_cache.load(config.teacher_cache, teacher, layers, dataset=splits.train_plain)
+        stored = (cache.views, sorted(cache.meta.get("augment", [])))
+        wanted = (config.cache_views if config.augment else 0, sorted(config.augment))
+        if stored != wanted:
+            raise teacher_cache.StaleCacheError(
+                f"The teacher cache in {config.teacher_cache!r} holds {stored[0]} view(s) per image for augment {stored[1]}; this run asks for "
+                f"{wanted[0]} for {wanted[1]}. Delete the folder or point --teacher-cache elsewhere to rebuild it.")
         logger.info("Reading the teacher's outputs from %s", config.teacher_cache)
     except FileNotFoundError:
         logger.info("Computing the teacher's outputs once into %s", config.teacher_cache)
-        cache = teacher_cache.build(teacher, layers, splits.train_plain, config.teacher_cache, verbose=min(verbose, 1))
+        cache = teacher_cache.build(teacher, layers, splits.train_plain, config.teacher_cache, verbose=min(verbose, 1),
+                                    augment=config.augment, views=config.cache_views if config.augment else 0, seed=config.seed)
     return cache.dataset(config.batch_size, shuffle=True, seed=config.seed, layers=layers)
 
 

@@ -41,7 +41,7 @@ from kdistill.data import resolve_pipeline
 from kdistill.export import atomic
 from kdistill.models import taps as taps_module
 
-__all__ = ["TeacherCache", "StaleCacheError", "build", "load", "check_augmentation", "teacher_fingerprint"]
+__all__ = ["TeacherCache", "ViewBatches", "StaleCacheError", "build", "load", "check_augmentation", "teacher_fingerprint"]
 
 tf = LazyTensorFlow("the teacher cache's tf.data pipeline")
 logger = logging.getLogger(__name__)
@@ -75,6 +75,8 @@ class TeacherCache:
         self.folder, self.meta = folder, meta
         self.images, self.labels = self._read("images"), self._read("labels")
         self.outputs = {name: self._read(f"out_{index}") for index, name in enumerate(meta["outputs"])}
+        self.views = int(meta.get("views", 0))
+        self.view_params = self._read("views") if self.views else None
         examples = meta.get("examples", len(self.labels))
         short = [name for name, array in [("images", self.images), ("labels", self.labels), *self.outputs.items()] if array.shape[0] != examples]
         if short:
@@ -110,12 +112,14 @@ class TeacherCache:
             repeat: repeat forever (then pass `steps_per_epoch` to `fit`).
             pipeline: `"tf"` (a tf.data.Dataset), `"numpy"` (`ArrayBatches`, read from
                 the memory maps batch by batch, no copy) or `"auto"` (tf.data on the
-                TensorFlow backend).
+                TensorFlow backend). A cache of views is always read as `ViewBatches`.
         """
         names = list(layers) + [taps_module.LOGITS] if layers is not None else list(self.outputs)
         missing = sorted(set(names) - set(self.outputs))
         if missing:
             raise StaleCacheError(f"The cache in {self.folder!r} has no outputs for {missing}; it holds {sorted(self.outputs)}. Rebuild it with these taps.")
+        if self.views:
+            return ViewBatches(self, names, batch_size, shuffle=shuffle, seed=seed, repeat=repeat, indices=indices)
         if resolve_pipeline(pipeline) == "numpy":
             cast = lambda x, y: ({"images": x["images"].astype("float32"), "teacher": x["teacher"]}, y)  # noqa: E731
             return batches_module.ArrayBatches({"images": self.images, "teacher": {name: self.outputs[name] for name in names}}, self.labels,
@@ -133,6 +137,31 @@ class TeacherCache:
         return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+class ViewBatches(batches_module.ArrayBatches):
+    """Batches from a cache of views: per image and pass, one stored view, its crop and flip applied to the image.
+
+    The view of image `i` in pass `p` is drawn from `(seed, p)`: the same seed
+    gives the same views, and each pass draws anew.
+    """
+
+    def __init__(self, cache: "TeacherCache", names: Sequence[str], batch_size: int, **options):
+        inputs = {"images": cache.images, "teacher": {name: cache.outputs[name] for name in names}}
+        super().__init__(inputs, cache.labels, batch_size, **options)
+        self.cache = cache
+
+    def view_choice(self, number: int) -> np.ndarray:
+        """The stored view of every example in pass `number`."""
+        return np.random.default_rng([self.seed, 7919, number]).integers(self.cache.views, size=len(self.labels))
+
+    def __getitem__(self, index: int):
+        rows, number = self.rows(index)
+        choice = self.view_choice(number)[rows]
+        images = self.read_rows(self.cache.images, rows).astype("float32")
+        params = self.cache.view_params[rows, choice]
+        teacher = {name: self.read_rows(array, rows)[np.arange(len(rows)), choice] for name, array in self.inputs["teacher"].items()}
+        return {"images": batches_module.apply_views(images, params), "teacher": teacher}, self.labels[rows]
+
+
 def _dataset_digest(images: np.ndarray, labels: np.ndarray) -> str:
     digest = hashlib.sha256(np.ascontiguousarray(images).tobytes())
     digest.update(np.ascontiguousarray(labels).tobytes())
@@ -143,15 +172,23 @@ def check_augmentation(augment: Sequence[str]) -> None:
     """Refuses caching when the run uses random augmentation, explaining why."""
     if augment:
         raise ValueError(
-            f"The teacher cache cannot be used with random augmentation ({', '.join(augment)}): each epoch shows the teacher "
-            "different views of an image, so outputs computed once would not match the images trained on. Train with the live "
-            "teacher, or drop augmentation."
+            f"The teacher cache cannot be used with random augmentation ({', '.join(augment)}) unless it stores views: each epoch "
+            "shows the teacher different views of an image, so outputs computed once would not match the images trained on. For "
+            "crop and flip, store several views per image (--cache-views K, teacher_cache.build(views=K)); otherwise train with "
+            "the live teacher, or drop augmentation."
         )
 
 
 def build(teacher: keras.Model, layers: Sequence[str], dataset, folder: str, augment: Sequence[str] = (),
-          dtype: str = "float32", verbose: int = 1) -> TeacherCache:
+          dtype: str = "float32", verbose: int = 1, views: int = 0, seed: int = 0) -> TeacherCache:
     """Runs the teacher once over `dataset` and stores its tapped outputs and logits in `folder`.
+
+    With `views=K` (Fast Knowledge Distillation, Shen & Xing 2021) it stores K
+    randomly cropped and/or flipped views per image instead: each view's crop
+    offset and flip (`views.npy`) and the teacher's outputs on it. Training then
+    draws one stored view per image per epoch and applies the same crop and
+    flip to the student's input (`TeacherCache.dataset`), so random crop and
+    flip work with a cached teacher. The disk cost per view is logged first.
 
     Args:
         teacher: the frozen teacher.
@@ -159,46 +196,71 @@ def build(teacher: keras.Model, layers: Sequence[str], dataset, folder: str, aug
         dataset: `(images, labels)` batches in a fixed order, without random
             augmentation (e.g. `Splits.train_plain`: tf.data or NumPy batches).
         folder: where to write; replaced atomically.
-        augment: the augmentations the run uses; any makes caching impossible.
+        augment: the augmentations the run uses: none, or with `views` a subset of
+            `crop` and `flip` (the others cannot be stored).
         dtype: storage dtype of the outputs ("float32", or "float16" for half the disk).
         verbose: progress bar.
+        views: stored views per image (0: the images as they are).
+        seed: draws the views' crops and flips.
 
     Raises:
-        ValueError: with augmentation, or when two passes over `dataset` differ.
+        ValueError: with augmentation it cannot replay, or when two passes over `dataset` differ.
     """
-    check_augmentation(augment)
+    if views:
+        batches_module.draw_views(1, 1, 8, augment)  # refuses what cannot be replayed, before any work
+        if not augment:
+            raise ValueError("views > 0 stores randomly augmented views: name them with augment (crop, flip).")
+    else:
+        check_augmentation(augment)
     first, again = _first_batch(dataset), _first_batch(dataset)
     if any(a.shape != b.shape or not np.array_equal(a, b) for a, b in zip(first, again)):
         raise ValueError("The dataset is not deterministic (it is shuffled or randomly augmented): two passes gave different first "
                          "batches, so cached outputs could not be matched to images. Pass an unshuffled, unaugmented pipeline.")
     features = taps_module.feature_model(teacher, list(layers), role="teacher", name="teacher_cache_features")
     names = list(layers) + [taps_module.LOGITS]
-    images, labels, outputs = [], [], {name: [] for name in names}
-    progress = keras.utils.Progbar(None, verbose=verbose, unit_name="batch")
-    for step, (batch_images, batch_labels) in enumerate(dataset, start=1):
-        result = features(batch_images, training=False)
-        for name in names:
-            outputs[name].append(keras.ops.convert_to_numpy(result[name]).astype(dtype))
-        images.append(np.asarray(batch_images))
-        labels.append(np.asarray(batch_labels))
-        progress.update(step)
+    images, labels = zip(*[(np.asarray(x), np.asarray(y)) for x, y in dataset])
+    batch_size = len(images[0])
     images, labels = np.concatenate(images), np.concatenate(labels)
     integral = np.array_equal(images, np.round(images)) and images.min() >= 0 and images.max() <= 255
-    images = images.astype("uint8" if integral else "float32")  # raw pixels store losslessly as uint8
+    stored_images = images.astype("uint8" if integral else "float32")  # raw pixels store losslessly as uint8
+    params = batches_module.draw_views(len(labels), views, images.shape[1], augment, seed) if views else None
+    shapes = {name: tuple(features.output[name].shape[1:]) for name in names}
+    per_view = len(labels) * sum(int(np.prod(shape)) for shape in shapes.values()) * np.dtype(dtype).itemsize
+    logger.info("Teacher cache: %.1f MB of outputs per view%s, plus %.1f MB of images", per_view / 1e6,
+                f", {views} views: {views * per_view / 1e6:.1f} MB" if views else "", stored_images.nbytes / 1e6)
     meta = {
-        "format": _FORMAT, "teacher": teacher_fingerprint(teacher), "data": _dataset_digest(images, labels),
+        "format": _FORMAT, "teacher": teacher_fingerprint(teacher), "data": _dataset_digest(stored_images, labels),
         "outputs": names, "examples": int(len(labels)), "dtype": dtype,
     }
+    if views:
+        meta.update(views=int(views), augment=sorted(augment), seed=int(seed))
     parent = os.path.dirname(os.path.abspath(folder))
     with atomic.staging_folder(parent, prefix=".cache-") as staging:
-        np.save(os.path.join(staging, "images.npy"), images)
+        np.save(os.path.join(staging, "images.npy"), stored_images)
         np.save(os.path.join(staging, "labels.npy"), labels)
-        for index, name in enumerate(names):
-            np.save(os.path.join(staging, f"out_{index}.npy"), np.concatenate(outputs[name]))
+        lead = (len(labels), views) if views else (len(labels),)
+        outputs = {name: np.lib.format.open_memmap(os.path.join(staging, f"out_{index}.npy"), mode="w+", dtype=dtype, shape=lead + shapes[name])
+                   for index, name in enumerate(names)}
+        progress = keras.utils.Progbar(max(views, 1) * -(-len(labels) // batch_size), verbose=verbose, unit_name="batch")
+        for view in range(max(views, 1)):
+            for start in range(0, len(labels), batch_size):
+                batch = images[start:start + batch_size].astype("float32")
+                if views:
+                    batch = batches_module.apply_views(batch, params[start:start + batch_size, view])
+                result = features(batch, training=False)
+                for name in names:
+                    target = outputs[name][start:start + batch_size]
+                    (target[:, view] if views else target)[...] = keras.ops.convert_to_numpy(result[name]).astype(dtype)
+                progress.add(1)
+        for array in outputs.values():
+            array.flush()
+        del outputs
+        if views:
+            np.save(os.path.join(staging, "views.npy"), params)
         with open(os.path.join(staging, "meta.json"), "w") as handle:
             json.dump(meta, handle, indent=2)
         atomic.replace(staging, folder)
-    logger.info("Cached the teacher's outputs for %d images in %s", len(labels), folder)
+    logger.info("Cached the teacher's outputs for %d images%s in %s", len(labels), f" x {views} views" if views else "", folder)
     return TeacherCache(folder, meta)
 
 
