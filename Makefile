@@ -12,7 +12,7 @@ $(BIN)/python:
 
 # Installs the package, its pinned dependencies and the test tools (constraints.txt pins every package).
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[tensorflow,test]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[tensorflow-cpu,test]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -10,8 +10,8 @@ export KERAS_BACKEND=jax
 OUT=${OUT:-benchmarks/results}
 PYTHON=${PYTHON:-python}
 for precision in mixed_bfloat16 float32; do
-  "$PYTHON" benchmarks/throughput.py --size 224 --batch 128 --precision "$precision" --variants abefg \
+  "$PYTHON" benchmarks/throughput.py --size 224 --batch 128 --precision "$precision" --variants abefgh \
     --steps 50 --seconds 2 --windows 3 --warmup 5 --out "$OUT"
-  "$PYTHON" benchmarks/throughput.py --size 32 --batch 256 --precision "$precision" --variants abefg \
+  "$PYTHON" benchmarks/throughput.py --size 32 --batch 256 --precision "$precision" --variants abefgh \
     --steps 50 --seconds 2 --windows 3 --warmup 5 --out "$OUT"
 done

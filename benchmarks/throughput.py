@@ -25,6 +25,7 @@ Variants:
     e  kdistill FeatureDistiller, logits KD
     f  kdistill FeatureDistiller, logits KD + 2 feature taps with projections
     g  (f) fed from the teacher cache
+    h  (f) fed from a teacher cache of 4 views per image, random crop and flip replayed
 Writes <out>/throughput_<backend>_<size>[_<precision>].json and .md.
 """
 
@@ -49,6 +50,7 @@ VARIANTS = {
     "e": "kdistill, logits KD",
     "f": "kdistill, KD + 2 feature taps",
     "g": "kdistill, (f) from teacher cache",
+    "h": "kdistill, (f) from cache, crop+flip views",
 }
 
 
@@ -70,7 +72,7 @@ def _models(args):
 
 
 #: the ratios the speed targets are stated in: (numerator, denominator, target)
-TARGETS = {"e/b": ("e", "b", 1.0), "f/b": ("f", "b", 0.85), "g/a": ("g", "a", 0.90)}
+TARGETS = {"e/b": ("e", "b", 1.0), "f/b": ("f", "b", 0.85), "g/a": ("g", "a", 0.90), "h/a": ("h", "a", 0.90)}
 
 
 def _serve_windows(run, args) -> dict:
@@ -170,12 +172,14 @@ def run_variant(args) -> dict:
     taps = {} if variant == "e" else kdistill.taps.preset(teacher, student, stages=range(args.num_taps) if args.num_taps != 2 else (1, 2))
     distiller = kdistill.FeatureDistiller(teacher, student, taps=taps, feature_loss="mse", logits_loss="kl", temperature=4.0, alpha=0.5)
     distiller.compile(optimizer="adam", metrics=None, jit_compile=jit)
-    if variant == "g":
+    if variant in ("g", "h"):
         from kdistill.batches import ArrayBatches
         from kdistill.run import teacher_cache
 
-        cache = teacher_cache.build(teacher, list(taps), ArrayBatches(x, y, args.batch), os.path.join(tempfile.mkdtemp(), "cache"), verbose=0)
-        dataset = cache.dataset(args.batch, shuffle=False, repeat=True)
+        views = dict(views=4, augment=("crop", "flip")) if variant == "h" else {}
+        cache = teacher_cache.build(teacher, list(taps), ArrayBatches(x, y, args.batch), os.path.join(tempfile.mkdtemp(), "cache"), verbose=0,
+                                    dtype="float16", **views)
+        dataset = cache.dataset(args.batch, shuffle=variant == "h", repeat=True)
     return dict(_serve_windows(_fit_runner(distiller, dataset), args), taps=taps)
 
 
@@ -310,7 +314,7 @@ def main(argv=None) -> int:
     parser.add_argument("--jit", choices=["auto", "on", "off"], default="auto", help="jit_compile for every variant")
     parser.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"], default="float32")
     parser.add_argument("--num-taps", type=int, default=2, help="feature taps of (f) and (g): 2 = the middle stages, else the first N")
-    parser.add_argument("--variants", default="abcdefg")
+    parser.add_argument("--variants", default="abcdefgh")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # internal: run one variant in this process
     args = parser.parse_args(argv)

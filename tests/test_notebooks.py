@@ -47,3 +47,19 @@ def test_notebook_executes_with_quick_settings(name, tmp_path, monkeypatch):
     NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     text = _text(notebook)
     assert "quick: True" in text and "top-1" in text
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_install_cell_asks_for_a_source_instead_of_an_unregistered_package_name(name):
+    """The cell ran `pip install kdistill`, a name not on the package index (anyone could take it)."""
+    import subprocess
+    import sys
+
+    notebook = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
+    setup = next(cell.source for cell in notebook.cells if cell.cell_type == "code")
+    assert '"install", "-q", "kdistill"]' not in setup and "KDISTILL_SOURCE" in setup
+    install_part = setup[: setup.index("check=True)") + len("check=True)")]
+    # -S -I: no site-packages, as on a machine where kdistill is not installed
+    result = subprocess.run([sys.executable, "-S", "-I", "-c", install_part], capture_output=True, text=True, timeout=60,
+                            env={key: value for key, value in os.environ.items() if key != "KDISTILL_SOURCE"})
+    assert result.returncode != 0 and "kdistill is not installed here. Set KDISTILL_SOURCE" in result.stderr

@@ -12,12 +12,17 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 SETUP = '''# Install kdistill where it is missing (Colab); offline machines already have it from `make install`.
-import importlib.util, subprocess, sys
+# Set KDISTILL_SOURCE to a kdistill wheel you uploaded (e.g. /content/kdistill-0.1.0-py3-none-any.whl) or to the
+# project's repository (git+https://HOST/OWNER/kdistill.git). The install keeps Colab's own (GPU) TensorFlow.
+import importlib.util, os, subprocess, sys
 IN_COLAB = "google.colab" in sys.modules
+KDISTILL_SOURCE = os.environ.get("KDISTILL_SOURCE", "")  # or write the wheel path / repository here
 if importlib.util.find_spec("kdistill") is None:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "kdistill"], check=True)
+    if not KDISTILL_SOURCE:
+        raise SystemExit("kdistill is not installed here. Set KDISTILL_SOURCE (first lines of this cell) to a kdistill wheel "
+                         "or to its repository (git+https://...), then run this cell again.")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", KDISTILL_SOURCE], check=True)
 
-import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras, numpy as np
 import kdistill
