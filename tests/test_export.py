@@ -47,6 +47,10 @@ def test_float_tflite_matches_keras(trained, tmp_path, mode, atol):
     images = _test_images(splits, 32)
     keras_logits = student.predict(images, verbose=0)
     np.testing.assert_allclose(export.tflite_predict(path, images), keras_logits, atol=atol * max(1.0, np.abs(keras_logits).max()))
+    # run by LiteRT's interpreter (the litert extra is part of the test install), not the deprecated tf.lite one
+    from kdistill.export import parity
+
+    assert parity.interpreter_class().__module__ == "ai_edge_litert.interpreter"
 
 
 @pytest.mark.parametrize("int8_io, calibration", [(False, "minmax"), (True, "minmax"), (False, "percentile")])

@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Iterable
 
 import numpy as np
@@ -158,7 +159,11 @@ def quantize_int8(converter: tf.lite.TFLiteConverter, images: Iterable[np.ndarra
             continue
         ranges[index] = (float(stats.min[0]), float(stats.max[0]))
     histograms = _Histograms(ranges)
-    interpreter = tf.lite.Interpreter(model_content=bytes(calibrated), experimental_preserve_all_tensors=True)
+    from kdistill.export.parity import interpreter_class
+
+    with warnings.catch_warnings():  # preserving every tensor is what calibration needs, not a debugging slip
+        warnings.simplefilter("ignore", UserWarning)
+        interpreter = interpreter_class()(model_content=bytes(calibrated), experimental_preserve_all_tensors=True)
     interpreter.allocate_tensors()
     input_index = interpreter.get_input_details()[0]["index"]
     for image in images:

@@ -61,12 +61,17 @@ def onnx_predict(path: str, images: np.ndarray) -> np.ndarray:
     return session.run(None, {session.get_inputs()[0].name: np.asarray(images, np.float32)})[0]
 
 
-def _interpreter(path: str):
+def interpreter_class():
+    """LiteRT's TFLite interpreter (`pip install "kdistill[litert]"`), else TensorFlow's deprecated `tf.lite.Interpreter`."""
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
-        Interpreter = tf.lite.Interpreter
-    interpreter = Interpreter(model_path=path)
+        return tf.lite.Interpreter
+    return Interpreter
+
+
+def _interpreter(path: str):
+    interpreter = interpreter_class()(model_path=path)
     interpreter.allocate_tensors()
     return interpreter
 
