@@ -201,3 +201,18 @@ def test_distill_writes_tensorboard_logs_with_every_loss_term(tmp_path, fake_fas
     accumulator.Reload()
     tags = set(accumulator.Tags()["tensors"]) | set(accumulator.Tags()["scalars"])
     assert {"epoch_loss", "epoch_ce_loss", "epoch_kd_loss"} <= tags, tags
+
+
+def test_cli_prints_only_its_own_lines_once(tmp_path, fake_fashion_mnist):
+    """TensorFlow's import-time C++ lines (absl, oneDNN) cluttered every command; log lines used to appear twice."""
+    import keras
+
+    inputs = keras.Input((32, 32, 3))
+    keras.Model(inputs, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(inputs))).save(tmp_path / "small.keras")
+    environment = {key: value for key, value in os.environ.items() if key not in ("TF_CPP_MIN_LOG_LEVEL", "KERAS_BACKEND")}
+    result = subprocess.run([os.path.join(os.path.dirname(sys.executable), "kdistill"), "evaluate", str(tmp_path / "small.keras"),
+                             "--data-dir", fake_fashion_mnist], capture_output=True, text=True, timeout=300, env=environment)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines and all(line.startswith("kdistill: ") for line in lines), lines  # no absl / oneDNN / INFO:kdistill lines
+    assert len(lines) == len(set(lines))
