@@ -81,3 +81,17 @@ def test_paired_protocol_reports_intervals_gap_and_a_plot(tmp_path):
     table = (tmp_path / "evidence_fashion_mnist.md").read_text()
     assert "| kd_transfer | 64 labelled + 32 unlabelled |" in table and "95 % CI" in table and "95 % CI" in out
     assert (tmp_path / "evidence_fashion_mnist.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_views_script_compares_the_live_teacher_with_a_cache_of_views(tmp_path):
+    import kdistill
+
+    make_fashion_mnist(tmp_path / "data", train=96, test=32)
+    teacher = str(tmp_path / "teacher.keras")
+    kdistill.students.get("resnet8x4", num_classes=10).save(teacher)
+    _run("views.py", "--seeds", "1", "--epochs", "1", "--train-limit", "64", "--views", "2", "--methods", "views,live", "--data-dir",
+         str(tmp_path / "data"), "--teacher", teacher, "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path))
+    record = json.loads((tmp_path / "views_fashion_mnist.json").read_text())
+    assert set(record["results"]) == {"views", "live"} and record["train"] == 64
+    assert all(0 <= row["top1"][0] <= 1 and row["seconds"][0] > 0 for row in record["results"].values())
+    assert "| views |" in (tmp_path / "views_fashion_mnist.md").read_text()
