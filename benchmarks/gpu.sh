@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Throughput on a GPU machine with JAX and no TensorFlow: variants (a) (b) (e) (f) (g) of
+# Throughput on a GPU machine with JAX and no TensorFlow: variants (a) (b) (e) (f) (g) (h) of
 # benchmarks/throughput.py at 224x224 and 32x32, float32 and mixed_bfloat16, each variant in its
 # own process, 3 interleaved windows of >= 50 steps after warm-up. Sized for under 8 minutes on one
 # H100; not yet run on one (no GPU machine was lent when it was written): run it and commit the tables.
