@@ -282,3 +282,25 @@ def test_backups_hold_what_training_changes_not_the_frozen_teacher(tmp_path):
     assert history.epoch == [1, 2]
     for restored, saved in zip(snapshot.student, stop.student):
         np.testing.assert_array_equal(restored, saved)
+
+
+def test_a_resumed_run_keeps_the_best_so_far_instead_of_starting_the_record_afresh(tmp_path):
+    """The best-so-far value reset on resume, so a worse later epoch could replace best_student.keras."""
+    model = small_cnn("m", widths=(4, 8))
+    path = str(tmp_path / "best_student.keras")
+    first = callbacks.BestStudentCheckpoint(path)
+    first.set_model(model)
+    first.on_train_begin()
+    first.on_epoch_end(0, {"val_accuracy": 0.9})
+    saved = os.path.getmtime(path)
+    assert json.load(open(path + ".json")) == {"monitor": "val_accuracy", "mode": "max", "best": 0.9, "epoch": 0}
+    resumed = callbacks.BestStudentCheckpoint(path, resume=True)
+    resumed.set_model(model)
+    resumed.on_train_begin()
+    resumed.on_epoch_end(1, {"val_accuracy": 0.5})  # worse than the interrupted run's best
+    assert resumed.best == 0.9 and os.path.getmtime(path) == saved
+    fresh = callbacks.BestStudentCheckpoint(path)  # a new run in the same folder starts its own record
+    fresh.set_model(model)
+    fresh.on_train_begin()
+    fresh.on_epoch_end(0, {"val_accuracy": 0.5})
+    assert fresh.best == 0.5 and json.load(open(path + ".json"))["best"] == 0.5

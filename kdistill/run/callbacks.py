@@ -91,19 +91,37 @@ def _is_number(value) -> bool:
 class BestStudentCheckpoint(keras.callbacks.Callback):
     """Saves the student (inference copy, no teacher, no projections) whenever `monitor` improves.
 
+    The best value is recorded beside the file (`<path>.json`); with
+    `resume=True` (an interrupted run going on) training starts from that
+    record, so a worse later epoch cannot replace the best student.
+
     Args:
         path: the `.keras` file to write.
         monitor: a logged metric, by default `val_accuracy`.
         mode: "max" or "min".
+        resume: continue from the recorded best of an interrupted run.
     """
 
-    def __init__(self, path: str, monitor: str = "val_accuracy", mode: str = "max"):
+    def __init__(self, path: str, monitor: str = "val_accuracy", mode: str = "max", resume: bool = False):
         super().__init__()
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', received {mode!r}.")
-        self.path, self.monitor, self.mode = path, monitor, mode
+        self.path, self.monitor, self.mode, self.resume = path, monitor, mode, resume
         self.best = None
         self.best_epoch = None
+
+    @property
+    def record_path(self) -> str:
+        return self.path + ".json"
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if not self.resume or not os.path.exists(self.record_path) or not os.path.exists(self.path):
+            return
+        with open(self.record_path) as handle:
+            record = json.load(handle)
+        if record.get("monitor") == self.monitor and record.get("mode") == self.mode:
+            self.best, self.best_epoch = float(record["best"]), int(record["epoch"])
+            logger.info("Resuming with the best %s so far: %.4f (epoch %d)", self.monitor, self.best, self.best_epoch + 1)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         value = (logs or {}).get(self.monitor)
@@ -117,6 +135,9 @@ class BestStudentCheckpoint(keras.callbacks.Callback):
             student = getattr(self.model, "student", self.model)
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
             saving.save_for_inference(student, self.path)
+            with open(self.record_path + ".partial", "w") as handle:
+                json.dump({"monitor": self.monitor, "mode": self.mode, "best": value, "epoch": epoch}, handle)
+            os.replace(self.record_path + ".partial", self.record_path)
             logger.info("Epoch %d: %s improved to %.4f; student saved to %s", epoch + 1, self.monitor, value, self.path)
 
 

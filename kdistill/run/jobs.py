@@ -210,7 +210,7 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
         callbacks.StopOnNonFiniteLoss(),
     ]
     if splits.validation is not None:
-        run_callbacks.append(callbacks.BestStudentCheckpoint(os.path.join(output_dir, "best_student.keras")))
+        run_callbacks.append(callbacks.BestStudentCheckpoint(os.path.join(output_dir, "best_student.keras"), resume=resuming))
     if config.tensorboard and chief:
         # Keras' own callback: every loss term (loss, ce_loss, kd_loss, feat_<layer>) is a logged metric.
         run_callbacks.append(keras.callbacks.TensorBoard(config.tensorboard))
