@@ -70,12 +70,12 @@ def test_paired_protocol_reports_intervals_gap_and_a_plot(tmp_path):
     teacher = str(tmp_path / "teacher.keras")
     resnet50_shaped_teacher().save(teacher)
     out = _run("accuracy.py", "--paired", "--seeds", "2", "--epochs", "1", "--train-limit", "64", "--transfer-limit", "32",
-               "--methods", "alone,kd,fitnets,kd_transfer", "--data-dir", str(tmp_path / "data"), "--teacher", teacher,
-               "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path))
+               "--methods", "alone,fitnets,kd_transfer", "--data-dir", str(tmp_path / "data"), "--teacher", teacher,
+               "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path), timeout=900)
     record = json.loads((tmp_path / "evidence_fashion_mnist.json").read_text())
     assert record["labelled"] == 64 and record["transfer"] == 32
-    assert all(len(record["results"][m]["top1"]) == 2 for m in ("alone", "kd", "fitnets", "kd_transfer"))
-    comparison = record["comparisons"]["kd"]
+    assert all(len(record["results"][m]["top1"]) == 2 for m in ("alone", "fitnets", "kd_transfer"))
+    comparison = record["comparisons"]["fitnets"]
     assert comparison["difference_low"] <= comparison["difference_mean"] <= comparison["difference_high"]
     assert "gap_recovered" in comparison and record["taps"]  # fitnets needed the tapped maps in the cache
     table = (tmp_path / "evidence_fashion_mnist.md").read_text()
