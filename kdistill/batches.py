@@ -285,13 +285,16 @@ def draw_views(count: int, views: int, image_size: int, augment: Sequence[str], 
 
 
 def apply_views(images: np.ndarray, params: np.ndarray) -> np.ndarray:
-    """Each image cropped from its zero-padded self at `[dy, dx]` and flipped left-right where `flip` is 1 (exact, NumPy)."""
+    """Each image cropped from its zero-padded self at `[dy, dx]` and flipped left-right where `flip` is 1 (exact, NumPy).
+
+    One gather for the whole batch (no Python loop over images).
+    """
     images = np.asarray(images)
-    height, width = images.shape[1:3]
+    params = np.asarray(params, "int64")
+    count, height, width = images.shape[:3]
     pad = crop_padding(height)
     padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    out = np.empty_like(images)
-    for index, (dy, dx, flip) in enumerate(np.asarray(params, "int64")):
-        view = padded[index, dy:dy + height, dx:dx + width]
-        out[index] = view[:, ::-1] if flip else view
-    return out
+    rows = params[:, 0, None] + np.arange(height)  # (count, height)
+    steps = np.where(params[:, 2, None] == 1, np.arange(width)[::-1], np.arange(width))
+    columns = params[:, 1, None] + steps  # (count, width), reversed where flipped
+    return padded[np.arange(count)[:, None, None], rows[:, :, None], columns[:, None, :]]

@@ -97,7 +97,7 @@ class TeacherCache:
         return int(self.labels.shape[0])
 
     def dataset(self, batch_size: int = 64, shuffle: bool = True, seed: int = 0, layers: Sequence[str] | None = None,
-                indices: Sequence[int] | None = None, repeat: bool = False, pipeline: str = "auto"):
+                indices: Sequence[int] | None = None, repeat: bool = False, pipeline: str = "auto", workers: int = 2):
         """`({"images": x, "teacher": {name: output}}, labels)` batches that `FeatureDistiller` trains from.
 
         Shuffling keeps each image with its own teacher outputs.
@@ -113,17 +113,19 @@ class TeacherCache:
             pipeline: `"tf"` (a tf.data.Dataset), `"numpy"` (`ArrayBatches`, read from
                 the memory maps batch by batch, no copy) or `"auto"` (tf.data on the
                 TensorFlow backend). A cache of views is always read as `ViewBatches`.
+            workers: threads preparing NumPy batches ahead of training (`keras.utils.PyDataset`).
         """
         names = list(layers) + [taps_module.LOGITS] if layers is not None else list(self.outputs)
         missing = sorted(set(names) - set(self.outputs))
         if missing:
             raise StaleCacheError(f"The cache in {self.folder!r} has no outputs for {missing}; it holds {sorted(self.outputs)}. Rebuild it with these taps.")
         if self.views:
-            return ViewBatches(self, names, batch_size, shuffle=shuffle, seed=seed, repeat=repeat, indices=indices)
+            return ViewBatches(self, names, batch_size, shuffle=shuffle, seed=seed, repeat=repeat, indices=indices, workers=workers)
         if resolve_pipeline(pipeline) == "numpy":
             cast = lambda x, y: ({"images": x["images"].astype("float32"), "teacher": x["teacher"]}, y)  # noqa: E731
             return batches_module.ArrayBatches({"images": self.images, "teacher": {name: self.outputs[name] for name in names}}, self.labels,
-                                               batch_size, shuffle=shuffle, seed=seed, transform=cast, repeat=repeat, indices=indices)
+                                               batch_size, shuffle=shuffle, seed=seed, transform=cast, repeat=repeat, indices=indices,
+                                               workers=workers)
         select = slice(None) if indices is None else np.asarray(indices)
         teacher = {name: np.asarray(self.outputs[name][select]) for name in names}
         images, labels = np.asarray(self.images[select]), np.asarray(self.labels[select])
