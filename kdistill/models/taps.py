@@ -164,7 +164,8 @@ def feature_model(model: keras.Model, layer_names: Sequence[str], role: str = "t
         raise ValueError(f"{LOGITS!r} is reserved for the {role}'s output; tap the layer under another name.")
     outputs = {layer_name: model.get_layer(layer_name).output for layer_name in layer_names}
     outputs[LOGITS] = model.outputs[0]
-    return keras.Model(model.inputs, outputs, name=name or f"{model.name}_{role}_features")
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs  # one input: called with a tensor, not a list
+    return keras.Model(inputs, outputs, name=name or f"{model.name}_{role}_features")
 
 
 def preset(teacher: str | keras.Model, student: str | keras.Model, stages: Sequence[int] | None = _DEFAULT_PRESET_STAGES) -> dict[str, str]:
