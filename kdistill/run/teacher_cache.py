@@ -150,17 +150,23 @@ class ViewBatches(batches_module.ArrayBatches):
         inputs = {"images": cache.images, "teacher": {name: cache.outputs[name] for name in names}}
         super().__init__(inputs, cache.labels, batch_size, **options)
         self.cache = cache
+        self._choice = (None, None)  # the most recent pass and its views: drawn once per pass, not per batch
 
     def view_choice(self, number: int) -> np.ndarray:
         """The stored view of every example in pass `number`."""
-        return np.random.default_rng([self.seed, 7919, number]).integers(self.cache.views, size=len(self.labels))
+        if self._choice[0] != number:
+            self._choice = (number, np.random.default_rng([self.seed, 7919, number]).integers(self.cache.views, size=len(self.labels)))
+        return self._choice[1]
 
     def __getitem__(self, index: int):
         rows, number = self.rows(index)
         choice = self.view_choice(number)[rows]
         images = self.read_rows(self.cache.images, rows).astype("float32")
         params = self.cache.view_params[rows, choice]
-        teacher = {name: self.read_rows(array, rows)[np.arange(len(rows)), choice] for name, array in self.inputs["teacher"].items()}
+        # Read only the chosen view of each row from the (rows, views, ...) memory maps, in ascending row order.
+        order = np.argsort(rows)
+        back = np.argsort(order)
+        teacher = {name: np.asarray(array[rows[order], choice[order]])[back] for name, array in self.inputs["teacher"].items()}
         return {"images": batches_module.apply_views(images, params), "teacher": teacher}, self.labels[rows]
 
 
