@@ -33,6 +33,7 @@ _LAZY = {
     "export": "kdistill.export",
     "losses": "kdistill.losses",
     "models": "kdistill.models",
+    "quantize": "kdistill.quantize",
     "statistics": "kdistill.statistics",
     "preprocessing": "kdistill.models.preprocessing",
     "students": "kdistill.models.students",

@@ -140,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--teacher-cache", help="folder of the teacher's cached outputs (built on first use)")
     distill.add_argument("--cache-views", type=int, help="with --augment crop,flip: views per image stored in the teacher cache and replayed")
     distill.add_argument("--augment", help="comma-separated: flip, crop, randaugment, mixup, cutmix")
+    distill.add_argument("--quantize", choices=["int8"], help="quantization-aware int8: distil into the student's fake-quantized twin "
+                                                           "(start from a trained float student with --student-weights)")
     distill.add_argument("--output-dir", help="run folder (default saved_models/<run-name>)")
     distill.add_argument("--run-name")
 
@@ -180,13 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("model", help="saved student (.keras); a saved distiller exports its student only")
     _data_arguments(export)
     export.add_argument("--output-dir", default=os.path.join("saved_models", "export"), help="where to write (default saved_models/export)")
-    export.add_argument("--formats", default="saved_model,float32,int8",
-                        help="comma-separated: saved_model, onnx, float32, float16, dynamic, int8, int16x8 (default saved_model,float32,int8)")
+    export.add_argument("--formats", default=None,
+                        help="comma-separated: saved_model, onnx, float32, float16, dynamic, int8, int16x8 (default saved_model,float32,int8; "
+                             "saved_model,int8 for a quantization-aware student)")
     export.add_argument("--version", type=int, default=1, help="TF Serving version folder (default 1)")
     export.add_argument("--int8-io", action="store_true", help="int8 model input/output too (default float input/output)")
     export.add_argument("--report-limit", type=int, default=1000, help="test images used by the parity report (default 1000)")
-    export.add_argument("--calibration", choices=["minmax", "percentile"], default="minmax",
-                        help="int8 activation ranges: the converter's min/max (default) or each range cut to its percentiles")
+    export.add_argument("--calibration", choices=["minmax", "percentile", "trained"], default="minmax",
+                        help="int8 activation ranges: the converter's min/max (default), each range cut to its percentiles, or "
+                             "a quantization-aware student's trained ranges (used by itself for such a student)")
     export.add_argument("--percentile", type=float, default=99.99, help="upper percentile kept by --calibration percentile (default 99.99)")
     return parser
 
@@ -276,7 +280,7 @@ def _run(args) -> int:
             "strategy": args.strategy, "precision": args.precision, "teacher_cache": args.teacher_cache, "review": args.review,
             "adapter": args.adapter, "logits_weight": args.logits_weight, "transfer_data": args.transfer_data,
             "check_teacher": args.check_teacher, "tensorboard": args.tensorboard, "skip_unreadable": args.skip_unreadable,
-            "cache_views": args.cache_views, "augment": [name.strip() for name in args.augment.split(",") if name.strip()] if args.augment else None,
+            "cache_views": args.cache_views, "quantize": args.quantize, "augment": [name.strip() for name in args.augment.split(",") if name.strip()] if args.augment else None,
         }
         values.update({key: value for key, value in flags.items() if value is not None})
         config = DistillConfig.from_dict(values)
@@ -351,9 +355,12 @@ def _run(args) -> int:
         from kdistill import export
         from kdistill.export import int8_calibration
 
-        formats = export.check_formats(name.strip() for name in args.formats.split(",") if name.strip())
+        from kdistill import quantize
+
         int8_calibration.check(args.calibration, args.percentile)
         model = saving.load_model(args.model, role="student")
+        default_formats = "saved_model,int8" if quantize.is_quantized(export.student_of(model)) else "saved_model,float32,int8"
+        formats = export.check_formats(name.strip() for name in (args.formats or default_formats).split(",") if name.strip())
         splits = data.load(args.data, data_dir=args.data_dir, skip_unreadable=bool(args.skip_unreadable), image_size=args.image_size, batch_size=args.batch_size,
                            test_limit=args.test_limit, train_limit=args.train_limit, seed=args.seed)
         result = export.export_all(model, args.output_dir, formats=formats, representative=splits.validation if splits.validation is not None else splits.train,

@@ -87,18 +87,19 @@ def test_demo_on_tiny_settings_prints_the_table_and_saves_figures(tmp_path, fake
     for row in ("teacher (ResNet50)", "student alone", "distilled student", "distillation gain", "(one seed)", "multi-seed result"):
         assert row in out
     summary = json.loads((output / "summary.json").read_text())
-    assert [r["name"] for r in summary["results"]] == ["teacher (ResNet50)", "student alone", "distilled student"]
+    assert [r["name"] for r in summary["results"]] == ["teacher (ResNet50)", "student alone", "distilled student", "distilled, int8-aware"]
     assert summary["results"][1]["parameters"] == summary["results"][2]["parameters"]
-    for name in ("curves.png", "comparison.png", "teacher.keras", "student_alone.keras", "student_distilled.keras"):
+    for name in ("curves.png", "comparison.png", "teacher.keras", "student_alone.keras", "student_distilled.keras", "student_int8_qat.keras"):
         assert (output / name).stat().st_size > 0
     assert (output / "curves.png").read_bytes()[:4] == b"\x89PNG"
     # It ends by exporting the distilled student, with the parity report.
     assert "Exported distilled student" in out and "tflite_int8" in out
     assert (output / "export" / "serving" / "1" / "saved_model.pb").exists() and (output / "export" / "student_int8.tflite").exists()
-    assert set(summary["export"]["formats"]) == {"keras", "saved_model", "tflite_int8", "tflite_int16x8"}
+    assert set(summary["export"]["formats"]) == {"keras", "saved_model", "tflite_int8", "tflite_int16x8", "keras_int8_aware", "tflite_int8_aware"}
     assert summary["export"]["formats"]["saved_model"]["agreement"] == 1.0
+    assert "tflite_int8_aware is its int8 file" in out and (output / "export" / "int8_aware" / "student_int8.tflite").exists()
     # A second run with the same schedule reuses the teacher.
-    assert cli.main(args + tiny + ["--set", "export=false"]) == 0
+    assert cli.main(args + tiny + ["--set", "export=false", "--set", "qat_epochs=0"]) == 0
     assert json.loads((output / "summary.json").read_text())["teacher_reused"] is True
     assert cli.main(args + ["--set", "epochs=3"]) == 2
     assert "Unknown demo setting" in capsys.readouterr().err
@@ -216,3 +217,25 @@ def test_cli_prints_only_its_own_lines_once(tmp_path, fake_fashion_mnist):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines and all(line.startswith("kdistill: ") for line in lines), lines  # no absl / oneDNN / INFO:kdistill lines
     assert len(lines) == len(set(lines))
+
+
+def test_distill_quantize_int8_then_export_uses_the_trained_ranges(tmp_path, fake_fashion_mnist, teacher_file, capsys):
+    import kdistill
+
+    float_student = str(tmp_path / "float.keras")
+    kdistill.students.get("resnet8x4", num_classes=10).save(float_student)
+    status = cli.main(["distill", "--data-dir", fake_fashion_mnist, "--teacher", teacher_file, "--student", "resnet8x4", "--student-weights",
+                       float_student, "--quantize", "int8", "--epochs", "1", "--batch-size", "32", "--train-limit", "64",
+                       "--learning-rate", "1e-4", "--output-dir", str(tmp_path / "qat")])
+    assert status == 0
+    summary = json.loads((tmp_path / "qat" / "summary.json").read_text())
+    assert summary["config"]["quantize"] == "int8" and summary["taps"] == {"conv3_block4_out": "stage2_out", "conv4_block6_out": "stage3_out"}
+    output = tmp_path / "export"
+    assert cli.main(["export", str(tmp_path / "qat" / "student.keras"), "--data-dir", fake_fashion_mnist, "--output-dir", str(output)]) == 0
+    report = json.loads((output / "report.json").read_text())
+    assert set(report["formats"]) == {"keras", "saved_model", "tflite_int8"}  # a quantization-aware student exports as int8 only
+    assert report["formats"]["tflite_int8"]["agreement"] >= 0.9
+    capsys.readouterr()
+    assert cli.main(["export", float_student, "--data-dir", fake_fashion_mnist, "--output-dir", str(output), "--formats", "int8",
+                     "--calibration", "trained"]) == 2
+    assert "float model, not a quantization-aware one" in capsys.readouterr().err

@@ -16,11 +16,12 @@ ALLOWED = {
     "tf_train_step": set(),
     "backend": set(),
     "plots": set(),
+    "quantize": set(),
     "evaluation": {"models"},
     "distiller": {"models", "adapters", "losses", "tf_train_step"},
-    "export": {"models", "backend"},
-    "run": {"models", "adapters", "losses", "distiller", "data", "batches", "evaluation", "plots", "export", "statistics", "backend"},
-    "cli": {"models", "adapters", "losses", "distiller", "data", "batches", "evaluation", "plots", "export", "statistics", "run", "backend"},
+    "export": {"models", "backend", "quantize"},
+    "run": {"models", "adapters", "losses", "distiller", "data", "batches", "evaluation", "plots", "export", "statistics", "backend", "quantize"},
+    "cli": {"models", "adapters", "losses", "distiller", "data", "batches", "evaluation", "plots", "export", "statistics", "run", "backend", "quantize"},
 }
 
 

@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 METHODS = {
     "minmax": "the converter's own ranges: min and max of each activation on the representative images",
     "percentile": "each inner activation's range cut to its [100 - p, p] percentiles (p = 99.99 by default)",
+    "trained": "the ranges a quantization-aware model learned (kdistill.quantize); no representative images",
 }
 
 _BINS = 4096
@@ -60,7 +61,7 @@ def check(method: str, percentile: float = 99.99) -> None:
         >>> check("entropy")
         Traceback (most recent call last):
         ...
-        ValueError: Unknown int8 calibration 'entropy'; use one of minmax, percentile.
+        ValueError: Unknown int8 calibration 'entropy'; use one of minmax, percentile, trained.
     """
     if method not in METHODS:
         raise ValueError(f"Unknown int8 calibration {method!r}; use one of {', '.join(METHODS)}.")
@@ -118,6 +119,21 @@ class _Histograms:
         high_bin = int(np.searchsorted(cumulative, (1.0 - tail) * total - 1e-6, side="left"))
         new_low, new_high = edges[low_bin], edges[min(high_bin + 1, _BINS)]
         return min(float(new_low), 0.0), max(float(new_high), 0.0)
+
+
+def convert_trained(converter: tf.lite.TFLiteConverter, int8_io: bool = False) -> bytes:
+    """Converts a quantization-aware model to full-integer int8 with the ranges it trained (its FakeQuant ops).
+
+    No representative dataset: every tensor's scale and zero point come from the
+    model. (The converter refuses `TFLITE_BUILTINS_INT8` without a representative
+    dataset, so integer-only is not enforced here: `kdistill.quantize` puts a
+    range on every tensor, and its tests check the file has no float tensor.)
+    """
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if int8_io:
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    return converter.convert()
 
 
 def quantize_int8(converter: tf.lite.TFLiteConverter, images: Iterable[np.ndarray], method: str = "minmax",

@@ -47,6 +47,9 @@ def format_report(report: dict, target: float = AGREEMENT_TARGET) -> str:
                      f"{row['max_abs_diff']:.2e} | {row['latency_ms']:.2f} |")
         if row["agreement"] < target:
             below.append(f"{name} agrees with Keras on {100 * row['agreement']:.2f}% of the images (< {100 * target:g}%)")
+    if "keras_int8_aware" in report["formats"]:
+        lines += ["", "keras_int8_aware is the quantization-aware twin (kdistill.quantize) in Keras; tflite_int8_aware is its int8 file "
+                  "(trained ranges, no calibration), and its agreement is with keras_int8_aware."]
     if below:
         lines += ["", "Note: " + "; ".join(below) + ". Try int16x8 (integer-only, int16 activations), the other --calibration, "
                   "or a wider student."]

@@ -24,6 +24,7 @@ import numpy as np
 
 from kdistill.backend import LazyTensorFlow, tensorflow_module
 from kdistill.export import atomic, int8_calibration
+from kdistill.quantize import rewrite as quantize_rewrite
 
 tf = LazyTensorFlow("exporting models")
 
@@ -125,9 +126,11 @@ def tflite(model, path: str, quantize: str = "float32", representative: Iterable
         representative_count: how many images calibrate the ranges.
         int8_io: for int8, make the model's input and output int8 too (else float).
         calibration: for int8, how activation ranges are set: "minmax" (the
-            converter's own) or "percentile" (each inner activation's range cut
+            converter's own), "percentile" (each inner activation's range cut
             to its [100 - p, p] percentiles, so that rare outliers do not coarsen
-            every other value). See `kdistill.export.int8_calibration`.
+            every other value) or "trained" (a quantization-aware model's own
+            ranges, see `kdistill.quantize`; chosen by itself for such a model,
+            which needs no representative images). See `kdistill.export.int8_calibration`.
         percentile: p for percentile calibration.
 
     Returns:
@@ -137,10 +140,19 @@ def tflite(model, path: str, quantize: str = "float32", representative: Iterable
     student = student_of(model)
     if quantize not in TFLITE_MODES:
         raise ValueError(f"Unknown quantize={quantize!r}; use one of {', '.join(TFLITE_MODES)}.")
-    if quantize in CALIBRATED_MODES and representative is None:
-        raise ValueError(f"quantize={quantize!r} needs representative=<dataset of real images> to calibrate activation ranges.")
     int8_calibration.check(calibration, percentile)
-    images = _representative_images(representative, representative_count) if quantize in CALIBRATED_MODES else None
+    trained = quantize_rewrite.is_quantized(student)
+    if calibration == "trained":
+        quantize_rewrite.check_quantized(student)
+    if trained and quantize != "int8":
+        raise ValueError(f"{student.name!r} is quantization-aware: it converts to int8 only, with its trained ranges. "
+                         f"Export the float student it was made from as {quantize}.")
+    if trained and calibration != "trained":
+        logger.info("%s is quantization-aware: int8 uses its trained ranges (no calibration on representative images).", student.name)
+        calibration = "trained"
+    if quantize in CALIBRATED_MODES and representative is None and not trained:
+        raise ValueError(f"quantize={quantize!r} needs representative=<dataset of real images> to calibrate activation ranges.")
+    images = _representative_images(representative, representative_count) if quantize in CALIBRATED_MODES and not trained else None
     folder = os.path.dirname(os.path.abspath(path))
     check_writable(folder)
     os.makedirs(folder, exist_ok=True)
@@ -157,7 +169,9 @@ def tflite(model, path: str, quantize: str = "float32", representative: Iterable
             converter.representative_dataset = int8_calibration.representative_dataset(images)
             converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
         try:
-            if quantize == "int8":
+            if trained:
+                flatbuffer = int8_calibration.convert_trained(converter, int8_io=int8_io)
+            elif quantize == "int8":
                 flatbuffer = int8_calibration.quantize_int8(converter, images, method=calibration, percentile=percentile, int8_io=int8_io)
             else:
                 flatbuffer = converter.convert()

@@ -66,6 +66,10 @@ class DistillConfig:
         skip_unreadable: image folders: leave out files that cannot be decoded instead of stopping.
         check_teacher: measure the teacher on validation images before training
             and stop when it is no better than chance (`--no-check-teacher` to go on).
+        quantize: "int8" distils into the student's quantization-aware twin
+            (`kdistill.quantize.quantize_model`): start it from a trained float
+            student with `student_weights`, fine-tune a few epochs at a low
+            learning rate, and export it as int8 with its trained ranges.
     """
 
     data: str = "fashion_mnist"
@@ -106,6 +110,7 @@ class DistillConfig:
     check_teacher: bool = True
     tensorboard: str | None = None
     skip_unreadable: bool = False
+    quantize: str | None = None
 
     @classmethod
     def from_dict(cls, values: dict, check_files: bool = True) -> "DistillConfig":
@@ -153,6 +158,8 @@ class DistillConfig:
 
         if self.adapter not in ADAPTERS:
             raise ValueError(f"adapter must be one of {', '.join(ADAPTERS)}, received {self.adapter!r}.")
+        if self.quantize not in (None, "int8"):
+            raise ValueError(f"quantize must be 'int8' (quantization-aware int8 fine-tuning) or unset, received {self.quantize!r}.")
         if self.transfer_data is not None and self.transfer_data != "rest" and not self.transfer_data.endswith(".npy"):
             raise ValueError(f"transfer_data must be 'rest' or a .npy file of images, received {self.transfer_data!r}.")
         if check_files and self.transfer_data and self.transfer_data.endswith(".npy") and not os.path.exists(self.transfer_data):

@@ -16,7 +16,7 @@ import time
 import keras
 
 from kdistill import data as data_module
-from kdistill import evaluation, export, plots
+from kdistill import evaluation, export, plots, quantize
 from kdistill.distiller import FeatureDistiller
 from kdistill.models import saving, teachers
 from kdistill.models import taps as taps_module
@@ -47,6 +47,8 @@ DEMO_QUICK = {
     "export": True,
     "latency_plot": True,
     "latency_images": 500,
+    "qat_epochs": 1,
+    "qat_learning_rate": 1e-4,
 }
 #: `kdistill demo --full`: all 54,000 training images, longer schedules.
 DEMO_FULL = dict(DEMO_QUICK, train_limit=None, teacher_epochs=10, student_epochs=15)
@@ -71,7 +73,7 @@ def accuracy_latency_rows(models: dict, folder: str, representative, test, limit
         logits = keras.ops.convert_to_numpy(model.predict(images, verbose=0, batch_size=256))
         rows.append({"model": name, "runtime": "Keras", "top1": float((logits.argmax(-1) == labels).mean()),
                      "latency_ms": round(export.keras_latency_ms(model, images[:1]), 3)})
-        for mode in ("float32", "int8"):
+        for mode in ("int8",) if quantize.is_quantized(model) else ("float32", "int8"):  # a quantization-aware model is int8 only
             path = export.tflite(model, os.path.join(folder, f"{name.replace(' ', '_')}_{mode}.tflite"), quantize=mode,
                                  representative=representative, representative_count=200)
             predicted = export.tflite_predict(path, images)
@@ -99,8 +101,11 @@ def demo(output_dir: str = os.path.join("saved_models", "demo"), full: bool = Fa
     twice from the same initial weights (labels alone; labels + teacher
     features and logits), evaluates all three on the test set, and writes
     `summary.json`, `curves.png`, `comparison.png` and the three models into
-    `output_dir`; then exports the distilled student to `output_dir/export/`
-    (SavedModel in TF Serving's layout, int8 and int16x8 TFLite) with a parity report.
+    `output_dir`; fine-tunes the distilled student's quantization-aware int8
+    twin for `qat_epochs` (`kdistill.quantize`; the same teacher and losses);
+    then exports the distilled student to `output_dir/export/` (SavedModel in
+    TF Serving's layout, int8 and int16x8 TFLite) and the twin as int8 with its
+    trained ranges, with a parity report.
 
     Args:
         output_dir: run folder.
@@ -169,6 +174,22 @@ def demo(output_dir: str = os.path.join("saved_models", "demo"), full: bool = Fa
         rows.append(dict(report, name=name))
     timings["evaluation"] = round(time.perf_counter() - stage, 1)
 
+    twin = None
+    if settings["qat_epochs"]:
+        stage = time.perf_counter()
+        logger.info("Quantization-aware fine-tuning of the distilled student (%d epoch(s)): BatchNormalization folded, int8 weights and "
+                    "activations simulated, the same teacher and losses", settings["qat_epochs"])
+        twin = quantize.quantize_model(distiller.student, calibration_images=export.collect_images(splits.train, 512)[0])
+        qat = FeatureDistiller(teacher, twin, taps=distiller.taps, feature_loss=settings["feature_loss"], logits_loss="kl",
+                               temperature=settings["temperature"], alpha=settings["alpha"], tap_weights=settings["tap_weight"])
+        qat.compile(optimizer=training.make_optimizer("adam", settings["qat_learning_rate"]), metrics=["accuracy"])
+        qat.fit(splits.train, validation_data=splits.validation, epochs=settings["qat_epochs"], verbose=verbose, shuffle=False)
+        quantize.snap_biases(twin)  # biases on TFLite's int32 grid, so that the int8 file computes what the twin computes
+        qat_path = os.path.join(output_dir, "student_int8_qat.keras")
+        saving.save_for_inference(twin, qat_path)
+        rows.append(dict(evaluation.evaluate(twin, splits.test, splits.class_names), name="distilled, int8-aware"))
+        timings["quantization_aware"] = round(time.perf_counter() - stage, 1)
+
     exported = None
     if settings["export"] and keras.backend.backend() != "tensorflow":
         logger.info("Skipping the export (SavedModel, TFLite): it needs the TensorFlow backend, this is %s. "
@@ -179,6 +200,12 @@ def demo(output_dir: str = os.path.join("saved_models", "demo"), full: bool = Fa
         logger.info("Exporting the distilled student (SavedModel, int8 and int16x8 TFLite) and checking them against Keras")
         exported = export.export_all(distiller.student, os.path.join(output_dir, "export"), formats=("saved_model", "int8", "int16x8"),
                                      representative=splits.validation if splits.validation is not None else splits.train, test=splits.test)
+        if twin is not None:  # its rows: the twin in Keras, and its int8 file against it (trained ranges, no calibration)
+            aware = export.export_all(twin, os.path.join(output_dir, "export", "int8_aware"), formats=("int8",), test=splits.test)
+            exported["report"]["formats"]["keras_int8_aware"] = aware["report"]["formats"]["keras"]
+            exported["report"]["formats"]["tflite_int8_aware"] = aware["report"]["formats"]["tflite_int8"]
+            exported["report"]["files"]["int8_aware"] = aware["files"]["int8"]
+            training.write_json(os.path.join(output_dir, "export", "report.json"), exported["report"])
         timings["export"] = round(time.perf_counter() - stage, 1)
 
     figures = []
@@ -186,7 +213,8 @@ def demo(output_dir: str = os.path.join("saved_models", "demo"), full: bool = Fa
         stage = time.perf_counter()
         logger.info("Measuring accuracy against single-image latency (Keras, TFLite float32, TFLite int8) for the three models")
         latency = accuracy_latency_rows(
-            {"teacher": teacher, "student alone": student_alone, "distilled student": distiller.student},
+            {"teacher": teacher, "student alone": student_alone, "distilled student": distiller.student,
+             **({"distilled, int8-aware": twin} if twin is not None else {})},
             os.path.join(output_dir, "latency"), splits.validation if splits.validation is not None else splits.train, splits.test,
             limit=settings["latency_images"],
         )

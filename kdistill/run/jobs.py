@@ -23,7 +23,7 @@ import time
 import keras
 
 from kdistill import data as data_module
-from kdistill import evaluation
+from kdistill import evaluation, quantize
 from kdistill.distiller import FeatureDistiller
 from kdistill.models import saving, teachers
 from kdistill.models import taps as taps_module
@@ -186,6 +186,12 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
         # Everything trainable, the optimizer and the metrics are made inside the strategy's scope.
         teacher = precision.cast_model(teacher, config.precision) if config.precision != "float32" else teacher
         student = training.build_student(config.student, splits, config.student_width, config.seed, weights=config.student_weights)
+        if config.quantize:
+            if not config.student_weights:
+                logger.warning("quantize: int8 without student_weights fine-tunes a random student; start from a trained float "
+                               "student (student_weights: <run>/student.keras) for int8 that keeps its accuracy.")
+            # The first training batch sets every activation range; BatchNormalization statistics are frozen and folded.
+            student = quantize.quantize_model(student)
         distiller = FeatureDistiller(teacher, student, taps=_resolve_taps(config, teacher, student), **config.distiller_options())
         steps = -(-(splits.counts["train"] + splits.counts.get("transfer", 0)) // config.batch_size)
         optimizer = training.make_optimizer(config.optimizer, config.learning_rate, config.weight_decay, config.lr_decay_epochs, steps)
@@ -222,6 +228,8 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
     else:
         distiller.fit(train, validation_data=splits.validation, epochs=config.epochs, verbose=verbose, callbacks=run_callbacks, shuffle=False)
         history = _read_history_csv(history_csv)
+    if config.quantize:  # biases on TFLite's int32 grid: the int8 file then computes what the saved student computes
+        quantize.snap_biases(distiller.student)
     student_path = os.path.join(output_dir, "student.keras")
     saving.save_for_inference(distiller.student, student_path)
     summary = {
