@@ -140,8 +140,66 @@ class ArrayBatches(keras.utils.PyDataset):
     def on_epoch_end(self) -> None:
         """Reshuffles for the next pass (finite datasets; endless ones reshuffle by pass number)."""
         if not self.repeat:
-            self._pass += 1
+            self.set_pass(self._pass + 1)
+
+    def set_pass(self, number: int) -> None:
+        """Makes the next pass pass `number` (its order), e.g. epoch k of a resumed run (finite datasets)."""
+        if not self.repeat:
+            self._pass = int(number)
             self._order = self._order_of(self._pass)
+
+
+def shuffled_by_pass(tensors, batch_size: int, seed: int):
+    """A tf.data dataset of batches of `tensors` (sliced on axis 0), in a new order each pass: pass p's order comes from `(seed, p)`.
+
+    tf.data's own `reshuffle_each_iteration` starts again from its first order in a
+    new process, so a resumed run read epoch k in epoch 0's order. Here the pass
+    number is a variable that each pass reads and advances and `set_pass` sets;
+    the order is a full permutation drawn statelessly from `(seed, pass)`.
+    Attach the variable to the finished pipeline as `dataset.kdistill_pass`.
+
+    Returns:
+        `(dataset of batches, pass-number variable)`.
+    """
+    import tensorflow as tf
+
+    count = int(len(keras.tree.flatten(tensors)[0]))
+    number = tf.Variable(0, dtype=tf.int64, trainable=False, name="kdistill_pass")
+    constants = keras.tree.map_structure(tf.constant, tensors)
+
+    def one_pass(_):
+        current = number.assign_add(1) - 1
+        order = tf.argsort(tf.random.stateless_uniform([count], seed=tf.stack([tf.constant(int(seed), tf.int64), current])))
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+    indices = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).flat_map(one_pass)
+    gathered = indices.map(lambda rows: keras.tree.map_structure(lambda t: tf.gather(t, rows), constants),
+                           num_parallel_calls=tf.data.AUTOTUNE)
+    return gathered, number
+
+
+def set_pass(dataset, number: int) -> bool:
+    """Makes the next pass over a kdistill training dataset pass `number`; False when it has no pass counter.
+
+    Works on `ArrayBatches` (and `ViewBatches`) and on tf.data pipelines built
+    with `shuffled_by_pass`: a resumed run calls it at each epoch's start so
+    that epoch k reads its data in epoch k's order.
+
+    Example:
+        >>> import numpy as np
+        >>> batches = ArrayBatches(np.arange(6), np.arange(6), batch_size=6, shuffle=True, seed=1)
+        >>> third = batches.order(2).tolist()
+        >>> set_pass(batches, 2), batches[0][1].tolist() == third
+        (True, True)
+    """
+    if isinstance(dataset, ArrayBatches):
+        dataset.set_pass(number)
+        return True
+    counter = getattr(dataset, "kdistill_pass", None)
+    if counter is None:
+        return False
+    counter.assign(int(number))
+    return True
 
 
 def augmentation(names: Sequence[str], image_size: int, num_classes: int, seed: int = 0):

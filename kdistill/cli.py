@@ -360,7 +360,7 @@ def _run(args) -> int:
         int8_calibration.check(args.calibration, args.percentile)
         model = saving.load_model(args.model, role="student")
         default_formats = "saved_model,int8" if quantize.is_quantized(export.student_of(model)) else "saved_model,float32,int8"
-        formats = export.check_formats(name.strip() for name in (args.formats or default_formats).split(",") if name.strip())
+        formats = export.check_formats(name.strip() for name in (default_formats if args.formats is None else args.formats).split(",") if name.strip())
         splits = data.load(args.data, data_dir=args.data_dir, skip_unreadable=bool(args.skip_unreadable), image_size=args.image_size, batch_size=args.batch_size,
                            test_limit=args.test_limit, train_limit=args.train_limit, seed=args.seed)
         result = export.export_all(model, args.output_dir, formats=formats, representative=splits.validation if splits.validation is not None else splits.train,

@@ -168,10 +168,13 @@ def _to_model_images(images, image_size: int):
     return images
 
 
-def _pipeline(dataset, image_size, batch_size, training, augment, num_classes, seed, count):
-    if training:
-        dataset = dataset.shuffle(min(count, 20_000), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size, drop_remainder=False)
+def _pipeline(arrays, image_size, batch_size, training, augment, num_classes, seed, count):
+    del count
+    counter = None
+    if training:  # pass k in the order drawn from (seed, k), so that a resumed run replays it (batches.set_pass)
+        dataset, counter = batches_module.shuffled_by_pass(arrays, batch_size, seed)
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size, drop_remainder=False)
     dataset = dataset.map(lambda x, y: (_to_model_images(x, image_size), tf.cast(y, tf.int32)), num_parallel_calls=tf.data.AUTOTUNE)
     if training and augment:
         per_image, per_batch = augmentation(augment, image_size, num_classes, seed)
@@ -186,7 +189,10 @@ def _pipeline(dataset, image_size, batch_size, training, augment, num_classes, s
                 return sample["images"], sample["labels"]
 
             dataset = dataset.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.prefetch(tf.data.AUTOTUNE)
+    if counter is not None:
+        dataset.kdistill_pass = counter
+    return dataset
 
 
 def resolve_pipeline(pipeline: str = "auto") -> str:
@@ -268,7 +274,7 @@ def from_arrays(
         train_index = train_index[:train_limit]
     common = dict(image_size=image_size, batch_size=batch_size, num_classes=num_classes, seed=seed)
     if resolve_pipeline(pipeline) == "tf":
-        make = lambda x, y, **options: _pipeline(tf.data.Dataset.from_tensor_slices((x, y)), **options, **common)  # noqa: E731
+        make = lambda x, y, **options: _pipeline((x, y), **options, **common)  # noqa: E731
     else:
         make = lambda x, y, **options: batches_module.image_batches(x, y, **options, **common)  # noqa: E731
     train_x, train_y = x_train[train_index], y_train[train_index]

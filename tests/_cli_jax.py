@@ -22,7 +22,8 @@ tiny = ["--data-dir", data_dir, "--train-limit", "64", "--batch-size", "32"]
 commands = {
     "train-teacher": ["train-teacher", *tiny, "--epochs", "1", "--output", os.path.join(work, "teacher.keras")],
     "demo": ["demo", "--data-dir", data_dir, "--output-dir", os.path.join(work, "demo"), "--quiet", "--set", "train_limit=64", "--set", "teacher_epochs=1",
-             "--set", "student_epochs=1", "--set", "batch_size=32", "--set", "student=resnet8x4", "--set", "latency_plot=false"],
+             "--set", "student_epochs=1", "--set", "batch_size=32", "--set", "student=resnet8x4", "--set", "latency_plot=false",
+             "--set", "qat_epochs=0"],  # quantization-aware training on JAX: tests/_no_tensorflow.py
     "distill": ["distill", *tiny, "--teacher", os.path.join(work, "teacher.keras"), "--student", "resnet8x4", "--epochs", "2",
                 "--output-dir", os.path.join(work, "run"), "--teacher-cache", os.path.join(work, "cache")],
     "evaluate": ["evaluate", os.path.join(work, "run", "student.keras"), "--data-dir", data_dir],

@@ -56,15 +56,12 @@ def test_sigkill_mid_epoch_then_same_command_resumes_from_the_last_epoch(run_inp
     assert resumed["resumed"] is True
     assert not (output / "backup").exists()  # removed once the run finished
 
-    straight = folder / "straight"
-    assert cli.main(_distill_command(folder, teacher_path, straight, epochs=3)) == 0
-    uninterrupted = json.loads((straight / "summary.json").read_text())
-    assert uninterrupted["resumed"] is False
-    assert resumed["epochs_completed"] == uninterrupted["epochs_completed"] == 3
+    # (An uninterrupted third run used to be compared here for epoch count and weight shapes only; the checks below
+    # cover the same without it, and the suite is time-bound.)
+    assert resumed["epochs_completed"] == 3
     assert json.loads((output / "history.json").read_text())["epoch"] == [0, 1, 2]
     final = keras.models.load_model(output / "student.keras")
-    reference = keras.models.load_model(straight / "student.keras")
-    assert [w.shape for w in final.get_weights()] == [w.shape for w in reference.get_weights()]
+    assert all(np.isfinite(w).all() for w in final.get_weights())
     assert (output / "best_student.keras").exists()
 
 
@@ -304,3 +301,44 @@ def test_a_resumed_run_keeps_the_best_so_far_instead_of_starting_the_record_afre
     fresh.on_train_begin()
     fresh.on_epoch_end(0, {"val_accuracy": 0.5})
     assert fresh.best == 0.5 and json.load(open(path + ".json"))["best"] == 0.5
+
+
+class _KilledAt(keras.callbacks.Callback):
+    """Stops the process's training at the start of an epoch, as a kill right after the previous epoch's backup."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_a_resumed_run_matches_an_uninterrupted_one_epoch_by_epoch(run_inputs):
+    """Resuming restored weights and epoch but not the data order: epoch k was read in epoch 0's order (tf.data restarts)."""
+    from kdistill.run import jobs
+    from kdistill.run.config import DistillConfig
+
+    folder, teacher_path = run_inputs
+
+    def config(name):
+        return DistillConfig.from_dict({"data_dir": str(folder / "data"), "teacher": teacher_path, "student": "resnet8x4", "taps": "none",
+                                        "epochs": 3, "batch_size": 32, "train_limit": 600, "test_limit": 64, "seed": 1,
+                                        "check_teacher": False, "output_dir": str(folder / name)})
+
+    keras.utils.set_random_seed(1)
+    straight = jobs.distill(config("straight"), verbose=0)
+    keras.utils.set_random_seed(1)
+    with pytest.raises(KeyboardInterrupt):
+        jobs.distill(config("resumed"), verbose=0, extra_callbacks=[_KilledAt(1)])
+    keras.utils.set_random_seed(1)
+    resumed = jobs.distill(config("resumed"), verbose=0)
+    assert resumed["resumed"] is True and straight["resumed"] is False
+    history = {name: json.loads((folder / name / "history.json").read_text()) for name in ("straight", "resumed")}
+    assert history["resumed"]["epoch"] == history["straight"]["epoch"] == [0, 1, 2]
+    np.testing.assert_allclose(history["resumed"]["loss"], history["straight"]["loss"], rtol=1e-5)
+    np.testing.assert_allclose(history["resumed"]["val_accuracy"], history["straight"]["val_accuracy"], rtol=1e-6)
+    final, reference = (keras.models.load_model(folder / name / "student.keras") for name in ("resumed", "straight"))
+    for a, b in zip(final.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

@@ -99,8 +99,9 @@ def test_cache_subset_and_repeat_keep_images_with_their_outputs(tmp_path):
     seen = np.concatenate([batch_y for _, batch_y in subset])
     assert sorted(seen.tolist()) == sorted(y[:6].tolist())  # only the chosen examples, each once per pass
     forever = cache.dataset(4, shuffle=True, seed=0, layers=["teacher_stage2"], indices=np.arange(6), repeat=True)
-    batches = list(forever.take(5))  # 20 examples > 6: it repeats
-    assert sum(len(batch_y) for _, batch_y in batches) == 20
+    batches = list(forever.take(6))  # three passes of 6 (a batch of 4 and one of 2 each): it repeats, each pass in its own order
+    seen = np.concatenate([batch_y for _, batch_y in batches])
+    assert len(seen) == 18 and sorted(seen.tolist()) == sorted(3 * y[:6].tolist())
     batch, _ = batches[-1]
     recomputed = kdistill.taps.feature_model(teacher, ["teacher_stage2"])(batch["images"], training=False)
     np.testing.assert_allclose(batch["teacher"]["teacher_stage2"], recomputed["teacher_stage2"], rtol=1e-5, atol=1e-5)

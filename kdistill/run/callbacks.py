@@ -17,9 +17,10 @@ import os
 import keras
 import numpy as np
 
+from kdistill import batches
 from kdistill.models import saving
 
-__all__ = ["NonFiniteLossError", "ChanceLevelError", "StaleBackupError", "StopOnNonFiniteLoss", "BestStudentCheckpoint", "KeepBestEpoch",
+__all__ = ["DataPass", "NonFiniteLossError", "ChanceLevelError", "StaleBackupError", "StopOnNonFiniteLoss", "BestStudentCheckpoint", "KeepBestEpoch",
            "SafeBackupAndRestore"]
 
 logger = logging.getLogger(__name__)
@@ -315,3 +316,24 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
             with open(self._config_path + ".partial", "w") as handle:
                 json.dump(self.run_config, handle, indent=2)
             os.replace(self._config_path + ".partial", self._config_path)
+
+
+class DataPass(keras.callbacks.Callback):
+    """Tells the training data which pass each epoch is, so that a resumed run reads epoch k in epoch k's order.
+
+    Keras' `BackupAndRestore` restores the weights and the epoch, not the data
+    order: tf.data and NumPy batches started again from their first order, so
+    a killed-and-resumed run diverged from an uninterrupted one. With this
+    callback (used by `kdistill distill`), each epoch draws its order from
+    `(seed, epoch)`, whichever process runs it (`kdistill.batches.set_pass`).
+
+    Args:
+        dataset: the training data (`ArrayBatches` or a kdistill tf.data pipeline).
+    """
+
+    def __init__(self, dataset):
+        super().__init__()
+        self.dataset = dataset
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        batches.set_pass(self.dataset, epoch)

@@ -212,6 +212,7 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
     run_callbacks = [
         # Backs up weights and optimizer state after every epoch; the same command resumes after a crash.
         callbacks.SafeBackupAndRestore(backup_dir, run_config=_resume_key(config)),
+        callbacks.DataPass(train),  # epoch k reads its data in epoch k's order, also when resumed
         keras.callbacks.CSVLogger(history_csv, append=True),
         callbacks.StopOnNonFiniteLoss(),
     ]

@@ -129,14 +129,19 @@ class TeacherCache:
         select = slice(None) if indices is None else np.asarray(indices)
         teacher = {name: np.asarray(self.outputs[name][select]) for name in names}
         images, labels = np.asarray(self.images[select]), np.asarray(self.labels[select])
-        dataset = tf.data.Dataset.from_tensor_slices(({"images": images, "teacher": teacher}, labels))
-        if shuffle:
-            dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+        counter = None
+        if shuffle:  # pass k in the order drawn from (seed, k): a resumed run replays it (batches.set_pass)
+            dataset, counter = batches_module.shuffled_by_pass(({"images": images, "teacher": teacher}, labels), batch_size, seed)
+        else:
+            dataset = tf.data.Dataset.from_tensor_slices(({"images": images, "teacher": teacher}, labels)).batch(batch_size)
         if repeat:
             dataset = dataset.repeat()
         # Images are stored as uint8 when they are whole pixels: cast per batch, not the whole array up front.
-        dataset = dataset.batch(batch_size).map(lambda x, y: ({"images": tf.cast(x["images"], tf.float32), "teacher": x["teacher"]}, y))
-        return dataset.prefetch(tf.data.AUTOTUNE)
+        dataset = dataset.map(lambda x, y: ({"images": tf.cast(x["images"], tf.float32), "teacher": x["teacher"]}, y))
+        dataset = dataset.prefetch(tf.data.AUTOTUNE)
+        if counter is not None:
+            dataset.kdistill_pass = counter
+        return dataset
 
 
 class ViewBatches(batches_module.ArrayBatches):
