@@ -172,7 +172,9 @@ def shuffled_by_pass(tensors, batch_size: int, seed: int):
         order = tf.argsort(tf.random.stateless_uniform([count], seed=tf.stack([tf.constant(int(seed), tf.int64), current])))
         return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
 
-    indices = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).flat_map(one_pass)
+    # flat_map hides the length: state it, or Keras warns that the input "ran out of data" and shows no total in its progress bar.
+    indices = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).flat_map(one_pass).apply(
+        tf.data.experimental.assert_cardinality(-(-count // int(batch_size))))
     gathered = indices.map(lambda rows: keras.tree.map_structure(lambda t: tf.gather(t, rows), constants),
                            num_parallel_calls=tf.data.AUTOTUNE)
     return gathered, number

@@ -418,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kdistill {args.command}: error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # disk full, permissions, a path under a file: one line naming the path
-        print(f"kdistill {args.command}: error: {error.strerror or error} ({error.filename or 'no path given'})", file=sys.stderr)
+        detail = f"{error.strerror} ({error.filename or 'no path given'})" if error.strerror else str(error)  # ours name the path already
+        print(f"kdistill {args.command}: error: {detail}", file=sys.stderr)
         return 2
 
 

@@ -342,3 +342,31 @@ def test_a_resumed_run_matches_an_uninterrupted_one_epoch_by_epoch(run_inputs):
     final, reference = (keras.models.load_model(folder / name / "student.keras") for name in ("resumed", "straight"))
     for a, b in zip(final.get_weights(), reference.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_a_disk_without_room_is_refused_before_writing_naming_path_and_sizes(tmp_path, monkeypatch, capsys):
+    """A full disk used to end in pages of h5py errno-28 errors, a segfault and a partial backup."""
+    import collections
+    import shutil
+
+    from kdistill.export import atomic
+    from kdistill.run import teacher_cache
+
+    teacher = small_cnn("teacher", widths=(8, 16), seed=1)
+    x, y = np.round(images(16, 4)), labels(16, 4)
+    plain = kdistill.data.from_arrays(x, y, batch_size=8, validation_fraction=0.0).train_plain
+    cache_dir = tmp_path / "cache"
+    teacher_cache.build(teacher, ["teacher_stage2"], plain, str(cache_dir), verbose=0)
+    before = sorted(os.listdir(cache_dir))
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(atomic.InsufficientSpaceError, match=r"teacher cache in .*: it needs .* MB, 0\.0 MB free\. .*--dtype float16"):
+        teacher_cache.build(teacher, ["teacher_stage2"], plain, str(cache_dir), verbose=0, dtype="float16")
+    assert sorted(os.listdir(cache_dir)) == before and not [n for n in os.listdir(tmp_path) if n.startswith(".cache-")]
+    # The per-epoch backup: training stops with the same one line; the CLI prints it with rc 2 (OSError).
+    distiller = kdistill.FeatureDistiller(teacher, small_cnn("student", widths=(4, 8), seed=2), taps={"teacher_stage2": "student_stage2"})
+    distiller.compile(optimizer="adam")
+    backup = callbacks.SafeBackupAndRestore(str(tmp_path / "backup"))
+    with pytest.raises(atomic.InsufficientSpaceError, match="per-epoch backup"):
+        distiller.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[backup])
+    assert not (tmp_path / "backup" / "state.npz").exists()

@@ -73,6 +73,8 @@ def save_for_inference(model: keras.Model, path: str) -> str:
     try:
         keras.Model(model.inputs, outputs, name=model.name).save(partial)
         os.replace(partial, path)
+    except OSError as error:  # e.g. a full disk: h5py/zipfile name no file; name the one that could not be written
+        raise OSError(error.errno, error.strerror or str(error), path) from error
     finally:
         if os.path.exists(partial):
             os.remove(partial)

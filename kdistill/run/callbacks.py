@@ -18,6 +18,7 @@ import keras
 import numpy as np
 
 from kdistill import batches
+from kdistill.export import atomic
 from kdistill.models import saving
 
 __all__ = ["DataPass", "NonFiniteLossError", "ChanceLevelError", "StaleBackupError", "StopOnNonFiniteLoss", "BestStudentCheckpoint", "KeepBestEpoch",
@@ -301,6 +302,10 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
 
     def _save_model(self) -> None:
         os.makedirs(self.backup_dir, exist_ok=True)
+        needed = sum(int(np.prod(v.shape)) * np.dtype(keras.backend.standardize_dtype(v.dtype)).itemsize for v in self._state_variables())
+        kept = ("The previous backup is kept; free some space and rerun the same command to resume from it." if os.path.exists(self._state_path)
+                else "Free some space (or pass another --output-dir) and rerun.")
+        atomic.check_free_space(self.backup_dir, needed, "the per-epoch backup", hint=kept)
         partial_state = self._state_path + ".partial"
         partial_metadata = self._training_metadata_path + ".partial"
         self._write_state(partial_state)

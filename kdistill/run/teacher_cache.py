@@ -248,6 +248,8 @@ def build(teacher: keras.Model, layers: Sequence[str], dataset, folder: str, aug
     if views:
         meta.update(views=int(views), augment=sorted(augment), seed=int(seed))
     parent = os.path.dirname(os.path.abspath(folder))
+    atomic.check_free_space(parent, stored_images.nbytes + labels.nbytes + max(views, 1) * per_view, "the teacher cache",
+                            hint="Free some space, pass another --output, or --dtype float16 (half the size).")
     with atomic.staging_folder(parent, prefix=".cache-") as staging:
         np.save(os.path.join(staging, "images.npy"), stored_images)
         np.save(os.path.join(staging, "labels.npy"), labels)
