@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--teacher", help="saved teacher (.keras)")
     distill.add_argument("--student", help="registered student name")
     distill.add_argument("--student-width", type=float, help="MobileNet width multiplier")
+    distill.add_argument("--student-image-size", type=int, help="the student's own input size (e.g. 128 under a 224 teacher; "
+                                                                  "the distiller resizes each batch, the saved student takes this size)")
     distill.add_argument("--student-weights", help="start the student from imagenet (MobileNets; Keras' cache, offline-safe) or a weights/model file")
     distill.add_argument("--taps", type=_parse_taps, help="preset | none | t_layer:s_layer,t_layer:s_layer")
     distill.add_argument("--feature-loss")
@@ -274,7 +276,8 @@ def _run(args) -> int:
         flags = {
             "data": args.data, "data_dir": args.data_dir, "image_size": args.image_size, "train_limit": args.train_limit,
             "test_limit": args.test_limit, "batch_size": args.batch_size, "seed": args.seed, "teacher": args.teacher,
-            "student": args.student, "student_width": args.student_width, "student_weights": args.student_weights, "taps": args.taps, "feature_loss": args.feature_loss,
+            "student": args.student, "student_width": args.student_width,
+            "student_image_size": args.student_image_size, "student_weights": args.student_weights, "taps": args.taps, "feature_loss": args.feature_loss,
             "logits_loss": args.logits_loss, "temperature": args.temperature, "alpha": args.alpha, "epochs": args.epochs,
             "learning_rate": args.learning_rate, "output_dir": args.output_dir, "run_name": args.run_name,
             "strategy": args.strategy, "precision": args.precision, "teacher_cache": args.teacher_cache, "review": args.review,

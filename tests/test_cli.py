@@ -239,3 +239,24 @@ def test_distill_quantize_int8_then_export_uses_the_trained_ranges(tmp_path, fak
     assert cli.main(["export", float_student, "--data-dir", fake_fashion_mnist, "--output-dir", str(output), "--formats", "int8",
                      "--calibration", "trained"]) == 2
     assert "float model, not a quantization-aware one" in capsys.readouterr().err
+
+
+def test_distill_a_student_at_its_own_input_size(tmp_path, fake_fashion_mnist):
+    """One 48x48 pipeline feeds a 48x48 teacher and a 32x32 student (as 224 -> 128 with real models); the saved student takes 32x32."""
+    import keras
+
+    from conftest import small_cnn
+
+    teacher = str(tmp_path / "teacher48.keras")
+    small_cnn("teacher", widths=(8, 16), input_shape=(48, 48, 3), seed=1).save(teacher)
+    status = cli.main(["distill", "--data-dir", fake_fashion_mnist, "--image-size", "48", "--teacher", teacher, "--student", "resnet8x4",
+                       "--student-image-size", "32", "--taps", "teacher_stage2:stage2_out", "--epochs", "1", "--batch-size", "32",
+                       "--train-limit", "64", "--no-check-teacher", "--output-dir", str(tmp_path / "run")])
+    assert status == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["config"]["student_image_size"] == 32 and summary["test"]["examples"] == 48
+    assert keras.models.load_model(tmp_path / "run" / "student.keras").input_shape == (None, 32, 32, 3)
+    row = summary["projections"][0]
+    assert row["teacher_shape"] != row["student_shape"]  # maps of different sizes, aligned by the projection
+    assert cli.main(["distill", "--data-dir", fake_fashion_mnist, "--teacher", teacher, "--student-image-size", "0",
+                     "--output-dir", str(tmp_path / "bad")]) == 2

@@ -31,7 +31,10 @@ class DistillConfig:
     Attributes:
         data: `fashion_mnist`, `tfds:<name>` or an image-folder path.
         data_dir: where the data lives (offline files, a prepared TFDS folder, a test folder).
-        image_size: square input size.
+        image_size: square input size of the data (and of the teacher).
+        student_image_size: the student's own square input size when it differs
+            (e.g. 128 under a 224 teacher): the distiller resizes each batch for
+            the student, and the saved student takes this size. None: image_size.
         train_limit: use only this many training images (None: all).
         test_limit: use only this many test images (None: all).
         augment: names from `kdistill.data.AUGMENTATIONS`.
@@ -75,6 +78,7 @@ class DistillConfig:
     data: str = "fashion_mnist"
     data_dir: str | None = None
     image_size: int = 32
+    student_image_size: int | None = None
     train_limit: int | None = None
     test_limit: int | None = None
     augment: list = dataclasses.field(default_factory=list)
@@ -171,8 +175,8 @@ class DistillConfig:
             raise ValueError(f"cache_views must be 0 (no views) or a positive number of views per image, received {self.cache_views}.")
         if self.cache_views and not self.teacher_cache:
             raise ValueError("cache_views stores views in a teacher cache: set teacher_cache (--teacher-cache DIR) too.")
-        for key in ("epochs", "batch_size", "image_size"):
-            if getattr(self, key) < 1:
+        for key in ("epochs", "batch_size", "image_size", "student_image_size"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ValueError(f"{key} must be at least 1, received {getattr(self, key)}.")
         from kdistill.run.distribute import STRATEGIES
         from kdistill.run.precision import POLICIES

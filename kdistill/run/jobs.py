@@ -185,7 +185,8 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
     with strategy.scope(), precision.policy_scope(config.precision):
         # Everything trainable, the optimizer and the metrics are made inside the strategy's scope.
         teacher = precision.cast_model(teacher, config.precision) if config.precision != "float32" else teacher
-        student = training.build_student(config.student, splits, config.student_width, config.seed, weights=config.student_weights)
+        student = training.build_student(config.student, splits, config.student_width, config.seed, weights=config.student_weights,
+                                         image_size=config.student_image_size)
         if config.quantize:
             if not config.student_weights:
                 logger.warning("quantize: int8 without student_weights fine-tunes a random student; start from a trained float "
@@ -243,7 +244,11 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
         "replicas": int(strategy.num_replicas_in_sync),
     }
     if splits.test is not None and chief:  # the other workers' scores would be the chief's again
-        summary["test"] = evaluation.evaluate(distiller.student, splits.test, splits.class_names)
+        evaluated = distiller.student
+        if tuple(evaluated.input_shape[1:3]) != tuple(splits.image_shape[:2]):  # a student at its own size reads resized test images
+            images = keras.Input(splits.image_shape)
+            evaluated = keras.Model(images, distiller.student(distiller.student_inputs(images)), name=distiller.student.name)
+        summary["test"] = evaluation.evaluate(evaluated, splits.test, splits.class_names)
     summary["wall_seconds"] = round(time.perf_counter() - start, 1)
     training.write_json(os.path.join(output_dir, "history.json"), history)
     training.write_json(os.path.join(output_dir, "summary.json"), summary)

@@ -157,11 +157,16 @@ def _batch_size(dataset) -> int:
     return int(size)
 
 
-def build_student(name: str, splits: data_module.Splits, width: float | None, seed: int, weights: str | None = None) -> keras.Model:
-    """A registered student for `splits`, seeded; `weights` as in `kdistill.students.get` (None, "imagenet" or a path)."""
+def build_student(name: str, splits: data_module.Splits, width: float | None, seed: int, weights: str | None = None,
+                  image_size: int | None = None) -> keras.Model:
+    """A registered student for `splits`, seeded; `weights` as in `kdistill.students.get` (None, "imagenet" or a path).
+
+    `image_size` builds it at its own square input size (default: the data's).
+    """
     keras.utils.set_random_seed(seed)
     kwargs = {"width": width} if width is not None and name.startswith("mobilenet") else {}
-    return students.get(name, num_classes=splits.num_classes, input_shape=splits.image_shape, weights=weights, **kwargs)
+    shape = splits.image_shape if image_size is None else (int(image_size), int(image_size), splits.image_shape[-1])
+    return students.get(name, num_classes=splits.num_classes, input_shape=shape, weights=weights, **kwargs)
 
 
 def train_student(splits: data_module.Splits, student: keras.Model, epochs: int, learning_rate: float = 1e-3, optimizer: str = "adam", verbose: int = 1, callbacks=None) -> dict:
