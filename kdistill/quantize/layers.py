@@ -135,7 +135,7 @@ class FoldedConv(keras.layers.Layer):
     Example:
         >>> import numpy as np
         >>> unit = FoldedConv(filters=4, kernel_size=(3, 3), activation="relu6")
-        >>> unit(np.ones((1, 8, 8, 3), "float32")).shape
+        >>> tuple(unit(np.ones((1, 8, 8, 3), "float32")).shape)
         (1, 8, 8, 4)
     """
 
@@ -208,7 +208,7 @@ class QuantizedDense(keras.layers.Layer):
 
     Example:
         >>> import numpy as np
-        >>> QuantizedDense(3)(np.ones((2, 5), "float32")).shape
+        >>> tuple(QuantizedDense(3)(np.ones((2, 5), "float32")).shape)
         (2, 3)
     """
 
@@ -298,7 +298,7 @@ class QuantizedOutput(keras.layers.Layer):
     Example:
         >>> import numpy as np
         >>> add = QuantizedOutput(keras.layers.Add())
-        >>> add([np.ones((1, 2), "float32"), np.ones((1, 2), "float32")]).shape
+        >>> tuple(add([np.ones((1, 2), "float32"), np.ones((1, 2), "float32")]).shape)
         (1, 2)
     """
 
