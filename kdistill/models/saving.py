@@ -58,6 +58,15 @@ def load_model(path: str, role: str) -> keras.Model:
         ) from error
 
 
+def partial_prefix(path: str) -> str:
+    """How the unfinished copies of `path` start (then the writer's process id): `.student.keras.partial-<pid>-....keras`.
+
+    A killed save leaves one behind; `kdistill.export.atomic.remove_stale_staging(folder, partial_prefix(path))`
+    removes those whose process is gone (the distill job does, for its run folder).
+    """
+    return f".{os.path.basename(path)}.partial-"
+
+
 def save_for_inference(model: keras.Model, path: str) -> str:
     """Saves `model` without optimizer state (an uncompiled functional copy sharing its weights), whole or not at all.
 
@@ -68,7 +77,7 @@ def save_for_inference(model: keras.Model, path: str) -> str:
     outputs = model.outputs[0] if len(model.outputs) == 1 else model.outputs
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    handle, partial = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".partial.keras", dir=folder)
+    handle, partial = tempfile.mkstemp(prefix=f"{partial_prefix(path)}{os.getpid()}-", suffix=".keras", dir=folder)
     os.close(handle)
     try:
         keras.Model(model.inputs, outputs, name=model.name).save(partial)

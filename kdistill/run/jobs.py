@@ -25,6 +25,7 @@ import keras
 from kdistill import data as data_module
 from kdistill import evaluation, quantize
 from kdistill.distiller import FeatureDistiller
+from kdistill.export import atomic
 from kdistill.models import saving, teachers
 from kdistill.models import taps as taps_module
 from kdistill.run import callbacks, distribute, precision, teacher_cache, training
@@ -137,6 +138,14 @@ def check_teacher(teacher: keras.Model, splits: data_module.Splits, margin: floa
 _RESUMABLE_CHANGES = ("epochs", "output_dir", "run_name", "check_teacher", "strategy", "tensorboard")
 
 
+def remove_stale_partials(output_dir: str) -> list[str]:
+    """Removes the unfinished model files a killed run left in its run folder (their writer's process is gone)."""
+    removed = []
+    for name in ("student.keras", "best_student.keras"):
+        removed += atomic.remove_stale_staging(output_dir, saving.partial_prefix(name))
+    return removed
+
+
 def _resume_key(config: DistillConfig) -> dict:
     """The settings a backup must have been made with to be resumed."""
     return {key: value for key, value in config.to_dict().items() if key not in _RESUMABLE_CHANGES}
@@ -182,6 +191,7 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
     if config.check_teacher:
         check_teacher(teacher, splits)
     os.makedirs(output_dir, exist_ok=True)  # after the checks: a refused run leaves no empty folder
+    remove_stale_partials(output_dir)
     with strategy.scope(), precision.policy_scope(config.precision):
         # Everything trainable, the optimizer and the metrics are made inside the strategy's scope.
         teacher = precision.cast_model(teacher, config.precision) if config.precision != "float32" else teacher
