@@ -253,8 +253,9 @@ def _run(args) -> int:
         print(f"multi-seed result ({reference['source']}): {reference['line']}")
         if "latency" in summary:
             print("\naccuracy against single-image latency on this CPU:")
+            width = max(len(row["model"]) for row in summary["latency"])
             for row in summary["latency"]:
-                print(f"  {row['model']:<18} {row['runtime']:<15} top-1 {100 * row['top1']:6.2f}%  {row['latency_ms']:8.3f} ms")
+                print(f"  {row['model']:<{width}} {row['runtime']:<15} top-1 {100 * row['top1']:6.2f}%  {row['latency_ms']:8.3f} ms")
         print(f"figures: {', '.join(summary['figures'])}\nsummary: {os.path.join(args.output_dir, 'summary.json')}")
         return 0
 
@@ -412,6 +413,9 @@ def main(argv: list[str] | None = None) -> int:
     package_logger.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if not args.verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        # TensorFlow's Python warnings (e.g. "5 out of the last 35 calls ... triggered tf.function retracing" when the
+        # demo predicts with several models), printed twice through absl's and the root handlers: --verbose shows them.
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
     try:
         _select_backend(args.backend)
         if not args.verbose:

@@ -211,7 +211,7 @@ def demo(output_dir: str = os.path.join("saved_models", "demo"), full: bool = Fa
     figures = []
     if settings["latency_plot"] and settings["export"]:
         stage = time.perf_counter()
-        logger.info("Measuring accuracy against single-image latency (Keras, TFLite float32, TFLite int8) for the three models")
+        logger.info("Measuring accuracy against single-image latency (Keras, TFLite float32, TFLite int8) for each model")
         latency = accuracy_latency_rows(
             {"teacher": teacher, "student alone": student_alone, "distilled student": distiller.student,
              **({"distilled, int8-aware": twin} if twin is not None else {})},
