@@ -26,6 +26,8 @@ Variants:
     f  kdistill FeatureDistiller, logits KD + 2 feature taps with projections
     g  (f) fed from the teacher cache
     h  (f) fed from a teacher cache of 4 views per image, random crop and flip replayed
+    i  (f) with the teacher and the data at twice the size (e.g. 64x64 -> a 32x32 student, which the
+       distiller resizes each batch for): what distilling across input sizes costs
 Writes <out>/throughput_<backend>_<size>[_<precision>].json and .md.
 """
 
@@ -51,28 +53,32 @@ VARIANTS = {
     "f": "kdistill, KD + 2 feature taps",
     "g": "kdistill, (f) from teacher cache",
     "h": "kdistill, (f) from cache, crop+flip views",
+    "i": "kdistill, (f), teacher + data at 2x size",
 }
 
 
-def _data(args, count):
+def _data(args, count, size=None):
     import numpy as np
 
     rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (count, args.size, args.size, 3)).astype("float32")
+    size = size or args.size
+    x = rng.integers(0, 256, (count, size, size, 3)).astype("float32")
     y = rng.integers(0, 10, (count,)).astype("int32")
     return x, y
 
 
-def _models(args):
+def _models(args, teacher_size=None):
     import kdistill
 
-    teacher = kdistill.teachers.resnet50(num_classes=10, input_shape=(args.size, args.size, 3), weights=None)
+    teacher_size = teacher_size or args.size
+    teacher = kdistill.teachers.resnet50(num_classes=10, input_shape=(teacher_size, teacher_size, 3), weights=None)
     student = kdistill.students.get("mobilenet_v2", num_classes=10, input_shape=(args.size, args.size, 3), width=args.width)
     return teacher, student
 
 
 #: the ratios the speed targets are stated in: (numerator, denominator, target)
-TARGETS = {"e/b": ("e", "b", 1.0), "f/b": ("f", "b", 0.85), "g/a": ("g", "a", 0.90), "h/a": ("h", "a", 0.90)}
+TARGETS = {"e/b": ("e", "b", 1.0), "f/b": ("f", "b", 0.85), "g/a": ("g", "a", 0.90), "h/a": ("h", "a", 0.90),
+           "i/f": ("i", "f", None)}  # (i)/(f): the cost of a teacher and data at twice the student's size (no target)
 
 
 def _serve_windows(run, args) -> dict:
@@ -122,12 +128,13 @@ def run_variant(args) -> dict:
     keras.utils.set_random_seed(0)
     if args.precision != "float32":
         keras.config.set_dtype_policy(args.precision)
-    x, y = _data(args, args.batch * 8)
+    variant = args.variant
+    teacher_size = 2 * args.size if variant == "i" else args.size  # (i): one pipeline at the teacher's size feeds both
+    x, y = _data(args, args.batch * 8, teacher_size)
     dataset = _input(args, x, y)
-    teacher, student = _models(args)
+    teacher, student = _models(args, teacher_size)
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     jit = {"auto": "auto", "on": True, "off": False}[args.jit]
-    variant = args.variant
     if variant == "a":
         student.compile(optimizer="adam", loss=ce, jit_compile=jit)
         return _serve_windows(_fit_runner(student, dataset), args)
@@ -229,7 +236,10 @@ def _table(results: dict, meta: dict) -> str:
                   "| ratio | median | lowest–highest round | target | met |", "|---|---:|---:|---:|---|"]
         for name, row in ratios.items():
             spread = f"{min(row['rounds']):.2f}–{max(row['rounds']):.2f}" if len(row["rounds"]) > 1 else "-"
-            lines.append(f"| ({name}) | {row['median']:.2f}x | {spread} | ≥ {row['target']:.2f}x | {'yes' if row['median'] >= row['target'] else 'no'} |")
+            if row["target"] is None:
+                lines.append(f"| ({name}) | {row['median']:.2f}x | {spread} | - | - |")
+            else:
+                lines.append(f"| ({name}) | {row['median']:.2f}x | {spread} | ≥ {row['target']:.2f}x | {'yes' if row['median'] >= row['target'] else 'no'} |")
     return "\n".join(lines)
 
 
@@ -316,6 +326,7 @@ def main(argv=None) -> int:
     parser.add_argument("--num-taps", type=int, default=2, help="feature taps of (f) and (g): 2 = the middle stages, else the first N")
     parser.add_argument("--variants", default="abcdefgh")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    parser.add_argument("--name", help="file name stem of the results (default throughput_<backend>_<size>[_<precision>])")
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # internal: run one variant in this process
     args = parser.parse_args(argv)
     if args.variant:
@@ -347,7 +358,7 @@ def main(argv=None) -> int:
             "wall_seconds": round(time.perf_counter() - started)}
     os.makedirs(args.out, exist_ok=True)
     suffix = "" if args.precision == "float32" else f"_{args.precision}"
-    stem = os.path.join(args.out, f"throughput_{meta['backend']}_{args.size}{suffix}")
+    stem = os.path.join(args.out, args.name or f"throughput_{meta['backend']}_{args.size}{suffix}")
     with open(stem + ".json", "w") as handle:
         json.dump({"meta": meta, "results": results}, handle, indent=2)
     table = _table(results, meta)

@@ -19,17 +19,19 @@ def _run(script, *args, timeout=400):
 
 def test_throughput_script_compares_variants_and_writes_tables(tmp_path):
     out = _run("throughput.py", "--batch", "4", "--width", "0.35", "--steps", "1", "--seconds", "0", "--windows", "2", "--warmup", "1",
-               "--variants", "acg", "--out", str(tmp_path))
-    report = json.loads((tmp_path / "throughput_tensorflow_32.json").read_text())
-    for key in "ag":
+               "--variants", "acgi", "--out", str(tmp_path), "--name", "tp")
+    report = json.loads((tmp_path / "tp.json").read_text())
+    for key in "agi":
         assert len(report["results"][key]["rates"]) == 2 and report["results"][key]["images_per_second"] > 0, report["results"][key]
         assert report["results"][key]["peak_rss_mb"] > 100 and report["results"][key]["device"] == "CPU"
     assert "FeatureDistillation has no projection" in report["results"]["c"]["skipped"]
     # the ratio (g)/(a) is taken round by round; the targets table says whether it is met
     rounds = report["meta"]["ratios"]["g/a"]["rounds"]
     assert rounds == [g / a for g, a in zip(report["results"]["g"]["rates"], report["results"]["a"]["rates"])]
-    table = (tmp_path / "throughput_tensorflow_32.md").read_text()
+    table = (tmp_path / "tp.md").read_text()
     assert "| (g) kdistill, (f) from teacher cache |" in table and "| (g/a) |" in table and "vs (b)" in out
+    # (i): a 64x64 teacher and pipeline feeding the 32x32 student through the distiller's resize
+    assert "| (i) kdistill, (f), teacher + data at 2x size |" in table and set(report["results"]["i"]["taps"])
 
 
 def test_scaling_script_writes_table_and_plot(tmp_path):

@@ -220,6 +220,9 @@ def test_cli_prints_only_its_own_lines_once(tmp_path, fake_fashion_mnist):
 
 
 def test_distill_quantize_int8_then_export_uses_the_trained_ranges(tmp_path, fake_fashion_mnist, teacher_file, capsys):
+    import keras
+    import numpy as np
+
     import kdistill
 
     float_student = str(tmp_path / "float.keras")
@@ -230,6 +233,13 @@ def test_distill_quantize_int8_then_export_uses_the_trained_ranges(tmp_path, fak
     assert status == 0
     summary = json.loads((tmp_path / "qat" / "summary.json").read_text())
     assert summary["config"]["quantize"] == "int8" and summary["taps"] == {"conv3_block4_out": "stage2_out", "conv4_block6_out": "stage3_out"}
+    from kdistill import quantize
+
+    for name in ("student.keras", "best_student.keras"):  # both saved with their biases on TFLite's int32 grid
+        saved = keras.saving.load_model(tmp_path / "qat" / name)
+        before = [keras.ops.convert_to_numpy(w).copy() for w in saved.weights]
+        quantize.snap_biases(saved)
+        assert all(np.allclose(a, keras.ops.convert_to_numpy(b), atol=1e-6) for a, b in zip(before, saved.weights)), name
     output = tmp_path / "export"
     assert cli.main(["export", str(tmp_path / "qat" / "student.keras"), "--data-dir", fake_fashion_mnist, "--output-dir", str(output)]) == 0
     report = json.loads((output / "report.json").read_text())

@@ -89,6 +89,20 @@ def test_layers_it_cannot_quantize_are_all_listed_with_what_to_do():
     assert "supports Conv2D" in message and "post-training calibration" in message
 
 
+def test_a_built_sequential_model_quantizes_and_a_subclassed_one_is_refused():
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3), keras.layers.BatchNormalization(), keras.layers.ReLU(),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
+    twin = quantize.quantize_model(model)
+    assert [type(layer).__name__ for layer in twin.layers[1:]] == ["ActivationQuantizer", "FoldedConv", "QuantizedOutput", "QuantizedDense"]
+
+    class Subclassed(keras.Model):
+        def call(self, inputs):
+            return inputs
+
+    with pytest.raises(ValueError, match="needs a functional Keras model"):
+        quantize.quantize_model(Subclassed())
+
+
 def test_resnet_blocks_quantize_too_with_relu_after_add():
     student = kdistill.students.get("resnet8x4", num_classes=10)
     twin = quantize.quantize_model(student)

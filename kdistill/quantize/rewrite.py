@@ -121,8 +121,8 @@ def _batch_norm_weights(layer) -> dict:
             "moving_mean": weights["moving_mean"], "moving_variance": weights["moving_variance"], "epsilon": layer.epsilon}
 
 
-def _folded_unit(conv, chain: list, momentum: float) -> qlayers.FoldedConv:
-    """A FoldedConv replacing `conv` and the BatchNormalization / ReLU layers in `chain`."""
+def _folded_unit(conv, chain: list, momentum: float) -> tuple[qlayers.FoldedConv, dict]:
+    """A FoldedConv replacing `conv` and the BatchNormalization / ReLU layers in `chain`, and the float values of its weights."""
     config = conv.get_config()
     depthwise = type(conv).__name__ == "DepthwiseConv2D"
     norm = next((layer for layer in chain if type(layer).__name__ == "BatchNormalization"), None)
@@ -163,7 +163,7 @@ def quantize_model(model: keras.Model, momentum: float = 0.99, calibration_image
     """The quantization-aware twin of a trained float functional model (see the module docstring).
 
     Args:
-        model: a functional Keras model (e.g. a distilled MobileNetV2 student).
+        model: a functional Keras model (e.g. a distilled MobileNetV2 student), or a built Sequential one.
         momentum: moving-average momentum of the activation ranges.
         calibration_images: optional array of real images run through the twin
             in training mode to set every range before fine-tuning (else the first
@@ -183,7 +183,9 @@ def quantize_model(model: keras.Model, momentum: float = 0.99, calibration_image
         >>> is_quantized(twin), twin.output_shape
         (True, (None, 10))
     """
-    if not hasattr(model, "_nodes_by_depth") or isinstance(model, keras.Sequential) and not model.built:
+    if isinstance(model, keras.Sequential) and model.built:
+        model = keras.Model(model.inputs, model.outputs, name=model.name)  # the same layers, as a functional graph
+    if not hasattr(model, "_nodes_by_depth"):
         raise ValueError(f"quantize_model needs a functional Keras model (keras.Model(inputs, outputs)); {model.name!r} is "
                          f"{type(model).__name__}. Rebuild it functionally.")
     if is_quantized(model):

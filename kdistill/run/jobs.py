@@ -242,6 +242,11 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
         history = _read_history_csv(history_csv)
     if config.quantize:  # biases on TFLite's int32 grid: the int8 file then computes what the saved student computes
         quantize.snap_biases(distiller.student)
+        best_path = os.path.join(output_dir, "best_student.keras")
+        if chief and os.path.exists(best_path):
+            best = saving.load_model(best_path, role="student")
+            quantize.snap_biases(best)
+            saving.save_for_inference(best, best_path)
     student_path = os.path.join(output_dir, "student.keras")
     saving.save_for_inference(distiller.student, student_path)
     summary = {
