@@ -324,7 +324,7 @@ def test_a_resumed_run_matches_an_uninterrupted_one_epoch_by_epoch(run_inputs):
 
     def config(name):
         return DistillConfig.from_dict({"data_dir": str(folder / "data"), "teacher": teacher_path, "student": "resnet8x4", "taps": "none",
-                                        "epochs": 3, "batch_size": 32, "train_limit": 600, "test_limit": 64, "seed": 1,
+                                        "epochs": 2, "batch_size": 32, "train_limit": 400, "test_limit": 64, "seed": 1,
                                         "check_teacher": False, "output_dir": str(folder / name)})
 
     keras.utils.set_random_seed(1)
@@ -336,7 +336,7 @@ def test_a_resumed_run_matches_an_uninterrupted_one_epoch_by_epoch(run_inputs):
     resumed = jobs.distill(config("resumed"), verbose=0)
     assert resumed["resumed"] is True and straight["resumed"] is False
     history = {name: json.loads((folder / name / "history.json").read_text()) for name in ("straight", "resumed")}
-    assert history["resumed"]["epoch"] == history["straight"]["epoch"] == [0, 1, 2]
+    assert history["resumed"]["epoch"] == history["straight"]["epoch"] == [0, 1]
     np.testing.assert_allclose(history["resumed"]["loss"], history["straight"]["loss"], rtol=1e-5)
     np.testing.assert_allclose(history["resumed"]["val_accuracy"], history["straight"]["val_accuracy"], rtol=1e-6)
     final, reference = (keras.models.load_model(folder / name / "student.keras") for name in ("resumed", "straight"))
