@@ -91,6 +91,14 @@ def _fashion_mnist(args) -> dict:
     return results
 
 
+def _student(args):
+    """The paired protocol's student: `--student` (MobileNetV2 at `--width` by default; tests use a smaller one)."""
+    import kdistill
+
+    width = {"width": args.width} if args.student.startswith("mobilenet") else {}
+    return kdistill.students.get(args.student, num_classes=10, **width)
+
+
 def _paired(args) -> dict:
     """The paired protocol; returns the JSON record (see the module docstring)."""
     import keras
@@ -118,7 +126,7 @@ def _paired(args) -> dict:
     teacher_top1 = evaluation.evaluate(teacher, test, timing_batches=1)["top1"]
     print(f"teacher {args.teacher}: test top-1 {100 * teacher_top1:.2f}%", flush=True)
 
-    probe = kdistill.students.get("mobilenet_v2", num_classes=10, width=args.width)
+    probe = _student(args)
     layers = sorted(kdistill.taps.preset(teacher, probe)) if any(METHODS[m.removesuffix("_transfer")]["taps"] is None for m in args.methods) else []
     plain = kdistill.data.from_arrays(x_train[pool], pool_labels, batch_size=256, validation_fraction=0.0, class_names=classes).train_plain
     cache_dir = os.path.join(args.work_dir, f"cache_{len(pool)}")
@@ -138,11 +146,11 @@ def _paired(args) -> dict:
     results = {method: {"top1": [], "seconds": []} for method in args.methods}
     for seed in range(args.seeds):
         keras.utils.set_random_seed(seed)
-        initial = kdistill.students.get("mobilenet_v2", num_classes=10, width=args.width).get_weights()
+        initial = _student(args).get_weights()
         for method in args.methods:
             options = dict(METHODS[method.removesuffix("_transfer")])
             keras.utils.set_random_seed(seed)
-            student = kdistill.students.get("mobilenet_v2", num_classes=10, width=args.width)
+            student = _student(args)
             student.set_weights(initial)
             if options["taps"] is None:
                 options["taps"] = {t: s for t, s in kdistill.taps.preset(teacher, student).items() if t in layers}
@@ -254,6 +262,7 @@ def main(argv=None) -> int:
     parser.add_argument("--train-limit", type=int, default=10_000)
     parser.add_argument("--test-limit", type=int, default=None)
     parser.add_argument("--width", type=float, default=0.35)
+    parser.add_argument("--student", default="mobilenet_v2", help="registered student of the paired protocol (default mobilenet_v2)")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--teacher", default=os.path.join("saved_models", "demo", "teacher.keras"))
@@ -306,7 +315,7 @@ def _run_paired(args, started: float, argv) -> int:
     record = _paired(args)
     meta = {"dataset": "fashion_mnist", "seeds": args.seeds, "epochs": args.epochs, "batch_size": args.batch_size,
             "steps": args.epochs * -(-record["labelled"] // args.batch_size), "test_images": args.test_limit or 10_000,
-            "student": f"MobileNetV2 width {args.width}", "temperature": args.temperature, "teacher": args.teacher,
+            "student": f"MobileNetV2 width {args.width}" if args.student == "mobilenet_v2" else args.student, "temperature": args.temperature, "teacher": args.teacher,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
             "command": "python benchmarks/accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "wall_seconds": round(time.perf_counter() - started)}

@@ -72,7 +72,7 @@ def test_paired_protocol_reports_intervals_gap_and_a_plot(tmp_path):
     teacher = str(tmp_path / "teacher.keras")
     resnet50_shaped_teacher().save(teacher)
     out = _run("accuracy.py", "--paired", "--seeds", "2", "--epochs", "1", "--train-limit", "64", "--transfer-limit", "32",
-               "--methods", "alone,fitnets_transfer", "--data-dir", str(tmp_path / "data"), "--teacher", teacher,
+               "--methods", "alone,fitnets_transfer", "--student", "resnet8x4", "--data-dir", str(tmp_path / "data"), "--teacher", teacher,
                "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path), timeout=900)
     record = json.loads((tmp_path / "evidence_fashion_mnist.json").read_text())
     assert record["labelled"] == 64 and record["transfer"] == 32

@@ -23,7 +23,7 @@ def test_quantization_aware_distillation_end_to_end_on_real_images(tmp_path):
     keras.utils.set_random_seed(0)
     student = kdistill.students.get("mobilenet_v2", num_classes=10, width=0.35)
     student.compile(optimizer=keras.optimizers.Adam(3e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    student.fit(splits.train, epochs=3, verbose=0)
+    student.fit(splits.train, epochs=2, verbose=0)
 
     # The twin: BatchNormalization folded, one unit per convolution, named after the last layer it absorbed.
     twin = quantize.quantize_model(student, calibration_images=_images(splits.train, 256))
