@@ -14,10 +14,15 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
+import os
+import sys
 from types import ModuleType
+from typing import Iterator
 
-__all__ = ["tensorflow_module", "LazyTensorFlow", "INSTALL_HINT"]
+__all__ = ["tensorflow_module", "LazyTensorFlow", "INSTALL_HINT", "native_stderr_silenced", "quiet_native_code"]
 
 INSTALL_HINT = ('install TensorFlow beside Keras: pip install "tensorflow-cpu==2.21.0" (or "tensorflow==2.21.0" with a GPU). '
                 "Without it, train from NumPy arrays (kdistill.data.load_fashion_mnist) with any Keras backend.")
@@ -44,3 +49,28 @@ class LazyTensorFlow:
 
     def __getattr__(self, name: str):
         return getattr(tensorflow_module(self._purpose), name)
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Sends what native code writes to file descriptor 2 to /dev/null (Python's own stderr objects keep working after)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@contextlib.contextmanager
+def quiet_native_code() -> Iterator[None]:
+    """Silences native stderr (TFLite's "fully_quantize: 0, ..." and "Created TensorFlow Lite XNNPACK delegate" lines) unless
+    kdistill's logger shows DEBUG (`kdistill --verbose`). Errors still surface as Python exceptions with their messages."""
+    if logging.getLogger("kdistill").isEnabledFor(logging.DEBUG):
+        yield
+        return
+    with native_stderr_silenced():
+        yield

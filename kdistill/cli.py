@@ -13,11 +13,12 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
 import sys
+
+from kdistill import backend as backend_module
 
 __all__ = ["main", "build_parser", "BACKENDS"]
 
@@ -376,26 +377,12 @@ def _run(args) -> int:
     raise AssertionError(args.command)
 
 
-@contextlib.contextmanager
-def _native_stderr_silenced():
-    """Sends what native code writes to file descriptor 2 to /dev/null (Python's own stderr objects keep working after)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def _import_tensorflow_quietly() -> None:
     """Imports TensorFlow (when it is the backend) without the C++ lines it prints at import (absl, oneDNN); --verbose keeps them."""
     if "tensorflow" in sys.modules or os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
         return
     try:
-        with _native_stderr_silenced():
+        with backend_module.native_stderr_silenced():
             import tensorflow  # noqa: F401
     except ImportError:
         pass  # whatever needs it says so, with the install line

@@ -211,12 +211,15 @@ def test_cli_prints_only_its_own_lines_once(tmp_path, fake_fashion_mnist):
     inputs = keras.Input((32, 32, 3))
     keras.Model(inputs, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(inputs))).save(tmp_path / "small.keras")
     environment = {key: value for key, value in os.environ.items() if key not in ("TF_CPP_MIN_LOG_LEVEL", "KERAS_BACKEND")}
-    result = subprocess.run([os.path.join(os.path.dirname(sys.executable), "kdistill"), "evaluate", str(tmp_path / "small.keras"),
-                             "--data-dir", fake_fashion_mnist], capture_output=True, text=True, timeout=300, env=environment)
-    assert result.returncode == 0, result.stderr[-2000:]
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines and all(line.startswith("kdistill: ") for line in lines), lines  # no absl / oneDNN / INFO:kdistill lines
-    assert len(lines) == len(set(lines))
+    # export too: TFLite's converter ("fully_quantize: 0, ...") and LiteRT ("INFO: Created TensorFlow Lite XNNPACK delegate") print to fd 2
+    for command in (["evaluate", str(tmp_path / "small.keras")],
+                    ["export", str(tmp_path / "small.keras"), "--formats", "int8", "--output-dir", str(tmp_path / "export"), "--report-limit", "16"]):
+        result = subprocess.run([os.path.join(os.path.dirname(sys.executable), "kdistill"), *command, "--data-dir", fake_fashion_mnist],
+                                capture_output=True, text=True, timeout=300, env=environment)
+        assert result.returncode == 0, result.stderr[-2000:]
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert lines and all(line.startswith("kdistill: ") for line in lines), lines  # no absl / oneDNN / INFO:kdistill / TFLite lines
+        assert len(lines) == len(set(lines))
 
 
 def test_distill_quantize_int8_then_export_uses_the_trained_ranges(tmp_path, fake_fashion_mnist, teacher_file, capsys):

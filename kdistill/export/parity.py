@@ -16,7 +16,7 @@ from typing import Iterable
 
 import numpy as np
 
-from kdistill.backend import LazyTensorFlow
+from kdistill.backend import LazyTensorFlow, quiet_native_code
 from kdistill.export.writers import TFLITE_MODES, check_formats, check_writable, onnx, saved_model, student_of, tflite
 
 tf = LazyTensorFlow("the parity report")
@@ -74,8 +74,9 @@ def interpreter_class():
 
 
 def _interpreter(path: str):
-    interpreter = interpreter_class()(model_path=path)
-    interpreter.allocate_tensors()
+    with quiet_native_code():  # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." to fd 2
+        interpreter = interpreter_class()(model_path=path)
+        interpreter.allocate_tensors()
     return interpreter
 
 

@@ -22,7 +22,7 @@ from typing import Iterable
 import keras
 import numpy as np
 
-from kdistill.backend import LazyTensorFlow, tensorflow_module
+from kdistill.backend import LazyTensorFlow, quiet_native_code, tensorflow_module
 from kdistill.export import atomic, int8_calibration
 from kdistill.quantize import rewrite as quantize_rewrite
 
@@ -169,12 +169,13 @@ def tflite(model, path: str, quantize: str = "float32", representative: Iterable
             converter.representative_dataset = int8_calibration.representative_dataset(images)
             converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
         try:
-            if trained:
-                flatbuffer = int8_calibration.convert_trained(converter, int8_io=int8_io)
-            elif quantize == "int8":
-                flatbuffer = int8_calibration.quantize_int8(converter, images, method=calibration, percentile=percentile, int8_io=int8_io)
-            else:
-                flatbuffer = converter.convert()
+            with quiet_native_code():  # the converter prints "fully_quantize: 0, ..." to fd 2
+                if trained:
+                    flatbuffer = int8_calibration.convert_trained(converter, int8_io=int8_io)
+                elif quantize == "int8":
+                    flatbuffer = int8_calibration.quantize_int8(converter, images, method=calibration, percentile=percentile, int8_io=int8_io)
+                else:
+                    flatbuffer = converter.convert()
         except Exception as error:  # noqa: BLE001 - the converter raises ConverterError and others
             raise ValueError(f"TFLite conversion ({quantize}) failed: {error}. Ops without a TFLite kernel cannot be exported as {quantize}.") from error
         staged_file = os.path.join(staging, "model.tflite")
