@@ -19,10 +19,7 @@ import keras
 import numpy as np
 
 from kdistill.quantize import layers as qlayers
-from kdistill.quantize.rewrite import check_quantized
-
-#: layers that produce no new values: the scale of their output is their input's
-_SCALE_KEEPING = ("ZeroPadding2D", "MaxPooling2D", "GlobalMaxPooling2D", "Flatten", "Reshape", "Dropout", "InputLayer")
+from kdistill.quantize.rewrite import PASS_THROUGH, check_quantized
 
 
 def _input_quantizer(layer) -> qlayers.ActivationQuantizer:
@@ -34,21 +31,13 @@ def _input_quantizer(layer) -> qlayers.ActivationQuantizer:
             return producer
         if hasattr(producer, "output_quantizer"):
             return producer.output_quantizer
-        if type(producer).__name__ not in _SCALE_KEEPING or not producer._inbound_nodes:  # noqa: SLF001
+        if type(producer).__name__ not in PASS_THROUGH or not producer._inbound_nodes:  # noqa: SLF001 - they keep their input's scale
             raise ValueError(f"The input of {layer.name!r} comes from {producer.name!r} ({type(producer).__name__}), which has no int8 range.")
         tensor = producer._inbound_nodes[0].input_tensors[0]  # noqa: SLF001
 
 
-def _scale(quantizer: qlayers.ActivationQuantizer) -> float:
-    """The int8 scale of a quantizer's range, as its FakeQuant op (and so the converter) computes it."""
-    low, high = quantizer.range()
-    low, high = min(low, 0.0), max(high, 0.0)
-    return (max(high, low + 1e-6) - low) / 255.0
-
-
 def _weight_scales(kernel: np.ndarray, axis: int | None) -> np.ndarray:
-    reduce = tuple(a for a in range(kernel.ndim) if a != axis) if axis is not None else None
-    return np.maximum(np.abs(kernel).max(axis=reduce), 1e-8) / 127.0
+    return keras.ops.convert_to_numpy(qlayers.weight_range(kernel.astype("float32"), axis)).astype("float64") / 127.0
 
 
 def snap_biases(model: keras.Model) -> int:
@@ -76,7 +65,7 @@ def snap_biases(model: keras.Model) -> int:
     for layer in model.layers:
         if not isinstance(layer, (qlayers.FoldedConv, qlayers.QuantizedDense)):
             continue
-        input_scale = _scale(_input_quantizer(layer))
+        input_scale = _input_quantizer(layer).scale()
         if isinstance(layer, qlayers.FoldedConv):
             kernel, bias = (keras.ops.convert_to_numpy(t).astype("float64") for t in layer.folded())
             step = input_scale * _weight_scales(kernel, axis=2 if layer.depthwise else 3)

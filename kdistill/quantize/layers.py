@@ -39,10 +39,15 @@ def fake_quant_weights(kernel, axis: int | None = None):
         >>> bool(np.allclose(keras.ops.convert_to_numpy(q)[:, 1], [-1.0, 0.1], atol=1.0 / 127))
         True
     """
+    largest = weight_range(kernel, axis)
+    return keras.quantizers.fake_quant_with_min_max_vars(kernel, -largest, largest, num_bits=8, narrow_range=True, axis=axis)
+
+
+def weight_range(kernel, axis: int | None = None):
+    """The symmetric int8 range of a kernel: its largest magnitude per channel along `axis` (or overall); the scale is this / 127."""
     kernel = ops.convert_to_tensor(kernel)
     reduce = [a for a in range(len(kernel.shape)) if a != axis] if axis is not None else None
-    largest = ops.maximum(ops.stop_gradient(ops.max(ops.abs(kernel), axis=reduce)), 1e-8)
-    return keras.quantizers.fake_quant_with_min_max_vars(kernel, -largest, largest, num_bits=8, narrow_range=True, axis=axis)
+    return ops.maximum(ops.stop_gradient(ops.max(ops.abs(kernel), axis=reduce)), 1e-8)
 
 
 def _activate(x, activation: str | None):
@@ -101,9 +106,18 @@ class ActivationQuantizer(keras.layers.Layer):
             self.range_min.assign(keep * self.range_min + (1.0 - keep) * ops.minimum(ops.min(values), 0.0))
             self.range_max.assign(keep * self.range_max + (1.0 - keep) * ops.maximum(ops.max(values), 0.0))
             self.tracked.assign(1.0)
-        low, high = ops.minimum(self.range_min, 0.0), ops.maximum(self.range_max, 0.0)
-        high = ops.maximum(high, low + 1e-6)
+        low, high = self.quantization_range()
         return keras.quantizers.fake_quant_with_min_max_vars(inputs, low, high, num_bits=8)
+
+    def quantization_range(self):
+        """The (min, max) the FakeQuant op gets: the tracked range widened to contain 0 and to be no narrower than 1e-6."""
+        low, high = ops.minimum(self.range_min, 0.0), ops.maximum(self.range_max, 0.0)
+        return low, ops.maximum(high, low + 1e-6)
+
+    def scale(self) -> float:
+        """The int8 scale of that range, as the converter writes it into the TFLite file: (max - min) / 255."""
+        low, high = (float(ops.convert_to_numpy(v)) for v in self.quantization_range())
+        return (high - low) / 255.0
 
     def compute_output_shape(self, input_shape):
         return input_shape
