@@ -233,13 +233,12 @@ def augmentation(names: Sequence[str], image_size: int, num_classes: int, seed: 
 
 
 def image_batches(images: np.ndarray, labels: np.ndarray, image_size: int, batch_size: int, training: bool, augment: Sequence[str], num_classes: int,
-                  seed: int = 0, count: int | None = None) -> ArrayBatches:
+                  seed: int = 0) -> ArrayBatches:
     """Model-ready batches of raw images: float32 RGB of `image_size`, shuffled and augmented when `training`.
 
     The backend-neutral twin of `kdistill.data`'s tf.data pipeline: the same
     conversion and the same Keras augmentation layers (`augmentation`).
     """
-    del count  # tf.data's shuffle buffer size; NumPy batches shuffle all examples
 
     per_image, per_batch = augmentation(augment, image_size, num_classes, seed) if training and augment else (None, [])
 

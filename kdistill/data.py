@@ -168,8 +168,7 @@ def _to_model_images(images, image_size: int):
     return images
 
 
-def _pipeline(arrays, image_size, batch_size, training, augment, num_classes, seed, count):
-    del count
+def _pipeline(arrays, image_size, batch_size, training, augment, num_classes, seed):
     counter = None
     if training:  # pass k in the order drawn from (seed, k), so that a resumed run replays it (batches.set_pass)
         dataset, counter = batches_module.shuffled_by_pass(arrays, batch_size, seed)
@@ -282,10 +281,10 @@ def from_arrays(
     if transfer_images is not None:
         train_x = np.concatenate([train_x, transfer_images])
         train_y = np.concatenate([train_y, np.full(len(transfer_images), UNLABELED, "int32")])
-    train = make(train_x, train_y, training=True, augment=augment, count=len(train_y))
+    train = make(train_x, train_y, training=True, augment=augment)
     validation = None
     if n_validation:
-        validation = make(x_train[validation_index], y_train[validation_index], training=False, augment=(), count=n_validation)
+        validation = make(x_train[validation_index], y_train[validation_index], training=False, augment=())
     test = None
     counts = {"train": len(train_index), "validation": n_validation}
     if transfer_images is not None:
@@ -293,10 +292,10 @@ def from_arrays(
     if x_test is not None:
         if test_limit:
             x_test, y_test = x_test[:test_limit], y_test[:test_limit]
-        test = make(x_test, np.asarray(y_test).astype("int32"), training=False, augment=(), count=len(x_test))
+        test = make(x_test, np.asarray(y_test).astype("int32"), training=False, augment=())
         counts["test"] = len(x_test)
     names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
-    plain = make(train_x, train_y, training=False, augment=(), count=len(train_y))
+    plain = make(train_x, train_y, training=False, augment=())
     return Splits(train, validation, test, num_classes, names, (image_size, image_size, 3), counts, train_plain=plain)
 
 
