@@ -149,6 +149,39 @@ class ArrayBatches(keras.utils.PyDataset):
             self._order = self._order_of(self._pass)
 
 
+def _batches_by_pass(count: int, batch_size: int, seed: int, shuffle: bool = True, views: int = 0):
+    """tf.data batches of example indices (and with `views`, each example's view), drawn per pass from `(seed, pass)`.
+
+    Returns:
+        `(dataset of rows or (rows, views) batches, pass-number variable)`.
+    """
+    import tensorflow as tf
+
+    number = tf.Variable(0, dtype=tf.int64, trainable=False, name="kdistill_pass")
+
+    def one_pass(_):
+        current = number.assign_add(1) - 1
+        order = tf.range(count, dtype=tf.int64)
+        if shuffle:
+            order = tf.argsort(tf.random.stateless_uniform([count], seed=tf.stack([tf.constant(int(seed), tf.int64), current])))
+            order = tf.cast(order, tf.int64)
+        if not views:
+            return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+        # A second stream for the views: the same pass, another key than the order's.
+        key = tf.stack([tf.constant(int(seed), tf.int64) + VIEW_STREAM, current])
+        choice = tf.random.stateless_uniform([count], seed=key, maxval=int(views), dtype=tf.int64)
+        return tf.data.Dataset.from_tensor_slices((order, tf.gather(choice, order))).batch(batch_size)
+
+    # flat_map hides the length: state it, or Keras warns that the input "ran out of data" and shows no total in its progress bar.
+    batches = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).flat_map(one_pass).apply(
+        tf.data.experimental.assert_cardinality(-(-count // int(batch_size))))
+    return batches, number
+
+
+#: added to the seed for the stream that picks each example's view (ViewBatches and views_by_pass)
+VIEW_STREAM = 7919
+
+
 def shuffled_by_pass(tensors, batch_size: int, seed: int):
     """A tf.data dataset of batches of `tensors` (sliced on axis 0), in a new order each pass: pass p's order comes from `(seed, p)`.
 
@@ -163,21 +196,65 @@ def shuffled_by_pass(tensors, batch_size: int, seed: int):
     """
     import tensorflow as tf
 
-    count = int(len(keras.tree.flatten(tensors)[0]))
-    number = tf.Variable(0, dtype=tf.int64, trainable=False, name="kdistill_pass")
     constants = keras.tree.map_structure(tf.constant, tensors)
-
-    def one_pass(_):
-        current = number.assign_add(1) - 1
-        order = tf.argsort(tf.random.stateless_uniform([count], seed=tf.stack([tf.constant(int(seed), tf.int64), current])))
-        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
-
-    # flat_map hides the length: state it, or Keras warns that the input "ran out of data" and shows no total in its progress bar.
-    indices = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).flat_map(one_pass).apply(
-        tf.data.experimental.assert_cardinality(-(-count // int(batch_size))))
+    indices, number = _batches_by_pass(int(len(keras.tree.flatten(tensors)[0])), batch_size, seed)
     gathered = indices.map(lambda rows: keras.tree.map_structure(lambda t: tf.gather(t, rows), constants),
                            num_parallel_calls=tf.data.AUTOTUNE)
     return gathered, number
+
+
+def views_by_pass(images, view_params, teacher, labels, batch_size: int, seed: int, shuffle: bool = True):
+    """The tf.data twin of a teacher cache's `ViewBatches`: per example and pass, one stored view, its crop and flip applied.
+
+    The arrays are held in memory as tensors; each batch is gathered and cropped
+    by TensorFlow ops inside the pipeline (`crop_and_flip`, bit-identical to
+    `apply_views`), so no Python runs per batch. Pass p's order and views come
+    from `(seed, p)` through the pass-number variable, as in `shuffled_by_pass`.
+
+    Args:
+        images: `(count, height, width, channels)` images as stored.
+        view_params: `(count, views, 3)` view parameters (`draw_views`).
+        teacher: a nested structure of `(count, views, ...)` teacher outputs.
+        labels: `(count,)` labels.
+        batch_size, seed, shuffle: as for `ArrayBatches`.
+
+    Returns:
+        `(dataset of ({"images", "teacher"}, labels) batches, pass-number variable)`.
+    """
+    import tensorflow as tf
+
+    images, view_params, labels = tf.constant(images), tf.constant(view_params), tf.constant(labels)
+    teacher = keras.tree.map_structure(tf.constant, teacher)
+    indices, number = _batches_by_pass(int(labels.shape[0]), batch_size, seed, shuffle=shuffle, views=int(view_params.shape[1]))
+
+    def gather(rows, choice):
+        at = tf.stack([rows, choice], axis=1)
+        shown = crop_and_flip(tf.gather(images, rows), tf.gather_nd(view_params, at))
+        return {"images": shown, "teacher": keras.tree.map_structure(lambda t: tf.gather_nd(t, at), teacher)}, tf.gather(labels, rows)
+
+    return indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE), number
+
+
+def crop_and_flip(images, params):
+    """`apply_views` in TensorFlow ops (for tf.data pipelines): the same crops and flips, bit for bit.
+
+    Example:
+        >>> import numpy as np, tensorflow as tf
+        >>> images = np.arange(2 * 8 * 8 * 3).reshape(2, 8, 8, 3) % 256
+        >>> params = draw_views(2, 1, 8, ("crop", "flip"), seed=1)[:, 0]
+        >>> bool(np.array_equal(crop_and_flip(tf.constant(images), tf.constant(params)), apply_views(images, params)))
+        True
+    """
+    import tensorflow as tf
+
+    params = tf.cast(params, tf.int32)
+    height, width = int(images.shape[1]), int(images.shape[2])
+    pad = crop_padding(height)
+    padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    rows = params[:, :1] + tf.range(height)[None]  # (count, height)
+    steps = tf.where(params[:, 2:3] == 1, tf.range(width - 1, -1, -1)[None], tf.range(width)[None])
+    columns = params[:, 1:2] + steps  # (count, width), reversed where flipped
+    return tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), columns, axis=2, batch_dims=1)
 
 
 def set_pass(dataset, number: int) -> bool:

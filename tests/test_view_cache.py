@@ -24,7 +24,7 @@ def _images(count=24, size=8, seed=0):
     return rng.integers(0, 256, (count, size, size, 3)).astype("float32"), rng.integers(0, 10, count).astype("int32")
 
 
-def test_replayed_views_are_the_crops_and_flips_the_teacher_saw_bit_for_bit(tmp_path, caplog):
+def test_replayed_views_are_the_crops_and_flips_the_teacher_saw_bit_for_bit(tmp_path, caplog, monkeypatch):
     x, y = _images()
     teacher = _pixel_teacher()
     with caplog.at_level(logging.INFO, logger="kdistill"):
@@ -34,7 +34,8 @@ def test_replayed_views_are_the_crops_and_flips_the_teacher_saw_bit_for_bit(tmp_
     assert cache.views == 3 and cache.outputs["logits"].shape == (24, 3, 192) and cache.view_params.shape == (24, 3, 3)
     params = np.asarray(cache.view_params)
     assert len(np.unique(params[..., :2].reshape(-1, 2), axis=0)) > 3 and set(params[..., 2].ravel()) == {0, 1}  # real crops and flips
-    data = cache.dataset(8, shuffle=True, seed=1)
+    data = cache.dataset(8, shuffle=True, seed=1, pipeline="numpy")  # memory maps, batch by batch (JAX, PyTorch; large caches)
+    assert isinstance(data, teacher_cache.ViewBatches)
     for epoch in range(2):
         for inputs, labels in data:
             shown = inputs["images"].reshape(len(labels), -1)
@@ -42,6 +43,26 @@ def test_replayed_views_are_the_crops_and_flips_the_teacher_saw_bit_for_bit(tmp_
         data.on_epoch_end()
     first, second = data.view_choice(0), data.view_choice(1)
     assert first.shape == (24,) and not np.array_equal(first, second)  # a new view per image each epoch
+    # tf.data (TensorFlow's "auto"): the same guarantee, the crops made by tf ops inside the pipeline
+    data = cache.dataset(8, shuffle=True, seed=1)
+    assert not isinstance(data, teacher_cache.ViewBatches)
+    passes = []
+    for epoch in range(2):
+        shown = []
+        for inputs, labels in data:
+            assert inputs["images"].dtype == "float32"
+            np.testing.assert_array_equal(np.reshape(inputs["images"], (len(labels), -1)), inputs["teacher"]["logits"])
+            shown.append(np.asarray(inputs["images"]))
+        passes.append(np.concatenate(shown))
+    assert len(passes[0]) == 24 and not np.array_equal(passes[0], passes[1])  # new views (and order) each pass
+    assert batches.set_pass(data, 1)  # a resumed run replays pass 1's order and views
+    np.testing.assert_array_equal(np.concatenate([np.asarray(inputs["images"]) for inputs, _ in data]), passes[1])
+    subset = [labels for inputs, labels in cache.dataset(4, shuffle=False, indices=np.arange(6))]
+    np.testing.assert_array_equal(np.concatenate(subset), y[:6])  # a labelled part only, in order when not shuffled
+    monkeypatch.setattr(teacher_cache, "IN_MEMORY_VIEWS_LIMIT", 100)
+    with caplog.at_level(logging.INFO, logger="kdistill"):
+        assert isinstance(cache.dataset(8), teacher_cache.ViewBatches)  # too big to hold in memory: read from the memory maps
+    assert "read from its memory maps batch by batch" in caplog.text
     # views replay the same crop as the NumPy helpers produce: the identity view returns the image itself
     assert np.array_equal(batches.apply_views(x[:1], np.array([[batches.crop_padding(8)] * 2 + [0]])), x[:1])
 

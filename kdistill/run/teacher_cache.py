@@ -47,6 +47,9 @@ tf = LazyTensorFlow("the teacher cache's tf.data pipeline")
 logger = logging.getLogger(__name__)
 _FORMAT = 1
 
+#: bytes of views (outputs and images) up to which `pipeline="auto"` holds a cache of views in memory for tf.data
+IN_MEMORY_VIEWS_LIMIT = 1024**3
+
 
 class StaleCacheError(ValueError):
     """The cache was made for another teacher, other data or other taps."""
@@ -96,6 +99,23 @@ class TeacherCache:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def _views_from_memory_maps(self, pipeline: str, names: Sequence[str], indices) -> bool:
+        """Whether a cache of views is read from its memory maps (`ViewBatches`) rather than held in memory by tf.data.
+
+        tf.data (the TensorFlow backend's `"auto"`) holds every view's outputs in
+        memory, K times a plain cache; above `IN_MEMORY_VIEWS_LIMIT` bytes
+        `"auto"` reads the memory maps instead, batch by batch.
+        """
+        if resolve_pipeline(pipeline) == "numpy":
+            return True
+        rows = len(self) if indices is None else len(np.asarray(indices).reshape(-1))
+        size = rows * sum(self.outputs[name][0].nbytes for name in names) + rows * self.images[0].nbytes
+        if pipeline == "auto" and size > IN_MEMORY_VIEWS_LIMIT:
+            logger.info("The cache's %d views take %.1f GB: read from its memory maps batch by batch (pipeline='tf' would hold them in "
+                        "memory, faster).", self.views, size / 1e9)
+            return True
+        return False
+
     def dataset(self, batch_size: int = 64, shuffle: bool = True, seed: int = 0, layers: Sequence[str] | None = None,
                 indices: Sequence[int] | None = None, repeat: bool = False, pipeline: str = "auto", workers: int = 2):
         """`({"images": x, "teacher": {name: output}}, labels)` batches that `FeatureDistiller` trains from.
@@ -110,16 +130,18 @@ class TeacherCache:
             indices: read only these examples (e.g. the labelled part of a cache
                 that also holds a transfer set); None reads all.
             repeat: repeat forever (then pass `steps_per_epoch` to `fit`).
-            pipeline: `"tf"` (a tf.data.Dataset), `"numpy"` (`ArrayBatches`, read from
-                the memory maps batch by batch, no copy) or `"auto"` (tf.data on the
-                TensorFlow backend). A cache of views is always read as `ViewBatches`.
+            pipeline: `"tf"` (a tf.data.Dataset holding the arrays in memory),
+                `"numpy"` (`ArrayBatches`, or `ViewBatches` for a cache of views, read
+                from the memory maps batch by batch, no copy) or `"auto"` (tf.data on
+                the TensorFlow backend; for a cache of views, only up to
+                `IN_MEMORY_VIEWS_LIMIT` bytes, memory maps above).
             workers: threads preparing NumPy batches ahead of training (`keras.utils.PyDataset`).
         """
         names = list(layers) + [taps_module.LOGITS] if layers is not None else list(self.outputs)
         missing = sorted(set(names) - set(self.outputs))
         if missing:
             raise StaleCacheError(f"The cache in {self.folder!r} has no outputs for {missing}; it holds {sorted(self.outputs)}. Rebuild it with these taps.")
-        if self.views:
+        if self.views and self._views_from_memory_maps(pipeline, names, indices):
             return ViewBatches(self, names, batch_size, shuffle=shuffle, seed=seed, repeat=repeat, indices=indices, workers=workers)
         if resolve_pipeline(pipeline) == "numpy":
             cast = lambda x, y: ({"images": x["images"].astype("float32"), "teacher": x["teacher"]}, y)  # noqa: E731
@@ -130,7 +152,10 @@ class TeacherCache:
         teacher = {name: np.asarray(self.outputs[name][select]) for name in names}
         images, labels = np.asarray(self.images[select]), np.asarray(self.labels[select])
         counter = None
-        if shuffle:  # pass k in the order drawn from (seed, k): a resumed run replays it (batches.set_pass)
+        if self.views:  # pass k's order and views drawn from (seed, k), crops applied by tf ops in the pipeline
+            params = np.asarray(self.view_params[select])
+            dataset, counter = batches_module.views_by_pass(images, params, teacher, labels, batch_size, seed, shuffle=shuffle)
+        elif shuffle:  # pass k in the order drawn from (seed, k): a resumed run replays it (batches.set_pass)
             dataset, counter = batches_module.shuffled_by_pass(({"images": images, "teacher": teacher}, labels), batch_size, seed)
         else:
             dataset = tf.data.Dataset.from_tensor_slices(({"images": images, "teacher": teacher}, labels)).batch(batch_size)
@@ -160,7 +185,7 @@ class ViewBatches(batches_module.ArrayBatches):
     def view_choice(self, number: int) -> np.ndarray:
         """The stored view of every example in pass `number`."""
         if self._choice[0] != number:
-            self._choice = (number, np.random.default_rng([self.seed, 7919, number]).integers(self.cache.views, size=len(self.labels)))
+            self._choice = (number, np.random.default_rng([self.seed, batches_module.VIEW_STREAM, number]).integers(self.cache.views, size=len(self.labels)))
         return self._choice[1]
 
     def __getitem__(self, index: int):
