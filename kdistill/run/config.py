@@ -50,6 +50,8 @@ class DistillConfig:
             fusion of the student's taps; pair it with `feature_loss: hcl`).
         review: the same as `adapter: review` (configs written for 0.1).
         review_channels: channels of the fused maps under `adapter: review`.
+        fold_batch_norm: run the teacher with BatchNormalization folded into its
+            convolutions (faster, same outputs to float rounding; see `FeatureDistiller`).
         transfer_data: unlabelled training images on which only the distillation
             terms apply: "rest" (the training images beyond `train_limit`) or a
             `.npy` file of images (see `kdistill.data.from_arrays`).
@@ -97,6 +99,7 @@ class DistillConfig:
     adapter: str = "projection"
     review: bool = False
     review_channels: int = 64
+    fold_batch_norm: bool = True
     transfer_data: str | None = None
     epochs: int = 5
     batch_size: int = 64
@@ -149,7 +152,8 @@ class DistillConfig:
         """
         return {"feature_loss": self.feature_loss, "logits_loss": self.logits_loss, "temperature": self.temperature, "alpha": self.alpha,
                 "tap_weights": self.tap_weights, "logits_weight": self.logits_weight, "alignment": self.alignment,
-                "adapter": "review" if self.review else self.adapter, "review_channels": self.review_channels}
+                "adapter": "review" if self.review else self.adapter, "review_channels": self.review_channels,
+                "fold_batch_norm": self.fold_batch_norm}
 
     def _check_values(self, check_files: bool) -> None:
         # alpha and temperature are checked by the distiller's own checks, so config and Python report the same errors.

@@ -39,6 +39,7 @@ from kdistill import batches as batches_module
 from kdistill.backend import LazyTensorFlow
 from kdistill.data import resolve_pipeline
 from kdistill.export import atomic
+from kdistill.models import folding
 from kdistill.models import taps as taps_module
 
 __all__ = ["TeacherCache", "ViewBatches", "StaleCacheError", "build", "load", "check_augmentation", "teacher_fingerprint"]
@@ -254,7 +255,8 @@ def build(teacher: keras.Model, layers: Sequence[str], dataset, folder: str, aug
     if any(a.shape != b.shape or not np.array_equal(a, b) for a, b in zip(first, again)):
         raise ValueError("The dataset is not deterministic (it is shuffled or randomly augmented): two passes gave different first "
                          "batches, so cached outputs could not be matched to images. Pass an unshuffled, unaugmented pipeline.")
-    features = taps_module.feature_model(teacher, list(layers), role="teacher", name="teacher_cache_features")
+    # The distiller's forward (BatchNormalization folded into the convolutions), compiled: predict_on_batch, not eager calls.
+    features = folding.fold_batch_norm(taps_module.feature_model(teacher, list(layers), role="teacher", name="teacher_cache_features"))
     names = list(layers) + [taps_module.LOGITS]
     images, labels = zip(*[(np.asarray(x), np.asarray(y)) for x, y in dataset])
     batch_size = len(images[0])
@@ -287,10 +289,10 @@ def build(teacher: keras.Model, layers: Sequence[str], dataset, folder: str, aug
                 batch = images[start:start + batch_size].astype("float32")
                 if views:
                     batch = batches_module.apply_views(batch, params[start:start + batch_size, view])
-                result = features(batch, training=False)
+                result = features.predict_on_batch(batch)
                 for name in names:
                     target = outputs[name][start:start + batch_size]
-                    (target[:, view] if views else target)[...] = keras.ops.convert_to_numpy(result[name]).astype(dtype)
+                    (target[:, view] if views else target)[...] = np.asarray(result[name]).astype(dtype)
                 progress.add(1)
         for array in outputs.values():
             array.flush()
