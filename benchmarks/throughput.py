@@ -28,6 +28,10 @@ Variants:
     h  (f) fed from a teacher cache of 4 views per image, random crop and flip replayed
     i  (f) with the teacher and the data at twice the size (e.g. 64x64 -> a 32x32 student, which the
        distiller resizes each batch for): what distilling across input sizes costs
+    k  (e) with the teacher's BatchNormalization not folded (fold_batch_norm=False): what folding gives
+    z  (b) again, in a process of its own: the control. Two processes running the same code differ by a few
+       per cent on this CPU for their whole life (memory placement, scheduling), which interleaving cannot
+       cancel; (z)/(b) shows how large that is in the run at hand, so smaller differences are not read as real
 Writes <out>/throughput_<backend>_<size>[_<precision>].json and .md.
 """
 
@@ -54,6 +58,8 @@ VARIANTS = {
     "g": "kdistill, (f) from teacher cache",
     "h": "kdistill, (f) from cache, crop+flip views",
     "i": "kdistill, (f), teacher + data at 2x size",
+    "k": "kdistill, (e), teacher BatchNorm not folded",
+    "z": "control: (b) in a second process",
 }
 
 
@@ -78,7 +84,9 @@ def _models(args, teacher_size=None):
 
 #: the ratios the speed targets are stated in: (numerator, denominator, target)
 TARGETS = {"e/b": ("e", "b", 1.0), "f/b": ("f", "b", 0.85), "g/a": ("g", "a", 0.90), "h/a": ("h", "a", 0.90),
-           "i/f": ("i", "f", None)}  # (i)/(f): the cost of a teacher and data at twice the student's size (no target)
+           "i/f": ("i", "f", None),  # (i)/(f): the cost of a teacher and data at twice the student's size (no target)
+           "e/k": ("e", "k", None),  # (e)/(k): what folding the teacher's BatchNormalization gives (no target)
+           "z/b": ("z", "b", None)}  # the same code in two processes: the noise floor of every other ratio
 
 
 def _serve_windows(run, args) -> dict:
@@ -138,7 +146,7 @@ def run_variant(args) -> dict:
     if variant == "a":
         student.compile(optimizer="adam", loss=ce, jit_compile=jit)
         return _serve_windows(_fit_runner(student, dataset), args)
-    if variant in ("b", "c"):
+    if variant in ("b", "c", "z"):
         losses = [keras.distillation.LogitsDistillation(temperature=4.0)]
         if variant == "c":
             teacher_layer, student_layer = "conv5_block3_out", "out_relu"
@@ -176,8 +184,9 @@ def run_variant(args) -> dict:
             float(loss)
 
         return _serve_windows(run, args)
-    taps = {} if variant == "e" else kdistill.taps.preset(teacher, student, stages=range(args.num_taps) if args.num_taps != 2 else (1, 2))
-    distiller = kdistill.FeatureDistiller(teacher, student, taps=taps, feature_loss="mse", logits_loss="kl", temperature=4.0, alpha=0.5)
+    taps = {} if variant in "ek" else kdistill.taps.preset(teacher, student, stages=range(args.num_taps) if args.num_taps != 2 else (1, 2))
+    distiller = kdistill.FeatureDistiller(teacher, student, taps=taps, feature_loss="mse", logits_loss="kl", temperature=4.0, alpha=0.5,
+                                          **({"fold_batch_norm": False} if variant == "k" else {}))
     distiller.compile(optimizer="adam", metrics=None, jit_compile=jit)
     if variant in ("g", "h"):
         from kdistill.batches import ArrayBatches
@@ -324,7 +333,7 @@ def main(argv=None) -> int:
     parser.add_argument("--jit", choices=["auto", "on", "off"], default="auto", help="jit_compile for every variant")
     parser.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"], default="float32")
     parser.add_argument("--num-taps", type=int, default=2, help="feature taps of (f) and (g): 2 = the middle stages, else the first N")
-    parser.add_argument("--variants", default="abcdefgh")
+    parser.add_argument("--variants", default="abcdefghz")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     parser.add_argument("--name", help="file name stem of the results (default throughput_<backend>_<size>[_<precision>])")
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # internal: run one variant in this process

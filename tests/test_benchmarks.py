@@ -34,6 +34,13 @@ def test_throughput_script_compares_variants_and_writes_tables(tmp_path):
     assert "| (i) kdistill, (f), teacher + data at 2x size |" in table and set(report["results"]["i"]["taps"])
 
 
+def test_folding_script_times_plain_and_folded_teacher(tmp_path):
+    out = _run("folding.py", "--settings", "16:2", "--windows", "2", "--seconds", "0", "--out", str(tmp_path))
+    row = json.loads((tmp_path / "folding_tensorflow.json").read_text())["results"][0]
+    assert (row["size"], row["batch"]) == (16, 2) and len(row["rates"]["plain"]) == len(row["rates"]["folded"]) == 2
+    assert row["ratios"] == [f / p for f, p in zip(row["rates"]["folded"], row["rates"]["plain"])] and "| 16x16 | 2 |" in out
+
+
 def test_scaling_script_writes_table_and_plot(tmp_path):
     _run("scaling.py", "--axes", "taps", "--taps", "1", "--steps", "1", "--seconds", "0", "--windows", "1", "--out", str(tmp_path))
     grid = json.loads((tmp_path / "scaling_tensorflow.json").read_text())["grid"]

@@ -42,6 +42,11 @@ def test_folding_keeps_outputs_shares_weights_and_follows_later_weight_changes()
     assert [type(folded.get_layer(n)).__name__ for n in ("conv_a", "bn_a", "dw_b", "bn_b", "bn_c")] == [
         "BatchNormFoldedConv", "FoldedAway", "BatchNormFoldedConv", "FoldedAway", "BatchNormalization"]
     assert folded.get_layer("dense_e") is teacher.get_layer("dense_e")  # shared, not copied
+    # Folding pays only where the batch's output positions outnumber the kernel's inputs per output channel (3x3x3 = 27 here):
+    layer = folded.get_layer("conv_a")
+    assert layer.pays((4, 16, 16, 3)) and not layer.pays((1, 2, 2, 3)) and layer.pays((None, 8, 8, 3))  # None: 32 images assumed
+    small = np.random.default_rng(2).normal(size=(1, 2, 2, 3)).astype("float32")
+    np.testing.assert_allclose(layer(small), teacher.get_layer("bn_a")(teacher.get_layer("conv_a")(small), training=False), rtol=1e-5, atol=1e-5)
     # No copy of the weights: a change to the teacher is seen at once.
     teacher.get_layer("bn_b").moving_variance.assign(np.full((16,), 4.0, "float32"))
     teacher.get_layer("conv_a").kernel.assign(teacher.get_layer("conv_a").kernel * 2.0)
