@@ -27,6 +27,14 @@ LEARNING_RATE = 1e-3
 AUGMENT = ("crop", "flip")
 
 
+def _student(args):
+    """The student: `--student` (MobileNetV2 at `--width` by default)."""
+    import kdistill
+
+    width = {"width": args.width} if args.student.startswith("mobilenet") else {}
+    return kdistill.students.get(args.student, num_classes=10, **width)
+
+
 def run(args) -> dict:
     import keras
     import numpy as np
@@ -54,10 +62,10 @@ def run(args) -> dict:
     results = {name: {"top1": [], "seconds": []} for name in args.methods}
     for seed in range(args.seeds):
         keras.utils.set_random_seed(seed)
-        initial = kdistill.students.get("mobilenet_v2", num_classes=10, width=args.width).get_weights()
+        initial = _student(args).get_weights()
         for name in args.methods:
             keras.utils.set_random_seed(seed)
-            student = kdistill.students.get("mobilenet_v2", num_classes=10, width=args.width)
+            student = _student(args)
             student.set_weights(initial)
             schedule = keras.optimizers.schedules.CosineDecay(LEARNING_RATE, decay_steps=steps * args.epochs)
             seeded = kdistill.data.from_arrays(x_train, y_train, x_test, y_test, augment=AUGMENT, seed=0, **common)
@@ -84,7 +92,7 @@ def report(record: dict, meta: dict) -> list[str]:
     from kdistill import statistics
 
     lines = [f"Random crop + flip with a cached teacher: live teacher against {meta['views']} stored views per image "
-             f"(MobileNetV2 {meta['width']}, {record['train']:,} labelled images, {meta['epochs']} epochs, batch {meta['batch_size']}, "
+             f"({meta['student']}, {record['train']:,} labelled images, {meta['epochs']} epochs, batch {meta['batch_size']}, "
              f"{meta['seeds']} seed(s); teacher ResNet50 {100 * record['teacher_top1']:.2f} %; {meta['machine']})", "",
              f"Command: `{meta['command']}`. Building the cache took {record['cache_seconds']:.0f} s (once).", "",
              "| run | top-1 (%) mean ± std | seconds per run (mean) |", "|---|---:|---:|"]
@@ -109,6 +117,7 @@ def main(argv=None) -> int:
     parser.add_argument("--test-limit", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--width", type=float, default=0.35)
+    parser.add_argument("--student", default="mobilenet_v2", help="registered student (default MobileNetV2 at --width; tests use a smaller one)")
     parser.add_argument("--methods", default="live,views,alone")
     parser.add_argument("--work-dir", default=os.path.join("saved_models", "evidence"))
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
@@ -123,6 +132,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     record = run(args)
     meta = {"seeds": args.seeds, "epochs": args.epochs, "views": args.views, "batch_size": args.batch_size, "width": args.width,
+            "student": f"MobileNetV2 {args.width}" if args.student == "mobilenet_v2" else args.student,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "wall_seconds": round(time.perf_counter() - started),
             "command": "python benchmarks/views.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     lines = report(record, meta)

@@ -98,9 +98,9 @@ def test_views_script_compares_the_live_teacher_with_a_cache_of_views(tmp_path):
     make_fashion_mnist(tmp_path / "data", train=96, test=32)
     teacher = str(tmp_path / "teacher.keras")
     kdistill.students.get("resnet8x4", num_classes=10).save(teacher)
-    _run("views.py", "--seeds", "1", "--epochs", "1", "--train-limit", "64", "--views", "2", "--methods", "views,live", "--data-dir",
+    _run("views.py", "--seeds", "1", "--epochs", "1", "--train-limit", "64", "--views", "2", "--methods", "views,live", "--student", "resnet8x4", "--data-dir",
          str(tmp_path / "data"), "--teacher", teacher, "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path))
     record = json.loads((tmp_path / "views_fashion_mnist.json").read_text())
     assert set(record["results"]) == {"views", "live"} and record["train"] == 64
     assert all(0 <= row["top1"][0] <= 1 and row["seconds"][0] > 0 for row in record["results"].values())
-    assert "| views |" in (tmp_path / "views_fashion_mnist.md").read_text()
+    assert "| views |" in (tmp_path / "views_fashion_mnist.md").read_text() and "(resnet8x4, 64 labelled images" in (tmp_path / "views_fashion_mnist.md").read_text()

@@ -39,7 +39,6 @@ from kdistill import batches as batches_module
 from kdistill.backend import LazyTensorFlow
 from kdistill.data import resolve_pipeline
 from kdistill.export import atomic
-from kdistill.models import folding
 from kdistill.models import taps as taps_module
 
 __all__ = ["TeacherCache", "ViewBatches", "StaleCacheError", "build", "load", "check_augmentation", "teacher_fingerprint"]
@@ -255,8 +254,9 @@ def build(teacher: keras.Model, layers: Sequence[str], dataset, folder: str, aug
     if any(a.shape != b.shape or not np.array_equal(a, b) for a, b in zip(first, again)):
         raise ValueError("The dataset is not deterministic (it is shuffled or randomly augmented): two passes gave different first "
                          "batches, so cached outputs could not be matched to images. Pass an unshuffled, unaugmented pipeline.")
-    # The distiller's forward (BatchNormalization folded into the convolutions), compiled: predict_on_batch, not eager calls.
-    features = folding.fold_batch_norm(taps_module.feature_model(teacher, list(layers), role="teacher", name="teacher_cache_features"))
+    # Compiled (predict_on_batch), not eager calls. Not folded (kdistill.models.folding): a folded view does not own the
+    # teacher's variables, so JAX's predict would bake them into the compiled function as constants.
+    features = taps_module.feature_model(teacher, list(layers), role="teacher", name="teacher_cache_features")
     names = list(layers) + [taps_module.LOGITS]
     images, labels = zip(*[(np.asarray(x), np.asarray(y)) for x, y in dataset])
     batch_size = len(images[0])
