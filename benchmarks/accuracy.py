@@ -91,8 +91,8 @@ def _fashion_mnist(args) -> dict:
     return results
 
 
-def _student(args):
-    """The paired protocol's student: `--student` (MobileNetV2 at `--width` by default; tests use a smaller one)."""
+def student_from_args(args):
+    """The benchmarks' student: `--student` (MobileNetV2 at `--width` by default; tests use a smaller one)."""
     import kdistill
 
     width = {"width": args.width} if args.student.startswith("mobilenet") else {}
@@ -126,7 +126,7 @@ def _paired(args) -> dict:
     teacher_top1 = evaluation.evaluate(teacher, test, timing_batches=1)["top1"]
     print(f"teacher {args.teacher}: test top-1 {100 * teacher_top1:.2f}%", flush=True)
 
-    probe = _student(args)
+    probe = student_from_args(args)
     layers = sorted(kdistill.taps.preset(teacher, probe)) if any(METHODS[m.removesuffix("_transfer")]["taps"] is None for m in args.methods) else []
     plain = kdistill.data.from_arrays(x_train[pool], pool_labels, batch_size=256, validation_fraction=0.0, class_names=classes).train_plain
     cache_dir = os.path.join(args.work_dir, f"cache_{len(pool)}")
@@ -146,11 +146,11 @@ def _paired(args) -> dict:
     results = {method: {"top1": [], "seconds": []} for method in args.methods}
     for seed in range(args.seeds):
         keras.utils.set_random_seed(seed)
-        initial = _student(args).get_weights()
+        initial = student_from_args(args).get_weights()
         for method in args.methods:
             options = dict(METHODS[method.removesuffix("_transfer")])
             keras.utils.set_random_seed(seed)
-            student = _student(args)
+            student = student_from_args(args)
             student.set_weights(initial)
             if options["taps"] is None:
                 options["taps"] = {t: s for t, s in kdistill.taps.preset(teacher, student).items() if t in layers}

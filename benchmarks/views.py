@@ -23,16 +23,11 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from accuracy import student_from_args  # noqa: E402 - the same student choice as the accuracy benchmark
+
 LEARNING_RATE = 1e-3
 AUGMENT = ("crop", "flip")
-
-
-def _student(args):
-    """The student: `--student` (MobileNetV2 at `--width` by default)."""
-    import kdistill
-
-    width = {"width": args.width} if args.student.startswith("mobilenet") else {}
-    return kdistill.students.get(args.student, num_classes=10, **width)
 
 
 def run(args) -> dict:
@@ -62,10 +57,10 @@ def run(args) -> dict:
     results = {name: {"top1": [], "seconds": []} for name in args.methods}
     for seed in range(args.seeds):
         keras.utils.set_random_seed(seed)
-        initial = _student(args).get_weights()
+        initial = student_from_args(args).get_weights()
         for name in args.methods:
             keras.utils.set_random_seed(seed)
-            student = _student(args)
+            student = student_from_args(args)
             student.set_weights(initial)
             schedule = keras.optimizers.schedules.CosineDecay(LEARNING_RATE, decay_steps=steps * args.epochs)
             seeded = kdistill.data.from_arrays(x_train, y_train, x_test, y_test, augment=AUGMENT, seed=0, **common)
