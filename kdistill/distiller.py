@@ -53,13 +53,6 @@ UNLABELED = -1
 logger = logging.getLogger(__name__)
 
 
-class _Untracked:
-    """Holds a model out of Keras' tracking (its variables belong to the teacher, which is tracked)."""
-
-    def __init__(self, model):
-        self.model = model
-
-
 def _check_not_empty(data, what: str) -> None:
     """ValueError when `data` (arrays, a tf.data.Dataset of known size, a PyDataset) holds no example."""
     size = None
@@ -189,7 +182,8 @@ class FeatureDistiller(keras.Model):
         self.teacher_features = taps_module.feature_model(teacher, list(self.taps), role="teacher", name="teacher_features")
         self.fold_batch_norm = bool(fold_batch_norm)
         # The folded view shares the teacher's variables; held untracked so that saved files keep their layout.
-        self._teacher_forward = _Untracked(folding.fold_batch_norm(self.teacher_features) if self.fold_batch_norm else self.teacher_features)
+        forward = folding.fold_batch_norm(self.teacher_features) if self.fold_batch_norm else self.teacher_features
+        self._teacher_forward = folding.Untracked(model=forward)
         self.student_features = taps_module.feature_model(student, student_layers, role="student", name="student_features")
         self._check_logits(teacher, student)
         self.projections = {}

@@ -36,18 +36,18 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-__all__ = ["fold_batch_norm", "foldable_pairs", "BatchNormFoldedConv", "FoldedAway"]
+__all__ = ["fold_batch_norm", "foldable_pairs", "BatchNormFoldedConv", "FoldedAway", "Untracked"]
 
 _CONVOLUTIONS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
 #: the batch size `BatchNormFoldedConv.pays` assumes when the traced batch dimension is unknown
 ASSUMED_BATCH = 32
 
 
-class _Shared:
-    """Holds layers without Keras tracking them: the folded layer reads their variables but does not own them."""
+class Untracked:
+    """Holds objects out of Keras' tracking: layers and models whose variables belong to (and are saved with) another model."""
 
-    def __init__(self, conv, batch_norm):
-        self.conv, self.batch_norm = conv, batch_norm
+    def __init__(self, **objects):
+        self.__dict__.update(objects)
 
 
 class BatchNormFoldedConv(keras.layers.Layer):
@@ -62,7 +62,7 @@ class BatchNormFoldedConv(keras.layers.Layer):
         kwargs.setdefault("name", conv.name)
         kwargs.setdefault("dtype", conv.dtype_policy)
         super().__init__(trainable=False, **kwargs)
-        self._shared = _Shared(conv, batch_norm)
+        self._shared = Untracked(conv=conv, batch_norm=batch_norm)  # read, not owned
         self.built = True
 
     def call(self, inputs):
