@@ -79,6 +79,16 @@ def _data_arguments(parser: argparse.ArgumentParser, defaults: bool = True) -> N
     parser.add_argument("--seed", type=int, default=default(0), help="random seed (default 0)")
 
 
+def _numbers(text: str | None, flag: str) -> list[float] | None:
+    """`"2,1"` -> `[2.0, 1.0]`; a clear error for anything else."""
+    if text is None:
+        return None
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{flag} takes numbers separated by commas, e.g. 2,1; received {text!r}.") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kdistill", description="Knowledge distillation for Keras 3 / TensorFlow.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -114,15 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
                                   description="Distils a saved teacher into a student. Flags override the config file's entries.")
     distill.add_argument("--config", help="YAML or JSON run config (keys: see kdistill.run.config.DistillConfig)")
     _data_arguments(distill, defaults=False)
-    distill.add_argument("--teacher", help="saved teacher (.keras)")
+    distill.add_argument("--teacher", nargs="+", help="saved teacher (.keras); several files distil their ensemble (taps '<file stem>/<layer>')")
+    distill.add_argument("--teacher-weights", help="weights of several teachers' soft targets, e.g. 2,1 (default: equal)")
     distill.add_argument("--student", help="registered student name")
     distill.add_argument("--student-width", type=float, help="MobileNet width multiplier")
     distill.add_argument("--student-image-size", type=int, help="the student's own input size (e.g. 128 under a 224 teacher; "
                                                                   "the distiller resizes each batch, the saved student takes this size)")
     distill.add_argument("--student-weights", help="start the student from imagenet (MobileNets; Keras' cache, offline-safe) or a weights/model file")
     distill.add_argument("--taps", type=_parse_taps, help="preset | none | t_layer:s_layer,t_layer:s_layer")
-    distill.add_argument("--feature-loss")
-    distill.add_argument("--logits-loss")
+    distill.add_argument("--feature-loss", help="a feature loss name (kdistill.losses.available('feature')), or none")
+    distill.add_argument("--logits-loss", help="a logits loss name (kdistill.losses.available('logits')), or none (feature terms + CE only)")
     distill.add_argument("--temperature", type=float)
     distill.add_argument("--adapter", choices=["projection", "review"],
                          help="how student features reach the teacher's shape; review = ReviewKD's fusion (use with --feature-loss hcl)")
@@ -277,7 +288,9 @@ def _run(args) -> int:
         values = _read_config_file(args.config) if args.config else {}
         flags = {
             "data": args.data, "data_dir": args.data_dir, "image_size": args.image_size, "train_limit": args.train_limit,
-            "test_limit": args.test_limit, "batch_size": args.batch_size, "seed": args.seed, "teacher": args.teacher,
+            "test_limit": args.test_limit, "batch_size": args.batch_size, "seed": args.seed,
+            "teacher": args.teacher[0] if args.teacher and len(args.teacher) == 1 else args.teacher,
+            "teacher_weights": _numbers(args.teacher_weights, "--teacher-weights"),
             "student": args.student, "student_width": args.student_width,
             "student_image_size": args.student_image_size, "student_weights": args.student_weights, "taps": args.taps, "feature_loss": args.feature_loss,
             "logits_loss": args.logits_loss, "temperature": args.temperature, "alpha": args.alpha, "epochs": args.epochs,
@@ -288,6 +301,7 @@ def _run(args) -> int:
             "cache_views": args.cache_views, "quantize": args.quantize, "augment": [name.strip() for name in args.augment.split(",") if name.strip()] if args.augment else None,
         }
         values.update({key: value for key, value in flags.items() if value is not None})
+        values.update({key: None for key in ("feature_loss", "logits_loss") if isinstance(values.get(key), str) and values[key].lower() == "none"})
         config = DistillConfig.from_dict(values)
         from kdistill.export import atomic
 

@@ -28,7 +28,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import keras
 from keras import ops, tree
@@ -40,8 +40,7 @@ from kdistill.losses.labels import label_mask as _label_mask
 from kdistill.losses.labels import masked_mean as _masked_mean
 from kdistill.losses.labels import weighted_mean as _weighted_mean
 from kdistill import adapters as adapters_module
-from kdistill.adapters import projection as projections_module
-from kdistill.adapters import review as review_module
+from kdistill.models import checks, ensemble as ensemble_module
 from kdistill.models import folding
 from kdistill.models import taps as taps_module
 
@@ -51,21 +50,6 @@ __all__ = ["FeatureDistiller", "UNLABELED"]
 UNLABELED = -1
 
 logger = logging.getLogger(__name__)
-
-
-def _check_not_empty(data, what: str) -> None:
-    """ValueError when `data` (arrays, a tf.data.Dataset of known size, a PyDataset) holds no example."""
-    size = None
-    if type(data).__module__.startswith("tensorflow") and hasattr(data, "cardinality"):
-        size = int(data.cardinality())  # -1 infinite, -2 unknown
-    elif isinstance(data, keras.utils.PyDataset):
-        size = data.num_batches
-    elif data is not None and not callable(data):
-        leaves = tree.flatten(data)
-        size = len(leaves[0]) if leaves and hasattr(leaves[0], "__len__") else None
-    if size == 0:
-        raise ValueError(f"The {what} is empty (0 examples): there is nothing to train on. Check where it comes from "
-                         "(train_limit, a filter, an empty folder or array).")
 
 
 @keras.saving.register_keras_serializable(package="kdistill")
@@ -79,7 +63,11 @@ class FeatureDistiller(keras.Model):
 
     Args:
         teacher: functional Keras model returning logits. It is frozen
-            (`trainable=False`) and always called with `training=False`.
+            (`trainable=False`) and always called with `training=False`. A list
+            of such models is distilled as one ensemble (see
+            `kdistill.teachers.ensemble`): soft targets from their averaged
+            probabilities at `temperature`, each teacher run once per step at
+            its own input size, and taps addressed as `"<teacher name>/<layer>"`.
         student: functional Keras model returning logits.
         taps: `{teacher_layer: student_layer}`. `None` uses
             `kdistill.taps.preset(teacher, student)` when both networks are
@@ -91,7 +79,9 @@ class FeatureDistiller(keras.Model):
         logits_loss: name (see `kdistill.losses.available("logits")`: kl, dkd,
             standardized_kd), the same forms as `feature_loss`, or None for no
             logits term. DKD reads the labels of the batch.
-        temperature: softening temperature for a named logits loss, > 0.
+        temperature: softening temperature, > 0, for a named logits loss and
+            for a named feature loss that takes one (`"kl"`, `"cwd"`); a dict
+            such as `{"name": "cwd", "temperature": 1.0}` sets its own.
         alpha: weight of the distillation terms in [0, 1].
         tap_weights: one weight for every tap, or `{teacher_layer: weight}`.
         logits_weight: weight of the logits term inside the distillation part.
@@ -112,6 +102,8 @@ class FeatureDistiller(keras.Model):
             teacher's forward 1.14x as fast at 224x224 on TensorFlow (CPU),
             unchanged at 32x32. The teacher itself is not changed; False runs it
             layer by layer.
+        teacher_weights: one weight per teacher when `teacher` is a list
+            (normalised); None weighs them equally.
         name: model name.
 
     Raises:
@@ -122,7 +114,7 @@ class FeatureDistiller(keras.Model):
 
     def __init__(
         self,
-        teacher: keras.Model,
+        teacher: keras.Model | Sequence[keras.Model],
         student: keras.Model,
         taps: Mapping[str, str] | None = None,
         feature_loss: Any = "mse",
@@ -136,21 +128,62 @@ class FeatureDistiller(keras.Model):
         review_channels: int = 64,
         adapter: str = "projection",
         fold_batch_norm: bool = True,
+        teacher_weights: Sequence[float] | None = None,
         name: str = "feature_distiller",
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
+        # === Options ===
         self.alpha = check_alpha(alpha)
         losses_module.check_temperature(temperature)
         self.temperature = float(temperature)
+        self.adapter = "review" if review else adapters_module.factory.check(adapter)
+        if isinstance(review_channels, bool) or not isinstance(review_channels, int) or review_channels < 1:
+            raise ValueError(f"review_channels must be a positive integer (e.g. 64), received {review_channels!r}.")
+        self.review_channels = review_channels
+        self.alignment = alignment
+        self.logits_weight = float(logits_weight)
+        self.fold_batch_norm = bool(fold_batch_norm)
+        # === Models ===
+        teacher = self._one_teacher(teacher, teacher_weights)
+        self.taps = self._resolve_taps(taps, teacher, student)
+        self._set_losses(feature_loss, logits_loss, tap_weights)
+        self._set_models(teacher, student)
+        # === Adapters, losses with weights, metrics ===
+        self._build_adapters()
+        self._build_losses()
+        self._build_trackers()
+        self._label_loss = _LabelLoss(None)
+        self.built = True
+
+    @property
+    def review(self) -> bool:
+        """True when the adapter is ReviewKD's fusion (`adapter="review"`)."""
+        return self.adapter == "review"
+
+    def _one_teacher(self, teacher, teacher_weights) -> keras.Model:
+        """The teacher model; several teachers become one ensemble (`kdistill.teachers.ensemble`)."""
+        if isinstance(teacher, (list, tuple)):
+            return ensemble_module.ensemble(teacher, weights=teacher_weights, temperature=self.temperature)
+        if teacher_weights is not None:
+            raise ValueError("teacher_weights weighs several teachers; pass a list of teachers, e.g. FeatureDistiller([teacher_a, teacher_b], ...).")
+        return teacher
+
+    @staticmethod
+    def _resolve_taps(taps, teacher: keras.Model, student: keras.Model) -> dict[str, str]:
         if taps is None:
             try:
                 taps = taps_module.preset(teacher, student)
             except ValueError:
                 taps = {}
                 logger.info("No tap preset for %s -> %s: distilling logits only.", teacher.name, student.name)
-        self.taps = {str(t): str(s) for t, s in dict(taps).items()}
-        self.feature_loss = losses_module.get(feature_loss, kind="feature") if feature_loss is not None else None
+        return {str(t): str(s) for t, s in dict(taps).items()}
+
+    def _set_losses(self, feature_loss, logits_loss, tap_weights) -> None:
+        """The losses from their names (a named loss taking a temperature gets the distiller's) and the tap weights."""
+        self.feature_loss = (
+            losses_module.get(feature_loss, kind="feature", temperature=self.temperature) if feature_loss is not None else None
+        )
         self.logits_loss = (
             losses_module.get(logits_loss, kind="logits", temperature=self.temperature) if logits_loss is not None else None
         )
@@ -162,89 +195,65 @@ class FeatureDistiller(keras.Model):
             unknown = sorted(set(tap_weights) - set(self.taps))
             if unknown:
                 raise ValueError(f"tap_weights names {unknown}, which are not teacher layers of the taps {sorted(self.taps)}.")
+            if losses_module.base.reads_all_taps(self.feature_loss) and len(set(tap_weights.values())) > 1:
+                raise ValueError(f"{self.feature_loss.name} reads every tap at once, so one weight applies to it; "
+                                 "pass tap_weights as a number (set the loss's own weights in feature_loss={'name': ..., ...}).")
             self.tap_weights = {t: float(tap_weights.get(t, 1.0)) for t in self.taps}
         else:
             self.tap_weights = {t: float(tap_weights) for t in self.taps}
-        self.logits_weight = float(logits_weight)
-        self.alignment = alignment
-        if adapter not in adapters_module.ADAPTERS:
-            raise ValueError(f"Unknown adapter {adapter!r}; use one of {', '.join(adapters_module.ADAPTERS)}.")
-        self.review = bool(review) or adapter == "review"
-        self.adapter = "review" if self.review else "projection"
-        if isinstance(review_channels, bool) or not isinstance(review_channels, int) or review_channels < 1:
-            raise ValueError(f"review_channels must be a positive integer (e.g. 64), received {review_channels!r}.")
-        self.review_channels = review_channels
 
+    def _set_models(self, teacher: keras.Model, student: keras.Model) -> None:
+        """Freezes the teacher and builds both feature models (the teacher's folded view held untracked)."""
         teacher.trainable = False
         self.teacher = teacher
         self.student = student
-        student_layers = list(dict.fromkeys(self.taps.values()))
         self.teacher_features = taps_module.feature_model(teacher, list(self.taps), role="teacher", name="teacher_features")
-        self.fold_batch_norm = bool(fold_batch_norm)
         # The folded view shares the teacher's variables; held untracked so that saved files keep their layout.
         forward = folding.fold_batch_norm(self.teacher_features) if self.fold_batch_norm else self.teacher_features
         self._teacher_forward = folding.Untracked(model=forward)
+        student_layers = list(dict.fromkeys(self.taps.values()))
         self.student_features = taps_module.feature_model(student, student_layers, role="student", name="student_features")
-        self._check_logits(teacher, student)
-        self.projections = {}
-        # Under review, taps are fused from the deepest student layer up; otherwise each is projected alone.
-        depth = {layer.name: index for index, layer in enumerate(student.layers)}
-        self._review_order = sorted(self.taps, key=lambda t: depth[self.taps[t]], reverse=True) if self.review else []
-        for teacher_layer, student_layer in self.taps.items():
-            teacher_shape = teacher.get_layer(teacher_layer).output.shape
-            student_shape = student.get_layer(student_layer).output.shape
-            try:
-                if self.review:
-                    if len(teacher_shape) != 4 or len(student_shape) != 4:
-                        raise ValueError(f"review=True fuses feature maps, but the shapes are {tuple(student_shape)} and {tuple(teacher_shape)}.")
-                    fusion = review_module.AttentionFusion(
-                        teacher_shape[1:], self.review_channels, fuse=teacher_layer != self._review_order[0], name=f"review_{teacher_layer}"
-                    )
-                    fusion.build(student_shape)
-                    self.projections[teacher_layer] = fusion
-                else:
-                    self.projections[teacher_layer] = projections_module.build(
-                        student_shape, teacher_shape, name=f"projection_{teacher_layer}", alignment=alignment
-                    )
-            except ValueError as error:
-                raise ValueError(f"Tap {teacher_layer!r} <- {student_layer!r}: {error}") from None
+        checks.check_logits_pair(teacher, student)
 
-        # Stateless losses are shared by every tap; a loss with weights (CRD's heads
-        # and memory) gets its own copy per tap, built now so it trains and saves with the distiller.
+    def _shapes(self) -> tuple[dict, dict]:
+        teacher_shapes = {t: taps_module.tap_shape(self.teacher, t) for t in self.taps}
+        student_shapes = {t: taps_module.tap_shape(self.student, s) for t, s in self.taps.items()}
+        return teacher_shapes, student_shapes
+
+    def _build_adapters(self) -> None:
+        teacher_shapes, student_shapes = self._shapes()
+        position = {layer.name: index for index, layer in enumerate(self.student.layers)}
+        depth = {t: position[s.split(taps_module.NESTED)[0]] for t, s in self.taps.items()}
+        self.projections, self._adapter_order = adapters_module.factory.build(
+            self.adapter, teacher_shapes, student_shapes, depth, alignment=self.alignment, review_channels=self.review_channels,
+            student_layers=self.taps)
+
+    def _build_losses(self) -> None:
+        """Per-tap losses: shared when stateless; a loss with weights gets its own built copy per tap."""
         self.tap_losses = {}
-        for index, teacher_layer in enumerate(self.taps):
-            loss = self.feature_loss
-            if losses_module.base.is_stateful(loss):
-                if index:
-                    loss = type(loss).from_config(dict(loss.get_config(), name=f"{loss.name}_{teacher_layer}"))
-                if not loss.built:
-                    shape = tuple(teacher.get_layer(teacher_layer).output.shape)
-                    loss.build(shape, shape)
-            self.tap_losses[teacher_layer] = loss
+        teacher_shapes, _ = self._shapes()
+        if not losses_module.base.reads_all_taps(self.feature_loss):
+            for index, teacher_layer in enumerate(self.taps):
+                loss = self.feature_loss
+                if losses_module.base.is_stateful(loss):
+                    if index:
+                        loss = type(loss).from_config(dict(loss.get_config(), name=f"{loss.name}_{teacher_layer.replace('/', '__')}"))
+                    if not loss.built:
+                        loss.build(teacher_shapes[teacher_layer], teacher_shapes[teacher_layer])
+                self.tap_losses[teacher_layer] = loss
+        if losses_module.base.is_stateful(self.logits_loss) and not self.logits_loss.built:
+            # A logits loss with weights (an adversarial discriminator) trains and saves with the distiller.
+            classes = (None, self.teacher.outputs[0].shape[-1])
+            self.logits_loss.build(classes, classes)
 
-        self.loss_trackers = {"loss": keras.metrics.Mean(name="loss"), "ce_loss": keras.metrics.Mean(name="ce_loss")}
-        if self.logits_loss is not None:
-            self.loss_trackers["kd_loss"] = keras.metrics.Mean(name="kd_loss")
-        for teacher_layer in self.taps:
-            self.loss_trackers[f"feat_{teacher_layer}"] = keras.metrics.Mean(name=f"feat_{teacher_layer}")
-        self._label_loss = _LabelLoss(None)
-        self.built = True
+    def _feature_term_names(self) -> list[str]:
+        if losses_module.base.reads_all_taps(self.feature_loss) and self.taps:
+            return [f"feat_{self.feature_loss.name}"]
+        return [f"feat_{teacher_layer}" for teacher_layer in self.taps]
 
-    @staticmethod
-    def _check_logits(teacher: keras.Model, student: keras.Model) -> None:
-        teacher_classes, student_classes = teacher.outputs[0].shape[-1], student.outputs[0].shape[-1]
-        if teacher_classes != student_classes:
-            raise ValueError(
-                f"Teacher and student must predict the same classes: the teacher outputs {teacher_classes} "
-                f"logits and the student {student_classes}."
-            )
-        for role, model in (("teacher", teacher), ("student", student)):
-            activation = getattr(model.layers[-1], "activation", None)
-            if activation is not None and getattr(activation, "__name__", "") == "softmax":
-                raise ValueError(
-                    f"The {role} ends in a softmax; kdistill needs logits. Build it with "
-                    "classifier_activation=None (keras.applications) or a linear last Dense."
-                )
+    def _build_trackers(self) -> None:
+        names = ["loss", "ce_loss", *(["kd_loss"] if self.logits_loss is not None else []), *self._feature_term_names()]
+        self.loss_trackers = {key: keras.metrics.Mean(name=key) for key in names}
 
     # ----------------------------------------------------------------- forward
     def teacher_outputs(self, inputs):
@@ -266,15 +275,9 @@ class FeatureDistiller(keras.Model):
     def student_outputs(self, inputs, training=None):
         """Student logits and projected features, keyed like `teacher_outputs` (`inputs` at the teacher's size is fine)."""
         outputs = self.student_features(self.student_inputs(inputs), training=training)
-        result = {taps_module.LOGITS: outputs[taps_module.LOGITS]}
-        if self.review:
-            fused = None
-            for teacher_layer in self._review_order:
-                result[teacher_layer], fused = self.projections[teacher_layer](outputs[self.taps[teacher_layer]], residual=fused, training=training)
-            return result
-        for teacher_layer, student_layer in self.taps.items():
-            result[teacher_layer] = self.projections[teacher_layer](outputs[student_layer], training=training)
-        return result
+        features = {teacher_layer: outputs[student_layer] for teacher_layer, student_layer in self.taps.items()}
+        projected = adapters_module.factory.apply(self.adapter, self.projections, self._adapter_order, features, training=training)
+        return {taps_module.LOGITS: outputs[taps_module.LOGITS], **projected}
 
     def split_inputs(self, inputs):
         """Images and teacher outputs: cached ones when the batch carries them (see `kdistill.run.teacher_cache`)."""
@@ -317,14 +320,26 @@ class FeatureDistiller(keras.Model):
             kd = losses_module.per_sample(self.logits_loss, teacher_outputs[taps_module.LOGITS], student_logits, labels if mask is None else safe_labels)
             terms["kd_loss"] = _weighted_mean(ops.cast(kd, "float32"), sample_weight)
             distillation = distillation + self.logits_weight * terms["kd_loss"]
-        for teacher_layer in self.taps:
-            student_feature = ops.cast(student_outputs[teacher_layer], "float32")
-            feature = losses_module.per_sample(self.tap_losses[teacher_layer], teacher_outputs[teacher_layer], student_feature,
-                                               labels if mask is None else safe_labels)
-            terms[f"feat_{teacher_layer}"] = _weighted_mean(ops.cast(feature, "float32"), sample_weight)
-            distillation = distillation + self.tap_weights[teacher_layer] * terms[f"feat_{teacher_layer}"]
+        for term, value, weight in self._feature_terms(teacher_outputs, student_outputs, labels if mask is None else safe_labels):
+            terms[term] = _weighted_mean(ops.cast(value, "float32"), sample_weight)
+            distillation = distillation + weight * terms[term]
         terms["loss"] = self.alpha * distillation + (1.0 - self.alpha) * terms["ce_loss"]
         return terms
+
+    def _feature_terms(self, teacher_outputs, student_outputs, labels) -> list[tuple[str, Any, float]]:
+        """`(metric name, per-sample values, weight)` of each feature term: one per tap, or one for a loss reading every tap."""
+        student_outputs = {key: ops.cast(value, "float32") for key, value in student_outputs.items()}
+        if losses_module.base.reads_all_taps(self.feature_loss):
+            if not self.taps:
+                return []
+            keys = [*self.taps, taps_module.LOGITS]
+            teacher = {key: teacher_outputs[key] for key in keys}
+            student = {key: student_outputs[key] for key in keys}
+            value = losses_module.per_sample(self.feature_loss, teacher, student, labels)
+            return [(self._feature_term_names()[0], value, next(iter(self.tap_weights.values())))]
+        return [(f"feat_{teacher_layer}",
+                 losses_module.per_sample(self.tap_losses[teacher_layer], teacher_outputs[teacher_layer], student_outputs[teacher_layer], labels),
+                 self.tap_weights[teacher_layer]) for teacher_layer in self.taps]
 
     def update_loss_trackers(self, terms, batch_size):
         for key, tracker in self.loss_trackers.items():
@@ -366,7 +381,7 @@ class FeatureDistiller(keras.Model):
     # -------------------------------------------------------------------- fit
     def fit(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.fit`, refusing training data without a single batch (Keras would return an empty history, silently)."""
-        _check_not_empty(x, "training data")
+        checks.check_not_empty(x, "training data")
         history = super().fit(x, y, *args, **kwargs)
         if not history.history and kwargs.get("epochs", 1) and kwargs.get("initial_epoch", 0) < kwargs.get("epochs", 1):
             raise ValueError("fit ran no training step: the training data gave no batch (an empty dataset, or a generator that "
@@ -445,22 +460,17 @@ class FeatureDistiller(keras.Model):
         return cls(**config)
 
     def projection_summary(self) -> list[dict]:
-        """One row per tap: teacher layer, student layer, shapes, and how the projection maps them."""
-        rows = []
-        for teacher_layer, student_layer in self.taps.items():
-            teacher_shape = self.teacher.get_layer(teacher_layer).output.shape
-            student_shape = self.student.get_layer(student_layer).output.shape
-            rows.append(
-                {
-                    "teacher_layer": teacher_layer,
-                    "student_layer": student_layer,
-                    "teacher_shape": tuple(teacher_shape[1:]),
-                    "student_shape": tuple(student_shape[1:]),
-                    "projection": (
-                        review_module.describe(student_shape, teacher_shape, self.review_channels, fuse=teacher_layer != self._review_order[0])
-                        if self.review else projections_module.describe(student_shape, teacher_shape)
-                    ),
-                    "weight": self.tap_weights[teacher_layer],
-                }
-            )
-        return rows
+        """One row per tap: teacher layer, student layer, shapes, and how the adapter maps them."""
+        teacher_shapes, student_shapes = self._shapes()
+        return [
+            {
+                "teacher_layer": teacher_layer,
+                "student_layer": student_layer,
+                "teacher_shape": tuple(teacher_shapes[teacher_layer][1:]),
+                "student_shape": tuple(student_shapes[teacher_layer][1:]),
+                "projection": adapters_module.factory.describe(self.adapter, teacher_layer, self._adapter_order, student_shapes[teacher_layer],
+                                                               teacher_shapes[teacher_layer], self.review_channels),
+                "weight": self.tap_weights[teacher_layer],
+            }
+            for teacher_layer, student_layer in self.taps.items()
+        ]

@@ -58,3 +58,18 @@ def resnet50_shaped_teacher(num_classes: int = 10, seed: int = 0) -> keras.Model
         x = keras.layers.ReLU(name=name)(x)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     return keras.Model(inputs, keras.layers.Dense(num_classes, kernel_initializer=initializer, name="predictions")(x), name="resnet50")
+
+
+REAL_SAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "fashion-mnist-sample")
+
+
+def real_images(count: int = 64, size: int = 32, split: str = "train"):
+    """`count` real Fashion-MNIST images from tests/data, as (count, size, size, 3) float32 in [0, 255], and their labels."""
+    from kdistill import data
+
+    (x_train, y_train), (x_test, y_test) = data.load_fashion_mnist(REAL_SAMPLE)
+    x, y = (x_train, y_train) if split == "train" else (x_test, y_test)
+    x = np.repeat(x[:count, :, :, None], 3, axis=-1).astype("float32")
+    if size != x.shape[1]:
+        x = np.asarray(keras.ops.image.resize(x, (size, size)))
+    return x, y[:count].astype("int64")

@@ -3,12 +3,11 @@
 * `projection` — one per tap: 1x1 Conv + BN (maps, with spatial alignment) or Dense (vectors);
 * `review` — ReviewKD's attention-based fusion of the student's taps, deepest first.
 
-`FeatureDistiller(adapter="projection" | "review")` picks one.
+`FeatureDistiller(adapter="projection" | "review")` picks one; `factory`
+builds, applies and describes either through one set of calls.
 """
 
-from kdistill.adapters import projection, review
+from kdistill.adapters import factory, projection, review
+from kdistill.adapters.factory import ADAPTERS
 
-#: adapter names FeatureDistiller accepts
-ADAPTERS = ("projection", "review")
-
-__all__ = ["projection", "review", "ADAPTERS"]
+__all__ = ["factory", "projection", "review", "ADAPTERS"]

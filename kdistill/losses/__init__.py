@@ -4,11 +4,14 @@
   returns per-sample values) and `per_sample`, the one place losses are called;
 * `registry` — names a config can use (`register` decorator, `available`);
 * `logits` (KD, DKD, logit-standardised KD), `features` (FitNets, AT, SP, RKD,
-  PKT, HCL), `contrastive` (CRD), `dist` (DIST), `standardized_dkd`;
+  PKT, HCL), `feature_kl` (softened KL over a feature's channels), `cwd`
+  (channel-wise distillation), `contrastive` (CRD), `dist` (DIST), `standardized_dkd`;
 * `combined` — weighted lists such as `[("crd", 0.8), ("at", 1000.0)]`.
 
 A new method is one file here that defines its function and class and decorates
-the class with `@register("name", kind=...)`, plus an import below.
+the class with `@register("name", kind=...)`, plus an import below. Names are
+unique per kind: `"kl"` is the logits KD loss and, with `kind="feature"`, the
+feature KL; without a kind a shared name means the logits loss.
 
 Example:
     >>> import numpy as np, kdistill
@@ -17,6 +20,8 @@ Example:
     >>> loss = kdistill.losses.get("kl", temperature=2.0)
     >>> float(loss(teacher, student)) > 0
     True
+    >>> type(loss).__name__, type(kdistill.losses.get("kl", kind="feature")).__name__
+    ('LogitsKL', 'FeatureKL')
 """
 
 from __future__ import annotations
@@ -27,21 +32,26 @@ from typing import Any, Callable
 
 import keras
 
-from kdistill.losses import contrastive, dist, features, logits, standardized_dkd  # noqa: F401 - each registers its names
+from kdistill.losses import adversarial, contrastive, cwd, dist, feature_kl, features, irg, logits, standardized_dkd  # noqa: F401 - each registers its names
 from kdistill.losses._utils import check_temperature
+from kdistill.losses.adversarial import AdversarialLoss
 from kdistill.losses.base import DistillationLoss, per_sample
 from kdistill.losses.combined import Combined
 from kdistill.losses.contrastive import ContrastiveRepresentationLoss
+from kdistill.losses.cwd import ChannelWiseDivergence
 from kdistill.losses.dist import DIST
+from kdistill.losses.feature_kl import FeatureKL
 from kdistill.losses.features import AttentionTransfer, FeatureMSE, HierarchicalContextLoss, PKT, RKD, SimilarityPreserving, feature_mse
+from kdistill.losses.irg import IRG
 from kdistill.losses.logits import DKD, LogitsKL, StandardizedKD, kd_kl_divergence
-from kdistill.losses.registry import available, register
+from kdistill.losses.registry import available, lookup, register
 from kdistill.losses.standardized_dkd import StandardizedDKD
 
 __all__ = [
     "get", "available", "register", "per_sample", "check_temperature", "DistillationLoss", "Combined",
     "FeatureMSE", "AttentionTransfer", "SimilarityPreserving", "RKD", "PKT", "HierarchicalContextLoss", "ContrastiveRepresentationLoss",
-    "LogitsKL", "DKD", "StandardizedKD", "StandardizedDKD", "DIST", "feature_mse", "kd_kl_divergence",
+    "LogitsKL", "DKD", "StandardizedKD", "StandardizedDKD", "DIST", "FeatureKL", "ChannelWiseDivergence",
+    "IRG", "AdversarialLoss", "feature_mse", "kd_kl_divergence",
 ]
 
 
@@ -63,7 +73,9 @@ def get(identifier: str | keras.losses.Loss | Callable | dict | list, kind: str 
             dicts with a `"weight"` (a `Combined` weighted sum), a serialized
             loss config, a loss object (`keras.losses.Loss` or loss layer) or a
             callable `fn(teacher, student) -> per-sample loss`.
-        kind: `"feature"` or `"logits"` to restrict names to that kind.
+        kind: `"feature"` or `"logits"`: look the name up among that kind's
+            losses. None searches both; a name registered under both kinds
+            (`"kl"`) then builds the logits loss, as in 0.2.
         **kwargs: options for a named loss, e.g. `temperature=4.0`; options a
             loss does not take (temperature for a feature loss) are ignored.
 
@@ -76,10 +88,10 @@ def get(identifier: str | keras.losses.Loss | Callable | dict | list, kind: str 
     Example:
         >>> get("kl", temperature=2.0).temperature
         2.0
-        >>> get("klx")
+        >>> get("klx")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: Unknown distillation loss 'klx'. Did you mean 'kl'? Known: at, crd, dist, dkd, fitnets, hcl, kd, kl, mse, normalized_mse, pkt, rkd, sp, standardized_dkd, standardized_kd.
+        ValueError: Unknown distillation loss 'klx'. Did you mean 'kl'? Known: ..., kd, kl, ...
     """
     if isinstance(identifier, (keras.losses.Loss, keras.layers.Layer)) or (callable(identifier) and not isinstance(identifier, (str, dict, list, tuple))):
         return identifier
@@ -119,9 +131,7 @@ def get(identifier: str | keras.losses.Loss | Callable | dict | list, kind: str 
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         label = f"{kind} loss" if kind else "distillation loss"
         raise ValueError(f"Unknown {label} {identifier!r}.{hint} Known: {', '.join(known)}.")
-    from kdistill.losses.registry import lookup
-
-    cls, _, implied = lookup(key)
+    cls, _, implied = lookup(key, kind)
     options = dict(implied)
     for option, value in kwargs.items():
         if option == "temperature" and not _accepts(cls, "temperature"):

@@ -7,8 +7,15 @@ when the loss reads them (`uses_labels = True`, as DKD). As in Keras' own
 `losses.py`, a loss is a plain function doing the math in `keras.ops` and a small
 class wrapping it: `DistillationLoss(fn, **options)` stores the options as
 attributes and serialises them, so a new loss class is a constructor and nothing
-else. Losses with weights (CRD's heads and memory) are `keras.layers.Layer`s
-with the same `call` signature.
+else. Losses with weights (CRD's heads and memory, a discriminator) are
+`keras.layers.Layer`s with the same `call` signature.
+
+Losses that relate several taps (IRG's transformation between stages) set
+`reads_all_taps = True`: they are called once per step, not once per tap, with
+`teacher` and `student` each a dict `{teacher_layer: feature, ..., "logits":
+logits}` holding every tap in the order the taps were given (student features
+already projected to the teacher's shapes) and the logits. They still return one
+value per sample.
 
 Example:
     >>> import numpy as np
@@ -28,7 +35,7 @@ from typing import Any, Callable
 
 import keras
 
-__all__ = ["DistillationLoss", "per_sample", "is_stateful"]
+__all__ = ["DistillationLoss", "per_sample", "is_stateful", "reads_all_taps"]
 
 
 @keras.saving.register_keras_serializable(package="kdistill")
@@ -50,6 +57,8 @@ class DistillationLoss(keras.losses.Loss):
 
     #: True when the loss reads the ground-truth labels (they may be None: then it picks a stand-in, e.g. the teacher's top class)
     uses_labels = False
+    #: True when the loss is called once with every tap (dicts keyed by teacher layer, plus "logits") instead of once per tap
+    reads_all_taps = False
 
     def __init__(self, fn: Callable, reduction: str = "sum_over_batch_size", name: str | None = None, **options: Any):
         super().__init__(name=name or getattr(fn, "__name__", "distillation_loss"), reduction=reduction)
@@ -84,6 +93,11 @@ class DistillationLoss(keras.losses.Loss):
 def is_stateful(loss: Any) -> bool:
     """True for losses with weights (layers), which each tap gets its own copy of and which must be built."""
     return isinstance(loss, keras.layers.Layer)
+
+
+def reads_all_taps(loss: Any) -> bool:
+    """True for losses called once per step with every tap and the logits (see the module docstring)."""
+    return bool(getattr(loss, "reads_all_taps", False))
 
 
 def per_sample(loss: Any, teacher, student, labels=None):

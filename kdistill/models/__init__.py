@@ -3,12 +3,14 @@
 * `teachers` — Keras ResNets with a logits head (random, ImageNet, or a file);
 * `students` — a registry of small students (MobileNetV2/V3, CIFAR ResNets, ...);
 * `taps` — stage tables, presets and the multi-output feature models;
+* `ensemble` — several teachers as one model (averaged probabilities, taps per member);
+* `checks` — checks on the models and data a distiller is given;
 * `folding` — a teacher's inference graph with BatchNormalization folded into its convolutions;
 * `tap_suggest` — proposes tap pairs by shape and CKA;
 * `preprocessing` — the serializable input-scaling layer;
 * `saving` — safe loading and inference copies of models.
 """
 
-from kdistill.models import folding, preprocessing, saving, students, tap_suggest, taps, teachers
+from kdistill.models import checks, ensemble, folding, preprocessing, saving, students, tap_suggest, taps, teachers
 
-__all__ = ["folding", "preprocessing", "saving", "students", "tap_suggest", "taps", "teachers"]
+__all__ = ["checks", "ensemble", "folding", "preprocessing", "saving", "students", "tap_suggest", "taps", "teachers"]

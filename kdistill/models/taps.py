@@ -20,10 +20,13 @@ from typing import Mapping, Sequence
 
 import keras
 
-__all__ = ["STAGES", "LOGITS", "register_stages", "preset", "stage_outputs", "validate", "feature_model", "family"]
+__all__ = ["STAGES", "LOGITS", "NESTED", "register_stages", "preset", "stage_outputs", "validate", "feature_model", "tap_shape", "family"]
 
 #: key under which `feature_model` returns the network's final output.
 LOGITS = "logits"
+
+#: separates a nested model's name from a layer inside it in a tap: "teacher_b/conv4_block6_out".
+NESTED = "/"
 
 #: network family -> stage outputs, shallow to deep, as (layer name, total stride).
 STAGES: dict[str, list[tuple[str, int]]] = {
@@ -126,6 +129,14 @@ def validate(model: keras.Model, layer_names: Sequence[str], role: str = "teache
     for name in layer_names:
         if name in all_names:
             continue
+        if NESTED in name and name.split(NESTED, 1)[0] in all_names:
+            member_name, inner = name.split(NESTED, 1)
+            member = model.get_layer(member_name)
+            if not isinstance(member, keras.Model):
+                raise ValueError(f"{name!r} reads layer {inner!r} inside {member_name!r}, but {member_name!r} is a "
+                                 f"{type(member).__name__}, not a model with layers of its own.")
+            validate(member, [inner], role=member_name)
+            continue
         close = difflib.get_close_matches(name, all_names, n=3, cutoff=0.6)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         stages = ", ".join(f"{n} ({_format_shape(s)})" for n, s in stage_outputs(model))
@@ -162,10 +173,66 @@ def feature_model(model: keras.Model, layer_names: Sequence[str], role: str = "t
         )
     if LOGITS in layer_names:
         raise ValueError(f"{LOGITS!r} is reserved for the {role}'s output; tap the layer under another name.")
-    outputs = {layer_name: model.get_layer(layer_name).output for layer_name in layer_names}
-    outputs[LOGITS] = model.outputs[0]
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs  # one input: called with a tensor, not a list
+    if any(NESTED in layer_name and layer_name not in _layer_names(model) for layer_name in layer_names):
+        outputs = _nested_outputs(model, layer_names, role)
+    else:
+        outputs = {layer_name: model.get_layer(layer_name).output for layer_name in layer_names}
+        outputs[LOGITS] = model.outputs[0]
     return keras.Model(inputs, outputs, name=name or f"{model.name}_{role}_features")
+
+
+def tap_shape(model: keras.Model, layer_name: str) -> tuple:
+    """Output shape (with the batch axis) of a tapped layer, also one inside a nested model (`"member/layer"`)."""
+    if layer_name not in _layer_names(model) and NESTED in layer_name:
+        member, inner = layer_name.split(NESTED, 1)
+        return tap_shape(model.get_layer(member), inner)
+    return tuple(model.get_layer(layer_name).output.shape)
+
+
+def _layer_names(model: keras.Model) -> set[str]:
+    return {layer.name for layer in model.layers}
+
+
+def _nested_outputs(model: keras.Model, layer_names: Sequence[str], role: str) -> dict:
+    """Outputs of taps inside nested models (`"member/layer"`), from one rerun of `model`'s graph.
+
+    The graph is rerun on its own inputs with each tapped operation replaced by
+    a wrapper that records its output (a nested model is replaced by its own
+    feature model), so every layer still runs once and shares its weights.
+    """
+    direct = [n for n in layer_names if n in _layer_names(model)]
+    nested: dict[str, list[str]] = {}
+    for layer_name in layer_names:
+        if layer_name not in direct:
+            member, inner = layer_name.split(NESTED, 1)
+            nested.setdefault(member, []).append(inner)
+    recorded: dict[str, object] = {}
+
+    def record(operation):
+        if operation.name in nested:
+            inner_names = nested[operation.name]
+            inner_model = feature_model(operation, inner_names, role=role, name=f"{operation.name}_{role}_features")
+
+            def call(*args, **kwargs):
+                outputs = inner_model(*args, **kwargs)
+                recorded.update({f"{operation.name}{NESTED}{inner}": outputs[inner] for inner in inner_names})
+                return outputs[LOGITS]
+
+            return call
+        if operation.name in direct:
+
+            def call(*args, **kwargs):
+                recorded[operation.name] = operation(*args, **kwargs)
+                return recorded[operation.name]
+
+            return call
+        return operation
+
+    logits = model._run_through_graph(model.inputs, operation_fn=record)  # the graph walk keras' clone_model uses
+    outputs = {layer_name: recorded[layer_name] for layer_name in layer_names}
+    outputs[LOGITS] = logits[0] if isinstance(logits, (list, tuple)) else logits
+    return outputs
 
 
 def preset(teacher: str | keras.Model, student: str | keras.Model, stages: Sequence[int] | None = _DEFAULT_PRESET_STAGES) -> dict[str, str]:

@@ -20,9 +20,10 @@ from typing import Callable
 import keras
 
 from kdistill.models import saving
+from kdistill.models.ensemble import ensemble
 from kdistill.models.preprocessing import ImagePreprocessing
 
-__all__ = ["resnet50", "get", "available", "load", "imagenet_cache_path"]
+__all__ = ["resnet50", "get", "available", "load", "imagenet_cache_path", "ensemble"]
 
 _BACKBONES: dict[str, Callable[..., keras.Model]] = {
     "resnet50": keras.applications.ResNet50,

@@ -38,7 +38,10 @@ class DistillConfig:
         train_limit: use only this many training images (None: all).
         test_limit: use only this many test images (None: all).
         augment: names from `kdistill.data.AUGMENTATIONS`.
-        teacher: path of a saved teacher (`kdistill train-teacher` writes one).
+        teacher: path of a saved teacher (`kdistill train-teacher` writes one), or a
+            list of paths: several teachers distilled as one ensemble, each named
+            after its file (`teacher_b.keras` -> taps `teacher_b/<layer>`).
+        teacher_weights: one weight per teacher of a list (default: equal).
         student: a registered student name.
         student_width: width multiplier for MobileNet students.
         student_weights: None (random), "imagenet" (MobileNets) or a path (see `kdistill.students.get`).
@@ -84,13 +87,14 @@ class DistillConfig:
     train_limit: int | None = None
     test_limit: int | None = None
     augment: list = dataclasses.field(default_factory=list)
-    teacher: str | None = None
+    teacher: str | list | None = None
+    teacher_weights: list | None = None
     student: str = "mobilenet_v2"
     student_width: float | None = None
     student_weights: str | None = None
     taps: Any = "preset"
-    feature_loss: Any = "mse"
-    logits_loss: Any = "kl"
+    feature_loss: typing.Optional[Any] = "mse"
+    logits_loss: typing.Optional[Any] = "kl"
     temperature: float = 4.0
     alpha: float = 0.5
     tap_weights: Any = 1.0
@@ -191,11 +195,13 @@ class DistillConfig:
             raise ValueError(f"precision must be one of {', '.join(POLICIES)}, received {self.precision!r}.")
         if not (isinstance(self.taps, dict) or self.taps in ("preset", "none")):
             raise ValueError(f"taps must be 'preset', 'none' or a mapping teacher_layer: student_layer, received {self.taps!r}.")
-        if check_files and self.teacher and not os.path.exists(self.teacher):
-            raise FileNotFoundError(
-                f"Teacher file {self.teacher!r} does not exist. Train one with `kdistill train-teacher --output {self.teacher}` "
-                "or point `teacher` at a saved .keras model."
-            )
+        paths = [self.teacher] if isinstance(self.teacher, str) else list(self.teacher or [])
+        for path in paths if check_files else []:
+            if not isinstance(path, str) or not os.path.exists(path):
+                raise FileNotFoundError(
+                    f"Teacher file {path!r} does not exist. Train one with `kdistill train-teacher --output {path}` "
+                    "or point `teacher` at a saved .keras model (or a list of them)."
+                )
 
     def resolved_output_dir(self) -> str:
         return self.output_dir or os.path.join("saved_models", self.run_name)

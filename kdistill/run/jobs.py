@@ -33,7 +33,7 @@ from kdistill.run.config import DistillConfig
 from kdistill.run.demo import DEMO_FULL, DEMO_QUICK, demo, format_table
 from kdistill.run.training import TEACHER_RECIPE, train_student, train_teacher
 
-__all__ = ["check_teacher", "load_data", "train_teacher", "train_student", "distill", "demo", "DEMO_QUICK", "DEMO_FULL", "format_table", "TEACHER_RECIPE"]
+__all__ = ["load_teacher", "check_teacher", "load_data", "train_teacher", "train_student", "distill", "demo", "DEMO_QUICK", "DEMO_FULL", "format_table", "TEACHER_RECIPE"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,22 @@ def _cached_training_data(config: DistillConfig, splits: data_module.Splits, tea
         cache = teacher_cache.build(teacher, layers, splits.train_plain, config.teacher_cache, verbose=min(verbose, 1),
                                     augment=config.augment, views=config.cache_views if config.augment else 0, seed=config.seed)
     return cache.dataset(config.batch_size, shuffle=True, seed=config.seed, layers=layers)
+
+
+def load_teacher(config: DistillConfig) -> keras.Model:
+    """The config's teacher; a list of files becomes one ensemble, each member named after its file."""
+    if not config.teacher:
+        raise ValueError("A distillation needs a teacher: set `teacher: PATH` (train one with `kdistill train-teacher`).")
+    if isinstance(config.teacher, str):
+        if config.teacher_weights is not None:
+            raise ValueError("teacher_weights weighs several teachers: give `teacher` as a list of files.")
+        return teachers.load(config.teacher)
+    members = []
+    for path in config.teacher:
+        member = teachers.load(str(path))
+        member.name = os.path.splitext(os.path.basename(str(path)))[0]  # taps address it as '<file stem>/<layer>'
+        members.append(member)
+    return teachers.ensemble(members, weights=config.teacher_weights, temperature=config.temperature)
 
 
 def _resolve_taps(config: DistillConfig, teacher: keras.Model, student: keras.Model) -> dict:
@@ -185,9 +201,7 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
     output_dir = config.resolved_output_dir() if chief else tempfile.mkdtemp(prefix="kdistill-worker-")
     splits = splits or load_data(config)
     if teacher is None:
-        if not config.teacher:
-            raise ValueError("A distillation needs a teacher: set `teacher: PATH` (train one with `kdistill train-teacher`).")
-        teacher = teachers.load(config.teacher)
+        teacher = load_teacher(config)
     if config.check_teacher:
         check_teacher(teacher, splits)
     os.makedirs(output_dir, exist_ok=True)  # after the checks: a refused run leaves no empty folder
