@@ -6,13 +6,18 @@
     python benchmarks/accuracy.py --paired --seeds 5 --epochs 8 --methods alone,kd,fitnets,kd_transfer \
         --teacher saved_models/evidence/teacher.keras --data-dir data                        # the evidence protocol
 
-`--paired` is the evidence protocol: the labelled split is fixed (seed 0), and
+`--paired` is the evidence protocol (resumable: each finished (method, seed) is
+recorded in `<work-dir>/<name>_runs.json`, and a rerun with the same settings
+continues where the last one stopped): the labelled split is fixed (seed 0), and
 for each seed the student alone and every method start from the same initial
 weights and read the same data order (the teacher's outputs are computed once
 into a teacher cache, so every run costs about what the student alone costs).
 It reports last-epoch test top-1 as mean ± std, each method's paired
 difference to the student alone with its 95 % t-interval, and the share of the
-teacher-student gap it recovers, in results/evidence_fashion_mnist.{json,md,png}.
+teacher-student gap it recovers, in results/evidence_fashion_mnist.{json,md,png};
+with `kd` among the methods, also each method against KD alone (`comparisons_vs_kd`,
+the same keys) and a picture of those gains (`<name>_vs_kd.png`). `two_teachers`
+distils the ensemble of `--teacher` and `--second-teacher`.
 Methods ending in `_transfer` also read the training images beyond
 `--train-limit` without their labels (a transfer set, Hinton et al. 2015), for
 the same number of steps.
@@ -49,7 +54,18 @@ METHODS = {
     "crd": dict(taps=None, feature_loss="crd", tap_weights=0.8, logits_loss="kl", alpha=0.9),
     "hcl": dict(taps=None, feature_loss="hcl", tap_weights=1.0, logits_loss="kl", alpha=0.9),
     "reviewkd": dict(taps=None, feature_loss="hcl", adapter="review", tap_weights=1.0, logits_loss="kl", alpha=0.9),
+    # The textbook recipe: (1) MSE on projected features + KD, (2) feature KL at T + KD, (3) 0.9 feature KL + 0.1 CE, no logits term.
+    "mse_kd": dict(taps=None, feature_loss="mse", tap_weights=1.0, logits_loss="kl", alpha=0.9),
+    "feature_kl": dict(taps=None, feature_loss={"name": "kl", "spatial": "mean"}, tap_weights=1.0, logits_loss="kl", alpha=0.9),
+    "feature_kl_ce": dict(taps=None, feature_loss={"name": "kl", "spatial": "mean"}, tap_weights=1.0, logits_loss=None, alpha=0.9),
+    "cwd": dict(taps=None, feature_loss={"name": "cwd", "temperature": 1.0}, tap_weights=3.0, logits_loss="kl", alpha=0.9),
+    "irg": dict(taps=None, feature_loss="irg", tap_weights=1.0, logits_loss="kl", alpha=0.9),
+    "meal_v2": dict(taps={}, logits_loss=[("kl", 1.0), ({"name": "meal_v2", "output_relu": False}, 1.0)], alpha=0.9),
+    # KD from the ensemble of --teacher and --second-teacher (averaged probabilities at T).
+    "two_teachers": dict(taps={}, logits_loss="kl", alpha=0.9),
 }
+#: methods whose teacher is the ensemble of --teacher and --second-teacher
+ENSEMBLE_METHODS = ("two_teachers",)
 #: the students' optimizer in --paired runs: Adam, peak 1e-3, cosine decay to zero over the run (last-epoch figures)
 PAIRED_LEARNING_RATE = 1e-3
 #: published CIFAR-100 top-1 (%) for ResNet50 -> MobileNetV2 (CRD ICLR 2020; ReviewKD CVPR 2021; DKD CVPR 2022)
@@ -99,15 +115,11 @@ def student_from_args(args):
     return kdistill.students.get(args.student, num_classes=10, **width)
 
 
-def _paired(args) -> dict:
-    """The paired protocol; returns the JSON record (see the module docstring)."""
-    import keras
+def _split(args):
+    """Labelled and transfer indices of the training images (the split of data.load(seed=0)), and the test set."""
     import numpy as np
 
     import kdistill
-    from kdistill import evaluation, statistics
-    from kdistill.run import teacher_cache
-    from kdistill.distiller import UNLABELED
 
     (x_train, y_train), (x_test, y_test) = kdistill.data.load_fashion_mnist(args.data_dir)
     if args.test_limit:
@@ -116,63 +128,154 @@ def _paired(args) -> dict:
     order = np.random.default_rng(0).permutation(len(x_train))[int(round(len(x_train) * 0.1)):]
     labelled = order[: args.train_limit]
     transfer = order[args.train_limit: args.train_limit + args.transfer_limit] if args.transfer_limit else order[args.train_limit:]
+    classes = kdistill.data.FASHION_MNIST_CLASSES
+    test = kdistill.data.from_arrays(x_test[:2], y_test[:2], x_test, y_test, batch_size=256, validation_fraction=0.0, class_names=classes).test
+    return x_train, y_train, labelled, transfer, test
+
+
+def _teachers(args):
+    """The teacher, and the ensemble of it with --second-teacher when a method needs one."""
+    import kdistill
+
+    teacher = kdistill.teachers.load(args.teacher)
+    if not any(m.removesuffix("_transfer") in ENSEMBLE_METHODS for m in args.methods):
+        return teacher, None
+    if not args.second_teacher or not os.path.exists(args.second_teacher):
+        raise SystemExit(f"Methods {', '.join(ENSEMBLE_METHODS)} need --second-teacher PATH (received {args.second_teacher!r}).")
+    second = kdistill.teachers.load(args.second_teacher)
+    teacher_copy = kdistill.teachers.load(args.teacher)
+    teacher_copy.name, second.name = "first_teacher", "second_teacher"
+    return teacher, kdistill.teachers.ensemble([teacher_copy, second], temperature=args.temperature)
+
+
+def _cache(args, teacher, layers, x_pool, pool_labels, name: str):
+    """The teacher's outputs on the pool, built once into work_dir/<name> and reused while they still match."""
+    import numpy as np
+
+    import kdistill
+    from kdistill.run import teacher_cache
+
+    cache_dir = os.path.join(args.work_dir, name)
+    try:
+        cache = teacher_cache.load(cache_dir, teacher, layers)
+        if len(cache) != len(pool_labels) or not np.array_equal(np.sort(np.asarray(cache.labels)), np.sort(pool_labels)):
+            raise teacher_cache.StaleCacheError("other images")
+    except (FileNotFoundError, teacher_cache.StaleCacheError):
+        print(f"caching the teacher's outputs for {len(pool_labels)} images into {cache_dir} ({layers or 'logits only'})", flush=True)
+        plain = kdistill.data.from_arrays(x_pool, pool_labels, batch_size=256, validation_fraction=0.0,
+                                          class_names=kdistill.data.FASHION_MNIST_CLASSES).train_plain
+        cache = teacher_cache.build(teacher, layers, plain, cache_dir, dtype="float16", verbose=0)
+    return cache
+
+
+def _run_one(args, method: str, seed: int, teacher, cache, layers, steps: int, test) -> dict:
+    """Trains one student for (method, seed) from the seed's initial weights; returns its top-1 and seconds."""
+    import keras
+    import numpy as np
+
+    import kdistill
+    from kdistill import evaluation
+
+    keras.utils.set_random_seed(seed)
+    initial = student_from_args(args).get_weights()
+    options = dict(METHODS[method.removesuffix("_transfer")])
+    keras.utils.set_random_seed(seed)
+    student = student_from_args(args)
+    student.set_weights(initial)
+    if options["taps"] is None:
+        options["taps"] = {t: s for t, s in kdistill.taps.preset(teacher, student).items() if t in layers}
+    distiller = kdistill.FeatureDistiller(teacher, student, temperature=args.temperature, **options)
+    schedule = keras.optimizers.schedules.CosineDecay(PAIRED_LEARNING_RATE, decay_steps=steps * args.epochs)
+    distiller.compile(optimizer=keras.optimizers.Adam(schedule), metrics=["accuracy"])
+    labelled_index = np.flatnonzero(np.asarray(cache.labels) >= 0)
+    indices = None if method.endswith("_transfer") else labelled_index  # _transfer: the same steps drawn from labelled + unlabelled
+    train = cache.dataset(args.batch_size, seed=seed, layers=layers, indices=indices, repeat=True)
+    start = time.perf_counter()
+    distiller.fit(train, epochs=args.epochs, steps_per_epoch=steps, verbose=0)
+    return {"top1": evaluation.evaluate(student, test, timing_batches=1)["top1"], "seconds": time.perf_counter() - start}
+
+
+def _runs_file(args) -> str:
+    """Where each finished (method, seed) is recorded: a stopped study continues from it (same settings only)."""
+    return os.path.join(args.work_dir, f"{args.name}_runs.json")
+
+
+def _settings(args) -> dict:
+    return {key: getattr(args, key) for key in ("epochs", "train_limit", "transfer_limit", "test_limit", "width", "student", "temperature",
+                                                "batch_size", "teacher", "second_teacher")}
+
+
+def _load_runs(args) -> dict:
+    path = _runs_file(args)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as handle:
+        stored = json.load(handle)
+    if stored.get("settings") != _settings(args):
+        raise SystemExit(f"{path} holds runs made with other settings ({stored.get('settings')}); pass another --name or --work-dir, "
+                         "or delete it to start over.")
+    return stored["runs"]
+
+
+def _save_runs(args, runs: dict) -> None:
+    path = _runs_file(args)
+    with open(path + ".partial", "w") as handle:
+        json.dump({"settings": _settings(args), "runs": runs}, handle, indent=1)
+    os.replace(path + ".partial", path)
+
+
+def _paired(args) -> dict:
+    """The paired protocol; returns the JSON record (see the module docstring)."""
+    import numpy as np
+
+    import kdistill
+    from kdistill import evaluation
+    from kdistill.distiller import UNLABELED
+
+    x_train, y_train, labelled, transfer, test = _split(args)
     uses_transfer = any(m.endswith("_transfer") for m in args.methods)
     pool = np.concatenate([labelled, transfer]) if uses_transfer else labelled
     pool_labels = np.where(np.isin(pool, labelled), y_train[pool].astype("int32"), UNLABELED).astype("int32")
-
-    teacher = kdistill.teachers.load(args.teacher)
-    classes = kdistill.data.FASHION_MNIST_CLASSES
-    test = kdistill.data.from_arrays(x_test[:2], y_test[:2], x_test, y_test, batch_size=256, validation_fraction=0.0, class_names=classes).test
+    teacher, ensemble = _teachers(args)
     teacher_top1 = evaluation.evaluate(teacher, test, timing_batches=1)["top1"]
     print(f"teacher {args.teacher}: test top-1 {100 * teacher_top1:.2f}%", flush=True)
-
     probe = student_from_args(args)
     layers = sorted(kdistill.taps.preset(teacher, probe)) if any(METHODS[m.removesuffix("_transfer")]["taps"] is None for m in args.methods) else []
-    plain = kdistill.data.from_arrays(x_train[pool], pool_labels, batch_size=256, validation_fraction=0.0, class_names=classes).train_plain
-    cache_dir = os.path.join(args.work_dir, f"cache_{len(pool)}")
-    try:
-        cache = teacher_cache.load(cache_dir, teacher, layers)
-        if len(cache) != len(pool) or not np.array_equal(np.sort(np.asarray(cache.labels)), np.sort(pool_labels)):
-            raise teacher_cache.StaleCacheError("other images")
-    except (FileNotFoundError, teacher_cache.StaleCacheError):
-        print(f"caching the teacher's outputs for {len(pool)} images ({layers or 'logits only'})", flush=True)
-        cache = teacher_cache.build(teacher, layers, plain, cache_dir, dtype="float16", verbose=0)
-    # The cache holds the pool in the pipeline's own order: find the labelled images by their labels (unlabelled ones are -1).
-    labelled_index = np.flatnonzero(np.asarray(cache.labels) >= 0)
-    if len(labelled_index) != len(labelled):
-        raise SystemExit(f"The teacher cache holds {len(labelled_index)} labelled images, expected {len(labelled)}: delete {cache_dir} and rerun.")
+    caches = {"teacher": _cache(args, teacher, layers, x_train[pool], pool_labels, f"cache_{len(pool)}")}
+    if ensemble is not None:
+        caches["ensemble"] = _cache(args, ensemble, [], x_train[pool], pool_labels, f"cache_ensemble_{len(pool)}")
+    if int((np.asarray(caches["teacher"].labels) >= 0).sum()) != len(labelled):
+        raise SystemExit(f"The teacher cache holds other labelled images than expected ({len(labelled)}): delete {args.work_dir} and rerun.")
     steps = -(-len(labelled) // args.batch_size)
-
-    results = {method: {"top1": [], "seconds": []} for method in args.methods}
+    runs = _load_runs(args)
     for seed in range(args.seeds):
-        keras.utils.set_random_seed(seed)
-        initial = student_from_args(args).get_weights()
         for method in args.methods:
-            options = dict(METHODS[method.removesuffix("_transfer")])
-            keras.utils.set_random_seed(seed)
-            student = student_from_args(args)
-            student.set_weights(initial)
-            if options["taps"] is None:
-                options["taps"] = {t: s for t, s in kdistill.taps.preset(teacher, student).items() if t in layers}
-            distiller = kdistill.FeatureDistiller(teacher, student, temperature=args.temperature, **options)
-            schedule = keras.optimizers.schedules.CosineDecay(PAIRED_LEARNING_RATE, decay_steps=steps * args.epochs)
-            distiller.compile(optimizer=keras.optimizers.Adam(schedule), metrics=["accuracy"])
-            if method.endswith("_transfer"):  # the same number of steps, drawn from labelled + unlabelled images
-                train = cache.dataset(args.batch_size, seed=seed, layers=layers, repeat=True)
-            else:
-                train = cache.dataset(args.batch_size, seed=seed, layers=layers, indices=labelled_index, repeat=True)
-            start = time.perf_counter()
-            distiller.fit(train, epochs=args.epochs, steps_per_epoch=steps, verbose=0)
-            results[method]["seconds"].append(time.perf_counter() - start)
-            results[method]["top1"].append(evaluation.evaluate(student, test, timing_batches=1)["top1"])
-            print(f"seed {seed} {method:<14} top-1 {100 * results[method]['top1'][-1]:.2f}%  ({results[method]['seconds'][-1]:.0f} s)", flush=True)
-    comparisons = {}
-    if "alone" in results and args.seeds > 1:
-        for method in args.methods:
-            if method != "alone":
-                comparisons[method] = statistics.paired_comparison(results["alone"]["top1"], results[method]["top1"], teacher=teacher_top1)
-    return {"teacher_top1": teacher_top1, "results": results, "comparisons": comparisons, "labelled": len(labelled),
-            "transfer": len(transfer) if uses_transfer else 0, "taps": layers}
+            key = f"{method}/{seed}"
+            if key in runs:
+                continue
+            two = method.removesuffix("_transfer") in ENSEMBLE_METHODS
+            runs[key] = _run_one(args, method, seed, ensemble if two else teacher, caches["ensemble" if two else "teacher"],
+                                 [] if two else layers, steps, test)
+            _save_runs(args, runs)
+            print(f"seed {seed} {method:<14} top-1 {100 * runs[key]['top1']:.2f}%  ({runs[key]['seconds']:.0f} s)", flush=True)
+    results = {m: {k: [runs[f"{m}/{seed}"][k] for seed in range(args.seeds)] for k in ("top1", "seconds")} for m in args.methods}
+    record = {"teacher_top1": teacher_top1, "results": results, "labelled": len(labelled), "transfer": len(transfer) if uses_transfer else 0,
+              "taps": layers}
+    if ensemble is not None:
+        record["ensemble_top1"] = evaluation.evaluate(ensemble, test, timing_batches=1)["top1"]
+    record["comparisons"] = _comparisons(results, "alone", teacher_top1, args.seeds)
+    record["comparisons_vs_kd"] = _comparisons(results, "kd", teacher_top1, args.seeds)
+    return record
+
+
+def _comparisons(results: dict, baseline: str, teacher_top1: float, seeds: int) -> dict:
+    """Each method against `baseline` seed by seed (the keys of `kdistill.statistics.paired_comparison`)."""
+    from kdistill import statistics
+
+    if baseline not in results or seeds < 2:
+        return {}
+    return {method: statistics.paired_comparison(results[baseline]["top1"], results[method]["top1"], teacher=teacher_top1)
+            for method in results if method not in (baseline, "alone")}
 
 
 def _paired_report(record: dict, meta: dict) -> list[str]:
@@ -195,11 +298,46 @@ def _paired_report(record: dict, meta: dict) -> list[str]:
                          f"{100 * c['gap_recovered']:.0f} % |")
         else:
             lines.append(f"| {method} | {data} | {100 * mean:.2f} ± {100 * std:.2f} | - | - | - | - | - |")
+    lines += _versus_kd_lines(record)
     lines += ["", "Last-epoch test top-1 (no best-epoch picking). Paired gain: mean over seeds of (method - student alone), both from the "
               "same initial weights and data order; CI from Student's t with seeds - 1 degrees of freedom. Gap recovered: "
               "(method - alone) / (teacher - alone) on the means. `_transfer` runs take the same number of steps from a pool where "
               "the extra images carry no labels (only the distillation terms apply to them); the student alone never sees them."]
     return lines
+
+
+def _versus_kd_lines(record: dict) -> list[str]:
+    """The table of each method against KD alone (paired, same seeds), when KD was run."""
+    if not record.get("comparisons_vs_kd"):
+        return []
+    lines = ["", "Against KD alone (the same seeds; gap recovered: (method - KD) / (teacher - KD)):", "",
+             "| method | paired gain over KD (points) | 95 % CI | wins | p | gap recovered |", "|---|---:|---:|---:|---:|---:|"]
+    for method, c in record["comparisons_vs_kd"].items():
+        lines.append(f"| {method} | {100 * c['difference_mean']:+.2f} | [{100 * c['difference_low']:+.2f}, {100 * c['difference_high']:+.2f}] | "
+                     f"{c['wins']}/{c['seeds']} | {c['p_value']:.3g} | {100 * c['gap_recovered']:.0f} % |")
+    return lines
+
+
+def _versus_kd_plot(record: dict, path: str) -> None:
+    """Each method's paired gain over KD alone with its 95 % interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted(record["comparisons_vs_kd"].items(), key=lambda item: item[1]["difference_mean"])
+    figure, axis = plt.subplots(figsize=(6.5, 0.45 * len(rows) + 1.4))
+    for index, (method, c) in enumerate(rows):
+        color = "#2e7d32" if c["difference_low"] > 0 else "#c0392b" if c["difference_high"] < 0 else "#555555"
+        axis.errorbar(100 * c["difference_mean"], index, xerr=[[100 * (c["difference_mean"] - c["difference_low"])],
+                      [100 * (c["difference_high"] - c["difference_mean"])]], fmt="o", color=color, capsize=3)
+    axis.axvline(0, color="black", linewidth=0.8)
+    axis.set_yticks(range(len(rows)), [method for method, _ in rows])
+    axis.set_xlabel("paired gain over KD alone (points of top-1), 95 % CI")
+    axis.set_title("Which way of distilling features helps beyond logits?")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
 
 
 def _paired_plot(record: dict, path: str) -> None:
@@ -273,6 +411,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--work-dir", default=os.path.join("saved_models", "evidence"))
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    parser.add_argument("--second-teacher", default=None, help="--paired: the second teacher of the two_teachers method (.keras)")
     parser.add_argument("--name", default="evidence_fashion_mnist",
                         help="--paired: file stem of the results (a second study does not overwrite the first)")
     args = parser.parse_args(argv)
@@ -328,6 +467,8 @@ def _run_paired(args, started: float, argv) -> int:
         handle.write("\n".join(lines) + "\n")
     if args.seeds > 1:
         _paired_plot(record, stem + ".png")
+    if record.get("comparisons_vs_kd"):
+        _versus_kd_plot(record, stem + "_vs_kd.png")
     print("\n".join(lines))
     return 0
 

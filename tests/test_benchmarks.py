@@ -78,12 +78,20 @@ def test_paired_protocol_reports_intervals_gap_and_a_plot(tmp_path):
     make_fashion_mnist(tmp_path / "data", train=160, test=32)
     teacher = str(tmp_path / "teacher.keras")
     resnet50_shaped_teacher().save(teacher)
-    out = _run("accuracy.py", "--paired", "--seeds", "2", "--epochs", "1", "--train-limit", "64", "--transfer-limit", "32",
-               "--methods", "alone,fitnets_transfer", "--student", "resnet8x4", "--data-dir", str(tmp_path / "data"), "--teacher", teacher,
-               "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path), timeout=900)
+    command = ("accuracy.py", "--paired", "--seeds", "2", "--epochs", "1", "--train-limit", "64", "--transfer-limit", "32",
+               "--methods", "alone,kd,fitnets_transfer", "--student", "resnet8x4", "--data-dir", str(tmp_path / "data"), "--teacher", teacher,
+               "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path))
+    out = _run(*command, timeout=900)
     record = json.loads((tmp_path / "evidence_fashion_mnist.json").read_text())
     assert record["labelled"] == 64 and record["transfer"] == 32
-    assert all(len(record["results"][m]["top1"]) == 2 for m in ("alone", "fitnets_transfer"))  # two methods: 4 runs, not 6 (suite time)
+    assert all(len(record["results"][m]["top1"]) == 2 for m in ("alone", "kd", "fitnets_transfer"))
+    versus_kd = record["comparisons_vs_kd"]["fitnets_transfer"]
+    assert set(versus_kd) >= {"seeds", "difference_mean", "difference_low", "difference_high", "wins", "p_value", "gap_recovered"}
+    assert "Against KD alone" in (tmp_path / "evidence_fashion_mnist.md").read_text()
+    assert (tmp_path / "evidence_fashion_mnist_vs_kd.png").read_bytes()[:4] == b"\x89PNG"
+    # Resumable: every (method, seed) was recorded as it finished, so the same command trains nothing again.
+    again = _run(*command, timeout=900)
+    assert "seed 0" not in again and json.loads((tmp_path / "evidence_fashion_mnist.json").read_text())["results"] == record["results"]
     comparison = record["comparisons"]["fitnets_transfer"]
     assert comparison["difference_low"] <= comparison["difference_mean"] <= comparison["difference_high"]
     assert "gap_recovered" in comparison and record["taps"]  # fitnets needed the tapped maps in the cache
