@@ -11,8 +11,11 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 # Installs the package, its pinned dependencies and the test tools (constraints.txt pins every package).
+# keras-hub goes in without its dependencies: its tensorflow-text requirement would add the full `tensorflow` beside
+# tensorflow-cpu; its other requirements come with the test extra (kdistill[hub-requirements]).
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[tensorflow-cpu,test]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[tensorflow-cpu,test]" && \
+	$(BIN)/python -m pip install -q -c constraints.txt --no-deps keras-hub
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import throughput  # noqa: E402
+import throughput
 
 
 def main(argv=None) -> int:

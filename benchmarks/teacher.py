@@ -84,7 +84,7 @@ def train(args) -> dict:
 
     import kdistill
     from kdistill import evaluation
-    from kdistill.run import callbacks, jobs as recipes
+    from kdistill.run import jobs as recipes
 
     splits = kdistill.data.load("fashion_mnist", data_dir=args.data_dir, seed=0)
     keras.utils.set_random_seed(0)

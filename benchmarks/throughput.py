@@ -343,7 +343,7 @@ def main(argv=None) -> int:
         try:
             result = run_variant(args)
             result["device"] = _device()
-        except Exception as error:  # noqa: BLE001 - reported in the table instead of stopping the benchmark
+        except Exception as error:
             result = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
         result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print("RESULT " + json.dumps(result), flush=True)

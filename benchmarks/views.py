@@ -24,7 +24,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from accuracy import student_from_args  # noqa: E402 - the same student choice as the accuracy benchmark
+from accuracy import student_from_args
 
 LEARNING_RATE = 1e-3
 AUGMENT = ("crop", "flip")
@@ -32,7 +32,6 @@ AUGMENT = ("crop", "flip")
 
 def run(args) -> dict:
     import keras
-    import numpy as np
 
     import kdistill
     from kdistill import evaluation, statistics

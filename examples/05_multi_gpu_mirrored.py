@@ -10,10 +10,10 @@ if not tf.config.list_physical_devices("GPU"):
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-import common  # noqa: E402
+import common
 
-import kdistill  # noqa: E402
-from kdistill.run import distribute  # noqa: E402
+import kdistill
+from kdistill.run import distribute
 
 args = common.arguments(__doc__)
 devices = [d.name for d in tf.config.list_logical_devices("GPU")] or [d.name for d in tf.config.list_logical_devices("CPU")]

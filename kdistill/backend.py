@@ -22,7 +22,13 @@ import sys
 from types import ModuleType
 from typing import Iterator
 
-__all__ = ["tensorflow_module", "LazyTensorFlow", "INSTALL_HINT", "native_stderr_silenced", "quiet_native_code"]
+from kdistill.errors import UserError
+
+__all__ = ["tensorflow_module", "LazyTensorFlow", "INSTALL_HINT", "native_stderr_silenced", "quiet_native_code", "KERAS_BACKENDS",
+           "check_backend_name"]
+
+#: the names Keras 3 accepts in KERAS_BACKEND; kdistill trains on the first three
+KERAS_BACKENDS = ("tensorflow", "jax", "torch", "numpy", "openvino")
 
 INSTALL_HINT = ('install TensorFlow beside Keras: pip install "tensorflow-cpu==2.21.0" (or "tensorflow==2.21.0" with a GPU). '
                 "Without it, train from NumPy arrays (kdistill.data.load_fashion_mnist) with any Keras backend.")
@@ -49,6 +55,23 @@ class LazyTensorFlow:
 
     def __getattr__(self, name: str):
         return getattr(tensorflow_module(self._purpose), name)
+
+
+def check_backend_name(name: str | None = None) -> None:
+    """Raises `UserError` listing the valid names when `name` (default: KERAS_BACKEND) is no Keras backend.
+
+    Keras itself says only "Unable to import backend : <name>".
+
+    Example:
+        >>> check_backend_name("jax")
+        >>> check_backend_name("tensorflw")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        kdistill.errors.UserError: KERAS_BACKEND='tensorflw' is not a Keras backend. ...
+    """
+    name = os.environ.get("KERAS_BACKEND") if name is None else name
+    if name and name not in KERAS_BACKENDS:
+        raise UserError(f"KERAS_BACKEND={name!r} is not a Keras backend. Set it to tensorflow, jax or torch (kdistill trains on these; "
+                        f"Keras also knows {', '.join(KERAS_BACKENDS[3:])}), pass --backend, or unset it for tensorflow.")
 
 
 @contextlib.contextmanager

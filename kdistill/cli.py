@@ -17,8 +17,10 @@ import json
 import logging
 import os
 import sys
+import traceback
 
 from kdistill import backend as backend_module
+from kdistill.errors import Interrupted, UserError, check_number, number_from_yaml
 
 __all__ = ["main", "build_parser", "BACKENDS"]
 
@@ -34,22 +36,6 @@ def _select_backend(name: str | None) -> None:
         raise ValueError(f"--backend {name}: Keras is already loaded in this process with the {keras_module.backend.backend()!r} backend, "
                          f"and it picks its backend once. Run the command in a new process, or set KERAS_BACKEND={name} before starting Python.")
     os.environ["KERAS_BACKEND"] = name
-
-
-def _read_config_file(path: str) -> dict:
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"Config file {path!r} does not exist.")
-    with open(path) as handle:
-        text = handle.read()
-    if path.endswith(".json"):
-        return json.loads(text)
-    import yaml
-
-    try:
-        values = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ValueError(f"Config file {path!r} is not valid YAML: {error}") from None
-    return values or {}
 
 
 def _parse_taps(text: str):
@@ -86,7 +72,7 @@ def _numbers(text: str | None, flag: str) -> list[float] | None:
     try:
         return [float(part) for part in text.split(",")]
     except ValueError:
-        raise ValueError(f"{flag} takes numbers separated by commas, e.g. 2,1; received {text!r}.") from None
+        raise UserError(f"{flag} takes numbers separated by commas, e.g. 2,1; received {text!r}.") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,9 +201,9 @@ def _parse_overrides(pairs: list[str]) -> dict:
     overrides = {}
     for pair in pairs:
         if "=" not in pair:
-            raise ValueError(f"--set takes KEY=VALUE, received {pair!r}.")
+            raise UserError(f"--set takes KEY=VALUE, received {pair!r}.")
         key, value = pair.split("=", 1)
-        overrides[key] = yaml.safe_load(value)
+        overrides[key] = number_from_yaml(yaml.safe_load(value))  # --set qat_learning_rate=1e-4 is a number
     return overrides
 
 
@@ -233,27 +219,48 @@ _OUTPUTS = (("demo", "output_dir", "folder"), ("train-teacher", "output", "file"
 
 
 def _check_outputs(args) -> None:
-    """Refuses an output path that cannot be written (under a file, no permission) before loading data or models."""
+    """Refuses an output path that cannot be written (under a file, no permission) or lies in the image folder read, before any work."""
     from kdistill.export import atomic
+    from kdistill.run.config import check_outside_data
 
     for command, name, kind in _OUTPUTS:
         path = getattr(args, name, None) if args.command == command else None
         if path:
             atomic.check_output_path(path, kind)
+            if kind == "folder":  # a file beside the class folders is not read as a class
+                check_outside_data(path, getattr(args, "data", None), "--" + name.replace("_", "-"))
+
+
+_COUNT, _POSITIVE, _NON_NEGATIVE = {"integer": True, "positive": True}, {"positive": True}, {"positive": True, "allow_zero": True}
+#: argument -> how its number is checked (kdistill.errors.check_number); an unset (None) argument is not checked
+_NUMBER_FLAGS = {
+    "image_size": _COUNT, "train_limit": _COUNT, "test_limit": _COUNT, "batch_size": _COUNT, "seed": dict(_COUNT, allow_zero=True),
+    "epochs": _COUNT, "learning_rate": _POSITIVE, "warmup_epochs": _NON_NEGATIVE, "resize_to": _COUNT, "student_width": _POSITIVE,
+    "student_image_size": _COUNT, "temperature": _POSITIVE, "logits_weight": _NON_NEGATIVE, "alpha": dict(_NON_NEGATIVE, maximum=1.0),
+    "cache_views": dict(_COUNT, allow_zero=True), "views": dict(_COUNT, allow_zero=True), "cka_images": _COUNT,
+    "version": dict(_COUNT, allow_zero=True), "report_limit": _COUNT,
+}
+
+
+def _check_number_flags(args) -> None:
+    """Type, sign and finiteness of every numeric flag (argparse accepts `--learning-rate -1` and `nan`), before any work."""
+    if args.command == "distill":
+        return  # its flags become DistillConfig keys, checked there like the config file's
+    for name, rule in _NUMBER_FLAGS.items():
+        if getattr(args, name, None) is not None:
+            check_number("--" + name.replace("_", "-"), getattr(args, name), **rule)
 
 
 def _run(args) -> int:
     from kdistill import data, evaluation
     from kdistill.run import jobs as recipes
-    from kdistill.run.config import DistillConfig
+    from kdistill.run.config import DistillConfig, read_config_file
 
+    _check_number_flags(args)
     _check_outputs(args)
 
     if args.command == "demo":
-        overrides = _parse_overrides(args.set)
-        unknown = sorted(set(overrides) - set(recipes.DEMO_QUICK) - {"test_limit"})
-        if unknown:
-            raise ValueError(f"Unknown demo setting(s) {unknown}; known: {', '.join(sorted(recipes.DEMO_QUICK))}, test_limit.")
+        overrides = _parse_overrides(args.set)  # recipes.demo checks them (names, types, signs) before any work
         summary = recipes.demo(args.output_dir, full=args.full, data_dir=args.data_dir, seed=args.seed, overrides=overrides,
                                verbose=0 if args.quiet else _progress(), retrain_teacher=args.retrain_teacher)
         print()
@@ -276,16 +283,20 @@ def _run(args) -> int:
                            train_limit=args.train_limit, test_limit=args.test_limit, seed=args.seed)
         import keras
 
+        from kdistill.run import callbacks
+
         keras.utils.set_random_seed(args.seed)
-        teacher, history = recipes.train_teacher(splits, args.output, epochs=args.epochs, weights=args.weights, learning_rate=args.learning_rate,
-                                                 name=args.name, verbose=_progress(), optimizer=args.optimizer,
-                                                 warmup_epochs=args.warmup_epochs, resize_to=args.resize_to)
+        progress = callbacks.EpochProgress()  # the epoch a Ctrl-C stops in, for the message
+        with callbacks.reporting_interrupts(progress, resumable=False):
+            teacher, history = recipes.train_teacher(splits, args.output, epochs=args.epochs, weights=args.weights, learning_rate=args.learning_rate,
+                                                     name=args.name, verbose=_progress(), optimizer=args.optimizer,
+                                                     warmup_epochs=args.warmup_epochs, resize_to=args.resize_to, callbacks_=[progress])
         report = evaluation.evaluate(teacher, splits.test, splits.class_names) if splits.test is not None else {}
         print(f"teacher saved to {args.output}" + (f"; test top-1 {100 * report['top1']:.2f}%" if report else ""))
         return 0
 
     if args.command == "distill":
-        values = _read_config_file(args.config) if args.config else {}
+        values = read_config_file(args.config) if args.config else {}
         flags = {
             "data": args.data, "data_dir": args.data_dir, "image_size": args.image_size, "train_limit": args.train_limit,
             "test_limit": args.test_limit, "batch_size": args.batch_size, "seed": args.seed,
@@ -352,10 +363,12 @@ def _run(args) -> int:
 
         shape = (args.image_size, args.image_size, 3)
         teacher = saving.load_model(args.teacher, role="teacher") if os.path.exists(args.teacher) else teachers.get(args.teacher, num_classes=10, input_shape=shape)
-        student = saving.load_model(args.student, role="student") if os.path.exists(args.student) else students.get(args.student, num_classes=teacher.outputs[0].shape[-1], input_shape=shape)
+        student = (saving.load_model(args.student, role="student") if os.path.exists(args.student)
+                   else students.get(args.student, num_classes=teacher.outputs[0].shape[-1], input_shape=shape))
         images = None
         if args.cka or args.heatmap:
-            splits = data.load(args.data, data_dir=args.data_dir, skip_unreadable=bool(args.skip_unreadable), image_size=args.image_size, batch_size=args.cka_images, test_limit=args.cka_images, seed=args.seed)
+            splits = data.load(args.data, data_dir=args.data_dir, skip_unreadable=bool(args.skip_unreadable), image_size=args.image_size,
+                               batch_size=args.cka_images, test_limit=args.cka_images, seed=args.seed)
             images = next(iter(splits.test if splits.test is not None else splits.train))[0]
         suggestion = tap_suggest.suggest(teacher, student, images)
         print(tap_suggest.format_suggestion(suggestion))
@@ -402,6 +415,24 @@ def _import_tensorflow_quietly() -> None:
         pass  # whatever needs it says so, with the install line
 
 
+def _interrupted_line(command: str, interrupt: KeyboardInterrupt) -> str:
+    """What Ctrl-C stopped, and what running the same command again does."""
+    if isinstance(interrupt, Interrupted):  # distill keeps a per-epoch backup in the run folder (but not under multi_worker)
+        then = "run the same command to resume" if interrupt.resumable else "nothing was saved: run the same command to start again"
+        return f"{interrupt.where()}; {then}"
+    if command == "distill":  # a backup left by an earlier interruption is still resumed
+        return "interrupted before training began; run the same command to start (or resume) it"
+    return "interrupted; run the same command to start again"
+
+
+def _report(args, message: str) -> int:
+    """One line on stderr (the traceback before it with --verbose); the exit status of a refused command."""
+    if args.verbose:
+        traceback.print_exc()
+    print(f"kdistill {args.command}: error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `kdistill` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -409,6 +440,9 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("kdistill: %(message)s"))
     package_logger = logging.getLogger("kdistill")
+    for earlier in [h for h in package_logger.handlers if getattr(h, "kdistill_cli", False)]:
+        package_logger.removeHandler(earlier)  # an earlier main() in this process (tests, notebooks): one line per message, current stderr
+    handler.kdistill_cli = True
     package_logger.addHandler(handler)
     package_logger.propagate = False  # one line per message (TensorFlow's absl setup also gives the root logger a handler)
     package_logger.setLevel(logging.DEBUG if args.verbose else logging.INFO)
@@ -419,16 +453,21 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
     try:
         _select_backend(args.backend)
+        backend_module.check_backend_name()
         if not args.verbose:
             _import_tensorflow_quietly()
         return _run(args)
-    except (ValueError, FileNotFoundError, TypeError, ImportError) as error:
-        print(f"kdistill {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt as interrupt:  # Ctrl-C: where it stopped and how to go on, no traceback
+        if sys.stdout.isatty():
+            print()  # off the progress bar's line
+        print(f"kdistill {args.command}: {_interrupted_line(args.command, interrupt)}", file=sys.stderr)
+        return 130
+    # UserError (kdistill's user-error type) is a ValueError; TypeError is left to show its traceback: it is a bug, not a user's mistake.
+    except (ValueError, FileNotFoundError, ImportError) as error:
+        return _report(args, str(error))
     except OSError as error:  # disk full, permissions, a path under a file: one line naming the path
         detail = f"{error.strerror} ({error.filename or 'no path given'})" if error.strerror else str(error)  # ours name the path already
-        print(f"kdistill {args.command}: error: {detail}", file=sys.stderr)
-        return 2
+        return _report(args, detail)
 
 
 if __name__ == "__main__":

@@ -360,7 +360,7 @@ def from_tfds(name: str, data_dir: str | None = None, image_size: int = 32, batc
         raise ImportError("TFDS data needs `pip install tensorflow-datasets` (or `pip install kdistill[tfds]`).") from error
     try:
         builder = tfds.builder(name, data_dir=data_dir)
-    except Exception as error:  # noqa: BLE001 - TFDS raises its own types for unknown names
+    except Exception as error:
         raise ValueError(f"Unknown TFDS dataset {name!r}: {error}") from None
     if not download and not builder.is_prepared():
         raise FileNotFoundError(

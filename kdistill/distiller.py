@@ -35,7 +35,7 @@ from keras import ops, tree
 
 from kdistill import losses as losses_module
 from kdistill.losses.labels import LabelLoss as _LabelLoss
-from kdistill.losses.labels import check_alpha  # noqa: F401 - part of this module's API since 0.1
+from kdistill.losses.labels import check_alpha
 from kdistill.losses.labels import label_mask as _label_mask
 from kdistill.losses.labels import masked_mean as _masked_mean
 from kdistill.losses.labels import weighted_mean as _weighted_mean

@@ -12,7 +12,7 @@ import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _no_tensorflow import block_tensorflow  # noqa: E402
+from _no_tensorflow import block_tensorflow
 
 block_tensorflow()
 from kdistill import cli  # noqa: E402

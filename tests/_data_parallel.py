@@ -6,12 +6,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-import kdistill  # noqa: E402
-from kdistill.run import jax_distribution  # noqa: E402
-from conftest import images, labels, small_cnn  # noqa: E402
+import kdistill
+from kdistill.run import jax_distribution
+from conftest import images, labels, small_cnn
 
 
 def one_step(devices):

@@ -6,11 +6,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-import kdistill  # noqa: E402
-from conftest import images, labels, small_cnn  # noqa: E402
+import kdistill
+from conftest import images, labels, small_cnn
 
 keras.utils.set_random_seed(0)
 teacher, student = small_cnn("teacher", widths=(16, 32), seed=1), small_cnn("student", seed=2)

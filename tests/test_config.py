@@ -41,7 +41,7 @@ def test_cifar100_recipe_config_parses_with_its_schedule():
     import pytest
     import yaml
 
-    from kdistill.run import jobs as recipes, training
+    from kdistill.run import training
     from kdistill.run.config import DistillConfig
 
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "configs", "cifar100_r50_mv2.yaml")

@@ -33,7 +33,7 @@ def test_issue_example_trains_reports_every_term_and_leaves_teacher_untouched(re
     assert set(history.history) == set(terms) | {f"val_{t}" for t in terms}
     assert all(np.isfinite(v).all() for v in history.history.values())
     # Teacher: every weight, BatchNorm moving statistics included, bit-identical.
-    assert len(moving_stats_before) == 2 * sum(isinstance(l, keras.layers.BatchNormalization) for l in teacher.layers)
+    assert len(moving_stats_before) == 2 * sum(isinstance(layer, keras.layers.BatchNormalization) for layer in teacher.layers)
     for before, after in zip(teacher_before, teacher.weights):
         np.testing.assert_array_equal(before, after.numpy())
     assert not teacher.trainable and not distiller.teacher.trainable_weights

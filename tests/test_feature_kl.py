@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 import kdistill
-from kdistill.losses import feature_kl as feature_kl_module, registry
+from kdistill.losses import registry
 from kdistill.losses.feature_kl import FeatureKL, feature_kl
 from kdistill.losses.logits import LogitsKL
 from conftest import real_images, small_cnn

@@ -5,7 +5,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from importlib import metadata
 
 import pytest

@@ -109,7 +109,9 @@ def np_hcl(t, s, levels=(4, 2, 1)):
                 out[:, i, j] = f[:, rows, cols].mean(axis=(1, 2))
         return out
 
-    per_sample = lambda d: (d ** 2).reshape(len(d), -1).mean(1)
+    def per_sample(d):
+        return (d ** 2).reshape(len(d), -1).mean(1)
+
     loss, weight, total = per_sample(t - s), 1.0, 1.0
     for level in levels:
         if level >= t.shape[1]:

@@ -163,7 +163,7 @@ def quantize_int8(converter: tf.lite.TFLiteConverter, images: Iterable[np.ndarra
         return converter.convert()
 
     mlir_quantize, flatbuffer_utils = _private_api()
-    converter._experimental_calibrate_only = True  # noqa: SLF001 - documented above
+    converter._experimental_calibrate_only = True
     calibrated = converter.convert()
     model = flatbuffer_utils.convert_bytearray_to_object(calibrated)
     graph = model.subgraphs[0]

@@ -17,11 +17,12 @@ from typing import Iterable
 import numpy as np
 
 from kdistill.backend import LazyTensorFlow, quiet_native_code
-from kdistill.export.writers import TFLITE_MODES, check_formats, check_writable, onnx, saved_model, student_of, tflite
+from kdistill.export.writers import check_formats, check_writable, onnx, saved_model, student_of, tflite
 
 tf = LazyTensorFlow("the parity report")
 
-__all__ = ["tflite_predict", "onnx_predict", "collect_images", "latency_ms", "keras_latency_ms", "tflite_runner", "parity_report", "format_report", "export_all", "AGREEMENT_TARGET"]
+__all__ = ["tflite_predict", "onnx_predict", "collect_images", "latency_ms", "keras_latency_ms", "tflite_runner", "parity_report", "format_report",
+           "export_all", "AGREEMENT_TARGET"]
 
 logger = logging.getLogger(__name__)
 

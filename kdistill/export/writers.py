@@ -176,7 +176,7 @@ def tflite(model, path: str, quantize: str = "float32", representative: Iterable
                     flatbuffer = int8_calibration.quantize_int8(converter, images, method=calibration, percentile=percentile, int8_io=int8_io)
                 else:
                     flatbuffer = converter.convert()
-        except Exception as error:  # noqa: BLE001 - the converter raises ConverterError and others
+        except Exception as error:
             raise ValueError(f"TFLite conversion ({quantize}) failed: {error}. Ops without a TFLite kernel cannot be exported as {quantize}.") from error
         staged_file = os.path.join(staging, "model.tflite")
         with open(staged_file, "wb") as handle:
@@ -206,7 +206,7 @@ def onnx(model, path: str, opset: int = 17) -> str:
         staged_file = os.path.join(staging, "model.onnx")
         try:
             tf2onnx.convert.from_function(function, input_signature=signature, opset=opset, output_path=staged_file)
-        except Exception as error:  # noqa: BLE001 - tf2onnx raises many types
+        except Exception as error:
             raise ValueError(f"ONNX conversion failed: {error}. Ops without an ONNX equivalent cannot be exported.") from error
         atomic.replace(staged_file, path)
     return path

@@ -6,11 +6,12 @@
 * `ensemble` — several teachers as one model (averaged probabilities, taps per member);
 * `checks` — checks on the models and data a distiller is given;
 * `folding` — a teacher's inference graph with BatchNormalization folded into its convolutions;
+* `hub` — KerasHub presets as teachers and students (`"keras_hub:<preset or folder>"`), stages from their pyramid outputs;
 * `tap_suggest` — proposes tap pairs by shape and CKA;
 * `preprocessing` — the serializable input-scaling layer;
 * `saving` — safe loading and inference copies of models.
 """
 
-from kdistill.models import checks, ensemble, folding, preprocessing, saving, students, tap_suggest, taps, teachers
+from kdistill.models import checks, ensemble, folding, hub, preprocessing, saving, students, tap_suggest, taps, teachers
 
-__all__ = ["checks", "ensemble", "folding", "preprocessing", "saving", "students", "tap_suggest", "taps", "teachers"]
+__all__ = ["checks", "ensemble", "folding", "hub", "preprocessing", "saving", "students", "tap_suggest", "taps", "teachers"]

@@ -136,13 +136,13 @@ def foldable_pairs(model: keras.Model) -> dict[str, str]:
     pairs = {}
     outputs = {id(tensor) for tensor in model.outputs}
     for layer in model.layers:
-        if not isinstance(layer, keras.layers.BatchNormalization) or len(layer._inbound_nodes) != 1:  # noqa: SLF001
+        if not isinstance(layer, keras.layers.BatchNormalization) or len(layer._inbound_nodes) != 1:
             continue
-        parents = layer._inbound_nodes[0].parent_nodes  # noqa: SLF001 - the functional graph
+        parents = layer._inbound_nodes[0].parent_nodes
         if len(parents) != 1:
             continue
         conv = parents[0].operation
-        if (not isinstance(conv, _CONVOLUTIONS) or len(conv._inbound_nodes) != 1 or len(conv._outbound_nodes) != 1  # noqa: SLF001
+        if (not isinstance(conv, _CONVOLUTIONS) or len(conv._inbound_nodes) != 1 or len(conv._outbound_nodes) != 1
                 or getattr(conv.activation, "__name__", None) != "linear" or conv.data_format != "channels_last"
                 or id(conv.output) in outputs or not _channels_last_axis(layer)):
             continue

@@ -51,7 +51,7 @@ def load_model(path: str, role: str) -> keras.Model:
         )
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as error:  # noqa: BLE001 - Keras raises many types from deep inside its readers
+    except Exception as error:
         raise ValueError(
             f"Cannot load the {role} from {path!r}: {type(error).__name__}: {error}. "
             "Is the file complete (not truncated) and saved by Keras 3 (`model.save('x.keras')`)?"

@@ -20,7 +20,7 @@ from typing import Callable
 import keras
 from keras import layers
 
-from kdistill.models import saving, taps
+from kdistill.models import hub, saving, taps
 
 __all__ = ["imagenet_notop_file", "get", "register", "available", "load"]
 
@@ -94,7 +94,8 @@ def get(name: str, num_classes: int, input_shape: tuple[int, int, int] = (32, 32
 
     Args:
         name: see `available()`: `mobilenet_v2` (kwarg `width`, default 0.5),
-            `mobilenet_v3_small` (`width`, default 1.0), `resnet8x4`, `resnet20`.
+            `mobilenet_v3_small` (`width`, default 1.0), `resnet8x4`, `resnet20`;
+            or `"keras_hub:<preset or folder>"` (see `kdistill.models.hub.get`).
         num_classes: number of classes.
         input_shape: `(height, width, channels)`, at least 32x32 for MobileNets.
         batch_norm_momentum: momentum of every BatchNormalization layer. 0.9
@@ -111,6 +112,8 @@ def get(name: str, num_classes: int, input_shape: tuple[int, int, int] = (32, 32
         ValueError: for an unknown name (listing the registered ones), ImageNet
             weights where Keras has none, or a weights file that does not fit.
     """
+    if hub.is_hub_name(name):
+        return hub.get(name, num_classes, input_shape, role="student", weights=weights, batch_norm_momentum=batch_norm_momentum, **kwargs)
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, available(), n=2)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
@@ -132,7 +135,7 @@ def get(name: str, num_classes: int, input_shape: tuple[int, int, int] = (32, 32
     if isinstance(weights, str) and weights != "imagenet":
         try:
             model.load_weights(weights)
-        except Exception as error:  # noqa: BLE001 - h5py and Keras raise many types for a file that does not fit
+        except Exception as error:
             raise ValueError(f"The weights in {weights!r} do not fit the student {name!r} ({type(error).__name__}: {error}). "
                              "Pass weights saved from the same architecture and width.") from error
     return saving.set_batch_norm_momentum(model, batch_norm_momentum)

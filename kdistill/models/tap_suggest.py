@@ -33,9 +33,9 @@ def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
     x = x - x.mean(0, keepdims=True)
     y = y - y.mean(0, keepdims=True)
     # ‖YᵀX‖²_F = tr(K L) with Gram matrices K = XXᵀ, L = YYᵀ (cheaper for wide features).
-    k, l = x @ x.T, y @ y.T
-    denominator = np.sqrt((k * k).sum() * (l * l).sum())
-    return float((k * l).sum() / denominator) if denominator > 0 else 0.0
+    gram_x, gram_y = x @ x.T, y @ y.T
+    denominator = np.sqrt((gram_x * gram_x).sum() * (gram_y * gram_y).sum())
+    return float((gram_x * gram_y).sum() / denominator) if denominator > 0 else 0.0
 
 
 @dataclasses.dataclass

@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 import difflib
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import keras
 
@@ -75,15 +75,26 @@ def family(model: keras.Model) -> str | None:
     return None
 
 
+def _stage_table(model: keras.Model) -> list[tuple[str, int]] | None:
+    """`(layer name, stride)` shallow to deep: `STAGES` by family, else a KerasHub backbone's pyramid outputs; None when unknown."""
+    known = family(model)
+    if known is not None:
+        return STAGES[known]
+    from kdistill.models import hub  # KerasHub models carry their stages in their backbone ("backbone/<layer>")
+
+    return hub.stage_table(model)
+
+
 def stage_outputs(model: keras.Model) -> list[tuple[str, tuple]]:
     """Stage outputs of a model as `(layer name, output shape)`, shallow to deep.
 
-    Known families use `STAGES`; any other functional model gets the last
-    layer at each spatial resolution (padding layers skipped).
+    Known families use `STAGES`, KerasHub models their backbone's
+    `pyramid_outputs`; any other functional model gets the last layer at each
+    spatial resolution (padding layers skipped).
     """
-    known = family(model)
-    if known is not None:
-        return [(name, tuple(model.get_layer(name).output.shape)) for name, _ in STAGES[known]]
+    table = _stage_table(model)
+    if table is not None:
+        return [(name, tap_shape(model, name)) for name, _ in table]
     # (layer name, shape, whether the group computes anything) per resolution
     groups: list[list] = []
     for layer in model.layers:
@@ -243,7 +254,9 @@ def preset(teacher: str | keras.Model, student: str | keras.Model, stages: Seque
     differ (a CIFAR ResNet keeps 4x larger maps than ResNet50 at 32x32).
 
     Args:
-        teacher: a family name in `STAGES` or a model of such a family.
+        teacher: a family name in `STAGES`, a model of such a family, or a
+            KerasHub model (`"keras_hub:..."`; stages from its backbone's
+            `pyramid_outputs`, as `"backbone/<layer>"`).
         student: likewise for the student.
         stages: stage indices to pair. The default `(1, 2)` picks the middle
             stages (ResNet50's conv3 and conv4), which carry the most
@@ -255,10 +268,8 @@ def preset(teacher: str | keras.Model, student: str | keras.Model, stages: Seque
     Raises:
         ValueError: for an unknown family or a stage index out of range.
     """
-    teacher_family = _resolve_family(teacher, "teacher")
-    student_family = _resolve_family(student, "student")
-    teacher_stages = [name for name, _ in STAGES[teacher_family]]
-    student_stages = [name for name, _ in STAGES[student_family]]
+    teacher_family, teacher_stages = _resolve_family(teacher, "teacher")
+    student_family, student_stages = _resolve_family(student, "student")
     count = min(len(teacher_stages), len(student_stages))
     wanted = list(range(count)) if stages is None else list(stages)
     bad = [i for i in wanted if not 0 <= i < count]
@@ -271,17 +282,18 @@ def preset(teacher: str | keras.Model, student: str | keras.Model, stages: Seque
     return {teacher_stages[i]: student_stages[i] for i in sorted(wanted)}
 
 
-def _resolve_family(network: str | keras.Model, role: str) -> str:
+def _resolve_family(network: str | keras.Model, role: str) -> tuple[str, list[str]]:
+    """The network's family (a model's name where a KerasHub backbone gives the stages) and its stage layers."""
     if isinstance(network, keras.Model):
-        found = family(network)
-        if found is None:
+        table = _stage_table(network)
+        if table is None:
             raise ValueError(
-                f"No tap preset knows the {role} {network.name!r}; known families: {', '.join(STAGES)}. "
+                f"No tap preset knows the {role} {network.name!r}; known families: {', '.join(STAGES)}, and KerasHub models. "
                 "Pass taps={teacher_layer: student_layer} yourself (see kdistill.taps.stage_outputs)."
             )
-        return found
+        return family(network) or network.name, [name for name, _ in table]
     if network not in STAGES:
         close = difflib.get_close_matches(str(network), list(STAGES), n=2)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise ValueError(f"Unknown {role} family {network!r}.{hint} Known: {', '.join(STAGES)}.")
-    return network
+    return network, [name for name, _ in STAGES[network]]

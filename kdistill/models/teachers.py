@@ -19,7 +19,7 @@ from typing import Callable
 
 import keras
 
-from kdistill.models import saving
+from kdistill.models import hub, saving
 from kdistill.models.ensemble import ensemble
 from kdistill.models.preprocessing import ImagePreprocessing
 
@@ -74,7 +74,8 @@ def get(
     """Builds a ResNet teacher that outputs logits for `num_classes` classes.
 
     Args:
-        name: `"resnet50"`, `"resnet101"` or `"resnet152"`.
+        name: `"resnet50"`, `"resnet101"` or `"resnet152"`; or `"keras_hub:<preset
+            or folder>"` for a KerasHub model (see `kdistill.models.hub.get`).
         num_classes: number of classes of the new classifier.
         input_shape: `(height, width, 3)`; at least 32x32.
         weights: `None` (random), `"imagenet"` (backbone from Keras' ImageNet
@@ -101,6 +102,9 @@ def get(
             ImageNet weights that cannot be obtained offline (the message says
             where to put the file).
     """
+    if hub.is_hub_name(name):
+        return hub.get(name, num_classes, input_shape, role="teacher", weights=weights, batch_norm_momentum=batch_norm_momentum,
+                       include_preprocessing=include_preprocessing, resize_to=resize_to)
     if name not in _BACKBONES:
         close = difflib.get_close_matches(name, list(_BACKBONES), n=2)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
@@ -122,7 +126,7 @@ def get(
         backbone = _BACKBONES[name](include_top=False, weights=backbone_weights, input_tensor=x)
     except ValueError:
         raise
-    except Exception as error:  # noqa: BLE001 - download and file errors come in many types
+    except Exception as error:
         raise ValueError(f"Could not get the {name} backbone weights ({type(error).__name__}: {error}). {_imagenet_help(name)}") from error
     features = keras.layers.GlobalAveragePooling2D(name="avg_pool")(backbone.output)
     logits = keras.layers.Dense(num_classes, name="predictions")(features)
@@ -146,8 +150,10 @@ def resnet50(
     return get("resnet50", num_classes, input_shape, weights, include_preprocessing)
 
 
-def load(path: str) -> keras.Model:
-    """Loads a saved teacher (`.keras` or `.h5`) with `safe_mode=True`."""
+def load(path: str, input_shape: tuple[int, int, int] | None = None) -> keras.Model:
+    """Loads a saved teacher (`.keras` or `.h5`) with `safe_mode=True`, or a KerasHub classifier (`"keras_hub:..."`, its own head)."""
+    if hub.is_hub_name(path):
+        return hub.get(path, None, input_shape or (224, 224, 3), role="teacher")
     return saving.load_model(path, role="teacher")
 
 

@@ -24,16 +24,16 @@ from kdistill.quantize.rewrite import PASS_THROUGH, check_quantized
 
 def _input_quantizer(layer) -> qlayers.ActivationQuantizer:
     """The quantizer whose range sets the scale of `layer`'s input (walking up through scale-keeping layers)."""
-    tensor = layer._inbound_nodes[0].input_tensors[0]  # noqa: SLF001 - the functional graph
+    tensor = layer._inbound_nodes[0].input_tensors[0]
     while True:
-        producer = tensor._keras_history.operation  # noqa: SLF001
+        producer = tensor._keras_history.operation
         if isinstance(producer, qlayers.ActivationQuantizer):
             return producer
         if hasattr(producer, "output_quantizer"):
             return producer.output_quantizer
-        if type(producer).__name__ not in PASS_THROUGH or not producer._inbound_nodes:  # noqa: SLF001 - they keep their input's scale
+        if type(producer).__name__ not in PASS_THROUGH or not producer._inbound_nodes:
             raise ValueError(f"The input of {layer.name!r} comes from {producer.name!r} ({type(producer).__name__}), which has no int8 range.")
-        tensor = producer._inbound_nodes[0].input_tensors[0]  # noqa: SLF001
+        tensor = producer._inbound_nodes[0].input_tensors[0]
 
 
 def _weight_scales(kernel: np.ndarray, axis: int | None) -> np.ndarray:

@@ -253,7 +253,7 @@ class QuantizedDense(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="kdistill")
 class QuantizedRescaling(keras.layers.Layer):
-    """`x * scale + offset` (Keras' Rescaling) with int8 constants and a quantized product and output.
+    """`x * scale + offset` (Keras' Rescaling) with int8 constants and a quantized output (and product, when there is an offset).
 
     With the constants fake-quantized the converter builds int8 MUL and ADD
     kernels, so an int8 model input feeds integer kernels from the first op.
@@ -288,9 +288,10 @@ class QuantizedRescaling(keras.layers.Layer):
         return ops.cast(fake_quant_weights(constant) if value else constant, dtype)
 
     def call(self, inputs, training=False):
-        outputs = self.product_quantizer(inputs * self._constant(self.scale, inputs.dtype), training=training)
-        if self.offset:
-            outputs = outputs + self._constant(self.offset, outputs.dtype)
+        product = inputs * self._constant(self.scale, inputs.dtype)
+        if not self.offset:  # the product is the output: a second range on the same values drifts by rounding, and TFLite
+            return self.output_quantizer(product, training=training)  # then refuses ops that keep their input's scale (a pad)
+        outputs = self.product_quantizer(product, training=training) + self._constant(self.offset, inputs.dtype)
         return self.output_quantizer(outputs, training=training)
 
     def compute_output_shape(self, input_shape):

@@ -103,7 +103,7 @@ def unsupported_layers(model: keras.Model) -> list[str]:
 
 
 def _nodes(model: keras.Model) -> list:
-    by_depth = model._nodes_by_depth  # noqa: SLF001 - Keras' functional graph, as Functional._run_through_graph walks it
+    by_depth = model._nodes_by_depth
     return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
 
 

@@ -10,18 +10,33 @@ Example:
     ('resnet8x4', 2, 'preset')
     >>> DistillConfig.from_dict({"epoch": 2})
     Traceback (most recent call last):
-    ValueError: Unknown config key 'epoch'. Did you mean 'epochs'? ...
+    kdistill.errors.UserError: Unknown config key 'epoch'. Did you mean 'epochs'? ...
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import os
 import typing
 from typing import Any
 
-__all__ = ["DistillConfig"]
+from kdistill.errors import UserError, check_number, number_from_yaml
+
+__all__ = ["DistillConfig", "read_config_file", "check_outside_data"]
+
+_COUNT = {"integer": True, "positive": True}
+#: how each numeric key is checked (kdistill.errors.check_number's options); alpha, temperature and the lists are checked apart
+_NUMBERS = {
+    "image_size": _COUNT, "student_image_size": dict(_COUNT, allow_none=True),
+    "train_limit": dict(_COUNT, allow_none=True, meaning="images, or empty for all"),
+    "test_limit": dict(_COUNT, allow_none=True, meaning="images, or empty for all"),
+    "student_width": {"positive": True, "allow_none": True}, "logits_weight": {"positive": True, "allow_zero": True},
+    "temperature": {"positive": True}, "review_channels": _COUNT, "epochs": _COUNT, "batch_size": _COUNT, "learning_rate": {"positive": True},
+    "weight_decay": {"positive": True, "allow_zero": True, "allow_none": True}, "seed": dict(_COUNT, allow_zero=True),
+    "cache_views": dict(_COUNT, allow_zero=True, meaning="0 for none, or views per image"),
+}
 
 
 @dataclasses.dataclass
@@ -128,12 +143,12 @@ class DistillConfig:
         """Validates `values` and builds the config.
 
         Raises:
-            ValueError: for an unknown key (with the closest names), a value of
+            kdistill.errors.UserError: for an unknown key (with the closest names), a value of
                 the wrong type, or an out-of-range value.
             FileNotFoundError: when `teacher` names a file that does not exist.
         """
         if not isinstance(values, dict):
-            raise ValueError(f"A config must be a mapping of keys to values, received {type(values).__name__}.")
+            raise UserError(f"A config must be a mapping of keys to values, received {type(values).__name__}.")
         fields = {f.name: f for f in dataclasses.fields(cls)}
         hints = typing.get_type_hints(cls)
         clean = {}
@@ -142,10 +157,11 @@ class DistillConfig:
             if key not in fields:
                 close = difflib.get_close_matches(key, list(fields), n=2)
                 hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-                raise ValueError(f"Unknown config key {key!r}.{hint} Known keys: {', '.join(fields)}.")
+                raise UserError(f"Unknown config key {key!r}.{hint} Known keys: {', '.join(fields)}.")
             clean[key] = _check_type(key, value, hints[key])
         config = cls(**clean)
-        config._check_values(check_files)
+        if check_files:
+            config._check_files()
         return config
 
     def distiller_options(self) -> dict:
@@ -159,44 +175,62 @@ class DistillConfig:
                 "adapter": "review" if self.review else self.adapter, "review_channels": self.review_channels,
                 "fold_batch_norm": self.fold_batch_norm}
 
-    def _check_values(self, check_files: bool) -> None:
-        # alpha and temperature are checked by the distiller's own checks, so config and Python report the same errors.
+    def __post_init__(self) -> None:
+        self._check_values()  # also for DistillConfig(...) built in Python; files are checked by from_dict
+
+    def _check_values(self) -> None:
+        self._check_numbers()
+        from kdistill.adapters import ADAPTERS
+
+        if self.adapter not in ADAPTERS:
+            raise UserError(f"adapter must be one of {', '.join(ADAPTERS)}, received {self.adapter!r}.")
+        if self.quantize not in (None, "int8"):
+            raise UserError(f"quantize must be 'int8' (quantization-aware int8 fine-tuning) or unset, received {self.quantize!r}.")
+        if self.transfer_data is not None and self.transfer_data != "rest" and not self.transfer_data.endswith(".npy"):
+            raise UserError(f"transfer_data must be 'rest' or a .npy file of images, received {self.transfer_data!r}.")
+        if self.cache_views and not self.teacher_cache:
+            raise UserError("cache_views stores views in a teacher cache: set teacher_cache (--teacher-cache DIR) too.")
+        from kdistill.run.distribute import STRATEGIES
+        from kdistill.run.precision import POLICIES
+
+        if self.strategy not in STRATEGIES:
+            raise UserError(f"strategy must be one of {', '.join(STRATEGIES)}, received {self.strategy!r}.")
+        if self.precision not in POLICIES:
+            raise UserError(f"precision must be one of {', '.join(POLICIES)}, received {self.precision!r}.")
+        if not (isinstance(self.taps, dict) or self.taps in ("preset", "none")):
+            raise UserError(f"taps must be 'preset', 'none' or a mapping teacher_layer: student_layer, received {self.taps!r}.")
+        for key in ("feature_loss", "logits_loss"):  # a number here used to fail deep in the distiller with a TypeError
+            if getattr(self, key) is not None and not isinstance(getattr(self, key), (str, list, tuple, dict)):
+                raise UserError(f"{key} must be a loss name, a list of [name, weight] pairs, a mapping with 'name', or empty, "
+                                f"received the {type(getattr(self, key)).__name__} {getattr(self, key)!r}.")
+        for key in ("output_dir", "tensorboard", "teacher_cache"):
+            check_outside_data(self.resolved_output_dir() if key == "output_dir" else getattr(self, key), self.data, key)
+
+    def _check_numbers(self) -> None:
+        """Type, sign and finiteness of every number (`kdistill.errors.check_number`), before anything loads or trains."""
+        # alpha and temperature also pass the distiller's own checks, so config and Python report the same errors.
         from kdistill.losses.labels import check_alpha
         from kdistill.losses import check_temperature
 
         check_alpha(self.alpha)
         check_temperature(self.temperature)
-        from kdistill.adapters import ADAPTERS
+        for key, rule in _NUMBERS.items():
+            check_number(key, getattr(self, key), **rule)
+        for key in ("teacher_weights", "lr_decay_epochs"):
+            for value in getattr(self, key) or []:
+                check_number(f"each of {key}", value, integer=key == "lr_decay_epochs", positive=True, allow_zero=key == "teacher_weights")
+        weights = self.tap_weights.values() if isinstance(self.tap_weights, dict) else (
+            self.tap_weights if isinstance(self.tap_weights, (list, tuple)) else [self.tap_weights])
+        for value in weights:
+            check_number("tap_weights", value, positive=True, allow_zero=True)
 
-        if self.adapter not in ADAPTERS:
-            raise ValueError(f"adapter must be one of {', '.join(ADAPTERS)}, received {self.adapter!r}.")
-        if self.quantize not in (None, "int8"):
-            raise ValueError(f"quantize must be 'int8' (quantization-aware int8 fine-tuning) or unset, received {self.quantize!r}.")
-        if self.transfer_data is not None and self.transfer_data != "rest" and not self.transfer_data.endswith(".npy"):
-            raise ValueError(f"transfer_data must be 'rest' or a .npy file of images, received {self.transfer_data!r}.")
-        if check_files and self.transfer_data and self.transfer_data.endswith(".npy") and not os.path.exists(self.transfer_data):
+    def _check_files(self) -> None:
+        if self.transfer_data and self.transfer_data.endswith(".npy") and not os.path.exists(self.transfer_data):
             raise FileNotFoundError(f"Transfer images {self.transfer_data!r} do not exist.")
-        for key in ("train_limit", "test_limit"):
-            if getattr(self, key) is not None and getattr(self, key) < 1:
-                raise ValueError(f"{key} must be a positive number of images (or empty for all), received {getattr(self, key)}.")
-        if self.cache_views < 0:
-            raise ValueError(f"cache_views must be 0 (no views) or a positive number of views per image, received {self.cache_views}.")
-        if self.cache_views and not self.teacher_cache:
-            raise ValueError("cache_views stores views in a teacher cache: set teacher_cache (--teacher-cache DIR) too.")
-        for key in ("epochs", "batch_size", "image_size", "student_image_size"):
-            if getattr(self, key) is not None and getattr(self, key) < 1:
-                raise ValueError(f"{key} must be at least 1, received {getattr(self, key)}.")
-        from kdistill.run.distribute import STRATEGIES
-        from kdistill.run.precision import POLICIES
-
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, received {self.strategy!r}.")
-        if self.precision not in POLICIES:
-            raise ValueError(f"precision must be one of {', '.join(POLICIES)}, received {self.precision!r}.")
-        if not (isinstance(self.taps, dict) or self.taps in ("preset", "none")):
-            raise ValueError(f"taps must be 'preset', 'none' or a mapping teacher_layer: student_layer, received {self.taps!r}.")
         paths = [self.teacher] if isinstance(self.teacher, str) else list(self.teacher or [])
-        for path in paths if check_files else []:
+        for path in paths:
+            if isinstance(path, str) and path.startswith("keras_hub:"):
+                continue  # a KerasHub preset, found (or refused offline) when the teacher is built
             if not isinstance(path, str) or not os.path.exists(path):
                 raise FileNotFoundError(
                     f"Teacher file {path!r} does not exist. Train one with `kdistill train-teacher --output {path}` "
@@ -215,9 +249,11 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
     if value is None:
         if type(None) in allowed:
             return None
-        raise ValueError(f"Config key {key!r} may not be empty (null).")
+        raise UserError(f"Config key {key!r} may not be empty (null).")
     if Any in allowed:
         return value
+    if float in allowed:
+        value = number_from_yaml(value)  # `learning_rate: 1e-3` is a string to YAML 1.1
     if float in allowed and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     for kind in allowed:
@@ -227,4 +263,56 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
         if isinstance(value, origin) and not (isinstance(value, bool) and origin in (int, float)):
             return value
     names = " or ".join(getattr(k, "__name__", str(k)) for k in allowed if k is not type(None))
-    raise ValueError(f"Config key {key!r} must be {names}, received {type(value).__name__} {value!r}.")
+    raise UserError(f"Config key {key!r} must be {names}, received {type(value).__name__} {value!r}.")
+
+
+def check_outside_data(path: str | None, data: str, what: str) -> None:
+    """Refuses an output `path` inside the image folder `data`: the next run would read it as one more class.
+
+    Example:
+        >>> check_outside_data("saved_models/run", "fashion_mnist", "output_dir")
+        >>> check_outside_data("flowers/run1", "flowers", "output_dir")
+        Traceback (most recent call last):
+        kdistill.errors.UserError: output_dir 'flowers/run1' is inside the image folder 'flowers' ...
+    """
+    if not path or not data or data == "fashion_mnist" or data.startswith("tfds:"):
+        return
+    folder, target = os.path.realpath(data), os.path.realpath(path)
+    if os.path.commonpath([folder, target]) == folder:
+        raise UserError(f"{what} {path!r} is inside the image folder {data!r} that this run reads: its subfolders are the classes, "
+                        "so the next run would read the run's files as one more class. Choose a folder outside it.")
+
+
+def read_config_file(path: str) -> dict:
+    """The mapping in a YAML or JSON config file (`kdistill distill --config`); `UserError` naming the file when it holds none.
+
+    Example:
+        >>> import tempfile
+        >>> listed = os.path.join(tempfile.mkdtemp(), "run.yaml")
+        >>> _ = open(listed, "w").write("- student: resnet8x4\\n")
+        >>> read_config_file(listed)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        kdistill.errors.UserError: Config file '.../run.yaml' must hold `key: value` lines (a mapping), but it holds a list. ...
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Config file {path!r} does not exist.")
+    with open(path) as handle:
+        text = handle.read()
+    if path.endswith(".json"):
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise UserError(f"Config file {path!r} is not valid JSON: {error}.") from None
+    else:
+        import yaml
+
+        try:
+            values = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise UserError(f"Config file {path!r} is not valid YAML: {error}") from None
+    values = {} if values is None else values
+    if not isinstance(values, dict):
+        example = "`student: resnet8x4`, not `- student: resnet8x4`" if isinstance(values, list) else "`student: resnet8x4`"
+        raise UserError(f"Config file {path!r} must hold `key: value` lines (a mapping), but it holds a {type(values).__name__}. "
+                        f"Write one key per line without a leading dash: {example}.")
+    return values

@@ -18,16 +18,18 @@ import keras
 from kdistill import data as data_module
 from kdistill import evaluation, export, plots, quantize
 from kdistill.distiller import FeatureDistiller
+from kdistill.errors import UserError, check_number
 from kdistill.models import saving, teachers
 from kdistill.models import taps as taps_module
 from kdistill.run import training
 
-__all__ = ["demo", "format_table", "accuracy_latency_rows", "DEMO_QUICK", "DEMO_FULL", "EVIDENCE_REFERENCE"]
+__all__ = ["demo", "check_settings", "format_table", "accuracy_latency_rows", "DEMO_QUICK", "DEMO_FULL", "EVIDENCE_REFERENCE"]
 
 #: the committed multi-seed result the demo's one-seed gain is printed beside
 #: (benchmarks/results/evidence_fashion_mnist.md; the command and its figures are there)
 EVIDENCE_REFERENCE = {"source": "benchmarks/results/evidence_fashion_mnist.md",
-                      "line": "5 seeds, MobileNetV2-0.35, teacher 88.34 %: kd +1.90 points [95 % CI +0.35, +3.44], 18 % of the gap; kd_transfer +3.06 points [95 % CI +1.75, +4.37], 28 % of the gap; "
+                      "line": "5 seeds, MobileNetV2-0.35, teacher 88.34 %: kd +1.90 points [95 % CI +0.35, +3.44], 18 % of the gap; "
+                              "kd_transfer +3.06 points [95 % CI +1.75, +4.37], 28 % of the gap; "
                               "at 16 epochs kd_transfer +3.68 [+2.72, +4.65], 47 % of the gap (evidence_fashion_mnist_16_epochs.md)"}
 
 logger = logging.getLogger(__name__)
@@ -52,6 +54,38 @@ DEMO_QUICK = {
 }
 #: `kdistill demo --full`: all 54,000 training images, longer schedules.
 DEMO_FULL = dict(DEMO_QUICK, train_limit=None, teacher_epochs=10, student_epochs=15)
+
+_COUNT = {"integer": True, "positive": True}
+#: how each number of the schedule is checked (kdistill.errors.check_number's options); the rest are names and switches
+_SETTING_NUMBERS = {
+    "train_limit": dict(_COUNT, allow_none=True), "test_limit": dict(_COUNT, allow_none=True), "teacher_epochs": _COUNT,
+    "student_epochs": _COUNT, "student_width": {"positive": True}, "alpha": {"positive": True, "allow_zero": True, "maximum": 1.0},
+    "temperature": {"positive": True}, "tap_weight": {"positive": True, "allow_zero": True}, "batch_size": _COUNT,
+    "latency_images": _COUNT, "qat_epochs": dict(_COUNT, allow_zero=True), "qat_learning_rate": {"positive": True},
+}
+_SETTING_TYPES = {"student": str, "feature_loss": str, "export": bool, "latency_plot": bool}
+
+
+def check_settings(overrides: dict) -> dict:
+    """Checks `demo`'s schedule overrides (names, types, numbers' signs) before any work; returns them.
+
+    Example:
+        >>> check_settings({"student_epochs": 2})
+        {'student_epochs': 2}
+        >>> check_settings({"student_epochs": "abc"})
+        Traceback (most recent call last):
+        kdistill.errors.UserError: student_epochs must be a positive whole number, received the str 'abc'.
+    """
+    known = set(DEMO_QUICK) | {"test_limit"}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise UserError(f"Unknown demo setting(s) {unknown}; known: {', '.join(sorted(known))}.")
+    for key, value in overrides.items():
+        if key in _SETTING_NUMBERS:
+            check_number(key, value, **_SETTING_NUMBERS[key])
+        elif not isinstance(value, _SETTING_TYPES[key]):
+            raise UserError(f"{key} must be a {_SETTING_TYPES[key].__name__}, received the {type(value).__name__} {value!r}.")
+    return overrides
 
 
 def accuracy_latency_rows(models: dict, folder: str, representative, test, limit: int = 500) -> list[dict]:
@@ -112,21 +146,21 @@ def demo(output_dir: str = os.path.join("saved_models", "demo"), full: bool = Fa
         full: the longer schedule (`DEMO_FULL`) instead of `DEMO_QUICK`.
         data_dir: where the Fashion-MNIST files are (see `kdistill.data`).
         seed: seed of data order and initialisation.
-        overrides: replaces entries of the schedule (tests use tiny settings).
+        overrides: replaces entries of the schedule (tests use tiny settings); checked by `check_settings`.
         verbose: Keras progress bars (1) or none (0).
         retrain_teacher: train a new teacher even if `output_dir/teacher.keras` exists.
 
     Returns:
         The summary: schedule, a row per model, wall time per stage.
     """
-    settings = dict(DEMO_FULL if full else DEMO_QUICK, **(overrides or {}))
-    os.makedirs(output_dir, exist_ok=True)
+    settings = dict(DEMO_FULL if full else DEMO_QUICK, **check_settings(dict(overrides or {})))
     timings = {}
     start = time.perf_counter()
     keras.utils.set_random_seed(seed)
     splits = data_module.load("fashion_mnist", data_dir=data_dir, image_size=32, batch_size=settings["batch_size"],
                               train_limit=settings["train_limit"], test_limit=settings.get("test_limit"), seed=seed)
     logger.info("Fashion-MNIST: %s", splits.counts)
+    os.makedirs(output_dir, exist_ok=True)  # after the data loaded: a run refused there leaves no empty folder
 
     teacher_path = os.path.join(output_dir, "teacher.keras")
     stage = time.perf_counter()
@@ -169,7 +203,9 @@ def demo(output_dir: str = os.path.join("saved_models", "demo"), full: bool = Fa
     stage = time.perf_counter()
     logger.info("Evaluating the three models on %d test images", splits.counts["test"])
     rows = []
-    for name, model, path in (("teacher (ResNet50)", teacher, teacher_path), ("student alone", student_alone, alone_path), ("distilled student", distiller.student, distilled_path)):
+    saved = (("teacher (ResNet50)", teacher, teacher_path), ("student alone", student_alone, alone_path),
+             ("distilled student", distiller.student, distilled_path))
+    for name, model, path in saved:
         report = evaluation.evaluate(model, splits.test, splits.class_names)
         rows.append(dict(report, name=name))
     timings["evaluation"] = round(time.perf_counter() - stage, 1)

@@ -14,17 +14,22 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import time
+from typing import Iterator
 
 import keras
 
 from kdistill import data as data_module
 from kdistill import evaluation, quantize
 from kdistill.distiller import FeatureDistiller
+from kdistill.errors import UserError
 from kdistill.export import atomic
 from kdistill.models import saving, teachers
 from kdistill.models import taps as taps_module
@@ -33,7 +38,8 @@ from kdistill.run.config import DistillConfig
 from kdistill.run.demo import DEMO_FULL, DEMO_QUICK, demo, format_table
 from kdistill.run.training import TEACHER_RECIPE, train_student, train_teacher
 
-__all__ = ["load_teacher", "check_teacher", "load_data", "train_teacher", "train_student", "distill", "demo", "DEMO_QUICK", "DEMO_FULL", "format_table", "TEACHER_RECIPE"]
+__all__ = ["load_teacher", "check_teacher", "load_data", "train_teacher", "train_student", "distill", "demo", "DEMO_QUICK", "DEMO_FULL", "format_table",
+           "TEACHER_RECIPE", "run_folder", "RunFolderLockedError", "LOCK_NAME"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,10 +99,10 @@ def load_teacher(config: DistillConfig) -> keras.Model:
     if isinstance(config.teacher, str):
         if config.teacher_weights is not None:
             raise ValueError("teacher_weights weighs several teachers: give `teacher` as a list of files.")
-        return teachers.load(config.teacher)
+        return teachers.load(config.teacher, input_shape=(config.image_size, config.image_size, 3))  # the shape: KerasHub presets
     members = []
     for path in config.teacher:
-        member = teachers.load(str(path))
+        member = teachers.load(str(path), input_shape=(config.image_size, config.image_size, 3))
         member.name = os.path.splitext(os.path.basename(str(path)))[0]  # taps address it as '<file stem>/<layer>'
         members.append(member)
     return teachers.ensemble(members, weights=config.teacher_weights, temperature=config.temperature)
@@ -167,6 +173,120 @@ def _resume_key(config: DistillConfig) -> dict:
     return {key: value for key, value in config.to_dict().items() if key not in _RESUMABLE_CHANGES}
 
 
+#: the lock file of a run folder in use: {"pid", "host"} of the process using it
+LOCK_NAME = ".kdistill.lock"
+
+
+class RunFolderLockedError(UserError):
+    """Another live kdistill run is using the run folder."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _read_lock(path: str) -> dict:
+    try:
+        with open(path) as handle:
+            holder = json.load(handle)
+        return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else {}
+    except (OSError, ValueError):
+        return {}  # unreadable: no process can be named as its holder
+
+
+def _take_lock(folder: str) -> str:
+    """Creates `folder/LOCK_NAME` holding this process's pid (whole: written aside, then hard-linked into place, which fails if
+    it exists); takes over a lock whose process is gone; raises `RunFolderLockedError` naming a live holder."""
+    lock = os.path.join(folder, LOCK_NAME)
+    partial = f"{lock}.{os.getpid()}.partial"
+    with open(partial, "w") as handle:
+        json.dump({"pid": os.getpid(), "host": socket.gethostname()}, handle)
+    try:
+        for _ in range(3):
+            try:
+                os.link(partial, lock)
+                return lock
+            except FileExistsError:
+                holder = _read_lock(lock)
+                if holder and (holder.get("host") != socket.gethostname() or _pid_alive(holder["pid"])):
+                    raise RunFolderLockedError(
+                        f"The run folder {folder!r} is in use by another kdistill run (pid {holder['pid']} on {holder.get('host', '?')}). "
+                        f"Wait for it to finish or pass another --output-dir; if that process is not a kdistill run, delete {lock!r}.") from None
+                logger.warning("Taking over the lock of %s: its process (pid %s) is no longer running (a crash or a kill).",
+                               folder, holder.get("pid", "unknown"))
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(lock)
+        raise RunFolderLockedError(f"Could not lock the run folder {folder!r}: another run keeps taking it. Pass another --output-dir.")
+    finally:
+        os.remove(partial)
+
+
+@contextlib.contextmanager
+def run_folder(folder: str) -> Iterator[str]:
+    """Creates and locks a run folder for the block; on exit unlocks it and removes the folders it created if they stayed empty.
+
+    The lock (`LOCK_NAME`, holding the pid) refuses a second run into the same
+    folder while the first is alive; a lock left by a killed run is taken over
+    (and logged). A run that stops before writing anything (a refused check, a
+    missing file) leaves no empty folder behind.
+
+    Example:
+        >>> import tempfile
+        >>> folder = os.path.join(tempfile.mkdtemp(), "run")
+        >>> with run_folder(folder):
+        ...     sorted(os.listdir(folder))
+        ['.kdistill.lock']
+        >>> os.path.exists(folder)  # nothing was written: no empty folder stays
+        False
+    """
+    created, path = [], os.path.abspath(folder)
+    while not os.path.exists(path):
+        created.append(path)
+        path = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    lock = None
+    try:
+        lock = _take_lock(folder)
+        yield folder
+    finally:
+        if lock is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(lock)
+        for path in created:  # deepest first
+            with contextlib.suppress(OSError):
+                os.rmdir(path)  # only if empty
+
+
+def _has_accelerator() -> bool:
+    """Whether the Keras backend sees a GPU (or TPU)."""
+    name = keras.backend.backend()
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"))
+    if name == "jax":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    if name == "torch":
+        import torch
+
+        return bool(torch.cuda.is_available())
+    return False
+
+
+def _warn_about_precision(policy: str) -> None:
+    if policy == "mixed_float16" and not _has_accelerator():
+        logger.warning("precision mixed_float16 on a CPU: CPUs have no fast float16 arithmetic, so this runs much slower than "
+                       "float32. Use float32, or mixed_bfloat16 on a CPU with bfloat16 support; mixed_float16 is for GPUs.")
+
+
 def distill(config: DistillConfig, splits: data_module.Splits | None = None, teacher: keras.Model | None = None, verbose: int = 1,
             restart: bool = False, extra_callbacks: list | None = None) -> dict:
     """Runs one distillation from a config and writes the run folder.
@@ -178,9 +298,12 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
     Survives a crash: weights and optimizer state are backed up to
     `<run folder>/backup/` after every epoch, and running the same config
     again resumes from the last finished epoch (the backup is removed when
-    the run completes). Training stops with `NonFiniteLossError`, naming the
-    term, if the loss becomes NaN or infinite. In a multi-worker run only the
-    chief writes the run folder (see `kdistill.run.distribute.is_chief`).
+    the run completes); Ctrl-C raises `kdistill.errors.Interrupted` naming the
+    epoch. Training stops with `NonFiniteLossError`, naming the term, if the
+    loss becomes NaN or infinite. The run folder is locked while the run uses
+    it (`run_folder`): a second run into it is refused with the holder's pid.
+    A run refused by a check leaves no empty folder. In a multi-worker run
+    only the chief writes the run folder (see `kdistill.run.distribute.is_chief`).
 
     Args:
         config: the run's settings.
@@ -199,15 +322,32 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
     chief = distribute.is_chief(strategy)
     # The other workers of a multi-worker run train in step with the chief; their copies of the files go to a folder they remove.
     output_dir = config.resolved_output_dir() if chief else tempfile.mkdtemp(prefix="kdistill-worker-")
-    splits = splits or load_data(config)
-    if teacher is None:
-        teacher = load_teacher(config)
-    if config.check_teacher:
-        check_teacher(teacher, splits)
-    os.makedirs(output_dir, exist_ok=True)  # after the checks: a refused run leaves no empty folder
-    remove_stale_partials(output_dir)
+    _warn_about_precision(config.precision)
+    with run_folder(output_dir):
+        splits = splits or load_data(config)
+        if teacher is None:
+            teacher = load_teacher(config)
+        if config.check_teacher:
+            check_teacher(teacher, splits)
+        remove_stale_partials(output_dir)
+        distiller, teacher = _build_distiller(config, splits, teacher, strategy)
+        train = splits.train
+        if config.teacher_cache:
+            train = _cached_training_data(config, splits, teacher, list(distiller.taps), verbose)
+        history, resuming = _fit(distiller, config, splits, train, output_dir, strategy, verbose=verbose, restart=restart,
+                                 extra_callbacks=extra_callbacks)
+        summary = _finish(distiller, config, splits, output_dir, history, strategy, resuming)
+        summary["wall_seconds"] = round(time.perf_counter() - start, 1)
+        training.write_json(os.path.join(output_dir, "summary.json"), summary)
+    if not chief:
+        shutil.rmtree(output_dir, ignore_errors=True)
+        summary["student_path"] = None
+    return summary
+
+
+def _build_distiller(config: DistillConfig, splits: data_module.Splits, teacher: keras.Model, strategy) -> tuple[FeatureDistiller, keras.Model]:
+    """The compiled distiller and its teacher (in the run's precision), made inside the strategy's scope with everything trainable."""
     with strategy.scope(), precision.policy_scope(config.precision):
-        # Everything trainable, the optimizer and the metrics are made inside the strategy's scope.
         teacher = precision.cast_model(teacher, config.precision) if config.precision != "float32" else teacher
         student = training.build_student(config.student, splits, config.student_width, config.seed, weights=config.student_weights,
                                          image_size=config.student_image_size)
@@ -221,9 +361,12 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
         steps = -(-(splits.counts["train"] + splits.counts.get("transfer", 0)) // config.batch_size)
         optimizer = training.make_optimizer(config.optimizer, config.learning_rate, config.weight_decay, config.lr_decay_epochs, steps)
         distiller.compile(optimizer=optimizer, loss=training.label_loss(splits, config.augment), metrics=["accuracy"])
-    train = splits.train
-    if config.teacher_cache:
-        train = _cached_training_data(config, splits, teacher, list(distiller.taps), verbose)
+    return distiller, teacher
+
+
+def _fit(distiller: FeatureDistiller, config: DistillConfig, splits: data_module.Splits, train, output_dir: str, strategy, verbose: int,
+         restart: bool, extra_callbacks: list | None) -> tuple[dict, bool]:
+    """Trains with kdistill's callbacks (backup, data order, history, non-finite stop, best student); returns (history, resumed)."""
     history_csv = os.path.join(output_dir, "history.csv")
     backup_dir = os.path.join(output_dir, "backup")
     if restart and os.path.exists(backup_dir):
@@ -234,7 +377,9 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
         logger.info("Resuming the interrupted run from %s", backup_dir)
     elif os.path.exists(history_csv):
         os.remove(history_csv)  # a finished earlier run in this folder: start its history afresh
+    progress = callbacks.EpochProgress()
     run_callbacks = [
+        progress,  # the epoch a Ctrl-C stops in, for the message
         # Backs up weights and optimizer state after every epoch; the same command resumes after a crash.
         callbacks.SafeBackupAndRestore(backup_dir, run_config=_resume_key(config)),
         callbacks.DataPass(train),  # epoch k reads its data in epoch k's order, also when resumed
@@ -243,17 +388,25 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
     ]
     if splits.validation is not None:
         run_callbacks.append(callbacks.BestStudentCheckpoint(os.path.join(output_dir, "best_student.keras"), resume=resuming))
-    if config.tensorboard and chief:
+    if config.tensorboard and distribute.is_chief(strategy):
         # Keras' own callback: every loss term (loss, ce_loss, kd_loss, feat_<layer>) is a logged metric.
         run_callbacks.append(keras.callbacks.TensorBoard(config.tensorboard))
     run_callbacks += list(extra_callbacks or [])
     if distribute.is_multi_worker(strategy):
         # Keras' fit fails under this strategy (see kdistill.run.distribute); no per-epoch backup here.
-        history = distribute.fit(distiller, train, epochs=config.epochs, strategy=strategy, verbose=verbose)
+        with callbacks.reporting_interrupts(progress, resumable=False):
+            history = distribute.fit(distiller, train, epochs=config.epochs, strategy=strategy, verbose=verbose)
         history["epoch"] = list(range(config.epochs))
-    else:
+        return history, resuming
+    with callbacks.reporting_interrupts(progress, resumable=True):
         distiller.fit(train, validation_data=splits.validation, epochs=config.epochs, verbose=verbose, callbacks=run_callbacks, shuffle=False)
-        history = _read_history_csv(history_csv)
+    return _read_history_csv(history_csv), resuming
+
+
+def _finish(distiller: FeatureDistiller, config: DistillConfig, splits: data_module.Splits, output_dir: str, history: dict, strategy,
+            resuming: bool) -> dict:
+    """Saves the student (biases snapped when quantization-aware), evaluates it, writes the history; returns the summary."""
+    chief = distribute.is_chief(strategy)
     if config.quantize:  # biases on TFLite's int32 grid: the int8 file then computes what the saved student computes
         quantize.snap_biases(distiller.student)
         best_path = os.path.join(output_dir, "best_student.keras")
@@ -278,10 +431,5 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
             images = keras.Input(splits.image_shape)
             evaluated = keras.Model(images, distiller.student(distiller.student_inputs(images)), name=distiller.student.name)
         summary["test"] = evaluation.evaluate(evaluated, splits.test, splits.class_names)
-    summary["wall_seconds"] = round(time.perf_counter() - start, 1)
     training.write_json(os.path.join(output_dir, "history.json"), history)
-    training.write_json(os.path.join(output_dir, "summary.json"), summary)
-    if not chief:
-        shutil.rmtree(output_dir, ignore_errors=True)
-        summary["student_path"] = None
     return summary
