@@ -22,7 +22,7 @@ import numbers
 import re
 from typing import Any
 
-__all__ = ["UserError", "Interrupted", "check_number", "number_from_yaml"]
+__all__ = ["UserError", "Interrupted", "check_number", "number_from_yaml", "parses_as_number"]
 
 # YAML 1.1 (PyYAML) reads `1e-3` as a string: a float needs a dot there (`1.0e-3`)
 _EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -96,7 +96,7 @@ def check_number(name: str, value: Any, *, integer: bool = False, positive: bool
     wanted = numbers.Integral if integer else numbers.Real
     if isinstance(value, bool) or not isinstance(value, wanted):
         hint = ""
-        if isinstance(value, str) and _parses_as_number(value):
+        if isinstance(value, str) and parses_as_number(value):
             hint = " (write it without quotes)"
         elif integer and isinstance(value, numbers.Real) and not isinstance(value, bool):
             hint = f" (write {int(value)} if that is meant)" if float(value).is_integer() else ""
@@ -120,7 +120,8 @@ def number_from_yaml(value: Any) -> Any:
     return float(value) if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()) else value
 
 
-def _parses_as_number(text: str) -> bool:
+def parses_as_number(text: str) -> bool:
+    """True when `text` reads as a number (`"4"`, `"1e-3"`): a number written with quotes."""
     try:
         float(text)
     except ValueError:

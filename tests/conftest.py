@@ -73,3 +73,16 @@ def real_images(count: int = 64, size: int = 32, split: str = "train"):
     if size != x.shape[1]:
         x = np.asarray(keras.ops.image.resize(x, (size, size)))
     return x, y[:count].astype("int64")
+
+
+def assert_gradient_step_lowers(loss, teacher, start, step: float = 1e-2) -> None:
+    """One normalised gradient step from `start` lowers `loss.call(teacher, student)`, and its gradient is finite and non-zero."""
+    import tensorflow as tf
+
+    student = tf.Variable(start)
+    with tf.GradientTape() as tape:
+        value = tf.reduce_mean(loss.call(teacher, student))
+    gradient = tape.gradient(value, student)
+    assert np.isfinite(gradient.numpy()).all() and np.abs(gradient.numpy()).sum() > 0
+    student.assign_sub(step * gradient / (np.abs(gradient.numpy()).max() + 1e-12))
+    assert float(tf.reduce_mean(loss.call(teacher, student))) < float(value)

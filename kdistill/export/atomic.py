@@ -27,7 +27,7 @@ import shutil
 import tempfile
 from typing import Iterator
 
-__all__ = ["staging_folder", "replace", "remove_stale_staging", "check_output_path", "check_free_space", "InsufficientSpaceError"]
+__all__ = ["staging_folder", "replace", "remove_stale_staging", "process_alive", "check_output_path", "check_free_space", "InsufficientSpaceError"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,8 @@ def _size(count: float) -> str:
     return f"{count / 1e9:.1f} GB" if count >= 1e9 else f"{count / 1e6:.1f} MB"
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """True while process `pid` runs on this host (also someone else's, which may not be signalled)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -84,7 +85,7 @@ def remove_stale_staging(parent: str, prefix: str) -> list[str]:
         if not name.startswith(prefix):
             continue
         owner = name[len(prefix):].split("-", 1)[0]
-        if owner.isdigit() and _alive(int(owner)):
+        if owner.isdigit() and process_alive(int(owner)):
             continue  # a writer at work (this process or another)
         path = os.path.join(parent, name)
         shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)

@@ -4,27 +4,21 @@ from __future__ import annotations
 
 from keras import ops
 
+from kdistill.errors import parses_as_number
+
 EPSILON = 1e-12
 
 
 def check_temperature(temperature) -> None:
     """Raises a clear error unless `temperature` is a positive number."""
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-        hint = f" (write temperature={temperature.strip()} without quotes)" if isinstance(temperature, str) and _is_number(temperature) else ""
+        hint = f" (write temperature={temperature.strip()} without quotes)" if isinstance(temperature, str) and parses_as_number(temperature) else ""
         raise ValueError(f"temperature must be a number, received the {type(temperature).__name__} {temperature!r}{hint}.")
     if temperature <= 0 or temperature != temperature:
         raise ValueError(
             f"temperature must be positive, received temperature={temperature!r}. "
             "Typical values are 1 to 8 (4 is a good default)."
         )
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def flatten_per_sample(x):

@@ -96,13 +96,14 @@ def load_teacher(config: DistillConfig) -> keras.Model:
     """The config's teacher; a list of files becomes one ensemble, each member named after its file."""
     if not config.teacher:
         raise ValueError("A distillation needs a teacher: set `teacher: PATH` (train one with `kdistill train-teacher`).")
+    shape = (config.image_size, config.image_size, 3)  # the input size of a KerasHub preset
     if isinstance(config.teacher, str):
         if config.teacher_weights is not None:
             raise ValueError("teacher_weights weighs several teachers: give `teacher` as a list of files.")
-        return teachers.load(config.teacher, input_shape=(config.image_size, config.image_size, 3))  # the shape: KerasHub presets
+        return teachers.load(config.teacher, input_shape=shape)
     members = []
     for path in config.teacher:
-        member = teachers.load(str(path), input_shape=(config.image_size, config.image_size, 3))
+        member = teachers.load(str(path), input_shape=shape)
         member.name = os.path.splitext(os.path.basename(str(path)))[0]  # taps address it as '<file stem>/<layer>'
         members.append(member)
     return teachers.ensemble(members, weights=config.teacher_weights, temperature=config.temperature)
@@ -181,16 +182,6 @@ class RunFolderLockedError(UserError):
     """Another live kdistill run is using the run folder."""
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
 def _read_lock(path: str) -> dict:
     try:
         with open(path) as handle:
@@ -214,7 +205,7 @@ def _take_lock(folder: str) -> str:
                 return lock
             except FileExistsError:
                 holder = _read_lock(lock)
-                if holder and (holder.get("host") != socket.gethostname() or _pid_alive(holder["pid"])):
+                if holder and (holder.get("host") != socket.gethostname() or atomic.process_alive(holder["pid"])):
                     raise RunFolderLockedError(
                         f"The run folder {folder!r} is in use by another kdistill run (pid {holder['pid']} on {holder.get('host', '?')}). "
                         f"Wait for it to finish or pass another --output-dir; if that process is not a kdistill run, delete {lock!r}.") from None
