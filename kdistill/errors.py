@@ -1,11 +1,12 @@
-"""kdistill's error types and its one number check: a leaf module (it imports nothing from kdistill).
+"""kdistill's error types, its one number check and its one "did you mean" hint: a leaf module (it imports nothing from kdistill).
 
 `UserError` is a mistake in what the user asked for (a config, a flag, a file):
 the `kdistill` command prints its message as one line and exits with status 2.
 It is a `ValueError`, so `except ValueError` keeps catching it. `Interrupted`
 is Ctrl-C during training, carrying the epoch it reached. `check_number` is the
 one check of a number's type, sign and finiteness, used wherever numbers are
-parsed (configs, flags, the demo's settings, the Python API).
+parsed (configs, flags, the demo's settings, the Python API). `did_you_mean`
+is the hint every "unknown name" error ends with.
 
 Example:
     >>> check_number("epochs", 3, integer=True, positive=True)
@@ -13,16 +14,19 @@ Example:
     >>> check_number("learning_rate", -1.0, positive=True)
     Traceback (most recent call last):
     kdistill.errors.UserError: learning_rate must be a positive number, received -1.0.
+    >>> did_you_mean("epoch", ["epochs", "alpha"])
+    " Did you mean 'epochs'?"
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
 import re
-from typing import Any
+from typing import Any, Iterable
 
-__all__ = ["UserError", "Interrupted", "check_number", "number_from_yaml", "parses_as_number"]
+__all__ = ["UserError", "ChanceLevelError", "Interrupted", "check_number", "did_you_mean", "number_from_yaml", "parses_as_number"]
 
 # YAML 1.1 (PyYAML) reads `1e-3` as a string: a float needs a dot there (`1.0e-3`)
 _EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -30,6 +34,10 @@ _EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 class UserError(ValueError):
     """A mistake in what the user asked for; the message says what was received and what to do."""
+
+
+class ChanceLevelError(UserError):
+    """A trained model is no better than guessing on the validation images."""
 
 
 class Interrupted(KeyboardInterrupt):
@@ -127,3 +135,16 @@ def parses_as_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def did_you_mean(name: str, known: Iterable[str], count: int = 3) -> str:
+    """`" Did you mean 'a', 'b'?"` with up to `count` names of `known` close to `name`, or `""` when none is close.
+
+    Example:
+        >>> did_you_mean("resnet8x3", ["resnet8x4", "resnet32x4", "mobilenet_v2"], count=2)
+        " Did you mean 'resnet8x4', 'resnet32x4'?"
+        >>> did_you_mean("vgg", ["resnet8x4"])
+        ''
+    """
+    close = difflib.get_close_matches(name, list(known), n=count)
+    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""

@@ -1,8 +1,9 @@
 """Ship the student: writers (SavedModel, TFLite, ONNX), the parity report, int8 calibration.
 
-* `writers` — `saved_model`, `tflite`, `onnx` (each written atomically, see `atomic`);
+* `writers` — `saved_model`, `tflite`, `onnx` (each written whole or not at all, see `kdistill.files`);
 * `parity` — `parity_report`, `format_report`, `export_all` (write every format and check it against Keras);
-* `int8_calibration` — min/max and percentile activation ranges for int8.
+* `int8_calibration` — min/max and percentile activation ranges for int8;
+* `tflite_runtime` — `tflite_predict`, `tflite_runner`, `latency_ms` (running a .tflite file).
 
 Example:
     >>> import tempfile, keras
@@ -12,8 +13,8 @@ Example:
     True
 """
 
-from kdistill.export.parity import (AGREEMENT_TARGET, collect_images, export_all, format_report, keras_latency_ms, latency_ms, onnx_predict,
-                                    parity_report, tflite_predict, tflite_runner)
+from kdistill.export.parity import AGREEMENT_TARGET, collect_images, export_all, format_report, keras_latency_ms, onnx_predict, parity_report
+from kdistill.export.tflite_runtime import latency_ms, tflite_predict, tflite_runner
 from kdistill.export.writers import CALIBRATED_MODES, TFLITE_MODES, check_formats, onnx, saved_model, student_of, tflite
 
 __all__ = ["collect_images", "keras_latency_ms", "latency_ms", "tflite_runner", "saved_model", "tflite", "onnx", "onnx_predict", "check_formats", "TFLITE_MODES",

@@ -37,6 +37,7 @@ from typing import Iterable
 import numpy as np
 
 from kdistill.backend import LazyTensorFlow
+from kdistill.export.tflite_runtime import interpreter_class
 
 tf = LazyTensorFlow("int8 calibration")
 
@@ -175,8 +176,6 @@ def quantize_int8(converter: tf.lite.TFLiteConverter, images: Iterable[np.ndarra
             continue
         ranges[index] = (float(stats.min[0]), float(stats.max[0]))
     histograms = _Histograms(ranges)
-    from kdistill.export.parity import interpreter_class
-
     with warnings.catch_warnings():  # preserving every tensor is what calibration needs, not a debugging slip
         warnings.simplefilter("ignore", UserWarning)
         interpreter = interpreter_class()(model_content=bytes(calibrated), experimental_preserve_all_tensors=True)

@@ -8,21 +8,21 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import time
 from typing import Iterable
 
 import numpy as np
 
-from kdistill.backend import LazyTensorFlow, quiet_native_code
+from kdistill.backend import LazyTensorFlow
+from kdistill.export.tflite_runtime import interpreter_class  # noqa: F401  (kept for parity.interpreter_class)
+from kdistill.export.tflite_runtime import latency_ms, tflite_predict, tflite_runner
 from kdistill.export.writers import check_formats, check_writable, onnx, saved_model, student_of, tflite
+from kdistill.files import write_json
 
 tf = LazyTensorFlow("the parity report")
 
-__all__ = ["tflite_predict", "onnx_predict", "collect_images", "latency_ms", "keras_latency_ms", "tflite_runner", "parity_report", "format_report",
-           "export_all", "AGREEMENT_TARGET"]
+__all__ = ["onnx_predict", "collect_images", "keras_latency_ms", "parity_report", "format_report", "export_all", "AGREEMENT_TARGET"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,43 +65,6 @@ def onnx_predict(path: str, images: np.ndarray) -> np.ndarray:
     return session.run(None, {session.get_inputs()[0].name: np.asarray(images, np.float32)})[0]
 
 
-def interpreter_class():
-    """LiteRT's TFLite interpreter (`pip install "kdistill[litert]"`), else TensorFlow's deprecated `tf.lite.Interpreter`."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        return tf.lite.Interpreter
-    return Interpreter
-
-
-def _interpreter(path: str):
-    with quiet_native_code():  # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." to fd 2
-        interpreter = interpreter_class()(model_path=path)
-        interpreter.allocate_tensors()
-    return interpreter
-
-
-def tflite_predict(path: str, images: np.ndarray) -> np.ndarray:
-    """Runs a .tflite model image by image; quantised inputs/outputs are (de)quantised here."""
-    interpreter = _interpreter(path)
-    input_detail = interpreter.get_input_details()[0]
-    output_detail = interpreter.get_output_details()[0]
-    outputs = []
-    for image in np.asarray(images, dtype=np.float32):
-        value = image[None, ...]
-        if input_detail["dtype"] != np.float32:
-            scale, zero_point = input_detail["quantization"]
-            value = np.clip(np.round(value / scale + zero_point), -128, 127).astype(input_detail["dtype"])
-        interpreter.set_tensor(input_detail["index"], value)
-        interpreter.invoke()
-        out = interpreter.get_tensor(output_detail["index"])
-        if output_detail["dtype"] != np.float32:
-            scale, zero_point = output_detail["quantization"]
-            out = (out.astype(np.float32) - zero_point) * scale
-        outputs.append(out[0])
-    return np.stack(outputs)
-
-
 def collect_images(dataset, limit: int) -> tuple[np.ndarray, np.ndarray]:
     """Up to `limit` images and labels from `(images, labels)` batches."""
     images, labels, count = [], [], 0
@@ -114,17 +77,6 @@ def collect_images(dataset, limit: int) -> tuple[np.ndarray, np.ndarray]:
     if not images:
         raise ValueError("The evaluation dataset is empty: the parity report needs test images.")
     return np.concatenate(images)[:limit], np.concatenate(labels)[:limit].reshape(-1)
-
-
-def latency_ms(function, image, repeats: int = 30) -> float:
-    """Median milliseconds of `function(image)` over `repeats` calls, after one warm-up call."""
-    function(image)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function(image)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1000)
 
 
 def _runner(path: str):
@@ -143,20 +95,7 @@ def _runner(path: str):
         name = session.get_inputs()[0].name
         run = lambda images: session.run(None, {name: images})[0]  # noqa: E731
         return run, run, size
-    interpreter = _interpreter(path)
-    detail = interpreter.get_input_details()[0]
-
-    def run_one(image):
-        value = image if detail["dtype"] == np.float32 else np.zeros(detail["shape"], detail["dtype"])
-        interpreter.set_tensor(detail["index"], value)
-        interpreter.invoke()
-
-    return (lambda images: tflite_predict(path, images)), run_one, size
-
-
-def tflite_runner(path: str):
-    """A function running a .tflite file on one image (for latency: its output is not read)."""
-    return _runner(path)[1]
+    return (lambda images: tflite_predict(path, images)), tflite_runner(path), size
 
 
 def keras_latency_ms(model, image) -> float:
@@ -194,8 +133,7 @@ def parity_report(model, files: dict[str, str], dataset, limit: int = 1000, json
         }
     report = {"examples": int(len(labels)), "formats": rows}
     if json_path:
-        with open(json_path, "w") as handle:
-            json.dump(report, handle, indent=2)
+        write_json(json_path, report)
     return report
 
 
@@ -249,6 +187,5 @@ def export_all(model, output_dir: str, formats: Iterable[str] = ("saved_model", 
         named = {(name if name in ("saved_model", "onnx") else f"tflite_{name}"): path for name, path in files.items()}
         report = parity_report(student, named, test, limit=limit)
         report["files"] = files
-        with open(os.path.join(output_dir, "report.json"), "w") as handle:
-            json.dump(report, handle, indent=2)
+        write_json(os.path.join(output_dir, "report.json"), report)
     return {"files": files, "report": report}

@@ -1,7 +1,7 @@
 """Writers: the student as a SavedModel for TF Serving, TFLite (float32, float16, dynamic range, int8, int16x8) or ONNX.
 
 Every writer builds into a temporary folder next to the target and moves the
-result into place only when it is complete (`kdistill.export.atomic`), so a
+result into place only when it is complete (`kdistill.files`), so a
 failure leaves no half-written model behind. Only the student is exported: passing a
 `FeatureDistiller` exports `distiller.student` (and logs that it did).
 
@@ -23,7 +23,8 @@ import keras
 import numpy as np
 
 from kdistill.backend import LazyTensorFlow, quiet_native_code, tensorflow_module
-from kdistill.export import atomic, int8_calibration
+from kdistill import files
+from kdistill.export import int8_calibration
 from kdistill.quantize import rewrite as quantize_rewrite
 
 tf = LazyTensorFlow("exporting models")
@@ -89,14 +90,14 @@ def saved_model(model, base_path: str, version: int = 1) -> str:
     check_writable(base_path)
     os.makedirs(base_path, exist_ok=True)
     target = os.path.join(base_path, str(int(version)))
-    with atomic.staging_folder(base_path, prefix=".export-") as staging:
+    with files.staging_folder(base_path, prefix=".export-") as staging:
         export_dir = os.path.join(staging, "model")
         archive = keras.export.ExportArchive()
         archive.track(student)
         signature = [tf.TensorSpec((None, *student.input_shape[1:]), tf.float32, name="images")]
         archive.add_endpoint("serving_default", lambda images: {"logits": student(images, training=False)}, input_signature=signature)
         archive.write_out(export_dir, verbose=False)
-        atomic.replace(export_dir, target)
+        files.replace(export_dir, target)
     return target
 
 
@@ -156,7 +157,7 @@ def tflite(model, path: str, quantize: str = "float32", representative: Iterable
     folder = os.path.dirname(os.path.abspath(path))
     check_writable(folder)
     os.makedirs(folder, exist_ok=True)
-    with atomic.staging_folder(folder, prefix=".export-") as staging:
+    with files.staging_folder(folder, prefix=".export-") as staging:
         exported = saved_model(student, staging, version=1)
         converter = tf.lite.TFLiteConverter.from_saved_model(exported)
         if quantize == "float16":
@@ -181,7 +182,7 @@ def tflite(model, path: str, quantize: str = "float32", representative: Iterable
         staged_file = os.path.join(staging, "model.tflite")
         with open(staged_file, "wb") as handle:
             handle.write(flatbuffer)
-        atomic.replace(staged_file, path)
+        files.replace(staged_file, path)
     return path
 
 
@@ -200,7 +201,7 @@ def onnx(model, path: str, opset: int = 17) -> str:
     folder = os.path.dirname(os.path.abspath(path))
     check_writable(folder)
     os.makedirs(folder, exist_ok=True)
-    with atomic.staging_folder(folder, prefix=".export-") as staging:
+    with files.staging_folder(folder, prefix=".export-") as staging:
         signature = (tf.TensorSpec((None, *student.input_shape[1:]), tf.float32, name="images"),)
         function = tf.function(lambda images: student(images, training=False))
         staged_file = os.path.join(staging, "model.onnx")
@@ -208,7 +209,7 @@ def onnx(model, path: str, opset: int = 17) -> str:
             tf2onnx.convert.from_function(function, input_signature=signature, opset=opset, output_path=staged_file)
         except Exception as error:
             raise ValueError(f"ONNX conversion failed: {error}. Ops without an ONNX equivalent cannot be exported.") from error
-        atomic.replace(staged_file, path)
+        files.replace(staged_file, path)
     return path
 
 

@@ -26,12 +26,12 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from typing import Any, Callable
 
 import keras
 
+from kdistill.errors import did_you_mean
 from kdistill.losses import adversarial, contrastive, cwd, dist, feature_kl, features, irg, logits, standardized_dkd  # noqa: F401 - each registers its names
 from kdistill.losses._utils import check_temperature
 from kdistill.losses.adversarial import AdversarialLoss
@@ -127,10 +127,8 @@ def get(identifier: str | keras.losses.Loss | Callable | dict | list, kind: str 
     key = identifier.lower()
     known = available(kind)
     if key not in known:
-        close = difflib.get_close_matches(key, known, n=3)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         label = f"{kind} loss" if kind else "distillation loss"
-        raise ValueError(f"Unknown {label} {identifier!r}.{hint} Known: {', '.join(known)}.")
+        raise ValueError(f"Unknown {label} {identifier!r}.{did_you_mean(key, known)} Known: {', '.join(known)}.")
     cls, _, implied = lookup(key, kind)
     options = dict(implied)
     for option, value in kwargs.items():

@@ -25,6 +25,7 @@ import math
 import keras
 from keras import ops
 
+from kdistill.errors import check_number
 from kdistill.losses._utils import pool_to_vectors, same_batch
 from kdistill.losses.registry import register
 
@@ -118,9 +119,7 @@ class Discriminator(keras.layers.Layer):
 
     def __init__(self, reduction_factor: int = 2, output_relu: bool = True, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(reduction_factor, bool) or not isinstance(reduction_factor, int) or reduction_factor < 1:
-            raise ValueError(f"reduction_factor must be a positive integer (the authors' K, e.g. 2 or 8), received {reduction_factor!r}.")
-        self.reduction_factor = reduction_factor
+        self.reduction_factor = int(check_number("reduction_factor", reduction_factor, integer=True, positive=True, meaning="the authors' K, e.g. 2 or 8"))
         self.output_relu = bool(output_relu)
 
     def build(self, input_shape):
@@ -234,8 +233,7 @@ class AdversarialLoss(keras.layers.Layer):
         super().__init__(**kwargs)
         if inputs not in INPUTS:
             raise ValueError(f"inputs must be one of {', '.join(INPUTS)}; received {inputs!r}.")
-        if isinstance(student_gradient_scale, bool) or not isinstance(student_gradient_scale, (int, float)):
-            raise ValueError(f"student_gradient_scale must be a number (-1.0 reverses, 1.0 is the authors' code); received {student_gradient_scale!r}.")
+        check_number("student_gradient_scale", student_gradient_scale, meaning="-1.0 reverses, 1.0 is the authors' code")
         self.inputs = inputs
         self.reduction_factor = reduction_factor
         self.student_gradient_scale = float(student_gradient_scale)

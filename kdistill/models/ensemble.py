@@ -29,6 +29,7 @@ from typing import Sequence
 import keras
 from keras import ops
 
+from kdistill.errors import check_number
 from kdistill.models.checks import check_logits_pair
 
 __all__ = ["EnsembleLogits", "ensemble", "members"]
@@ -48,10 +49,8 @@ class EnsembleLogits(keras.layers.Layer):
 
     def __init__(self, weights: Sequence[float] | None = None, temperature: float = 1.0, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
-            raise ValueError(f"The ensemble's temperature must be a positive number, received {temperature!r}.")
         self.member_weights = None if weights is None else [float(w) for w in weights]
-        self.temperature = float(temperature)
+        self.temperature = float(check_number("The ensemble's temperature", temperature, positive=True))
 
     def call(self, member_logits):
         count = len(member_logits)

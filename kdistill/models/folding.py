@@ -33,10 +33,12 @@ Example:
 
 from __future__ import annotations
 
+import collections
+
 import keras
 from keras import ops
 
-__all__ = ["fold_batch_norm", "foldable_pairs", "BatchNormFoldedConv", "FoldedAway", "Untracked"]
+__all__ = ["fold_batch_norm", "foldable_pairs", "folded_kernel_and_bias", "model_graph", "only_reader", "BatchNormFoldedConv", "FoldedAway", "Untracked"]
 
 _CONVOLUTIONS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
 #: the batch size `BatchNormFoldedConv.pays` assumes when the traced batch dimension is unknown
@@ -48,6 +50,39 @@ class Untracked:
 
     def __init__(self, **objects):
         self.__dict__.update(objects)
+
+
+def folded_kernel_and_bias(kernel, moving_mean, moving_variance, epsilon: float, gamma=None, beta=None, bias=None, depthwise: bool = False):
+    """`(kernel * s, (bias - mean) * s + beta)` with `s = gamma / sqrt(variance + epsilon)`: a BatchNormalization folded into a convolution.
+
+    The one place the fold is computed (`keras.ops`, so it traces and trains):
+    the teacher's folded view (`BatchNormFoldedConv`) and the quantization-aware
+    `kdistill.quantize.FoldedConv` both call it.
+
+    Args:
+        kernel: the convolution's kernel, `(h, w, in, out)`, or `(h, w, in, multiplier)` with `depthwise`
+            (output channel `in * multiplier + m`).
+        moving_mean, moving_variance, epsilon: the BatchNormalization's statistics.
+        gamma, beta: its scale and offset (None where it has none: `scale=False`, `center=False`).
+        bias: the convolution's own bias (None without one).
+        depthwise: whether `kernel` is a DepthwiseConv2D's.
+
+    Example:
+        >>> import numpy as np
+        >>> kernel, bias = folded_kernel_and_bias(np.ones((1, 1, 1, 2), "float32"), np.array([1.0, 0.5], "float32"),
+        ...                                       np.array([4.0, 1.0], "float32"), 0.0, gamma=np.array([2.0, 1.0], "float32"),
+        ...                                       beta=np.array([0.0, 1.0], "float32"))
+        >>> ops.convert_to_numpy(kernel).ravel().tolist(), ops.convert_to_numpy(bias).tolist()
+        ([1.0, 1.0], [-1.0, 0.5])
+    """
+    root = ops.sqrt(moving_variance + epsilon)
+    scale = gamma / root if gamma is not None else 1.0 / root
+    shift = (bias - moving_mean) * scale if bias is not None else -moving_mean * scale
+    if beta is not None:
+        shift = shift + beta
+    if depthwise:
+        return kernel * ops.reshape(scale, (1, 1) + tuple(kernel.shape[2:])), shift
+    return kernel * scale, shift
 
 
 class BatchNormFoldedConv(keras.layers.Layer):
@@ -70,22 +105,17 @@ class BatchNormFoldedConv(keras.layers.Layer):
         if not self.pays(inputs.shape):
             return batch_norm(conv(inputs), training=False)
         # The fold in float32 (variances are small numbers), then the compute dtype.
-        as_float = lambda value: ops.cast(value, "float32")  # noqa: E731
-        scale = ops.rsqrt(as_float(batch_norm.moving_variance) + batch_norm.epsilon)
-        if batch_norm.gamma is not None:
-            scale = scale * as_float(batch_norm.gamma)
-        bias = -as_float(batch_norm.moving_mean) * scale
-        if conv.use_bias:
-            bias = bias + as_float(conv.bias) * scale
-        if batch_norm.beta is not None:
-            bias = bias + as_float(batch_norm.beta)
-        kernel = as_float(conv.kernel)
-        if isinstance(conv, keras.layers.DepthwiseConv2D):  # kernel (h, w, in, multiplier): output channel = in * multiplier + m
-            kernel = kernel * ops.reshape(scale, (1, 1) + tuple(kernel.shape[2:]))
-            outputs = ops.depthwise_conv(inputs, ops.cast(kernel, self.compute_dtype), strides=conv.strides, padding=conv.padding,
-                                         data_format=conv.data_format, dilation_rate=conv.dilation_rate)
+        as_float = lambda value: None if value is None else ops.cast(value, "float32")  # noqa: E731
+        depthwise = isinstance(conv, keras.layers.DepthwiseConv2D)
+        kernel, bias = folded_kernel_and_bias(as_float(conv.kernel), as_float(batch_norm.moving_mean), as_float(batch_norm.moving_variance),
+                                              batch_norm.epsilon, gamma=as_float(batch_norm.gamma), beta=as_float(batch_norm.beta),
+                                              bias=as_float(conv.bias) if conv.use_bias else None, depthwise=depthwise)
+        kernel = ops.cast(kernel, self.compute_dtype)
+        if depthwise:
+            outputs = ops.depthwise_conv(inputs, kernel, strides=conv.strides, padding=conv.padding, data_format=conv.data_format,
+                                         dilation_rate=conv.dilation_rate)
         else:
-            outputs = conv.convolution_op(inputs, ops.cast(kernel * scale, self.compute_dtype))
+            outputs = conv.convolution_op(inputs, kernel)
         return outputs + ops.cast(bias, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
@@ -121,32 +151,54 @@ class FoldedAway(keras.layers.Layer):
         return input_shape
 
 
-def _channels_last_axis(batch_norm) -> bool:
+def model_graph(model: keras.Model) -> tuple[list, dict[int, list]]:
+    """A functional model's own nodes (inputs first) and `{id(tensor): the nodes reading it}`.
+
+    Only this model's graph: another model sharing its layers adds nodes to
+    those layers, which are not counted here.
+    """
+    by_depth = model._nodes_by_depth
+    nodes = [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
+    readers = collections.defaultdict(list)
+    for node in nodes:
+        for tensor in node.input_tensors:
+            readers[id(tensor)].append(node)
+    return nodes, readers
+
+
+def only_reader(tensor, readers: dict[int, list], outputs: set[int]):
+    """The one node reading `tensor`, or None when several (or none) read it or it is a model output (`id` in `outputs`)."""
+    reading = readers[id(tensor)]
+    return reading[0] if len(reading) == 1 and id(tensor) not in outputs else None
+
+
+def _channels_last_axis(batch_norm, rank: int) -> bool:
     axis = batch_norm.axis if isinstance(batch_norm.axis, (list, tuple)) else [batch_norm.axis]
-    rank = len(batch_norm.input.shape)
     return len(axis) == 1 and axis[0] % rank == rank - 1
 
 
 def foldable_pairs(model: keras.Model) -> dict[str, str]:
     """`{batch norm name: convolution name}` for each BatchNormalization fed only by a linear Conv2D/DepthwiseConv2D.
 
-    The convolution must be called once, feed nothing else, keep channels last,
-    and not be a model output; layers inside nested models are left alone.
+    Both must be called once in `model`, the convolution must feed nothing else,
+    keep channels last and not be a model output; layers inside nested models
+    are left alone. The one walk that finds what folds: `fold_batch_norm` and
+    `kdistill.quantize.quantize_model` both use it.
     """
-    pairs = {}
+    nodes, readers = model_graph(model)
+    calls = collections.Counter(id(node.operation) for node in nodes)
     outputs = {id(tensor) for tensor in model.outputs}
-    for layer in model.layers:
-        if not isinstance(layer, keras.layers.BatchNormalization) or len(layer._inbound_nodes) != 1:
+    pairs = {}
+    for node in nodes:
+        conv = node.operation
+        if (not isinstance(conv, _CONVOLUTIONS) or calls[id(conv)] != 1 or getattr(conv.activation, "__name__", None) != "linear"
+                or conv.data_format != "channels_last"):
             continue
-        parents = layer._inbound_nodes[0].parent_nodes
-        if len(parents) != 1:
-            continue
-        conv = parents[0].operation
-        if (not isinstance(conv, _CONVOLUTIONS) or len(conv._inbound_nodes) != 1 or len(conv._outbound_nodes) != 1
-                or getattr(conv.activation, "__name__", None) != "linear" or conv.data_format != "channels_last"
-                or id(conv.output) in outputs or not _channels_last_axis(layer)):
-            continue
-        pairs[layer.name] = conv.name
+        reader = only_reader(node.output_tensors[0], readers, outputs)
+        batch_norm = reader.operation if reader is not None else None
+        if (isinstance(batch_norm, keras.layers.BatchNormalization) and calls[id(batch_norm)] == 1
+                and _channels_last_axis(batch_norm, len(node.output_tensors[0].shape))):
+            pairs[batch_norm.name] = conv.name
     return pairs
 
 

@@ -21,13 +21,13 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import logging
 import math
 import os
 
 import keras
 
+from kdistill.errors import did_you_mean
 from kdistill.models import saving
 
 __all__ = ["PREFIX", "is_hub_name", "get", "cache_folder", "preset_folder", "stage_table", "backbone_of", "flatten"]
@@ -126,10 +126,8 @@ def preset_folder(preset: str) -> str:
     if handle is None:
         from keras_hub.src.utils.preset_utils import BUILTIN_PRESETS
 
-        close = difflib.get_close_matches(preset, list(BUILTIN_PRESETS), n=3)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise ValueError(f"Unknown KerasHub preset {preset!r}: not a local folder, a built-in preset name "
-                         f"(`keras_hub.models.Backbone.presets`) or a kaggle:// handle.{hint}")
+                         f"(`keras_hub.models.Backbone.presets`) or a kaggle:// handle.{did_you_mean(preset, BUILTIN_PRESETS)}")
     folder = cache_folder(preset)
     if os.path.exists(os.path.join(folder, "config.json")):
         return folder

@@ -1,12 +1,13 @@
-"""Loading saved Keras models with errors that say what went wrong."""
+"""Loading saved Keras models with errors that say what went wrong, and saving them whole."""
 
 from __future__ import annotations
 
 import os
-import tempfile
 
 import keras
 
+from kdistill.files import atomic_write
+from kdistill.files import partial_prefix  # noqa: F401  (its home is kdistill.files; kept for saving.partial_prefix)
 # Importing registers kdistill's layers so saved models that use them load.
 from kdistill.models import preprocessing as _preprocessing  # noqa: F401
 
@@ -58,35 +59,20 @@ def load_model(path: str, role: str) -> keras.Model:
         ) from error
 
 
-def partial_prefix(path: str) -> str:
-    """How the unfinished copies of `path` start (then the writer's process id): `.student.keras.partial-<pid>-....keras`.
-
-    A killed save leaves one behind; `kdistill.export.atomic.remove_stale_staging(folder, partial_prefix(path))`
-    removes those whose process is gone (the distill job does, for its run folder).
-    """
-    return f".{os.path.basename(path)}.partial-"
-
-
 def save_for_inference(model: keras.Model, path: str) -> str:
     """Saves `model` without optimizer state (an uncompiled functional copy sharing its weights), whole or not at all.
 
     The file is written under a temporary name in the same folder and renamed
-    into place when complete, so a kill or a full disk mid-write leaves the
-    previous file (if any) intact and no partial one.
+    into place when complete (`kdistill.files.atomic_write`), so a kill or a
+    full disk mid-write leaves the previous file (if any) intact and no partial
+    one. A killed save's unfinished copy starts with `partial_prefix(path)`.
     """
     outputs = model.outputs[0] if len(model.outputs) == 1 else model.outputs
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, partial = tempfile.mkstemp(prefix=f"{partial_prefix(path)}{os.getpid()}-", suffix=".keras", dir=folder)
-    os.close(handle)
     try:
-        keras.Model(model.inputs, outputs, name=model.name).save(partial)
-        os.replace(partial, path)
+        with atomic_write(path, suffix=".keras") as partial:
+            keras.Model(model.inputs, outputs, name=model.name).save(partial)
     except OSError as error:  # e.g. a full disk: h5py/zipfile name no file; name the one that could not be written
         raise OSError(error.errno, error.strerror or str(error), path) from error
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
     return path
 
 

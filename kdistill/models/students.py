@@ -13,13 +13,13 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import os
 from typing import Callable
 
 import keras
 from keras import layers
 
+from kdistill.errors import did_you_mean
 from kdistill.models import hub, saving, taps
 
 __all__ = ["imagenet_notop_file", "get", "register", "available", "load"]
@@ -115,9 +115,7 @@ def get(name: str, num_classes: int, input_shape: tuple[int, int, int] = (32, 32
     if hub.is_hub_name(name):
         return hub.get(name, num_classes, input_shape, role="student", weights=weights, batch_norm_momentum=batch_norm_momentum, **kwargs)
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, available(), n=2)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise ValueError(f"Unknown student {name!r}.{hint} Registered: {', '.join(available())}; or pass any functional Keras model.")
+        raise ValueError(f"Unknown student {name!r}.{did_you_mean(name, available(), count=2)} Registered: {', '.join(available())}; or pass any functional Keras model.")
     if isinstance(weights, str) and weights != "imagenet":
         if not os.path.exists(weights):
             raise FileNotFoundError(f"Student weights file {weights!r} does not exist.")

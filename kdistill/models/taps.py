@@ -15,10 +15,11 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 from typing import Sequence
 
 import keras
+
+from kdistill.errors import did_you_mean
 
 __all__ = ["STAGES", "LOGITS", "NESTED", "register_stages", "preset", "stage_outputs", "validate", "feature_model", "tap_shape", "family"]
 
@@ -148,8 +149,7 @@ def validate(model: keras.Model, layer_names: Sequence[str], role: str = "teache
                                  f"{type(member).__name__}, not a model with layers of its own.")
             validate(member, [inner], role=member_name)
             continue
-        close = difflib.get_close_matches(name, all_names, n=3, cutoff=0.6)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        hint = did_you_mean(name, all_names)
         stages = ", ".join(f"{n} ({_format_shape(s)})" for n, s in stage_outputs(model))
         raise ValueError(
             f"Unknown {role} layer {name!r}.{hint} Stage outputs of {model.name!r}: {stages}. "
@@ -293,7 +293,5 @@ def _resolve_family(network: str | keras.Model, role: str) -> tuple[str, list[st
             )
         return family(network) or network.name, [name for name, _ in table]
     if network not in STAGES:
-        close = difflib.get_close_matches(str(network), list(STAGES), n=2)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise ValueError(f"Unknown {role} family {network!r}.{hint} Known: {', '.join(STAGES)}.")
+        raise ValueError(f"Unknown {role} family {network!r}.{did_you_mean(str(network), STAGES, count=2)} Known: {', '.join(STAGES)}.")
     return network, [name for name, _ in STAGES[network]]

@@ -13,12 +13,12 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import os
 from typing import Callable
 
 import keras
 
+from kdistill.errors import did_you_mean
 from kdistill.models import hub, saving
 from kdistill.models.ensemble import ensemble
 from kdistill.models.preprocessing import ImagePreprocessing
@@ -106,9 +106,7 @@ def get(
         return hub.get(name, num_classes, input_shape, role="teacher", weights=weights, batch_norm_momentum=batch_norm_momentum,
                        include_preprocessing=include_preprocessing, resize_to=resize_to)
     if name not in _BACKBONES:
-        close = difflib.get_close_matches(name, list(_BACKBONES), n=2)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise ValueError(f"Unknown teacher {name!r}.{hint} Known: {', '.join(_BACKBONES)}; or pass any functional Keras model.")
+        raise ValueError(f"Unknown teacher {name!r}.{did_you_mean(name, _BACKBONES, count=2)} Known: {', '.join(_BACKBONES)}; or pass any functional Keras model.")
     if isinstance(weights, str) and weights != "imagenet":
         if not os.path.exists(weights):
             raise FileNotFoundError(f"Teacher weights file {weights!r} does not exist. {_imagenet_help(name)}")

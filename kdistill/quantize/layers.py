@@ -10,7 +10,8 @@ straight-through gradient, so fine-tuning runs on every backend.
 - `ActivationQuantizer`: one int8 range per tensor, tracked by an exponential
   moving average of each training batch's min and max (always containing 0).
 - `FoldedConv`: Conv2D or DepthwiseConv2D with its BatchNormalization folded
-  in (statistics frozen, gamma and beta trained) and ReLU/ReLU6 fused, weights
+  in (statistics frozen, gamma and beta trained; the fold is
+  `kdistill.models.folding.folded_kernel_and_bias`) and ReLU/ReLU6 fused, weights
   int8 per output channel (symmetric, as TFLite stores them), output quantized.
 - `QuantizedDense`: Dense with int8 per-tensor weights and a quantized output.
 - `QuantizedRescaling`: `x * scale + offset` with its constants and output
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 import keras
 from keras import ops
+
+from kdistill.models.folding import folded_kernel_and_bias
 
 #: activations a quantized unit can fuse (TFLite fuses these into its int8 kernels)
 ACTIVATIONS = (None, "relu", "relu6")
@@ -178,13 +181,8 @@ class FoldedConv(keras.layers.Layer):
 
     def folded(self):
         """(kernel, bias) with the BatchNormalization folded in, before weight quantization."""
-        scale = self.gamma / ops.sqrt(self.moving_variance + self.epsilon)
-        bias = self.bias if self.bias is not None else ops.zeros_like(self.beta)
-        if self.depthwise:
-            kernel = self.kernel * ops.reshape(scale, (1, 1, -1, 1))
-        else:
-            kernel = self.kernel * scale
-        return kernel, (bias - self.moving_mean) * scale + self.beta
+        return folded_kernel_and_bias(self.kernel, self.moving_mean, self.moving_variance, self.epsilon, gamma=self.gamma, beta=self.beta,
+                                      bias=self.bias, depthwise=self.depthwise)
 
     def call(self, inputs, training=False):
         kernel, bias = self.folded()

@@ -14,11 +14,11 @@ the twin starts where the float student ended.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 
 import keras
 import numpy as np
 
+from kdistill.models import folding
 from kdistill.quantize import layers as qlayers
 
 logger = logging.getLogger(__name__)
@@ -102,17 +102,6 @@ def unsupported_layers(model: keras.Model) -> list[str]:
     return problems
 
 
-def _nodes(model: keras.Model) -> list:
-    by_depth = model._nodes_by_depth
-    return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
-
-
-def _single_consumer(tensor, consumers, outputs) -> object | None:
-    """The one node reading `tensor`, or None when several (or a model output) read it."""
-    readers = consumers[id(tensor)]
-    return readers[0] if len(readers) == 1 and id(tensor) not in outputs else None
-
-
 def _batch_norm_weights(layer) -> dict:
     """gamma, beta, moving mean and variance of a BatchNormalization (ones/zeros where it has no scale or center)."""
     weights = {w.path.split("/")[-1]: keras.ops.convert_to_numpy(w) for w in layer.weights}
@@ -141,22 +130,81 @@ def _folded_unit(conv, chain: list, momentum: float) -> tuple[qlayers.FoldedConv
     return unit, values
 
 
-def _chain_after(conv_node, consumers, outputs) -> list:
-    """The BatchNormalization and then ReLU(6) nodes that only `conv_node`'s output feeds (what folds into it)."""
-    chain, node = [], conv_node
-    own_activation = _activation_name(conv_node.operation)
-    for wanted in ("BatchNormalization", "relu"):
-        if own_activation != "linear":  # a conv with its own ReLU: BatchNormalization after it cannot be folded
-            break
-        reader = _single_consumer(node.output_tensors[0], consumers, outputs)
-        if reader is None:
-            break
-        layer = reader.operation
-        if (wanted == "BatchNormalization" and type(layer).__name__ == "BatchNormalization" and layer.axis in (-1, len(layer.input.shape) - 1)) \
-                or (wanted == "relu" and _relu_kind(layer)):
+class _Graph:
+    """The float model's own graph, read once: its nodes, who reads each tensor, which BatchNormalization folds into which convolution."""
+
+    def __init__(self, model: keras.Model):
+        self.nodes, self.readers = folding.model_graph(model)
+        self.outputs = {id(t) for t in model.outputs}
+        self.folds = {conv: batch_norm for batch_norm, conv in folding.foldable_pairs(model).items()}
+        self.absorbed: set[int] = set()  # ids of the nodes a FoldedConv took in
+
+    def chain_after(self, conv_node) -> list:
+        """The BatchNormalization that folds into `conv_node` (`kdistill.models.folding.foldable_pairs`), then a ReLU(6) only it feeds."""
+        chain, node = [], conv_node
+        if _activation_name(conv_node.operation) != "linear":  # a conv with its own ReLU: nothing after it folds in
+            return chain
+        reader = folding.only_reader(node.output_tensors[0], self.readers, self.outputs)
+        if reader is not None and reader.operation.name == self.folds.get(conv_node.operation.name):
             chain.append(reader)
             node = reader
-    return chain
+        reader = folding.only_reader(node.output_tensors[0], self.readers, self.outputs)
+        if reader is not None and _relu_kind(reader.operation):
+            chain.append(reader)
+        self.absorbed.update(id(n) for n in chain)
+        return chain
+
+
+def _functional_float_model(model: keras.Model) -> keras.Model:
+    """`model` as a functional graph (a built Sequential converted), after refusing what cannot be quantized."""
+    if isinstance(model, keras.Sequential) and model.built:
+        model = keras.Model(model.inputs, model.outputs, name=model.name)  # the same layers, as a functional graph
+    if not hasattr(model, "_nodes_by_depth"):
+        raise ValueError(f"quantize_model needs a functional Keras model (keras.Model(inputs, outputs)); {model.name!r} is "
+                         f"{type(model).__name__}. Rebuild it functionally.")
+    if is_quantized(model):
+        raise ValueError(f"Model {model.name!r} is already quantization-aware.")
+    problems = unsupported_layers(model)
+    if problems:
+        raise ValueError(f"Cannot quantize {len(problems)} layer(s) of {model.name!r}: " + "; ".join(problems)
+                         + f". The int8 rewrite supports {SUPPORTED}. Replace those layers, or export with post-training "
+                           "calibration instead (`kdistill export --formats int8`).")
+    return model
+
+
+def _rewrite(node, args: tuple, kwargs: dict, graph: _Graph, momentum: float) -> tuple:
+    """The twin's output for a float node, the float node whose outputs it stands for, and `[(unit, its float weights)]`."""
+    layer = node.operation
+    kind = type(layer).__name__
+    if kind in ("Conv2D", "DepthwiseConv2D"):
+        chain = graph.chain_after(node)
+        unit, values = _folded_unit(layer, [n.operation for n in chain], momentum)
+        return unit(*args), (chain[-1] if chain else node), [(unit, values)]
+    if kind == "Dense":
+        activation = _activation_name(layer)
+        unit = qlayers.QuantizedDense(layer.units, use_bias=layer.use_bias, activation=None if activation == "linear" else activation,
+                                      momentum=momentum, name=layer.name)
+        values = {"kernel": keras.ops.convert_to_numpy(layer.kernel), **({"bias": keras.ops.convert_to_numpy(layer.bias)} if layer.use_bias else {})}
+        return unit(*args), node, [(unit, values)]
+    if kind == "Rescaling":
+        config = layer.get_config()
+        return qlayers.QuantizedRescaling(float(config["scale"]), float(config["offset"]), momentum=momentum, name=layer.name)(*args), node, []
+    if kind in REQUANTIZED or _relu_kind(layer) or kind == "Activation" and _activation_name(layer) != "linear":
+        clone = type(layer).from_config({**layer.get_config(), "name": f"{layer.name}_float"})
+        return qlayers.QuantizedOutput(clone, momentum=momentum, name=layer.name)(*args), node, []
+    if kind == "BatchNormalization":
+        raise ValueError(f"BatchNormalization {layer.name!r} does not directly follow a convolution whose output only it reads, "
+                         "so it cannot be folded. Put it right after a Conv2D/DepthwiseConv2D.")
+    return type(layer).from_config(layer.get_config())(*args, **kwargs), node, []  # shape-only layers, copied
+
+
+def _assign_float_weights(weights: list) -> None:
+    """Copies the float model's values into the twin's units (`[(unit, {weight name: value})]`)."""
+    for unit, values in weights:
+        for variable in unit.weights:
+            key = variable.path.split("/")[-1]
+            if key in values:
+                variable.assign(values[key].astype("float32"))
 
 
 def quantize_model(model: keras.Model, momentum: float = 0.99, calibration_images=None, calibration_batch: int = 64) -> keras.Model:
@@ -183,70 +231,23 @@ def quantize_model(model: keras.Model, momentum: float = 0.99, calibration_image
         >>> is_quantized(twin), twin.output_shape
         (True, (None, 10))
     """
-    if isinstance(model, keras.Sequential) and model.built:
-        model = keras.Model(model.inputs, model.outputs, name=model.name)  # the same layers, as a functional graph
-    if not hasattr(model, "_nodes_by_depth"):
-        raise ValueError(f"quantize_model needs a functional Keras model (keras.Model(inputs, outputs)); {model.name!r} is "
-                         f"{type(model).__name__}. Rebuild it functionally.")
-    if is_quantized(model):
-        raise ValueError(f"Model {model.name!r} is already quantization-aware.")
-    problems = unsupported_layers(model)
-    if problems:
-        raise ValueError(f"Cannot quantize {len(problems)} layer(s) of {model.name!r}: " + "; ".join(problems)
-                         + f". The int8 rewrite supports {SUPPORTED}. Replace those layers, or export with post-training "
-                           "calibration instead (`kdistill export --formats int8`).")
-    nodes = _nodes(model)
-    consumers = defaultdict(list)
-    for node in nodes:
-        for tensor in node.input_tensors:
-            consumers[id(tensor)].append(node)
-    outputs = {id(t) for t in model.outputs}
-    mapped, absorbed, weights = {}, set(), []
-    inputs = []
+    model = _functional_float_model(model)
+    graph = _Graph(model)
+    mapped, weights, inputs = {}, [], []
     for tensor in model.inputs:
-        new_input = keras.Input(shape=tensor.shape[1:], dtype=tensor.dtype, name=tensor.name)
-        inputs.append(new_input)
-        mapped[id(tensor)] = qlayers.ActivationQuantizer(momentum=momentum, name=f"{tensor.name}_quantizer")(new_input)
-    for node in nodes:
-        layer = node.operation
-        if node.is_input or id(node) in absorbed:
+        inputs.append(keras.Input(shape=tensor.shape[1:], dtype=tensor.dtype, name=tensor.name))
+        mapped[id(tensor)] = qlayers.ActivationQuantizer(momentum=momentum, name=f"{tensor.name}_quantizer")(inputs[-1])
+    for node in graph.nodes:
+        if node.is_input or id(node) in graph.absorbed:
             continue
-        kind = type(layer).__name__
         args, kwargs = node.arguments.fill_in(mapped)
-        if kind in ("Conv2D", "DepthwiseConv2D"):
-            chain = _chain_after(node, consumers, outputs)
-            absorbed.update(id(n) for n in chain)
-            unit, values = _folded_unit(layer, [n.operation for n in chain], momentum)
-            result, last = unit(*args), (chain[-1] if chain else node)
-            weights.append((unit, values))
-        elif kind == "Dense":
-            activation = _activation_name(layer)
-            unit = qlayers.QuantizedDense(layer.units, use_bias=layer.use_bias, activation=None if activation == "linear" else activation,
-                                          momentum=momentum, name=layer.name)
-            result, last = unit(*args), node
-            weights.append((unit, {"kernel": keras.ops.convert_to_numpy(layer.kernel),
-                                   **({"bias": keras.ops.convert_to_numpy(layer.bias)} if layer.use_bias else {})}))
-        elif kind == "Rescaling":
-            config = layer.get_config()
-            unit = qlayers.QuantizedRescaling(float(config["scale"]), float(config["offset"]), momentum=momentum, name=layer.name)
-            result, last = unit(*args), node
-        elif kind in REQUANTIZED or _relu_kind(layer) or kind == "Activation" and _activation_name(layer) != "linear":
-            clone = type(layer).from_config({**layer.get_config(), "name": f"{layer.name}_float"})
-            result, last = qlayers.QuantizedOutput(clone, momentum=momentum, name=layer.name)(*args), node
-        elif kind == "BatchNormalization":
-            raise ValueError(f"BatchNormalization {layer.name!r} does not directly follow a convolution whose output only it reads, "
-                             "so it cannot be folded. Put it right after a Conv2D/DepthwiseConv2D.")
-        else:  # shape-only layers, copied
-            result, last = type(layer).from_config(layer.get_config())(*args, **kwargs), node
+        result, last, unit_weights = _rewrite(node, args, kwargs, graph, momentum)
+        weights += unit_weights
         for old, new in zip(last.output_tensors, keras.tree.flatten(result)):
             mapped[id(old)] = new
     twin = keras.Model(inputs if len(inputs) > 1 else inputs[0], [mapped[id(t)] for t in model.outputs] if len(model.outputs) > 1
                        else mapped[id(model.outputs[0])], name=f"{model.name}_int8")
-    for unit, values in weights:
-        for variable in unit.weights:
-            key = variable.path.split("/")[-1]
-            if key in values:
-                variable.assign(values[key].astype("float32"))
+    _assign_float_weights(weights)
     if calibration_images is not None:
         calibrate(twin, calibration_images, calibration_batch)
     logger.info("Quantization-aware twin of %s: %d layers (from %d)", model.name, len(twin.layers), len(model.layers))

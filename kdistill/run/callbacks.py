@@ -19,9 +19,8 @@ from typing import Iterator
 import keras
 import numpy as np
 
-from kdistill import batches
-from kdistill.errors import Interrupted, UserError
-from kdistill.export import atomic
+from kdistill import batches, files
+from kdistill.errors import ChanceLevelError, Interrupted, UserError
 from kdistill.models import saving
 
 __all__ = ["DataPass", "NonFiniteLossError", "ChanceLevelError", "StaleBackupError", "StopOnNonFiniteLoss", "BestStudentCheckpoint", "KeepBestEpoch",
@@ -32,10 +31,6 @@ logger = logging.getLogger(__name__)
 
 class NonFiniteLossError(UserError, FloatingPointError):
     """The training loss became NaN or infinite; the message names the term that did and what to change."""
-
-
-class ChanceLevelError(UserError):
-    """A trained model is no better than guessing on the validation images."""
 
 
 def _term_kind(name: str) -> str:
@@ -138,11 +133,8 @@ class BestStudentCheckpoint(keras.callbacks.Callback):
         if better and math.isfinite(value):
             self.best, self.best_epoch = value, epoch
             student = getattr(self.model, "student", self.model)
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
             saving.save_for_inference(student, self.path)
-            with open(self.record_path + ".partial", "w") as handle:
-                json.dump({"monitor": self.monitor, "mode": self.mode, "best": value, "epoch": epoch}, handle)
-            os.replace(self.record_path + ".partial", self.record_path)
+            files.write_json(self.record_path, {"monitor": self.monitor, "mode": self.mode, "best": value, "epoch": epoch})
             logger.info("Epoch %d: %s improved to %.4f; student saved to %s", epoch + 1, self.monitor, value, self.path)
 
 
@@ -308,22 +300,17 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
         needed = sum(int(np.prod(v.shape)) * np.dtype(keras.backend.standardize_dtype(v.dtype)).itemsize for v in self._state_variables())
         kept = ("The previous backup is kept; free some space and rerun the same command to resume from it." if os.path.exists(self._state_path)
                 else "Free some space (or pass another --output-dir) and rerun.")
-        atomic.check_free_space(self.backup_dir, needed, "the per-epoch backup", hint=kept)
-        partial_state = self._state_path + ".partial"
-        partial_metadata = self._training_metadata_path + ".partial"
-        self._write_state(partial_state)
-        with open(partial_metadata, "w") as handle:
-            json.dump({"epoch": self._current_epoch, "batch": self._last_batch_seen}, handle)
-        # The previous complete pair becomes the fallback, then the new pair moves into place (renames, not rewrites).
-        for current, previous in ((self._state_path, self._state_path + ".bkp"), (self._training_metadata_path, self._prev_training_metadata_path)):
-            if os.path.exists(current):
-                os.replace(current, previous)
-        os.replace(partial_state, self._state_path)
-        os.replace(partial_metadata, self._training_metadata_path)
+        files.check_free_space(self.backup_dir, needed, "the per-epoch backup", hint=kept)
+        with files.atomic_write(self._state_path) as partial_state, files.atomic_write(self._training_metadata_path) as partial_metadata:
+            self._write_state(partial_state)
+            with open(partial_metadata, "w") as handle:
+                json.dump({"epoch": self._current_epoch, "batch": self._last_batch_seen}, handle)
+            # The previous complete pair becomes the fallback; leaving the block moves the new pair into place (renames, not rewrites).
+            for current, previous in ((self._state_path, self._state_path + ".bkp"), (self._training_metadata_path, self._prev_training_metadata_path)):
+                if os.path.exists(current):
+                    os.replace(current, previous)
         if self.run_config is not None and not os.path.exists(self._config_path):
-            with open(self._config_path + ".partial", "w") as handle:
-                json.dump(self.run_config, handle, indent=2)
-            os.replace(self._config_path + ".partial", self._config_path)
+            files.write_json(self._config_path, self.run_config)
 
 
 class DataPass(keras.callbacks.Callback):

@@ -16,13 +16,12 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import os
 import typing
 from typing import Any
 
-from kdistill.errors import UserError, check_number, number_from_yaml
+from kdistill.errors import UserError, check_number, did_you_mean, number_from_yaml
 
 __all__ = ["DistillConfig", "read_config_file", "check_outside_data"]
 
@@ -155,9 +154,7 @@ class DistillConfig:
         for key, value in values.items():
             key = str(key).replace("-", "_")
             if key not in fields:
-                close = difflib.get_close_matches(key, list(fields), n=2)
-                hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-                raise UserError(f"Unknown config key {key!r}.{hint} Known keys: {', '.join(fields)}.")
+                raise UserError(f"Unknown config key {key!r}.{did_you_mean(key, fields, count=2)} Known keys: {', '.join(fields)}.")
             clean[key] = _check_type(key, value, hints[key])
         config = cls(**clean)
         if check_files:

@@ -27,10 +27,9 @@ from typing import Iterator
 import keras
 
 from kdistill import data as data_module
-from kdistill import evaluation, quantize
+from kdistill import evaluation, files, quantize
 from kdistill.distiller import FeatureDistiller
-from kdistill.errors import UserError
-from kdistill.export import atomic
+from kdistill.errors import ChanceLevelError, UserError
 from kdistill.models import saving, teachers
 from kdistill.models import taps as taps_module
 from kdistill.run import callbacks, distribute, precision, teacher_cache, training
@@ -132,7 +131,7 @@ def check_teacher(teacher: keras.Model, splits: data_module.Splits, margin: floa
         The measured top-1, or None when there is no validation split.
 
     Raises:
-        kdistill.run.callbacks.ChanceLevelError: top-1 within `margin` of 1 / classes.
+        kdistill.errors.ChanceLevelError: top-1 within `margin` of 1 / classes.
     """
     if splits.validation is None:
         return None
@@ -147,7 +146,7 @@ def check_teacher(teacher: keras.Model, splits: data_module.Splits, margin: floa
     if seen < _TEACHER_CHECK_MINIMUM:
         logger.warning("Only %d validation images: too few to check the teacher (top-1 %.1f %%).", seen, 100 * top1)
     elif top1 <= chance + margin:
-        raise callbacks.ChanceLevelError(
+        raise ChanceLevelError(
             f"The teacher reaches {100 * top1:.1f} % top-1 on {seen} validation images, no better than chance ({100 * chance:.1f} %): "
             "distilling it would teach the student nothing. Retrain it (kdistill train-teacher keeps its best epoch) or pass "
             "--no-check-teacher (config check_teacher: false) to go on anyway."
@@ -165,7 +164,7 @@ def remove_stale_partials(output_dir: str) -> list[str]:
     """Removes the unfinished model files a killed run left in its run folder (their writer's process is gone)."""
     removed = []
     for name in ("student.keras", "best_student.keras"):
-        removed += atomic.remove_stale_staging(output_dir, saving.partial_prefix(name))
+        removed += files.remove_stale_staging(output_dir, files.partial_prefix(name))
     return removed
 
 
@@ -205,7 +204,7 @@ def _take_lock(folder: str) -> str:
                 return lock
             except FileExistsError:
                 holder = _read_lock(lock)
-                if holder and (holder.get("host") != socket.gethostname() or atomic.process_alive(holder["pid"])):
+                if holder and (holder.get("host") != socket.gethostname() or files.process_alive(holder["pid"])):
                     raise RunFolderLockedError(
                         f"The run folder {folder!r} is in use by another kdistill run (pid {holder['pid']} on {holder.get('host', '?')}). "
                         f"Wait for it to finish or pass another --output-dir; if that process is not a kdistill run, delete {lock!r}.") from None
@@ -329,7 +328,7 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
                                  extra_callbacks=extra_callbacks)
         summary = _finish(distiller, config, splits, output_dir, history, strategy, resuming)
         summary["wall_seconds"] = round(time.perf_counter() - start, 1)
-        training.write_json(os.path.join(output_dir, "summary.json"), summary)
+        files.write_json(os.path.join(output_dir, "summary.json"), summary)
     if not chief:
         shutil.rmtree(output_dir, ignore_errors=True)
         summary["student_path"] = None
@@ -422,5 +421,5 @@ def _finish(distiller: FeatureDistiller, config: DistillConfig, splits: data_mod
             images = keras.Input(splits.image_shape)
             evaluated = keras.Model(images, distiller.student(distiller.student_inputs(images)), name=distiller.student.name)
         summary["test"] = evaluation.evaluate(evaluated, splits.test, splits.class_names)
-    training.write_json(os.path.join(output_dir, "history.json"), history)
+    files.write_json(os.path.join(output_dir, "history.json"), history)
     return summary

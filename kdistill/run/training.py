@@ -8,13 +8,13 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 
 import keras
 
 from kdistill import data as data_module
+from kdistill.files import write_json  # its home is kdistill.files; kept here because run/demo.py calls training.write_json
 from kdistill.models import saving, students, teachers
 from kdistill.run import callbacks
 
@@ -48,11 +48,6 @@ def make_optimizer(name: str, learning_rate: float, weight_decay: float | None =
 def label_loss(splits: data_module.Splits, augment) -> str:
     mixes = any(a in ("mixup", "cutmix") for a in augment)
     return "categorical_crossentropy" if mixes else "sparse_categorical_crossentropy"
-
-
-def write_json(path: str, value) -> None:
-    with open(path, "w") as handle:
-        json.dump(value, handle, indent=2, default=float)
 
 
 #: the teacher recipe measured stable on the offline data (see benchmarks/teacher.py and the README)
@@ -101,7 +96,7 @@ def train_teacher(splits: data_module.Splits, output_path: str, epochs: int = 4,
     (benchmarks/results/teacher_fashion_mnist.md). With validation data the weights of
     the best epoch by validation accuracy are kept (`callbacks.KeepBestEpoch`),
     a last epoch far below the best is reported, and a teacher no better than
-    chance raises `callbacks.ChanceLevelError` instead of being saved.
+    chance raises `kdistill.errors.ChanceLevelError` instead of being saved.
 
     Args:
         splits: data (`kdistill.data.load`).
