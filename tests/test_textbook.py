@@ -1,4 +1,4 @@
-"""The README's textbook recipe (MSE, feature KL, alpha-mixed feature KL + CE) runs as written, in Python and YAML."""
+"""The textbook recipe of docs/methods.md (MSE, feature KL, alpha-mixed feature KL + CE) runs as written, in Python and YAML."""
 
 import json
 import os
@@ -16,13 +16,13 @@ from kdistill.run.config import DistillConfig
 from conftest import real_images, resnet50_shaped_teacher
 from test_data import make_fashion_mnist
 
-README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+METHODS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "methods.md")
 
 
 def _block(marker: str) -> str:
-    text = open(README).read()
+    text = open(METHODS).read()
     match = re.search(rf"<!-- {marker} -->\s*```\w+\n(.*?)```", text, re.S)
-    assert match, f"README has no block after <!-- {marker} -->"
+    assert match, f"docs/methods.md has no block after <!-- {marker} -->"
     return match.group(1)
 
 
@@ -34,12 +34,12 @@ def teacher_file(tmp_path_factory):
     return folder
 
 
-def test_the_readmes_three_textbook_steps_run_as_written(teacher_file, monkeypatch):
+def test_the_three_textbook_steps_run_as_written(teacher_file, monkeypatch):
     monkeypatch.chdir(teacher_file)
     x_train, y_train = real_images(32)
     code = _block("textbook-python").replace("epochs=5", "epochs=1")
     namespace = {"x_train": x_train, "y_train": y_train}
-    exec(compile(code, "README.md", "exec"), namespace)
+    exec(compile(code, METHODS, "exec"), namespace)
     step1, step2, step3 = namespace["step1"], namespace["step2"], namespace["step3"]
     assert isinstance(step1.feature_loss, FeatureMSE) and step1.logits_loss is not None
     assert isinstance(step2.feature_loss, FeatureKL) and step2.feature_loss.temperature == 4.0
@@ -53,7 +53,7 @@ def test_the_readmes_three_textbook_steps_run_as_written(teacher_file, monkeypat
     assert float(terms["loss"]) == pytest.approx(expected, rel=1e-5)
 
 
-def test_the_readmes_textbook_yaml_builds_the_same_three_distillers(teacher_file, tmp_path):
+def test_the_textbook_yaml_builds_the_same_three_distillers(teacher_file, tmp_path):
     documents = list(yaml.safe_load_all(_block("textbook-yaml")))
     assert len(documents) == 3
     teacher = kdistill.teachers.load(str(teacher_file / "saved_models" / "teacher.keras"))
