@@ -17,11 +17,12 @@ Example:
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Callable, Sequence
 
 import keras
 import numpy as np
+
+from kdistill import images as image_io
 
 __all__ = ["ArrayBatches", "AUGMENTATIONS", "augmentation", "image_batches", "read_image_folder", "to_model_images"]
 
@@ -333,26 +334,23 @@ def image_batches(images: np.ndarray, labels: np.ndarray, image_size: int, batch
     return ArrayBatches(images, labels, batch_size, shuffle=training, seed=seed, transform=transform)
 
 
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-
-
 def read_image_folder(folder: str, class_names: Sequence[str], image_size: int, skip_unreadable: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """`<folder>/<class>/<image>` read by Pillow as RGB of `image_size` (bilinear), for machines without TensorFlow.
+
+    The files, pixels and labels are those of `kdistill.data`'s tf.data reader (see `kdistill.images`).
 
     Raises:
         ValueError: naming the files Pillow cannot read, unless `skip_unreadable` (then they are logged and left out).
         FileNotFoundError: when there are no images.
     """
     xs, ys, unreadable = [], [], []
-    for label, name in enumerate(class_names):
-        for path in _image_files(os.path.join(folder, name)):
-            try:
-                image = keras.utils.load_img(path, color_mode="rgb", target_size=(image_size, image_size), interpolation="bilinear")
-            except (OSError, SyntaxError, ValueError):  # Pillow: truncated, corrupt or not an image
-                unreadable.append(path)
-                continue
-            xs.append(keras.utils.img_to_array(image, dtype="float32"))
-            ys.append(label)
+    for path, label in zip(*image_io.image_files(folder, class_names)):
+        try:
+            xs.append(image_io.resize(image_io.decode(path), image_size))
+        except (OSError, SyntaxError, ValueError):  # Pillow: truncated, corrupt or not an image
+            unreadable.append(path)
+            continue
+        ys.append(label)
     if unreadable:
         if not skip_unreadable:
             raise ValueError(unreadable_message(folder, unreadable))
@@ -362,24 +360,14 @@ def read_image_folder(folder: str, class_names: Sequence[str], image_size: int, 
     return np.stack(xs), np.asarray(ys, dtype="int32")
 
 
-def _image_files(directory: str) -> list[str]:
-    if not os.path.isdir(directory):
-        return []
-    return [os.path.join(directory, file) for file in sorted(os.listdir(directory)) if file.lower().endswith(_IMAGE_SUFFIXES)]
-
-
 def unreadable_images(folder: str, class_names: Sequence[str]) -> list[str]:
     """The image files under `folder/<class>/` that Pillow cannot decode (corrupt or truncated)."""
-    from PIL import Image
-
     bad = []
-    for name in class_names:
-        for path in _image_files(os.path.join(folder, name)):
-            try:
-                with Image.open(path) as image:
-                    image.load()
-            except (OSError, SyntaxError, ValueError):
-                bad.append(path)
+    for path in image_io.image_files(folder, class_names)[0]:
+        try:
+            image_io.decode(path)
+        except (OSError, SyntaxError, ValueError):
+            bad.append(path)
     return bad
 
 

@@ -27,8 +27,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from kdistill import batches as batches_module
+from kdistill import images as image_io
 from kdistill.batches import AUGMENTATIONS, augmentation
 from kdistill.backend import LazyTensorFlow
+from kdistill.models.checks import UNLABELED, check_finite, check_labels
 
 tf = LazyTensorFlow("kdistill.data's tf.data pipelines")
 
@@ -246,49 +248,19 @@ def from_arrays(
             same validation split, the same images and labels (a shuffled training
             pass holds the same examples, in another order) and the same augmentation layers.
     """
-    if len(x_train) != len(y_train):
-        raise ValueError(f"x_train has {len(x_train)} images but y_train has {len(y_train)} labels.")
-    if not len(x_train):
-        raise ValueError("The training arrays are empty (0 images): pass the images to train on.")
-    for name, limit in (("train_limit", train_limit), ("test_limit", test_limit)):
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
-            raise ValueError(f"{name} must be a positive number of images (or None for all), received {limit!r}.")
-    if not 0 <= validation_fraction < 1:
-        raise ValueError(f"validation_fraction must be in [0, 1), received {validation_fraction}.")
-    _check_finite("training", x_train)
-    if x_test is not None:
-        _check_finite("test", x_test)
-    y_train = np.asarray(y_train).astype("int32").reshape(-1)
-    num_classes = int(y_train.max()) + 1
-    if class_names is not None:
-        num_classes = len(class_names)
-    _check_labels("training", y_train, num_classes, allow_unlabeled=True)
-    if y_test is not None and len(y_test):
-        _check_labels("test", np.asarray(y_test).astype("int64").reshape(-1), num_classes)
-    order = np.random.default_rng(seed).permutation(len(x_train))
-    n_validation = int(round(len(x_train) * validation_fraction))
-    validation_index, train_index = order[:n_validation], order[n_validation:]
-    rest = train_index[train_limit:] if train_limit else train_index[:0]
-    if train_limit:
-        train_index = train_index[:train_limit]
-    common = dict(image_size=image_size, batch_size=batch_size, num_classes=num_classes, seed=seed)
-    if resolve_pipeline(pipeline) == "tf":
-        make = lambda x, y, **options: _pipeline((x, y), **options, **common)  # noqa: E731
-    else:
-        make = lambda x, y, **options: batches_module.image_batches(x, y, **options, **common)  # noqa: E731
+    y_train, num_classes = _checked_arrays(x_train, y_train, x_test, y_test, train_limit, test_limit, validation_fraction, class_names)
+    validation_index, train_index, rest = _split(len(x_train), seed, validation_fraction, train_limit)
+    make = _pipeline_maker(pipeline, image_size=image_size, batch_size=batch_size, num_classes=num_classes, seed=seed)
     train_x, train_y = x_train[train_index], y_train[train_index]
+    counts = {"train": len(train_index), "validation": len(validation_index)}
     transfer_images = _transfer_images(transfer, x_train, rest)
     if transfer_images is not None:
         train_x = np.concatenate([train_x, transfer_images])
         train_y = np.concatenate([train_y, np.full(len(transfer_images), UNLABELED, "int32")])
-    train = make(train_x, train_y, training=True, augment=augment)
-    validation = None
-    if n_validation:
-        validation = make(x_train[validation_index], y_train[validation_index], training=False, augment=())
-    test = None
-    counts = {"train": len(train_index), "validation": n_validation}
-    if transfer_images is not None:
         counts["transfer"] = int(len(transfer_images))
+    train = make(train_x, train_y, training=True, augment=augment)
+    validation = make(x_train[validation_index], y_train[validation_index], training=False, augment=()) if len(validation_index) else None
+    test = None
     if x_test is not None:
         if test_limit:
             x_test, y_test = x_test[:test_limit], y_test[:test_limit]
@@ -299,30 +271,43 @@ def from_arrays(
     return Splits(train, validation, test, num_classes, names, (image_size, image_size, 3), counts, train_plain=plain)
 
 
-def _check_finite(split: str, images: np.ndarray) -> None:
-    """Float images must hold finite pixels: one NaN pixel can turn a kernel NaN while the averaged loss stays finite."""
-    if np.issubdtype(np.asarray(images).dtype, np.floating):
-        finite = np.isfinite(images).reshape(len(images), -1).all(axis=1)
-        if not finite.all():
-            where = np.flatnonzero(~finite)
-            raise ValueError(f"{len(where)} {split} image(s) hold NaN or infinite pixels (e.g. index {where[0]}): fix or drop them "
-                             f"before training (e.g. images[np.isfinite(images).all(axis=(1, 2, 3))]).")
+def _checked_arrays(x_train, y_train, x_test, y_test, train_limit, test_limit, validation_fraction, class_names) -> tuple[np.ndarray, int]:
+    """`from_arrays`' checks before any work; returns the training labels as int32 and the number of classes."""
+    if len(x_train) != len(y_train):
+        raise ValueError(f"x_train has {len(x_train)} images but y_train has {len(y_train)} labels.")
+    if not len(x_train):
+        raise ValueError("The training arrays are empty (0 images): pass the images to train on.")
+    for name, limit in (("train_limit", train_limit), ("test_limit", test_limit)):
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
+            raise ValueError(f"{name} must be a positive number of images (or None for all), received {limit!r}.")
+    if not 0 <= validation_fraction < 1:
+        raise ValueError(f"validation_fraction must be in [0, 1), received {validation_fraction}.")
+    check_finite("training", x_train)
+    if x_test is not None:
+        check_finite("test", x_test)
+    y_train = np.asarray(y_train).astype("int32").reshape(-1)
+    num_classes = len(class_names) if class_names is not None else int(y_train.max()) + 1
+    check_labels("training", y_train, num_classes, allow_unlabeled=True)
+    if y_test is not None and len(y_test):
+        check_labels("test", np.asarray(y_test).astype("int64"), num_classes)
+    return y_train, num_classes
 
 
-def _check_labels(split: str, labels: np.ndarray, num_classes: int, allow_unlabeled: bool = False) -> None:
-    """Integer labels must lie in [0, num_classes) (or be UNLABELED where allowed); says which do not, before any training."""
-    valid = (labels >= 0) & (labels < num_classes)
-    if allow_unlabeled:
-        valid |= labels == UNLABELED
-    bad = labels[~valid]
-    if len(bad):
-        values = ", ".join(str(v) for v in sorted(set(bad.tolist()))[:5])
-        raise ValueError(f"{len(bad)} {split} label(s) lie outside [0, {num_classes}) for {num_classes} classes (e.g. {values}). "
-                         "Labels must be class indices 0..classes-1; give class_names for the full list of classes.")
+def _split(count: int, seed: int, validation_fraction: float, train_limit: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`(validation, train, rest)` example indices: a fixed permutation by `seed`; `rest` is what `train_limit` leaves out."""
+    order = np.random.default_rng(seed).permutation(count)
+    n_validation = int(round(count * validation_fraction))
+    validation_index, train_index = order[:n_validation], order[n_validation:]
+    if not train_limit:
+        return validation_index, train_index, train_index[:0]
+    return validation_index, train_index[:train_limit], train_index[train_limit:]
 
 
-#: the label of a transfer-set image (the same value as `kdistill.distiller.UNLABELED`)
-UNLABELED = -1
+def _pipeline_maker(pipeline: str, **common):
+    """`make(x, y, training=..., augment=...)`: tf.data batches or NumPy batches (`batches.image_batches`), as `pipeline` says."""
+    if resolve_pipeline(pipeline) == "tf":
+        return lambda x, y, **options: _pipeline((x, y), **options, **common)
+    return lambda x, y, **options: batches_module.image_batches(x, y, **options, **common)
 
 
 def _transfer_images(transfer, x_train: np.ndarray, rest: np.ndarray) -> np.ndarray | None:
@@ -398,20 +383,21 @@ def from_tfds(name: str, data_dir: str | None = None, image_size: int = 32, batc
 def from_image_folder(path: str, image_size: int = 32, batch_size: int = 64, validation_fraction: float = 0.1, test_dir: str | None = None,
                       train_limit: int | None = None, augment: Sequence[str] = (), seed: int = 0, pipeline: str = "auto",
                       skip_unreadable: bool = False) -> Splits:
-    """Pipelines from a tree `path/<class name>/*.jpg|png` (class names sorted).
+    """Pipelines from a tree `path/<class name>/*.jpg|png` (class names sorted; hidden folders and files left out).
 
     Images are decoded by TensorFlow for the tf.data pipeline and by Pillow
-    for NumPy batches (both resize bilinearly to `image_size`). A corrupt or truncated file is named
-    in the error; `skip_unreadable=True` leaves such files out (with a count in the log).
+    for NumPy batches (and with `skip_unreadable`): both read the same files
+    into the same pixels (see `kdistill.images`: grey, RGBA, palette, CMYK and
+    16-bit images become 8-bit RGB) and resize bilinearly to `image_size`. A
+    corrupt or truncated file is named in the error; `skip_unreadable=True`
+    leaves such files out (with a count in the log).
 
     Raises:
         FileNotFoundError: when `path` does not exist or has no class folders with images.
     """
-    import keras
-
     if not os.path.isdir(path):
         raise FileNotFoundError(f"Image folder {path!r} does not exist. Expected a tree <folder>/<class name>/<image files>.")
-    class_names = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
+    class_names = image_io.class_folders(path)
     if not class_names:
         raise FileNotFoundError(f"{path!r} has no class sub-folders. Expected <folder>/<class name>/<image files>.")
     if len(class_names) == 1:
@@ -421,28 +407,28 @@ def from_image_folder(path: str, image_size: int = 32, batch_size: int = 64, val
     def read(folder):
         if resolve_pipeline(pipeline) == "numpy" or skip_unreadable:
             return batches_module.read_image_folder(folder, class_names, image_size, skip_unreadable=skip_unreadable)
-        dataset = keras.utils.image_dataset_from_directory(
-            folder, labels="inferred", label_mode="int", class_names=class_names, image_size=(image_size, image_size),
-            batch_size=None, shuffle=False, color_mode="rgb", verbose=False,
-        )
-        xs, ys = [], []
-        try:
-            for image, label in dataset.as_numpy_iterator():
-                xs.append(image)
-                ys.append(label)
-        except tf.errors.OpError:
-            unreadable = batches_module.unreadable_images(folder, class_names)  # TensorFlow's decode error names no file
-            if not unreadable:
-                raise
-            raise ValueError(batches_module.unreadable_message(folder, unreadable)) from None
-        if not xs:
-            raise FileNotFoundError(f"No images found under {folder!r} (jpeg, png, bmp, gif).")
-        return np.stack(xs), np.asarray(ys)
+        return _read_folder_tf(folder, class_names, image_size)
 
     x_train, y_train = read(path)
     x_test, y_test = read(test_dir) if test_dir else (None, None)
     return from_arrays(x_train, y_train, x_test, y_test, image_size, batch_size, validation_fraction, train_limit, None, augment, class_names, seed,
                        pipeline=pipeline)
+
+
+def _read_folder_tf(folder: str, class_names: Sequence[str], image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The tf.data twin of `batches.read_image_folder`: the same files (`kdistill.images`), decoded by TensorFlow."""
+    paths, labels = image_io.image_files(folder, class_names)
+    if not paths:
+        raise FileNotFoundError(f"No images found under {folder!r} (jpeg, png, bmp, gif).")
+    decoded = tf.data.Dataset.from_tensor_slices(paths).map(lambda path: image_io.decode_tf(path, image_size), num_parallel_calls=tf.data.AUTOTUNE)
+    try:
+        images = np.concatenate(list(decoded.batch(256).as_numpy_iterator()))
+    except tf.errors.OpError:
+        unreadable = batches_module.unreadable_images(folder, class_names)  # TensorFlow's decode error names no file
+        if not unreadable:
+            raise
+        raise ValueError(batches_module.unreadable_message(folder, unreadable)) from None
+    return images, np.asarray(labels, dtype="int32")
 
 
 def load(source: str = "fashion_mnist", data_dir: str | None = None, image_size: int = 32, batch_size: int = 64, validation_fraction: float = 0.1,

@@ -382,6 +382,7 @@ class FeatureDistiller(keras.Model):
     def fit(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.fit`, refusing training data without a single batch (Keras would return an empty history, silently)."""
         checks.check_not_empty(x, "training data")
+        checks.check_fit_data(self.teacher, x, y, kwargs.get("validation_data"))
         history = super().fit(x, y, *args, **kwargs)
         if not history.history and kwargs.get("epochs", 1) and kwargs.get("initial_epoch", 0) < kwargs.get("epochs", 1):
             raise ValueError("fit ran no training step: the training data gave no batch (an empty dataset, or a generator that "

@@ -18,6 +18,8 @@ import time
 import keras
 import numpy as np
 
+from kdistill.models import checks
+
 __all__ = ["evaluate", "model_size_mb", "throughput"]
 
 
@@ -64,7 +66,11 @@ def evaluate(model: keras.Model, dataset, class_names: list[str] | None = None, 
     Returns:
         A dict with `top1`, `top5` (when there are more than 5 classes),
         `per_class_accuracy`, `parameters`, `size_mb`, `images_per_second`, `examples`.
+
+    Raises:
+        kdistill.errors.UserError: when `model` is not a classifier with one output of shape `(batch, classes)`.
     """
+    checks.check_classifier(model, "model", logits=False)  # probabilities rank classes as logits do
     predict = _predictor(model)
     logits, labels, timing = [], [], []
     for images, batch_labels in dataset:

@@ -3,9 +3,11 @@ before any work, a run folder is locked while in use, and refused runs leave no 
 
 import json
 import os
+import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from kdistill import cli
@@ -79,17 +81,35 @@ def test_ctrl_c_during_distill_names_the_epoch_and_the_same_command_resumes(tmp_
     assert summary["resumed"] is True and summary["epochs_completed"] == 2
 
 
-def test_ctrl_c_during_train_teacher_says_nothing_was_saved(tmp_path, monkeypatch, capsys):
-    def ctrl_c(self, epoch, logs=None):
-        self.epoch = epoch + 1
-        raise KeyboardInterrupt
+def test_ctrl_c_during_train_teacher_names_the_epoch_and_the_same_call_resumes(tmp_path, monkeypatch):
+    """train-teacher had no backup: Ctrl-C in epoch 9 of 10 lost every epoch ("nothing was saved: run the same command to start again")."""
+    from kdistill import data
+    from kdistill.errors import Interrupted
+    from kdistill.run import training
+    from conftest import real_images
 
-    monkeypatch.setattr(callbacks.EpochProgress, "on_epoch_begin", ctrl_c)
-    output = tmp_path / "teacher.keras"
-    arguments = ["train-teacher", "--data-dir", REAL_SAMPLE, "--train-limit", "32", "--test-limit", "16", "--epochs", "3", "--output", str(output)]
-    assert cli.main(arguments) == 130
-    assert _one_line(capsys.readouterr().err).endswith("interrupted at epoch 1 of 3; nothing was saved: run the same command to start again")
-    assert not output.exists()
+    x, y = real_images(48)
+    splits = data.from_arrays(x, y, image_size=32, batch_size=16, validation_fraction=1 / 3, class_names=[str(c) for c in range(10)])
+    monkeypatch.setattr(training.teachers, "get", lambda name, num_classes, **options: small_cnn("teacher", num_classes=num_classes))
+    begin = callbacks.EpochProgress.on_epoch_begin
+
+    def ctrl_c_in_the_second_epoch(self, epoch, logs=None):
+        begin(self, epoch, logs)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    output = str(tmp_path / "teacher.keras")
+    with monkeypatch.context() as patch, pytest.raises(Interrupted) as interrupted:
+        patch.setattr(callbacks.EpochProgress, "on_epoch_begin", ctrl_c_in_the_second_epoch)
+        training.train_teacher(splits, output, epochs=2, verbose=0)
+    assert cli._interrupted_line("train-teacher", interrupted.value) == "interrupted at epoch 2 of 2; run the same command to resume"
+    backup = training.teacher_backup_dir(output)
+    assert not os.path.exists(output) and json.load(open(os.path.join(backup, "training_metadata.json")))["epoch"] == 1  # one epoch done
+    with pytest.raises(callbacks.StaleBackupError, match="different: learning_rate.*" + re.escape(f"Delete {backup!r} to start afresh, or pass another --output")):
+        training.train_teacher(splits, output, epochs=2, verbose=0, learning_rate=0.5)
+    teacher, history = training.train_teacher(splits, output, epochs=2, verbose=0)
+    assert len(history["loss"]) == 1  # only the second epoch ran
+    assert os.path.exists(output) and not os.path.exists(backup) and history["best_epoch"] in (0, 1)
 
 
 @pytest.mark.parametrize("command, flag, value, message", [
@@ -206,3 +226,169 @@ def test_a_programming_bug_is_not_turned_into_a_user_error(monkeypatch):
     monkeypatch.setattr(cli, "_check_outputs", bug)
     with pytest.raises(TypeError):
         cli.main(["evaluate", "model.keras"])
+
+
+def _mixed_image_folder(root):
+    """Two classes of every kind of image Pillow writes, plus entries both readers must ignore."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    rgb = lambda height, width: rng.integers(0, 256, (height, width, 3), dtype=np.uint8)  # noqa: E731
+    for name in ("boots", "shirts", ".hiddenclass", "shirts/more", "shirts/.thumbnails"):
+        (root / name).mkdir(parents=True)
+    Image.fromarray(rgb(30, 40)[..., 0]).save(root / "boots" / "grey.png")
+    Image.fromarray(rng.integers(0, 256, (24, 24, 4), dtype=np.uint8)).save(root / "boots" / "rgba.png")
+    palette = Image.fromarray(rgb(40, 28)).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    palette.save(root / "boots" / "palette.png", transparency=0)
+    Image.fromarray(rng.integers(0, 65536, (36, 20), dtype=np.uint16)).save(root / "boots" / "sixteen_bit.png")  # Pillow mode I;16
+    Image.fromarray(rng.integers(0, 256, (24, 24, 2), dtype=np.uint8), "LA").save(root / "boots" / "grey_alpha.png")
+    Image.fromarray(rgb(50, 64)).convert("CMYK").save(root / "shirts" / "cmyk.jpg", quality=90)
+    Image.fromarray(rgb(33, 17)).save(root / "shirts" / "photo.jpeg", quality=85)
+    Image.fromarray(rgb(24, 24)).save(root / "shirts" / "first_frame.gif")
+    Image.fromarray(rgb(20, 26)).save(root / "shirts" / "more" / "nested.bmp")
+    Image.fromarray(rgb(24, 24)).save(root / "shirts" / ".thumbnails" / "hidden_folder.png")
+    Image.fromarray(rgb(24, 24)).save(root / ".hiddenclass" / "x.png")
+    (root / "boots" / "._grey.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble junk, not an image")
+    (root / "boots" / "notes.txt").write_text("not an image")
+    (root / "shirts" / "Thumbs.db").write_bytes(b"\x00" * 64)
+    return rng
+
+
+def _plain_arrays(splits):
+    x, y = zip(*[(np.asarray(images), np.asarray(labels)) for images, labels in splits.train_plain])
+    return np.concatenate(x), np.concatenate(y)
+
+
+def test_both_image_readers_read_every_kind_of_file_alike_and_ignore_hidden_entries(tmp_path):
+    """Pillow binarised 16-bit PNGs to 0/255, `.hiddenclass/` became a class, and JPEGs and resizing differed between the readers."""
+    from kdistill import data
+    from kdistill.images import resize
+
+    _mixed_image_folder(tmp_path)
+    read = {pipeline: data.from_image_folder(str(tmp_path), image_size=24, validation_fraction=0.0, pipeline=pipeline)
+            for pipeline in ("tf", "numpy")}
+    for splits in read.values():
+        assert splits.class_names == ["boots", "shirts"] and splits.counts["train"] == 9
+    (tf_images, tf_labels), (pillow_images, pillow_labels) = (_plain_arrays(read[p]) for p in ("tf", "numpy"))
+    np.testing.assert_array_equal(tf_labels, pillow_labels)
+    assert sorted(tf_labels.tolist()) == [0] * 5 + [1] * 4
+    assert np.abs(tf_images - pillow_images).max() <= 1.0  # rounding only
+    from PIL import Image
+
+    sixteen = np.asarray(Image.open(tmp_path / "boots" / "sixteen_bit.png")).astype("uint32")
+    expected = resize(np.repeat((sixteen >> 8).astype("uint8")[..., None], 3, axis=-1), 24)
+    found = [index for index, image in enumerate(pillow_images) if np.abs(image - expected).max() <= 1.0]
+    assert len(found) == 1 and len(np.unique(pillow_images[found[0]])) > 2  # grey levels, not black and white
+
+
+def test_a_teacher_cache_that_cannot_be_written_is_refused_before_any_work_naming_the_users_path(tmp_path, teacher_file, monkeypatch, capsys):
+    """A cache under a file or in a read-only folder failed after the data, teacher and distiller were built, naming `.cache-xxxx`."""
+    (tmp_path / "notes.txt").write_text("a file")
+    under_a_file = str(tmp_path / "notes.txt" / "cache")
+    assert cli.main(_distill(teacher_file, tmp_path / "run", 1, "--teacher-cache", under_a_file)) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert f"Cannot build the teacher cache in {under_a_file!r}: {str(tmp_path / 'notes.txt')!r} is a file" in line and ".cache-" not in line
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if os.path.abspath(path) == str(shared) else access(path, mode, **kw))
+    assert cli.main(_distill(teacher_file, tmp_path / "run", 1, "--teacher-cache", str(shared / "cache"))) == 2
+    assert f"no permission to write in {str(shared)!r}. Point --teacher-cache at a folder you can write" in _one_line(capsys.readouterr().err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_stale_teacher_cache_says_what_changed_and_how_to_rebuild(tmp_path, teacher_file, capsys):
+    cache = str(tmp_path / "cache")
+    assert cli.main(_distill(teacher_file, tmp_path / "run", 1, "--teacher-cache", cache)) == 0
+    assert cli.main(_distill(teacher_file, tmp_path / "run", 1, "--teacher-cache", cache, "--seed", "1")) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "made from other images or labels: another --seed draws another training/validation split (0 when built, 1 now)" in line
+    assert f"To rebuild it, delete {cache!r} (kdistill distill --teacher-cache builds it again on first use)" in line
+
+
+def test_feature_distiller_fit_checks_arrays_and_datasets_with_the_loaders_messages():
+    """fit on arrays with label 10 of 10 classes, a NaN pixel or 28x28 grey images failed deep in Keras or trained on NaN."""
+    import tensorflow as tf
+
+    from kdistill import FeatureDistiller, batches, data
+    from kdistill.models import checks
+    from conftest import real_images
+
+    distiller = FeatureDistiller(small_cnn("teacher", seed=1), small_cnn("student", widths=(4, 8)), taps={})
+    distiller.compile(optimizer="adam")
+    x, y = real_images(16)
+    bad_label, bad_pixel = y.copy(), x.copy()
+    bad_label[3], bad_pixel[2, 0, 0, 0] = 10, np.nan
+    names = [str(c) for c in range(10)]
+    for images, labels in ((x, bad_label), (bad_pixel, y)):
+        with pytest.raises(UserError) as loader:
+            data.from_arrays(images, labels, class_names=names)
+        with pytest.raises(UserError) as fit:
+            distiller.fit(images, labels, epochs=1, verbose=0)
+        assert str(fit.value) == str(loader.value)
+        with pytest.raises(UserError, match=re.escape(str(loader.value))):
+            distiller.fit(batches.ArrayBatches(images, labels, batch_size=16), epochs=1, verbose=0)
+    grey = tf.data.Dataset.from_tensor_slices((x[:, 2:30, 2:30, :1], y)).batch(8)
+    with pytest.raises(UserError, match=r"The training images have shape \(28, 28, 1\) per image, but the teacher takes \(32, 32, 3\)"):
+        distiller.fit(grey, epochs=1, verbose=0)
+    with pytest.raises(UserError, match=r"1 validation label\(s\) lie outside \[0, 10\)"):
+        distiller.fit(x, y, validation_data=(x, bad_label), epochs=1, verbose=0)
+    # A dataset is checked by its first batch only, and a kdistill pipeline's pass counter is left as it was.
+    checks.check_fit_data(distiller.teacher, tf.data.Dataset.from_tensor_slices((x, bad_label)).batch(2))  # label 10 in batch 2
+    pipeline = data.from_arrays(x, y, class_names=names, pipeline="tf", validation_fraction=0.0).train
+    checks.check_fit_data(distiller.teacher, pipeline)
+    assert int(pipeline.kdistill_pass.numpy()) == 0
+    read = []
+
+    class Recording(batches.ArrayBatches):
+        def __getitem__(self, index):
+            read.append(index)
+            return super().__getitem__(index)
+
+    checks.check_fit_data(distiller.teacher, Recording(x, bad_label, batch_size=2))
+    assert read == [0]
+
+
+@pytest.fixture(scope="module")
+def odd_models(tmp_path_factory):
+    """Files that are not a classifier returning (batch, classes) logits: a feature map, two outputs, random bytes, a folder."""
+    import keras
+
+    folder = tmp_path_factory.mktemp("odd")
+    inputs = keras.Input((32, 32, 3))
+    features = keras.layers.Conv2D(4, 3, strides=4, name="features")(inputs)
+    keras.Model(inputs, features).save(folder / "feature_map.keras")
+    logits = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(features))
+    keras.Model(inputs, [logits, features]).save(folder / "two_outputs.keras")
+    (folder / "random.keras").write_bytes(np.random.default_rng(0).bytes(256))
+    (folder / "folder.keras").mkdir()
+    from kdistill import students
+
+    students.get("resnet20", num_classes=10).save(folder / "resnet20.keras")
+    return folder
+
+
+@pytest.mark.parametrize("name, message", [
+    ("feature_map.keras", "returns a feature map of shape (batch, 8, 8, 4), not logits of shape (batch, classes): kdistill needs a classifier"),
+    ("two_outputs.keras", "has 2 outputs ((batch, 10), (batch, 8, 8, 4)); kdistill needs a classifier with one output"),
+    ("random.keras", "is not a Keras model file: a .keras file is a zip archive written by model.save()"),
+    ("folder.keras", "is a folder, not a Keras model file"),
+])
+def test_a_teacher_that_is_not_a_logits_classifier_ends_in_one_clear_line(tmp_path, odd_models, capsys, name, message):
+    path = str(odd_models / name)
+    for extra in ([], ["--no-check-teacher"]):
+        command = [arg for arg in _distill(path, tmp_path / "run") if arg != "--no-check-teacher"] + extra
+        assert cli.main(command) == 2
+        err = capsys.readouterr().err
+        assert message in _one_line(err) and "Teacher top-1" not in err and "File not found" not in err
+    for command in (["evaluate", path], ["export", path, "--output-dir", str(tmp_path / "export")]):  # the same check, before any data
+        assert cli.main(command + ["--data-dir", str(tmp_path / "no-data")]) == 2
+        assert message in _one_line(capsys.readouterr().err)
+
+
+def test_student_weights_of_another_architecture_are_refused_naming_both(tmp_path, teacher_file, odd_models, capsys):
+    """--student resnet8x4 --student-weights resnet20.keras trained a resnet20 and called it resnet8x4."""
+    weights = str(odd_models / "resnet20.keras")
+    assert cli.main(_distill(teacher_file, tmp_path / "run", 1, "--student-weights", weights)) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert f"{weights!r} holds another architecture than the student 'resnet8x4'" in line and "named 'resnet20'" in line

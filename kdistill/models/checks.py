@@ -1,34 +1,101 @@
-"""Checks on the models and data a distiller is given, with errors that name the fix."""
+"""Checks on the models and data a distiller is given, with errors that name the fix.
+
+One check per question, used by every path that asks it: `check_classifier`
+(is this a classifier returning logits of shape `(batch, classes)`?) by teacher
+loading, the distiller, evaluation and export; `check_labels`, `check_finite`
+and `check_image_shape` by the data loaders (`kdistill.data`) and by
+`FeatureDistiller.fit` (`check_fit_data`), with the same messages.
+
+Example:
+    >>> import numpy as np
+    >>> check_labels("training", np.array([0, 1, 5]), 3)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    kdistill.errors.UserError: 1 training label(s) lie outside [0, 3) for 3 classes (e.g. 5). Labels must be class indices ...
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import keras
+import numpy as np
 from keras import tree
 
-__all__ = ["check_logits_pair", "check_not_empty"]
+from kdistill.errors import UserError
+
+__all__ = ["UNLABELED", "check_classifier", "check_same_architecture", "check_logits_pair", "check_not_empty", "check_finite", "check_labels",
+           "check_image_shape", "check_fit_data"]
+
+#: the label of a transfer-set image (`kdistill.UNLABELED`): allowed among training labels
+UNLABELED = -1
+
+
+def _outputs(model) -> list | None:
+    """The symbolic outputs of a model (None for a subclassed model that has not run)."""
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        return None
+    return None if outputs is None else list(outputs)
+
+
+def _shape(tensor) -> str:
+    return "(" + ", ".join("batch" if index == 0 else str(size) for index, size in enumerate(tensor.shape)) + ")"
+
+
+def check_classifier(model, role: str, path: str | None = None, logits: bool = True) -> None:
+    """UserError unless `model` is a classifier with one output of shape `(batch, classes)`, logits (no softmax) when `logits`.
+
+    A saved `FeatureDistiller` is checked through its student. `role` ("teacher",
+    "student", "model") and `path` (the file it came from) name it in the message.
+    """
+    if hasattr(model, "student") and hasattr(model, "teacher"):
+        model, role = model.student, "student"
+    where = f"The {role} in {path!r}" if path else f"The {role} {getattr(model, 'name', '')!r}"
+    outputs = _outputs(model)
+    if outputs is None:
+        return  # a subclassed model: its output is known only once it runs
+    need = "kdistill needs a classifier with one output, logits of shape (batch, classes)"
+    if len(outputs) != 1:
+        raise UserError(f"{where} has {len(outputs)} outputs ({', '.join(_shape(t) for t in outputs)}); {need}. Save the classifier "
+                        "alone, e.g. keras.Model(model.inputs, model.outputs[0]).save('classifier.keras').")
+    if len(outputs[0].shape) != 2 or (outputs[0].shape[-1] is not None and outputs[0].shape[-1] < 2):
+        kind = "a feature map" if len(outputs[0].shape) == 4 else "an output"
+        raise UserError(f"{where} returns {kind} of shape {_shape(outputs[0])}, not logits of shape (batch, classes): {need}. End it "
+                        "with GlobalAveragePooling2D and Dense(classes), no softmax.")
+    activation = getattr(model.layers[-1], "activation", None) if getattr(model, "layers", None) else None
+    if logits and activation is not None and getattr(activation, "__name__", "") == "softmax":
+        raise UserError(f"{where} ends in a softmax; kdistill needs logits. Build it with "
+                        "classifier_activation=None (keras.applications) or a linear last Dense.")
+
+
+def check_same_architecture(model: keras.Model, expected: keras.Model, name: str, path: str) -> None:
+    """UserError when `model` (loaded from `path`) is not the architecture `name` builds (`expected`): their kernels differ."""
+    def kernels(network):
+        return sorted(tuple(w.shape) for w in network.weights if w.path.split("/")[-1] in ("kernel", "depthwise_kernel"))
+
+    if kernels(model) != kernels(expected):
+        raise UserError(f"{path!r} holds another architecture than the student {name!r} ({len(kernels(model))} kernels, not the "
+                        f"{len(kernels(expected))} of {name!r}; the file's model is named {model.name!r}). Pass the student it holds "
+                        f"(--student), or a {name!r} file (another width counts as another architecture).")
 
 
 def check_logits_pair(teacher: keras.Model, student: keras.Model) -> None:
-    """ValueError unless teacher and student both return logits (no softmax) of the same classes."""
+    """UserError unless teacher and student both return logits (no softmax) of the same classes."""
+    check_classifier(teacher, "teacher")
+    check_classifier(student, "student")
     teacher_classes, student_classes = teacher.outputs[0].shape[-1], student.outputs[0].shape[-1]
     if teacher_classes != student_classes:
-        raise ValueError(
+        raise UserError(
             f"Teacher and student must predict the same classes: the teacher outputs {teacher_classes} "
             f"logits and the student {student_classes}."
         )
-    for role, model in (("teacher", teacher), ("student", student)):
-        activation = getattr(model.layers[-1], "activation", None)
-        if activation is not None and getattr(activation, "__name__", "") == "softmax":
-            raise ValueError(
-                f"The {role} ends in a softmax; kdistill needs logits. Build it with "
-                "classifier_activation=None (keras.applications) or a linear last Dense."
-            )
 
 
 def check_not_empty(data, what: str) -> None:
     """ValueError when `data` (arrays, a tf.data.Dataset of known size, a PyDataset) holds no example."""
     size = None
-    if type(data).__module__.startswith("tensorflow") and hasattr(data, "cardinality"):
+    if _is_tf_dataset(data) and hasattr(data, "cardinality"):
         size = int(data.cardinality())  # -1 infinite, -2 unknown
     elif isinstance(data, keras.utils.PyDataset):
         size = data.num_batches
@@ -38,3 +105,83 @@ def check_not_empty(data, what: str) -> None:
     if size == 0:
         raise ValueError(f"The {what} is empty (0 examples): there is nothing to train on. Check where it comes from "
                          "(train_limit, a filter, an empty folder or array).")
+
+
+def check_finite(split: str, images) -> None:
+    """Float images must hold finite pixels: one NaN pixel can turn a kernel NaN while the averaged loss stays finite."""
+    images = np.asarray(images)
+    if np.issubdtype(images.dtype, np.floating):
+        finite = np.isfinite(images).reshape(len(images), -1).all(axis=1)
+        if not finite.all():
+            where = np.flatnonzero(~finite)
+            raise UserError(f"{len(where)} {split} image(s) hold NaN or infinite pixels (e.g. index {where[0]}): fix or drop them "
+                            f"before training (e.g. images[np.isfinite(images).all(axis=(1, 2, 3))]).")
+
+
+def check_labels(split: str, labels, num_classes: int, allow_unlabeled: bool = False) -> None:
+    """Integer labels must lie in [0, num_classes) (or be UNLABELED where allowed); says which do not, before any training."""
+    labels = np.asarray(labels).reshape(-1)
+    valid = (labels >= 0) & (labels < num_classes)
+    if allow_unlabeled:
+        valid |= labels == UNLABELED
+    bad = labels[~valid]
+    if len(bad):
+        values = ", ".join(str(v) for v in sorted(set(bad.tolist()))[:5])
+        raise UserError(f"{len(bad)} {split} label(s) lie outside [0, {num_classes}) for {num_classes} classes (e.g. {values}). "
+                        "Labels must be class indices 0..classes-1; give class_names for the full list of classes.")
+
+
+def check_image_shape(split: str, shape, model: keras.Model, role: str = "teacher") -> None:
+    """UserError when images of `shape` (per image: height, width, channels) do not fit `model`'s input (unknown sizes fit any)."""
+    expected = getattr(model, "input_shape", None)
+    if not isinstance(expected, tuple) or any(isinstance(part, (tuple, list)) for part in expected):
+        return  # several inputs: not an image classifier's
+    expected, shape = tuple(expected[1:]), tuple(int(size) for size in shape)
+    if len(shape) != len(expected) or any(want is not None and want != got for want, got in zip(expected, shape)):
+        size = expected[0] if expected and expected[0] is not None else "N"
+        raise UserError(f"The {split} images have shape {shape} per image, but the {role} takes {expected}: resize them and give them "
+                        f"the channels it takes (kdistill.data.from_arrays(x, y, image_size={size}) resizes and repeats grey to RGB).")
+
+
+def _is_tf_dataset(data) -> bool:
+    return type(data).__module__.startswith("tensorflow") and hasattr(data, "take")
+
+
+def _first_batch(data, labels):
+    """`(images, labels)` as NumPy: arrays whole; a tf.data dataset's or a PyDataset's first batch only (a pass counter is left as it was)."""
+    if isinstance(data, tuple) and labels is None:  # validation_data=(x, y) or (x, y, sample_weight)
+        data, labels = data[0], (data[1] if len(data) > 1 else None)
+    if _is_tf_dataset(data):
+        counter = getattr(data, "kdistill_pass", None)  # kdistill's pipelines count their passes (kdistill.batches.set_pass)
+        before = None if counter is None else counter.numpy()
+        batch = next(iter(data.take(1)), None)
+        if counter is not None:
+            counter.assign(before)
+        data, labels = (batch[0], batch[1] if len(batch) > 1 else None) if isinstance(batch, (tuple, list)) else (batch, None)
+    elif isinstance(data, keras.utils.PyDataset):
+        batch = data[0] if data.num_batches != 0 else None
+        data, labels = (batch[0], batch[1] if len(batch) > 1 else None) if isinstance(batch, (tuple, list)) else (batch, None)
+    if isinstance(data, Mapping):  # a teacher cache's {"images", "teacher"} batch
+        data = data.get("images")
+    if not hasattr(data, "shape") or not hasattr(data, "__len__"):
+        return None, None
+    return np.asarray(data), (None if labels is None else np.asarray(labels))
+
+
+def check_fit_data(teacher: keras.Model, x, y=None, validation_data=None) -> None:
+    """The data loaders' checks on what `fit` is given: image shapes against the teacher's input, finite pixels, labels in range.
+
+    Arrays are checked whole; a tf.data dataset or a `keras.utils.PyDataset` by
+    its first batch only (the rest is never read here). Labels are class indices
+    in `[0, classes)` (training labels may be `UNLABELED`); one-hot rows
+    (MixUp, CutMix) are not range-checked.
+    """
+    classes = teacher.outputs[0].shape[-1] if _outputs(teacher) else None
+    for split, data, labels in (("training", x, y), ("validation", validation_data, None)):
+        images, labels = _first_batch(data, labels)
+        if images is None:
+            continue
+        check_image_shape(split, images.shape[1:], teacher)
+        check_finite(split, images)
+        if labels is not None and classes and (labels.ndim == 1 or labels.shape[-1] == 1):
+            check_labels(split, labels, classes, allow_unlabeled=split == "training")

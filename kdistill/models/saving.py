@@ -8,6 +8,8 @@ import keras
 
 from kdistill.files import atomic_write
 from kdistill.files import partial_prefix  # noqa: F401  (its home is kdistill.files; kept for saving.partial_prefix)
+from kdistill.errors import UserError
+from kdistill.models import checks
 # Importing registers kdistill's layers so saved models that use them load.
 from kdistill.models import preprocessing as _preprocessing  # noqa: F401
 
@@ -50,13 +52,28 @@ def load_model(path: str, role: str) -> keras.Model:
             f"{role.capitalize()} file {path!r} does not exist. Train one with `kdistill train-teacher` "
             "or pass the path of a saved .keras/.h5 model."
         )
+    _check_model_file(path)
     try:
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as error:
         raise ValueError(
             f"Cannot load the {role} from {path!r}: {type(error).__name__}: {error}. "
             "Is the file complete (not truncated) and saved by Keras 3 (`model.save('x.keras')`)?"
         ) from error
+    checks.check_classifier(model, role, path, logits=role == "teacher")
+    return model
+
+
+def _check_model_file(path: str) -> None:
+    """UserError for a folder or a `.keras` file that is not a zip archive (Keras said "File not found" for both)."""
+    if os.path.isdir(path):
+        raise UserError(f"{path!r} is a folder, not a Keras model file: pass the .keras file written by model.save() (a SavedModel "
+                        "or a folder of weights cannot be loaded as a Keras model).")
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if path.endswith(".keras") and head != b"PK\x03\x04":
+        raise UserError(f"{path!r} is not a Keras model file: a .keras file is a zip archive written by model.save(), and this one "
+                        f"starts with {head!r}. Pass the file the model was saved to.")
 
 
 def save_for_inference(model: keras.Model, path: str) -> str:

@@ -20,7 +20,7 @@ import keras
 from keras import layers
 
 from kdistill.errors import did_you_mean
-from kdistill.models import hub, saving, taps
+from kdistill.models import checks, hub, saving, taps
 
 __all__ = ["imagenet_notop_file", "get", "register", "available", "load"]
 
@@ -121,6 +121,8 @@ def get(name: str, num_classes: int, input_shape: tuple[int, int, int] = (32, 32
             raise FileNotFoundError(f"Student weights file {weights!r} does not exist.")
         if saving.is_full_model_file(weights):
             model = saving.load_model(weights, role="student")
+            built = _REGISTRY[name](num_classes=model.outputs[0].shape[-1], input_shape=tuple(input_shape), **kwargs)
+            checks.check_same_architecture(model, built, name, weights)
             if model.outputs[0].shape[-1] != num_classes:
                 raise ValueError(f"The student in {weights!r} predicts {model.outputs[0].shape[-1]} classes, not {num_classes}.")
             return saving.set_batch_norm_momentum(model, batch_norm_momentum)

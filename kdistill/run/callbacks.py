@@ -226,11 +226,14 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
     Args:
         backup_dir: the backup folder.
         run_config: JSON-able settings that must match to resume (None: not checked).
+        fix: what a refused resumption should do instead, for the messages.
     """
 
-    def __init__(self, backup_dir: str, run_config: dict | None = None):
+    def __init__(self, backup_dir: str, run_config: dict | None = None,
+                 fix: str = "Pass a new --output-dir, or --restart to discard the backup and start afresh."):
         super().__init__(backup_dir, double_checkpoint=True)
         self.run_config = json.loads(json.dumps(run_config, default=str)) if run_config is not None else None
+        self.fix = fix
         self._config_path = os.path.join(backup_dir, "run_config.json")
 
     def _check_run_config(self) -> None:
@@ -241,7 +244,7 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
             if changed:
                 raise StaleBackupError(
                     f"The interrupted run backed up in {self.backup_dir!r} used another configuration (different: {', '.join(changed)}), "
-                    "so it cannot be resumed with this one. Pass a new --output-dir, or --restart to discard the backup and start afresh."
+                    f"so it cannot be resumed with this one. {self.fix}"
                 )
 
     @property
@@ -271,7 +274,7 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
         shapes = [tuple(v.shape) for v in variables]
         if len(values) != len(variables) or any(tuple(value.shape) != shape for value, shape in zip(values, shapes)):
             raise StaleBackupError(f"The backup {path!r} holds {len(values)} arrays for a model with {len(variables)} variables of other "
-                                   "shapes: it was made for another model. Pass a new --output-dir, or --restart to start afresh.")
+                                   f"shapes: it was made for another model. {self.fix}")
         for variable, value in zip(variables, values):
             variable.assign(value)
 

@@ -30,7 +30,7 @@ from kdistill import data as data_module
 from kdistill import evaluation, files, quantize
 from kdistill.distiller import FeatureDistiller
 from kdistill.errors import ChanceLevelError, UserError
-from kdistill.models import saving, teachers
+from kdistill.models import checks, saving, teachers
 from kdistill.models import taps as taps_module
 from kdistill.run import callbacks, distribute, precision, teacher_cache, training
 from kdistill.run.config import DistillConfig
@@ -75,19 +75,21 @@ def _cached_training_data(config: DistillConfig, splits: data_module.Splits, tea
         teacher_cache.check_augmentation(config.augment)  # explains --cache-views
     if splits.train_plain is None:
         raise ValueError(f"The teacher cache needs a source read into arrays (fashion_mnist, an image folder); {config.data!r} is not.")
+    # What made the training images: a refused cache names the one that changed (e.g. another --seed draws another split).
+    source = {key: getattr(config, key) for key in ("data", "data_dir", "seed", "train_limit", "image_size", "transfer_data")}
     try:
-        cache = teacher_cache.load(config.teacher_cache, teacher, layers, dataset=splits.train_plain)
+        cache = teacher_cache.load(config.teacher_cache, teacher, layers, dataset=splits.train_plain, source=source)
         stored = (cache.views, sorted(cache.meta.get("augment", [])))
         wanted = (config.cache_views if config.augment else 0, sorted(config.augment))
         if stored != wanted:
             raise teacher_cache.StaleCacheError(
                 f"The teacher cache in {config.teacher_cache!r} holds {stored[0]} view(s) per image for augment {stored[1]}; this run asks for "
-                f"{wanted[0]} for {wanted[1]}. Delete the folder or point --teacher-cache elsewhere to rebuild it.")
+                f"{wanted[0]} for {wanted[1]} (other --cache-views or --augment). {teacher_cache.rebuild_hint(config.teacher_cache)}")
         logger.info("Reading the teacher's outputs from %s", config.teacher_cache)
     except FileNotFoundError:
         logger.info("Computing the teacher's outputs once into %s", config.teacher_cache)
         cache = teacher_cache.build(teacher, layers, splits.train_plain, config.teacher_cache, verbose=min(verbose, 1),
-                                    augment=config.augment, views=config.cache_views if config.augment else 0, seed=config.seed)
+                                    augment=config.augment, views=config.cache_views if config.augment else 0, seed=config.seed, source=source)
     return cache.dataset(config.batch_size, shuffle=True, seed=config.seed, layers=layers)
 
 
@@ -313,10 +315,13 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
     # The other workers of a multi-worker run train in step with the chief; their copies of the files go to a folder they remove.
     output_dir = config.resolved_output_dir() if chief else tempfile.mkdtemp(prefix="kdistill-worker-")
     _warn_about_precision(config.precision)
+    if config.teacher_cache:
+        teacher_cache.check_writable(config.teacher_cache)  # found only when writing, naming a staging folder, after all the work
     with run_folder(output_dir):
         splits = splits or load_data(config)
         if teacher is None:
             teacher = load_teacher(config)
+        checks.check_image_shape("training", splits.image_shape, teacher)
         if config.check_teacher:
             check_teacher(teacher, splits)
         remove_stale_partials(output_dir)

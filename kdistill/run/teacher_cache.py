@@ -38,10 +38,12 @@ import numpy as np
 from kdistill import batches as batches_module
 from kdistill.backend import LazyTensorFlow
 from kdistill.data import resolve_pipeline
+from kdistill.errors import UserError
 from kdistill.export import atomic
 from kdistill.models import taps as taps_module
 
-__all__ = ["TeacherCache", "ViewBatches", "StaleCacheError", "build", "load", "check_augmentation", "teacher_fingerprint"]
+__all__ = ["TeacherCache", "ViewBatches", "StaleCacheError", "build", "load", "check_augmentation", "check_writable", "rebuild_hint",
+           "teacher_fingerprint"]
 
 tf = LazyTensorFlow("the teacher cache's tf.data pipeline")
 logger = logging.getLogger(__name__)
@@ -51,8 +53,8 @@ _FORMAT = 1
 IN_MEMORY_VIEWS_LIMIT = 1024**3
 
 
-class StaleCacheError(ValueError):
-    """The cache was made for another teacher, other data or other taps."""
+class StaleCacheError(UserError):
+    """The cache was made for another teacher, other data or other taps; the message says which, and how to rebuild it."""
 
 
 def teacher_fingerprint(teacher: keras.Model) -> str:
@@ -217,8 +219,28 @@ def check_augmentation(augment: Sequence[str]) -> None:
         )
 
 
+def rebuild_hint(folder: str) -> str:
+    """How to rebuild the cache in `folder`, for the messages."""
+    return (f"To rebuild it, delete {folder!r} (kdistill distill --teacher-cache builds it again on first use) or run "
+            f"`kdistill cache-teacher --output {folder}` with this run's teacher, data, --seed and taps; or point --teacher-cache at a new folder.")
+
+
+def check_writable(folder: str) -> None:
+    """UserError, before any work, when no cache is in `folder` yet and none can be built there (a finished one is only read)."""
+    if os.path.exists(os.path.join(folder, "meta.json")):
+        return
+    parent = os.path.dirname(os.path.abspath(folder))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    reason = (f"{folder!r} is a file" if os.path.isfile(folder) else f"{parent!r} is a file, not a folder" if not os.path.isdir(parent)
+              else f"no permission to write in {parent!r}" if not os.access(parent, os.W_OK | os.X_OK) else None)
+    if reason:
+        raise UserError(f"Cannot build the teacher cache in {folder!r}: {reason}. Point --teacher-cache at a folder you can write "
+                        "(or build the cache elsewhere with kdistill cache-teacher and copy it there).")
+
+
 def build(teacher: keras.Model, layers: Sequence[str], dataset, folder: str, augment: Sequence[str] = (),
-          dtype: str = "float32", verbose: int = 1, views: int = 0, seed: int = 0) -> TeacherCache:
+          dtype: str = "float32", verbose: int = 1, views: int = 0, seed: int = 0, source: dict | None = None) -> TeacherCache:
     """Runs the teacher once over `dataset` and stores its tapped outputs and logits in `folder`.
 
     With `views=K` (Fast Knowledge Distillation, Shen & Xing 2021) it stores K
@@ -240,20 +262,15 @@ def build(teacher: keras.Model, layers: Sequence[str], dataset, folder: str, aug
         verbose: progress bar.
         views: stored views per image (0: the images as they are).
         seed: draws the views' crops and flips.
+        source: where the images came from (e.g. `{"data": ..., "seed": ..., "train_limit": ...}`), stored so
+            that `load` can say what changed when other images are given.
 
     Raises:
         ValueError: with augmentation it cannot replay, or when two passes over `dataset` differ.
+        kdistill.errors.UserError: when the cache cannot be written in `folder` (checked before any work).
     """
-    if views:
-        batches_module.draw_views(1, 1, 8, augment)  # refuses what cannot be replayed, before any work
-        if not augment:
-            raise ValueError("views > 0 stores randomly augmented views: name them with augment (crop, flip).")
-    else:
-        check_augmentation(augment)
-    first, again = _first_batch(dataset), _first_batch(dataset)
-    if any(a.shape != b.shape or not np.array_equal(a, b) for a, b in zip(first, again)):
-        raise ValueError("The dataset is not deterministic (it is shuffled or randomly augmented): two passes gave different first "
-                         "batches, so cached outputs could not be matched to images. Pass an unshuffled, unaugmented pipeline.")
+    _check_build_options(dataset, augment, views)
+    check_writable(folder)
     # Compiled (predict_on_batch), not eager calls. Not folded (kdistill.models.folding): a folded view does not own the
     # teacher's variables, so JAX's predict would bake them into the compiled function as constants.
     features = taps_module.feature_model(teacher, list(layers), role="teacher", name="teacher_cache_features")
@@ -270,8 +287,10 @@ def build(teacher: keras.Model, layers: Sequence[str], dataset, folder: str, aug
                 f", {views} views: {views * per_view / 1e6:.1f} MB" if views else "", stored_images.nbytes / 1e6)
     meta = {
         "format": _FORMAT, "teacher": teacher_fingerprint(teacher), "data": _dataset_digest(stored_images, labels),
-        "outputs": names, "examples": int(len(labels)), "dtype": dtype,
+        "outputs": names, "examples": int(len(labels)), "dtype": dtype, "image_shape": list(stored_images.shape[1:]),
     }
+    if source:
+        meta["source"] = dict(source)
     if views:
         meta.update(views=int(views), augment=sorted(augment), seed=int(seed))
     parent = os.path.dirname(os.path.abspath(folder))
@@ -280,25 +299,7 @@ def build(teacher: keras.Model, layers: Sequence[str], dataset, folder: str, aug
     with atomic.staging_folder(parent, prefix=".cache-") as staging:
         np.save(os.path.join(staging, "images.npy"), stored_images)
         np.save(os.path.join(staging, "labels.npy"), labels)
-        lead = (len(labels), views) if views else (len(labels),)
-        outputs = {name: np.lib.format.open_memmap(os.path.join(staging, f"out_{index}.npy"), mode="w+", dtype=dtype, shape=lead + shapes[name])
-                   for index, name in enumerate(names)}
-        progress = keras.utils.Progbar(max(views, 1) * -(-len(labels) // batch_size), verbose=verbose, unit_name="batch")
-        for view in range(max(views, 1)):
-            for start in range(0, len(labels), batch_size):
-                batch = images[start:start + batch_size].astype("float32")
-                if views:
-                    batch = batches_module.apply_views(batch, params[start:start + batch_size, view])
-                result = features.predict_on_batch(batch)
-                for name in names:
-                    target = outputs[name][start:start + batch_size]
-                    (target[:, view] if views else target)[...] = np.asarray(result[name]).astype(dtype)
-                progress.add(1)
-        for array in outputs.values():
-            array.flush()
-        del outputs
-        if views:
-            np.save(os.path.join(staging, "views.npy"), params)
+        _write_outputs(staging, features, shapes, images, params, batch_size, dtype, verbose)
         with open(os.path.join(staging, "meta.json"), "w") as handle:
             json.dump(meta, handle, indent=2)
         atomic.replace(staging, folder)
@@ -306,12 +307,54 @@ def build(teacher: keras.Model, layers: Sequence[str], dataset, folder: str, aug
     return TeacherCache(folder, meta)
 
 
-def load(folder: str, teacher: keras.Model, layers: Sequence[str] = (), dataset=None) -> TeacherCache:
+def _check_build_options(dataset, augment: Sequence[str], views: int) -> None:
+    """Refuses, before any work, augmentation a cache cannot replay and a dataset whose two passes differ."""
+    if views:
+        batches_module.draw_views(1, 1, 8, augment)  # refuses what cannot be replayed, before any work
+        if not augment:
+            raise ValueError("views > 0 stores randomly augmented views: name them with augment (crop, flip).")
+    else:
+        check_augmentation(augment)
+    first, again = _first_batch(dataset), _first_batch(dataset)
+    if any(a.shape != b.shape or not np.array_equal(a, b) for a, b in zip(first, again)):
+        raise ValueError("The dataset is not deterministic (it is shuffled or randomly augmented): two passes gave different first "
+                         "batches, so cached outputs could not be matched to images. Pass an unshuffled, unaugmented pipeline.")
+
+
+def _write_outputs(staging: str, features: keras.Model, shapes: dict, images: np.ndarray, params: np.ndarray | None, batch_size: int,
+                   dtype: str, verbose: int) -> None:
+    """Runs the teacher's feature model over the images (each stored view of them) into `out_<k>.npy` memory maps, and `views.npy`."""
+    count, views = len(images), (0 if params is None else params.shape[1])
+    lead = (count, views) if views else (count,)
+    outputs = {name: np.lib.format.open_memmap(os.path.join(staging, f"out_{index}.npy"), mode="w+", dtype=dtype, shape=lead + shapes[name])
+               for index, name in enumerate(shapes)}
+    progress = keras.utils.Progbar(max(views, 1) * -(-count // batch_size), verbose=verbose, unit_name="batch")
+    for view in range(max(views, 1)):
+        for start in range(0, count, batch_size):
+            batch = images[start:start + batch_size].astype("float32")
+            if views:
+                batch = batches_module.apply_views(batch, params[start:start + batch_size, view])
+            result = features.predict_on_batch(batch)
+            for name in shapes:
+                target = outputs[name][start:start + batch_size]
+                (target[:, view] if views else target)[...] = np.asarray(result[name]).astype(dtype)
+            progress.add(1)
+    for array in outputs.values():
+        array.flush()
+    del outputs
+    if views:
+        np.save(os.path.join(staging, "views.npy"), params)
+
+
+def load(folder: str, teacher: keras.Model, layers: Sequence[str] = (), dataset=None, source: dict | None = None) -> TeacherCache:
     """Opens a cache after checking it was made by this teacher (and, if given, these images and taps).
+
+    Args:
+        source: where this run's images come from (as given to `build`): a refusal then names what changed (`--seed`, ...).
 
     Raises:
         FileNotFoundError: no cache in `folder`.
-        StaleCacheError: the teacher's weights, the data or the taps differ; the message says which.
+        StaleCacheError: the teacher's weights, the data or the taps differ; the message says which and how to rebuild.
     """
     meta_path = os.path.join(folder, "meta.json")
     if not os.path.exists(meta_path):
@@ -319,19 +362,38 @@ def load(folder: str, teacher: keras.Model, layers: Sequence[str] = (), dataset=
     with open(meta_path) as handle:
         meta = json.load(handle)
     if meta.get("format") != _FORMAT:
-        raise StaleCacheError(f"The cache in {folder!r} has format {meta.get('format')}, this kdistill reads {_FORMAT}; rebuild it.")
+        raise StaleCacheError(f"The cache in {folder!r} has format {meta.get('format')}, this kdistill reads {_FORMAT}. {rebuild_hint(folder)}")
     if meta["teacher"] != teacher_fingerprint(teacher):
-        raise StaleCacheError(f"Stale teacher cache in {folder!r}: it was made by a teacher with other weights or architecture. "
-                              "Rebuild it (kdistill cache-teacher) or delete the folder.")
+        raise StaleCacheError(f"Stale teacher cache in {folder!r}: it was made by a teacher with other weights or architecture (another "
+                              f"--teacher, or the teacher file was trained again). {rebuild_hint(folder)}")
     missing = sorted(set(layers) - set(meta["outputs"]))
     if missing:
-        raise StaleCacheError(f"The cache in {folder!r} has no outputs for the taps {missing}; it holds {meta['outputs']}. Rebuild it with these taps.")
+        raise StaleCacheError(f"The cache in {folder!r} has no outputs for the taps {missing}; it holds {meta['outputs']} (it was built for "
+                              f"other taps). {rebuild_hint(folder)}")
     cache = TeacherCache(folder, meta)
     if dataset is not None:
         images = np.concatenate([np.asarray(x) for x, _ in dataset])
         labels = np.concatenate([np.asarray(y) for _, y in dataset])
-        stored_dtype = cache.images.dtype
-        if meta["data"] != _dataset_digest(images.astype(stored_dtype), labels):
-            raise StaleCacheError(f"Stale teacher cache in {folder!r}: it was made from other images or labels (or another "
-                                  "preprocessing/size). Rebuild it for this dataset.")
+        if meta["data"] != _dataset_digest(images.astype(cache.images.dtype), labels):
+            raise StaleCacheError(f"Stale teacher cache in {folder!r}: it was made from other images or labels: {_data_change(meta, images, source)}. "
+                                  f"{rebuild_hint(folder)}")
     return cache
+
+
+#: a data setting -> what another value of it changes
+_SOURCE_CHANGES = {"seed": "another --seed draws another training/validation split", "train_limit": "another --train-limit keeps other images",
+                   "image_size": "another --image-size gives other pixels"}
+
+
+def _data_change(meta: dict, images: np.ndarray, source: dict | None) -> str:
+    """What differs between the cache's images and this run's, as far as the stored settings tell."""
+    stored = meta.get("source") or {}
+    changed = [f"{_SOURCE_CHANGES.get(key, 'another ' + key)} ({stored.get(key)!r} when built, {(source or {}).get(key)!r} now)"
+               for key in sorted(set(stored) | set(source or {})) if stored and source and stored.get(key) != source.get(key)]
+    if changed:
+        return "; ".join(changed)
+    if list(images.shape[1:]) != meta.get("image_shape", list(images.shape[1:])):
+        return f"images of {tuple(meta['image_shape'])} when built, {tuple(images.shape[1:])} now (another --image-size)"
+    if len(images) != meta["examples"]:
+        return f"{meta['examples']} images when built, {len(images)} now (another --train-limit, --seed or data)"
+    return "the same number of images, but other pixels or labels (the image files changed, or another --seed drew another split)"

@@ -8,17 +8,20 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 
 import keras
+import numpy as np
 
 from kdistill import data as data_module
 from kdistill.files import write_json  # its home is kdistill.files; kept here because run/demo.py calls training.write_json
 from kdistill.models import saving, students, teachers
 from kdistill.run import callbacks
 
-__all__ = ["make_optimizer", "teacher_optimizer", "TEACHER_RECIPE", "train_teacher", "build_student", "train_student", "label_loss", "write_json"]
+__all__ = ["make_optimizer", "teacher_optimizer", "TEACHER_RECIPE", "train_teacher", "build_student", "train_student", "label_loss", "write_json",
+           "teacher_backup_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +101,12 @@ def train_teacher(splits: data_module.Splits, output_path: str, epochs: int = 4,
     a last epoch far below the best is reported, and a teacher no better than
     chance raises `kdistill.errors.ChanceLevelError` instead of being saved.
 
+    Survives a crash as `distill` does: weights, optimizer state and the best
+    epoch so far are backed up to `teacher_backup_dir(output_path)` after every
+    epoch, and the same call (the same command) resumes from the last finished
+    epoch; the backup is removed when training ends. Ctrl-C raises
+    `kdistill.errors.Interrupted` naming the epoch.
+
     Args:
         splits: data (`kdistill.data.load`).
         output_path: the `.keras` file to write.
@@ -122,21 +131,72 @@ def train_teacher(splits: data_module.Splits, output_path: str, epochs: int = 4,
         loss=keras.losses.CategoricalCrossentropy(from_logits=True) if mixes else keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    run_callbacks = list(callbacks_ or [])
+    backup_dir = teacher_backup_dir(output_path)
+    progress = callbacks.EpochProgress()  # the epoch a Ctrl-C stops in, for the message
+    settings = dict(name=name, weights=weights, learning_rate=learning_rate, optimizer=optimizer, warmup_epochs=warmup_epochs, schedule=schedule,
+                    weight_decay=weight_decay, resize_to=resize_to, augment=list(augment), epochs=epochs)
+    # Backs up weights and optimizer state after every epoch (removed when training ends); the same command resumes.
+    backup = callbacks.SafeBackupAndRestore(backup_dir, run_config=_resume_key(splits, settings),
+                                            fix=f"Delete {backup_dir!r} to start afresh, or pass another --output.")
+    run_callbacks = [progress, backup, callbacks.DataPass(splits.train), *(callbacks_ or [])]
+    if os.path.exists(os.path.join(backup_dir, "training_metadata.json")):
+        logger.info("Resuming the interrupted teacher training from %s", backup_dir)
     keep = None
     if splits.validation is not None:
         # Below ~100 validation images chance and learning cannot be told apart; the best epoch is still kept.
         checkable = splits.counts.get("validation", 0) >= _MIN_CHANCE_CHECK_IMAGES
         if not checkable:
             logger.warning("Only %d validation images: too few to check that the teacher beats chance.", splits.counts.get("validation", 0))
-        keep = callbacks.KeepBestEpoch(chance_level=1.0 / splits.num_classes if checkable else None)
+        keep = _KeptBestEpoch(backup_dir, chance_level=1.0 / splits.num_classes if checkable else None)
         run_callbacks.append(keep)
-    history = teacher.fit(splits.train, validation_data=splits.validation, epochs=epochs, verbose=verbose, shuffle=False, callbacks=run_callbacks).history
+    with callbacks.reporting_interrupts(progress, resumable=True):
+        history = teacher.fit(splits.train, validation_data=splits.validation, epochs=epochs, verbose=verbose, shuffle=False,
+                              callbacks=run_callbacks).history
     if keep is not None:
         history["best_epoch"] = keep.best_epoch
     os.makedirs(os.path.dirname(output_path) or ".", exist_ok=True)
     saving.save_for_inference(teacher, output_path)
     return teacher, history
+
+
+def teacher_backup_dir(output_path: str) -> str:
+    """Where `train_teacher` backs up an unfinished training: `<output>.backup/`, beside the teacher file."""
+    return output_path + ".backup"
+
+
+def _resume_key(splits: data_module.Splits, settings: dict) -> dict:
+    """What a teacher's backup must have been made with to be resumed: the recipe and the data (classes, counts, first training batch)."""
+    digest = hashlib.sha256()
+    if splits.train_plain is not None:  # another --seed or --train-limit draws other images
+        for part in next(iter(splits.train_plain))[:2]:
+            digest.update(np.ascontiguousarray(np.asarray(part)).tobytes())
+    data = {"classes": list(splits.class_names), "counts": dict(splits.counts), "image_shape": list(splits.image_shape),
+            "batch_size": _batch_size(splits.train), "first_batch": digest.hexdigest()}
+    return {**settings, "data": data}
+
+
+class _KeptBestEpoch(callbacks.KeepBestEpoch):
+    """`KeepBestEpoch` whose best epoch so far is written into the backup folder, so that a resumed training still keeps it."""
+
+    def __init__(self, backup_dir: str, **kwargs):
+        super().__init__(**kwargs)
+        self.backup_dir, self.path = backup_dir, os.path.join(backup_dir, "best_epoch.npz")
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)
+        if os.path.exists(os.path.join(self.backup_dir, "training_metadata.json")) and os.path.exists(self.path):  # resuming
+            with np.load(self.path) as stored:
+                self.best, self.best_epoch = float(stored["best"]), int(stored["best_epoch"])
+                self._best_weights = [stored[f"weight_{index}"] for index in range(len(self.model.weights))]
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        before = self.best_epoch
+        super().on_epoch_end(epoch, logs)
+        if self.best_epoch != before:  # written whole, then renamed into place
+            os.makedirs(self.backup_dir, exist_ok=True)
+            partial = f"{self.path}.{os.getpid()}.partial.npz"
+            np.savez(partial, best=self.best, best_epoch=self.best_epoch, **{f"weight_{i}": value for i, value in enumerate(self._best_weights)})
+            os.replace(partial, self.path)
 
 
 def _batch_size(dataset) -> int:
