@@ -272,10 +272,15 @@ def _comparisons(results: dict, baseline: str, teacher_top1: float, seeds: int) 
     """Each method against `baseline` seed by seed (the keys of `kdistill.statistics.paired_comparison`)."""
     from kdistill import statistics
 
-    if baseline not in results or seeds < 2:
+    if seeds < 2:
         return {}
-    return {method: statistics.paired_comparison(results[baseline]["top1"], results[method]["top1"], teacher=teacher_top1)
-            for method in results if method not in (baseline, "alone")}
+    compared = {}
+    for method in results:
+        # a `_transfer` method is compared with the baseline that saw the same images (kd_transfer for kd), when it ran
+        own = f"{baseline}_transfer" if method.endswith("_transfer") and f"{baseline}_transfer" in results and baseline != "alone" else baseline
+        if own in results and method not in (own, baseline, "alone"):
+            compared[method] = statistics.paired_comparison(results[own]["top1"], results[method]["top1"], teacher=teacher_top1)
+    return compared
 
 
 def _paired_report(record: dict, meta: dict) -> list[str]:
@@ -310,7 +315,8 @@ def _versus_kd_lines(record: dict) -> list[str]:
     """The table of each method against KD alone (paired, same seeds), when KD was run."""
     if not record.get("comparisons_vs_kd"):
         return []
-    lines = ["", "Against KD alone (the same seeds; gap recovered: (method - KD) / (teacher - KD)):", "",
+    lines = ["", "Against KD alone (the same seeds; `_transfer` methods against `kd_transfer`, which saw the same images; "
+             "gap recovered: (method - KD) / (teacher - KD)):", "",
              "| method | paired gain over KD (points) | 95 % CI | wins | p | gap recovered |", "|---|---:|---:|---:|---:|---:|"]
     for method, c in record["comparisons_vs_kd"].items():
         lines.append(f"| {method} | {100 * c['difference_mean']:+.2f} | [{100 * c['difference_low']:+.2f}, {100 * c['difference_high']:+.2f}] | "

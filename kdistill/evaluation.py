@@ -20,7 +20,7 @@ import numpy as np
 
 from kdistill.models import checks
 
-__all__ = ["evaluate", "model_size_mb", "throughput"]
+__all__ = ["evaluate", "model_size_mb", "throughput", "format_table"]
 
 
 def model_size_mb(model: keras.Model) -> float:
@@ -94,3 +94,24 @@ def evaluate(model: keras.Model, dataset, class_names: list[str] | None = None, 
     report["size_mb"] = round(model_size_mb(model), 3)
     report["images_per_second"] = round(throughput(model, np.concatenate(timing)), 1)
     return report
+
+
+def format_table(rows: list[dict]) -> str:
+    """A plain-text table of model results: name, the data it trained on (when given), top-1, top-5, parameters, size, images/s.
+
+    Example:
+        >>> row = {"name": "student", "top1": 0.8, "parameters": 1000, "size_mb": 0.1, "images_per_second": 50.0}
+        >>> print(format_table([row]))
+        model                    top-1   top-5      params  size MB  images/s
+        ---------------------------------------------------------------------
+        student                  80.00       -       1,000     0.10        50
+    """
+    data_width = max([len(row.get("data", "")) for row in rows] + [0])
+    data = (lambda text: f" {text:<{data_width}}") if data_width else (lambda text: "")
+    header = f"{'model':<22}{data('trained on')} {'top-1':>7} {'top-5':>7} {'params':>11} {'size MB':>8} {'images/s':>9}"
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        top5 = f"{100 * row['top5']:.2f}" if "top5" in row else "-"
+        lines.append(f"{row['name']:<22}{data(row.get('data', ''))} {100 * row['top1']:>7.2f} {top5:>7} {row['parameters']:>11,} "
+                     f"{row['size_mb']:>8.2f} {row['images_per_second']:>9.0f}")
+    return "\n".join(lines)

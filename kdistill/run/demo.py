@@ -8,22 +8,20 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import time
 
 import keras
 
 from kdistill import data as data_module
-from kdistill import evaluation, export, plots, quantize
-from kdistill.distiller import FeatureDistiller
+from kdistill import evaluation, plots
 from kdistill.errors import UserError, check_number
 from kdistill.models import saving, teachers
 from kdistill.models import taps as taps_module
-from kdistill.run import training
+from kdistill.run import demo_stages as stages
+from kdistill.run import paired, training
 
-__all__ = ["demo", "check_settings", "format_table", "accuracy_latency_rows", "DEMO_QUICK", "DEMO_FULL", "EVIDENCE_REFERENCE"]
+__all__ = ["demo", "check_settings", "DEMO_QUICK", "DEMO_FULL", "EVIDENCE_REFERENCE"]
 
 #: the committed multi-seed result the demo's one-seed gain is printed beside
 #: (benchmarks/results/evidence_fashion_mnist.md; the command and its figures are there)
@@ -34,10 +32,13 @@ EVIDENCE_REFERENCE = {"source": "benchmarks/results/evidence_fashion_mnist.md",
 
 logger = logging.getLogger(__name__)
 
-#: the default demo: fits in the 20-minute budget on a 2-core CPU.
+#: the default demo (sized for 20 minutes on a 2-core CPU). `transfer`: the distilled student also reads the
+#: training images beyond `train_limit` without their labels, for the same number of steps as the student alone.
 DEMO_QUICK = {
     "train_limit": 10_000,
+    "transfer": True,
     "teacher_epochs": 4,
+    "teacher_input_size": 48,
     "student_epochs": 5,
     "student": "mobilenet_v2",
     "student_width": 0.35,
@@ -52,18 +53,19 @@ DEMO_QUICK = {
     "qat_epochs": 1,
     "qat_learning_rate": 1e-4,
 }
-#: `kdistill demo --full`: all 54,000 training images, longer schedules.
-DEMO_FULL = dict(DEMO_QUICK, train_limit=None, teacher_epochs=10, student_epochs=15)
+#: `kdistill demo --full`: all 54,000 training images labelled, longer schedules.
+DEMO_FULL = dict(DEMO_QUICK, train_limit=None, transfer=False, teacher_epochs=10, student_epochs=15)
 
 _COUNT = {"integer": True, "positive": True}
 #: how each number of the schedule is checked (kdistill.errors.check_number's options); the rest are names and switches
 _SETTING_NUMBERS = {
     "train_limit": dict(_COUNT, allow_none=True), "test_limit": dict(_COUNT, allow_none=True), "teacher_epochs": _COUNT,
-    "student_epochs": _COUNT, "student_width": {"positive": True}, "alpha": {"positive": True, "allow_zero": True, "maximum": 1.0},
-    "temperature": {"positive": True}, "tap_weight": {"positive": True, "allow_zero": True}, "batch_size": _COUNT,
-    "latency_images": _COUNT, "qat_epochs": dict(_COUNT, allow_zero=True), "qat_learning_rate": {"positive": True},
+    "teacher_input_size": _COUNT, "student_epochs": _COUNT, "student_width": {"positive": True},
+    "alpha": {"positive": True, "allow_zero": True, "maximum": 1.0}, "temperature": {"positive": True},
+    "tap_weight": {"positive": True, "allow_zero": True}, "batch_size": _COUNT, "latency_images": _COUNT,
+    "qat_epochs": dict(_COUNT, allow_zero=True), "qat_learning_rate": {"positive": True},
 }
-_SETTING_TYPES = {"student": str, "feature_loss": str, "export": bool, "latency_plot": bool}
+_SETTING_TYPES = {"student": str, "feature_loss": str, "export": bool, "latency_plot": bool, "transfer": bool}
 
 
 def check_settings(overrides: dict) -> dict:
@@ -88,199 +90,120 @@ def check_settings(overrides: dict) -> dict:
     return overrides
 
 
-def accuracy_latency_rows(models: dict, folder: str, representative, test, limit: int = 500) -> list[dict]:
-    """Test top-1 and single-image latency of each model in Keras, TFLite float32 and TFLite int8.
+def _load_data(settings: dict, data_dir: str | None, seed: int) -> tuple[data_module.Splits, data_module.Splits]:
+    """The labelled splits (teacher, evaluation) and the training pool the students draw from (with the transfer set, if any)."""
+    common = dict(data_dir=data_dir, image_size=32, batch_size=settings["batch_size"], train_limit=settings["train_limit"],
+                  test_limit=settings.get("test_limit"), seed=seed)
+    splits = data_module.load("fashion_mnist", **common)
+    transfer = settings["transfer"] and settings["train_limit"] is not None
+    pool = data_module.load("fashion_mnist", transfer="rest", **common) if transfer else splits
+    return splits, pool
 
-    Args:
-        models: `{name: keras.Model}`.
-        folder: where the TFLite files are written.
-        representative: calibration batches for int8.
-        test: `(images, labels)` batches.
-        limit: test images per measurement.
 
-    Returns:
-        Rows of `model`, `runtime`, `top1`, `latency_ms`.
+def _teacher(splits: data_module.Splits, output_dir: str, settings: dict, seed: int, retrain: bool, verbose: int) -> tuple[keras.Model, dict, bool]:
+    """The saved teacher when it was trained with these settings, else a new one; always read back from its file.
+
+    Reading the file back in both cases makes the students' inputs the same whether the teacher was trained now or
+    reused, so a reused teacher changes no student result.
     """
-    images, labels = export.collect_images(test, limit)
-    rows = []
-    for name, model in models.items():
-        logits = keras.ops.convert_to_numpy(model.predict(images, verbose=0, batch_size=256))
-        rows.append({"model": name, "runtime": "Keras", "top1": float((logits.argmax(-1) == labels).mean()),
-                     "latency_ms": round(export.keras_latency_ms(model, images[:1]), 3)})
-        for mode in ("int8",) if quantize.is_quantized(model) else ("float32", "int8"):  # a quantization-aware model is int8 only
-            path = export.tflite(model, os.path.join(folder, f"{name.replace(' ', '_')}_{mode}.tflite"), quantize=mode,
-                                 representative=representative, representative_count=200)
-            predicted = export.tflite_predict(path, images)
-            interpreter = export.tflite_runner(path)
-            rows.append({"model": name, "runtime": f"TFLite {mode}", "top1": float((predicted.argmax(-1) == labels).mean()),
-                         "latency_ms": round(export.latency_ms(interpreter, images[:1]), 3)})
-    return rows
+    path, meta_path = os.path.join(output_dir, "teacher.keras"), os.path.join(output_dir, "teacher.json")
+    meta = {"train_limit": settings["train_limit"], "epochs": settings["teacher_epochs"], "input_size": settings["teacher_input_size"],
+            "seed": seed, "recipe": training.TEACHER_RECIPE}
+    reuse = not retrain and os.path.exists(path) and stages.read_json(meta_path) == meta
+    history = {}
+    if reuse:
+        logger.info("Reusing the teacher in %s", path)
+    else:
+        size = settings["teacher_input_size"]
+        logger.info("Training the ResNet50 teacher (%d epochs on %d images, upsampled to %dx%d inside it)", settings["teacher_epochs"],
+                    splits.counts["train"], size, size)
+        keras.utils.set_random_seed(seed)
+        _, history = training.train_teacher(splits, path, epochs=settings["teacher_epochs"], resize_to=None if size == 32 else size, verbose=verbose)
+        training.write_json(meta_path, meta)
+    return teachers.load(path), history, reuse
 
 
-def format_table(rows: list[dict]) -> str:
-    """A plain-text table of model results (name, top1, top5, parameters, size, images/s)."""
-    header = f"{'model':<22} {'top-1':>7} {'top-5':>7} {'params':>11} {'size MB':>8} {'images/s':>9}"
-    lines = [header, "-" * len(header)]
-    for row in rows:
-        top5 = f"{100 * row['top5']:.2f}" if "top5" in row else "-"
-        lines.append(f"{row['name']:<22} {100 * row['top1']:>7.2f} {top5:>7} {row['parameters']:>11,} {row['size_mb']:>8.2f} {row['images_per_second']:>9.0f}")
-    return "\n".join(lines)
+def _students(teacher, splits, pool, caches, settings: dict, seed: int, verbose: int) -> tuple[keras.Model, keras.Model, dict]:
+    """The student alone and the distilled student: the same initial weights, steps, order and labelled images."""
+    epochs, steps = settings["student_epochs"], -(-splits.counts["train"] // settings["batch_size"])
+    run = dict(epochs=epochs, steps_per_epoch=steps, seed=seed, batch_size=settings["batch_size"], verbose=verbose,
+               validation=caches["validation"].dataset(settings["batch_size"], shuffle=False) if caches["validation"] else splits.validation)
+    student = training.build_student(settings["student"], splits, settings["student_width"], seed)
+    initial = student.get_weights()
+    logger.info("Training the student alone (%d epochs of %d steps, labels only)", epochs, steps)
+    alone = paired.train_from_cache(teacher, student, caches["train"], options=paired.ALONE, indices=paired.labelled_indices(caches["train"]), **run)
+    distilled = training.build_student(settings["student"], splits, settings["student_width"], seed)
+    distilled.set_weights(initial)
+    logger.info("Distilling the teacher into the same student (%d epochs of %d steps%s)", epochs, steps,
+                ", labelled and unlabelled images" if pool is not splits else "")
+    distiller = paired.train_from_cache(teacher, distilled, caches["train"], options=stages.distill_options(teacher, distilled, settings), **run)
+    histories = {"student alone": alone.history.history, "distilled student": distiller.history.history}
+    return student, distiller, histories
 
 
 def demo(output_dir: str = os.path.join("saved_models", "demo"), full: bool = False, data_dir: str | None = None, seed: int = 0,
          overrides: dict | None = None, verbose: int = 1, retrain_teacher: bool = False) -> dict:
     """The main job on the offline Fashion-MNIST: teacher, student alone, distilled student.
 
-    Trains (or reuses) a ResNet50 teacher at 32x32, trains the same student
-    twice from the same initial weights (labels alone; labels + teacher
-    features and logits), evaluates all three on the test set, and writes
-    `summary.json`, `curves.png`, `comparison.png` and the three models into
-    `output_dir`; fine-tunes the distilled student's quantization-aware int8
-    twin for `qat_epochs` (`kdistill.quantize`; the same teacher and losses);
-    then exports the distilled student to `output_dir/export/` (SavedModel in
-    TF Serving's layout, int8 and int16x8 TFLite) and the twin as int8 with its
-    trained ranges, with a parity report.
+    Trains (or reuses) a ResNet50 teacher on the labelled images, upsampled to
+    `teacher_input_size` inside it; caches its outputs once; trains the same
+    student twice from the same initial weights, for the same steps in the same
+    order on the same labelled images: on labels alone, then with the teacher's
+    features and logits (and, with `transfer`, the other training images without
+    their labels); evaluates all three on the test set; fine-tunes the distilled
+    student's quantization-aware int8 twin for `qat_epochs`; exports the distilled
+    student (SavedModel, int8 and int16x8 TFLite) and the twin, with a parity
+    report; and writes `summary.json`, `histories.json`, the figures and the models
+    into `output_dir`. The teacher stage and the student stages each seed
+    themselves, so reusing a saved teacher changes no student result.
 
     Args:
         output_dir: run folder.
         full: the longer schedule (`DEMO_FULL`) instead of `DEMO_QUICK`.
         data_dir: where the Fashion-MNIST files are (see `kdistill.data`).
-        seed: seed of data order and initialisation.
+        seed: seed of the data split, the teacher and the students (initial weights and order).
         overrides: replaces entries of the schedule (tests use tiny settings); checked by `check_settings`.
         verbose: Keras progress bars (1) or none (0).
         retrain_teacher: train a new teacher even if `output_dir/teacher.keras` exists.
 
     Returns:
-        The summary: schedule, a row per model, wall time per stage.
+        The summary: schedule, data, a row per model, wall time per stage.
     """
     settings = dict(DEMO_FULL if full else DEMO_QUICK, **check_settings(dict(overrides or {})))
-    timings = {}
-    start = time.perf_counter()
-    keras.utils.set_random_seed(seed)
-    splits = data_module.load("fashion_mnist", data_dir=data_dir, image_size=32, batch_size=settings["batch_size"],
-                              train_limit=settings["train_limit"], test_limit=settings.get("test_limit"), seed=seed)
-    logger.info("Fashion-MNIST: %s", splits.counts)
+    clock = stages.Clock()
+    splits, pool = _load_data(settings, data_dir, seed)
+    logger.info("Fashion-MNIST: %s", pool.counts)
     os.makedirs(output_dir, exist_ok=True)  # after the data loaded: a run refused there leaves no empty folder
-
-    teacher_path = os.path.join(output_dir, "teacher.keras")
-    stage = time.perf_counter()
-    teacher_meta_path = os.path.join(output_dir, "teacher.json")
-    teacher_meta = {"train_limit": settings["train_limit"], "epochs": settings["teacher_epochs"], "seed": seed, "recipe": training.TEACHER_RECIPE}
-    reuse = not retrain_teacher and os.path.exists(teacher_path) and os.path.exists(teacher_meta_path) and json.load(open(teacher_meta_path)) == teacher_meta
-    if reuse:
-        teacher = teachers.load(teacher_path)
-        teacher_history = {}
-        logger.info("Reusing the teacher in %s", teacher_path)
-    else:
-        logger.info("Training the ResNet50 teacher (%d epochs on %d images)", settings["teacher_epochs"], splits.counts["train"])
-        teacher, teacher_history = training.train_teacher(splits, teacher_path, epochs=settings["teacher_epochs"], verbose=verbose)
-        training.write_json(teacher_meta_path, teacher_meta)
-    timings["teacher"] = round(time.perf_counter() - stage, 1)
-
-    stage = time.perf_counter()
-    logger.info("Training the student alone (%d epochs)", settings["student_epochs"])
-    student_alone = training.build_student(settings["student"], splits, settings["student_width"], seed)
-    initial_weights = student_alone.get_weights()
-    alone_history = training.train_student(splits, student_alone, settings["student_epochs"], verbose=verbose)
-    alone_path = os.path.join(output_dir, "student_alone.keras")
-    saving.save_for_inference(student_alone, alone_path)
-    timings["student_alone"] = round(time.perf_counter() - stage, 1)
-
-    stage = time.perf_counter()
-    logger.info("Distilling the teacher into the same student (%d epochs)", settings["student_epochs"])
-    student = training.build_student(settings["student"], splits, settings["student_width"], seed)
-    student.set_weights(initial_weights)  # the same starting point as the baseline
-    distiller = FeatureDistiller(
-        teacher, student, taps=taps_module.preset(teacher, student), feature_loss=settings["feature_loss"], logits_loss="kl",
-        temperature=settings["temperature"], alpha=settings["alpha"], tap_weights=settings["tap_weight"],
-    )
-    distiller.compile(optimizer=training.make_optimizer("adam", 1e-3), metrics=["accuracy"])
-    distilled_history = distiller.fit(splits.train, validation_data=splits.validation, epochs=settings["student_epochs"], verbose=verbose, shuffle=False).history
-    distilled_path = os.path.join(output_dir, "student_distilled.keras")
-    saving.save_for_inference(distiller.student, distilled_path)
-    timings["student_distilled"] = round(time.perf_counter() - stage, 1)
-
-    stage = time.perf_counter()
-    logger.info("Evaluating the three models on %d test images", splits.counts["test"])
-    rows = []
-    saved = (("teacher (ResNet50)", teacher, teacher_path), ("student alone", student_alone, alone_path),
-             ("distilled student", distiller.student, distilled_path))
-    for name, model, path in saved:
-        report = evaluation.evaluate(model, splits.test, splits.class_names)
-        rows.append(dict(report, name=name))
-    timings["evaluation"] = round(time.perf_counter() - stage, 1)
-
+    with clock("teacher"):
+        teacher, teacher_history, reused = _teacher(splits, output_dir, settings, seed, retrain_teacher, verbose)
+    probe = training.build_student(settings["student"], splits, settings["student_width"], seed)
+    with clock("teacher_cache"):
+        caches = stages.teacher_caches(teacher, sorted(taps_module.preset(teacher, probe)), pool, output_dir, verbose)
+    with clock("students"):
+        student_alone, distiller, histories = _students(teacher, splits, pool, caches, settings, seed, verbose)
+    paths = {"teacher (ResNet50)": os.path.join(output_dir, "teacher.keras")}
+    for name, model, file in (("student alone", student_alone, "student_alone.keras"), ("distilled student", distiller.student, "student_distilled.keras")):
+        paths[name] = saving.save_for_inference(model, os.path.join(output_dir, file))
+    with clock("evaluation"):
+        models = {"teacher (ResNet50)": teacher, "student alone": student_alone, "distilled student": distiller.student}
+        rows = [dict(evaluation.evaluate(model, splits.test, splits.class_names), name=name, data=stages.data_seen(name, splits, pool))
+                for name, model in models.items()]
     twin = None
     if settings["qat_epochs"]:
-        stage = time.perf_counter()
-        logger.info("Quantization-aware fine-tuning of the distilled student (%d epoch(s)): BatchNormalization folded, int8 weights and "
-                    "activations simulated, the same teacher and losses", settings["qat_epochs"])
-        twin = quantize.quantize_model(distiller.student, calibration_images=export.collect_images(splits.train, 512)[0])
-        qat = FeatureDistiller(teacher, twin, taps=distiller.taps, feature_loss=settings["feature_loss"], logits_loss="kl",
-                               temperature=settings["temperature"], alpha=settings["alpha"], tap_weights=settings["tap_weight"])
-        qat.compile(optimizer=training.make_optimizer("adam", settings["qat_learning_rate"]), metrics=["accuracy"])
-        qat.fit(splits.train, validation_data=splits.validation, epochs=settings["qat_epochs"], verbose=verbose, shuffle=False)
-        quantize.snap_biases(twin)  # biases on TFLite's int32 grid, so that the int8 file computes what the twin computes
-        qat_path = os.path.join(output_dir, "student_int8_qat.keras")
-        saving.save_for_inference(twin, qat_path)
-        rows.append(dict(evaluation.evaluate(twin, splits.test, splits.class_names), name="distilled, int8-aware"))
-        timings["quantization_aware"] = round(time.perf_counter() - stage, 1)
-
-    exported = None
-    if settings["export"] and keras.backend.backend() != "tensorflow":
-        logger.info("Skipping the export (SavedModel, TFLite): it needs the TensorFlow backend, this is %s. "
-                    "Export the saved student later with `kdistill export %s`.", keras.backend.backend(), distilled_path)
-        settings["export"] = False
-    if settings["export"]:
-        stage = time.perf_counter()
-        logger.info("Exporting the distilled student (SavedModel, int8 and int16x8 TFLite) and checking them against Keras")
-        exported = export.export_all(distiller.student, os.path.join(output_dir, "export"), formats=("saved_model", "int8", "int16x8"),
-                                     representative=splits.validation if splits.validation is not None else splits.train, test=splits.test)
-        if twin is not None:  # its rows: the twin in Keras, and its int8 file against it (trained ranges, no calibration)
-            aware = export.export_all(twin, os.path.join(output_dir, "export", "int8_aware"), formats=("int8",), test=splits.test)
-            exported["report"]["formats"]["keras_int8_aware"] = aware["report"]["formats"]["keras"]
-            exported["report"]["formats"]["tflite_int8_aware"] = aware["report"]["formats"]["tflite_int8"]
-            exported["report"]["files"]["int8_aware"] = aware["files"]["int8"]
-            training.write_json(os.path.join(output_dir, "export", "report.json"), exported["report"])
-        timings["export"] = round(time.perf_counter() - stage, 1)
-
-    figures = []
-    if settings["latency_plot"] and settings["export"]:
-        stage = time.perf_counter()
-        logger.info("Measuring accuracy against single-image latency (Keras, TFLite float32, TFLite int8) for each model")
-        latency = accuracy_latency_rows(
-            {"teacher": teacher, "student alone": student_alone, "distilled student": distiller.student,
-             **({"distilled, int8-aware": twin} if twin is not None else {})},
-            os.path.join(output_dir, "latency"), splits.validation if splits.validation is not None else splits.train, splits.test,
-            limit=settings["latency_images"],
-        )
-        figures.append(plots.accuracy_latency(latency, os.path.join(output_dir, "accuracy_latency.png")))
-        timings["latency"] = round(time.perf_counter() - stage, 1)
-
-    histories = {"student alone": alone_history, "distilled student": distilled_history}
+        with clock("quantization_aware"):
+            twin = stages.quantization_aware(teacher, distiller, caches, splits, settings, seed, output_dir, verbose)
+            rows.append(dict(evaluation.evaluate(twin, splits.test, splits.class_names), name="distilled, int8-aware",
+                             data=stages.data_seen("distilled student", splits, pool)))
+            models["distilled, int8-aware"] = twin
+    summary = stages.export_and_figures(settings, output_dir, models, twin, splits, clock)
     if teacher_history:
         histories["teacher (ResNet50)"] = teacher_history
-    curves = plots.training_curves(histories, os.path.join(output_dir, "curves.png"))
-    comparison = plots.comparison(rows, os.path.join(output_dir, "comparison.png"))
-    timings["total"] = round(time.perf_counter() - start, 1)
-    summary = {
-        "settings": settings,
-        "data": splits.counts,
-        "taps": distiller.taps,
-        "projections": [row["projection"] for row in distiller.projection_summary()],
-        "results": rows,
-        "distillation_gain_top1": rows[2]["top1"] - rows[1]["top1"],
-        "seconds": timings,
-        "teacher_reused": reuse,
-        "figures": [curves, comparison, *figures],
-        "table": format_table(rows),
-    }
-    if figures:
-        summary["latency"] = latency
-    summary["reference"] = EVIDENCE_REFERENCE
-    if exported is not None:
-        summary["export"] = exported["report"]
-        summary["export_table"] = export.format_report(exported["report"])
+    summary["figures"] = [plots.training_curves(histories, os.path.join(output_dir, "curves.png")),
+                          plots.comparison(rows, os.path.join(output_dir, "comparison.png")), *summary["figures"]]
+    summary.update(settings=settings, data=pool.counts, taps=distiller.taps, results=rows, teacher_reused=reused, reference=EVIDENCE_REFERENCE,
+                   projections=[row["projection"] for row in distiller.projection_summary()], seconds=clock.finish(),
+                   distillation_gain_top1=rows[2]["top1"] - rows[1]["top1"], table=evaluation.format_table(rows))
     training.write_json(os.path.join(output_dir, "summary.json"), summary)
     training.write_json(os.path.join(output_dir, "histories.json"), histories)
     return summary
+

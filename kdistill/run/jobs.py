@@ -34,7 +34,8 @@ from kdistill.models import checks, saving, teachers
 from kdistill.models import taps as taps_module
 from kdistill.run import callbacks, distribute, precision, teacher_cache, training
 from kdistill.run.config import DistillConfig
-from kdistill.run.demo import DEMO_FULL, DEMO_QUICK, demo, format_table
+from kdistill.evaluation import format_table
+from kdistill.run.demo import DEMO_FULL, DEMO_QUICK, demo
 from kdistill.run.training import TEACHER_RECIPE, train_student, train_teacher
 
 __all__ = ["load_teacher", "check_teacher", "load_data", "train_teacher", "train_student", "distill", "demo", "DEMO_QUICK", "DEMO_FULL", "format_table",

@@ -1,0 +1,161 @@
+"""The demo's stages after the students: teacher caches, quantization-aware fine-tuning, export, latency, and their clock.
+
+Example:
+    >>> from kdistill.run import demo_stages
+    >>> clock = demo_stages.Clock()
+    >>> with clock("nothing"):
+    ...     pass
+    >>> sorted(clock.finish())
+    ['nothing', 'total']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+
+import keras
+
+from kdistill import data as data_module
+from kdistill import export, plots, quantize
+from kdistill.models import saving
+from kdistill.models import taps as taps_module
+from kdistill.run import paired, teacher_cache, training
+
+__all__ = ["Clock", "read_json", "teacher_caches", "distill_options", "data_seen", "quantization_aware", "export_and_figures",
+           "accuracy_latency_rows"]
+
+logger = logging.getLogger(__name__)
+
+
+class Clock:
+    """Wall time of named stages (`with clock("teacher"): ...`) and of the whole run (`finish`)."""
+
+    def __init__(self):
+        self.start, self.seconds = time.perf_counter(), {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        began = time.perf_counter()
+        yield
+        self.seconds[stage] = round(time.perf_counter() - began, 1)
+
+    def finish(self) -> dict:
+        return dict(self.seconds, total=round(time.perf_counter() - self.start, 1))
+
+
+def read_json(path: str):
+    """The JSON value in `path`, or None when there is no such file."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def _cache(teacher: keras.Model, layers: list[str], dataset, folder: str, verbose: int):
+    try:
+        return teacher_cache.load(folder, teacher, layers, dataset=dataset)
+    except (FileNotFoundError, teacher_cache.StaleCacheError) as reason:
+        logger.info("Caching the teacher's outputs into %s (%s)", folder, str(reason).split(";")[0])
+        return teacher_cache.build(teacher, layers, dataset, folder, dtype="float16", verbose=verbose)
+
+
+def teacher_caches(teacher: keras.Model, layers: list[str], pool: data_module.Splits, output_dir: str, verbose: int) -> dict:
+    """The teacher's outputs on the training pool and the validation images, computed once and reused while they match."""
+    return {"train": _cache(teacher, layers, pool.train_plain, os.path.join(output_dir, "teacher_cache"), verbose),
+            "validation": None if pool.validation is None else
+            _cache(teacher, layers, pool.validation, os.path.join(output_dir, "teacher_cache_validation"), verbose)}
+
+
+def distill_options(teacher: keras.Model, student: keras.Model, settings: dict) -> dict:
+    """The distilled student's `FeatureDistiller` options: the preset taps, the feature loss and KD."""
+    return {"taps": taps_module.preset(teacher, student), "feature_loss": settings["feature_loss"], "logits_loss": "kl",
+            "temperature": settings["temperature"], "alpha": settings["alpha"], "tap_weights": settings["tap_weight"]}
+
+
+def data_seen(name: str, splits: data_module.Splits, pool: data_module.Splits) -> str:
+    """What a model of the demo trained on, as the printed table says it."""
+    labelled = f"{splits.counts['train']:,} labelled"
+    extra = pool.counts.get("transfer", pool.counts["train"] - splits.counts["train"])
+    return f"{labelled} + {extra:,} unlabelled" if name.startswith("distilled") and extra else labelled
+
+
+def quantization_aware(teacher, distiller, caches: dict, splits, settings: dict, seed: int, output_dir: str, verbose: int) -> keras.Model:
+    """Fine-tunes the distilled student's int8-aware twin with the same teacher, losses and images; saves it."""
+    logger.info("Quantization-aware fine-tuning of the distilled student (%d epoch(s)): BatchNormalization folded, int8 weights and "
+                "activations simulated, the same teacher and losses", settings["qat_epochs"])
+    twin = quantize.quantize_model(distiller.student, calibration_images=export.collect_images(splits.train, 512)[0])
+    options = dict(distill_options(teacher, distiller.student, settings), taps=distiller.taps)
+    steps = -(-splits.counts["train"] // settings["batch_size"])
+    paired.train_from_cache(teacher, twin, caches["train"], options=options, epochs=settings["qat_epochs"], steps_per_epoch=steps, seed=seed,
+                            batch_size=settings["batch_size"], learning_rate=settings["qat_learning_rate"], verbose=verbose)
+    quantize.snap_biases(twin)  # biases on TFLite's int32 grid, so that the int8 file computes what the twin computes
+    saving.save_for_inference(twin, os.path.join(output_dir, "student_int8_qat.keras"))
+    return twin
+
+
+def _export(distilled: keras.Model, twin, output_dir: str, splits) -> dict:
+    logger.info("Exporting the distilled student (SavedModel, int8 and int16x8 TFLite) and checking them against Keras")
+    exported = export.export_all(distilled, os.path.join(output_dir, "export"), formats=("saved_model", "int8", "int16x8"),
+                                 representative=splits.validation if splits.validation is not None else splits.train, test=splits.test)
+    if twin is not None:  # its rows: the twin in Keras, and its int8 file against it (trained ranges, no calibration)
+        aware = export.export_all(twin, os.path.join(output_dir, "export", "int8_aware"), formats=("int8",), test=splits.test)
+        exported["report"]["formats"]["keras_int8_aware"] = aware["report"]["formats"]["keras"]
+        exported["report"]["formats"]["tflite_int8_aware"] = aware["report"]["formats"]["tflite_int8"]
+        exported["report"]["files"]["int8_aware"] = aware["files"]["int8"]
+        training.write_json(os.path.join(output_dir, "export", "report.json"), exported["report"])
+    return exported["report"]
+
+
+def export_and_figures(settings: dict, output_dir: str, models: dict, twin, splits, clock: Clock) -> dict:
+    """Export (TensorFlow backend only) and the accuracy-against-latency figure; the summary entries they add."""
+    summary = {"figures": []}
+    if settings["export"] and keras.backend.backend() != "tensorflow":
+        logger.info("Skipping the export (SavedModel, TFLite): it needs the TensorFlow backend, this is %s. Export the saved student later "
+                    "with `kdistill export %s`.", keras.backend.backend(), os.path.join(output_dir, "student_distilled.keras"))
+        settings["export"] = False
+    if settings["export"]:
+        with clock("export"):
+            summary["export"] = _export(models["distilled student"], twin, output_dir, splits)
+            summary["export_table"] = export.format_report(summary["export"])
+    if settings["latency_plot"] and settings["export"]:
+        logger.info("Measuring accuracy against single-image latency (Keras, TFLite float32, TFLite int8) for each model")
+        with clock("latency"):
+            summary["latency"] = accuracy_latency_rows(
+                {"teacher" if name.startswith("teacher") else name: model for name, model in models.items()},
+                os.path.join(output_dir, "latency"), splits.validation if splits.validation is not None else splits.train, splits.test,
+                limit=settings["latency_images"])
+            summary["figures"].append(plots.accuracy_latency(summary["latency"], os.path.join(output_dir, "accuracy_latency.png")))
+    return summary
+
+
+def accuracy_latency_rows(models: dict, folder: str, representative, test, limit: int = 500) -> list[dict]:
+    """Test top-1 and single-image latency of each model in Keras, TFLite float32 and TFLite int8.
+
+    Args:
+        models: `{name: keras.Model}`.
+        folder: where the TFLite files are written.
+        representative: calibration batches for int8.
+        test: `(images, labels)` batches.
+        limit: test images per measurement.
+
+    Returns:
+        Rows of `model`, `runtime`, `top1`, `latency_ms`.
+    """
+    images, labels = export.collect_images(test, limit)
+    rows = []
+    for name, model in models.items():
+        logits = keras.ops.convert_to_numpy(model.predict(images, verbose=0, batch_size=256))
+        rows.append({"model": name, "runtime": "Keras", "top1": float((logits.argmax(-1) == labels).mean()),
+                     "latency_ms": round(export.keras_latency_ms(model, images[:1]), 3)})
+        for mode in ("int8",) if quantize.is_quantized(model) else ("float32", "int8"):  # a quantization-aware model is int8 only
+            path = export.tflite(model, os.path.join(folder, f"{name.replace(' ', '_')}_{mode}.tflite"), quantize=mode,
+                                 representative=representative, representative_count=200)
+            predicted = export.tflite_predict(path, images)
+            interpreter = export.tflite_runner(path)
+            rows.append({"model": name, "runtime": f"TFLite {mode}", "top1": float((predicted.argmax(-1) == labels).mean()),
+                         "latency_ms": round(export.latency_ms(interpreter, images[:1]), 3)})
+    return rows
