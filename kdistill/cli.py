@@ -20,11 +20,16 @@ import sys
 import traceback
 
 from kdistill import backend as backend_module
-from kdistill.errors import Interrupted, UserError, check_number, number_from_yaml
+from kdistill.errors import Interrupted, UserError, number_from_yaml
+from kdistill.run import flag_checks, options
+from kdistill.run.config import DistillConfig, read_config_file
 
 __all__ = ["main", "build_parser", "BACKENDS"]
 
 BACKENDS = ("tensorflow", "jax", "torch")
+
+#: the `DistillConfig` fields that every command reading data takes as flags, in this order
+DATA_FLAGS = ("data", "data_dir", "skip_unreadable", "image_size", "train_limit", "test_limit", "batch_size", "seed")
 
 
 def _select_backend(name: str | None) -> None:
@@ -33,56 +38,30 @@ def _select_backend(name: str | None) -> None:
         return
     keras_module = sys.modules.get("keras")
     if keras_module is not None and hasattr(keras_module, "backend") and keras_module.backend.backend() != name:
-        raise ValueError(f"--backend {name}: Keras is already loaded in this process with the {keras_module.backend.backend()!r} backend, "
-                         f"and it picks its backend once. Run the command in a new process, or set KERAS_BACKEND={name} before starting Python.")
+        raise UserError(f"--backend {name}: Keras is already loaded in this process with the {keras_module.backend.backend()!r} backend, "
+                        f"and it picks its backend once. Run the command in a new process, or set KERAS_BACKEND={name} before starting Python.")
     os.environ["KERAS_BACKEND"] = name
 
 
-def _parse_taps(text: str):
-    if text in ("preset", "none"):
-        return text
-    taps = {}
-    for pair in text.split(","):
-        if ":" not in pair:
-            # ArgumentTypeError: argparse prints this message (a ValueError would print "invalid _parse_taps value").
-            raise argparse.ArgumentTypeError(f"--taps takes 'preset', 'none' or teacher_layer:student_layer pairs separated by commas "
-                                             f"(e.g. conv4_block6_out:block_13_expand_relu), received {text!r}.")
-        teacher_layer, student_layer = pair.split(":", 1)
-        taps[teacher_layer.strip()] = student_layer.strip()
-    return taps
-
-
 def _data_arguments(parser: argparse.ArgumentParser, defaults: bool = True) -> None:
-    default = (lambda value: value) if defaults else (lambda value: None)
-    parser.add_argument("--data", default=default("fashion_mnist"), help="fashion_mnist (offline default), tfds:<name>, or an image-folder path")
-    parser.add_argument("--data-dir", default=None, help="folder of the offline data / prepared TFDS data / test images")
-    parser.add_argument("--skip-unreadable", action="store_true", default=None,
-                        help="image folders: leave out files that cannot be decoded (they are counted in the log) instead of stopping")
-    parser.add_argument("--image-size", type=int, default=default(32), help="square input size (default 32)")
-    parser.add_argument("--train-limit", type=int, default=None, help="use only this many training images")
-    parser.add_argument("--test-limit", type=int, default=None, help="use only this many test images")
-    parser.add_argument("--batch-size", type=int, default=default(64), help="batch size (default 64)")
-    parser.add_argument("--seed", type=int, default=default(0), help="random seed (default 0)")
-
-
-def _numbers(text: str | None, flag: str) -> list[float] | None:
-    """`"2,1"` -> `[2.0, 1.0]`; a clear error for anything else."""
-    if text is None:
-        return None
-    try:
-        return [float(part) for part in text.split(",")]
-    except ValueError:
-        raise UserError(f"{flag} takes numbers separated by commas, e.g. 2,1; received {text!r}.") from None
+    """The data flags, declared with the config's fields (`kdistill.run.config.DistillConfig`); without `defaults` a flag left out is None."""
+    options.add_flags(parser, DistillConfig, DATA_FLAGS, defaults=defaults)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `kdistill` parser: global flags, then one subcommand per job, each with its handler (`args.func`)."""
     parser = argparse.ArgumentParser(prog="kdistill", description="Knowledge distillation for Keras 3 / TensorFlow.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     parser.add_argument("--backend", choices=BACKENDS,
                         help="Keras backend (sets KERAS_BACKEND before Keras loads; default: KERAS_BACKEND, else tensorflow). "
                              "jax and torch train without TensorFlow; export needs tensorflow")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add_command in (_add_demo, _add_train_teacher, _add_distill, _add_evaluate, _add_cache_teacher, _add_taps, _add_export):
+        add_command(commands)
+    return parser
 
+
+def _add_demo(commands) -> None:
     demo = commands.add_parser("demo", help="teacher vs student alone vs distilled student on offline Fashion-MNIST",
                                description="Trains (or reuses) a ResNet50 teacher on Fashion-MNIST at 32x32, trains the same student "
                                            "without and with distillation, evaluates all three and saves a table and plots.")
@@ -93,7 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--retrain-teacher", action="store_true", help="train a new teacher even if one is saved")
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a schedule entry, e.g. --set student_epochs=2")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(func=_demo)
 
+
+def _add_train_teacher(commands) -> None:
     teacher = commands.add_parser("train-teacher", help="train a ResNet50 teacher and save it",
                                   description="Trains a ResNet teacher (random init, ImageNet backbone, or a weights file) and saves it as .keras.")
     _data_arguments(teacher)
@@ -105,52 +87,30 @@ def build_parser() -> argparse.ArgumentParser:
     teacher.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up before the cosine decay")
     teacher.add_argument("--resize-to", type=int, default=None, help="upsample inputs inside the teacher to this size (e.g. 64)")
     teacher.add_argument("--output", default=os.path.join("saved_models", "teacher.keras"), help="where to save the teacher")
+    teacher.set_defaults(func=_train_teacher)
 
+
+def _add_distill(commands) -> None:
+    """`distill`'s flags are the config's fields (`DistillConfig`, declared with `kdistill.run.options.option`)."""
     distill = commands.add_parser("distill", help="distil a teacher into a student",
                                   description="Distils a saved teacher into a student. Flags override the config file's entries.")
     distill.add_argument("--config", help="YAML or JSON run config (keys: see kdistill.run.config.DistillConfig)")
-    _data_arguments(distill, defaults=False)
-    distill.add_argument("--teacher", nargs="+", help="saved teacher (.keras); several files distil their ensemble (taps '<file stem>/<layer>')")
-    distill.add_argument("--teacher-weights", help="weights of several teachers' soft targets, e.g. 2,1 (default: equal)")
-    distill.add_argument("--student", help="registered student name")
-    distill.add_argument("--student-width", type=float, help="MobileNet width multiplier")
-    distill.add_argument("--student-image-size", type=int, help="the student's own input size (e.g. 128 under a 224 teacher; "
-                                                                  "the distiller resizes each batch, the saved student takes this size)")
-    distill.add_argument("--student-weights", help="start the student from imagenet (MobileNets; Keras' cache, offline-safe) or a weights/model file")
-    distill.add_argument("--taps", type=_parse_taps, help="preset | none | t_layer:s_layer,t_layer:s_layer")
-    distill.add_argument("--feature-loss", help="a feature loss name (kdistill.losses.available('feature')), or none")
-    distill.add_argument("--logits-loss", help="a logits loss name (kdistill.losses.available('logits')), or none (feature terms + CE only)")
-    distill.add_argument("--temperature", type=float)
-    distill.add_argument("--adapter", choices=["projection", "review"],
-                         help="how student features reach the teacher's shape; review = ReviewKD's fusion (use with --feature-loss hcl)")
-    distill.add_argument("--review", action="store_true", default=None, help="the same as --adapter review")
-    distill.add_argument("--tensorboard", metavar="DIR", help="write TensorBoard logs (every loss term) to DIR")
+    _data_arguments(distill, defaults=False)  # a flag left out leaves the config file's value
+    options.add_flags(distill, DistillConfig, [name for name in options.flag_names(DistillConfig) if name not in DATA_FLAGS])
     distill.add_argument("--restart", action="store_true", help="discard the backup of an interrupted run in the output folder and start afresh")
-    distill.add_argument("--no-check-teacher", dest="check_teacher", action="store_false", default=None,
-                         help="distil even from a teacher no better than chance on the validation images")
-    distill.add_argument("--logits-weight", type=float, help="weight of the logits term inside the distillation part")
-    distill.add_argument("--transfer-data", help="unlabelled images for the distillation terms only: 'rest' (training images beyond "
-                                                 "--train-limit) or a .npy file of images")
-    distill.add_argument("--alpha", type=float)
-    distill.add_argument("--epochs", type=int)
-    distill.add_argument("--learning-rate", type=float)
-    distill.add_argument("--strategy", choices=["auto", "default", "one_device", "mirrored", "multi_worker", "data_parallel"],
-                         help="tf.distribute strategy (multi_worker reads TF_CONFIG); data_parallel: keras.distribution on JAX")
-    distill.add_argument("--precision", choices=["float32", "mixed_float16", "mixed_bfloat16"], help="dtype policy (losses stay float32)")
-    distill.add_argument("--teacher-cache", help="folder of the teacher's cached outputs (built on first use)")
-    distill.add_argument("--cache-views", type=int, help="with --augment crop,flip: views per image stored in the teacher cache and replayed")
-    distill.add_argument("--augment", help="comma-separated: flip, crop, randaugment, mixup, cutmix")
-    distill.add_argument("--quantize", choices=["int8"], help="quantization-aware int8: distil into the student's fake-quantized twin "
-                                                           "(start from a trained float student with --student-weights)")
-    distill.add_argument("--output-dir", help="run folder (default saved_models/<run-name>)")
-    distill.add_argument("--run-name")
+    distill.set_defaults(func=_distill)
 
+
+def _add_evaluate(commands) -> None:
     evaluate = commands.add_parser("evaluate", help="accuracy, size and speed of a saved model",
                                    description="Top-1/top-5 and per-class accuracy, parameters, size and images/s of a saved model.")
     evaluate.add_argument("model", help="saved model (.keras)")
     _data_arguments(evaluate)
     evaluate.add_argument("--json", dest="json_path", help="also write the report to this JSON file")
+    evaluate.set_defaults(func=_evaluate)
 
+
+def _add_cache_teacher(commands) -> None:
     cache = commands.add_parser("cache-teacher", help="compute the teacher's tapped outputs once and store them",
                                 description="Runs the teacher once over the (unaugmented) training images and stores its tapped "
                                             "outputs and logits as .npy files, keyed by hashes of the teacher, data and taps. "
@@ -162,7 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--views", type=int, default=0, help="store this many augmented views per image (with --augment crop,flip)")
     cache.add_argument("--augment", default="", help="views' augmentation: crop, flip or crop,flip")
     cache.add_argument("--output", default=os.path.join("saved_models", "teacher_cache"), help="cache folder (default saved_models/teacher_cache)")
+    cache.set_defaults(func=_cache_teacher)
 
+
+def _add_taps(commands) -> None:
     taps_parser = commands.add_parser("taps", help="help choosing taps (kdistill taps suggest)")
     taps_commands = taps_parser.add_subparsers(dest="taps_command", metavar="SUBCOMMAND", required=True)
     suggest = taps_commands.add_parser("suggest", help="stage outputs of both networks, a pairing, and CKA scores",
@@ -175,7 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     suggest.add_argument("--cka", action="store_true", help="score pairs by linear CKA on --cka-images test images")
     suggest.add_argument("--cka-images", type=int, default=128)
     suggest.add_argument("--heatmap", help="save the CKA matrix as this PNG (implies --cka)")
+    suggest.set_defaults(func=_taps_suggest)
 
+
+def _add_export(commands) -> None:
     export = commands.add_parser("export", help="export a student as SavedModel and TFLite, with a parity report",
                                  description="Writes a SavedModel in TF Serving's layout (<output-dir>/serving/<version>) and TFLite files, "
                                              "then checks each against the Keras student on the test split and writes report.json.")
@@ -192,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="int8 activation ranges: the converter's min/max (default), each range cut to its percentiles, or "
                              "a quantization-aware student's trained ranges (used by itself for such a student)")
     export.add_argument("--percentile", type=float, default=99.99, help="upper percentile kept by --calibration percentile (default 99.99)")
-    return parser
+    export.set_defaults(func=_export)
 
 
 def _parse_overrides(pairs: list[str]) -> dict:
@@ -212,196 +178,154 @@ def _progress() -> int:
     return 1 if sys.stdout.isatty() else 2
 
 
-#: (command, argument, "folder" | "file"): outputs checked before any work
-_OUTPUTS = (("demo", "output_dir", "folder"), ("train-teacher", "output", "file"), ("evaluate", "json_path", "file"),
-            ("cache-teacher", "output", "folder"), ("export", "output_dir", "folder"), ("distill", "output_dir", "folder"),
-            ("distill", "tensorboard", "folder"))
-
-
-def _check_outputs(args) -> None:
-    """Refuses an output path that cannot be written (under a file, no permission) or lies in the image folder read, before any work."""
-    from kdistill.export import atomic
-    from kdistill.run.config import check_outside_data
-
-    for command, name, kind in _OUTPUTS:
-        path = getattr(args, name, None) if args.command == command else None
-        if path:
-            atomic.check_output_path(path, kind)
-            if kind == "folder":  # a file beside the class folders is not read as a class
-                check_outside_data(path, getattr(args, "data", None), "--" + name.replace("_", "-"))
-
-
-_COUNT, _POSITIVE, _NON_NEGATIVE = {"integer": True, "positive": True}, {"positive": True}, {"positive": True, "allow_zero": True}
-#: argument -> how its number is checked (kdistill.errors.check_number); an unset (None) argument is not checked
-_NUMBER_FLAGS = {
-    "image_size": _COUNT, "train_limit": _COUNT, "test_limit": _COUNT, "batch_size": _COUNT, "seed": dict(_COUNT, allow_zero=True),
-    "epochs": _COUNT, "learning_rate": _POSITIVE, "warmup_epochs": _NON_NEGATIVE, "resize_to": _COUNT, "student_width": _POSITIVE,
-    "student_image_size": _COUNT, "temperature": _POSITIVE, "logits_weight": _NON_NEGATIVE, "alpha": dict(_NON_NEGATIVE, maximum=1.0),
-    "cache_views": dict(_COUNT, allow_zero=True), "views": dict(_COUNT, allow_zero=True), "cka_images": _COUNT,
-    "version": dict(_COUNT, allow_zero=True), "report_limit": _COUNT,
-}
-
-
-def _check_number_flags(args) -> None:
-    """Type, sign and finiteness of every numeric flag (argparse accepts `--learning-rate -1` and `nan`), before any work."""
-    if args.command == "distill":
-        return  # its flags become DistillConfig keys, checked there like the config file's
-    for name, rule in _NUMBER_FLAGS.items():
-        if getattr(args, name, None) is not None:
-            check_number("--" + name.replace("_", "-"), getattr(args, name), **rule)
-
-
 def _run(args) -> int:
-    from kdistill import data, evaluation
-    from kdistill.run import jobs as recipes
-    from kdistill.run.config import DistillConfig, read_config_file
+    """Checks the numbers and output paths of any command (`kdistill.run.flag_checks`), then runs its handler."""
+    flag_checks.check(args)
+    return args.func(args)
 
-    _check_number_flags(args)
-    _check_outputs(args)
 
-    if args.command == "demo":
-        overrides = _parse_overrides(args.set)  # recipes.demo checks them (names, types, signs) before any work
-        summary = recipes.demo(args.output_dir, full=args.full, data_dir=args.data_dir, seed=args.seed, overrides=overrides,
-                               verbose=0 if args.quiet else _progress(), retrain_teacher=args.retrain_teacher)
-        print()
-        print(summary["table"])
-        if "export_table" in summary:
-            print("\nExported distilled student (" + os.path.join(args.output_dir, "export") + "):\n" + summary["export_table"])
-        print(f"\ndistillation gain (top-1): {100 * summary['distillation_gain_top1']:+.2f} points (one seed); wall time {summary['seconds']['total']:.0f} s")
-        reference = summary["reference"]
-        print(f"multi-seed result ({reference['source']}): {reference['line']}")
-        if "latency" in summary:
-            print("\naccuracy against single-image latency on this CPU:")
-            width = max(len(row["model"]) for row in summary["latency"])
-            for row in summary["latency"]:
-                print(f"  {row['model']:<{width}} {row['runtime']:<15} top-1 {100 * row['top1']:6.2f}%  {row['latency_ms']:8.3f} ms")
-        print(f"figures: {', '.join(summary['figures'])}\nsummary: {os.path.join(args.output_dir, 'summary.json')}")
-        return 0
+def _load_splits(args, **changes):
+    """The data the data flags name (`kdistill.data.load`); `changes` replaces some of its arguments."""
+    from kdistill import data
 
-    if args.command == "train-teacher":
-        splits = data.load(args.data, data_dir=args.data_dir, skip_unreadable=bool(args.skip_unreadable), image_size=args.image_size, batch_size=args.batch_size,
-                           train_limit=args.train_limit, test_limit=args.test_limit, seed=args.seed)
-        import keras
+    arguments = dict(data_dir=args.data_dir, skip_unreadable=bool(args.skip_unreadable), image_size=args.image_size, batch_size=args.batch_size,
+                     train_limit=args.train_limit, test_limit=args.test_limit, seed=args.seed)
+    return data.load(args.data, **dict(arguments, **changes))
 
-        from kdistill.run import callbacks
 
-        keras.utils.set_random_seed(args.seed)
-        progress = callbacks.EpochProgress()  # the epoch a Ctrl-C stops in, for the message
-        with callbacks.reporting_interrupts(progress, resumable=False):
-            teacher, history = recipes.train_teacher(splits, args.output, epochs=args.epochs, weights=args.weights, learning_rate=args.learning_rate,
-                                                     name=args.name, verbose=_progress(), optimizer=args.optimizer,
-                                                     warmup_epochs=args.warmup_epochs, resize_to=args.resize_to, callbacks_=[progress])
-        report = evaluation.evaluate(teacher, splits.test, splits.class_names) if splits.test is not None else {}
-        print(f"teacher saved to {args.output}" + (f"; test top-1 {100 * report['top1']:.2f}%" if report else ""))
-        return 0
+# === Handlers: one per command, each returning the exit status ===
+def _demo(args) -> int:
+    from kdistill.run import jobs
 
-    if args.command == "distill":
-        values = read_config_file(args.config) if args.config else {}
-        flags = {
-            "data": args.data, "data_dir": args.data_dir, "image_size": args.image_size, "train_limit": args.train_limit,
-            "test_limit": args.test_limit, "batch_size": args.batch_size, "seed": args.seed,
-            "teacher": args.teacher[0] if args.teacher and len(args.teacher) == 1 else args.teacher,
-            "teacher_weights": _numbers(args.teacher_weights, "--teacher-weights"),
-            "student": args.student, "student_width": args.student_width,
-            "student_image_size": args.student_image_size, "student_weights": args.student_weights, "taps": args.taps, "feature_loss": args.feature_loss,
-            "logits_loss": args.logits_loss, "temperature": args.temperature, "alpha": args.alpha, "epochs": args.epochs,
-            "learning_rate": args.learning_rate, "output_dir": args.output_dir, "run_name": args.run_name,
-            "strategy": args.strategy, "precision": args.precision, "teacher_cache": args.teacher_cache, "review": args.review,
-            "adapter": args.adapter, "logits_weight": args.logits_weight, "transfer_data": args.transfer_data,
-            "check_teacher": args.check_teacher, "tensorboard": args.tensorboard, "skip_unreadable": args.skip_unreadable,
-            "cache_views": args.cache_views, "quantize": args.quantize, "augment": [name.strip() for name in args.augment.split(",") if name.strip()] if args.augment else None,
-        }
-        values.update({key: value for key, value in flags.items() if value is not None})
-        values.update({key: None for key in ("feature_loss", "logits_loss") if isinstance(values.get(key), str) and values[key].lower() == "none"})
-        config = DistillConfig.from_dict(values)
-        from kdistill.export import atomic
+    overrides = _parse_overrides(args.set)  # jobs.demo checks them (names, types, signs) before any work
+    summary = jobs.demo(args.output_dir, full=args.full, data_dir=args.data_dir, seed=args.seed, overrides=overrides,
+                        verbose=0 if args.quiet else _progress(), retrain_teacher=args.retrain_teacher)
+    print()
+    print(summary["table"])
+    if "export_table" in summary:
+        print("\nExported distilled student (" + os.path.join(args.output_dir, "export") + "):\n" + summary["export_table"])
+    print(f"\ndistillation gain (top-1): {100 * summary['distillation_gain_top1']:+.2f} points (one seed); wall time {summary['seconds']['total']:.0f} s")
+    reference = summary["reference"]
+    print(f"multi-seed result ({reference['source']}): {reference['line']}")
+    if "latency" in summary:
+        print("\naccuracy against single-image latency on this CPU:")
+        width = max(len(row["model"]) for row in summary["latency"])
+        for row in summary["latency"]:
+            print(f"  {row['model']:<{width}} {row['runtime']:<15} top-1 {100 * row['top1']:6.2f}%  {row['latency_ms']:8.3f} ms")
+    print(f"figures: {', '.join(summary['figures'])}\nsummary: {os.path.join(args.output_dir, 'summary.json')}")
+    return 0
 
-        atomic.check_output_path(config.resolved_output_dir(), "folder")  # also the default saved_models/<run name>
-        import keras
 
-        keras.utils.set_random_seed(config.seed)
-        summary = recipes.distill(config, verbose=_progress(), restart=args.restart)
-        if "test" in summary:
-            print(recipes.format_table([dict(summary["test"], name=config.student)]))
-        written = "" if summary["student_path"] else " (written by the chief worker; this worker keeps no files)"
-        print(f"run folder: {config.resolved_output_dir()}{written}")
-        return 0
+def _train_teacher(args) -> int:
+    import keras
 
-    if args.command == "evaluate":
-        from kdistill.models import saving
+    from kdistill import evaluation
+    from kdistill.run import callbacks, jobs
 
-        model = saving.load_model(args.model, role="model")
-        splits = data.load(args.data, data_dir=args.data_dir, skip_unreadable=bool(args.skip_unreadable), image_size=args.image_size, batch_size=args.batch_size,
-                           test_limit=args.test_limit, seed=args.seed, validation_fraction=0.0)
-        report = evaluation.evaluate(model, splits.test, splits.class_names)
-        print(recipes.format_table([dict(report, name=os.path.basename(args.model))]))
-        print("\nper-class top-1:")
-        for name, value in report["per_class_accuracy"].items():
-            print(f"  {name:<14} {'-' if value is None else f'{100 * value:6.2f}'}")
-        if args.json_path:
-            with open(args.json_path, "w") as handle:
-                json.dump(report, handle, indent=2)
-        return 0
-    if args.command == "cache-teacher":
-        from kdistill.models import taps, teachers
-        from kdistill.run import teacher_cache
+    splits = _load_splits(args)
+    keras.utils.set_random_seed(args.seed)
+    progress = callbacks.EpochProgress()  # the epoch a Ctrl-C stops in, for the message
+    with callbacks.reporting_interrupts(progress, resumable=False):
+        teacher, history = jobs.train_teacher(splits, args.output, epochs=args.epochs, weights=args.weights, learning_rate=args.learning_rate,
+                                              name=args.name, verbose=_progress(), optimizer=args.optimizer,
+                                              warmup_epochs=args.warmup_epochs, resize_to=args.resize_to, callbacks_=[progress])
+    report = evaluation.evaluate(teacher, splits.test, splits.class_names) if splits.test is not None else {}
+    print(f"teacher saved to {args.output}" + (f"; test top-1 {100 * report['top1']:.2f}%" if report else ""))
+    return 0
 
-        teacher = teachers.load(args.teacher)
-        layers = [name.strip() for name in args.layers.split(",")] if args.layers else list(taps.preset(teacher, "mobilenet_v2"))
-        splits = data.load(args.data, data_dir=args.data_dir, skip_unreadable=bool(args.skip_unreadable), image_size=args.image_size, batch_size=args.batch_size,
-                           train_limit=args.train_limit, test_limit=args.test_limit, seed=args.seed)
-        augment = [name.strip() for name in args.augment.split(",") if name.strip()]
-        cache = teacher_cache.build(teacher, layers, splits.train_plain, args.output, dtype=args.dtype, verbose=_progress(), views=args.views,
-                                    augment=augment, seed=args.seed)
-        size = sum(os.path.getsize(os.path.join(args.output, name)) for name in os.listdir(args.output)) / 1e6
-        print(f"cached {len(cache)} images x {', '.join(cache.meta['outputs'])} in {args.output} ({size:.1f} MB)")
-        return 0
 
-    if args.command == "taps":
-        from kdistill import plots
-        from kdistill.models import saving, students, tap_suggest, teachers
+def _distill(args) -> int:
+    from kdistill import evaluation
+    from kdistill.export import atomic
+    from kdistill.run import jobs
 
-        shape = (args.image_size, args.image_size, 3)
-        teacher = saving.load_model(args.teacher, role="teacher") if os.path.exists(args.teacher) else teachers.get(args.teacher, num_classes=10, input_shape=shape)
-        student = (saving.load_model(args.student, role="student") if os.path.exists(args.student)
-                   else students.get(args.student, num_classes=teacher.outputs[0].shape[-1], input_shape=shape))
-        images = None
-        if args.cka or args.heatmap:
-            splits = data.load(args.data, data_dir=args.data_dir, skip_unreadable=bool(args.skip_unreadable), image_size=args.image_size,
-                               batch_size=args.cka_images, test_limit=args.cka_images, seed=args.seed)
-            images = next(iter(splits.test if splits.test is not None else splits.train))[0]
-        suggestion = tap_suggest.suggest(teacher, student, images)
-        print(tap_suggest.format_suggestion(suggestion))
-        if args.heatmap:
-            print(f"CKA heatmap: {plots.cka_heatmap(suggestion, args.heatmap)}")
-        return 0
+    file_values = read_config_file(args.config) if args.config else {}
+    config = DistillConfig.from_dict(options.merge_flags(file_values, args, DistillConfig))
+    atomic.check_output_path(config.resolved_output_dir(), "folder")  # also the default saved_models/<run name>
+    import keras
 
-    if args.command == "export":
-        import keras
+    keras.utils.set_random_seed(config.seed)
+    summary = jobs.distill(config, verbose=_progress(), restart=args.restart)
+    if "test" in summary:
+        print(evaluation.format_table([dict(summary["test"], name=config.student)]))
+    written = "" if summary["student_path"] else " (written by the chief worker; this worker keeps no files)"
+    print(f"run folder: {config.resolved_output_dir()}{written}")
+    return 0
 
-        if keras.backend.backend() != "tensorflow":
-            raise ValueError(f"kdistill export writes SavedModel and TFLite files, which needs the TensorFlow backend; this is "
-                             f"{keras.backend.backend()!r}. Run `kdistill --backend tensorflow export ...` (pip install \"kdistill[tensorflow]\"): "
-                             "a student saved on JAX or PyTorch loads there unchanged.")
-        from kdistill.models import saving
-        from kdistill import export
-        from kdistill.export import int8_calibration
 
-        from kdistill import quantize
+def _evaluate(args) -> int:
+    from kdistill import evaluation
+    from kdistill.models import saving
 
-        int8_calibration.check(args.calibration, args.percentile)
-        model = saving.load_model(args.model, role="student")
-        default_formats = "saved_model,int8" if quantize.is_quantized(export.student_of(model)) else "saved_model,float32,int8"
-        formats = export.check_formats(name.strip() for name in (default_formats if args.formats is None else args.formats).split(",") if name.strip())
-        splits = data.load(args.data, data_dir=args.data_dir, skip_unreadable=bool(args.skip_unreadable), image_size=args.image_size, batch_size=args.batch_size,
-                           test_limit=args.test_limit, train_limit=args.train_limit, seed=args.seed)
-        result = export.export_all(model, args.output_dir, formats=formats, representative=splits.validation if splits.validation is not None else splits.train,
-                                   test=splits.test, version=args.version, int8_io=args.int8_io, limit=args.report_limit,
-                                   calibration=args.calibration, percentile=args.percentile)
-        print(export.format_report(result["report"]))
-        print(f"\nreport: {os.path.join(args.output_dir, 'report.json')}")
-        return 0
-    raise AssertionError(args.command)
+    model = saving.load_model(args.model, role="model")
+    splits = _load_splits(args, train_limit=None, validation_fraction=0.0)
+    report = evaluation.evaluate(model, splits.test, splits.class_names)
+    print(evaluation.format_table([dict(report, name=os.path.basename(args.model))]))
+    print("\nper-class top-1:")
+    for name, value in report["per_class_accuracy"].items():
+        print(f"  {name:<14} {'-' if value is None else f'{100 * value:6.2f}'}")
+    if args.json_path:
+        with open(args.json_path, "w") as handle:
+            json.dump(report, handle, indent=2)
+    return 0
+
+
+def _cache_teacher(args) -> int:
+    from kdistill.models import taps, teachers
+    from kdistill.run import teacher_cache
+
+    teacher = teachers.load(args.teacher)
+    layers = [name.strip() for name in args.layers.split(",")] if args.layers else list(taps.preset(teacher, "mobilenet_v2"))
+    splits = _load_splits(args)
+    augment = [name.strip() for name in args.augment.split(",") if name.strip()]
+    cache = teacher_cache.build(teacher, layers, splits.train_plain, args.output, dtype=args.dtype, verbose=_progress(), views=args.views,
+                                augment=augment, seed=args.seed)
+    size = sum(os.path.getsize(os.path.join(args.output, name)) for name in os.listdir(args.output)) / 1e6
+    print(f"cached {len(cache)} images x {', '.join(cache.meta['outputs'])} in {args.output} ({size:.1f} MB)")
+    return 0
+
+
+def _taps_suggest(args) -> int:
+    from kdistill import plots
+    from kdistill.models import saving, students, tap_suggest, teachers
+
+    shape = (args.image_size, args.image_size, 3)
+    teacher = saving.load_model(args.teacher, role="teacher") if os.path.exists(args.teacher) else teachers.get(args.teacher, num_classes=10, input_shape=shape)
+    student = (saving.load_model(args.student, role="student") if os.path.exists(args.student)
+               else students.get(args.student, num_classes=teacher.outputs[0].shape[-1], input_shape=shape))
+    images = None
+    if args.cka or args.heatmap:
+        splits = _load_splits(args, batch_size=args.cka_images, test_limit=args.cka_images, train_limit=None)
+        images = next(iter(splits.test if splits.test is not None else splits.train))[0]
+    suggestion = tap_suggest.suggest(teacher, student, images)
+    print(tap_suggest.format_suggestion(suggestion))
+    if args.heatmap:
+        print(f"CKA heatmap: {plots.cka_heatmap(suggestion, args.heatmap)}")
+    return 0
+
+
+def _export(args) -> int:
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise UserError(f"kdistill export writes SavedModel and TFLite files, which needs the TensorFlow backend; this is "
+                        f"{keras.backend.backend()!r}. Run `kdistill --backend tensorflow export ...` (pip install \"kdistill[tensorflow]\"): "
+                        "a student saved on JAX or PyTorch loads there unchanged.")
+    from kdistill import export, quantize
+    from kdistill.export import int8_calibration
+    from kdistill.models import saving
+
+    int8_calibration.check(args.calibration, args.percentile)
+    model = saving.load_model(args.model, role="student")
+    default_formats = "saved_model,int8" if quantize.is_quantized(export.student_of(model)) else "saved_model,float32,int8"
+    formats = export.check_formats(name.strip() for name in (default_formats if args.formats is None else args.formats).split(",") if name.strip())
+    splits = _load_splits(args)
+    result = export.export_all(model, args.output_dir, formats=formats, representative=splits.validation if splits.validation is not None else splits.train,
+                               test=splits.test, version=args.version, int8_io=args.int8_io, limit=args.report_limit,
+                               calibration=args.calibration, percentile=args.percentile)
+    print(export.format_report(result["report"]))
+    print(f"\nreport: {os.path.join(args.output_dir, 'report.json')}")
+    return 0
 
 
 def _import_tensorflow_quietly() -> None:
@@ -462,8 +386,9 @@ def main(argv: list[str] | None = None) -> int:
             print()  # off the progress bar's line
         print(f"kdistill {args.command}: {_interrupted_line(args.command, interrupt)}", file=sys.stderr)
         return 130
-    # UserError (kdistill's user-error type) is a ValueError; TypeError is left to show its traceback: it is a bug, not a user's mistake.
-    except (ValueError, FileNotFoundError, ImportError) as error:
+    # UserError is kdistill's user-error type; ValueError stays for the checks that raise it plainly. TypeError is left to show its
+    # traceback: it is a bug, not a user's mistake.
+    except (UserError, ValueError, FileNotFoundError, ImportError) as error:
         return _report(args, str(error))
     except OSError as error:  # disk full, permissions, a path under a file: one line naming the path
         detail = f"{error.strerror} ({error.filename or 'no path given'})" if error.strerror else str(error)  # ours name the path already

@@ -34,11 +34,8 @@ import keras
 from keras import ops, tree
 
 from kdistill import losses as losses_module
-from kdistill.losses.labels import LabelLoss as _LabelLoss
-from kdistill.losses.labels import check_alpha
-from kdistill.losses.labels import label_mask as _label_mask
-from kdistill.losses.labels import masked_mean as _masked_mean
-from kdistill.losses.labels import weighted_mean as _weighted_mean
+from kdistill.losses import objective
+from kdistill.losses.labels import LabelLoss, check_alpha
 from kdistill import adapters as adapters_module
 from kdistill.models import checks, ensemble as ensemble_module
 from kdistill.models import folding
@@ -112,6 +109,11 @@ class FeatureDistiller(keras.Model):
             no projection can map.
     """
 
+    #: the constructor's options, saved by `get_config` (the models, taps and name are saved beside them; several teachers'
+    #: weights live in their ensemble). `kdistill.run.config.DistillConfig` declares the same names with `distiller=True`.
+    OPTIONS = ("feature_loss", "logits_loss", "temperature", "alpha", "tap_weights", "logits_weight", "alignment", "review",
+               "review_channels", "adapter", "fold_batch_norm")
+
     def __init__(
         self,
         teacher: keras.Model | Sequence[keras.Model],
@@ -153,7 +155,7 @@ class FeatureDistiller(keras.Model):
         self._build_adapters()
         self._build_losses()
         self._build_trackers()
-        self._label_loss = _LabelLoss(None)
+        self.label_loss = LabelLoss(None)  # the cross-entropy with labels; set by compile
         self.built = True
 
     @property
@@ -187,20 +189,8 @@ class FeatureDistiller(keras.Model):
         self.logits_loss = (
             losses_module.get(logits_loss, kind="logits", temperature=self.temperature) if logits_loss is not None else None
         )
-        if self.taps and self.feature_loss is None:
-            raise ValueError(f"taps {self.taps} were given but feature_loss=None; pass feature_loss='mse' or taps={{}}.")
-        if not self.taps and self.logits_loss is None and self.alpha > 0:
-            raise ValueError("Nothing to distil: no taps and logits_loss=None. Give taps, a logits_loss, or alpha=0.")
-        if isinstance(tap_weights, Mapping):
-            unknown = sorted(set(tap_weights) - set(self.taps))
-            if unknown:
-                raise ValueError(f"tap_weights names {unknown}, which are not teacher layers of the taps {sorted(self.taps)}.")
-            if losses_module.base.reads_all_taps(self.feature_loss) and len(set(tap_weights.values())) > 1:
-                raise ValueError(f"{self.feature_loss.name} reads every tap at once, so one weight applies to it; "
-                                 "pass tap_weights as a number (set the loss's own weights in feature_loss={'name': ..., ...}).")
-            self.tap_weights = {t: float(tap_weights.get(t, 1.0)) for t in self.taps}
-        else:
-            self.tap_weights = {t: float(tap_weights) for t in self.taps}
+        objective.check_terms(self.taps, self.feature_loss, self.logits_loss, self.alpha)
+        self.tap_weights = objective.tap_weights(tap_weights, self.taps, self.feature_loss)
 
     def _set_models(self, teacher: keras.Model, student: keras.Model) -> None:
         """Freezes the teacher and builds both feature models (the teacher's folded view held untracked)."""
@@ -229,30 +219,14 @@ class FeatureDistiller(keras.Model):
             student_layers=self.taps)
 
     def _build_losses(self) -> None:
-        """Per-tap losses: shared when stateless; a loss with weights gets its own built copy per tap."""
-        self.tap_losses = {}
+        """Per-tap losses (a loss with weights gets its own built copy per tap) and a logits loss with weights, built."""
         teacher_shapes, _ = self._shapes()
-        if not losses_module.base.reads_all_taps(self.feature_loss):
-            for index, teacher_layer in enumerate(self.taps):
-                loss = self.feature_loss
-                if losses_module.base.is_stateful(loss):
-                    if index:
-                        loss = type(loss).from_config(dict(loss.get_config(), name=f"{loss.name}_{teacher_layer.replace('/', '__')}"))
-                    if not loss.built:
-                        loss.build(teacher_shapes[teacher_layer], teacher_shapes[teacher_layer])
-                self.tap_losses[teacher_layer] = loss
-        if losses_module.base.is_stateful(self.logits_loss) and not self.logits_loss.built:
-            # A logits loss with weights (an adversarial discriminator) trains and saves with the distiller.
-            classes = (None, self.teacher.outputs[0].shape[-1])
-            self.logits_loss.build(classes, classes)
-
-    def _feature_term_names(self) -> list[str]:
-        if losses_module.base.reads_all_taps(self.feature_loss) and self.taps:
-            return [f"feat_{self.feature_loss.name}"]
-        return [f"feat_{teacher_layer}" for teacher_layer in self.taps]
+        self.tap_losses = objective.tap_losses(self.feature_loss, teacher_shapes)
+        # A logits loss with weights (an adversarial discriminator) trains and saves with the distiller.
+        objective.build_logits_loss(self.logits_loss, self.teacher.outputs[0].shape[-1])
 
     def _build_trackers(self) -> None:
-        names = ["loss", "ce_loss", *(["kd_loss"] if self.logits_loss is not None else []), *self._feature_term_names()]
+        names = ["loss", "ce_loss", *(["kd_loss"] if self.logits_loss is not None else []), *objective.feature_term_names(self.feature_loss, self.taps)]
         self.loss_trackers = {key: keras.metrics.Mean(name=key) for key in names}
 
     # ----------------------------------------------------------------- forward
@@ -300,46 +274,8 @@ class FeatureDistiller(keras.Model):
 
     # ------------------------------------------------------------------ losses
     def loss_terms(self, labels, teacher_outputs, student_outputs, sample_weight=None) -> dict:
-        """Every loss term as a scalar (mean over this batch), and their weighted `loss`."""
-        terms = {}
-        # Losses run in float32 whatever the compute dtype (mixed precision).
-        student_logits = ops.cast(student_outputs[taps_module.LOGITS], "float32")
-        teacher_outputs = {key: ops.cast(value, "float32") for key, value in teacher_outputs.items()}
-        mask = _label_mask(labels)
-        if labels is None:  # a transfer set without labels: distillation terms only
-            terms["ce_loss"] = ops.zeros((), "float32")
-        elif mask is None:
-            terms["ce_loss"] = _weighted_mean(self._label_loss(labels, student_logits), sample_weight)
-        else:
-            # CE ignores UNLABELED samples; label-reading losses (DKD) see the teacher's top class for them.
-            teacher_top = ops.reshape(ops.cast(ops.argmax(teacher_outputs[taps_module.LOGITS], axis=-1), labels.dtype), ops.shape(labels))
-            safe_labels = ops.where(labels >= 0, labels, teacher_top)
-            terms["ce_loss"] = _masked_mean(self._label_loss(safe_labels, student_logits), mask, sample_weight)
-        distillation = ops.zeros((), "float32")
-        if self.logits_loss is not None:
-            kd = losses_module.per_sample(self.logits_loss, teacher_outputs[taps_module.LOGITS], student_logits, labels if mask is None else safe_labels)
-            terms["kd_loss"] = _weighted_mean(ops.cast(kd, "float32"), sample_weight)
-            distillation = distillation + self.logits_weight * terms["kd_loss"]
-        for term, value, weight in self._feature_terms(teacher_outputs, student_outputs, labels if mask is None else safe_labels):
-            terms[term] = _weighted_mean(ops.cast(value, "float32"), sample_weight)
-            distillation = distillation + weight * terms[term]
-        terms["loss"] = self.alpha * distillation + (1.0 - self.alpha) * terms["ce_loss"]
-        return terms
-
-    def _feature_terms(self, teacher_outputs, student_outputs, labels) -> list[tuple[str, Any, float]]:
-        """`(metric name, per-sample values, weight)` of each feature term: one per tap, or one for a loss reading every tap."""
-        student_outputs = {key: ops.cast(value, "float32") for key, value in student_outputs.items()}
-        if losses_module.base.reads_all_taps(self.feature_loss):
-            if not self.taps:
-                return []
-            keys = [*self.taps, taps_module.LOGITS]
-            teacher = {key: teacher_outputs[key] for key in keys}
-            student = {key: student_outputs[key] for key in keys}
-            value = losses_module.per_sample(self.feature_loss, teacher, student, labels)
-            return [(self._feature_term_names()[0], value, next(iter(self.tap_weights.values())))]
-        return [(f"feat_{teacher_layer}",
-                 losses_module.per_sample(self.tap_losses[teacher_layer], teacher_outputs[teacher_layer], student_outputs[teacher_layer], labels),
-                 self.tap_weights[teacher_layer]) for teacher_layer in self.taps]
+        """Every loss term as a scalar (mean over this batch), and their weighted `loss` (see `kdistill.losses.objective`)."""
+        return objective.loss_terms(self, labels, teacher_outputs, student_outputs, sample_weight)
 
     def update_loss_trackers(self, terms, batch_size):
         for key, tracker in self.loss_trackers.items():
@@ -354,13 +290,7 @@ class FeatureDistiller(keras.Model):
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         """Compiled metrics on the student's logits, over the labelled samples only."""
         logits = y_pred["student"][taps_module.LOGITS]
-        if y is None:  # images without labels (a transfer set): metrics count nothing, but are built as usual
-            y = ops.zeros(ops.shape(logits)[:1], "int32")
-            sample_weight = ops.zeros(ops.shape(logits)[:1], "float32")
-        mask = _label_mask(y)
-        if mask is not None:
-            y = ops.where(y >= 0, y, ops.zeros_like(y))
-            sample_weight = mask if sample_weight is None else mask * ops.cast(ops.reshape(sample_weight, ops.shape(mask)), "float32")
+        y, sample_weight = objective.metric_inputs(y, logits, sample_weight)
         return super().compute_metrics(x, y, logits, sample_weight)
 
     @property
@@ -407,7 +337,7 @@ class FeatureDistiller(keras.Model):
         Returns:
             The distiller, so `distiller.compile(...).fit(...)` reads naturally.
         """
-        self._label_loss = _LabelLoss(loss)
+        self.label_loss = LabelLoss(loss)
         if metrics is not None and kwargs.get("weighted_metrics") is None:
             # Keras ignores sample weights in `metrics`; as weighted metrics they count only the labelled images of a
             # batch that mixes in a transfer set (UNLABELED labels get weight 0). Without them the values are the same.
@@ -417,7 +347,7 @@ class FeatureDistiller(keras.Model):
             # float16 gradients underflow without loss scaling.
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
-        # `loss` is computed by compute_loss (self._label_loss), never through Keras' CompileLoss, which would then stay
+        # `loss` is computed by compute_loss (self.label_loss), never through Keras' CompileLoss, which would then stay
         # unbuilt: Keras traces the whole model again at the start of every fit/evaluate to build it (0.3-0.5 s each).
         self._compile_loss = None
         return self
@@ -432,23 +362,8 @@ class FeatureDistiller(keras.Model):
     # ----------------------------------------------------------------- config
     def get_config(self) -> dict:
         serialize = keras.saving.serialize_keras_object
-        return {
-            "name": self.name,
-            "teacher": serialize(self.teacher),
-            "student": serialize(self.student),
-            "taps": dict(self.taps),
-            "feature_loss": serialize(self.feature_loss) if self.feature_loss is not None else None,
-            "logits_loss": serialize(self.logits_loss) if self.logits_loss is not None else None,
-            "temperature": self.temperature,
-            "alpha": self.alpha,
-            "tap_weights": dict(self.tap_weights),
-            "logits_weight": self.logits_weight,
-            "alignment": self.alignment,
-            "review": self.review,
-            "review_channels": self.review_channels,
-            "adapter": self.adapter,
-            "fold_batch_norm": self.fold_batch_norm,
-        }
+        config = {"name": self.name, "teacher": serialize(self.teacher), "student": serialize(self.student), "taps": dict(self.taps)}
+        return {**config, **{option: serialize(getattr(self, option)) for option in self.OPTIONS}}
 
     @classmethod
     def from_config(cls, config: dict, custom_objects=None) -> "FeatureDistiller":

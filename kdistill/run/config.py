@@ -22,25 +22,20 @@ import typing
 from typing import Any
 
 from kdistill.errors import UserError, check_number, did_you_mean, number_from_yaml
+from kdistill.run.options import names_flag, number_rules, numbers_flag, one_or_list_flag, option, taps_flag
 
 __all__ = ["DistillConfig", "read_config_file", "check_outside_data"]
 
 _COUNT = {"integer": True, "positive": True}
-#: how each numeric key is checked (kdistill.errors.check_number's options); alpha, temperature and the lists are checked apart
-_NUMBERS = {
-    "image_size": _COUNT, "student_image_size": dict(_COUNT, allow_none=True),
-    "train_limit": dict(_COUNT, allow_none=True, meaning="images, or empty for all"),
-    "test_limit": dict(_COUNT, allow_none=True, meaning="images, or empty for all"),
-    "student_width": {"positive": True, "allow_none": True}, "logits_weight": {"positive": True, "allow_zero": True},
-    "temperature": {"positive": True}, "review_channels": _COUNT, "epochs": _COUNT, "batch_size": _COUNT, "learning_rate": {"positive": True},
-    "weight_decay": {"positive": True, "allow_zero": True, "allow_none": True}, "seed": dict(_COUNT, allow_zero=True),
-    "cache_views": dict(_COUNT, allow_zero=True, meaning="0 for none, or views per image"),
-}
 
 
 @dataclasses.dataclass
 class DistillConfig:
     """Everything one `kdistill distill` run needs.
+
+    Each field is declared once, with `kdistill.run.options.option`: its
+    `kdistill distill` flag and help text, its number check, and whether it is a
+    `FeatureDistiller` option (`distiller_options()`).
 
     Attributes:
         data: `fashion_mnist`, `tfds:<name>` or an image-folder path.
@@ -94,48 +89,63 @@ class DistillConfig:
             learning rate, and export it as int8 with its trained ranges.
     """
 
-    data: str = "fashion_mnist"
-    data_dir: str | None = None
-    image_size: int = 32
-    student_image_size: int | None = None
-    train_limit: int | None = None
-    test_limit: int | None = None
-    augment: list = dataclasses.field(default_factory=list)
-    teacher: str | list | None = None
-    teacher_weights: list | None = None
-    student: str = "mobilenet_v2"
-    student_width: float | None = None
-    student_weights: str | None = None
-    taps: Any = "preset"
-    feature_loss: typing.Optional[Any] = "mse"
-    logits_loss: typing.Optional[Any] = "kl"
-    temperature: float = 4.0
-    alpha: float = 0.5
-    tap_weights: Any = 1.0
-    logits_weight: float = 1.0
-    alignment: str = "auto"
-    adapter: str = "projection"
-    review: bool = False
-    review_channels: int = 64
-    fold_batch_norm: bool = True
-    transfer_data: str | None = None
-    epochs: int = 5
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    optimizer: str = "adam"
-    weight_decay: float | None = None
-    lr_decay_epochs: list = dataclasses.field(default_factory=list)
-    seed: int = 0
-    output_dir: str | None = None
-    run_name: str = "distill"
-    strategy: str = "default"
-    precision: str = "float32"
-    teacher_cache: str | None = None
-    cache_views: int = 0
-    check_teacher: bool = True
-    tensorboard: str | None = None
-    skip_unreadable: bool = False
-    quantize: str | None = None
+    # === Data ===
+    data: str = option("fashion_mnist", help="fashion_mnist (offline default), tfds:<name>, or an image-folder path")
+    data_dir: str | None = option(None, help="folder of the offline data / prepared TFDS data / test images")
+    image_size: int = option(32, help="square input size (default 32)", number=_COUNT)
+    student_image_size: int | None = option(None, number=dict(_COUNT, allow_none=True),
+                                            help="the student's own input size (e.g. 128 under a 224 teacher; "
+                                                 "the distiller resizes each batch, the saved student takes this size)")
+    train_limit: int | None = option(None, help="use only this many training images", number=dict(_COUNT, allow_none=True, meaning="images, or empty for all"))
+    test_limit: int | None = option(None, help="use only this many test images", number=dict(_COUNT, allow_none=True, meaning="images, or empty for all"))
+    augment: list = option(factory=list, help="comma-separated: flip, crop, randaugment, mixup, cutmix", convert=names_flag)
+    # === Models ===
+    teacher: str | list | None = option(None, nargs="+", convert=one_or_list_flag,
+                                        help="saved teacher (.keras); several files distil their ensemble (taps '<file stem>/<layer>')")
+    teacher_weights: list | None = option(None, help="weights of several teachers' soft targets, e.g. 2,1 (default: equal)", convert=numbers_flag)
+    student: str = option("mobilenet_v2", help="registered student name")
+    student_width: float | None = option(None, help="MobileNet width multiplier", number={"positive": True, "allow_none": True})
+    student_weights: str | None = option(None, help="start the student from imagenet (MobileNets; Keras' cache, offline-safe) or a weights/model file")
+    # === Distillation (fields with distiller=True are FeatureDistiller keyword arguments) ===
+    taps: Any = option("preset", parse=taps_flag, help="preset | none | t_layer:s_layer,t_layer:s_layer")
+    feature_loss: typing.Optional[Any] = option("mse", distiller=True, none_word=True,
+                                                help="a feature loss name (kdistill.losses.available('feature')), or none")
+    logits_loss: typing.Optional[Any] = option("kl", distiller=True, none_word=True,
+                                               help="a logits loss name (kdistill.losses.available('logits')), or none (feature terms + CE only)")
+    temperature: float = option(4.0, distiller=True, number={"positive": True})
+    alpha: float = option(0.5, distiller=True)
+    tap_weights: Any = option(1.0, distiller=True, flag=False)
+    logits_weight: float = option(1.0, distiller=True, help="weight of the logits term inside the distillation part", number={"positive": True, "allow_zero": True})
+    alignment: str = option("auto", distiller=True, flag=False)
+    adapter: str = option("projection", distiller=True, choices=["projection", "review"],
+                          help="how student features reach the teacher's shape; review = ReviewKD's fusion (use with --feature-loss hcl)")
+    review: bool = option(False, distiller=True, help="the same as --adapter review")
+    review_channels: int = option(64, distiller=True, flag=False, number=_COUNT)
+    fold_batch_norm: bool = option(True, distiller=True, flag=False)
+    transfer_data: str | None = option(None, help="unlabelled images for the distillation terms only: 'rest' (training images beyond "
+                                                  "--train-limit) or a .npy file of images")
+    # === Schedule ===
+    epochs: int = option(5, number=_COUNT)
+    batch_size: int = option(64, help="batch size (default 64)", number=_COUNT)
+    learning_rate: float = option(1e-3, number={"positive": True})
+    optimizer: str = option("adam", flag=False)
+    weight_decay: float | None = option(None, flag=False, number={"positive": True, "allow_zero": True, "allow_none": True})
+    lr_decay_epochs: list = option(factory=list, flag=False)
+    seed: int = option(0, help="random seed (default 0)", number=dict(_COUNT, allow_zero=True))
+    # === Run ===
+    output_dir: str | None = option(None, help="run folder (default saved_models/<run-name>)")
+    run_name: str = option("distill")
+    strategy: str = option("default", choices=["auto", "default", "one_device", "mirrored", "multi_worker", "data_parallel"],
+                           help="tf.distribute strategy (multi_worker reads TF_CONFIG); data_parallel: keras.distribution on JAX")
+    precision: str = option("float32", choices=["float32", "mixed_float16", "mixed_bfloat16"], help="dtype policy (losses stay float32)")
+    teacher_cache: str | None = option(None, help="folder of the teacher's cached outputs (built on first use)")
+    cache_views: int = option(0, help="with --augment crop,flip: views per image stored in the teacher cache and replayed",
+                              number=dict(_COUNT, allow_zero=True, meaning="0 for none, or views per image"))
+    check_teacher: bool = option(True, flag="--no-check-teacher", help="distil even from a teacher no better than chance on the validation images")
+    tensorboard: str | None = option(None, metavar="DIR", help="write TensorBoard logs (every loss term) to DIR")
+    skip_unreadable: bool = option(False, help="image folders: leave out files that cannot be decoded (they are counted in the log) instead of stopping")
+    quantize: str | None = option(None, choices=["int8"], help="quantization-aware int8: distil into the student's fake-quantized twin "
+                                                              "(start from a trained float student with --student-weights)")
 
     @classmethod
     def from_dict(cls, values: dict, check_files: bool = True) -> "DistillConfig":
@@ -162,15 +172,12 @@ class DistillConfig:
         return config
 
     def distiller_options(self) -> dict:
-        """The `FeatureDistiller` keyword arguments this config sets (all but the teacher, student and taps).
+        """The `FeatureDistiller` keyword arguments this config sets: its fields declared with `distiller=True`.
 
-        The one place where config keys become distiller options, so that the
-        two cannot drift apart.
+        Derived from the field declarations, so that config keys and distiller
+        options cannot drift apart (all but the teacher, student and taps).
         """
-        return {"feature_loss": self.feature_loss, "logits_loss": self.logits_loss, "temperature": self.temperature, "alpha": self.alpha,
-                "tap_weights": self.tap_weights, "logits_weight": self.logits_weight, "alignment": self.alignment,
-                "adapter": "review" if self.review else self.adapter, "review_channels": self.review_channels,
-                "fold_batch_norm": self.fold_batch_norm}
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self) if field.metadata.get("distiller")}
 
     def __post_init__(self) -> None:
         self._check_values()  # also for DistillConfig(...) built in Python; files are checked by from_dict
@@ -211,7 +218,7 @@ class DistillConfig:
 
         check_alpha(self.alpha)
         check_temperature(self.temperature)
-        for key, rule in _NUMBERS.items():
+        for key, rule in number_rules(type(self)).items():
             check_number(key, getattr(self, key), **rule)
         for key in ("teacher_weights", "lr_decay_epochs"):
             for value in getattr(self, key) or []:

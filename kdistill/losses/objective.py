@@ -1,0 +1,147 @@
+"""The distiller's objective: every loss term of one batch and their weighted total (keras.ops only).
+
+    loss = alpha * (logits_weight * KD + Σ_tap tap_weight * feature term) + (1 - alpha) * CE
+
+`FeatureDistiller.loss_terms` calls `loss_terms` on every backend, through
+`compute_loss` and through the TensorFlow train step (`kdistill.tf_train_step`).
+Terms are computed in float32 whatever the compute dtype (mixed precision).
+Images labelled `UNLABELED` (a transfer set) get no cross-entropy, and the
+label-reading losses (DKD) see the teacher's top class for them.
+
+Example:
+    >>> feature_term_names(None, {"conv3_block4_out": "stage2_out"})
+    ['feat_conv3_block4_out']
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from keras import ops
+
+from kdistill.losses import base
+from kdistill.losses.labels import label_mask, masked_mean, weighted_mean
+
+__all__ = ["LOGITS", "check_terms", "tap_weights", "tap_losses", "build_logits_loss", "loss_terms", "feature_terms", "feature_term_names",
+           "metric_inputs"]
+
+#: the logits' key in teacher and student outputs (`kdistill.models.taps.LOGITS`; the losses wing imports no models)
+LOGITS = "logits"
+
+
+# === Building the terms (FeatureDistiller.__init__) ===
+def check_terms(taps: Mapping[str, str], feature_loss: Any, logits_loss: Any, alpha: float) -> None:
+    """Refuses taps without a feature loss, and a distillation part with no term at all."""
+    if taps and feature_loss is None:
+        raise ValueError(f"taps {dict(taps)} were given but feature_loss=None; pass feature_loss='mse' or taps={{}}.")
+    if not taps and logits_loss is None and alpha > 0:
+        raise ValueError("Nothing to distil: no taps and logits_loss=None. Give taps, a logits_loss, or alpha=0.")
+
+
+def tap_weights(weights: float | Mapping[str, float], taps: Mapping[str, str], feature_loss: Any) -> dict[str, float]:
+    """`{teacher_layer: weight}` from one weight for every tap, or from a mapping (taps it leaves out weigh 1)."""
+    if not isinstance(weights, Mapping):
+        return {teacher_layer: float(weights) for teacher_layer in taps}
+    unknown = sorted(set(weights) - set(taps))
+    if unknown:
+        raise ValueError(f"tap_weights names {unknown}, which are not teacher layers of the taps {sorted(taps)}.")
+    if base.reads_all_taps(feature_loss) and len(set(weights.values())) > 1:
+        raise ValueError(f"{feature_loss.name} reads every tap at once, so one weight applies to it; "
+                         "pass tap_weights as a number (set the loss's own weights in feature_loss={'name': ..., ...}).")
+    return {teacher_layer: float(weights.get(teacher_layer, 1.0)) for teacher_layer in taps}
+
+
+def tap_losses(feature_loss: Any, teacher_shapes: Mapping[str, tuple]) -> dict:
+    """`{teacher_layer: loss}`: one shared stateless loss, or a built copy per tap of a loss with weights (none for a loss reading every tap)."""
+    losses = {}
+    if base.reads_all_taps(feature_loss):
+        return losses
+    for index, (teacher_layer, shape) in enumerate(teacher_shapes.items()):
+        loss = feature_loss
+        if base.is_stateful(loss):
+            if index:
+                loss = type(loss).from_config(dict(loss.get_config(), name=f"{loss.name}_{teacher_layer.replace('/', '__')}"))
+            if not loss.built:
+                loss.build(shape, shape)
+        losses[teacher_layer] = loss
+    return losses
+
+
+def build_logits_loss(logits_loss: Any, classes: int) -> None:
+    """Builds a logits loss with weights (an adversarial discriminator) for `classes` logits; other losses need no building."""
+    if base.is_stateful(logits_loss) and not logits_loss.built:
+        logits_loss.build((None, classes), (None, classes))
+
+
+# === Computing the terms (every training and test step) ===
+def loss_terms(distiller: Any, labels, teacher_outputs: Mapping, student_outputs: Mapping, sample_weight=None) -> dict:
+    """Every term as a scalar (mean over this batch): `ce_loss`, `kd_loss`, `feat_<teacher layer>`, and their weighted `loss`.
+
+    Args:
+        distiller: a `FeatureDistiller` (read: `alpha`, `logits_weight`, `logits_loss`,
+            `label_loss`, and what `feature_terms` reads).
+        labels: the batch's labels (None: a transfer set without labels, distillation terms only).
+        teacher_outputs, student_outputs: `{LOGITS: logits, teacher_layer: map, ...}`.
+        sample_weight: per-sample weights, or None.
+    """
+    terms = {}
+    student_logits = ops.cast(student_outputs[LOGITS], "float32")
+    teacher_outputs = {key: ops.cast(value, "float32") for key, value in teacher_outputs.items()}
+    mask = label_mask(labels)
+    if labels is None:
+        terms["ce_loss"] = ops.zeros((), "float32")
+    elif mask is None:
+        terms["ce_loss"] = weighted_mean(distiller.label_loss(labels, student_logits), sample_weight)
+    else:
+        teacher_top = ops.reshape(ops.cast(ops.argmax(teacher_outputs[LOGITS], axis=-1), labels.dtype), ops.shape(labels))
+        labels = ops.where(labels >= 0, labels, teacher_top)  # what label-reading losses see
+        terms["ce_loss"] = masked_mean(distiller.label_loss(labels, student_logits), mask, sample_weight)
+    distillation = ops.zeros((), "float32")
+    if distiller.logits_loss is not None:
+        kd = base.per_sample(distiller.logits_loss, teacher_outputs[LOGITS], student_logits, labels)
+        terms["kd_loss"] = weighted_mean(ops.cast(kd, "float32"), sample_weight)
+        distillation = distillation + distiller.logits_weight * terms["kd_loss"]
+    for term, value, weight in feature_terms(distiller, teacher_outputs, student_outputs, labels):
+        terms[term] = weighted_mean(ops.cast(value, "float32"), sample_weight)
+        distillation = distillation + weight * terms[term]
+    terms["loss"] = distiller.alpha * distillation + (1.0 - distiller.alpha) * terms["ce_loss"]
+    return terms
+
+
+def feature_terms(distiller: Any, teacher_outputs: Mapping, student_outputs: Mapping, labels) -> list[tuple[str, Any, float]]:
+    """`(metric name, per-sample values, weight)` of each feature term: one per tap, or one for a loss reading every tap.
+
+    Reads the distiller's `taps`, `feature_loss`, `tap_losses` (one loss per tap) and `tap_weights`.
+    """
+    student_outputs = {key: ops.cast(value, "float32") for key, value in student_outputs.items()}
+    taps = distiller.taps
+    if base.reads_all_taps(distiller.feature_loss):
+        if not taps:
+            return []
+        keys = [*taps, LOGITS]
+        teacher = {key: teacher_outputs[key] for key in keys}
+        student = {key: student_outputs[key] for key in keys}
+        value = base.per_sample(distiller.feature_loss, teacher, student, labels)
+        return [(feature_term_names(distiller.feature_loss, taps)[0], value, next(iter(distiller.tap_weights.values())))]
+    return [(f"feat_{teacher_layer}",
+             base.per_sample(distiller.tap_losses[teacher_layer], teacher_outputs[teacher_layer], student_outputs[teacher_layer], labels),
+             distiller.tap_weights[teacher_layer]) for teacher_layer in taps]
+
+
+def feature_term_names(feature_loss: Any, taps: Mapping[str, str]) -> list[str]:
+    """The metric names of the feature terms: `feat_<teacher layer>` per tap, or `feat_<loss name>` for a loss reading every tap."""
+    if base.reads_all_taps(feature_loss) and taps:
+        return [f"feat_{feature_loss.name}"]
+    return [f"feat_{teacher_layer}" for teacher_layer in taps]
+
+
+def metric_inputs(labels, logits, sample_weight=None) -> tuple[Any, Any]:
+    """`(labels, sample_weight)` for the compiled metrics, counting the labelled samples only (`UNLABELED` ones weigh 0)."""
+    if labels is None:  # images without labels (a transfer set): metrics count nothing, but are built as usual
+        labels = ops.zeros(ops.shape(logits)[:1], "int32")
+        sample_weight = ops.zeros(ops.shape(logits)[:1], "float32")
+    mask = label_mask(labels)
+    if mask is not None:
+        labels = ops.where(labels >= 0, labels, ops.zeros_like(labels))
+        sample_weight = mask if sample_weight is None else mask * ops.cast(ops.reshape(sample_weight, ops.shape(mask)), "float32")
+    return labels, sample_weight
