@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 #: public name -> the module that defines it (a module itself where the two are equal)
 _LAZY = {
     "FeatureDistiller": "kdistill.distiller",
-    "UNLABELED": "kdistill.losses.labels",
+    "UNLABELED": "kdistill.labels",
     "adapters": "kdistill.adapters",
     "batches": "kdistill.batches",
     "data": "kdistill.data",

@@ -33,6 +33,7 @@ from typing import Any, Mapping, Sequence
 import keras
 from keras import ops, tree
 
+from kdistill.labels import UNLABELED
 from kdistill import losses as losses_module
 from kdistill.losses import objective
 from kdistill.losses.labels import LabelLoss, check_alpha
@@ -44,7 +45,6 @@ from kdistill.models import taps as taps_module
 __all__ = ["FeatureDistiller", "UNLABELED"]
 
 #: the label of an image without one (a transfer-set image): only the distillation terms apply to it.
-UNLABELED = -1
 
 logger = logging.getLogger(__name__)
 

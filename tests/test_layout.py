@@ -6,12 +6,13 @@ import os
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kdistill")
 
 #: leaf modules any wing may import (they import nothing from kdistill)
-LEAVES = {"errors", "files"}
+LEAVES = {"errors", "files", "labels"}
 
 #: wing -> the wings it may import (besides itself)
 ALLOWED = {
     "errors": set(),
     "files": set(),
+    "labels": set(),
     "models": set(),
     "adapters": set(),
     "losses": set(),
@@ -76,10 +77,11 @@ def test_the_flat_modules_of_0_1_are_gone_and_each_wing_is_a_folder():
         assert os.path.isfile(os.path.join(PACKAGE, wing, "__init__.py")), wing
     flat = sorted(name for name in os.listdir(PACKAGE) if name.endswith(".py"))
     assert flat == ["__init__.py", "backend.py", "batches.py", "cli.py", "data.py", "distiller.py", "errors.py", "evaluation.py", "files.py",
-                    "images.py", "plots.py", "statistics.py", "tf_train_step.py"]
+                    "images.py", "labels.py", "plots.py", "statistics.py", "tf_train_step.py"]
     long = [os.path.relpath(os.path.join(root, name), PACKAGE) for root, _, files in os.walk(PACKAGE) for name in files
             if name.endswith(".py") and sum(1 for _ in open(os.path.join(root, name))) > 500]
     assert not long, f"modules past 500 lines (split them): {long}"
+
 
 def _module_graph() -> dict[str, set[str]]:
     """kdistill module -> the kdistill modules it imports, at the top or inside a function (`from a import b`: a.b where b is a module)."""

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from kdistill.labels import UNLABELED
 import keras
 from keras import ops
 
 __all__ = ["UNLABELED", "LabelLoss", "check_alpha", "weighted_mean", "label_mask", "masked_mean"]
 
-#: the label of a transfer-set image (no label): any integer label below 0 is read as one (`kdistill.UNLABELED`)
-UNLABELED = -1
 
 _LABEL_LOSSES = {
     "sparse_categorical_crossentropy": keras.losses.sparse_categorical_crossentropy,

@@ -21,13 +21,12 @@ import keras
 import numpy as np
 from keras import tree
 
+from kdistill.labels import UNLABELED
 from kdistill.errors import UserError
 
 __all__ = ["UNLABELED", "check_classifier", "check_same_architecture", "check_logits_pair", "check_not_empty", "check_finite", "check_labels",
            "check_image_shape", "check_fit_data"]
 
-#: the label of a transfer-set image (`kdistill.UNLABELED`): allowed among training labels
-UNLABELED = -1
 
 
 def _outputs(model) -> list | None:

@@ -21,7 +21,7 @@ from kdistill.models import taps as taps_module
 from kdistill.run import demo_stages as stages
 from kdistill.run import paired, training
 
-__all__ = ["demo", "check_settings", "DEMO_QUICK", "DEMO_FULL", "EVIDENCE_REFERENCE"]
+__all__ = ["demo", "check_settings", "teacher_record", "DEMO_QUICK", "DEMO_FULL", "EVIDENCE_REFERENCE"]
 
 #: the committed multi-seed result the demo's one-seed gain is printed beside
 #: (benchmarks/results/evidence_fashion_mnist.md; the command and its figures are there)
@@ -100,6 +100,17 @@ def _load_data(settings: dict, data_dir: str | None, seed: int) -> tuple[data_mo
     return splits, pool
 
 
+def teacher_record(settings: dict, seed: int) -> dict:
+    """What `teacher.json` records of the teacher's training; a saved teacher is reused only while it matches.
+
+    Example:
+        >>> teacher_record(DEMO_QUICK, 0)["input_size"]
+        48
+    """
+    return {"train_limit": settings["train_limit"], "epochs": settings["teacher_epochs"], "input_size": settings["teacher_input_size"],
+            "seed": seed, "recipe": training.TEACHER_RECIPE}
+
+
 def _teacher(splits: data_module.Splits, output_dir: str, settings: dict, seed: int, retrain: bool, verbose: int) -> tuple[keras.Model, dict, bool]:
     """The saved teacher when it was trained with these settings, else a new one; always read back from its file.
 
@@ -107,8 +118,7 @@ def _teacher(splits: data_module.Splits, output_dir: str, settings: dict, seed: 
     reused, so a reused teacher changes no student result.
     """
     path, meta_path = os.path.join(output_dir, "teacher.keras"), os.path.join(output_dir, "teacher.json")
-    meta = {"train_limit": settings["train_limit"], "epochs": settings["teacher_epochs"], "input_size": settings["teacher_input_size"],
-            "seed": seed, "recipe": training.TEACHER_RECIPE}
+    meta = teacher_record(settings, seed)
     reuse = not retrain and os.path.exists(path) and stages.read_json(meta_path) == meta
     history = {}
     if reuse:
@@ -127,7 +137,7 @@ def _students(teacher, splits, pool, caches, settings: dict, seed: int, verbose:
     """The student alone and the distilled student: the same initial weights, steps, order and labelled images."""
     epochs, steps = settings["student_epochs"], -(-splits.counts["train"] // settings["batch_size"])
     run = dict(epochs=epochs, steps_per_epoch=steps, seed=seed, batch_size=settings["batch_size"], verbose=verbose,
-               validation=caches["validation"].dataset(settings["batch_size"], shuffle=False) if caches["validation"] else splits.validation)
+               validation=caches["validation"].dataset(settings["batch_size"], shuffle=False, pipeline="numpy") if caches["validation"] else splits.validation)
     student = training.build_student(settings["student"], splits, settings["student_width"], seed)
     initial = student.get_weights()
     logger.info("Training the student alone (%d epochs of %d steps, labels only)", epochs, steps)

@@ -42,7 +42,7 @@ def labelled_indices(cache) -> np.ndarray:
 
 def train_from_cache(teacher: keras.Model, student: keras.Model, cache, *, options: dict[str, Any], epochs: int, steps_per_epoch: int,
                      seed: int, batch_size: int = 64, indices=None, validation=None, learning_rate: float = LEARNING_RATE,
-                     verbose: int = 1) -> FeatureDistiller:
+                     pipeline: str = "numpy", verbose: int = 1) -> FeatureDistiller:
     """Trains `student` from `cache` for `epochs` x `steps_per_epoch` steps; returns the fitted distiller.
 
     Args:
@@ -57,11 +57,13 @@ def train_from_cache(teacher: keras.Model, student: keras.Model, cache, *, optio
         indices: the cache's examples to draw from (e.g. `labelled_indices(cache)`); None draws from all.
         validation: batches evaluated after each pass, or None.
         learning_rate: Adam's starting rate (cosine decay to zero).
+        pipeline: how batches are read (`TeacherCache.dataset`): `"numpy"` reads them from the cache's memory maps batch
+            by batch, so memory stays flat whatever the cache's size; `"tf"` holds the cache in memory.
         verbose: Keras progress bars.
     """
     distiller = FeatureDistiller(teacher, student, **options)
     distiller.compile(optimizer=cosine_adam(epochs * steps_per_epoch, learning_rate), metrics=["accuracy"])
     layers = list(distiller.taps)
-    train = cache.dataset(batch_size, seed=seed, layers=layers, indices=indices, repeat=True)
+    train = cache.dataset(batch_size, seed=seed, layers=layers, indices=indices, repeat=True, pipeline=pipeline)
     distiller.fit(train, epochs=epochs, steps_per_epoch=steps_per_epoch, validation_data=validation, verbose=verbose, shuffle=False)
     return distiller
