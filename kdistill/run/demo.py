@@ -20,6 +20,7 @@ from kdistill.models import saving, teachers
 from kdistill.models import taps as taps_module
 from kdistill.run import demo_stages as stages
 from kdistill.run import paired, training
+from kdistill.run.folder import run_folder
 
 __all__ = ["demo", "check_settings", "teacher_record", "DEMO_QUICK", "DEMO_FULL", "EVIDENCE_REFERENCE"]
 
@@ -183,7 +184,12 @@ def demo(output_dir: str = os.path.join("saved_models", "demo"), full: bool = Fa
     clock = stages.Clock()
     splits, pool = _load_data(settings, data_dir, seed)
     logger.info("Fashion-MNIST: %s", pool.counts)
-    os.makedirs(output_dir, exist_ok=True)  # after the data loaded: a run refused there leaves no empty folder
+    with run_folder(output_dir):  # locked while in use; taken after the data loaded, so a refused run leaves no empty folder
+        return _run(settings, splits, pool, output_dir, seed, retrain_teacher, verbose, clock)
+
+
+def _run(settings: dict, splits, pool, output_dir: str, seed: int, retrain_teacher: bool, verbose: int, clock: stages.Clock) -> dict:
+    """The demo's stages in order; returns the summary it writes."""
     with clock("teacher"):
         teacher, teacher_history, reused = _teacher(splits, output_dir, settings, seed, retrain_teacher, verbose)
     probe = training.build_student(settings["student"], splits, settings["student_width"], seed)
@@ -191,9 +197,8 @@ def demo(output_dir: str = os.path.join("saved_models", "demo"), full: bool = Fa
         caches = stages.teacher_caches(teacher, sorted(taps_module.preset(teacher, probe)), pool, output_dir, verbose)
     with clock("students"):
         student_alone, distiller, histories = _students(teacher, splits, pool, caches, settings, seed, verbose)
-    paths = {"teacher (ResNet50)": os.path.join(output_dir, "teacher.keras")}
-    for name, model, file in (("student alone", student_alone, "student_alone.keras"), ("distilled student", distiller.student, "student_distilled.keras")):
-        paths[name] = saving.save_for_inference(model, os.path.join(output_dir, file))
+    saving.save_for_inference(student_alone, os.path.join(output_dir, "student_alone.keras"))
+    saving.save_for_inference(distiller.student, os.path.join(output_dir, "student_distilled.keras"))
     with clock("evaluation"):
         models = {"teacher (ResNet50)": teacher, "student alone": student_alone, "distilled student": distiller.student}
         rows = [dict(evaluation.evaluate(model, splits.test, splits.class_names), name=name, data=stages.data_seen(name, splits, pool))

@@ -14,26 +14,23 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
 import shutil
-import socket
 import tempfile
 import time
-from typing import Iterator
 
 import keras
 
 from kdistill import data as data_module
 from kdistill import evaluation, files, quantize
 from kdistill.distiller import FeatureDistiller
-from kdistill.errors import ChanceLevelError, UserError
+from kdistill.errors import ChanceLevelError
 from kdistill.models import checks, saving, teachers
 from kdistill.models import taps as taps_module
 from kdistill.run import callbacks, distribute, precision, teacher_cache, training
 from kdistill.run.config import DistillConfig
+from kdistill.run.folder import LOCK_NAME, RunFolderLockedError, run_folder
 from kdistill.evaluation import format_table
 from kdistill.run.demo import DEMO_FULL, DEMO_QUICK, demo
 from kdistill.run.training import TEACHER_RECIPE, train_student, train_teacher
@@ -174,86 +171,6 @@ def remove_stale_partials(output_dir: str) -> list[str]:
 def _resume_key(config: DistillConfig) -> dict:
     """The settings a backup must have been made with to be resumed."""
     return {key: value for key, value in config.to_dict().items() if key not in _RESUMABLE_CHANGES}
-
-
-#: the lock file of a run folder in use: {"pid", "host"} of the process using it
-LOCK_NAME = ".kdistill.lock"
-
-
-class RunFolderLockedError(UserError):
-    """Another live kdistill run is using the run folder."""
-
-
-def _read_lock(path: str) -> dict:
-    try:
-        with open(path) as handle:
-            holder = json.load(handle)
-        return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else {}
-    except (OSError, ValueError):
-        return {}  # unreadable: no process can be named as its holder
-
-
-def _take_lock(folder: str) -> str:
-    """Creates `folder/LOCK_NAME` holding this process's pid (whole: written aside, then hard-linked into place, which fails if
-    it exists); takes over a lock whose process is gone; raises `RunFolderLockedError` naming a live holder."""
-    lock = os.path.join(folder, LOCK_NAME)
-    partial = f"{lock}.{os.getpid()}.partial"
-    with open(partial, "w") as handle:
-        json.dump({"pid": os.getpid(), "host": socket.gethostname()}, handle)
-    try:
-        for _ in range(3):
-            try:
-                os.link(partial, lock)
-                return lock
-            except FileExistsError:
-                holder = _read_lock(lock)
-                if holder and (holder.get("host") != socket.gethostname() or files.process_alive(holder["pid"])):
-                    raise RunFolderLockedError(
-                        f"The run folder {folder!r} is in use by another kdistill run (pid {holder['pid']} on {holder.get('host', '?')}). "
-                        f"Wait for it to finish or pass another --output-dir; if that process is not a kdistill run, delete {lock!r}.") from None
-                logger.warning("Taking over the lock of %s: its process (pid %s) is no longer running (a crash or a kill).",
-                               folder, holder.get("pid", "unknown"))
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(lock)
-        raise RunFolderLockedError(f"Could not lock the run folder {folder!r}: another run keeps taking it. Pass another --output-dir.")
-    finally:
-        os.remove(partial)
-
-
-@contextlib.contextmanager
-def run_folder(folder: str) -> Iterator[str]:
-    """Creates and locks a run folder for the block; on exit unlocks it and removes the folders it created if they stayed empty.
-
-    The lock (`LOCK_NAME`, holding the pid) refuses a second run into the same
-    folder while the first is alive; a lock left by a killed run is taken over
-    (and logged). A run that stops before writing anything (a refused check, a
-    missing file) leaves no empty folder behind.
-
-    Example:
-        >>> import tempfile
-        >>> folder = os.path.join(tempfile.mkdtemp(), "run")
-        >>> with run_folder(folder):
-        ...     sorted(os.listdir(folder))
-        ['.kdistill.lock']
-        >>> os.path.exists(folder)  # nothing was written: no empty folder stays
-        False
-    """
-    created, path = [], os.path.abspath(folder)
-    while not os.path.exists(path):
-        created.append(path)
-        path = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    lock = None
-    try:
-        lock = _take_lock(folder)
-        yield folder
-    finally:
-        if lock is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(lock)
-        for path in created:  # deepest first
-            with contextlib.suppress(OSError):
-                os.rmdir(path)  # only if empty
 
 
 def _has_accelerator() -> bool:
