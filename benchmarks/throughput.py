@@ -15,7 +15,7 @@ ratio within one round: (e)/(b), (f)/(b), (g)/(a).
     bash benchmarks/gpu.sh                                # the GPU set (JAX; 32 and 224, float32 and bfloat16)
 
 On TensorFlow the input is a tf.data pipeline; on JAX and PyTorch NumPy batches
-(`kdistill.batches.ArrayBatches`) and the teacher cache's memory maps.
+(`kdistill.data.batches.ArrayBatches`) and the teacher cache's memory maps.
 
 Variants:
     a  student alone (the floor of the cost)
@@ -123,7 +123,7 @@ def _input(args, x, y):
         import tensorflow as tf
 
         return tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(args.batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-    from kdistill.batches import ArrayBatches
+    from kdistill.data.batches import ArrayBatches
 
     return ArrayBatches(x, y, args.batch, repeat=True, workers=2, max_queue_size=8)
 
@@ -189,7 +189,7 @@ def run_variant(args) -> dict:
                                           **({"fold_batch_norm": False} if variant == "k" else {}))
     distiller.compile(optimizer="adam", metrics=None, jit_compile=jit)
     if variant in ("g", "h"):
-        from kdistill.batches import ArrayBatches
+        from kdistill.data.batches import ArrayBatches
         from kdistill.run import teacher_cache
 
         views = dict(views=4, augment=("crop", "flip")) if variant == "h" else {}

@@ -3,7 +3,7 @@
 The package is grouped by concern: `models` (teachers, students, taps),
 `adapters` (projections, ReviewKD fusion), `losses` (one registry of methods),
 `distiller` (FeatureDistiller), `run` (config, jobs, callbacks, distribution,
-teacher cache), `export` (writers, parity report), plus `data`, `batches`,
+teacher cache), `export` (writers, parity report), plus `data` (and its `batches`),
 `evaluation`, `plots`, `statistics` and the `cli`.
 
 Submodules load on first use, so `import kdistill` does not load Keras: the
@@ -27,7 +27,7 @@ _LAZY = {
     "FeatureDistiller": "kdistill.distiller",
     "UNLABELED": "kdistill.labels",
     "adapters": "kdistill.adapters",
-    "batches": "kdistill.batches",
+    "batches": "kdistill.data.batches",
     "data": "kdistill.data",
     "evaluation": "kdistill.evaluation",
     "export": "kdistill.export",

@@ -5,7 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from kdistill import batches, data
+from kdistill import data
+from kdistill.data import batches
 from kdistill.run import teacher_cache
 
 SAMPLE = os.path.join(os.path.dirname(__file__), "data", "fashion-mnist-sample")

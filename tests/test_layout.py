@@ -16,9 +16,7 @@ ALLOWED = {
     "models": set(),
     "adapters": set(),
     "losses": set(),
-    "images": set(),
-    "batches": {"images"},
-    "data": {"backend", "batches", "images", "models"},
+    "data": {"backend", "models"},
     "statistics": set(),
     "tf_train_step": set(),
     "backend": set(),
@@ -27,8 +25,8 @@ ALLOWED = {
     "evaluation": {"models"},
     "distiller": {"models", "adapters", "losses", "tf_train_step"},
     "export": {"models", "backend", "quantize"},
-    "run": {"models", "adapters", "losses", "distiller", "data", "batches", "evaluation", "plots", "export", "statistics", "backend", "quantize"},
-    "cli": {"models", "adapters", "losses", "distiller", "data", "batches", "evaluation", "plots", "export", "statistics", "run", "backend", "quantize"},
+    "run": {"models", "adapters", "losses", "distiller", "data", "evaluation", "plots", "export", "statistics", "backend", "quantize"},
+    "cli": {"models", "adapters", "losses", "distiller", "data", "evaluation", "plots", "export", "statistics", "run", "backend", "quantize"},
 }
 
 
@@ -73,14 +71,28 @@ def test_no_module_imports_another_wings_private_names():
 
 
 def test_the_flat_modules_of_0_1_are_gone_and_each_wing_is_a_folder():
-    for wing in ("models", "adapters", "losses", "run", "export"):
+    for wing in ("models", "adapters", "losses", "run", "export", "data"):
         assert os.path.isfile(os.path.join(PACKAGE, wing, "__init__.py")), wing
     flat = sorted(name for name in os.listdir(PACKAGE) if name.endswith(".py"))
-    assert flat == ["__init__.py", "backend.py", "batches.py", "cli.py", "data.py", "distiller.py", "errors.py", "evaluation.py", "files.py",
-                    "images.py", "labels.py", "plots.py", "statistics.py", "tf_train_step.py"]
+    assert flat == ["__init__.py", "backend.py", "cli.py", "distiller.py", "errors.py", "evaluation.py", "files.py",
+                    "labels.py", "plots.py", "statistics.py", "tf_train_step.py"]
     long = [os.path.relpath(os.path.join(root, name), PACKAGE) for root, _, files in os.walk(PACKAGE) for name in files
             if name.endswith(".py") and sum(1 for _ in open(os.path.join(root, name))) > 500]
     assert not long, f"modules past 500 lines (split them): {long}"
+
+
+def test_the_data_wing_keeps_its_modules_and_functions_short():
+    """kdistill.data (issue 26): each module at most 400 lines, each function at most 80."""
+    folder = os.path.join(PACKAGE, "data")
+    long_modules, long_functions = [], []
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py"):
+            text = open(os.path.join(folder, name)).read()
+            if text.count("\n") > 400:
+                long_modules.append(name)
+            long_functions += [f"{name}:{node.name}" for node in ast.walk(ast.parse(text))
+                               if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 80]
+    assert not long_modules and not long_functions, (long_modules, long_functions)
 
 
 def _module_graph() -> dict[str, set[str]]:

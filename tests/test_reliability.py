@@ -262,7 +262,7 @@ def _plain_arrays(splits):
 def test_both_image_readers_read_every_kind_of_file_alike_and_ignore_hidden_entries(tmp_path):
     """Pillow binarised 16-bit PNGs to 0/255, `.hiddenclass/` became a class, and JPEGs and resizing differed between the readers."""
     from kdistill import data
-    from kdistill.images import resize
+    from kdistill.data.images import resize
 
     _mixed_image_folder(tmp_path)
     read = {pipeline: data.from_image_folder(str(tmp_path), image_size=24, validation_fraction=0.0, pipeline=pipeline)
@@ -310,7 +310,8 @@ def test_feature_distiller_fit_checks_arrays_and_datasets_with_the_loaders_messa
     """fit on arrays with label 10 of 10 classes, a NaN pixel or 28x28 grey images failed deep in Keras or trained on NaN."""
     import tensorflow as tf
 
-    from kdistill import FeatureDistiller, batches, data
+    from kdistill import FeatureDistiller, data
+    from kdistill.data import batches
     from kdistill.models import checks
     from conftest import real_images
 

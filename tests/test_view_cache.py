@@ -7,7 +7,8 @@ import keras
 import numpy as np
 import pytest
 
-from kdistill import batches, cli
+from kdistill import cli
+from kdistill.data import batches
 from kdistill.run import teacher_cache
 from conftest import small_cnn
 from test_data import make_fashion_mnist

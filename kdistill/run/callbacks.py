@@ -19,7 +19,8 @@ from typing import Iterator
 import keras
 import numpy as np
 
-from kdistill import batches, files
+from kdistill import files
+from kdistill.data import batches
 from kdistill.errors import ChanceLevelError, Interrupted, UserError
 from kdistill.models import saving
 
@@ -323,7 +324,7 @@ class DataPass(keras.callbacks.Callback):
     order: tf.data and NumPy batches started again from their first order, so
     a killed-and-resumed run diverged from an uninterrupted one. With this
     callback (used by `kdistill distill`), each epoch draws its order from
-    `(seed, epoch)`, whichever process runs it (`kdistill.batches.set_pass`).
+    `(seed, epoch)`, whichever process runs it (`kdistill.data.batches.set_pass`).
 
     Args:
         dataset: the training data (`ArrayBatches` or a kdistill tf.data pipeline).

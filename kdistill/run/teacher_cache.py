@@ -9,12 +9,12 @@ the tapped layers. `load` refuses a cache whose key does not match, saying
 which part changed.
 
 It needs no TensorFlow: the files are NumPy memory maps, and `dataset`
-returns tf.data on the TensorFlow backend and `kdistill.batches.ArrayBatches`
+returns tf.data on the TensorFlow backend and `kdistill.data.batches.ArrayBatches`
 (a `keras.utils.PyDataset` reading the memory maps batch by batch) elsewhere.
 
 Example:
     >>> import numpy as np, tempfile, keras
-    >>> from kdistill.batches import ArrayBatches
+    >>> from kdistill.data.batches import ArrayBatches
     >>> from kdistill.run import teacher_cache
     >>> inputs = keras.Input((8, 8, 3)); hidden = keras.layers.Conv2D(4, 3, name="hidden")(inputs)
     >>> teacher = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(hidden)))
@@ -35,9 +35,9 @@ from typing import Sequence
 import keras
 import numpy as np
 
-from kdistill import batches as batches_module
 from kdistill.backend import LazyTensorFlow
-from kdistill.data import resolve_pipeline
+from kdistill.data import batches as batches_module
+from kdistill.data import resolve_pipeline, tf_pipeline
 from kdistill.errors import UserError
 from kdistill.export import atomic
 from kdistill.models import taps as taps_module
@@ -156,9 +156,9 @@ class TeacherCache:
         counter = None
         if self.views:  # pass k's order and views drawn from (seed, k), crops applied by tf ops in the pipeline
             params = np.asarray(self.view_params[select])
-            dataset, counter = batches_module.views_by_pass(images, params, teacher, labels, batch_size, seed, shuffle=shuffle)
+            dataset, counter = tf_pipeline.views_by_pass(images, params, teacher, labels, batch_size, seed, shuffle=shuffle)
         elif shuffle:  # pass k in the order drawn from (seed, k): a resumed run replays it (batches.set_pass)
-            dataset, counter = batches_module.shuffled_by_pass(({"images": images, "teacher": teacher}, labels), batch_size, seed)
+            dataset, counter = tf_pipeline.shuffled_by_pass(({"images": images, "teacher": teacher}, labels), batch_size, seed)
         else:
             dataset = tf.data.Dataset.from_tensor_slices(({"images": images, "teacher": teacher}, labels)).batch(batch_size)
         if repeat:

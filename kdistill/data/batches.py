@@ -4,11 +4,12 @@
 reshuffles them every pass from a seed, and applies a per-batch transform
 (resizing, grey to RGB, Keras augmentation layers). `kdistill.data` builds its
 pipelines from it on the JAX and PyTorch backends, and the teacher cache trains
-from it there; on TensorFlow both use tf.data.
+from it there; on TensorFlow both use tf.data (`kdistill.data.tf_pipeline`).
+This module imports no TensorFlow.
 
 Example:
     >>> import numpy as np
-    >>> from kdistill.batches import ArrayBatches
+    >>> from kdistill.data.batches import ArrayBatches
     >>> batches = ArrayBatches(np.arange(10).reshape(10, 1), np.arange(10), batch_size=4)
     >>> len(batches), [y.tolist() for _, y in batches]
     (3, [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]])
@@ -22,9 +23,10 @@ from typing import Any, Callable, Sequence
 import keras
 import numpy as np
 
-from kdistill import images as image_io
+from kdistill.data import images as image_io
 
-__all__ = ["ArrayBatches", "AUGMENTATIONS", "augmentation", "image_batches", "read_image_folder", "to_model_images"]
+__all__ = ["ArrayBatches", "AUGMENTATIONS", "augmentation", "image_batches", "read_image_folder", "to_model_images", "set_pass",
+           "unreadable_images", "unreadable_message", "VIEW_AUGMENTATIONS", "VIEW_STREAM", "crop_padding", "draw_views", "apply_views"]
 
 AUGMENTATIONS = ("flip", "crop", "randaugment", "mixup", "cutmix")
 
@@ -150,119 +152,11 @@ class ArrayBatches(keras.utils.PyDataset):
             self._order = self._order_of(self._pass)
 
 
-def _batches_by_pass(count: int, batch_size: int, seed: int, shuffle: bool = True, views: int = 0):
-    """tf.data batches of example indices (and with `views`, each example's view), drawn per pass from `(seed, pass)`.
-
-    Returns:
-        `(dataset of rows or (rows, views) batches, pass-number variable)`.
-    """
-    import tensorflow as tf
-
-    number = tf.Variable(0, dtype=tf.int64, trainable=False, name="kdistill_pass")
-
-    def one_pass(_):
-        current = number.assign_add(1) - 1
-        order = tf.range(count, dtype=tf.int64)
-        if shuffle:
-            order = tf.argsort(tf.random.stateless_uniform([count], seed=tf.stack([tf.constant(int(seed), tf.int64), current])))
-            order = tf.cast(order, tf.int64)
-        if not views:
-            return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
-        # A second stream for the views: the same pass, another key than the order's.
-        key = tf.stack([tf.constant(int(seed), tf.int64) + VIEW_STREAM, current])
-        choice = tf.random.stateless_uniform([count], seed=key, maxval=int(views), dtype=tf.int64)
-        return tf.data.Dataset.from_tensor_slices((order, tf.gather(choice, order))).batch(batch_size)
-
-    # flat_map hides the length: state it, or Keras warns that the input "ran out of data" and shows no total in its progress bar.
-    batches = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).flat_map(one_pass).apply(
-        tf.data.experimental.assert_cardinality(-(-count // int(batch_size))))
-    return batches, number
-
-
-#: added to the seed for the stream that picks each example's view (ViewBatches and views_by_pass)
-VIEW_STREAM = 7919
-
-
-def shuffled_by_pass(tensors, batch_size: int, seed: int):
-    """A tf.data dataset of batches of `tensors` (sliced on axis 0), in a new order each pass: pass p's order comes from `(seed, p)`.
-
-    tf.data's own `reshuffle_each_iteration` starts again from its first order in a
-    new process, so a resumed run read epoch k in epoch 0's order. Here the pass
-    number is a variable that each pass reads and advances and `set_pass` sets;
-    the order is a full permutation drawn statelessly from `(seed, pass)`.
-    Attach the variable to the finished pipeline as `dataset.kdistill_pass`.
-
-    Returns:
-        `(dataset of batches, pass-number variable)`.
-    """
-    import tensorflow as tf
-
-    constants = keras.tree.map_structure(tf.constant, tensors)
-    indices, number = _batches_by_pass(int(len(keras.tree.flatten(tensors)[0])), batch_size, seed)
-    gathered = indices.map(lambda rows: keras.tree.map_structure(lambda t: tf.gather(t, rows), constants),
-                           num_parallel_calls=tf.data.AUTOTUNE)
-    return gathered, number
-
-
-def views_by_pass(images, view_params, teacher, labels, batch_size: int, seed: int, shuffle: bool = True):
-    """The tf.data twin of a teacher cache's `ViewBatches`: per example and pass, one stored view, its crop and flip applied.
-
-    The arrays are held in memory as tensors; each batch is gathered and cropped
-    by TensorFlow ops inside the pipeline (`crop_and_flip`, bit-identical to
-    `apply_views`), so no Python runs per batch. Pass p's order and views come
-    from `(seed, p)` through the pass-number variable, as in `shuffled_by_pass`.
-
-    Args:
-        images: `(count, height, width, channels)` images as stored.
-        view_params: `(count, views, 3)` view parameters (`draw_views`).
-        teacher: a nested structure of `(count, views, ...)` teacher outputs.
-        labels: `(count,)` labels.
-        batch_size, seed, shuffle: as for `ArrayBatches`.
-
-    Returns:
-        `(dataset of ({"images", "teacher"}, labels) batches, pass-number variable)`.
-    """
-    import tensorflow as tf
-
-    images, view_params, labels = tf.constant(images), tf.constant(view_params), tf.constant(labels)
-    teacher = keras.tree.map_structure(tf.constant, teacher)
-    indices, number = _batches_by_pass(int(labels.shape[0]), batch_size, seed, shuffle=shuffle, views=int(view_params.shape[1]))
-
-    def gather(rows, choice):
-        at = tf.stack([rows, choice], axis=1)
-        shown = crop_and_flip(tf.gather(images, rows), tf.gather_nd(view_params, at))
-        return {"images": shown, "teacher": keras.tree.map_structure(lambda t: tf.gather_nd(t, at), teacher)}, tf.gather(labels, rows)
-
-    return indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE), number
-
-
-def crop_and_flip(images, params):
-    """`apply_views` in TensorFlow ops (for tf.data pipelines): the same crops and flips, bit for bit.
-
-    Example:
-        >>> import numpy as np, tensorflow as tf
-        >>> images = np.arange(2 * 8 * 8 * 3).reshape(2, 8, 8, 3) % 256
-        >>> params = draw_views(2, 1, 8, ("crop", "flip"), seed=1)[:, 0]
-        >>> bool(np.array_equal(crop_and_flip(tf.constant(images), tf.constant(params)), apply_views(images, params)))
-        True
-    """
-    import tensorflow as tf
-
-    params = tf.cast(params, tf.int32)
-    height, width = int(images.shape[1]), int(images.shape[2])
-    pad = crop_padding(height)
-    padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
-    rows = params[:, :1] + tf.range(height)[None]  # (count, height)
-    steps = tf.where(params[:, 2:3] == 1, tf.range(width - 1, -1, -1)[None], tf.range(width)[None])
-    columns = params[:, 1:2] + steps  # (count, width), reversed where flipped
-    return tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), columns, axis=2, batch_dims=1)
-
-
 def set_pass(dataset, number: int) -> bool:
     """Makes the next pass over a kdistill training dataset pass `number`; False when it has no pass counter.
 
     Works on `ArrayBatches` (and `ViewBatches`) and on tf.data pipelines built
-    with `shuffled_by_pass`: a resumed run calls it at each epoch's start so
+    with `tf_pipeline.shuffled_by_pass`: a resumed run calls it at each epoch's start so
     that epoch k reads its data in epoch k's order.
 
     Example:
@@ -314,7 +208,7 @@ def image_batches(images: np.ndarray, labels: np.ndarray, image_size: int, batch
                   seed: int = 0) -> ArrayBatches:
     """Model-ready batches of raw images: float32 RGB of `image_size`, shuffled and augmented when `training`.
 
-    The backend-neutral twin of `kdistill.data`'s tf.data pipeline: the same
+    The backend-neutral twin of `tf_pipeline.image_pipeline`: the same
     conversion and the same Keras augmentation layers (`augmentation`).
     """
 
@@ -337,7 +231,7 @@ def image_batches(images: np.ndarray, labels: np.ndarray, image_size: int, batch
 def read_image_folder(folder: str, class_names: Sequence[str], image_size: int, skip_unreadable: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """`<folder>/<class>/<image>` read by Pillow as RGB of `image_size` (bilinear), for machines without TensorFlow.
 
-    The files, pixels and labels are those of `kdistill.data`'s tf.data reader (see `kdistill.images`).
+    The files, pixels and labels are those of the tf.data reader `tf_pipeline.read_image_folder` (see `kdistill.data.images`).
 
     Raises:
         ValueError: naming the files Pillow cannot read, unless `skip_unreadable` (then they are logged and left out).
@@ -379,6 +273,8 @@ def unreadable_message(folder: str, paths: Sequence[str]) -> str:
 
 #: the augmentations a teacher cache can replay (each view stores its crop offset and flip)
 VIEW_AUGMENTATIONS = ("crop", "flip")
+#: added to the seed for the stream that picks each example's view (ViewBatches and tf_pipeline.views_by_pass)
+VIEW_STREAM = 7919
 
 
 def crop_padding(image_size: int) -> int:

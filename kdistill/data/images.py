@@ -1,7 +1,7 @@
 """Reading an image folder the same way on every path: which files count, and how a file becomes RGB pixels.
 
-`kdistill.data` decodes with TensorFlow (`decode_tf`, the tf.data pipeline)
-and `kdistill.batches` with Pillow (`decode`, JAX, PyTorch and
+`kdistill.data.tf_pipeline` decodes with TensorFlow (`decode_tf`, the tf.data pipeline)
+and `kdistill.data.batches` with Pillow (`decode`, JAX, PyTorch and
 `skip_unreadable`); both list the files with `image_files` and resize with
 bilinear interpolation at half-pixel centres (`tf.image.resize`, and its NumPy
 twin `resize`), so the two give the same pixels (within one grey level of
@@ -13,7 +13,7 @@ rounding) and the same labels:
   CMYK is converted as Pillow does, 16-bit PNGs keep their high byte (TensorFlow's `decode_png` for uint8),
   a GIF gives its first frame, JPEGs use the accurate integer DCT on both paths.
 
-A leaf module: it imports nothing from kdistill.
+A leaf of the `data` wing: it imports nothing from kdistill.
 
 Example:
     >>> import numpy as np
