@@ -66,8 +66,6 @@ METHODS = {
 }
 #: methods whose teacher is the ensemble of --teacher and --second-teacher
 ENSEMBLE_METHODS = ("two_teachers",)
-#: the students' optimizer in --paired runs: Adam, peak 1e-3, cosine decay to zero over the run (last-epoch figures)
-PAIRED_LEARNING_RATE = 1e-3
 #: published CIFAR-100 top-1 (%) for ResNet50 -> MobileNetV2 (CRD ICLR 2020; ReviewKD CVPR 2021; DKD CVPR 2022)
 PUBLISHED_CIFAR100 = {"alone": 64.6, "kd": 67.4, "fitnets": 63.2, "crd": 69.1, "reviewkd": 69.9, "dkd": 70.4}
 
@@ -171,11 +169,12 @@ def _cache(args, teacher, layers, x_pool, pool_labels, name: str):
 def _run_one(args, method: str, seed: int, teacher, cache, layers, steps: int, test) -> dict:
     """Trains one student for (method, seed) from the seed's initial weights; returns its top-1 and seconds."""
     import keras
-    import numpy as np
 
     import kdistill
     from kdistill import evaluation
+    from kdistill.run import paired
 
+    # the students' optimizer: Adam, peak 1e-3, cosine decay to zero over the run (kdistill.run.paired); last-epoch figures
     keras.utils.set_random_seed(seed)
     initial = student_from_args(args).get_weights()
     options = dict(METHODS[method.removesuffix("_transfer")])
@@ -184,14 +183,10 @@ def _run_one(args, method: str, seed: int, teacher, cache, layers, steps: int, t
     student.set_weights(initial)
     if options["taps"] is None:
         options["taps"] = {t: s for t, s in kdistill.taps.preset(teacher, student).items() if t in layers}
-    distiller = kdistill.FeatureDistiller(teacher, student, temperature=args.temperature, **options)
-    schedule = keras.optimizers.schedules.CosineDecay(PAIRED_LEARNING_RATE, decay_steps=steps * args.epochs)
-    distiller.compile(optimizer=keras.optimizers.Adam(schedule), metrics=["accuracy"])
-    labelled_index = np.flatnonzero(np.asarray(cache.labels) >= 0)
-    indices = None if method.endswith("_transfer") else labelled_index  # _transfer: the same steps drawn from labelled + unlabelled
-    train = cache.dataset(args.batch_size, seed=seed, layers=layers, indices=indices, repeat=True)
+    indices = None if method.endswith("_transfer") else paired.labelled_indices(cache)  # _transfer: the same steps from labelled + unlabelled
     start = time.perf_counter()
-    distiller.fit(train, epochs=args.epochs, steps_per_epoch=steps, verbose=0)
+    paired.train_from_cache(teacher, student, cache, options=dict(options, temperature=args.temperature), epochs=args.epochs, steps_per_epoch=steps,
+                            seed=seed, batch_size=args.batch_size, indices=indices, pipeline=args.pipeline, verbose=0)
     return {"top1": evaluation.evaluate(student, test, timing_batches=1)["top1"], "seconds": time.perf_counter() - start}
 
 
@@ -202,7 +197,8 @@ def _runs_file(args) -> str:
 
 def _settings(args) -> dict:
     return {key: getattr(args, key) for key in ("epochs", "train_limit", "transfer_limit", "test_limit", "width", "student", "temperature",
-                                                "batch_size", "teacher", "second_teacher")}
+                                                "batch_size", "teacher", "second_teacher")} | (
+        {"pipeline": args.pipeline} if args.pipeline != "tf" else {})
 
 
 def _load_runs(args) -> dict:
@@ -415,6 +411,9 @@ def main(argv=None) -> int:
     parser.add_argument("--transfer-limit", type=int, default=None, help="--paired: at most this many unlabelled transfer images")
     parser.add_argument("--temperature", type=float, default=4.0)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--pipeline", choices=("tf", "numpy"), default="tf",
+                        help="--paired: how the teacher cache is read: 'tf' holds it in memory (the committed results), 'numpy' reads its "
+                             "memory maps batch by batch (flat memory; another data order)")
     parser.add_argument("--work-dir", default=os.path.join("saved_models", "evidence"))
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     parser.add_argument("--second-teacher", default=None, help="--paired: the second teacher of the two_teachers method (.keras)")
