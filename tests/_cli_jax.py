@@ -33,12 +33,11 @@ commands = {
 report = {}
 for name, arguments in commands.items():
     if name == "demo":  # reuse the teacher just trained (the demo does when the recipe matches): one ResNet50 training, not two
-        from kdistill.run import training
+        from kdistill.run import demo, training
 
         os.makedirs(os.path.join(work, "demo"), exist_ok=True)
         shutil.copy(os.path.join(work, "teacher.keras"), os.path.join(work, "demo", "teacher.keras"))
-        training.write_json(os.path.join(work, "demo", "teacher.json"),
-                            {"train_limit": 64, "epochs": 1, "seed": 0, "recipe": training.TEACHER_RECIPE})
+        training.write_json(os.path.join(work, "demo", "teacher.json"), demo.teacher_record(dict(demo.DEMO_QUICK, train_limit=64, teacher_epochs=1), 0))
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         status = cli.main(["--backend", "jax", *arguments])
