@@ -1,6 +1,8 @@
 """Run by test_backends.py: every `kdistill --backend jax` command on tiny settings, in one process where TensorFlow cannot be imported.
 
-argv[1]: a folder of Fashion-MNIST-shaped IDX files; argv[2]: a work folder.
+argv[1]: a folder of Fashion-MNIST-shaped IDX files; argv[2]: a work folder; argv[3]: a small saved teacher with ResNet50's
+stage names (conftest.resnet50_shaped_teacher). train-teacher trains the real ResNet50; demo, distill and cache-teacher take the
+small teacher, so that XLA compiles ResNet50 once (its training) rather than once per command.
 KERAS_BACKEND is not set: `--backend jax` must set it before Keras loads.
 """
 
@@ -17,26 +19,27 @@ from _no_tensorflow import block_tensorflow
 block_tensorflow()
 from kdistill import cli  # noqa: E402
 
-data_dir, work = sys.argv[1], sys.argv[2]
+data_dir, work, small_teacher = sys.argv[1], sys.argv[2], sys.argv[3]
 tiny = ["--data-dir", data_dir, "--train-limit", "64", "--batch-size", "32"]
 commands = {
-    "train-teacher": ["train-teacher", *tiny, "--epochs", "1", "--output", os.path.join(work, "teacher.keras")],
+    # (--test-limit 32: its closing evaluation is one batch, one XLA compilation of ResNet50's forward pass instead of two)
+    "train-teacher": ["train-teacher", *tiny, "--epochs", "1", "--test-limit", "32", "--output", os.path.join(work, "teacher.keras")],
     "demo": ["demo", "--data-dir", data_dir, "--output-dir", os.path.join(work, "demo"), "--quiet", "--set", "train_limit=64", "--set", "teacher_epochs=1",
              "--set", "student_epochs=1", "--set", "batch_size=32", "--set", "student=resnet8x4", "--set", "latency_plot=false",
              "--set", "qat_epochs=0"],  # quantization-aware training on JAX: tests/_no_tensorflow.py
-    "distill": ["distill", *tiny, "--teacher", os.path.join(work, "teacher.keras"), "--student", "resnet8x4", "--epochs", "2",
+    "distill": ["distill", *tiny, "--teacher", small_teacher, "--student", "resnet8x4", "--epochs", "2",
                 "--output-dir", os.path.join(work, "run"), "--teacher-cache", os.path.join(work, "cache")],
     "evaluate": ["evaluate", os.path.join(work, "run", "student.keras"), "--data-dir", data_dir],
-    "cache-teacher": ["cache-teacher", *tiny, "--teacher", os.path.join(work, "teacher.keras"), "--output", os.path.join(work, "cache2")],
+    "cache-teacher": ["cache-teacher", *tiny, "--teacher", small_teacher, "--output", os.path.join(work, "cache2")],
     "export": ["export", os.path.join(work, "run", "student.keras"), "--data-dir", data_dir, "--output-dir", os.path.join(work, "export")],
 }
 report = {}
 for name, arguments in commands.items():
-    if name == "demo":  # reuse the teacher just trained (the demo does when the recipe matches): one ResNet50 training, not two
+    if name == "demo":  # a saved teacher whose recipe matches is reused (as the demo does): no second ResNet50 training
         from kdistill.run import demo, training
 
         os.makedirs(os.path.join(work, "demo"), exist_ok=True)
-        shutil.copy(os.path.join(work, "teacher.keras"), os.path.join(work, "demo", "teacher.keras"))
+        shutil.copy(small_teacher, os.path.join(work, "demo", "teacher.keras"))
         training.write_json(os.path.join(work, "demo", "teacher.json"), demo.teacher_record(dict(demo.DEMO_QUICK, train_limit=64, teacher_epochs=1), 0))
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

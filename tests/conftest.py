@@ -10,6 +10,15 @@ import numpy as np
 import pytest
 
 
+def pytest_collection_modifyitems(items):
+    """Tests marked `slow` go first, in their files' order, then the rest as collected.
+
+    Under pytest-xdist's default `--dist load` the workers take tests in this order, so the long ones are shared out first and
+    the short ones fill the gaps at the end, instead of a long test starting last while the other worker idles.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     keras.utils.set_random_seed(1234)
@@ -21,6 +30,27 @@ def resnet50_teacher():
     import kdistill
 
     return kdistill.teachers.resnet50(num_classes=10, input_shape=(32, 32, 3), weights=None)
+
+
+@pytest.fixture(scope="session")
+def fake_fashion_mnist(tmp_path_factory):
+    """A folder of 160 training and 48 test Fashion-MNIST-shaped IDX files, made once and only read (CLI and backend tests)."""
+    from test_data import make_fashion_mnist
+
+    folder = tmp_path_factory.mktemp("fmnist")
+    make_fashion_mnist(folder, train=160, test=48)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def small_teacher_file(tmp_path_factory):
+    """`resnet50_shaped_teacher` saved once (.keras): ResNet50's stage names, so preset taps apply, at a fraction of its cost.
+
+    For tests that distil from a saved teacher; the ones about ResNet50 itself train or build the real one.
+    """
+    path = tmp_path_factory.mktemp("small_teacher") / "teacher.keras"
+    resnet50_shaped_teacher().save(path)
+    return str(path)
 
 
 def small_cnn(name: str, widths=(8, 16), num_classes: int = 10, input_shape=(32, 32, 3), seed: int = 0, first_layer=None, batch_norm=True) -> keras.Model:

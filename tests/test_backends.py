@@ -10,6 +10,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_distillation_runs_where_tensorflow_cannot_be_imported(tmp_path, backend):
     result = subprocess.run([sys.executable, os.path.join(HERE, "_no_tensorflow.py"), str(tmp_path)], capture_output=True, text=True,
@@ -27,6 +28,7 @@ def test_distillation_runs_where_tensorflow_cannot_be_imported(tmp_path, backend
     assert "TensorFlow is needed for exporting models" in report["export_error"] and "pip install" in report["export_error"]
 
 
+@pytest.mark.slow
 def test_data_parallel_on_two_jax_devices_gives_the_weights_of_one():
     environment = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
     result = subprocess.run([sys.executable, os.path.join(HERE, "_data_parallel.py")], capture_output=True, text=True, timeout=300, env=environment)
@@ -45,14 +47,13 @@ def test_data_parallel_refuses_the_tensorflow_backend():
         jax_distribution.data_parallel()
 
 
-def test_every_cli_command_runs_with_backend_jax_and_export_says_it_needs_tensorflow(tmp_path):
-    from test_data import make_fashion_mnist
-
-    make_fashion_mnist(tmp_path / "data", train=160, test=48)
+@pytest.mark.slow
+def test_every_cli_command_runs_with_backend_jax_and_export_says_it_needs_tensorflow(tmp_path, fake_fashion_mnist, small_teacher_file):
     (tmp_path / "work").mkdir()
     environment = {key: value for key, value in os.environ.items() if key != "KERAS_BACKEND"}  # --backend must set it
-    result = subprocess.run([sys.executable, os.path.join(HERE, "_cli_jax.py"), str(tmp_path / "data"), str(tmp_path / "work")], capture_output=True,
-                            text=True, timeout=600, env=dict(environment, JAX_PLATFORMS="cpu"))
+    # (a teacher saved on TensorFlow loads unchanged on JAX; the ResNet50 trained there by train-teacher is not used again)
+    result = subprocess.run([sys.executable, os.path.join(HERE, "_cli_jax.py"), fake_fashion_mnist, str(tmp_path / "work"), small_teacher_file],
+                            capture_output=True, text=True, timeout=600, env=dict(environment, JAX_PLATFORMS="cpu"))
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["backend"] == "jax" and report["tensorflow_loaded"] == []

@@ -10,19 +10,9 @@ from kdistill import cli
 from test_data import make_fashion_mnist
 
 
-@pytest.fixture(scope="module")
-def fake_fashion_mnist(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("fmnist")
-    make_fashion_mnist(folder, train=160, test=48)
-    return str(folder)
-
-
-@pytest.fixture(scope="module")
-def teacher_file(tmp_path_factory, fake_fashion_mnist):
-    path = str(tmp_path_factory.mktemp("teacher") / "teacher.keras")
-    status = cli.main(["train-teacher", "--data-dir", fake_fashion_mnist, "--train-limit", "64", "--epochs", "1", "--batch-size", "32", "--output", path])
-    assert status == 0
-    return path
+# fake_fashion_mnist (160 training, 48 test images) and small_teacher_file (ResNet50's stage names, a small CNN) are session
+# fixtures in conftest.py. A real ResNet50 is trained once, where it is the subject (train-teacher, then its size in evaluate);
+# the distil tests and the demo take the small stand-in, whose preset taps are the same (conv3_block4_out, conv4_block6_out).
 
 
 def test_console_script_help_lists_every_subcommand():
@@ -32,20 +22,38 @@ def test_console_script_help_lists_every_subcommand():
         assert command in result.stdout
 
 
-def test_train_teacher_saves_a_loadable_resnet50(teacher_file, capsys):
+@pytest.mark.slow
+def test_train_teacher_saves_a_loadable_resnet50_and_evaluate_reports_accuracy_size_and_speed(tmp_path, fake_fashion_mnist, capsys):
+    """One test, train-teacher then evaluate on its file: the ResNet50 trains once wherever pytest-xdist sends the tests."""
     import kdistill
 
+    teacher_file = str(tmp_path / "teacher.keras")
+    status = cli.main(["train-teacher", "--data-dir", fake_fashion_mnist, "--train-limit", "64", "--epochs", "1", "--batch-size", "32",
+                       "--output", teacher_file])
+    assert status == 0
     teacher = kdistill.teachers.load(teacher_file)
     assert teacher.get_layer("conv4_block6_out") is not None and teacher.output.shape == (None, 10)
 
+    capsys.readouterr()
+    report_path = tmp_path / "report.json"
+    assert cli.main(["evaluate", teacher_file, "--data-dir", fake_fashion_mnist, "--json", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["examples"] == 48 and {"top1", "top5", "parameters", "size_mb", "images_per_second"} <= set(report)
+    assert report["parameters"] > 20_000_000 and report["size_mb"] > 50
+    assert len(report["per_class_accuracy"]) == 10
+    out = capsys.readouterr().out
+    assert "per-class top-1" in out and "Ankle boot" in out
 
-def test_distill_from_a_yaml_config_writes_the_run_folder(tmp_path, fake_fashion_mnist, teacher_file, capsys):
+
+def test_distill_from_a_yaml_config_writes_the_run_folder_and_tensorboard_logs(tmp_path, fake_fashion_mnist, small_teacher_file, capsys):
     config = tmp_path / "run.yaml"
     config.write_text(
-        f"data: fashion_mnist\ndata_dir: {fake_fashion_mnist}\nteacher: {teacher_file}\nstudent: resnet8x4\n"
+        f"data: fashion_mnist\ndata_dir: {fake_fashion_mnist}\nteacher: {small_teacher_file}\nstudent: resnet8x4\n"
         "taps: preset\nepochs: 1\nbatch_size: 32\ntrain_limit: 64\nalpha: 0.8\nseed: 3\n"
     )
-    status = cli.main(["distill", "--config", str(config), "--output-dir", str(tmp_path / "run"), "--temperature", "2"])
+    # (--tensorboard here: one run checks the run folder and the TensorBoard logs)
+    status = cli.main(["distill", "--config", str(config), "--output-dir", str(tmp_path / "run"), "--temperature", "2",
+                       "--tensorboard", str(tmp_path / "tb")])
     assert status == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["config"]["temperature"] == 2.0 and summary["config"]["seed"] == 3
@@ -55,6 +63,17 @@ def test_distill_from_a_yaml_config_writes_the_run_folder(tmp_path, fake_fashion
     assert {"loss", "ce_loss", "kd_loss", "feat_conv3_block4_out", "val_accuracy"} <= set(history)
     assert (tmp_path / "run" / "student.keras").exists()
     assert "resnet8x4" in capsys.readouterr().out
+    # TensorBoard logs with every loss term
+    import glob
+
+    events = glob.glob(str(tmp_path / "tb" / "train" / "events.out.tfevents.*"))
+    assert events
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(events[0])
+    accumulator.Reload()
+    tags = set(accumulator.Tags()["tensors"]) | set(accumulator.Tags()["scalars"])
+    assert {"epoch_loss", "epoch_ce_loss", "epoch_kd_loss"} <= tags, tags
 
 
 def test_distill_config_errors_exit_2_with_the_reason(tmp_path, capsys):
@@ -66,18 +85,22 @@ def test_distill_config_errors_exit_2_with_the_reason(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_evaluate_reports_accuracy_size_and_speed(tmp_path, fake_fashion_mnist, teacher_file, capsys):
-    report_path = tmp_path / "report.json"
-    assert cli.main(["evaluate", teacher_file, "--data-dir", fake_fashion_mnist, "--json", str(report_path)]) == 0
-    report = json.loads(report_path.read_text())
-    assert report["examples"] == 48 and {"top1", "top5", "parameters", "size_mb", "images_per_second"} <= set(report)
-    assert report["parameters"] > 20_000_000 and report["size_mb"] > 50
-    assert len(report["per_class_accuracy"]) == 10
-    out = capsys.readouterr().out
-    assert "per-class top-1" in out and "Ankle boot" in out
+@pytest.mark.slow
+def test_demo_on_tiny_settings_prints_the_table_and_saves_figures(tmp_path, fake_fashion_mnist, capsys, monkeypatch):
+    from conftest import resnet50_shaped_teacher
+    from kdistill.models import teachers
 
+    # The demo trains its teacher with the real recipe (training.train_teacher: schedule, best epoch kept, saved), records it and
+    # reuses it on the second run; only the network it builds is the small stand-in with ResNet50's stage names, which every
+    # later stage (taps, distillation, quantization-aware training, export) takes as it takes ResNet50. The real ResNet50 trains
+    # through the same train_teacher in test_train_teacher_saves_a_loadable_resnet50_and_evaluate_reports_accuracy_size_and_speed.
+    built = []
 
-def test_demo_on_tiny_settings_prints_the_table_and_saves_figures(tmp_path, fake_fashion_mnist, capsys):
+    def resnet50_stand_in(name, num_classes, input_shape=(32, 32, 3), **options):
+        built.append(name)
+        return resnet50_shaped_teacher(num_classes)
+
+    monkeypatch.setattr(teachers, "get", resnet50_stand_in)
     output = tmp_path / "demo"
     args = ["demo", "--data-dir", fake_fashion_mnist, "--output-dir", str(output), "--quiet"]
     tiny = ["--set", "train_limit=64", "--set", "teacher_epochs=1", "--set", "student_epochs=1", "--set", "batch_size=32", "--set", "student=resnet8x4",
@@ -101,6 +124,7 @@ def test_demo_on_tiny_settings_prints_the_table_and_saves_figures(tmp_path, fake
     # A second run with the same schedule reuses the teacher.
     assert cli.main(args + tiny + ["--set", "export=false", "--set", "qat_epochs=0"]) == 0
     assert json.loads((output / "summary.json").read_text())["teacher_reused"] is True
+    assert built == ["resnet50"]  # trained by the first run only
     assert cli.main(args + ["--set", "epochs=3"]) == 2
     assert "Unknown demo setting" in capsys.readouterr().err
 
@@ -129,15 +153,15 @@ def test_export_writes_every_format_and_the_report(tmp_path, fake_fashion_mnist,
     assert "percentile must be a number in (50, 100]" in capsys.readouterr().err
 
 
-def test_distill_with_a_transfer_set_and_the_review_adapter_flags(tmp_path, fake_fashion_mnist, teacher_file):
-    status = cli.main(["distill", "--data-dir", fake_fashion_mnist, "--teacher", teacher_file, "--student", "resnet8x4", "--epochs", "1",
+def test_distill_with_a_transfer_set_and_the_review_adapter_flags(tmp_path, fake_fashion_mnist, small_teacher_file):
+    status = cli.main(["distill", "--data-dir", fake_fashion_mnist, "--teacher", small_teacher_file, "--student", "resnet8x4", "--epochs", "1",
                        "--batch-size", "32", "--train-limit", "40", "--transfer-data", "rest", "--feature-loss", "hcl",
                        "--adapter", "review", "--output-dir", str(tmp_path / "run")])
     assert status == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["config"]["transfer_data"] == "rest" and summary["config"]["adapter"] == "review"
     assert all("Conv3x3" in row["projection"] for row in summary["projections"])  # ReviewKD's fusion, not 1x1 projections
-    assert cli.main(["distill", "--data-dir", fake_fashion_mnist, "--teacher", teacher_file, "--transfer-data", "more.txt",
+    assert cli.main(["distill", "--data-dir", fake_fashion_mnist, "--teacher", small_teacher_file, "--transfer-data", "more.txt",
                      "--output-dir", str(tmp_path / "bad")]) == 2
 
 
@@ -188,22 +212,6 @@ def test_small_cli_mistakes_get_one_clear_line(tmp_path, capsys):
     assert "train_limit must be a positive" in capsys.readouterr().err
 
 
-def test_distill_writes_tensorboard_logs_with_every_loss_term(tmp_path, fake_fashion_mnist, teacher_file):
-    import glob
-
-    status = cli.main(["distill", "--data-dir", fake_fashion_mnist, "--teacher", teacher_file, "--student", "resnet8x4", "--epochs", "1",
-                       "--batch-size", "32", "--train-limit", "32", "--tensorboard", str(tmp_path / "tb"), "--output-dir", str(tmp_path / "run")])
-    assert status == 0
-    events = glob.glob(str(tmp_path / "tb" / "train" / "events.out.tfevents.*"))
-    assert events
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    accumulator = EventAccumulator(events[0])
-    accumulator.Reload()
-    tags = set(accumulator.Tags()["tensors"]) | set(accumulator.Tags()["scalars"])
-    assert {"epoch_loss", "epoch_ce_loss", "epoch_kd_loss"} <= tags, tags
-
-
 def test_cli_prints_only_its_own_lines_once(tmp_path, fake_fashion_mnist):
     """TensorFlow's import-time C++ lines (absl, oneDNN) cluttered every command; log lines used to appear twice."""
     import keras
@@ -222,7 +230,8 @@ def test_cli_prints_only_its_own_lines_once(tmp_path, fake_fashion_mnist):
         assert len(lines) == len(set(lines))
 
 
-def test_distill_quantize_int8_then_export_uses_the_trained_ranges(tmp_path, fake_fashion_mnist, teacher_file, capsys):
+@pytest.mark.slow
+def test_distill_quantize_int8_then_export_uses_the_trained_ranges(tmp_path, fake_fashion_mnist, small_teacher_file, capsys):
     import keras
     import numpy as np
 
@@ -230,7 +239,7 @@ def test_distill_quantize_int8_then_export_uses_the_trained_ranges(tmp_path, fak
 
     float_student = str(tmp_path / "float.keras")
     kdistill.students.get("resnet8x4", num_classes=10).save(float_student)
-    status = cli.main(["distill", "--data-dir", fake_fashion_mnist, "--teacher", teacher_file, "--student", "resnet8x4", "--student-weights",
+    status = cli.main(["distill", "--data-dir", fake_fashion_mnist, "--teacher", small_teacher_file, "--student", "resnet8x4", "--student-weights",
                        float_student, "--quantize", "int8", "--epochs", "1", "--batch-size", "32", "--train-limit", "64",
                        "--learning-rate", "1e-4", "--output-dir", str(tmp_path / "qat")])
     assert status == 0
