@@ -223,7 +223,7 @@ def test_a_programming_bug_is_not_turned_into_a_user_error(monkeypatch):
     def bug(args):
         raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
 
-    monkeypatch.setattr(cli, "_check_outputs", bug)
+    monkeypatch.setattr(cli.flag_checks, "check", bug)
     with pytest.raises(TypeError):
         cli.main(["evaluate", "model.keras"])
 
