@@ -42,7 +42,7 @@ def test_every_loss_gives_finite_per_sample_values_and_a_gradient(kind, name):
     loss, teacher, student = _built(kind, name)
     variables = tf.nest.map_structure(tf.Variable, student)
     with tf.GradientTape() as tape:
-        values = losses.per_sample(loss, teacher, variables, LABELS)
+        values = losses.per_sample_loss(loss, teacher, variables, LABELS)
         total = tf.reduce_mean(values)
     assert tuple(values.shape) == (BATCH,), (name, values.shape)
     assert np.isfinite(np.asarray(values)).all(), name
@@ -58,8 +58,8 @@ def test_every_loss_round_trips_through_its_config(kind, name):
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
     assert type(restored) is type(loss) and restored.get_config() == loss.get_config(), name
     if not losses.base.is_stateful(loss):  # a loss with weights draws new ones when rebuilt from its config
-        np.testing.assert_allclose(np.asarray(losses.per_sample(restored, teacher, student, LABELS)),
-                                   np.asarray(losses.per_sample(loss, teacher, student, LABELS)), rtol=1e-6, err_msg=name)
+        np.testing.assert_allclose(np.asarray(losses.per_sample_loss(restored, teacher, student, LABELS)),
+                                   np.asarray(losses.per_sample_loss(loss, teacher, student, LABELS)), rtol=1e-6, err_msg=name)
 
 
 @pytest.mark.parametrize("kind, name", CASES)

@@ -91,7 +91,7 @@ def _zoo_inputs(taps):
 @pytest.mark.parametrize("weights, squared", [((0.1, 5.0, 5.0), True), ((1.0, 2.0, 3.0), True), ((0.1, 5.0, 5.0), False)])
 def test_irg_matches_the_zoo_code(weights, squared):
     loss = irg_module.IRG(*weights, squared=squared)
-    got = np.asarray(base.per_sample(loss, TEACHER, STUDENT))
+    got = np.asarray(base.per_sample_loss(loss, TEACHER, STUDENT))
     expected = zoo_irg(_zoo_inputs(STUDENT), _zoo_inputs(TEACHER), *weights, squared=squared)
     assert got.shape == (6,)  # the batch value, once per sample
     np.testing.assert_allclose(got, expected, rtol=1e-5)

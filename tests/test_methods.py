@@ -109,15 +109,15 @@ def np_hcl(t, s, levels=(4, 2, 1)):
                 out[:, i, j] = f[:, rows, cols].mean(axis=(1, 2))
         return out
 
-    def per_sample(d):
+    def per_sample_mse(d):
         return (d ** 2).reshape(len(d), -1).mean(1)
 
-    loss, weight, total = per_sample(t - s), 1.0, 1.0
+    loss, weight, total = per_sample_mse(t - s), 1.0, 1.0
     for level in levels:
         if level >= t.shape[1]:
             continue
         weight /= 2
-        loss = loss + weight * per_sample(pool(t, level) - pool(s, level))
+        loss = loss + weight * per_sample_mse(pool(t, level) - pool(s, level))
         total += weight
     return loss / total
 

@@ -1,7 +1,7 @@
 """Distillation losses: one registry of names, one protocol, one file per family.
 
 * `base` — the protocol (`DistillationLoss`: `call(teacher, student, labels=None)`
-  returns per-sample values) and `per_sample`, the one place losses are called;
+  returns per-sample values) and `per_sample_loss`, the one place losses are called;
 * `registry` — names a config can use (`register` decorator, `available`);
 * `logits` (KD, DKD, logit-standardised KD), `features` (FitNets, AT, SP, RKD,
   PKT, HCL), `feature_kl` (softened KL over a feature's channels), `cwd`
@@ -35,7 +35,7 @@ from kdistill.errors import did_you_mean
 from kdistill.losses import adversarial, contrastive, cwd, dist, feature_kl, features, irg, logits, standardized_dkd  # noqa: F401 - each registers its names
 from kdistill.losses._utils import check_temperature
 from kdistill.losses.adversarial import AdversarialLoss
-from kdistill.losses.base import DistillationLoss, per_sample
+from kdistill.losses.base import DistillationLoss, per_sample_loss
 from kdistill.losses.combined import Combined
 from kdistill.losses.contrastive import ContrastiveRepresentationLoss
 from kdistill.losses.cwd import ChannelWiseDivergence
@@ -48,7 +48,7 @@ from kdistill.losses.registry import available, lookup, register
 from kdistill.losses.standardized_dkd import StandardizedDKD
 
 __all__ = [
-    "get", "available", "register", "per_sample", "check_temperature", "DistillationLoss", "Combined",
+    "get", "available", "register", "per_sample_loss", "check_temperature", "DistillationLoss", "Combined",
     "FeatureMSE", "AttentionTransfer", "SimilarityPreserving", "RKD", "PKT", "HierarchicalContextLoss", "ContrastiveRepresentationLoss",
     "LogitsKL", "DKD", "StandardizedKD", "StandardizedDKD", "DIST", "FeatureKL", "ChannelWiseDivergence",
     "IRG", "AdversarialLoss", "feature_mse", "kd_kl_divergence",

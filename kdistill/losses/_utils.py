@@ -39,7 +39,7 @@ def l2_normalize_rows(x):
     return x / ops.sqrt(ops.sum(ops.square(x), axis=-1, keepdims=True) + EPSILON)
 
 
-def per_sample(value, batch_reference):
+def broadcast_to_batch(value, batch_reference):
     """Broadcasts a batch-level scalar to one value per sample (so weighting and averaging keep it)."""
     return ops.ones((ops.shape(batch_reference)[0],), "float32") * value
 

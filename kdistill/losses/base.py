@@ -25,7 +25,7 @@ Example:
     >>> loss = DistillationLoss(l1, name="l1", scale=2.0)
     >>> loss.scale, loss.get_config()["scale"]
     (2.0, 2.0)
-    >>> [float(v) for v in per_sample(loss, np.ones((2, 3), "float32"), np.zeros((2, 3), "float32"))]
+    >>> [float(v) for v in per_sample_loss(loss, np.ones((2, 3), "float32"), np.zeros((2, 3), "float32"))]
     [2.0, 2.0]
 """
 
@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 import keras
 
-__all__ = ["DistillationLoss", "per_sample", "is_stateful", "reads_all_taps"]
+__all__ = ["DistillationLoss", "per_sample_loss", "is_stateful", "reads_all_taps"]
 
 
 @keras.saving.register_keras_serializable(package="kdistill")
@@ -100,7 +100,7 @@ def reads_all_taps(loss: Any) -> bool:
     return bool(getattr(loss, "reads_all_taps", False))
 
 
-def per_sample(loss: Any, teacher, student, labels=None):
+def per_sample_loss(loss: Any, teacher, student, labels=None):
     """Per-sample values of any distillation loss: the one dispatch point of the protocol.
 
     Args:

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import keras
 from keras import ops
 
-from kdistill.losses.base import is_stateful, per_sample
+from kdistill.losses.base import is_stateful, per_sample_loss
 
 __all__ = ["Combined"]
 
@@ -49,7 +49,7 @@ class Combined(keras.layers.Layer):
     def call(self, teacher, student, labels=None):
         total = 0.0
         for weight, loss in zip(self.part_weights, self.parts):
-            total = total + weight * ops.cast(per_sample(loss, teacher, student, labels), "float32")
+            total = total + weight * ops.cast(per_sample_loss(loss, teacher, student, labels), "float32")
         return total
 
     def compute_output_shape(self, teacher_shape, student_shape=None, labels_shape=None):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from kdistill.losses._utils import check_temperature, per_sample
+from kdistill.losses._utils import broadcast_to_batch, check_temperature
 from kdistill.losses.base import DistillationLoss
 from kdistill.losses.registry import register
 
@@ -60,7 +60,7 @@ def dist(teacher_logits, student_logits, beta: float = 1.0, gamma: float = 1.0, 
     teacher = ops.softmax(ops.cast(teacher_logits, "float32") / temperature, axis=-1)
     inter = 1.0 - ops.mean(_pearson_rows(student, teacher))
     intra = 1.0 - ops.mean(_pearson_rows(ops.transpose(student), ops.transpose(teacher)))
-    return per_sample(temperature**2 * (beta * inter + gamma * intra), teacher_logits)
+    return broadcast_to_batch(temperature**2 * (beta * inter + gamma * intra), teacher_logits)
 
 
 @register("dist", kind="logits")

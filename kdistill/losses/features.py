@@ -18,7 +18,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from kdistill.losses._utils import EPSILON, flatten_per_sample, l2_normalize_rows, per_sample, pool_to_vectors, same_batch
+from kdistill.losses._utils import EPSILON, broadcast_to_batch, flatten_per_sample, l2_normalize_rows, pool_to_vectors, same_batch
 from kdistill.losses.base import DistillationLoss
 from kdistill.losses.registry import register
 
@@ -123,7 +123,7 @@ def similarity_preserving(teacher_features, student_features):
     same_batch(teacher_features, student_features, "Similarity-preserving KD")
     difference = _gram(teacher_features) - _gram(student_features)
     batch = ops.cast(ops.shape(difference)[0], "float32")
-    return per_sample(ops.sum(ops.square(difference)) / (batch * batch), teacher_features)
+    return broadcast_to_batch(ops.sum(ops.square(difference)) / (batch * batch), teacher_features)
 
 
 def _huber(x):
@@ -157,7 +157,7 @@ def rkd_distance(teacher_features, student_features):
     """
     same_batch(teacher_features, student_features, "RKD")
     teacher, student = pool_to_vectors(teacher_features), pool_to_vectors(student_features)
-    return per_sample(ops.mean(_huber(_normalized_distances(teacher) - _normalized_distances(student))), teacher_features)
+    return broadcast_to_batch(ops.mean(_huber(_normalized_distances(teacher) - _normalized_distances(student))), teacher_features)
 
 
 def _angles(x):
@@ -179,7 +179,7 @@ def rkd_angle(teacher_features, student_features):
     """
     same_batch(teacher_features, student_features, "RKD")
     teacher, student = pool_to_vectors(teacher_features), pool_to_vectors(student_features)
-    return per_sample(ops.mean(_huber(_angles(teacher) - _angles(student))), teacher_features)
+    return broadcast_to_batch(ops.mean(_huber(_angles(teacher) - _angles(student))), teacher_features)
 
 
 def _cosine_probabilities(x):
@@ -201,7 +201,7 @@ def pkt(teacher_features, student_features):
     same_batch(teacher_features, student_features, "PKT")
     teacher, student = _cosine_probabilities(teacher_features), _cosine_probabilities(student_features)
     entries = teacher * (ops.log(teacher + 1e-7) - ops.log(student + 1e-7))
-    return per_sample(ops.mean(entries), teacher_features)
+    return broadcast_to_batch(ops.mean(entries), teacher_features)
 
 
 def _adaptive_average_pool(features, size: int):

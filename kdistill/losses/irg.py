@@ -64,7 +64,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from kdistill.losses._utils import EPSILON, flatten_per_sample, per_sample
+from kdistill.losses._utils import EPSILON, broadcast_to_batch, flatten_per_sample
 from kdistill.losses.base import DistillationLoss
 from kdistill.losses.registry import register
 
@@ -206,7 +206,7 @@ def irg(teacher: dict, student: dict, vertex_weight: float = 0.1, edge_weight: f
         raise ValueError("IRG received empty dicts; it needs at least one tap or the logits.")
     terms = irg_terms(teacher, student, squared=squared)
     total = vertex_weight * terms["vertex"] + edge_weight * terms["edge"] + transformation_weight * terms["transformation"]
-    return per_sample(total, teacher[LOGITS] if LOGITS in teacher else teacher[taps[0]])
+    return broadcast_to_batch(total, teacher[LOGITS] if LOGITS in teacher else teacher[taps[0]])
 
 
 @register("irg", kind="feature")

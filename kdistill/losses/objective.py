@@ -98,7 +98,7 @@ def loss_terms(distiller: Any, labels, teacher_outputs: Mapping, student_outputs
         terms["ce_loss"] = masked_mean(distiller.label_loss(labels, student_logits), mask, sample_weight)
     distillation = ops.zeros((), "float32")
     if distiller.logits_loss is not None:
-        kd = base.per_sample(distiller.logits_loss, teacher_outputs[LOGITS], student_logits, labels)
+        kd = base.per_sample_loss(distiller.logits_loss, teacher_outputs[LOGITS], student_logits, labels)
         terms["kd_loss"] = weighted_mean(ops.cast(kd, "float32"), sample_weight)
         distillation = distillation + distiller.logits_weight * terms["kd_loss"]
     for term, value, weight in feature_terms(distiller, teacher_outputs, student_outputs, labels):
@@ -121,10 +121,10 @@ def feature_terms(distiller: Any, teacher_outputs: Mapping, student_outputs: Map
         keys = [*taps, LOGITS]
         teacher = {key: teacher_outputs[key] for key in keys}
         student = {key: student_outputs[key] for key in keys}
-        value = base.per_sample(distiller.feature_loss, teacher, student, labels)
+        value = base.per_sample_loss(distiller.feature_loss, teacher, student, labels)
         return [(feature_term_names(distiller.feature_loss, taps)[0], value, next(iter(distiller.tap_weights.values())))]
     return [(f"feat_{teacher_layer}",
-             base.per_sample(distiller.tap_losses[teacher_layer], teacher_outputs[teacher_layer], student_outputs[teacher_layer], labels),
+             base.per_sample_loss(distiller.tap_losses[teacher_layer], teacher_outputs[teacher_layer], student_outputs[teacher_layer], labels),
              distiller.tap_weights[teacher_layer]) for teacher_layer in taps]
 
 
