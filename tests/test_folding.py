@@ -40,7 +40,7 @@ def test_folding_keeps_outputs_shares_weights_and_follows_later_weight_changes()
     x = np.random.default_rng(1).normal(size=(4, 16, 16, 3)).astype("float32")
     np.testing.assert_allclose(folded(x), teacher(x, training=False), rtol=1e-5, atol=1e-5)
     assert [type(folded.get_layer(n)).__name__ for n in ("conv_a", "bn_a", "dw_b", "bn_b", "bn_c")] == [
-        "BatchNormFoldedConv", "FoldedAway", "BatchNormFoldedConv", "FoldedAway", "BatchNormalization"]
+        "FoldedConvView", "FoldedAway", "FoldedConvView", "FoldedAway", "BatchNormalization"]
     assert folded.get_layer("dense_e") is teacher.get_layer("dense_e")  # shared, not copied
     # Folding pays only where the batch's output positions outnumber the kernel's inputs per output channel (3x3x3 = 27 here):
     layer = folded.get_layer("conv_a")

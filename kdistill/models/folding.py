@@ -5,7 +5,7 @@ shift, which can be folded into the convolution's kernel and bias:
 `kernel * s`, `(bias - mean) * s + beta` with `s = gamma / sqrt(variance + eps)`.
 The folded graph skips one pass over every feature map, and refolding the
 weights on each call costs one pass over the kernels, so each pair is folded
-only where that pays (`BatchNormFoldedConv.pays`): for a ResNet50 teacher on the
+only where that pays (`FoldedConvView.pays`): for a ResNet50 teacher on the
 TensorFlow backend (CPU) the forward pass runs 1.14x as fast at 224x224 (batch
 16) and unchanged at 32x32 (batch 64, 0.99x; `benchmarks/folding.py`). Outputs
 agree with the unfolded teacher to float rounding.
@@ -25,7 +25,7 @@ Example:
     >>> model = keras.Model(inputs, keras.layers.ReLU(name="relu")(x))
     >>> folded = fold_batch_norm(model)
     >>> [type(layer).__name__ for layer in folded.layers]
-    ['InputLayer', 'BatchNormFoldedConv', 'FoldedAway', 'ReLU']
+    ['InputLayer', 'FoldedConvView', 'FoldedAway', 'ReLU']
     >>> x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
     >>> bool(np.allclose(folded(x), model(x, training=False), atol=1e-5))
     True
@@ -38,10 +38,10 @@ import collections
 import keras
 from keras import ops
 
-__all__ = ["fold_batch_norm", "foldable_pairs", "folded_kernel_and_bias", "model_graph", "only_reader", "BatchNormFoldedConv", "FoldedAway", "Untracked"]
+__all__ = ["fold_batch_norm", "foldable_pairs", "folded_kernel_and_bias", "model_graph", "only_reader", "FoldedConvView", "FoldedAway", "Untracked"]
 
 _CONVOLUTIONS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
-#: the batch size `BatchNormFoldedConv.pays` assumes when the traced batch dimension is unknown
+#: the batch size `FoldedConvView.pays` assumes when the traced batch dimension is unknown
 ASSUMED_BATCH = 32
 
 
@@ -56,8 +56,8 @@ def folded_kernel_and_bias(kernel, moving_mean, moving_variance, epsilon: float,
     """`(kernel * s, (bias - mean) * s + beta)` with `s = gamma / sqrt(variance + epsilon)`: a BatchNormalization folded into a convolution.
 
     The one place the fold is computed (`keras.ops`, so it traces and trains):
-    the teacher's folded view (`BatchNormFoldedConv`) and the quantization-aware
-    `kdistill.quantize.FoldedConv` both call it.
+    the teacher's folded view (`FoldedConvView`) and the quantization-aware
+    `kdistill.quantize.QuantizedFoldedConv` both call it.
 
     Args:
         kernel: the convolution's kernel, `(h, w, in, out)`, or `(h, w, in, multiplier)` with `depthwise`
@@ -85,11 +85,12 @@ def folded_kernel_and_bias(kernel, moving_mean, moving_variance, epsilon: float,
     return kernel * scale, shift
 
 
-class BatchNormFoldedConv(keras.layers.Layer):
-    """A Conv2D or DepthwiseConv2D and the BatchNormalization after it as one convolution, for inference.
+class FoldedConvView(keras.layers.Layer):
+    """A float view of a Conv2D or DepthwiseConv2D and the BatchNormalization after it as one convolution, for inference.
 
     It owns no variables: it reads the two layers' current weights and folds them
-    on each call. Made by `fold_batch_norm`; not meant to be saved (it lives in
+    on each call (`kdistill.quantize.QuantizedFoldedConv`, by contrast, owns its
+    weights, trains them and quantizes them to int8). Made by `fold_batch_norm`; not meant to be saved (it lives in
     the distiller's teacher view, which is rebuilt from the teacher).
     """
 
@@ -222,7 +223,7 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
 
     def substitute(layer):
         if layer.name in convs:
-            return BatchNormFoldedConv(layer, model.get_layer(convs[layer.name]))
+            return FoldedConvView(layer, model.get_layer(convs[layer.name]))
         if layer.name in pairs:
             return FoldedAway(name=layer.name, dtype=layer.dtype_policy)
         return layer  # shared as it is

@@ -63,10 +63,10 @@ def snap_biases(model: keras.Model) -> int:
     check_quantized(model)
     adjusted = 0
     for layer in model.layers:
-        if not isinstance(layer, (qlayers.FoldedConv, qlayers.QuantizedDense)):
+        if not isinstance(layer, (qlayers.QuantizedFoldedConv, qlayers.QuantizedDense)):
             continue
         input_scale = _input_quantizer(layer).scale()
-        if isinstance(layer, qlayers.FoldedConv):
+        if isinstance(layer, qlayers.QuantizedFoldedConv):
             kernel, bias = (keras.ops.convert_to_numpy(t).astype("float64") for t in layer.folded())
             step = input_scale * _weight_scales(kernel, axis=2 if layer.depthwise else 3)
             target = np.round(bias / step) * step

@@ -9,7 +9,7 @@ straight-through gradient, so fine-tuning runs on every backend.
 
 - `ActivationQuantizer`: one int8 range per tensor, tracked by an exponential
   moving average of each training batch's min and max (always containing 0).
-- `FoldedConv`: Conv2D or DepthwiseConv2D with its BatchNormalization folded
+- `QuantizedFoldedConv`: Conv2D or DepthwiseConv2D with its BatchNormalization folded
   in (statistics frozen, gamma and beta trained; the fold is
   `kdistill.models.folding.folded_kernel_and_bias`) and ReLU/ReLU6 fused, weights
   int8 per output channel (symmetric, as TFLite stores them), output quantized.
@@ -130,9 +130,11 @@ class ActivationQuantizer(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="kdistill")
-class FoldedConv(keras.layers.Layer):
-    """Conv2D / DepthwiseConv2D + frozen BatchNormalization + ReLU(6), int8-quantized.
+class QuantizedFoldedConv(keras.layers.Layer):
+    """Conv2D / DepthwiseConv2D + frozen BatchNormalization + ReLU(6), int8-quantized, with weights of its own.
 
+    Unlike the teacher's float `kdistill.models.folding.FoldedConvView`, which
+    reads another model's layers, it owns and trains its weights and is saved.
     Computes `act(conv(x, fq(kernel * s)) + (bias - mean) * s + beta)` with
     `s = gamma / sqrt(variance + epsilon)`: the convolution TFLite will run,
     with the per-channel int8 weights it will store. The BatchNormalization
@@ -151,7 +153,7 @@ class FoldedConv(keras.layers.Layer):
 
     Example:
         >>> import numpy as np
-        >>> unit = FoldedConv(filters=4, kernel_size=(3, 3), activation="relu6")
+        >>> unit = QuantizedFoldedConv(filters=4, kernel_size=(3, 3), activation="relu6")
         >>> tuple(unit(np.ones((1, 8, 8, 3), "float32")).shape)
         (1, 8, 8, 4)
     """
@@ -203,6 +205,10 @@ class FoldedConv(keras.layers.Layer):
         return {**super().get_config(), "depthwise": self.depthwise, "filters": self.filters, "kernel_size": list(self.kernel_size),
                 "strides": list(self.strides), "padding": self.padding, "use_bias": self.use_bias, "epsilon": self.epsilon,
                 "activation": self.activation, "momentum": self.output_quantizer.momentum}
+
+
+# Quantization-aware models saved before the rename (the demo's student_int8_qat.keras) name it "kdistill>FoldedConv".
+keras.saving.get_custom_objects()["kdistill>FoldedConv"] = QuantizedFoldedConv
 
 
 @keras.saving.register_keras_serializable(package="kdistill")

@@ -1,7 +1,7 @@
 """Turns a trained float Keras student into its quantization-aware twin.
 
 The rewrite walks the functional graph once: each Conv2D/DepthwiseConv2D with
-the BatchNormalization and ReLU/ReLU6 that follow it becomes one `FoldedConv`
+the BatchNormalization and ReLU/ReLU6 that follow it becomes one `QuantizedFoldedConv`
 (named after the last layer it absorbed, so feature taps on stage outputs keep
 working), Dense becomes `QuantizedDense`, Rescaling `QuantizedRescaling`,
 Add, average pooling and free-standing ReLUs get an output quantizer (TFLite
@@ -31,7 +31,7 @@ REQUANTIZED = ("Add", "GlobalAveragePooling2D", "AveragePooling2D")
 SUPPORTED = ("Conv2D and DepthwiseConv2D (followed by BatchNormalization and ReLU/ReLU6 or not), Dense (linear, relu, relu6), "
              "Add, ReLU/ReLU6, Rescaling (scalar), ZeroPadding2D, pooling, Flatten, Reshape, Dropout")
 
-_QUANTIZED = (qlayers.ActivationQuantizer, qlayers.FoldedConv, qlayers.QuantizedDense, qlayers.QuantizedRescaling, qlayers.QuantizedOutput)
+_QUANTIZED = (qlayers.ActivationQuantizer, qlayers.QuantizedFoldedConv, qlayers.QuantizedDense, qlayers.QuantizedRescaling, qlayers.QuantizedOutput)
 
 
 def is_quantized(model: keras.Model) -> bool:
@@ -110,15 +110,15 @@ def _batch_norm_weights(layer) -> dict:
             "moving_mean": weights["moving_mean"], "moving_variance": weights["moving_variance"], "epsilon": layer.epsilon}
 
 
-def _folded_unit(conv, chain: list, momentum: float) -> tuple[qlayers.FoldedConv, dict]:
-    """A FoldedConv replacing `conv` and the BatchNormalization / ReLU layers in `chain`, and the float values of its weights."""
+def _folded_unit(conv, chain: list, momentum: float) -> tuple[qlayers.QuantizedFoldedConv, dict]:
+    """A QuantizedFoldedConv replacing `conv` and the BatchNormalization / ReLU layers in `chain`, and the float values of its weights."""
     config = conv.get_config()
     depthwise = type(conv).__name__ == "DepthwiseConv2D"
     norm = next((layer for layer in chain if type(layer).__name__ == "BatchNormalization"), None)
     relu = next((_relu_kind(layer) for layer in chain if _relu_kind(layer)), None)
     own = _activation_name(conv)
     activation = relu or (None if own == "linear" else own)
-    unit = qlayers.FoldedConv(depthwise=depthwise, filters=None if depthwise else config["filters"], kernel_size=config["kernel_size"],
+    unit = qlayers.QuantizedFoldedConv(depthwise=depthwise, filters=None if depthwise else config["filters"], kernel_size=config["kernel_size"],
                               strides=config["strides"], padding=config["padding"], use_bias=config["use_bias"],
                               epsilon=norm.epsilon if norm is not None else 1e-3, activation=activation, momentum=momentum,
                               name=(chain[-1] if chain else conv).name)
@@ -137,7 +137,7 @@ class _Graph:
         self.nodes, self.readers = folding.model_graph(model)
         self.outputs = {id(t) for t in model.outputs}
         self.folds = {conv: batch_norm for batch_norm, conv in folding.foldable_pairs(model).items()}
-        self.absorbed: set[int] = set()  # ids of the nodes a FoldedConv took in
+        self.absorbed: set[int] = set()  # ids of the nodes a QuantizedFoldedConv took in
 
     def chain_after(self, conv_node) -> list:
         """The BatchNormalization that folds into `conv_node` (`kdistill.models.folding.foldable_pairs`), then a ReLU(6) only it feeds."""
