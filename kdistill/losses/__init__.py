@@ -5,7 +5,7 @@
 * `registry` — names a config can use (`register` decorator, `available`);
 * `logits` (KD, DKD, logit-standardised KD), `features` (FitNets, AT, SP, RKD,
   PKT, HCL), `feature_kl` (softened KL over a feature's channels), `cwd`
-  (channel-wise distillation), `contrastive` (CRD), `dist` (DIST), `standardized_dkd`;
+  (channel-wise distillation), `contrastive` (CRD), `dist_relation` (DIST), `standardized_dkd`;
 * `combined` — weighted lists such as `[("crd", 0.8), ("at", 1000.0)]`.
 
 A new method is one file here that defines its function and class and decorates
@@ -32,14 +32,14 @@ from typing import Any, Callable
 import keras
 
 from kdistill.errors import did_you_mean
-from kdistill.losses import adversarial, contrastive, cwd, dist, feature_kl, features, irg, logits, standardized_dkd  # noqa: F401 - each registers its names
+from kdistill.losses import adversarial, contrastive, cwd, dist_relation, feature_kl, features, irg, logits, standardized_dkd  # noqa: F401 - each registers its names
 from kdistill.losses._utils import check_temperature
 from kdistill.losses.adversarial import AdversarialLoss
 from kdistill.losses.base import DistillationLoss, per_sample_loss
 from kdistill.losses.combined import Combined
 from kdistill.losses.contrastive import ContrastiveRepresentationLoss
 from kdistill.losses.cwd import ChannelWiseDivergence
-from kdistill.losses.dist import DIST
+from kdistill.losses.dist_relation import DIST
 from kdistill.losses.feature_kl import FeatureKL
 from kdistill.losses.features import AttentionTransfer, FeatureMSE, HierarchicalContextLoss, PKT, RKD, SimilarityPreserving, feature_mse
 from kdistill.losses.irg import IRG

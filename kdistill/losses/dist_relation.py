@@ -27,7 +27,7 @@ from kdistill.losses._utils import broadcast_to_batch, check_temperature
 from kdistill.losses.base import DistillationLoss
 from kdistill.losses.registry import register
 
-__all__ = ["dist", "DIST"]
+__all__ = ["dist_loss", "DIST"]
 
 
 def _pearson_rows(a, b, eps: float = 1e-8):
@@ -38,7 +38,7 @@ def _pearson_rows(a, b, eps: float = 1e-8):
     return ops.sum(a * b, axis=1) / (norms + eps)
 
 
-def dist(teacher_logits, student_logits, beta: float = 1.0, gamma: float = 1.0, temperature: float = 1.0):
+def dist_loss(teacher_logits, student_logits, beta: float = 1.0, gamma: float = 1.0, temperature: float = 1.0):
     """DIST loss, `T² · (beta · (1 − mean_i ρ(y_s,i, y_t,i)) + gamma · (1 − mean_c ρ(y_s,:c, y_t,:c)))`.
 
     `y = softmax(z / T)`; `ρ` is Pearson's correlation, over classes for each image
@@ -66,7 +66,7 @@ def dist(teacher_logits, student_logits, beta: float = 1.0, gamma: float = 1.0, 
 @register("dist", kind="logits")
 @keras.saving.register_keras_serializable(package="kdistill")
 class DIST(DistillationLoss):
-    """DIST (see `dist`). Config name: `"dist"`.
+    """DIST (see `dist_loss`). Config name: `"dist"`.
 
     Args:
         beta: inter-class weight (1.0).
@@ -76,4 +76,4 @@ class DIST(DistillationLoss):
 
     def __init__(self, beta: float = 1.0, gamma: float = 1.0, temperature: float = 1.0, reduction="sum_over_batch_size", name="dist"):
         check_temperature(temperature)
-        super().__init__(dist, reduction=reduction, name=name, beta=float(beta), gamma=float(gamma), temperature=float(temperature))
+        super().__init__(dist_loss, reduction=reduction, name=name, beta=float(beta), gamma=float(gamma), temperature=float(temperature))
