@@ -273,7 +273,7 @@ def _build_distiller(config: DistillConfig, splits: data_module.Splits, teacher:
         distiller = FeatureDistiller(teacher, student, taps=_resolve_taps(config, teacher, student), **config.distiller_options())
         steps = -(-(splits.counts["train"] + splits.counts.get("transfer", 0)) // config.batch_size)
         optimizer = training.make_optimizer(config.optimizer, config.learning_rate, config.weight_decay, config.lr_decay_epochs, steps)
-        distiller.compile(optimizer=optimizer, loss=training.label_loss(splits, config.augment), metrics=["accuracy"])
+        distiller.compile(optimizer=optimizer, loss=training.label_loss(config.augment), metrics=["accuracy"])
     return distiller, teacher
 
 

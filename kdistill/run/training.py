@@ -48,7 +48,13 @@ def make_optimizer(name: str, learning_rate: float, weight_decay: float | None =
     return _optimizer_instance(name, rate, weight_decay)
 
 
-def label_loss(splits: data_module.Splits, augment) -> str:
+def label_loss(augment) -> str:
+    """The cross-entropy the labels need: one-hot (categorical) when MixUp or CutMix mix them, class indices otherwise.
+
+    Example:
+        >>> label_loss(["flip", "mixup"]), label_loss(())
+        ('categorical_crossentropy', 'sparse_categorical_crossentropy')
+    """
     mixes = any(a in ("mixup", "cutmix") for a in augment)
     return "categorical_crossentropy" if mixes else "sparse_categorical_crossentropy"
 
