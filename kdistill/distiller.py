@@ -95,10 +95,9 @@ class FeatureDistiller(keras.Model):
         review_channels: channels of the fused maps when `review` is on.
         fold_batch_norm: run the teacher with each BatchNormalization folded
             into the convolution before it where that saves work
-            (`kdistill.models.folding`): the same outputs to float rounding, the
-            teacher's forward 1.14x as fast at 224x224 on TensorFlow (CPU),
-            unchanged at 32x32. The teacher itself is not changed; False runs it
-            layer by layer.
+            (`kdistill.models.folding`): the same outputs to float rounding,
+            faster on large inputs (`benchmarks/README.md` has the timings). The
+            teacher itself is not changed; False runs it layer by layer.
         teacher_weights: one weight per teacher when `teacher` is a list
             (normalised); None weighs them equally.
         name: model name.
@@ -348,7 +347,7 @@ class FeatureDistiller(keras.Model):
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
         # `loss` is computed by compute_loss (self.label_loss), never through Keras' CompileLoss, which would then stay
-        # unbuilt: Keras traces the whole model again at the start of every fit/evaluate to build it (0.3-0.5 s each).
+        # unbuilt: Keras traces the whole model again at the start of every fit/evaluate to build it (timed in benchmarks/README.md).
         self._compile_loss = None
         return self
 

@@ -101,10 +101,8 @@ class Discriminator(keras.layers.Layer):
 
     That final ReLU can silence an output for good: where its pre-activation is
     negative for every input, the output is 0 and gets no gradient, so `D`
-    never learns to name that side. Narrow layers make this likely: over 40
-    seeds at initialisation, an output was 0 for all of 256 random inputs in
-    13 and 26 seeds (outputs 0 and 1) with 10 classes and `K = 2`, and in 2 and
-    4 seeds with 1000 classes and `K = 8`. `output_relu=False` drops it.
+    never learns to name that side. Narrow layers make this likely (counts in
+    `benchmarks/README.md`, "Notes behind defaults"). `output_relu=False` drops it.
 
     Args:
         reduction_factor: `K`, by which each hidden layer divides the width.

@@ -224,9 +224,10 @@ def hierarchical_context(teacher_features, student_features, levels=(4, 2, 1)):
     `loss_i = (MSE(F_t, F_s) + Σ_k 2^-k · MSE(pool_lk(F_t), pool_lk(F_s))) / (1 + Σ_k 2^-k)`
     over the levels `l_k` (4, 2, 1 cells a side) smaller than the map, where
     `pool_l` is adaptive average pooling to `l × l`. Chen et al., "Distilling
-    Knowledge via Knowledge Review", CVPR 2021. Here it compares each tap
-    through kdistill's projection; ReviewKD's attention-based fusion of student
-    stages (ABF) is not implemented, so this is HCL alone, not full ReviewKD.
+    Knowledge via Knowledge Review", CVPR 2021. It compares each tap after the
+    student's adapter: with the default projections this is HCL alone; full
+    ReviewKD pairs it with the attention-based fusion of student stages (ABF,
+    `adapter="review"`, `kdistill.adapters.review`).
 
     Returns:
         A float32 tensor of shape `(batch,)`.

@@ -5,10 +5,9 @@ shift, which can be folded into the convolution's kernel and bias:
 `kernel * s`, `(bias - mean) * s + beta` with `s = gamma / sqrt(variance + eps)`.
 The folded graph skips one pass over every feature map, and refolding the
 weights on each call costs one pass over the kernels, so each pair is folded
-only where that pays (`FoldedConvView.pays`): for a ResNet50 teacher on the
-TensorFlow backend (CPU) the forward pass runs 1.14x as fast at 224x224 (batch
-16) and unchanged at 32x32 (batch 64, 0.99x; `benchmarks/folding.py`). Outputs
-agree with the unfolded teacher to float rounding.
+only where that pays (`FoldedConvView.pays`; `benchmarks/README.md` has the
+timings of `benchmarks/folding.py`). Outputs agree with the unfolded teacher to
+float rounding.
 
 The folded view shares the teacher's layers and variables: nothing is copied,
 the fold is computed from the current weights on every call (weights loaded into

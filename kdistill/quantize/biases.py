@@ -4,9 +4,8 @@ TFLite stores each int8 kernel's bias as int32 with scale `s_in * s_w[c]`
 (input scale times the channel's weight scale). The fake-quantized Keras
 model adds a float bias instead; the difference (at most half a grid step)
 is small, but where a sum lands near a rounding boundary it moves the output
-by one int8 step, and in a deep network those steps spread: measured on a
-MobileNetV2-0.35, zeroing every bias made Keras and TFLite agree bit for bit,
-while trained biases left 2 % of top-1 predictions different.
+by one int8 step, and in a deep network those steps spread (measured in
+`docs/export-and-quantization.md`).
 
 `snap_biases(model)` moves every bias onto that grid (changing each by less
 than half a step) once fine-tuning is done; export then reproduces the Keras

@@ -142,9 +142,9 @@ class BestStudentCheckpoint(keras.callbacks.Callback):
 class KeepBestEpoch(keras.callbacks.Callback):
     """Restores the weights of the best epoch (by `monitor`) when training ends, and says when the last epoch fell.
 
-    A run whose last epoch collapses (validation accuracy dropping from 83 % to
-    10 % while training accuracy stays high, as a ResNet50 trained with a flat
-    Adam rate did here) would otherwise be saved in its collapsed state.
+    A run whose last epoch collapses (validation accuracy falling towards chance
+    while training accuracy stays high) would otherwise be saved in its collapsed
+    state.
     Weights are kept in memory (one copy of the model's variables).
 
     Args:
@@ -215,14 +215,14 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
     * The weights and the epoch record are written under temporary names and
       renamed into place, and the previous complete pair is kept (`.bkp`) until
       the new one is in place: a kill during a backup leaves a loadable backup
-      (Keras' own callback rewrote `latest.weights.h5` in place, and a kill
-      mid-write left 96 bytes that the rerun could not open).
+      (Keras' own callback rewrites `latest.weights.h5` in place, so a kill
+      mid-write leaves a file the rerun cannot open).
     * `run_config` (the run's settings) is stored beside the backup; resuming
       under another configuration raises `StaleBackupError` naming the keys that
-      differ, instead of Keras' "A total of 78 objects could not be loaded".
+      differ, instead of Keras' "A total of N objects could not be loaded".
     * Only what training changes is backed up (`state.npz`: the student, the
       projections, loss heads, random-seed states and optimizer), not a frozen
-      teacher's weights: 103 MB per backup became about the student's own size.
+      teacher's weights, so a backup is about the student's own size.
 
     Args:
         backup_dir: the backup folder.
@@ -321,8 +321,8 @@ class DataPass(keras.callbacks.Callback):
     """Tells the training data which pass each epoch is, so that a resumed run reads epoch k in epoch k's order.
 
     Keras' `BackupAndRestore` restores the weights and the epoch, not the data
-    order: tf.data and NumPy batches started again from their first order, so
-    a killed-and-resumed run diverged from an uninterrupted one. With this
+    order: tf.data and NumPy batches start again from their first order, so a
+    killed-and-resumed run would read other batches than an uninterrupted one. With this
     callback (used by `kdistill distill`), each epoch draws its order from
     `(seed, epoch)`, whichever process runs it (`kdistill.data.batches.set_pass`).
 

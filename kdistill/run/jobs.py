@@ -123,9 +123,9 @@ _TEACHER_CHECK_IMAGES, _TEACHER_CHECK_MINIMUM = 1000, 100
 def check_teacher(teacher: keras.Model, splits: data_module.Splits, margin: float = 0.05) -> float | None:
     """Top-1 of the teacher on up to 1,000 validation images; raises when it is no better than chance.
 
-    A teacher that collapsed in training distils chance-level students (10.0 % and
-    10.1 % where the student alone reached 79.5 %, tried here), so this runs before
-    any distillation. With fewer than 100 validation images it only logs.
+    A teacher that collapsed in training distils chance-level students
+    (`benchmarks/README.md`, "Notes behind defaults"), so this runs before any
+    distillation. With fewer than 100 validation images it only logs.
 
     Returns:
         The measured top-1, or None when there is no validation split.

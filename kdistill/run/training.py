@@ -59,7 +59,7 @@ def label_loss(augment) -> str:
     return "categorical_crossentropy" if mixes else "sparse_categorical_crossentropy"
 
 
-#: the teacher recipe measured stable on the offline data (see benchmarks/teacher.py and the README)
+#: the teacher recipe (`train_teacher`'s defaults; benchmarks/README.md, "Notes behind defaults", says why)
 TEACHER_RECIPE = {"optimizer": "adam", "learning_rate": 1e-3, "warmup_epochs": 1, "schedule": "cosine", "weight_decay": None}
 
 
@@ -72,7 +72,7 @@ def teacher_optimizer(optimizer: str = "adam", learning_rate: float | None = Non
 
     Args:
         optimizer: "sgd" (momentum 0.9), "adam" or "adamw".
-        learning_rate: peak rate; None picks 0.01 for SGD (0.05 diverged here) and 1e-3 otherwise.
+        learning_rate: peak rate; None picks 0.01 for SGD and 1e-3 otherwise (`benchmarks/README.md` says why).
         epochs, steps_per_epoch: the schedule's length.
         warmup_epochs: epochs of linear warm-up from 0 (may be fractional; 0 for none).
         schedule: "cosine" or "constant".
@@ -98,11 +98,9 @@ def train_teacher(splits: data_module.Splits, output_path: str, epochs: int = 4,
                   callbacks_: list | None = None) -> tuple[keras.Model, dict]:
     """Trains a ResNet teacher on `splits`, keeps its best epoch and saves it to `output_path` (.keras).
 
-    The recipe (Adam, peak rate 1e-3 after one epoch of linear warm-up, cosine
-    decay to zero, BatchNorm momentum 0.9) replaced a flat Adam 1e-3, which let
-    a 54,000-image run collapse to chance in its last epoch; SGD with momentum
-    diverged at peak 0.05 and ended 3 points below Adam at peak 0.01
-    (benchmarks/results/teacher_fashion_mnist.md). With validation data the weights of
+    The recipe is Adam, peak rate 1e-3 after one epoch of linear warm-up, cosine
+    decay to zero, BatchNorm momentum 0.9 (`TEACHER_RECIPE`; the measurements
+    behind it are in `benchmarks/README.md`). With validation data the weights of
     the best epoch by validation accuracy are kept (`callbacks.KeepBestEpoch`),
     a last epoch far below the best is reported, and a teacher no better than
     chance raises `kdistill.errors.ChanceLevelError` instead of being saved.
