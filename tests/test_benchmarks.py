@@ -1,25 +1,38 @@
 """Smoke runs of the benchmark scripts on tiny settings, so they keep working (they are not timed here)."""
 
+import importlib
 import json
 import os
-import subprocess
-import sys
+
+import pytest
 
 from test_data import make_fashion_mnist
 
 BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
 
 
-def _run(script, *args, timeout=400):
-    result = subprocess.run([sys.executable, os.path.join(BENCHMARKS, script), *args], capture_output=True, text=True, timeout=timeout,
-                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+@pytest.fixture
+def run(capsys, monkeypatch):
+    """Runs a benchmark script's `main(argv)` in this process (TensorFlow is imported once, not once per script) and returns its stdout.
+
+    (throughput.py and scaling.py still start a process per variant, as they do from the command line.)
+    """
+    monkeypatch.syspath_prepend(BENCHMARKS)  # as when run from there: views.py imports accuracy
+
+    def run_script(script, *args):
+        module = importlib.import_module(script.removesuffix(".py"))
+        assert os.path.dirname(os.path.abspath(module.__file__)) == BENCHMARKS, module  # not a module of the same name elsewhere
+        capsys.readouterr()
+        assert module.main(list(args)) == 0
+        return capsys.readouterr().out
+
+    return run_script
 
 
-def test_throughput_script_compares_variants_and_writes_tables(tmp_path):
-    out = _run("throughput.py", "--batch", "4", "--width", "0.35", "--steps", "1", "--seconds", "0", "--windows", "2", "--warmup", "1",
-               "--variants", "acgi", "--out", str(tmp_path), "--name", "tp")
+@pytest.mark.slow
+def test_throughput_script_compares_variants_and_writes_tables(tmp_path, run):
+    out = run("throughput.py", "--batch", "4", "--width", "0.35", "--steps", "1", "--seconds", "0", "--windows", "2", "--warmup", "1",
+              "--variants", "acgi", "--out", str(tmp_path), "--name", "tp")
     report = json.loads((tmp_path / "tp.json").read_text())
     for key in "agi":
         assert len(report["results"][key]["rates"]) == 2 and report["results"][key]["images_per_second"] > 0, report["results"][key]
@@ -34,37 +47,38 @@ def test_throughput_script_compares_variants_and_writes_tables(tmp_path):
     assert "| (i) kdistill, (f), teacher + data at 2x size |" in table and set(report["results"]["i"]["taps"])
 
 
-def test_folding_script_times_plain_and_folded_teacher(tmp_path):
-    out = _run("folding.py", "--settings", "16:2", "--windows", "2", "--seconds", "0", "--out", str(tmp_path))
+def test_folding_script_times_plain_and_folded_teacher(tmp_path, run):
+    out = run("folding.py", "--settings", "16:2", "--windows", "2", "--seconds", "0", "--out", str(tmp_path))
     row = json.loads((tmp_path / "folding_tensorflow.json").read_text())["results"][0]
     assert (row["size"], row["batch"]) == (16, 2) and len(row["rates"]["plain"]) == len(row["rates"]["folded"]) == 2
     assert row["ratios"] == [f / p for f, p in zip(row["rates"]["folded"], row["rates"]["plain"])] and "| 16x16 | 2 |" in out
 
 
-def test_scaling_script_writes_table_and_plot(tmp_path):
-    _run("scaling.py", "--axes", "taps", "--taps", "1", "--steps", "1", "--seconds", "0", "--windows", "1", "--out", str(tmp_path))
+def test_scaling_script_writes_table_and_plot(tmp_path, run):
+    run("scaling.py", "--axes", "taps", "--taps", "1", "--steps", "1", "--seconds", "0", "--windows", "1", "--out", str(tmp_path))
     grid = json.loads((tmp_path / "scaling_tensorflow.json").read_text())["grid"]
     assert list(grid) == ["taps"] and grid["taps"][0]["ms_per_step"] > 0 and grid["taps"][0]["taps"] == 1
     assert (tmp_path / "scaling_tensorflow.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_accuracy_script_reports_mean_and_std(tmp_path):
+@pytest.mark.slow
+def test_accuracy_script_reports_mean_and_std(tmp_path, run):
     import kdistill
 
     make_fashion_mnist(tmp_path / "data", train=96, test=32)
     teacher = str(tmp_path / "teacher.keras")
     kdistill.students.get("resnet8x4", num_classes=10).save(teacher)  # any model with logits can teach logits-only methods
-    _run("accuracy.py", "--seeds", "2", "--epochs", "1", "--train-limit", "64", "--methods", "kd", "--data-dir", str(tmp_path / "data"),
-         "--teacher", teacher, "--out", str(tmp_path))
+    run("accuracy.py", "--seeds", "2", "--epochs", "1", "--train-limit", "64", "--methods", "kd", "--data-dir", str(tmp_path / "data"),
+        "--teacher", teacher, "--out", str(tmp_path))
     results = json.loads((tmp_path / "accuracy_fashion_mnist.json").read_text())["results"]
     assert len(results["kd"]["top1"]) == 2 and set(results) == {"teacher", "kd"}
     assert "± " in (tmp_path / "accuracy_fashion_mnist.md").read_text()
 
 
-def test_quantization_script_measures_every_integer_mode(tmp_path):
+def test_quantization_script_measures_every_integer_mode(tmp_path, run):
     sample = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "fashion-mnist-sample")
-    _run("quantization.py", "--students", "resnet20", "--epochs", "1", "--train-limit", "200", "--test-limit", "50", "--data-dir", sample,
-         "--out", str(tmp_path))
+    run("quantization.py", "--students", "resnet20", "--epochs", "1", "--train-limit", "200", "--test-limit", "50", "--data-dir", sample,
+        "--out", str(tmp_path))
     rows = json.loads((tmp_path / "quantization_fashion_mnist.json").read_text())["rows"]
     assert [row["student"] for row in rows] == ["resnet20"]
     assert set(rows[0]["agreement"]) == {"int8 min/max", "int8 percentile", "int16x8"}
@@ -72,7 +86,8 @@ def test_quantization_script_measures_every_integer_mode(tmp_path):
     assert "| resnet20 | 274,042 |" in (tmp_path / "quantization_fashion_mnist.md").read_text()
 
 
-def test_paired_protocol_reports_intervals_gap_and_a_plot(tmp_path):
+@pytest.mark.slow
+def test_paired_protocol_reports_intervals_gap_and_a_plot(tmp_path, run):
     from conftest import resnet50_shaped_teacher
 
     make_fashion_mnist(tmp_path / "data", train=160, test=32)
@@ -81,7 +96,7 @@ def test_paired_protocol_reports_intervals_gap_and_a_plot(tmp_path):
     command = ("accuracy.py", "--paired", "--seeds", "2", "--epochs", "1", "--train-limit", "64", "--transfer-limit", "32",
                "--methods", "alone,kd,fitnets_transfer", "--student", "resnet8x4", "--data-dir", str(tmp_path / "data"), "--teacher", teacher,
                "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path))
-    out = _run(*command, timeout=900)
+    out = run(*command)
     record = json.loads((tmp_path / "evidence_fashion_mnist.json").read_text())
     assert record["labelled"] == 64 and record["transfer"] == 32
     assert all(len(record["results"][m]["top1"]) == 2 for m in ("alone", "kd", "fitnets_transfer"))
@@ -90,7 +105,7 @@ def test_paired_protocol_reports_intervals_gap_and_a_plot(tmp_path):
     assert "Against KD alone" in (tmp_path / "evidence_fashion_mnist.md").read_text()
     assert (tmp_path / "evidence_fashion_mnist_vs_kd.png").read_bytes()[:4] == b"\x89PNG"
     # Resumable: every (method, seed) was recorded as it finished, so the same command trains nothing again.
-    again = _run(*command, timeout=900)
+    again = run(*command)
     assert "seed 0" not in again and json.loads((tmp_path / "evidence_fashion_mnist.json").read_text())["results"] == record["results"]
     comparison = record["comparisons"]["fitnets_transfer"]
     assert comparison["difference_low"] <= comparison["difference_mean"] <= comparison["difference_high"]
@@ -100,14 +115,14 @@ def test_paired_protocol_reports_intervals_gap_and_a_plot(tmp_path):
     assert (tmp_path / "evidence_fashion_mnist.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_views_script_compares_the_live_teacher_with_a_cache_of_views(tmp_path):
+def test_views_script_compares_the_live_teacher_with_a_cache_of_views(tmp_path, run):
     import kdistill
 
     make_fashion_mnist(tmp_path / "data", train=96, test=32)
     teacher = str(tmp_path / "teacher.keras")
     kdistill.students.get("resnet8x4", num_classes=10).save(teacher)
-    _run("views.py", "--seeds", "1", "--epochs", "1", "--train-limit", "64", "--views", "2", "--methods", "views,live", "--student", "resnet8x4", "--data-dir",
-         str(tmp_path / "data"), "--teacher", teacher, "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path))
+    run("views.py", "--seeds", "1", "--epochs", "1", "--train-limit", "64", "--views", "2", "--methods", "views,live", "--student", "resnet8x4", "--data-dir",
+        str(tmp_path / "data"), "--teacher", teacher, "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path))
     record = json.loads((tmp_path / "views_fashion_mnist.json").read_text())
     assert set(record["results"]) == {"views", "live"} and record["train"] == 64
     assert all(0 <= row["top1"][0] <= 1 and row["seconds"][0] > 0 for row in record["results"].values())

@@ -31,6 +31,7 @@ def test_committed_notebook_shows_outputs_of_a_real_run(name):
     assert any("image/png" in output.get("data", {}) for cell in code for output in cell["outputs"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_executes_with_quick_settings(name, tmp_path, monkeypatch):
     make_fashion_mnist(tmp_path / "data", train=300, test=64, seed=6)

@@ -17,6 +17,7 @@ def _images(dataset, count):
     return np.concatenate([np.asarray(x) for x, _ in dataset])[:count]
 
 
+@pytest.mark.slow
 def test_quantization_aware_distillation_end_to_end_on_real_images(tmp_path):
     """One test (not three sharing a fixture), so that the training runs once under pytest-xdist."""
     splits = kdistill.data.load("fashion_mnist", data_dir=REAL_SAMPLE, batch_size=32, validation_fraction=0.1)
@@ -28,8 +29,8 @@ def test_quantization_aware_distillation_end_to_end_on_real_images(tmp_path):
     # The twin: BatchNormalization folded, one unit per convolution, named after the last layer it absorbed.
     twin = quantize.quantize_model(student, calibration_images=_images(splits.train, 256))
     kinds = {type(layer).__name__ for layer in twin.layers}
-    assert "BatchNormalization" not in kinds and "FoldedConv" in kinds and "QuantizedRescaling" in kinds
-    assert sum(isinstance(layer, quantize.FoldedConv) for layer in twin.layers) == sum(
+    assert "BatchNormalization" not in kinds and "QuantizedFoldedConv" in kinds and "QuantizedRescaling" in kinds
+    assert sum(isinstance(layer, quantize.QuantizedFoldedConv) for layer in twin.layers) == sum(
         type(layer).__name__ in ("Conv2D", "DepthwiseConv2D") for layer in student.layers)
     assert twin.get_layer("block_6_expand_relu").activation == "relu6"
     images = _images(splits.test, 1000)
@@ -93,7 +94,7 @@ def test_a_built_sequential_model_quantizes_and_a_subclassed_one_is_refused():
     model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3), keras.layers.BatchNormalization(), keras.layers.ReLU(),
                               keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
     twin = quantize.quantize_model(model)
-    assert [type(layer).__name__ for layer in twin.layers[1:]] == ["ActivationQuantizer", "FoldedConv", "QuantizedOutput", "QuantizedDense"]
+    assert [type(layer).__name__ for layer in twin.layers[1:]] == ["ActivationQuantizer", "QuantizedFoldedConv", "QuantizedOutput", "QuantizedDense"]
 
     class Subclassed(keras.Model):
         def call(self, inputs):
@@ -123,7 +124,7 @@ def test_mixed_precision_fine_tunes_the_twin():
         twin.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         history = twin.fit(images, labels, epochs=1, batch_size=8, verbose=0)
     assert np.isfinite(history.history["loss"][0])
-    units = [layer for layer in twin.layers if isinstance(layer, quantize.FoldedConv)]
+    units = [layer for layer in twin.layers if isinstance(layer, quantize.QuantizedFoldedConv)]
     assert units[0].compute_dtype == "bfloat16" and units[0].kernel.dtype == "float32" and units[0].output_quantizer.range_min.dtype == "float32"
     ranges = [unit.output_quantizer.range() for unit in units]
     # (a random network's later activations may vanish, so only the first range is surely wider than a point)

@@ -18,20 +18,26 @@ from conftest import images, labels, small_cnn
 from test_data import make_fashion_mnist
 
 
+#: the runs below read 16x16 images: a quarter of resnet8x4's work per step at 32x32, the same number of steps per epoch
+IMAGE_SIZE = 16
+
+
 @pytest.fixture(scope="module")
 def run_inputs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("survive")
     make_fashion_mnist(folder / "data", train=1500, test=64, seed=2)
     teacher_path = str(folder / "teacher.keras")
-    small_cnn("teacher", widths=(16, 32)).save(teacher_path)
+    small_cnn("teacher", widths=(16, 32), input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3)).save(teacher_path)
     return folder, teacher_path
 
 
 def _distill_command(folder, teacher_path, output, epochs):
-    return ["distill", "--data-dir", str(folder / "data"), "--teacher", teacher_path, "--student", "resnet8x4", "--taps", "none",
-            "--epochs", str(epochs), "--batch-size", "32", "--output-dir", str(output), "--seed", "1", "--no-check-teacher"]  # an untrained teacher
+    return ["distill", "--data-dir", str(folder / "data"), "--image-size", str(IMAGE_SIZE), "--teacher", teacher_path, "--student", "resnet8x4",
+            "--taps", "none", "--epochs", str(epochs), "--batch-size", "32", "--output-dir", str(output), "--seed", "1",
+            "--no-check-teacher"]  # an untrained teacher
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_same_command_resumes_from_the_last_epoch(run_inputs):
     folder, teacher_path = run_inputs
     output = folder / "killed"
@@ -315,6 +321,7 @@ class _KilledAt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_a_resumed_run_matches_an_uninterrupted_one_epoch_by_epoch(run_inputs):
     """Resuming restored weights and epoch but not the data order: epoch k was read in epoch 0's order (tf.data restarts)."""
     from kdistill.run import jobs
@@ -323,7 +330,7 @@ def test_a_resumed_run_matches_an_uninterrupted_one_epoch_by_epoch(run_inputs):
     folder, teacher_path = run_inputs
 
     def config(name):
-        return DistillConfig.from_dict({"data_dir": str(folder / "data"), "teacher": teacher_path, "student": "resnet8x4", "taps": "none",
+        return DistillConfig.from_dict({"data_dir": str(folder / "data"), "image_size": IMAGE_SIZE, "teacher": teacher_path, "student": "resnet8x4", "taps": "none",
                                         "epochs": 2, "batch_size": 32, "train_limit": 400, "test_limit": 64, "seed": 1,
                                         "check_teacher": False, "output_dir": str(folder / name)})
 
