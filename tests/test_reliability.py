@@ -62,6 +62,24 @@ def test_a_non_finite_loss_ends_in_one_line_with_rc_2(tmp_path, teacher_file, ca
     assert not os.path.exists(tmp_path / "run" / jobs.LOCK_NAME)  # released on error too
 
 
+def test_a_run_stopped_in_its_first_epoch_leaves_no_run_folder(tmp_path, teacher_file, monkeypatch, capsys):
+    """A non-finite loss or Ctrl-C in epoch 1 left `run/history.csv` (0 bytes), so the run folder stayed (found by benchmarks/faults.py)."""
+    config = tmp_path / "run.yaml"
+    config.write_text("taps: {teacher_stage2: stage2_out}\nfeature_loss: mse\ntap_weights: 1.0e+38\n")
+    command = [arg for arg in _distill(teacher_file, tmp_path / "new" / "run") if arg not in ("--taps", "none")]
+    assert cli.main(command + ["--config", str(config)]) == 2
+    assert "training loss became non-finite" in _one_line(capsys.readouterr().err)
+    assert not (tmp_path / "new").exists()
+
+    def ctrl_c_in_the_first_epoch(self, epoch, logs=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(callbacks.DataPass, "on_epoch_begin", ctrl_c_in_the_first_epoch)
+    assert cli.main(_distill(teacher_file, tmp_path / "new" / "run")) == 130
+    assert "interrupted at epoch 1 of 1" in _one_line(capsys.readouterr().err)
+    assert not (tmp_path / "new").exists()
+
+
 def test_ctrl_c_during_distill_names_the_epoch_and_the_same_command_resumes(tmp_path, teacher_file, monkeypatch, capsys):
     output = tmp_path / "run"
     begin = callbacks.DataPass.on_epoch_begin
@@ -393,3 +411,13 @@ def test_student_weights_of_another_architecture_are_refused_naming_both(tmp_pat
     assert cli.main(_distill(teacher_file, tmp_path / "run", 1, "--student-weights", weights)) == 2
     line = _one_line(capsys.readouterr().err)
     assert f"{weights!r} holds another architecture than the student 'resnet8x4'" in line and "named 'resnet20'" in line
+
+
+def test_a_truncated_keras_file_is_called_truncated_not_missing(tmp_path, teacher_file, capsys):
+    """A .keras file cut short read "File not found: filepath=..." (Keras' words) for a file that exists (found by benchmarks/faults.py)."""
+    whole = open(teacher_file, "rb").read()
+    path = tmp_path / "cut.keras"
+    path.write_bytes(whole[: len(whole) // 3])
+    assert cli.main(["evaluate", str(path), "--data-dir", str(tmp_path / "no-data")]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert f"{str(path)!r} is truncated" in line and "File not found" not in line

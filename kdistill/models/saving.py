@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 
 import keras
 
@@ -65,7 +66,7 @@ def load_model(path: str, role: str) -> keras.Model:
 
 
 def _check_model_file(path: str) -> None:
-    """UserError for a folder or a `.keras` file that is not a zip archive (Keras said "File not found" for both)."""
+    """UserError for a folder or a `.keras` file that is not a whole zip archive (Keras said "File not found" for each)."""
     if os.path.isdir(path):
         raise UserError(f"{path!r} is a folder, not a Keras model file: pass the .keras file written by model.save() (a SavedModel "
                         "or a folder of weights cannot be loaded as a Keras model).")
@@ -74,6 +75,9 @@ def _check_model_file(path: str) -> None:
     if path.endswith(".keras") and head != b"PK\x03\x04":
         raise UserError(f"{path!r} is not a Keras model file: a .keras file is a zip archive written by model.save(), and this one "
                         f"starts with {head!r}. Pass the file the model was saved to.")
+    if path.endswith(".keras") and not zipfile.is_zipfile(path):  # a zip's directory is at its end: a cut copy has none
+        raise UserError(f"{path!r} is truncated: it starts as a .keras zip archive but ends before the archive's directory, as a copy "
+                        "or download that stopped does. Copy or save the model again (`model.save('x.keras')`).")
 
 
 def save_for_inference(model: keras.Model, path: str) -> str:

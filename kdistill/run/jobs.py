@@ -311,8 +311,14 @@ def _fit(distiller: FeatureDistiller, config: DistillConfig, splits: data_module
             history = distribute.fit(distiller, train, epochs=config.epochs, strategy=strategy, verbose=verbose)
         history["epoch"] = list(range(config.epochs))
         return history, resuming
-    with callbacks.reporting_interrupts(progress, resumable=True):
-        distiller.fit(train, validation_data=splits.validation, epochs=config.epochs, verbose=verbose, callbacks=run_callbacks, shuffle=False)
+    try:
+        with callbacks.reporting_interrupts(progress, resumable=True):
+            distiller.fit(train, validation_data=splits.validation, epochs=config.epochs, verbose=verbose, callbacks=run_callbacks, shuffle=False)
+    finally:
+        # CSVLogger creates the file when training begins: a run stopped in its first epoch (Ctrl-C, a non-finite loss) leaves no
+        # empty history.csv, and so run_folder can remove the folder it made.
+        if os.path.exists(history_csv) and os.path.getsize(history_csv) == 0:
+            os.remove(history_csv)
     return _read_history_csv(history_csv), resuming
 
 
