@@ -48,9 +48,16 @@ def _data_arguments(parser: argparse.ArgumentParser, defaults: bool = True) -> N
     options.add_flags(parser, DistillConfig, DATA_FLAGS, defaults=defaults)
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose mistakes are one line naming the fix (argparse prints the whole usage block first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the flags)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `kdistill` parser: global flags, then one subcommand per job, each with its handler (`args.func`)."""
-    parser = argparse.ArgumentParser(prog="kdistill", description="Knowledge distillation for Keras 3 / TensorFlow.")
+    parser = _Parser(prog="kdistill", description="Knowledge distillation for Keras 3 / TensorFlow.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     parser.add_argument("--backend", choices=BACKENDS,
                         help="Keras backend (sets KERAS_BACKEND before Keras loads; default: KERAS_BACKEND, else tensorflow). "

@@ -210,6 +210,12 @@ def test_small_cli_mistakes_get_one_clear_line(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "teacher_layer:student_layer" in err and "_parse_taps" not in err
+    # A flag without its value: one line, not argparse's usage block of every flag first.
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["distill", "--test-limit"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(lines) == 1, lines
+    assert lines[0] == "kdistill distill: error: argument --test-limit: expected one argument (`kdistill distill --help` lists the flags)"
     assert cli.main(["distill", "--train-limit", "0", "--teacher", str(tmp_path / "t.keras")]) == 2
     assert "train_limit must be a positive" in capsys.readouterr().err
 
