@@ -93,7 +93,7 @@ def _fashion_mnist(args) -> dict:
             # (a shared pipeline reshuffles on each pass, so later methods would see other orders).
             splits = load(seed)
             keras.utils.set_random_seed(seed)
-            student = kdistill.students.get("mobilenet_v2", num_classes=splits.num_classes, width=args.width)
+            student = student_from_args(args)
             distiller = kdistill.FeatureDistiller(teacher, student, temperature=4.0, **METHODS[method])
             distiller.compile(optimizer="adam", metrics=["accuracy"])
             start = time.perf_counter()
@@ -402,7 +402,7 @@ def main(argv=None) -> int:
     parser.add_argument("--train-limit", type=int, default=10_000)
     parser.add_argument("--test-limit", type=int, default=None)
     parser.add_argument("--width", type=float, default=0.35)
-    parser.add_argument("--student", default="mobilenet_v2", help="registered student of the paired protocol (default mobilenet_v2)")
+    parser.add_argument("--student", default="mobilenet_v2", help="registered student (default mobilenet_v2 at --width)")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--teacher", default=os.path.join("saved_models", "demo", "teacher.keras"))

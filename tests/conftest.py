@@ -13,7 +13,7 @@ import pytest
 def pytest_collection_modifyitems(items):
     """Tests marked `slow` go first, in their files' order, then the rest as collected.
 
-    Under pytest-xdist's default `--dist load` the workers take tests in this order, so the long ones are shared out first and
+    Under pytest-xdist's `--dist loadgroup` (pyproject.toml) the workers take tests in this order, so the long ones are shared out first and
     the short ones fill the gaps at the end, instead of a long test starting last while the other worker idles.
     """
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -68,8 +68,8 @@ def test_accuracy_script_reports_mean_and_std(tmp_path, run):
     make_fashion_mnist(tmp_path / "data", train=96, test=32)
     teacher = str(tmp_path / "teacher.keras")
     kdistill.students.get("resnet8x4", num_classes=10).save(teacher)  # any model with logits can teach logits-only methods
-    run("accuracy.py", "--seeds", "2", "--epochs", "1", "--train-limit", "64", "--methods", "kd", "--data-dir", str(tmp_path / "data"),
-        "--teacher", teacher, "--out", str(tmp_path))
+    run("accuracy.py", "--seeds", "2", "--epochs", "1", "--train-limit", "64", "--methods", "kd", "--student", "resnet8x4",
+        "--data-dir", str(tmp_path / "data"), "--teacher", teacher, "--out", str(tmp_path))
     results = json.loads((tmp_path / "accuracy_fashion_mnist.json").read_text())["results"]
     assert len(results["kd"]["top1"]) == 2 and set(results) == {"teacher", "kd"}
     assert "± " in (tmp_path / "accuracy_fashion_mnist.md").read_text()

@@ -9,6 +9,9 @@ import kdistill
 from kdistill import export
 from kdistill.export import int8_calibration
 
+#: one pytest-xdist worker runs this file (its module fixture trains a ResNet-20 for a minute: once, not once per worker)
+pytestmark = pytest.mark.xdist_group("export")
+
 #: 2,000 training and 1,000 test images of the real Fashion-MNIST, shipped with the tests (tools/make_fashion_mnist_sample.py)
 REAL_SAMPLE = os.path.join(os.path.dirname(__file__), "data", "fashion-mnist-sample")
 

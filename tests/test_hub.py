@@ -19,6 +19,9 @@ from kdistill.run.config import DistillConfig
 
 from conftest import REAL_SAMPLE, real_images
 
+#: one pytest-xdist worker runs this file (its module fixtures save three presets and distil one: once, not once per worker)
+pytestmark = pytest.mark.xdist_group("hub")
+
 
 def _resnet_classifier():
     """A ResNet with 3 stacks (P2-P4) and an ImageClassifier head whose converter scales pixels to [0, 1]."""
