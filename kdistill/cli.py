@@ -20,7 +20,7 @@ import sys
 import traceback
 
 from kdistill import backend as backend_module
-from kdistill.errors import Interrupted, UserError, number_from_yaml
+from kdistill.errors import Interrupted, UserError
 from kdistill.run import flag_checks, options
 from kdistill.run.config import DistillConfig, read_config_file
 
@@ -169,18 +169,6 @@ def _add_export(commands) -> None:
     export.set_defaults(func=_export)
 
 
-def _parse_overrides(pairs: list[str]) -> dict:
-    import yaml
-
-    overrides = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise UserError(f"--set takes KEY=VALUE, received {pair!r}.")
-        key, value = pair.split("=", 1)
-        overrides[key] = number_from_yaml(yaml.safe_load(value))  # --set qat_learning_rate=1e-4 is a number
-    return overrides
-
-
 def _progress() -> int:
     """Keras verbosity: a live progress bar in a terminal, one line per epoch in a log file."""
     return 1 if sys.stdout.isatty() else 2
@@ -205,7 +193,7 @@ def _load_splits(args, **changes):
 def _demo(args) -> int:
     from kdistill.run import jobs
 
-    overrides = _parse_overrides(args.set)  # jobs.demo checks them (names, types, signs) before any work
+    overrides = options.parse_overrides(args.set)  # jobs.demo checks them (names, types, signs) before any work
     summary = jobs.demo(args.output_dir, full=args.full, data_dir=args.data_dir, seed=args.seed, overrides=overrides,
                         verbose=0 if args.quiet else _progress(), retrain_teacher=args.retrain_teacher)
     print()
@@ -365,10 +353,8 @@ def _report(args, message: str) -> int:
     return 2
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `kdistill` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    # Stage messages ("Training the teacher ...") are INFO; --verbose adds TensorFlow's own.
+def _log_to_stderr(verbose: bool) -> None:
+    """kdistill's stage messages on stderr, one line each ("kdistill: Training the teacher ..."); DEBUG with --verbose."""
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("kdistill: %(message)s"))
     package_logger = logging.getLogger("kdistill")
@@ -377,12 +363,18 @@ def main(argv: list[str] | None = None) -> int:
     handler.kdistill_cli = True
     package_logger.addHandler(handler)
     package_logger.propagate = False  # one line per message (TensorFlow's absl setup also gives the root logger a handler)
-    package_logger.setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    if not args.verbose:
+    package_logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         # TensorFlow's Python warnings (e.g. "5 out of the last 35 calls ... triggered tf.function retracing" when the
         # demo predicts with several models), printed twice through absl's and the root handlers: --verbose shows them.
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `kdistill` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    _log_to_stderr(args.verbose)
     try:
         _select_backend(args.backend)
         backend_module.check_backend_name()

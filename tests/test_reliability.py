@@ -12,7 +12,7 @@ import pytest
 
 from kdistill import cli
 from kdistill.errors import UserError, check_number
-from kdistill.run import callbacks, jobs
+from kdistill.run import callbacks, jobs, options
 from kdistill.run.config import DistillConfig
 from conftest import REAL_SAMPLE, small_cnn
 
@@ -178,7 +178,7 @@ def test_numbers_in_exponent_notation_read_as_numbers_from_yaml_and_set():
     from kdistill.run import demo
 
     assert DistillConfig.from_dict(yaml.safe_load("learning_rate: 1e-3\nweight_decay: 5e-4"), check_files=False).learning_rate == 1e-3
-    assert demo.check_settings({"qat_learning_rate": cli._parse_overrides(["qat_learning_rate=1e-4"])["qat_learning_rate"]})
+    assert demo.check_settings({"qat_learning_rate": options.parse_overrides(["qat_learning_rate=1e-4"])["qat_learning_rate"]})
 
 
 def test_demo_settings_are_checked_before_the_teacher_trains(tmp_path, monkeypatch, capsys):

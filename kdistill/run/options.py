@@ -27,7 +27,7 @@ import dataclasses
 import typing
 from typing import Any, Callable
 
-from kdistill.errors import UserError
+from kdistill.errors import UserError, number_from_yaml
 
 __all__ = ["option", "add_flags", "flag_names", "flag_values", "merge_flags", "number_rules", "taps_flag", "numbers_flag", "names_flag",
            "one_or_list_flag"]
@@ -150,3 +150,21 @@ def names_flag(text: str, flag: str) -> list[str] | None:
 def one_or_list_flag(values: list, flag: str) -> Any:
     """A flag with `nargs="+"`: one value as itself, several as a list."""
     return values[0] if len(values) == 1 else values
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` pairs as a dict, each value read as YAML (`--set qat_learning_rate=1e-4` is a number).
+
+    Example:
+        >>> parse_overrides(["qat_learning_rate=1e-4", "student=mobilenet_v2"])
+        {'qat_learning_rate': 0.0001, 'student': 'mobilenet_v2'}
+    """
+    import yaml
+
+    overrides = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise UserError(f"--set takes KEY=VALUE, received {pair!r}.")
+        key, value = pair.split("=", 1)
+        overrides[key] = number_from_yaml(yaml.safe_load(value))
+    return overrides
