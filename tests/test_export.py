@@ -124,6 +124,23 @@ def test_parity_report_covers_every_format(trained, tmp_path):
     assert (tmp_path / "report.json").exists()
 
 
+@pytest.mark.parametrize("formats", [("float32", "saved_model", "float16"), ("float32", "float16")])
+def test_export_all_traces_one_saved_model_for_every_tflite_file(tmp_path, monkeypatch, formats):
+    from kdistill.export import parity, writers
+
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+    written, original = [], writers.saved_model
+    for module in (parity, writers):  # every SavedModel written, by export_all or inside tflite()
+        monkeypatch.setattr(module, "saved_model", lambda *args, **kwargs: written.append(args[1]) or original(*args, **kwargs))
+    result = export.export_all(model, str(tmp_path / "out"), formats=formats)
+    assert len(written) == 1 and list(result["files"]) == list(formats)
+    images = np.random.default_rng(0).uniform(0, 255, (4, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(export.tflite_predict(result["files"]["float32"], images), model.predict(images, verbose=0), atol=1e-4)
+    # the SavedModel asked for is the one converted; otherwise a hidden one that is gone afterwards
+    assert ("saved_model" in formats) == (written[0] == str(tmp_path / "out" / "serving"))
+    assert sorted(os.listdir(tmp_path / "out")) == sorted(["student_float32.tflite", "student_float16.tflite"] + (["serving"] if "saved_model" in formats else []))
+
+
 def test_exporting_a_distiller_exports_only_its_student(trained, tmp_path):
     student, _ = trained
     teacher = kdistill.students.get("resnet20", num_classes=10)

@@ -18,7 +18,7 @@ from kdistill.backend import LazyTensorFlow
 from kdistill.export.tflite_runtime import interpreter_class  # noqa: F401  (kept for parity.interpreter_class)
 from kdistill.export.tflite_runtime import latency_ms, tflite_predict, tflite_runner
 from kdistill.export.writers import check_formats, check_writable, onnx, saved_model, student_of, tflite
-from kdistill.files import write_json
+from kdistill.files import staging_folder, write_json
 
 tf = LazyTensorFlow("the parity report")
 
@@ -173,15 +173,20 @@ def export_all(model, output_dir: str, formats: Iterable[str] = ("saved_model", 
     check_writable(output_dir)
     os.makedirs(output_dir, exist_ok=True)
     files = {}
-    for name in formats:
-        logger.info("Exporting %s ...", name)
-        if name == "saved_model":
-            files[name] = saved_model(student, os.path.join(output_dir, "serving"), version=version)
-        elif name == "onnx":
-            files[name] = onnx(student, os.path.join(output_dir, "student.onnx"))
-        else:
-            files[name] = tflite(student, os.path.join(output_dir, f"student_{name}.tflite"), quantize=name,
-                                 representative=representative, int8_io=int8_io, calibration=calibration, percentile=percentile)
+    if "saved_model" in formats:
+        logger.info("Exporting saved_model ...")
+        files["saved_model"] = saved_model(student, os.path.join(output_dir, "serving"), version=version)
+    with staging_folder(output_dir, prefix=".savedmodel-") as staging:
+        source = files.get("saved_model")  # one SavedModel for every TFLite conversion (each would trace and write its own)
+        for name in (name for name in formats if name != "saved_model"):
+            logger.info("Exporting %s ...", name)
+            if name == "onnx":
+                files[name] = onnx(student, os.path.join(output_dir, "student.onnx"))
+                continue
+            source = source or saved_model(student, staging, version=1)
+            files[name] = tflite(student, os.path.join(output_dir, f"student_{name}.tflite"), quantize=name, representative=representative,
+                                 int8_io=int8_io, calibration=calibration, percentile=percentile, saved_model_dir=source)
+    files = {name: files[name] for name in formats}  # in the order asked for
     report = None
     if test is not None:
         named = {(name if name in ("saved_model", "onnx") else f"tflite_{name}"): path for name, path in files.items()}

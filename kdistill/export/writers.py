@@ -115,7 +115,7 @@ def _representative_images(dataset, count: int) -> list[np.ndarray]:
 
 
 def tflite(model, path: str, quantize: str = "float32", representative: Iterable | None = None, representative_count: int = 500,
-           int8_io: bool = False, calibration: str = "minmax", percentile: float = 99.99) -> str:
+           int8_io: bool = False, calibration: str = "minmax", percentile: float = 99.99, saved_model_dir: str | None = None) -> str:
     """Converts the student to a TFLite flatbuffer.
 
     Args:
@@ -133,6 +133,9 @@ def tflite(model, path: str, quantize: str = "float32", representative: Iterable
             ranges, see `kdistill.quantize`; chosen by itself for such a model,
             which needs no representative images). See `kdistill.export.int8_calibration`.
         percentile: p for percentile calibration.
+        saved_model_dir: a SavedModel that `saved_model()` wrote from this
+            student, converted as it is (several conversions of one student
+            then share one export); by default the student is exported anew.
 
     Returns:
         `path`.
@@ -158,7 +161,7 @@ def tflite(model, path: str, quantize: str = "float32", representative: Iterable
     check_writable(folder)
     os.makedirs(folder, exist_ok=True)
     with files.staging_folder(folder, prefix=".export-") as staging:
-        exported = saved_model(student, staging, version=1)
+        exported = saved_model_dir or saved_model(student, staging, version=1)
         converter = tf.lite.TFLiteConverter.from_saved_model(exported)
         if quantize == "float16":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
