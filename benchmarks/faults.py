@@ -10,7 +10,7 @@ when the status is the expected one (2; 130 for Ctrl-C; 0 for the success cases)
 exactly one line besides the log lines, no traceback, the expected words in that
 line, nothing left behind, and the case's own check (a resumed run finishing, ...).
 
-    python benchmarks/faults.py                                   # every case, ~10 min on 2 CPU cores
+    python benchmarks/faults.py                                   # every case, ~14 min on 2 CPU cores
     python benchmarks/faults.py --cases yaml_list,json_syntax --out /tmp/faults
 Writes <out>/faults_<name>.json and <out>/faults.md.
 """
@@ -223,12 +223,15 @@ def _known_cases(text: str) -> list:
 def main(argv: list | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=_known_cases, default="", help="comma-separated case names (default: all)")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    parser.add_argument("--out", help="results folder (default: benchmarks/results, for a run of every case only)")
     parser.add_argument("--name", default="cli", help="the JSON is <out>/faults_<name>.json")
     parser.add_argument("--work-dir", help="where the cases run (kept; default: a temporary folder, removed)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per kdistill command")
     args = parser.parse_args(argv)
     names = args.cases or list(fault_cases.CASES)
+    if args.out is None and args.cases:
+        parser.error("--cases runs a subset: pass --out DIR (benchmarks/results holds the run of every case)")
+    args.out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
     work = os.path.abspath(args.work_dir) if args.work_dir else tempfile.mkdtemp(prefix="kdistill-faults-")
     taken = [name for name in names if os.path.exists(os.path.join(work, name))]
     if taken:
@@ -257,7 +260,7 @@ def main(argv: list | None = None) -> int:
         handle.write(markdown(records, command, seconds))
     ok = sum(record["verdict"] == "ok" for record in records)
     print(f"{len(records)} cases: {ok} ok, {len(records) - ok} not ok; {seconds:.0f} s; {os.path.join(args.out, 'faults.md')}")
-    return 0
+    return 0 if ok == len(records) else 1
 
 
 if __name__ == "__main__":

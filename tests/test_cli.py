@@ -216,6 +216,10 @@ def test_small_cli_mistakes_get_one_clear_line(tmp_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2 and len(lines) == 1, lines
     assert lines[0] == "kdistill distill: error: argument --test-limit: expected one argument (`kdistill distill --help` lists the flags)"
+    with pytest.raises(SystemExit) as exit_info:  # a misspelt command: one line naming the known ones
+        cli.main(["distil"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(lines) == 1 and "invalid choice: 'distil'" in lines[0] and "'distill'" in lines[0], lines
     assert cli.main(["distill", "--train-limit", "0", "--teacher", str(tmp_path / "t.keras")]) == 2
     assert "train_limit must be a positive" in capsys.readouterr().err
 
