@@ -3,6 +3,8 @@ import os
 import subprocess
 import sys
 
+import keras
+import numpy as np
 import pytest
 
 from kdistill import cli
@@ -122,10 +124,15 @@ def test_demo_on_tiny_settings_prints_the_table_and_saves_figures(tmp_path, fake
     assert summary["export"]["formats"]["saved_model"]["agreement"] == 1.0
     assert "tflite_int8_aware is its int8 file" in out and (output / "export" / "int8_aware" / "student_int8.tflite").exists()
     # A second run with the same schedule reuses the teacher, and each student stage draws its own seed: the same students.
+    students = ("student_alone.keras", "student_distilled.keras")
+    first = {name: keras.saving.load_model(output / name, compile=False).get_weights() for name in students}
     assert cli.main(args + tiny + ["--set", "export=false", "--set", "qat_epochs=0"]) == 0
     again = json.loads((output / "summary.json").read_text())
     assert again["teacher_reused"] is True
     assert [row["top1"] for row in again["results"][:3]] == [row["top1"] for row in summary["results"][:3]]
+    for name in students:
+        for before, after in zip(first[name], keras.saving.load_model(output / name, compile=False).get_weights(), strict=True):
+            np.testing.assert_array_equal(before, after, err_msg=name)
     assert built == ["resnet50"]  # trained by the first run only
     assert cli.main(args + ["--set", "epochs=3"]) == 2
     assert "Unknown demo setting" in capsys.readouterr().err

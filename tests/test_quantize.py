@@ -104,6 +104,27 @@ def test_a_built_sequential_model_quantizes_and_a_subclassed_one_is_refused():
         quantize.quantize_model(Subclassed())
 
 
+def test_a_twin_saved_under_the_old_layer_name_still_loads(tmp_path):
+    """0.2 saved QuantizedFoldedConv as "kdistill>FoldedConv" (the demo's student_int8_qat.keras): such files still load."""
+    import zipfile
+
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3), keras.layers.BatchNormalization(), keras.layers.ReLU(),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
+    twin = quantize.quantize_model(model)
+    twin.save(tmp_path / "new.keras")
+    with zipfile.ZipFile(tmp_path / "new.keras") as new, zipfile.ZipFile(tmp_path / "old.keras", "w") as old:
+        for item in new.infolist():
+            content = new.read(item.filename)
+            if item.filename == "config.json":
+                assert b'"kdistill>QuantizedFoldedConv"' in content
+                content = content.replace(b'"kdistill>QuantizedFoldedConv"', b'"kdistill>FoldedConv"').replace(b'"QuantizedFoldedConv"', b'"FoldedConv"')
+            old.writestr(item, content)
+    loaded = keras.saving.load_model(tmp_path / "old.keras")
+    assert [type(layer).__name__ for layer in loaded.layers] == [type(layer).__name__ for layer in twin.layers]
+    images = np.random.default_rng(0).uniform(0, 255, (4, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), twin.predict(images, verbose=0), atol=1e-6)
+
+
 def test_resnet_blocks_quantize_too_with_relu_after_add():
     student = kdistill.students.get("resnet8x4", num_classes=10)
     twin = quantize.quantize_model(student)
