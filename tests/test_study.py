@@ -12,6 +12,9 @@ TABLES = {
     "features_fashion_mnist.json": {
         "KD alone (`kd_transfer`)": "kd_transfer", "FitNets": "fitnets_transfer", "feature KL at T": "feature_kl_transfer",
         "channel-wise distillation (CWD)": "cwd_transfer", "attention transfer (AT)": "at_transfer"},
+    "features_more_fashion_mnist.json": {
+        "KD alone, seeds 0–2": "kd_transfer", "MSE on projected features": "mse_kd_transfer", "0.9 feature KL + 0.1 CE": "feature_kl_ce_transfer",
+        "DKD": "dkd_transfer", "DIST": "dist_transfer", "IRG": "irg_transfer", "MEAL V2": "meal_v2_transfer", "ReviewKD": "reviewkd_transfer"},
 }
 
 
@@ -32,12 +35,12 @@ def _signed(value: float) -> str:
 
 def _expected_cells(record: dict, method: str) -> list[str]:
     compared = record["comparisons"][method]
-    cells = [f"{100 * compared['method_mean']:.2f} ± {100 * compared['method_std']:.2f}", _signed(compared["difference_mean"])]
+    cells = [f"{100 * compared['method_mean']:.2f} ± {100 * compared['method_std']:.2f}", _signed(compared["difference_mean"]).replace("-", "−")]
     if method == "kd_transfer":  # the baseline of the last two columns
         return cells + ["-", "-"]
     versus = record["comparisons_vs_kd"][method]
-    interval = f"[{_signed(versus['difference_low'])}, {_signed(versus['difference_high'])}]".replace("-", "−")
-    return cells + [f"{_signed(versus['difference_mean'])} {interval}", f"{versus['wins']}/{versus['seeds']}"]
+    gain = f"{_signed(versus['difference_mean'])} [{_signed(versus['difference_low'])}, {_signed(versus['difference_high'])}]"
+    return cells + [gain.replace("-", "−"), f"{versus['wins']}/{versus['seeds']}"]
 
 
 def test_readme_feature_tables_are_the_committed_study():
