@@ -193,9 +193,11 @@ def test_distill_refuses_a_chance_level_teacher_unless_told(tmp_path, capsys):
     assert cli.main(args + ["--no-check-teacher"]) == 0
 
 
-def test_demo_latency_rows_and_figure_cover_three_runtimes(tmp_path):
+def test_demo_latency_rows_and_figure_cover_three_runtimes(tmp_path, monkeypatch):
     import kdistill
     from kdistill import plots
+    from kdistill.export import writers as export_writers
+    from kdistill.export.writers import saved_model
     from kdistill.run import demo_stages
     from conftest import small_cnn
     from test_data import make_fashion_mnist
@@ -203,7 +205,12 @@ def test_demo_latency_rows_and_figure_cover_three_runtimes(tmp_path):
     make_fashion_mnist(tmp_path / "data", train=64, test=24)
     splits = kdistill.data.load("fashion_mnist", data_dir=str(tmp_path / "data"), batch_size=16)
     models = {"teacher": small_cnn("teacher", widths=(8, 16)), "student": small_cnn("student", widths=(4, 8))}
+    written = []
+    for module in (kdistill.export, export_writers):  # every SavedModel written, by the stage or inside tflite()
+        monkeypatch.setattr(module, "saved_model", lambda *args, **kwargs: written.append(args[1]) or saved_model(*args, **kwargs))
     rows = demo_stages.accuracy_latency_rows(models, str(tmp_path / "latency"), splits.validation, splits.test, limit=24)
+    assert len(written) == len(models)  # one SavedModel per model, for both of its TFLite files
+    assert sorted(os.listdir(tmp_path / "latency")) == sorted(f"{m}_{mode}.tflite" for m in models for mode in ("float32", "int8"))
     assert [(row["model"], row["runtime"]) for row in rows] == [(m, r) for m in models for r in ("Keras", "TFLite float32", "TFLite int8")]
     assert all(0 <= row["top1"] <= 1 and row["latency_ms"] > 0 for row in rows)
     keras_row, float_row = rows[0], rows[1]

@@ -20,7 +20,7 @@ import time
 import keras
 
 from kdistill import data as data_module
-from kdistill import export, plots, quantize
+from kdistill import export, files, plots, quantize
 from kdistill.models import saving
 from kdistill.models import taps as taps_module
 from kdistill.run import paired, teacher_cache, training
@@ -151,11 +151,12 @@ def accuracy_latency_rows(models: dict, folder: str, representative, test, limit
         logits = keras.ops.convert_to_numpy(model.predict(images, verbose=0, batch_size=256))
         rows.append({"model": name, "runtime": "Keras", "top1": float((logits.argmax(-1) == labels).mean()),
                      "latency_ms": round(export.keras_latency_ms(model, images[:1]), 3)})
-        for mode in ("int8",) if quantize.is_quantized(model) else ("float32", "int8"):  # a quantization-aware model is int8 only
-            path = export.tflite(model, os.path.join(folder, f"{name.replace(' ', '_')}_{mode}.tflite"), quantize=mode,
-                                 representative=representative, representative_count=200)
-            predicted = export.tflite_predict(path, images)
-            interpreter = export.tflite_runner(path)
-            rows.append({"model": name, "runtime": f"TFLite {mode}", "top1": float((predicted.argmax(-1) == labels).mean()),
-                         "latency_ms": round(export.latency_ms(interpreter, images[:1]), 3)})
+        with files.staging_folder(folder, prefix=".savedmodel-") as staging:
+            source = export.saved_model(model, staging)  # one SavedModel for both of its TFLite files
+            for mode in ("int8",) if quantize.is_quantized(model) else ("float32", "int8"):  # a quantization-aware model is int8 only
+                path = export.tflite(model, os.path.join(folder, f"{name.replace(' ', '_')}_{mode}.tflite"), quantize=mode,
+                                     representative=representative, representative_count=200, saved_model_dir=source)
+                predicted = export.tflite_predict(path, images)
+                rows.append({"model": name, "runtime": f"TFLite {mode}", "top1": float((predicted.argmax(-1) == labels).mean()),
+                             "latency_ms": round(export.latency_ms(export.tflite_runner(path), images[:1]), 3)})
     return rows
