@@ -196,8 +196,9 @@ def _runs_file(args) -> str:
 
 
 def _settings(args) -> dict:
+    """What every run of a study shares. The second teacher is not among them: only the ensemble methods' runs record it (`_load_runs`)."""
     return {key: getattr(args, key) for key in ("epochs", "train_limit", "transfer_limit", "test_limit", "width", "student", "temperature",
-                                                "batch_size", "teacher", "second_teacher")} | (
+                                                "batch_size", "teacher")} | (
         {"pipeline": args.pipeline} if args.pipeline != "tf" else {})
 
 
@@ -207,9 +208,15 @@ def _load_runs(args) -> dict:
         return {}
     with open(path) as handle:
         stored = json.load(handle)
-    if stored.get("settings") != _settings(args):
-        raise SystemExit(f"{path} holds runs made with other settings ({stored.get('settings')}); pass another --name or --work-dir, "
+    settings = {key: value for key, value in stored.get("settings", {}).items() if key != "second_teacher"}  # files from before it moved to the runs
+    if settings != _settings(args):
+        raise SystemExit(f"{path} holds runs made with other settings ({settings}); pass another --name or --work-dir, "
                          "or delete it to start over.")
+    for key, record in stored["runs"].items():
+        method = key.split("/")[0]
+        if method in args.methods and method.removesuffix("_transfer") in ENSEMBLE_METHODS and record.get("second_teacher") != args.second_teacher:
+            raise SystemExit(f"{path} holds {key} made with --second-teacher {record.get('second_teacher')!r}, not {args.second_teacher!r}: "
+                             "pass that teacher, another --name, or delete those runs from the file.")
     return stored["runs"]
 
 
@@ -251,7 +258,7 @@ def _paired(args) -> dict:
                 continue
             two = method.removesuffix("_transfer") in ENSEMBLE_METHODS
             runs[key] = _run_one(args, method, seed, ensemble if two else teacher, caches["ensemble" if two else "teacher"],
-                                 [] if two else layers, steps, test)
+                                 [] if two else layers, steps, test) | ({"second_teacher": args.second_teacher} if two else {})
             _save_runs(args, runs)
             print(f"seed {seed} {method:<14} top-1 {100 * runs[key]['top1']:.2f}%  ({runs[key]['seconds']:.0f} s)", flush=True)
     results = {m: {k: [runs[f"{m}/{seed}"][k] for seed in range(args.seeds)] for k in ("top1", "seconds")} for m in args.methods}

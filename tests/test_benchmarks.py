@@ -113,6 +113,17 @@ def test_paired_protocol_reports_intervals_gap_and_a_plot(tmp_path, run):
     table = (tmp_path / "evidence_fashion_mnist.md").read_text()
     assert "| fitnets_transfer | 64 labelled + 32 unlabelled |" in table and "95 % CI" in table and "95 % CI" in out
     assert (tmp_path / "evidence_fashion_mnist.png").read_bytes()[:4] == b"\x89PNG"
+    # A later method joins the same study: two teachers reuse the runs above (the second teacher is recorded with its own runs only).
+    second = str(tmp_path / "second.keras")
+    resnet50_shaped_teacher(seed=1).save(second)
+    joined = command[:11] + ("alone,kd,two_teachers_transfer",) + command[12:]
+    out = run(*joined, "--second-teacher", second)
+    assert "seed 0 alone" not in out and "seed 1 two_teachers_transfer" in out
+    joint = json.loads((tmp_path / "evidence_fashion_mnist.json").read_text())
+    assert joint["results"]["alone"] == record["results"]["alone"] and 0 <= joint["ensemble_top1"] <= 1
+    assert "two_teachers_transfer" in joint["comparisons_vs_kd"]
+    with pytest.raises(SystemExit, match="made with --second-teacher"):
+        run(*joined, "--second-teacher", teacher)
 
 
 def test_views_script_compares_the_live_teacher_with_a_cache_of_views(tmp_path, run):
