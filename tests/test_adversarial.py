@@ -209,6 +209,7 @@ def test_a_feature_level_discriminator_trains_as_a_tap_loss():
     assert any(not np.array_equal(a, b.numpy()) for a, b in zip(before, loss.discriminator.weights))
 
 
+@pytest.mark.eager
 def test_a_saved_distiller_restores_the_discriminator_and_the_student_carries_none_of_it(tmp_path):
     teacher, student = small_cnn("teacher", seed=1), small_cnn("student", widths=(4, 8), seed=2)
     distiller = kdistill.FeatureDistiller(teacher, student, taps={}, logits_loss=[("kl", 1.0), ("meal_v2", 1.0)], alpha=0.9)

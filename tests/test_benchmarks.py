@@ -62,6 +62,7 @@ def test_scaling_script_writes_table_and_plot(tmp_path, run):
 
 
 @pytest.mark.slow
+@pytest.mark.eager
 def test_accuracy_script_reports_mean_and_std(tmp_path, run):
     import kdistill
 
@@ -75,6 +76,7 @@ def test_accuracy_script_reports_mean_and_std(tmp_path, run):
     assert "± " in (tmp_path / "accuracy_fashion_mnist.md").read_text()
 
 
+@pytest.mark.eager
 def test_quantization_script_measures_every_integer_mode(tmp_path, run):
     sample = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "fashion-mnist-sample")
     run("quantization.py", "--students", "resnet20", "--epochs", "1", "--train-limit", "200", "--test-limit", "50", "--data-dir", sample,
@@ -87,6 +89,7 @@ def test_quantization_script_measures_every_integer_mode(tmp_path, run):
 
 
 @pytest.mark.slow
+@pytest.mark.eager
 def test_paired_protocol_reports_intervals_gap_and_a_plot(tmp_path, run):
     from conftest import resnet50_shaped_teacher
 
@@ -126,6 +129,7 @@ def test_paired_protocol_reports_intervals_gap_and_a_plot(tmp_path, run):
         run(*joined, "--second-teacher", teacher)
 
 
+@pytest.mark.eager
 def test_views_script_compares_the_live_teacher_with_a_cache_of_views(tmp_path, run):
     import kdistill
 

@@ -25,6 +25,7 @@ def test_console_script_help_lists_every_subcommand():
 
 
 @pytest.mark.slow
+@pytest.mark.eager
 def test_train_teacher_saves_a_loadable_resnet50_and_evaluate_reports_accuracy_size_and_speed(tmp_path, fake_fashion_mnist, capsys):
     """One test, train-teacher then evaluate on its file: the ResNet50 trains once wherever pytest-xdist sends the tests."""
     import kdistill
@@ -47,6 +48,7 @@ def test_train_teacher_saves_a_loadable_resnet50_and_evaluate_reports_accuracy_s
     assert "per-class top-1" in out and "Ankle boot" in out
 
 
+@pytest.mark.eager
 def test_distill_from_a_yaml_config_writes_the_run_folder_and_tensorboard_logs(tmp_path, fake_fashion_mnist, small_teacher_file, capsys):
     config = tmp_path / "run.yaml"
     config.write_text(
@@ -88,6 +90,7 @@ def test_distill_config_errors_exit_2_with_the_reason(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.eager
 def test_demo_on_tiny_settings_prints_the_table_and_saves_figures(tmp_path, fake_fashion_mnist, capsys, monkeypatch):
     from conftest import resnet50_shaped_teacher
     from kdistill.models import teachers
@@ -138,6 +141,7 @@ def test_demo_on_tiny_settings_prints_the_table_and_saves_figures(tmp_path, fake
     assert "Unknown demo setting" in capsys.readouterr().err
 
 
+@pytest.mark.eager
 def test_export_writes_every_format_and_the_report(tmp_path, fake_fashion_mnist, capsys):
     import keras
 
@@ -162,6 +166,7 @@ def test_export_writes_every_format_and_the_report(tmp_path, fake_fashion_mnist,
     assert "percentile must be a number in (50, 100]" in capsys.readouterr().err
 
 
+@pytest.mark.eager
 def test_distill_with_a_transfer_set_and_the_review_adapter_flags(tmp_path, fake_fashion_mnist, small_teacher_file):
     status = cli.main(["distill", "--data-dir", fake_fashion_mnist, "--teacher", small_teacher_file, "--student", "resnet8x4", "--epochs", "1",
                        "--batch-size", "32", "--train-limit", "40", "--transfer-data", "rest", "--feature-loss", "hcl",
@@ -174,6 +179,7 @@ def test_distill_with_a_transfer_set_and_the_review_adapter_flags(tmp_path, fake
                      "--output-dir", str(tmp_path / "bad")]) == 2
 
 
+@pytest.mark.eager
 def test_distill_refuses_a_chance_level_teacher_unless_told(tmp_path, capsys):
     """A teacher that collapsed to chance used to distil chance-level students silently."""
     folder = tmp_path / "data"
@@ -193,6 +199,7 @@ def test_distill_refuses_a_chance_level_teacher_unless_told(tmp_path, capsys):
     assert cli.main(args + ["--no-check-teacher"]) == 0
 
 
+@pytest.mark.eager
 def test_demo_latency_rows_and_figure_cover_three_runtimes(tmp_path, monkeypatch):
     import kdistill
     from kdistill import plots
@@ -289,6 +296,7 @@ def test_distill_quantize_int8_then_export_uses_the_trained_ranges(tmp_path, fak
     assert "float model, not a quantization-aware one" in capsys.readouterr().err
 
 
+@pytest.mark.eager
 def test_distill_a_student_at_its_own_input_size(tmp_path, fake_fashion_mnist):
     """One 48x48 pipeline feeds a 48x48 teacher and a 32x32 student (as 224 -> 128 with real models); the saved student takes 32x32."""
     import keras

@@ -19,6 +19,7 @@ def _dataset(count, seed, batch_size=8):
     return tf.data.Dataset.from_tensor_slices((images(count, seed), labels(count, seed))).batch(batch_size)
 
 
+@pytest.mark.eager
 def test_issue_example_trains_reports_every_term_and_leaves_teacher_untouched(resnet50_teacher, tmp_path):
     teacher = resnet50_teacher
     student = kdistill.students.get("mobilenet_v2", num_classes=10, input_shape=(32, 32, 3))
@@ -169,6 +170,7 @@ def test_config_round_trips(resnet50_teacher):
     assert json.dumps(restored.get_config(), sort_keys=True) == json.dumps(config, sort_keys=True)
 
 
+@pytest.mark.eager
 def test_saved_distiller_reloads_and_resumes_training(tmp_path):
     teacher, student = small_cnn("teacher", seed=1), small_cnn("student", seed=2)
     distiller = kdistill.FeatureDistiller(teacher, student, taps={"teacher_stage2": "student_stage2"}, alpha=0.6)
@@ -208,6 +210,7 @@ def test_trains_with_fit_on_the_jax_backend():
     assert report["teacher_unchanged"]
 
 
+@pytest.mark.eager
 def test_mirrored_strategy_step_matches_single_device_step():
     report = _run_script("_mirrored_step.py")
     assert report["replicas"] == 2
@@ -243,6 +246,7 @@ def test_unlabelled_samples_get_only_the_distillation_terms():
     assert float(none["loss"]) == pytest.approx(0.5 * (float(none["kd_loss"]) + float(none["feat_teacher_stage2"])), rel=1e-6)
 
 
+@pytest.mark.eager
 def test_fit_on_a_transfer_set_without_labels_trains_the_student_only():
     from kdistill.distiller import UNLABELED
 
@@ -274,6 +278,7 @@ def test_dkd_reads_the_teachers_class_for_unlabelled_samples():
     assert float(unlabelled["kd_loss"]) == pytest.approx(float(labelled_as_teacher["kd_loss"]), rel=1e-6)
 
 
+@pytest.mark.eager
 def test_teacher_and_student_at_their_own_input_sizes():
     """A 64x64 teacher distils into a 32x32 student from one 64x64 pipeline; the student keeps its own input size."""
     teacher = small_cnn("teacher", widths=(8, 16), input_shape=(64, 64, 3), seed=1)
@@ -315,6 +320,7 @@ def test_integer_one_hot_labels_are_not_mistaken_for_unlabelled_marks():
     assert float(terms["ce_loss"]) == pytest.approx(float(keras.ops.mean(expected)), rel=1e-5)
 
 
+@pytest.mark.eager
 def test_fit_on_empty_data_says_so_instead_of_returning_an_empty_history():
     """fit on empty arrays or an empty tf.data dataset used to return {} silently."""
     import tensorflow as tf

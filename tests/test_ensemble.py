@@ -37,6 +37,7 @@ def test_ensemble_logits_soften_to_the_weighted_average_of_the_teachers_probabil
     assert ensemble_module.members(teacher) == [teacher_a, teacher_b]
 
 
+@pytest.mark.eager
 def test_two_different_teachers_with_taps_from_both_train_and_stay_untouched():
     teacher_a, teacher_b = _teachers()
     before = [w.numpy().copy() for w in teacher_a.weights + teacher_b.weights]
@@ -55,6 +56,7 @@ def test_two_different_teachers_with_taps_from_both_train_and_stay_untouched():
     assert not any(id(v) in trainable for v in teacher_a.weights + teacher_b.weights)
 
 
+@pytest.mark.eager
 def test_an_ensemble_distiller_saves_and_loads_with_the_same_outputs(tmp_path):
     teacher_a, teacher_b = _teachers()
     student = small_cnn("student", widths=(4, 8), seed=2)
@@ -72,6 +74,7 @@ def test_an_ensemble_distiller_saves_and_loads_with_the_same_outputs(tmp_path):
     assert restored.get_layer("ensemble").get_layer("ensemble_logits").temperature == 2.0
 
 
+@pytest.mark.eager
 def test_the_teacher_cache_stores_the_ensembles_outputs(tmp_path):
     teacher_a, teacher_b = _teachers()
     teacher = kdistill.teachers.ensemble([teacher_a, teacher_b], temperature=4.0)

@@ -31,6 +31,7 @@ def test_there_are_six_examples():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.eager
 def test_example_runs_quick(script, example_inputs, capsys, monkeypatch):
     folder, teacher = example_inputs
     path = os.path.join(EXAMPLES, script)

@@ -9,14 +9,15 @@ import kdistill
 from kdistill import export
 from kdistill.export import int8_calibration
 
-#: one pytest-xdist worker runs this file (its module fixture trains a ResNet-20 for a minute: once, not once per worker)
+#: one pytest-xdist worker runs this file; its fixture (a ResNet-20 trained for a minute) is session-scoped, so it is made once even when
+#: the worker runs other files' tests between this file's
 pytestmark = pytest.mark.xdist_group("export")
 
 #: 2,000 training and 1,000 test images of the real Fashion-MNIST, shipped with the tests (tools/make_fashion_mnist_sample.py)
 REAL_SAMPLE = os.path.join(os.path.dirname(__file__), "data", "fashion-mnist-sample")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained():
     """ResNet-20 trained 4 epochs on 1,800 real Fashion-MNIST images (about 75% top-1 on the held-out 1,000)."""
     splits = kdistill.data.load("fashion_mnist", data_dir=REAL_SAMPLE, batch_size=32, validation_fraction=0.1)
@@ -32,6 +33,7 @@ def _test_images(splits, count=64):
     return np.concatenate([np.asarray(x) for x, _ in splits.test])[:count]
 
 
+@pytest.mark.eager
 def test_saved_model_serving_signature_matches_keras(trained, tmp_path):
     student, splits = trained
     version_dir = export.saved_model(student, str(tmp_path / "serving"), version=3)
@@ -44,6 +46,7 @@ def test_saved_model_serving_signature_matches_keras(trained, tmp_path):
 
 
 @pytest.mark.parametrize("mode, atol", [("float32", 1e-4), ("float16", 0.05)])
+@pytest.mark.eager
 def test_float_tflite_matches_keras(trained, tmp_path, mode, atol):
     student, splits = trained
     path = export.tflite(student, str(tmp_path / f"student_{mode}.tflite"), quantize=mode)
@@ -57,6 +60,7 @@ def test_float_tflite_matches_keras(trained, tmp_path, mode, atol):
 
 
 @pytest.mark.parametrize("int8_io, calibration", [(False, "minmax"), (True, "minmax"), (False, "percentile")])
+@pytest.mark.eager
 def test_int8_tflite_agrees_with_keras_on_held_out_real_images(trained, tmp_path, int8_io, calibration):
     student, splits = trained
     path = export.tflite(student, str(tmp_path / "student_int8.tflite"), quantize="int8", representative=splits.validation,
@@ -71,6 +75,7 @@ def test_int8_tflite_agrees_with_keras_on_held_out_real_images(trained, tmp_path
     assert os.path.getsize(dynamic) < 0.5 * os.path.getsize(export.tflite(student, str(tmp_path / "f32.tflite")))
 
 
+@pytest.mark.eager
 def test_int16x8_is_integer_only_and_closer_to_keras_than_int8(trained, tmp_path):
     student, splits = trained
     int8 = export.tflite(student, str(tmp_path / "int8.tflite"), quantize="int8", representative=splits.validation)
@@ -114,6 +119,7 @@ def test_percentile_histogram_matches_numpy_within_a_bin():
     assert got[1] == pytest.approx(np.percentile(values, 99.9), abs=width)
 
 
+@pytest.mark.eager
 def test_parity_report_covers_every_format(trained, tmp_path):
     student, splits = trained
     files = {"tflite_float32": export.tflite(student, str(tmp_path / "a.tflite"))}
@@ -180,6 +186,7 @@ def test_onnx_export_matches_keras_and_joins_the_report(trained, tmp_path):
     assert os.listdir(tmp_path / "out") == ["student.onnx", "report.json"] or sorted(os.listdir(tmp_path / "out")) == ["report.json", "student.onnx"]
 
 
+@pytest.mark.eager
 def test_unsupported_op_gives_a_clear_error_and_no_file(tmp_path):
     class NumpyOp(keras.layers.Layer):
         """Runs NumPy inside the graph (tf.numpy_function): there is no TFLite kernel for it."""

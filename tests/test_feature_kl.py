@@ -151,6 +151,7 @@ def _train(feature_loss, epochs=2, **options):
     return distiller, history
 
 
+@pytest.mark.eager
 def test_feature_kl_trains_a_student_in_the_distiller():
     distiller, history = _train({"name": "kl", "temperature": 4.0}, logits_loss="kl", alpha=0.9)
     assert isinstance(distiller.feature_loss, FeatureKL) and distiller.feature_loss.temperature == 4.0

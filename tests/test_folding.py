@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 
 import kdistill
 from kdistill.models import folding
@@ -55,6 +56,7 @@ def test_folding_keeps_outputs_shares_weights_and_follows_later_weight_changes()
     assert folding.fold_batch_norm(plain) is plain  # nothing to fold: the model itself
 
 
+@pytest.mark.eager
 def test_distiller_folds_the_teacher_by_default_with_the_same_outputs_weights_and_saved_file(tmp_path):
     teacher = small_cnn("teacher", seed=1)
     student = small_cnn("student", widths=(4, 8), seed=2)

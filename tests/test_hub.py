@@ -51,7 +51,7 @@ def _efficientnet_backbone():
         stackwise_block_types=["v1"] * 4, stackwise_force_input_filters=[0] * 4, stackwise_nores_option=[False] * 4)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def presets(tmp_path_factory):
     """Local preset folders (save_to_preset): a ResNet classifier, a MobileNet and an EfficientNet backbone."""
     root = tmp_path_factory.mktemp("presets")
@@ -63,7 +63,7 @@ def presets(tmp_path_factory):
     return folders
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def distilled(presets):
     """A 64x64 ResNet classifier preset distilled into a 32x32 MobileNet preset for 2 epochs on 64 real images."""
     keras.utils.set_random_seed(0)
@@ -96,6 +96,7 @@ def test_a_preset_name_offline_fails_at_once_naming_the_cache_folder(presets, tm
     assert model.name == "resnet_18_imagenet" and model.output.shape == (None, 10)
 
 
+@pytest.mark.eager
 def test_models_take_pixels_and_return_logits_and_keep_the_classifiers_own_head_and_preprocessing(presets):
     classifier = keras_hub.models.ImageClassifier.from_preset(presets["resnet"])
     teacher = kdistill.teachers.get(f"keras_hub:{presets['resnet']}", num_classes=10, input_shape=(32, 32, 3), batch_norm_momentum=None)
@@ -127,6 +128,7 @@ def test_taps_come_from_the_backbones_pyramid_outputs(presets, tmp_path, capsys)
     assert os.path.getsize(heatmap) > 0
 
 
+@pytest.mark.eager
 def test_resnet_preset_distils_into_mobilenet_preset_at_another_input_size(distilled):
     teacher, distiller, history, before = distilled
     assert teacher.input_shape == (None, 64, 64, 3) and distiller.student.input_shape == (None, 32, 32, 3)
@@ -138,6 +140,7 @@ def test_resnet_preset_distils_into_mobilenet_preset_at_another_input_size(disti
     assert {"feat_backbone/stack1_block0_out", "feat_backbone/stack2_block0_out", "kd_loss", "ce_loss"} <= set(history)
 
 
+@pytest.mark.eager
 def test_keras_hub_student_saves_loads_and_exports_to_saved_model_and_int8_tflite(distilled, tmp_path):
     student = distilled[1].student
     path = saving.save_for_inference(student, str(tmp_path / "student.keras"))
@@ -156,6 +159,7 @@ def test_keras_hub_student_saves_loads_and_exports_to_saved_model_and_int8_tflit
     assert np.abs(int8_logits - logits).max() < 0.1 * np.abs(logits).max() + 0.05
 
 
+@pytest.mark.eager
 def test_resnet_student_distils_quantization_aware_after_flatten(distilled, presets, tmp_path):
     teacher = distilled[0]
     student = kdistill.students.get(f"keras_hub:{presets['resnet']}", num_classes=10, input_shape=(32, 32, 3))

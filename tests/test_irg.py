@@ -163,6 +163,7 @@ def test_irg_without_logits_asks_for_them_or_vertex_weight_zero():
     assert float(irg_module.IRG(vertex_weight=0.0)(taps, taps)) == 0.0
 
 
+@pytest.mark.eager
 def test_irg_trains_a_student_in_the_distiller_as_one_metric():
     # Passes once FeatureDistiller calls reads_all_taps losses once per step and reports them as feat_<loss name>.
     teacher, student = small_cnn("teacher", widths=(8, 16), seed=1), small_cnn("student", widths=(4, 8), seed=2)

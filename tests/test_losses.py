@@ -94,6 +94,7 @@ def test_get_resolves_names_and_lists_known_ones_for_unknown():
         losses.get("mse", kind="logits")
 
 
+@pytest.mark.eager
 def test_a_weighted_list_with_a_stateful_loss_builds_and_trains_it():
     """[("crd", 0.8), ("at", 1000.0)] used to leave CRD unbuilt (9 trainable variables instead of 13) and crash in fit."""
     import kdistill

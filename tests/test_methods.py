@@ -218,6 +218,7 @@ def test_weighted_list_of_losses():
     "feature_loss, logits_loss",
     [("at", "dkd"), ("sp", "standardized_kd"), ("rkd", "kl"), ("pkt", "kl"), ("hcl", "kl"), ([("at", 1000.0), ("mse", 1.0)], "dkd"), ("crd", "kl")],
 )
+@pytest.mark.eager
 def test_each_method_trains_inside_the_distiller_without_nan(feature_loss, logits_loss):
     teacher = small_cnn("teacher", widths=(8, 16), seed=1)
     student = small_cnn("student", widths=(4, 8), seed=2)

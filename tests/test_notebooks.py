@@ -45,6 +45,8 @@ def test_notebook_executes_with_quick_settings(name, tmp_path, monkeypatch):
     notebook = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
     for cell in notebook.cells:
         cell["outputs"] = []
+    # A few steps each: run eagerly, as tests marked `eager` do (tests/conftest.py), rather than trace every model
+    notebook.cells.insert(0, nbformat.v4.new_code_cell("import tensorflow as tf\ntf.config.run_functions_eagerly(True)"))
     NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     text = _text(notebook)
     assert "quick: True" in text and "top-1" in text

@@ -10,6 +10,7 @@ from conftest import images, labels, small_cnn
 
 
 @pytest.mark.parametrize("policy", ["float32", "mixed_float16", "mixed_bfloat16"])
+@pytest.mark.eager
 def test_a_step_under_each_policy_has_finite_float32_losses(policy):
     teacher_float32 = small_cnn("teacher", widths=(8, 16), seed=1)
     with precision.policy_scope(policy):

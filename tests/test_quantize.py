@@ -134,6 +134,7 @@ def test_resnet_blocks_quantize_too_with_relu_after_add():
     assert twin(images).shape == (8, 10)
 
 
+@pytest.mark.eager
 def test_mixed_precision_fine_tunes_the_twin():
     student = kdistill.students.get("resnet8x4", num_classes=10)
     images = np.random.default_rng(0).uniform(0, 255, (16, 32, 32, 3)).astype("float32")

@@ -51,6 +51,7 @@ def test_a_yaml_list_or_broken_json_config_is_one_line_naming_the_file_and_verbo
     assert "Traceback" in capsys.readouterr().err
 
 
+@pytest.mark.eager
 def test_a_non_finite_loss_ends_in_one_line_with_rc_2(tmp_path, teacher_file, capsys):
     """NonFiniteLossError used to reach the user as a 20-line traceback."""
     config = tmp_path / "run.yaml"
@@ -62,6 +63,7 @@ def test_a_non_finite_loss_ends_in_one_line_with_rc_2(tmp_path, teacher_file, ca
     assert not os.path.exists(tmp_path / "run" / jobs.LOCK_NAME)  # released on error too
 
 
+@pytest.mark.eager
 def test_a_run_stopped_in_its_first_epoch_leaves_no_run_folder(tmp_path, teacher_file, monkeypatch, capsys):
     """A non-finite loss or Ctrl-C in epoch 1 left `run/history.csv` (0 bytes), so the run folder stayed (found by benchmarks/faults.py)."""
     config = tmp_path / "run.yaml"
@@ -80,6 +82,7 @@ def test_a_run_stopped_in_its_first_epoch_leaves_no_run_folder(tmp_path, teacher
     assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.eager
 def test_ctrl_c_during_distill_names_the_epoch_and_the_same_command_resumes(tmp_path, teacher_file, monkeypatch, capsys):
     output = tmp_path / "run"
     begin = callbacks.DataPass.on_epoch_begin
@@ -99,6 +102,7 @@ def test_ctrl_c_during_distill_names_the_epoch_and_the_same_command_resumes(tmp_
     assert summary["resumed"] is True and summary["epochs_completed"] == 2
 
 
+@pytest.mark.eager
 def test_ctrl_c_during_train_teacher_names_the_epoch_and_the_same_call_resumes(tmp_path, monkeypatch):
     """train-teacher had no backup: Ctrl-C in epoch 9 of 10 lost every epoch ("nothing was saved: run the same command to start again")."""
     from kdistill import data
@@ -315,6 +319,7 @@ def test_a_teacher_cache_that_cannot_be_written_is_refused_before_any_work_namin
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.eager
 def test_a_stale_teacher_cache_says_what_changed_and_how_to_rebuild(tmp_path, teacher_file, capsys):
     cache = str(tmp_path / "cache")
     assert cli.main(_distill(teacher_file, tmp_path / "run", 1, "--teacher-cache", cache)) == 0

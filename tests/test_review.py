@@ -39,6 +39,7 @@ def test_attention_weights_mix_the_tap_and_the_deeper_map():
     np.testing.assert_allclose(np.asarray(fused), expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.eager
 def test_review_distiller_trains_with_hcl_and_reloads(tmp_path):
     teacher, student = small_cnn("teacher", widths=(8, 16), seed=1), small_cnn("student", widths=(4, 8), seed=2)
     distiller = kdistill.FeatureDistiller(teacher, student, taps=TAPS, feature_loss="hcl", review=True, review_channels=8, alpha=0.7)
@@ -72,6 +73,7 @@ def test_review_needs_feature_maps():
         kdistill.FeatureDistiller(teacher, student, taps=TAPS, feature_loss="hcl", review=True, review_channels=0)
 
 
+@pytest.mark.eager
 def test_cli_distill_with_review_and_hcl(tmp_path, capsys):
     import json
 

@@ -72,6 +72,7 @@ def test_imagenet_student_weights_fail_fast_offline_naming_the_file(tmp_path, mo
         kdistill.students.get("resnet8x4", num_classes=10, weights="imagenet")
 
 
+@pytest.mark.eager
 def test_imagenet_student_weights_load_from_the_keras_cache_with_a_new_classifier(tmp_path, monkeypatch):
     import h5py
     from keras.src.legacy.saving import legacy_h5_format

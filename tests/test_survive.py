@@ -86,6 +86,7 @@ def _teacher_with_huge_features():
     return keras.Model(base.inputs, keras.layers.Dense(10, name="logits")(x), name="teacher")
 
 
+@pytest.mark.eager
 def test_non_finite_feature_loss_stops_training_and_names_the_term():
     teacher = _teacher_with_huge_features()
     distiller = kdistill.FeatureDistiller(teacher, small_cnn("student", widths=(4, 8), seed=2), taps={"teacher_big": "student_stage2"})
@@ -172,6 +173,7 @@ def test_a_kill_while_the_backup_is_written_leaves_the_previous_backup_loadable(
     assert not os.path.exists(backup)  # removed once the run completed
 
 
+@pytest.mark.eager
 def test_resuming_under_another_config_names_what_changed_and_restart_discards_it(run_inputs, tmp_path, capsys):
     """A changed config over an interrupted run used to dump "A total of 78 objects could not be loaded"."""
     folder, teacher_path = run_inputs

@@ -27,6 +27,7 @@ def _distiller(teacher):
     return distiller.compile(optimizer=keras.optimizers.SGD(0.05), metrics=["accuracy"])
 
 
+@pytest.mark.eager
 def test_training_from_the_cache_gives_the_live_teachers_first_step_loss(tmp_path):
     teacher = small_cnn("teacher", widths=(8, 16), seed=1)
     x, y = np.round(images(32, 3)), labels(32, 3)  # integer pixels, as real images
@@ -77,6 +78,7 @@ def test_a_truncated_or_missing_cache_file_is_named(tmp_path):
         teacher_cache.load(str(folder), teacher, list(TAPS))
 
 
+@pytest.mark.eager
 def test_cache_teacher_command_then_distill_from_the_cache(tmp_path):
     make_fashion_mnist(tmp_path / "data", train=96, test=32)
     teacher_path = str(tmp_path / "teacher.keras")

@@ -42,6 +42,7 @@ def test_imagenet_weights_load_from_the_keras_cache(tmp_path, monkeypatch):
     assert teacher.output.shape == (None, 7)
 
 
+@pytest.mark.eager
 def test_teacher_from_a_saved_file_and_clear_errors_for_bad_files(tmp_path, resnet50_teacher):
     path = str(tmp_path / "teacher.keras")
     resnet50_teacher.save(path)

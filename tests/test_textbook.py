@@ -34,6 +34,7 @@ def teacher_file(tmp_path_factory):
     return folder
 
 
+@pytest.mark.eager
 def test_the_three_textbook_steps_run_as_written(teacher_file, monkeypatch):
     monkeypatch.chdir(teacher_file)
     x_train, y_train = real_images(32)
@@ -53,6 +54,7 @@ def test_the_three_textbook_steps_run_as_written(teacher_file, monkeypatch):
     assert float(terms["loss"]) == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.eager
 def test_the_textbook_yaml_builds_the_same_three_distillers(teacher_file, tmp_path):
     documents = list(yaml.safe_load_all(_block("textbook-yaml")))
     assert len(documents) == 3
@@ -75,6 +77,7 @@ def test_the_textbook_yaml_builds_the_same_three_distillers(teacher_file, tmp_pa
     assert "kd_loss" not in history and "feat_conv3_block4_out" in history
 
 
+@pytest.mark.eager
 def test_several_teachers_from_a_yaml_config(teacher_file, tmp_path):
     from conftest import small_cnn
 

@@ -84,6 +84,7 @@ def test_views_are_refused_for_augmentations_they_cannot_store_and_when_stale(tm
     assert not [path.name for path in tmp_path.iterdir() if path.name.startswith(".cache-")]  # no staging left behind
 
 
+@pytest.mark.eager
 def test_distill_with_crop_and_flip_from_a_cache_of_views(tmp_path):
     make_fashion_mnist(tmp_path / "data", train=160, test=32)
     teacher = small_cnn("teacher", widths=(8, 16), seed=1)
