@@ -13,9 +13,12 @@ $(BIN)/python:
 # Installs the package, its pinned dependencies and the test tools (constraints.txt pins every package).
 # keras-hub goes in without its dependencies: its tensorflow-text requirement would add the full `tensorflow` beside
 # tensorflow-cpu; its other requirements come with the test extra (kdistill[hub-requirements]).
+# pip byte-compiles one file at a time; compileall does it on every core. Its errors (template files that are not
+# source for this Python, e.g. torch's py312_intrinsics.py on 3.11; pip skips them too) go to .venv/compileall.log.
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[tensorflow-cpu,test]" && \
-	$(BIN)/python -m pip install -q -c constraints.txt --no-deps keras-hub
+	$(BIN)/python -m pip install -q --no-compile -c constraints.txt -e ".[tensorflow-cpu,test]" && \
+	$(BIN)/python -m pip install -q --no-compile -c constraints.txt --no-deps keras-hub
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib > $(VENV)/compileall.log 2>&1 || true
 	touch $(STAMP)
 
 install: $(STAMP)
