@@ -33,6 +33,7 @@ from typing import Any, Mapping, Sequence
 import keras
 from keras import ops, tree
 
+from kdistill.fit_build import build_before_fit
 from kdistill.labels import UNLABELED
 from kdistill import losses as losses_module
 from kdistill.losses import objective
@@ -312,6 +313,7 @@ class FeatureDistiller(keras.Model):
         """`keras.Model.fit`, refusing training data without a single batch (Keras would return an empty history, silently)."""
         checks.check_not_empty(x, "training data")
         checks.check_fit_data(self.teacher, x, y, kwargs.get("validation_data"))
+        build_before_fit(self, x, y)  # TensorFlow then traces the first step once, not twice
         history = super().fit(x, y, *args, **kwargs)
         if not history.history and kwargs.get("epochs", 1) and kwargs.get("initial_epoch", 0) < kwargs.get("epochs", 1):
             raise ValueError("fit ran no training step: the training data gave no batch (an empty dataset, or a generator that "

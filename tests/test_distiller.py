@@ -351,3 +351,29 @@ def test_fit_after_the_first_does_not_trace_the_model_again(monkeypatch):
     # JAX and PyTorch's fit (TensorFlow's under a strategy) start with this build step; with everything built it traces nothing.
     distiller._symbolic_build(data_batch=(images(8), labels(8)))
     assert not calls  # the compiled steps ran; nothing was traced again
+
+
+@pytest.mark.parametrize("data", ["dataset", "arrays"])
+def test_the_first_fit_traces_the_training_step_once(monkeypatch, data):
+    """Keras' TensorFlow trainer made the optimizer's slots and the metrics inside the first trace, so TensorFlow traced
+    the step twice (kdistill.fit_build)."""
+    from kdistill import tf_train_step
+
+    traces = []
+    original = tf_train_step.train_step
+    monkeypatch.setattr(tf_train_step, "train_step", lambda distiller, batch: traces.append(1) or original(distiller, batch))
+    teacher, student = small_cnn("teacher", seed=1), small_cnn("student", widths=(4, 8), seed=2)
+    distiller = kdistill.FeatureDistiller(teacher, student, taps={"teacher_stage2": "student_stage2"})
+    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    if data == "dataset":
+        distiller.fit(_dataset(16, 0), epochs=1, verbose=0)
+    else:
+        distiller.fit(images(16, 0), labels(16, 0), batch_size=8, epochs=1, verbose=0)
+    assert len(traces) == 1 and distiller.optimizer.built
+    # a plain model that kdistill trains (the teacher, the student alone) gets the same
+    from kdistill.fit_build import build_before_fit
+
+    plain = small_cnn("plain", seed=3)
+    plain.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    build_before_fit(plain, _dataset(16, 0))
+    assert plain.optimizer.built and len(plain.optimizer.variables) > 2 and plain.metrics[-1].built

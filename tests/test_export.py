@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 import kdistill
+from kdistill.fit_build import build_before_fit
 from kdistill import export
 from kdistill.export import int8_calibration
 
@@ -25,6 +26,7 @@ def trained():
     keras.utils.set_random_seed(0)
     student = kdistill.students.get("resnet20", num_classes=10)
     student.compile(optimizer=keras.optimizers.Adam(3e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    build_before_fit(student, splits.train)  # traced once, not twice
     student.fit(splits.train, epochs=4, verbose=0)
     return student, splits
 

@@ -8,6 +8,7 @@ import pytest
 
 import kdistill
 from kdistill import export, quantize
+from kdistill.fit_build import build_before_fit
 
 #: 2,000 training and 1,000 test images of the real Fashion-MNIST, shipped with the tests
 REAL_SAMPLE = os.path.join(os.path.dirname(__file__), "data", "fashion-mnist-sample")
@@ -24,6 +25,7 @@ def test_quantization_aware_distillation_end_to_end_on_real_images(tmp_path):
     keras.utils.set_random_seed(0)
     student = kdistill.students.get("mobilenet_v2", num_classes=10, width=0.35)
     student.compile(optimizer=keras.optimizers.Adam(3e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    build_before_fit(student, splits.train)  # traced once, not twice
     student.fit(splits.train, epochs=2, verbose=0)
 
     # The twin: BatchNormalization folded, one unit per convolution, named after the last layer it absorbed.

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 from kdistill import data as data_module
+from kdistill.fit_build import build_before_fit
 from kdistill.files import write_json  # its home is kdistill.files; kept here because run/demo.py calls training.write_json
 from kdistill.models import saving, students, teachers
 from kdistill.run import callbacks
@@ -153,6 +154,7 @@ def train_teacher(splits: data_module.Splits, output_path: str, epochs: int = 4,
             logger.warning("Only %d validation images: too few to check that the teacher beats chance.", splits.counts.get("validation", 0))
         keep = _KeptBestEpoch(backup_dir, chance_level=1.0 / splits.num_classes if checkable else None)
         run_callbacks.append(keep)
+    build_before_fit(teacher, splits.train)
     with callbacks.reporting_interrupts(progress, resumable=True):
         history = teacher.fit(splits.train, validation_data=splits.validation, epochs=epochs, verbose=verbose, shuffle=False,
                               callbacks=run_callbacks).history
@@ -231,4 +233,5 @@ def build_student(name: str, splits: data_module.Splits, width: float | None, se
 def train_student(splits: data_module.Splits, student: keras.Model, epochs: int, learning_rate: float = 1e-3, optimizer: str = "adam", verbose: int = 1, callbacks=None) -> dict:
     """Trains a student on labels alone (the baseline distillation must beat)."""
     student.compile(optimizer=make_optimizer(optimizer, learning_rate), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    build_before_fit(student, splits.train)
     return student.fit(splits.train, validation_data=splits.validation, epochs=epochs, verbose=verbose, callbacks=callbacks, shuffle=False).history
