@@ -39,12 +39,15 @@ def build_before_fit(model: keras.Model, x: Any, y: Any = None) -> None:
 
     Data whose shapes are unknown without drawing a batch (generators,
     `keras.utils.PyDataset`) are left to Keras, as are a model compiled under
-    a `tf.distribute` strategy (Keras builds it then) and one that runs eagerly.
+    a `tf.distribute` strategy (Keras builds it then) and one that runs eagerly
+    (`run_eagerly=True` or `tf.config.run_functions_eagerly(True)`).
     """
-    if keras.backend.backend() != "tensorflow" or model.optimizer is None or model.run_eagerly:
-        return  # nothing is traced when it runs eagerly
-    if getattr(model, "_distribute_strategy", None) is not None or not hasattr(model, "_symbolic_build"):
+    if keras.backend.backend() != "tensorflow" or model.optimizer is None or not hasattr(model, "_symbolic_build"):
         return
+    import tensorflow as tf
+
+    if model.run_eagerly or tf.config.functions_run_eagerly() or getattr(model, "_distribute_strategy", None) is not None:
+        return  # nothing is traced when it runs eagerly; under a strategy Keras builds it itself
     batch = _batch_spec(x, y)
     if batch is not None:
         model._symbolic_build(data_batch=batch)
