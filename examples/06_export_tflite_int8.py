@@ -24,14 +24,18 @@ distiller.compile(optimizer="adam", metrics=["accuracy"])
 distiller.fit(splits.train, epochs=common.epochs(args), verbose=2, shuffle=False)
 
 folder = os.path.join(args.output_dir, "export")
+# One SavedModel of the student, which every conversion below reads (each would otherwise export its own).
+served = export.saved_model(distiller, os.path.join(folder, "serving"))
 # Full-integer int8: activation ranges are calibrated on real images from the validation split.
-int8 = export.tflite(distiller, os.path.join(folder, "student_int8.tflite"), quantize="int8", representative=splits.validation)
+int8 = export.tflite(distiller, os.path.join(folder, "student_int8.tflite"), quantize="int8", representative=splits.validation,
+                     saved_model_dir=served)
 # The same, with each inner activation's range cut to its [0.01, 99.99] percentiles.
 int8_percentile = export.tflite(distiller, os.path.join(folder, "student_int8_percentile.tflite"), quantize="int8",
-                                representative=splits.validation, calibration="percentile", percentile=99.99)
+                                representative=splits.validation, calibration="percentile", percentile=99.99, saved_model_dir=served)
 # Integer-only with int16 activations: closer to Keras, slower kernels.
-int16x8 = export.tflite(distiller, os.path.join(folder, "student_int16x8.tflite"), quantize="int16x8", representative=splits.validation)
-float32 = export.tflite(distiller, os.path.join(folder, "student_float32.tflite"))
+int16x8 = export.tflite(distiller, os.path.join(folder, "student_int16x8.tflite"), quantize="int16x8", representative=splits.validation,
+                        saved_model_dir=served)
+float32 = export.tflite(distiller, os.path.join(folder, "student_float32.tflite"), saved_model_dir=served)
 files = {"tflite_float32": float32, "tflite_int8": int8, "tflite_int8_percentile": int8_percentile, "tflite_int16x8": int16x8}
 report = export.parity_report(distiller, files, splits.test, limit=500, json_path=os.path.join(folder, "report.json"))
 print(export.format_report(report))
