@@ -7,6 +7,8 @@ import sys
 import keras
 import pytest
 
+TENSORFLOW_ONLY = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="a TensorFlow setting")
+
 GROUPED = '''
 import os
 
@@ -22,7 +24,7 @@ def test_worker(index):
 '''
 
 
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="a TensorFlow setting")
+@TENSORFLOW_ONLY
 @pytest.mark.eager
 def test_a_test_marked_eager_runs_functions_eagerly():
     import tensorflow as tf
@@ -30,7 +32,7 @@ def test_a_test_marked_eager_runs_functions_eagerly():
     assert tf.config.functions_run_eagerly()
 
 
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="a TensorFlow setting")
+@TENSORFLOW_ONLY
 def test_other_tests_trace_as_a_users_fit_does():
     import tensorflow as tf
 
