@@ -43,8 +43,9 @@ def test_quantization_aware_distillation_end_to_end_on_real_images(tmp_path):
 
     # Fine-tuned with the float student as its teacher, then biases snapped to TFLite's int32 grid.
     distiller = kdistill.FeatureDistiller(student, twin, taps={"block_6_expand_relu": "block_6_expand_relu"}, alpha=0.5)
-    distiller.compile(optimizer=keras.optimizers.Adam(1e-4))
-    distiller.fit(splits.train, epochs=1, verbose=0)
+    # (8 steps, run eagerly: a few steps cost less than tracing the fake-quantized twin's training step)
+    distiller.compile(optimizer=keras.optimizers.Adam(1e-4), run_eagerly=True)
+    distiller.fit(splits.train, epochs=1, steps_per_epoch=8, verbose=0)
     assert quantize.snap_biases(twin) == 53  # 52 convolutions and the classifier
 
     # Its int8 file, with no representative images: the trained ranges, full-integer, same top-1.
