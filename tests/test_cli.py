@@ -264,6 +264,7 @@ def test_cli_prints_only_its_own_lines_once(tmp_path, fake_fashion_mnist):
 
 
 @pytest.mark.slow
+@pytest.mark.eager
 def test_distill_quantize_int8_then_export_uses_the_trained_ranges(tmp_path, fake_fashion_mnist, small_teacher_file, capsys):
     import keras
     import numpy as np
