@@ -20,12 +20,15 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import keras
 from keras import tree
 
 __all__ = ["build_before_fit"]
+
+logger = logging.getLogger(__name__)
 
 
 def build_before_fit(model: keras.Model, x: Any, y: Any = None) -> None:
@@ -40,7 +43,8 @@ def build_before_fit(model: keras.Model, x: Any, y: Any = None) -> None:
     Data whose shapes are unknown without drawing a batch (generators,
     `keras.utils.PyDataset`) are left to Keras, as are a model compiled under
     a `tf.distribute` strategy (Keras builds it then) and one that runs eagerly
-    (`run_eagerly=True` or `tf.config.run_functions_eagerly(True)`).
+    (`run_eagerly=True` or `tf.config.run_functions_eagerly(True)`). Where the
+    shapes alone cannot build the model, `fit` builds it while tracing.
     """
     if keras.backend.backend() != "tensorflow" or model.optimizer is None or not hasattr(model, "_symbolic_build"):
         return
@@ -49,8 +53,12 @@ def build_before_fit(model: keras.Model, x: Any, y: Any = None) -> None:
     if model.run_eagerly or tf.config.functions_run_eagerly() or getattr(model, "_distribute_strategy", None) is not None:
         return  # nothing is traced when it runs eagerly; under a strategy Keras builds it itself
     batch = _batch_spec(x, y)
-    if batch is not None:
+    if batch is None:
+        return
+    try:
         model._symbolic_build(data_batch=batch)
+    except Exception as error:  # a speed-up only: where shapes alone cannot build the model, fit builds it as Keras does
+        logger.debug("Building %s before fit failed (%s); fit builds it while tracing its first step.", model.name, error)
 
 
 def _batch_spec(x: Any, y: Any):

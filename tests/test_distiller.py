@@ -377,3 +377,23 @@ def test_the_first_fit_traces_the_training_step_once(monkeypatch, data):
     plain.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     build_before_fit(plain, _dataset(16, 0))
     assert plain.optimizer.built and len(plain.optimizer.variables) > 2 and plain.metrics[-1].built
+
+
+def test_a_model_that_shapes_alone_cannot_build_is_left_to_fit():
+    """build_before_fit is a speed-up: where the symbolic build fails, nothing is raised and fit builds the model as Keras does."""
+    from kdistill.fit_build import build_before_fit
+
+    model = small_cnn("plain", seed=3)
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    attempts = []
+
+    def fails(**kwargs):
+        attempts.append(kwargs)
+        raise RuntimeError("Unable to automatically build the model.")
+
+    model._symbolic_build = fails
+    build_before_fit(model, images(8, 0), labels(8, 0))
+    assert len(attempts) == (1 if keras.backend.backend() == "tensorflow" else 0) and not model.optimizer.built
+    del model._symbolic_build
+    history = model.fit(images(8, 0), labels(8, 0), batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0]) and model.optimizer.built
