@@ -1,8 +1,10 @@
 """Run by test_backends.py: every `kdistill --backend jax` command on tiny settings, in one process where TensorFlow cannot be imported.
 
 argv[1]: a folder of Fashion-MNIST-shaped IDX files; argv[2]: a work folder; argv[3]: a small saved teacher with ResNet50's
-stage names (conftest.resnet50_shaped_teacher). train-teacher trains the real ResNet50; demo, distill and cache-teacher take the
-small teacher, so that XLA compiles ResNet50 once (its training) rather than once per command.
+stage names (conftest.resnet50_shaped_teacher). Every command takes the small teacher (train-teacher through `--weights`, which
+loads a whole saved teacher and trains it with the same recipe), so that XLA never compiles ResNet50: that alone took ~35 s
+here. Building a ResNet50 teacher runs on every backend through Keras' own ResNet50 and kdistill's input layer, whose JAX
+result is checked below against Keras' `preprocess_input`.
 KERAS_BACKEND is not set: `--backend jax` must set it before Keras loads.
 """
 
@@ -22,8 +24,7 @@ from kdistill import cli  # noqa: E402
 data_dir, work, small_teacher = sys.argv[1], sys.argv[2], sys.argv[3]
 tiny = ["--data-dir", data_dir, "--train-limit", "64", "--batch-size", "32"]
 commands = {
-    # (--test-limit 32: its closing evaluation is one batch, one XLA compilation of ResNet50's forward pass instead of two)
-    "train-teacher": ["train-teacher", *tiny, "--epochs", "1", "--test-limit", "32", "--output", os.path.join(work, "teacher.keras")],
+    "train-teacher": ["train-teacher", *tiny, "--epochs", "1", "--weights", small_teacher, "--output", os.path.join(work, "teacher.keras")],
     "demo": ["demo", "--data-dir", data_dir, "--output-dir", os.path.join(work, "demo"), "--quiet", "--set", "train_limit=64", "--set", "teacher_epochs=1",
              "--set", "student_epochs=1", "--set", "batch_size=32", "--set", "student=resnet8x4", "--set", "latency_plot=false",
              "--set", "qat_epochs=0"],  # quantization-aware training on JAX: tests/_no_tensorflow.py
@@ -47,8 +48,15 @@ for name, arguments in commands.items():
     report[name] = {"status": status, "out": out.getvalue()[-2000:], "err": err.getvalue()[-2000:]}
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from kdistill.models.preprocessing import ImagePreprocessing  # noqa: E402
 
 report["backend"] = keras.backend.backend()
+pixels = np.random.default_rng(3).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+report["caffe_difference"] = float(np.abs(keras.ops.convert_to_numpy(ImagePreprocessing("caffe")(pixels))
+                                          - keras.applications.resnet50.preprocess_input(pixels.copy())).max())
+report["trained_teacher"] = keras.saving.load_model(os.path.join(work, "teacher.keras"), compile=False).name
 report["demo_summary"] = json.load(open(os.path.join(work, "demo", "summary.json")))
 report["tensorflow_loaded"] = [name for name in sys.modules if name == "tensorflow" or name.startswith("tensorflow.")]
 print(json.dumps(report))

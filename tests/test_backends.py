@@ -51,12 +51,13 @@ def test_data_parallel_refuses_the_tensorflow_backend():
 def test_every_cli_command_runs_with_backend_jax_and_export_says_it_needs_tensorflow(tmp_path, fake_fashion_mnist, small_teacher_file):
     (tmp_path / "work").mkdir()
     environment = {key: value for key, value in os.environ.items() if key != "KERAS_BACKEND"}  # --backend must set it
-    # (a teacher saved on TensorFlow loads unchanged on JAX; the ResNet50 trained there by train-teacher is not used again)
+    # (a teacher saved on TensorFlow loads unchanged on JAX; train-teacher trains it further there, and its output is not used again)
     result = subprocess.run([sys.executable, os.path.join(HERE, "_cli_jax.py"), fake_fashion_mnist, str(tmp_path / "work"), small_teacher_file],
                             capture_output=True, text=True, timeout=600, env=dict(environment, JAX_PLATFORMS="cpu"))
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["backend"] == "jax" and report["tensorflow_loaded"] == []
+    assert report["caffe_difference"] < 1e-3 and report["trained_teacher"] == "resnet50"  # ResNet50's input layer, computed by JAX
     for command in ("train-teacher", "demo", "distill", "evaluate", "cache-teacher"):
         assert report[command]["status"] == 0, (command, report[command]["err"])
     assert report["demo_summary"]["teacher_reused"] is True and "distilled student" in report["demo"]["out"]
