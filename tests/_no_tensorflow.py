@@ -1,4 +1,5 @@
-"""Run in a subprocess by test_backends.py: a small distillation where importing TensorFlow is impossible.
+"""Run in a subprocess by test_backends.py (PyTorch) and test_install.py (JAX, in a Python 3.12 venv without TensorFlow): a small
+distillation where importing TensorFlow is impossible; `check_report` is what both assert about its last line.
 
 A finder placed first on `sys.meta_path` makes every `import tensorflow` fail, so
 a stray import anywhere on the path (kdistill, Keras' backend) shows up as an
@@ -33,6 +34,19 @@ class _BlockTensorFlow(importlib.abc.MetaPathFinder):
 def block_tensorflow() -> None:
     """Makes every later `import tensorflow` fail; call it before anything imports Keras."""
     sys.meta_path.insert(0, _BlockTensorFlow())
+
+
+def check_report(report: dict, backend: str) -> None:
+    """Asserts what a run of this script must show: it trained on `backend` without TensorFlow, and export names the install."""
+    assert report["backend"] == backend and report["tensorflow_loaded"] == []
+    assert report["teacher_unchanged"]
+    assert {"loss", "ce_loss", "kd_loss", "feat_teacher_stage2", "accuracy"} <= set(report["history"])
+    assert report["history"]["loss"][-1] < report["history"]["loss"][0]
+    assert 0.0 <= report["top1"] <= 1.0
+    assert report["qat_loss"] == report["qat_loss"] and report["qat_range_moved"]  # finite, and the ranges trained in this backend
+    assert report["qat_twin_agrees"] >= 0.5
+    # what needs TensorFlow says so, and names the install
+    assert "TensorFlow is needed for exporting models" in report["export_error"] and "pip install" in report["export_error"]
 
 
 def main() -> None:
