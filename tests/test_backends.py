@@ -22,7 +22,7 @@ def test_distillation_runs_where_tensorflow_cannot_be_imported_on_pytorch(tmp_pa
 
 @pytest.mark.slow
 def test_data_parallel_on_two_jax_devices_gives_the_weights_of_one():
-    environment = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    environment = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2")
     result = subprocess.run([sys.executable, os.path.join(HERE, "_data_parallel.py")], capture_output=True, text=True, timeout=300, env=environment)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
