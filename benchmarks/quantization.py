@@ -29,6 +29,7 @@ def _students(args, splits):
     import keras
 
     import kdistill
+    from kdistill.fit_build import build_before_fit
 
     for path in args.models:
         yield os.path.basename(path), keras.models.load_model(path, compile=False), None
@@ -37,6 +38,7 @@ def _students(args, splits):
         kwargs = {"width": args.width} if name.startswith("mobilenet") else {}
         student = kdistill.students.get(name, num_classes=splits.num_classes, input_shape=splits.image_shape, **kwargs)
         student.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        build_before_fit(student, splits.train)  # on TensorFlow its first step is then traced once, not twice (same weights)
         start = time.perf_counter()
         student.fit(splits.train, epochs=args.epochs, verbose=0, shuffle=False)  # the pipeline shuffles
         label = f"{name} (width {args.width})" if kwargs else name
