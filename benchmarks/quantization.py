@@ -71,9 +71,10 @@ def main(argv=None) -> int:
             keras_top1 = student.predict(images, verbose=0).argmax(-1)
             row = {"student": label, "parameters": int(student.count_params()), "train_seconds": train_seconds,
                    "keras_top1": float((keras_top1 == labels).mean()), "agreement": {}}
+            served = export.saved_model(student, os.path.join(folder, f"serving_{len(rows)}"))  # one SavedModel for its three files
             for name, mode, calibration in VARIANTS:
                 path = export.tflite(student, os.path.join(folder, "model.tflite"), quantize=mode, representative=splits.validation,
-                                     calibration=calibration)
+                                     calibration=calibration, saved_model_dir=served)
                 row["agreement"][name] = float((export.tflite_predict(path, images).argmax(-1) == keras_top1).mean())
             rows.append(row)
             print(json.dumps(row), flush=True)
