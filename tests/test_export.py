@@ -95,7 +95,7 @@ def test_int16x8_is_integer_only_and_closer_to_keras_than_int8(trained, served, 
     int16 = export.tflite(student, str(tmp_path / "int16x8.tflite"), quantize="int16x8", representative=splits.validation, saved_model_dir=served)
     tensor_types = {detail["dtype"] for detail in tf.lite.Interpreter(model_path=int16).get_tensor_details()}
     assert np.int16 in tensor_types and np.int8 in tensor_types
-    images = _test_images(splits, 300)
+    images = _test_images(splits, 100)  # (TFLite's int16x8 kernels are reference ones: 20 ms an image here)
     keras_logits = student.predict(images, verbose=0)
     error = {name: np.abs(export.tflite_predict(path, images) - keras_logits).mean() for name, path in (("int8", int8), ("int16x8", int16))}
     assert error["int16x8"] < 0.75 * error["int8"], error  # weights stay int8, so not 256x closer (0.55x measured)
