@@ -6,29 +6,29 @@ import pytest
 import tensorflow as tf
 
 import kdistill
-from kdistill.fit_build import build_before_fit
 from kdistill import export
 from kdistill.export import int8_calibration
 
-#: one pytest-xdist worker runs this file; its fixture (a ResNet-20 trained for a minute) is session-scoped, so it is made once even when
-#: the worker runs other files' tests between this file's
+#: one pytest-xdist worker runs this file; its fixtures (the shipped ResNet-20, its SavedModel) are session-scoped, so they are made
+#: once even when the worker runs other files' tests between this file's
 pytestmark = pytest.mark.xdist_group("export")
 
 #: 2,000 training and 1,000 test images of the real Fashion-MNIST, shipped with the tests (tools/make_fashion_mnist_sample.py)
 REAL_SAMPLE = os.path.join(os.path.dirname(__file__), "data", "fashion-mnist-sample")
 
 
+#: ResNet-20 trained 4 epochs on the sample's 1,800 training images (tools/make_test_models.py, which the fixture below used
+#: to run each session: about a minute of the suite's time)
+TRAINED_RESNET20 = os.path.join(os.path.dirname(__file__), "data", "resnet20_fashion_mnist_sample.keras")
+
+
 @pytest.fixture(scope="session")
 def trained():
-    """ResNet-20 trained 4 epochs on 1,800 real Fashion-MNIST images (about 75% top-1 on the held-out 1,000)."""
+    """The shipped trained ResNet-20 (about 75% top-1 on the sample's held-out 1,000 images) and the sample's splits."""
     splits = kdistill.data.load("fashion_mnist", data_dir=REAL_SAMPLE, batch_size=32, validation_fraction=0.1)
     assert splits.counts == {"train": 1800, "validation": 200, "test": 1000}
-    keras.utils.set_random_seed(0)
-    student = kdistill.students.get("resnet20", num_classes=10)
-    student.compile(optimizer=keras.optimizers.Adam(3e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    build_before_fit(student, splits.train)  # traced once, not twice
-    student.fit(splits.train, epochs=4, verbose=0)
-    return student, splits
+    assert os.path.exists(TRAINED_RESNET20), "make it with `python tools/make_test_models.py`"
+    return keras.saving.load_model(TRAINED_RESNET20), splits
 
 
 @pytest.fixture(scope="session")
