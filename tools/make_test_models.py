@@ -1,13 +1,16 @@
-"""Writes the trained model that the export tests ship, so the suite loads it instead of training it each run.
+"""Writes the trained models that the tests ship, so the suite loads them instead of training them each run.
 
-The export tests' claims (int8 and int16x8 agreement with Keras, the serving
-signature, ONNX) only mean something on a trained model with real activation
-ranges. Training it took about a minute of the suite's time on 2 CPU cores;
-this script trains it once, exactly as the tests' fixture did (ResNet-20, seed 0,
-Adam 3e-3, 4 epochs on the 1,800 training images of the shipped real sample), and
-saves it without optimizer state:
+The export and quantization tests' claims (int8 and int16x8 agreement with
+Keras, the serving signature, ONNX, a quantization-aware twin that starts where
+the float student ended) only mean something on trained models with real
+activation ranges. This script trains them once, exactly as the tests' fixtures
+did, on the shipped real sample (1,800 training images; 200 held out), and saves
+them without optimizer state into tests/data:
 
-    python tools/make_test_models.py --output tests/data/resnet20_fashion_mnist_sample.keras
+- `resnet20_fashion_mnist_sample.keras`: ResNet-20, seed 0, Adam 3e-3, 4 epochs (tests/test_export.py);
+- `mobilenet_v2_035_fashion_mnist_sample.keras`: MobileNetV2 width 0.35, seed 0, Adam 3e-3, 4 epochs (tests/test_quantize.py).
+
+    python tools/make_test_models.py
 """
 
 from __future__ import annotations
@@ -21,14 +24,18 @@ import kdistill
 from kdistill.fit_build import build_before_fit
 from kdistill.models import saving
 
-SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "data", "fashion-mnist-sample")
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "data")
+SAMPLE = os.path.join(DATA, "fashion-mnist-sample")
+#: file name -> (student name, builder options, epochs)
+MODELS = {"resnet20_fashion_mnist_sample.keras": ("resnet20", {}, 4),
+          "mobilenet_v2_035_fashion_mnist_sample.keras": ("mobilenet_v2", {"width": 0.35}, 4)}
 
 
-def train_resnet20(epochs: int = 4, seed: int = 0) -> keras.Model:
-    """ResNet-20 trained on the shipped sample's 1,800 training images (200 are held out for validation)."""
+def train(name: str, options: dict, epochs: int, seed: int = 0) -> keras.Model:
+    """The registered student `name` trained on the shipped sample's 1,800 training images."""
     splits = kdistill.data.load("fashion_mnist", data_dir=SAMPLE, batch_size=32, validation_fraction=0.1)
     keras.utils.set_random_seed(seed)
-    student = kdistill.students.get("resnet20", num_classes=10)
+    student = kdistill.students.get(name, num_classes=10, **options)
     student.compile(optimizer=keras.optimizers.Adam(3e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     build_before_fit(student, splits.train)
     student.fit(splits.train, epochs=epochs, verbose=2)
@@ -37,11 +44,13 @@ def train_resnet20(epochs: int = 4, seed: int = 0) -> keras.Model:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", default=os.path.join(os.path.dirname(SAMPLE), "resnet20_fashion_mnist_sample.keras"))
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--output-dir", default=DATA)
+    parser.add_argument("--only", choices=sorted(MODELS), help="write this file only")
     args = parser.parse_args(argv)
-    saving.save_for_inference(train_resnet20(args.epochs), args.output)
-    print("wrote", args.output)
+    for file_name, (name, options, epochs) in MODELS.items():
+        if args.only in (None, file_name):
+            path = saving.save_for_inference(train(name, options, epochs), os.path.join(args.output_dir, file_name))
+            print("wrote", path)
     return 0
 
 
