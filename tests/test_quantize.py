@@ -26,7 +26,7 @@ def _logits(model, images):
 
 @pytest.mark.slow
 def test_quantization_aware_distillation_end_to_end_on_real_images(tmp_path):
-    """One test (not three sharing a fixture), so that the training runs once under pytest-xdist."""
+    """One test (not three sharing a fixture), so that the twin is made and fine-tuned once under pytest-xdist."""
     splits = kdistill.data.load("fashion_mnist", data_dir=REAL_SAMPLE, batch_size=32, validation_fraction=0.1)
     keras.utils.set_random_seed(0)
     student = keras.saving.load_model(TRAINED_MOBILENET)  # a float student trained 4 epochs on these images
