@@ -3,8 +3,8 @@
 The export and quantization tests' claims (int8 and int16x8 agreement with
 Keras, the serving signature, ONNX, a quantization-aware twin that starts where
 the float student ended) only mean something on trained models with real
-activation ranges. This script trains them once, exactly as the tests' fixtures
-did, on the shipped real sample (1,800 training images; 200 held out), and saves
+activation ranges. This script trains them once with the recipe the tests used
+(the MobileNetV2 for 4 epochs where the test trained 2), on the shipped real sample (1,800 training images; 200 held out), and saves
 them without optimizer state into tests/data:
 
 - `resnet20_fashion_mnist_sample.keras`: ResNet-20, seed 0, Adam 3e-3, 4 epochs (tests/test_export.py);
