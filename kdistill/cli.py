@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_demo(commands) -> None:
     demo = commands.add_parser("demo", help="teacher vs student alone vs distilled student on offline Fashion-MNIST",
-                               description="Trains (or reuses) a ResNet50 teacher on 32x32 Fashion-MNIST (upsampled to 48x48 inside it), "
+                               description="Trains (or reuses) a teacher (a CIFAR ResNet-20 by default) on 32x32 Fashion-MNIST, "
                                            "trains the same student without and with distillation (the distilled one also reads the "
                                            "unlabelled transfer set), evaluates all three, saves a table and plots, and exports.")
     demo.add_argument("--full", action="store_true", help="the longer schedule (all training images, more epochs)")
@@ -84,10 +84,10 @@ def _add_demo(commands) -> None:
 
 
 def _add_train_teacher(commands) -> None:
-    teacher = commands.add_parser("train-teacher", help="train a ResNet50 teacher and save it",
+    teacher = commands.add_parser("train-teacher", help="train a ResNet teacher and save it",
                                   description="Trains a ResNet teacher (random init, ImageNet backbone, or a weights file) and saves it as .keras.")
     _data_arguments(teacher)
-    teacher.add_argument("--name", default="resnet50", help="resnet50 | resnet101 | resnet152")
+    teacher.add_argument("--name", default="resnet50", help="resnet50 | resnet101 | resnet152 (ImageNet ResNets) | resnet20 | resnet32 | resnet56 (CIFAR ResNets)")
     teacher.add_argument("--weights", default=None, help="None (random), imagenet, or a weights/model file")
     teacher.add_argument("--epochs", type=int, default=4)
     teacher.add_argument("--learning-rate", type=float, default=None, help="peak rate (default 1e-3 for adam, 0.01 for sgd)")

@@ -92,30 +92,28 @@ def test_distill_config_errors_exit_2_with_the_reason(tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.eager
 def test_demo_on_tiny_settings_prints_the_table_and_saves_figures(tmp_path, fake_fashion_mnist, capsys, monkeypatch):
-    from conftest import resnet50_shaped_teacher
     from kdistill.models import teachers
 
-    # The demo trains its teacher with the real recipe (training.train_teacher: schedule, best epoch kept, saved), records it and
-    # reuses it on the second run; only the network it builds is the small stand-in with ResNet50's stage names, which every
-    # later stage (taps, distillation, quantization-aware training, export) takes as it takes ResNet50. The real ResNet50 trains
-    # through the same train_teacher in test_train_teacher_saves_a_loadable_resnet50_and_evaluate_reports_accuracy_size_and_speed.
-    built = []
+    # The demo's own teacher (a CIFAR ResNet-20) trained with the real recipe (training.train_teacher: schedule, best epoch kept,
+    # saved), recorded, and reused on the second run; `built` counts how often a teacher network is built.
+    built, real_get = [], teachers.get
 
-    def resnet50_stand_in(name, num_classes, input_shape=(32, 32, 3), **options):
+    def counted(name, num_classes, **options):
         built.append(name)
-        return resnet50_shaped_teacher(num_classes)
+        return real_get(name, num_classes, **options)
 
-    monkeypatch.setattr(teachers, "get", resnet50_stand_in)
+    monkeypatch.setattr(teachers, "get", counted)
     output = tmp_path / "demo"
     args = ["demo", "--data-dir", fake_fashion_mnist, "--output-dir", str(output), "--quiet"]
     tiny = ["--set", "train_limit=64", "--set", "teacher_epochs=1", "--set", "student_epochs=1", "--set", "batch_size=32", "--set", "student=resnet8x4",
             "--set", "latency_plot=false"]  # the latency figure is tested on small models below
     assert cli.main(args + tiny) == 0
     out = capsys.readouterr().out
-    for row in ("teacher (ResNet50)", "student alone", "distilled student", "distillation gain", "(one seed)", "multi-seed result"):
+    for row in ("teacher (resnet20)", "student alone", "distilled student", "distillation gain", "(one seed)", "multi-seed result"):
         assert row in out
     summary = json.loads((output / "summary.json").read_text())
-    assert [r["name"] for r in summary["results"]] == ["teacher (ResNet50)", "student alone", "distilled student", "distilled, int8-aware"]
+    assert [r["name"] for r in summary["results"]] == ["teacher (resnet20)", "student alone", "distilled student", "distilled, int8-aware"]
+    assert summary["taps"] == {"stage2_out": "stage2_out", "stage3_out": "stage3_out"}  # teacher and student share layer names
     assert summary["results"][1]["parameters"] == summary["results"][2]["parameters"]
     for name in ("curves.png", "comparison.png", "teacher.keras", "student_alone.keras", "student_distilled.keras", "student_int8_qat.keras"):
         assert (output / name).stat().st_size > 0
@@ -136,7 +134,10 @@ def test_demo_on_tiny_settings_prints_the_table_and_saves_figures(tmp_path, fake
     for name in students:
         for before, after in zip(first[name], keras.saving.load_model(output / name, compile=False).get_weights(), strict=True):
             np.testing.assert_array_equal(before, after, err_msg=name)
-    assert built == ["resnet50"]  # trained by the first run only
+    assert built == ["resnet20"]  # trained by the first run only
+    # The teacher is a setting: an unknown one is refused in one line, before any work.
+    assert cli.main(args + tiny + ["--set", "teacher=resnet5"]) == 2
+    assert "Unknown demo teacher 'resnet5'. Did you mean" in capsys.readouterr().err
     assert cli.main(args + ["--set", "epochs=3"]) == 2
     assert "Unknown demo setting" in capsys.readouterr().err
 

@@ -59,7 +59,7 @@ def test_teacher_from_a_saved_file_and_clear_errors_for_bad_files(tmp_path, resn
 
 
 def test_unknown_teacher_name_lists_known():
-    with pytest.raises(ValueError, match="Did you mean 'resnet50'"):
+    with pytest.raises(ValueError, match="Did you mean .*'resnet50'"):
         kdistill.teachers.get("resnet5", num_classes=10)
 
 
@@ -116,3 +116,34 @@ def test_keep_best_epoch_restores_the_best_weights_and_refuses_chance_level(capl
     chance = callbacks.KeepBestEpoch(chance_level=0.5)
     with pytest.raises(callbacks.ChanceLevelError, match="no better than chance"):
         model.fit(x, y, validation_data=(x, y), epochs=2, verbose=0, callbacks=[_Scripted([0.5, 0.52]), chance])
+
+
+@pytest.mark.parametrize("name", ["resnet20", "resnet32", "resnet56"])
+def test_cifar_resnet_teachers_take_pixels_and_have_stage_outputs_for_taps(name):
+    teacher = kdistill.teachers.get(name, num_classes=7, input_shape=(32, 32, 3))
+    blocks = {"resnet20": 3, "resnet32": 5, "resnet56": 9}[name]
+    assert teacher.name == name and teacher.output.shape == (None, 7)
+    assert len([layer for layer in teacher.layers if layer.name.endswith("_add")]) == 3 * blocks
+    shapes = [teacher.get_layer(layer).output.shape for layer, _ in kdistill.taps.STAGES[name]]
+    assert shapes == [(None, 32, 32, 16), (None, 16, 16, 32), (None, 8, 8, 64)]
+    assert {layer.momentum for layer in teacher.layers if isinstance(layer, keras.layers.BatchNormalization)} == {0.9}
+    student = kdistill.students.get("mobilenet_v2", num_classes=7)
+    assert kdistill.taps.preset(teacher, student) == {"stage2_out": "block_6_expand_relu", "stage3_out": "block_13_expand_relu"}
+
+
+def test_cifar_teacher_upsamples_loads_weights_and_refuses_imagenet(tmp_path):
+    teacher = kdistill.teachers.get("resnet20", num_classes=10, resize_to=48)
+    assert teacher.layers[1].name == "upsample" and teacher.get_layer("stage3_out").output.shape == (None, 12, 12, 64)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    weights = str(tmp_path / "teacher.weights.h5")
+    teacher.save_weights(weights)
+    again = kdistill.teachers.get("resnet20", num_classes=10, resize_to=48, weights=weights)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(again(x)), keras.ops.convert_to_numpy(teacher(x)), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="do not fit the teacher 'resnet56'"):
+        kdistill.teachers.get("resnet56", num_classes=10, weights=weights)
+    with pytest.raises(ValueError, match=r"no ImageNet weights for the CIFAR ResNet 'resnet20'.*train-teacher --name resnet20"):
+        kdistill.teachers.get("resnet20", num_classes=10, weights="imagenet")
+    without = kdistill.teachers.get("resnet20", num_classes=10, include_preprocessing=False)
+    assert "preprocessing" not in [layer.name for layer in without.layers]
+    with pytest.raises(ValueError, match="Did you mean .*'resnet20'.*Known: .*resnet56"):
+        kdistill.teachers.get("resnet21", num_classes=10)

@@ -17,10 +17,9 @@ import os
 from typing import Callable
 
 import keras
-from keras import layers
 
 from kdistill.errors import did_you_mean
-from kdistill.models import checks, hub, saving, taps
+from kdistill.models import checks, cifar_resnets, hub, saving, taps
 
 __all__ = ["imagenet_notop_file", "get", "register", "available", "load"]
 
@@ -197,44 +196,13 @@ def mobilenet_v3_small(num_classes: int, input_shape=(32, 32, 3), width: float =
     return _rename(model, "mobilenet_v3_small")
 
 
-def _basic_block(x, filters: int, stride: int, name: str):
-    shortcut = x
-    y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv1")(x)
-    y = layers.BatchNormalization(name=f"{name}_bn1")(y)
-    y = layers.ReLU(name=f"{name}_relu1")(y)
-    y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
-    y = layers.BatchNormalization(name=f"{name}_bn2")(y)
-    if stride != 1 or x.shape[-1] != filters:
-        shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_shortcut_conv")(x)
-        shortcut = layers.BatchNormalization(name=f"{name}_shortcut_bn")(shortcut)
-    y = layers.Add(name=f"{name}_add")([y, shortcut])
-    return y
-
-
-def _cifar_resnet(num_classes: int, input_shape, filters: list[int], blocks: int, name: str) -> keras.Model:
-    inputs = keras.Input(shape=input_shape, name="image")
-    x = _to_minus_one_one(inputs)
-    x = layers.Conv2D(filters[0], 3, padding="same", use_bias=False, name="stem_conv")(x)
-    x = layers.BatchNormalization(name="stem_bn")(x)
-    x = layers.ReLU(name="stem_relu")(x)
-    for stage, stage_filters in enumerate(filters[1:], start=1):
-        for block in range(blocks):
-            stride = 2 if stage > 1 and block == 0 else 1
-            x = _basic_block(x, stage_filters, stride, name=f"stage{stage}_block{block + 1}")
-            last = block == blocks - 1
-            x = layers.ReLU(name=f"stage{stage}_out" if last else f"stage{stage}_block{block + 1}_out")(x)
-    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    logits = layers.Dense(num_classes, name="logits")(x)
-    return keras.Model(inputs, logits, name=name)
-
-
 @register("resnet8x4")
 def resnet8x4(num_classes: int, input_shape=(32, 32, 3)) -> keras.Model:
     """CIFAR ResNet-8x4 (as in CRD, Tian et al. 2020): one basic block per stage, 64/128/256 channels."""
-    return _cifar_resnet(num_classes, input_shape, [32, 64, 128, 256], blocks=1, name="resnet8x4")
+    return cifar_resnets.build("resnet8x4", num_classes, input_shape)
 
 
 @register("resnet20")
 def resnet20(num_classes: int, input_shape=(32, 32, 3)) -> keras.Model:
     """CIFAR ResNet-20 (He et al., 2016): three blocks per stage, 16/32/64 channels."""
-    return _cifar_resnet(num_classes, input_shape, [16, 16, 32, 64], blocks=3, name="resnet20")
+    return cifar_resnets.build("resnet20", num_classes, input_shape)

@@ -20,6 +20,7 @@ from typing import Sequence
 import keras
 
 from kdistill.errors import did_you_mean
+from kdistill.models import cifar_resnets
 
 __all__ = ["STAGES", "LOGITS", "NESTED", "register_stages", "preset", "stage_outputs", "validate", "feature_model", "tap_shape", "family"]
 
@@ -39,8 +40,7 @@ STAGES: dict[str, list[tuple[str, int]]] = {
         ("expanded_conv_7_add", 16),
         ("expanded_conv_10_add", 32),
     ],
-    "resnet8x4": [("stage1_out", 1), ("stage2_out", 2), ("stage3_out", 4)],
-    "resnet20": [("stage1_out", 1), ("stage2_out", 2), ("stage3_out", 4)],
+    **{name: list(cifar_resnets.STAGES) for name in cifar_resnets.ARCHITECTURES},
 }
 
 _DEFAULT_PRESET_STAGES = (1, 2)

@@ -1,7 +1,8 @@
-"""Teachers: Keras ResNets with a logits classifier, from ImageNet weights, a file, or scratch.
+"""Teachers: Keras ResNets with a logits classifier (from ImageNet weights, a file, or scratch) and CIFAR ResNets.
 
-A teacher built here takes raw RGB pixels in [0, 255] (its Caffe-style
-preprocessing is its first layer) and returns logits. `FeatureDistiller`
+A teacher built here takes raw RGB pixels in [0, 255] (its preprocessing is
+its first layer: Caffe-style for Keras' ResNets, [-1, 1] for the CIFAR ResNets
+of `kdistill.models.cifar_resnets`) and returns logits. `FeatureDistiller`
 freezes it; it is returned trainable so `kdistill train-teacher` can train it.
 
 Example:
@@ -19,7 +20,7 @@ from typing import Callable
 import keras
 
 from kdistill.errors import did_you_mean
-from kdistill.models import hub, saving
+from kdistill.models import cifar_resnets, hub, saving
 from kdistill.models.ensemble import ensemble
 from kdistill.models.preprocessing import ImagePreprocessing
 
@@ -30,6 +31,9 @@ _BACKBONES: dict[str, Callable[..., keras.Model]] = {
     "resnet101": keras.applications.ResNet101,
     "resnet152": keras.applications.ResNet152,
 }
+
+#: CIFAR ResNets (He et al., 2016) a teacher may be: small and quick to train at 32x32, no ImageNet weights
+_CIFAR_TEACHERS = ("resnet20", "resnet32", "resnet56")
 
 _NOTOP_FILES = {
     name: f"{name}_weights_tf_dim_ordering_tf_kernels_notop.h5" for name in _BACKBONES
@@ -74,16 +78,19 @@ def get(
     """Builds a ResNet teacher that outputs logits for `num_classes` classes.
 
     Args:
-        name: `"resnet50"`, `"resnet101"` or `"resnet152"`; or `"keras_hub:<preset
-            or folder>"` for a KerasHub model (see `kdistill.models.hub.get`).
+        name: `"resnet50"`, `"resnet101"` or `"resnet152"` (Keras' ImageNet
+            ResNets); `"resnet20"`, `"resnet32"` or `"resnet56"` (CIFAR ResNets,
+            random or from a file); or `"keras_hub:<preset or folder>"` for a
+            KerasHub model (see `kdistill.models.hub.get`).
         num_classes: number of classes of the new classifier.
         input_shape: `(height, width, 3)`; at least 32x32.
         weights: `None` (random), `"imagenet"` (backbone from Keras' ImageNet
             weights; the classifier is new), a path to a whole saved teacher
             (`.keras` / `.h5`, loaded with `safe_mode=True`), or a path to a
             backbone weights file.
-        include_preprocessing: start the model with ResNet's Caffe-style
-            preprocessing so it takes pixels in [0, 255].
+        include_preprocessing: start the model with its preprocessing (Keras'
+            ResNets: Caffe-style; CIFAR ResNets: [0, 255] to [-1, 1]) so it takes
+            pixels in [0, 255].
         batch_norm_momentum: momentum of every BatchNormalization layer
             (0.9 settles moving statistics within a short schedule; Keras'
             default is 0.99). None keeps Keras' values. A loaded file keeps its own.
@@ -93,9 +100,9 @@ def get(
             stage sees 1x1 maps; `resize_to=64` gives it 2x2 at 4x the cost.
 
     Returns:
-        A trainable functional `keras.Model` with layers named as in
-        `keras.applications` (`conv3_block4_out`, ...) and a `predictions`
-        logits layer.
+        A trainable functional `keras.Model`: Keras' ResNets have layers named
+        as in `keras.applications` (`conv3_block4_out`, ...) and a `predictions`
+        logits layer; CIFAR ResNets have `stage1_out` to `stage3_out` and `logits`.
 
     Raises:
         ValueError: for an unknown name, a file that cannot be read, or
@@ -105,18 +112,21 @@ def get(
     if hub.is_hub_name(name):
         return hub.get(name, num_classes, input_shape, role="teacher", weights=weights, batch_norm_momentum=batch_norm_momentum,
                        include_preprocessing=include_preprocessing, resize_to=resize_to)
-    if name not in _BACKBONES:
-        raise ValueError(f"Unknown teacher {name!r}.{did_you_mean(name, _BACKBONES, count=2)} Known: {', '.join(_BACKBONES)}; or pass any functional Keras model.")
+    if name not in _BACKBONES and name not in _CIFAR_TEACHERS:
+        raise ValueError(f"Unknown teacher {name!r}.{did_you_mean(name, available(), count=2)} Known: {', '.join(available())}; "
+                         "or pass any functional Keras model.")
     if isinstance(weights, str) and weights != "imagenet":
         if not os.path.exists(weights):
-            raise FileNotFoundError(f"Teacher weights file {weights!r} does not exist. {_imagenet_help(name)}")
+            raise FileNotFoundError(f"Teacher weights file {weights!r} does not exist. {_imagenet_help(name) if name in _BACKBONES else ''}".rstrip())
         if saving.is_full_model_file(weights):
             return load(weights)
+    _check_resize_to(resize_to)
+    if name in _CIFAR_TEACHERS:
+        model = _cifar_teacher(name, num_classes, input_shape, weights, include_preprocessing, resize_to)
+        return saving.set_batch_norm_momentum(model, batch_norm_momentum)
     inputs = keras.Input(shape=input_shape, name="image")
     x = inputs
     if resize_to is not None:
-        if isinstance(resize_to, bool) or not isinstance(resize_to, int) or resize_to < 32:
-            raise ValueError(f"resize_to must be an image size of at least 32 (e.g. 64), received {resize_to!r}.")
         x = keras.layers.Resizing(resize_to, resize_to, interpolation="bilinear", name="upsample")(x)
     x = ImagePreprocessing("caffe", name="preprocessing")(x) if include_preprocessing else x
     backbone_weights = _backbone_weights(name, weights)
@@ -129,6 +139,27 @@ def get(
     features = keras.layers.GlobalAveragePooling2D(name="avg_pool")(backbone.output)
     logits = keras.layers.Dense(num_classes, name="predictions")(features)
     return saving.set_batch_norm_momentum(keras.Model(inputs, logits, name=name), batch_norm_momentum)
+
+
+def _check_resize_to(resize_to) -> None:
+    if resize_to is not None and (isinstance(resize_to, bool) or not isinstance(resize_to, int) or resize_to < 32):
+        raise ValueError(f"resize_to must be an image size of at least 32 (e.g. 64), received {resize_to!r}.")
+
+
+def _cifar_teacher(name: str, num_classes: int, input_shape, weights: str | None, include_preprocessing: bool,
+                   resize_to: int | None) -> keras.Model:
+    """A CIFAR ResNet teacher, random or with a weights file of the same architecture (a whole saved model is loaded by `get`)."""
+    if weights == "imagenet":
+        raise ValueError(f"There are no ImageNet weights for the CIFAR ResNet {name!r}: train it on your data (`kdistill train-teacher "
+                         f"--name {name}`), pass weights=None, or use an ImageNet teacher ({', '.join(_BACKBONES)}).")
+    model = cifar_resnets.build(name, num_classes, tuple(input_shape), resize_to=resize_to, rescale=include_preprocessing)
+    if weights is not None:
+        try:
+            model.load_weights(weights)
+        except Exception as error:
+            raise ValueError(f"The weights in {weights!r} do not fit the teacher {name!r} ({type(error).__name__}: {error}). "
+                             "Pass weights saved from the same architecture, or a whole saved teacher (.keras).") from error
+    return model
 
 
 def resnet50(
@@ -156,5 +187,5 @@ def load(path: str, input_shape: tuple[int, int, int] | None = None) -> keras.Mo
 
 
 def available() -> list[str]:
-    """Teacher names `get` accepts."""
-    return list(_BACKBONES)
+    """Teacher names `get` accepts (besides `"keras_hub:..."`)."""
+    return [*_BACKBONES, *_CIFAR_TEACHERS]

@@ -15,7 +15,7 @@ import keras
 
 from kdistill import data as data_module
 from kdistill import evaluation, plots
-from kdistill.errors import UserError, check_number
+from kdistill.errors import UserError, check_number, did_you_mean
 from kdistill.models import saving, teachers
 from kdistill.models import taps as taps_module
 from kdistill.run import demo_stages as stages
@@ -35,12 +35,14 @@ logger = logging.getLogger(__name__)
 
 #: the default demo (sized for 20 minutes on a 2-core CPU). `transfer`: the distilled student also reads the
 #: training images beyond `train_limit` without their labels, for the same number of steps as the student alone.
+#: `teacher`: a name `kdistill.teachers.get` knows; `teacher_input_size` above 32 upsamples inside the teacher.
 DEMO_QUICK = {
     "train_limit": 10_000,
     "transfer": True,
+    "teacher": "resnet20",
     "teacher_epochs": 4,
-    "teacher_input_size": 48,
-    "student_epochs": 5,
+    "teacher_input_size": 32,
+    "student_epochs": 10,
     "student": "mobilenet_v2",
     "student_width": 0.35,
     "alpha": 0.9,
@@ -66,7 +68,7 @@ _SETTING_NUMBERS = {
     "tap_weight": {"positive": True, "allow_zero": True}, "batch_size": _COUNT, "latency_images": _COUNT,
     "qat_epochs": dict(_COUNT, allow_zero=True), "qat_learning_rate": {"positive": True},
 }
-_SETTING_TYPES = {"student": str, "feature_loss": str, "export": bool, "latency_plot": bool, "transfer": bool}
+_SETTING_TYPES = {"teacher": str, "student": str, "feature_loss": str, "export": bool, "latency_plot": bool, "transfer": bool}
 
 
 def check_settings(overrides: dict) -> dict:
@@ -88,6 +90,9 @@ def check_settings(overrides: dict) -> dict:
             check_number(key, value, **_SETTING_NUMBERS[key])
         elif not isinstance(value, _SETTING_TYPES[key]):
             raise UserError(f"{key} must be a {_SETTING_TYPES[key].__name__}, received the {type(value).__name__} {value!r}.")
+    if "teacher" in overrides and overrides["teacher"] not in teachers.available():
+        name = overrides["teacher"]
+        raise UserError(f"Unknown demo teacher {name!r}.{did_you_mean(name, teachers.available(), count=2)} Known: {', '.join(teachers.available())}.")
     return overrides
 
 
@@ -105,10 +110,10 @@ def teacher_record(settings: dict, seed: int) -> dict:
     """What `teacher.json` records of the teacher's training; a saved teacher is reused only while it matches.
 
     Example:
-        >>> teacher_record(DEMO_QUICK, 0)["input_size"]
-        48
+        >>> teacher_record(DEMO_QUICK, 0)["name"]
+        'resnet20'
     """
-    return {"train_limit": settings["train_limit"], "epochs": settings["teacher_epochs"], "input_size": settings["teacher_input_size"],
+    return {"name": settings["teacher"], "train_limit": settings["train_limit"], "epochs": settings["teacher_epochs"], "input_size": settings["teacher_input_size"],
             "seed": seed, "recipe": training.TEACHER_RECIPE}
 
 
@@ -126,10 +131,11 @@ def _teacher(splits: data_module.Splits, output_dir: str, settings: dict, seed: 
         logger.info("Reusing the teacher in %s", path)
     else:
         size = settings["teacher_input_size"]
-        logger.info("Training the ResNet50 teacher (%d epochs on %d images, upsampled to %dx%d inside it)", settings["teacher_epochs"],
+        logger.info("Training the %s teacher (%d epochs on %d images at %dx%d)", settings["teacher"], settings["teacher_epochs"],
                     splits.counts["train"], size, size)
         keras.utils.set_random_seed(seed)
-        _, history = training.train_teacher(splits, path, epochs=settings["teacher_epochs"], resize_to=None if size == 32 else size, verbose=verbose)
+        _, history = training.train_teacher(splits, path, epochs=settings["teacher_epochs"], name=settings["teacher"],
+                                            resize_to=None if size == splits.image_shape[0] else size, verbose=verbose)
         training.write_json(meta_path, meta)
     return teachers.load(path), history, reuse
 
@@ -156,8 +162,8 @@ def demo(output_dir: str = os.path.join("saved_models", "demo"), full: bool = Fa
          overrides: dict | None = None, verbose: int = 1, retrain_teacher: bool = False) -> dict:
     """The main job on the offline Fashion-MNIST: teacher, student alone, distilled student.
 
-    Trains (or reuses) a ResNet50 teacher on the labelled images, upsampled to
-    `teacher_input_size` inside it; caches its outputs once; trains the same
+    Trains (or reuses) a teacher (`teacher`, a CIFAR ResNet-20 by default) on the
+    labelled images, upsampled to `teacher_input_size` inside it; caches its outputs once; trains the same
     student twice from the same initial weights, for the same steps in the same
     order on the same labelled images: on labels alone, then with the teacher's
     features and logits (and, with `transfer`, the other training images without
@@ -188,6 +194,10 @@ def demo(output_dir: str = os.path.join("saved_models", "demo"), full: bool = Fa
         return _run(settings, splits, pool, output_dir, seed, retrain_teacher, verbose, clock)
 
 
+def _teacher_row(settings: dict) -> str:
+    return f"teacher ({settings['teacher']})"
+
+
 def _run(settings: dict, splits, pool, output_dir: str, seed: int, retrain_teacher: bool, verbose: int, clock: stages.Clock) -> dict:
     """The demo's stages in order; returns the summary it writes."""
     with clock("teacher"):
@@ -200,7 +210,7 @@ def _run(settings: dict, splits, pool, output_dir: str, seed: int, retrain_teach
     saving.save_for_inference(student_alone, os.path.join(output_dir, "student_alone.keras"))
     saving.save_for_inference(distiller.student, os.path.join(output_dir, "student_distilled.keras"))
     with clock("evaluation"):
-        models = {"teacher (ResNet50)": teacher, "student alone": student_alone, "distilled student": distiller.student}
+        models = {_teacher_row(settings): teacher, "student alone": student_alone, "distilled student": distiller.student}
         rows = [dict(evaluation.evaluate(model, splits.test, splits.class_names), name=name, data=stages.data_seen(name, splits, pool))
                 for name, model in models.items()]
     twin = None
@@ -212,7 +222,7 @@ def _run(settings: dict, splits, pool, output_dir: str, seed: int, retrain_teach
             models["distilled, int8-aware"] = twin
     summary = stages.export_and_figures(settings, output_dir, models, twin, splits, clock)
     if teacher_history:
-        histories["teacher (ResNet50)"] = teacher_history
+        histories[_teacher_row(settings)] = teacher_history
     summary["figures"] = [plots.training_curves(histories, os.path.join(output_dir, "curves.png")),
                           plots.comparison(rows, os.path.join(output_dir, "comparison.png")), *summary["figures"]]
     summary.update(settings=settings, data=pool.counts, taps=distiller.taps, results=rows, teacher_reused=reused, reference=EVIDENCE_REFERENCE,

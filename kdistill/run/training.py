@@ -118,7 +118,7 @@ def train_teacher(splits: data_module.Splits, output_path: str, epochs: int = 4,
         epochs: training epochs.
         weights: None, "imagenet" or a path (see `kdistill.teachers.get`).
         learning_rate: peak rate (None: 0.01 for SGD, 1e-3 for Adam).
-        name: "resnet50", "resnet101" or "resnet152".
+        name: a teacher name (`kdistill.teachers.available()`): "resnet50" and the other ImageNet ResNets, or a CIFAR ResNet ("resnet20", ...).
         augment: the augmentations the pipeline applies (mixup/cutmix need one-hot labels).
         verbose: Keras progress bars.
         optimizer, warmup_epochs, schedule, weight_decay: see `teacher_optimizer`.
