@@ -42,7 +42,7 @@ DEMO_QUICK = {
     "teacher": "resnet20",
     "teacher_epochs": 4,
     "teacher_input_size": 32,
-    "student_epochs": 10,
+    "student_epochs": 15,
     "student": "mobilenet_v2",
     "student_width": 0.35,
     "alpha": 0.9,
