@@ -22,6 +22,32 @@ def summary() -> dict:
         return json.load(handle)
 
 
+def seeds() -> list[dict]:
+    """The demo's runs on several seeds (docs/demo_seeds.json, written by tools/demo_seeds.py)."""
+    with open(os.path.join(ROOT, "docs", "demo_seeds.json")) as handle:
+        return json.load(handle)["runs"]
+
+
+def seeds_table(runs: list[dict]) -> str:
+    """The README's per-seed table: the default schedule's runs, with the gain of the 10-epoch runs beside them."""
+    from kdistill.run import demo
+
+    earlier = {run["seed"]: run["gain"] for run in runs if run["student_epochs"] == 10}
+    lines = ["| seed | teacher | student alone | distilled student | gain (points) | gain at 10 student epochs |", "|---:|---:|---:|---:|---:|---:|"]
+    for run in runs:
+        if run["student_epochs"] == demo.DEMO_QUICK["student_epochs"]:
+            before = f"{earlier[run['seed']]:+.2f}" if run["seed"] in earlier else "-"
+            lines.append(f"| {run['seed']} | {run['teacher']:.2f} | {run['student_alone']:.2f} | {run['distilled']:.2f} | {run['gain']:+.2f} | {before} |")
+    return "\n".join(lines)
+
+
+def _readme_table(marker: str) -> str:
+    text = open(os.path.join(ROOT, "README.md")).read()
+    match = re.search(rf"<!-- {marker} -->\n((?:\|.*\n)+)", text)
+    assert match, f"README.md has no table after <!-- {marker} -->"
+    return match.group(1).rstrip("\n")
+
+
 def table_block(run: dict) -> str:
     """What `kdistill demo` prints: the table and the gain line."""
     gain, total = 100 * run["distillation_gain_top1"], run["seconds"]["total"]
@@ -48,7 +74,23 @@ def test_readme_demo_table_latency_and_parity_are_the_committed_summary():
         assert open(os.path.join(ROOT, "docs", figure), "rb").read(4) == b"\x89PNG" and f"](docs/{figure})" in readme
 
 
+def test_readme_per_seed_demo_table_is_the_committed_runs():
+    """Every default-schedule run in docs/demo_seeds.json used the demo's student settings, and the README shows them all."""
+    from kdistill.run import demo
+
+    runs, run = seeds(), summary()
+    switches = {"export", "latency_plot", "qat_epochs"}  # stages after the students: they change no student result
+    current = [entry for entry in runs if entry["student_epochs"] == demo.DEMO_QUICK["student_epochs"]]
+    assert sorted(entry["seed"] for entry in current) == [0, 1, 2]
+    for entry in current:
+        assert {k: v for k, v in entry["settings"].items() if k not in switches} == {k: v for k, v in demo.DEMO_QUICK.items() if k not in switches}
+    seed0 = next(entry for entry in current if entry["seed"] == 0)
+    assert seed0["distilled"] == round(100 * run["results"][2]["top1"], 2) and seed0["seconds"] == run["seconds"]
+    assert _readme_table("demo-seeds") == seeds_table(runs)
+
+
 if __name__ == "__main__":
+    print(f"<!-- demo-seeds -->\n{seeds_table(seeds())}\n")
     run = summary()
     for marker, block in (("demo-table", table_block(run)), ("demo-latency", latency_block(run)), ("demo-parity", run["export_table"])):
         print(f"<!-- {marker} -->\n```\n{block}\n```\n")
