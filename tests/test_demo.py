@@ -28,16 +28,23 @@ def seeds() -> list[dict]:
         return json.load(handle)["runs"]
 
 
+def _schedule(run: dict) -> tuple[int, int]:
+    return run["settings"]["teacher_epochs"], run["settings"]["student_epochs"]
+
+
 def seeds_table(runs: list[dict]) -> str:
-    """The README's per-seed table: the default schedule's runs, with the gain of the 10-epoch runs beside them."""
+    """The README's per-seed table: the default schedule's runs, and the gains of the other schedules run beside them."""
     from kdistill.run import demo
 
-    earlier = {run["seed"]: run["gain"] for run in runs if run["student_epochs"] == 10}
-    lines = ["| seed | teacher | student alone | distilled student | gain (points) | gain at 10 student epochs |", "|---:|---:|---:|---:|---:|---:|"]
-    for run in runs:
-        if run["student_epochs"] == demo.DEMO_QUICK["student_epochs"]:
-            before = f"{earlier[run['seed']]:+.2f}" if run["seed"] in earlier else "-"
-            lines.append(f"| {run['seed']} | {run['teacher']:.2f} | {run['student_alone']:.2f} | {run['distilled']:.2f} | {run['gain']:+.2f} | {before} |")
+    current = demo.DEMO_QUICK["teacher_epochs"], demo.DEMO_QUICK["student_epochs"]
+    others = sorted({_schedule(run) for run in runs} - {current}, reverse=True)
+    gains = {(_schedule(run), run["seed"]): f"{run['gain']:+.2f}" for run in runs}
+    lines = ["| seed | teacher | student alone | distilled student | gain (points) | "
+             + " | ".join(f"gain, teacher {teacher} / students {students} epochs" for teacher, students in others) + " |",
+             "|---:|---:|---:|---:|---:|" + "---:|" * len(others)]
+    for run in sorted((run for run in runs if _schedule(run) == current), key=lambda run: run["seed"]):
+        earlier = " | ".join(gains.get((schedule, run["seed"]), "-") for schedule in others)
+        lines.append(f"| {run['seed']} | {run['teacher']:.2f} | {run['student_alone']:.2f} | {run['distilled']:.2f} | {run['gain']:+.2f} | {earlier} |")
     return "\n".join(lines)
 
 
@@ -80,7 +87,7 @@ def test_readme_per_seed_demo_table_is_the_committed_runs():
 
     runs, run = seeds(), summary()
     switches = {"export", "latency_plot", "qat_epochs"}  # stages after the students: they change no student result
-    current = [entry for entry in runs if entry["student_epochs"] == demo.DEMO_QUICK["student_epochs"]]
+    current = [entry for entry in runs if _schedule(entry) == (demo.DEMO_QUICK["teacher_epochs"], demo.DEMO_QUICK["student_epochs"])]
     assert sorted(entry["seed"] for entry in current) == [0, 1, 2]
     for entry in current:
         assert {k: v for k, v in entry["settings"].items() if k not in switches} == {k: v for k, v in demo.DEMO_QUICK.items() if k not in switches}

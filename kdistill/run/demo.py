@@ -40,7 +40,7 @@ DEMO_QUICK = {
     "train_limit": 10_000,
     "transfer": True,
     "teacher": "resnet20",
-    "teacher_epochs": 4,
+    "teacher_epochs": 8,
     "teacher_input_size": 32,
     "student_epochs": 15,
     "student": "mobilenet_v2",
