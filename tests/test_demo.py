@@ -96,6 +96,18 @@ def test_readme_per_seed_demo_table_is_the_committed_runs():
     assert _readme_table("demo-seeds") == seeds_table(runs)
 
 
+def test_demo_seeds_file_is_what_the_tool_writes_from_the_committed_summary(tmp_path):
+    """tools/demo_seeds.py turns docs/demo_summary.json into the seed-0 row that docs/demo_seeds.json holds."""
+    import subprocess
+    import sys
+
+    entry = next(run for run in seeds() if run["seed"] == 0 and run["seconds"] == summary()["seconds"])
+    output = tmp_path / "seeds.json"
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "demo_seeds.py"), "--run", "0", entry["commit"],
+                    os.path.join(ROOT, "docs", "demo_summary.json"), "--output", str(output)], check=True)
+    assert json.loads(output.read_text())["runs"] == [entry]
+
+
 if __name__ == "__main__":
     print(f"<!-- demo-seeds -->\n{seeds_table(seeds())}\n")
     run = summary()
