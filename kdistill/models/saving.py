@@ -65,6 +65,15 @@ def load_model(path: str, role: str) -> keras.Model:
     return model
 
 
+def load_weights(model: keras.Model, path: str, role: str, name: str, fix: str) -> keras.Model:
+    """Loads a weights file into `model` (built as `name`); a file of another architecture raises one ValueError ending in `fix`."""
+    try:
+        model.load_weights(path)
+    except Exception as error:
+        raise ValueError(f"The weights in {path!r} do not fit the {role} {name!r} ({type(error).__name__}: {error}). {fix}") from error
+    return model
+
+
 def _check_model_file(path: str) -> None:
     """UserError for a folder or a `.keras` file that is not a whole zip archive (Keras said "File not found" for each)."""
     if os.path.isdir(path):

@@ -132,11 +132,7 @@ def get(name: str, num_classes: int, input_shape: tuple[int, int, int] = (32, 32
         kwargs["backbone_weights"] = _imagenet_weights(name, tuple(input_shape), width, kwargs.get("minimalistic", False))
     model = _REGISTRY[name](num_classes=num_classes, input_shape=tuple(input_shape), **kwargs)
     if isinstance(weights, str) and weights != "imagenet":
-        try:
-            model.load_weights(weights)
-        except Exception as error:
-            raise ValueError(f"The weights in {weights!r} do not fit the student {name!r} ({type(error).__name__}: {error}). "
-                             "Pass weights saved from the same architecture and width.") from error
+        saving.load_weights(model, weights, "student", name, "Pass weights saved from the same architecture and width.")
     return saving.set_batch_norm_momentum(model, batch_norm_momentum)
 
 

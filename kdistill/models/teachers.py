@@ -154,11 +154,7 @@ def _cifar_teacher(name: str, num_classes: int, input_shape, weights: str | None
                          f"--name {name}`), pass weights=None, or use an ImageNet teacher ({', '.join(_BACKBONES)}).")
     model = cifar_resnets.build(name, num_classes, tuple(input_shape), resize_to=resize_to, rescale=include_preprocessing)
     if weights is not None:
-        try:
-            model.load_weights(weights)
-        except Exception as error:
-            raise ValueError(f"The weights in {weights!r} do not fit the teacher {name!r} ({type(error).__name__}: {error}). "
-                             "Pass weights saved from the same architecture, or a whole saved teacher (.keras).") from error
+        saving.load_weights(model, weights, "teacher", name, "Pass weights saved from the same architecture, or a whole saved teacher (.keras).")
     return model
 
 
