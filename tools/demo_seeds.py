@@ -3,8 +3,9 @@
 Usage:
     python tools/demo_seeds.py --run SEED COMMIT RUN/summary.json [--run ...] [--output docs/demo_seeds.json]
 
-COMMIT is the commit whose code made that run. Each summary gives one row: the seed, its student schedule, the teacher's, the student alone's and the distilled
-student's test top-1, the gain, and the stage times. `tests/test_demo.py` checks the README's table against the file.
+COMMIT is the commit whose code made that run. Each summary gives one row: the seed, its settings (the schedule
+among them), the teacher's, the student alone's and the distilled student's test top-1, the gain, and the stage
+times. `tests/test_demo.py` checks the README's table against the file.
 """
 
 import argparse
@@ -18,9 +19,8 @@ def row(summary: dict, seed: int, commit: str) -> dict:
     """One seed's figures from a demo summary (test top-1 in %)."""
     top1 = {result["name"]: round(100 * result["top1"], 2) for result in summary["results"]}
     teacher = next(name for name in top1 if name.startswith("teacher"))
-    return {"seed": seed, "commit": commit, "student_epochs": summary["settings"]["student_epochs"],
-            "teacher_reused": summary["teacher_reused"], "settings": summary["settings"], "teacher": top1[teacher],
-            "student_alone": top1["student alone"], "distilled": top1["distilled student"],
+    return {"seed": seed, "commit": commit, "teacher_reused": summary["teacher_reused"], "settings": summary["settings"],
+            "teacher": top1[teacher], "student_alone": top1["student alone"], "distilled": top1["distilled student"],
             "gain": round(100 * summary["distillation_gain_top1"], 2), "seconds": summary["seconds"]}
 
 
@@ -34,7 +34,7 @@ def main() -> None:
     for seed, commit, path in args.run:
         with open(path) as handle:
             rows.append(row(json.load(handle), int(seed), commit))
-    rows.sort(key=lambda entry: (entry["student_epochs"], entry["seed"]))
+    rows.sort(key=lambda entry: (entry["settings"]["teacher_epochs"], entry["settings"]["student_epochs"], entry["seed"]))
     with open(args.output, "w") as handle:
         json.dump({"runs": rows}, handle, indent=1)
         handle.write("\n")
