@@ -209,7 +209,7 @@ def _demo(args) -> int:
         width = max(len(row["model"]) for row in summary["latency"])
         for row in summary["latency"]:
             print(f"  {row['model']:<{width}} {row['runtime']:<15} top-1 {100 * row['top1']:6.2f}%  {row['latency_ms']:8.3f} ms")
-    print(f"figures: {', '.join(summary['figures'])}\nsummary: {os.path.join(args.output_dir, 'summary.json')}")
+    print(f"figures: {', '.join(os.path.join(args.output_dir, name) for name in summary['figures'])}\nsummary: {os.path.join(args.output_dir, 'summary.json')}")
     return 0
 
 
