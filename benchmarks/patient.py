@@ -71,7 +71,6 @@ def _student(args, splits, seed: int):
 
 def _train(recipe: str, schedule: int, seed: int, args, splits, teacher, caches, layers) -> dict:
     """One run: the recipe's student for `schedule` x the demo's steps from the seed's initial weights; its test top-1 and time."""
-    import keras
 
     from kdistill import FeatureDistiller, evaluation
     from kdistill.run import paired, training
