@@ -9,7 +9,8 @@ layer, so the same batch feeds teacher and student.
 The modules: `sources` (Fashion-MNIST IDX files, TFDS, image folders, `load`),
 `arrays` (`from_arrays`: the splits and `Splits`), `batches` (NumPy batches, a
 `keras.utils.PyDataset`, no TensorFlow), `tf_pipeline` (the tf.data twins, which
-import TensorFlow on first use) and `images` (how an image file becomes pixels).
+import TensorFlow on first use), `images` (how an image file becomes pixels) and `scenes` (offline segmentation scenes
+built from Fashion-MNIST items, with masks).
 
 Example:
     >>> import numpy as np
@@ -33,6 +34,7 @@ from kdistill.data.sources import (
     load_fashion_mnist,
     read_idx,
 )
+from kdistill.data.scenes import SCENE_CLASSES, Scenes, load_scenes, make_scenes
 
 __all__ = [
     "Splits",
@@ -48,4 +50,8 @@ __all__ = [
     "AUGMENTATIONS",
     "PIPELINES",
     "resolve_pipeline",
+    "SCENE_CLASSES",
+    "Scenes",
+    "make_scenes",
+    "load_scenes",
 ]
