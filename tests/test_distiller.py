@@ -208,6 +208,9 @@ def test_trains_with_fit_on_the_jax_backend():
     losses = report["history"]["feat_teacher_stage2"]
     assert losses[-1] < losses[0]
     assert report["teacher_unchanged"]
+    # segmenters (logit maps, a student map at half the teacher's size) train through the same fit on JAX
+    assert set(report["dense_history"]) >= {"loss", "ce_loss", "kd_loss", "accuracy"}
+    assert all(np.isfinite(v).all() for v in report["dense_history"].values())
 
 
 @pytest.mark.eager
