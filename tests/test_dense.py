@@ -125,7 +125,7 @@ def test_logits_losses_for_class_vectors_are_refused_for_segmenters_in_one_line(
 def test_a_classifier_student_under_a_segmenter_teacher_and_masks_outside_the_classes_are_refused():
     teacher = tiny_segmenter("teacher", seed=1)
     classifier = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(CLASSES)], name="classifier")
-    with pytest.raises(UserError, match=r"its teacher is a segmenter.*\(batch, H, W, classes\)"):
+    with pytest.raises(UserError, match=r"its teacher is a segmenter: it needs one output, logit maps of shape \(batch, H, W, classes\)"):
         kdistill.FeatureDistiller(teacher, classifier, taps={})
     distiller = _pair().compile()
     bad = masks(4)

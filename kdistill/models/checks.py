@@ -86,15 +86,15 @@ def dense_logits(model) -> bool:
     return outputs is not None and len(outputs) == 1 and len(outputs[0].shape) == 4
 
 
-def check_segmenter(model, role: str) -> None:
-    """UserError unless `model` returns one logit map `(batch, H, W, classes)` with at least two classes."""
+def check_segmenter(model, role: str, why: str = "its teacher is a segmenter") -> None:
+    """UserError unless `model` returns one logit map `(batch, H, W, classes)` with at least two classes; `why` says who needs it."""
     outputs = _outputs(model)
     if outputs is None:
         return
     if len(outputs) != 1 or len(outputs[0].shape) != 4 or (outputs[0].shape[-1] is not None and outputs[0].shape[-1] < 2):
         got = ", ".join(_shape(t) for t in outputs)
-        raise UserError(f"The {role} {getattr(model, 'name', '')!r} returns {got}, but its teacher is a segmenter: both need one output, "
-                        "logit maps of shape (batch, H, W, classes) (no softmax), or both class logits (batch, classes).")
+        raise UserError(f"The {role} {getattr(model, 'name', '')!r} returns {got}, but {why}: it needs one output, logit maps of shape "
+                        "(batch, H, W, classes) (no softmax), as a classifier's teacher needs class logits (batch, classes).")
 
 
 def check_logits_pair(teacher: keras.Model, student: keras.Model) -> None:
