@@ -37,6 +37,7 @@ _LAZY = {
     "segmentation_metrics": "kdistill.segmentation_metrics",
     "statistics": "kdistill.statistics",
     "preprocessing": "kdistill.models.preprocessing",
+    "segmenters": "kdistill.models.segmenters",
     "students": "kdistill.models.students",
     "tap_suggest": "kdistill.models.tap_suggest",
     "taps": "kdistill.models.taps",

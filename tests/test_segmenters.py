@@ -1,0 +1,55 @@
+"""Small segmenters (kdistill.models.segmenters), parametrised over the registry, and an end-to-end distillation on offline scenes."""
+
+import keras
+import numpy as np
+import pytest
+
+import kdistill
+from kdistill.data.scenes import SCENE_CLASSES, make_scenes
+from kdistill.models import segmenters, taps
+from kdistill.segmentation_metrics import evaluate_segmenter
+from conftest import REAL_SAMPLE
+
+SMALL = {"conv_segmenter": {"widths": (8, 16, 32), "decoder_channels": 16}, "mobilenet_v2_segmenter": {"decoder_channels": 16}}
+
+
+@pytest.mark.parametrize("name", segmenters.available())
+def test_every_segmenter_returns_logits_at_the_input_size_with_its_stages_at_their_strides(name):
+    model = segmenters.get(name, num_classes=5, input_shape=(32, 32, 3), **SMALL.get(name, {}))
+    assert model.name == name and tuple(model.output.shape) == (None, 32, 32, 5)
+    assert taps.family(model) == name
+    for layer, stride in taps.STAGES[name]:
+        assert tuple(model.get_layer(layer).output.shape[1:3]) == (32 // stride, 32 // stride), (layer, stride)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    rebuilt = keras.Model.from_config(model.get_config())
+    rebuilt.set_weights(model.get_weights())
+    np.testing.assert_allclose(np.asarray(rebuilt(images)), np.asarray(model(images)), atol=1e-5)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: segmenters.get("mobilenet_v2_segmentr", 3), "Did you mean 'mobilenet_v2_segmenter'"),
+    (lambda: segmenters.get("conv_segmenter", 1), "num_classes must be an integer >= 2"),
+    (lambda: segmenters.get("mobilenet_v2_segmenter", 3, input_shape=(40, 40, 3)), "divisible by 16"),
+])
+def test_bad_requests_are_refused_with_the_fix(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+@pytest.mark.eager  # two steps: tracing MobileNetV2's train step would cost more than running them eagerly
+def test_a_mobilenet_segmenter_distils_from_a_conv_teacher_on_offline_scenes_and_is_evaluated():
+    (items, labels), _ = kdistill.data.load_fashion_mnist(REAL_SAMPLE)
+    scenes = make_scenes(items[:100], labels[:100], count=8, size=32, max_items=2, seed=0)
+    classes = len(SCENE_CLASSES)
+    teacher = segmenters.get("conv_segmenter", classes, (32, 32, 3), **SMALL["conv_segmenter"])
+    student = segmenters.get("mobilenet_v2_segmenter", classes, (32, 32, 3), **SMALL["mobilenet_v2_segmenter"])
+    distiller = kdistill.FeatureDistiller(teacher, student, taps={"conv_segmenter_stage2": "block_3_expand_relu"},
+                                          logits_loss={"name": "cwd", "temperature": 1.0}, logits_weight=3.0, alpha=0.5)
+    distiller.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"])
+    before = [np.array(w) for w in student.weights]
+    history = distiller.fit(scenes.images, scenes.masks, batch_size=4, epochs=1, verbose=0).history  # 2 steps
+    assert all(np.isfinite(values).all() for values in history.values())
+    assert set(history) >= {"ce_loss", "kd_loss", "feat_conv_segmenter_stage2", "accuracy"}
+    assert any(not np.array_equal(b, np.array(w)) for b, w in zip(before, student.weights))
+    report = evaluate_segmenter(distiller, scenes.images, scenes.masks, SCENE_CLASSES)
+    assert 0.0 <= report["mean_iou"] <= 1.0 and report["pixels"] == 8 * 32 * 32 and list(report["per_class_iou"]) == SCENE_CLASSES
