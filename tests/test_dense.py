@@ -122,6 +122,18 @@ def test_logits_losses_for_class_vectors_are_refused_for_segmenters_in_one_line(
     assert "\n" not in str(error.value)
 
 
+def test_standardized_kd_is_per_pixel_and_a_weighted_list_is_refused():
+    distiller = _pair(logits_loss="standardized_kd", temperature=2.0).compile()
+    teacher, student = RNG.normal(size=(2, 4, 4, CLASSES)).astype("float32"), RNG.normal(size=(2, 4, 4, CLASSES)).astype("float32")
+    labels = masks(2, size=4, seed=5)
+    labels[0, 0, 0] = 255
+    pixels = np.asarray(kdistill.losses.logits.standardized_kd(teacher.reshape(-1, CLASSES), student.reshape(-1, CLASSES), 2.0)).reshape(2, 4, 4)
+    expected = np_pixel_mean(pixels, (labels != 255).astype("float64")).mean()
+    assert _terms(distiller, labels, teacher, student)["kd_loss"] == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="weighted list of logits losses is not supported for segmentation"):
+        _pair(logits_loss=[("kl", 1.0), ("standardized_kd", 1.0)])
+
+
 def test_a_classifier_student_under_a_segmenter_teacher_and_masks_outside_the_classes_are_refused():
     teacher = tiny_segmenter("teacher", seed=1)
     classifier = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(CLASSES)], name="classifier")

@@ -88,6 +88,9 @@ def check_logits_loss(loss: Any) -> None:
     """ValueError when `loss` is one of kdistill's logits losses that do not apply to logit maps (see the module docstring)."""
     if loss is None or getattr(loss, "dense_logits", None) in ("pixels", "map"):
         return
+    if type(loss).__name__ == "Combined":
+        raise ValueError("A weighted list of logits losses is not supported for segmentation logits yet (per-pixel and per-map terms "
+                         "reduce differently); give one: logits_loss='kl' or {'name': 'cwd', 'temperature': 1.0}, and taps for feature terms.")
     if type(loss).__module__.startswith("kdistill."):
         name = getattr(loss, "name", type(loss).__name__)
         raise ValueError(f"The logits loss {name!r} compares one class vector per image (or the images of a batch) and does not apply "
