@@ -53,3 +53,7 @@ def test_a_mobilenet_segmenter_distils_from_a_conv_teacher_on_offline_scenes_and
     assert any(not np.array_equal(b, np.array(w)) for b, w in zip(before, student.weights))
     report = evaluate_segmenter(distiller, scenes.images, scenes.masks, SCENE_CLASSES)
     assert 0.0 <= report["mean_iou"] <= 1.0 and report["pixels"] == 8 * 32 * 32 and list(report["per_class_iou"]) == SCENE_CLASSES
+    # the registered stages give a tap preset, and tap suggestion scores segmenters' stages like classifiers'
+    assert taps.preset(teacher, student) == {"conv_segmenter_stage2": "block_6_expand_relu", "conv_segmenter_stage3": "block_13_expand_relu"}
+    suggestion = kdistill.tap_suggest.suggest(teacher, student, scenes.images)
+    assert suggestion.pairs == taps.preset(teacher, student) and suggestion.cka.shape == (3, 3) and np.isfinite(suggestion.cka).all()
