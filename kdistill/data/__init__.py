@@ -9,8 +9,8 @@ layer, so the same batch feeds teacher and student.
 The modules: `sources` (Fashion-MNIST IDX files, TFDS, image folders, `load`),
 `arrays` (`from_arrays`: the splits and `Splits`), `batches` (NumPy batches, a
 `keras.utils.PyDataset`, no TensorFlow), `tf_pipeline` (the tf.data twins, which
-import TensorFlow on first use), `images` (how an image file becomes pixels) and `scenes` (offline segmentation scenes
-built from Fashion-MNIST items, with masks).
+import TensorFlow on first use), `images` (how an image file becomes pixels), and for segmentation `scenes` (offline
+scenes built from Fashion-MNIST items, with masks) and `mask_folders` (a folder of images and one of PNG masks).
 
 Example:
     >>> import numpy as np
@@ -34,6 +34,7 @@ from kdistill.data.sources import (
     load_fashion_mnist,
     read_idx,
 )
+from kdistill.data.mask_folders import read_mask_folders
 from kdistill.data.scenes import SCENE_CLASSES, Scenes, load_scenes, make_scenes
 
 __all__ = [
@@ -54,4 +55,5 @@ __all__ = [
     "Scenes",
     "make_scenes",
     "load_scenes",
+    "read_mask_folders",
 ]
