@@ -10,7 +10,8 @@ from kdistill.models import segmenters, taps
 from kdistill.segmentation_metrics import evaluate_segmenter
 from conftest import REAL_SAMPLE
 
-SMALL = {"conv_segmenter": {"widths": (8, 16, 32), "decoder_channels": 16}, "mobilenet_v2_segmenter": {"decoder_channels": 16}}
+SMALL = {"conv_segmenter": {"widths": (8, 16, 32), "decoder_channels": 16}, "mobilenet_v2_segmenter": {"decoder_channels": 16},
+         "deeplab_v3": {"stackwise_num_filters": (64, 64), "stackwise_num_blocks": (1, 1), "dilation_rates": (2,), "projection_filters": 8}}
 
 
 @pytest.mark.parametrize("name", segmenters.available())
@@ -57,3 +58,17 @@ def test_a_mobilenet_segmenter_distils_from_a_conv_teacher_on_offline_scenes_and
     assert taps.preset(teacher, student) == {"conv_segmenter_stage2": "block_6_expand_relu", "conv_segmenter_stage3": "block_13_expand_relu"}
     suggestion = kdistill.tap_suggest.suggest(teacher, student, scenes.images)
     assert suggestion.pairs == taps.preset(teacher, student) and suggestion.cka.shape == (3, 3) and np.isfinite(suggestion.cka).all()
+
+
+@pytest.mark.eager  # two steps
+def test_a_kerashub_deeplab_v3_teacher_built_offline_is_tapped_at_a_pyramid_level_by_layer_name():
+    classes = len(SCENE_CLASSES)
+    teacher = segmenters.get("deeplab_v3", classes, (32, 32, 3), **SMALL["deeplab_v3"])
+    assert [layer for layer, _ in taps.STAGES["deeplab_v3"]] == ["stack0_block0_out", "stack1_block0_out"]  # P2, P3
+    student = segmenters.get("conv_segmenter", classes, (32, 32, 3), **SMALL["conv_segmenter"])
+    distiller = kdistill.FeatureDistiller(teacher, student, taps={"stack1_block0_out": "conv_segmenter_stage3"}, logits_loss="kl")
+    distiller.compile(optimizer=keras.optimizers.Adam(1e-3))
+    (items, labels), _ = kdistill.data.load_fashion_mnist(REAL_SAMPLE)
+    scenes = make_scenes(items[:50], labels[:50], count=8, size=32, max_items=2, seed=1)
+    history = distiller.fit(scenes.images, scenes.masks, batch_size=4, epochs=1, verbose=0).history
+    assert all(np.isfinite(values).all() for values in history.values()) and "feat_stack1_block0_out" in history

@@ -14,6 +14,9 @@ before the classifier is a tap too (`decoder_out`, `conv_segmenter_decoder_out`)
   and a bilinear upsampling to the input size. Runs on a CPU.
 - `conv_segmenter`: three stages of two 3x3 convolutions (strides 2, 4, 8) with
   the same kind of decoder; a small teacher for tests and demos.
+- `deeplab_v3`: KerasHub's `DeepLabV3Backbone` over a `ResNetBackbone`, built
+  offline from a config (no preset, no download) and inlined into one flat
+  graph, so the ResNet's `pyramid_outputs` levels are taps by layer name.
 
 Example:
     >>> import kdistill
@@ -28,10 +31,12 @@ from typing import Callable, Sequence
 
 import keras
 
-from kdistill.errors import did_you_mean
-from kdistill.models import taps
+from keras import tree
 
-__all__ = ["register", "available", "get", "mobilenet_v2_segmenter", "conv_segmenter"]
+from kdistill.errors import did_you_mean
+from kdistill.models import hub, taps
+
+__all__ = ["register", "available", "get", "mobilenet_v2_segmenter", "conv_segmenter", "deeplab_v3"]
 
 # name -> builder fn(num_classes, input_shape, **options) -> keras.Model
 _REGISTRY: dict[str, Callable[..., keras.Model]] = {}
@@ -139,3 +144,63 @@ def conv_segmenter(num_classes: int, input_shape=(64, 64, 3), widths: Sequence[i
         features.append(x)
     logits = _pyramid_decoder(features, [2, 4, 8][: len(widths)], num_classes, decoder_channels, "conv_segmenter_decoder")
     return keras.Model(inputs, logits, name="conv_segmenter")
+
+
+def _inline_nested(model: keras.Model, name: str) -> keras.Model:
+    """`model` as one flat functional graph of new layers: every nested functional model (multi-output ones too) inlined."""
+
+    def inline(operation):
+        if not isinstance(operation, keras.Model) or not hasattr(operation, "_run_through_graph"):
+            return operation
+
+        def call(*args, **kwargs):
+            return operation._run_through_graph(args[0], operation_fn=inline)
+
+        return call
+
+    outputs = model._run_through_graph(model.inputs, operation_fn=inline)
+    flat = keras.Model(model.inputs[0], tree.flatten(outputs)[0], name=name)
+    # Fresh layers (new random weights), first called in the flat graph: a tap's `layer.output` then belongs to this graph,
+    # not to the nested one the layers were built in.
+    return keras.models.clone_model(flat)
+
+
+@register("deeplab_v3")
+def deeplab_v3(num_classes: int, input_shape=(64, 64, 3), stackwise_num_filters: Sequence[int] = (64, 128, 256),
+               stackwise_num_blocks: Sequence[int] = (1, 1, 1), block_type: str = "basic_block", dilation_rates: Sequence[int] = (2, 4),
+               projection_filters: int = 48, name: str = "deeplab_v3") -> keras.Model:
+    """KerasHub's DeepLabV3 over a ResNet, from a config (offline); logits at the input size, ResNet pyramid levels as stages.
+
+    The ResNet has a stride-4 stem and one stack per entry of
+    `stackwise_num_filters` (strides 1, 2, 2, ...: levels P2, P3, ...); the
+    decoder reads P2 and pools the deepest level. Its stage table (`P<n>` levels'
+    layers, e.g. `stack1_block0_out` at stride 8) is registered under `name`,
+    so a teacher and a student of other depths should carry other names.
+
+    Args:
+        num_classes: classes, background included.
+        input_shape: `(height, width, 3)`, sides divisible by the deepest stride.
+        stackwise_num_filters: channels per stack (KerasHub needs 64 first).
+        stackwise_num_blocks: blocks per stack.
+        block_type: `"basic_block"` (ResNet-18/34 style) or `"bottleneck_block"`.
+        dilation_rates: the atrous rates of the spatial pyramid pooling.
+        projection_filters: channels of the low-level projection in the decoder.
+        name: the model's name and its stage table's.
+    """
+    keras_hub = hub._keras_hub()
+    stacks = len(stackwise_num_filters)
+    encoder = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=list(stackwise_num_filters),
+        stackwise_num_blocks=list(stackwise_num_blocks), stackwise_num_strides=[1] + [2] * (stacks - 1), block_type=block_type,
+        use_pre_activation=False, image_shape=tuple(input_shape))
+    levels = {int(key[1:]): tensor._keras_history.operation.name for key, tensor in encoder.pyramid_outputs.items()}
+    deepest = max(levels)
+    backbone = keras_hub.models.DeepLabV3Backbone(
+        image_encoder=encoder, low_level_feature_key=f"P{min(levels)}", spatial_pyramid_pooling_key=f"P{deepest}",
+        upsampling_size=2 ** (deepest - min(levels)), dilation_rates=list(dilation_rates), projection_filters=projection_filters,
+        image_shape=tuple(input_shape))
+    inputs = keras.Input(shape=input_shape, name="image")
+    features = backbone(keras.layers.Rescaling(1.0 / 255.0, name="preprocessing")(inputs))
+    nested = keras.Model(inputs, keras.layers.Conv2D(num_classes, 1, name="segmentation_output")(features))
+    taps.register_stages(name, [(layer, 2**level) for level, layer in sorted(levels.items())])
+    return _inline_nested(nested, name)
