@@ -26,7 +26,7 @@ ALLOWED = {
     "evaluation": {"models"},
     "segmentation_metrics": {"models"},
     "distiller": {"models", "adapters", "losses", "tf_train_step"},
-    "export": {"models", "backend", "quantize"},
+    "export": {"models", "backend", "quantize", "segmentation_metrics"},
     "run": {"models", "adapters", "losses", "distiller", "data", "evaluation", "plots", "export", "statistics", "backend", "quantize", "segmentation_metrics"},
     "cli": {"models", "adapters", "losses", "distiller", "data", "evaluation", "plots", "export", "statistics", "run", "backend", "quantize",
             "segmentation_metrics"},
