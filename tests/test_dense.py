@@ -165,6 +165,17 @@ def test_fit_trains_a_segmenter_with_per_pixel_metrics_and_saves_and_loads(tmp_p
     assert np.isfinite(loaded.evaluate(x, y, verbose=0, return_dict=True)["loss"])
 
 
+def test_an_ensemble_of_segmenters_averages_each_pixels_probabilities_and_trains_a_student():
+    members = [tiny_segmenter("teacher_a", seed=1), tiny_segmenter("teacher_b", seed=3)]
+    distiller = kdistill.FeatureDistiller(members, tiny_segmenter("student", width=4, seed=2), taps={"teacher_a/teacher_a_stage2": "student_stage2"},
+                                          temperature=2.0, teacher_weights=[3.0, 1.0]).compile()
+    x = RNG.uniform(0, 255, (4, 16, 16, 3)).astype("float32")
+    averaged = sum(weight * keras.ops.softmax(member(x) / 2.0, axis=-1) for weight, member in zip((0.75, 0.25), members))
+    np.testing.assert_allclose(np.asarray(keras.ops.softmax(distiller.teacher(x) / 2.0, axis=-1)), np.asarray(averaged), atol=1e-5)
+    history = distiller.fit(x, masks(4), batch_size=4, epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"]).all() and "feat_teacher_a/teacher_a_stage2" in history
+
+
 def test_classification_logits_keep_their_vector_path():
     from conftest import small_cnn
 
