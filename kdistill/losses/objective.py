@@ -6,7 +6,8 @@
 `compute_loss` and through the TensorFlow train step (`kdistill.tf_train_step`).
 Terms are computed in float32 whatever the compute dtype (mixed precision).
 Images labelled `UNLABELED` (a transfer set) get no cross-entropy, and the
-label-reading losses (DKD) see the teacher's top class for them.
+label-reading losses (DKD) see the teacher's top class for them. Segmenters'
+logit maps take the per-pixel path of `kdistill.losses.dense`.
 
 Example:
     >>> feature_term_names(None, {"conv3_block4_out": "stage2_out"})
