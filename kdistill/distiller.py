@@ -36,16 +36,12 @@ from keras import ops, tree
 from kdistill.fit_build import build_before_fit
 from kdistill.labels import UNLABELED
 from kdistill import losses as losses_module
-from kdistill.losses import objective
+from kdistill.losses import dense, objective
 from kdistill.losses.labels import LabelLoss, check_alpha
 from kdistill import adapters as adapters_module
-from kdistill.models import checks, ensemble as ensemble_module
-from kdistill.models import folding
-from kdistill.models import taps as taps_module
+from kdistill.models import checks, ensemble as ensemble_module, folding, taps as taps_module
 
 __all__ = ["FeatureDistiller", "UNLABELED"]
-
-#: the label of an image without one (a transfer-set image): only the distillation terms apply to it.
 
 logger = logging.getLogger(__name__)
 
@@ -99,9 +95,14 @@ class FeatureDistiller(keras.Model):
             (`kdistill.models.folding`): the same outputs to float rounding,
             faster on large inputs (`benchmarks/README.md` has the timings). The
             teacher itself is not changed; False runs it layer by layer.
+        ignore_label: for segmenters, the mask value of pixels to skip (255 as in Pascal VOC; None: only negative labels).
         teacher_weights: one weight per teacher when `teacher` is a list
             (normalised); None weighs them equally.
         name: model name.
+
+    Segmenters (logit maps `(batch, H, W, classes)`, integer masks `(batch, H, W)`): CE and KD per pixel, averaged over each
+    sample's pixels other than `ignore_label`, or `logits_loss={"name": "cwd", "temperature": 1.0}` on the logit map; the
+    student's map is resized to the teacher's, the target (see `kdistill.losses.dense`).
 
     Raises:
         ValueError: for a bad tap name (with the closest names and the stage
@@ -112,7 +113,7 @@ class FeatureDistiller(keras.Model):
     #: the constructor's options, saved by `get_config` (the models, taps and name are saved beside them; several teachers'
     #: weights live in their ensemble). `kdistill.run.config.DistillConfig` declares the same names with `distiller=True`.
     OPTIONS = ("feature_loss", "logits_loss", "temperature", "alpha", "tap_weights", "logits_weight", "alignment", "review",
-               "review_channels", "adapter", "fold_batch_norm")
+               "review_channels", "adapter", "fold_batch_norm", "ignore_label")
 
     def __init__(
         self,
@@ -130,6 +131,7 @@ class FeatureDistiller(keras.Model):
         review_channels: int = 64,
         adapter: str = "projection",
         fold_batch_norm: bool = True,
+        ignore_label: int | None = dense.IGNORE_LABEL,
         teacher_weights: Sequence[float] | None = None,
         name: str = "feature_distiller",
         **kwargs,
@@ -146,8 +148,10 @@ class FeatureDistiller(keras.Model):
         self.alignment = alignment
         self.logits_weight = float(logits_weight)
         self.fold_batch_norm = bool(fold_batch_norm)
+        self.ignore_label = dense.check_ignore_label(ignore_label)
         # === Models ===
         teacher = self._one_teacher(teacher, teacher_weights)
+        self.dense = checks.dense_logits(teacher)
         self.taps = self._resolve_taps(taps, teacher, student)
         self._set_losses(feature_loss, logits_loss, tap_weights)
         self._set_models(teacher, student)
@@ -186,9 +190,10 @@ class FeatureDistiller(keras.Model):
         self.feature_loss = (
             losses_module.get(feature_loss, kind="feature", temperature=self.temperature) if feature_loss is not None else None
         )
-        self.logits_loss = (
-            losses_module.get(logits_loss, kind="logits", temperature=self.temperature) if logits_loss is not None else None
-        )
+        kind = dense.logits_loss_kind(logits_loss) if self.dense else "logits"
+        self.logits_loss = losses_module.get(logits_loss, kind=kind, temperature=self.temperature) if logits_loss is not None else None
+        if self.dense:
+            dense.check_logits_loss(self.logits_loss)
         objective.check_terms(self.taps, self.feature_loss, self.logits_loss, self.alpha)
         self.tap_weights = objective.tap_weights(tap_weights, self.taps, self.feature_loss)
 
@@ -290,7 +295,9 @@ class FeatureDistiller(keras.Model):
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         """Compiled metrics on the student's logits, over the labelled samples only."""
         logits = y_pred["student"][taps_module.LOGITS]
-        y, sample_weight = objective.metric_inputs(y, logits, sample_weight)
+        if self.dense:  # metrics at the size the losses read: the teacher's map
+            logits = dense.match_size(logits, self.teacher.outputs[0].shape[1:3])
+        y, sample_weight = objective.metric_inputs(y, logits, sample_weight, self.ignore_label)
         return super().compute_metrics(x, y, logits, sample_weight)
 
     @property
@@ -312,7 +319,7 @@ class FeatureDistiller(keras.Model):
     def fit(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.fit`, refusing training data without a single batch (Keras would return an empty history, silently)."""
         checks.check_not_empty(x, "training data")
-        checks.check_fit_data(self.teacher, x, y, kwargs.get("validation_data"))
+        checks.check_fit_data(self.teacher, x, y, kwargs.get("validation_data"), ignore_label=self.ignore_label)
         build_before_fit(self, x, y)  # TensorFlow then traces the first step once, not twice
         history = super().fit(x, y, *args, **kwargs)
         if not history.history and kwargs.get("epochs", 1) and kwargs.get("initial_epoch", 0) < kwargs.get("epochs", 1):

@@ -208,6 +208,9 @@ def test_trains_with_fit_on_the_jax_backend():
     losses = report["history"]["feat_teacher_stage2"]
     assert losses[-1] < losses[0]
     assert report["teacher_unchanged"]
+    # segmenters (logit maps, a student map at half the teacher's size) train through the same fit on JAX
+    assert set(report["dense_history"]) >= {"loss", "ce_loss", "kd_loss", "accuracy"}
+    assert all(np.isfinite(v).all() for v in report["dense_history"].values())
 
 
 @pytest.mark.eager
@@ -217,6 +220,7 @@ def test_mirrored_strategy_step_matches_single_device_step():
     assert report["max_weight_difference"] < 1e-5, report
     assert abs(report["loss_mirrored"] - report["loss_single"]) < 1e-5 * max(1.0, abs(report["loss_single"]))
     assert report["weights_moved"] > 1e-4
+    assert report["dense_max_weight_difference"] < 1e-5, report  # segmenters: per-sample pixel means reduce the same way
 
 
 def _tiny_pair():

@@ -21,7 +21,7 @@ from kdistill.data.arrays import Splits, from_arrays, resolve_pipeline
 
 tf = LazyTensorFlow("kdistill.data's TFDS reader")
 
-__all__ = ["FASHION_MNIST_CLASSES", "fashion_mnist_dirs", "read_idx", "load_fashion_mnist", "from_tfds", "from_image_folder", "load"]
+__all__ = ["FASHION_MNIST_CLASSES", "fashion_mnist_dirs", "read_idx", "load_fashion_mnist", "tfds_builder", "from_tfds", "from_image_folder", "load"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,16 +110,12 @@ def load_fashion_mnist(data_dir: str | None = None) -> tuple[tuple[np.ndarray, n
     raise FileNotFoundError(f"Fashion-MNIST not found in {searched}. {_OFFLINE_HELP}")
 
 
-def from_tfds(name: str, data_dir: str | None = None, image_size: int = 32, batch_size: int = 64, train_limit: int | None = None, test_limit: int | None = None,
-              validation_fraction: float = 0.1, augment: Sequence[str] = (), seed: int = 0, download: bool = False,
-              pipeline: str = "auto") -> Splits:
-    """Pipelines from a TensorFlow Datasets name (`cifar10`, `cifar100`, `imagenette`, ...).
-
-    Reads a prepared TFDS directory (`data_dir`, default `~/tensorflow_datasets`).
-    With `download=True` TFDS may fetch it (needs network).
+def tfds_builder(name: str, data_dir: str | None = None, download: bool = False):
+    """The TFDS builder of a prepared dataset (prepared here first when `download`), or an error saying how to prepare it offline.
 
     Raises:
         ImportError: when tensorflow-datasets is not installed.
+        ValueError: for a name TFDS does not know.
         FileNotFoundError: when the data is not prepared, saying how to prepare it offline.
     """
     try:
@@ -140,6 +136,22 @@ def from_tfds(name: str, data_dir: str | None = None, image_size: int = 32, batc
         )
     if download:
         builder.download_and_prepare()
+    return builder
+
+
+def from_tfds(name: str, data_dir: str | None = None, image_size: int = 32, batch_size: int = 64, train_limit: int | None = None, test_limit: int | None = None,
+              validation_fraction: float = 0.1, augment: Sequence[str] = (), seed: int = 0, download: bool = False,
+              pipeline: str = "auto") -> Splits:
+    """Pipelines from a TensorFlow Datasets name (`cifar10`, `cifar100`, `imagenette`, ...).
+
+    Reads a prepared TFDS directory (`data_dir`, default `~/tensorflow_datasets`).
+    With `download=True` TFDS may fetch it (needs network).
+
+    Raises:
+        ImportError: when tensorflow-datasets is not installed.
+        FileNotFoundError: when the data is not prepared, saying how to prepare it offline.
+    """
+    builder = tfds_builder(name, data_dir, download)
     info = builder.info
     splits = list(info.splits)
     test_split = "test" if "test" in splits else ("validation" if "validation" in splits else None)

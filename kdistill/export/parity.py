@@ -19,6 +19,7 @@ from kdistill.export.tflite_runtime import interpreter_class  # noqa: F401  (kep
 from kdistill.export.tflite_runtime import latency_ms, tflite_predict, tflite_runner
 from kdistill.export.writers import check_formats, check_writable, onnx, saved_model, student_of, tflite
 from kdistill.files import staging_folder, write_json
+from kdistill.models import checks
 
 tf = LazyTensorFlow("the parity report")
 
@@ -115,6 +116,7 @@ def parity_report(model, files: dict[str, str], dataset, limit: int = 1000, json
         json_path: also write the report there.
     """
     student = student_of(model)
+    _refuse_segmenter(student)
     images, labels = collect_images(dataset, limit)
     keras_logits = np.asarray(student.predict(images, verbose=0))
     keras_top1 = keras_logits.argmax(-1)
@@ -135,6 +137,12 @@ def parity_report(model, files: dict[str, str], dataset, limit: int = 1000, json
     if json_path:
         write_json(json_path, report)
     return report
+
+
+def _refuse_segmenter(student) -> None:
+    if checks.dense_logits(student):
+        raise ValueError(f"{student.name!r} is a segmenter (logits {tuple(student.outputs[0].shape)}): its parity report compares masks. "
+                         "Use kdistill.export.segmentation_parity.export_segmenter(model, output_dir, test=...), or export_all(..., test=None).")
 
 
 def export_all(model, output_dir: str, formats: Iterable[str] = ("saved_model", "float32", "int8"), representative=None, test=None,
@@ -168,6 +176,8 @@ def export_all(model, output_dir: str, formats: Iterable[str] = ("saved_model", 
         (['float32', 'saved_model'], None)
     """
     student = student_of(model)
+    if test is not None:
+        _refuse_segmenter(student)
     formats = list(formats)
     check_formats(formats)
     check_writable(output_dir)

@@ -7,6 +7,8 @@
   PKT, HCL), `feature_kl` (softened KL over a feature's channels), `cwd`
   (channel-wise distillation), `contrastive` (CRD), `dist_relation` (DIST), `standardized_dkd`;
 * `combined` — weighted lists such as `[("crd", 0.8), ("at", 1000.0)]`.
+* `dense` — segmenters' logit maps: per-pixel terms over the valid pixels of each sample (`ignore_label`), sizes;
+* `objective` and `labels` — the distiller's weighted total, and the cross-entropy with labels.
 
 A new method is one file here that defines its function and class and decorates
 the class with `@register("name", kind=...)`, plus an import below. Names are

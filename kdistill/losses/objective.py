@@ -6,7 +6,8 @@
 `compute_loss` and through the TensorFlow train step (`kdistill.tf_train_step`).
 Terms are computed in float32 whatever the compute dtype (mixed precision).
 Images labelled `UNLABELED` (a transfer set) get no cross-entropy, and the
-label-reading losses (DKD) see the teacher's top class for them.
+label-reading losses (DKD) see the teacher's top class for them. Segmenters'
+logit maps take the per-pixel path of `kdistill.losses.dense`.
 
 Example:
     >>> feature_term_names(None, {"conv3_block4_out": "stage2_out"})
@@ -19,7 +20,7 @@ from typing import Any, Mapping
 
 from keras import ops
 
-from kdistill.losses import base
+from kdistill.losses import base, dense
 from kdistill.losses.labels import label_mask, masked_mean, weighted_mean
 
 __all__ = ["LOGITS", "check_terms", "tap_weights", "tap_losses", "build_logits_loss", "loss_terms", "feature_terms", "feature_term_names",
@@ -87,18 +88,18 @@ def loss_terms(distiller: Any, labels, teacher_outputs: Mapping, student_outputs
     terms = {}
     student_logits = ops.cast(student_outputs[LOGITS], "float32")
     teacher_outputs = {key: ops.cast(value, "float32") for key, value in teacher_outputs.items()}
-    mask = label_mask(labels)
-    if labels is None:
-        terms["ce_loss"] = ops.zeros((), "float32")
-    elif mask is None:
-        terms["ce_loss"] = weighted_mean(distiller.label_loss(labels, student_logits), sample_weight)
+    valid = None  # the valid pixels of dense logits (None: class vectors, or every pixel of a batch without labels)
+    if dense.is_dense(student_logits):
+        student_logits = dense.match_size(student_logits, teacher_outputs[LOGITS].shape[1:3])
+        terms["ce_loss"], labels, valid = _dense_cross_entropy(distiller, labels, student_logits, sample_weight)
     else:
-        teacher_top = ops.reshape(ops.cast(ops.argmax(teacher_outputs[LOGITS], axis=-1), labels.dtype), ops.shape(labels))
-        labels = ops.where(labels >= 0, labels, teacher_top)  # what label-reading losses see
-        terms["ce_loss"] = masked_mean(distiller.label_loss(labels, student_logits), mask, sample_weight)
+        terms["ce_loss"], labels = _cross_entropy(distiller, labels, teacher_outputs[LOGITS], student_logits, sample_weight)
     distillation = ops.zeros((), "float32")
     if distiller.logits_loss is not None:
-        kd = base.per_sample_loss(distiller.logits_loss, teacher_outputs[LOGITS], student_logits, labels)
+        if dense.is_dense(student_logits):
+            kd = dense.dense_logits_loss(distiller.logits_loss, teacher_outputs[LOGITS], student_logits, labels, valid)
+        else:
+            kd = base.per_sample_loss(distiller.logits_loss, teacher_outputs[LOGITS], student_logits, labels)
         terms["kd_loss"] = weighted_mean(ops.cast(kd, "float32"), sample_weight)
         distillation = distillation + distiller.logits_weight * terms["kd_loss"]
     for term, value, weight in feature_terms(distiller, teacher_outputs, student_outputs, labels):
@@ -106,6 +107,26 @@ def loss_terms(distiller: Any, labels, teacher_outputs: Mapping, student_outputs
         distillation = distillation + weight * terms[term]
     terms["loss"] = distiller.alpha * distillation + (1.0 - distiller.alpha) * terms["ce_loss"]
     return terms
+
+
+def _cross_entropy(distiller: Any, labels, teacher_logits, student_logits, sample_weight) -> tuple[Any, Any]:
+    """`(ce_loss, labels)` for class vectors: the labelled samples' mean; unlabelled ones get the teacher's top class for label-reading losses."""
+    mask = label_mask(labels)
+    if labels is None:
+        return ops.zeros((), "float32"), labels
+    if mask is None:
+        return weighted_mean(distiller.label_loss(labels, student_logits), sample_weight), labels
+    teacher_top = ops.reshape(ops.cast(ops.argmax(teacher_logits, axis=-1), labels.dtype), ops.shape(labels))
+    labels = ops.where(labels >= 0, labels, teacher_top)  # what label-reading losses see
+    return masked_mean(distiller.label_loss(labels, student_logits), mask, sample_weight), labels
+
+
+def _dense_cross_entropy(distiller: Any, labels, student_logits, sample_weight) -> tuple[Any, Any, Any]:
+    """`(ce_loss, pixel labels, valid pixels)` for logit maps (see `kdistill.losses.dense`); without labels `(0, None, None)`."""
+    if labels is None:
+        return ops.zeros((), "float32"), None, None
+    cross_entropy, labelled, labels, valid = dense.dense_label_terms(distiller.label_loss, labels, student_logits, distiller.ignore_label)
+    return masked_mean(cross_entropy, labelled, sample_weight), labels, valid
 
 
 def feature_terms(distiller: Any, teacher_outputs: Mapping, student_outputs: Mapping, labels) -> list[tuple[str, Any, float]]:
@@ -135,8 +156,13 @@ def feature_term_names(feature_loss: Any, taps: Mapping[str, str]) -> list[str]:
     return [f"feat_{teacher_layer}" for teacher_layer in taps]
 
 
-def metric_inputs(labels, logits, sample_weight=None) -> tuple[Any, Any]:
-    """`(labels, sample_weight)` for the compiled metrics, counting the labelled samples only (`UNLABELED` ones weigh 0)."""
+def metric_inputs(labels, logits, sample_weight=None, ignore_label: int | None = dense.IGNORE_LABEL) -> tuple[Any, Any]:
+    """`(labels, sample_weight)` for the compiled metrics, counting the labelled samples only (`UNLABELED` ones weigh 0).
+
+    For logit maps the labels are masks at the logits' size and the weights count the valid pixels (`kdistill.losses.dense`).
+    """
+    if dense.is_dense(logits):
+        return _dense_metric_inputs(labels, logits, sample_weight, ignore_label)
     if labels is None:  # images without labels (a transfer set): metrics count nothing, but are built as usual
         labels = ops.zeros(ops.shape(logits)[:1], "int32")
         sample_weight = ops.zeros(ops.shape(logits)[:1], "float32")
@@ -145,3 +171,14 @@ def metric_inputs(labels, logits, sample_weight=None) -> tuple[Any, Any]:
         labels = ops.where(labels >= 0, labels, ops.zeros_like(labels))
         sample_weight = mask if sample_weight is None else mask * ops.cast(ops.reshape(sample_weight, ops.shape(mask)), "float32")
     return labels, sample_weight
+
+
+def _dense_metric_inputs(labels, logits, sample_weight, ignore_label):
+    """Pixel labels and per-pixel weights (valid pixels, times each sample's weight) for metrics on logit maps."""
+    if labels is None:
+        zeros = ops.zeros(ops.shape(logits)[:3], "int32")
+        return zeros, ops.cast(zeros, "float32")
+    labels, valid = dense.pixel_labels(labels, tuple(logits.shape[1:3]), ignore_label)
+    if sample_weight is not None:
+        valid = valid * ops.reshape(ops.cast(sample_weight, "float32"), (-1, 1, 1))
+    return labels, valid

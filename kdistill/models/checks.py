@@ -24,7 +24,8 @@ from keras import tree
 from kdistill.labels import UNLABELED
 from kdistill.errors import UserError
 
-__all__ = ["UNLABELED", "check_classifier", "check_same_architecture", "check_logits_pair", "check_not_empty", "check_finite", "check_labels",
+__all__ = ["UNLABELED", "check_classifier", "check_same_architecture", "check_logits_pair", "dense_logits", "check_segmenter", "check_masks",
+           "check_not_empty", "check_finite", "check_labels",
            "check_image_shape", "check_fit_data"]
 
 
@@ -79,10 +80,30 @@ def check_same_architecture(model: keras.Model, expected: keras.Model, name: str
                         f"(--student), or a {name!r} file (another width counts as another architecture).")
 
 
+def dense_logits(model) -> bool:
+    """True when `model` returns one logit map `(batch, H, W, classes)` (a segmenter), False otherwise (or unknown: a subclassed model)."""
+    outputs = _outputs(model)
+    return outputs is not None and len(outputs) == 1 and len(outputs[0].shape) == 4
+
+
+def check_segmenter(model, role: str, why: str = "its teacher is a segmenter") -> None:
+    """UserError unless `model` returns one logit map `(batch, H, W, classes)` with at least two classes; `why` says who needs it."""
+    outputs = _outputs(model)
+    if outputs is None:
+        return
+    if len(outputs) != 1 or len(outputs[0].shape) != 4 or (outputs[0].shape[-1] is not None and outputs[0].shape[-1] < 2):
+        got = ", ".join(_shape(t) for t in outputs)
+        raise UserError(f"The {role} {getattr(model, 'name', '')!r} returns {got}, but {why}: it needs one output, logit maps of shape "
+                        "(batch, H, W, classes) (no softmax), as a classifier's teacher needs class logits (batch, classes).")
+
+
 def check_logits_pair(teacher: keras.Model, student: keras.Model) -> None:
-    """UserError unless teacher and student both return logits (no softmax) of the same classes."""
-    check_classifier(teacher, "teacher")
-    check_classifier(student, "student")
+    """UserError unless teacher and student both return logits (no softmax) of the same classes: class vectors, or maps for segmenters."""
+    if dense_logits(teacher):
+        check_segmenter(student, "student")
+    else:
+        check_classifier(teacher, "teacher")
+        check_classifier(student, "student")
     teacher_classes, student_classes = teacher.outputs[0].shape[-1], student.outputs[0].shape[-1]
     if teacher_classes != student_classes:
         raise UserError(
@@ -167,13 +188,28 @@ def _first_batch(data, labels):
     return np.asarray(data), (None if labels is None else np.asarray(labels))
 
 
-def check_fit_data(teacher: keras.Model, x, y=None, validation_data=None) -> None:
+def check_masks(split: str, masks, num_classes: int, ignore_label: int | None = None) -> None:
+    """Segmentation masks must hold class indices in [0, num_classes), the ignore label or UNLABELED; says which values do not."""
+    values = np.unique(np.asarray(masks))
+    allowed = (values >= 0) & (values < num_classes) | (values == UNLABELED)
+    if ignore_label is not None:
+        allowed |= values == ignore_label
+    bad = values[~allowed]
+    if len(bad):
+        listed = ", ".join(str(v) for v in bad[:5].tolist())
+        raise UserError(f"The {split} masks hold value(s) {listed} outside the {num_classes} classes [0, {num_classes}) and the ignore "
+                        f"label ({ignore_label}). Map them to class indices, or to the ignore label to skip those pixels "
+                        "(FeatureDistiller(ignore_label=...) names it).")
+
+
+def check_fit_data(teacher: keras.Model, x, y=None, validation_data=None, ignore_label: int | None = None) -> None:
     """The data loaders' checks on what `fit` is given: image shapes against the teacher's input, finite pixels, labels in range.
 
     Arrays are checked whole; a tf.data dataset or a `keras.utils.PyDataset` by
     its first batch only (the rest is never read here). Labels are class indices
     in `[0, classes)` (training labels may be `UNLABELED`); one-hot rows
-    (MixUp, CutMix) are not range-checked.
+    (MixUp, CutMix) are not range-checked. A segmenter's masks may also hold
+    `ignore_label`.
     """
     classes = teacher.outputs[0].shape[-1] if _outputs(teacher) else None
     for split, data, labels in (("training", x, y), ("validation", validation_data, None)):
@@ -182,5 +218,7 @@ def check_fit_data(teacher: keras.Model, x, y=None, validation_data=None) -> Non
             continue
         check_image_shape(split, images.shape[1:], teacher)
         check_finite(split, images)
-        if labels is not None and classes and (labels.ndim == 1 or labels.shape[-1] == 1):
+        if labels is not None and classes and dense_logits(teacher):
+            check_masks(split, labels, classes, ignore_label)
+        elif labels is not None and classes and (labels.ndim == 1 or labels.shape[-1] == 1):
             check_labels(split, labels, classes, allow_unlabeled=split == "training")

@@ -57,7 +57,7 @@ class DistillConfig:
         taps: `"preset"`, `"none"`, or `{teacher_layer: student_layer}`.
         feature_loss / logits_loss: loss names (see `kdistill.losses.available()`),
             weighted lists such as `[[at, 1000], [sp, 3000]]`, `{name: dkd, beta: 2}`, or None.
-        temperature, alpha, tap_weights, logits_weight, alignment: see `FeatureDistiller`.
+        temperature, alpha, tap_weights, logits_weight, alignment, ignore_label: see `FeatureDistiller`.
         adapter: "projection" (default) or "review" (ReviewKD's attention-based
             fusion of the student's taps; pair it with `feature_loss: hcl`).
         review: the same as `adapter: review` (configs written for 0.1).
@@ -130,6 +130,7 @@ class DistillConfig:
     review: bool = option(False, distiller=True, help="the same as --adapter review")
     review_channels: int = option(64, distiller=True, flag=False, number=_COUNT)
     fold_batch_norm: bool = option(True, distiller=True, flag=False)
+    ignore_label: int | None = option(255, distiller=True, flag=False, number={"integer": True, "positive": True, "allow_zero": True, "allow_none": True})
     transfer_data: str | None = option(None, help="unlabelled images for the distillation terms only: 'rest' (training images beyond "
                                                   "--train-limit) or a .npy file of images")
     # === Schedule ===
