@@ -9,20 +9,19 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import os
-from typing import Iterator
 
 import keras
 import numpy as np
 
 from kdistill import files
 from kdistill.data import batches
-from kdistill.errors import ChanceLevelError, Interrupted, UserError
+from kdistill.errors import ChanceLevelError, UserError
 from kdistill.models import saving
+from kdistill.run.interrupts import EpochProgress, reporting_interrupts  # their home; the jobs and the CLI name them here
 
 __all__ = ["DataPass", "NonFiniteLossError", "ChanceLevelError", "StaleBackupError", "StopOnNonFiniteLoss", "BestStudentCheckpoint", "KeepBestEpoch",
            "SafeBackupAndRestore", "EpochProgress", "reporting_interrupts"]
@@ -336,41 +335,3 @@ class DataPass(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         batches.set_pass(self.dataset, epoch)
-
-
-class EpochProgress(keras.callbacks.Callback):
-    """Records the epoch in progress (counting from 1) and the epochs asked for, so that an interrupted run can say where it stopped.
-
-    Example:
-        >>> progress = EpochProgress()
-        >>> progress.on_epoch_begin(2)
-        >>> progress.epoch
-        3
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.epoch: int | None = None
-        self.epochs: int | None = None
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        self.epochs = (self.params or {}).get("epochs")
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.epoch = epoch + 1  # Keras counts a resumed run's epochs from the start, so this is the run's own count
-
-
-@contextlib.contextmanager
-def reporting_interrupts(progress: EpochProgress, resumable: bool) -> Iterator[None]:
-    """Turns Ctrl-C (KeyboardInterrupt) inside the block into `kdistill.errors.Interrupted`, naming the epoch `progress` saw.
-
-    Args:
-        progress: the `EpochProgress` callback given to `fit` inside the block.
-        resumable: whether running the same command again resumes (a per-epoch backup is kept).
-    """
-    try:
-        yield
-    except Interrupted:
-        raise
-    except KeyboardInterrupt as interrupt:
-        raise Interrupted(progress.epoch, progress.epochs, resumable) from interrupt
