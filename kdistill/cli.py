@@ -20,7 +20,8 @@ import sys
 import traceback
 
 from kdistill import backend as backend_module
-from kdistill.errors import Interrupted, UserError
+from kdistill.errors import SHOWN_CHARACTERS, UserError, library_error_line, shorten
+from kdistill.errors import interrupted_line as _interrupted_line
 from kdistill.run import flag_checks, options
 from kdistill.run.config import DistillConfig, read_config_file
 
@@ -335,21 +336,11 @@ def _import_tensorflow_quietly() -> None:
         pass  # whatever needs it says so, with the install line
 
 
-def _interrupted_line(command: str, interrupt: KeyboardInterrupt) -> str:
-    """What Ctrl-C stopped, and what running the same command again does."""
-    if isinstance(interrupt, Interrupted):  # distill keeps a per-epoch backup in the run folder (but not under multi_worker)
-        then = "run the same command to resume" if interrupt.resumable else "nothing was saved: run the same command to start again"
-        return f"{interrupt.where()}; {then}"
-    if command == "distill":  # a backup left by an earlier interruption is still resumed
-        return "interrupted before training began; run the same command to start (or resume) it"
-    return "interrupted; run the same command to start again"
-
-
 def _report(args, message: str) -> int:
     """One line on stderr (the traceback before it with --verbose); the exit status of a refused command."""
     if args.verbose:
         traceback.print_exc()
-    print(f"kdistill {args.command}: error: {message}", file=sys.stderr)
+    print(f"kdistill {args.command}: error: {shorten(message, 10 * SHOWN_CHARACTERS)}", file=sys.stderr)
     return 2
 
 
@@ -393,6 +384,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:  # disk full, permissions, a path under a file: one line naming the path
         detail = f"{error.strerror} ({error.filename or 'no path given'})" if error.strerror else str(error)  # ours name the path already
         return _report(args, detail)
+    except Exception as error:  # a library's error kdistill did not translate: one line when it is not a bug
+        line = library_error_line(error)
+        if line is None:
+            raise
+        return _report(args, line)
 
 
 if __name__ == "__main__":

@@ -49,3 +49,128 @@ def test_ctrl_c_swallowed_inside_fit_still_stops_the_run_with_rc_130(tmp_path, t
     assert cli.main(_distill(teacher_file, tmp_path / "run", 2)) == 130
     assert _one_line(capsys.readouterr().err) == "kdistill distill: interrupted at epoch 2 of 2; run the same command to resume"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's own handler is back
+
+
+def test_a_damaged_backup_ends_in_one_line_saying_so_and_that_restart_starts_again(tmp_path, teacher_file, capsys):
+    """A kill -9 mid-write cut backup/state.npz short: every rerun ended in a zipfile.BadZipFile traceback (rc 1)."""
+    backup = tmp_path / "run" / "backup"
+    backup.mkdir(parents=True)
+    (backup / "state.npz").write_bytes(b"PK\x03\x04" + b"\x00" * 60)  # the first bytes of a zip archive, then nothing
+    (backup / "training_metadata.json").write_text('{"epoch": 0, "batch": 0}')
+    assert cli.main(_distill(teacher_file, tmp_path / "run", 2)) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "backup of the interrupted run in" in line and "is damaged (state.npz: " in line and "--restart to discard the backup" in line
+    assert (backup / "state.npz").exists()  # nothing removed without being asked
+
+
+def test_a_full_disk_is_refused_before_the_first_epoch_and_leaves_no_folder(tmp_path, teacher_file, monkeypatch, capsys):
+    """With a 3 MB disk the run trained a whole epoch before saying so, and left an empty backup/ folder."""
+    import shutil
+
+    from kdistill import files
+
+    epochs = []
+    monkeypatch.setattr(callbacks.DataPass, "on_epoch_begin", lambda self, epoch, logs=None: epochs.append(epoch))
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(3_000_000, 2_900_000, 100_000))
+    assert cli.main(_distill(teacher_file, tmp_path / "new" / "run")) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("kdistill distill: error: Not enough disk space for the per-epoch backup") and "0.1 MB free" in line
+    assert epochs == [] and not (tmp_path / "new").exists()
+
+
+def test_library_errors_that_are_the_users_situation_are_one_line_and_bugs_keep_their_traceback(monkeypatch, capsys):
+    import zipfile
+
+    import tensorflow as tf
+
+    for error, words in ((zipfile.BadZipFile("File is not a zip file"), "a file is damaged: File is not a zip file"),
+                         (tf.errors.ResourceExhaustedError(None, None, "/tmp/x/.export-1/variables; No space left on device\nmore"),
+                          "TensorFlow: ResourceExhaustedError (out of disk space or memory")):
+        def fail(args, error=error):
+            raise error
+        monkeypatch.setattr(cli, "_run", fail)
+        assert cli.main(["evaluate", "model.keras"]) == 2
+        assert words in _one_line(capsys.readouterr().err)
+    monkeypatch.setattr(cli, "_run", lambda args: {}["a bug"])
+    with pytest.raises(KeyError):
+        cli.main(["evaluate", "model.keras"])
+
+
+def test_export_to_a_full_disk_is_one_line_naming_the_target_and_leaves_no_empty_folders(tmp_path, teacher_file, monkeypatch, capsys):
+    """TensorFlow reports a full disk as ResourceExhaustedError (not an OSError): a traceback naming its staging path, empty serving/ left."""
+    import keras
+    import tensorflow as tf
+
+    def full_disk(self, path, **options):
+        raise tf.errors.ResourceExhaustedError(None, None, f"{path}/variables/variables.data-00000-of-00001.tempstate; No space left on device")
+
+    monkeypatch.setattr(type(keras.export.ExportArchive()), "write_out", full_disk)  # the backend's own class
+    output = tmp_path / "exports" / "export"
+    assert cli.main(["export", teacher_file, "--data-dir", REAL_SAMPLE, "--output-dir", str(output), "--formats", "saved_model",
+                     "--train-limit", "64", "--test-limit", "32"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert f"Not enough disk space to write the SavedModel '{output / 'serving' / '1'}'" in line and "No space left on device" in line
+    assert "an earlier export there is kept" in line and not (tmp_path / "exports").exists()
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--taps", "teacher_conv2:stage1_out,teacher_conv2:stage2_out"],
+     "--taps names the teacher layer 'teacher_conv2' twice (teacher_conv2:stage1_out, teacher_conv2:stage2_out)"),
+    (["--run-name", "../../escaped_run"], "run_name '../../escaped_run' must be a plain folder name under saved_models/ (no '..'"),
+], ids=["same_teacher_layer_twice", "run_name_escaping"])
+def test_flags_that_would_silently_change_the_run_are_refused(tmp_path, teacher_file, capsys, flags, words):
+    arguments = [argument for argument in _distill(teacher_file, tmp_path / "run") if argument not in ("--taps", "none")]
+    if "--run-name" in flags:
+        arguments = arguments[:arguments.index("--output-dir")]  # the run name sets the folder
+    with pytest.raises(SystemExit) if "--taps" in flags else _no_exit() as ended:
+        status = cli.main(arguments + flags)
+    assert (ended.value.code if "--taps" in flags else status) == 2
+    assert words in _one_line(capsys.readouterr().err)
+    assert not os.listdir(tmp_path) and not os.path.exists("escaped_run")
+
+
+class _no_exit:
+    value = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+@pytest.mark.parametrize("text, words", [
+    ("epochs: 1\nstudent: resnet8x4\nepochs: 3\n", "sets 'epochs' twice (lines 1 and 3); only the last one would count. Keep one."),
+    ("augment:\n  - &a [x, x, x, x, x, x, x, x]\n" + "".join(f"  - &{n} [{', '.join([f'*{p}'] * 8)}]\n" for p, n in zip("abcdef", "bcdefg")),
+     "augment takes names from flip, crop, randaugment, mixup, cutmix; received [['x', 'x'"),
+], ids=["duplicate_key", "alias_bomb"])
+def test_config_files_with_a_key_twice_or_an_alias_bomb_end_in_one_short_line(tmp_path, teacher_file, capsys, text, words):
+    """Duplicate keys: the last one won without a word. A 300-byte alias bomb under augment: an 88 MB error line."""
+    (tmp_path / "run.yaml").write_text(text)
+    assert cli.main(_distill(teacher_file, tmp_path / "run") + ["--config", str(tmp_path / "run.yaml")]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert words in line and len(line) < 500
+
+
+def test_fit_refuses_fractional_labels_and_one_hot_labels_for_a_class_index_loss():
+    """fit(x, np.full(64, 3.7)) trained on class 3 (accuracy 0.0); one-hot labels got Keras' rank message with no hint."""
+    import numpy as np
+
+    from kdistill import FeatureDistiller
+    from kdistill.errors import UserError
+    from conftest import real_images
+
+    distiller = FeatureDistiller(small_cnn("teacher", seed=1), small_cnn("student", widths=(4, 8)), taps={})
+    distiller.compile(optimizer="adam")
+    x, y = real_images(16)
+    with pytest.raises(UserError, match=r"16 training label\(s\) are not whole numbers \(e\.g\. 3\.7, 3\.7, 3\.7\).*loss='categorical_crossentropy'"):
+        distiller.fit(x, np.full(16, 3.7), epochs=1, verbose=0)
+    one_hot = np.eye(10, dtype="float32")[y]
+    with pytest.raises(UserError, match=r"one-hot rows \(shape \(16, 10\)\), but the loss is sparse_categorical_crossentropy.*"
+                                        r"Compile with loss='categorical_crossentropy'"):
+        distiller.fit(x, one_hot, epochs=1, verbose=0)
+    from kdistill.models import checks
+
+    assert distiller.compile(optimizer="adam", loss="categorical_crossentropy").label_loss.sparse is False
+    checks.check_fit_data(distiller.teacher, x, one_hot, sparse_labels=False)  # the loss that takes them: accepted
+    checks.check_fit_data(distiller.teacher, x, y.astype("float32"), sparse_labels=True)  # whole numbers stored as floats are class indices

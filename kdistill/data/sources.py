@@ -17,6 +17,7 @@ import numpy as np
 from kdistill.backend import LazyTensorFlow
 from kdistill.data import batches, tf_pipeline
 from kdistill.data import images as image_io
+from kdistill.errors import shown
 from kdistill.data.arrays import Splits, from_arrays, resolve_pipeline
 
 tf = LazyTensorFlow("kdistill.data's TFDS reader")
@@ -232,7 +233,7 @@ def load(source: str = "fashion_mnist", data_dir: str | None = None, image_size:
     if os.path.isdir(source):
         return from_image_folder(source, test_dir=data_dir, skip_unreadable=skip_unreadable, **{k: v for k, v in common.items() if k != "test_limit"})
     raise ValueError(
-        f"Unknown data source {source!r}. Use 'fashion_mnist' (offline default), 'tfds:<name>' "
+        f"Unknown data source {shown(source)}. Use 'fashion_mnist' (offline default), 'tfds:<name>' "
         "(e.g. tfds:cifar10, with --data-dir for a prepared TFDS folder) or the path of an image folder "
         "<folder>/<class name>/<images>."
     )

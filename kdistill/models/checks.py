@@ -120,6 +120,11 @@ def check_finite(split: str, images) -> None:
 def check_labels(split: str, labels, num_classes: int, allow_unlabeled: bool = False) -> None:
     """Integer labels must lie in [0, num_classes) (or be UNLABELED where allowed); says which do not, before any training."""
     labels = np.asarray(labels).reshape(-1)
+    if labels.dtype.kind in "fc" and not np.all(np.isfinite(labels) & (labels == np.round(labels))):
+        bad = labels[~(np.isfinite(labels) & (labels == np.round(labels)))]
+        raise UserError(f"{len(bad)} {split} label(s) are not whole numbers (e.g. {', '.join(f'{v:g}' for v in bad[:3])}): a class-index loss "
+                        "would cut them to integers and train on those. Give class indices 0..classes-1 (integers); for soft or one-hot "
+                        "labels compile with loss='categorical_crossentropy'.")
     valid = (labels >= 0) & (labels < num_classes)
     if allow_unlabeled:
         valid |= labels == UNLABELED
@@ -167,13 +172,14 @@ def _first_batch(data, labels):
     return np.asarray(data), (None if labels is None else np.asarray(labels))
 
 
-def check_fit_data(teacher: keras.Model, x, y=None, validation_data=None) -> None:
+def check_fit_data(teacher: keras.Model, x, y=None, validation_data=None, sparse_labels: bool | None = None) -> None:
     """The data loaders' checks on what `fit` is given: image shapes against the teacher's input, finite pixels, labels in range.
 
     Arrays are checked whole; a tf.data dataset or a `keras.utils.PyDataset` by
     its first batch only (the rest is never read here). Labels are class indices
     in `[0, classes)` (training labels may be `UNLABELED`); one-hot rows
-    (MixUp, CutMix) are not range-checked.
+    (MixUp, CutMix) are not range-checked, but refused when `sparse_labels`
+    (the loss takes class indices).
     """
     classes = teacher.outputs[0].shape[-1] if _outputs(teacher) else None
     for split, data, labels in (("training", x, y), ("validation", validation_data, None)):
@@ -182,5 +188,8 @@ def check_fit_data(teacher: keras.Model, x, y=None, validation_data=None) -> Non
             continue
         check_image_shape(split, images.shape[1:], teacher)
         check_finite(split, images)
+        if labels is not None and classes and labels.ndim == 2 and labels.shape[-1] == classes > 1 and sparse_labels:
+            raise UserError(f"The {split} labels are one-hot rows (shape {labels.shape}), but the loss is sparse_categorical_crossentropy, "
+                            "which takes class indices. Compile with loss='categorical_crossentropy', or pass the indices (y.argmax(-1)).")
         if labels is not None and classes and (labels.ndim == 1 or labels.shape[-1] == 1):
             check_labels(split, labels, classes, allow_unlabeled=split == "training")

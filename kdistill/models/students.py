@@ -18,7 +18,7 @@ from typing import Callable
 
 import keras
 
-from kdistill.errors import did_you_mean
+from kdistill.errors import did_you_mean, shown
 from kdistill.models import checks, cifar_resnets, hub, saving, taps
 
 __all__ = ["imagenet_notop_file", "get", "register", "available", "load"]
@@ -114,7 +114,7 @@ def get(name: str, num_classes: int, input_shape: tuple[int, int, int] = (32, 32
     if hub.is_hub_name(name):
         return hub.get(name, num_classes, input_shape, role="student", weights=weights, batch_norm_momentum=batch_norm_momentum, **kwargs)
     if name not in _REGISTRY:
-        raise ValueError(f"Unknown student {name!r}.{did_you_mean(name, available(), count=2)} Registered: {', '.join(available())}; or pass any functional Keras model.")
+        raise ValueError(f"Unknown student {shown(name)}.{did_you_mean(name, available(), count=2)} Registered: {', '.join(available())}; or pass any functional Keras model.")
     if isinstance(weights, str) and weights != "imagenet":
         if not os.path.exists(weights):
             raise FileNotFoundError(f"Student weights file {weights!r} does not exist.")
