@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -53,6 +52,9 @@ class _Parser(argparse.ArgumentParser):
     """An argument parser whose mistakes are one line naming the fix (argparse prints the whole usage block first)."""
 
     def error(self, message: str):
+        if message.endswith("expected one argument"):  # argparse reads a value starting with '-' (`--teacher-weights -1,1`) as a flag
+            flag = message.split()[1].rstrip(":").split("/")[-1]
+            message += f" (a value that starts with '-' is written after '=': {flag}=<value>)"
         self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the flags)\n")
 
 
@@ -251,7 +253,7 @@ def _distill(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from kdistill import evaluation
+    from kdistill import evaluation, files
     from kdistill.models import saving
 
     model = saving.load_model(args.model, role="model")
@@ -262,8 +264,7 @@ def _evaluate(args) -> int:
     for name, value in report["per_class_accuracy"].items():
         print(f"  {name:<14} {'-' if value is None else f'{100 * value:6.2f}'}")
     if args.json_path:
-        with open(args.json_path, "w") as handle:
-            json.dump(report, handle, indent=2)
+        files.write_json(args.json_path, report)  # its folder made, the file written whole
     return 0
 
 

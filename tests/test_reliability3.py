@@ -174,3 +174,76 @@ def test_fit_refuses_fractional_labels_and_one_hot_labels_for_a_class_index_loss
     assert distiller.compile(optimizer="adam", loss="categorical_crossentropy").label_loss.sparse is False
     checks.check_fit_data(distiller.teacher, x, one_hot, sparse_labels=False)  # the loss that takes them: accepted
     checks.check_fit_data(distiller.teacher, x, y.astype("float32"), sparse_labels=True)  # whole numbers stored as floats are class indices
+
+
+@pytest.fixture(scope="module")
+def odd_inputs(tmp_path_factory, teacher_file):
+    """A second teacher, a teacher file of the same name elsewhere, a model with a Lambda, a 64x64 model, pickled 'images'."""
+    import shutil
+
+    import keras
+    import numpy as np
+
+    folder = tmp_path_factory.mktemp("odd3")
+    small_cnn("other", widths=(8, 16), seed=3).save(folder / "other.keras")
+    (folder / "elsewhere").mkdir()
+    shutil.copy(teacher_file, folder / "elsewhere" / "teacher.keras")
+    images = keras.Input((32, 32, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Lambda(lambda x: x * 2)(images))
+    keras.Model(images, keras.layers.Dense(10)(pooled)).save(folder / "lambda.keras")
+    images = keras.Input((64, 64, 3))
+    keras.Model(images, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(images))).save(folder / "rgb64.keras")
+    np.save(folder / "pickled.npy", np.array([{"images": 1}], dtype=object), allow_pickle=True)
+    return folder
+
+
+_UNCLEAR = {  # issue 40's item: (flags after a small distill's, or a whole command; the words the one line must hold)
+    "9_input_layer_tap": (["--taps", "input_layer:stage1_out"], "'input_layer' is the teacher's input layer: its output is the image itself"),
+    "10_logits_tap": (["--taps", "teacher_stage2:logits"], "'logits' names the student's output, which the logits loss (--logits-loss"),
+    "11_evaluate_size": (["evaluate", "{odd}/rgb64.keras", "--data-dir", REAL_SAMPLE, "--test-limit", "32"],
+                         "takes (64, 64, 3): resize them to it (the kdistill command: --image-size 64;"),
+    "12_small_mobilenet": (["--student", "mobilenet_v2", "--student-image-size", "8"], "mobilenet_v2 needs images of at least 32x32"),
+    "14_feature_loss_no_taps": (["--feature-loss", "irg"], "feature_loss 'irg' compares teacher and student features at the taps, but taps is 'none'"),
+    "15_same_teacher_twice": (["--teacher", "{teacher}", "{teacher}"], "names '{teacher}' twice: give each teacher file once"),
+    "15_same_file_name": (["--teacher", "{teacher}", "{odd}/elsewhere/teacher.keras"], "have the same name 'teacher'"),
+    "16_negative_weights": (["--teacher", "{teacher}", "{odd}/other.keras", "--teacher-weights", "-1,1"],
+                            "(a value that starts with '-' is written after '=': --teacher-weights=<value>)"),
+    "17_ensemble_tap": (["--teacher", "{teacher}", "{odd}/other.keras", "--taps", "stage9:stage1_out"],
+                        "'ensemble' is made of 2 models (teacher, other): address a layer inside one as '<member>/<layer>'. Stage outputs: "
+                        "teacher/teacher_stage1 (16x16x8)"),
+    "19_lambda": (["evaluate", "{odd}/lambda.keras", "--data-dir", REAL_SAMPLE], "it holds Python code (a Lambda layer or a lambda), which kdistill"),
+    "20_pickled_transfer": (["--transfer-data", "{odd}/pickled.npy"], "Transfer images '{odd}/pickled.npy' are not a plain NumPy array"),
+}
+
+
+@pytest.mark.parametrize("case", list(_UNCLEAR))
+def test_misleading_or_foreign_messages_are_one_line_naming_the_problem_and_the_fix(tmp_path, teacher_file, odd_inputs, capsys, case):
+    flags, words = (text if isinstance(text, str) else [part.format(odd=odd_inputs, teacher=teacher_file) for part in text]
+                    for text in _UNCLEAR[case])
+    words = words.format(odd=odd_inputs, teacher=teacher_file)
+    if flags[0] == "evaluate":
+        arguments = flags
+    else:
+        arguments = _distill(teacher_file, tmp_path / "run")
+        for flag in {"--taps", "--teacher", "--student"} & set(flags):  # replaced, with its values
+            start = arguments.index(flag)
+            arguments = arguments[:start] + arguments[start + 2:]
+        arguments += flags
+    try:
+        status = cli.main(arguments)
+    except SystemExit as ended:  # argparse's own refusals
+        status = ended.code
+    assert status == 2
+    assert words in _one_line(capsys.readouterr().err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_one_teacher_list_is_that_teacher_and_evaluate_json_makes_its_folder(tmp_path, teacher_file, capsys):
+    """`teacher: [one.keras]` said "An ensemble needs two or more Keras models, received ['Functional']"; `--json nodir/r.json` failed
+    after the whole report was computed."""
+    from kdistill.run import jobs
+    from kdistill.run.config import DistillConfig
+
+    assert jobs.load_teacher(DistillConfig.from_dict({"teacher": [teacher_file]})).name == "teacher"
+    assert cli.main(["evaluate", teacher_file, "--data-dir", REAL_SAMPLE, "--test-limit", "32", "--json", str(tmp_path / "nodir" / "r.json")]) == 0
+    assert "top1" in (tmp_path / "nodir" / "r.json").read_text()

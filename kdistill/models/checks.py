@@ -143,8 +143,11 @@ def check_image_shape(split: str, shape, model: keras.Model, role: str = "teache
     expected, shape = tuple(expected[1:]), tuple(int(size) for size in shape)
     if len(shape) != len(expected) or any(want is not None and want != got for want, got in zip(expected, shape)):
         size = expected[0] if expected and expected[0] is not None else "N"
-        raise UserError(f"The {split} images have shape {shape} per image, but the {role} takes {expected}: resize them and give them "
-                        f"the channels it takes (kdistill.data.from_arrays(x, y, image_size={size}) resizes and repeats grey to RGB).")
+        channels = "" if expected[-1] in (None, 3) else (f" kdistill's data are RGB (grey repeated to 3 channels), so a {role} taking "
+                                                         f"{expected[-1]} channel(s) needs to be built for 3.")
+        raise UserError(f"The {split} images have shape {shape} per image, but the {role} takes {expected}: resize them to it (the kdistill "
+                        f"command: --image-size {size}; Python: kdistill.data.from_arrays(x, y, image_size={size}), which also repeats grey "
+                        f"to RGB).{channels}")
 
 
 def _is_tf_dataset(data) -> bool:

@@ -201,6 +201,10 @@ class DistillConfig:
             raise UserError(f"strategy must be one of {', '.join(STRATEGIES)}, received {self.strategy!r}.")
         if self.precision not in POLICIES:
             raise UserError(f"precision must be one of {', '.join(POLICIES)}, received {self.precision!r}.")
+        default_feature_loss = next(field.default for field in dataclasses.fields(self) if field.name == "feature_loss")
+        if self.taps == "none" and self.feature_loss not in (None, default_feature_loss):
+            raise UserError(f"feature_loss {shown(self.feature_loss)} compares teacher and student features at the taps, but taps is 'none'. "
+                            "Give taps (--taps preset, or teacher_layer:student_layer pairs), or leave feature_loss out.")
         if not (isinstance(self.taps, dict) or self.taps in ("preset", "none")):
             raise UserError(f"taps must be 'preset', 'none' or a mapping teacher_layer: student_layer, received {shown(self.taps)}.")
         for key in ("feature_loss", "logits_loss"):  # a number here used to fail deep in the distiller with a TypeError
