@@ -13,14 +13,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import sys
 import traceback
 
 from kdistill import backend as backend_module
-from kdistill.errors import SHOWN_CHARACTERS, UserError, library_error_line, shorten
-from kdistill.errors import interrupted_line as _interrupted_line
+from kdistill.errors import SHOWN_CHARACTERS, UserError, interrupted_line, library_error_line, shorten
 from kdistill.run import flag_checks, options
 from kdistill.run.config import DistillConfig, read_config_file
 
@@ -51,10 +51,15 @@ def _data_arguments(parser: argparse.ArgumentParser, defaults: bool = True) -> N
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose mistakes are one line naming the fix (argparse prints the whole usage block first)."""
 
+    def parse_known_args(self, args=None, namespace=None):
+        self.arguments = list(sys.argv[1:] if args is None else args)  # for error()
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str):
-        if message.endswith("expected one argument"):  # argparse reads a value starting with '-' (`--teacher-weights -1,1`) as a flag
-            flag = message.split()[1].rstrip(":").split("/")[-1]
-            message += f" (a value that starts with '-' is written after '=': {flag}=<value>)"
+        flag = message.split()[1].rstrip(":").split("/")[-1] if message.endswith("expected one argument") else None
+        value = (self.arguments[self.arguments.index(flag) + 1:] or [""])[0] if flag in getattr(self, "arguments", []) else ""
+        if value[:1] == "-" and value[1:2] in set("0123456789."):  # argparse read `--teacher-weights -1,1` as two flags
+            message += f" (a value that starts with '-' is written after '=': {flag}={value})"
         self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the flags)\n")
 
 
@@ -327,8 +332,8 @@ def _export(args) -> int:
 
 
 def _import_tensorflow_quietly() -> None:
-    """Imports TensorFlow (when it is the backend) without the C++ lines it prints at import (absl, oneDNN); --verbose keeps them."""
-    if "tensorflow" in sys.modules or os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+    """Imports TensorFlow where installed (Keras does on JAX and PyTorch too, to save a model) without the C++ lines it prints; --verbose keeps them."""
+    if "tensorflow" in sys.modules or (os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow" and not importlib.util.find_spec("tensorflow")):
         return
     try:
         with backend_module.native_stderr_silenced():
@@ -376,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as interrupt:  # Ctrl-C: where it stopped and how to go on, no traceback
         if sys.stdout.isatty():
             print()  # off the progress bar's line
-        print(f"kdistill {args.command}: {_interrupted_line(args.command, interrupt)}", file=sys.stderr)
+        print(f"kdistill {args.command}: {interrupted_line(args.command, interrupt)}", file=sys.stderr)
         return 130
     # UserError is kdistill's user-error type; ValueError stays for the checks that raise it plainly. TypeError is left to show its
     # traceback: it is a bug, not a user's mistake.
@@ -386,10 +391,9 @@ def main(argv: list[str] | None = None) -> int:
         detail = f"{error.strerror} ({error.filename or 'no path given'})" if error.strerror else str(error)  # ours name the path already
         return _report(args, detail)
     except Exception as error:  # a library's error kdistill did not translate: one line when it is not a bug
-        line = library_error_line(error)
-        if line is None:
+        if library_error_line(error) is None:
             raise
-        return _report(args, line)
+        return _report(args, library_error_line(error))
 
 
 if __name__ == "__main__":

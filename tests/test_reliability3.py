@@ -207,7 +207,7 @@ _UNCLEAR = {  # issue 40's item: (flags after a small distill's, or a whole comm
     "15_same_teacher_twice": (["--teacher", "{teacher}", "{teacher}"], "names '{teacher}' twice: give each teacher file once"),
     "15_same_file_name": (["--teacher", "{teacher}", "{odd}/elsewhere/teacher.keras"], "have the same name 'teacher'"),
     "16_negative_weights": (["--teacher", "{teacher}", "{odd}/other.keras", "--teacher-weights", "-1,1"],
-                            "(a value that starts with '-' is written after '=': --teacher-weights=<value>)"),
+                            "(a value that starts with '-' is written after '=': --teacher-weights=-1,1)"),
     "17_ensemble_tap": (["--teacher", "{teacher}", "{odd}/other.keras", "--taps", "stage9:stage1_out"],
                         "'ensemble' is made of 2 models (teacher, other): address a layer inside one as '<member>/<layer>'. Stage outputs: "
                         "teacher/teacher_stage1 (16x16x8)"),
