@@ -118,7 +118,8 @@ def _full_disk_named(what: str, target: str) -> Iterator[None]:
     try:
         yield
     except tf.errors.ResourceExhaustedError as error:
-        detail = shorten(str(getattr(error, "message", error)).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+        first = (str(getattr(error, "message", error)).strip().splitlines() or [type(error).__name__])[0]
+        detail = shorten(first.rsplit("; ", 1)[-1])  # "<staging path>; No space left on device": the path is ours, not the user's
         raise files.InsufficientSpaceError(f"Not enough disk space to write {what} {target!r} ({detail}). {_FULL_DISK_HINT}") from error
 
 
