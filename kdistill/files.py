@@ -67,7 +67,8 @@ def check_free_space(path: str, needed_bytes: int, what: str, hint: str = "") ->
 
 
 def _size(count: float) -> str:
-    return f"{count / 1e9:.1f} GB" if count >= 1e9 else f"{count / 1e6:.1f} MB"
+    """`'1.2 GB'`, `'3.4 MB'`, `'12 kB'` (a few kB read as 0.0 MB)."""
+    return f"{count / 1e9:.1f} GB" if count >= 1e9 else f"{count / 1e6:.1f} MB" if count >= 1e6 else f"{count / 1e3:.0f} kB"
 
 
 def process_alive(pid: int) -> bool:
