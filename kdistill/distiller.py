@@ -319,7 +319,9 @@ class FeatureDistiller(keras.Model):
     def fit(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.fit`, refusing training data without a single batch (Keras would return an empty history, silently)."""
         checks.check_not_empty(x, "training data")
-        checks.check_fit_data(self.teacher, x, y, kwargs.get("validation_data"), ignore_label=self.ignore_label)
+        label_loss = getattr(self, "label_loss", None)
+        checks.check_fit_data(self.teacher, x, y, kwargs.get("validation_data"), ignore_label=self.ignore_label,
+                              sparse_labels=getattr(label_loss, "sparse", None))
         build_before_fit(self, x, y)  # TensorFlow then traces the first step once, not twice
         history = super().fit(x, y, *args, **kwargs)
         if not history.history and kwargs.get("epochs", 1) and kwargs.get("initial_epoch", 0) < kwargs.get("epochs", 1):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from kdistill import cli
-from kdistill.errors import UserError, check_number
+from kdistill.errors import UserError, check_number, interrupted_line
 from kdistill.run import callbacks, jobs, options
 from kdistill.run.config import DistillConfig
 from conftest import REAL_SAMPLE, small_cnn
@@ -124,7 +124,7 @@ def test_ctrl_c_during_train_teacher_names_the_epoch_and_the_same_call_resumes(t
     with monkeypatch.context() as patch, pytest.raises(Interrupted) as interrupted:
         patch.setattr(callbacks.EpochProgress, "on_epoch_begin", ctrl_c_in_the_second_epoch)
         training.train_teacher(splits, output, epochs=2, verbose=0)
-    assert cli._interrupted_line("train-teacher", interrupted.value) == "interrupted at epoch 2 of 2; run the same command to resume"
+    assert interrupted_line("train-teacher", interrupted.value) == "interrupted at epoch 2 of 2; run the same command to resume"
     backup = training.teacher_backup_dir(output)
     assert not os.path.exists(output) and json.load(open(os.path.join(backup, "training_metadata.json")))["epoch"] == 1  # one epoch done
     with pytest.raises(callbacks.StaleBackupError, match="different: learning_rate.*" + re.escape(f"Delete {backup!r} to start afresh, or pass another --output")):

@@ -369,7 +369,7 @@ def test_a_disk_without_room_is_refused_before_writing_naming_path_and_sizes(tmp
     before = sorted(os.listdir(cache_dir))
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
-    with pytest.raises(atomic.InsufficientSpaceError, match=r"teacher cache in .*: it needs .* MB, 0\.0 MB free\. .*--dtype float16"):
+    with pytest.raises(atomic.InsufficientSpaceError, match=r"teacher cache in .*: it needs .* [kM]B, 1 kB free\. .*--dtype float16"):
         teacher_cache.build(teacher, ["teacher_stage2"], plain, str(cache_dir), verbose=0, dtype="float16")
     assert sorted(os.listdir(cache_dir)) == before and not [n for n in os.listdir(tmp_path) if n.startswith(".cache-")]
     # The per-epoch backup: training stops with the same one line; the CLI prints it with rc 2 (OSError).

@@ -17,6 +17,7 @@ import numpy as np
 from kdistill.backend import LazyTensorFlow
 from kdistill.data import batches, tf_pipeline
 from kdistill.data import images as image_io
+from kdistill.errors import UserError, shorten, shown
 from kdistill.data.arrays import Splits, from_arrays, resolve_pipeline
 
 tf = LazyTensorFlow("kdistill.data's TFDS reader")
@@ -210,6 +211,16 @@ def from_image_folder(path: str, image_size: int = 32, batch_size: int = 64, val
                        pipeline=pipeline)
 
 
+def _load_images_file(path: str) -> np.ndarray:
+    """The images in a .npy file; UserError naming the file when it is not a plain NumPy array (pickled objects are never loaded)."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise UserError(f"Transfer images {path!r} are not a plain NumPy array of images ({shorten(str(error), 100)}): kdistill does not load "
+                        "pickled Python objects from a file, as they could run any code. Save the images with np.save(path, images) "
+                        "from a uint8 or float array.") from None
+
+
 def load(source: str = "fashion_mnist", data_dir: str | None = None, image_size: int = 32, batch_size: int = 64, validation_fraction: float = 0.1,
          train_limit: int | None = None, test_limit: int | None = None, augment: Sequence[str] = (), seed: int = 0,
          transfer: str | None = None, pipeline: str = "auto", skip_unreadable: bool = False) -> Splits:
@@ -235,7 +246,7 @@ def load(source: str = "fashion_mnist", data_dir: str | None = None, image_size:
     if source in ("fashion_mnist", "fashion-mnist"):
         (x_train, y_train), (x_test, y_test) = load_fashion_mnist(data_dir)
         if isinstance(transfer, str) and transfer.endswith(".npy"):
-            transfer = np.load(transfer)
+            transfer = _load_images_file(transfer)
         return from_arrays(x_train, y_train, x_test, y_test, test_limit=test_limit, class_names=FASHION_MNIST_CLASSES, transfer=transfer, **common)
     if transfer is not None:
         raise ValueError(f"A transfer set (transfer={transfer!r}) is supported for fashion_mnist and NumPy arrays (data.from_arrays), not for {source!r}.")
@@ -244,7 +255,7 @@ def load(source: str = "fashion_mnist", data_dir: str | None = None, image_size:
     if os.path.isdir(source):
         return from_image_folder(source, test_dir=data_dir, skip_unreadable=skip_unreadable, **{k: v for k, v in common.items() if k != "test_limit"})
     raise ValueError(
-        f"Unknown data source {source!r}. Use 'fashion_mnist' (offline default), 'tfds:<name>' "
+        f"Unknown data source {shown(source)}. Use 'fashion_mnist' (offline default), 'tfds:<name>' "
         "(e.g. tfds:cifar10, with --data-dir for a prepared TFDS folder) or the path of an image folder "
         "<folder>/<class name>/<images>."
     )

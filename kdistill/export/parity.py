@@ -18,7 +18,7 @@ from kdistill.backend import LazyTensorFlow
 from kdistill.export.tflite_runtime import interpreter_class  # noqa: F401  (kept for parity.interpreter_class)
 from kdistill.export.tflite_runtime import latency_ms, tflite_predict, tflite_runner
 from kdistill.export.writers import check_formats, check_writable, onnx, saved_model, student_of, tflite
-from kdistill.files import staging_folder, write_json
+from kdistill.files import new_folders, staging_folder, write_json
 from kdistill.models import checks
 
 tf = LazyTensorFlow("the parity report")
@@ -181,7 +181,19 @@ def export_all(model, output_dir: str, formats: Iterable[str] = ("saved_model", 
     formats = list(formats)
     check_formats(formats)
     check_writable(output_dir)
-    os.makedirs(output_dir, exist_ok=True)
+    with new_folders(output_dir):  # removed again if the first write fails (a full disk)
+        files = _write_all(student, output_dir, formats, representative, version, int8_io, calibration, percentile)
+    report = None
+    if test is not None:
+        named = {(name if name in ("saved_model", "onnx") else f"tflite_{name}"): path for name, path in files.items()}
+        report = parity_report(student, named, test, limit=limit)
+        report["files"] = files
+        write_json(os.path.join(output_dir, "report.json"), report)
+    return {"files": files, "report": report}
+
+
+def _write_all(student, output_dir: str, formats: list, representative, version: int, int8_io: bool, calibration: str, percentile: float) -> dict:
+    """`export_all`'s files: format -> path, in the order asked for."""
     files = {}
     if "saved_model" in formats:
         logger.info("Exporting saved_model ...")
@@ -196,11 +208,4 @@ def export_all(model, output_dir: str, formats: Iterable[str] = ("saved_model", 
             source = source or saved_model(student, staging, version=1)
             files[name] = tflite(student, os.path.join(output_dir, f"student_{name}.tflite"), quantize=name, representative=representative,
                                  int8_io=int8_io, calibration=calibration, percentile=percentile, saved_model_dir=source)
-    files = {name: files[name] for name in formats}  # in the order asked for
-    report = None
-    if test is not None:
-        named = {(name if name in ("saved_model", "onnx") else f"tflite_{name}"): path for name, path in files.items()}
-        report = parity_report(student, named, test, limit=limit)
-        report["files"] = files
-        write_json(os.path.join(output_dir, "report.json"), report)
-    return {"files": files, "report": report}
+    return {name: files[name] for name in formats}  # in the order asked for

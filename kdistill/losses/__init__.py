@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 import keras
 
-from kdistill.errors import did_you_mean
+from kdistill.errors import did_you_mean, shown
 from kdistill.losses import adversarial, contrastive, cwd, dist_relation, feature_kl, features, irg, logits, standardized_dkd  # noqa: F401 - each registers its names
 from kdistill.losses._utils import check_temperature
 from kdistill.losses.adversarial import AdversarialLoss
@@ -124,13 +124,13 @@ def get(identifier: str | keras.losses.Loss | Callable | dict | list, kind: str 
     if not isinstance(identifier, str):
         raise TypeError(
             f"A distillation loss must be a name, a config dict, a keras.losses.Loss or a callable; "
-            f"received {type(identifier).__name__}: {identifier!r}."
+            f"received {type(identifier).__name__}: {shown(identifier)}."
         )
     key = identifier.lower()
     known = available(kind)
     if key not in known:
         label = f"{kind} loss" if kind else "distillation loss"
-        raise ValueError(f"Unknown {label} {identifier!r}.{did_you_mean(key, known)} Known: {', '.join(known)}.")
+        raise ValueError(f"Unknown {label} {shown(identifier)}.{did_you_mean(key, known)} Known: {', '.join(known)}.")
     cls, _, implied = lookup(key, kind)
     options = dict(implied)
     for option, value in kwargs.items():

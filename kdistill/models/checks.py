@@ -141,6 +141,11 @@ def check_finite(split: str, images) -> None:
 def check_labels(split: str, labels, num_classes: int, allow_unlabeled: bool = False) -> None:
     """Integer labels must lie in [0, num_classes) (or be UNLABELED where allowed); says which do not, before any training."""
     labels = np.asarray(labels).reshape(-1)
+    if labels.dtype.kind in "fc" and not np.all(np.isfinite(labels) & (labels == np.round(labels))):
+        bad = labels[~(np.isfinite(labels) & (labels == np.round(labels)))]
+        raise UserError(f"{len(bad)} {split} label(s) are not whole numbers (e.g. {', '.join(f'{v:g}' for v in bad[:3])}): a class-index loss "
+                        "would cut them to integers and train on those. Give class indices 0..classes-1 (integers); for soft or one-hot "
+                        "labels compile with loss='categorical_crossentropy'.")
     valid = (labels >= 0) & (labels < num_classes)
     if allow_unlabeled:
         valid |= labels == UNLABELED
@@ -159,8 +164,11 @@ def check_image_shape(split: str, shape, model: keras.Model, role: str = "teache
     expected, shape = tuple(expected[1:]), tuple(int(size) for size in shape)
     if len(shape) != len(expected) or any(want is not None and want != got for want, got in zip(expected, shape)):
         size = expected[0] if expected and expected[0] is not None else "N"
-        raise UserError(f"The {split} images have shape {shape} per image, but the {role} takes {expected}: resize them and give them "
-                        f"the channels it takes (kdistill.data.from_arrays(x, y, image_size={size}) resizes and repeats grey to RGB).")
+        channels = "" if expected[-1] in (None, 3) else (f" kdistill's data are RGB (grey repeated to 3 channels), so a {role} taking "
+                                                         f"{expected[-1]} channel(s) needs to be built for 3.")
+        raise UserError(f"The {split} images have shape {shape} per image, but the {role} takes {expected}: resize them to it (the kdistill "
+                        f"command: --image-size {size}; Python: kdistill.data.from_arrays(x, y, image_size={size}), which also repeats grey "
+                        f"to RGB).{channels}")
 
 
 def _is_tf_dataset(data) -> bool:
@@ -202,14 +210,15 @@ def check_masks(split: str, masks, num_classes: int, ignore_label: int | None = 
                         "(FeatureDistiller(ignore_label=...) names it).")
 
 
-def check_fit_data(teacher: keras.Model, x, y=None, validation_data=None, ignore_label: int | None = None) -> None:
+def check_fit_data(teacher: keras.Model, x, y=None, validation_data=None, ignore_label: int | None = None,
+                   sparse_labels: bool | None = None) -> None:
     """The data loaders' checks on what `fit` is given: image shapes against the teacher's input, finite pixels, labels in range.
 
     Arrays are checked whole; a tf.data dataset or a `keras.utils.PyDataset` by
     its first batch only (the rest is never read here). Labels are class indices
     in `[0, classes)` (training labels may be `UNLABELED`); one-hot rows
-    (MixUp, CutMix) are not range-checked. A segmenter's masks may also hold
-    `ignore_label`.
+    (MixUp, CutMix) are not range-checked, but refused when `sparse_labels`
+    (the loss takes class indices). A segmenter's masks may also hold `ignore_label`.
     """
     classes = teacher.outputs[0].shape[-1] if _outputs(teacher) else None
     for split, data, labels in (("training", x, y), ("validation", validation_data, None)):
@@ -220,5 +229,9 @@ def check_fit_data(teacher: keras.Model, x, y=None, validation_data=None, ignore
         check_finite(split, images)
         if labels is not None and classes and dense_logits(teacher):
             check_masks(split, labels, classes, ignore_label)
-        elif labels is not None and classes and (labels.ndim == 1 or labels.shape[-1] == 1):
+            continue
+        if labels is not None and classes and labels.ndim == 2 and labels.shape[-1] == classes > 1 and sparse_labels:
+            raise UserError(f"The {split} labels are one-hot rows (shape {labels.shape}), but the loss is sparse_categorical_crossentropy, "
+                            "which takes class indices. Compile with loss='categorical_crossentropy', or pass the indices (y.argmax(-1)).")
+        if labels is not None and classes and (labels.ndim == 1 or labels.shape[-1] == 1):
             check_labels(split, labels, classes, allow_unlabeled=split == "training")

@@ -15,7 +15,7 @@ import keras
 
 from kdistill import data as data_module
 from kdistill import evaluation, plots
-from kdistill.errors import UserError, check_number, did_you_mean
+from kdistill.errors import UserError, check_number, did_you_mean, shown
 from kdistill.models import saving, teachers
 from kdistill.models import taps as taps_module
 from kdistill.run import demo_stages as stages
@@ -84,12 +84,12 @@ def check_settings(overrides: dict) -> dict:
     known = set(DEMO_QUICK) | {"test_limit"}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise UserError(f"Unknown demo setting(s) {unknown}; known: {', '.join(sorted(known))}.")
+        raise UserError(f"Unknown demo setting(s) {shown(unknown)}; known: {', '.join(sorted(known))}.")
     for key, value in overrides.items():
         if key in _SETTING_NUMBERS:
             check_number(key, value, **_SETTING_NUMBERS[key])
         elif not isinstance(value, _SETTING_TYPES[key]):
-            raise UserError(f"{key} must be a {_SETTING_TYPES[key].__name__}, received the {type(value).__name__} {value!r}.")
+            raise UserError(f"{key} must be a {_SETTING_TYPES[key].__name__}, received the {type(value).__name__} {shown(value)}.")
     if "teacher" in overrides and overrides["teacher"] not in teachers.available():
         name = overrides["teacher"]
         raise UserError(f"Unknown demo teacher {name!r}.{did_you_mean(name, teachers.available(), count=2)} Known: {', '.join(teachers.available())}.")

@@ -25,7 +25,7 @@ import keras
 from kdistill import data as data_module
 from kdistill import evaluation, files, quantize
 from kdistill.distiller import FeatureDistiller
-from kdistill.errors import ChanceLevelError
+from kdistill.errors import ChanceLevelError, UserError
 from kdistill.models import checks, saving, teachers
 from kdistill.models import taps as taps_module
 from kdistill.run import callbacks, distribute, precision, teacher_cache, training
@@ -98,10 +98,12 @@ def load_teacher(config: DistillConfig) -> keras.Model:
     if not config.teacher:
         raise ValueError("A distillation needs a teacher: set `teacher: PATH` (train one with `kdistill train-teacher`).")
     shape = (config.image_size, config.image_size, 3)  # the input size of a KerasHub preset
-    if isinstance(config.teacher, str):
+    paths = [config.teacher] if isinstance(config.teacher, str) else [str(path) for path in config.teacher]
+    if len(paths) == 1:  # `teacher: [one.keras]` is that teacher
         if config.teacher_weights is not None:
-            raise ValueError("teacher_weights weighs several teachers: give `teacher` as a list of files.")
-        return teachers.load(config.teacher, input_shape=shape)
+            raise ValueError("teacher_weights weighs several teachers: give `teacher` as a list of two or more files.")
+        return teachers.load(paths[0], input_shape=shape)
+    _check_member_files(paths)
     members = []
     for path in config.teacher:
         member = teachers.load(str(path), input_shape=shape)
@@ -116,6 +118,19 @@ def _resolve_taps(config: DistillConfig, teacher: keras.Model, student: keras.Mo
     if config.taps == "none":
         return {}
     return taps_module.preset(teacher, student)
+
+
+def _check_member_files(paths: list) -> None:
+    """An ensemble's files: each once, with different file names (taps address a member as '<file stem>/<layer>')."""
+    stems = [os.path.splitext(os.path.basename(path))[0] for path in paths]
+    for index, stem in enumerate(stems):
+        if stem in stems[:index]:
+            first = paths[stems.index(stem)]
+            same = os.path.realpath(first) == os.path.realpath(paths[index])
+            raise UserError(f"The teacher list names {first!r} twice: give each teacher file once." if same else
+                            f"The teacher files {first!r} and {paths[index]!r} have the same name {stem!r}, and an ensemble names each member "
+                            "after its file (taps read '<file stem>/<layer>'): copy or link one under another name (e.g. "
+                            f"{stem}_b{os.path.splitext(paths[index])[1]}) and list that.")
 
 
 #: validation images measured by `check_teacher`, and the fewest that can tell chance from learning
