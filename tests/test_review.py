@@ -43,7 +43,7 @@ def test_attention_weights_mix_the_tap_and_the_deeper_map():
 def test_review_distiller_trains_with_hcl_and_reloads(tmp_path):
     teacher, student = small_cnn("teacher", widths=(8, 16), seed=1), small_cnn("student", widths=(4, 8), seed=2)
     distiller = kdistill.FeatureDistiller(teacher, student, taps=TAPS, feature_loss="hcl", review=True, review_channels=8, alpha=0.7)
-    assert distiller._adapter_order == ["teacher_stage2", "teacher_stage1"]  # deepest student tap first
+    assert distiller.student_adapter.order == ["teacher_stage2", "teacher_stage1"]  # deepest student tap first
     summary = {row["teacher_layer"]: row["projection"] for row in distiller.projection_summary()}
     assert "attention fusion" in summary["teacher_stage1"] and "attention fusion" not in summary["teacher_stage2"]
     distiller.compile(optimizer=keras.optimizers.Adam(3e-3), metrics=["accuracy"])
