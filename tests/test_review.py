@@ -67,7 +67,7 @@ def test_review_distiller_trains_with_hcl_and_reloads(tmp_path):
 
 def test_review_needs_feature_maps():
     teacher, student = small_cnn("teacher", seed=1), small_cnn("student", seed=2)
-    with pytest.raises(ValueError, match="review=True fuses feature maps"):
+    with pytest.raises(ValueError, match="adapter=.review. fuses feature maps"):
         kdistill.FeatureDistiller(teacher, student, taps={"teacher_pool": "student_pool"}, feature_loss="hcl", review=True)
     with pytest.raises(ValueError, match="review_channels must be a positive integer"):
         kdistill.FeatureDistiller(teacher, student, taps=TAPS, feature_loss="hcl", review=True, review_channels=0)
