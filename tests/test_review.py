@@ -6,6 +6,7 @@ import pytest
 
 import kdistill
 from conftest import images, labels, small_cnn
+from harness import run_distiller_saving
 from kdistill.adapters.review import AttentionFusion
 
 TAPS = {"teacher_stage1": "student_stage1", "teacher_stage2": "student_stage2"}
@@ -56,10 +57,8 @@ def test_review_distiller_trains_with_hcl_and_reloads(tmp_path):
     after = distiller.projections["teacher_stage1"].attention.weights
     assert any(np.abs(a - b.numpy()).max() > 0 for a, b in zip(before, after))  # the fusion is trained
 
-    path = str(tmp_path / "review.keras")
-    distiller.save(path)
-    restored = keras.saving.load_model(path)
-    assert restored.review and restored.review_channels == 8
+    restored = run_distiller_saving(distiller, str(tmp_path / "review.keras"), x[:8], y[:8])
+    assert restored.review and restored.review_channels == 8 and restored.student_adapter.order == distiller.student_adapter.order
     outputs, reloaded = distiller(x[:4], training=False)["student"], restored(x[:4], training=False)["student"]
     for key in TAPS:
         np.testing.assert_allclose(np.asarray(reloaded[key]), np.asarray(outputs[key]), rtol=1e-5, atol=1e-5)
