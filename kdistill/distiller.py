@@ -140,7 +140,8 @@ class FeatureDistiller(keras.Model):
         self.alpha = check_alpha(alpha)
         losses_module.check_temperature(temperature)
         self.temperature = float(temperature)
-        self.adapter = "review" if review else adapters.check(adapter)
+        self.review = bool(review)  # the alias, saved as given
+        self.adapter = "review" if self.review else adapters.check(adapter)
         if isinstance(review_channels, bool) or not isinstance(review_channels, int) or review_channels < 1:
             raise ValueError(f"review_channels must be a positive integer (e.g. 64), received {review_channels!r}.")
         self.review_channels = review_channels
@@ -159,11 +160,6 @@ class FeatureDistiller(keras.Model):
         self._build_objective(tap_weights)
         self.loss_trackers = {key: keras.metrics.Mean(name=key) for key in self.training_objective.term_names}
         self.built = True
-
-    @property
-    def review(self) -> bool:
-        """True when the adapter is ReviewKD's fusion (`adapter="review"`)."""
-        return self.adapter == "review"
 
     def _one_teacher(self, teacher, teacher_weights) -> keras.Model:
         """The teacher model; several teachers become one ensemble (`kdistill.teachers.ensemble`)."""
