@@ -49,7 +49,7 @@ def _existing_parent(path: str) -> str:
 def check_free_space(path: str, needed_bytes: int, what: str, hint: str = "") -> None:
     """Raises `InsufficientSpaceError` naming the path, the space needed and the space free, before a large write.
 
-    A disk that fills up during a write used to end in pages of h5py errors and a
+    A disk that fills up during a write ends in pages of h5py errors and a
     segfault; checking first costs one `statvfs`. A 5 % margin is kept.
 
     Example:

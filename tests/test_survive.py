@@ -383,13 +383,14 @@ def test_a_disk_without_room_is_refused_before_writing_naming_path_and_sizes(tmp
 
 def test_unfinished_model_files_of_a_killed_run_are_removed_by_the_next_run(tmp_path):
     """A kill during `save_for_inference` left `.best_student.keras.*.partial.keras` files that nothing removed."""
+    from kdistill import files
     from kdistill.models import saving
     from kdistill.run import jobs
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = tmp_path / f"{saving.partial_prefix('best_student.keras')}{dead.pid}-x1.keras"
-    live = tmp_path / f"{saving.partial_prefix('student.keras')}{os.getpid()}-x2.keras"  # a writer at work: kept
+    stale = tmp_path / f"{files.partial_prefix('best_student.keras')}{dead.pid}-x1.keras"
+    live = tmp_path / f"{files.partial_prefix('student.keras')}{os.getpid()}-x2.keras"  # a writer at work: kept
     stale.write_bytes(b"PK\x03\x04 half a zip")
     live.write_bytes(b"PK\x03\x04")
     assert jobs.remove_stale_partials(str(tmp_path)) == [str(stale)]

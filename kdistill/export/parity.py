@@ -15,7 +15,6 @@ from typing import Iterable
 import numpy as np
 
 from kdistill.backend import LazyTensorFlow
-from kdistill.export.tflite_runtime import interpreter_class  # noqa: F401  (kept for parity.interpreter_class)
 from kdistill.export.tflite_runtime import latency_ms, tflite_predict, tflite_runner
 from kdistill.export.writers import check_formats, check_writable, onnx, saved_model, student_of, tflite
 from kdistill.files import new_folders, staging_folder, write_json

@@ -77,7 +77,7 @@ def get(identifier: str | keras.losses.Loss | Callable | dict | list, kind: str 
             callable `fn(teacher, student) -> per-sample loss`.
         kind: `"feature"` or `"logits"`: look the name up among that kind's
             losses. None searches both; a name registered under both kinds
-            (`"kl"`) then builds the logits loss, as in 0.2.
+            (`"kl"`) then builds the logits loss.
         **kwargs: options for a named loss, e.g. `temperature=4.0`; options a
             loss does not take (temperature for a feature loss) are ignored.
 

@@ -8,7 +8,6 @@ import zipfile
 import keras
 
 from kdistill.files import atomic_write
-from kdistill.files import partial_prefix  # noqa: F401  (its home is kdistill.files; kept for saving.partial_prefix)
 from kdistill.errors import UserError, shorten
 from kdistill.models import checks
 # Importing registers kdistill's layers so saved models that use them load.
@@ -99,7 +98,7 @@ def save_for_inference(model: keras.Model, path: str) -> str:
     The file is written under a temporary name in the same folder and renamed
     into place when complete (`kdistill.files.atomic_write`), so a kill or a
     full disk mid-write leaves the previous file (if any) intact and no partial
-    one. A killed save's unfinished copy starts with `partial_prefix(path)`.
+    one. A killed save's unfinished copy starts with `kdistill.files.partial_prefix(path)`.
     """
     outputs = model.outputs[0] if len(model.outputs) == 1 else model.outputs
     try:

@@ -200,10 +200,10 @@ class DistillConfig:
 
     def _check_values(self) -> None:
         self._check_numbers()
-        from kdistill.adapters import ADAPTERS
+        from kdistill import adapters
 
-        if self.adapter not in ADAPTERS:
-            raise UserError(f"adapter must be one of {', '.join(ADAPTERS)}, received {self.adapter!r}.")
+        if self.adapter not in adapters.available():
+            raise UserError(f"adapter must be one of {', '.join(adapters.available())}, received {self.adapter!r}.")
         if self.quantize not in (None, "int8"):
             raise UserError(f"quantize must be 'int8' (quantization-aware int8 fine-tuning) or unset, received {self.quantize!r}.")
         if self.transfer_data is not None and self.transfer_data != "rest" and not self.transfer_data.endswith(".npy"):

@@ -14,7 +14,7 @@ import os
 import keras
 
 from kdistill import data as data_module
-from kdistill import evaluation, plots
+from kdistill import evaluation, files, plots
 from kdistill.errors import UserError, check_number, did_you_mean, shown
 from kdistill.models import saving, teachers
 from kdistill.models import taps as taps_module
@@ -136,7 +136,7 @@ def _teacher(splits: data_module.Splits, output_dir: str, settings: dict, seed: 
         keras.utils.set_random_seed(seed)
         _, history = training.train_teacher(splits, path, epochs=settings["teacher_epochs"], name=settings["teacher"],
                                             resize_to=None if size == splits.image_shape[0] else size, verbose=verbose)
-        training.write_json(meta_path, meta)
+        files.write_json(meta_path, meta)
     return teachers.load(path), history, reuse
 
 
@@ -230,7 +230,7 @@ def _run(settings: dict, splits, pool, output_dir: str, seed: int, retrain_teach
     summary.update(settings=settings, data=pool.counts, taps=distiller.taps, results=rows, teacher_reused=reused, reference=EVIDENCE_REFERENCE,
                    projections=[row["projection"] for row in distiller.projection_summary()], seconds=clock.finish(),
                    distillation_gain_top1=rows[2]["top1"] - rows[1]["top1"], table=evaluation.format_table(rows))
-    training.write_json(os.path.join(output_dir, "summary.json"), summary)
-    training.write_json(os.path.join(output_dir, "histories.json"), histories)
+    files.write_json(os.path.join(output_dir, "summary.json"), summary)
+    files.write_json(os.path.join(output_dir, "histories.json"), histories)
     return summary
 

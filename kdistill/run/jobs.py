@@ -1,15 +1,13 @@
-"""End-to-end jobs shared by the CLI and notebooks: train a teacher, distil, run the demo.
+"""The distillation job shared by the CLI and notebooks: load the teacher and the data, distil, evaluate, export.
 
-`distill` lives here; `train_teacher` (in `kdistill.run.training`) and `demo`
-(in `kdistill.run.demo`) are re-exported so that `jobs` names every job.
-
-Each function writes into a run folder and returns what it measured; the CLI
-only parses arguments and calls these.
+A teacher is trained by `kdistill.run.training.train_teacher` and the demo runs
+in `kdistill.run.demo`. Each job writes into a run folder and returns what it
+measured; the CLI only parses arguments and calls these.
 
 Example:
     >>> from kdistill.run import jobs
-    >>> jobs.DEMO_QUICK["student"]
-    'mobilenet_v2'
+    >>> callable(jobs.distill)
+    True
 """
 
 from __future__ import annotations
@@ -30,13 +28,11 @@ from kdistill.models import checks, saving, teachers
 from kdistill.models import taps as taps_module
 from kdistill.run import callbacks, distribute, precision, teacher_cache, training
 from kdistill.run.config import DistillConfig
-from kdistill.run.folder import LOCK_NAME, RunFolderLockedError, run_folder
-from kdistill.evaluation import format_table
-from kdistill.run.demo import DEMO_FULL, DEMO_QUICK, demo
-from kdistill.run.training import TEACHER_RECIPE, train_student, train_teacher
+from kdistill.run.folder import run_folder
+from kdistill.run.demo import demo  # noqa: F401  (cli.py still calls jobs.demo; its home is kdistill.run.demo)
+from kdistill.run.training import train_teacher  # noqa: F401  (cli.py still calls jobs.train_teacher; its home is kdistill.run.training)
 
-__all__ = ["load_teacher", "check_teacher", "load_data", "train_teacher", "train_student", "distill", "demo", "DEMO_QUICK", "DEMO_FULL", "format_table",
-           "TEACHER_RECIPE", "run_folder", "RunFolderLockedError", "LOCK_NAME"]
+__all__ = ["load_teacher", "check_teacher", "load_data", "distill"]
 
 logger = logging.getLogger(__name__)
 
