@@ -312,7 +312,7 @@ class FeatureDistiller(keras.Model):
     def fit(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.fit`, refusing training data without a single batch (Keras would return an empty history, silently)."""
         checks.check_not_empty(x, "training data")
-        label_loss = getattr(self, "label_loss", None)
+        label_loss = self.training_objective.label_loss
         checks.check_fit_data(self.teacher, x, y, kwargs.get("validation_data"), ignore_label=self.ignore_label,
                               sparse_labels=getattr(label_loss, "sparse", None))
         build_before_fit(self, x, y)  # TensorFlow then traces the first step once, not twice

@@ -175,7 +175,7 @@ def test_fit_refuses_fractional_labels_and_one_hot_labels_for_a_class_index_loss
         distiller.fit(x, one_hot, epochs=1, verbose=0)
     from kdistill.models import checks
 
-    assert distiller.compile(optimizer="adam", loss="categorical_crossentropy").label_loss.sparse is False
+    assert distiller.compile(optimizer="adam", loss="categorical_crossentropy").training_objective.label_loss.sparse is False
     checks.check_fit_data(distiller.teacher, x, one_hot, sparse_labels=False)  # the loss that takes them: accepted
     checks.check_fit_data(distiller.teacher, x, y.astype("float32"), sparse_labels=True)  # whole numbers stored as floats are class indices
 
