@@ -85,3 +85,24 @@ def test_presets_of_bundled_models_are_the_published_pairs(teacher_name, bundled
     for student_name, student in bundled_students.items():
         for stages in [(1, 2), None, (0,)]:
             assert taps.preset(teacher, student, stages=stages) == _published_preset(teacher_name, student_name, stages), (student_name, stages)
+
+
+@pytest.mark.parametrize("teacher_name", sorted(set(_PUBLISHED_STAGES) & set(kdistill.teachers.available())))
+def test_presets_of_bundled_names_are_the_published_pairs(teacher_name):
+    for student_name in kdistill.students.available():
+        for stages in [(1, 2), None]:
+            assert taps.preset(teacher_name, student_name, stages=stages) == _published_preset(teacher_name, student_name, stages)
+
+
+def test_one_tap_resolution_for_python_and_the_cli_fails_clearly_for_a_pair_without_preset():
+    teacher, student = small_cnn("teacher", widths=(8, 16), seed=1), small_cnn("student", widths=(4, 8), seed=2)
+    for taps_option in (None, "preset"):  # FeatureDistiller(taps=None), `--taps preset`
+        with pytest.raises(ValueError, match=r"No tap preset knows the teacher 'teacher'.*taps=\{teacher_layer: student_layer\}.*--taps.*kdistill taps suggest"):
+            taps.resolve(taps_option, teacher, student)
+    with pytest.raises(ValueError, match="kdistill taps suggest"):
+        kdistill.FeatureDistiller(teacher, student)
+    assert taps.resolve("none", teacher, student) == taps.resolve({}, teacher, student) == {}
+    assert kdistill.FeatureDistiller(teacher, student, taps={}).taps == {}
+    assert taps.resolve({"teacher_stage2": "student_stage2"}, teacher, student) == {"teacher_stage2": "student_stage2"}
+    with pytest.raises(ValueError, match="received 'presets'"):
+        taps.resolve("presets", teacher, student)
