@@ -86,6 +86,19 @@ def _stage_table(model: keras.Model) -> list[tuple[str, int]] | None:
     return hub.stage_table(model)
 
 
+def _ensemble_hint(network: keras.Model) -> str:
+    """For an ensemble, the '<member>/<layer>' form its taps take, with each member's stages."""
+    from kdistill.models import ensemble
+
+    members = ensemble.members(network)
+    if not members:
+        return ""
+    stages = "; ".join(f"{member.name}: {', '.join(name for name, _ in stage_outputs(member))}" for member in members)
+    example = f"{members[0].name}/{stage_outputs(members[0])[-1][0]}" if stage_outputs(members[0]) else f"{members[0].name}/<layer>"
+    return (f" Several teachers: name each tap '<teacher>/<layer>', e.g. taps={{'{example}': '<student layer>'}} "
+            f"(--taps {example}:<student layer>); their stages: {stages}. `kdistill taps suggest --config RUN.yaml` lists both sides.")
+
+
 def stage_outputs(model: keras.Model) -> list[tuple[str, tuple]]:
     """Stage outputs of a model as `(layer name, output shape)`, shallow to deep.
 
@@ -93,6 +106,10 @@ def stage_outputs(model: keras.Model) -> list[tuple[str, tuple]]:
     `pyramid_outputs`; any other functional model gets the last layer at each
     spatial resolution (padding layers skipped).
     """
+    from kdistill.models import ensemble  # here: ensemble's module sits beside this one
+
+    if ensemble.members(model):  # an ensemble's taps are '<member>/<layer>'
+        return [(f"{member.name}/{name}", shape) for member in ensemble.members(model) for name, shape in stage_outputs(member)]
     table = _stage_table(model)
     if table is not None:
         return [(name, tap_shape(model, name)) for name, _ in table]
@@ -289,7 +306,7 @@ def _resolve_family(network: str | keras.Model, role: str) -> tuple[str, list[st
         if table is None:
             raise ValueError(
                 f"No tap preset knows the {role} {network.name!r}; known families: {', '.join(STAGES)}, and KerasHub models. "
-                "Pass taps={teacher_layer: student_layer} yourself (see kdistill.taps.stage_outputs)."
+                "Pass taps={teacher_layer: student_layer} yourself (see kdistill.taps.stage_outputs)." + _ensemble_hint(network)
             )
         return family(network) or network.name, [name for name, _ in table]
     if network not in STAGES:

@@ -24,7 +24,7 @@ from typing import Any
 from kdistill.errors import UserError, check_number, did_you_mean, number_from_yaml
 from kdistill.run.options import names_flag, number_rules, numbers_flag, one_or_list_flag, option, taps_flag
 
-__all__ = ["DistillConfig", "read_config_file", "check_outside_data"]
+__all__ = ["DistillConfig", "read_config_file", "check_outside_data", "fill_from_config"]
 
 _COUNT = {"integer": True, "positive": True}
 
@@ -320,3 +320,24 @@ def read_config_file(path: str) -> dict:
         raise UserError(f"Config file {path!r} must hold `key: value` lines (a mapping), but it holds a {type(values).__name__}. "
                         f"Write one key per line without a leading dash: {example}.")
     return values
+
+
+def fill_from_config(args, names: typing.Sequence[str]) -> None:
+    """Sets each of `names` on `args` (parsed flags) that was left out (None) from `args.config`'s file, else the field's default.
+
+    How every command that reads data takes `--config`: the same file `kdistill
+    distill` reads, its keys checked as there (a typo is refused), only the data
+    keys (and `names`) read. A flag given wins over the file.
+
+    Example:
+        >>> import argparse
+        >>> args = argparse.Namespace(config=None, image_size=None, batch_size=16)
+        >>> fill_from_config(args, ["image_size", "batch_size"])
+        >>> args.image_size, args.batch_size
+        (32, 16)
+    """
+    file_values = read_config_file(args.config) if getattr(args, "config", None) else {}
+    flags = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    config = DistillConfig.from_dict(dict(file_values, **flags), check_files=False)
+    for name in names:
+        setattr(args, name, getattr(config, name))

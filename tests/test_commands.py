@@ -1,0 +1,74 @@
+"""The commands on a user's own image folder (no test folder), with one run config for all of them, as docs/cli-and-configs.md shows."""
+
+import os
+import re
+
+import pytest
+import yaml
+
+from kdistill import cli
+from conftest import real_images, small_cnn
+
+CLASSES = ("boot", "coat", "shirt", "trouser")
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """4 class folders of 10 real images each (PNG and JPEG), no test folder; and a 4-class model saved beside it."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("own_data")
+    x, _ = real_images(40)
+    for index, image in enumerate(x.astype("uint8")):
+        folder = root / "images" / CLASSES[index % 4]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / (f"{index}.png" if index % 2 else f"{index}.jpg"))
+    small_cnn("four", num_classes=4).save(str(root / "four.keras"))
+    small_cnn("ten", num_classes=10).save(str(root / "ten.keras"))
+    return root
+
+
+def _config(folder, **values) -> str:
+    path = os.path.join(folder, "run.yaml")
+    with open(path, "w") as handle:
+        yaml.safe_dump(dict({"data": str(folder / "images"), "image_size": 32, "batch_size": 8}, **values), handle)
+    return path
+
+
+def test_evaluate_on_a_folder_without_test_images_uses_its_validation_split(image_folder, capsys, tmp_path):
+    report = tmp_path / "report.json"
+    assert cli.main(["evaluate", str(image_folder / "four.keras"), "--config", _config(image_folder), "--json", str(report)]) == 0
+    captured = capsys.readouterr()
+    assert "no test split" in captured.err and "validation split: the 4 images" in captured.err
+    assert "trouser" in captured.out and '"examples": 4' in report.read_text()
+
+
+def test_evaluate_refuses_a_model_for_another_number_of_classes_in_one_line(image_folder, capsys):
+    assert cli.main(["evaluate", str(image_folder / "ten.keras"), "--data", str(image_folder / "images")]) == 2
+    err = capsys.readouterr().err
+    assert "predicts 10 classes but the data has 4 (boot, coat, shirt, trouser)" in err and "Traceback" not in err
+
+
+def test_flags_override_the_config_and_a_typo_in_it_is_refused(image_folder, capsys):
+    args = cli.build_parser().parse_args(["evaluate", "m.keras", "--config", _config(image_folder, seed=3), "--batch-size", "4"])
+    cli.fill_from_config(args, cli.DATA_FLAGS)
+    assert (args.data, args.seed, args.batch_size, args.image_size) == (str(image_folder / "images"), 3, 4, 32)
+    assert cli.main(["evaluate", "m.keras", "--config", _config(image_folder, epoch=2)]) == 2
+    assert "Unknown config key 'epoch'. Did you mean 'epochs'?" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train-teacher", "evaluate", "export", "cache-teacher", "taps suggest"])
+def test_every_command_that_reads_data_takes_config(command):
+    words = command.split() + (["m.keras"] if command in ("evaluate", "export") else []) + (["--teacher", "t.keras"] if command == "cache-teacher" else [])
+    args = cli.build_parser().parse_args(words + ["--config", "run.yaml"])
+    assert args.config == "run.yaml" and args.data is None  # left out: filled from the file, else the config's default
+
+
+def test_taps_suggest_prints_a_pasteable_taps_value_and_takes_the_student_width(image_folder, capsys):
+    from kdistill.run import options
+
+    assert cli.main(["taps", "suggest", "--config", _config(image_folder, teacher="resnet50"), "--student", "mobilenet_v2", "--student-width", "0.35"]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("--taps "))
+    assert options.taps_flag(line.split(" ", 1)[1]) == {"conv3_block4_out": "block_6_expand_relu", "conv4_block6_out": "block_13_expand_relu"}
+    assert re.search(r"block_13_expand_relu\s+2x2x192 ", out)  # width 0.35: 6 x 32 channels (the default 0.5 has 6 x 48 = 288)
