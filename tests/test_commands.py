@@ -72,3 +72,38 @@ def test_taps_suggest_prints_a_pasteable_taps_value_and_takes_the_student_width(
     line = next(line for line in out.splitlines() if line.startswith("--taps "))
     assert options.taps_flag(line.split(" ", 1)[1]) == {"conv3_block4_out": "block_6_expand_relu", "conv4_block6_out": "block_13_expand_relu"}
     assert re.search(r"block_13_expand_relu\s+2x2x192 ", out)  # width 0.35: 6 x 32 channels (the default 0.5 has 6 x 48 = 288)
+
+
+def test_export_on_a_folder_without_test_images_reports_parity_on_its_validation_split(image_folder, capsys, tmp_path):
+    output = tmp_path / "export"
+    assert cli.main(["export", str(image_folder / "four.keras"), "--data", str(image_folder / "images"), "--output-dir", str(output),
+                     "--formats", "float32"]) == 0  # used to write the .tflite, then fail with a TypeError in the parity report
+    assert "Parity on 4 test images" in capsys.readouterr().out
+    assert (output / "labels.txt").read_text() == "".join(f"{name}\n" for name in CLASSES)
+
+
+def test_parity_note_advises_int16x8_only_where_it_reached_the_bar():
+    from kdistill.export import format_report
+
+    row = {"size_mb": 0.1, "parameters": 10, "top1": 0.5, "max_abs_diff": 1.0, "latency_ms": 0.1}
+    low, high = dict(row, agreement=0.90), dict(row, agreement=0.99)
+    assert "Try int16x8" in format_report({"examples": 36, "formats": {"tflite_int8": low}})
+    assert "Try int16x8" in format_report({"examples": 36, "formats": {"tflite_int8": low, "tflite_int16x8": high}})
+    note = format_report({"examples": 36, "formats": {"tflite_int8": low, "tflite_int16x8": low}})
+    assert "int16x8 agrees" in note and "Try int16x8" not in note and "--calibration-images" in note
+
+
+def test_two_teachers_without_a_preset_show_the_teacher_layer_form_and_taps_suggest_lists_their_stages():
+    import kdistill
+    from conftest import resnet50_shaped_teacher
+
+    members = [resnet50_shaped_teacher(seed=seed) for seed in (1, 2)]
+    for member, name in zip(members, ("teacher_a", "teacher_b")):
+        member.name = name
+    teacher = kdistill.teachers.ensemble(members)
+    student = small_cnn("student")
+    with pytest.raises(ValueError, match=r"'<teacher>/<layer>', e.g. taps=\{'teacher_a/conv5_block3_out'") as raised:
+        kdistill.taps.preset(teacher, student)
+    assert "teacher_b: conv2_block3_out, conv3_block4_out" in str(raised.value)
+    stages = [name for name, _ in kdistill.tap_suggest.suggest(teacher, student).teacher_stages]
+    assert stages[:2] == ["teacher_a/conv2_block3_out", "teacher_a/conv3_block4_out"] and "teacher_b/conv5_block3_out" in stages
