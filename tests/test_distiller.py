@@ -191,6 +191,11 @@ def test_saved_distiller_reloads_and_resumes_training(tmp_path):
     )
     restored.fit(x, y, batch_size=8, epochs=1, verbose=0)
     assert int(restored.optimizer.iterations) == 8
+    # In a new process, `import kdistill` (which loads no Keras) then Keras' own load_model finds the distiller's classes.
+    code = ("import sys, kdistill; assert 'keras' not in sys.modules; import keras; "
+            f"print(type(keras.saving.load_model({path!r})).__name__)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert result.returncode == 0 and result.stdout.split() == ["FeatureDistiller"], result.stderr[-2000:]
 
 
 def _run_script(name, *args, env=None, timeout=300):
