@@ -313,6 +313,8 @@ class FeatureDistiller(keras.Model):
         """`keras.Model.fit`, refusing training data without a single batch (Keras would return an empty history, silently)."""
         checks.check_not_empty(x, "training data")
         checks.check_fit_data(self.teacher, x, y, kwargs.get("validation_data"))
+        if not getattr(self, "_teacher_checked", False):  # once: a chance-level teacher teaches nothing (the CLI refuses one)
+            self._teacher_checked = checks.warn_if_chance_level(self.teacher, kwargs.get("validation_data")) is not None
         build_before_fit(self, x, y)  # TensorFlow then traces the first step once, not twice
         history = super().fit(x, y, *args, **kwargs)
         if not history.history and kwargs.get("epochs", 1) and kwargs.get("initial_epoch", 0) < kwargs.get("epochs", 1):
