@@ -381,15 +381,20 @@ class FeatureDistiller(keras.Model):
     def projection_summary(self) -> list[dict]:
         """One row per tap: teacher layer, student layer, shapes, and how the adapter maps them."""
         teacher_shapes, student_shapes = self._shapes()
-        return [
-            {
-                "teacher_layer": teacher_layer,
-                "student_layer": student_layer,
-                "teacher_shape": tuple(teacher_shapes[teacher_layer][1:]),
-                "student_shape": tuple(student_shapes[teacher_layer][1:]),
-                "projection": adapters_module.factory.describe(self.adapter, teacher_layer, self._adapter_order, student_shapes[teacher_layer],
-                                                               teacher_shapes[teacher_layer], self.review_channels),
-                "weight": self.tap_weights[teacher_layer],
-            }
-            for teacher_layer, student_layer in self.taps.items()
-        ]
+        return adapters_module.factory.summary_rows(self.adapter, self.taps, self._adapter_order, teacher_shapes, student_shapes,
+                                                    self.review_channels, self.tap_weights)
+
+    def summary(self, *args, **kwargs) -> None:
+        """Keras' summary listing the teacher, the student and the adapters once each (not the feature models that share their weights)."""
+        self._summary_view = True
+        try:
+            return super().summary(*args, **kwargs)
+        finally:
+            self._summary_view = False
+
+    @property
+    def layers(self) -> list:
+        layers = super().layers
+        if getattr(self, "_summary_view", False):
+            return [layer for layer in layers if layer is not self.teacher_features and layer is not self.student_features]
+        return layers

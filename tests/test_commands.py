@@ -10,6 +10,7 @@ from kdistill import cli
 from conftest import real_images, small_cnn
 
 CLASSES = ("boot", "coat", "shirt", "trouser")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -74,12 +75,17 @@ def test_taps_suggest_prints_a_pasteable_taps_value_and_takes_the_student_width(
     assert re.search(r"block_13_expand_relu\s+2x2x192 ", out)  # width 0.35: 6 x 32 channels (the default 0.5 has 6 x 48 = 288)
 
 
-def test_export_on_a_folder_without_test_images_reports_parity_on_its_validation_split(image_folder, capsys, tmp_path):
-    output = tmp_path / "export"
+def test_export_on_a_folder_without_test_images_reports_parity_on_its_validation_split(image_folder, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    output = tmp_path / "saved_models" / "export"
     assert cli.main(["export", str(image_folder / "four.keras"), "--data", str(image_folder / "images"), "--output-dir", str(output),
-                     "--formats", "float32"]) == 0  # used to write the .tflite, then fail with a TypeError in the parity report
+                     "--formats", "int8", "--int8-io", "--calibration-images", "20"]) == 0  # used to fail in the parity report (TypeError)
     assert "Parity on 4 test images" in capsys.readouterr().out
     assert (output / "labels.txt").read_text() == "".join(f"{name}\n" for name in CLASSES)
+    # docs/export-and-quantization.md's "Run the exported file" as written, on this file
+    block = re.search(r"<!-- run-tflite -->\s*```python\n(.*?)```", open(os.path.join(ROOT, "docs", "export-and-quantization.md")).read(), re.S)
+    exec(compile(block.group(1), "docs/export-and-quantization.md", "exec"), {})
+    assert capsys.readouterr().out.strip() in CLASSES
 
 
 def test_parity_note_advises_int16x8_only_where_it_reached_the_bar():

@@ -434,3 +434,12 @@ def test_fit_warns_once_about_a_teacher_no_better_than_chance(caplog, monkeypatc
         distiller.fit(x[:16], y[:16], validation_data=(x, y), batch_size=16, epochs=1, verbose=0)
     warnings = [record.message for record in caplog.records if "no better than chance" in record.message]
     assert len(warnings) == 1 and "0.0 % top-1 on 64 validation images" in warnings[0] and "from_logits=True" in warnings[0]
+
+
+def test_summary_lists_the_teacher_and_the_student_once():
+    distiller = kdistill.FeatureDistiller(small_cnn("teacher", seed=1), small_cnn("student", seed=2), taps={"teacher_stage2": "student_stage2"})
+    lines = []
+    distiller.summary(print_fn=lambda line, **options: lines.append(line))
+    text = "\n".join(lines)
+    assert text.count("teacher (Functional)") == 1 and "teacher_features" not in text and "student_features" not in text
+    assert "projection_teacher_stage2" in text and "teacher_features" in [layer.name for layer in distiller.layers]  # only the summary's view

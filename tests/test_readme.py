@@ -34,3 +34,8 @@ def test_the_readme_python_block_runs_as_written(tmp_path, fake_fashion_mnist, m
     exec(compile(tiny, "README.md", "exec"), namespace)
     assert (tmp_path / "saved_models" / "student.keras").exists()
     assert namespace["history"].history["kd_loss"] and namespace["teacher"].loss.get_config()["from_logits"]
+    # docs/python-api.md's checkpoint block goes on from the README's example
+    checkpoint = _block("docs/python-api.md", "python-checkpoint")
+    assert "epochs=2" in checkpoint
+    exec(compile(checkpoint.replace("epochs=2", "epochs=1"), "docs/python-api.md", "exec"), namespace)
+    assert namespace["student"].count_params() == namespace["distiller"].student.count_params()

@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 
 from kdistill.adapters import projection, review
 
-__all__ = ["ADAPTERS", "build", "apply", "describe", "layer_name"]
+__all__ = ["ADAPTERS", "build", "apply", "describe", "layer_name", "summary_rows"]
 
 #: adapter names FeatureDistiller accepts
 ADAPTERS = ("projection", "review")
@@ -94,3 +94,19 @@ def describe(adapter: str, teacher_layer: str, order: Sequence[str], student_sha
     if adapter == "review":
         return review.describe(student_shape, teacher_shape, review_channels, fuse=teacher_layer != order[0])
     return projection.describe(student_shape, teacher_shape)
+
+
+def summary_rows(adapter: str, taps: Mapping[str, str], order: Sequence[str], teacher_shapes: Mapping, student_shapes: Mapping,
+                 review_channels: int, tap_weights: Mapping[str, float]) -> list[dict]:
+    """One row per tap (`FeatureDistiller.projection_summary`): teacher layer, student layer, shapes, the adapter's mapping, weight."""
+    return [
+        {
+            "teacher_layer": teacher_layer,
+            "student_layer": student_layer,
+            "teacher_shape": tuple(teacher_shapes[teacher_layer][1:]),
+            "student_shape": tuple(student_shapes[teacher_layer][1:]),
+            "projection": describe(adapter, teacher_layer, order, student_shapes[teacher_layer], teacher_shapes[teacher_layer], review_channels),
+            "weight": tap_weights[teacher_layer],
+        }
+        for teacher_layer, student_layer in taps.items()
+    ]
