@@ -113,3 +113,33 @@ def test_two_teachers_without_a_preset_show_the_teacher_layer_form_and_taps_sugg
     assert "teacher_b: conv2_block3_out, conv3_block4_out" in str(raised.value)
     stages = [name for name, _ in kdistill.tap_suggest.suggest(teacher, student).teacher_stages]
     assert stages[:2] == ["teacher_a/conv2_block3_out", "teacher_a/conv3_block4_out"] and "teacher_b/conv5_block3_out" in stages
+
+
+def _doc_block(marker: str) -> str:
+    text = open(os.path.join(ROOT, "docs", "cli-and-configs.md"), encoding="utf-8").read()
+    return re.search(rf"<!-- {marker} -->\s*```\w+\n(.*?)```", text, re.S).group(1)
+
+
+def test_the_own_folder_config_and_commands_of_the_docs_run_as_written(image_folder, tmp_path, monkeypatch, capsys):
+    """docs/cli-and-configs.md: its run.yaml is read as written by every command; `taps suggest` runs as written and prints the
+    --taps value that the page's `distill` line pastes."""
+    import shlex
+
+    from conftest import resnet50_shaped_teacher
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").symlink_to(image_folder / "images")
+    (tmp_path / "photos_test").symlink_to(image_folder / "images")
+    (tmp_path / "saved_models").mkdir()
+    resnet50_shaped_teacher(num_classes=4).save("saved_models/teacher.keras")  # what the page's train-teacher line writes, small
+    (tmp_path / "run.yaml").write_text(_doc_block("own-data-config"))
+    commands = [shlex.split(line)[1:] for line in _doc_block("own-data-commands").splitlines() if line.startswith("kdistill ")]
+    assert [words[0] for words in commands] == ["train-teacher", "taps", "distill", "evaluate", "export"]
+    for words in commands:  # every command reads the file as written
+        args = cli.build_parser().parse_args(words)
+        if words[0] != "distill":
+            cli.fill_from_config(args, cli.DATA_FLAGS)
+            assert (args.data, args.data_dir, args.image_size, args.batch_size) == ("photos", "photos_test", 64, 32)
+    assert cli.main(commands[1]) == 0  # taps suggest
+    printed = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("--taps "))
+    assert printed == "--taps " + commands[2][commands[2].index("--taps") + 1]
