@@ -26,7 +26,7 @@ import importlib.util
 import logging
 import sys
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"  # as pyproject.toml and CHANGELOG.md (tests/test_docs.py)
 
 #: public name -> the module that defines it (a module itself where the two are equal)
 _LAZY = {
