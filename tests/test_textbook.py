@@ -97,3 +97,21 @@ def test_several_teachers_from_a_yaml_config(teacher_file, tmp_path):
     # The same from flags: two files after --teacher; weights that are not numbers are refused before any work.
     assert cli.main(["distill", "--data-dir", str(tmp_path / "data"), "--teacher", *paths, "--teacher-weights", "2,x"]) == 2
     assert not (tmp_path / "saved_models").exists()
+
+
+def test_your_own_method_block_runs_as_written_and_its_name_works_in_a_config():
+    from conftest import images, small_cnn
+    from kdistill.losses import registry
+
+    namespace = {}
+    exec(compile(_block("own-loss"), METHODS, "exec"), namespace)
+    try:
+        options = DistillConfig.from_dict({"feature_loss": {"name": "l1", "scale": 2}}, check_files=False).distiller_options()
+        distiller = kdistill.FeatureDistiller(small_cnn("teacher"), small_cnn("student", seed=1), taps={"teacher_stage2": "student_stage2"},
+                                              **options)
+        assert isinstance(distiller.feature_loss, namespace["L1"])
+        outputs = distiller(images(4))
+        terms = distiller.loss_terms(np.zeros(4, "int64"), outputs["teacher"], outputs["student"])
+        assert float(terms["feat_teacher_stage2"]) > 0
+    finally:
+        registry.unregister("l1")
