@@ -121,10 +121,11 @@ def format_table(rows: list[dict]) -> str:
     """
     data_width = max([len(row.get("data", "")) for row in rows] + [0])
     data = (lambda text: f" {text:<{data_width}}") if data_width else (lambda text: "")
-    header = f"{'model':<22}{data('trained on')} {'top-1':>7} {'top-5':>7} {'params':>11} {'size MB':>8} {'images/s':>9}"
+    name_width = max([22] + [len(row["name"]) for row in rows])
+    header = f"{'model':<{name_width}}{data('trained on')} {'top-1':>7} {'top-5':>7} {'params':>11} {'size MB':>8} {'images/s':>9}"
     lines = [header, "-" * len(header)]
     for row in rows:
         top5 = f"{100 * row['top5']:.2f}" if "top5" in row else "-"
-        lines.append(f"{row['name']:<22}{data(row.get('data', ''))} {100 * row['top1']:>7.2f} {top5:>7} {row['parameters']:>11,} "
+        lines.append(f"{row['name']:<{name_width}}{data(row.get('data', ''))} {100 * row['top1']:>7.2f} {top5:>7} {row['parameters']:>11,} "
                      f"{row['size_mb']:>8.2f} {row['images_per_second']:>9.0f}")
     return "\n".join(lines)
