@@ -183,12 +183,8 @@ class FeatureDistiller(keras.Model):
 
     def _set_losses(self, feature_loss, logits_loss, tap_weights) -> None:
         """The losses from their names (a named loss taking a temperature gets the distiller's) and the tap weights."""
-        self.feature_loss = (
-            losses_module.get(feature_loss, kind="feature", temperature=self.temperature) if feature_loss is not None else None
-        )
-        self.logits_loss = (
-            losses_module.get(logits_loss, kind="logits", temperature=self.temperature) if logits_loss is not None else None
-        )
+        self.feature_loss = losses_module.get(feature_loss, kind="feature", temperature=self.temperature) if feature_loss is not None else None
+        self.logits_loss = losses_module.get(logits_loss, kind="logits", temperature=self.temperature) if logits_loss is not None else None
         objective.check_terms(self.taps, self.feature_loss, self.logits_loss, self.alpha)
         self.tap_weights = objective.tap_weights(tap_weights, self.taps, self.feature_loss)
 
@@ -363,6 +359,11 @@ class FeatureDistiller(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     # ----------------------------------------------------------------- config
+    def get_compile_config(self) -> dict | None:
+        if self.built and self.compiled and not self.optimizer.built:  # saved before fit: save the state a load builds, or Keras
+            self.optimizer.build(self.trainable_variables)            # warns "Skipping variable loading for optimizer" on load
+        return super().get_compile_config()
+
     def get_config(self) -> dict:
         serialize = keras.saving.serialize_keras_object
         config = {"name": self.name, "teacher": serialize(self.teacher), "student": serialize(self.student), "taps": dict(self.taps)}
@@ -394,7 +395,5 @@ class FeatureDistiller(keras.Model):
 
     @property
     def layers(self) -> list:
-        layers = super().layers
-        if getattr(self, "_summary_view", False):
-            return [layer for layer in layers if layer is not self.teacher_features and layer is not self.student_features]
-        return layers
+        hidden = (self.teacher_features, self.student_features) if getattr(self, "_summary_view", False) else ()
+        return [layer for layer in super().layers if all(layer is not other for other in hidden)]

@@ -443,3 +443,16 @@ def test_summary_lists_the_teacher_and_the_student_once():
     text = "\n".join(lines)
     assert text.count("teacher (Functional)") == 1 and "teacher_features" not in text and "student_features" not in text
     assert "projection_teacher_stage2" in text and "teacher_features" in [layer.name for layer in distiller.layers]  # only the summary's view
+
+
+def test_a_distiller_saved_before_fit_loads_without_the_optimizer_warning(tmp_path):
+    import warnings
+
+    distiller = kdistill.FeatureDistiller(small_cnn("teacher", seed=1), small_cnn("student", seed=2), taps={"teacher_stage2": "student_stage2"})
+    distiller.compile(optimizer="adam")
+    distiller.save(tmp_path / "run.keras")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        restored = keras.saving.load_model(tmp_path / "run.keras")
+    assert not [w for w in caught if "Skipping variable loading" in str(w.message)], [str(w.message)[:200] for w in caught]
+    assert restored.optimizer.built and len(restored.optimizer.variables) == len(distiller.optimizer.variables)
