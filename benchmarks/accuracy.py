@@ -39,6 +39,8 @@ import statistics
 import sys
 import time
 
+from kdistill.run import environment
+
 #: method -> FeatureDistiller options (alpha 0 = labels only)
 METHODS = {
     "alone": dict(taps={}, logits_loss="kl", alpha=0.0),
@@ -438,7 +440,7 @@ def main(argv=None) -> int:
     dataset = "cifar100" if args.cifar100 else "fashion_mnist"
     results = _cifar100(args) if args.cifar100 else _fashion_mnist(args)
     meta = {"dataset": dataset, "seeds": args.seeds, "epochs": args.epochs, "train_limit": args.train_limit, "student": f"mobilenet_v2 width {args.width}",
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "wall_seconds": round(time.perf_counter() - started)}
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "environment": environment.describe(), "wall_seconds": round(time.perf_counter() - started)}
     lines = [f"Top-1 on {dataset} test ({meta['student']}, {args.epochs} epochs on {args.train_limit} images, "
              f"{args.seeds} seed(s), mean ± std; {meta['machine']})", ""]
     header = "| method | top-1 (%) |" + (" published CIFAR-100 (%) |" if args.cifar100 else "")
@@ -467,8 +469,8 @@ def _run_paired(args, started: float, argv) -> int:
     meta = {"dataset": "fashion_mnist", "seeds": args.seeds, "epochs": args.epochs, "batch_size": args.batch_size,
             "steps": args.epochs * -(-record["labelled"] // args.batch_size), "test_images": args.test_limit or 10_000,
             "student": f"MobileNetV2 width {args.width}" if args.student == "mobilenet_v2" else args.student, "temperature": args.temperature, "teacher": args.teacher,
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-            "command": "python benchmarks/accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "environment": environment.describe(),
+            "command": "python benchmarks/accuracy.py " + environment.portable_command(argv if argv is not None else sys.argv[1:]),
             "wall_seconds": round(time.perf_counter() - started)}
     lines = _paired_report(record, meta)
     os.makedirs(args.out, exist_ok=True)

@@ -21,6 +21,8 @@ import sys
 import tempfile
 import time
 
+from kdistill.run import environment
+
 #: (label, export mode, calibration)
 VARIANTS = [("int8 min/max", "int8", "minmax"), ("int8 percentile", "int8", "percentile"), ("int16x8", "int16x8", "minmax")]
 
@@ -79,7 +81,7 @@ def main(argv=None) -> int:
             rows.append(row)
             print(json.dumps(row), flush=True)
     os.makedirs(args.out, exist_ok=True)
-    report = {"command": "python benchmarks/quantization.py " + " ".join(sys.argv[1:] if argv is None else argv), "machine": platform.platform(),
+    report = {"command": "python benchmarks/quantization.py " + environment.portable_command(sys.argv[1:] if argv is None else argv), "machine": platform.platform(),
               "cpu_count": os.cpu_count(), "train_images": splits.counts["train"], "epochs": args.epochs, "test_images": int(len(labels)), "rows": rows}
     with open(os.path.join(args.out, "quantization_fashion_mnist.json"), "w") as handle:
         json.dump(report, handle, indent=2)

@@ -21,6 +21,8 @@ import platform
 import sys
 import time
 
+from kdistill.run import environment
+
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 #: (label, resize_to, optimizer, warm-up epochs, schedule)
@@ -123,16 +125,16 @@ def main(argv=None) -> int:
     if args.study:
         new_rows = study(args)
         for row in new_rows:
-            row["command"] = "python benchmarks/teacher.py " + " ".join(argv if argv is not None else sys.argv[1:])
+            row["command"] = "python benchmarks/teacher.py " + environment.portable_command(argv if argv is not None else sys.argv[1:])
         # Settings run earlier (e.g. with --only) keep their rows unless rerun now.
         kept = [row for row in record.get("study", {}).get("rows", []) if row["setting"] not in {r["setting"] for r in new_rows}]
         order = [setting[0] for setting in SETTINGS]
         rows = sorted(kept + new_rows, key=lambda row: order.index(row["setting"]) if row["setting"] in order else len(order))
         record["study"] = {"rows": rows, "train_limit": args.train_limit, "epochs": args.epochs, "machine": machine,
-                           "command": "python benchmarks/teacher.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                           "command": "python benchmarks/teacher.py " + environment.portable_command(argv if argv is not None else sys.argv[1:]),
                            "wall_seconds": round(time.perf_counter() - started)}
     if args.train:
-        record["teacher"] = dict(train(args), machine=machine, command="python benchmarks/teacher.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+        record["teacher"] = dict(train(args), machine=machine, command="python benchmarks/teacher.py " + environment.portable_command(argv if argv is not None else sys.argv[1:]))
     with open(path, "w") as handle:
         json.dump(record, handle, indent=2)
     lines = []

@@ -48,6 +48,8 @@ import sys
 import tempfile
 import time
 
+from kdistill.run import environment
+
 VARIANTS = {
     "a": "student alone",
     "b": "keras Distiller, logits",
@@ -368,7 +370,7 @@ def main(argv=None) -> int:
             "num_taps": args.num_taps, "windows": args.windows, "warmup": args.warmup, "jit": args.jit, "precision": args.precision,
             "keras": keras.__version__, "device": ", ".join(devices) or "unknown",
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}", "ratios": ratios(results),
-            "command": "python benchmarks/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "command": "python benchmarks/throughput.py " + environment.portable_command(argv if argv is not None else sys.argv[1:]),
             "wall_seconds": round(time.perf_counter() - started)}
     os.makedirs(args.out, exist_ok=True)
     suffix = "" if args.precision == "float32" else f"_{args.precision}"

@@ -26,6 +26,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from accuracy import student_from_args
 
+from kdistill.run import environment
+
 LEARNING_RATE = 1e-3
 AUGMENT = ("crop", "flip")
 
@@ -127,8 +129,8 @@ def main(argv=None) -> int:
     record = run(args)
     meta = {"seeds": args.seeds, "epochs": args.epochs, "views": args.views, "batch_size": args.batch_size, "width": args.width,
             "student": f"MobileNetV2 {args.width}" if args.student == "mobilenet_v2" else args.student,
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "wall_seconds": round(time.perf_counter() - started),
-            "command": "python benchmarks/views.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "environment": environment.describe(), "wall_seconds": round(time.perf_counter() - started),
+            "command": "python benchmarks/views.py " + environment.portable_command(argv if argv is not None else sys.argv[1:])}
     lines = report(record, meta)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "views_fashion_mnist.json"), "w") as handle:

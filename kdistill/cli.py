@@ -121,8 +121,9 @@ def _add_cache_teacher(commands) -> None:
     _data_arguments(cache)
     cache.add_argument("--layers", help="comma-separated teacher layers (default: the preset's, e.g. conv3_block4_out,conv4_block6_out)")
     cache.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="storage dtype (float16 halves the disk)")
-    cache.add_argument("--views", type=int, default=0, help="store this many augmented views per image (with --augment crop,flip)")
-    cache.add_argument("--augment", default="", help="views' augmentation: crop, flip or crop,flip")
+    cache.add_argument("--views", type=int, default=0, help="store this many augmented views per image (with --augment)")
+    cache.add_argument("--augment", default="", help="views' augmentation, comma-separated: crop, flip, mixup, cutmix")
+    cache.add_argument("--top-k", type=int, default=None, help="store only the teacher's k largest logits per view (compact soft labels)")
     cache.add_argument("--output", default=os.path.join("saved_models", "teacher_cache"), help="cache folder (default saved_models/teacher_cache)")
     cache.set_defaults(func=_cache_teacher)
 
@@ -272,9 +273,8 @@ def _cache_teacher(args) -> int:
     splits = _load_splits(args)
     augment = [name.strip() for name in args.augment.split(",") if name.strip()]
     cache = teacher_cache.build(teacher, layers, splits.train_plain, args.output, dtype=args.dtype, verbose=_progress(), views=args.views,
-                                augment=augment, seed=args.seed)
-    size = sum(os.path.getsize(os.path.join(args.output, name)) for name in os.listdir(args.output)) / 1e6
-    print(f"cached {len(cache)} images x {', '.join(cache.meta['outputs'])} in {args.output} ({size:.1f} MB)")
+                                augment=augment, seed=args.seed, top_k=args.top_k)
+    print(f"cached {cache.describe()}")
     return 0
 
 

@@ -3,6 +3,7 @@
 import importlib
 import json
 import os
+import re
 
 import pytest
 
@@ -142,3 +143,55 @@ def test_views_script_compares_the_live_teacher_with_a_cache_of_views(tmp_path, 
     assert set(record["results"]) == {"views", "live"} and record["train"] == 64
     assert all(0 <= row["top1"][0] <= 1 and row["seconds"][0] > 0 for row in record["results"].values())
     assert "| views |" in (tmp_path / "views_fashion_mnist.md").read_text() and "(resnet8x4, 64 labelled images" in (tmp_path / "views_fashion_mnist.md").read_text()
+
+
+def test_committed_results_name_files_relative_to_the_repository():
+    """Commands and files in the committed results travel: no absolute path of the machine they ran on."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    absolute = re.compile(r"(?<![\w.])/(work|tmp|root|home|Users)/")
+    found = []
+    for folder in ("benchmarks/results", "docs"):
+        for name in sorted(os.listdir(os.path.join(root, folder))):
+            if not name.endswith((".json", ".md")):
+                continue
+            with open(os.path.join(root, folder, name)) as handle:
+                text = handle.read()
+            if name.endswith(".json"):
+                values = [json.dumps(value) for key, value in _items(json.loads(text)) if key in ("command", "teacher", "figures", "files")]
+            else:
+                values = [line for line in text.splitlines() if line.startswith("Command:")]
+            found += [f"{folder}/{name}: {value[:80]}" for value in values if absolute.search(value)]
+    assert not found, found
+
+
+def _items(tree):
+    """Every (key, value) pair of a JSON tree."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield key, value
+            yield from _items(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            yield from _items(value)
+
+
+@pytest.mark.eager
+def test_patient_study_runs_every_recipe_resumes_and_reports_the_gap_recovered(tmp_path, run):
+    import kdistill
+
+    make_fashion_mnist(tmp_path / "data", train=96, test=32)
+    teacher = str(tmp_path / "teacher.keras")
+    kdistill.students.get("resnet8x4", num_classes=10).save(teacher)
+    study = ["patient.py", "--seeds", "2", "--schedules", "1", "--alone-schedules", "1", "--epochs", "1", "--train-limit", "64", "--views", "2",
+             "--student", "resnet8x4", "--data-dir", str(tmp_path / "data"), "--teacher", teacher, "--work-dir", str(tmp_path / "work"),
+             "--out", str(tmp_path)]
+    out = run(*study)
+    runs = (tmp_path / "work" / "runs.jsonl").read_text().splitlines()
+    assert len(runs) == 6 and "fm     x1 seed 1" in out  # 3 recipes x 2 seeds, each saved as it finished
+    assert "built the views cache" not in run(*study)  # a rerun reuses the caches and trains nothing more
+    assert (tmp_path / "work" / "runs.jsonl").read_text().splitlines() == runs
+    record = json.loads((tmp_path / "patient_fashion_mnist.json").read_text())
+    assert {(row["recipe"], row["schedule"]) for row in record["rows"]} == {("alone", 1), ("demo", 1), ("fm", 1)}
+    assert all(len(row["gap_shares"]) == 2 for row in record["rows"]) and record["meta"]["environment"]["cpu_cores"] > 0
+    assert "| fm | x1 | 2 |" in (tmp_path / "patient_fashion_mnist.md").read_text()
+    assert (tmp_path / "patient_fashion_mnist.png").read_bytes()[:4] == b"\x89PNG"

@@ -126,6 +126,9 @@ def test_demo_on_tiny_settings_prints_the_table_and_saves_figures(tmp_path, fake
     for name in ("curves.png", "comparison.png", "teacher.keras", "student_alone.keras", "student_distilled.keras", "student_int8_qat.keras"):
         assert (output / name).stat().st_size > 0
     assert (output / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert summary["export"]["files"]["int8"] == os.path.join("export", "student_int8.tflite")
+    assert summary["figures"] == ["curves.png", "comparison.png"]  # named beside summary.json, never as this machine's paths
+    assert summary["environment"]["cpu_cores"] > 0 and summary["environment"]["versions"]["keras"] == keras.__version__
     # It ends by exporting the distilled student, with the parity report.
     assert "Exported distilled student" in out and "tflite_int8" in out
     assert (output / "export" / "serving" / "1" / "saved_model.pb").exists() and (output / "export" / "student_int8.tflite").exists()

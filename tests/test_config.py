@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from kdistill.run.config import DistillConfig
@@ -55,3 +57,24 @@ def test_cifar100_recipe_config_parses_with_its_schedule():
     assert float(optimizer.learning_rate) == pytest.approx(0.0001)
     with pytest.raises(ValueError, match="strategy must be one of"):
         DistillConfig.from_dict({"strategy": "mirored"})
+
+
+def test_the_function_matching_recipe_config_reads_as_documented():
+    """examples/configs/fashion_mnist_function_matching.yaml: KL only at T = 1, consistent cached views with mixup, cosine, clipping."""
+    import yaml
+
+    from kdistill.run import training
+    from kdistill.run.config import DistillConfig
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "configs", "fashion_mnist_function_matching.yaml")
+    with open(path) as handle:
+        config = DistillConfig.from_dict(yaml.safe_load(handle), check_files=False)
+    assert (config.alpha, config.temperature, config.logits_loss, config.feature_loss) == (1.0, 1.0, "kl", None)
+    assert config.cache_views == 16 and "mixup" in config.augment and config.cache_top_k == 5
+    optimizer = training.make_optimizer(config.optimizer, config.learning_rate, steps_per_epoch=10, schedule=config.schedule,
+                                        warmup_epochs=config.warmup_epochs, epochs=config.epochs, global_clipnorm=config.global_clipnorm)
+    assert optimizer.global_clipnorm == 1.0 and float(optimizer.learning_rate) == 0.0  # warm-up starts from 0
+    optimizer.iterations.assign(10)  # the end of the warm-up: the peak
+    assert abs(float(optimizer.learning_rate) - 1e-3) < 1e-9
+    optimizer.iterations.assign(449)
+    assert float(optimizer.learning_rate) < 1e-6  # cosine decay to zero at the end

@@ -421,6 +421,29 @@ def test_building_before_fit_changes_no_trained_weight():
         np.testing.assert_array_equal(with_build, without)
 
 
+@pytest.mark.parametrize("clipping", ["global_clipnorm", "clipnorm"])
+def test_projections_are_clipped_and_updated_with_the_student(clipping):
+    """Under clipnorm / global_clipnorm the projections' gradients are clipped with the student's, not left out of the step."""
+    teacher, student = small_cnn("teacher", widths=(16, 32), seed=1), small_cnn("student", seed=2)
+    distiller = kdistill.FeatureDistiller(teacher, student, taps={"teacher_stage1": "student_stage1", "teacher_stage2": "student_stage2"},
+                                          feature_loss="mse", alpha=0.5)
+    limit = 1e-3  # far below the raw gradient norms, so every step is clipped
+    distiller.compile(optimizer=keras.optimizers.SGD(1.0, **{clipping: limit}), loss="sparse_categorical_crossentropy")
+    variables = distiller.trainable_variables
+    projection_ids = {id(v) for layer in distiller.projections.values() for v in layer.trainable_variables}
+    assert projection_ids and projection_ids <= {id(v) for v in variables}
+    before = [np.array(v) for v in variables]
+    distiller.fit(images(16, 0), labels(16, 0), batch_size=16, epochs=1, verbose=0, shuffle=False)
+    steps = {id(v): np.array(v) - old for v, old in zip(variables, before)}
+    norms = {key: float(np.linalg.norm(step)) for key, step in steps.items()}
+    assert all(norms[key] > 0 for key in projection_ids)  # every projection moved
+    if clipping == "global_clipnorm":
+        assert abs(np.sqrt(sum(n**2 for n in norms.values())) - limit) < 1e-3 * limit  # one global norm over student + projections
+        assert np.sqrt(sum(norms[key]**2 for key in projection_ids)) > 1e-2 * limit  # a real share of it went to the projections
+    else:
+        assert max(norms.values()) <= limit * (1 + 1e-4) and max(norms[key] for key in projection_ids) > 0.5 * limit
+
+
 @pytest.mark.eager
 def test_fit_warns_once_about_a_teacher_no_better_than_chance(caplog, monkeypatch):
     import logging

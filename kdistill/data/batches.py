@@ -26,7 +26,7 @@ import numpy as np
 from kdistill.data import images as image_io
 
 __all__ = ["ArrayBatches", "AUGMENTATIONS", "augmentation", "image_batches", "read_image_folder", "to_model_images", "set_pass",
-           "unreadable_images", "unreadable_message", "VIEW_AUGMENTATIONS", "VIEW_STREAM", "crop_padding", "draw_views", "apply_views"]
+           "unreadable_images", "unreadable_message"]
 
 AUGMENTATIONS = ("flip", "crop", "randaugment", "mixup", "cutmix")
 
@@ -269,52 +269,3 @@ def unreadable_message(folder: str, paths: Sequence[str]) -> str:
     shown = ", ".join(repr(p) for p in paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
     return (f"{len(paths)} image file(s) under {folder!r} cannot be decoded (corrupt or truncated): {shown}. Fix or delete them, "
             "or skip them with --skip-unreadable (Python: skip_unreadable=True).")
-
-
-#: the augmentations a teacher cache can replay (each view stores its crop offset and flip)
-VIEW_AUGMENTATIONS = ("crop", "flip")
-#: added to the seed for the stream that picks each example's view (ViewBatches and tf_pipeline.views_by_pass)
-VIEW_STREAM = 7919
-
-
-def crop_padding(image_size: int) -> int:
-    """The zero padding around an image that `crop` draws its crops from (as `augmentation`'s ZeroPadding2D + RandomCrop)."""
-    return max(2, image_size // 8)
-
-
-def draw_views(count: int, views: int, image_size: int, augment: Sequence[str], seed: int = 0) -> np.ndarray:
-    """`(count, views, 3)` int16 view parameters `[dy, dx, flip]`: a crop offset into the padded image and a horizontal flip.
-
-    Example:
-        >>> draw_views(2, 3, 32, ("crop", "flip")).shape
-        (2, 3, 3)
-    """
-    unknown = sorted(set(augment) - set(VIEW_AUGMENTATIONS))
-    if unknown:
-        raise ValueError(f"A teacher cache replays {', '.join(VIEW_AUGMENTATIONS)} only; {unknown} change images in ways it cannot store. "
-                         "Train with the live teacher for those, or drop them.")
-    rng = np.random.default_rng(seed)
-    pad = crop_padding(image_size)
-    params = np.zeros((count, views, 3), "int16")
-    params[..., :2] = pad  # centred: no crop
-    if "crop" in augment:
-        params[..., :2] = rng.integers(0, 2 * pad + 1, (count, views, 2))
-    if "flip" in augment:
-        params[..., 2] = rng.integers(0, 2, (count, views))
-    return params
-
-
-def apply_views(images: np.ndarray, params: np.ndarray) -> np.ndarray:
-    """Each image cropped from its zero-padded self at `[dy, dx]` and flipped left-right where `flip` is 1 (exact, NumPy).
-
-    One gather for the whole batch (no Python loop over images).
-    """
-    images = np.asarray(images)
-    params = np.asarray(params, "int64")
-    count, height, width = images.shape[:3]
-    pad = crop_padding(height)
-    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    rows = params[:, 0, None] + np.arange(height)  # (count, height)
-    steps = np.where(params[:, 2, None] == 1, np.arange(width)[::-1], np.arange(width))
-    columns = params[:, 1, None] + steps  # (count, width), reversed where flipped
-    return padded[np.arange(count)[:, None, None], rows[:, :, None], columns[:, None, :]]

@@ -17,6 +17,7 @@ import numpy as np
 
 from kdistill.backend import LazyTensorFlow
 from kdistill.data import batches
+from kdistill.data import views as views_module
 from kdistill.data import images as image_io
 
 tf = LazyTensorFlow("kdistill.data's tf.data pipelines")
@@ -86,7 +87,7 @@ def _batches_by_pass(count: int, batch_size: int, seed: int, shuffle: bool = Tru
         if not views:
             return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
         # A second stream for the views: the same pass, another key than the order's.
-        key = tf.stack([tf.constant(int(seed), tf.int64) + batches.VIEW_STREAM, current])
+        key = tf.stack([tf.constant(int(seed), tf.int64) + views_module.VIEW_STREAM, current])
         choice = tf.random.stateless_uniform([count], seed=key, maxval=int(views), dtype=tf.int64)
         return tf.data.Dataset.from_tensor_slices((order, tf.gather(choice, order))).batch(batch_size)
 
@@ -150,7 +151,7 @@ def crop_and_flip(images, params):
 
     Example:
         >>> import numpy as np, tensorflow as tf
-        >>> from kdistill.data.batches import apply_views, draw_views
+        >>> from kdistill.data.views import apply_views, draw_views
         >>> images = np.arange(2 * 8 * 8 * 3).reshape(2, 8, 8, 3) % 256
         >>> params = draw_views(2, 1, 8, ("crop", "flip"), seed=1)[:, 0]
         >>> bool(np.array_equal(crop_and_flip(tf.constant(images), tf.constant(params)), apply_views(images, params)))
@@ -158,7 +159,7 @@ def crop_and_flip(images, params):
     """
     params = tf.cast(params, tf.int32)
     height, width = int(images.shape[1]), int(images.shape[2])
-    pad = batches.crop_padding(height)
+    pad = views_module.crop_padding(height)
     padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
     rows = params[:, :1] + tf.range(height)[None]  # (count, height)
     steps = tf.where(params[:, 2:3] == 1, tf.range(width - 1, -1, -1)[None], tf.range(width)[None])

@@ -41,6 +41,8 @@ class LabelLoss:
                 )
             self._function = _LABEL_LOSSES[loss]
             self._kwargs = {"from_logits": True}
+            # integer labels (a validation split, or views that are not mixed) are made one-hot for the categorical loss
+            self._one_hot = loss == "categorical_crossentropy"
         elif isinstance(loss, keras.losses.Loss):
             if getattr(loss, "from_logits", None) is False or getattr(loss, "_fn_kwargs", {}).get("from_logits") is False:
                 raise ValueError(
@@ -55,7 +57,11 @@ class LabelLoss:
         else:
             raise TypeError(f"loss must be a name, a keras.losses.Loss or a callable, received {loss!r}.")
 
+    _one_hot = False
+
     def __call__(self, labels, logits):
+        if self._one_hot and len(labels.shape) == len(logits.shape) - 1:
+            labels = ops.one_hot(ops.cast(labels, "int32"), ops.shape(logits)[-1])  # UNLABELED (-1) gives a row of zeros
         return ops.cast(self._function(labels, logits, **self._kwargs), "float32")
 
 

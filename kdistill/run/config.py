@@ -70,6 +70,11 @@ class DistillConfig:
         epochs, batch_size, learning_rate, optimizer: training schedule.
         weight_decay: optimizer weight decay (e.g. 5e-4 for SGD on CIFAR).
         lr_decay_epochs: multiply the learning rate by 0.1 at each of these epochs.
+        schedule: "constant" (with `lr_decay_epochs`, a step decay) or "cosine":
+            linear warm-up for `warmup_epochs`, then cosine decay to zero.
+        warmup_epochs: the cosine schedule's warm-up, in epochs.
+        global_clipnorm: clip the gradients of every trained variable (the student,
+            its projections, a loss's own weights) together to this global norm.
         seed: random seed for data order and initialisation.
         output_dir: run folder (default `saved_models/<run_name>`).
         run_name: name of the run.
@@ -77,8 +82,11 @@ class DistillConfig:
         precision: float32, mixed_float16 or mixed_bfloat16.
         teacher_cache: folder of a teacher cache: built on first use, then the
             teacher's outputs are read from it instead of computed.
-        cache_views: with `augment` (crop, flip) and `teacher_cache`: views stored
-            per image; training replays one per image per epoch (Fast Knowledge Distillation).
+        cache_views: with `augment` (crop, flip, mixup, cutmix) and `teacher_cache`: views
+            stored per image; training replays one per image per epoch, the exact image the
+            teacher saw (Fast Knowledge Distillation; consistent teaching).
+        cache_top_k: store only the teacher's k largest logits per view (and one filler
+            logit for the rest) in the teacher cache; None stores every logit.
         tensorboard: a folder for Keras' TensorBoard callback (every loss term is logged), or None.
         skip_unreadable: image folders: leave out files that cannot be decoded instead of stopping.
         check_teacher: measure the teacher on validation images before training
@@ -132,6 +140,11 @@ class DistillConfig:
     optimizer: str = option("adam", flag=False)
     weight_decay: float | None = option(None, flag=False, number={"positive": True, "allow_zero": True, "allow_none": True})
     lr_decay_epochs: list = option(factory=list, flag=False)
+    schedule: str = option("constant", choices=["constant", "cosine"], help="learning rate: constant (or lr_decay_epochs steps), or "
+                           "cosine: linear warm-up for --warmup-epochs, then cosine decay to zero")
+    warmup_epochs: float = option(0.0, help="warm-up of the cosine schedule, in epochs", number={"positive": True, "allow_zero": True})
+    global_clipnorm: float | None = option(None, help="clip the gradients of the student and its projections together to this norm",
+                                           number={"positive": True, "allow_none": True})
     seed: int = option(0, help="random seed (default 0)", number=dict(_COUNT, allow_zero=True))
     # === Run ===
     output_dir: str | None = option(None, help="run folder (default saved_models/<run-name>)")
@@ -140,8 +153,10 @@ class DistillConfig:
                            help="tf.distribute strategy (multi_worker reads TF_CONFIG); data_parallel: keras.distribution on JAX")
     precision: str = option("float32", choices=["float32", "mixed_float16", "mixed_bfloat16"], help="dtype policy (losses stay float32)")
     teacher_cache: str | None = option(None, help="folder of the teacher's cached outputs (built on first use)")
-    cache_views: int = option(0, help="with --augment crop,flip: views per image stored in the teacher cache and replayed",
+    cache_views: int = option(0, help="with --augment (crop, flip, mixup, cutmix): views per image stored in the teacher cache and replayed",
                               number=dict(_COUNT, allow_zero=True, meaning="0 for none, or views per image"))
+    cache_top_k: int | None = option(None, help="store only the teacher's top-k logits per view in the teacher cache (compact soft labels)",
+                                     number=dict(_COUNT, allow_none=True, meaning="classes, or empty for every logit"))
     check_teacher: bool = option(True, flag="--no-check-teacher", help="distil even from a teacher no better than chance on the validation images")
     tensorboard: str | None = option(None, metavar="DIR", help="write TensorBoard logs (every loss term) to DIR")
     skip_unreadable: bool = option(False, help="image folders: leave out files that cannot be decoded (they are counted in the log) instead of stopping")
@@ -193,6 +208,10 @@ class DistillConfig:
             raise UserError(f"quantize must be 'int8' (quantization-aware int8 fine-tuning) or unset, received {self.quantize!r}.")
         if self.transfer_data is not None and self.transfer_data != "rest" and not self.transfer_data.endswith(".npy"):
             raise UserError(f"transfer_data must be 'rest' or a .npy file of images, received {self.transfer_data!r}.")
+        if self.cache_top_k and not self.teacher_cache:
+            raise UserError("cache_top_k stores compact logits in a teacher cache: set teacher_cache (--teacher-cache DIR) too.")
+        if self.warmup_epochs and self.schedule != "cosine":
+            raise UserError("warmup_epochs warms up the cosine schedule: set schedule: cosine (--schedule cosine) too, or leave warmup_epochs out.")
         if self.cache_views and not self.teacher_cache:
             raise UserError("cache_views stores views in a teacher cache: set teacher_cache (--teacher-cache DIR) too.")
         from kdistill.run.distribute import STRATEGIES

@@ -19,7 +19,7 @@ from kdistill.errors import UserError, check_number, did_you_mean
 from kdistill.models import saving, teachers
 from kdistill.models import taps as taps_module
 from kdistill.run import demo_stages as stages
-from kdistill.run import paired, training
+from kdistill.run import environment, paired, training
 from kdistill.run.folder import run_folder
 
 __all__ = ["demo", "summary_text", "check_settings", "teacher_record", "DEMO_QUICK", "DEMO_FULL", "EVIDENCE_REFERENCE"]
@@ -223,8 +223,10 @@ def _run(settings: dict, splits, pool, output_dir: str, seed: int, retrain_teach
     summary = stages.export_and_figures(settings, output_dir, models, twin, splits, clock)
     if teacher_history:
         histories[_teacher_row(settings)] = teacher_history
-    summary["figures"] = [plots.training_curves(histories, os.path.join(output_dir, "curves.png")),
-                          plots.comparison(rows, os.path.join(output_dir, "comparison.png")), *summary["figures"]]
+    figures = [plots.training_curves(histories, os.path.join(output_dir, "curves.png")),
+               plots.comparison(rows, os.path.join(output_dir, "comparison.png")), *summary["figures"]]
+    summary["figures"] = [os.path.relpath(path, output_dir) for path in figures]  # beside summary.json: names that travel
+    summary["environment"] = environment.describe()
     summary.update(settings=settings, data=pool.counts, taps=distiller.taps, results=rows, teacher_reused=reused, reference=EVIDENCE_REFERENCE,
                    projections=[row["projection"] for row in distiller.projection_summary()], seconds=clock.finish(),
                    distillation_gain_top1=rows[2]["top1"] - rows[1]["top1"], table=evaluation.format_table(rows))
@@ -246,5 +248,6 @@ def summary_text(summary: dict, output_dir: str) -> str:
         lines.append("\naccuracy against single-image latency on this CPU:")
         width = max(len(row["model"]) for row in summary["latency"])
         lines += [f"  {row['model']:<{width}} {row['runtime']:<15} top-1 {100 * row['top1']:6.2f}%  {row['latency_ms']:8.3f} ms" for row in summary["latency"]]
-    lines.append(f"figures: {', '.join(summary['figures'])}\nsummary: {os.path.join(output_dir, 'summary.json')}")
+    lines.append(f"figures: {', '.join(os.path.join(output_dir, name) for name in summary['figures'])}\n"
+                 f"summary: {os.path.join(output_dir, 'summary.json')}")
     return "\n".join(lines)

@@ -107,7 +107,9 @@ def _export(distilled: keras.Model, twin, output_dir: str, splits) -> dict:
         exported["report"]["formats"]["tflite_int8_aware"] = aware["report"]["formats"]["tflite_int8"]
         exported["report"]["files"]["int8_aware"] = aware["files"]["int8"]
         training.write_json(os.path.join(output_dir, "export", "report.json"), exported["report"])
-    return exported["report"]
+    report = dict(exported["report"])  # the summary names the files beside it, as paths that travel
+    report["files"] = {name: os.path.relpath(path, output_dir) for name, path in report["files"].items()}
+    return report
 
 
 def export_and_figures(settings: dict, output_dir: str, models: dict, twin, splits, clock: Clock) -> dict:

@@ -50,7 +50,7 @@ def check_outputs(args) -> None:
 _COUNT, _NON_NEGATIVE = {"integer": True, "positive": True}, {"positive": True, "allow_zero": True}
 #: how the numbers of the flags that are no config field are checked (kdistill.errors.check_number); an unset (None) flag is not checked
 _NUMBER_FLAGS = {
-    "warmup_epochs": _NON_NEGATIVE, "resize_to": _COUNT, "views": dict(_COUNT, allow_zero=True), "cka_images": _COUNT,
+    "warmup_epochs": _NON_NEGATIVE, "resize_to": _COUNT, "views": dict(_COUNT, allow_zero=True), "top_k": dict(_COUNT, allow_none=True), "cka_images": _COUNT,
     "version": dict(_COUNT, allow_zero=True), "report_limit": _COUNT, "calibration_images": _COUNT,
 }
 

@@ -67,7 +67,7 @@ def _read_history_csv(path: str) -> dict:
 def _cached_training_data(config: DistillConfig, splits: data_module.Splits, teacher: keras.Model, layers: list, verbose: int):
     """Training batches with the teacher's outputs read from `config.teacher_cache` (built there on first use).
 
-    With `augment` (crop, flip) the cache holds `config.cache_views` views per image and training replays them.
+    With `augment` (crop, flip, mixup, cutmix) the cache holds `config.cache_views` views per image and training replays them.
     """
     if config.augment and not config.cache_views:
         teacher_cache.check_augmentation(config.augment)  # explains --cache-views
@@ -77,17 +77,19 @@ def _cached_training_data(config: DistillConfig, splits: data_module.Splits, tea
     source = {key: getattr(config, key) for key in ("data", "data_dir", "seed", "train_limit", "image_size", "transfer_data")}
     try:
         cache = teacher_cache.load(config.teacher_cache, teacher, layers, dataset=splits.train_plain, source=source)
-        stored = (cache.views, sorted(cache.meta.get("augment", [])))
-        wanted = (config.cache_views if config.augment else 0, sorted(config.augment))
+        stored = (cache.views, sorted(cache.meta.get("augment", [])), cache.top_k)
+        wanted = (config.cache_views if config.augment else 0, sorted(config.augment), config.cache_top_k)
         if stored != wanted:
             raise teacher_cache.StaleCacheError(
-                f"The teacher cache in {config.teacher_cache!r} holds {stored[0]} view(s) per image for augment {stored[1]}; this run asks for "
-                f"{wanted[0]} for {wanted[1]} (other --cache-views or --augment). {teacher_cache.rebuild_hint(config.teacher_cache)}")
+                f"The teacher cache in {config.teacher_cache!r} holds {stored[0]} view(s) per image for augment {stored[1]} with top-k logits "
+                f"{stored[2]}; this run asks for {wanted[0]} for {wanted[1]} with {wanted[2]} (other --cache-views, --augment or --cache-top-k). "
+                f"{teacher_cache.rebuild_hint(config.teacher_cache)}")
         logger.info("Reading the teacher's outputs from %s", config.teacher_cache)
     except FileNotFoundError:
         logger.info("Computing the teacher's outputs once into %s", config.teacher_cache)
         cache = teacher_cache.build(teacher, layers, splits.train_plain, config.teacher_cache, verbose=min(verbose, 1),
-                                    augment=config.augment, views=config.cache_views if config.augment else 0, seed=config.seed, source=source)
+                                    augment=config.augment, views=config.cache_views if config.augment else 0, seed=config.seed, source=source,
+                                    top_k=config.cache_top_k)
     return cache.dataset(config.batch_size, shuffle=True, seed=config.seed, layers=layers)
 
 
@@ -283,7 +285,9 @@ def _build_distiller(config: DistillConfig, splits: data_module.Splits, teacher:
             student = quantize.quantize_model(student)
         distiller = FeatureDistiller(teacher, student, taps=_resolve_taps(config, teacher, student), **config.distiller_options())
         steps = -(-(splits.counts["train"] + splits.counts.get("transfer", 0)) // config.batch_size)
-        optimizer = training.make_optimizer(config.optimizer, config.learning_rate, config.weight_decay, config.lr_decay_epochs, steps)
+        optimizer = training.make_optimizer(config.optimizer, config.learning_rate, config.weight_decay, config.lr_decay_epochs, steps,
+                                            schedule=config.schedule, warmup_epochs=config.warmup_epochs, epochs=config.epochs,
+                                            global_clipnorm=config.global_clipnorm)
         distiller.compile(optimizer=optimizer, loss=training.label_loss(config.augment), metrics=["accuracy"])
     return distiller, teacher
 

@@ -30,15 +30,42 @@ logger = logging.getLogger(__name__)
 _OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": lambda **kw: keras.optimizers.SGD(momentum=0.9, **kw), "adamw": keras.optimizers.AdamW}
 
 
-def _optimizer_instance(name: str, rate, weight_decay: float | None):
+def _optimizer_instance(name: str, rate, weight_decay: float | None, global_clipnorm: float | None = None):
     if name not in _OPTIMIZERS:
         raise ValueError(f"Unknown optimizer {name!r}; known: {', '.join(_OPTIMIZERS)}.")
     kwargs = {"weight_decay": weight_decay} if weight_decay else {}
+    if global_clipnorm:
+        kwargs["global_clipnorm"] = global_clipnorm
     return _OPTIMIZERS[name](learning_rate=rate, **kwargs)
 
 
-def make_optimizer(name: str, learning_rate: float, weight_decay: float | None = None, decay_epochs=(), steps_per_epoch: int | None = None):
-    """Adam / SGD (momentum 0.9) / AdamW, with an optional step decay (x0.1 at each of `decay_epochs`)."""
+def make_optimizer(name: str, learning_rate: float, weight_decay: float | None = None, decay_epochs=(), steps_per_epoch: int | None = None,
+                   schedule: str = "constant", warmup_epochs: float = 0.0, epochs: int = 1, global_clipnorm: float | None = None):
+    """Adam / SGD (momentum 0.9) / AdamW for `distill`: a constant rate, a step decay, or warm-up and cosine decay.
+
+    Args:
+        name: "adam", "sgd" or "adamw".
+        learning_rate: the (peak) rate.
+        weight_decay: decoupled weight decay, or None.
+        decay_epochs: multiply the rate by 0.1 at each of these epochs (with `schedule="constant"`).
+        steps_per_epoch: optimizer steps per epoch (needed by `decay_epochs` and `"cosine"`).
+        schedule: "constant", or "cosine": linear warm-up for `warmup_epochs`, then cosine decay to zero at the end of `epochs`.
+        warmup_epochs: the warm-up of the cosine schedule (may be fractional).
+        epochs: the run's length (for `"cosine"`).
+        global_clipnorm: clip the gradients of every trained variable together (the student's, its projections' and the
+            losses' own) to this global norm, or None.
+
+    Example:
+        >>> optimizer = make_optimizer("adam", 1e-3, schedule="cosine", warmup_epochs=1, epochs=3, steps_per_epoch=10, global_clipnorm=1.0)
+        >>> optimizer.global_clipnorm, round(float(optimizer.learning_rate), 6)
+        (1.0, 0.0)
+    """
+    if schedule == "cosine":
+        if not steps_per_epoch:
+            raise ValueError("A cosine schedule needs the number of steps per epoch.")
+        return teacher_optimizer(name, learning_rate, epochs, steps_per_epoch, warmup_epochs, "cosine", weight_decay, global_clipnorm)
+    if schedule != "constant":
+        raise ValueError(f"schedule must be 'constant' or 'cosine', received {schedule!r}.")
     rate = learning_rate
     if decay_epochs:
         if not steps_per_epoch:
@@ -46,7 +73,7 @@ def make_optimizer(name: str, learning_rate: float, weight_decay: float | None =
         # The first step of epoch e (counting from 0) is step e * steps_per_epoch; it uses the decayed rate.
         boundaries = [int(epoch) * steps_per_epoch - 1 for epoch in sorted(decay_epochs)]
         rate = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, [learning_rate * 0.1**i for i in range(len(boundaries) + 1)])
-    return _optimizer_instance(name, rate, weight_decay)
+    return _optimizer_instance(name, rate, weight_decay, global_clipnorm)
 
 
 def label_loss(augment) -> str:
@@ -68,7 +95,8 @@ _MIN_CHANCE_CHECK_IMAGES = 100
 
 
 def teacher_optimizer(optimizer: str = "adam", learning_rate: float | None = None, epochs: int = 1, steps_per_epoch: int = 1,
-                      warmup_epochs: float = 1, schedule: str = "cosine", weight_decay: float | None = None):
+                      warmup_epochs: float = 1, schedule: str = "cosine", weight_decay: float | None = None,
+                      global_clipnorm: float | None = None):
     """The teacher's optimizer: linear warm-up then cosine decay to zero (or a constant rate).
 
     Args:
@@ -89,7 +117,7 @@ def teacher_optimizer(optimizer: str = "adam", learning_rate: float | None = Non
                                                       warmup_target=peak if warmup else None, warmup_steps=warmup)
     else:
         rate = peak
-    return _optimizer_instance(optimizer, rate, weight_decay)
+    return _optimizer_instance(optimizer, rate, weight_decay, global_clipnorm)
 
 
 def train_teacher(splits: data_module.Splits, output_path: str, epochs: int = 4, weights: str | None = None, learning_rate: float | None = None,

@@ -1,0 +1,223 @@
+"""How close can the student get, and how long does it take? Patient and consistent teaching against the demo's recipe.
+
+    python benchmarks/patient.py --data-dir data --teacher saved_models/demo/teacher.keras --seeds 3 --schedules 1,3,9
+    python benchmarks/patient.py --report-only --work-dir saved_models/patient      # tables and picture from the finished runs
+
+The demo's pair (its ResNet-20 teacher, MobileNetV2-0.35 at 32x32, 10,000 labelled
+and 44,000 unlabelled Fashion-MNIST images, split with seed 0). For each seed every
+recipe starts from the same initial weights and reads its batches in the order drawn
+from that seed; a schedule of m is m times the demo's student steps (15 epochs of
+157 steps of 64 images). Recipes:
+    alone    the student on the labelled images alone, crop + flip + mixup views (the same views as `fm`)
+    demo     the demo's recipe: KD (T = 4, alpha 0.9) + normalized MSE on two taps, labelled + unlabelled, no augmentation
+    fm       function matching (Beyer et al. 2022): KL at T = 1 only, on cached crop + flip + mixup views of the
+             labelled and unlabelled images, Adam with one epoch of warm-up, cosine decay, global clipping at 1.0
+The teacher caches (plain, and --views views per image) are built once in --work-dir.
+Every run is appended to <work-dir>/runs.jsonl as it finishes, and a rerun skips the
+finished ones: stop it at any time and run the same command to go on. The report
+(last-epoch test top-1, the share of the teacher-student gap recovered against the
+student alone's best schedule with its paired 95 % interval, seconds per step) goes to
+<out>/patient_fashion_mnist.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from kdistill.run import environment
+
+RECIPES = ("alone", "demo", "fm")
+AUGMENT = ("crop", "flip", "mixup")
+DEMO_EPOCHS = 15
+
+
+def _setup(args):
+    """The data (seed-0 split), the teacher and the two caches."""
+    import kdistill
+    from kdistill import evaluation
+    from kdistill.models import taps as taps_module
+    from kdistill.run import demo, teacher_cache
+
+    settings = dict(demo.DEMO_QUICK, train_limit=args.train_limit, test_limit=args.test_limit, batch_size=args.batch_size)
+    splits, pool = demo._load_data(settings, args.data_dir, 0)
+    teacher = kdistill.teachers.load(args.teacher)
+    probe = _student(args, splits, 0)
+    layers = sorted(taps_module.preset(teacher, probe)) if args.student == "mobilenet_v2" else []
+    caches = {}
+    for name, views in (("plain", 0), ("views", args.views)):
+        folder = os.path.join(args.work_dir, f"cache_{name}_{pool.counts['train']}")
+        try:
+            caches[name] = teacher_cache.load(folder, teacher, layers if not views else [], dataset=pool.train_plain)
+        except (FileNotFoundError, teacher_cache.StaleCacheError):
+            started = time.perf_counter()
+            caches[name] = teacher_cache.build(teacher, layers if not views else [], pool.train_plain, folder, augment=AUGMENT if views else (),
+                                               views=views, verbose=0, seed=0)
+            print(f"built the {name} cache in {time.perf_counter() - started:.0f} s", flush=True)
+    teacher_top1 = evaluation.evaluate(teacher, splits.test, timing_batches=1)["top1"]
+    return splits, teacher, caches, teacher_top1, layers
+
+
+def _student(args, splits, seed: int):
+    from kdistill.run import training
+
+    return training.build_student(args.student, splits, args.width, seed)
+
+
+def _train(recipe: str, schedule: int, seed: int, args, splits, teacher, caches, layers) -> dict:
+    """One run: the recipe's student for `schedule` x the demo's steps from the seed's initial weights; its test top-1 and time."""
+
+    from kdistill import FeatureDistiller, evaluation
+    from kdistill.run import paired, training
+
+    steps = -(-splits.counts["train"] // args.batch_size)
+    epochs = DEMO_EPOCHS * schedule if not args.epochs else args.epochs * schedule
+    student = _student(args, splits, seed)
+    if recipe == "demo":
+        options = {"taps": {layer: layer for layer in layers}, "feature_loss": "normalized_mse", "logits_loss": "kl", "temperature": 4.0,
+                   "alpha": 0.9, "tap_weights": 10.0}
+        cache, indices, optimizer = caches["plain"], None, paired.cosine_adam(epochs * steps)
+    elif recipe == "alone":
+        options, cache, indices = paired.ALONE, caches["views"], paired.labelled_indices(caches["views"])
+        optimizer = paired.cosine_adam(epochs * steps)
+    else:
+        options = {"taps": {}, "logits_loss": "kl", "temperature": 1.0, "alpha": 1.0}
+        cache, indices = caches["views"], None
+        optimizer = training.make_optimizer("adam", 1e-3, steps_per_epoch=steps, schedule="cosine", warmup_epochs=1, epochs=epochs,
+                                            global_clipnorm=1.0)
+    distiller = FeatureDistiller(teacher, student, **options)
+    distiller.compile(optimizer=optimizer, loss=training.label_loss(AUGMENT if cache is caches["views"] else ()))
+    train = cache.dataset(args.batch_size, seed=seed, layers=list(distiller.taps), indices=indices, repeat=True, pipeline="numpy")
+    started = time.perf_counter()
+    distiller.fit(train, epochs=epochs, steps_per_epoch=steps, verbose=0, shuffle=False)
+    seconds = time.perf_counter() - started
+    top1 = evaluation.evaluate(student, splits.test, timing_batches=1)["top1"]
+    return {"recipe": recipe, "schedule": schedule, "seed": seed, "top1": top1, "seconds": seconds, "steps": epochs * steps}
+
+
+def _finished(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def _plan(args) -> list[tuple[str, int, int]]:
+    """(recipe, schedule, seed) of every run, the short ones first so that a stopped study has whole columns."""
+    runs = []
+    for schedule in args.schedules:
+        for seed in range(args.seeds):
+            for recipe in args.recipes:
+                if recipe == "alone" and schedule > max(args.alone_schedules):
+                    continue
+                runs.append((recipe, schedule, seed))
+    return runs
+
+
+def report(runs: list[dict], teacher_top1: float, meta: dict) -> tuple[dict, list[str]]:
+    """The summary (per recipe and schedule: mean and std of top-1, gap recovered with its paired interval) and its table."""
+    from kdistill import statistics
+
+    by = {}
+    for run in runs:
+        by.setdefault((run["recipe"], run["schedule"]), {})[run["seed"]] = run
+    alone = {key: rows for key, rows in by.items() if key[0] == "alone"}
+    best_alone = max(alone, key=lambda key: statistics.mean_std([r["top1"] for r in alone[key].values()])[0]) if alone else None
+    rows, lines = [], [f"Patient and consistent teaching on the demo's pair ({meta['student']}, teacher {100 * teacher_top1:.2f} %); "
+                       f"{meta['seeds']} seed(s) planned; gap recovered = (recipe - alone) / (teacher - alone), against the student "
+                       f"alone's best schedule ({'x%d' % best_alone[1] if best_alone else '-'}), paired by seed.", "",
+                       f"Command: `{meta['command']}`; {meta['environment']['cpu']}, {meta['environment']['cpu_cores']} cores.", "",
+                       "| recipe | schedule | seeds | top-1 (%) mean ± std | gap recovered, mean [95 % CI] | seconds per step |",
+                       "|---|---:|---:|---:|---:|---:|"]
+    for (recipe, schedule), seeds in sorted(by.items(), key=lambda item: (RECIPES.index(item[0][0]), item[0][1])):
+        mean, std = statistics.mean_std([r["top1"] for r in seeds.values()])
+        shared = sorted(set(seeds) & set(alone.get(best_alone, {}))) if best_alone else []
+        shares = [(seeds[s]["top1"] - alone[best_alone][s]["top1"]) / (teacher_top1 - alone[best_alone][s]["top1"]) for s in shared]
+        interval = statistics.t_interval(shares) if len(shares) > 1 else None
+        gap = "-" if not shares or recipe == "alone" else (f"{100 * sum(shares) / len(shares):.0f} %" + (
+            f" [{100 * interval[1]:.0f}, {100 * interval[2]:.0f}]" if interval else " (one seed)"))
+        per_step = sum(r["seconds"] / r["steps"] for r in seeds.values()) / len(seeds)
+        rows.append({"recipe": recipe, "schedule": schedule, "seeds": sorted(seeds), "top1_mean": mean, "top1_std": std, "gap_shares": shares,
+                     "seconds_per_step": per_step})
+        lines.append(f"| {recipe} | x{schedule} | {len(seeds)} | {100 * mean:.2f} ± {100 * std:.2f} | {gap} | {per_step:.3f} |")
+    return {"rows": rows, "teacher_top1": teacher_top1, "best_alone_schedule": best_alone[1] if best_alone else None}, lines
+
+
+def _picture(summary: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(6, 4))
+    for recipe in RECIPES:
+        rows = [row for row in summary["rows"] if row["recipe"] == recipe]
+        if rows:
+            axes.errorbar([r["schedule"] for r in rows], [100 * r["top1_mean"] for r in rows], yerr=[100 * r["top1_std"] for r in rows],
+                          marker="o", capsize=3, label=recipe)
+    axes.axhline(100 * summary["teacher_top1"], color="black", linestyle="--", label="teacher")
+    axes.set_xscale("log")
+    axes.set_xlabel("schedule (x the demo's student steps)")
+    axes.set_ylabel("test top-1 (%)")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    pyplot.close(figure)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--teacher", default=os.path.join("saved_models", "demo", "teacher.keras"))
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--schedules", default="1,3,9", help="multiples of the demo's student steps")
+    parser.add_argument("--alone-schedules", default="1,3", help="the student alone's schedules")
+    parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument("--views", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=None, help="epochs of schedule x1 (default: the demo's 15; smoke tests use 1)")
+    parser.add_argument("--train-limit", type=int, default=10_000)
+    parser.add_argument("--test-limit", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--student", default="mobilenet_v2")
+    parser.add_argument("--width", type=float, default=0.35)
+    parser.add_argument("--work-dir", default=os.path.join("saved_models", "patient"))
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    parser.add_argument("--report-only", action="store_true", help="write the report from the finished runs, train nothing")
+    args = parser.parse_args(argv)
+    args.schedules = [int(s) for s in args.schedules.split(",")]
+    args.alone_schedules = [int(s) for s in args.alone_schedules.split(",")]
+    args.recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.makedirs(args.work_dir, exist_ok=True)
+    log = os.path.join(args.work_dir, "runs.jsonl")
+    splits, teacher, caches, teacher_top1, layers = _setup(args)
+    done = {(r["recipe"], r["schedule"], r["seed"]) for r in _finished(log)}
+    for recipe, schedule, seed in ([] if args.report_only else _plan(args)):
+        if (recipe, schedule, seed) in done:
+            continue
+        run = _train(recipe, schedule, seed, args, splits, teacher, caches, layers)
+        with open(log, "a") as handle:  # one line per finished run: a stopped study resumes from here
+            handle.write(json.dumps(run) + "\n")
+        print(f"{recipe:<6} x{schedule} seed {seed}: top-1 {100 * run['top1']:.2f} % ({run['seconds']:.0f} s)", flush=True)
+    meta = {"seeds": args.seeds, "schedules": args.schedules, "views": args.views, "student": f"{args.student} {args.width}",
+            "train": splits.counts, "environment": environment.describe(),
+            "command": "python benchmarks/patient.py " + environment.portable_command(argv if argv is not None else sys.argv[1:])}
+    summary, lines = report(_finished(log), teacher_top1, meta)
+    os.makedirs(args.out, exist_ok=True)
+    stem = os.path.join(args.out, "patient_fashion_mnist")
+    with open(stem + ".json", "w") as handle:
+        json.dump({"meta": meta, "runs": _finished(log), **summary}, handle, indent=2)
+    with open(stem + ".md", "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    _picture(summary, stem + ".png")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
