@@ -1,6 +1,6 @@
 """Replays the faults a user can cause as real `kdistill` processes and records how each ended (issue: exit 2, one line, no traceback).
 
-Every case (`fault_cases.py`, `fault_cases_more.py`) runs the installed CLI in a
+Every case (`fault_cases.py`, `fault_cases_more.py`, `fault_cases_reliability3.py`) runs the installed CLI in a
 subprocess, in its own folder of a work directory, on small models made here and
 the real Fashion-MNIST sample in tests/data. For each it records the command, the
 exit status, stderr's non-empty lines (`kdistill: ...` log lines counted apart),
@@ -32,6 +32,7 @@ import time
 
 import fault_cases  # beside this script (on sys.path when it runs; tests/test_faults.py prepends the folder)
 import fault_cases_more  # noqa: F401  (registers its cases)
+import fault_cases_reliability3  # noqa: F401  (registers its cases)
 
 TAIL = 20  # stderr/stdout lines kept per case in the JSON
 USER_ENVIRONMENT = dict(os.environ)  # what the kdistill processes get (this process quiets TensorFlow for itself)

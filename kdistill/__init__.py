@@ -4,7 +4,7 @@ The package is grouped by concern: `models` (teachers, students, taps),
 `adapters` (projections, ReviewKD fusion), `losses` (one registry of methods),
 `distiller` (FeatureDistiller), `run` (config, jobs, callbacks, distribution,
 teacher cache), `export` (writers, parity report), plus `data` (and its `batches`),
-`evaluation`, `plots`, `statistics` and the `cli`.
+`evaluation` (and `segmentation_metrics` for segmenters), `plots`, `statistics` and the `cli`.
 
 Submodules load on first use, so `import kdistill` does not load Keras: the
 `kdistill --backend jax` command sets `KERAS_BACKEND` before Keras picks its
@@ -40,8 +40,10 @@ _LAZY = {
     "losses": "kdistill.losses",
     "models": "kdistill.models",
     "quantize": "kdistill.quantize",
+    "segmentation_metrics": "kdistill.segmentation_metrics",
     "statistics": "kdistill.statistics",
     "preprocessing": "kdistill.models.preprocessing",
+    "segmenters": "kdistill.models.segmenters",
     "students": "kdistill.models.students",
     "tap_suggest": "kdistill.models.tap_suggest",
     "taps": "kdistill.models.taps",

@@ -13,16 +13,17 @@
 from __future__ import annotations
 
 import argparse
-import json
+import importlib.util
 import logging
 import os
 import sys
 import traceback
 
 from kdistill import backend as backend_module
-from kdistill.errors import Interrupted, UserError
+from kdistill.errors import SHOWN_CHARACTERS, UserError, interrupted_line, library_error_line, shorten
 from kdistill.run import flag_checks, options
-from kdistill.run.config import DistillConfig, fill_from_config, read_config_file
+from kdistill.run.config import DistillConfig, read_config_file
+from kdistill.run.flag_checks import fill_from_config
 
 __all__ = ["main", "build_parser", "BACKENDS"]
 
@@ -45,7 +46,15 @@ def _data_arguments(parser: argparse.ArgumentParser, config: bool = True) -> Non
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose mistakes are one line naming the fix (argparse prints the whole usage block first)."""
 
+    def parse_known_args(self, args=None, namespace=None):
+        self.arguments = list(sys.argv[1:] if args is None else args)  # for error()
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str):
+        flag = message.split()[1].rstrip(":").split("/")[-1] if message.endswith("expected one argument") else None
+        value = (self.arguments[self.arguments.index(flag) + 1:] or [""])[0] if flag in getattr(self, "arguments", []) else ""
+        if value[:1] == "-" and value[1:2] in set("0123456789."):  # argparse read `--teacher-weights -1,1` as two flags
+            message += f" (a value that starts with '-' is written after '=': {flag}={value})"
         self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the flags)\n")
 
 
@@ -248,7 +257,7 @@ def _distill(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from kdistill import evaluation
+    from kdistill import evaluation, files
     from kdistill.models import saving
 
     model = saving.load_model(args.model, role="model")
@@ -259,8 +268,7 @@ def _evaluate(args) -> int:
     for name, value in report["per_class_accuracy"].items():
         print(f"  {name:<14} {'-' if value is None else f'{100 * value:6.2f}'}")
     if args.json_path:
-        with open(args.json_path, "w") as handle:
-            json.dump(report, handle, indent=2)
+        files.write_json(args.json_path, report)  # its folder made, the file written whole
     return 0
 
 
@@ -320,8 +328,8 @@ def _export(args) -> int:
 
 
 def _import_tensorflow_quietly() -> None:
-    """Imports TensorFlow (when it is the backend) without the C++ lines it prints at import (absl, oneDNN); --verbose keeps them."""
-    if "tensorflow" in sys.modules or os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+    """Imports TensorFlow where installed (Keras does on JAX and PyTorch too, to save a model) without the C++ lines it prints; --verbose keeps them."""
+    if "tensorflow" in sys.modules or (os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow" and not importlib.util.find_spec("tensorflow")):
         return
     try:
         with backend_module.native_stderr_silenced():
@@ -330,21 +338,11 @@ def _import_tensorflow_quietly() -> None:
         pass  # whatever needs it says so, with the install line
 
 
-def _interrupted_line(command: str, interrupt: KeyboardInterrupt) -> str:
-    """What Ctrl-C stopped, and what running the same command again does."""
-    if isinstance(interrupt, Interrupted):  # distill keeps a per-epoch backup in the run folder (but not under multi_worker)
-        then = "run the same command to resume" if interrupt.resumable else "nothing was saved: run the same command to start again"
-        return f"{interrupt.where()}; {then}"
-    if command == "distill":  # a backup left by an earlier interruption is still resumed
-        return "interrupted before training began; run the same command to start (or resume) it"
-    return "interrupted; run the same command to start again"
-
-
 def _report(args, message: str) -> int:
     """One line on stderr (the traceback before it with --verbose); the exit status of a refused command."""
     if args.verbose:
         traceback.print_exc()
-    print(f"kdistill {args.command}: error: {message}", file=sys.stderr)
+    print(f"kdistill {args.command}: error: {shorten(message, 10 * SHOWN_CHARACTERS)}", file=sys.stderr)
     return 2
 
 
@@ -379,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as interrupt:  # Ctrl-C: where it stopped and how to go on, no traceback
         if sys.stdout.isatty():
             print()  # off the progress bar's line
-        print(f"kdistill {args.command}: {_interrupted_line(args.command, interrupt)}", file=sys.stderr)
+        print(f"kdistill {args.command}: {interrupted_line(args.command, interrupt)}", file=sys.stderr)
         return 130
     # UserError is kdistill's user-error type; ValueError stays for the checks that raise it plainly. TypeError is left to show its
     # traceback: it is a bug, not a user's mistake.
@@ -388,6 +386,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:  # disk full, permissions, a path under a file: one line naming the path
         detail = f"{error.strerror} ({error.filename or 'no path given'})" if error.strerror else str(error)  # ours name the path already
         return _report(args, detail)
+    except Exception as error:  # a library's error kdistill did not translate: one line when it is not a bug
+        if library_error_line(error) is None:
+            raise
+        return _report(args, library_error_line(error))
 
 
 if __name__ == "__main__":

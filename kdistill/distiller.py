@@ -4,9 +4,9 @@ Data flow of one training step (TensorFlow backend):
 
     batch (x, y) -> teacher feature model (once, training=False, outside the tape)
                  -> student feature model (once, training=True, inside the tape)
-                 -> projections (student feature -> teacher shape)
-                 -> CE + logits KD + feature losses per tap -> weighted total
-                 -> gradients for student + projections only
+                 -> adapter (student features -> teacher shapes, `kdistill.adapters`)
+                 -> objective: CE + logits KD + feature losses per tap -> weighted total (`kdistill.losses.objective`)
+                 -> gradients for student + adapter (+ a loss's own weights)
 
 On other Keras backends the same math runs through `call` + `compute_loss`,
 so `fit` trains it there too (the teacher is behind `ops.stop_gradient`).
@@ -35,17 +35,13 @@ from keras import ops, tree
 
 from kdistill.fit_build import build_before_fit
 from kdistill.labels import UNLABELED
-from kdistill import losses as losses_module
-from kdistill.losses import objective
+from kdistill import adapters, losses as losses_module
+from kdistill.losses import dense
 from kdistill.losses.labels import LabelLoss, check_alpha
-from kdistill import adapters as adapters_module
-from kdistill.models import checks, ensemble as ensemble_module
-from kdistill.models import folding
-from kdistill.models import taps as taps_module
+from kdistill.losses.objective import Objective, metric_inputs
+from kdistill.models import checks, ensemble as ensemble_module, folding, taps as taps_module
 
 __all__ = ["FeatureDistiller", "UNLABELED"]
-
-#: the label of an image without one (a transfer-set image): only the distillation terms apply to it.
 
 logger = logging.getLogger(__name__)
 
@@ -84,24 +80,28 @@ class FeatureDistiller(keras.Model):
         tap_weights: one weight for every tap, or `{teacher_layer: weight}`.
         logits_weight: weight of the logits term inside the distillation part.
         alignment: how projections align spatial sizes: "auto", "resize", "pool".
-        adapter: how student features reach the teacher's shape:
-            `"projection"` (one learned projection per tap, see
-            `kdistill.adapters.projection`) or `"review"` (ReviewKD's fusion, see
-            `kdistill.adapters.review`).
-        review: the same as `adapter="review"` (kept for configs written for 0.1):
-            ReviewKD's attention-based fusion instead of independent
-            projections: the student's taps are reduced to `review_channels`,
-            fused from the deepest tap up, and mapped to each teacher tap by a
-            3x3 conv + BN (see `kdistill.adapters.review`). Use it with `feature_loss="hcl"`.
-        review_channels: channels of the fused maps when `review` is on.
+        adapter: how student features reach the teacher's shape, a name from
+            `kdistill.adapters.available()`: `"projection"` (one learned
+            projection per tap, see `kdistill.adapters.projection`) or
+            `"review"` (ReviewKD's attention-based fusion: the student's taps
+            are reduced to `review_channels`, fused from the deepest tap up,
+            and mapped to each teacher tap by a 3x3 conv + BN, see
+            `kdistill.adapters.review`; use it with `feature_loss="hcl"`).
+        review: True is the same as `adapter="review"`.
+        review_channels: channels of the fused maps under `adapter="review"`.
         fold_batch_norm: run the teacher with each BatchNormalization folded
             into the convolution before it where that saves work
             (`kdistill.models.folding`): the same outputs to float rounding,
             faster on large inputs (`benchmarks/README.md` has the timings). The
             teacher itself is not changed; False runs it layer by layer.
+        ignore_label: for segmenters, the mask value of pixels to skip (255 as in Pascal VOC; None: only negative labels).
         teacher_weights: one weight per teacher when `teacher` is a list
             (normalised); None weighs them equally.
         name: model name.
+
+    Segmenters (logit maps `(batch, H, W, classes)`, integer masks `(batch, H, W)`): CE and KD per pixel, averaged over each
+    sample's pixels other than `ignore_label`, or `logits_loss={"name": "cwd", "temperature": 1.0}` on the logit map; the
+    student's map is resized to the teacher's, the target (see `kdistill.losses.dense`).
 
     Raises:
         ValueError: for a bad tap name (with the closest names and the stage
@@ -111,8 +111,8 @@ class FeatureDistiller(keras.Model):
 
     #: the constructor's options, saved by `get_config` (the models, taps and name are saved beside them; several teachers'
     #: weights live in their ensemble). `kdistill.run.config.DistillConfig` declares the same names with `distiller=True`.
-    OPTIONS = ("feature_loss", "logits_loss", "temperature", "alpha", "tap_weights", "logits_weight", "alignment", "review",
-               "review_channels", "adapter", "fold_batch_norm")
+    OPTIONS = ("feature_loss", "logits_loss", "temperature", "alpha", "tap_weights", "logits_weight", "alignment", "review", "review_channels", "adapter",
+               "fold_batch_norm", "ignore_label")
 
     def __init__(
         self,
@@ -130,6 +130,7 @@ class FeatureDistiller(keras.Model):
         review_channels: int = 64,
         adapter: str = "projection",
         fold_batch_norm: bool = True,
+        ignore_label: int | None = dense.IGNORE_LABEL,
         teacher_weights: Sequence[float] | None = None,
         name: str = "feature_distiller",
         **kwargs,
@@ -139,29 +140,26 @@ class FeatureDistiller(keras.Model):
         self.alpha = check_alpha(alpha)
         losses_module.check_temperature(temperature)
         self.temperature = float(temperature)
-        self.adapter = "review" if review else adapters_module.factory.check(adapter)
+        self.review = bool(review)  # the alias, saved as given
+        self.adapter = "review" if self.review else adapters.check(adapter)
         if isinstance(review_channels, bool) or not isinstance(review_channels, int) or review_channels < 1:
             raise ValueError(f"review_channels must be a positive integer (e.g. 64), received {review_channels!r}.")
         self.review_channels = review_channels
         self.alignment = alignment
         self.logits_weight = float(logits_weight)
         self.fold_batch_norm = bool(fold_batch_norm)
+        self.ignore_label = dense.check_ignore_label(ignore_label)
         # === Models ===
         teacher = self._one_teacher(teacher, teacher_weights)
+        self.dense = checks.dense_logits(teacher)
         self.taps = self._resolve_taps(taps, teacher, student)
-        self._set_losses(feature_loss, logits_loss, tap_weights)
+        self._set_losses(feature_loss, logits_loss)
         self._set_models(teacher, student)
-        # === Adapters, losses with weights, metrics ===
-        self._build_adapters()
-        self._build_losses()
-        self._build_trackers()
-        self.label_loss = LabelLoss(None)  # the cross-entropy with labels; set by compile
+        # === Adapter, objective, metrics ===
+        self._build_adapter()
+        self._build_objective(tap_weights)
+        self.loss_trackers = {key: keras.metrics.Mean(name=key) for key in self.training_objective.term_names}
         self.built = True
-
-    @property
-    def review(self) -> bool:
-        """True when the adapter is ReviewKD's fusion (`adapter="review"`)."""
-        return self.adapter == "review"
 
     def _one_teacher(self, teacher, teacher_weights) -> keras.Model:
         """The teacher model; several teachers become one ensemble (`kdistill.teachers.ensemble`)."""
@@ -181,12 +179,13 @@ class FeatureDistiller(keras.Model):
                 logger.info("No tap preset for %s -> %s: distilling logits only.", teacher.name, student.name)
         return {str(t): str(s) for t, s in dict(taps).items()}
 
-    def _set_losses(self, feature_loss, logits_loss, tap_weights) -> None:
-        """The losses from their names (a named loss taking a temperature gets the distiller's) and the tap weights."""
+    def _set_losses(self, feature_loss, logits_loss) -> None:
+        """The losses from their names (a named loss taking a temperature gets the distiller's)."""
         self.feature_loss = losses_module.get(feature_loss, kind="feature", temperature=self.temperature) if feature_loss is not None else None
-        self.logits_loss = losses_module.get(logits_loss, kind="logits", temperature=self.temperature) if logits_loss is not None else None
-        objective.check_terms(self.taps, self.feature_loss, self.logits_loss, self.alpha)
-        self.tap_weights = objective.tap_weights(tap_weights, self.taps, self.feature_loss)
+        kind = dense.logits_loss_kind(logits_loss) if self.dense else "logits"
+        self.logits_loss = losses_module.get(logits_loss, kind=kind, temperature=self.temperature) if logits_loss is not None else None
+        if self.dense:
+            dense.check_logits_loss(self.logits_loss)
 
     def _set_models(self, teacher: keras.Model, student: keras.Model) -> None:
         """Freezes the teacher and builds both feature models (the teacher's folded view held untracked)."""
@@ -206,24 +205,25 @@ class FeatureDistiller(keras.Model):
         student_shapes = {t: taps_module.tap_shape(self.student, s) for t, s in self.taps.items()}
         return teacher_shapes, student_shapes
 
-    def _build_adapters(self) -> None:
+    # Saved files address the adapter's per-tap layers as `projections` and the objective's per-tap losses as `tap_losses`
+    # (Keras saves a layer under the first attribute, in sorted order, that reaches it): both are kept as attributes, and
+    # `student_adapter` and `training_objective` sort after them, so files saved before these were layers still load.
+    def _build_adapter(self) -> None:
+        """The adapter named by `adapter` (`kdistill.adapters.get`), built for the taps' shapes."""
         teacher_shapes, student_shapes = self._shapes()
         position = {layer.name: index for index, layer in enumerate(self.student.layers)}
         depth = {t: position[s.split(taps_module.NESTED)[0]] for t, s in self.taps.items()}
-        self.projections, self._adapter_order = adapters_module.factory.build(
-            self.adapter, teacher_shapes, student_shapes, depth, alignment=self.alignment, review_channels=self.review_channels,
-            student_layers=self.taps)
+        self.student_adapter = adapters.get(self.adapter, teacher_shapes, student_shapes, student_depth=depth, student_layers=self.taps,
+                                            alignment=self.alignment, review_channels=self.review_channels)
+        self.projections = self.student_adapter.tap_layers
 
-    def _build_losses(self) -> None:
-        """Per-tap losses (a loss with weights gets its own built copy per tap) and a logits loss with weights, built."""
+    def _build_objective(self, tap_weights) -> None:
+        """The objective (`kdistill.losses.objective.Objective`): its losses with weights get built for the teacher's shapes."""
         teacher_shapes, _ = self._shapes()
-        self.tap_losses = objective.tap_losses(self.feature_loss, teacher_shapes)
-        # A logits loss with weights (an adversarial discriminator) trains and saves with the distiller.
-        objective.build_logits_loss(self.logits_loss, self.teacher.outputs[0].shape[-1])
-
-    def _build_trackers(self) -> None:
-        names = ["loss", "ce_loss", *(["kd_loss"] if self.logits_loss is not None else []), *objective.feature_term_names(self.feature_loss, self.taps)]
-        self.loss_trackers = {key: keras.metrics.Mean(name=key) for key in names}
+        self.training_objective = Objective(self.taps, self.feature_loss, self.logits_loss, teacher_shapes, classes=self.teacher.outputs[0].shape[-1],
+                                            alpha=self.alpha, tap_weights=tap_weights, logits_weight=self.logits_weight, ignore_label=self.ignore_label)
+        self.tap_weights = self.training_objective.tap_weights
+        self.tap_losses = self.training_objective.tap_losses
 
     # ----------------------------------------------------------------- forward
     def teacher_outputs(self, inputs):
@@ -246,7 +246,7 @@ class FeatureDistiller(keras.Model):
         """Student logits and projected features, keyed like `teacher_outputs` (`inputs` at the teacher's size is fine)."""
         outputs = self.student_features(self.student_inputs(inputs), training=training)
         features = {teacher_layer: outputs[student_layer] for teacher_layer, student_layer in self.taps.items()}
-        projected = adapters_module.factory.apply(self.adapter, self.projections, self._adapter_order, features, training=training)
+        projected = self.student_adapter(features, training=training)
         return {taps_module.LOGITS: outputs[taps_module.LOGITS], **projected}
 
     def split_inputs(self, inputs):
@@ -270,8 +270,8 @@ class FeatureDistiller(keras.Model):
 
     # ------------------------------------------------------------------ losses
     def loss_terms(self, labels, teacher_outputs, student_outputs, sample_weight=None) -> dict:
-        """Every loss term as a scalar (mean over this batch), and their weighted `loss` (see `kdistill.losses.objective`)."""
-        return objective.loss_terms(self, labels, teacher_outputs, student_outputs, sample_weight)
+        """Every loss term as a scalar (mean over this batch), and their weighted `loss`: the `training_objective`'s call."""
+        return self.training_objective(teacher_outputs, student_outputs, labels=labels, sample_weight=sample_weight)
 
     def update_loss_trackers(self, terms, batch_size):
         for key, tracker in self.loss_trackers.items():
@@ -286,7 +286,9 @@ class FeatureDistiller(keras.Model):
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         """Compiled metrics on the student's logits, over the labelled samples only."""
         logits = y_pred["student"][taps_module.LOGITS]
-        y, sample_weight = objective.metric_inputs(y, logits, sample_weight)
+        if self.dense:  # metrics at the size the losses read: the teacher's map
+            logits = dense.match_size(logits, self.teacher.outputs[0].shape[1:3])
+        y, sample_weight = metric_inputs(y, logits, sample_weight, self.ignore_label)
         return super().compute_metrics(x, y, logits, sample_weight)
 
     @property
@@ -308,9 +310,9 @@ class FeatureDistiller(keras.Model):
     def fit(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.fit`, refusing training data without a single batch (Keras would return an empty history, silently)."""
         checks.check_not_empty(x, "training data")
-        checks.check_fit_data(self.teacher, x, y, kwargs.get("validation_data"))
-        if not getattr(self, "_teacher_checked", False):  # once: a chance-level teacher teaches nothing (the CLI refuses one)
-            self._teacher_checked = checks.warn_if_chance_level(self.teacher, kwargs.get("validation_data")) is not None
+        checks.check_fit_data(self.teacher, x, y, kwargs.get("validation_data"), ignore_label=self.ignore_label,
+                              sparse_labels=getattr(self.training_objective.label_loss, "sparse", None))
+        self._teacher_checked = getattr(self, "_teacher_checked", False) or checks.warn_if_chance_level(self.teacher, kwargs.get("validation_data")) is not None
         build_before_fit(self, x, y)  # TensorFlow then traces the first step once, not twice
         history = super().fit(x, y, *args, **kwargs)
         if not history.history and kwargs.get("epochs", 1) and kwargs.get("initial_epoch", 0) < kwargs.get("epochs", 1):
@@ -336,7 +338,7 @@ class FeatureDistiller(keras.Model):
         Returns:
             The distiller, so `distiller.compile(...).fit(...)` reads naturally.
         """
-        self.label_loss = LabelLoss(loss)
+        self.training_objective.label_loss = LabelLoss(loss)
         if metrics is not None and kwargs.get("weighted_metrics") is None:
             # Keras ignores sample weights in `metrics`; as weighted metrics they count only the labelled images of a
             # batch that mixes in a transfer set (UNLABELED labels get weight 0). Without them the values are the same.
@@ -346,7 +348,7 @@ class FeatureDistiller(keras.Model):
             # float16 gradients underflow without loss scaling.
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
-        # `loss` is computed by compute_loss (self.label_loss), never through Keras' CompileLoss, which would then stay
+        # `loss` is computed by compute_loss (the objective's label loss), never through Keras' CompileLoss, which would then stay
         # unbuilt: Keras traces the whole model again at the start of every fit/evaluate to build it (timed in benchmarks/README.md).
         self._compile_loss = None
         return self
@@ -360,8 +362,8 @@ class FeatureDistiller(keras.Model):
 
     # ----------------------------------------------------------------- config
     def get_compile_config(self) -> dict | None:
-        if self.built and self.compiled and not self.optimizer.built:  # saved before fit: save the state a load builds, or Keras
-            self.optimizer.build(self.trainable_variables)            # warns "Skipping variable loading for optimizer" on load
+        if self.built and self.compiled and not self.optimizer.built:  # saved before fit: save the state a load builds (or Keras warns
+            self.optimizer.build(self.trainable_variables)            # "Skipping variable loading for optimizer" when it loads)
         return super().get_compile_config()
 
     def get_config(self) -> dict:
@@ -382,18 +384,12 @@ class FeatureDistiller(keras.Model):
     def projection_summary(self) -> list[dict]:
         """One row per tap: teacher layer, student layer, shapes, and how the adapter maps them."""
         teacher_shapes, student_shapes = self._shapes()
-        return adapters_module.factory.summary_rows(self.adapter, self.taps, self._adapter_order, teacher_shapes, student_shapes,
-                                                    self.review_channels, self.tap_weights)
-
-    def summary(self, *args, **kwargs) -> None:
-        """Keras' summary listing the teacher, the student and the adapters once each (not the feature models that share their weights)."""
-        self._summary_view = True
-        try:
-            return super().summary(*args, **kwargs)
-        finally:
-            self._summary_view = False
+        return [{"teacher_layer": teacher_layer, "student_layer": student_layer, "teacher_shape": tuple(teacher_shapes[teacher_layer][1:]),
+                 "student_shape": tuple(student_shapes[teacher_layer][1:]), "projection": self.student_adapter.describe(teacher_layer),
+                 "weight": self.tap_weights[teacher_layer]} for teacher_layer, student_layer in self.taps.items()]
 
     @property
     def layers(self) -> list:
-        hidden = (self.teacher_features, self.student_features) if getattr(self, "_summary_view", False) else ()
+        """The teacher, the student, the adapters (and a loss with weights) once each, as `summary()` lists them: not the feature models sharing their weights."""
+        hidden = (getattr(self, "teacher_features", None), getattr(self, "student_features", None))
         return [layer for layer in super().layers if all(layer is not other for other in hidden)]

@@ -6,7 +6,11 @@ It is a `ValueError`, so `except ValueError` keeps catching it. `Interrupted`
 is Ctrl-C during training, carrying the epoch it reached. `check_number` is the
 one check of a number's type, sign and finiteness, used wherever numbers are
 parsed (configs, flags, the demo's settings, the Python API). `did_you_mean`
-is the hint every "unknown name" error ends with.
+is the hint every "unknown name" error ends with. `shown` is how every error
+echoes a received value: its repr, cut to a readable length (a 300-byte YAML
+alias bomb expands to a value of 88 MB). `interrupted_line` and `library_error_line`
+are the `kdistill` command's one-line endings for Ctrl-C and for the errors of the
+libraries below it that are the user's situation, not a bug (a damaged archive, a full disk).
 
 Example:
     >>> check_number("epochs", 3, integer=True, positive=True)
@@ -16,6 +20,8 @@ Example:
     kdistill.errors.UserError: learning_rate must be a positive number, received -1.0.
     >>> did_you_mean("epoch", ["epochs", "alpha"])
     " Did you mean 'epochs'?"
+    >>> shown(["flip"] * 1000, limit=30)
+    "['flip', 'flip', 'flip', 'flip… (8,000 characters in all)"
 """
 
 from __future__ import annotations
@@ -24,9 +30,14 @@ import difflib
 import math
 import numbers
 import re
+import zipfile
 from typing import Any, Iterable
 
-__all__ = ["UserError", "ChanceLevelError", "Interrupted", "check_number", "did_you_mean", "number_from_yaml", "parses_as_number"]
+__all__ = ["UserError", "ChanceLevelError", "Interrupted", "check_number", "did_you_mean", "number_from_yaml", "parses_as_number", "shorten", "shown",
+           "SHOWN_CHARACTERS", "interrupted_line", "library_error_line"]
+
+#: the most characters of a received value (or of a message passed on) that an error shows
+SHOWN_CHARACTERS = 200
 
 # YAML 1.1 (PyYAML) reads `1e-3` as a string: a float needs a dot there (`1.0e-3`)
 _EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -108,7 +119,7 @@ def check_number(name: str, value: Any, *, integer: bool = False, positive: bool
             hint = " (write it without quotes)"
         elif integer and isinstance(value, numbers.Real) and not isinstance(value, bool):
             hint = f" (write {int(value)} if that is meant)" if float(value).is_integer() else ""
-        raise UserError(f"{name} must be {kind}, received the {type(value).__name__} {value!r}{hint}.")
+        raise UserError(f"{name} must be {kind}, received the {type(value).__name__} {shown(value)}{hint}.")
     if not math.isfinite(float(value)):
         raise UserError(f"{name} must be {kind}, received {value!r}.")
     too_low = positive and (value < 0 if allow_zero else (value < 1 if integer else value <= 0))
@@ -148,3 +159,46 @@ def did_you_mean(name: str, known: Iterable[str], count: int = 3) -> str:
     """
     close = difflib.get_close_matches(name, list(known), n=count)
     return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+def shorten(text: str, limit: int = SHOWN_CHARACTERS) -> str:
+    """`text` on one line, cut to `limit` characters with the full length said (`"abc… (5,000 characters in all)"`).
+
+    Example:
+        >>> shorten("a\\nb"), shorten("x" * 50, limit=10)
+        ('a b', 'xxxxxxxxxx… (50 characters in all)')
+    """
+    text = " ".join(str(text).split("\n"))
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters in all)"
+
+
+def shown(value: Any, limit: int = SHOWN_CHARACTERS) -> str:
+    """The repr of a received value as an error message shows it: cut to `limit` characters (see `shorten`).
+
+    Example:
+        >>> shown("resnet8x4")
+        "'resnet8x4'"
+    """
+    return shorten(repr(value), limit)
+
+
+def interrupted_line(command: str, interrupt: KeyboardInterrupt) -> str:
+    """What Ctrl-C stopped, and what running the same command again does."""
+    if isinstance(interrupt, Interrupted):  # distill keeps a per-epoch backup in the run folder (but not under multi_worker)
+        then = "run the same command to resume" if interrupt.resumable else "nothing was saved: run the same command to start again"
+        return f"{interrupt.where()}; {then}"
+    if command == "distill":  # a backup left by an earlier interruption is still resumed
+        return "interrupted before training began; run the same command to start (or resume) it"
+    return "interrupted; run the same command to start again"
+
+
+def library_error_line(error: Exception) -> str | None:
+    """One line for a library's error that is the user's situation, not a bug (None for any other): a damaged zip archive
+    (a .keras or .npz file cut short), TensorFlow's errors (a full disk is its ResourceExhaustedError, which is not an OSError)."""
+    if isinstance(error, zipfile.BadZipFile):
+        return f"a file is damaged: {error} (a .keras or .npz file cut short, e.g. by a kill or a full disk). Rerun with --verbose to see which."
+    if type(error).__module__.startswith("tensorflow") and hasattr(error, "message"):
+        lines = str(error.message).strip().splitlines() or [""]
+        space = " (out of disk space or memory: free some, or choose another output folder)" if type(error).__name__ == "ResourceExhaustedError" else ""
+        return f"TensorFlow: {type(error).__name__}{space}: {lines[0]}"
+    return None

@@ -87,6 +87,8 @@ def evaluate(model: keras.Model, dataset, class_names: list[str] | None = None, 
     predict = _predictor(model)
     logits, labels, timing = [], [], []
     for images, batch_labels in dataset:
+        if not logits:  # before the model sees them: a mismatch said in the user's terms, not in tf.function frames
+            checks.check_image_shape("test", np.shape(images)[1:], model, role="model")
         logits.append(predict(images))
         labels.append(np.asarray(batch_labels))
         if len(timing) < timing_batches:

@@ -30,7 +30,7 @@ import tempfile
 from typing import Any, Iterator
 
 __all__ = ["atomic_write", "write_json", "write_text", "partial_prefix", "staging_folder", "replace", "remove_stale_staging", "process_alive",
-           "check_output_path", "check_free_space", "InsufficientSpaceError"]
+           "check_output_path", "check_free_space", "InsufficientSpaceError", "new_folders"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def _existing_parent(path: str) -> str:
 def check_free_space(path: str, needed_bytes: int, what: str, hint: str = "") -> None:
     """Raises `InsufficientSpaceError` naming the path, the space needed and the space free, before a large write.
 
-    A disk that fills up during a write used to end in pages of h5py errors and a
+    A disk that fills up during a write ends in pages of h5py errors and a
     segfault; checking first costs one `statvfs`. A 5 % margin is kept.
 
     Example:
@@ -67,7 +67,8 @@ def check_free_space(path: str, needed_bytes: int, what: str, hint: str = "") ->
 
 
 def _size(count: float) -> str:
-    return f"{count / 1e9:.1f} GB" if count >= 1e9 else f"{count / 1e6:.1f} MB"
+    """`'1.2 GB'`, `'3.4 MB'`, `'12 kB'` (a few kB read as 0.0 MB)."""
+    return f"{count / 1e9:.1f} GB" if count >= 1e9 else f"{count / 1e6:.1f} MB" if count >= 1e6 else f"{count / 1e3:.0f} kB"
 
 
 def process_alive(pid: int) -> bool:
@@ -195,6 +196,33 @@ def staging_folder(parent: str, prefix: str = ".staging-") -> Iterator[str]:
         yield staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def new_folders(folder: str) -> Iterator[str]:
+    """Creates `folder` (and the folders above it that are missing) for the block; on exit removes those it created that stayed empty.
+
+    A write that fails (a full disk, a refused check) then leaves no empty folder behind.
+
+    Example:
+        >>> import tempfile
+        >>> parent = tempfile.mkdtemp()
+        >>> with new_folders(os.path.join(parent, "export", "serving")):
+        ...     pass
+        >>> os.listdir(parent)
+        []
+    """
+    created, path = [], os.path.abspath(folder)
+    while not os.path.exists(path):
+        created.append(path)
+        path = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    try:
+        yield folder
+    finally:
+        for path in created:  # deepest first
+            with contextlib.suppress(OSError):
+                os.rmdir(path)  # only if empty
 
 
 def replace(source: str, target: str) -> None:

@@ -33,10 +33,44 @@ commands = {
     "cache-teacher": ["cache-teacher", *tiny, "--teacher", small_teacher, "--output", os.path.join(work, "cache2")],
     "export": ["export", os.path.join(work, "run", "student.keras"), "--data-dir", data_dir, "--output-dir", os.path.join(work, "export")],
 }
+# Ctrl-C in epoch 2, then the same command resumes (after the first commands: --backend jax must be what loads Keras)
+commands = {name: arguments for key, value in commands.items()
+            for name, arguments in ((("distill-interrupted", value),) if key == "distill" else ()) + ((key, value),)}
+
+
+@contextlib.contextmanager
+def ctrl_c_inside_keras_logs_in_epoch_2():
+    """SIGINT where it lands on JAX after epoch 1: in Keras' pythonify_logs (converting the step's results), under its bare except."""
+    import signal
+
+    import keras.src.backend as keras_backend
+
+    from kdistill.run import interrupts
+
+    convert, begin, sent = keras_backend.convert_to_numpy, interrupts.EpochProgress.on_epoch_begin, []
+
+    def convert_and_interrupt(value):
+        if getattr(interrupts.EpochProgress, "current", None) == 2 and not sent:
+            sent.append(True)  # once: the handler raises KeyboardInterrupt as soon as os.kill returns
+            os.kill(os.getpid(), signal.SIGINT)
+        return convert(value)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        interrupts.EpochProgress.current = epoch + 1
+        begin(self, epoch, logs)
+
+    keras_backend.convert_to_numpy, interrupts.EpochProgress.on_epoch_begin = convert_and_interrupt, on_epoch_begin
+    try:
+        yield
+    finally:
+        keras_backend.convert_to_numpy, interrupts.EpochProgress.on_epoch_begin = convert, begin
+
+
 report = {}
 for name, arguments in commands.items():
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    interrupting = ctrl_c_inside_keras_logs_in_epoch_2() if name == "distill-interrupted" else contextlib.nullcontext()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), interrupting:
         status = cli.main(["--backend", "jax", *arguments])
     report[name] = {"status": status, "out": out.getvalue()[-2000:], "err": err.getvalue()[-2000:]}
 
@@ -51,5 +85,6 @@ report["caffe_difference"] = float(np.abs(keras.ops.convert_to_numpy(ImagePrepro
                                           - keras.applications.resnet50.preprocess_input(pixels.copy())).max())
 report["trained_teacher"] = keras.saving.load_model(os.path.join(work, "teacher.keras"), compile=False).name
 report["demo_summary"] = json.load(open(os.path.join(work, "demo", "summary.json")))
+report["distill_summary"] = json.load(open(os.path.join(work, "run", "summary.json")))
 report["tensorflow_loaded"] = [name for name in sys.modules if name == "tensorflow" or name.startswith("tensorflow.")]
 print(json.dumps(report))

@@ -47,6 +47,23 @@ def check_report(report: dict, backend: str) -> None:
     assert report["qat_twin_agrees"] >= 0.5
     # what needs TensorFlow says so, and names the install
     assert "TensorFlow is needed for exporting models" in report["export_error"] and "pip install" in report["export_error"]
+    # a segmenter pair trains and is evaluated (mIoU) too
+    assert {"ce_loss", "kd_loss", "feat_conv_segmenter_stage2", "accuracy"} <= set(report["dense_history"])
+    assert all(value == value for values in report["dense_history"].values() for value in values) and 0.0 <= report["mean_iou"] <= 1.0
+
+
+def _segmentation(kdistill, keras, items, labels) -> dict:
+    """A segmenter pair on offline scenes: one epoch (CWD on the logit map, a feature tap), then mIoU; all without TensorFlow."""
+    scenes = kdistill.data.make_scenes(items, labels, count=8, size=32, max_items=2, seed=0)
+    classes = len(scenes.class_names)
+    teacher = kdistill.segmenters.get("conv_segmenter", classes, (32, 32, 3), widths=(16, 32, 64), decoder_channels=16)
+    student = kdistill.segmenters.get("conv_segmenter", classes, (32, 32, 3), widths=(4, 8, 16), decoder_channels=8)
+    distiller = kdistill.FeatureDistiller(teacher, student, taps={"conv_segmenter_stage2": "conv_segmenter_stage2"},
+                                          logits_loss={"name": "cwd", "temperature": 1.0})
+    distiller.compile(optimizer=keras.optimizers.Adam(1e-2), metrics=["accuracy"])
+    history = distiller.fit(scenes.images, scenes.masks, batch_size=4, epochs=1, verbose=0).history
+    report = kdistill.segmentation_metrics.evaluate_segmenter(student, scenes.images, scenes.masks, scenes.class_names)
+    return {"dense_history": history, "mean_iou": report["mean_iou"]}
 
 
 def main() -> None:
@@ -83,8 +100,9 @@ def main() -> None:
         export_error = None
     except ImportError as error:
         export_error = str(error)
+    segmentation = _segmentation(kdistill, keras, x_train[:100], y_train[:100])
     tensorflow_loaded = [name for name in sys.modules if name == "tensorflow" or name.startswith("tensorflow.")]
-    print(json.dumps({
+    print(json.dumps({**segmentation,
         "backend": keras.backend.backend(), "history": history.history, "top1": report["top1"], "export_error": export_error,
         "qat_loss": qat_history["loss"][-1], "qat_range_moved": before_range != after_range,
         "qat_twin_agrees": float((np.argmax(twin.predict(x[:64], verbose=0), -1) == np.argmax(student.predict(x[:64], verbose=0), -1)).mean()),

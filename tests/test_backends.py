@@ -57,6 +57,10 @@ def test_every_cli_command_runs_with_backend_jax_and_export_says_it_needs_tensor
     assert "Skipping the export" in report["demo"]["err"]
     assert "resnet8x4" in report["distill"]["out"] and "per-class top-1" in report["evaluate"]["out"]
     assert "cached 64 images" in report["cache-teacher"]["out"]
+    # Ctrl-C inside Keras' logs conversion in epoch 2 (where it lands on JAX) was swallowed and the run finished with rc 0 (issue 40)
+    assert report["distill-interrupted"]["status"] == 130, report["distill-interrupted"]["err"]
+    assert "kdistill distill: interrupted at epoch 2 of 2; run the same command to resume" in report["distill-interrupted"]["err"]
+    assert report["distill_summary"]["resumed"] is True and report["distill_summary"]["epochs_completed"] == 2
     assert (tmp_path / "work" / "run" / "student.keras").exists() and (tmp_path / "work" / "cache" / "meta.json").exists()
     assert report["export"]["status"] == 2 and "needs the TensorFlow backend" in report["export"]["err"]
 

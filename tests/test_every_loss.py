@@ -4,12 +4,12 @@ Parametrised over `kdistill.losses.available(kind)`, as timm's tests run over `l
 registered by name is covered here the moment it exists; its own test file holds its reference test.
 """
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from kdistill import losses
+from harness import run_config_round_trip
 
 RNG = np.random.default_rng(11)
 BATCH = 6
@@ -55,8 +55,7 @@ def test_every_loss_gives_finite_per_sample_values_and_a_gradient(kind, name):
 @pytest.mark.parametrize("kind, name", CASES)
 def test_every_loss_round_trips_through_its_config(kind, name):
     loss, teacher, student = _built(kind, name)
-    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
-    assert type(restored) is type(loss) and restored.get_config() == loss.get_config(), name
+    restored = run_config_round_trip(loss)
     if not losses.base.is_stateful(loss):  # a loss with weights draws new ones when rebuilt from its config
         np.testing.assert_allclose(np.asarray(losses.per_sample_loss(restored, teacher, student, LABELS)),
                                    np.asarray(losses.per_sample_loss(loss, teacher, student, LABELS)), rtol=1e-6, err_msg=name)

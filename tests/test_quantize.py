@@ -56,9 +56,9 @@ def test_quantization_aware_distillation_end_to_end_on_real_images(tmp_path):
     keras_logits = _logits(twin, images)
     agreement = (export.tflite_predict(path, images).argmax(-1) == keras_logits.argmax(-1)).mean()
     assert agreement >= 0.99, agreement  # (snap_biases above put the biases on TFLite's int32 grid)
-    from kdistill.export import parity
+    from kdistill.export import tflite_runtime
 
-    interpreter = parity.interpreter_class()(model_path=path)
+    interpreter = tflite_runtime.interpreter_class()(model_path=path)
     interpreter.allocate_tensors()
     details = interpreter.get_tensor_details()
     floats = [d["name"] for d in details if d["dtype"] == np.float32]

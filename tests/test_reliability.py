@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from kdistill import cli
-from kdistill.errors import UserError, check_number
-from kdistill.run import callbacks, jobs, options
+from kdistill.errors import UserError, check_number, interrupted_line
+from kdistill.run import callbacks, options
+from kdistill.run.folder import LOCK_NAME
 from kdistill.run.config import DistillConfig
 from conftest import REAL_SAMPLE, small_cnn
 
@@ -60,7 +61,7 @@ def test_a_non_finite_loss_ends_in_one_line_with_rc_2(tmp_path, teacher_file, ca
     assert cli.main(command + ["--config", str(config)]) == 2
     line = _one_line(capsys.readouterr().err)
     assert "training loss became non-finite" in line and "Lower the learning rate" in line
-    assert not os.path.exists(tmp_path / "run" / jobs.LOCK_NAME)  # released on error too
+    assert not os.path.exists(tmp_path / "run" / LOCK_NAME)  # released on error too
 
 
 @pytest.mark.eager
@@ -95,7 +96,7 @@ def test_ctrl_c_during_distill_names_the_epoch_and_the_same_command_resumes(tmp_
     monkeypatch.setattr(callbacks.DataPass, "on_epoch_begin", ctrl_c_in_the_second_epoch)
     assert cli.main(_distill(teacher_file, output, 2)) == 130
     assert _one_line(capsys.readouterr().err) == "kdistill distill: interrupted at epoch 2 of 2; run the same command to resume"
-    assert not os.path.exists(output / jobs.LOCK_NAME)
+    assert not os.path.exists(output / LOCK_NAME)
     monkeypatch.undo()
     assert cli.main(_distill(teacher_file, output, 2)) == 0
     summary = json.loads((output / "summary.json").read_text())
@@ -124,7 +125,7 @@ def test_ctrl_c_during_train_teacher_names_the_epoch_and_the_same_call_resumes(t
     with monkeypatch.context() as patch, pytest.raises(Interrupted) as interrupted:
         patch.setattr(callbacks.EpochProgress, "on_epoch_begin", ctrl_c_in_the_second_epoch)
         training.train_teacher(splits, output, epochs=2, verbose=0)
-    assert cli._interrupted_line("train-teacher", interrupted.value) == "interrupted at epoch 2 of 2; run the same command to resume"
+    assert interrupted_line("train-teacher", interrupted.value) == "interrupted at epoch 2 of 2; run the same command to resume"
     backup = training.teacher_backup_dir(output)
     assert not os.path.exists(output) and json.load(open(os.path.join(backup, "training_metadata.json")))["epoch"] == 1  # one epoch done
     with pytest.raises(callbacks.StaleBackupError, match="different: learning_rate.*" + re.escape(f"Delete {backup!r} to start afresh, or pass another --output")):
@@ -201,14 +202,14 @@ def test_demo_settings_are_checked_before_the_teacher_trains(tmp_path, monkeypat
 def test_a_run_folder_in_use_is_refused_with_the_holders_pid_and_a_dead_holders_lock_is_taken_over(tmp_path, teacher_file, capsys):
     output = tmp_path / "run"
     output.mkdir()
-    lock = output / jobs.LOCK_NAME
+    lock = output / LOCK_NAME
     import socket
 
     lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))  # a live process holds it
     assert cli.main(_distill(teacher_file, output)) == 2
     line = _one_line(capsys.readouterr().err)
     assert f"in use by another kdistill run (pid {os.getpid()}" in line
-    assert json.loads(lock.read_text())["pid"] == os.getpid() and sorted(os.listdir(output)) == [jobs.LOCK_NAME]
+    assert json.loads(lock.read_text())["pid"] == os.getpid() and sorted(os.listdir(output)) == [LOCK_NAME]
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))  # left by a killed run

@@ -6,6 +6,7 @@ import pytest
 
 import kdistill
 from conftest import images, labels, small_cnn
+from harness import run_distiller_saving
 from kdistill.adapters.review import AttentionFusion
 
 TAPS = {"teacher_stage1": "student_stage1", "teacher_stage2": "student_stage2"}
@@ -43,7 +44,7 @@ def test_attention_weights_mix_the_tap_and_the_deeper_map():
 def test_review_distiller_trains_with_hcl_and_reloads(tmp_path):
     teacher, student = small_cnn("teacher", widths=(8, 16), seed=1), small_cnn("student", widths=(4, 8), seed=2)
     distiller = kdistill.FeatureDistiller(teacher, student, taps=TAPS, feature_loss="hcl", review=True, review_channels=8, alpha=0.7)
-    assert distiller._adapter_order == ["teacher_stage2", "teacher_stage1"]  # deepest student tap first
+    assert distiller.student_adapter.order == ["teacher_stage2", "teacher_stage1"]  # deepest student tap first
     summary = {row["teacher_layer"]: row["projection"] for row in distiller.projection_summary()}
     assert "attention fusion" in summary["teacher_stage1"] and "attention fusion" not in summary["teacher_stage2"]
     distiller.compile(optimizer=keras.optimizers.Adam(3e-3), metrics=["accuracy"])
@@ -56,10 +57,8 @@ def test_review_distiller_trains_with_hcl_and_reloads(tmp_path):
     after = distiller.projections["teacher_stage1"].attention.weights
     assert any(np.abs(a - b.numpy()).max() > 0 for a, b in zip(before, after))  # the fusion is trained
 
-    path = str(tmp_path / "review.keras")
-    distiller.save(path)
-    restored = keras.saving.load_model(path)
-    assert restored.review and restored.review_channels == 8
+    restored = run_distiller_saving(distiller, str(tmp_path / "review.keras"), x[:8], y[:8])
+    assert restored.review and restored.review_channels == 8 and restored.student_adapter.order == distiller.student_adapter.order
     outputs, reloaded = distiller(x[:4], training=False)["student"], restored(x[:4], training=False)["student"]
     for key in TAPS:
         np.testing.assert_allclose(np.asarray(reloaded[key]), np.asarray(outputs[key]), rtol=1e-5, atol=1e-5)
@@ -67,7 +66,7 @@ def test_review_distiller_trains_with_hcl_and_reloads(tmp_path):
 
 def test_review_needs_feature_maps():
     teacher, student = small_cnn("teacher", seed=1), small_cnn("student", seed=2)
-    with pytest.raises(ValueError, match="review=True fuses feature maps"):
+    with pytest.raises(ValueError, match="adapter=.review. fuses feature maps"):
         kdistill.FeatureDistiller(teacher, student, taps={"teacher_pool": "student_pool"}, feature_loss="hcl", review=True)
     with pytest.raises(ValueError, match="review_channels must be a positive integer"):
         kdistill.FeatureDistiller(teacher, student, taps=TAPS, feature_loss="hcl", review=True, review_channels=0)

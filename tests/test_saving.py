@@ -31,3 +31,21 @@ def test_a_failed_save_keeps_the_previous_file_and_leaves_no_partial_one(tmp_pat
     reloaded = saving.load_model(path, role="student")
     x = np.zeros((1, 32, 32, 3), "float32")
     np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+
+
+def test_a_distiller_saved_by_0_3_loads_with_its_adapters_loss_weights_and_optimizer_state():
+    """tests/data/distiller_0.3.keras: ReviewKD fusion, CRD heads per tap and an adversarial discriminator, one Adam step,
+    saved by kdistill 0.3 (commit 9b38d54). Its weights sit where they were saved, so the terms and the optimizer's
+    state read back as that version read them (numbers below computed by it)."""
+    import kdistill
+    from conftest import images, labels
+
+    distiller = keras.saving.load_model(os.path.join(os.path.dirname(__file__), "data", "distiller_0.3.keras"), custom_objects={"FeatureDistiller": kdistill.FeatureDistiller})
+    x, y = images(8, 3), labels(8, 3)
+    keras.utils.set_random_seed(0)
+    terms = distiller.loss_terms(keras.ops.convert_to_tensor(y), distiller.teacher_outputs(x), distiller.student_outputs(x, training=False))
+    expected = {"ce_loss": 2.295732, "kd_loss": 0.71353269, "feat_teacher_stage1": 2.7705383, "feat_teacher_stage2": 2.8654222, "loss": 4.3226128}
+    np.testing.assert_allclose([float(terms[k]) for k in expected], list(expected.values()), rtol=1e-5)
+    optimizer_state = sum(float(np.abs(keras.ops.convert_to_numpy(v)).sum()) for v in distiller.optimizer.variables)
+    np.testing.assert_allclose(optimizer_state, 104.43098545312202, rtol=1e-6)
+    assert np.isfinite(distiller.train_on_batch(x, y)).all()  # and training resumes

@@ -369,7 +369,7 @@ def test_a_disk_without_room_is_refused_before_writing_naming_path_and_sizes(tmp
     before = sorted(os.listdir(cache_dir))
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
-    with pytest.raises(atomic.InsufficientSpaceError, match=r"teacher cache in .*: it needs .* MB, 0\.0 MB free\. .*--dtype float16"):
+    with pytest.raises(atomic.InsufficientSpaceError, match=r"teacher cache in .*: it needs .* [kM]B, 1 kB free\. .*--dtype float16"):
         teacher_cache.build(teacher, ["teacher_stage2"], plain, str(cache_dir), verbose=0, dtype="float16")
     assert sorted(os.listdir(cache_dir)) == before and not [n for n in os.listdir(tmp_path) if n.startswith(".cache-")]
     # The per-epoch backup: training stops with the same one line; the CLI prints it with rc 2 (OSError).
@@ -383,13 +383,14 @@ def test_a_disk_without_room_is_refused_before_writing_naming_path_and_sizes(tmp
 
 def test_unfinished_model_files_of_a_killed_run_are_removed_by_the_next_run(tmp_path):
     """A kill during `save_for_inference` left `.best_student.keras.*.partial.keras` files that nothing removed."""
+    from kdistill import files
     from kdistill.models import saving
     from kdistill.run import jobs
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = tmp_path / f"{saving.partial_prefix('best_student.keras')}{dead.pid}-x1.keras"
-    live = tmp_path / f"{saving.partial_prefix('student.keras')}{os.getpid()}-x2.keras"  # a writer at work: kept
+    stale = tmp_path / f"{files.partial_prefix('best_student.keras')}{dead.pid}-x1.keras"
+    live = tmp_path / f"{files.partial_prefix('student.keras')}{os.getpid()}-x2.keras"  # a writer at work: kept
     stale.write_bytes(b"PK\x03\x04 half a zip")
     live.write_bytes(b"PK\x03\x04")
     assert jobs.remove_stale_partials(str(tmp_path)) == [str(stale)]

@@ -6,6 +6,8 @@
 * Vectors `(batch, C)`: a Dense layer.
 * A student map for a teacher vector: global average pooling, then Dense.
 
+`ProjectionAdapter` (`adapter="projection"`, the default) holds one per tap.
+
 Example:
     >>> import numpy as np
     >>> projection = build((None, 8, 8, 32), (None, 4, 4, 64), name="proj")
@@ -20,7 +22,9 @@ from typing import Sequence
 import keras
 from keras import layers, ops
 
-__all__ = ["MapProjection", "VectorProjection", "build", "describe"]
+from kdistill.adapters.base import Adapter, layer_name, register
+
+__all__ = ["ProjectionAdapter", "MapProjection", "VectorProjection", "build", "describe"]
 
 
 @keras.saving.register_keras_serializable(package="kdistill")
@@ -167,3 +171,39 @@ def build(student_shape: Sequence, teacher_shape: Sequence, name: str, alignment
         )
     projection.build(tuple(student_shape))
     return projection
+
+
+@register("projection")
+@keras.saving.register_keras_serializable(package="kdistill")
+class ProjectionAdapter(Adapter):
+    """One learned projection per tap, each on its own (FitNets' regressor): see `build`.
+
+    Args:
+        teacher_shapes: `{teacher_layer: teacher feature shape}` (with the batch axis).
+        student_shapes: `{teacher_layer: shape of the student feature tapped for it}`.
+        alignment: spatial alignment of feature maps: `"auto"`, `"resize"` or `"pool"` (see `MapProjection`).
+        student_layers: `{teacher_layer: student_layer}`, named in errors.
+        **kwargs: base `Layer` arguments.
+
+    Example:
+        >>> import numpy as np
+        >>> adapter = ProjectionAdapter({"t1": (None, 10)}, {"t1": (None, 2, 2, 8)})
+        >>> adapter.describe("t1")
+        '2x2x8 -> global average pool, Dense(10) -> 10'
+        >>> ProjectionAdapter.from_config(adapter.get_config()).order
+        ['t1']
+    """
+
+    def __init__(self, teacher_shapes, student_shapes, alignment: str = "auto", student_layers=None, **kwargs):
+        super().__init__(teacher_shapes, student_shapes, student_layers=student_layers, **kwargs)
+        self.alignment = alignment
+        self._build_taps()
+
+    def build_tap(self, teacher_layer: str, student_shape: tuple, teacher_shape: tuple) -> layers.Layer:
+        return build(student_shape, teacher_shape, name=layer_name("projection", teacher_layer), alignment=self.alignment)
+
+    def describe(self, teacher_layer: str) -> str:
+        return describe(self.student_shapes[teacher_layer], self.teacher_shapes[teacher_layer])
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "alignment": self.alignment}

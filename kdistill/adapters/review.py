@@ -9,8 +9,9 @@ and mapped to the teacher's shape by a 3x3 conv + BN; the fused map goes on to
 the next shallower tap. The outputs are compared with the teacher's taps by the
 hierarchical context loss (`feature_loss="hcl"`).
 
-`FeatureDistiller(..., review=True)` builds one `AttentionFusion` per tap in
-place of the 1x1 projections.
+`ReviewAdapter` (`FeatureDistiller(..., adapter="review")`) holds one
+`AttentionFusion` per tap, in place of the 1x1 projections, and the order it
+walks them in.
 
 Example:
     >>> import numpy as np
@@ -23,12 +24,14 @@ Example:
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import keras
 from keras import layers, ops
 
-__all__ = ["AttentionFusion", "describe"]
+from kdistill.adapters.base import Adapter, layer_name, register
+
+__all__ = ["ReviewAdapter", "AttentionFusion", "describe"]
 
 
 @keras.saving.register_keras_serializable(package="kdistill")
@@ -105,3 +108,57 @@ def describe(student_shape: Sequence, teacher_shape: Sequence, mid_channels: int
     fusion = " + attention fusion with the deeper tap" if fuse else ""
     resize = "" if tuple(student_shape[1:3]) == tuple(teacher_shape[1:3]) else "bilinear resize, "
     return f"{student} -> Conv1x1({mid_channels}) + BN{fusion} -> {resize}Conv3x3({teacher_shape[-1]}) + BN -> {teacher}"
+
+
+@register("review")
+@keras.saving.register_keras_serializable(package="kdistill")
+class ReviewAdapter(Adapter):
+    """ReviewKD's fusion: one `AttentionFusion` per tap, run from the deepest student tap up, each passing its fused map on.
+
+    Args:
+        teacher_shapes: `{teacher_layer: teacher feature map shape}` (with the batch axis).
+        student_shapes: `{teacher_layer: shape of the student map tapped for it}`.
+        student_depth: `{teacher_layer: index of the student layer tapped for it}`; the deepest is fused first.
+        review_channels: channels of the reduced and fused maps.
+        student_layers: `{teacher_layer: student_layer}`, named in errors.
+        **kwargs: base `Layer` arguments.
+
+    Example:
+        >>> import numpy as np
+        >>> shapes = {"t1": (None, 4, 4, 8), "t2": (None, 2, 2, 16)}
+        >>> adapter = ReviewAdapter(shapes, {"t1": (None, 8, 8, 4), "t2": (None, 4, 4, 8)}, {"t1": 3, "t2": 7}, review_channels=4)
+        >>> adapter.order  # the deepest student tap first
+        ['t2', 't1']
+        >>> outputs = adapter({"t1": np.zeros((1, 8, 8, 4), "float32"), "t2": np.zeros((1, 4, 4, 8), "float32")})
+        >>> {tap: tuple(value.shape) for tap, value in outputs.items()}
+        {'t2': (1, 2, 2, 16), 't1': (1, 4, 4, 8)}
+    """
+
+    def __init__(self, teacher_shapes, student_shapes, student_depth: Mapping[str, int], review_channels: int = 64, student_layers=None, **kwargs):
+        super().__init__(teacher_shapes, student_shapes, student_layers=student_layers, **kwargs)
+        self.student_depth = {str(tap): int(depth) for tap, depth in student_depth.items()}
+        self.review_channels = int(review_channels)
+        self._build_taps()
+
+    @property
+    def order(self) -> list[str]:
+        return sorted(self.teacher_shapes, key=lambda tap: self.student_depth[tap], reverse=True)
+
+    def build_tap(self, teacher_layer: str, student_shape: tuple, teacher_shape: tuple) -> layers.Layer:
+        if len(teacher_shape) != 4 or len(student_shape) != 4:
+            raise ValueError(f"adapter='review' fuses feature maps, but the shapes are {tuple(student_shape)} and {tuple(teacher_shape)}.")
+        fusion = AttentionFusion(teacher_shape[1:], self.review_channels, fuse=teacher_layer != self.order[0], name=layer_name("review", teacher_layer))
+        fusion.build(student_shape)
+        return fusion
+
+    def call(self, features: Mapping, training=None) -> dict:
+        result, fused = {}, None
+        for teacher_layer in self.order:
+            result[teacher_layer], fused = self.tap_layers[teacher_layer](features[teacher_layer], residual=fused, training=training)
+        return result
+
+    def describe(self, teacher_layer: str) -> str:
+        return describe(self.student_shapes[teacher_layer], self.teacher_shapes[teacher_layer], self.review_channels, fuse=teacher_layer != self.order[0])
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "student_depth": dict(self.student_depth), "review_channels": self.review_channels}

@@ -9,7 +9,9 @@ layer, so the same batch feeds teacher and student.
 The modules: `sources` (Fashion-MNIST IDX files, TFDS, image folders, `load`),
 `arrays` (`from_arrays`: the splits and `Splits`), `batches` (NumPy batches, a
 `keras.utils.PyDataset`, no TensorFlow), `tf_pipeline` (the tf.data twins, which
-import TensorFlow on first use) and `images` (how an image file becomes pixels).
+import TensorFlow on first use), `images` (how an image file becomes pixels), and for segmentation `scenes` (offline
+scenes built from Fashion-MNIST items, with masks), `mask_folders` (a folder of images and one of PNG masks) and
+`tfds_masks` (a prepared TFDS segmentation set such as `oxford_iiit_pet`).
 
 Example:
     >>> import numpy as np
@@ -33,6 +35,9 @@ from kdistill.data.sources import (
     load_fashion_mnist,
     read_idx,
 )
+from kdistill.data.mask_folders import read_mask_folders
+from kdistill.data.scenes import SCENE_CLASSES, Scenes, load_scenes, make_scenes
+from kdistill.data.tfds_masks import SEGMENTATION_SETS, read_tfds_masks
 
 __all__ = [
     "Splits",
@@ -48,4 +53,11 @@ __all__ = [
     "AUGMENTATIONS",
     "PIPELINES",
     "resolve_pipeline",
+    "SCENE_CLASSES",
+    "Scenes",
+    "make_scenes",
+    "load_scenes",
+    "read_mask_folders",
+    "read_tfds_masks",
+    "SEGMENTATION_SETS",
 ]

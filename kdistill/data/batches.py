@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from kdistill.data import images as image_io
+from kdistill.errors import shown
 
 __all__ = ["ArrayBatches", "AUGMENTATIONS", "augmentation", "image_batches", "read_image_folder", "to_model_images", "set_pass",
            "unreadable_images", "unreadable_message"]
@@ -186,7 +187,7 @@ def augmentation(names: Sequence[str], image_size: int, num_classes: int, seed: 
     """
     unknown = [n for n in names if n not in AUGMENTATIONS]
     if unknown:
-        raise ValueError(f"Unknown augmentation {unknown}; known: {', '.join(AUGMENTATIONS)}.")
+        raise ValueError(f"Unknown augmentation {shown(unknown)}; known: {', '.join(AUGMENTATIONS)}.")
     per_image = []
     if "flip" in names:
         per_image.append(keras.layers.RandomFlip("horizontal", seed=seed))

@@ -17,11 +17,12 @@ import numpy as np
 from kdistill.backend import LazyTensorFlow
 from kdistill.data import batches, tf_pipeline
 from kdistill.data import images as image_io
+from kdistill.errors import UserError, shorten, shown
 from kdistill.data.arrays import Splits, from_arrays, resolve_pipeline
 
 tf = LazyTensorFlow("kdistill.data's TFDS reader")
 
-__all__ = ["FASHION_MNIST_CLASSES", "fashion_mnist_dirs", "read_idx", "load_fashion_mnist", "from_tfds", "from_image_folder", "load"]
+__all__ = ["FASHION_MNIST_CLASSES", "fashion_mnist_dirs", "read_idx", "load_fashion_mnist", "tfds_builder", "from_tfds", "from_image_folder", "load"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,16 +111,12 @@ def load_fashion_mnist(data_dir: str | None = None) -> tuple[tuple[np.ndarray, n
     raise FileNotFoundError(f"Fashion-MNIST not found in {searched}. {_OFFLINE_HELP}")
 
 
-def from_tfds(name: str, data_dir: str | None = None, image_size: int = 32, batch_size: int = 64, train_limit: int | None = None, test_limit: int | None = None,
-              validation_fraction: float = 0.1, augment: Sequence[str] = (), seed: int = 0, download: bool = False,
-              pipeline: str = "auto") -> Splits:
-    """Pipelines from a TensorFlow Datasets name (`cifar10`, `cifar100`, `imagenette`, ...).
-
-    Reads a prepared TFDS directory (`data_dir`, default `~/tensorflow_datasets`).
-    With `download=True` TFDS may fetch it (needs network).
+def tfds_builder(name: str, data_dir: str | None = None, download: bool = False):
+    """The TFDS builder of a prepared dataset (prepared here first when `download`), or an error saying how to prepare it offline.
 
     Raises:
         ImportError: when tensorflow-datasets is not installed.
+        ValueError: for a name TFDS does not know.
         FileNotFoundError: when the data is not prepared, saying how to prepare it offline.
     """
     try:
@@ -140,6 +137,22 @@ def from_tfds(name: str, data_dir: str | None = None, image_size: int = 32, batc
         )
     if download:
         builder.download_and_prepare()
+    return builder
+
+
+def from_tfds(name: str, data_dir: str | None = None, image_size: int = 32, batch_size: int = 64, train_limit: int | None = None, test_limit: int | None = None,
+              validation_fraction: float = 0.1, augment: Sequence[str] = (), seed: int = 0, download: bool = False,
+              pipeline: str = "auto") -> Splits:
+    """Pipelines from a TensorFlow Datasets name (`cifar10`, `cifar100`, `imagenette`, ...).
+
+    Reads a prepared TFDS directory (`data_dir`, default `~/tensorflow_datasets`).
+    With `download=True` TFDS may fetch it (needs network).
+
+    Raises:
+        ImportError: when tensorflow-datasets is not installed.
+        FileNotFoundError: when the data is not prepared, saying how to prepare it offline.
+    """
+    builder = tfds_builder(name, data_dir, download)
     info = builder.info
     splits = list(info.splits)
     test_split = "test" if "test" in splits else ("validation" if "validation" in splits else None)
@@ -198,6 +211,16 @@ def from_image_folder(path: str, image_size: int = 32, batch_size: int = 64, val
                        pipeline=pipeline)
 
 
+def _load_images_file(path: str) -> np.ndarray:
+    """The images in a .npy file; UserError naming the file when it is not a plain NumPy array (pickled objects are never loaded)."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise UserError(f"Transfer images {path!r} are not a plain NumPy array of images ({shorten(str(error), 100)}): kdistill does not load "
+                        "pickled Python objects from a file, as they could run any code. Save the images with np.save(path, images) "
+                        "from a uint8 or float array.") from None
+
+
 def load(source: str = "fashion_mnist", data_dir: str | None = None, image_size: int = 32, batch_size: int = 64, validation_fraction: float = 0.1,
          train_limit: int | None = None, test_limit: int | None = None, augment: Sequence[str] = (), seed: int = 0,
          transfer: str | None = None, pipeline: str = "auto", skip_unreadable: bool = False, download: bool = False) -> Splits:
@@ -227,7 +250,7 @@ def load(source: str = "fashion_mnist", data_dir: str | None = None, image_size:
     if source in ("fashion_mnist", "fashion-mnist"):
         (x_train, y_train), (x_test, y_test) = load_fashion_mnist(data_dir)
         if isinstance(transfer, str) and transfer.endswith(".npy"):
-            transfer = np.load(transfer)
+            transfer = _load_images_file(transfer)
         return from_arrays(x_train, y_train, x_test, y_test, test_limit=test_limit, class_names=FASHION_MNIST_CLASSES, transfer=transfer, **common)
     if transfer is not None:
         raise ValueError(f"A transfer set (transfer={transfer!r}) is supported for fashion_mnist and NumPy arrays (data.from_arrays), not for {source!r}.")
@@ -236,7 +259,7 @@ def load(source: str = "fashion_mnist", data_dir: str | None = None, image_size:
     if os.path.isdir(source):
         return from_image_folder(source, test_dir=data_dir, skip_unreadable=skip_unreadable, **{k: v for k, v in common.items() if k != "test_limit"})
     raise ValueError(
-        f"Unknown data source {source!r}. Use 'fashion_mnist' (offline default), 'tfds:<name>' "
+        f"Unknown data source {shown(source)}. Use 'fashion_mnist' (offline default), 'tfds:<name>' "
         "(e.g. tfds:cifar10, with --data-dir for a prepared TFDS folder) or the path of an image folder "
         "<folder>/<class name>/<images>."
     )

@@ -15,10 +15,10 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from kdistill.backend import LazyTensorFlow
-from kdistill.export.tflite_runtime import interpreter_class  # noqa: F401  (kept for parity.interpreter_class)
 from kdistill.export.tflite_runtime import latency_ms, tflite_predict, tflite_runner
 from kdistill.export.writers import check_formats, check_writable, onnx, saved_model, student_of, tflite
-from kdistill.files import staging_folder, write_json, write_text
+from kdistill.files import new_folders, staging_folder, write_json, write_text
+from kdistill.models import checks
 
 tf = LazyTensorFlow("the parity report")
 
@@ -118,6 +118,7 @@ def parity_report(model, files: dict[str, str], dataset, limit: int = 1000, json
         json_path: also write the report there.
     """
     student = student_of(model)
+    _refuse_segmenter(student)
     images, labels = collect_images(dataset, limit)
     keras_logits = np.asarray(student.predict(images, verbose=0))
     keras_top1 = keras_logits.argmax(-1)
@@ -138,6 +139,12 @@ def parity_report(model, files: dict[str, str], dataset, limit: int = 1000, json
     if json_path:
         write_json(json_path, report)
     return report
+
+
+def _refuse_segmenter(student) -> None:
+    if checks.dense_logits(student):
+        raise ValueError(f"{student.name!r} is a segmenter (logits {tuple(student.outputs[0].shape)}): its parity report compares masks. "
+                         "Use kdistill.export.segmentation_parity.export_segmenter(model, output_dir, test=...), or export_all(..., test=None).")
 
 
 def export_all(model, output_dir: str, formats: Iterable[str] = ("saved_model", "float32", "int8"), representative=None, test=None,
@@ -178,11 +185,27 @@ def export_all(model, output_dir: str, formats: Iterable[str] = ("saved_model", 
         (['float32', 'saved_model'], None)
     """
     student = student_of(model)
+    if test is not None:
+        _refuse_segmenter(student)
     formats = list(formats)
     check_formats(formats)
     check_writable(output_dir)
-    os.makedirs(output_dir, exist_ok=True)
-    files = {}
+    with new_folders(output_dir):  # removed again if the first write fails (a full disk)
+        files = _write_all(student, output_dir, formats, (representative, calibration_images), version, int8_io, calibration, percentile)
+        if class_names is not None:
+            write_text(os.path.join(output_dir, "labels.txt"), "".join(f"{name}\n" for name in class_names))
+    report = None
+    if test is not None:
+        named = {(name if name in ("saved_model", "onnx") else f"tflite_{name}"): path for name, path in files.items()}
+        report = parity_report(student, named, test, limit=limit)
+        report["files"] = files
+        write_json(os.path.join(output_dir, "report.json"), report)
+    return {"files": files, "report": report}
+
+
+def _write_all(student, output_dir: str, formats: list, representative: tuple, version: int, int8_io: bool, calibration: str, percentile: float) -> dict:
+    """`export_all`'s files: format -> path, in the order asked for; `representative` is (calibration batches, how many images)."""
+    (representative, calibration_images), files = representative, {}
     if "saved_model" in formats:
         logger.info("Exporting saved_model ...")
         files["saved_model"] = saved_model(student, os.path.join(output_dir, "serving"), version=version)
@@ -196,13 +219,4 @@ def export_all(model, output_dir: str, formats: Iterable[str] = ("saved_model", 
             source = source or saved_model(student, staging, version=1)
             files[name] = tflite(student, os.path.join(output_dir, f"student_{name}.tflite"), quantize=name, representative=representative,
                                  representative_count=calibration_images, int8_io=int8_io, calibration=calibration, percentile=percentile, saved_model_dir=source)
-    files = {name: files[name] for name in formats}  # in the order asked for
-    if class_names is not None:
-        write_text(os.path.join(output_dir, "labels.txt"), "".join(f"{name}\n" for name in class_names))
-    report = None
-    if test is not None:
-        named = {(name if name in ("saved_model", "onnx") else f"tflite_{name}"): path for name, path in files.items()}
-        report = parity_report(student, named, test, limit=limit)
-        report["files"] = files
-        write_json(os.path.join(output_dir, "report.json"), report)
-    return {"files": files, "report": report}
+    return {name: files[name] for name in formats}  # in the order asked for

@@ -15,15 +15,17 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import keras
 import numpy as np
 
 from kdistill.backend import LazyTensorFlow, quiet_native_code, tensorflow_module
 from kdistill import files
+from kdistill.errors import shorten
 from kdistill.export import int8_calibration
 from kdistill.quantize import rewrite as quantize_rewrite
 
@@ -88,17 +90,37 @@ def saved_model(model, base_path: str, version: int = 1) -> str:
     if int(version) < 1:
         raise ValueError(f"version must be a positive integer, received {version!r}.")
     check_writable(base_path)
-    os.makedirs(base_path, exist_ok=True)
     target = os.path.join(base_path, str(int(version)))
-    with files.staging_folder(base_path, prefix=".export-") as staging:
+    files.check_free_space(base_path, _weight_bytes(student), "the SavedModel", hint=_FULL_DISK_HINT)
+    with files.new_folders(base_path), files.staging_folder(base_path, prefix=".export-") as staging:
         export_dir = os.path.join(staging, "model")
         archive = keras.export.ExportArchive()
         archive.track(student)
         signature = [tf.TensorSpec((None, *student.input_shape[1:]), tf.float32, name="images")]
         archive.add_endpoint("serving_default", lambda images: {"logits": student(images, training=False)}, input_signature=signature)
-        archive.write_out(export_dir, verbose=False)
+        with _full_disk_named("the SavedModel", target):
+            archive.write_out(export_dir, verbose=False)
         files.replace(export_dir, target)
     return target
+
+
+_FULL_DISK_HINT = "Free some space or choose another --output-dir; an earlier export there is kept."
+
+
+def _weight_bytes(model: keras.Model) -> int:
+    """What the model's weights take on disk, uncompressed: a floor for any file holding them."""
+    return sum(int(np.prod(v.shape)) * np.dtype(keras.backend.standardize_dtype(v.dtype)).itemsize for v in model.weights)
+
+
+@contextlib.contextmanager
+def _full_disk_named(what: str, target: str) -> Iterator[None]:
+    """TensorFlow reports a full disk as `ResourceExhaustedError` (not an OSError) naming its staging path: say it in the user's words."""
+    try:
+        yield
+    except tf.errors.ResourceExhaustedError as error:
+        first = (str(getattr(error, "message", error)).strip().splitlines() or [type(error).__name__])[0]
+        detail = shorten(first.rsplit("; ", 1)[-1])  # "<staging path>; No space left on device": the path is ours, not the user's
+        raise files.InsufficientSpaceError(f"Not enough disk space to write {what} {target!r} ({detail}). {_FULL_DISK_HINT}") from error
 
 
 def _representative_images(dataset, count: int) -> list[np.ndarray]:
@@ -159,8 +181,7 @@ def tflite(model, path: str, quantize: str = "float32", representative: Iterable
     images = _representative_images(representative, representative_count) if quantize in CALIBRATED_MODES and not trained else None
     folder = os.path.dirname(os.path.abspath(path))
     check_writable(folder)
-    os.makedirs(folder, exist_ok=True)
-    with files.staging_folder(folder, prefix=".export-") as staging:
+    with files.new_folders(folder), files.staging_folder(folder, prefix=".export-") as staging:
         exported = saved_model_dir or saved_model(student, staging, version=1)
         converter = tf.lite.TFLiteConverter.from_saved_model(exported)
         if quantize == "float16":
@@ -203,8 +224,7 @@ def onnx(model, path: str, opset: int = 17) -> str:
         raise ImportError('ONNX export needs tf2onnx: pip install "kdistill[onnx]" (tf2onnx 1.17, onnx, onnxruntime).') from None
     folder = os.path.dirname(os.path.abspath(path))
     check_writable(folder)
-    os.makedirs(folder, exist_ok=True)
-    with files.staging_folder(folder, prefix=".export-") as staging:
+    with files.new_folders(folder), files.staging_folder(folder, prefix=".export-") as staging:
         signature = (tf.TensorSpec((None, *student.input_shape[1:]), tf.float32, name="images"),)
         function = tf.function(lambda images: student(images, training=False))
         staged_file = os.path.join(staging, "model.onnx")

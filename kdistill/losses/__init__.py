@@ -7,6 +7,8 @@
   PKT, HCL), `feature_kl` (softened KL over a feature's channels), `cwd`
   (channel-wise distillation), `contrastive` (CRD), `dist_relation` (DIST), `standardized_dkd`;
 * `combined` — weighted lists such as `[("crd", 0.8), ("at", 1000.0)]`.
+* `dense` — segmenters' logit maps: per-pixel terms over the valid pixels of each sample (`ignore_label`), sizes;
+* `objective` and `labels` — the distiller's weighted total, and the cross-entropy with labels.
 
 A new method is one file here that defines its function and class and decorates
 the class with `@register("name", kind=...)`, plus an import below. Names are
@@ -31,7 +33,7 @@ from typing import Any, Callable
 
 import keras
 
-from kdistill.errors import did_you_mean
+from kdistill.errors import did_you_mean, shown
 from kdistill.losses import adversarial, contrastive, cwd, dist_relation, feature_kl, features, irg, logits, standardized_dkd  # noqa: F401 - each registers its names
 from kdistill.losses._utils import check_temperature
 from kdistill.losses.adversarial import AdversarialLoss
@@ -75,7 +77,7 @@ def get(identifier: str | keras.losses.Loss | Callable | dict | list, kind: str 
             callable `fn(teacher, student) -> per-sample loss`.
         kind: `"feature"` or `"logits"`: look the name up among that kind's
             losses. None searches both; a name registered under both kinds
-            (`"kl"`) then builds the logits loss, as in 0.2.
+            (`"kl"`) then builds the logits loss.
         **kwargs: options for a named loss, e.g. `temperature=4.0`; options a
             loss does not take (temperature for a feature loss) are ignored.
             A name may carry its own options as `"name:option=value,..."`
@@ -126,7 +128,7 @@ def get(identifier: str | keras.losses.Loss | Callable | dict | list, kind: str 
     if not isinstance(identifier, str):
         raise TypeError(
             f"A distillation loss must be a name, a config dict, a keras.losses.Loss or a callable; "
-            f"received {type(identifier).__name__}: {identifier!r}."
+            f"received {type(identifier).__name__}: {shown(identifier)}."
         )
     if ":" in identifier:  # "cwd:temperature=1,tau=..." (how a command-line flag gives options)
         return get(_name_with_options(identifier), kind=kind, **kwargs)
@@ -134,7 +136,7 @@ def get(identifier: str | keras.losses.Loss | Callable | dict | list, kind: str 
     known = available(kind)
     if key not in known:
         label = f"{kind} loss" if kind else "distillation loss"
-        raise ValueError(f"Unknown {label} {identifier!r}.{did_you_mean(key, known)} Known: {', '.join(known)}.")
+        raise ValueError(f"Unknown {label} {shown(identifier)}.{did_you_mean(key, known)} Known: {', '.join(known)}.")
     cls, _, implied = lookup(key, kind)
     options = dict(implied)
     for option, value in kwargs.items():

@@ -26,6 +26,14 @@ because the distiller's own `temperature` (4 by default) is meant for KD:
     feature_loss: {name: cwd, temperature: 1.0}
     tap_weights: 3.0
 
+On a segmenter's logit map `(batch, H, W, classes)` (the paper's segmentation
+setting; mmrazor's `cwd_logits_pspnet` config distils `decode_head.conv_seg`
+with tau = 1 and loss weight 3) the same name is a logits loss:
+`FeatureDistiller(teacher, student, logits_loss={"name": "cwd", "temperature": 1.0},
+logits_weight=3.0)`; the student's map is resized to the teacher's first (see
+`kdistill.losses.dense`), the ignore label plays no part (the softmax runs over
+every position of each class's map, as in the reference).
+
 Example:
     >>> import numpy as np
     >>> feature = np.random.default_rng(0).normal(size=(2, 4, 4, 8)).astype("float32")
@@ -111,6 +119,9 @@ class ChannelWiseDivergence(DistillationLoss):
         >>> ChannelWiseDivergence(temperature=4.0).get_config()["temperature"]
         4.0
     """
+
+    #: on a segmenter's logit map (CWD's original setting) it is also a logits loss: `logits_loss={"name": "cwd", "temperature": 1.0}`
+    dense_logits = "map"
 
     def __init__(self, temperature: float = 1.0, reduction="sum_over_batch_size", name="channel_wise_divergence"):
         check_temperature(temperature)

@@ -28,7 +28,11 @@ _LABEL_LOSSES = {
 
 
 class LabelLoss:
-    """Per-sample cross-entropy with labels, computed from the student's logits."""
+    """Per-sample cross-entropy with labels, computed from the student's logits.
+
+    `sparse` says which labels it takes: True for class indices, False for
+    one-hot or soft rows, None for a function of the user's own.
+    """
 
     def __init__(self, loss: Any):
         if loss is None:
@@ -43,6 +47,7 @@ class LabelLoss:
             self._kwargs = {"from_logits": True}
             # integer labels (a validation split, or views that are not mixed) are made one-hot for the categorical loss
             self._one_hot = loss == "categorical_crossentropy"
+            self.sparse = loss.startswith("sparse")
         elif isinstance(loss, keras.losses.Loss):
             if getattr(loss, "from_logits", None) is False or getattr(loss, "_fn_kwargs", {}).get("from_logits") is False:
                 raise ValueError(
@@ -51,9 +56,11 @@ class LabelLoss:
                 )
             self._function = loss.call
             self._kwargs = {}
+            self.sparse = {keras.losses.SparseCategoricalCrossentropy: True, keras.losses.CategoricalCrossentropy: False}.get(type(loss))
         elif callable(loss):
             self._function = loss
             self._kwargs = {}
+            self.sparse = None  # a function of its own: whatever labels it takes
         else:
             raise TypeError(f"loss must be a name, a keras.losses.Loss or a callable, received {loss!r}.")
 

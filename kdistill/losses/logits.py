@@ -157,6 +157,9 @@ class LogitsKL(DistillationLoss):
         True
     """
 
+    #: on logit maps (segmenters) it is the KD of each pixel, averaged over the valid pixels (`kdistill.losses.dense`)
+    dense_logits = "pixels"
+
     def __init__(self, temperature: float = 4.0, reduction="sum_over_batch_size", name="kd_kl"):
         check_temperature(temperature)
         super().__init__(kd_kl_divergence, reduction=reduction, name=name, temperature=float(temperature))
@@ -195,6 +198,9 @@ class StandardizedKD(DistillationLoss):
         >>> abs(float(StandardizedKD()(z, 10 * z))) < 1e-5  # scale-invariant
         True
     """
+
+    #: on logit maps each pixel's class vector is standardised and distilled, averaged over the valid pixels (`kdistill.losses.dense`)
+    dense_logits = "pixels"
 
     def __init__(self, temperature: float = 2.0, reduction="sum_over_batch_size", name="standardized_kd"):
         check_temperature(temperature)

@@ -6,8 +6,8 @@ register itself with a decorator, and a user's own loss becomes usable by name
 
 Names are unique per kind, not overall: `"kl"` is Hinton's logits KD under
 `kind="logits"` and the feature KL under `kind="feature"`. A lookup without a
-kind resolves such a shared name to the logits loss, as `losses.get("kl")` did
-in 0.2; the distiller always looks up by kind.
+kind resolves such a shared name to the logits loss; the distiller always
+looks up by kind.
 
 Example:
     >>> import keras

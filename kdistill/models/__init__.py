@@ -2,6 +2,7 @@
 
 * `teachers` — Keras ResNets with a logits head (random, ImageNet, or a file);
 * `students` — a registry of small students (MobileNetV2/V3, CIFAR ResNets, ...);
+* `segmenters` — a registry of small segmenters (a MobileNetV2 student with a pyramid decoder, a convolutional teacher);
 * `taps` — stage tables, presets and the multi-output feature models;
 * `ensemble` — several teachers as one model (averaged probabilities, taps per member);
 * `checks` — checks on the models and data a distiller is given;
@@ -12,6 +13,6 @@
 * `saving` — safe loading and inference copies of models.
 """
 
-from kdistill.models import checks, ensemble, folding, hub, preprocessing, saving, students, tap_suggest, taps, teachers
+from kdistill.models import checks, ensemble, folding, hub, preprocessing, saving, segmenters, students, tap_suggest, taps, teachers
 
-__all__ = ["checks", "ensemble", "folding", "hub", "preprocessing", "saving", "students", "tap_suggest", "taps", "teachers"]
+__all__ = ["checks", "ensemble", "folding", "hub", "preprocessing", "saving", "segmenters", "students", "tap_suggest", "taps", "teachers"]

@@ -25,7 +25,8 @@ from keras import tree
 from kdistill.labels import UNLABELED
 from kdistill.errors import UserError
 
-__all__ = ["UNLABELED", "warn_if_chance_level", "check_classifier", "check_same_architecture", "check_logits_pair", "check_not_empty", "check_finite", "check_labels",
+__all__ = ["UNLABELED", "warn_if_chance_level", "check_classifier", "check_same_architecture", "check_logits_pair", "dense_logits", "check_segmenter", "check_masks",
+           "check_not_empty", "check_finite", "check_labels",
            "check_image_shape", "check_fit_data"]
 
 
@@ -80,10 +81,30 @@ def check_same_architecture(model: keras.Model, expected: keras.Model, name: str
                         f"(--student), or a {name!r} file (another width counts as another architecture).")
 
 
+def dense_logits(model) -> bool:
+    """True when `model` returns one logit map `(batch, H, W, classes)` (a segmenter), False otherwise (or unknown: a subclassed model)."""
+    outputs = _outputs(model)
+    return outputs is not None and len(outputs) == 1 and len(outputs[0].shape) == 4
+
+
+def check_segmenter(model, role: str, why: str = "its teacher is a segmenter") -> None:
+    """UserError unless `model` returns one logit map `(batch, H, W, classes)` with at least two classes; `why` says who needs it."""
+    outputs = _outputs(model)
+    if outputs is None:
+        return
+    if len(outputs) != 1 or len(outputs[0].shape) != 4 or (outputs[0].shape[-1] is not None and outputs[0].shape[-1] < 2):
+        got = ", ".join(_shape(t) for t in outputs)
+        raise UserError(f"The {role} {getattr(model, 'name', '')!r} returns {got}, but {why}: it needs one output, logit maps of shape "
+                        "(batch, H, W, classes) (no softmax), as a classifier's teacher needs class logits (batch, classes).")
+
+
 def check_logits_pair(teacher: keras.Model, student: keras.Model) -> None:
-    """UserError unless teacher and student both return logits (no softmax) of the same classes."""
-    check_classifier(teacher, "teacher")
-    check_classifier(student, "student")
+    """UserError unless teacher and student both return logits (no softmax) of the same classes: class vectors, or maps for segmenters."""
+    if dense_logits(teacher):
+        check_segmenter(student, "student")
+    else:
+        check_classifier(teacher, "teacher")
+        check_classifier(student, "student")
     teacher_classes, student_classes = teacher.outputs[0].shape[-1], student.outputs[0].shape[-1]
     if teacher_classes != student_classes:
         raise UserError(
@@ -121,6 +142,11 @@ def check_finite(split: str, images) -> None:
 def check_labels(split: str, labels, num_classes: int, allow_unlabeled: bool = False) -> None:
     """Integer labels must lie in [0, num_classes) (or be UNLABELED where allowed); says which do not, before any training."""
     labels = np.asarray(labels).reshape(-1)
+    if labels.dtype.kind in "fc" and not np.all(np.isfinite(labels) & (labels == np.round(labels))):
+        bad = labels[~(np.isfinite(labels) & (labels == np.round(labels)))]
+        raise UserError(f"{len(bad)} {split} label(s) are not whole numbers (e.g. {', '.join(f'{v:g}' for v in bad[:3])}): a class-index loss "
+                        "would cut them to integers and train on those. Give class indices 0..classes-1 (integers); for soft or one-hot "
+                        "labels compile with loss='categorical_crossentropy'.")
     valid = (labels >= 0) & (labels < num_classes)
     if allow_unlabeled:
         valid |= labels == UNLABELED
@@ -139,8 +165,11 @@ def check_image_shape(split: str, shape, model: keras.Model, role: str = "teache
     expected, shape = tuple(expected[1:]), tuple(int(size) for size in shape)
     if len(shape) != len(expected) or any(want is not None and want != got for want, got in zip(expected, shape)):
         size = expected[0] if expected and expected[0] is not None else "N"
-        raise UserError(f"The {split} images have shape {shape} per image, but the {role} takes {expected}: resize them and give them "
-                        f"the channels it takes (kdistill.data.from_arrays(x, y, image_size={size}) resizes and repeats grey to RGB).")
+        channels = "" if expected[-1] in (None, 3) else (f" kdistill's data are RGB (grey repeated to 3 channels), so a {role} taking "
+                                                         f"{expected[-1]} channel(s) needs to be built for 3.")
+        raise UserError(f"The {split} images have shape {shape} per image, but the {role} takes {expected}: resize them to it (the kdistill "
+                        f"command: --image-size {size}; Python: kdistill.data.from_arrays(x, y, image_size={size}), which also repeats grey "
+                        f"to RGB).{channels}")
 
 
 def _is_tf_dataset(data) -> bool:
@@ -168,13 +197,29 @@ def _first_batch(data, labels):
     return np.asarray(data), (None if labels is None else np.asarray(labels))
 
 
-def check_fit_data(teacher: keras.Model, x, y=None, validation_data=None) -> None:
+def check_masks(split: str, masks, num_classes: int, ignore_label: int | None = None) -> None:
+    """Segmentation masks must hold class indices in [0, num_classes), the ignore label or UNLABELED; says which values do not."""
+    values = np.unique(np.asarray(masks))
+    allowed = (values >= 0) & (values < num_classes) | (values == UNLABELED)
+    if ignore_label is not None:
+        allowed |= values == ignore_label
+    bad = values[~allowed]
+    if len(bad):
+        listed = ", ".join(str(v) for v in bad[:5].tolist())
+        raise UserError(f"The {split} masks hold value(s) {listed} outside the {num_classes} classes [0, {num_classes}) and the ignore "
+                        f"label ({ignore_label}). Map them to class indices, or to the ignore label to skip those pixels "
+                        "(FeatureDistiller(ignore_label=...) names it).")
+
+
+def check_fit_data(teacher: keras.Model, x, y=None, validation_data=None, ignore_label: int | None = None,
+                   sparse_labels: bool | None = None) -> None:
     """The data loaders' checks on what `fit` is given: image shapes against the teacher's input, finite pixels, labels in range.
 
     Arrays are checked whole; a tf.data dataset or a `keras.utils.PyDataset` by
     its first batch only (the rest is never read here). Labels are class indices
     in `[0, classes)` (training labels may be `UNLABELED`); one-hot rows
-    (MixUp, CutMix) are not range-checked.
+    (MixUp, CutMix) are not range-checked, but refused when `sparse_labels`
+    (the loss takes class indices). A segmenter's masks may also hold `ignore_label`.
     """
     classes = teacher.outputs[0].shape[-1] if _outputs(teacher) else None
     for split, data, labels in (("training", x, y), ("validation", validation_data, None)):
@@ -183,6 +228,12 @@ def check_fit_data(teacher: keras.Model, x, y=None, validation_data=None) -> Non
             continue
         check_image_shape(split, images.shape[1:], teacher)
         check_finite(split, images)
+        if labels is not None and classes and dense_logits(teacher):
+            check_masks(split, labels, classes, ignore_label)
+            continue
+        if labels is not None and classes and labels.ndim == 2 and labels.shape[-1] == classes > 1 and sparse_labels:
+            raise UserError(f"The {split} labels are one-hot rows (shape {labels.shape}), but the loss is sparse_categorical_crossentropy, "
+                            "which takes class indices. Compile with loss='categorical_crossentropy', or pass the indices (y.argmax(-1)).")
         if labels is not None and classes and (labels.ndim == 1 or labels.shape[-1] == 1):
             check_labels(split, labels, classes, allow_unlabeled=split == "training")
 

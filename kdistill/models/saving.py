@@ -8,8 +8,7 @@ import zipfile
 import keras
 
 from kdistill.files import atomic_write
-from kdistill.files import partial_prefix  # noqa: F401  (its home is kdistill.files; kept for saving.partial_prefix)
-from kdistill.errors import UserError
+from kdistill.errors import UserError, shorten
 from kdistill.models import checks
 # Importing registers kdistill's layers so saved models that use them load.
 from kdistill.models import preprocessing as _preprocessing  # noqa: F401
@@ -57,8 +56,12 @@ def load_model(path: str, role: str) -> keras.Model:
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as error:
+        if "safe_mode" in str(error):  # Keras' advice (safe_mode=False) is for a Python user who trusts the file
+            raise UserError(f"Cannot load the {role} from {path!r}: it holds Python code (a Lambda layer or a lambda), which kdistill does "
+                            "not run from a model file, as that code could do anything. Rebuild the model with a registered layer in "
+                            "place of the Lambda (keras.saving.register_keras_serializable) and save it again.") from error
         raise ValueError(
-            f"Cannot load the {role} from {path!r}: {type(error).__name__}: {error}. "
+            f"Cannot load the {role} from {path!r}: {type(error).__name__}: {shorten(str(error))}. "
             "Is the file complete (not truncated) and saved by Keras 3 (`model.save('x.keras')`)?"
         ) from error
     checks.check_classifier(model, role, path, logits=role == "teacher")
@@ -95,7 +98,7 @@ def save_for_inference(model: keras.Model, path: str) -> str:
     The file is written under a temporary name in the same folder and renamed
     into place when complete (`kdistill.files.atomic_write`), so a kill or a
     full disk mid-write leaves the previous file (if any) intact and no partial
-    one. A killed save's unfinished copy starts with `partial_prefix(path)`.
+    one. A killed save's unfinished copy starts with `kdistill.files.partial_prefix(path)`.
     """
     outputs = model.outputs[0] if len(model.outputs) == 1 else model.outputs
     try:

@@ -18,7 +18,7 @@ from typing import Callable
 
 import keras
 
-from kdistill.errors import did_you_mean
+from kdistill.errors import UserError, did_you_mean, shown
 from kdistill.models import checks, cifar_resnets, hub, saving, taps
 
 __all__ = ["imagenet_notop_file", "get", "register", "available", "load"]
@@ -114,7 +114,10 @@ def get(name: str, num_classes: int, input_shape: tuple[int, int, int] = (32, 32
     if hub.is_hub_name(name):
         return hub.get(name, num_classes, input_shape, role="student", weights=weights, batch_norm_momentum=batch_norm_momentum, **kwargs)
     if name not in _REGISTRY:
-        raise ValueError(f"Unknown student {name!r}.{did_you_mean(name, available(), count=2)} Registered: {', '.join(available())}; or pass any functional Keras model.")
+        raise ValueError(f"Unknown student {shown(name)}.{did_you_mean(name, available(), count=2)} Registered: {', '.join(available())}; or pass any functional Keras model.")
+    if name.startswith("mobilenet") and min(tuple(input_shape)[:2]) < 32:  # its stride-2 stages leave less than a pixel
+        raise UserError(f"{name} needs images of at least 32x32, received input_shape {tuple(input_shape)}. Use --image-size (or "
+                        "--student-image-size) 32 or more, or a CIFAR student for small images (resnet8x4, resnet20).")
     if isinstance(weights, str) and weights != "imagenet":
         if not os.path.exists(weights):
             raise FileNotFoundError(f"Student weights file {weights!r} does not exist.")

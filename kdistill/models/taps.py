@@ -19,7 +19,7 @@ from typing import Sequence
 
 import keras
 
-from kdistill.errors import did_you_mean
+from kdistill.errors import did_you_mean, shorten, shown
 from kdistill.models import cifar_resnets
 
 __all__ = ["STAGES", "LOGITS", "NESTED", "register_stages", "preset", "stage_outputs", "validate", "feature_model", "tap_shape", "family"]
@@ -156,6 +156,10 @@ def validate(model: keras.Model, layer_names: Sequence[str], role: str = "teache
         )
     all_names = [layer.name for layer in model.layers]
     for name in layer_names:
+        if name in all_names and isinstance(model.get_layer(name), keras.layers.InputLayer):  # it dominated the loss without a word
+            stages = ", ".join(n for n, _ in stage_outputs(model))
+            raise ValueError(f"{name!r} is the {role}'s input layer: its output is the image itself, not a feature, and its distance "
+                             f"would dominate the loss. Tap a stage output instead: {stages or 'see ' + role + '.layers'}.")
         if name in all_names:
             continue
         if NESTED in name and name.split(NESTED, 1)[0] in all_names:
@@ -168,8 +172,13 @@ def validate(model: keras.Model, layer_names: Sequence[str], role: str = "teache
             continue
         hint = did_you_mean(name, all_names)
         stages = ", ".join(f"{n} ({_format_shape(s)})" for n, s in stage_outputs(model))
+        members = [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
+        if members and not stages:  # an ensemble: its stages are its members'
+            listing = "; ".join(", ".join(f"{m}{NESTED}{n} ({_format_shape(s)})" for n, s in stage_outputs(model.get_layer(m))) for m in members)
+            raise ValueError(f"Unknown {role} layer {shown(name)}.{hint} {model.name!r} is made of {len(members)} models ({', '.join(members)}): "
+                             f"address a layer inside one as '<member>{NESTED}<layer>'. Stage outputs: {shorten(listing, 1000)}.")
         raise ValueError(
-            f"Unknown {role} layer {name!r}.{hint} Stage outputs of {model.name!r}: {stages}. "
+            f"Unknown {role} layer {shown(name)}.{hint} Stage outputs of {model.name!r}: {stages}. "
             f"All {len(all_names)} layer names: `[l.name for l in {role}.layers]`."
         )
 
@@ -200,7 +209,8 @@ def feature_model(model: keras.Model, layer_names: Sequence[str], role: str = "t
             f"{len(model.outputs)}. Build a model whose single output is the classifier."
         )
     if LOGITS in layer_names:
-        raise ValueError(f"{LOGITS!r} is reserved for the {role}'s output; tap the layer under another name.")
+        raise ValueError(f"{LOGITS!r} names the {role}'s output, which the logits loss (--logits-loss, logits_loss=) already distils; "
+                         "tap an inner layer (a stage output) instead, or drop the pair.")
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs  # one input: called with a tensor, not a list
     if any(NESTED in layer_name and layer_name not in _layer_names(model) for layer_name in layer_names):
         outputs = _nested_outputs(model, layer_names, role)

@@ -19,7 +19,7 @@ from typing import Callable
 
 import keras
 
-from kdistill.errors import did_you_mean
+from kdistill.errors import did_you_mean, shown
 from kdistill.models import cifar_resnets, hub, saving
 from kdistill.models.ensemble import ensemble
 from kdistill.models.preprocessing import ImagePreprocessing
@@ -113,7 +113,7 @@ def get(
         return hub.get(name, num_classes, input_shape, role="teacher", weights=weights, batch_norm_momentum=batch_norm_momentum,
                        include_preprocessing=include_preprocessing, resize_to=resize_to)
     if name not in _BACKBONES and name not in _CIFAR_TEACHERS:
-        raise ValueError(f"Unknown teacher {name!r}.{did_you_mean(name, available(), count=2)} Known: {', '.join(available())}; "
+        raise ValueError(f"Unknown teacher {shown(name)}.{did_you_mean(name, available(), count=2)} Known: {', '.join(available())}; "
                          "or pass any functional Keras model.")
     if isinstance(weights, str) and weights != "imagenet":
         if not os.path.exists(weights):

@@ -9,22 +9,22 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import os
-from typing import Iterator
+import zipfile
 
 import keras
 import numpy as np
 
 from kdistill import files
 from kdistill.data import batches
-from kdistill.errors import ChanceLevelError, Interrupted, UserError
+from kdistill.errors import ChanceLevelError, UserError, shorten
 from kdistill.models import saving
+from kdistill.run.interrupts import EpochProgress, reporting_interrupts  # their home; the jobs and the CLI name them here
 
-__all__ = ["DataPass", "NonFiniteLossError", "ChanceLevelError", "StaleBackupError", "StopOnNonFiniteLoss", "BestStudentCheckpoint", "KeepBestEpoch",
+__all__ = ["DataPass", "NonFiniteLossError", "ChanceLevelError", "StaleBackupError", "DamagedBackupError", "StopOnNonFiniteLoss", "BestStudentCheckpoint", "KeepBestEpoch",
            "SafeBackupAndRestore", "EpochProgress", "reporting_interrupts"]
 
 logger = logging.getLogger(__name__)
@@ -209,6 +209,10 @@ class StaleBackupError(UserError):
     """The backup in a run folder was made by a run with another configuration."""
 
 
+class DamagedBackupError(UserError):
+    """The backup in a run folder cannot be read (cut short by a kill or a full disk)."""
+
+
 class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
     """Keras' `BackupAndRestore`, with backups written whole or not at all and tied to the run's configuration.
 
@@ -282,6 +286,7 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
     def _load_model(self) -> None:
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)  # its variables must exist to be restored
+        damaged = []
         for state, metadata in ((self._state_path, self._training_metadata_path), (self._state_path + ".bkp", self._prev_training_metadata_path)):
             if not os.path.exists(state) or not os.path.exists(metadata):
                 continue
@@ -290,21 +295,32 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
                 with open(metadata) as handle:
                     self.model._initial_epoch = json.load(handle)["epoch"]
                 return
-            except (OSError, ValueError, KeyError, EOFError) as error:
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:  # a kill -9 or a full disk cut state.npz short
                 if isinstance(error, StaleBackupError):
                     raise
+                damaged.append(f"{os.path.basename(state)}: {shorten(str(error), 80)}")
                 logger.warning("The backup %s is unreadable (%s); trying the previous one.", state, error)
+        if damaged:
+            raise DamagedBackupError(f"The backup of the interrupted run in {self.backup_dir!r} is damaged ({'; '.join(damaged)}), so it cannot be "
+                                     f"resumed. {self.fix}")
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._check_run_config()
         self._load_model()
+        # Before the first epoch, not after it: the new backup is written beside the previous one, so two must fit.
+        self._check_space(2 * self._state_bytes(), "the per-epoch backup (two copies while one replaces the other)")
 
-    def _save_model(self) -> None:
-        os.makedirs(self.backup_dir, exist_ok=True)
-        needed = sum(int(np.prod(v.shape)) * np.dtype(keras.backend.standardize_dtype(v.dtype)).itemsize for v in self._state_variables())
+    def _state_bytes(self) -> int:
+        return sum(int(np.prod(v.shape)) * np.dtype(keras.backend.standardize_dtype(v.dtype)).itemsize for v in self._state_variables())
+
+    def _check_space(self, needed: int, what: str) -> None:
         kept = ("The previous backup is kept; free some space and rerun the same command to resume from it." if os.path.exists(self._state_path)
                 else "Free some space (or pass another --output-dir) and rerun.")
-        files.check_free_space(self.backup_dir, needed, "the per-epoch backup", hint=kept)
+        files.check_free_space(self.backup_dir, needed, what, hint=kept)
+
+    def _save_model(self) -> None:
+        self._check_space(self._state_bytes(), "the per-epoch backup")
+        os.makedirs(self.backup_dir, exist_ok=True)  # after the check: a full disk leaves no empty backup folder
         with files.atomic_write(self._state_path) as partial_state, files.atomic_write(self._training_metadata_path) as partial_metadata:
             self._write_state(partial_state)
             with open(partial_metadata, "w") as handle:
@@ -336,41 +352,3 @@ class DataPass(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         batches.set_pass(self.dataset, epoch)
-
-
-class EpochProgress(keras.callbacks.Callback):
-    """Records the epoch in progress (counting from 1) and the epochs asked for, so that an interrupted run can say where it stopped.
-
-    Example:
-        >>> progress = EpochProgress()
-        >>> progress.on_epoch_begin(2)
-        >>> progress.epoch
-        3
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.epoch: int | None = None
-        self.epochs: int | None = None
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        self.epochs = (self.params or {}).get("epochs")
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.epoch = epoch + 1  # Keras counts a resumed run's epochs from the start, so this is the run's own count
-
-
-@contextlib.contextmanager
-def reporting_interrupts(progress: EpochProgress, resumable: bool) -> Iterator[None]:
-    """Turns Ctrl-C (KeyboardInterrupt) inside the block into `kdistill.errors.Interrupted`, naming the epoch `progress` saw.
-
-    Args:
-        progress: the `EpochProgress` callback given to `fit` inside the block.
-        resumable: whether running the same command again resumes (a per-epoch backup is kept).
-    """
-    try:
-        yield
-    except Interrupted:
-        raise
-    except KeyboardInterrupt as interrupt:
-        raise Interrupted(progress.epoch, progress.epochs, resumable) from interrupt

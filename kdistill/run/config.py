@@ -21,10 +21,10 @@ import os
 import typing
 from typing import Any
 
-from kdistill.errors import UserError, check_number, did_you_mean, number_from_yaml
+from kdistill.errors import UserError, check_number, did_you_mean, number_from_yaml, shorten, shown
 from kdistill.run.options import names_flag, number_rules, numbers_flag, one_or_list_flag, option, taps_flag
 
-__all__ = ["DistillConfig", "read_config_file", "check_outside_data", "fill_from_config"]
+__all__ = ["DistillConfig", "read_config_file", "check_outside_data"]
 
 _COUNT = {"integer": True, "positive": True}
 
@@ -57,7 +57,7 @@ class DistillConfig:
         taps: `"preset"`, `"none"`, or `{teacher_layer: student_layer}`.
         feature_loss / logits_loss: loss names (see `kdistill.losses.available()`),
             weighted lists such as `[[at, 1000], [sp, 3000]]`, `{name: dkd, beta: 2}`, or None.
-        temperature, alpha, tap_weights, logits_weight, alignment: see `FeatureDistiller`.
+        temperature, alpha, tap_weights, logits_weight, alignment, ignore_label: see `FeatureDistiller`.
         adapter: "projection" (default) or "review" (ReviewKD's attention-based
             fusion of the student's taps; pair it with `feature_loss: hcl`).
         review: the same as `adapter: review` (configs written for 0.1).
@@ -131,6 +131,7 @@ class DistillConfig:
     review: bool = option(False, distiller=True, help="the same as --adapter review")
     review_channels: int = option(64, distiller=True, flag=False, number=_COUNT)
     fold_batch_norm: bool = option(True, distiller=True, flag=False)
+    ignore_label: int | None = option(255, distiller=True, flag=False, number={"integer": True, "positive": True, "allow_zero": True, "allow_none": True})
     transfer_data: str | None = option(None, help="unlabelled images for the distillation terms only: 'rest' (training images beyond "
                                                   "--train-limit) or a .npy file of images")
     # === Schedule ===
@@ -180,7 +181,7 @@ class DistillConfig:
         for key, value in values.items():
             key = str(key).replace("-", "_")
             if key not in fields:
-                raise UserError(f"Unknown config key {key!r}.{did_you_mean(key, fields, count=2)} Known keys: {', '.join(fields)}.")
+                raise UserError(f"Unknown config key {shown(key)}.{did_you_mean(key, fields, count=2)} Known keys: {', '.join(fields)}.")
             clean[key] = _check_type(key, value, hints[key])
         config = cls(**clean)
         if check_files:
@@ -200,10 +201,10 @@ class DistillConfig:
 
     def _check_values(self) -> None:
         self._check_numbers()
-        from kdistill.adapters import ADAPTERS
+        from kdistill import adapters
 
-        if self.adapter not in ADAPTERS:
-            raise UserError(f"adapter must be one of {', '.join(ADAPTERS)}, received {self.adapter!r}.")
+        if self.adapter not in adapters.available():
+            raise UserError(f"adapter must be one of {', '.join(adapters.available())}, received {self.adapter!r}.")
         if self.quantize not in (None, "int8"):
             raise UserError(f"quantize must be 'int8' (quantization-aware int8 fine-tuning) or unset, received {self.quantize!r}.")
         if self.transfer_data is not None and self.transfer_data != "rest" and not self.transfer_data.endswith(".npy"):
@@ -221,14 +222,31 @@ class DistillConfig:
             raise UserError(f"strategy must be one of {', '.join(STRATEGIES)}, received {self.strategy!r}.")
         if self.precision not in POLICIES:
             raise UserError(f"precision must be one of {', '.join(POLICIES)}, received {self.precision!r}.")
+        default_feature_loss = next(field.default for field in dataclasses.fields(self) if field.name == "feature_loss")
+        if self.taps == "none" and self.feature_loss not in (None, default_feature_loss):
+            raise UserError(f"feature_loss {shown(self.feature_loss)} compares teacher and student features at the taps, but taps is 'none'. "
+                            "Give taps (--taps preset, or teacher_layer:student_layer pairs), or leave feature_loss out.")
         if not (isinstance(self.taps, dict) or self.taps in ("preset", "none")):
-            raise UserError(f"taps must be 'preset', 'none' or a mapping teacher_layer: student_layer, received {self.taps!r}.")
+            raise UserError(f"taps must be 'preset', 'none' or a mapping teacher_layer: student_layer, received {shown(self.taps)}.")
         for key in ("feature_loss", "logits_loss"):  # a number here used to fail deep in the distiller with a TypeError
             if getattr(self, key) is not None and not isinstance(getattr(self, key), (str, list, tuple, dict)):
                 raise UserError(f"{key} must be a loss name, a list of [name, weight] pairs, a mapping with 'name', or empty, "
-                                f"received the {type(getattr(self, key)).__name__} {getattr(self, key)!r}.")
+                                f"received the {type(getattr(self, key)).__name__} {shown(getattr(self, key))}.")
+        self._check_names()
         for key in ("output_dir", "tensorboard", "teacher_cache"):
             check_outside_data(self.resolved_output_dir() if key == "output_dir" else getattr(self, key), self.data, key)
+
+    def _check_names(self) -> None:
+        """The augmentations (names, before a 300-byte YAML alias bomb reaches the data) and the run name (a name, not a path)."""
+        from kdistill.data.batches import AUGMENTATIONS
+
+        unknown = [name for name in self.augment if not isinstance(name, str) or name not in AUGMENTATIONS]
+        if unknown:
+            raise UserError(f"augment takes names from {', '.join(AUGMENTATIONS)}; received {shown(unknown)}.")
+        name = str(self.run_name)
+        if not name or os.path.isabs(name) or ".." in name.replace("\\", "/").split("/") or name != os.path.normpath(name):
+            raise UserError(f"run_name {shown(self.run_name)} must be a plain folder name under saved_models/ (no '..', no absolute path, "
+                            "no trailing '/'); to write elsewhere set output_dir (--output-dir) instead.")
 
     def _check_numbers(self) -> None:
         """Type, sign and finiteness of every number (`kdistill.errors.check_number`), before anything loads or trains."""
@@ -287,7 +305,7 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
         if isinstance(value, origin) and not (isinstance(value, bool) and origin in (int, float)):
             return value
     names = " or ".join(getattr(k, "__name__", str(k)) for k in allowed if k is not type(None))
-    raise UserError(f"Config key {key!r} must be {names}, received {type(value).__name__} {value!r}.")
+    raise UserError(f"Config key {key!r} must be {names}, received {type(value).__name__} {shown(value)}.")
 
 
 def check_outside_data(path: str | None, data: str, what: str) -> None:
@@ -322,18 +340,17 @@ def read_config_file(path: str) -> dict:
         raise FileNotFoundError(f"Config file {path!r} does not exist.")
     with open(path) as handle:
         text = handle.read()
-    if path.endswith(".json"):
-        try:
-            values = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise UserError(f"Config file {path!r} is not valid JSON: {error}.") from None
-    else:
-        import yaml
+    import yaml
 
-        try:
-            values = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise UserError(f"Config file {path!r} is not valid YAML: {error}") from None
+    try:
+        values = _parse_config(text, json_file=path.endswith(".json"))
+    except _DuplicateKey as duplicate:
+        raise UserError(f"Config file {path!r} sets {shown(duplicate.key)} twice{duplicate.where}; only the last one would count. "
+                        "Keep one.") from None
+    except yaml.YAMLError as error:
+        raise UserError(f"Config file {path!r} is not valid YAML: {shorten(str(error), 1000)}") from None
+    except ValueError as error:  # json.JSONDecodeError
+        raise UserError(f"Config file {path!r} is not valid JSON: {error}.") from None
     values = {} if values is None else values
     if not isinstance(values, dict):
         example = "`student: resnet8x4`, not `- student: resnet8x4`" if isinstance(values, list) else "`student: resnet8x4`"
@@ -342,22 +359,37 @@ def read_config_file(path: str) -> dict:
     return values
 
 
-def fill_from_config(args, names: typing.Sequence[str]) -> None:
-    """Sets each of `names` on `args` (parsed flags) that was left out (None) from `args.config`'s file, else the field's default.
+class _DuplicateKey(Exception):
+    """A config mapping sets a key twice (YAML and JSON keep the last silently)."""
 
-    How every command that reads data takes `--config`: the same file `kdistill
-    distill` reads, its keys checked as there (a typo is refused), only the data
-    keys (and `names`) read. A flag given wins over the file.
+    def __init__(self, key: Any, lines: tuple = ()):
+        super().__init__(key)
+        self.key, self.where = key, f" (lines {lines[0]} and {lines[1]})" if lines else ""
 
-    Example:
-        >>> import argparse
-        >>> args = argparse.Namespace(config=None, image_size=None, batch_size=16)
-        >>> fill_from_config(args, ["image_size", "batch_size"])
-        >>> args.image_size, args.batch_size
-        (32, 16)
-    """
-    file_values = read_config_file(args.config) if getattr(args, "config", None) else {}
-    flags = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
-    config = DistillConfig.from_dict(dict(file_values, **flags), check_files=False)
-    for name in names:
-        setattr(args, name, getattr(config, name))
+
+def _parse_config(text: str, json_file: bool) -> Any:
+    """The value a YAML or JSON config file holds; `_DuplicateKey` for a key set twice in one mapping."""
+    if json_file:
+        def unique(pairs):
+            keys = [key for key, _ in pairs]
+            for key in keys:
+                if keys.count(key) > 1:
+                    raise _DuplicateKey(key)
+            return dict(pairs)
+        return json.loads(text, object_pairs_hook=unique)
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            first_lines = {}
+            for key_node, _ in node.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+                if key is None or key == "<<":  # a merge key may repeat
+                    continue
+                if key in first_lines:
+                    raise _DuplicateKey(key, (first_lines[key], key_node.start_mark.line + 1))
+                first_lines[key] = key_node.start_mark.line + 1
+            return super().construct_mapping(node, deep)
+
+    return yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader: no Python tags
+

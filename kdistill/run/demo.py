@@ -14,8 +14,8 @@ import os
 import keras
 
 from kdistill import data as data_module
-from kdistill import evaluation, plots
-from kdistill.errors import UserError, check_number, did_you_mean
+from kdistill import evaluation, files, plots
+from kdistill.errors import UserError, check_number, did_you_mean, shown
 from kdistill.models import saving, teachers
 from kdistill.models import taps as taps_module
 from kdistill.run import demo_stages as stages
@@ -84,12 +84,12 @@ def check_settings(overrides: dict) -> dict:
     known = set(DEMO_QUICK) | {"test_limit"}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise UserError(f"Unknown demo setting(s) {unknown}; known: {', '.join(sorted(known))}.")
+        raise UserError(f"Unknown demo setting(s) {shown(unknown)}; known: {', '.join(sorted(known))}.")
     for key, value in overrides.items():
         if key in _SETTING_NUMBERS:
             check_number(key, value, **_SETTING_NUMBERS[key])
         elif not isinstance(value, _SETTING_TYPES[key]):
-            raise UserError(f"{key} must be a {_SETTING_TYPES[key].__name__}, received the {type(value).__name__} {value!r}.")
+            raise UserError(f"{key} must be a {_SETTING_TYPES[key].__name__}, received the {type(value).__name__} {shown(value)}.")
     if "teacher" in overrides and overrides["teacher"] not in teachers.available():
         name = overrides["teacher"]
         raise UserError(f"Unknown demo teacher {name!r}.{did_you_mean(name, teachers.available(), count=2)} Known: {', '.join(teachers.available())}.")
@@ -136,7 +136,7 @@ def _teacher(splits: data_module.Splits, output_dir: str, settings: dict, seed: 
         keras.utils.set_random_seed(seed)
         _, history = training.train_teacher(splits, path, epochs=settings["teacher_epochs"], name=settings["teacher"],
                                             resize_to=None if size == splits.image_shape[0] else size, verbose=verbose)
-        training.write_json(meta_path, meta)
+        files.write_json(meta_path, meta)
     return teachers.load(path), history, reuse
 
 
@@ -230,8 +230,8 @@ def _run(settings: dict, splits, pool, output_dir: str, seed: int, retrain_teach
     summary.update(settings=settings, data=pool.counts, taps=distiller.taps, results=rows, teacher_reused=reused, reference=EVIDENCE_REFERENCE,
                    projections=[row["projection"] for row in distiller.projection_summary()], seconds=clock.finish(),
                    distillation_gain_top1=rows[2]["top1"] - rows[1]["top1"], table=evaluation.format_table(rows))
-    training.write_json(os.path.join(output_dir, "summary.json"), summary)
-    training.write_json(os.path.join(output_dir, "histories.json"), histories)
+    files.write_json(os.path.join(output_dir, "summary.json"), summary)
+    files.write_json(os.path.join(output_dir, "histories.json"), histories)
     return summary
 
 

@@ -23,7 +23,7 @@ from kdistill import data as data_module
 from kdistill import export, files, plots, quantize
 from kdistill.models import saving
 from kdistill.models import taps as taps_module
-from kdistill.run import paired, teacher_cache, training
+from kdistill.run import paired, teacher_cache
 
 __all__ = ["Clock", "read_json", "teacher_caches", "distill_options", "data_seen", "quantization_aware", "export_and_figures",
            "accuracy_latency_rows"]
@@ -106,7 +106,7 @@ def _export(distilled: keras.Model, twin, output_dir: str, splits) -> dict:
         exported["report"]["formats"]["keras_int8_aware"] = aware["report"]["formats"]["keras"]
         exported["report"]["formats"]["tflite_int8_aware"] = aware["report"]["formats"]["tflite_int8"]
         exported["report"]["files"]["int8_aware"] = aware["files"]["int8"]
-        training.write_json(os.path.join(output_dir, "export", "report.json"), exported["report"])
+        files.write_json(os.path.join(output_dir, "export", "report.json"), exported["report"])
     report = dict(exported["report"])  # the summary names the files beside it, as paths that travel
     report["files"] = {name: os.path.relpath(path, output_dir) for name, path in report["files"].items()}
     return report

@@ -85,19 +85,12 @@ def run_folder(folder: str) -> Iterator[str]:
         >>> os.path.exists(folder)  # nothing was written: no empty folder stays
         False
     """
-    created, path = [], os.path.abspath(folder)
-    while not os.path.exists(path):
-        created.append(path)
-        path = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    lock = None
-    try:
-        lock = _take_lock(folder)
-        yield folder
-    finally:
-        if lock is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(lock)
-        for path in created:  # deepest first
-            with contextlib.suppress(OSError):
-                os.rmdir(path)  # only if empty
+    with files.new_folders(folder):
+        lock = None
+        try:
+            lock = _take_lock(folder)
+            yield folder
+        finally:
+            if lock is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(lock)

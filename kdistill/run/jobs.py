@@ -1,15 +1,13 @@
-"""End-to-end jobs shared by the CLI and notebooks: train a teacher, distil, run the demo.
+"""The distillation job shared by the CLI and notebooks: load the teacher and the data, distil, evaluate, export.
 
-`distill` lives here; `train_teacher` (in `kdistill.run.training`) and `demo`
-(in `kdistill.run.demo`) are re-exported so that `jobs` names every job.
-
-Each function writes into a run folder and returns what it measured; the CLI
-only parses arguments and calls these.
+A teacher is trained by `kdistill.run.training.train_teacher` and the demo runs
+in `kdistill.run.demo`. Each job writes into a run folder and returns what it
+measured; the CLI only parses arguments and calls these.
 
 Example:
     >>> from kdistill.run import jobs
-    >>> jobs.DEMO_QUICK["student"]
-    'mobilenet_v2'
+    >>> callable(jobs.distill)
+    True
 """
 
 from __future__ import annotations
@@ -30,13 +28,11 @@ from kdistill.models import checks, saving, teachers
 from kdistill.models import taps as taps_module
 from kdistill.run import callbacks, distribute, precision, teacher_cache, training
 from kdistill.run.config import DistillConfig
-from kdistill.run.folder import LOCK_NAME, RunFolderLockedError, run_folder
-from kdistill.evaluation import format_table
-from kdistill.run.demo import DEMO_FULL, DEMO_QUICK, demo
-from kdistill.run.training import TEACHER_RECIPE, train_student, train_teacher
+from kdistill.run.folder import run_folder
+from kdistill.run.demo import demo  # noqa: F401  (cli.py still calls jobs.demo; its home is kdistill.run.demo)
+from kdistill.run.training import train_teacher  # noqa: F401  (cli.py still calls jobs.train_teacher; its home is kdistill.run.training)
 
-__all__ = ["load_teacher", "check_teacher", "load_data", "train_teacher", "train_student", "distill", "demo", "DEMO_QUICK", "DEMO_FULL", "format_table",
-           "TEACHER_RECIPE", "run_folder", "RunFolderLockedError", "LOCK_NAME"]
+__all__ = ["load_teacher", "check_teacher", "load_data", "distill"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,10 +94,12 @@ def load_teacher(config: DistillConfig) -> keras.Model:
     if not config.teacher:
         raise ValueError("A distillation needs a teacher: set `teacher: PATH` (train one with `kdistill train-teacher`).")
     shape = (config.image_size, config.image_size, 3)  # the input size of a KerasHub preset
-    if isinstance(config.teacher, str):
+    paths = [config.teacher] if isinstance(config.teacher, str) else [str(path) for path in config.teacher]
+    if len(paths) == 1:  # `teacher: [one.keras]` is that teacher
         if config.teacher_weights is not None:
-            raise ValueError("teacher_weights weighs several teachers: give `teacher` as a list of files.")
-        return teachers.load(config.teacher, input_shape=shape)
+            raise ValueError("teacher_weights weighs several teachers: give `teacher` as a list of two or more files.")
+        return teachers.load(paths[0], input_shape=shape)
+    _check_member_files(paths)
     members = []
     for path in config.teacher:
         member = teachers.load(str(path), input_shape=shape)
@@ -116,6 +114,19 @@ def _resolve_taps(config: DistillConfig, teacher: keras.Model, student: keras.Mo
     if config.taps == "none":
         return {}
     return taps_module.preset(teacher, student)
+
+
+def _check_member_files(paths: list) -> None:
+    """An ensemble's files: each once, with different file names (taps address a member as '<file stem>/<layer>')."""
+    stems = [os.path.splitext(os.path.basename(path))[0] for path in paths]
+    for index, stem in enumerate(stems):
+        if stem in stems[:index]:
+            first = paths[stems.index(stem)]
+            same = os.path.realpath(first) == os.path.realpath(paths[index])
+            raise UserError(f"The teacher list names {first!r} twice: give each teacher file once." if same else
+                            f"The teacher files {first!r} and {paths[index]!r} have the same name {stem!r}, and an ensemble names each member "
+                            "after its file (taps read '<file stem>/<layer>'): copy or link one under another name (e.g. "
+                            f"{stem}_b{os.path.splitext(paths[index])[1]}) and list that.")
 
 
 #: validation images measured by `check_teacher`, and the fewest that can tell chance from learning

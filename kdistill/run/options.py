@@ -129,8 +129,13 @@ def taps_flag(text: str) -> str | dict[str, str]:
             # ArgumentTypeError: argparse prints this message (a ValueError would print "invalid taps_flag value").
             raise argparse.ArgumentTypeError(f"--taps takes 'preset', 'none' or teacher_layer:student_layer pairs separated by commas "
                                              f"(e.g. conv4_block6_out:block_13_expand_relu), received {text!r}.")
-        teacher_layer, student_layer = pair.split(":", 1)
-        taps[teacher_layer.strip()] = student_layer.strip()
+        teacher_layer, student_layer = (part.strip() for part in pair.split(":", 1))
+        if teacher_layer in taps:  # a mapping keeps the last pair only: the first was dropped without a word
+            raise argparse.ArgumentTypeError(
+                f"--taps names the teacher layer {teacher_layer!r} twice ({teacher_layer}:{taps[teacher_layer]}, {teacher_layer}:{student_layer}); "
+                "each teacher layer is distilled into one student layer. Keep one pair per teacher layer, or tap another teacher layer "
+                "for the other student layer.")
+        taps[teacher_layer] = student_layer
     return taps
 
 

@@ -17,11 +17,10 @@ import numpy as np
 
 from kdistill import data as data_module
 from kdistill.fit_build import build_before_fit
-from kdistill.files import write_json  # its home is kdistill.files; kept here because run/demo.py calls training.write_json
 from kdistill.models import saving, students, teachers
 from kdistill.run import callbacks
 
-__all__ = ["make_optimizer", "teacher_optimizer", "TEACHER_RECIPE", "train_teacher", "build_student", "train_student", "label_loss", "write_json",
+__all__ = ["make_optimizer", "teacher_optimizer", "TEACHER_RECIPE", "train_teacher", "build_student", "train_student", "label_loss",
            "teacher_backup_dir"]
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,206 @@
+"""Registry of small segmenters: a MobileNetV2 student with a light decoder, and a plain convolutional teacher.
+
+Every builder takes `num_classes` and `input_shape` and returns a functional
+model that takes raw pixels in [0, 255] and outputs logits `(batch, H, W,
+num_classes)` at the input's size (no softmax), so `FeatureDistiller` distils
+it with masks at the input size. Each registers its backbone's stage outputs
+(layer name, total stride) in `kdistill.taps.STAGES`; the decoder's fused map
+before the classifier is a tap too (`decoder_out`, `conv_segmenter_decoder_out`).
+
+- `mobilenet_v2_segmenter`: MobileNetV2's stages at strides 4, 8 and 16 (the
+  multi-scale outputs KerasHub's MobileNet backbone does not expose), each
+  reduced to `decoder_channels` by a 1x1 convolution, upsampled to stride 4 and
+  summed (a feature-pyramid-style decoder), a 3x3 convolution, a 1x1 classifier
+  and a bilinear upsampling to the input size. Runs on a CPU.
+- `conv_segmenter`: three stages of two 3x3 convolutions (strides 2, 4, 8) with
+  the same kind of decoder; a small teacher for tests and demos.
+- `deeplab_v3`: KerasHub's `DeepLabV3Backbone` over a `ResNetBackbone`, built
+  offline from a config (no preset, no download) and inlined into one flat
+  graph, so the ResNet's `pyramid_outputs` levels are taps by layer name.
+
+Example:
+    >>> import kdistill
+    >>> model = kdistill.models.segmenters.get("conv_segmenter", num_classes=11, input_shape=(32, 32, 3), widths=(8, 16, 32))
+    >>> model.output.shape
+    (None, 32, 32, 11)
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import keras
+
+from keras import tree
+
+from kdistill.errors import did_you_mean
+from kdistill.models import hub, taps
+
+__all__ = ["register", "available", "get", "mobilenet_v2_segmenter", "conv_segmenter", "deeplab_v3"]
+
+# name -> builder fn(num_classes, input_shape, **options) -> keras.Model
+_REGISTRY: dict[str, Callable[..., keras.Model]] = {}
+
+
+def register(name: str, stages: Sequence[tuple[str, int]] | None = None) -> Callable:
+    """Decorator adding a segmenter builder; `stages` (layer name, total stride) go to `kdistill.taps.STAGES` (see `students.register`)."""
+
+    def decorator(builder: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
+        _REGISTRY[name] = builder
+        if stages is not None:
+            taps.register_stages(name, stages)
+        return builder
+
+    return decorator
+
+
+def available() -> list[str]:
+    """Registered segmenter names."""
+    return sorted(_REGISTRY)
+
+
+def get(name: str, num_classes: int, input_shape: tuple[int, int, int] = (64, 64, 3), **options) -> keras.Model:
+    """Builds the registered segmenter `name` with random weights (or the builder's `backbone_weights`).
+
+    Raises:
+        ValueError: for an unknown name (listing the registered ones), or
+            fewer than two classes.
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"Unknown segmenter {name!r}.{did_you_mean(name, available(), count=2)} Registered: {', '.join(available())}; "
+                         "or pass any functional Keras model returning logits (batch, H, W, classes).")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2 (background included), received {num_classes!r}.")
+    return _REGISTRY[name](num_classes=num_classes, input_shape=tuple(input_shape), **options)
+
+
+def _pyramid_decoder(features: Sequence, strides: Sequence[int], num_classes: int, channels: int, prefix: str):
+    """Sums the 1x1-reduced `features` at the finest stride, refines with a 3x3 conv, classifies, upsamples to the input size."""
+    finest = min(strides)
+    fused = None
+    for feature, stride in zip(features, strides):
+        x = keras.layers.Conv2D(channels, 1, use_bias=False, name=f"{prefix}_lateral{stride}")(feature)
+        if stride != finest:
+            x = keras.layers.UpSampling2D(stride // finest, interpolation="bilinear", name=f"{prefix}_up{stride}")(x)
+        fused = x if fused is None else keras.layers.Add(name=f"{prefix}_add{stride}")([fused, x])
+    x = keras.layers.Conv2D(channels, 3, padding="same", use_bias=False, name=f"{prefix}_conv")(fused)
+    x = keras.layers.BatchNormalization(name=f"{prefix}_bn")(x)
+    x = keras.layers.ReLU(name=f"{prefix}_out")(x)
+    x = keras.layers.Conv2D(num_classes, 1, name=f"{prefix}_classifier")(x)
+    if finest > 1:
+        x = keras.layers.UpSampling2D(finest, interpolation="bilinear", name=f"{prefix}_logits")(x)
+    return x
+
+
+#: MobileNetV2's stage outputs the segmenter decodes, shallow to deep
+MOBILENET_V2_STAGES = [("block_3_expand_relu", 4), ("block_6_expand_relu", 8), ("block_13_expand_relu", 16)]
+
+
+@register("mobilenet_v2_segmenter", stages=MOBILENET_V2_STAGES)
+def mobilenet_v2_segmenter(num_classes: int, input_shape=(64, 64, 3), width: float = 0.35, decoder_channels: int = 32,
+                           backbone_weights: str | None = None) -> keras.Model:
+    """MobileNetV2 (width `width`) at strides 4/8/16 with a pyramid decoder; logits at the input size.
+
+    Args:
+        num_classes: classes, background included.
+        input_shape: `(height, width, 3)`, sides divisible by 16 (at least 32).
+        width: MobileNetV2's width multiplier (0.35 keeps it small on a CPU).
+        decoder_channels: channels of the decoder's maps.
+        backbone_weights: None (random) or a MobileNetV2 'notop' weights file
+            (e.g. Keras' ImageNet file from its cache) for this width.
+    """
+    if input_shape[0] % 16 or input_shape[1] % 16 or min(input_shape[:2]) < 32:
+        raise ValueError(f"mobilenet_v2_segmenter needs sides divisible by 16 and at least 32, received input_shape={tuple(input_shape)}; "
+                         "resize or pad the images (e.g. 64x64).")
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocessing")(inputs)
+    backbone = keras.applications.MobileNetV2(input_tensor=x, alpha=width, weights=backbone_weights, include_top=False)
+    features = [backbone.get_layer(name).output for name, _ in MOBILENET_V2_STAGES]
+    logits = _pyramid_decoder(features, [stride for _, stride in MOBILENET_V2_STAGES], num_classes, decoder_channels, "decoder")
+    return keras.Model(inputs, logits, name="mobilenet_v2_segmenter")
+
+
+@register("conv_segmenter", stages=[("conv_segmenter_stage1", 2), ("conv_segmenter_stage2", 4), ("conv_segmenter_stage3", 8)])
+def conv_segmenter(num_classes: int, input_shape=(64, 64, 3), widths: Sequence[int] = (32, 64, 128), decoder_channels: int = 64) -> keras.Model:
+    """Three stages of two 3x3 conv + BN + ReLU (strides 2, 4, 8) and a pyramid decoder; logits at the input size.
+
+    Args:
+        num_classes: classes, background included.
+        input_shape: `(height, width, channels)`, sides divisible by 8.
+        widths: channels of the three stages.
+        decoder_channels: channels of the decoder's maps.
+    """
+    if input_shape[0] % 8 or input_shape[1] % 8:
+        raise ValueError(f"conv_segmenter needs sides divisible by 8, received input_shape={tuple(input_shape)}.")
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = keras.layers.Rescaling(1.0 / 255.0, name="preprocessing")(inputs)
+    features = []
+    for stage, channels in enumerate(widths, start=1):
+        for conv in (1, 2):
+            x = keras.layers.Conv2D(channels, 3, strides=2 if conv == 1 else 1, padding="same", use_bias=False,
+                                    name=f"conv_segmenter_stage{stage}_conv{conv}")(x)
+            x = keras.layers.BatchNormalization(name=f"conv_segmenter_stage{stage}_bn{conv}")(x)
+            x = keras.layers.ReLU(name=f"conv_segmenter_stage{stage}" if conv == 2 else f"conv_segmenter_stage{stage}_relu1")(x)
+        features.append(x)
+    logits = _pyramid_decoder(features, [2, 4, 8][: len(widths)], num_classes, decoder_channels, "conv_segmenter_decoder")
+    return keras.Model(inputs, logits, name="conv_segmenter")
+
+
+def _inline_nested(model: keras.Model, name: str) -> keras.Model:
+    """`model` as one flat functional graph of new layers: every nested functional model (multi-output ones too) inlined."""
+
+    def inline(operation):
+        if not isinstance(operation, keras.Model) or not hasattr(operation, "_run_through_graph"):
+            return operation
+
+        def call(*args, **kwargs):
+            return operation._run_through_graph(args[0], operation_fn=inline)
+
+        return call
+
+    outputs = model._run_through_graph(model.inputs, operation_fn=inline)
+    flat = keras.Model(model.inputs[0], tree.flatten(outputs)[0], name=name)
+    # Fresh layers (new random weights), first called in the flat graph: a tap's `layer.output` then belongs to this graph,
+    # not to the nested one the layers were built in.
+    return keras.models.clone_model(flat)
+
+
+@register("deeplab_v3")
+def deeplab_v3(num_classes: int, input_shape=(64, 64, 3), stackwise_num_filters: Sequence[int] = (64, 128, 256),
+               stackwise_num_blocks: Sequence[int] = (1, 1, 1), block_type: str = "basic_block", dilation_rates: Sequence[int] = (2, 4),
+               projection_filters: int = 48, name: str = "deeplab_v3") -> keras.Model:
+    """KerasHub's DeepLabV3 over a ResNet, from a config (offline); logits at the input size, ResNet pyramid levels as stages.
+
+    The ResNet has a stride-4 stem and one stack per entry of
+    `stackwise_num_filters` (strides 1, 2, 2, ...: levels P2, P3, ...); the
+    decoder reads P2 and pools the deepest level. Its stage table (`P<n>` levels'
+    layers, e.g. `stack1_block0_out` at stride 8) is registered under `name`,
+    so a teacher and a student of other depths should carry other names.
+
+    Args:
+        num_classes: classes, background included.
+        input_shape: `(height, width, 3)`, sides divisible by the deepest stride.
+        stackwise_num_filters: channels per stack (KerasHub needs 64 first).
+        stackwise_num_blocks: blocks per stack.
+        block_type: `"basic_block"` (ResNet-18/34 style) or `"bottleneck_block"`.
+        dilation_rates: the atrous rates of the spatial pyramid pooling.
+        projection_filters: channels of the low-level projection in the decoder.
+        name: the model's name and its stage table's.
+    """
+    keras_hub = hub._keras_hub()
+    stacks = len(stackwise_num_filters)
+    encoder = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=list(stackwise_num_filters),
+        stackwise_num_blocks=list(stackwise_num_blocks), stackwise_num_strides=[1] + [2] * (stacks - 1), block_type=block_type,
+        use_pre_activation=False, image_shape=tuple(input_shape))
+    levels = {int(key[1:]): tensor._keras_history.operation.name for key, tensor in encoder.pyramid_outputs.items()}
+    deepest = max(levels)
+    backbone = keras_hub.models.DeepLabV3Backbone(
+        image_encoder=encoder, low_level_feature_key=f"P{min(levels)}", spatial_pyramid_pooling_key=f"P{deepest}",
+        upsampling_size=2 ** (deepest - min(levels)), dilation_rates=list(dilation_rates), projection_filters=projection_filters,
+        image_shape=tuple(input_shape))
+    inputs = keras.Input(shape=input_shape, name="image")
+    features = backbone(keras.layers.Rescaling(1.0 / 255.0, name="preprocessing")(inputs))
+    nested = keras.Model(inputs, keras.layers.Conv2D(num_classes, 1, name="segmentation_output")(features))
+    taps.register_stages(name, [(layer, 2**level) for level, layer in sorted(levels.items())])
+    return _inline_nested(nested, name)

@@ -1,0 +1,74 @@
+"""Small segmenters (kdistill.models.segmenters), parametrised over the registry, and an end-to-end distillation on offline scenes."""
+
+import keras
+import numpy as np
+import pytest
+
+import kdistill
+from kdistill.data.scenes import SCENE_CLASSES, make_scenes
+from kdistill.models import segmenters, taps
+from kdistill.segmentation_metrics import evaluate_segmenter
+from conftest import REAL_SAMPLE
+
+SMALL = {"conv_segmenter": {"widths": (8, 16, 32), "decoder_channels": 16}, "mobilenet_v2_segmenter": {"decoder_channels": 16},
+         "deeplab_v3": {"stackwise_num_filters": (64, 64), "stackwise_num_blocks": (1, 1), "dilation_rates": (2,), "projection_filters": 8}}
+
+
+@pytest.mark.parametrize("name", segmenters.available())
+def test_every_segmenter_returns_logits_at_the_input_size_with_its_stages_at_their_strides(name):
+    model = segmenters.get(name, num_classes=5, input_shape=(32, 32, 3), **SMALL.get(name, {}))
+    assert model.name == name and tuple(model.output.shape) == (None, 32, 32, 5)
+    assert taps.family(model) == name
+    for layer, stride in taps.STAGES[name]:
+        assert tuple(model.get_layer(layer).output.shape[1:3]) == (32 // stride, 32 // stride), (layer, stride)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    rebuilt = keras.Model.from_config(model.get_config())
+    rebuilt.set_weights(model.get_weights())
+    np.testing.assert_allclose(np.asarray(rebuilt(images)), np.asarray(model(images)), atol=1e-5)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: segmenters.get("mobilenet_v2_segmentr", 3), "Did you mean 'mobilenet_v2_segmenter'"),
+    (lambda: segmenters.get("conv_segmenter", 1), "num_classes must be an integer >= 2"),
+    (lambda: segmenters.get("mobilenet_v2_segmenter", 3, input_shape=(40, 40, 3)), "divisible by 16"),
+])
+def test_bad_requests_are_refused_with_the_fix(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+@pytest.mark.eager  # two steps: tracing MobileNetV2's train step would cost more than running them eagerly
+def test_a_mobilenet_segmenter_distils_from_a_conv_teacher_on_offline_scenes_and_is_evaluated():
+    (items, labels), _ = kdistill.data.load_fashion_mnist(REAL_SAMPLE)
+    scenes = make_scenes(items[:100], labels[:100], count=8, size=32, max_items=2, seed=0)
+    classes = len(SCENE_CLASSES)
+    teacher = segmenters.get("conv_segmenter", classes, (32, 32, 3), **SMALL["conv_segmenter"])
+    student = segmenters.get("mobilenet_v2_segmenter", classes, (32, 32, 3), **SMALL["mobilenet_v2_segmenter"])
+    distiller = kdistill.FeatureDistiller(teacher, student, taps={"conv_segmenter_stage2": "block_3_expand_relu"},
+                                          logits_loss={"name": "cwd", "temperature": 1.0}, logits_weight=3.0, alpha=0.5)
+    distiller.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"])
+    before = [np.array(w) for w in student.weights]
+    history = distiller.fit(scenes.images, scenes.masks, batch_size=4, epochs=1, verbose=0).history  # 2 steps
+    assert all(np.isfinite(values).all() for values in history.values())
+    assert set(history) >= {"ce_loss", "kd_loss", "feat_conv_segmenter_stage2", "accuracy"}
+    assert any(not np.array_equal(b, np.array(w)) for b, w in zip(before, student.weights))
+    report = evaluate_segmenter(distiller, scenes.images, scenes.masks, SCENE_CLASSES)
+    assert 0.0 <= report["mean_iou"] <= 1.0 and report["pixels"] == 8 * 32 * 32 and list(report["per_class_iou"]) == SCENE_CLASSES
+    # the registered stages give a tap preset, and tap suggestion scores segmenters' stages like classifiers'
+    assert taps.preset(teacher, student) == {"conv_segmenter_stage2": "block_6_expand_relu", "conv_segmenter_stage3": "block_13_expand_relu"}
+    suggestion = kdistill.tap_suggest.suggest(teacher, student, scenes.images)
+    assert suggestion.pairs == taps.preset(teacher, student) and suggestion.cka.shape == (3, 3) and np.isfinite(suggestion.cka).all()
+
+
+@pytest.mark.eager  # two steps
+def test_a_kerashub_deeplab_v3_teacher_built_offline_is_tapped_at_a_pyramid_level_by_layer_name():
+    classes = len(SCENE_CLASSES)
+    teacher = segmenters.get("deeplab_v3", classes, (32, 32, 3), **SMALL["deeplab_v3"])
+    assert [layer for layer, _ in taps.STAGES["deeplab_v3"]] == ["stack0_block0_out", "stack1_block0_out"]  # P2, P3
+    student = segmenters.get("conv_segmenter", classes, (32, 32, 3), **SMALL["conv_segmenter"])
+    distiller = kdistill.FeatureDistiller(teacher, student, taps={"stack1_block0_out": "conv_segmenter_stage3"}, logits_loss="kl")
+    distiller.compile(optimizer=keras.optimizers.Adam(1e-3))
+    (items, labels), _ = kdistill.data.load_fashion_mnist(REAL_SAMPLE)
+    scenes = make_scenes(items[:50], labels[:50], count=8, size=32, max_items=2, seed=1)
+    history = distiller.fit(scenes.images, scenes.masks, batch_size=4, epochs=1, verbose=0).history
+    assert all(np.isfinite(values).all() for values in history.values()) and "feat_stack1_block0_out" in history
