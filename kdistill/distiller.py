@@ -390,6 +390,10 @@ class FeatureDistiller(keras.Model):
 
     @property
     def layers(self) -> list:
-        """The teacher, the student, the adapters (and a loss with weights) once each, as `summary()` lists them: not the feature models sharing their weights."""
-        hidden = (getattr(self, "teacher_features", None), getattr(self, "student_features", None))
-        return [layer for layer in super().layers if all(layer is not other for other in hidden)]
+        """Each model, adapter and loss once, as `summary()` lists them: not the views sharing their weights (feature models, projections)."""
+        seen, kept = set(), []
+        for layer in super().layers:
+            owned = {id(variable) for variable in layer.weights}
+            kept += [layer] if not owned or not owned <= seen else []
+            seen |= owned
+        return kept
