@@ -39,7 +39,7 @@ from kdistill import adapters, losses as losses_module
 from kdistill.losses import dense
 from kdistill.losses.labels import LabelLoss, check_alpha
 from kdistill.losses.objective import Objective, metric_inputs
-from kdistill.models import checks, ensemble as ensemble_module, folding, taps as taps_module
+from kdistill.models import checks, ensemble as ensemble_module, folding, summary as model_summary, taps as taps_module
 
 __all__ = ["FeatureDistiller", "UNLABELED"]
 
@@ -388,12 +388,11 @@ class FeatureDistiller(keras.Model):
                  "student_shape": tuple(student_shapes[teacher_layer][1:]), "projection": self.student_adapter.describe(teacher_layer),
                  "weight": self.tap_weights[teacher_layer]} for teacher_layer, student_layer in self.taps.items()]
 
+    def summary(self, *args, **kwargs) -> None:
+        """Keras' summary with each model, adapter and loss once (not the views sharing their weights: feature models, projections)."""
+        with model_summary.listing(self, super().layers):
+            return super().summary(*args, **kwargs)
+
     @property
     def layers(self) -> list:
-        """Each model, adapter and loss once, as `summary()` lists them: not the views sharing their weights (feature models, projections)."""
-        seen, kept = set(), []
-        for layer in super().layers:
-            owned = {id(variable) for variable in layer.weights}
-            kept += [layer] if not owned or not owned <= seen else []
-            seen |= owned
-        return kept
+        return model_summary.listed(self) or super().layers  # whole outside summary(): saving walks it

@@ -470,9 +470,10 @@ def test_summary_lists_the_teacher_and_the_student_once():
     distiller.summary(print_fn=lambda line, **options: lines.append(line))
     text = "\n".join(lines)
     assert text.count("teacher (Functional)") == 1 and "teacher_features" not in text and "student_features" not in text
-    names = [layer.name for layer in distiller.layers]
-    assert names[:2] == ["teacher", "student"] and "teacher_features" not in names and "student_features" not in names
-    assert sum(layer.count_params() for layer in distiller.layers) == distiller.count_params()  # every weight listed once
+    from kdistill.models.summary import distinct_owners
+
+    assert sum(layer.count_params() for layer in distinct_owners(distiller.layers)) == distiller.count_params()  # every weight listed once
+    assert "teacher_features" in [layer.name for layer in distiller.layers]  # outside summary() `layers` stays whole: saving walks it
 
 
 def test_a_distiller_saved_before_fit_loads_without_the_optimizer_warning(tmp_path):
