@@ -63,9 +63,9 @@ class FeatureDistiller(keras.Model):
             probabilities at `temperature`, each teacher run once per step at
             its own input size, and taps addressed as `"<teacher name>/<layer>"`.
         student: functional Keras model returning logits.
-        taps: `{teacher_layer: student_layer}`. `None` uses
-            `kdistill.taps.preset(teacher, student)` when both networks are
-            known families, and no feature taps otherwise; `{}` distils logits only.
+        taps: `{teacher_layer: student_layer}`; `{}` distils logits only.
+            `None` uses `kdistill.taps.preset(teacher, student)` and raises a
+            `ValueError` when the pair has no preset (see `kdistill.taps.resolve`).
         feature_loss: name (see `kdistill.losses.available("feature")`: mse,
             normalized_mse, at, sp, rkd, pkt, ...), `{"name": ..., option: value}`,
             a weighted list such as `[("at", 1000.0), ("sp", 3000.0)]`, a loss
@@ -152,7 +152,7 @@ class FeatureDistiller(keras.Model):
         # === Models ===
         teacher = self._one_teacher(teacher, teacher_weights)
         self.dense = checks.dense_logits(teacher)
-        self.taps = self._resolve_taps(taps, teacher, student)
+        self.taps = taps_module.resolve(taps, teacher, student)
         self._set_losses(feature_loss, logits_loss)
         self._set_models(teacher, student)
         # === Adapter, objective, metrics ===
@@ -168,16 +168,6 @@ class FeatureDistiller(keras.Model):
         if teacher_weights is not None:
             raise ValueError("teacher_weights weighs several teachers; pass a list of teachers, e.g. FeatureDistiller([teacher_a, teacher_b], ...).")
         return teacher
-
-    @staticmethod
-    def _resolve_taps(taps, teacher: keras.Model, student: keras.Model) -> dict[str, str]:
-        if taps is None:
-            try:
-                taps = taps_module.preset(teacher, student)
-            except ValueError:
-                taps = {}
-                logger.info("No tap preset for %s -> %s: distilling logits only.", teacher.name, student.name)
-        return {str(t): str(s) for t, s in dict(taps).items()}
 
     def _set_losses(self, feature_loss, logits_loss) -> None:
         """The losses from their names (a named loss taking a temperature gets the distiller's)."""

@@ -19,7 +19,7 @@ def test_every_segmenter_returns_logits_at_the_input_size_with_its_stages_at_the
     model = segmenters.get(name, num_classes=5, input_shape=(32, 32, 3), **SMALL.get(name, {}))
     assert model.name == name and tuple(model.output.shape) == (None, 32, 32, 5)
     assert taps.family(model) == name
-    for layer, stride in taps.STAGES[name]:
+    for layer, stride in taps.stage_table(model):
         assert tuple(model.get_layer(layer).output.shape[1:3]) == (32 // stride, 32 // stride), (layer, stride)
     images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     rebuilt = keras.Model.from_config(model.get_config())
@@ -64,7 +64,7 @@ def test_a_mobilenet_segmenter_distils_from_a_conv_teacher_on_offline_scenes_and
 def test_a_kerashub_deeplab_v3_teacher_built_offline_is_tapped_at_a_pyramid_level_by_layer_name():
     classes = len(SCENE_CLASSES)
     teacher = segmenters.get("deeplab_v3", classes, (32, 32, 3), **SMALL["deeplab_v3"])
-    assert [layer for layer, _ in taps.STAGES["deeplab_v3"]] == ["stack0_block0_out", "stack1_block0_out"]  # P2, P3
+    assert [layer for layer, _ in taps.stage_table(teacher)] == ["stack0_block0_out", "stack1_block0_out"]  # P2, P3, carried by the model
     student = segmenters.get("conv_segmenter", classes, (32, 32, 3), **SMALL["conv_segmenter"])
     distiller = kdistill.FeatureDistiller(teacher, student, taps={"stack1_block0_out": "conv_segmenter_stage3"}, logits_loss="kl")
     distiller.compile(optimizer=keras.optimizers.Adam(1e-3))

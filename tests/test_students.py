@@ -5,6 +5,7 @@ import pytest
 
 import kdistill
 from harness import run_config_round_trip, run_model_saving
+from kdistill.models import stages
 
 
 @pytest.mark.parametrize("name", kdistill.students.available())
@@ -139,11 +140,13 @@ def test_a_registered_student_with_stages_gets_a_tap_preset():
     try:
         student = kdistill.students.get("test_two_stage_cnn", num_classes=10)
         assert kdistill.taps.preset("resnet50", student) == {"conv3_block4_out": "stage_b", "conv4_block6_out": "stage_c"}
+        assert kdistill.taps.family(student) == "test_two_stage_cnn"  # by its registered name
         with pytest.raises(ValueError, match="must grow"):
-            kdistill.taps.register_stages("bad", [("deep", 8), ("shallow", 2)])
+            kdistill.students.register("test_bad_student", two_stage, stages=[("deep", 8), ("shallow", 2)])
+        assert "test_bad_student" not in kdistill.students.available()
     finally:
         kdistill.students._REGISTRY.pop("test_two_stage_cnn", None)
-        kdistill.taps.STAGES.pop("test_two_stage_cnn", None)
+        stages._TABLES.pop("test_two_stage_cnn", None)
 
 
 def test_the_default_width_is_said_where_students_are_documented():

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import kdistill
-from harness import run_model_saving
+from harness import run_config_round_trip, run_model_saving
+from kdistill.models import cifar_resnets, stages
 
 
 def test_resnet50_teacher_outputs_logits_and_has_stage_layers(resnet50_teacher):
@@ -117,17 +118,63 @@ def test_keep_best_epoch_restores_the_best_weights_and_refuses_chance_level(capl
         model.fit(x, y, validation_data=(x, y), epochs=2, verbose=0, callbacks=[_Scripted([0.5, 0.52]), chance])
 
 
-@pytest.mark.parametrize("name", ["resnet20", "resnet32", "resnet56"])
-def test_cifar_resnet_teachers_take_pixels_and_have_stage_outputs_for_taps(name):
+@pytest.mark.parametrize("name", kdistill.teachers.available())
+def test_every_registered_teacher_outputs_logits_has_its_stages_and_rebuilds_from_its_config(name):
+    """Driven by the registry: a newly registered teacher is checked without new test code."""
     teacher = kdistill.teachers.get(name, num_classes=7, input_shape=(32, 32, 3))
-    blocks = {"resnet20": 3, "resnet32": 5, "resnet56": 9}[name]
     assert teacher.name == name and teacher.output.shape == (None, 7)
-    assert len([layer for layer in teacher.layers if layer.name.endswith("_add")]) == 3 * blocks
-    shapes = [teacher.get_layer(layer).output.shape for layer, _ in kdistill.taps.STAGES[name]]
-    assert shapes == [(None, 32, 32, 16), (None, 16, 16, 32), (None, 8, 8, 64)]
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    out = keras.ops.convert_to_numpy(teacher(x, training=False))
+    assert out.shape == (2, 7) and np.isfinite(out).all()
     assert {layer.momentum for layer in teacher.layers if isinstance(layer, keras.layers.BatchNormalization)} == {0.9}
-    student = kdistill.students.get("mobilenet_v2", num_classes=7)
-    assert kdistill.taps.preset(teacher, student) == {"stage2_out": "block_6_expand_relu", "stage3_out": "block_13_expand_relu"}
+    # the stage table sits with the builder and is found by the model's registered name, not by its layer names
+    table = kdistill.taps.stage_table(name)
+    assert stages.by_name(teacher) == table and kdistill.taps.stage_table(teacher) == table
+    sides = [teacher.get_layer(layer).output.shape[1] for layer, _ in table]
+    assert sides == [max(1, 32 // stride) for _, stride in table]
+    assert kdistill.taps.preset(teacher, "mobilenet_v2") == kdistill.taps.preset(name, "mobilenet_v2")
+    rebuilt = run_config_round_trip(teacher)
+    assert rebuilt.name == name and [layer.name for layer in rebuilt.layers] == [layer.name for layer in teacher.layers]
+
+
+def test_cifar_resnet_teachers_have_their_blocks():
+    for name, blocks in {"resnet20": 3, "resnet32": 5, "resnet56": 9}.items():
+        teacher = kdistill.teachers.get(name, num_classes=7, input_shape=(32, 32, 3))
+        assert len([layer for layer in teacher.layers if layer.name.endswith("_add")]) == 3 * blocks
+        assert [teacher.get_layer(layer).output.shape for layer, _ in cifar_resnets.STAGES] == [(None, 32, 32, 16), (None, 16, 16, 32), (None, 8, 8, 64)]
+
+
+def test_a_saved_teacher_keeps_its_registered_name_and_so_its_stages(tmp_path):
+    teacher = kdistill.teachers.get("resnet20", num_classes=10, input_shape=(32, 32, 3))
+    x = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    loaded = run_model_saving(teacher, str(tmp_path / "teacher.keras"), x, load=kdistill.teachers.load)
+    assert loaded.name == "resnet20" and stages.by_name(loaded) == cifar_resnets.STAGES
+    renamed = kdistill.teachers.load(str(tmp_path / "teacher.keras"))
+    renamed.name = "teacher_b"  # an ensemble member named after its file: the layer names are the documented last resort
+    assert stages.by_name(renamed) is None and kdistill.taps.family(renamed) in ("resnet8x4", "resnet20", "resnet32", "resnet56")
+    assert kdistill.taps.preset(renamed, "mobilenet_v2") == kdistill.taps.preset("resnet20", "mobilenet_v2")
+
+
+def test_a_registered_teacher_is_built_by_name_and_gets_a_tap_preset():
+    @kdistill.teachers.register("test_tiny_teacher", stages=[("tiny_stage1", 2), ("tiny_stage2", 4), ("tiny_stage3", 8)])
+    def tiny_teacher(num_classes, input_shape, weights=None, include_preprocessing=True, resize_to=None):
+        inputs = keras.Input(input_shape)
+        x = inputs
+        for stage in (1, 2, 3):
+            x = keras.layers.Conv2D(4 * stage, 3, strides=2, padding="same", activation="relu", name=f"tiny_stage{stage}")(x)
+        return keras.Model(inputs, keras.layers.Dense(num_classes)(keras.layers.GlobalAveragePooling2D()(x)), name="test_tiny_teacher")
+
+    try:
+        assert "test_tiny_teacher" in kdistill.teachers.available()
+        teacher = kdistill.teachers.get("test_tiny_teacher", num_classes=10)
+        student = kdistill.students.get("resnet8x4", num_classes=10)
+        assert kdistill.taps.preset(teacher, student) == {"tiny_stage2": "stage2_out", "tiny_stage3": "stage3_out"}
+        with pytest.raises(ValueError, match="must grow"):
+            kdistill.teachers.register("test_bad_teacher", tiny_teacher, stages=[("deep", 8), ("shallow", 2)])
+        assert "test_bad_teacher" not in kdistill.teachers.available()
+    finally:
+        kdistill.teachers._REGISTRY.pop("test_tiny_teacher", None)
+        stages._TABLES.pop("test_tiny_teacher", None)
 
 
 def test_cifar_teacher_upsamples_loads_weights_and_refuses_imagenet(tmp_path):

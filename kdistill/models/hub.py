@@ -28,7 +28,7 @@ import os
 import keras
 
 from kdistill.errors import did_you_mean
-from kdistill.models import saving
+from kdistill.models import saving, stages
 
 __all__ = ["PREFIX", "is_hub_name", "get", "cache_folder", "preset_folder", "stage_table", "backbone_of", "flatten"]
 
@@ -348,21 +348,17 @@ def _pyramid_levels(backbone: keras.Model) -> dict[int, str]:
     return levels
 
 
-#: stage tables of flattened KerasHub models (see `flatten`), found again by their layer names (also in their int8 twins)
-_FLAT_TABLES: list[list[tuple[str, int]]] = []
-
-
 def stage_table(model: keras.Model) -> list[tuple[str, int]] | None:
     """Stages of a model holding a KerasHub backbone, `[("backbone/<layer>", stride), ...]` shallow to deep, or None.
 
     Levels P2 to P5 (strides 4 to 32) are kept where the backbone has them, so
     that stages pair by resolution with each other and with the bundled tables.
-    A model made by `flatten` (or its int8 twin) gets them without `backbone/`.
+    A model made by `flatten` carries its table without `backbone/` (see
+    `kdistill.models.stages.attached`).
     """
     backbone = backbone_of(model)
     if backbone is None:
-        names = {layer.name for layer in getattr(model, "layers", [])}
-        return next((table for table in reversed(_FLAT_TABLES) if all(name in names for name, _ in table)), None)
+        return None
     levels = _pyramid_levels(backbone)
     kept = {level: layer for level, layer in levels.items() if level in _LEVELS} or levels
     return [(f"{backbone.name}/{layer}", 2**level) for level, layer in sorted(kept.items())] or None
@@ -373,8 +369,10 @@ def flatten(model: keras.Model) -> keras.Model:
 
     `kdistill.quantize.quantize_model` rewrites flat graphs only, so a KerasHub
     student goes through here first. Taps of the flat model (and its twin)
-    drop the `backbone/` prefix; `kdistill.taps.preset` knows them in this process:
-    `twin = kdistill.quantize.quantize_model(hub.flatten(student))`.
+    drop the `backbone/` prefix; the flat model carries its stage table
+    (`kdistill.models.stages.attach`, handed on by `quantize_model`), so
+    `kdistill.taps.preset` pairs it: `twin = kdistill.quantize.quantize_model(hub.flatten(student))`.
+    A flat model saved and loaded again has no table: give it taps.
     """
     backbone = backbone_of(model)
     if backbone is None:
@@ -392,5 +390,5 @@ def flatten(model: keras.Model) -> keras.Model:
         return call
 
     outputs = model._run_through_graph(model.inputs, operation_fn=inline)
-    _FLAT_TABLES.extend([table] if table else [])
-    return keras.Model(model.inputs[0], outputs[0] if isinstance(outputs, (list, tuple)) else outputs, name=model.name)
+    flat = keras.Model(model.inputs[0], outputs[0] if isinstance(outputs, (list, tuple)) else outputs, name=model.name)
+    return stages.attach(flat, table) if table else flat

@@ -3,8 +3,8 @@
 Every builder takes `num_classes` and `input_shape` and returns a functional
 model that takes raw pixels in [0, 255] and outputs logits `(batch, H, W,
 num_classes)` at the input's size (no softmax), so `FeatureDistiller` distils
-it with masks at the input size. Each registers its backbone's stage outputs
-(layer name, total stride) in `kdistill.taps.STAGES`; the decoder's fused map
+it with masks at the input size. Each declares its backbone's stage outputs
+(layer name, total stride) beside its builder; the decoder's fused map
 before the classifier is a tap too (`decoder_out`, `conv_segmenter_decoder_out`).
 
 - `mobilenet_v2_segmenter`: MobileNetV2's stages at strides 4, 8 and 16 (the
@@ -34,7 +34,7 @@ import keras
 from keras import tree
 
 from kdistill.errors import did_you_mean
-from kdistill.models import hub, taps
+from kdistill.models import hub, stages as stage_registry
 
 __all__ = ["register", "available", "get", "mobilenet_v2_segmenter", "conv_segmenter", "deeplab_v3"]
 
@@ -43,12 +43,12 @@ _REGISTRY: dict[str, Callable[..., keras.Model]] = {}
 
 
 def register(name: str, stages: Sequence[tuple[str, int]] | None = None) -> Callable:
-    """Decorator adding a segmenter builder; `stages` (layer name, total stride) go to `kdistill.taps.STAGES` (see `students.register`)."""
+    """Decorator adding a segmenter builder and its stage table `[(layer name, total stride), ...]` (see `students.register`)."""
 
     def decorator(builder: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
         _REGISTRY[name] = builder
         if stages is not None:
-            taps.register_stages(name, stages)
+            stage_registry.register(name, stages)
         return builder
 
     return decorator
@@ -174,8 +174,9 @@ def deeplab_v3(num_classes: int, input_shape=(64, 64, 3), stackwise_num_filters:
     The ResNet has a stride-4 stem and one stack per entry of
     `stackwise_num_filters` (strides 1, 2, 2, ...: levels P2, P3, ...); the
     decoder reads P2 and pools the deepest level. Its stage table (`P<n>` levels'
-    layers, e.g. `stack1_block0_out` at stride 8) is registered under `name`,
-    so a teacher and a student of other depths should carry other names.
+    layers, e.g. `stack1_block0_out` at stride 8) depends on the options, so it
+    is attached to the model returned (`kdistill.models.stages.attach`); a copy
+    loaded from a file has none, so give it taps.
 
     Args:
         num_classes: classes, background included.
@@ -185,7 +186,7 @@ def deeplab_v3(num_classes: int, input_shape=(64, 64, 3), stackwise_num_filters:
         block_type: `"basic_block"` (ResNet-18/34 style) or `"bottleneck_block"`.
         dilation_rates: the atrous rates of the spatial pyramid pooling.
         projection_filters: channels of the low-level projection in the decoder.
-        name: the model's name and its stage table's.
+        name: the model's name.
     """
     keras_hub = hub._keras_hub()
     stacks = len(stackwise_num_filters)
@@ -202,5 +203,4 @@ def deeplab_v3(num_classes: int, input_shape=(64, 64, 3), stackwise_num_filters:
     inputs = keras.Input(shape=input_shape, name="image")
     features = backbone(keras.layers.Rescaling(1.0 / 255.0, name="preprocessing")(inputs))
     nested = keras.Model(inputs, keras.layers.Conv2D(num_classes, 1, name="segmentation_output")(features))
-    taps.register_stages(name, [(layer, 2**level) for level, layer in sorted(levels.items())])
-    return _inline_nested(nested, name)
+    return stage_registry.attach(_inline_nested(nested, name), [(layer, 2**level) for level, layer in sorted(levels.items())])

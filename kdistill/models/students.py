@@ -1,8 +1,9 @@
 """Registry of student builders: MobileNetV2/V3 and slim CIFAR-style ResNets.
 
 Every builder takes `num_classes` and `input_shape` and returns a functional
-model that takes raw pixels in [0, 255] and outputs logits, with stage
-outputs listed in `kdistill.taps.STAGES`. Register your own with `register`.
+model named after it that takes raw pixels in [0, 255] and outputs logits; its
+stage outputs are declared beside it (`register(name, stages=...)`), so that
+`kdistill.taps.preset` pairs it with a teacher. Register your own with `register`.
 
 Example:
     >>> import kdistill
@@ -14,31 +15,32 @@ Example:
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import Callable, Sequence
 
 import keras
 
 from kdistill.errors import UserError, did_you_mean, shown
-from kdistill.models import checks, cifar_resnets, hub, saving, taps
+from kdistill.models import checks, cifar_resnets, hub, saving, stages as stage_registry
 
 __all__ = ["imagenet_notop_file", "get", "register", "available", "load"]
 
 _REGISTRY: dict[str, Callable[..., keras.Model]] = {}
 
 
-def register(name: str, stages: list[tuple[str, int]] | None = None) -> Callable:
-    """Decorator adding a builder `fn(num_classes, input_shape, **kwargs) -> keras.Model`.
+def register(name: str, builder: Callable[..., keras.Model] | None = None, stages: Sequence[tuple[str, int]] | None = None) -> Callable:
+    """Adds a builder `fn(num_classes, input_shape, **kwargs) -> keras.Model`; a decorator when `builder` is left out.
 
     `stages` declares the builder's stage outputs `[(layer name, total stride), ...]`
     (as timm's `feature_info`), so that `kdistill.taps.preset` pairs it with a
-    teacher; the model the builder returns should carry `name` as its name.
+    teacher. The model the builder returns carries `name` as its name: that is
+    how a built (or saved and loaded) model finds its stages.
 
     Example:
         >>> import keras, kdistill
-        >>> @kdistill.students.register("tiny_cnn")
+        >>> @kdistill.students.register("tiny_cnn", stages=[("conv", 1)])
         ... def tiny_cnn(num_classes, input_shape):
         ...     inputs = keras.Input(input_shape)
-        ...     x = keras.layers.Conv2D(8, 3, name="conv")(inputs)
+        ...     x = keras.layers.Conv2D(8, 3, padding="same", name="conv")(inputs)
         ...     x = keras.layers.GlobalAveragePooling2D()(x)
         ...     return keras.Model(inputs, keras.layers.Dense(num_classes)(x), name="tiny_cnn")
         >>> "tiny_cnn" in kdistill.students.available()
@@ -46,12 +48,12 @@ def register(name: str, stages: list[tuple[str, int]] | None = None) -> Callable
     """
 
     def decorator(builder: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
-        _REGISTRY[name] = builder
         if stages is not None:
-            taps.register_stages(name, stages)
+            stage_registry.register(name, stages)
+        _REGISTRY[name] = builder
         return builder
 
-    return decorator
+    return decorator if builder is None else decorator(builder)
 
 
 def available() -> list[str]:
@@ -167,7 +169,15 @@ def _with_new_classifier(backbone: keras.Model, num_classes: int, name: str) -> 
     return keras.Model(backbone.inputs, logits, name=name)
 
 
-@register("mobilenet_v2")
+#: MobileNetV2's stage outputs (Keras' layer names): the last expansion at strides 4, 8, 16, then the final activation
+MOBILENET_V2_STAGES = [("block_3_expand_relu", 4), ("block_6_expand_relu", 8), ("block_13_expand_relu", 16), ("out_relu", 32)]
+
+#: MobileNetV3-Small's stage outputs: the last block (or its projection) at strides 4, 8, 16 and 32
+MOBILENET_V3_SMALL_STAGES = [("expanded_conv_project_bn", 4), ("expanded_conv_2_add", 8), ("expanded_conv_7_add", 16),
+                             ("expanded_conv_10_add", 32)]
+
+
+@register("mobilenet_v2", stages=MOBILENET_V2_STAGES)
 def mobilenet_v2(num_classes: int, input_shape=(32, 32, 3), width: float = 0.5, backbone_weights: str | None = None) -> keras.Model:
     """MobileNetV2 (Sandler et al., 2018) with width multiplier `width` (default 0.5: MobileNetV2-0.5; the README's results use
     0.35); random, or a pretrained backbone (`backbone_weights`)."""
@@ -184,7 +194,7 @@ def mobilenet_v2(num_classes: int, input_shape=(32, 32, 3), width: float = 0.5, 
     return _rename(model, "mobilenet_v2")
 
 
-@register("mobilenet_v3_small")
+@register("mobilenet_v3_small", stages=MOBILENET_V3_SMALL_STAGES)
 def mobilenet_v3_small(num_classes: int, input_shape=(32, 32, 3), width: float = 1.0, minimalistic: bool = False,
                        backbone_weights: str | None = None) -> keras.Model:
     """MobileNetV3-Small (Howard et al., 2019), random or pretrained backbone; its own Rescaling maps [0, 255] to [-1, 1]."""
@@ -205,13 +215,13 @@ def mobilenet_v3_small(num_classes: int, input_shape=(32, 32, 3), width: float =
     return _rename(model, "mobilenet_v3_small")
 
 
-@register("resnet8x4")
+@register("resnet8x4", stages=cifar_resnets.STAGES)
 def resnet8x4(num_classes: int, input_shape=(32, 32, 3)) -> keras.Model:
     """CIFAR ResNet-8x4 (as in CRD, Tian et al. 2020): one basic block per stage, 64/128/256 channels."""
     return cifar_resnets.build("resnet8x4", num_classes, input_shape)
 
 
-@register("resnet20")
+@register("resnet20", stages=cifar_resnets.STAGES)
 def resnet20(num_classes: int, input_shape=(32, 32, 3)) -> keras.Model:
     """CIFAR ResNet-20 (He et al., 2016): three blocks per stage, 16/32/64 channels."""
     return cifar_resnets.build("resnet20", num_classes, input_shape)

@@ -5,7 +5,8 @@ A *tap* pairs a teacher layer with a student layer (`{"conv3_block4_out":
 network so that a single forward pass yields every tapped map plus the logits.
 
 Stage outputs (the last layer at each resolution, with the total stride) are
-known for the bundled networks, like timm's `feature_info`:
+declared beside each network's builder, like timm's `feature_info` (see
+`kdistill.models.stages`); KerasHub models bring their `pyramid_outputs`:
 
 Example:
     >>> import kdistill
@@ -15,14 +16,14 @@ Example:
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import keras
 
 from kdistill.errors import did_you_mean, shorten, shown
-from kdistill.models import cifar_resnets
+from kdistill.models import stages as stage_registry
 
-__all__ = ["STAGES", "LOGITS", "NESTED", "register_stages", "preset", "stage_outputs", "validate", "feature_model", "tap_shape", "family"]
+__all__ = ["LOGITS", "NESTED", "preset", "resolve", "stage_table", "stage_outputs", "validate", "feature_model", "tap_shape", "family"]
 
 #: key under which `feature_model` returns the network's final output.
 LOGITS = "logits"
@@ -30,60 +31,46 @@ LOGITS = "logits"
 #: separates a nested model's name from a layer inside it in a tap: "teacher_b/conv4_block6_out".
 NESTED = "/"
 
-#: network family -> stage outputs, shallow to deep, as (layer name, total stride).
-STAGES: dict[str, list[tuple[str, int]]] = {
-    "resnet50": [("conv2_block3_out", 4), ("conv3_block4_out", 8), ("conv4_block6_out", 16), ("conv5_block3_out", 32)],
-    "mobilenet_v2": [("block_3_expand_relu", 4), ("block_6_expand_relu", 8), ("block_13_expand_relu", 16), ("out_relu", 32)],
-    "mobilenet_v3_small": [
-        ("expanded_conv_project_bn", 4),
-        ("expanded_conv_2_add", 8),
-        ("expanded_conv_7_add", 16),
-        ("expanded_conv_10_add", 32),
-    ],
-    **{name: list(cifar_resnets.STAGES) for name in cifar_resnets.ARCHITECTURES},
-}
-
 _DEFAULT_PRESET_STAGES = (1, 2)
 
 
-def register_stages(family_name: str, stages: Sequence[tuple[str, int]]) -> None:
-    """Declares a network family's stage outputs `[(layer name, total stride), ...]`, shallow to deep.
+def stage_table(network: str | keras.Model) -> list[tuple[str, int]] | None:
+    """`(layer name, total stride)` shallow to deep of a registered name or a model; None for a model nothing describes.
 
-    `kdistill.students.register(name, stages=...)` calls it, so a registered
-    student gets tap presets like the bundled ones.
+    A model's table is found, in this order: the one its builder attached to it
+    (`kdistill.models.stages.attach`); the one registered under its name (the
+    registries name the models they build, and a name survives `.keras` save
+    and load); a KerasHub backbone's `pyramid_outputs` (`"backbone/<layer>"`);
+    and, as a last resort for models that lost their registered name (an int8
+    twin `<name>_int8`, a loaded teacher renamed after its file), the first
+    registered table whose layers the model has.
 
     Raises:
-        ValueError: for an empty table or strides that do not grow.
+        ValueError: for a name without a registered table, listing the known ones.
     """
-    stages = [(str(name), int(stride)) for name, stride in stages]
-    if not stages:
-        raise ValueError(f"Stage table of {family_name!r} is empty; give [(layer name, total stride), ...] shallow to deep.")
-    strides = [stride for _, stride in stages]
-    if strides != sorted(strides):
-        raise ValueError(f"Stage strides of {family_name!r} must grow from shallow to deep, received {strides}.")
-    STAGES[family_name] = stages
+    if not isinstance(network, keras.Model):
+        return stage_registry.get(network)
+    table = stage_registry.attached(network) or stage_registry.by_name(network)
+    if table is not None:
+        return table
+    from kdistill.models import hub  # KerasHub models carry their stages in their backbone ("backbone/<layer>")
+
+    table = hub.stage_table(network)
+    if table is not None:
+        return table
+    found = stage_registry.by_layer_names(network)
+    return found[1] if found else None
 
 
 def family(model: keras.Model) -> str | None:
-    """The `STAGES` family a model belongs to, found by its layer names, or None."""
-    names = {layer.name for layer in model.layers}
-    preferred = model.name if model.name in STAGES else None
-    if preferred and all(name in names for name, _ in STAGES[preferred]):
-        return preferred
-    for candidate, stages in STAGES.items():
-        if all(name in names for name, _ in stages):
-            return candidate
-    return None
+    """The registered name whose stage table describes `model` (its own name where that is registered), or None.
 
-
-def _stage_table(model: keras.Model) -> list[tuple[str, int]] | None:
-    """`(layer name, stride)` shallow to deep: `STAGES` by family, else a KerasHub backbone's pyramid outputs; None when unknown."""
-    known = family(model)
-    if known is not None:
-        return STAGES[known]
-    from kdistill.models import hub  # KerasHub models carry their stages in their backbone ("backbone/<layer>")
-
-    return hub.stage_table(model)
+    Layer names decide only as the last resort of `stage_table`.
+    """
+    if stage_registry.attached(model) is not None or stage_registry.by_name(model) is not None:
+        return model.name
+    found = stage_registry.by_layer_names(model)
+    return found[0] if found else None
 
 
 def _ensemble_hint(network: keras.Model) -> str:
@@ -102,15 +89,14 @@ def _ensemble_hint(network: keras.Model) -> str:
 def stage_outputs(model: keras.Model) -> list[tuple[str, tuple]]:
     """Stage outputs of a model as `(layer name, output shape)`, shallow to deep.
 
-    Known families use `STAGES`, KerasHub models their backbone's
-    `pyramid_outputs`; any other functional model gets the last layer at each
-    spatial resolution (padding layers skipped).
+    A model `stage_table` describes uses its table; any other functional model
+    gets the last layer at each spatial resolution (padding layers skipped).
     """
     from kdistill.models import ensemble  # here: ensemble's module sits beside this one
 
     if ensemble.members(model):  # an ensemble's taps are '<member>/<layer>'
         return [(f"{member.name}/{name}", shape) for member in ensemble.members(model) for name, shape in stage_outputs(member)]
-    table = _stage_table(model)
+    table = stage_table(model)
     if table is not None:
         return [(name, tap_shape(model, name)) for name, _ in table]
     # (layer name, shape, whether the group computes anything) per resolution
@@ -276,14 +262,15 @@ def _nested_outputs(model: keras.Model, layer_names: Sequence[str], role: str) -
 def preset(teacher: str | keras.Model, student: str | keras.Model, stages: Sequence[int] | None = _DEFAULT_PRESET_STAGES) -> dict[str, str]:
     """Teacher -> student taps pairing the networks' stages by depth.
 
-    Stage `i` of the teacher (counted from the shallowest, see `STAGES`) is
+    Stage `i` of the teacher (counted from the shallowest, see `stage_table`) is
     paired with stage `i` of the student; projections align resolutions that
     differ (a CIFAR ResNet keeps 4x larger maps than ResNet50 at 32x32).
 
     Args:
-        teacher: a family name in `STAGES`, a model of such a family, or a
-            KerasHub model (`"keras_hub:..."`; stages from its backbone's
-            `pyramid_outputs`, as `"backbone/<layer>"`).
+        teacher: a registered network name (`kdistill.models.stages.names()`),
+            a model `stage_table` describes: one built by a registry, or a
+            KerasHub model (stages from its backbone's `pyramid_outputs`, as
+            `"backbone/<layer>"`).
         student: likewise for the student.
         stages: stage indices to pair. The default `(1, 2)` picks the middle
             stages (ResNet50's conv3 and conv4), which carry the most
@@ -293,7 +280,8 @@ def preset(teacher: str | keras.Model, student: str | keras.Model, stages: Seque
         A dict teacher layer -> student layer, shallow to deep.
 
     Raises:
-        ValueError: for an unknown family or a stage index out of range.
+        ValueError: for a network without a stage table (naming `taps=` /
+            `--taps` and `kdistill taps suggest`) or a stage index out of range.
     """
     teacher_family, teacher_stages = _resolve_family(teacher, "teacher")
     student_family, student_stages = _resolve_family(student, "student")
@@ -309,16 +297,46 @@ def preset(teacher: str | keras.Model, student: str | keras.Model, stages: Seque
     return {teacher_stages[i]: student_stages[i] for i in sorted(wanted)}
 
 
+def resolve(taps: Mapping[str, str] | str | None, teacher: keras.Model, student: keras.Model) -> dict[str, str]:
+    """The taps a distiller reads: the one resolution `FeatureDistiller(taps=...)` and `kdistill distill --taps` share.
+
+    Args:
+        taps: `None` or `"preset"`: `preset(teacher, student)`; `"none"` or `{}`:
+            no feature taps (logits only); a mapping: those pairs, as given.
+        teacher: the teacher model.
+        student: the student model.
+
+    Returns:
+        A dict teacher layer -> student layer.
+
+    Raises:
+        ValueError: when a preset is asked for a pair that has none. A pair
+            without a preset fails rather than falling back to logits only:
+            the user asked for feature distillation (the default), so training
+            without it would report a KD run as a feature run. The message
+            names `taps=` / `--taps` and `kdistill taps suggest`.
+    """
+    if taps is None or taps == "preset":
+        return preset(teacher, student)
+    if taps == "none":
+        return {}
+    if isinstance(taps, str):
+        raise ValueError(f"taps must be None or 'preset', 'none', or a mapping teacher_layer -> student_layer, received {shown(taps)}.")
+    return {str(teacher_layer): str(student_layer) for teacher_layer, student_layer in dict(taps).items()}
+
+
 def _resolve_family(network: str | keras.Model, role: str) -> tuple[str, list[str]]:
-    """The network's family (a model's name where a KerasHub backbone gives the stages) and its stage layers."""
-    if isinstance(network, keras.Model):
-        table = _stage_table(network)
-        if table is None:
-            raise ValueError(
-                f"No tap preset knows the {role} {network.name!r}; known families: {', '.join(STAGES)}, and KerasHub models. "
-                "Pass taps={teacher_layer: student_layer} yourself (see kdistill.taps.stage_outputs)." + _ensemble_hint(network)
-            )
-        return family(network) or network.name, [name for name, _ in table]
-    if network not in STAGES:
-        raise ValueError(f"Unknown {role} family {network!r}.{did_you_mean(str(network), STAGES, count=2)} Known: {', '.join(STAGES)}.")
-    return network, [name for name, _ in STAGES[network]]
+    """The network's name and its stage layers."""
+    if not isinstance(network, keras.Model):
+        if network not in stage_registry.names():
+            known = stage_registry.names()
+            raise ValueError(f"Unknown {role} family {shown(network)}.{did_you_mean(str(network), known, count=2)} Known: {', '.join(known)}.")
+        return network, [name for name, _ in stage_registry.get(network)]
+    table = stage_table(network)
+    if table is None:
+        raise ValueError(
+            f"No tap preset knows the {role} {network.name!r}: it is not registered ({', '.join(stage_registry.names())}) and holds no KerasHub "
+            "backbone. Pass taps={teacher_layer: student_layer} (CLI: --taps teacher_layer:student_layer); `kdistill taps suggest` "
+            "proposes pairs by shape and CKA, and kdistill.taps.stage_outputs lists a model's stages." + _ensemble_hint(network)
+        )
+    return family(network) or network.name, [name for name, _ in table]

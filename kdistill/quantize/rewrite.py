@@ -18,7 +18,7 @@ import logging
 import keras
 import numpy as np
 
-from kdistill.models import folding
+from kdistill.models import folding, stages
 from kdistill.quantize import layers as qlayers
 
 logger = logging.getLogger(__name__)
@@ -231,6 +231,7 @@ def quantize_model(model: keras.Model, momentum: float = 0.99, calibration_image
         >>> is_quantized(twin), twin.output_shape
         (True, (None, 10))
     """
+    stage_table = stages.attached(model)  # a flattened KerasHub model's stages go with its twin
     model = _functional_float_model(model)
     graph = _Graph(model)
     mapped, weights, inputs = {}, [], []
@@ -247,6 +248,8 @@ def quantize_model(model: keras.Model, momentum: float = 0.99, calibration_image
             mapped[id(old)] = new
     twin = keras.Model(inputs if len(inputs) > 1 else inputs[0], [mapped[id(t)] for t in model.outputs] if len(model.outputs) > 1
                        else mapped[id(model.outputs[0])], name=f"{model.name}_int8")
+    if stage_table:
+        stages.attach(twin, stage_table)
     _assign_float_weights(weights)
     if calibration_images is not None:
         calibrate(twin, calibration_images, calibration_batch)

@@ -108,14 +108,6 @@ def load_teacher(config: DistillConfig) -> keras.Model:
     return teachers.ensemble(members, weights=config.teacher_weights, temperature=config.temperature)
 
 
-def _resolve_taps(config: DistillConfig, teacher: keras.Model, student: keras.Model) -> dict:
-    if isinstance(config.taps, dict):
-        return dict(config.taps)
-    if config.taps == "none":
-        return {}
-    return taps_module.preset(teacher, student)
-
-
 def _check_member_files(paths: list) -> None:
     """An ensemble's files: each once, with different file names (taps address a member as '<file stem>/<layer>')."""
     stems = [os.path.splitext(os.path.basename(path))[0] for path in paths]
@@ -294,7 +286,7 @@ def _build_distiller(config: DistillConfig, splits: data_module.Splits, teacher:
                                "student (student_weights: <run>/student.keras) for int8 that keeps its accuracy.")
             # The first training batch sets every activation range; BatchNormalization statistics are frozen and folded.
             student = quantize.quantize_model(student)
-        distiller = FeatureDistiller(teacher, student, taps=_resolve_taps(config, teacher, student), **config.distiller_options())
+        distiller = FeatureDistiller(teacher, student, taps=taps_module.resolve(config.taps, teacher, student), **config.distiller_options())
         steps = -(-(splits.counts["train"] + splits.counts.get("transfer", 0)) // config.batch_size)
         optimizer = training.make_optimizer(config.optimizer, config.learning_rate, config.weight_decay, config.lr_decay_epochs, steps,
                                             schedule=config.schedule, warmup_epochs=config.warmup_epochs, epochs=config.epochs,
