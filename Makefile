@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install data demo test clean
+.PHONY: install data demo test wheel clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,5 +33,14 @@ demo: install data
 test: install
 	$(BIN)/python -m pytest
 
+# dist/kdistill-<version>-py3-none-any.whl, the package alone (no dependencies): what the notebooks install on Colab
+# (upload it to /content). Built with the venv's setuptools, offline; a fresh build/ so that no removed module rides along.
+WHEEL_DIR ?= dist
+wheel: | $(BIN)/python
+	rm -rf build
+	$(BIN)/python -m pip install -q "setuptools>=68" wheel
+	$(BIN)/python -m pip wheel -q --no-deps --no-build-isolation -w $(WHEEL_DIR) .
+	rm -rf build
+
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache build dist

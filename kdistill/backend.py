@@ -25,7 +25,7 @@ from typing import Iterator
 from kdistill.errors import UserError
 
 __all__ = ["tensorflow_module", "LazyTensorFlow", "INSTALL_HINT", "native_stderr_silenced", "quiet_native_code", "KERAS_BACKENDS",
-           "check_backend_name"]
+           "check_backend_name", "select"]
 
 #: the names Keras 3 accepts in KERAS_BACKEND; kdistill trains on the first three
 KERAS_BACKENDS = ("tensorflow", "jax", "torch", "numpy", "openvino")
@@ -55,6 +55,17 @@ class LazyTensorFlow:
 
     def __getattr__(self, name: str):
         return getattr(tensorflow_module(self._purpose), name)
+
+
+def select(name: str | None) -> None:
+    """Sets KERAS_BACKEND to `name` (`kdistill --backend`); refuses when Keras already runs on another one (it reads the variable once)."""
+    if name is None:
+        return
+    keras_module = sys.modules.get("keras")
+    if keras_module is not None and hasattr(keras_module, "backend") and keras_module.backend.backend() != name:
+        raise UserError(f"--backend {name}: Keras is already loaded in this process with the {keras_module.backend.backend()!r} backend, "
+                        f"and it picks its backend once. Run the command in a new process, or set KERAS_BACKEND={name} before starting Python.")
+    os.environ["KERAS_BACKEND"] = name
 
 
 def check_backend_name(name: str | None = None) -> None:

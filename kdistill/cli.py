@@ -23,6 +23,7 @@ from kdistill import backend as backend_module
 from kdistill.errors import SHOWN_CHARACTERS, UserError, interrupted_line, library_error_line, shorten
 from kdistill.run import flag_checks, options
 from kdistill.run.config import DistillConfig, read_config_file
+from kdistill.run.flag_checks import fill_from_config
 
 __all__ = ["main", "build_parser", "BACKENDS"]
 
@@ -32,20 +33,14 @@ BACKENDS = ("tensorflow", "jax", "torch")
 DATA_FLAGS = ("data", "data_dir", "skip_unreadable", "image_size", "train_limit", "test_limit", "batch_size", "seed")
 
 
-def _select_backend(name: str | None) -> None:
-    """Sets KERAS_BACKEND for `--backend`; refuses when Keras already runs on another one (it reads the variable once)."""
-    if name is None:
-        return
-    keras_module = sys.modules.get("keras")
-    if keras_module is not None and hasattr(keras_module, "backend") and keras_module.backend.backend() != name:
-        raise UserError(f"--backend {name}: Keras is already loaded in this process with the {keras_module.backend.backend()!r} backend, "
-                        f"and it picks its backend once. Run the command in a new process, or set KERAS_BACKEND={name} before starting Python.")
-    os.environ["KERAS_BACKEND"] = name
+_select_backend = backend_module.select  # `--backend`: sets KERAS_BACKEND before Keras loads
 
 
-def _data_arguments(parser: argparse.ArgumentParser, defaults: bool = True) -> None:
-    """The data flags, declared with the config's fields (`kdistill.run.config.DistillConfig`); without `defaults` a flag left out is None."""
-    options.add_flags(parser, DistillConfig, DATA_FLAGS, defaults=defaults)
+def _data_arguments(parser: argparse.ArgumentParser, config: bool = True) -> None:
+    """`--config` and the data flags, declared with the config's fields (`DistillConfig`); a flag left out is None until `_run` fills it."""
+    if config:
+        parser.add_argument("--config", help="YAML or JSON run config (the file `kdistill distill --config` reads): its data keys; flags override them")
+    options.add_flags(parser, DistillConfig, DATA_FLAGS)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -111,7 +106,7 @@ def _add_distill(commands) -> None:
     distill = commands.add_parser("distill", help="distil a teacher into a student",
                                   description="Distils a saved teacher into a student. Flags override the config file's entries.")
     distill.add_argument("--config", help="YAML or JSON run config (keys: see kdistill.run.config.DistillConfig)")
-    _data_arguments(distill, defaults=False)  # a flag left out leaves the config file's value
+    _data_arguments(distill, config=False)  # a flag left out leaves the config file's value
     options.add_flags(distill, DistillConfig, [name for name in options.flag_names(DistillConfig) if name not in DATA_FLAGS])
     distill.add_argument("--restart", action="store_true", help="discard the backup of an interrupted run in the output folder and start afresh")
     distill.set_defaults(func=_distill)
@@ -149,8 +144,10 @@ def _add_taps(commands) -> None:
                                        description="Lists candidate stage outputs of teacher and student with their shapes, proposes "
                                                    "a pairing by stage and resolution and, with --cka, scores every pair by linear "
                                                    "CKA on a batch of real images.")
-    suggest.add_argument("--teacher", default="resnet50", help="a saved teacher (.keras) or 'resnet50' (random weights)")
-    suggest.add_argument("--student", default="mobilenet_v2", help="a registered student name or a saved model")
+    suggest.add_argument("--teacher", nargs="+", help="a saved teacher (.keras; several: their ensemble) or 'resnet50' (random weights; "
+                                                       "default: the config's teacher, else resnet50)")
+    suggest.add_argument("--student", help="a registered student name or a saved model (default: the config's, else mobilenet_v2)")
+    options.add_flags(suggest, DistillConfig, ["student_width"])
     _data_arguments(suggest)
     suggest.add_argument("--cka", action="store_true", help="score pairs by linear CKA on --cka-images test images")
     suggest.add_argument("--cka-images", type=int, default=128)
@@ -175,6 +172,8 @@ def _add_export(commands) -> None:
                         help="int8 activation ranges: the converter's min/max (default), each range cut to its percentiles, or "
                              "a quantization-aware student's trained ranges (used by itself for such a student)")
     export.add_argument("--percentile", type=float, default=99.99, help="upper percentile kept by --calibration percentile (default 99.99)")
+    export.add_argument("--calibration-images", type=int, default=500, help="images that calibrate int8/int16x8 (default 500): the validation "
+                                                                             "split, or the training images where it holds fewer")
     export.set_defaults(func=_export)
 
 
@@ -184,7 +183,9 @@ def _progress() -> int:
 
 
 def _run(args) -> int:
-    """Checks the numbers and output paths of any command (`kdistill.run.flag_checks`), then runs its handler."""
+    """Fills the data flags left out from --config (`fill_from_config`), checks numbers and output paths (`flag_checks`), runs the handler."""
+    if args.command != "distill" and hasattr(args, "data"):
+        fill_from_config(args, DATA_FLAGS + (("teacher", "student", "student_width") if args.command == "taps" else ()))
     flag_checks.check(args)
     return args.func(args)
 
@@ -198,26 +199,23 @@ def _load_splits(args, **changes):
     return data.load(args.data, **dict(arguments, **changes))
 
 
+def _held_out(splits, args):
+    """The test split, else (an image folder without a test folder) the validation split, saying so on stderr."""
+    dataset, name = splits.held_out()
+    if name != "test":
+        print(f"kdistill {args.command}: {args.data!r} has no test split (a test folder goes in --data-dir); using its validation split: the "
+              f"{splits.counts['validation']} images training with --seed {args.seed} left out", file=sys.stderr)
+    return dataset
+
+
 # === Handlers: one per command, each returning the exit status ===
 def _demo(args) -> int:
-    from kdistill.run import jobs
+    from kdistill.run import demo, jobs
 
     overrides = options.parse_overrides(args.set)  # jobs.demo checks them (names, types, signs) before any work
     summary = jobs.demo(args.output_dir, full=args.full, data_dir=args.data_dir, seed=args.seed, overrides=overrides,
                         verbose=0 if args.quiet else _progress(), retrain_teacher=args.retrain_teacher)
-    print()
-    print(summary["table"])
-    if "export_table" in summary:
-        print("\nExported distilled student (" + os.path.join(args.output_dir, "export") + "):\n" + summary["export_table"])
-    print(f"\ndistillation gain (top-1): {100 * summary['distillation_gain_top1']:+.2f} points (one seed); wall time {summary['seconds']['total']:.0f} s")
-    reference = summary["reference"]
-    print(f"multi-seed result ({reference['source']}): {reference['line']}")
-    if "latency" in summary:
-        print("\naccuracy against single-image latency on this CPU:")
-        width = max(len(row["model"]) for row in summary["latency"])
-        for row in summary["latency"]:
-            print(f"  {row['model']:<{width}} {row['runtime']:<15} top-1 {100 * row['top1']:6.2f}%  {row['latency_ms']:8.3f} ms")
-    print(f"figures: {', '.join(os.path.join(args.output_dir, name) for name in summary['figures'])}\nsummary: {os.path.join(args.output_dir, 'summary.json')}")
+    print(demo.summary_text(summary, args.output_dir))
     return 0
 
 
@@ -252,7 +250,7 @@ def _distill(args) -> int:
     keras.utils.set_random_seed(config.seed)
     summary = jobs.distill(config, verbose=_progress(), restart=args.restart)
     if "test" in summary:
-        print(evaluation.format_table([dict(summary["test"], name=config.student)]))
+        print(evaluation.format_table([dict(summary["test"], name=f"{config.student} ({summary['evaluated']})")]))
     written = "" if summary["student_path"] else " (written by the chief worker; this worker keeps no files)"
     print(f"run folder: {config.resolved_output_dir()}{written}")
     return 0
@@ -263,8 +261,8 @@ def _evaluate(args) -> int:
     from kdistill.models import saving
 
     model = saving.load_model(args.model, role="model")
-    splits = _load_splits(args, train_limit=None, validation_fraction=0.0)
-    report = evaluation.evaluate(model, splits.test, splits.class_names)
+    splits = _load_splits(args, train_limit=None)
+    report = evaluation.evaluate(model, _held_out(splits, args), splits.class_names)
     print(evaluation.format_table([dict(report, name=os.path.basename(args.model))]))
     print("\nper-class top-1:")
     for name, value in report["per_class_accuracy"].items():
@@ -290,12 +288,9 @@ def _cache_teacher(args) -> int:
 
 def _taps_suggest(args) -> int:
     from kdistill import plots
-    from kdistill.models import saving, students, tap_suggest, teachers
+    from kdistill.models import tap_suggest
 
-    shape = (args.image_size, args.image_size, 3)
-    teacher = saving.load_model(args.teacher, role="teacher") if os.path.exists(args.teacher) else teachers.get(args.teacher, num_classes=10, input_shape=shape)
-    student = (saving.load_model(args.student, role="student") if os.path.exists(args.student)
-               else students.get(args.student, num_classes=teacher.outputs[0].shape[-1], input_shape=shape))
+    teacher, student = tap_suggest.build_pair(args.teacher or "resnet50", args.student, args.image_size, args.student_width)
     images = None
     if args.cka or args.heatmap:
         splits = _load_splits(args, batch_size=args.cka_images, test_limit=args.cka_images, train_limit=None)
@@ -323,9 +318,10 @@ def _export(args) -> int:
     default_formats = "saved_model,int8" if quantize.is_quantized(export.student_of(model)) else "saved_model,float32,int8"
     formats = export.check_formats(name.strip() for name in (default_formats if args.formats is None else args.formats).split(",") if name.strip())
     splits = _load_splits(args)
-    result = export.export_all(model, args.output_dir, formats=formats, representative=splits.validation if splits.validation is not None else splits.train,
-                               test=splits.test, version=args.version, int8_io=args.int8_io, limit=args.report_limit,
-                               calibration=args.calibration, percentile=args.percentile)
+    calibrate = splits.validation if splits.counts.get("validation", 0) >= args.calibration_images else splits.train_plain
+    result = export.export_all(model, args.output_dir, formats=formats, representative=calibrate, test=_held_out(splits, args), version=args.version,
+                               int8_io=args.int8_io, limit=args.report_limit, calibration=args.calibration, percentile=args.percentile,
+                               class_names=splits.class_names, calibration_images=args.calibration_images)
     print(export.format_report(result["report"]))
     print(f"\nreport: {os.path.join(args.output_dir, 'report.json')}")
     return 0

@@ -39,7 +39,7 @@ from kdistill import adapters, losses as losses_module
 from kdistill.losses import dense
 from kdistill.losses.labels import LabelLoss, check_alpha
 from kdistill.losses.objective import Objective, metric_inputs
-from kdistill.models import checks, ensemble as ensemble_module, folding, taps as taps_module
+from kdistill.models import checks, ensemble as ensemble_module, folding, summary as model_summary, taps as taps_module
 
 __all__ = ["FeatureDistiller", "UNLABELED"]
 
@@ -111,8 +111,8 @@ class FeatureDistiller(keras.Model):
 
     #: the constructor's options, saved by `get_config` (the models, taps and name are saved beside them; several teachers'
     #: weights live in their ensemble). `kdistill.run.config.DistillConfig` declares the same names with `distiller=True`.
-    OPTIONS = ("feature_loss", "logits_loss", "temperature", "alpha", "tap_weights", "logits_weight", "alignment", "review",
-               "review_channels", "adapter", "fold_batch_norm", "ignore_label")
+    OPTIONS = ("feature_loss", "logits_loss", "temperature", "alpha", "tap_weights", "logits_weight", "alignment", "review", "review_channels", "adapter",
+               "fold_batch_norm", "ignore_label")
 
     def __init__(
         self,
@@ -171,9 +171,7 @@ class FeatureDistiller(keras.Model):
 
     def _set_losses(self, feature_loss, logits_loss) -> None:
         """The losses from their names (a named loss taking a temperature gets the distiller's)."""
-        self.feature_loss = (
-            losses_module.get(feature_loss, kind="feature", temperature=self.temperature) if feature_loss is not None else None
-        )
+        self.feature_loss = losses_module.get(feature_loss, kind="feature", temperature=self.temperature) if feature_loss is not None else None
         kind = dense.logits_loss_kind(logits_loss) if self.dense else "logits"
         self.logits_loss = losses_module.get(logits_loss, kind=kind, temperature=self.temperature) if logits_loss is not None else None
         if self.dense:
@@ -302,9 +300,9 @@ class FeatureDistiller(keras.Model):
     def fit(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.fit`, refusing training data without a single batch (Keras would return an empty history, silently)."""
         checks.check_not_empty(x, "training data")
-        label_loss = self.training_objective.label_loss
         checks.check_fit_data(self.teacher, x, y, kwargs.get("validation_data"), ignore_label=self.ignore_label,
-                              sparse_labels=getattr(label_loss, "sparse", None))
+                              sparse_labels=getattr(self.training_objective.label_loss, "sparse", None))
+        self._teacher_checked = getattr(self, "_teacher_checked", False) or checks.warn_if_chance_level(self.teacher, kwargs.get("validation_data")) is not None
         build_before_fit(self, x, y)  # TensorFlow then traces the first step once, not twice
         history = super().fit(x, y, *args, **kwargs)
         if not history.history and kwargs.get("epochs", 1) and kwargs.get("initial_epoch", 0) < kwargs.get("epochs", 1):
@@ -353,6 +351,11 @@ class FeatureDistiller(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     # ----------------------------------------------------------------- config
+    def get_compile_config(self) -> dict | None:
+        if self.built and self.compiled and not self.optimizer.built:  # saved before fit: save the state a load builds (or Keras warns
+            self.optimizer.build(self.trainable_variables)            # "Skipping variable loading for optimizer" when it loads)
+        return super().get_compile_config()
+
     def get_config(self) -> dict:
         serialize = keras.saving.serialize_keras_object
         config = {"name": self.name, "teacher": serialize(self.teacher), "student": serialize(self.student), "taps": dict(self.taps)}
@@ -371,14 +374,15 @@ class FeatureDistiller(keras.Model):
     def projection_summary(self) -> list[dict]:
         """One row per tap: teacher layer, student layer, shapes, and how the adapter maps them."""
         teacher_shapes, student_shapes = self._shapes()
-        return [
-            {
-                "teacher_layer": teacher_layer,
-                "student_layer": student_layer,
-                "teacher_shape": tuple(teacher_shapes[teacher_layer][1:]),
-                "student_shape": tuple(student_shapes[teacher_layer][1:]),
-                "projection": self.student_adapter.describe(teacher_layer),
-                "weight": self.tap_weights[teacher_layer],
-            }
-            for teacher_layer, student_layer in self.taps.items()
-        ]
+        return [{"teacher_layer": teacher_layer, "student_layer": student_layer, "teacher_shape": tuple(teacher_shapes[teacher_layer][1:]),
+                 "student_shape": tuple(student_shapes[teacher_layer][1:]), "projection": self.student_adapter.describe(teacher_layer),
+                 "weight": self.tap_weights[teacher_layer]} for teacher_layer, student_layer in self.taps.items()]
+
+    def summary(self, *args, **kwargs) -> None:
+        """Keras' summary with each model, adapter and loss once (not the views sharing their weights: feature models, projections)."""
+        with model_summary.listing(self, super().layers):
+            return super().summary(*args, **kwargs)
+
+    @property
+    def layers(self) -> list:
+        return model_summary.listed(self) or super().layers  # whole outside summary(): saving walks it

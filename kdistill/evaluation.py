@@ -18,6 +18,7 @@ import time
 import keras
 import numpy as np
 
+from kdistill.errors import UserError
 from kdistill.models import checks
 
 __all__ = ["evaluate", "model_size_mb", "throughput", "format_table"]
@@ -54,6 +55,16 @@ def _predictor(model: keras.Model):
     return lambda images: np.asarray(model.predict_on_batch(images))
 
 
+def _check_class_count(model: keras.Model, class_names: list[str] | None) -> None:
+    """UserError when the model's output has another width than the data's classes (a 4-class student on 10-class data)."""
+    classes = getattr(getattr(model, "student", model), "outputs", None)
+    classes = classes[0].shape[-1] if classes else None
+    if class_names is not None and classes is not None and classes != len(class_names):
+        shown = ", ".join(class_names[:6]) + (", ..." if len(class_names) > 6 else "")
+        raise UserError(f"The model predicts {classes} classes but the data has {len(class_names)} ({shown}): evaluate it on the data it "
+                        "was trained for (--data / --data-dir, or the same --config).")
+
+
 def evaluate(model: keras.Model, dataset, class_names: list[str] | None = None, timing_batches: int = 4) -> dict:
     """Accuracy and cost of `model` (which outputs logits or probabilities) on `dataset`.
 
@@ -68,9 +79,11 @@ def evaluate(model: keras.Model, dataset, class_names: list[str] | None = None, 
         `per_class_accuracy`, `parameters`, `size_mb`, `images_per_second`, `examples`.
 
     Raises:
-        kdistill.errors.UserError: when `model` is not a classifier with one output of shape `(batch, classes)`.
+        kdistill.errors.UserError: when `model` is not a classifier with one output of shape `(batch, classes)`, or
+            when it predicts another number of classes than `class_names` lists.
     """
     checks.check_classifier(model, "model", logits=False)  # probabilities rank classes as logits do
+    _check_class_count(model, class_names)
     predict = _predictor(model)
     logits, labels, timing = [], [], []
     for images, batch_labels in dataset:
@@ -110,10 +123,11 @@ def format_table(rows: list[dict]) -> str:
     """
     data_width = max([len(row.get("data", "")) for row in rows] + [0])
     data = (lambda text: f" {text:<{data_width}}") if data_width else (lambda text: "")
-    header = f"{'model':<22}{data('trained on')} {'top-1':>7} {'top-5':>7} {'params':>11} {'size MB':>8} {'images/s':>9}"
+    name_width = max([22] + [len(row["name"]) for row in rows])
+    header = f"{'model':<{name_width}}{data('trained on')} {'top-1':>7} {'top-5':>7} {'params':>11} {'size MB':>8} {'images/s':>9}"
     lines = [header, "-" * len(header)]
     for row in rows:
         top5 = f"{100 * row['top5']:.2f}" if "top5" in row else "-"
-        lines.append(f"{row['name']:<22}{data(row.get('data', ''))} {100 * row['top1']:>7.2f} {top5:>7} {row['parameters']:>11,} "
+        lines.append(f"{row['name']:<{name_width}}{data(row.get('data', ''))} {100 * row['top1']:>7.2f} {top5:>7} {row['parameters']:>11,} "
                      f"{row['size_mb']:>8.2f} {row['images_per_second']:>9.0f}")
     return "\n".join(lines)

@@ -29,7 +29,7 @@ import shutil
 import tempfile
 from typing import Any, Iterator
 
-__all__ = ["atomic_write", "write_json", "partial_prefix", "staging_folder", "replace", "remove_stale_staging", "process_alive",
+__all__ = ["atomic_write", "write_json", "write_text", "partial_prefix", "staging_folder", "replace", "remove_stale_staging", "process_alive",
            "check_output_path", "check_free_space", "InsufficientSpaceError", "new_folders"]
 
 logger = logging.getLogger(__name__)
@@ -158,10 +158,25 @@ def atomic_write(path: str, suffix: str = "") -> Iterator[str]:
     os.close(handle)
     try:
         yield partial
+        if os.path.isfile(partial):
+            os.chmod(partial, _mode(0o666))  # mkstemp's 0600 is for the unfinished copy; the file gets what open() would give it
         os.replace(partial, path)
     finally:
         if os.path.exists(partial):
             os.remove(partial)
+
+
+def _mode(full: int) -> int:
+    """`full` (0o666 for a file, 0o777 for a folder) less the process's umask: the mode open() and mkdir() give."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return full & ~umask
+
+
+def write_text(path: str, text: str) -> None:
+    """Writes `text` (UTF-8), whole or not at all."""
+    with atomic_write(path) as partial, open(partial, "w", encoding="utf-8") as handle:
+        handle.write(text)
 
 
 def write_json(path: str, value: Any, indent: int | None = 2) -> None:
@@ -176,6 +191,7 @@ def staging_folder(parent: str, prefix: str = ".staging-") -> Iterator[str]:
     os.makedirs(parent, exist_ok=True)
     remove_stale_staging(parent, prefix)
     staging = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent)
+    os.chmod(staging, _mode(0o777))  # a staged folder moved into place keeps its mode: mkdtemp's 0700 would hide it from others
     try:
         yield staging
     finally:

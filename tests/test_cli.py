@@ -66,7 +66,15 @@ def test_distill_from_a_yaml_config_writes_the_run_folder_and_tensorboard_logs(t
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert {"loss", "ce_loss", "kd_loss", "feat_conv3_block4_out", "val_accuracy"} <= set(history)
     assert (tmp_path / "run" / "student.keras").exists()
-    assert "resnet8x4" in capsys.readouterr().out
+    assert summary["evaluated"] == "best_student.keras"  # the test report reads the student worth exporting, and says so
+    assert "resnet8x4 (best_student.keras)" in capsys.readouterr().out
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for name in ("student.keras", "best_student.keras", "summary.json", "history.json"):  # as open() would: 0644 under umask 022
+        assert os.stat(tmp_path / "run" / name).st_mode & 0o777 == 0o666 & ~umask, name
+    # The same command again over the finished run is refused (it used to retrain silently), naming --restart and --output-dir.
+    assert cli.main(["distill", "--config", str(config), "--output-dir", str(tmp_path / "run")]) == 2
+    assert "holds a finished run (summary.json): pass --restart" in capsys.readouterr().err
     # TensorBoard logs with every loss term
     import glob
 
@@ -161,6 +169,8 @@ def test_export_writes_every_format_and_the_report(tmp_path, fake_fashion_mnist,
     assert set(report["formats"]) == {"keras", "saved_model", "tflite_float32", "tflite_float16"}
     assert report["formats"]["tflite_float32"]["agreement"] == 1.0 and report["formats"]["saved_model"]["max_abs_diff"] < 1e-4
     assert "| tflite_float16 |" in capsys.readouterr().out
+    # labels.txt beside the files: one class name per line, in the order of the model's outputs
+    assert (output / "labels.txt").read_text().splitlines() == list(kdistill.data.FASHION_MNIST_CLASSES)
     assert keras.models.load_model(path).count_params() == report["formats"]["saved_model"]["parameters"]
     assert cli.main(["export", path, "--data-dir", fake_fashion_mnist, "--output-dir", str(output), "--formats", "tflite_int4"]) == 2
     assert cli.main(["export", path, "--data-dir", fake_fashion_mnist, "--output-dir", str(output), "--formats", ""]) == 2  # used to exit 0

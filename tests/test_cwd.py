@@ -117,3 +117,19 @@ def test_cwd_on_a_pooled_tap_fails_at_the_first_step_with_the_fix():
     x, y = real_images(16)
     with pytest.raises(ValueError, match="feature_loss='kl'"):
         distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+
+
+def test_cwd_at_the_authors_temperature_from_a_flag():
+    """A bare `--feature-loss cwd` runs at the distiller's T = 4; the flag now carries the loss's own options."""
+    from kdistill import cli
+    from kdistill.run import options
+    from kdistill.run.config import DistillConfig
+
+    args = cli.build_parser().parse_args(["distill", "--feature-loss", "cwd:temperature=1", "--temperature", "4"])
+    config = DistillConfig.from_dict(options.merge_flags({}, args, DistillConfig), check_files=False)
+    distiller = kdistill.FeatureDistiller(small_cnn("teacher"), small_cnn("student", seed=1), taps={"teacher_stage2": "student_stage2"},
+                                          **config.distiller_options())
+    assert isinstance(distiller.feature_loss, ChannelWiseDivergence) and distiller.feature_loss.temperature == 1.0
+    assert distiller.temperature == 4.0 and kdistill.losses.get("cwd", kind="feature", temperature=4.0).temperature == 4.0
+    with pytest.raises(ValueError, match="name:option=value"):
+        kdistill.losses.get("cwd:temperature", kind="feature")

@@ -208,3 +208,18 @@ def test_empty_arrays_and_out_of_range_labels_are_explained_before_training():
     with pytest.raises(ValueError, match=r"training label\(s\) lie outside \[0, 10\)"):
         data.from_arrays(x, np.array([0, 1, 2, 0, 1, -3]), class_names=[str(i) for i in range(10)])
     assert data.from_arrays(x, np.array([0, 1, 2, 0, 1, -1])).num_classes == 3  # -1: an unlabelled (transfer) image
+
+
+def test_fitting_on_the_training_pipeline_does_not_warn_that_shuffle_is_ignored():
+    """Every fit on kdistill's tf.data splits printed Keras' "`shuffle=True` was passed, but will be ignored": the pipeline shuffles itself."""
+    import warnings
+
+    import keras
+
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        splits = data.from_arrays(np.zeros((16, 8, 8), "uint8"), np.arange(16) % 2, image_size=8, batch_size=8, pipeline="tf")
+        model.fit(splits.train, epochs=1, verbose=0)
+    assert not [w for w in caught if "shuffle=True" in str(w.message)]

@@ -178,7 +178,8 @@ def test_saved_distiller_reloads_and_resumes_training(tmp_path):
     distiller.compile(optimizer="adam", metrics=["accuracy"])
     x, y = images(32, 0), labels(32, 0)
     distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
-    restored = run_distiller_saving(distiller, str(tmp_path / "distiller.keras"), x[:8], y[:8])
+    path = str(tmp_path / "distiller.keras")
+    restored = run_distiller_saving(distiller, path, x[:8], y[:8])
     assert int(restored.optimizer.iterations) == 4
     np.testing.assert_array_equal(restored.student.predict(x[:4], verbose=0), student.predict(x[:4], verbose=0))
     np.testing.assert_allclose(
@@ -186,6 +187,11 @@ def test_saved_distiller_reloads_and_resumes_training(tmp_path):
     )
     restored.fit(x, y, batch_size=8, epochs=1, verbose=0)
     assert int(restored.optimizer.iterations) == 8
+    # In a new process, `import kdistill` (which loads no Keras) then Keras' own load_model finds the distiller's classes.
+    code = ("import sys, kdistill; assert 'keras' not in sys.modules; import keras; "
+            f"print(type(keras.saving.load_model({path!r})).__name__)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert result.returncode == 0 and result.stdout.split() == ["FeatureDistiller"], result.stderr[-2000:]
 
 
 def _run_script(name, *args, env=None, timeout=300):
@@ -436,3 +442,48 @@ def test_projections_are_clipped_and_updated_with_the_student(clipping):
         assert np.sqrt(sum(norms[key]**2 for key in projection_ids)) > 1e-2 * limit  # a real share of it went to the projections
     else:
         assert max(norms.values()) <= limit * (1 + 1e-4) and max(norms[key] for key in projection_ids) > 0.5 * limit
+
+
+@pytest.mark.eager
+def test_fit_warns_once_about_a_teacher_no_better_than_chance():
+    import logging
+
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # on kdistill's logger itself: whatever cli.main (run earlier in this process) did to propagation
+    logging.getLogger("kdistill").addHandler(handler)
+    teacher = small_cnn("teacher", seed=1)  # untrained: chance level on any labels
+    distiller = kdistill.FeatureDistiller(teacher, small_cnn("student", seed=2), taps={}).compile(optimizer="adam")
+    x, y = images(64, 3), np.asarray(keras.ops.convert_to_numpy(teacher(images(64, 3))).argmax(-1) + 1) % 10  # never the teacher's answer
+    try:
+        distiller.fit(x[:16], y[:16], validation_data=(x, y), batch_size=16, epochs=1, verbose=0)
+        distiller.fit(x[:16], y[:16], validation_data=(x, y), batch_size=16, epochs=1, verbose=0)
+    finally:
+        logging.getLogger("kdistill").removeHandler(handler)
+    warnings = [record.getMessage() for record in records if "no better than chance" in record.getMessage()]
+    assert len(warnings) == 1 and "0.0 % top-1 on 64 validation images" in warnings[0] and "from_logits=True" in warnings[0]
+
+
+def test_summary_lists_the_teacher_and_the_student_once():
+    distiller = kdistill.FeatureDistiller(small_cnn("teacher", seed=1), small_cnn("student", seed=2), taps={"teacher_stage2": "student_stage2"})
+    lines = []
+    distiller.summary(print_fn=lambda line, **options: lines.append(line))
+    text = "\n".join(lines)
+    assert text.count("teacher (Functional)") == 1 and "teacher_features" not in text and "student_features" not in text
+    from kdistill.models.summary import distinct_owners
+
+    assert sum(layer.count_params() for layer in distinct_owners(distiller.layers)) == distiller.count_params()  # every weight listed once
+    assert "teacher_features" in [layer.name for layer in distiller.layers]  # outside summary() `layers` stays whole: saving walks it
+
+
+def test_a_distiller_saved_before_fit_loads_without_the_optimizer_warning(tmp_path):
+    import warnings
+
+    distiller = kdistill.FeatureDistiller(small_cnn("teacher", seed=1), small_cnn("student", seed=2), taps={"teacher_stage2": "student_stage2"})
+    distiller.compile(optimizer="adam")
+    distiller.save(tmp_path / "run.keras")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        restored = keras.saving.load_model(tmp_path / "run.keras")
+    assert not [w for w in caught if "Skipping variable loading" in str(w.message)], [str(w.message)[:200] for w in caught]
+    assert restored.optimizer.built and len(restored.optimizer.variables) == len(distiller.optimizer.variables)

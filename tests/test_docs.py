@@ -126,3 +126,11 @@ def test_the_readme_links_every_page_and_each_page_links_back():
         lines = _text(page).splitlines()
         assert lines[0].startswith("# ") and "](../README.md)" in lines[2], f"{page}: a title, then a one-line summary with a link back"
         assert page in {link.partition("#")[0] for link in links}, f"README.md does not link {page}"
+
+
+def test_the_version_is_the_same_in_the_package_pyproject_and_the_changelog():
+    import kdistill
+
+    pyproject = re.search(r'^version = "([^"]+)"', _text("pyproject.toml"), re.M).group(1)
+    first_heading = next(line for line in _text("CHANGELOG.md").splitlines() if line.startswith("## "))
+    assert kdistill.__version__ == pyproject and first_heading.startswith(f"## {pyproject}")

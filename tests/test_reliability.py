@@ -324,7 +324,7 @@ def test_a_teacher_cache_that_cannot_be_written_is_refused_before_any_work_namin
 def test_a_stale_teacher_cache_says_what_changed_and_how_to_rebuild(tmp_path, teacher_file, capsys):
     cache = str(tmp_path / "cache")
     assert cli.main(_distill(teacher_file, tmp_path / "run", 1, "--teacher-cache", cache)) == 0
-    assert cli.main(_distill(teacher_file, tmp_path / "run", 1, "--teacher-cache", cache, "--seed", "1")) == 2
+    assert cli.main(_distill(teacher_file, tmp_path / "run2", 1, "--teacher-cache", cache, "--seed", "1")) == 2  # run2: run/ is finished
     line = _one_line(capsys.readouterr().err)
     assert "made from other images or labels: another --seed draws another training/validation split (0 when built, 1 now)" in line
     assert f"To rebuild it, delete {cache!r} (kdistill distill --teacher-cache builds it again on first use)" in line

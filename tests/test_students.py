@@ -1,3 +1,4 @@
+import os
 import keras
 import numpy as np
 import pytest
@@ -72,6 +73,26 @@ def test_imagenet_student_weights_fail_fast_offline_naming_the_file(tmp_path, mo
         kdistill.students.get("resnet8x4", num_classes=10, weights="imagenet")
 
 
+def test_imagenet_student_weights_without_network_name_the_file_of_the_input_size(tmp_path, monkeypatch):
+    """Without KDISTILL_OFFLINE the download was tried and Keras' raw "URL fetch failure" came out, for the 224 file at 128x128."""
+    from keras.src.utils import file_utils
+
+    asked = []
+
+    def no_network(fname, origin=None, **options):
+        asked.append(fname)
+        raise Exception(f"URL fetch failure on {origin}: None -- [Errno -2] Name or service not known")
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.delenv("KDISTILL_OFFLINE", raising=False)
+    monkeypatch.setattr(file_utils, "get_file", no_network)
+    expected = kdistill.students.imagenet_notop_file("mobilenet_v2", (128, 128, 3), 0.35)
+    assert expected.endswith("_0.35_128_no_top.h5")
+    with pytest.raises(ValueError, match=rf"Could not get the ImageNet weights of mobilenet_v2 \(width 0.35\).*copy '{expected}'.*KDISTILL_OFFLINE=1"):
+        kdistill.students.get("mobilenet_v2", num_classes=10, input_shape=(128, 128, 3), width=0.35, weights="imagenet")
+    assert asked == [expected]  # the file Keras asked for is the one the message names
+
+
 @pytest.mark.eager
 def test_imagenet_student_weights_load_from_the_keras_cache_with_a_new_classifier(tmp_path, monkeypatch):
     import h5py
@@ -126,3 +147,14 @@ def test_a_registered_student_with_stages_gets_a_tap_preset():
     finally:
         kdistill.students._REGISTRY.pop("test_two_stage_cnn", None)
         stages._TABLES.pop("test_two_stage_cnn", None)
+
+
+def test_the_default_width_is_said_where_students_are_documented():
+    import inspect
+
+    from kdistill.models import students
+
+    default = inspect.signature(students.mobilenet_v2).parameters["width"].default
+    assert f"`width`, default {default})" in students.get.__doc__ and f"(default {default}:" in students.mobilenet_v2.__doc__
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
+    assert f"width={default} by default" in readme  # beside the README's students.get, whose results use 0.35

@@ -193,3 +193,11 @@ def test_cifar_teacher_upsamples_loads_weights_and_refuses_imagenet(tmp_path):
     assert "preprocessing" not in [layer.name for layer in without.layers]
     with pytest.raises(ValueError, match="Did you mean .*'resnet20'.*Known: .*resnet56"):
         kdistill.teachers.get("resnet21", num_classes=10)
+
+
+def test_resnet50_takes_the_arguments_the_docs_give_it(monkeypatch):
+    """docs/python-api.md documents resnet50(..., resize_to=None); it raised TypeError (only teachers.get took it)."""
+    received = {}
+    monkeypatch.setattr(kdistill.teachers, "get", lambda *args: received.setdefault("args", args))
+    kdistill.teachers.resnet50(num_classes=10, input_shape=(32, 32, 3), weights=None, resize_to=64, batch_norm_momentum=None)
+    assert received["args"] == ("resnet50", 10, (32, 32, 3), None, True, None, 64)

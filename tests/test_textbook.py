@@ -12,7 +12,7 @@ import kdistill
 from kdistill import cli
 from kdistill.losses.feature_kl import FeatureKL
 from kdistill.losses.features import FeatureMSE
-from kdistill.run.config import DistillConfig
+from kdistill.run.config import DistillConfig, read_config_file
 from conftest import real_images, resnet50_shaped_teacher
 from test_data import make_fashion_mnist
 
@@ -55,26 +55,26 @@ def test_the_three_textbook_steps_run_as_written(teacher_file, monkeypatch):
 
 
 @pytest.mark.eager
-def test_the_textbook_yaml_builds_the_same_three_distillers(teacher_file, tmp_path):
-    documents = list(yaml.safe_load_all(_block("textbook-yaml")))
-    assert len(documents) == 3
+def test_the_textbook_configs_run_as_written(teacher_file, tmp_path, monkeypatch):
+    """Each block is a config file `kdistill distill --config` reads as it stands; the third runs end to end (flags only shrink it)."""
+    monkeypatch.chdir(teacher_file)
+    make_fashion_mnist(teacher_file / "data", train=96, test=32, seed=2)
     teacher = kdistill.teachers.load(str(teacher_file / "saved_models" / "teacher.keras"))
     built = []
-    for document in documents:
-        options = DistillConfig.from_dict(document, check_files=False).distiller_options()
+    for step in (1, 2, 3):
+        path = tmp_path / f"textbook{step}.yaml"
+        path.write_text(_block(f"textbook-yaml-{step}"))
+        config = DistillConfig.from_dict(read_config_file(str(path)))  # the CLI's reader: one mapping per file, teacher found
         student = kdistill.students.get("resnet8x4", num_classes=10, input_shape=(32, 32, 3))
-        built.append(kdistill.FeatureDistiller(teacher, student, taps={"conv4_block6_out": "stage3_out"}, **options))
+        built.append(kdistill.FeatureDistiller(teacher, student, taps={"conv4_block6_out": "stage3_out"}, **config.distiller_options()))
     assert isinstance(built[0].feature_loss, FeatureMSE)
     assert isinstance(built[1].feature_loss, FeatureKL) and built[1].feature_loss.temperature == 4.0
     assert isinstance(built[2].feature_loss, FeatureKL) and built[2].logits_loss is None and built[2].alpha == 0.9
-    # The third step end to end through the command line.
-    make_fashion_mnist(tmp_path / "data", train=96, test=32, seed=2)
-    config = tmp_path / "step3.yaml"
-    config.write_text(yaml.safe_dump({**documents[2], "data_dir": str(tmp_path / "data"), "teacher": str(teacher_file / "saved_models" / "teacher.keras"),
-                                      "student": "resnet8x4", "epochs": 1, "batch_size": 32, "check_teacher": False}))
-    assert cli.main(["distill", "--config", str(config), "--output-dir", str(tmp_path / "run")]) == 0
-    history = json.loads((tmp_path / "run" / "history.json").read_text())
-    assert "kd_loss" not in history and "feat_conv3_block4_out" in history
+    # The third step end to end through the command line, the file as written.
+    assert cli.main(["distill", "--config", str(tmp_path / "textbook3.yaml"), "--epochs", "1", "--batch-size", "32", "--train-limit", "32",
+                     "--test-limit", "32", "--student-width", "0.35", "--no-check-teacher"]) == 0
+    history = json.loads((teacher_file / "saved_models" / "textbook3" / "history.json").read_text())
+    assert "kd_loss" not in history and "feat_conv4_block6_out" in history
 
 
 @pytest.mark.eager
@@ -97,3 +97,21 @@ def test_several_teachers_from_a_yaml_config(teacher_file, tmp_path):
     # The same from flags: two files after --teacher; weights that are not numbers are refused before any work.
     assert cli.main(["distill", "--data-dir", str(tmp_path / "data"), "--teacher", *paths, "--teacher-weights", "2,x"]) == 2
     assert not (tmp_path / "saved_models").exists()
+
+
+def test_your_own_method_block_runs_as_written_and_its_name_works_in_a_config():
+    from conftest import images, small_cnn
+    from kdistill.losses import registry
+
+    namespace = {}
+    exec(compile(_block("own-loss"), METHODS, "exec"), namespace)
+    try:
+        options = DistillConfig.from_dict({"feature_loss": {"name": "l1", "scale": 2}}, check_files=False).distiller_options()
+        distiller = kdistill.FeatureDistiller(small_cnn("teacher"), small_cnn("student", seed=1), taps={"teacher_stage2": "student_stage2"},
+                                              **options)
+        assert isinstance(distiller.feature_loss, namespace["L1"])
+        outputs = distiller(images(4))
+        terms = distiller.loss_terms(np.zeros(4, "int64"), outputs["teacher"], outputs["student"])
+        assert float(terms["feat_teacher_stage2"]) > 0
+    finally:
+        registry.unregister("l1")

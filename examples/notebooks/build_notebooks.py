@@ -12,16 +12,18 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 SETUP = '''# Install kdistill where it is missing (Colab); offline machines already have it from `make install`.
-# Set KDISTILL_SOURCE to a kdistill wheel you uploaded (e.g. /content/kdistill-0.1.0-py3-none-any.whl) or to the
-# project's repository (git+https://HOST/OWNER/kdistill.git). The install keeps Colab's own (GPU) TensorFlow.
-import importlib.util, os, subprocess, sys
+# kdistill is not on the package index: run `make wheel` in its repository, which writes dist/kdistill-<version>-py3-none-any.whl,
+# and upload that file to /content (Colab's file panel); or set KDISTILL_SOURCE to a wheel path or to the repository's git URL
+# (git+https://...). The install keeps Colab's own (GPU) TensorFlow and TFDS.
+import glob, importlib.util, os, subprocess, sys
 IN_COLAB = "google.colab" in sys.modules
-KDISTILL_SOURCE = os.environ.get("KDISTILL_SOURCE", "")  # or write the wheel path / repository here
 if importlib.util.find_spec("kdistill") is None:
-    if not KDISTILL_SOURCE:
-        raise SystemExit("kdistill is not installed here. Set KDISTILL_SOURCE (first lines of this cell) to a kdistill wheel "
-                         "or to its repository (git+https://...), then run this cell again.")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", KDISTILL_SOURCE], check=True)
+    wheels = sorted(glob.glob("/content/kdistill-*.whl") + glob.glob("kdistill-*.whl") + glob.glob(os.path.join("dist", "kdistill-*.whl")))
+    source = os.environ.get("KDISTILL_SOURCE") or (wheels[-1] if wheels else None)
+    if source is None:
+        raise SystemExit("kdistill is not installed here. Run `make wheel` in kdistill's repository, upload the wheel it writes "
+                         "(dist/kdistill-<version>-py3-none-any.whl) to /content, and run this cell again.")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", source], check=True)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras, numpy as np
@@ -39,10 +41,11 @@ os.makedirs(OUTPUT, exist_ok=True)
 keras.utils.set_random_seed(0)
 print("kdistill", kdistill.__version__, "| Keras", keras.__version__, keras.backend.backend(), "| Colab:", IN_COLAB, "| quick:", QUICK)'''
 
-DATA = '''# Offline: Fashion-MNIST from Debian's package. On Colab (with network) switch to CIFAR-10 through TFDS.
+DATA = '''# Offline: Fashion-MNIST from Debian's package. On Colab (with network) CIFAR-10 through TFDS: download=True is the
+# explicit opt-in (kdistill never downloads unless asked).
 TRAIN_LIMIT, TEST_LIMIT = (256, 64) if QUICK else (4000, 2000)
 SOURCE = "tfds:cifar10" if IN_COLAB else "fashion_mnist"
-splits = data.load(SOURCE, data_dir=DATA_DIR, image_size=32, batch_size=64, train_limit=TRAIN_LIMIT, test_limit=TEST_LIMIT)
+splits = data.load(SOURCE, data_dir=DATA_DIR, image_size=32, batch_size=64, train_limit=TRAIN_LIMIT, test_limit=TEST_LIMIT, download=IN_COLAB)
 print(splits.counts, splits.class_names)'''
 
 TEACHER = '''# The teacher: a ResNet50. On Colab start from ImageNet weights; offline, train one briefly

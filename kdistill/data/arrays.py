@@ -47,6 +47,23 @@ class Splits:
     #: the training images in a fixed order, unaugmented (what a teacher cache is built from)
     train_plain: Any | None = None
 
+    def held_out(self) -> tuple[Any, str]:
+        """`(pipeline, name)` to measure a trained model on: the test split, else the validation split.
+
+        An image folder without a test folder (`data_dir`) has no test split; its
+        validation split holds the images that training with the same seed and
+        validation fraction left out.
+
+        Raises:
+            ValueError: when there is neither.
+        """
+        if self.test is not None:
+            return self.test, "test"
+        if self.validation is not None:
+            return self.validation, "validation"
+        raise ValueError("This data has no test split and no validation split: pass a test folder (--data-dir TEST_FOLDER, "
+                         "a tree of the same class folders) or keep a validation fraction above 0.")
+
 
 def resolve_pipeline(pipeline: str = "auto") -> str:
     """`"tf"` or `"numpy"`: what `pipeline="auto"` means on this Keras backend (tf.data on TensorFlow, PyDataset elsewhere).

@@ -223,8 +223,12 @@ def _load_images_file(path: str) -> np.ndarray:
 
 def load(source: str = "fashion_mnist", data_dir: str | None = None, image_size: int = 32, batch_size: int = 64, validation_fraction: float = 0.1,
          train_limit: int | None = None, test_limit: int | None = None, augment: Sequence[str] = (), seed: int = 0,
-         transfer: str | None = None, pipeline: str = "auto", skip_unreadable: bool = False) -> Splits:
+         transfer: str | None = None, pipeline: str = "auto", skip_unreadable: bool = False, download: bool = False) -> Splits:
     """Pipelines from a source name: `fashion_mnist` (offline default), `tfds:<name>`, or an image folder path.
+
+    kdistill never downloads unless asked: `download=True` lets TFDS fetch a
+    `tfds:<name>` dataset that is not prepared yet (needs network, e.g. on Colab);
+    without it an unprepared dataset is an error saying how to prepare it offline.
 
     With the offline data fetched (`make data`), `load("fashion_mnist", data_dir="data")`
     gives 54,000 / 6,000 / 10,000 train / validation / test images of 32x32x3.
@@ -251,7 +255,7 @@ def load(source: str = "fashion_mnist", data_dir: str | None = None, image_size:
     if transfer is not None:
         raise ValueError(f"A transfer set (transfer={transfer!r}) is supported for fashion_mnist and NumPy arrays (data.from_arrays), not for {source!r}.")
     if source.startswith("tfds:"):
-        return from_tfds(source[len("tfds:"):], data_dir=data_dir, test_limit=test_limit, **common)
+        return from_tfds(source[len("tfds:"):], data_dir=data_dir, test_limit=test_limit, download=download, **common)
     if os.path.isdir(source):
         return from_image_folder(source, test_dir=data_dir, skip_unreadable=skip_unreadable, **{k: v for k, v in common.items() if k != "test_limit"})
     raise ValueError(

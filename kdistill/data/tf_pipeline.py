@@ -9,6 +9,7 @@ module on JAX or PyTorch loads no TensorFlow.
 
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import keras
@@ -60,7 +61,13 @@ def image_pipeline(arrays, image_size, batch_size, training, augment, num_classe
     dataset = dataset.prefetch(tf.data.AUTOTUNE)
     if counter is not None:
         dataset.kdistill_pass = counter
+        # fit's default shuffle=True makes Keras warn that a tf.data pipeline must shuffle itself: this one does, every pass
+        warnings.filterwarnings("ignore", message=_SHUFFLE_IGNORED)
     return dataset
+
+
+#: Keras' warning on fit(tf.data pipeline) with its default shuffle=True (keras/src/trainers/data_adapters/__init__.py)
+_SHUFFLE_IGNORED = r"`shuffle=True` was passed, but will be ignored since the data `x` was provided as a tf\.data\.Dataset"
 
 
 def _batches_by_pass(count: int, batch_size: int, seed: int, shuffle: bool = True, views: int = 0):

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
 from kdistill.backend import LazyTensorFlow
 from kdistill.export.tflite_runtime import latency_ms, tflite_predict, tflite_runner
 from kdistill.export.writers import check_formats, check_writable, onnx, saved_model, student_of, tflite
-from kdistill.files import new_folders, staging_folder, write_json
+from kdistill.files import new_folders, staging_folder, write_json, write_text
 from kdistill.models import checks
 
 tf = LazyTensorFlow("the parity report")
@@ -52,8 +52,11 @@ def format_report(report: dict, target: float = AGREEMENT_TARGET) -> str:
         lines += ["", "keras_int8_aware is the quantization-aware twin (kdistill.quantize) in Keras; tflite_int8_aware is its int8 file "
                   "(trained ranges, no calibration), and its agreement is with keras_int8_aware."]
     if below:
-        lines += ["", "Note: " + "; ".join(below) + ". Try int16x8 (integer-only, int16 activations), the other --calibration, "
-                  "or a wider student."]
+        int16x8 = report["formats"].get("tflite_int16x8")
+        tries = "the other --calibration, more --calibration-images, or a wider student"
+        if int16x8 is None or int16x8["agreement"] >= target:  # not advised where it fell short too
+            tries = "int16x8 (integer-only, int16 activations), " + tries
+        lines += ["", "Note: " + "; ".join(below) + f". Try {tries}."]
     return "\n".join(lines)
 
 
@@ -145,12 +148,17 @@ def _refuse_segmenter(student) -> None:
 
 
 def export_all(model, output_dir: str, formats: Iterable[str] = ("saved_model", "float32", "int8"), representative=None, test=None,
-               version: int = 1, int8_io: bool = False, limit: int = 1000, calibration: str = "minmax", percentile: float = 99.99) -> dict:
+               version: int = 1, int8_io: bool = False, limit: int = 1000, calibration: str = "minmax", percentile: float = 99.99,
+               class_names: Sequence[str] | None = None, calibration_images: int = 500) -> dict:
     """Exports the student in several formats and checks each against Keras.
 
-    Writes `output_dir/serving/<version>/` (SavedModel) and
-    `output_dir/student_<mode>.tflite`, then, when `test` is given, the parity
-    report to `output_dir/report.json`.
+    Writes `output_dir/serving/<version>/` (SavedModel),
+    `output_dir/student_<mode>.tflite`, `output_dir/labels.txt` (one class name
+    per line, in the order of the model's outputs) when `class_names` is given,
+    then, when `test` is given, the parity report to `output_dir/report.json`.
+    Every file takes the images as the Keras student does: float32
+    `(batch, height, width, 3)` RGB pixels in [0, 255] (int8 in [-128, 127],
+    the pixel value minus 128, with `int8_io`), and returns logits.
 
     Args:
         model: a student, or a `FeatureDistiller`.
@@ -163,6 +171,8 @@ def export_all(model, output_dir: str, formats: Iterable[str] = ("saved_model", 
         limit: test images used by the report.
         calibration: int8 activation ranges, "minmax" or "percentile" (see `tflite`).
         percentile: p for percentile calibration.
+        class_names: the class names, written to `labels.txt`.
+        calibration_images: how many `representative` images calibrate int8 and int16x8.
 
     Returns:
         `{"files": {format: path}, "report": parity report or None}`.
@@ -181,7 +191,9 @@ def export_all(model, output_dir: str, formats: Iterable[str] = ("saved_model", 
     check_formats(formats)
     check_writable(output_dir)
     with new_folders(output_dir):  # removed again if the first write fails (a full disk)
-        files = _write_all(student, output_dir, formats, representative, version, int8_io, calibration, percentile)
+        files = _write_all(student, output_dir, formats, (representative, calibration_images), version, int8_io, calibration, percentile)
+        if class_names is not None:
+            write_text(os.path.join(output_dir, "labels.txt"), "".join(f"{name}\n" for name in class_names))
     report = None
     if test is not None:
         named = {(name if name in ("saved_model", "onnx") else f"tflite_{name}"): path for name, path in files.items()}
@@ -191,9 +203,9 @@ def export_all(model, output_dir: str, formats: Iterable[str] = ("saved_model", 
     return {"files": files, "report": report}
 
 
-def _write_all(student, output_dir: str, formats: list, representative, version: int, int8_io: bool, calibration: str, percentile: float) -> dict:
-    """`export_all`'s files: format -> path, in the order asked for."""
-    files = {}
+def _write_all(student, output_dir: str, formats: list, representative: tuple, version: int, int8_io: bool, calibration: str, percentile: float) -> dict:
+    """`export_all`'s files: format -> path, in the order asked for; `representative` is (calibration batches, how many images)."""
+    (representative, calibration_images), files = representative, {}
     if "saved_model" in formats:
         logger.info("Exporting saved_model ...")
         files["saved_model"] = saved_model(student, os.path.join(output_dir, "serving"), version=version)
@@ -206,5 +218,5 @@ def _write_all(student, output_dir: str, formats: list, representative, version:
                 continue
             source = source or saved_model(student, staging, version=1)
             files[name] = tflite(student, os.path.join(output_dir, f"student_{name}.tflite"), quantize=name, representative=representative,
-                                 int8_io=int8_io, calibration=calibration, percentile=percentile, saved_model_dir=source)
+                                 representative_count=calibration_images, int8_io=int8_io, calibration=calibration, percentile=percentile, saved_model_dir=source)
     return {name: files[name] for name in formats}  # in the order asked for

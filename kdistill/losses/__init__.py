@@ -80,6 +80,8 @@ def get(identifier: str | keras.losses.Loss | Callable | dict | list, kind: str 
             (`"kl"`) then builds the logits loss.
         **kwargs: options for a named loss, e.g. `temperature=4.0`; options a
             loss does not take (temperature for a feature loss) are ignored.
+            A name may carry its own options as `"name:option=value,..."`
+            (`"cwd:temperature=1"`, what `--feature-loss` takes); they win over these.
 
     Returns:
         A loss following the protocol of `kdistill.losses.base`.
@@ -90,6 +92,8 @@ def get(identifier: str | keras.losses.Loss | Callable | dict | list, kind: str 
     Example:
         >>> get("kl", temperature=2.0).temperature
         2.0
+        >>> get("cwd:temperature=1", kind="feature", temperature=4.0).temperature
+        1.0
         >>> get("klx")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
@@ -126,6 +130,8 @@ def get(identifier: str | keras.losses.Loss | Callable | dict | list, kind: str 
             f"A distillation loss must be a name, a config dict, a keras.losses.Loss or a callable; "
             f"received {type(identifier).__name__}: {shown(identifier)}."
         )
+    if ":" in identifier:  # "cwd:temperature=1,tau=..." (how a command-line flag gives options)
+        return get(_name_with_options(identifier), kind=kind, **kwargs)
     key = identifier.lower()
     known = available(kind)
     if key not in known:
@@ -138,3 +144,19 @@ def get(identifier: str | keras.losses.Loss | Callable | dict | list, kind: str 
             continue
         options[option] = value
     return cls(**options)
+
+
+def _name_with_options(text: str) -> dict:
+    """`"cwd:temperature=1,spatial=mean"` -> `{"name": "cwd", "temperature": 1, "spatial": "mean"}` (values read as YAML)."""
+    import yaml
+
+    from kdistill.errors import number_from_yaml
+
+    name, _, rest = text.partition(":")
+    options = {"name": name.strip()}
+    for pair in (part for part in rest.split(",") if part.strip()):
+        if "=" not in pair:
+            raise ValueError(f"Loss options go as name:option=value,option=value (e.g. cwd:temperature=1), received {text!r}.")
+        option, value = pair.split("=", 1)
+        options[option.strip()] = number_from_yaml(yaml.safe_load(value.strip()))
+    return options

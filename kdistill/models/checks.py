@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 import keras
@@ -24,7 +25,7 @@ from keras import tree
 from kdistill.labels import UNLABELED
 from kdistill.errors import UserError
 
-__all__ = ["UNLABELED", "check_classifier", "check_same_architecture", "check_logits_pair", "dense_logits", "check_segmenter", "check_masks",
+__all__ = ["UNLABELED", "warn_if_chance_level", "check_classifier", "check_same_architecture", "check_logits_pair", "dense_logits", "check_segmenter", "check_masks",
            "check_not_empty", "check_finite", "check_labels",
            "check_image_shape", "check_fit_data"]
 
@@ -235,3 +236,25 @@ def check_fit_data(teacher: keras.Model, x, y=None, validation_data=None, ignore
                             "which takes class indices. Compile with loss='categorical_crossentropy', or pass the indices (y.argmax(-1)).")
         if labels is not None and classes and (labels.ndim == 1 or labels.shape[-1] == 1):
             check_labels(split, labels, classes, allow_unlabeled=split == "training")
+
+
+def warn_if_chance_level(teacher: keras.Model, validation_data, margin: float = 0.05, limit: int = 256) -> float | None:
+    """Logs a warning when the teacher is no better than chance on the first validation batch (up to `limit` images); returns its top-1.
+
+    `kdistill distill` refuses such a teacher (`kdistill.run.jobs.check_teacher`);
+    in Python `FeatureDistiller.fit` warns once: an untrained teacher, or one
+    trained with a loss that expected probabilities (teachers output logits:
+    `keras.losses.SparseCategoricalCrossentropy(from_logits=True)`), teaches nothing.
+    """
+    images, labels = _first_batch(validation_data, None)
+    classes = teacher.outputs[0].shape[-1] if _outputs(teacher) else None
+    if images is None or labels is None or not classes or len(images) < 32 or not (labels.ndim == 1 or labels.shape[-1] == 1):
+        return None
+    predictions = keras.ops.convert_to_numpy(teacher(images[:limit], training=False)).argmax(-1)
+    top1 = float((predictions == labels[:limit].reshape(-1)).mean())
+    if top1 <= 1.0 / classes + margin:
+        logging.getLogger("kdistill").warning(
+            "The teacher reaches %.1f %% top-1 on %d validation images, no better than chance (%.1f %%): distilling it teaches the "
+            "student nothing. Train it first (teachers output logits: compile with keras.losses.SparseCategoricalCrossentropy("
+            "from_logits=True)) or load a trained one (kdistill.teachers.load).", 100 * top1, len(predictions), 100 / classes)
+    return top1

@@ -135,6 +135,13 @@ def get(name: str, num_classes: int, input_shape: tuple[int, int, int] = (32, 32
             imagenet_notop_file(name, input_shape, 1.0)  # raises, naming the students that have ImageNet weights
         width = kwargs.get("width", 0.5 if name == "mobilenet_v2" else 1.0)
         kwargs["backbone_weights"] = _imagenet_weights(name, tuple(input_shape), width, kwargs.get("minimalistic", False))
+        try:
+            return saving.set_batch_norm_momentum(_REGISTRY[name](num_classes=num_classes, input_shape=tuple(input_shape), **kwargs), batch_norm_momentum)
+        except Exception as error:  # Keras' download: "URL fetch failure" without network
+            file_name = imagenet_notop_file(name, input_shape, width, kwargs.get("minimalistic", False))
+            raise ValueError(f"Could not get the ImageNet weights of {name} (width {width}): {type(error).__name__}: {str(error)[:200]}. Without "
+                             f"network, copy {file_name!r} to {saving.keras_cache_path(file_name)!r}, or pass weights='/path/to/that_file.h5' "
+                             "(CLI: --student-weights PATH); set KDISTILL_OFFLINE=1 to fail at once instead of trying to download.") from None
     model = _REGISTRY[name](num_classes=num_classes, input_shape=tuple(input_shape), **kwargs)
     if isinstance(weights, str) and weights != "imagenet":
         saving.load_weights(model, weights, "student", name, "Pass weights saved from the same architecture and width.")
@@ -172,11 +179,14 @@ MOBILENET_V3_SMALL_STAGES = [("expanded_conv_project_bn", 4), ("expanded_conv_2_
 
 @register("mobilenet_v2", stages=MOBILENET_V2_STAGES)
 def mobilenet_v2(num_classes: int, input_shape=(32, 32, 3), width: float = 0.5, backbone_weights: str | None = None) -> keras.Model:
-    """MobileNetV2 (Sandler et al., 2018) with width multiplier `width`; random, or a pretrained backbone (`backbone_weights`)."""
+    """MobileNetV2 (Sandler et al., 2018) with width multiplier `width` (default 0.5: MobileNetV2-0.5; the README's results use
+    0.35); random, or a pretrained backbone (`backbone_weights`)."""
     inputs = keras.Input(shape=input_shape, name="image")
     x = _to_minus_one_one(inputs)
     if backbone_weights is not None:
-        backbone = keras.applications.MobileNetV2(input_tensor=x, alpha=width, weights=backbone_weights, include_top=False)
+        # input_shape too: from the tensor alone Keras picks the 224x224 weights file whatever the size
+        backbone = keras.applications.MobileNetV2(input_tensor=x, input_shape=tuple(input_shape), alpha=width, weights=backbone_weights,
+                                                  include_top=False)
         return _with_new_classifier(backbone, num_classes, "mobilenet_v2")
     model = keras.applications.MobileNetV2(
         input_tensor=x, alpha=width, weights=None, classes=num_classes, classifier_activation=None

@@ -15,13 +15,14 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import keras
 import numpy as np
 
 from kdistill.models import taps as taps_module
 
-__all__ = ["linear_cka", "Suggestion", "suggest", "format_suggestion"]
+__all__ = ["linear_cka", "Suggestion", "suggest", "format_suggestion", "taps_flag_value", "build_pair"]
 
 
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
@@ -89,6 +90,32 @@ def suggest(teacher: keras.Model, student: keras.Model, images: np.ndarray | Non
     return Suggestion(teacher_stages, student_stages, pairs, cka)
 
 
+def build_pair(teacher: str | list[str], student: str, image_size: int = 32, student_width: float | None = None) -> tuple[keras.Model, keras.Model]:
+    """The teacher and student `kdistill taps suggest` compares, from what a run config names.
+
+    Args:
+        teacher: a saved teacher file, a list of them (their ensemble, taps '<file stem>/<layer>' as in
+            `kdistill distill`), or a teacher name (`resnet50`: random weights).
+        student: a registered student name (built for the teacher's classes) or a saved model.
+        image_size: the square input size.
+        student_width: the width multiplier of a MobileNet student (None: its default).
+    """
+    from kdistill.models import saving, students, teachers
+
+    shape, names = (image_size, image_size, 3), [teacher] if isinstance(teacher, str) else list(teacher)
+    if len(names) > 1:
+        members = [teachers.load(str(path), input_shape=shape) for path in names]
+        for member, path in zip(members, names):
+            member.name = os.path.splitext(os.path.basename(str(path)))[0]
+        teacher_model = teachers.ensemble(members)
+    else:
+        teacher_model = teachers.load(names[0], input_shape=shape) if os.path.exists(names[0]) else teachers.get(names[0], num_classes=10, input_shape=shape)
+    width = {} if student_width is None else {"width": student_width}
+    student_model = (saving.load_model(student, role="student") if os.path.exists(student)
+                     else students.get(student, num_classes=teacher_model.outputs[0].shape[-1], input_shape=shape, **width))
+    return teacher_model, student_model
+
+
 def _shape(shape) -> str:
     return "x".join(str(d) for d in shape[1:])
 
@@ -105,5 +132,16 @@ def format_suggestion(suggestion: Suggestion) -> str:
         cka = f"{suggestion.cka[row, student_index[partner]]:.3f}" if suggestion.cka is not None and partner else "-"
         lines.append(f"{teacher_name:<24} {_shape(teacher_shape):<12} {partner or '-':<26} "
                      f"{_shape(student_shapes[partner]) if partner else '-':<12} {cka:>6}  {best.get(teacher_name, '-')}")
-    lines.append("\ntaps=" + repr(suggestion.pairs))
+    lines += ["", "--taps " + taps_flag_value(suggestion.pairs),
+              "(config: taps: {" + ", ".join(f"{t}: {s}" for t, s in suggestion.pairs.items()) + "}; Python: taps=" + repr(suggestion.pairs) + ")"]
     return "\n".join(lines)
+
+
+def taps_flag_value(pairs: dict[str, str]) -> str:
+    """`{teacher_layer: student_layer}` as the value `kdistill distill --taps` takes.
+
+    Example:
+        >>> taps_flag_value({"conv3_block4_out": "block_6_expand_relu", "conv4_block6_out": "block_13_expand_relu"})
+        'conv3_block4_out:block_6_expand_relu,conv4_block6_out:block_13_expand_relu'
+    """
+    return ",".join(f"{teacher_layer}:{student_layer}" for teacher_layer, student_layer in pairs.items())

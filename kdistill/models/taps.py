@@ -73,12 +73,29 @@ def family(model: keras.Model) -> str | None:
     return found[0] if found else None
 
 
+def _ensemble_hint(network: keras.Model) -> str:
+    """For an ensemble, the '<member>/<layer>' form its taps take, with each member's stages."""
+    from kdistill.models import ensemble
+
+    members = ensemble.members(network)
+    if not members:
+        return ""
+    stages = "; ".join(f"{member.name}: {', '.join(name for name, _ in stage_outputs(member))}" for member in members)
+    example = f"{members[0].name}/{stage_outputs(members[0])[-1][0]}" if stage_outputs(members[0]) else f"{members[0].name}/<layer>"
+    return (f" Several teachers: name each tap '<teacher>/<layer>', e.g. taps={{'{example}': '<student layer>'}} "
+            f"(--taps {example}:<student layer>); their stages: {stages}. `kdistill taps suggest --config RUN.yaml` lists both sides.")
+
+
 def stage_outputs(model: keras.Model) -> list[tuple[str, tuple]]:
     """Stage outputs of a model as `(layer name, output shape)`, shallow to deep.
 
     A model `stage_table` describes uses its table; any other functional model
     gets the last layer at each spatial resolution (padding layers skipped).
     """
+    from kdistill.models import ensemble  # here: ensemble's module sits beside this one
+
+    if ensemble.members(model):  # an ensemble's taps are '<member>/<layer>'
+        return [(f"{member.name}/{name}", shape) for member in ensemble.members(model) for name, shape in stage_outputs(member)]
     table = stage_table(model)
     if table is not None:
         return [(name, tap_shape(model, name)) for name, _ in table]
@@ -320,6 +337,6 @@ def _resolve_family(network: str | keras.Model, role: str) -> tuple[str, list[st
         raise ValueError(
             f"No tap preset knows the {role} {network.name!r}: it is not registered ({', '.join(stage_registry.names())}) and holds no KerasHub "
             "backbone. Pass taps={teacher_layer: student_layer} (CLI: --taps teacher_layer:student_layer); `kdistill taps suggest` "
-            "proposes pairs by shape and CKA, and kdistill.taps.stage_outputs lists a model's stages."
+            "proposes pairs by shape and CKA, and kdistill.taps.stage_outputs lists a model's stages." + _ensemble_hint(network)
         )
     return family(network) or network.name, [name for name, _ in table]

@@ -228,8 +228,10 @@ def resnet50(
     input_shape: tuple[int, int, int] = (32, 32, 3),
     weights: str | None = None,
     include_preprocessing: bool = True,
+    batch_norm_momentum: float | None = 0.9,
+    resize_to: int | None = None,
 ) -> keras.Model:
-    """ResNet50 teacher with a logits classifier; see `get` for the arguments.
+    """ResNet50 teacher with a logits classifier: `get("resnet50", ...)`; see `get` for the arguments.
 
     Example:
         >>> import kdistill
@@ -237,7 +239,7 @@ def resnet50(
         >>> teacher.get_layer("conv4_block6_out").output.shape
         (None, 2, 2, 1024)
     """
-    return get("resnet50", num_classes, input_shape, weights, include_preprocessing)
+    return get("resnet50", num_classes, input_shape, weights, include_preprocessing, batch_norm_momentum, resize_to)
 
 
 def load(path: str, input_shape: tuple[int, int, int] | None = None) -> keras.Model:

@@ -117,7 +117,8 @@ class DistillConfig:
     # === Distillation (fields with distiller=True are FeatureDistiller keyword arguments) ===
     taps: Any = option("preset", parse=taps_flag, help="preset | none | t_layer:s_layer,t_layer:s_layer")
     feature_loss: typing.Optional[Any] = option("mse", distiller=True, none_word=True,
-                                                help="a feature loss name (kdistill.losses.available('feature')), or none")
+                                                help="a feature loss name (kdistill.losses.available('feature')), with its own options as "
+                                                     "name:option=value (cwd:temperature=1), or none")
     logits_loss: typing.Optional[Any] = option("kl", distiller=True, none_word=True,
                                                help="a logits loss name (kdistill.losses.available('logits')), or none (feature terms + CE only)")
     temperature: float = option(4.0, distiller=True, number={"positive": True})
@@ -391,3 +392,4 @@ def _parse_config(text: str, json_file: bool) -> Any:
             return super().construct_mapping(node, deep)
 
     return yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader: no Python tags
+

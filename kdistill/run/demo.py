@@ -22,7 +22,7 @@ from kdistill.run import demo_stages as stages
 from kdistill.run import environment, paired, training
 from kdistill.run.folder import run_folder
 
-__all__ = ["demo", "check_settings", "teacher_record", "DEMO_QUICK", "DEMO_FULL", "EVIDENCE_REFERENCE"]
+__all__ = ["demo", "summary_text", "check_settings", "teacher_record", "DEMO_QUICK", "DEMO_FULL", "EVIDENCE_REFERENCE"]
 
 #: the committed multi-seed result the demo's one-seed gain is printed beside
 #: (benchmarks/results/evidence_fashion_mnist.md; the command and its figures are there)
@@ -234,3 +234,20 @@ def _run(settings: dict, splits, pool, output_dir: str, seed: int, retrain_teach
     files.write_json(os.path.join(output_dir, "histories.json"), histories)
     return summary
 
+
+
+def summary_text(summary: dict, output_dir: str) -> str:
+    """What `kdistill demo` prints at the end: the table, the export, the gain beside the multi-seed result, latency, files."""
+    lines = ["", summary["table"]]
+    if "export_table" in summary:
+        lines.append("\nExported distilled student (" + os.path.join(output_dir, "export") + "):\n" + summary["export_table"])
+    lines.append(f"\ndistillation gain (top-1): {100 * summary['distillation_gain_top1']:+.2f} points (one seed); "
+                 f"wall time {summary['seconds']['total']:.0f} s")
+    lines.append(f"multi-seed result ({summary['reference']['source']}): {summary['reference']['line']}")
+    if "latency" in summary:
+        lines.append("\naccuracy against single-image latency on this CPU:")
+        width = max(len(row["model"]) for row in summary["latency"])
+        lines += [f"  {row['model']:<{width}} {row['runtime']:<15} top-1 {100 * row['top1']:6.2f}%  {row['latency_ms']:8.3f} ms" for row in summary["latency"]]
+    lines.append(f"figures: {', '.join(os.path.join(output_dir, name) for name in summary['figures'])}\n"
+                 f"summary: {os.path.join(output_dir, 'summary.json')}")
+    return "\n".join(lines)

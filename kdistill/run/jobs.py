@@ -206,9 +206,11 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
             restart: bool = False, extra_callbacks: list | None = None) -> dict:
     """Runs one distillation from a config and writes the run folder.
 
-    Writes `student.keras`, `best_student.keras` (best validation accuracy),
-    `history.json`/`history.csv` and `summary.json` (config, taps, projections,
-    test metrics, wall time) into `config.resolved_output_dir()`.
+    Writes `student.keras` (the last epoch's), `best_student.keras` (best
+    validation accuracy: the one to export), `history.json`/`history.csv` and
+    `summary.json` (config, taps, projections, test metrics of the best student
+    where there is one, wall time) into `config.resolved_output_dir()`. A
+    folder that holds a finished run is refused unless `restart`.
 
     Survives a crash: weights and optimizer state are backed up to
     `<run folder>/backup/` after every epoch, and running the same config
@@ -225,7 +227,7 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
         splits: data (default: `load_data(config)`).
         teacher: the teacher (default: loaded from `config.teacher`).
         verbose: Keras progress bars.
-        restart: discard the backup of an interrupted run instead of resuming it.
+        restart: discard the backup of an interrupted run instead of resuming it, or train again over a finished run.
         extra_callbacks: your own Keras callbacks, run after kdistill's.
 
     Returns:
@@ -238,6 +240,8 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
     # The other workers of a multi-worker run train in step with the chief; their copies of the files go to a folder they remove.
     output_dir = config.resolved_output_dir() if chief else tempfile.mkdtemp(prefix="kdistill-worker-")
     _warn_about_precision(config.precision)
+    if chief and not restart:
+        _refuse_finished_run(output_dir)
     if config.teacher_cache:
         teacher_cache.check_writable(config.teacher_cache)  # found only when writing, naming a staging folder, after all the work
     with run_folder(output_dir):
@@ -261,6 +265,13 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
         shutil.rmtree(output_dir, ignore_errors=True)
         summary["student_path"] = None
     return summary
+
+
+def _refuse_finished_run(output_dir: str) -> None:
+    """UserError when `output_dir` holds a finished run (summary.json and no backup to resume): running again would silently retrain it."""
+    if os.path.exists(os.path.join(output_dir, "summary.json")) and not os.path.exists(os.path.join(output_dir, "backup")):
+        raise UserError(f"{output_dir!r} holds a finished run (summary.json): pass --restart (restart=True) to train it again over it, "
+                        "or choose a new --output-dir.")
 
 
 def _build_distiller(config: DistillConfig, splits: data_module.Splits, teacher: keras.Model, strategy) -> tuple[FeatureDistiller, keras.Model]:
@@ -352,10 +363,12 @@ def _finish(distiller: FeatureDistiller, config: DistillConfig, splits: data_mod
         "replicas": int(strategy.num_replicas_in_sync),
     }
     if splits.test is not None and chief:  # the other workers' scores would be the chief's again
-        evaluated = distiller.student
+        best_path = os.path.join(output_dir, "best_student.keras")
+        evaluated = saving.load_model(best_path, role="student") if os.path.exists(best_path) else distiller.student
+        summary["evaluated"] = "best_student.keras" if os.path.exists(best_path) else "student.keras"
         if tuple(evaluated.input_shape[1:3]) != tuple(splits.image_shape[:2]):  # a student at its own size reads resized test images
             images = keras.Input(splits.image_shape)
-            evaluated = keras.Model(images, distiller.student(distiller.student_inputs(images)), name=distiller.student.name)
+            evaluated = keras.Model(images, evaluated(distiller.student_inputs(images)), name=distiller.student.name)
         summary["test"] = evaluation.evaluate(evaluated, splits.test, splits.class_names)
     files.write_json(os.path.join(output_dir, "history.json"), history)
     return summary
