@@ -213,8 +213,7 @@ _UNCLEAR = {  # issue 40's item: (flags after a small distill's, or a whole comm
     "16_negative_weights": (["--teacher", "{teacher}", "{odd}/other.keras", "--teacher-weights", "-1,1"],
                             "(a value that starts with '-' is written after '=': --teacher-weights=-1,1)"),
     "17_ensemble_tap": (["--teacher", "{teacher}", "{odd}/other.keras", "--taps", "stage9:stage1_out"],
-                        "'ensemble' is made of 2 models (teacher, other): address a layer inside one as '<member>/<layer>'. Stage outputs: "
-                        "teacher/teacher_stage1 (16x16x8)"),
+                        "Unknown teacher layer 'stage9'. Stage outputs of 'ensemble': teacher/teacher_stage1 (16x16x8)"),
     "19_lambda": (["evaluate", "{odd}/lambda.keras", "--data-dir", REAL_SAMPLE], "it holds Python code (a Lambda layer or a lambda), which kdistill"),
     "20_pickled_transfer": (["--transfer-data", "{odd}/pickled.npy"], "Transfer images '{odd}/pickled.npy' are not a plain NumPy array"),
 }

@@ -29,7 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras, numpy as np
 import kdistill
 from kdistill import data, evaluation, export, plots
-from kdistill.run import jobs as recipes
+from kdistill.run import training
 from kdistill.models import tap_suggest
 from IPython.display import Image, display
 
@@ -55,9 +55,9 @@ if not IN_COLAB and os.path.exists(TEACHER_PATH):
     teacher = kdistill.teachers.load(TEACHER_PATH)
     print("reusing", TEACHER_PATH)
 else:
-    teacher, _ = recipes.train_teacher(splits, os.path.join(OUTPUT, "teacher.keras"), epochs=1 if QUICK else 2,
+    teacher, _ = training.train_teacher(splits, os.path.join(OUTPUT, "teacher.keras"), epochs=1 if QUICK else 2,
                                        weights="imagenet" if IN_COLAB else None, verbose=2)
-print(recipes.format_table([dict(evaluation.evaluate(teacher, splits.test), name="teacher (ResNet50)")]))'''
+print(evaluation.format_table([dict(evaluation.evaluate(teacher, splits.test), name="teacher (ResNet50)")]))'''
 
 NOTEBOOK_1 = [
     new_markdown_cell("# Distill ResNet50 into MobileNetV2\n\nA frozen ResNet50 teacher, a MobileNetV2 student, taps chosen with "
@@ -89,13 +89,13 @@ distilled = distiller.fit(splits.train, validation_data=splits.validation, epoch
 
 alone = make_student()
 alone.set_weights(initial)  # the same starting point
-alone_history = recipes.train_student(splits, alone, EPOCHS, verbose=2)'''),
+alone_history = training.train_student(splits, alone, EPOCHS, verbose=2)'''),
     new_code_cell('''display(Image(plots.training_curves({"distilled student": distilled, "student alone": alone_history},
                                     os.path.join(OUTPUT, "curves.png"))))'''),
     new_markdown_cell("## Evaluation"),
     new_code_cell('''rows = [dict(evaluation.evaluate(m, splits.test, splits.class_names), name=n)
         for n, m in (("teacher (ResNet50)", teacher), ("student alone", alone), ("distilled student", distiller.student))]
-print(recipes.format_table(rows))
+print(evaluation.format_table(rows))
 display(Image(plots.comparison(rows, os.path.join(OUTPUT, "comparison.png"))))'''),
     new_markdown_cell("## Export: SavedModel and int8 TFLite, checked against Keras"),
     new_code_cell('''result = export.export_all(distiller, os.path.join(OUTPUT, "export"), formats=("saved_model", "int8"),
