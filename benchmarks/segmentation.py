@@ -72,7 +72,7 @@ def _train(recipe: str, seed: int, args, splits, teacher) -> dict:
     keras.utils.set_random_seed(seed)  # the same initial student for every recipe of this seed
     student = segmenters.get("mobilenet_v2_segmenter", len(splits.class_names), tuple(splits.train_images.shape[1:]), width=args.width)
     if recipe == "alone":
-        model = segmentation._compile(student, args.learning_rate)
+        model = segmentation.compile_alone(student, args.learning_rate)
     else:
         options = dict(OPTIONS[recipe])
         taps = options.pop("taps")

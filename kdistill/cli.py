@@ -187,9 +187,9 @@ def _run(args) -> int:
     if args.command != "distill" and hasattr(args, "data"):
         fill_from_config(args, DATA_FLAGS + (("teacher", "student", "student_width") if args.command == "taps" else ()))
     flag_checks.check(args)
-    from kdistill.run import segmentation
+    from kdistill.run import segmentation_commands
 
-    text = segmentation.command(args, verbose=_progress())  # masks (--task segmentation, --data scenes, a segmenter model): their own route
+    text = segmentation_commands.command(args, verbose=_progress())  # masks (--task segmentation, --data scenes, a segmenter model): their own route
     return args.func(args) if text is None else print(text) or 0
 
 

@@ -2,7 +2,7 @@
 
 The task is segmentation when `--task segmentation` (`task: segmentation`) says so, when the data holds masks
 (`--data scenes`, `--data masks:FOLDER`), or, for `evaluate` and `export`, when the saved model returns a logit map
-(output rank 4). Each route returns the text the CLI prints.
+(output rank 4); `kdistill.run.segmentation_commands.command` picks the route.
 
 Data:
     scenes                      the offline synthetic scenes (`kdistill.data.load_scenes`) from the Fashion-MNIST files
@@ -22,7 +22,7 @@ import numpy as np
 
 from kdistill.errors import UserError
 
-__all__ = ["TASKS", "MaskSplits", "is_mask_data", "resolve_task", "load", "train_teacher", "distill", "command"]
+__all__ = ["TASKS", "MaskSplits", "is_mask_data", "resolve_task", "load", "train_teacher", "compile_alone", "build_distiller", "distill", "format_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def load(data: str, data_dir: str | None = None, image_size: int | None = 32, tr
     return MaskSplits(images, masks, test_images[:test_limit] if test_limit else test_images, test_masks[:test_limit] if test_limit else test_masks, names)
 
 
-def _compile(model, learning_rate: float, ignore_label: int | None = 255):
+def compile_alone(model, learning_rate: float, ignore_label: int | None = 255):
     """Adam and per-pixel cross-entropy without the ignored pixels (a model trained alone: a teacher, or the student-alone run)."""
     import keras
 
@@ -126,7 +126,7 @@ def train_teacher(splits: MaskSplits, output: str | None, name: str = "conv_segm
 
     keras.utils.set_random_seed(seed)
     shape = tuple(splits.train_images.shape[1:])
-    model = _compile(segmenters.get(name, len(splits.class_names), shape, **options), learning_rate)
+    model = compile_alone(segmenters.get(name, len(splits.class_names), shape, **options), learning_rate)
     model.fit(splits.train_images, splits.train_masks, batch_size=batch_size, epochs=epochs, verbose=verbose)
     if output:
         saving.save_for_inference(model, output)
@@ -137,7 +137,7 @@ def build_distiller(teacher, student, taps="preset", learning_rate: float = 1e-3
     """A compiled `FeatureDistiller` of two segmenters; taps `"preset"` pairs their stages (`kdistill.taps.preset`), `"none"` none."""
     import keras
 
-    from kdistill import FeatureDistiller
+    from kdistill.distiller import FeatureDistiller
     from kdistill.models import taps as taps_module
 
     if taps == "preset":
@@ -182,54 +182,3 @@ def format_report(report: dict, name: str) -> str:
              "per-class IoU:"]
     lines += [f"  {label:<14} {'-' if value is None else f'{100 * value:6.2f}'}" for label, value in report["per_class_iou"].items()]
     return "\n".join(lines)
-
-
-def _is_segmenter_file(path: str):
-    """The saved model when it returns a logit map (output rank 4; a saved distiller: its student's), else None."""
-    from kdistill.models import saving
-
-    model = saving.load_model(path, role="model", classifier=False)
-    inner = getattr(model, "student", model)
-    outputs = getattr(inner, "outputs", None) or []
-    return model if len(outputs) == 1 and len(outputs[0].shape) == 4 else None
-
-
-def _task_of(args) -> tuple[str, object]:
-    """The task of a parsed command line (and, for evaluate/export, the segmenter it loaded)."""
-    data = getattr(args, "data", None)
-    if args.command in ("evaluate", "export") and getattr(args, "task", None) is None and not is_mask_data(data):
-        model = _is_segmenter_file(args.model) if os.path.exists(args.model) else None
-        if model is not None:
-            raise UserError(f"{args.model!r} is a segmenter (its output is a logit map): give its data with masks, --data scenes or "
-                            "--data masks:FOLDER.")
-        return "classification", None
-    task = resolve_task(getattr(args, "task", None), data if args.command != "demo" else None)
-    if task == "segmentation" and args.command in ("evaluate", "export"):
-        model = _is_segmenter_file(args.model)
-        if model is None:
-            raise UserError(f"{args.model!r} is a classifier (its output is not a logit map (batch, H, W, classes)); it cannot be measured "
-                            "on masks: evaluate it on classification data, or give a segmenter.")
-        return task, model
-    return task, None
-
-
-def command(args, verbose: int = 2) -> str | None:
-    """Runs a segmentation command line and returns the text to print; None when the command is not about segmentation."""
-    if args.command == "distill":
-        from kdistill.run import options
-        from kdistill.run.config import DistillConfig, read_config_file
-
-        values = options.merge_flags(read_config_file(args.config) if args.config else {}, args, DistillConfig)
-        if resolve_task(values.get("task"), values.get("data")) != "segmentation":
-            return None
-        config = DistillConfig.from_dict(values)
-        summary = distill(config, verbose)
-        return format_report(summary["test"], f"{config.student} (student.keras)") + f"\nrun folder: {summary['output_dir']}"
-    if args.command not in ("train-teacher", "evaluate", "export", "demo"):
-        return None
-    task, model = _task_of(args)
-    if task != "segmentation":
-        return None
-    from kdistill.run import segmentation_commands
-
-    return segmentation_commands.run(args, model, verbose)

@@ -1,4 +1,4 @@
-"""The segmentation routes of `kdistill train-teacher`, `evaluate`, `export` and `demo` (chosen by `kdistill.run.segmentation.command`).
+"""The segmentation routes (`command`) of `kdistill train-teacher`, `evaluate`, `export` and `demo` (chosen by `kdistill.run.segmentation.command`).
 
 The demo on the offline scenes (`kdistill demo --task segmentation`): a teacher segmenter trained alone, the student
 trained alone, and the same student (same initial weights, same batch order) distilled with the default recipe,
@@ -11,9 +11,11 @@ from __future__ import annotations
 import os
 import time
 
-from kdistill.run.segmentation import MaskSplits, build_distiller, format_report, load, train_teacher
+from kdistill.errors import UserError
+from kdistill.run import segmentation
+from kdistill.run.segmentation import MaskSplits, build_distiller, compile_alone, format_report, load, train_teacher
 
-__all__ = ["run", "demo", "DEMO_SCHEDULE", "DEMO_RECIPE"]
+__all__ = ["command", "demo", "DEMO_SCHEDULE", "DEMO_RECIPE"]
 
 #: the demo's sizes (a `--set key=value` changes one): 32x32 scenes, a conv_segmenter teacher, a MobileNetV2-0.35 segmenter student
 DEMO_SCHEDULE = {"image_size": 32, "train_scenes": 2000, "test_scenes": 500, "teacher_epochs": 8, "student_epochs": 8, "batch_size": 32,
@@ -22,8 +24,52 @@ DEMO_SCHEDULE = {"image_size": 32, "train_scenes": 2000, "test_scenes": 500, "te
 DEMO_RECIPE = {"logits_loss": {"name": "cwd", "temperature": 1.0}, "logits_weight": 3.0, "alpha": 0.5, "feature_loss": None, "taps": {}}
 
 
-def run(args, model, verbose: int) -> str:
-    """Dispatches a parsed segmentation command line to its route; returns the text to print."""
+def _is_segmenter_file(path: str):
+    """The saved model when it returns a logit map (output rank 4; a saved distiller: its student's), else None."""
+    from kdistill.models import saving
+
+    model = saving.load_model(path, role="model", classifier=False)
+    inner = getattr(model, "student", model)
+    outputs = getattr(inner, "outputs", None) or []
+    return model if len(outputs) == 1 and len(outputs[0].shape) == 4 else None
+
+
+def _task_of(args) -> tuple[str, object]:
+    """The task of a parsed command line (and, for evaluate/export, the segmenter it loaded)."""
+    data = getattr(args, "data", None)
+    if args.command in ("evaluate", "export") and getattr(args, "task", None) is None and not segmentation.is_mask_data(data):
+        model = _is_segmenter_file(args.model) if os.path.exists(args.model) else None
+        if model is not None:
+            raise UserError(f"{args.model!r} is a segmenter (its output is a logit map): give its data with masks, --data scenes or "
+                            "--data masks:FOLDER.")
+        return "classification", None
+    task = segmentation.resolve_task(getattr(args, "task", None), data if args.command != "demo" else None)
+    if task == "segmentation" and args.command in ("evaluate", "export"):
+        model = _is_segmenter_file(args.model)
+        if model is None:
+            raise UserError(f"{args.model!r} is a classifier (its output is not a logit map (batch, H, W, classes)); it cannot be measured "
+                            "on masks: evaluate it on classification data, or give a segmenter.")
+        return task, model
+    return task, None
+
+
+def command(args, verbose: int = 2) -> str | None:
+    """Runs a segmentation command line and returns the text to print; None when the command is not about segmentation."""
+    if args.command == "distill":
+        from kdistill.run import options
+        from kdistill.run.config import DistillConfig, read_config_file
+
+        values = options.merge_flags(read_config_file(args.config) if args.config else {}, args, DistillConfig)
+        if segmentation.resolve_task(values.get("task"), values.get("data")) != "segmentation":
+            return None
+        config = DistillConfig.from_dict(values)
+        summary = segmentation.distill(config, verbose)
+        return format_report(summary["test"], f"{config.student} (student.keras)") + f"\nrun folder: {summary['output_dir']}"
+    if args.command not in ("train-teacher", "evaluate", "export", "demo"):
+        return None
+    task, model = _task_of(args)
+    if task != "segmentation":
+        return None
     return {"train-teacher": _train_teacher, "evaluate": _evaluate, "export": _export, "demo": _demo}[args.command](args, model, verbose)
 
 
@@ -91,9 +137,7 @@ def demo(output_dir: str, data_dir: str | None = None, seed: int = 0, overrides:
         keras.utils.set_random_seed(seed + 1)  # both students start from the same weights and read the same batch order
         student = segmenters.get("mobilenet_v2_segmenter", classes, shape)
         if name == "student_alone":
-            from kdistill.run.segmentation import _compile
-
-            _compile(student, schedule["learning_rate"]).fit(splits.train_images, splits.train_masks, **fit)
+            compile_alone(student, schedule["learning_rate"]).fit(splits.train_images, splits.train_masks, **fit)
         else:
             recipe = dict(DEMO_RECIPE)
             build_distiller(teacher, student, recipe.pop("taps"), schedule["learning_rate"], **recipe).fit(
