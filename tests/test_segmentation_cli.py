@@ -92,3 +92,4 @@ def test_the_segmentation_demo_prints_teacher_student_alone_and_distilled_miou(t
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert all(0.0 <= summary[name] <= 1.0 for name in ("teacher", "student_alone", "distilled")) and summary["schedule"]["train_scenes"] == 16
     assert cli.main(argv + ["--set", "epochs=1"]) == 2 and "teacher_epochs" in capsys.readouterr().err  # an unknown setting names the known ones
+
