@@ -79,4 +79,6 @@ def test_the_mobilenet_segmenter_moving_statistics_follow_training_within_tens_o
     momenta = {layer.name: layer.momentum for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)}
     # Keras' MobileNetV2 default, 0.999, left every prediction background after 12 epochs of 32x32 scenes
     assert momenta["bn_Conv1"] == 0.9 and 0.999 not in momenta.values()
+    teacher = kdistill.segmenters.get("conv_segmenter", 3, (32, 32, 3))
+    assert teacher.get_layer("conv_segmenter_stage1_bn1").momentum == 0.9
 

@@ -18,7 +18,7 @@ from kdistill.run.segmentation import MaskSplits, build_distiller, compile_alone
 __all__ = ["command", "demo", "DEMO_SCHEDULE", "DEMO_RECIPE"]
 
 #: the demo's sizes (a `--set key=value` changes one): 32x32 scenes, a conv_segmenter teacher, a MobileNetV2-0.35 segmenter student
-DEMO_SCHEDULE = {"image_size": 32, "train_scenes": 2000, "test_scenes": 500, "teacher_epochs": 8, "student_epochs": 8, "batch_size": 32,
+DEMO_SCHEDULE = {"image_size": 32, "train_scenes": 2000, "test_scenes": 500, "teacher_epochs": 4, "student_epochs": 8, "batch_size": 32,
                  "learning_rate": 2e-3}
 #: the demo's distillation recipe: CWD on the logit map (the paper's segmentation setting) and the per-pixel CE
 DEMO_RECIPE = {"logits_loss": {"name": "cwd", "temperature": 1.0}, "logits_weight": 3.0, "alpha": 0.5, "feature_loss": None, "taps": {}}
