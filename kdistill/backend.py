@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import logging
 import os
 import sys
@@ -108,3 +109,14 @@ def quiet_native_code() -> Iterator[None]:
         return
     with native_stderr_silenced():
         yield
+
+
+def import_tensorflow_quietly() -> None:
+    """Imports TensorFlow where installed (Keras does on JAX and PyTorch too, to save a model) without the C++ lines it prints; --verbose keeps them."""
+    if "tensorflow" in sys.modules or (os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow" and not importlib.util.find_spec("tensorflow")):
+        return
+    try:
+        with native_stderr_silenced():
+            import tensorflow  # noqa: F401
+    except ImportError:
+        pass  # whatever needs it says so, with the install line

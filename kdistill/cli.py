@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import os
 import sys
@@ -30,7 +29,7 @@ __all__ = ["main", "build_parser", "BACKENDS"]
 BACKENDS = ("tensorflow", "jax", "torch")
 
 #: the `DistillConfig` fields that every command reading data takes as flags, in this order
-DATA_FLAGS = ("data", "data_dir", "skip_unreadable", "image_size", "train_limit", "test_limit", "batch_size", "seed")
+DATA_FLAGS = ("data", "task", "data_dir", "skip_unreadable", "image_size", "train_limit", "test_limit", "batch_size", "seed")
 
 
 _select_backend = backend_module.select  # `--backend`: sets KERAS_BACKEND before Keras loads
@@ -83,6 +82,7 @@ def _add_demo(commands) -> None:
     demo.add_argument("--retrain-teacher", action="store_true", help="train a new teacher even if one is saved")
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a schedule entry, e.g. --set student_epochs=2")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.add_argument("--task", choices=["classification", "segmentation"], default=None, help="segmentation: the demo on offline synthetic scenes")
     demo.set_defaults(func=_demo)
 
 
@@ -187,7 +187,10 @@ def _run(args) -> int:
     if args.command != "distill" and hasattr(args, "data"):
         fill_from_config(args, DATA_FLAGS + (("teacher", "student", "student_width") if args.command == "taps" else ()))
     flag_checks.check(args)
-    return args.func(args)
+    from kdistill.run import segmentation_commands
+
+    text = segmentation_commands.command(args, verbose=_progress())  # masks (--task segmentation, --data scenes, a segmenter model): their own route
+    return args.func(args) if text is None else print(text) or 0
 
 
 def _load_splits(args, **changes):
@@ -327,17 +330,6 @@ def _export(args) -> int:
     return 0
 
 
-def _import_tensorflow_quietly() -> None:
-    """Imports TensorFlow where installed (Keras does on JAX and PyTorch too, to save a model) without the C++ lines it prints; --verbose keeps them."""
-    if "tensorflow" in sys.modules or (os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow" and not importlib.util.find_spec("tensorflow")):
-        return
-    try:
-        with backend_module.native_stderr_silenced():
-            import tensorflow  # noqa: F401
-    except ImportError:
-        pass  # whatever needs it says so, with the install line
-
-
 def _report(args, message: str) -> int:
     """One line on stderr (the traceback before it with --verbose); the exit status of a refused command."""
     if args.verbose:
@@ -372,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         _select_backend(args.backend)
         backend_module.check_backend_name()
         if not args.verbose:
-            _import_tensorflow_quietly()
+            backend_module.import_tensorflow_quietly()
         return _run(args)
     except KeyboardInterrupt as interrupt:  # Ctrl-C: where it stopped and how to go on, no traceback
         if sys.stdout.isatty():

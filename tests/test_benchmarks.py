@@ -216,3 +216,20 @@ def test_patient_report_takes_the_gap_against_the_best_schedule_of_the_student_a
     fm = next(row for row in summary["rows"] if row["recipe"] == "fm")
     np.testing.assert_allclose(fm["gap_shares"], [0.5, 0.25])  # (0.85 - 0.80) / (0.90 - 0.80), (0.75 - 0.70) / (0.90 - 0.70)
     assert "| fm | x9 | 2 | 80.00 ± 7.07 | 37 % [-121, 196] |" in "\n".join(lines)  # mean 37.5 % with its t-interval over 2 seeds
+
+
+@pytest.mark.slow
+def test_segmentation_study_runs_every_recipe_paired_resumes_and_reports_the_interval(tmp_path, run):
+    make_fashion_mnist(tmp_path / "data", train=64, test=32)
+    study = ["segmentation.py", "--seeds", "2", "--recipes", "alone,cwd_features", "--epochs", "1", "--teacher-epochs", "1", "--train-scenes", "16", "--test-scenes", "8",
+             "--batch-size", "8", "--data-dir", str(tmp_path / "data"), "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path)]
+    out = run(*study)
+    runs = (tmp_path / "work" / "runs.jsonl").read_text().splitlines()
+    assert len(runs) == 4 and "cwd_features seed 1" in out  # 2 recipes x 2 seeds, each saved as it finished
+    assert "trained the teacher" not in run(*study) and (tmp_path / "work" / "runs.jsonl").read_text().splitlines() == runs  # resumed: nothing more
+    record = json.loads((tmp_path / "segmentation_scenes.json").read_text())
+    assert [row["recipe"] for row in record["rows"]] == ["alone", "cwd_features"]
+    paired = record["rows"][1]["paired"]
+    assert paired["seeds"] == 2 and paired["difference_low"] <= paired["difference_mean"] <= paired["difference_high"]
+    assert "| cwd_features | 2 |" in (tmp_path / "segmentation_scenes.md").read_text()
+    assert (tmp_path / "segmentation_scenes.png").read_bytes()[:4] == b"\x89PNG"

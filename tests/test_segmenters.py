@@ -72,3 +72,13 @@ def test_a_kerashub_deeplab_v3_teacher_built_offline_is_tapped_at_a_pyramid_leve
     scenes = make_scenes(items[:50], labels[:50], count=8, size=32, max_items=2, seed=1)
     history = distiller.fit(scenes.images, scenes.masks, batch_size=4, epochs=1, verbose=0).history
     assert all(np.isfinite(values).all() for values in history.values()) and "feat_stack1_block0_out" in history
+
+
+def test_the_mobilenet_segmenter_moving_statistics_follow_training_within_tens_of_steps():
+    model = kdistill.segmenters.get("mobilenet_v2_segmenter", 3, (32, 32, 3))
+    momenta = {layer.name: layer.momentum for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)}
+    # Keras' MobileNetV2 default, 0.999, left every prediction background after 12 epochs of 32x32 scenes
+    assert momenta["bn_Conv1"] == 0.9 and 0.999 not in momenta.values()
+    teacher = kdistill.segmenters.get("conv_segmenter", 3, (32, 32, 3))
+    assert teacher.get_layer("conv_segmenter_stage1_bn1").momentum == 0.9
+

@@ -40,8 +40,8 @@ def is_full_model_file(path: str) -> bool:
     return False
 
 
-def load_model(path: str, role: str) -> keras.Model:
-    """Loads a whole saved model with `safe_mode=True`.
+def load_model(path: str, role: str, classifier: bool = True) -> keras.Model:
+    """Loads a whole saved model with `safe_mode=True`; checks it is a classifier unless `classifier` is False (segmenters).
 
     Raises:
         FileNotFoundError: when the file does not exist.
@@ -64,7 +64,8 @@ def load_model(path: str, role: str) -> keras.Model:
             f"Cannot load the {role} from {path!r}: {type(error).__name__}: {shorten(str(error))}. "
             "Is the file complete (not truncated) and saved by Keras 3 (`model.save('x.keras')`)?"
         ) from error
-    checks.check_classifier(model, role, path, logits=role == "teacher")
+    if classifier:
+        checks.check_classifier(model, role, path, logits=role == "teacher")
     return model
 
 

@@ -96,6 +96,10 @@ def _pyramid_decoder(features: Sequence, strides: Sequence[int], num_classes: in
 MOBILENET_V2_STAGES = [("block_3_expand_relu", 4), ("block_6_expand_relu", 8), ("block_13_expand_relu", 16)]
 
 
+#: momentum of the segmenters' BatchNormalization moving statistics (MobileNetV2's evaluation read a constant map with Keras' 0.999)
+BATCH_NORM_MOMENTUM = 0.9
+
+
 @register("mobilenet_v2_segmenter", stages=MOBILENET_V2_STAGES)
 def mobilenet_v2_segmenter(num_classes: int, input_shape=(64, 64, 3), width: float = 0.35, decoder_channels: int = 32,
                            backbone_weights: str | None = None) -> keras.Model:
@@ -115,6 +119,9 @@ def mobilenet_v2_segmenter(num_classes: int, input_shape=(64, 64, 3), width: flo
     inputs = keras.Input(shape=input_shape, name="image")
     x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocessing")(inputs)
     backbone = keras.applications.MobileNetV2(input_tensor=x, alpha=width, weights=backbone_weights, include_top=False)
+    for layer in backbone.layers:  # Keras' 0.999 left the moving statistics near their start for hundreds of steps: all background
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = BATCH_NORM_MOMENTUM
     features = [backbone.get_layer(name).output for name, _ in MOBILENET_V2_STAGES]
     logits = _pyramid_decoder(features, [stride for _, stride in MOBILENET_V2_STAGES], num_classes, decoder_channels, "decoder")
     return keras.Model(inputs, logits, name="mobilenet_v2_segmenter")
@@ -139,7 +146,7 @@ def conv_segmenter(num_classes: int, input_shape=(64, 64, 3), widths: Sequence[i
         for conv in (1, 2):
             x = keras.layers.Conv2D(channels, 3, strides=2 if conv == 1 else 1, padding="same", use_bias=False,
                                     name=f"conv_segmenter_stage{stage}_conv{conv}")(x)
-            x = keras.layers.BatchNormalization(name=f"conv_segmenter_stage{stage}_bn{conv}")(x)
+            x = keras.layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, name=f"conv_segmenter_stage{stage}_bn{conv}")(x)
             x = keras.layers.ReLU(name=f"conv_segmenter_stage{stage}" if conv == 2 else f"conv_segmenter_stage{stage}_relu1")(x)
         features.append(x)
     logits = _pyramid_decoder(features, [2, 4, 8][: len(widths)], num_classes, decoder_channels, "conv_segmenter_decoder")

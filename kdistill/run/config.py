@@ -38,7 +38,8 @@ class DistillConfig:
     `FeatureDistiller` option (`distiller_options()`).
 
     Attributes:
-        data: `fashion_mnist`, `tfds:<name>` or an image-folder path.
+        data: `fashion_mnist`, `tfds:<name>` or an image-folder path; for segmentation `scenes` or `masks:FOLDER` (`kdistill.run.segmentation`).
+        task: "classification" or "segmentation"; None infers it from the data (masks: segmentation).
         data_dir: where the data lives (offline files, a prepared TFDS folder, a test folder).
         image_size: square input size of the data (and of the teacher).
         student_image_size: the student's own square input size when it differs
@@ -98,7 +99,8 @@ class DistillConfig:
     """
 
     # === Data ===
-    data: str = option("fashion_mnist", help="fashion_mnist (offline default), tfds:<name>, or an image-folder path")
+    data: str = option("fashion_mnist", help="fashion_mnist (offline default), tfds:<name>, an image-folder path; masks: scenes, masks:FOLDER")
+    task: str | None = option(None, choices=["classification", "segmentation"], help="default: segmentation for data with masks, else classification")
     data_dir: str | None = option(None, help="folder of the offline data / prepared TFDS data / test images")
     image_size: int = option(32, help="square input size (default 32)", number=_COUNT)
     student_image_size: int | None = option(None, number=dict(_COUNT, allow_none=True),

@@ -1,0 +1,190 @@
+"""Does distillation help a segmenter? A paired study on the offline synthetic scenes.
+
+    python benchmarks/segmentation.py --data-dir data --seeds 3                  # resumable: rerun the same command to go on
+    python benchmarks/segmentation.py --data-dir data --report-only             # tables and picture from the finished runs
+
+A conv_segmenter teacher (trained once, saved in --work-dir) and a MobileNetV2-0.35 segmenter student on 32x32 scenes
+(`kdistill.data.load_scenes`, the segmentation demo's data). For each seed every recipe starts the student from the
+same initial weights and reads the same batch order. Recipes:
+    alone         the student alone: per-pixel cross-entropy
+    kd            pixel-wise KD: Hinton's KL at T = 4 on each pixel's class vector, alpha 0.5
+    cwd           channel-wise distillation of the logit map (Shu et al., ICCV 2021), T = 1, weight 3, alpha 0.5
+    cwd_features  cwd plus a CWD feature term on two pyramid levels (the students' stride-8 and stride-16 stages, projected)
+Every run is appended to <work-dir>/runs.jsonl as it finishes and skipped on a rerun. The report (last-epoch test mIoU,
+the paired difference against the student alone with its 95 % t-interval, the share of the teacher-student gap
+recovered) goes to <out>/segmentation_scenes.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from kdistill.run import environment
+
+RECIPES = ("alone", "kd", "cwd", "cwd_features")
+_CWD = {"logits_loss": {"name": "cwd", "temperature": 1.0}, "logits_weight": 3.0, "alpha": 0.5}
+OPTIONS = {  # FeatureDistiller options of each distilling recipe
+    "kd": {"logits_loss": "kl", "temperature": 4.0, "alpha": 0.5, "feature_loss": None, "taps": {}},
+    "cwd": dict(_CWD, feature_loss=None, taps={}),
+    "cwd_features": dict(_CWD, feature_loss={"name": "cwd", "temperature": 1.0}, taps="two_levels"),
+}
+
+
+def _setup(args):
+    """The scenes and the teacher (trained once and saved in the work folder, or --teacher)."""
+    from kdistill.models import saving
+    from kdistill.run import segmentation
+    from kdistill.segmentation_metrics import evaluate_segmenter
+
+    splits = segmentation.load("scenes", args.data_dir, args.image_size, args.train_scenes, args.test_scenes, seed=0)
+    path = args.teacher or os.path.join(args.work_dir, "teacher.keras")
+    if os.path.exists(path):
+        teacher = saving.load_model(path, role="teacher", classifier=False)
+    else:
+        started = time.perf_counter()
+        teacher = segmentation.train_teacher(splits, path, epochs=args.teacher_epochs, learning_rate=args.learning_rate,
+                                             batch_size=args.batch_size, verbose=0)
+        print(f"trained the teacher in {time.perf_counter() - started:.0f} s", flush=True)
+    teacher_miou = evaluate_segmenter(teacher, splits.test_images, splits.test_masks, splits.class_names)["mean_iou"]
+    return splits, teacher, teacher_miou
+
+
+def _two_levels(teacher, student) -> dict:
+    """The two deepest stage pairs of the preset pairing (stride 8 and 16 of the student)."""
+    from kdistill.models import taps as taps_module
+
+    pairs = list(taps_module.preset(teacher, student).items())
+    return dict(pairs[-2:])
+
+
+def _train(recipe: str, seed: int, args, splits, teacher) -> dict:
+    """One run: the recipe's student from the seed's initial weights and batch order; its last-epoch test mIoU and time."""
+    import keras
+
+    from kdistill.models import segmenters
+    from kdistill.run import segmentation
+    from kdistill.segmentation_metrics import evaluate_segmenter
+
+    keras.utils.set_random_seed(seed)  # the same initial student for every recipe of this seed
+    student = segmenters.get("mobilenet_v2_segmenter", len(splits.class_names), tuple(splits.train_images.shape[1:]), width=args.width)
+    if recipe == "alone":
+        model = segmentation.compile_alone(student, args.learning_rate)
+    else:
+        options = dict(OPTIONS[recipe])
+        taps = options.pop("taps")
+        model = segmentation.build_distiller(teacher, student, _two_levels(teacher, student) if taps == "two_levels" else taps,
+                                             args.learning_rate, **options)
+    keras.utils.set_random_seed(seed)  # the same batch order
+    started = time.perf_counter()
+    model.fit(splits.train_images, splits.train_masks, batch_size=args.batch_size, epochs=args.epochs, verbose=0)
+    seconds = time.perf_counter() - started
+    report = evaluate_segmenter(student, splits.test_images, splits.test_masks, splits.class_names)
+    return {"recipe": recipe, "seed": seed, "mean_iou": report["mean_iou"], "pixel_accuracy": report["pixel_accuracy"], "seconds": seconds}
+
+
+def _finished(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def report(runs: list[dict], teacher_miou: float, meta: dict) -> tuple[dict, list[str]]:
+    """Per recipe: mean mIoU and, paired by seed against the student alone, the difference with its 95 % interval and the gap recovered."""
+    from kdistill import statistics
+
+    by = {}
+    for run in runs:
+        by.setdefault(run["recipe"], {})[run["seed"]] = run["mean_iou"]
+    alone = by.get("alone", {})
+    lines = [f"Segmentation on the synthetic scenes: teacher conv_segmenter {100 * teacher_miou:.2f} % mIoU, student {meta['student']}; "
+             "last-epoch test mIoU; differences paired by seed against the student alone.", "",
+             f"Command: `{meta['command']}`; {meta['environment']['cpu']}, {meta['environment']['cpu_cores']} cores.", "",
+             "| recipe | seeds | mIoU (%) mean ± std | difference vs alone (points) [95 % CI] | gap recovered |", "|---|---:|---:|---:|---:|"]
+    rows = []
+    for recipe in [name for name in RECIPES if name in by]:
+        seeds = by[recipe]
+        mean, std = statistics.mean_std(list(seeds.values()))
+        shared = sorted(set(seeds) & set(alone))
+        row = {"recipe": recipe, "seeds": sorted(seeds), "miou_mean": mean, "miou_std": std}
+        difference, gap = "-", "-"
+        if recipe != "alone" and len(shared) >= 2:
+            compared = statistics.paired_comparison([alone[s] for s in shared], [seeds[s] for s in shared], teacher=teacher_miou)
+            row["paired"] = compared
+            difference = f"{100 * compared['difference_mean']:+.2f} [{100 * compared['difference_low']:+.2f}, {100 * compared['difference_high']:+.2f}]"
+            gap = "-" if compared.get("gap_recovered") is None else f"{100 * compared['gap_recovered']:.0f} %"
+        rows.append(row)
+        lines.append(f"| {recipe} | {len(seeds)} | {100 * mean:.2f} ± {100 * std:.2f} | {difference} | {gap} |")
+    return {"rows": rows, "teacher_miou": teacher_miou}, lines
+
+
+def _picture(summary: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(6, 4))
+    rows = summary["rows"]
+    axes.bar([row["recipe"] for row in rows], [100 * row["miou_mean"] for row in rows], yerr=[100 * row["miou_std"] for row in rows], capsize=4)
+    axes.axhline(100 * summary["teacher_miou"], color="black", linestyle="--", label="teacher")
+    axes.set_ylabel("test mIoU (%)")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    pyplot.close(figure)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--teacher", default=None, help="a saved segmenter teacher (default: trained once into --work-dir)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--train-scenes", type=int, default=2000)
+    parser.add_argument("--test-scenes", type=int, default=500)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--teacher-epochs", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--width", type=float, default=0.35)
+    parser.add_argument("--work-dir", default=os.path.join("saved_models", "segmentation_study"))
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    parser.add_argument("--report-only", action="store_true", help="write the report from the finished runs, train nothing")
+    args = parser.parse_args(argv)
+    recipes = [name.strip() for name in args.recipes.split(",") if name.strip()]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.makedirs(args.work_dir, exist_ok=True)
+    log = os.path.join(args.work_dir, "runs.jsonl")
+    splits, teacher, teacher_miou = _setup(args)
+    done = {(run["recipe"], run["seed"]) for run in _finished(log)}
+    for seed in range(args.seeds):
+        for recipe in ([] if args.report_only else recipes):
+            if (recipe, seed) in done:
+                continue
+            run = _train(recipe, seed, args, splits, teacher)
+            with open(log, "a") as handle:  # one line per finished run: a stopped study resumes from here
+                handle.write(json.dumps(run) + "\n")
+            print(f"{recipe:<12} seed {seed}: mIoU {100 * run['mean_iou']:.2f} % ({run['seconds']:.0f} s)", flush=True)
+    meta = {"seeds": args.seeds, "student": f"mobilenet_v2_segmenter {args.width}", "train_scenes": args.train_scenes, "epochs": args.epochs,
+            "environment": environment.describe(),
+            "command": "python benchmarks/segmentation.py " + environment.portable_command(argv if argv is not None else sys.argv[1:])}
+    summary, lines = report(_finished(log), teacher_miou, meta)
+    os.makedirs(args.out, exist_ok=True)
+    stem = os.path.join(args.out, "segmentation_scenes")
+    with open(stem + ".json", "w") as handle:
+        json.dump({"meta": meta, "runs": _finished(log), **summary}, handle, indent=2)
+    with open(stem + ".md", "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    _picture(summary, stem + ".png")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""The segmentation routes (`command`) of `kdistill train-teacher`, `evaluate`, `export` and `demo` (chosen by `kdistill.run.segmentation.command`).
+
+The demo on the offline scenes (`kdistill demo --task segmentation`): a teacher segmenter trained alone, the student
+trained alone, and the same student (same initial weights, same batch order) distilled with the default recipe,
+channel-wise distillation (CWD, Shu et al., ICCV 2021) of the logit map at temperature 1, weighted 3, plus the
+per-pixel cross-entropy; the three test mIoUs are printed and saved to `<output-dir>/summary.json`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from kdistill.errors import UserError
+from kdistill.run import segmentation
+from kdistill.run.segmentation import MaskSplits, build_distiller, compile_alone, format_report, load, train_teacher
+
+__all__ = ["command", "demo", "DEMO_SCHEDULE", "DEMO_RECIPE"]
+
+#: the demo's sizes (a `--set key=value` changes one): 32x32 scenes, a conv_segmenter teacher, a MobileNetV2-0.35 segmenter student
+DEMO_SCHEDULE = {"image_size": 32, "train_scenes": 2000, "test_scenes": 500, "teacher_epochs": 4, "student_epochs": 8, "batch_size": 32,
+                 "learning_rate": 2e-3}
+#: the demo's distillation recipe: CWD on the logit map (the paper's segmentation setting) and the per-pixel CE
+DEMO_RECIPE = {"logits_loss": {"name": "cwd", "temperature": 1.0}, "logits_weight": 3.0, "alpha": 0.5, "feature_loss": None, "taps": {}}
+
+
+def _is_segmenter_file(path: str):
+    """The saved model when it returns a logit map (output rank 4; a saved distiller: its student's), else None."""
+    from kdistill.models import saving
+
+    model = saving.load_model(path, role="model", classifier=False)
+    inner = getattr(model, "student", model)
+    outputs = getattr(inner, "outputs", None) or []
+    return model if len(outputs) == 1 and len(outputs[0].shape) == 4 else None
+
+
+def _task_of(args) -> tuple[str, object]:
+    """The task of a parsed command line (and, for evaluate/export, the segmenter it loaded)."""
+    data = getattr(args, "data", None)
+    if args.command in ("evaluate", "export") and getattr(args, "task", None) is None and not segmentation.is_mask_data(data):
+        model = _is_segmenter_file(args.model) if os.path.exists(args.model) else None
+        if model is not None:
+            raise UserError(f"{args.model!r} is a segmenter (its output is a logit map): give its data with masks, --data scenes or "
+                            "--data masks:FOLDER.")
+        return "classification", None
+    task = segmentation.resolve_task(getattr(args, "task", None), data if args.command != "demo" else None)
+    if task == "segmentation" and args.command in ("evaluate", "export"):
+        model = _is_segmenter_file(args.model)
+        if model is None:
+            raise UserError(f"{args.model!r} is a classifier (its output is not a logit map (batch, H, W, classes)); it cannot be measured "
+                            "on masks: evaluate it on classification data, or give a segmenter.")
+        return task, model
+    return task, None
+
+
+def command(args, verbose: int = 2) -> str | None:
+    """Runs a segmentation command line and returns the text to print; None when the command is not about segmentation."""
+    if args.command == "distill":
+        from kdistill.run import options
+        from kdistill.run.config import DistillConfig, read_config_file
+
+        values = options.merge_flags(read_config_file(args.config) if args.config else {}, args, DistillConfig)
+        if segmentation.resolve_task(values.get("task"), values.get("data")) != "segmentation":
+            return None
+        config = DistillConfig.from_dict(values)
+        summary = segmentation.distill(config, verbose)
+        return format_report(summary["test"], f"{config.student} (student.keras)") + f"\nrun folder: {summary['output_dir']}"
+    if args.command not in ("train-teacher", "evaluate", "export", "demo"):
+        return None
+    task, model = _task_of(args)
+    if task != "segmentation":
+        return None
+    return {"train-teacher": _train_teacher, "evaluate": _evaluate, "export": _export, "demo": _demo}[args.command](args, model, verbose)
+
+
+def _splits(args, num_classes=None) -> MaskSplits:
+    return load(args.data, args.data_dir, args.image_size, args.train_limit, args.test_limit, args.seed, num_classes)
+
+
+def _train_teacher(args, model, verbose: int) -> str:
+    from kdistill.segmentation_metrics import evaluate_segmenter
+
+    name = "conv_segmenter" if args.name == "resnet50" else args.name  # resnet50 is the classifiers' default
+    splits = _splits(args)
+    teacher = train_teacher(splits, args.output, name=name, epochs=args.epochs, learning_rate=args.learning_rate or 1e-3,
+                            batch_size=args.batch_size, seed=args.seed, verbose=verbose)
+    report = evaluate_segmenter(teacher, splits.test_images, splits.test_masks, splits.class_names)
+    return f"teacher saved to {args.output}; test mean IoU {100 * report['mean_iou']:.2f}%"
+
+
+def _evaluate(args, model, verbose: int) -> str:
+    from kdistill import files
+    from kdistill.segmentation_metrics import evaluate_segmenter
+
+    student = getattr(model, "student", model)
+    splits = _splits(args, int(student.outputs[0].shape[-1]))
+    report = evaluate_segmenter(model, splits.test_images, splits.test_masks, splits.class_names)
+    if args.json_path:
+        files.write_json(args.json_path, report)
+    return format_report(report, os.path.basename(args.model))
+
+
+def _export(args, model, verbose: int) -> str:
+    from kdistill import export
+
+    student = getattr(model, "student", model)
+    splits = _splits(args, int(student.outputs[0].shape[-1]))
+    formats = export.check_formats(name.strip() for name in (args.formats or "saved_model,float32,int8").split(",") if name.strip())
+    count = min(args.calibration_images, len(splits.train_images))
+    representative = [(splits.train_images[start:start + 32], splits.train_masks[start:start + 32]) for start in range(0, count, 32)]
+    test = [(splits.test_images[start:start + 32], splits.test_masks[start:start + 32]) for start in range(0, len(splits.test_images), 32)]
+    result = export.export_segmenter(model, args.output_dir, formats=formats, representative=representative, test=test,
+                                     class_names=splits.class_names, limit=args.report_limit, version=args.version, int8_io=args.int8_io,
+                                     calibration=args.calibration, percentile=args.percentile)
+    return export.format_segmentation_report(result["report"]) + f"\n\nreport: {os.path.join(args.output_dir, 'report.json')}"
+
+
+def demo(output_dir: str, data_dir: str | None = None, seed: int = 0, overrides: dict | None = None, verbose: int = 2) -> dict:
+    """Teacher, student alone and distilled student on the offline scenes; returns (and saves) their test mIoU and seconds."""
+    import keras
+
+    from kdistill import files
+    from kdistill.models import segmenters
+    from kdistill.segmentation_metrics import evaluate_segmenter
+
+    schedule = dict(DEMO_SCHEDULE, **(overrides or {}))
+    unknown = sorted(set(schedule) - set(DEMO_SCHEDULE))
+    if unknown:
+        raise ValueError(f"Unknown demo setting {unknown[0]!r}; the segmentation demo's settings: {', '.join(DEMO_SCHEDULE)}.")
+    splits = load("scenes", data_dir, schedule["image_size"], schedule["train_scenes"], schedule["test_scenes"], seed)
+    classes, shape, started = len(splits.class_names), tuple(splits.train_images.shape[1:]), time.perf_counter()
+    fit = dict(batch_size=schedule["batch_size"], epochs=schedule["student_epochs"], verbose=verbose)
+    teacher = train_teacher(splits, os.path.join(output_dir, "teacher.keras"), epochs=schedule["teacher_epochs"],
+                            learning_rate=schedule["learning_rate"], batch_size=schedule["batch_size"], seed=seed, verbose=verbose)
+    summary = {"teacher": evaluate_segmenter(teacher, splits.test_images, splits.test_masks, splits.class_names)["mean_iou"]}
+    for name in ("student_alone", "distilled"):
+        keras.utils.set_random_seed(seed + 1)  # both students start from the same weights and read the same batch order
+        student = segmenters.get("mobilenet_v2_segmenter", classes, shape)
+        if name == "student_alone":
+            compile_alone(student, schedule["learning_rate"]).fit(splits.train_images, splits.train_masks, **fit)
+        else:
+            recipe = dict(DEMO_RECIPE)
+            build_distiller(teacher, student, recipe.pop("taps"), schedule["learning_rate"], **recipe).fit(
+                splits.train_images, splits.train_masks, **fit)
+        summary[name] = evaluate_segmenter(student, splits.test_images, splits.test_masks, splits.class_names)["mean_iou"]
+    summary.update(seconds=round(time.perf_counter() - started, 1), schedule=schedule, recipe=repr(DEMO_RECIPE))
+    files.write_json(os.path.join(output_dir, "summary.json"), summary)
+    return summary
+
+
+def _demo(args, model, verbose: int) -> str:
+    from kdistill.run import options
+
+    output_dir = args.output_dir if args.output_dir != os.path.join("saved_models", "demo") else os.path.join("saved_models", "demo_segmentation")
+    summary = demo(output_dir, args.data_dir, args.seed, options.parse_overrides(args.set), 0 if args.quiet else verbose)
+    rows = [("teacher (conv_segmenter)", summary["teacher"]), ("student alone (mobilenet_v2_segmenter)", summary["student_alone"]),
+            ("distilled student (CWD on the logit map)", summary["distilled"])]
+    lines = [f"  {name:<42} test mIoU {100 * value:6.2f}%" for name, value in rows]
+    return "\n".join(["segmentation demo on the offline scenes:", *lines, f"({summary['seconds']:.0f} s; summary: {output_dir}/summary.json)"])

@@ -1,0 +1,95 @@
+"""Segmentation from the command line (`kdistill.run.segmentation`): the task, mask data, train-teacher, distill, evaluate, export, demo."""
+
+import json
+import logging
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from kdistill import cli
+from kdistill.errors import UserError
+from kdistill.run import segmentation
+
+
+def _write_mask_folder(folder, count=5, size=8, classes=3):
+    rng = np.random.default_rng(0)
+    for sub in ("images", "masks"):
+        os.makedirs(folder / sub, exist_ok=True)
+    for index in range(count):
+        Image.fromarray(rng.integers(0, 255, (size, size, 3)).astype("uint8")).save(folder / "images" / f"{index}.png")
+        Image.fromarray(rng.integers(0, classes, (size, size)).astype("uint8"), mode="L").save(folder / "masks" / f"{index}.png")
+
+
+def test_the_task_is_inferred_from_mask_data_and_said_in_one_line(caplog):
+    with caplog.at_level(logging.INFO, logger="kdistill"):
+        assert segmentation.resolve_task(None, "scenes") == "segmentation"
+    assert "task: segmentation (the data 'scenes' holds masks)" in caplog.text
+    assert segmentation.resolve_task(None, "fashion_mnist") == "classification"
+    assert segmentation.resolve_task("segmentation", "masks:some/folder") == "segmentation"
+    with pytest.raises(UserError, match="--data scenes"):
+        segmentation.resolve_task("segmentation", "fashion_mnist")
+    with pytest.raises(UserError, match="--task segmentation"):
+        segmentation.resolve_task("classification", "scenes")
+    with pytest.raises(UserError, match="classification, segmentation"):
+        segmentation.resolve_task("detection", "scenes")
+
+
+def test_a_mask_folder_is_split_for_testing_and_named_by_labels_txt(tmp_path):
+    _write_mask_folder(tmp_path)
+    (tmp_path / "labels.txt").write_text("sky\nroad\ncar\n")
+    splits = segmentation.load(f"masks:{tmp_path}", image_size=None, seed=0)
+    assert (len(splits.train_images), len(splits.test_images)) == (4, 1) and splits.class_names == ["sky", "road", "car"]
+    assert splits.train_masks.shape == (4, 8, 8) and splits.train_images.shape == (4, 8, 8, 3)
+    (tmp_path / "labels.txt").unlink()
+    named = segmentation.load(f"masks:{tmp_path / 'images'},{tmp_path / 'masks'}", image_size=16, num_classes=4)
+    assert named.train_images.shape[1:] == (16, 16, 3) and named.class_names == ["0", "1", "2", "3"]  # numbered without labels.txt
+    _write_mask_folder(tmp_path / "test", count=2)
+    assert len(segmentation.load(f"masks:{tmp_path}").test_images) == 2  # FOLDER/test is the test split, the training split keeps all 5
+    with pytest.raises(UserError, match="masks:IMAGES_DIR,MASKS_DIR"):
+        segmentation.load("masks:a,b,c")
+
+
+def test_a_classifier_on_mask_data_and_a_segmenter_on_classes_are_refused(tmp_path, small_teacher_file, capsys):
+    assert cli.main(["evaluate", small_teacher_file, "--data", "scenes"]) == 2
+    assert "is a classifier" in capsys.readouterr().err
+    assert cli.main(["distill", "--task", "classification", "--data", "scenes", "--teacher", small_teacher_file]) == 2
+    assert "holds masks" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_train_teacher_distill_evaluate_and_export_a_segmenter_from_the_command_line(tmp_path, fake_fashion_mnist, capsys):
+    data = ["--data-dir", fake_fashion_mnist, "--image-size", "32", "--train-limit", "16", "--test-limit", "8", "--batch-size", "8"]
+    teacher = str(tmp_path / "teacher.keras")
+    assert cli.main(["train-teacher", "--task", "segmentation", "--name", "conv_segmenter", "--data", "scenes", "--epochs", "1",
+                     "--output", teacher, *data]) == 0
+    assert "test mean IoU" in capsys.readouterr().out
+    config = tmp_path / "run.yaml"
+    config.write_text(f"task: segmentation\ndata: scenes\nteacher: {teacher}\nstudent: mobilenet_v2_segmenter\nepochs: 1\n"
+                      f"logits_loss: {{name: cwd, temperature: 1.0}}\nfeature_loss: none\ntaps: none\noutput_dir: {tmp_path / 'run'}\n")
+    assert cli.main(["distill", "--config", str(config), *data]) == 0
+    out = capsys.readouterr().out
+    assert "mobilenet_v2_segmenter (student.keras): mean IoU" in out and "per-class IoU:" in out and "Ankle boot" in out
+    student = str(tmp_path / "run" / "student.keras")
+    assert cli.main(["evaluate", student, "--data", "scenes", "--json", str(tmp_path / "e.json"), *data]) == 0
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert set(report) >= {"mean_iou", "per_class_iou", "pixel_accuracy"} and report["examples"] == 8 and len(report["per_class_iou"]) == 11
+    capsys.readouterr()
+    assert cli.main(["export", student, "--data", "scenes", "--formats", "float32", "--output-dir", str(tmp_path / "export"), *data]) == 0
+    assert "| tflite_float32 |" in capsys.readouterr().out and (tmp_path / "export" / "report.json").exists()
+    assert cli.main(["export", student, "--output-dir", str(tmp_path / "other"), *data]) == 2  # a segmenter on classification data
+    assert "is a segmenter" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_segmentation_demo_prints_teacher_student_alone_and_distilled_miou(tmp_path, fake_fashion_mnist, capsys):
+    tiny = ["train_scenes=16", "test_scenes=8", "teacher_epochs=1", "student_epochs=1", "batch_size=8"]
+    argv = ["demo", "--task", "segmentation", "--data-dir", fake_fashion_mnist, "--output-dir", str(tmp_path), "--quiet"]
+    assert cli.main(argv + [item for pair in tiny for item in ("--set", pair)]) == 0
+    out = capsys.readouterr().out
+    assert "teacher (conv_segmenter)" in out and "student alone" in out and "distilled student (CWD on the logit map)" in out
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert all(0.0 <= summary[name] <= 1.0 for name in ("teacher", "student_alone", "distilled")) and summary["schedule"]["train_scenes"] == 16
+    assert cli.main(argv + ["--set", "epochs=1"]) == 2 and "teacher_epochs" in capsys.readouterr().err  # an unknown setting names the known ones
+
