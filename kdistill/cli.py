@@ -213,10 +213,10 @@ def _held_out(splits, args):
 
 # === Handlers: one per command, each returning the exit status ===
 def _demo(args) -> int:
-    from kdistill.run import demo, jobs
+    from kdistill.run import demo
 
-    overrides = options.parse_overrides(args.set)  # jobs.demo checks them (names, types, signs) before any work
-    summary = jobs.demo(args.output_dir, full=args.full, data_dir=args.data_dir, seed=args.seed, overrides=overrides,
+    overrides = options.parse_overrides(args.set)  # demo.demo checks them (names, types, signs) before any work
+    summary = demo.demo(args.output_dir, full=args.full, data_dir=args.data_dir, seed=args.seed, overrides=overrides,
                         verbose=0 if args.quiet else _progress(), retrain_teacher=args.retrain_teacher)
     print(demo.summary_text(summary, args.output_dir))
     return 0
@@ -226,15 +226,15 @@ def _train_teacher(args) -> int:
     import keras
 
     from kdistill import evaluation
-    from kdistill.run import callbacks, jobs
+    from kdistill.run import callbacks, training
 
     splits = _load_splits(args)
     keras.utils.set_random_seed(args.seed)
     progress = callbacks.EpochProgress()  # the epoch a Ctrl-C stops in, for the message
     with callbacks.reporting_interrupts(progress, resumable=False):
-        teacher, history = jobs.train_teacher(splits, args.output, epochs=args.epochs, weights=args.weights, learning_rate=args.learning_rate,
-                                              name=args.name, verbose=_progress(), optimizer=args.optimizer,
-                                              warmup_epochs=args.warmup_epochs, resize_to=args.resize_to, callbacks_=[progress])
+        teacher, history = training.train_teacher(splits, args.output, epochs=args.epochs, weights=args.weights, learning_rate=args.learning_rate,
+                                                  name=args.name, verbose=_progress(), optimizer=args.optimizer,
+                                                  warmup_epochs=args.warmup_epochs, resize_to=args.resize_to, callbacks_=[progress])
     report = evaluation.evaluate(teacher, splits.test, splits.class_names) if splits.test is not None else {}
     print(f"teacher saved to {args.output}" + (f"; test top-1 {100 * report['top1']:.2f}%" if report else ""))
     return 0
@@ -242,12 +242,12 @@ def _train_teacher(args) -> int:
 
 def _distill(args) -> int:
     from kdistill import evaluation
-    from kdistill.export import atomic
+    from kdistill import files
     from kdistill.run import jobs
 
     file_values = read_config_file(args.config) if args.config else {}
     config = DistillConfig.from_dict(options.merge_flags(file_values, args, DistillConfig))
-    atomic.check_output_path(config.resolved_output_dir(), "folder")  # also the default saved_models/<run name>
+    files.check_output_path(config.resolved_output_dir(), "folder")  # also the default saved_models/<run name>
     import keras
 
     keras.utils.set_random_seed(config.seed)

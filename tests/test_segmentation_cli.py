@@ -83,6 +83,7 @@ def test_train_teacher_distill_evaluate_and_export_a_segmenter_from_the_command_
 
 
 @pytest.mark.slow
+@pytest.mark.eager
 def test_the_segmentation_demo_prints_teacher_student_alone_and_distilled_miou(tmp_path, fake_fashion_mnist, capsys):
     tiny = ["train_scenes=16", "test_scenes=8", "teacher_epochs=1", "student_epochs=1", "batch_size=8"]
     argv = ["demo", "--task", "segmentation", "--data-dir", fake_fashion_mnist, "--output-dir", str(tmp_path), "--quiet"]

@@ -218,7 +218,7 @@ def test_outputs_under_a_file_are_refused_before_any_work(tmp_path, capsys):
 def test_a_killed_writer_leaves_staging_that_the_next_writer_removes(tmp_path, caplog):
     import logging
 
-    from kdistill.export import atomic
+    from kdistill import files as atomic
 
     dead = tmp_path / f".cache-{2 ** 22 + 12345}-abc"  # above Linux's default pid_max: no such process
     dead.mkdir()
@@ -358,7 +358,7 @@ def test_a_disk_without_room_is_refused_before_writing_naming_path_and_sizes(tmp
     import collections
     import shutil
 
-    from kdistill.export import atomic
+    from kdistill import files as atomic
     from kdistill.run import teacher_cache
 
     teacher = small_cnn("teacher", widths=(8, 16), seed=1)

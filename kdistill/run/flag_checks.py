@@ -41,12 +41,12 @@ _OUTPUTS = (("demo", "output_dir", "folder"), ("train-teacher", "output", "file"
 
 def check_outputs(args) -> None:
     """Refuses an output path that cannot be written (under a file, no permission) or lies in the image folder read, before any work."""
-    from kdistill.export import atomic  # here, not above: the export package loads Keras, and --backend must come first
+    from kdistill import files
 
     for command, name, kind in _OUTPUTS:
         path = getattr(args, name, None) if args.command == command else None
         if path:
-            atomic.check_output_path(path, kind)
+            files.check_output_path(path, kind)
             if kind == "folder":  # a file beside the class folders is not read as a class
                 check_outside_data(path, getattr(args, "data", None), "--" + name.replace("_", "-"))
 

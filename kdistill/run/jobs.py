@@ -29,8 +29,6 @@ from kdistill.models import taps as taps_module
 from kdistill.run import callbacks, distribute, precision, teacher_cache, training
 from kdistill.run.config import DistillConfig
 from kdistill.run.folder import run_folder
-from kdistill.run.demo import demo  # noqa: F401  (cli.py still calls jobs.demo; its home is kdistill.run.demo)
-from kdistill.run.training import train_teacher  # noqa: F401  (cli.py still calls jobs.train_teacher; its home is kdistill.run.training)
 
 __all__ = ["load_teacher", "check_teacher", "load_data", "distill"]
 
