@@ -40,8 +40,10 @@ def _task_of(args) -> tuple[str, object]:
     if args.command in ("evaluate", "export") and getattr(args, "task", None) is None and not segmentation.is_mask_data(data):
         model = _is_segmenter_file(args.model) if os.path.exists(args.model) else None
         if model is not None:
-            raise UserError(f"{args.model!r} is a segmenter (its output is a logit map): give its data with masks, --data scenes or "
-                            "--data masks:FOLDER.")
+            shape = tuple(getattr(model, "student", model).outputs[0].shape[1:])
+            raise UserError(f"{args.model!r} returns a map of shape (batch, {', '.join(str(size) for size in shape)}), not logits of shape "
+                            "(batch, classes): a segmenter's logit map, measured on images with masks (--data scenes or --data "
+                            "masks:FOLDER); a classifier for this data must end in one logit per class.")
         return "classification", None
     task = segmentation.resolve_task(getattr(args, "task", None), data if args.command != "demo" else None)
     if task == "segmentation" and args.command in ("evaluate", "export"):
