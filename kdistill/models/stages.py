@@ -23,7 +23,7 @@ import keras
 
 from kdistill.errors import did_you_mean, shown
 
-__all__ = ["Table", "register", "get", "names", "attach", "attached", "by_name", "by_layer_names"]
+__all__ = ["Table", "register", "registering", "get", "names", "attach", "attached", "by_name", "by_layer_names"]
 
 #: a stage table: (layer name, total stride), shallow to deep
 Table = list[tuple[str, int]]
@@ -33,6 +33,21 @@ _TABLES: dict[str, Table] = {}
 
 #: the attribute a model built with its own stage table carries it in (kept in memory; a loaded file is found by its name)
 _ATTRIBUTE = "_kdistill_stages"
+
+
+def registering(registry: dict, name: str, builder=None, stages: Sequence[tuple[str, int]] | None = None):
+    """`register` of a model registry (teachers, students): puts `builder` in `registry` under `name`, with its stage table.
+
+    Returns the builder, or, without one, a decorator that registers the function it decorates.
+    """
+
+    def decorator(function):
+        if stages is not None:
+            register(name, stages)
+        registry[name] = function
+        return function
+
+    return decorator if builder is None else decorator(builder)
 
 
 def _checked(name: str, stages: Sequence[tuple[str, int]]) -> Table:

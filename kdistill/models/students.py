@@ -47,13 +47,7 @@ def register(name: str, builder: Callable[..., keras.Model] | None = None, stage
         True
     """
 
-    def decorator(builder: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
-        if stages is not None:
-            stage_registry.register(name, stages)
-        _REGISTRY[name] = builder
-        return builder
-
-    return decorator if builder is None else decorator(builder)
+    return stage_registry.registering(_REGISTRY, name, builder, stages)
 
 
 def available() -> list[str]:
