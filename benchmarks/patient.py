@@ -26,7 +26,6 @@ student alone's best schedule with its paired 95 % interval, seconds per step) g
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -34,6 +33,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras
+import study_log
 
 from kdistill.run import environment
 
@@ -144,13 +144,6 @@ def _alone(student, schedule: int, seed: int, epochs: int, steps: int, args, spl
     return {"recipe": "alone", "schedule": schedule, "seed": seed, "top1": top1, "seconds": seconds, "steps": epochs * steps}
 
 
-def _finished(path: str) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path) as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
 def _plan(args) -> list[tuple[str, int, int]]:
     """(recipe, schedule, seed) of every run, the short ones first so that a stopped study has whole columns."""
     runs = []
@@ -242,25 +235,19 @@ def main(argv=None) -> int:
     os.makedirs(args.work_dir, exist_ok=True)
     log = os.path.join(args.work_dir, "runs.jsonl")
     splits, teacher, caches, teacher_top1, layers = _setup(args)
-    done = {(r["recipe"], r["schedule"], r["seed"]) for r in _finished(log)}
+    done = {(r["recipe"], r["schedule"], r["seed"]) for r in study_log.finished(log)}
     for recipe, schedule, seed in ([] if args.report_only else _plan(args)):
         if (recipe, schedule, seed) in done:
             continue
         run = _train(recipe, schedule, seed, args, splits, teacher, caches, layers)
-        with open(log, "a") as handle:  # one line per finished run: a stopped study resumes from here
-            handle.write(json.dumps(run) + "\n")
+        study_log.append(log, run)  # one line per finished run: a stopped study resumes from here
         print(f"{recipe:<6} x{schedule} seed {seed}: top-1 {100 * run['top1']:.2f} % ({run['seconds']:.0f} s)", flush=True)
     meta = {"seeds": args.seeds, "schedules": args.schedules, "views": args.views, "student": f"{args.student} {args.width}",
             "train": splits.counts, "environment": environment.describe(),
             "command": "python benchmarks/patient.py " + environment.portable_command(argv if argv is not None else sys.argv[1:])}
-    summary, lines = report(_finished(log), teacher_top1, meta)
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, "patient_fashion_mnist")
-    with open(stem + ".json", "w") as handle:
-        json.dump({"meta": meta, "runs": _finished(log), **summary}, handle, indent=2)
-    with open(stem + ".md", "w") as handle:
-        handle.write("\n".join(lines) + "\n")
-    _picture(summary, stem + ".png")
+    runs = study_log.finished(log)
+    summary, lines = report(runs, teacher_top1, meta)
+    study_log.write_report(os.path.join(args.out, "patient_fashion_mnist"), meta, runs, summary, lines, _picture)
     print("\n".join(lines))
     return 0
 

@@ -18,10 +18,11 @@ recovered) goes to <out>/segmentation_scenes.{json,md,png}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
+
+import study_log
 
 from kdistill.run import environment
 
@@ -84,13 +85,6 @@ def _train(recipe: str, seed: int, args, splits, teacher) -> dict:
     seconds = time.perf_counter() - started
     report = evaluate_segmenter(student, splits.test_images, splits.test_masks, splits.class_names)
     return {"recipe": recipe, "seed": seed, "mean_iou": report["mean_iou"], "pixel_accuracy": report["pixel_accuracy"], "seconds": seconds}
-
-
-def _finished(path: str) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path) as handle:
-        return [json.loads(line) for line in handle if line.strip()]
 
 
 def report(runs: list[dict], teacher_miou: float, meta: dict) -> tuple[dict, list[str]]:
@@ -162,26 +156,20 @@ def main(argv=None) -> int:
     os.makedirs(args.work_dir, exist_ok=True)
     log = os.path.join(args.work_dir, "runs.jsonl")
     splits, teacher, teacher_miou = _setup(args)
-    done = {(run["recipe"], run["seed"]) for run in _finished(log)}
+    done = {(run["recipe"], run["seed"]) for run in study_log.finished(log)}
     for seed in range(args.seeds):
         for recipe in ([] if args.report_only else recipes):
             if (recipe, seed) in done:
                 continue
             run = _train(recipe, seed, args, splits, teacher)
-            with open(log, "a") as handle:  # one line per finished run: a stopped study resumes from here
-                handle.write(json.dumps(run) + "\n")
+            study_log.append(log, run)  # one line per finished run: a stopped study resumes from here
             print(f"{recipe:<12} seed {seed}: mIoU {100 * run['mean_iou']:.2f} % ({run['seconds']:.0f} s)", flush=True)
     meta = {"seeds": args.seeds, "student": f"mobilenet_v2_segmenter {args.width}", "train_scenes": args.train_scenes, "epochs": args.epochs,
             "environment": environment.describe(),
             "command": "python benchmarks/segmentation.py " + environment.portable_command(argv if argv is not None else sys.argv[1:])}
-    summary, lines = report(_finished(log), teacher_miou, meta)
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, "segmentation_scenes")
-    with open(stem + ".json", "w") as handle:
-        json.dump({"meta": meta, "runs": _finished(log), **summary}, handle, indent=2)
-    with open(stem + ".md", "w") as handle:
-        handle.write("\n".join(lines) + "\n")
-    _picture(summary, stem + ".png")
+    runs = study_log.finished(log)
+    summary, lines = report(runs, teacher_miou, meta)
+    study_log.write_report(os.path.join(args.out, "segmentation_scenes"), meta, runs, summary, lines, _picture)
     print("\n".join(lines))
     return 0
 
