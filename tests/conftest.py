@@ -138,3 +138,25 @@ def assert_gradient_step_lowers(loss, teacher, start, step: float = 1e-2) -> Non
     assert np.isfinite(gradient.numpy()).all() and np.abs(gradient.numpy()).sum() > 0
     student.assign_sub(step * gradient / (np.abs(gradient.numpy()).max() + 1e-12))
     assert float(tf.reduce_mean(loss.call(teacher, student))) < float(value)
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_file(tmp_path_factory) -> str:
+    """A saved untrained `small_cnn` teacher, made once per test process."""
+    path = str(tmp_path_factory.mktemp("small_teacher") / "teacher.keras")
+    small_cnn("teacher", widths=(8, 16), seed=1).save(path)
+    return path
+
+
+def distill_arguments(teacher_file: str, output, epochs: int = 1, *extra: str) -> list[str]:
+    """`kdistill distill` arguments for a small run on the real Fashion-MNIST sample in tests/data (an untrained teacher, so no teacher check)."""
+    return ["distill", "--data-dir", REAL_SAMPLE, "--teacher", teacher_file, "--student", "resnet8x4", "--taps", "none",
+            "--epochs", str(epochs), "--batch-size", "32", "--train-limit", "64", "--test-limit", "32", "--no-check-teacher",
+            "--output-dir", str(output), *extra]
+
+
+def one_line(err: str) -> str:
+    """The one line a command wrote to stderr, log lines aside (fails if there is more than one, or a traceback)."""
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("kdistill: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]

@@ -15,27 +15,7 @@ from kdistill.errors import UserError, check_number, interrupted_line
 from kdistill.run import callbacks, options
 from kdistill.run.folder import LOCK_NAME
 from kdistill.run.config import DistillConfig
-from conftest import REAL_SAMPLE, small_cnn
-
-
-@pytest.fixture(scope="module")
-def teacher_file(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("teacher") / "teacher.keras")
-    small_cnn("teacher", widths=(8, 16), seed=1).save(path)
-    return path
-
-
-def _distill(teacher_file, output, epochs=1, *extra):
-    """A small distillation on the real Fashion-MNIST sample in tests/data (an untrained teacher, so no teacher check)."""
-    return ["distill", "--data-dir", REAL_SAMPLE, "--teacher", teacher_file, "--student", "resnet8x4", "--taps", "none",
-            "--epochs", str(epochs), "--batch-size", "32", "--train-limit", "64", "--test-limit", "32", "--no-check-teacher",
-            "--output-dir", str(output), *extra]
-
-
-def _one_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("kdistill: ")]  # log lines aside
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
+from conftest import REAL_SAMPLE, distill_arguments, one_line, small_cnn
 
 
 def test_a_yaml_list_or_broken_json_config_is_one_line_naming_the_file_and_verbose_adds_the_traceback(tmp_path, capsys):
@@ -44,47 +24,47 @@ def test_a_yaml_list_or_broken_json_config_is_one_line_naming_the_file_and_verbo
     listed.write_text("- student: resnet8x4\n- epochs: 1\n")
     broken.write_text('{"student": "resnet8x4",, }')
     assert cli.main(["distill", "--config", str(listed)]) == 2
-    line = _one_line(capsys.readouterr().err)
+    line = one_line(capsys.readouterr().err)
     assert str(listed) in line and "holds a list" in line and "not `- student: resnet8x4`" in line
     assert cli.main(["distill", "--config", str(broken)]) == 2
-    assert str(broken) in _one_line(capsys.readouterr().err)
+    assert str(broken) in one_line(capsys.readouterr().err)
     assert cli.main(["--verbose", "distill", "--config", str(listed)]) == 2
     assert "Traceback" in capsys.readouterr().err
 
 
 @pytest.mark.eager
-def test_a_non_finite_loss_ends_in_one_line_with_rc_2(tmp_path, teacher_file, capsys):
+def test_a_non_finite_loss_ends_in_one_line_with_rc_2(tmp_path, tiny_teacher_file, capsys):
     """NonFiniteLossError used to reach the user as a 20-line traceback."""
     config = tmp_path / "run.yaml"
     config.write_text("taps: {teacher_stage2: stage2_out}\nfeature_loss: mse\ntap_weights: 1.0e+38\n")  # finite weight, sum overflows
-    command = [arg for arg in _distill(teacher_file, tmp_path / "run") if arg not in ("--taps", "none")]
+    command = [arg for arg in distill_arguments(tiny_teacher_file, tmp_path / "run") if arg not in ("--taps", "none")]
     assert cli.main(command + ["--config", str(config)]) == 2
-    line = _one_line(capsys.readouterr().err)
+    line = one_line(capsys.readouterr().err)
     assert "training loss became non-finite" in line and "Lower the learning rate" in line
     assert not os.path.exists(tmp_path / "run" / LOCK_NAME)  # released on error too
 
 
 @pytest.mark.eager
-def test_a_run_stopped_in_its_first_epoch_leaves_no_run_folder(tmp_path, teacher_file, monkeypatch, capsys):
+def test_a_run_stopped_in_its_first_epoch_leaves_no_run_folder(tmp_path, tiny_teacher_file, monkeypatch, capsys):
     """A non-finite loss or Ctrl-C in epoch 1 left `run/history.csv` (0 bytes), so the run folder stayed (found by benchmarks/faults.py)."""
     config = tmp_path / "run.yaml"
     config.write_text("taps: {teacher_stage2: stage2_out}\nfeature_loss: mse\ntap_weights: 1.0e+38\n")
-    command = [arg for arg in _distill(teacher_file, tmp_path / "new" / "run") if arg not in ("--taps", "none")]
+    command = [arg for arg in distill_arguments(tiny_teacher_file, tmp_path / "new" / "run") if arg not in ("--taps", "none")]
     assert cli.main(command + ["--config", str(config)]) == 2
-    assert "training loss became non-finite" in _one_line(capsys.readouterr().err)
+    assert "training loss became non-finite" in one_line(capsys.readouterr().err)
     assert not (tmp_path / "new").exists()
 
     def ctrl_c_in_the_first_epoch(self, epoch, logs=None):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(callbacks.DataPass, "on_epoch_begin", ctrl_c_in_the_first_epoch)
-    assert cli.main(_distill(teacher_file, tmp_path / "new" / "run")) == 130
-    assert "interrupted at epoch 1 of 1" in _one_line(capsys.readouterr().err)
+    assert cli.main(distill_arguments(tiny_teacher_file, tmp_path / "new" / "run")) == 130
+    assert "interrupted at epoch 1 of 1" in one_line(capsys.readouterr().err)
     assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.eager
-def test_ctrl_c_during_distill_names_the_epoch_and_the_same_command_resumes(tmp_path, teacher_file, monkeypatch, capsys):
+def test_ctrl_c_during_distill_names_the_epoch_and_the_same_command_resumes(tmp_path, tiny_teacher_file, monkeypatch, capsys):
     output = tmp_path / "run"
     begin = callbacks.DataPass.on_epoch_begin
 
@@ -94,11 +74,11 @@ def test_ctrl_c_during_distill_names_the_epoch_and_the_same_command_resumes(tmp_
         begin(self, epoch, logs)
 
     monkeypatch.setattr(callbacks.DataPass, "on_epoch_begin", ctrl_c_in_the_second_epoch)
-    assert cli.main(_distill(teacher_file, output, 2)) == 130
-    assert _one_line(capsys.readouterr().err) == "kdistill distill: interrupted at epoch 2 of 2; run the same command to resume"
+    assert cli.main(distill_arguments(tiny_teacher_file, output, 2)) == 130
+    assert one_line(capsys.readouterr().err) == "kdistill distill: interrupted at epoch 2 of 2; run the same command to resume"
     assert not os.path.exists(output / LOCK_NAME)
     monkeypatch.undo()
-    assert cli.main(_distill(teacher_file, output, 2)) == 0
+    assert cli.main(distill_arguments(tiny_teacher_file, output, 2)) == 0
     summary = json.loads((output / "summary.json").read_text())
     assert summary["resumed"] is True and summary["epochs_completed"] == 2
 
@@ -143,11 +123,11 @@ def test_ctrl_c_during_train_teacher_names_the_epoch_and_the_same_call_resumes(t
     ("train-teacher", "--learning-rate", "-1", "--learning-rate must be a positive number, received -1.0"),
     ("train-teacher", "--epochs", "0", "--epochs must be a positive whole number, received 0"),
 ])
-def test_bad_numbers_in_flags_are_refused_before_any_work(tmp_path, teacher_file, capsys, command, flag, value, message):
+def test_bad_numbers_in_flags_are_refused_before_any_work(tmp_path, tiny_teacher_file, capsys, command, flag, value, message):
     output = tmp_path / "run"
-    arguments = _distill(teacher_file, output) if command == "distill" else ["train-teacher", "--data-dir", REAL_SAMPLE, "--output", str(output / "t.keras")]
+    arguments = distill_arguments(tiny_teacher_file, output) if command == "distill" else ["train-teacher", "--data-dir", REAL_SAMPLE, "--output", str(output / "t.keras")]
     assert cli.main(arguments + [flag, value]) == 2
-    assert message in _one_line(capsys.readouterr().err)
+    assert message in one_line(capsys.readouterr().err)
     assert not output.exists()
 
 
@@ -195,50 +175,50 @@ def test_demo_settings_are_checked_before_the_teacher_trains(tmp_path, monkeypat
                              ("teacher_epochs=-2", "teacher_epochs must be a positive whole number, received -2"),
                              ("alpha=2", "alpha must be a number in [0, 1], received 2"), ("export=maybe", "export must be a bool")):
         assert cli.main(["demo", "--data-dir", REAL_SAMPLE, "--output-dir", str(tmp_path / "demo"), "--set", setting]) == 2
-        assert message in _one_line(capsys.readouterr().err)
+        assert message in one_line(capsys.readouterr().err)
     assert not (tmp_path / "demo").exists()
 
 
-def test_a_run_folder_in_use_is_refused_with_the_holders_pid_and_a_dead_holders_lock_is_taken_over(tmp_path, teacher_file, capsys):
+def test_a_run_folder_in_use_is_refused_with_the_holders_pid_and_a_dead_holders_lock_is_taken_over(tmp_path, tiny_teacher_file, capsys):
     output = tmp_path / "run"
     output.mkdir()
     lock = output / LOCK_NAME
     import socket
 
     lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))  # a live process holds it
-    assert cli.main(_distill(teacher_file, output)) == 2
-    line = _one_line(capsys.readouterr().err)
+    assert cli.main(distill_arguments(tiny_teacher_file, output)) == 2
+    line = one_line(capsys.readouterr().err)
     assert f"in use by another kdistill run (pid {os.getpid()}" in line
     assert json.loads(lock.read_text())["pid"] == os.getpid() and sorted(os.listdir(output)) == [LOCK_NAME]
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))  # left by a killed run
-    assert cli.main(_distill(teacher_file, output)) == 0
+    assert cli.main(distill_arguments(tiny_teacher_file, output)) == 0
     assert f"Taking over the lock of {output}: its process (pid {dead.pid}) is no longer running" in capsys.readouterr().err
     assert (output / "student.keras").exists() and not lock.exists()
 
 
-def test_refused_runs_leave_no_empty_folders_and_a_run_folder_inside_the_image_folder_is_refused(tmp_path, teacher_file, capsys):
+def test_refused_runs_leave_no_empty_folders_and_a_run_folder_inside_the_image_folder_is_refused(tmp_path, tiny_teacher_file, capsys):
     nested = tmp_path / "new" / "run"
-    assert cli.main(_distill(teacher_file, nested, 1, "--student", "resnet9")) == 2  # refused after the data and teacher loaded
-    assert "resnet9" in _one_line(capsys.readouterr().err)
+    assert cli.main(distill_arguments(tiny_teacher_file, nested, 1, "--student", "resnet9")) == 2  # refused after the data and teacher loaded
+    assert "resnet9" in one_line(capsys.readouterr().err)
     assert not (tmp_path / "new").exists()
     images = tmp_path / "images"
     for name in ("boot", "shirt"):
         (images / name).mkdir(parents=True)
-    assert cli.main(["distill", "--data", str(images), "--teacher", teacher_file, "--output-dir", str(images / "run")]) == 2
-    assert "is inside the image folder" in _one_line(capsys.readouterr().err)
+    assert cli.main(["distill", "--data", str(images), "--teacher", tiny_teacher_file, "--output-dir", str(images / "run")]) == 2
+    assert "is inside the image folder" in one_line(capsys.readouterr().err)
     assert sorted(os.listdir(images)) == ["boot", "shirt"]
 
 
-def test_mixed_float16_on_a_cpu_warns_and_an_invalid_backend_lists_the_valid_ones(tmp_path, teacher_file, monkeypatch, capsys):
+def test_mixed_float16_on_a_cpu_warns_and_an_invalid_backend_lists_the_valid_ones(tmp_path, tiny_teacher_file, monkeypatch, capsys):
     missing = str(tmp_path / "no-data")  # the run stops at the data, after the warning
-    command = [arg if arg != REAL_SAMPLE else missing for arg in _distill(teacher_file, tmp_path / "run")]
+    command = [arg if arg != REAL_SAMPLE else missing for arg in distill_arguments(tiny_teacher_file, tmp_path / "run")]
     assert cli.main(command + ["--precision", "mixed_float16"]) == 2
     assert "much slower than float32" in capsys.readouterr().err and not (tmp_path / "run").exists()
     monkeypatch.setenv("KERAS_BACKEND", "invalid")
-    assert cli.main(["evaluate", teacher_file]) == 2
-    assert "KERAS_BACKEND='invalid' is not a Keras backend. Set it to tensorflow, jax or torch" in _one_line(capsys.readouterr().err)
+    assert cli.main(["evaluate", tiny_teacher_file]) == 2
+    assert "KERAS_BACKEND='invalid' is not a Keras backend. Set it to tensorflow, jax or torch" in one_line(capsys.readouterr().err)
 
 
 def test_a_programming_bug_is_not_turned_into_a_user_error(monkeypatch):
@@ -304,28 +284,28 @@ def test_both_image_readers_read_every_kind_of_file_alike_and_ignore_hidden_entr
     assert len(found) == 1 and len(np.unique(pillow_images[found[0]])) > 2  # grey levels, not black and white
 
 
-def test_a_teacher_cache_that_cannot_be_written_is_refused_before_any_work_naming_the_users_path(tmp_path, teacher_file, monkeypatch, capsys):
+def test_a_teacher_cache_that_cannot_be_written_is_refused_before_any_work_naming_the_users_path(tmp_path, tiny_teacher_file, monkeypatch, capsys):
     """A cache under a file or in a read-only folder failed after the data, teacher and distiller were built, naming `.cache-xxxx`."""
     (tmp_path / "notes.txt").write_text("a file")
     under_a_file = str(tmp_path / "notes.txt" / "cache")
-    assert cli.main(_distill(teacher_file, tmp_path / "run", 1, "--teacher-cache", under_a_file)) == 2
-    line = _one_line(capsys.readouterr().err)
+    assert cli.main(distill_arguments(tiny_teacher_file, tmp_path / "run", 1, "--teacher-cache", under_a_file)) == 2
+    line = one_line(capsys.readouterr().err)
     assert f"Cannot build the teacher cache in {under_a_file!r}: {str(tmp_path / 'notes.txt')!r} is a file" in line and ".cache-" not in line
     shared = tmp_path / "shared"
     shared.mkdir()
     access = os.access
     monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if os.path.abspath(path) == str(shared) else access(path, mode, **kw))
-    assert cli.main(_distill(teacher_file, tmp_path / "run", 1, "--teacher-cache", str(shared / "cache"))) == 2
-    assert f"no permission to write in {str(shared)!r}. Point --teacher-cache at a folder you can write" in _one_line(capsys.readouterr().err)
+    assert cli.main(distill_arguments(tiny_teacher_file, tmp_path / "run", 1, "--teacher-cache", str(shared / "cache"))) == 2
+    assert f"no permission to write in {str(shared)!r}. Point --teacher-cache at a folder you can write" in one_line(capsys.readouterr().err)
     assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.eager
-def test_a_stale_teacher_cache_says_what_changed_and_how_to_rebuild(tmp_path, teacher_file, capsys):
+def test_a_stale_teacher_cache_says_what_changed_and_how_to_rebuild(tmp_path, tiny_teacher_file, capsys):
     cache = str(tmp_path / "cache")
-    assert cli.main(_distill(teacher_file, tmp_path / "run", 1, "--teacher-cache", cache)) == 0
-    assert cli.main(_distill(teacher_file, tmp_path / "run2", 1, "--teacher-cache", cache, "--seed", "1")) == 2  # run2: run/ is finished
-    line = _one_line(capsys.readouterr().err)
+    assert cli.main(distill_arguments(tiny_teacher_file, tmp_path / "run", 1, "--teacher-cache", cache)) == 0
+    assert cli.main(distill_arguments(tiny_teacher_file, tmp_path / "run2", 1, "--teacher-cache", cache, "--seed", "1")) == 2  # run2: run/ is finished
+    line = one_line(capsys.readouterr().err)
     assert "made from other images or labels: another --seed draws another training/validation split (0 when built, 1 now)" in line
     assert f"To rebuild it, delete {cache!r} (kdistill distill --teacher-cache builds it again on first use)" in line
 
@@ -402,30 +382,30 @@ def odd_models(tmp_path_factory):
 def test_a_teacher_that_is_not_a_logits_classifier_ends_in_one_clear_line(tmp_path, odd_models, capsys, name, message):
     path = str(odd_models / name)
     for extra in ([], ["--no-check-teacher"]):
-        command = [arg for arg in _distill(path, tmp_path / "run") if arg != "--no-check-teacher"] + extra
+        command = [arg for arg in distill_arguments(path, tmp_path / "run") if arg != "--no-check-teacher"] + extra
         assert cli.main(command) == 2
         err = capsys.readouterr().err
-        assert message in _one_line(err) and "Teacher top-1" not in err and "File not found" not in err
+        assert message in one_line(err) and "Teacher top-1" not in err and "File not found" not in err
     for command in (["evaluate", path], ["export", path, "--output-dir", str(tmp_path / "export")]):  # the same check, before any data
         assert cli.main(command + ["--data-dir", str(tmp_path / "no-data")]) == 2
         # a map output is a segmenter's to evaluate and export: the line says so and names the data it needs
         words = "not logits of shape (batch, classes): a segmenter's logit map, measured on images with masks" if name == "feature_map.keras" else message
-        assert words in _one_line(capsys.readouterr().err)
+        assert words in one_line(capsys.readouterr().err)
 
 
-def test_student_weights_of_another_architecture_are_refused_naming_both(tmp_path, teacher_file, odd_models, capsys):
+def test_student_weights_of_another_architecture_are_refused_naming_both(tmp_path, tiny_teacher_file, odd_models, capsys):
     """--student resnet8x4 --student-weights resnet20.keras trained a resnet20 and called it resnet8x4."""
     weights = str(odd_models / "resnet20.keras")
-    assert cli.main(_distill(teacher_file, tmp_path / "run", 1, "--student-weights", weights)) == 2
-    line = _one_line(capsys.readouterr().err)
+    assert cli.main(distill_arguments(tiny_teacher_file, tmp_path / "run", 1, "--student-weights", weights)) == 2
+    line = one_line(capsys.readouterr().err)
     assert f"{weights!r} holds another architecture than the student 'resnet8x4'" in line and "named 'resnet20'" in line
 
 
-def test_a_truncated_keras_file_is_called_truncated_not_missing(tmp_path, teacher_file, capsys):
+def test_a_truncated_keras_file_is_called_truncated_not_missing(tmp_path, tiny_teacher_file, capsys):
     """A .keras file cut short read "File not found: filepath=..." (Keras' words) for a file that exists (found by benchmarks/faults.py)."""
-    whole = open(teacher_file, "rb").read()
+    whole = open(tiny_teacher_file, "rb").read()
     path = tmp_path / "cut.keras"
     path.write_bytes(whole[: len(whole) // 3])
     assert cli.main(["evaluate", str(path), "--data-dir", str(tmp_path / "no-data")]) == 2
-    line = _one_line(capsys.readouterr().err)
+    line = one_line(capsys.readouterr().err)
     assert f"{str(path)!r} is truncated" in line and "File not found" not in line

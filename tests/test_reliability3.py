@@ -8,27 +8,7 @@ import pytest
 
 from kdistill import cli
 from kdistill.run import callbacks
-from conftest import REAL_SAMPLE, small_cnn
-
-
-@pytest.fixture(scope="module")
-def teacher_file(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("teacher") / "teacher.keras")
-    small_cnn("teacher", widths=(8, 16), seed=1).save(path)
-    return path
-
-
-def _distill(teacher_file, output, epochs=1, *extra):
-    """A small distillation on the real Fashion-MNIST sample in tests/data (an untrained teacher, so no teacher check)."""
-    return ["distill", "--data-dir", REAL_SAMPLE, "--teacher", teacher_file, "--student", "resnet8x4", "--taps", "none",
-            "--epochs", str(epochs), "--batch-size", "32", "--train-limit", "64", "--test-limit", "32", "--no-check-teacher",
-            "--output-dir", str(output), *extra]
-
-
-def _one_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("kdistill: ")]  # log lines aside
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
+from conftest import REAL_SAMPLE, distill_arguments, one_line, small_cnn
 
 
 def test_ctrl_c_swallowed_inside_fit_still_stops_training_naming_the_epoch():
@@ -58,19 +38,19 @@ def test_ctrl_c_swallowed_inside_fit_still_stops_training_naming_the_epoch():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's own handler is back
 
 
-def test_a_damaged_backup_ends_in_one_line_saying_so_and_that_restart_starts_again(tmp_path, teacher_file, capsys):
+def test_a_damaged_backup_ends_in_one_line_saying_so_and_that_restart_starts_again(tmp_path, tiny_teacher_file, capsys):
     """A kill -9 mid-write cut backup/state.npz short: every rerun ended in a zipfile.BadZipFile traceback (rc 1)."""
     backup = tmp_path / "run" / "backup"
     backup.mkdir(parents=True)
     (backup / "state.npz").write_bytes(b"PK\x03\x04" + b"\x00" * 60)  # the first bytes of a zip archive, then nothing
     (backup / "training_metadata.json").write_text('{"epoch": 0, "batch": 0}')
-    assert cli.main(_distill(teacher_file, tmp_path / "run", 2)) == 2
-    line = _one_line(capsys.readouterr().err)
+    assert cli.main(distill_arguments(tiny_teacher_file, tmp_path / "run", 2)) == 2
+    line = one_line(capsys.readouterr().err)
     assert "backup of the interrupted run in" in line and "is damaged (state.npz: " in line and "--restart to discard the backup" in line
     assert (backup / "state.npz").exists()  # nothing removed without being asked
 
 
-def test_a_full_disk_is_refused_before_the_first_epoch_and_leaves_no_folder(tmp_path, teacher_file, monkeypatch, capsys):
+def test_a_full_disk_is_refused_before_the_first_epoch_and_leaves_no_folder(tmp_path, tiny_teacher_file, monkeypatch, capsys):
     """With a 3 MB disk the run trained a whole epoch before saying so, and left an empty backup/ folder."""
     import shutil
 
@@ -79,8 +59,8 @@ def test_a_full_disk_is_refused_before_the_first_epoch_and_leaves_no_folder(tmp_
     epochs = []
     monkeypatch.setattr(callbacks.DataPass, "on_epoch_begin", lambda self, epoch, logs=None: epochs.append(epoch))
     monkeypatch.setattr(files.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(3_000_000, 2_900_000, 100_000))
-    assert cli.main(_distill(teacher_file, tmp_path / "new" / "run")) == 2
-    line = _one_line(capsys.readouterr().err)
+    assert cli.main(distill_arguments(tiny_teacher_file, tmp_path / "new" / "run")) == 2
+    line = one_line(capsys.readouterr().err)
     assert line.startswith("kdistill distill: error: Not enough disk space for the per-epoch backup") and "100 kB free" in line
     assert epochs == [] and not (tmp_path / "new").exists()
 
@@ -97,13 +77,13 @@ def test_library_errors_that_are_the_users_situation_are_one_line_and_bugs_keep_
             raise error
         monkeypatch.setattr(cli, "_run", fail)
         assert cli.main(["evaluate", "model.keras"]) == 2
-        assert words in _one_line(capsys.readouterr().err)
+        assert words in one_line(capsys.readouterr().err)
     monkeypatch.setattr(cli, "_run", lambda args: {}["a bug"])
     with pytest.raises(KeyError):
         cli.main(["evaluate", "model.keras"])
 
 
-def test_export_to_a_full_disk_is_one_line_naming_the_target_and_leaves_no_empty_folders(tmp_path, teacher_file, monkeypatch, capsys):
+def test_export_to_a_full_disk_is_one_line_naming_the_target_and_leaves_no_empty_folders(tmp_path, tiny_teacher_file, monkeypatch, capsys):
     """TensorFlow reports a full disk as ResourceExhaustedError (not an OSError): a traceback naming its staging path, empty serving/ left."""
     import keras
     import tensorflow as tf
@@ -113,9 +93,9 @@ def test_export_to_a_full_disk_is_one_line_naming_the_target_and_leaves_no_empty
 
     monkeypatch.setattr(type(keras.export.ExportArchive()), "write_out", full_disk)  # the backend's own class
     output = tmp_path / "exports" / "export"
-    assert cli.main(["export", teacher_file, "--data-dir", REAL_SAMPLE, "--output-dir", str(output), "--formats", "saved_model",
+    assert cli.main(["export", tiny_teacher_file, "--data-dir", REAL_SAMPLE, "--output-dir", str(output), "--formats", "saved_model",
                      "--train-limit", "64", "--test-limit", "32"]) == 2
-    line = _one_line(capsys.readouterr().err)
+    line = one_line(capsys.readouterr().err)
     assert f"Not enough disk space to write the SavedModel '{output / 'serving' / '1'}' (No space left on device)" in line
     assert ".export-" not in line  # TensorFlow's message named the staging path
     assert "an earlier export there is kept" in line and not (tmp_path / "exports").exists()
@@ -126,12 +106,12 @@ def test_export_to_a_full_disk_is_one_line_naming_the_target_and_leaves_no_empty
      "--taps names the teacher layer 'teacher_conv2' twice (teacher_conv2:stage1_out, teacher_conv2:stage2_out)"),
     (["--run-name", "../../escaped_run"], "run_name '../../escaped_run' must be a plain folder name under saved_models/ (no '..'"),
 ], ids=["same_teacher_layer_twice", "run_name_escaping"])
-def test_flags_that_would_silently_change_the_run_are_refused(tmp_path, teacher_file, capsys, flags, words):
-    arguments = [argument for argument in _distill(teacher_file, tmp_path / "run") if argument not in ("--taps", "none")]
+def test_flags_that_would_silently_change_the_run_are_refused(tmp_path, tiny_teacher_file, capsys, flags, words):
+    arguments = [argument for argument in distill_arguments(tiny_teacher_file, tmp_path / "run") if argument not in ("--taps", "none")]
     if "--run-name" in flags:
         arguments = arguments[:arguments.index("--output-dir")]  # the run name sets the folder
     assert _status(arguments + flags) == 2
-    assert words in _one_line(capsys.readouterr().err)
+    assert words in one_line(capsys.readouterr().err)
     assert not os.listdir(tmp_path) and not os.path.exists("escaped_run")
 
 
@@ -148,11 +128,11 @@ def _status(arguments: list) -> int:
     ("augment:\n  - &a [x, x, x, x, x, x, x, x]\n" + "".join(f"  - &{n} [{', '.join([f'*{p}'] * 8)}]\n" for p, n in zip("abcdef", "bcdefg")),
      "augment takes names from flip, crop, randaugment, mixup, cutmix; received [['x', 'x'"),
 ], ids=["duplicate_key", "alias_bomb"])
-def test_config_files_with_a_key_twice_or_an_alias_bomb_end_in_one_short_line(tmp_path, teacher_file, capsys, text, words):
+def test_config_files_with_a_key_twice_or_an_alias_bomb_end_in_one_short_line(tmp_path, tiny_teacher_file, capsys, text, words):
     """Duplicate keys: the last one won without a word. A 300-byte alias bomb under augment: an 88 MB error line."""
     (tmp_path / "run.yaml").write_text(text)
-    assert cli.main(_distill(teacher_file, tmp_path / "run") + ["--config", str(tmp_path / "run.yaml")]) == 2
-    line = _one_line(capsys.readouterr().err)
+    assert cli.main(distill_arguments(tiny_teacher_file, tmp_path / "run") + ["--config", str(tmp_path / "run.yaml")]) == 2
+    line = one_line(capsys.readouterr().err)
     assert words in line and len(line) < 500
 
 
@@ -181,7 +161,7 @@ def test_fit_refuses_fractional_labels_and_one_hot_labels_for_a_class_index_loss
 
 
 @pytest.fixture(scope="module")
-def odd_inputs(tmp_path_factory, teacher_file):
+def odd_inputs(tmp_path_factory, tiny_teacher_file):
     """A second teacher, a teacher file of the same name elsewhere, a model with a Lambda, a 64x64 model, pickled 'images'."""
     import shutil
 
@@ -191,7 +171,7 @@ def odd_inputs(tmp_path_factory, teacher_file):
     folder = tmp_path_factory.mktemp("odd3")
     small_cnn("other", widths=(8, 16), seed=3).save(folder / "other.keras")
     (folder / "elsewhere").mkdir()
-    shutil.copy(teacher_file, folder / "elsewhere" / "teacher.keras")
+    shutil.copy(tiny_teacher_file, folder / "elsewhere" / "teacher.keras")
     images = keras.Input((32, 32, 3))
     pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Lambda(lambda x: x * 2)(images))
     keras.Model(images, keras.layers.Dense(10)(pooled)).save(folder / "lambda.keras")
@@ -220,32 +200,32 @@ _UNCLEAR = {  # issue 40's item: (flags after a small distill's, or a whole comm
 
 
 @pytest.mark.parametrize("case", list(_UNCLEAR))
-def test_misleading_or_foreign_messages_are_one_line_naming_the_problem_and_the_fix(tmp_path, teacher_file, odd_inputs, capsys, case):
+def test_misleading_or_foreign_messages_are_one_line_naming_the_problem_and_the_fix(tmp_path, tiny_teacher_file, odd_inputs, capsys, case):
     import keras
 
     # the input layer's name depends on how many Keras inputs this process made before the teacher: read it from the file
-    names = dict(odd=odd_inputs, teacher=teacher_file, input=keras.saving.load_model(teacher_file).layers[0].name if case.startswith("9_") else "")
+    names = dict(odd=odd_inputs, teacher=tiny_teacher_file, input=keras.saving.load_model(tiny_teacher_file).layers[0].name if case.startswith("9_") else "")
     flags, words = (text if isinstance(text, str) else [part.format(**names) for part in text] for text in _UNCLEAR[case])
     words = words.format(**names)
     if flags[0] == "evaluate":
         arguments = flags
     else:
-        arguments = _distill(teacher_file, tmp_path / "run")
+        arguments = distill_arguments(tiny_teacher_file, tmp_path / "run")
         for flag in {"--taps", "--teacher", "--student"} & set(flags):  # replaced, with its values
             start = arguments.index(flag)
             arguments = arguments[:start] + arguments[start + 2:]
         arguments += flags
     assert _status(arguments) == 2
-    assert words in _one_line(capsys.readouterr().err)
+    assert words in one_line(capsys.readouterr().err)
     assert not (tmp_path / "run").exists()
 
 
-def test_a_one_teacher_list_is_that_teacher_and_evaluate_json_makes_its_folder(tmp_path, teacher_file, capsys):
+def test_a_one_teacher_list_is_that_teacher_and_evaluate_json_makes_its_folder(tmp_path, tiny_teacher_file, capsys):
     """`teacher: [one.keras]` said "An ensemble needs two or more Keras models, received ['Functional']"; `--json nodir/r.json` failed
     after the whole report was computed."""
     from kdistill.run import jobs
     from kdistill.run.config import DistillConfig
 
-    assert jobs.load_teacher(DistillConfig.from_dict({"teacher": [teacher_file]})).name == "teacher"
-    assert cli.main(["evaluate", teacher_file, "--data-dir", REAL_SAMPLE, "--test-limit", "32", "--json", str(tmp_path / "nodir" / "r.json")]) == 0
+    assert jobs.load_teacher(DistillConfig.from_dict({"teacher": [tiny_teacher_file]})).name == "teacher"
+    assert cli.main(["evaluate", tiny_teacher_file, "--data-dir", REAL_SAMPLE, "--test-limit", "32", "--json", str(tmp_path / "nodir" / "r.json")]) == 0
     assert "top1" in (tmp_path / "nodir" / "r.json").read_text()
