@@ -77,7 +77,7 @@ def _fashion_mnist(args) -> dict:
 
     import kdistill
     from kdistill import evaluation
-    from kdistill.run import jobs as recipes
+    from kdistill.run import training as recipes
 
     def load(seed):
         return kdistill.data.load("fashion_mnist", data_dir=args.data_dir, batch_size=64, train_limit=args.train_limit, test_limit=args.test_limit, seed=seed)

@@ -52,7 +52,7 @@ def study(args) -> list[dict]:
 
     import kdistill
     from kdistill import evaluation
-    from kdistill.run import callbacks, jobs as recipes
+    from kdistill.run import callbacks, training as recipes
 
     rows = []
     for label, resize_to, optimizer, learning_rate, warmup, schedule in SETTINGS:
@@ -86,7 +86,7 @@ def train(args) -> dict:
 
     import kdistill
     from kdistill import evaluation
-    from kdistill.run import jobs as recipes
+    from kdistill.run import training as recipes
 
     splits = kdistill.data.load("fashion_mnist", data_dir=args.data_dir, seed=0)
     keras.utils.set_random_seed(0)

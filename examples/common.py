@@ -7,7 +7,7 @@ import os
 import keras
 
 import kdistill
-from kdistill.run import jobs as recipes
+from kdistill.run import training as recipes
 
 
 def arguments(description: str) -> argparse.Namespace:

@@ -117,7 +117,8 @@ def from_arrays(
             same validation split, the same images and labels (a shuffled training
             pass holds the same examples, in another order) and the same augmentation layers.
     """
-    y_train, num_classes = _checked_arrays(x_train, y_train, x_test, y_test, train_limit, test_limit, validation_fraction, class_names)
+    _check_sizes(x_train, y_train, train_limit, test_limit, validation_fraction)
+    y_train, num_classes = _checked_values(x_train, y_train, x_test, y_test, class_names)
     validation_index, train_index, rest = _split(len(x_train), seed, validation_fraction, train_limit)
     make = _pipeline_maker(pipeline, image_size=image_size, batch_size=batch_size, num_classes=num_classes, seed=seed)
     train_x, train_y = x_train[train_index], y_train[train_index]
@@ -140,8 +141,8 @@ def from_arrays(
     return Splits(train, validation, test, num_classes, names, (image_size, image_size, 3), counts, train_plain=plain)
 
 
-def _checked_arrays(x_train, y_train, x_test, y_test, train_limit, test_limit, validation_fraction, class_names) -> tuple[np.ndarray, int]:
-    """`from_arrays`' checks before any work; returns the training labels as int32 and the number of classes."""
+def _check_sizes(x_train, y_train, train_limit, test_limit, validation_fraction: float) -> None:
+    """`from_arrays`' checks of how many images there are and how many to take, before any work."""
     if len(x_train) != len(y_train):
         raise ValueError(f"x_train has {len(x_train)} images but y_train has {len(y_train)} labels.")
     if not len(x_train):
@@ -151,6 +152,10 @@ def _checked_arrays(x_train, y_train, x_test, y_test, train_limit, test_limit, v
             raise ValueError(f"{name} must be a positive number of images (or None for all), received {limit!r}.")
     if not 0 <= validation_fraction < 1:
         raise ValueError(f"validation_fraction must be in [0, 1), received {validation_fraction}.")
+
+
+def _checked_values(x_train, y_train, x_test, y_test, class_names) -> tuple[np.ndarray, int]:
+    """`from_arrays`' checks of the pixels (finite) and the labels (in range); returns the training labels as int32 and the number of classes."""
     check_finite("training", x_train)
     if x_test is not None:
         check_finite("test", x_test)

@@ -2,7 +2,8 @@
 
 A teacher is trained by `kdistill.run.training.train_teacher` and the demo runs
 in `kdistill.run.demo`. Each job writes into a run folder and returns what it
-measured; the CLI only parses arguments and calls these.
+measured; the CLI only parses arguments and calls these. `distill` checks the
+teacher and the data here, then trains through a `kdistill.run.distill_run.DistillRun`.
 
 Example:
     >>> from kdistill.run import jobs
@@ -21,13 +22,12 @@ import time
 import keras
 
 from kdistill import data as data_module
-from kdistill import evaluation, files, quantize
-from kdistill.distiller import FeatureDistiller
+from kdistill import files
 from kdistill.errors import ChanceLevelError, UserError
-from kdistill.models import checks, saving, teachers
-from kdistill.models import taps as taps_module
-from kdistill.run import callbacks, distribute, precision, teacher_cache, training
+from kdistill.models import checks, teachers
+from kdistill.run import distribute, teacher_cache
 from kdistill.run.config import DistillConfig
+from kdistill.run.distill_run import DistillRun, build_distiller
 from kdistill.run.folder import run_folder
 
 __all__ = ["load_teacher", "check_teacher", "load_data", "distill"]
@@ -41,50 +41,6 @@ def load_data(config: DistillConfig) -> data_module.Splits:
         train_limit=config.train_limit, test_limit=config.test_limit, augment=config.augment, seed=config.seed,
         transfer=config.transfer_data, skip_unreadable=config.skip_unreadable,
     )
-
-
-def _read_history_csv(path: str) -> dict:
-    """History from CSVLogger's file, one row per epoch (the last row wins if an epoch was logged twice)."""
-    import csv
-
-    if not os.path.exists(path):
-        return {}
-    with open(path, newline="") as handle:
-        rows = {int(row["epoch"]): row for row in csv.DictReader(handle)}
-    history: dict = {}
-    for epoch in sorted(rows):
-        for key, value in rows[epoch].items():
-            history.setdefault(key, []).append(int(value) if key == "epoch" else float(value))
-    return history
-
-
-def _cached_training_data(config: DistillConfig, splits: data_module.Splits, teacher: keras.Model, layers: list, verbose: int):
-    """Training batches with the teacher's outputs read from `config.teacher_cache` (built there on first use).
-
-    With `augment` (crop, flip, mixup, cutmix) the cache holds `config.cache_views` views per image and training replays them.
-    """
-    if config.augment and not config.cache_views:
-        teacher_cache.check_augmentation(config.augment)  # explains --cache-views
-    if splits.train_plain is None:
-        raise ValueError(f"The teacher cache needs a source read into arrays (fashion_mnist, an image folder); {config.data!r} is not.")
-    # What made the training images: a refused cache names the one that changed (e.g. another --seed draws another split).
-    source = {key: getattr(config, key) for key in ("data", "data_dir", "seed", "train_limit", "image_size", "transfer_data")}
-    try:
-        cache = teacher_cache.load(config.teacher_cache, teacher, layers, dataset=splits.train_plain, source=source)
-        stored = (cache.views, sorted(cache.meta.get("augment", [])), cache.top_k)
-        wanted = (config.cache_views if config.augment else 0, sorted(config.augment), config.cache_top_k)
-        if stored != wanted:
-            raise teacher_cache.StaleCacheError(
-                f"The teacher cache in {config.teacher_cache!r} holds {stored[0]} view(s) per image for augment {stored[1]} with top-k logits "
-                f"{stored[2]}; this run asks for {wanted[0]} for {wanted[1]} with {wanted[2]} (other --cache-views, --augment or --cache-top-k). "
-                f"{teacher_cache.rebuild_hint(config.teacher_cache)}")
-        logger.info("Reading the teacher's outputs from %s", config.teacher_cache)
-    except FileNotFoundError:
-        logger.info("Computing the teacher's outputs once into %s", config.teacher_cache)
-        cache = teacher_cache.build(teacher, layers, splits.train_plain, config.teacher_cache, verbose=min(verbose, 1),
-                                    augment=config.augment, views=config.cache_views if config.augment else 0, seed=config.seed, source=source,
-                                    top_k=config.cache_top_k)
-    return cache.dataset(config.batch_size, shuffle=True, seed=config.seed, layers=layers)
 
 
 def load_teacher(config: DistillConfig) -> keras.Model:
@@ -159,21 +115,12 @@ def check_teacher(teacher: keras.Model, splits: data_module.Splits, margin: floa
     return top1
 
 
-#: settings that may change between an interrupted run and its resumption
-_RESUMABLE_CHANGES = ("epochs", "output_dir", "run_name", "check_teacher", "strategy", "tensorboard")
-
-
 def remove_stale_partials(output_dir: str) -> list[str]:
     """Removes the unfinished model files a killed run left in its run folder (their writer's process is gone)."""
     removed = []
     for name in ("student.keras", "best_student.keras"):
         removed += files.remove_stale_staging(output_dir, files.partial_prefix(name))
     return removed
-
-
-def _resume_key(config: DistillConfig) -> dict:
-    """The settings a backup must have been made with to be resumed."""
-    return {key: value for key, value in config.to_dict().items() if key not in _RESUMABLE_CHANGES}
 
 
 def _has_accelerator() -> bool:
@@ -250,15 +197,13 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
         if config.check_teacher:
             check_teacher(teacher, splits)
         remove_stale_partials(output_dir)
-        distiller, teacher = _build_distiller(config, splits, teacher, strategy)
-        train = splits.train
-        if config.teacher_cache:
-            train = _cached_training_data(config, splits, teacher, list(distiller.taps), verbose)
-        history, resuming = _fit(distiller, config, splits, train, output_dir, strategy, verbose=verbose, restart=restart,
-                                 extra_callbacks=extra_callbacks)
-        summary = _finish(distiller, config, splits, output_dir, history, strategy, resuming)
+        run = DistillRun(config, splits, strategy, output_dir, build_distiller(config, splits, teacher, strategy), verbose=verbose,
+                         restart=restart, extra_callbacks=list(extra_callbacks or []))
+        train = run.training_data()
+        resuming = run.resume_or_start()
+        summary = run.finish(run.fit(train, resuming), resuming)
         summary["wall_seconds"] = round(time.perf_counter() - start, 1)
-        files.write_json(os.path.join(output_dir, "summary.json"), summary)
+        files.write_json(run.path("summary.json"), summary)
     if not chief:
         shutil.rmtree(output_dir, ignore_errors=True)
         summary["student_path"] = None
@@ -270,103 +215,3 @@ def _refuse_finished_run(output_dir: str) -> None:
     if os.path.exists(os.path.join(output_dir, "summary.json")) and not os.path.exists(os.path.join(output_dir, "backup")):
         raise UserError(f"{output_dir!r} holds a finished run (summary.json): pass --restart (restart=True) to train it again over it, "
                         "or choose a new --output-dir.")
-
-
-def _build_distiller(config: DistillConfig, splits: data_module.Splits, teacher: keras.Model, strategy) -> tuple[FeatureDistiller, keras.Model]:
-    """The compiled distiller and its teacher (in the run's precision), made inside the strategy's scope with everything trainable."""
-    with strategy.scope(), precision.policy_scope(config.precision):
-        teacher = precision.cast_model(teacher, config.precision) if config.precision != "float32" else teacher
-        student = training.build_student(config.student, splits, config.student_width, config.seed, weights=config.student_weights,
-                                         image_size=config.student_image_size)
-        if config.quantize:
-            if not config.student_weights:
-                logger.warning("quantize: int8 without student_weights fine-tunes a random student; start from a trained float "
-                               "student (student_weights: <run>/student.keras) for int8 that keeps its accuracy.")
-            # The first training batch sets every activation range; BatchNormalization statistics are frozen and folded.
-            student = quantize.quantize_model(student)
-        distiller = FeatureDistiller(teacher, student, taps=taps_module.resolve(config.taps, teacher, student), **config.distiller_options())
-        steps = -(-(splits.counts["train"] + splits.counts.get("transfer", 0)) // config.batch_size)
-        optimizer = training.make_optimizer(config.optimizer, config.learning_rate, config.weight_decay, config.lr_decay_epochs, steps,
-                                            schedule=config.schedule, warmup_epochs=config.warmup_epochs, epochs=config.epochs,
-                                            global_clipnorm=config.global_clipnorm)
-        distiller.compile(optimizer=optimizer, loss=training.label_loss(config.augment), metrics=["accuracy"])
-    return distiller, teacher
-
-
-def _fit(distiller: FeatureDistiller, config: DistillConfig, splits: data_module.Splits, train, output_dir: str, strategy, verbose: int,
-         restart: bool, extra_callbacks: list | None) -> tuple[dict, bool]:
-    """Trains with kdistill's callbacks (backup, data order, history, non-finite stop, best student); returns (history, resumed)."""
-    history_csv = os.path.join(output_dir, "history.csv")
-    backup_dir = os.path.join(output_dir, "backup")
-    if restart and os.path.exists(backup_dir):
-        logger.info("Discarding the backup of the interrupted run in %s (--restart)", backup_dir)
-        shutil.rmtree(backup_dir)
-    resuming = os.path.exists(os.path.join(backup_dir, "training_metadata.json"))
-    if resuming:
-        logger.info("Resuming the interrupted run from %s", backup_dir)
-    elif os.path.exists(history_csv):
-        os.remove(history_csv)  # a finished earlier run in this folder: start its history afresh
-    progress = callbacks.EpochProgress()
-    run_callbacks = [
-        progress,  # the epoch a Ctrl-C stops in, for the message
-        # Backs up weights and optimizer state after every epoch; the same command resumes after a crash.
-        callbacks.SafeBackupAndRestore(backup_dir, run_config=_resume_key(config)),
-        callbacks.DataPass(train),  # epoch k reads its data in epoch k's order, also when resumed
-        keras.callbacks.CSVLogger(history_csv, append=True),
-        callbacks.StopOnNonFiniteLoss(),
-    ]
-    if splits.validation is not None:
-        run_callbacks.append(callbacks.BestStudentCheckpoint(os.path.join(output_dir, "best_student.keras"), resume=resuming))
-    if config.tensorboard and distribute.is_chief(strategy):
-        # Keras' own callback: every loss term (loss, ce_loss, kd_loss, feat_<layer>) is a logged metric.
-        run_callbacks.append(keras.callbacks.TensorBoard(config.tensorboard))
-    run_callbacks += list(extra_callbacks or [])
-    if distribute.is_multi_worker(strategy):
-        # Keras' fit fails under this strategy (see kdistill.run.distribute); no per-epoch backup here.
-        with callbacks.reporting_interrupts(progress, resumable=False):
-            history = distribute.fit(distiller, train, epochs=config.epochs, strategy=strategy, verbose=verbose)
-        history["epoch"] = list(range(config.epochs))
-        return history, resuming
-    try:
-        with callbacks.reporting_interrupts(progress, resumable=True):
-            distiller.fit(train, validation_data=splits.validation, epochs=config.epochs, verbose=verbose, callbacks=run_callbacks, shuffle=False)
-    finally:
-        # CSVLogger creates the file when training begins: a run stopped in its first epoch (Ctrl-C, a non-finite loss) leaves no
-        # empty history.csv, and so run_folder can remove the folder it made.
-        if os.path.exists(history_csv) and os.path.getsize(history_csv) == 0:
-            os.remove(history_csv)
-    return _read_history_csv(history_csv), resuming
-
-
-def _finish(distiller: FeatureDistiller, config: DistillConfig, splits: data_module.Splits, output_dir: str, history: dict, strategy,
-            resuming: bool) -> dict:
-    """Saves the student (biases snapped when quantization-aware), evaluates it, writes the history; returns the summary."""
-    chief = distribute.is_chief(strategy)
-    if config.quantize:  # biases on TFLite's int32 grid: the int8 file then computes what the saved student computes
-        quantize.snap_biases(distiller.student)
-        best_path = os.path.join(output_dir, "best_student.keras")
-        if chief and os.path.exists(best_path):
-            best = saving.load_model(best_path, role="student")
-            quantize.snap_biases(best)
-            saving.save_for_inference(best, best_path)
-    student_path = os.path.join(output_dir, "student.keras")
-    saving.save_for_inference(distiller.student, student_path)
-    summary = {
-        "config": config.to_dict(),
-        "taps": distiller.taps,
-        "projections": [dict(row, teacher_shape=list(row["teacher_shape"]), student_shape=list(row["student_shape"])) for row in distiller.projection_summary()],
-        "student_path": student_path,
-        "epochs_completed": len(history.get("epoch", [])),
-        "resumed": resuming,
-        "replicas": int(strategy.num_replicas_in_sync),
-    }
-    if splits.test is not None and chief:  # the other workers' scores would be the chief's again
-        best_path = os.path.join(output_dir, "best_student.keras")
-        evaluated = saving.load_model(best_path, role="student") if os.path.exists(best_path) else distiller.student
-        summary["evaluated"] = "best_student.keras" if os.path.exists(best_path) else "student.keras"
-        if tuple(evaluated.input_shape[1:3]) != tuple(splits.image_shape[:2]):  # a student at its own size reads resized test images
-            images = keras.Input(splits.image_shape)
-            evaluated = keras.Model(images, evaluated(distiller.student_inputs(images)), name=distiller.student.name)
-        summary["test"] = evaluation.evaluate(evaluated, splits.test, splits.class_names)
-    files.write_json(os.path.join(output_dir, "history.json"), history)
-    return summary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -119,8 +120,8 @@ def build(teacher: keras.Model, layers: Sequence[str], dataset, folder: str, aug
     top_k_module.check_top_k(top_k, classes)
     stored_images, labels, batch_size = _read_images(dataset)
     crops, mixes = views_module.draw(len(labels), views, stored_images.shape[1], augment, seed) if views else (None, None)
-    shapes = {name: tuple(features.output[name].shape[1:]) for name in names}
-    per_view = _bytes_per_view(shapes, dtype, top_k, classes, crops, mixes)
+    layout = _Layout({name: tuple(features.output[name].shape[1:]) for name in names}, dtype, classes, top_k, crops, mixes)
+    per_view = layout.bytes_per_view()
     logger.info("Teacher cache: %d bytes per image per view (%s); %.1f MB for %d images x %d view(s), plus %.1f MB of images", per_view["total"],
                 ", ".join(f"{name} {size}" for name, size in per_view.items() if name != "total"),
                 len(labels) * max(views, 1) * per_view["total"] / 1e6, len(labels), max(views, 1), stored_images.nbytes / 1e6)
@@ -138,9 +139,9 @@ def build(teacher: keras.Model, layers: Sequence[str], dataset, folder: str, aug
     with files.staging_folder(parent, prefix=".cache-") as staging:
         np.save(os.path.join(staging, "images.npy"), stored_images)
         np.save(os.path.join(staging, "labels.npy"), labels)
-        writer = _OutputWriter(staging, shapes, len(labels), views, dtype, top_k)
-        _run_teacher(features, stored_images, crops, mixes, batch_size, writer, verbose)
-        writer.close(crops, mixes)
+        writer = _OutputWriter(staging, layout, len(labels))
+        _run_teacher(features, stored_images, batch_size, writer, verbose)
+        writer.close()
         with open(os.path.join(staging, "meta.json"), "w") as handle:
             json.dump(meta, handle, indent=2)
         files.replace(staging, folder)
@@ -177,19 +178,40 @@ def _first_batch(dataset):
     raise ValueError("The dataset to cache is empty.")
 
 
-def _bytes_per_view(shapes: dict, dtype: str, top_k: int | None, classes: int, crops, mixes) -> dict:
-    """Bytes one view of one image takes on disk, by part: each output, the logits, and what rebuilds the view."""
-    sizes = {name: int(np.prod(shape)) * np.dtype(dtype).itemsize for name, shape in shapes.items()}
-    if top_k:
-        sizes[taps_module.LOGITS] = top_k_module.bytes_per_view(top_k, classes)
-    if crops is not None:
-        sizes["view"] = crops[0, 0].nbytes + (sum(np.asarray(getattr(mixes, name))[0, 0].nbytes for name in MIX_FIELDS) if mixes else 0)
-    return dict(sizes, total=sum(sizes.values()))
+@dataclasses.dataclass
+class _Layout:
+    """What a cache stores per image: each output (`{name: shape}`) in `dtype`, the logits whole or as their top k, and each view.
+
+    Attributes:
+        crops: every view's `[dy, dx, flip]`, shape `(count, views, 3)`, or None for the images as they are.
+        mixes: every view's mix (`kdistill.data.views.Mixes`), or None when no view mixes.
+    """
+
+    shapes: dict
+    dtype: str
+    classes: int
+    top_k: int | None
+    crops: np.ndarray | None
+    mixes: views_module.Mixes | None
+
+    @property
+    def views(self) -> int:
+        """Stored views per image (0: the images as they are)."""
+        return 0 if self.crops is None else self.crops.shape[1]
+
+    def bytes_per_view(self) -> dict:
+        """Bytes one view of one image takes on disk, by part: each output, the logits, and what rebuilds the view."""
+        sizes = {name: int(np.prod(shape)) * np.dtype(self.dtype).itemsize for name, shape in self.shapes.items()}
+        if self.top_k:
+            sizes[taps_module.LOGITS] = top_k_module.bytes_per_view(self.top_k, self.classes)
+        if self.crops is not None:
+            sizes["view"] = self.crops[0, 0].nbytes + (sum(np.asarray(getattr(self.mixes, name))[0, 0].nbytes for name in MIX_FIELDS) if self.mixes else 0)
+        return dict(sizes, total=sum(sizes.values()))
 
 
-def _run_teacher(features: keras.Model, images: np.ndarray, crops, mixes, batch_size: int, writer: "_OutputWriter", verbose: int) -> None:
-    """Shows the teacher every stored view (or each image as it is) and hands its outputs to `writer`."""
-    count, views = len(images), (0 if crops is None else crops.shape[1])
+def _run_teacher(features: keras.Model, images: np.ndarray, batch_size: int, writer: "_OutputWriter", verbose: int) -> None:
+    """Shows the teacher every view the writer's layout stores (or each image as it is) and hands its outputs to `writer`."""
+    count, views, crops, mixes = len(images), writer.layout.views, writer.layout.crops, writer.layout.mixes
     progress = keras.utils.Progbar(max(views, 1) * -(-count // batch_size), verbose=verbose, unit_name="batch")
     for view in range(max(views, 1)):
         for start in range(0, count, batch_size):
@@ -205,18 +227,18 @@ def _run_teacher(features: keras.Model, images: np.ndarray, crops, mixes, batch_
 class _OutputWriter:
     """The cache's output files as memory maps: `out_<k>.npy` per dense output, `logits_{values,indices,filler}.npy` for top k."""
 
-    def __init__(self, staging: str, shapes: dict, count: int, views: int, dtype: str, top_k: int | None):
-        self.staging, self.top_k, self.dtype = staging, top_k, dtype
-        lead = (count, views) if views else (count,)
+    def __init__(self, staging: str, layout: _Layout, count: int):
+        self.staging, self.layout, self.top_k, self.dtype = staging, layout, layout.top_k, layout.dtype
+        lead = (count, layout.views) if layout.views else (count,)
         self.arrays = {}
-        for index, (name, shape) in enumerate(shapes.items()):
-            if top_k and name == taps_module.LOGITS:
+        for index, (name, shape) in enumerate(layout.shapes.items()):
+            if self.top_k and name == taps_module.LOGITS:
                 classes = shape[-1]
-                for part, part_shape, part_dtype in (("values", (top_k,), "float16"), ("indices", (top_k,), top_k_module.index_dtype(classes)),
+                for part, part_shape, part_dtype in (("values", (self.top_k,), "float16"), ("indices", (self.top_k,), top_k_module.index_dtype(classes)),
                                                       ("filler", (), "float16")):
                     self.arrays[("logits", part)] = self._open(f"logits_{part}", lead + part_shape, part_dtype)
             else:
-                self.arrays[name] = self._open(f"out_{index}", lead + shape, dtype)
+                self.arrays[name] = self._open(f"out_{index}", lead + shape, self.dtype)
 
     def _open(self, name: str, shape: tuple, dtype: str) -> np.ndarray:
         return np.lib.format.open_memmap(os.path.join(self.staging, f"{name}.npy"), mode="w+", dtype=dtype, shape=shape)
@@ -230,12 +252,13 @@ class _OutputWriter:
             else:
                 array[at] = np.asarray(result[key]).astype(self.dtype)
 
-    def close(self, crops, mixes) -> None:
+    def close(self) -> None:
         """Flushes the outputs and writes what rebuilds each view (`views.npy`, `mix_<field>.npy`)."""
         for array in self.arrays.values():
             array.flush()
         self.arrays = {}
-        if crops is not None:
-            np.save(os.path.join(self.staging, "views.npy"), crops)
+        if self.layout.crops is not None:
+            np.save(os.path.join(self.staging, "views.npy"), self.layout.crops)
+        mixes = self.layout.mixes
         for name, array in (mixes.arrays().items() if mixes is not None else ()):
             np.save(os.path.join(self.staging, f"mix_{name}.npy"), array)
