@@ -94,3 +94,22 @@ def test_the_segmentation_demo_prints_teacher_student_alone_and_distilled_miou(t
     assert all(0.0 <= summary[name] <= 1.0 for name in ("teacher", "student_alone", "distilled")) and summary["schedule"]["train_scenes"] == 16
     assert cli.main(argv + ["--set", "epochs=1"]) == 2 and "teacher_epochs" in capsys.readouterr().err  # an unknown setting names the known ones
 
+
+
+@pytest.mark.slow
+@pytest.mark.eager  # one step per run: cheaper eagerly than traced
+def test_a_kerashub_deeplab_v3_preset_folder_is_trained_as_a_teacher_and_distilled_from_on_the_command_line(tmp_path, fake_fashion_mnist, capsys):
+    from test_segmenters import save_deeplab_preset
+
+    save_deeplab_preset(tmp_path / "deeplab", num_classes=11)
+    preset = f"keras_hub:{tmp_path / 'deeplab'}"
+    data = ["--data", "scenes", "--data-dir", fake_fashion_mnist, "--image-size", "32", "--train-limit", "8", "--test-limit", "4", "--batch-size", "8"]
+    assert cli.main(["train-teacher", "--task", "segmentation", "--name", preset, "--epochs", "1", "--output", str(tmp_path / "t.keras"), *data]) == 0
+    assert "test mean IoU" in capsys.readouterr().out and (tmp_path / "t.keras").exists()
+    argv = ["distill", "--teacher", preset, "--student", "conv_segmenter", "--epochs", "1", "--feature-loss", "mse", "--taps", "stack1_block0_out:conv_segmenter_stage3",
+            "--output-dir", str(tmp_path / "run"), *data]
+    assert cli.main(argv) == 0
+    assert "conv_segmenter (student.keras): mean IoU" in capsys.readouterr().out and (tmp_path / "run" / "student.keras").exists()
+    save_deeplab_preset(tmp_path / "five", num_classes=5)
+    assert cli.main(argv[:2] + [f"keras_hub:{tmp_path / 'five'}"] + argv[3:]) == 2  # its head cannot predict the scenes' 11 classes
+    assert "predicts 5 classes but the data 'scenes' has 11" in capsys.readouterr().err

@@ -147,21 +147,40 @@ def build_distiller(teacher, student, taps="preset", learning_rate: float = 1e-3
     return distiller
 
 
+def _teacher_and_data(config) -> tuple:
+    """The teacher, from a file or a KerasHub DeepLabV3 preset (`keras_hub:FOLDER`, its own head, built at the data's size), and the data."""
+    from kdistill.models import checks, hub, saving, segmenters
+
+    if not isinstance(config.teacher, str):
+        raise UserError("Segmentation distils one teacher file: set teacher (--teacher saved_models/segmenter.keras); train one with "
+                        "`kdistill train-teacher --task segmentation --name conv_segmenter --data scenes`.")
+    data = (config.data, config.data_dir, config.image_size, config.train_limit, config.test_limit, config.seed)
+    if not hub.is_hub_name(config.teacher):
+        teacher = saving.load_model(config.teacher, role="teacher", classifier=False)
+        checks.check_segmenter(teacher, "teacher", why="the task is segmentation")
+        return teacher, load(*data, int(teacher.outputs[0].shape[-1]), config.ignore_label)
+    splits = load(*data, None, config.ignore_label)
+    try:
+        teacher = segmenters.get(config.teacher, None, tuple(splits.train_images.shape[1:]))
+    except ValueError as error:
+        raise UserError(str(error)) from error
+    classes = int(teacher.outputs[0].shape[-1])
+    if len(splits.class_names) > classes:
+        raise UserError(f"The teacher {config.teacher!r} predicts {classes} classes but the data {config.data!r} has {len(splits.class_names)}: "
+                        f"train its head on this data first (`kdistill train-teacher --task segmentation --name {config.teacher}`).")
+    return teacher, splits._replace(class_names=list(splits.class_names) + [str(index) for index in range(len(splits.class_names), classes)])
+
+
 def distill(config, verbose: int = 2) -> dict:
     """A `kdistill distill` run on masks: the teacher file, a student from `kdistill.segmenters`, test mIoU; the student saved in the run folder."""
     import keras
 
     from kdistill import files
-    from kdistill.models import checks, saving, segmenters
+    from kdistill.models import saving, segmenters
     from kdistill.segmentation_metrics import evaluate_segmenter
 
-    if not isinstance(config.teacher, str):
-        raise UserError("Segmentation distils one teacher file: set teacher (--teacher saved_models/segmenter.keras); train one with "
-                        "`kdistill train-teacher --task segmentation --name conv_segmenter --data scenes`.")
-    teacher = saving.load_model(config.teacher, role="teacher", classifier=False)
-    checks.check_segmenter(teacher, "teacher", why="the task is segmentation")
+    teacher, splits = _teacher_and_data(config)
     classes = int(teacher.outputs[0].shape[-1])
-    splits = load(config.data, config.data_dir, config.image_size, config.train_limit, config.test_limit, config.seed, classes, config.ignore_label)
     width = {} if config.student_width is None else {"width": config.student_width}
     student = segmenters.get(config.student, classes, tuple(splits.train_images.shape[1:]), **width)
     options = config.distiller_options()
