@@ -113,3 +113,20 @@ def test_a_kerashub_deeplab_v3_preset_folder_is_trained_as_a_teacher_and_distill
     save_deeplab_preset(tmp_path / "five", num_classes=5)
     assert cli.main(argv[:2] + [f"keras_hub:{tmp_path / 'five'}"] + argv[3:]) == 2  # its head cannot predict the scenes' 11 classes
     assert "predicts 5 classes but the data 'scenes' has 11" in capsys.readouterr().err
+
+
+def test_taps_suggest_lists_two_segmenters_stages_a_pasteable_taps_line_and_their_cka_on_scenes(tmp_path, fake_fashion_mnist, capsys):
+    from kdistill.models import saving, segmenters
+
+    teacher = str(tmp_path / "segmenter.keras")
+    saving.save_for_inference(segmenters.get("conv_segmenter", 11, (32, 32, 3), widths=(8, 16, 32), decoder_channels=8), teacher)
+    argv = ["taps", "suggest", "--teacher", teacher, "--student", "mobilenet_v2_segmenter", "--student-width", "0.5"]
+    assert cli.main(argv + ["--cka", "--cka-images", "8", "--data", "scenes", "--data-dir", fake_fashion_mnist]) == 0  # the task from the student
+    out = capsys.readouterr().out
+    assert "conv_segmenter_stage3    4x4x32       block_13_expand_relu       2x2x288" in out  # width 0.5 (0.35: 192)
+    line = next(row for row in out.splitlines() if row.startswith("--taps "))
+    assert line == "--taps conv_segmenter_stage2:block_6_expand_relu,conv_segmenter_stage3:block_13_expand_relu"
+    scores = [row.split()[4] for row in out.splitlines() if row.startswith("conv_segmenter_stage2")]
+    assert 0.0 <= float(scores[0]) <= 1.0  # CKA on 8 scenes
+    assert cli.main(["taps", "suggest", "--task", "segmentation", "--teacher", teacher]) == 2  # mobilenet_v2, the classifiers' default
+    assert "Did you mean 'mobilenet_v2_segmenter'" in capsys.readouterr().err
