@@ -130,3 +130,36 @@ def test_taps_suggest_lists_two_segmenters_stages_a_pasteable_taps_line_and_thei
     assert 0.0 <= float(scores[0]) <= 1.0  # CKA on 8 scenes
     assert cli.main(["taps", "suggest", "--task", "segmentation", "--teacher", teacher]) == 2  # mobilenet_v2, the classifiers' default
     assert "Did you mean 'mobilenet_v2_segmenter'" in capsys.readouterr().err
+
+
+@pytest.mark.eager  # one step per epoch: cheaper run eagerly than traced
+def test_ctrl_c_during_a_segmentation_distill_names_the_epoch_and_the_same_command_resumes(tmp_path, fake_fashion_mnist, monkeypatch, capsys):
+    from kdistill.models import saving, segmenters
+    from kdistill.run import callbacks
+    from kdistill.run.folder import LOCK_NAME
+
+    teacher = str(tmp_path / "segmenter.keras")
+    saving.save_for_inference(segmenters.get("conv_segmenter", 11, (32, 32, 3), widths=(8, 16, 32), decoder_channels=8), teacher)
+    output = tmp_path / "run"
+    argv = ["distill", "--data", "scenes", "--data-dir", fake_fashion_mnist, "--image-size", "32", "--train-limit", "8", "--test-limit", "4",
+            "--batch-size", "8", "--teacher", teacher, "--student", "conv_segmenter", "--taps", "none", "--feature-loss", "none", "--epochs", "2",
+            "--output-dir", str(output)]
+    begin = callbacks.EpochProgress.on_epoch_begin
+
+    def ctrl_c_in_the_second_epoch(self, epoch, logs=None):
+        begin(self, epoch, logs)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(callbacks.EpochProgress, "on_epoch_begin", ctrl_c_in_the_second_epoch)
+    assert cli.main(argv) == 130
+    assert "kdistill distill: interrupted at epoch 2 of 2; run the same command to resume" in capsys.readouterr().err
+    assert json.loads((output / "backup" / "training_metadata.json").read_text())["epoch"] == 1  # one epoch done
+    assert not (output / LOCK_NAME).exists() and not (output / "student.keras").exists()
+    monkeypatch.undo()
+    assert cli.main(argv) == 0
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["resumed"] is True and summary["epochs_completed"] == 2 and not (output / "backup").exists()
+    assert json.loads((output / "history.json").read_text())["epoch"] == [0, 1]
+    capsys.readouterr()
+    assert cli.main(argv) == 2 and "holds a finished run" in capsys.readouterr().err  # --restart trains it again

@@ -26,7 +26,7 @@ from kdistill.distiller import FeatureDistiller
 from kdistill.errors import ChanceLevelError, UserError
 from kdistill.models import checks, saving, teachers
 from kdistill.models import taps as taps_module
-from kdistill.run import callbacks, distribute, precision, teacher_cache, training
+from kdistill.run import callbacks, distribute, precision, resume, teacher_cache, training
 from kdistill.run.config import DistillConfig
 from kdistill.run.folder import run_folder
 
@@ -41,21 +41,6 @@ def load_data(config: DistillConfig) -> data_module.Splits:
         train_limit=config.train_limit, test_limit=config.test_limit, augment=config.augment, seed=config.seed,
         transfer=config.transfer_data, skip_unreadable=config.skip_unreadable,
     )
-
-
-def _read_history_csv(path: str) -> dict:
-    """History from CSVLogger's file, one row per epoch (the last row wins if an epoch was logged twice)."""
-    import csv
-
-    if not os.path.exists(path):
-        return {}
-    with open(path, newline="") as handle:
-        rows = {int(row["epoch"]): row for row in csv.DictReader(handle)}
-    history: dict = {}
-    for epoch in sorted(rows):
-        for key, value in rows[epoch].items():
-            history.setdefault(key, []).append(int(value) if key == "epoch" else float(value))
-    return history
 
 
 def _cached_training_data(config: DistillConfig, splits: data_module.Splits, teacher: keras.Model, layers: list, verbose: int):
@@ -159,21 +144,12 @@ def check_teacher(teacher: keras.Model, splits: data_module.Splits, margin: floa
     return top1
 
 
-#: settings that may change between an interrupted run and its resumption
-_RESUMABLE_CHANGES = ("epochs", "output_dir", "run_name", "check_teacher", "strategy", "tensorboard")
-
-
 def remove_stale_partials(output_dir: str) -> list[str]:
     """Removes the unfinished model files a killed run left in its run folder (their writer's process is gone)."""
     removed = []
     for name in ("student.keras", "best_student.keras"):
         removed += files.remove_stale_staging(output_dir, files.partial_prefix(name))
     return removed
-
-
-def _resume_key(config: DistillConfig) -> dict:
-    """The settings a backup must have been made with to be resumed."""
-    return {key: value for key, value in config.to_dict().items() if key not in _RESUMABLE_CHANGES}
 
 
 def _has_accelerator() -> bool:
@@ -239,7 +215,7 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
     output_dir = config.resolved_output_dir() if chief else tempfile.mkdtemp(prefix="kdistill-worker-")
     _warn_about_precision(config.precision)
     if chief and not restart:
-        _refuse_finished_run(output_dir)
+        resume.refuse_finished_run(output_dir)
     if config.teacher_cache:
         teacher_cache.check_writable(config.teacher_cache)  # found only when writing, naming a staging folder, after all the work
     with run_folder(output_dir):
@@ -263,13 +239,6 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
         shutil.rmtree(output_dir, ignore_errors=True)
         summary["student_path"] = None
     return summary
-
-
-def _refuse_finished_run(output_dir: str) -> None:
-    """UserError when `output_dir` holds a finished run (summary.json and no backup to resume): running again would silently retrain it."""
-    if os.path.exists(os.path.join(output_dir, "summary.json")) and not os.path.exists(os.path.join(output_dir, "backup")):
-        raise UserError(f"{output_dir!r} holds a finished run (summary.json): pass --restart (restart=True) to train it again over it, "
-                        "or choose a new --output-dir.")
 
 
 def _build_distiller(config: DistillConfig, splits: data_module.Splits, teacher: keras.Model, strategy) -> tuple[FeatureDistiller, keras.Model]:
@@ -296,25 +265,9 @@ def _build_distiller(config: DistillConfig, splits: data_module.Splits, teacher:
 def _fit(distiller: FeatureDistiller, config: DistillConfig, splits: data_module.Splits, train, output_dir: str, strategy, verbose: int,
          restart: bool, extra_callbacks: list | None) -> tuple[dict, bool]:
     """Trains with kdistill's callbacks (backup, data order, history, non-finite stop, best student); returns (history, resumed)."""
-    history_csv = os.path.join(output_dir, "history.csv")
-    backup_dir = os.path.join(output_dir, "backup")
-    if restart and os.path.exists(backup_dir):
-        logger.info("Discarding the backup of the interrupted run in %s (--restart)", backup_dir)
-        shutil.rmtree(backup_dir)
-    resuming = os.path.exists(os.path.join(backup_dir, "training_metadata.json"))
-    if resuming:
-        logger.info("Resuming the interrupted run from %s", backup_dir)
-    elif os.path.exists(history_csv):
-        os.remove(history_csv)  # a finished earlier run in this folder: start its history afresh
-    progress = callbacks.EpochProgress()
-    run_callbacks = [
-        progress,  # the epoch a Ctrl-C stops in, for the message
-        # Backs up weights and optimizer state after every epoch; the same command resumes after a crash.
-        callbacks.SafeBackupAndRestore(backup_dir, run_config=_resume_key(config)),
-        callbacks.DataPass(train),  # epoch k reads its data in epoch k's order, also when resumed
-        keras.callbacks.CSVLogger(history_csv, append=True),
-        callbacks.StopOnNonFiniteLoss(),
-    ]
+    backup = resume.backup_callbacks(output_dir, config.to_dict(), restart)
+    history_csv, resuming, progress = backup.history_csv, backup.resuming, backup.progress
+    run_callbacks = backup.callbacks + [callbacks.DataPass(train)]  # epoch k reads its data in epoch k's order, also when resumed
     if splits.validation is not None:
         run_callbacks.append(callbacks.BestStudentCheckpoint(os.path.join(output_dir, "best_student.keras"), resume=resuming))
     if config.tensorboard and distribute.is_chief(strategy):
@@ -331,11 +284,8 @@ def _fit(distiller: FeatureDistiller, config: DistillConfig, splits: data_module
         with callbacks.reporting_interrupts(progress, resumable=True):
             distiller.fit(train, validation_data=splits.validation, epochs=config.epochs, verbose=verbose, callbacks=run_callbacks, shuffle=False)
     finally:
-        # CSVLogger creates the file when training begins: a run stopped in its first epoch (Ctrl-C, a non-finite loss) leaves no
-        # empty history.csv, and so run_folder can remove the folder it made.
-        if os.path.exists(history_csv) and os.path.getsize(history_csv) == 0:
-            os.remove(history_csv)
-    return _read_history_csv(history_csv), resuming
+        resume.drop_empty_history(history_csv)  # so run_folder can remove the folder it made for a run stopped in its first epoch
+    return resume.read_history_csv(history_csv), resuming
 
 
 def _finish(distiller: FeatureDistiller, config: DistillConfig, splits: data_module.Splits, output_dir: str, history: dict, strategy,

@@ -77,7 +77,7 @@ def command(args, verbose: int = 2) -> str | None:
         if segmentation.resolve_task(values.get("task"), values.get("data")) != "segmentation":
             return None
         config = DistillConfig.from_dict(values)
-        summary = segmentation.distill(config, verbose)
+        summary = segmentation.distill(config, verbose, restart=bool(getattr(args, "restart", False)))
         return format_report(summary["test"], f"{config.student} (student.keras)") + f"\nrun folder: {summary['output_dir']}"
     if args.command not in ("train-teacher", "evaluate", "export", "demo", "taps"):
         return None
