@@ -94,3 +94,73 @@ def test_the_segmentation_demo_prints_teacher_student_alone_and_distilled_miou(t
     assert all(0.0 <= summary[name] <= 1.0 for name in ("teacher", "student_alone", "distilled")) and summary["schedule"]["train_scenes"] == 16
     assert cli.main(argv + ["--set", "epochs=1"]) == 2 and "teacher_epochs" in capsys.readouterr().err  # an unknown setting names the known ones
 
+
+
+@pytest.mark.slow
+@pytest.mark.eager  # one step per run: cheaper eagerly than traced
+def test_a_kerashub_deeplab_v3_preset_folder_is_trained_as_a_teacher_and_distilled_from_on_the_command_line(tmp_path, fake_fashion_mnist, capsys):
+    from test_segmenters import save_deeplab_preset
+
+    save_deeplab_preset(tmp_path / "deeplab", num_classes=11)
+    preset = f"keras_hub:{tmp_path / 'deeplab'}"
+    data = ["--data", "scenes", "--data-dir", fake_fashion_mnist, "--image-size", "32", "--train-limit", "8", "--test-limit", "4", "--batch-size", "8"]
+    assert cli.main(["train-teacher", "--task", "segmentation", "--name", preset, "--epochs", "1", "--output", str(tmp_path / "t.keras"), *data]) == 0
+    assert "test mean IoU" in capsys.readouterr().out and (tmp_path / "t.keras").exists()
+    argv = ["distill", "--teacher", preset, "--student", "conv_segmenter", "--epochs", "1", "--feature-loss", "mse", "--taps", "stack1_block0_out:conv_segmenter_stage3",
+            "--output-dir", str(tmp_path / "run"), *data]
+    assert cli.main(argv) == 0
+    assert "conv_segmenter (student.keras): mean IoU" in capsys.readouterr().out and (tmp_path / "run" / "student.keras").exists()
+    save_deeplab_preset(tmp_path / "five", num_classes=5)
+    five = argv[:2] + [f"keras_hub:{tmp_path / 'five'}"] + argv[3:] + ["--output-dir", str(tmp_path / "five_run")]
+    assert cli.main(five) == 2  # its head cannot predict the scenes' 11 classes
+    assert "predicts 5 classes but the data 'scenes' has 11" in capsys.readouterr().err
+
+
+def test_taps_suggest_lists_two_segmenters_stages_a_pasteable_taps_line_and_their_cka_on_scenes(tmp_path, fake_fashion_mnist, capsys):
+    from kdistill.models import saving, segmenters
+
+    teacher = str(tmp_path / "segmenter.keras")
+    saving.save_for_inference(segmenters.get("conv_segmenter", 11, (32, 32, 3), widths=(8, 16, 32), decoder_channels=8), teacher)
+    argv = ["taps", "suggest", "--teacher", teacher, "--student", "mobilenet_v2_segmenter", "--student-width", "0.5"]
+    assert cli.main(argv + ["--cka", "--cka-images", "8", "--data", "scenes", "--data-dir", fake_fashion_mnist]) == 0  # the task from the student
+    out = capsys.readouterr().out
+    assert "conv_segmenter_stage3    4x4x32       block_13_expand_relu       2x2x288" in out  # width 0.5 (0.35: 192)
+    line = next(row for row in out.splitlines() if row.startswith("--taps "))
+    assert line == "--taps conv_segmenter_stage2:block_6_expand_relu,conv_segmenter_stage3:block_13_expand_relu"
+    scores = [row.split()[4] for row in out.splitlines() if row.startswith("conv_segmenter_stage2")]
+    assert 0.0 <= float(scores[0]) <= 1.0  # CKA on 8 scenes
+    assert cli.main(["taps", "suggest", "--task", "segmentation", "--teacher", teacher]) == 2  # mobilenet_v2, the classifiers' default
+    assert "Did you mean 'mobilenet_v2_segmenter'" in capsys.readouterr().err
+
+
+@pytest.mark.eager  # one step per epoch: cheaper run eagerly than traced
+def test_ctrl_c_during_a_segmentation_distill_names_the_epoch_and_the_same_command_resumes(tmp_path, fake_fashion_mnist, monkeypatch, capsys):
+    from kdistill.models import saving, segmenters
+    from kdistill.run import callbacks
+    from kdistill.run.folder import LOCK_NAME
+
+    teacher = str(tmp_path / "segmenter.keras")
+    saving.save_for_inference(segmenters.get("conv_segmenter", 11, (32, 32, 3), widths=(8, 16, 32), decoder_channels=8), teacher)
+    output = tmp_path / "run"
+    argv = ["distill", "--data", "scenes", "--data-dir", fake_fashion_mnist, "--image-size", "32", "--train-limit", "8", "--test-limit", "4",
+            "--batch-size", "8", "--teacher", teacher, "--student", "conv_segmenter", "--taps", "none", "--feature-loss", "none", "--epochs", "2",
+            "--output-dir", str(output)]
+    begin = callbacks.EpochProgress.on_epoch_begin
+
+    def ctrl_c_in_the_second_epoch(self, epoch, logs=None):
+        begin(self, epoch, logs)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(callbacks.EpochProgress, "on_epoch_begin", ctrl_c_in_the_second_epoch)
+    assert cli.main(argv) == 130
+    assert "kdistill distill: interrupted at epoch 2 of 2; run the same command to resume" in capsys.readouterr().err
+    assert json.loads((output / "backup" / "training_metadata.json").read_text())["epoch"] == 1  # one epoch done
+    assert not (output / LOCK_NAME).exists() and not (output / "student.keras").exists()
+    monkeypatch.undo()
+    assert cli.main(argv) == 0
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["resumed"] is True and summary["epochs_completed"] == 2 and not (output / "backup").exists()
+    assert json.loads((output / "history.json").read_text())["epoch"] == [0, 1]
+    capsys.readouterr()
+    assert cli.main(argv) == 2 and "holds a finished run" in capsys.readouterr().err  # --restart trains it again

@@ -74,6 +74,37 @@ def test_a_kerashub_deeplab_v3_teacher_built_offline_is_tapped_at_a_pyramid_leve
     assert all(np.isfinite(values).all() for values in history.values()) and "feat_stack1_block0_out" in history
 
 
+def save_deeplab_preset(folder, num_classes=5, size=32):
+    """A tiny KerasHub DeepLabV3ImageSegmenter (ResNet with 2 stacks, converter to [0, 1]) saved with `save_to_preset`; returns it."""
+    import keras_hub
+
+    keras.utils.set_random_seed(0)
+    encoder = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 16], stackwise_num_blocks=[1, 1], stackwise_num_strides=[1, 2],
+        block_type="basic_block", use_pre_activation=False, image_shape=(size, size, 3))
+    backbone = keras_hub.models.DeepLabV3Backbone(image_encoder=encoder, low_level_feature_key="P2", spatial_pyramid_pooling_key="P3",
+                                                  upsampling_size=2, dilation_rates=[2], projection_filters=8, image_shape=(size, size, 3))
+    preprocessor = keras_hub.models.DeepLabV3ImageSegmenterPreprocessor(image_converter=keras_hub.layers.DeepLabV3ImageConverter(scale=1 / 255.0))
+    segmenter = keras_hub.models.DeepLabV3ImageSegmenter(backbone=backbone, num_classes=num_classes, preprocessor=preprocessor)
+    segmenter.save_to_preset(str(folder))
+    return segmenter
+
+
+def test_a_kerashub_deeplab_v3_preset_folder_loads_with_its_weights_and_its_pyramid_levels_as_stages(tmp_path):
+    hub_segmenter = save_deeplab_preset(tmp_path / "deeplab_tiny")
+    model = segmenters.get(f"keras_hub:{tmp_path / 'deeplab_tiny'}", None, (32, 32, 3))
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    # the preset's own converter (pixels / 255) is inside the model; KerasHub's segmenter takes converted images
+    np.testing.assert_allclose(np.asarray(model(images)), np.asarray(hub_segmenter(images / 255.0)), atol=1e-4)
+    assert model.name == "deeplab_tiny" and taps.stage_table(model) == [("stack0_block0_out", 4), ("stack1_block0_out", 8)]
+    assert tuple(model.get_layer("stack1_block0_out").output.shape) == (None, 4, 4, 16)  # a tap by layer name in the flat graph
+    larger = segmenters.get(f"keras_hub:{tmp_path / 'deeplab_tiny'}", 3, (64, 64, 3))  # another size and a new head
+    assert tuple(larger.output.shape) == (None, 64, 64, 3)
+    with pytest.raises(ValueError, match="not a DeepLabV3Backbone"):
+        hub_segmenter.backbone.image_encoder.save_to_preset(str(tmp_path / "resnet"))
+        segmenters.get(f"keras_hub:{tmp_path / 'resnet'}", 3, (32, 32, 3))
+
+
 def test_the_mobilenet_segmenter_moving_statistics_follow_training_within_tens_of_steps():
     model = kdistill.segmenters.get("mobilenet_v2_segmenter", 3, (32, 32, 3))
     momenta = {layer.name: layer.momentum for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -22,7 +22,8 @@ from kdistill.models import checks
 
 tf = LazyTensorFlow("the parity report")
 
-__all__ = ["onnx_predict", "collect_images", "keras_latency_ms", "parity_report", "format_report", "export_all", "AGREEMENT_TARGET"]
+__all__ = ["onnx_predict", "collect_batches", "collect_images", "keras_latency_ms", "compare_formats", "report_names", "parity_report", "format_report",
+           "export_all", "AGREEMENT_TARGET"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,18 +69,24 @@ def onnx_predict(path: str, images: np.ndarray) -> np.ndarray:
     return session.run(None, {session.get_inputs()[0].name: np.asarray(images, np.float32)})[0]
 
 
-def collect_images(dataset, limit: int) -> tuple[np.ndarray, np.ndarray]:
-    """Up to `limit` images and labels from `(images, labels)` batches."""
-    images, labels, count = [], [], 0
-    for batch_images, batch_labels in dataset:
+def collect_batches(dataset, limit: int, what: str = "labels") -> tuple[np.ndarray, np.ndarray]:
+    """Up to `limit` images and their targets (labels, masks) from `(images, targets)` batches, as they come."""
+    images, targets, count = [], [], 0
+    for batch_images, batch_targets in dataset:
         images.append(np.asarray(batch_images, np.float32))
-        labels.append(np.asarray(batch_labels))
+        targets.append(np.asarray(batch_targets))
         count += len(images[-1])
         if count >= limit:
             break
     if not images:
-        raise ValueError("The evaluation dataset is empty: the parity report needs test images.")
-    return np.concatenate(images)[:limit], np.concatenate(labels)[:limit].reshape(-1)
+        raise ValueError(f"The evaluation dataset is empty: the parity report needs test images and {what}.")
+    return np.concatenate(images)[:limit], np.concatenate(targets)[:limit]
+
+
+def collect_images(dataset, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """Up to `limit` images and labels from `(images, labels)` batches."""
+    images, labels = collect_batches(dataset, limit)
+    return images, labels.reshape(-1)
 
 
 def _runner(path: str):
@@ -107,6 +114,37 @@ def keras_latency_ms(model, image) -> float:
     return latency_ms(lambda x: single(x).numpy(), tf.constant(image))
 
 
+def compare_formats(student, files: dict[str, str], images: np.ndarray, score: Callable[[np.ndarray, np.ndarray], dict]) -> dict:
+    """One row per format (the Keras student first): size, parameters, `score`'s metrics, largest logit difference, latency.
+
+    The one loop every parity report runs: the Keras student and each exported
+    file predict `images`; `score(logits, keras_logits)` gives a format's
+    metrics (top-1 and agreement for classifiers, mIoU and pixel agreement for
+    segmenters).
+
+    Args:
+        student: the Keras model the files were exported from.
+        files: `{format name: path}` of `.tflite` / `.onnx` files or SavedModel folders.
+        images: the test images, as the model takes them.
+        score: `(logits, keras_logits) -> {metric: value}`.
+    """
+    keras_logits = np.asarray(student.predict(images, verbose=0))
+    parameters = int(student.count_params())
+    rows = {"keras": {"size_mb": None, "parameters": parameters, **score(keras_logits, keras_logits), "max_abs_diff": 0.0,
+                      "latency_ms": round(keras_latency_ms(student, images[:1]), 3)}}
+    for name, path in files.items():
+        predict, run_one, size_mb = _runner(path)
+        logits = np.asarray(predict(images))
+        rows[name] = {"size_mb": round(size_mb, 3), "parameters": parameters, **score(logits, keras_logits),
+                      "max_abs_diff": float(np.abs(logits - keras_logits).max()), "latency_ms": round(latency_ms(run_one, images[:1]), 3)}
+    return rows
+
+
+def report_names(files: dict[str, str]) -> dict[str, str]:
+    """`export_all`'s files under their report names: `saved_model`, `onnx`, `tflite_<mode>`."""
+    return {(name if name in ("saved_model", "onnx") else f"tflite_{name}"): path for name, path in files.items()}
+
+
 def parity_report(model, files: dict[str, str], dataset, limit: int = 1000, json_path: str | None = None) -> dict:
     """Size, accuracy, agreement with Keras and single-image latency of each exported model.
 
@@ -120,22 +158,11 @@ def parity_report(model, files: dict[str, str], dataset, limit: int = 1000, json
     student = student_of(model)
     _refuse_segmenter(student)
     images, labels = collect_images(dataset, limit)
-    keras_logits = np.asarray(student.predict(images, verbose=0))
-    keras_top1 = keras_logits.argmax(-1)
-    parameters = int(student.count_params())
-    rows = {"keras": {
-        "size_mb": None, "parameters": parameters, "top1": float((keras_top1 == labels).mean()), "agreement": 1.0,
-        "max_abs_diff": 0.0, "latency_ms": round(keras_latency_ms(student, images[:1]), 3),
-    }}
-    for name, path in files.items():
-        predict, run_one, size_mb = _runner(path)
-        logits = predict(images)
-        rows[name] = {
-            "size_mb": round(size_mb, 3), "parameters": parameters,
-            "top1": float((logits.argmax(-1) == labels).mean()), "agreement": float((logits.argmax(-1) == keras_top1).mean()),
-            "max_abs_diff": float(np.abs(logits - keras_logits).max()), "latency_ms": round(latency_ms(run_one, images[:1]), 3),
-        }
-    report = {"examples": int(len(labels)), "formats": rows}
+
+    def top1(logits, keras_logits) -> dict:
+        return {"top1": float((logits.argmax(-1) == labels).mean()), "agreement": float((logits.argmax(-1) == keras_logits.argmax(-1)).mean())}
+
+    report = {"examples": int(len(labels)), "formats": compare_formats(student, files, images, top1)}
     if json_path:
         write_json(json_path, report)
     return report
@@ -196,8 +223,7 @@ def export_all(model, output_dir: str, formats: Iterable[str] = ("saved_model", 
             write_text(os.path.join(output_dir, "labels.txt"), "".join(f"{name}\n" for name in class_names))
     report = None
     if test is not None:
-        named = {(name if name in ("saved_model", "onnx") else f"tflite_{name}"): path for name, path in files.items()}
-        report = parity_report(student, named, test, limit=limit)
+        report = parity_report(student, report_names(files), test, limit=limit)
         report["files"] = files
         write_json(os.path.join(output_dir, "report.json"), report)
     return {"files": files, "report": report}

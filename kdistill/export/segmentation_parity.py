@@ -15,15 +15,12 @@ Example:
 
 from __future__ import annotations
 
-from typing import Sequence
+import os
+from typing import Iterable, Sequence
 
 import numpy as np
 
-import os
-from typing import Iterable
-
-from kdistill.export.parity import _runner, export_all, keras_latency_ms
-from kdistill.export.tflite_runtime import latency_ms
+from kdistill.export.parity import collect_batches, compare_formats, export_all, report_names
 from kdistill.export.writers import student_of
 from kdistill.files import write_json
 from kdistill.segmentation_metrics import IGNORE_LABEL, confusion_matrix, segmentation_report
@@ -36,25 +33,8 @@ AGREEMENT_TARGET = 0.98
 
 def collect_masks(dataset, limit: int) -> tuple[np.ndarray, np.ndarray]:
     """Up to `limit` images and masks from `(images, masks)` batches."""
-    images, masks, count = [], [], 0
-    for batch_images, batch_masks in dataset:
-        images.append(np.asarray(batch_images, np.float32))
-        masks.append(np.asarray(batch_masks))
-        count += len(images[-1])
-        if count >= limit:
-            break
-    if not images:
-        raise ValueError("The evaluation dataset is empty: the parity report needs test images and masks.")
-    masks = np.concatenate(masks)[:limit]
-    return np.concatenate(images)[:limit], masks[..., 0] if masks.ndim == 4 else masks
-
-
-def _row(logits, keras_classes, keras_logits, masks, classes: int, ignore_label, size_mb, parameters: int, latency: float) -> dict:
-    predicted = logits.argmax(-1)
-    report = segmentation_report(confusion_matrix(masks, predicted, classes, ignore_label))
-    return {"size_mb": size_mb, "parameters": parameters, "mean_iou": report["mean_iou"], "pixel_accuracy": report["pixel_accuracy"],
-            "pixel_agreement": float((predicted == keras_classes).mean()), "max_abs_diff": float(np.abs(logits - keras_logits).max()),
-            "latency_ms": round(latency, 3)}
+    images, masks = collect_batches(dataset, limit, what="masks")
+    return images, masks[..., 0] if masks.ndim == 4 else masks
 
 
 def segmentation_parity_report(model, files: dict[str, str], images, masks, class_names: Sequence[str] | None = None,
@@ -70,19 +50,16 @@ def segmentation_parity_report(model, files: dict[str, str], images, masks, clas
         ignore_label: the mask value no metric counts.
         json_path: also write the report there.
     """
-    student = student_of(model)
     images, masks = np.asarray(images, np.float32), np.asarray(masks)
-    keras_logits = np.asarray(student.predict(images, verbose=0))
-    classes, parameters = int(keras_logits.shape[-1]), int(student.count_params())
-    keras_classes = keras_logits.argmax(-1)
-    rows = {"keras": _row(keras_logits, keras_classes, keras_logits, masks, classes, ignore_label, None, parameters,
-                          keras_latency_ms(student, images[:1]))}
-    for name, path in files.items():
-        predict, run_one, size_mb = _runner(path)
-        rows[name] = _row(np.asarray(predict(images)), keras_classes, keras_logits, masks, classes, ignore_label, round(size_mb, 3),
-                          parameters, latency_ms(run_one, images[:1]))
-    report = {"task": "segmentation", "examples": int(len(images)), "class_names": list(class_names) if class_names else None,
-              "formats": rows}
+
+    def masks_and_agreement(logits, keras_logits) -> dict:
+        predicted = logits.argmax(-1)
+        report = segmentation_report(confusion_matrix(masks, predicted, int(keras_logits.shape[-1]), ignore_label))
+        return {"mean_iou": report["mean_iou"], "pixel_accuracy": report["pixel_accuracy"],
+                "pixel_agreement": float((predicted == keras_logits.argmax(-1)).mean())}
+
+    rows = compare_formats(student_of(model), files, images, masks_and_agreement)
+    report = {"task": "segmentation", "examples": int(len(images)), "class_names": list(class_names) if class_names else None, "formats": rows}
     if json_path:
         write_json(json_path, report)
     return report
@@ -125,8 +102,7 @@ def export_segmenter(model, output_dir: str, formats: Iterable[str] = ("saved_mo
     if test is None:
         return {"files": files, "report": None}
     images, masks = collect_masks(test, limit)
-    named = {(name if name in ("saved_model", "onnx") else f"tflite_{name}"): path for name, path in files.items()}
-    report = segmentation_parity_report(model, named, images, masks, class_names, ignore_label)
+    report = segmentation_parity_report(model, report_names(files), images, masks, class_names, ignore_label)
     report["files"] = files
     write_json(os.path.join(output_dir, "report.json"), report)
     return {"files": files, "report": report}

@@ -17,6 +17,9 @@ before the classifier is a tap too (`decoder_out`, `conv_segmenter_decoder_out`)
 - `deeplab_v3`: KerasHub's `DeepLabV3Backbone` over a `ResNetBackbone`, built
   offline from a config (no preset, no download) and inlined into one flat
   graph, so the ResNet's `pyramid_outputs` levels are taps by layer name.
+- `"keras_hub:<folder>"` (not in the registry): a DeepLabV3 saved by KerasHub's
+  `save_to_preset` (a `DeepLabV3ImageSegmenter` with its head, or a
+  `DeepLabV3Backbone`), with its weights, inlined the same way (`from_preset`).
 
 Example:
     >>> import kdistill
@@ -27,6 +30,9 @@ Example:
 
 from __future__ import annotations
 
+import logging
+import os
+
 from typing import Callable, Sequence
 
 import keras
@@ -36,7 +42,9 @@ from keras import tree
 from kdistill.errors import did_you_mean
 from kdistill.models import hub, stages as stage_registry
 
-__all__ = ["register", "available", "get", "mobilenet_v2_segmenter", "conv_segmenter", "deeplab_v3"]
+__all__ = ["register", "available", "get", "mobilenet_v2_segmenter", "conv_segmenter", "deeplab_v3", "from_preset"]
+
+logger = logging.getLogger(__name__)
 
 # name -> builder fn(num_classes, input_shape, **options) -> keras.Model
 _REGISTRY: dict[str, Callable[..., keras.Model]] = {}
@@ -59,18 +67,23 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get(name: str, num_classes: int, input_shape: tuple[int, int, int] = (64, 64, 3), **options) -> keras.Model:
+def get(name: str, num_classes: int | None, input_shape: tuple[int, int, int] = (64, 64, 3), **options) -> keras.Model:
     """Builds the registered segmenter `name` with random weights (or the builder's `backbone_weights`).
+
+    A `"keras_hub:<folder>"` name is a KerasHub DeepLabV3 preset folder, with its
+    weights (`from_preset`; `num_classes` None keeps its head's classes).
 
     Raises:
         ValueError: for an unknown name (listing the registered ones), or
             fewer than two classes.
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"Unknown segmenter {name!r}.{did_you_mean(name, available(), count=2)} Registered: {', '.join(available())}; "
-                         "or pass any functional Keras model returning logits (batch, H, W, classes).")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+    if name not in _REGISTRY and not hub.is_hub_name(name):
+        raise ValueError(f"Unknown segmenter {name!r}.{did_you_mean(name, available(), count=2)} Registered: {', '.join(available())}, or "
+                         "'keras_hub:<folder>' (a DeepLabV3 preset); or pass any functional Keras model returning logits (batch, H, W, classes).")
+    if not (num_classes is None and hub.is_hub_name(name)) and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2):
         raise ValueError(f"num_classes must be an integer >= 2 (background included), received {num_classes!r}.")
+    if hub.is_hub_name(name):
+        return from_preset(name, num_classes, input_shape, **options)
     return _REGISTRY[name](num_classes=num_classes, input_shape=tuple(input_shape), **options)
 
 
@@ -167,9 +180,11 @@ def _inline_nested(model: keras.Model, name: str) -> keras.Model:
 
     outputs = model._run_through_graph(model.inputs, operation_fn=inline)
     flat = keras.Model(model.inputs[0], tree.flatten(outputs)[0], name=name)
-    # Fresh layers (new random weights), first called in the flat graph: a tap's `layer.output` then belongs to this graph,
-    # not to the nested one the layers were built in.
-    return keras.models.clone_model(flat)
+    # Fresh layers, first called in the flat graph: a tap's `layer.output` then belongs to this graph, not to the nested
+    # one the layers were built in. They are cloned in the same order, so the weights carry over as a list.
+    clone = keras.models.clone_model(flat)
+    clone.set_weights(flat.get_weights())
+    return clone
 
 
 @register("deeplab_v3")
@@ -211,3 +226,87 @@ def deeplab_v3(num_classes: int, input_shape=(64, 64, 3), stackwise_num_filters:
     features = backbone(keras.layers.Rescaling(1.0 / 255.0, name="preprocessing")(inputs))
     nested = keras.Model(inputs, keras.layers.Conv2D(num_classes, 1, name="segmentation_output")(features))
     return stage_registry.attach(_inline_nested(nested, name), [(layer, 2**level) for level, layer in sorted(levels.items())])
+
+
+# === A DeepLabV3 from a local KerasHub preset ===
+
+
+def _load_deeplab_preset(folder: str):
+    """(DeepLabV3 backbone, its segmentation head or None, image converter or None) of a preset folder."""
+    keras_hub = hub._keras_hub()
+    head = converter = None
+    if os.path.exists(os.path.join(folder, "task.json")):
+        segmenter = keras_hub.models.ImageSegmenter.from_preset(folder)
+        backbone, head = segmenter.backbone, getattr(segmenter, "output_conv", None)
+        converter = getattr(getattr(segmenter, "preprocessor", None), "image_converter", None)
+    else:
+        backbone = keras_hub.models.Backbone.from_preset(folder)
+        if os.path.exists(os.path.join(folder, "image_converter.json")):
+            converter = keras_hub.layers.ImageConverter.from_preset(folder)
+    if not isinstance(backbone, keras_hub.models.DeepLabV3Backbone):
+        raise ValueError(f"The KerasHub preset {folder!r} holds a {type(backbone).__name__}, not a DeepLabV3Backbone: kdistill.segmenters "
+                         "reads DeepLabV3 presets (DeepLabV3ImageSegmenter or DeepLabV3Backbone .save_to_preset(folder)); a classifier "
+                         "preset is a teacher or student of kdistill.teachers / kdistill.students.")
+    return backbone, head, converter
+
+
+def _deeplab_at(backbone: keras.Model, input_shape: tuple) -> keras.Model:
+    """The DeepLabV3 backbone (and its image encoder) rebuilt at a fixed input shape, with its weights."""
+    config = backbone.get_config()
+    config["image_shape"] = tuple(input_shape)
+    if isinstance(config["image_encoder"], dict) and "image_shape" in config["image_encoder"].get("config", {}):
+        config["image_encoder"]["config"]["image_shape"] = tuple(input_shape)
+    rebuilt = type(backbone).from_config(config)
+    rebuilt.set_weights(backbone.get_weights())
+    return rebuilt
+
+
+def _preset_head(head, num_classes: int | None, folder: str):
+    """The preset's 1x1 head returning logits (its weights, no activation), or a new one when the classes differ or it has none."""
+    if head is None and num_classes is None:
+        raise ValueError(f"{folder!r} is a DeepLabV3Backbone preset without a segmentation head: pass num_classes for a new one "
+                         f"(and train it: `kdistill train-teacher --task segmentation --name keras_hub:{folder}`).")
+    if head is not None and num_classes in (None, head.filters):
+        logits = keras.layers.Conv2D(head.filters, 1, use_bias=head.use_bias, name="segmentation_output")
+        logits.build(head.input.shape)
+        logits.set_weights(head.get_weights())
+        return logits
+    logger.info("The KerasHub preset %r has %s; a new, untrained head gives %d classes: train it before distilling from it.", folder,
+                "no segmentation head" if head is None else f"a head of {head.filters} classes", num_classes)
+    return keras.layers.Conv2D(num_classes, 1, name="segmentation_output")
+
+
+def from_preset(name: str, num_classes: int | None = None, input_shape: tuple[int, int, int] = (64, 64, 3),
+                preprocessing: str | None = None, batch_norm_momentum: float | None = 0.9) -> keras.Model:
+    """A KerasHub DeepLabV3 preset folder as one flat segmenter from pixels in [0, 255] to logits at the input size.
+
+    The preset's backbone is rebuilt at `input_shape` with its weights and inlined
+    like `deeplab_v3`'s, so its ResNet's `pyramid_outputs` levels are taps by layer
+    name and the model carries them as its stage table.
+
+    Args:
+        name: `"keras_hub:<folder>"` (or the folder alone) written by `save_to_preset`
+            on a `DeepLabV3ImageSegmenter` or a `DeepLabV3Backbone`; a built-in
+            preset name is read from KerasHub's download cache (`kdistill.models.hub.preset_folder`).
+        num_classes: None keeps the segmenter's head; another number (or a
+            backbone preset) gets a new, untrained 1x1 head.
+        input_shape: `(height, width, 3)` the model takes.
+        preprocessing: None for the preset's image converter (scale and offset;
+            ImageNet mean and std without one), or "unit", "tf", "torch", "none".
+        batch_norm_momentum: of every BatchNormalization (None keeps KerasHub's).
+
+    Example:
+        teacher = kdistill.segmenters.get("keras_hub:saved_models/deeplab_preset", None, (64, 64, 3))
+    """
+    folder = hub.preset_folder(name.removeprefix(hub.PREFIX))
+    backbone, head, converter = _load_deeplab_preset(folder)
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    rescaling = hub._preprocessing(converter, preprocessing)
+    x = rescaling(inputs) if rescaling is not None else inputs
+    sized = _deeplab_at(backbone, tuple(input_shape))
+    logits = _preset_head(head, num_classes, folder)(sized(x))
+    model = _inline_nested(keras.Model(inputs, logits), hub._model_name(folder))
+    hub._set_momentum(model, batch_norm_momentum)
+    encoder = sized.image_encoder
+    levels = {int(key[1:]): tensor._keras_history.operation.name for key, tensor in encoder.pyramid_outputs.items()}
+    return stage_registry.attach(model, [(layer, 2**level) for level, layer in sorted(levels.items())])

@@ -20,9 +20,9 @@ import os
 import keras
 import numpy as np
 
-from kdistill.models import taps as taps_module
+from kdistill.models import hub, taps as taps_module
 
-__all__ = ["linear_cka", "Suggestion", "suggest", "format_suggestion", "taps_flag_value", "build_pair"]
+__all__ = ["linear_cka", "Suggestion", "suggest", "format_suggestion", "taps_flag_value", "build_pair", "build_segmenter_pair"]
 
 
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
@@ -114,6 +114,40 @@ def build_pair(teacher: str | list[str], student: str, image_size: int = 32, stu
     student_model = (saving.load_model(student, role="student") if os.path.exists(student)
                      else students.get(student, num_classes=teacher_model.outputs[0].shape[-1], input_shape=shape, **width))
     return teacher_model, student_model
+
+
+def _segmenter(name: str, role: str, num_classes: int | None, shape: tuple, **options) -> keras.Model:
+    """A saved segmenter, or one `kdistill.segmenters.get` builds (a registered name: random weights; `keras_hub:<folder>`: a DeepLabV3 preset)."""
+    from kdistill.models import checks, saving, segmenters
+
+    if os.path.isfile(name):
+        model = saving.load_model(name, role=role, classifier=False)
+    else:
+        model = segmenters.get(name, num_classes, shape, **options)
+    checks.check_segmenter(model, role, why="the taps are for segmentation")
+    return model
+
+
+def build_segmenter_pair(teacher: str, student: str, image_size: int = 64, student_width: float | None = None) -> tuple[keras.Model, keras.Model]:
+    """The teacher and student segmenters `kdistill taps suggest --task segmentation` compares.
+
+    Args:
+        teacher: a saved segmenter (`.keras`), a `kdistill.segmenters` name (random
+            weights: the stages, not their scores, are what it shows) or
+            `"keras_hub:<folder>"` (a DeepLabV3 preset).
+        student: likewise; a name is built for the teacher's classes and input size.
+        image_size: the square input size when the teacher file does not fix one.
+        student_width: the width multiplier of `mobilenet_v2_segmenter` (None: its default).
+
+    Example:
+        teacher, student = build_segmenter_pair("conv_segmenter", "mobilenet_v2_segmenter", image_size=64)
+    """
+    shape = (image_size, image_size, 3)
+    teacher_model = _segmenter(teacher, "teacher", None if hub.is_hub_name(teacher) else 2, shape)  # a name's classes do not change its stages
+    if None not in teacher_model.inputs[0].shape[1:]:
+        shape = tuple(teacher_model.inputs[0].shape[1:])
+    width = {} if student_width is None else {"width": student_width}
+    return teacher_model, _segmenter(student, "student", int(teacher_model.outputs[0].shape[-1]), shape, **width)
 
 
 def _shape(shape) -> str:

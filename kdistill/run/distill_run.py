@@ -14,11 +14,9 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import logging
 import os
-import shutil
 from typing import Any
 
 import keras
@@ -28,16 +26,12 @@ from kdistill import evaluation, files, quantize
 from kdistill.distiller import FeatureDistiller
 from kdistill.models import saving
 from kdistill.models import taps as taps_module
-from kdistill.run import callbacks, distribute, precision, teacher_cache, training
+from kdistill.run import callbacks, distribute, precision, resume, teacher_cache, training
 from kdistill.run.config import DistillConfig
 
 __all__ = ["DistillRun", "build_distiller"]
 
 logger = logging.getLogger(__name__)
-
-#: settings that may change between an interrupted run and its resumption
-_RESUMABLE_CHANGES = ("epochs", "output_dir", "run_name", "check_teacher", "strategy", "tensorboard")
-
 
 def build_distiller(config: DistillConfig, splits: data_module.Splits, teacher: keras.Model, strategy) -> FeatureDistiller:
     """The compiled distiller, its teacher in the run's precision, made inside the strategy's scope with everything trainable."""
@@ -126,57 +120,37 @@ class DistillRun:
                                         top_k=config.cache_top_k)
         return cache.dataset(config.batch_size, shuffle=True, seed=config.seed, layers=layers)
 
-    def resume_or_start(self) -> bool:
-        """Whether a backup of an interrupted run is resumed (`restart` discards it first); a fresh start drops an earlier history.csv."""
-        backup_dir = self.path("backup")
-        if self.restart and os.path.exists(backup_dir):
-            logger.info("Discarding the backup of the interrupted run in %s (--restart)", backup_dir)
-            shutil.rmtree(backup_dir)
-        resuming = os.path.exists(os.path.join(backup_dir, "training_metadata.json"))
-        if resuming:
-            logger.info("Resuming the interrupted run from %s", backup_dir)
-        elif os.path.exists(self.path("history.csv")):
-            os.remove(self.path("history.csv"))  # a finished earlier run in this folder: start its history afresh
-        return resuming
+    def backup(self) -> resume.Backup:
+        """The per-epoch backup (`kdistill.run.resume.backup_callbacks`): resumed when the folder holds one (`restart` discards it
+        first); a fresh start drops an earlier history.csv."""
+        return resume.backup_callbacks(self.output_dir, self.config.to_dict(), self.restart)
 
-    def training_callbacks(self, train, progress: callbacks.EpochProgress, resuming: bool) -> list:
-        """kdistill's callbacks (progress, backup, data order, history, non-finite stop, best student, TensorBoard), then the caller's."""
-        run_callbacks = [
-            progress,  # the epoch a Ctrl-C stops in, for the message
-            # Backs up weights and optimizer state after every epoch; the same command resumes after a crash.
-            callbacks.SafeBackupAndRestore(self.path("backup"), run_config=_resume_key(self.config)),
-            callbacks.DataPass(train),  # epoch k reads its data in epoch k's order, also when resumed
-            keras.callbacks.CSVLogger(self.path("history.csv"), append=True),
-            callbacks.StopOnNonFiniteLoss(),
-        ]
+    def training_callbacks(self, train, backup: resume.Backup) -> list:
+        """kdistill's callbacks (progress, backup, history, non-finite stop, data order, best student, TensorBoard), then the caller's."""
+        run_callbacks = backup.callbacks + [callbacks.DataPass(train)]  # epoch k reads its data in epoch k's order, also when resumed
         if self.splits.validation is not None:
-            run_callbacks.append(callbacks.BestStudentCheckpoint(self.path("best_student.keras"), resume=resuming))
+            run_callbacks.append(callbacks.BestStudentCheckpoint(self.path("best_student.keras"), resume=backup.resuming))
         if self.config.tensorboard and self.chief:
             # Keras' own callback: every loss term (loss, ce_loss, kd_loss, feat_<layer>) is a logged metric.
             run_callbacks.append(keras.callbacks.TensorBoard(self.config.tensorboard))
         return run_callbacks + list(self.extra_callbacks)
 
-    def fit(self, train, resuming: bool) -> dict:
+    def fit(self, train, backup: resume.Backup) -> dict:
         """Trains the distiller on `train` with `training_callbacks`; returns the history (one row per epoch)."""
-        progress = callbacks.EpochProgress()
-        run_callbacks = self.training_callbacks(train, progress, resuming)
+        run_callbacks = self.training_callbacks(train, backup)
         if distribute.is_multi_worker(self.strategy):
             # Keras' fit fails under this strategy (see kdistill.run.distribute); no per-epoch backup here.
-            with callbacks.reporting_interrupts(progress, resumable=False):
+            with callbacks.reporting_interrupts(backup.progress, resumable=False):
                 history = distribute.fit(self.distiller, train, epochs=self.config.epochs, strategy=self.strategy, verbose=self.verbose)
             history["epoch"] = list(range(self.config.epochs))
             return history
-        history_csv = self.path("history.csv")
         try:
-            with callbacks.reporting_interrupts(progress, resumable=True):
+            with callbacks.reporting_interrupts(backup.progress, resumable=True):
                 self.distiller.fit(train, validation_data=self.splits.validation, epochs=self.config.epochs, verbose=self.verbose,
                                    callbacks=run_callbacks, shuffle=False)
         finally:
-            # CSVLogger creates the file when training begins: a run stopped in its first epoch (Ctrl-C, a non-finite loss) leaves no
-            # empty history.csv, and so run_folder can remove the folder it made.
-            if os.path.exists(history_csv) and os.path.getsize(history_csv) == 0:
-                os.remove(history_csv)
-        return _read_history_csv(history_csv)
+            resume.drop_empty_history(backup.history_csv)  # so run_folder can remove the folder it made for a run stopped in its first epoch
+        return resume.read_history_csv(backup.history_csv)
 
     def finish(self, history: dict, resuming: bool) -> dict:
         """Saves the student (biases snapped when quantization-aware), tests it, writes the history; returns the summary."""
@@ -218,21 +192,3 @@ class DistillRun:
             images = keras.Input(self.splits.image_shape)
             evaluated = keras.Model(images, evaluated(self.distiller.student_inputs(images)), name=self.distiller.student.name)
         return {"evaluated": name, "test": evaluation.evaluate(evaluated, self.splits.test, self.splits.class_names)}
-
-
-def _resume_key(config: DistillConfig) -> dict:
-    """The settings a backup must have been made with to be resumed."""
-    return {key: value for key, value in config.to_dict().items() if key not in _RESUMABLE_CHANGES}
-
-
-def _read_history_csv(path: str) -> dict:
-    """History from CSVLogger's file, one row per epoch (the last row wins if an epoch was logged twice)."""
-    if not os.path.exists(path):
-        return {}
-    with open(path, newline="") as handle:
-        rows = {int(row["epoch"]): row for row in csv.DictReader(handle)}
-    history: dict = {}
-    for epoch in sorted(rows):
-        for key, value in rows[epoch].items():
-            history.setdefault(key, []).append(int(value) if key == "epoch" else float(value))
-    return history

@@ -25,7 +25,7 @@ from kdistill import data as data_module
 from kdistill import files
 from kdistill.errors import ChanceLevelError, UserError
 from kdistill.models import checks, teachers
-from kdistill.run import distribute, teacher_cache
+from kdistill.run import distribute, resume, teacher_cache
 from kdistill.run.config import DistillConfig
 from kdistill.run.distill_run import DistillRun, build_distiller
 from kdistill.run.folder import run_folder
@@ -186,7 +186,7 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
     output_dir = config.resolved_output_dir() if chief else tempfile.mkdtemp(prefix="kdistill-worker-")
     _warn_about_precision(config.precision)
     if chief and not restart:
-        _refuse_finished_run(output_dir)
+        resume.refuse_finished_run(output_dir)
     if config.teacher_cache:
         teacher_cache.check_writable(config.teacher_cache)  # found only when writing, naming a staging folder, after all the work
     with run_folder(output_dir):
@@ -200,18 +200,11 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
         run = DistillRun(config, splits, strategy, output_dir, build_distiller(config, splits, teacher, strategy), verbose=verbose,
                          restart=restart, extra_callbacks=list(extra_callbacks or []))
         train = run.training_data()
-        resuming = run.resume_or_start()
-        summary = run.finish(run.fit(train, resuming), resuming)
+        backup = run.backup()
+        summary = run.finish(run.fit(train, backup), backup.resuming)
         summary["wall_seconds"] = round(time.perf_counter() - start, 1)
         files.write_json(run.path("summary.json"), summary)
     if not chief:
         shutil.rmtree(output_dir, ignore_errors=True)
         summary["student_path"] = None
     return summary
-
-
-def _refuse_finished_run(output_dir: str) -> None:
-    """UserError when `output_dir` holds a finished run (summary.json and no backup to resume): running again would silently retrain it."""
-    if os.path.exists(os.path.join(output_dir, "summary.json")) and not os.path.exists(os.path.join(output_dir, "backup")):
-        raise UserError(f"{output_dir!r} holds a finished run (summary.json): pass --restart (restart=True) to train it again over it, "
-                        "or choose a new --output-dir.")

@@ -147,32 +147,79 @@ def build_distiller(teacher, student, taps="preset", learning_rate: float = 1e-3
     return distiller
 
 
-def distill(config, verbose: int = 2) -> dict:
-    """A `kdistill distill` run on masks: the teacher file, a student from `kdistill.segmenters`, test mIoU; the student saved in the run folder."""
-    import keras
-
-    from kdistill import files
-    from kdistill.models import checks, saving, segmenters
-    from kdistill.segmentation_metrics import evaluate_segmenter
+def _teacher_and_data(config) -> tuple:
+    """The teacher, from a file or a KerasHub DeepLabV3 preset (`keras_hub:FOLDER`, its own head, built at the data's size), and the data."""
+    from kdistill.models import checks, hub, saving, segmenters
 
     if not isinstance(config.teacher, str):
         raise UserError("Segmentation distils one teacher file: set teacher (--teacher saved_models/segmenter.keras); train one with "
                         "`kdistill train-teacher --task segmentation --name conv_segmenter --data scenes`.")
-    teacher = saving.load_model(config.teacher, role="teacher", classifier=False)
-    checks.check_segmenter(teacher, "teacher", why="the task is segmentation")
+    data = (config.data, config.data_dir, config.image_size, config.train_limit, config.test_limit, config.seed)
+    if not hub.is_hub_name(config.teacher):
+        teacher = saving.load_model(config.teacher, role="teacher", classifier=False)
+        checks.check_segmenter(teacher, "teacher", why="the task is segmentation")
+        return teacher, load(*data, int(teacher.outputs[0].shape[-1]), config.ignore_label)
+    splits = load(*data, None, config.ignore_label)
+    try:
+        teacher = segmenters.get(config.teacher, None, tuple(splits.train_images.shape[1:]))
+    except ValueError as error:
+        raise UserError(str(error)) from error
     classes = int(teacher.outputs[0].shape[-1])
-    splits = load(config.data, config.data_dir, config.image_size, config.train_limit, config.test_limit, config.seed, classes, config.ignore_label)
-    width = {} if config.student_width is None else {"width": config.student_width}
-    student = segmenters.get(config.student, classes, tuple(splits.train_images.shape[1:]), **width)
-    options = config.distiller_options()
-    distiller = build_distiller(teacher, student, config.taps, config.learning_rate, **options)
-    keras.utils.set_random_seed(config.seed)
-    distiller.fit(splits.train_images, splits.train_masks, batch_size=config.batch_size, epochs=config.epochs, verbose=verbose)
+    if len(splits.class_names) > classes:
+        raise UserError(f"The teacher {config.teacher!r} predicts {classes} classes but the data {config.data!r} has {len(splits.class_names)}: "
+                        f"train its head on this data first (`kdistill train-teacher --task segmentation --name {config.teacher}`).")
+    return teacher, splits._replace(class_names=list(splits.class_names) + [str(index) for index in range(len(splits.class_names), classes)])
+
+
+def distill(config, verbose: int = 2, restart: bool = False) -> dict:
+    """A `kdistill distill` run on masks: the teacher, a student from `kdistill.segmenters`, test mIoU; the student saved in the run folder.
+
+    Like a classification run (`kdistill.run.jobs.distill`) it locks its run folder, backs up every epoch to
+    `<run folder>/backup/`, and the same config run again resumes from the last finished epoch (`restart`: start afresh);
+    a folder holding a finished run (summary.json) is refused unless `restart`.
+    """
+    from kdistill.run import resume
+    from kdistill.run.folder import run_folder
+
     output_dir = config.resolved_output_dir()
+    if not restart:
+        resume.refuse_finished_run(output_dir)
+    with run_folder(output_dir):
+        summary = _run(config, output_dir, verbose, restart)
+    return summary
+
+
+def _run(config, output_dir: str, verbose: int, restart: bool) -> dict:
+    """Builds, trains (backed up each epoch, resumed from a backup), saves and evaluates the student; writes summary.json."""
+    import keras
+
+    from kdistill import files
+    from kdistill.models import saving, segmenters
+    from kdistill.run import callbacks, jobs, resume
+    from kdistill.segmentation_metrics import evaluate_segmenter
+
+    teacher, splits = _teacher_and_data(config)
+    jobs.remove_stale_partials(output_dir)
+    width = {} if config.student_width is None else {"width": config.student_width}
+    student = segmenters.get(config.student, int(teacher.outputs[0].shape[-1]), tuple(splits.train_images.shape[1:]), **width)
+    distiller = build_distiller(teacher, student, config.taps, config.learning_rate, **config.distiller_options())
+    keras.utils.set_random_seed(config.seed)
+    backup = resume.backup_callbacks(output_dir, config.to_dict(), restart)
+    try:  # Keras shuffles the arrays each epoch: a resumed run reads its remaining epochs in another order than an uninterrupted one
+        with callbacks.reporting_interrupts(backup.progress, resumable=True):
+            distiller.fit(splits.train_images, splits.train_masks, batch_size=config.batch_size, epochs=config.epochs, verbose=verbose,
+                          callbacks=backup.callbacks)
+    finally:
+        resume.drop_empty_history(backup.history_csv)
+    history = resume.read_history_csv(backup.history_csv)
     student_path = saving.save_for_inference(distiller.student, os.path.join(output_dir, "student.keras"))
     report = evaluate_segmenter(distiller.student, splits.test_images, splits.test_masks, splits.class_names, ignore_label=config.ignore_label)
     files.write_json(os.path.join(output_dir, "test_report.json"), report)
-    return {"test": report, "student_path": student_path, "output_dir": output_dir}
+    summary = {"config": config.to_dict(), "taps": distiller.taps, "student_path": student_path, "epochs_completed": len(history.get("epoch", [])),
+               "resumed": backup.resuming, "test": report}
+    files.write_json(os.path.join(output_dir, "history.json"), history)
+    files.write_json(os.path.join(output_dir, "summary.json"), summary)
+    return dict(summary, output_dir=output_dir)
 
 
 def format_report(report: dict, name: str) -> str:

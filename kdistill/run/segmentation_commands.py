@@ -1,4 +1,4 @@
-"""The segmentation routes (`command`) of `kdistill train-teacher`, `evaluate`, `export` and `demo` (chosen by `kdistill.run.segmentation.command`).
+"""The segmentation routes (`command`) of `kdistill train-teacher`, `distill`, `evaluate`, `export`, `taps suggest` and `demo`.
 
 The demo on the offline scenes (`kdistill demo --task segmentation`): a teacher segmenter trained alone, the student
 trained alone, and the same student (same initial weights, same batch order) distilled with the default recipe,
@@ -34,9 +34,21 @@ def _is_segmenter_file(path: str):
     return model if len(outputs) == 1 and len(outputs[0].shape) == 4 else None
 
 
+def _is_segmenter_name(name) -> bool:
+    """Whether `name` is a registered segmenter (`kdistill.segmenters`)."""
+    from kdistill.models import segmenters
+
+    return isinstance(name, str) and name in segmenters.available()
+
+
 def _task_of(args) -> tuple[str, object]:
     """The task of a parsed command line (and, for evaluate/export, the segmenter it loaded)."""
     data = getattr(args, "data", None)
+    if args.command == "taps":  # segmentation: said by --task, by mask data, or by a segmenter student's name
+        task = getattr(args, "task", None) or ("segmentation" if segmentation.is_mask_data(data) or _is_segmenter_name(args.student) else None)
+        if task == "segmentation" and (args.cka or args.heatmap):
+            segmentation.resolve_task(task, data)  # CKA reads images with masks
+        return task or "classification", None
     if args.command in ("evaluate", "export") and getattr(args, "task", None) is None and not segmentation.is_mask_data(data):
         model = _is_segmenter_file(args.model) if os.path.exists(args.model) else None
         if model is not None:
@@ -65,14 +77,15 @@ def command(args, verbose: int = 2) -> str | None:
         if segmentation.resolve_task(values.get("task"), values.get("data")) != "segmentation":
             return None
         config = DistillConfig.from_dict(values)
-        summary = segmentation.distill(config, verbose)
+        summary = segmentation.distill(config, verbose, restart=bool(getattr(args, "restart", False)))
         return format_report(summary["test"], f"{config.student} (student.keras)") + f"\nrun folder: {summary['output_dir']}"
-    if args.command not in ("train-teacher", "evaluate", "export", "demo"):
+    if args.command not in ("train-teacher", "evaluate", "export", "demo", "taps"):
         return None
     task, model = _task_of(args)
     if task != "segmentation":
         return None
-    return {"train-teacher": _train_teacher, "evaluate": _evaluate, "export": _export, "demo": _demo}[args.command](args, model, verbose)
+    return {"train-teacher": _train_teacher, "evaluate": _evaluate, "export": _export, "demo": _demo, "taps": _taps_suggest}[args.command](
+        args, model, verbose)
 
 
 def _splits(args, num_classes=None) -> MaskSplits:
@@ -115,6 +128,27 @@ def _export(args, model, verbose: int) -> str:
                                      class_names=splits.class_names, limit=args.report_limit, version=args.version, int8_io=args.int8_io,
                                      calibration=args.calibration, percentile=args.percentile)
     return export.format_segmentation_report(result["report"]) + f"\n\nreport: {os.path.join(args.output_dir, 'report.json')}"
+
+
+def _taps_suggest(args, model, verbose: int) -> str:
+    """`kdistill taps suggest` on two segmenters: their stage outputs, a pairing, a pasteable --taps line; CKA on test images with masks."""
+    from kdistill import plots
+    from kdistill.models import tap_suggest
+
+    teachers = [args.teacher] if isinstance(args.teacher, str) else list(args.teacher or ["conv_segmenter"])
+    if len(teachers) != 1:
+        raise UserError(f"taps suggest on segmenters compares one teacher, received {len(teachers)}: {', '.join(map(str, teachers))}.")
+    teacher, student = tap_suggest.build_segmenter_pair(teachers[0], args.student, args.image_size or 64, args.student_width)
+    images = None
+    if args.cka or args.heatmap:
+        size = tuple(teacher.inputs[0].shape[1:3])
+        if size[0] != size[1]:
+            raise UserError(f"CKA on {args.data!r} reads square images; the teacher takes {size[0]}x{size[1]}: leave --cka out.")
+        splits = load(args.data, args.data_dir, size[0], 1, args.cka_images, args.seed, int(teacher.outputs[0].shape[-1]))
+        images = splits.test_images[: args.cka_images]
+    suggestion = tap_suggest.suggest(teacher, student, images)
+    text = tap_suggest.format_suggestion(suggestion)
+    return text + (f"\nCKA heatmap: {plots.cka_heatmap(suggestion, args.heatmap)}" if args.heatmap else "")
 
 
 def demo(output_dir: str, data_dir: str | None = None, seed: int = 0, overrides: dict | None = None, verbose: int = 2) -> dict:
