@@ -3,10 +3,13 @@
     python benchmarks/segmentation.py --data-dir data --seeds 3                  # resumable: rerun the same command to go on
     python benchmarks/segmentation.py --data-dir data --report-only             # tables and picture from the finished runs
 
-A conv_segmenter teacher (trained once, saved in --work-dir) and a MobileNetV2-0.35 segmenter student on 32x32 scenes
-(`kdistill.data.load_scenes`, the segmentation demo's data). For each seed every recipe starts the student from the
-same initial weights and reads the same batch order. Recipes:
-    alone         the student alone: per-pixel cross-entropy
+A conv_segmenter teacher (trained once, saved in --work-dir; Adam, warm-up and cosine decay) and a MobileNetV2-0.35
+segmenter student on 32x32 scenes (`kdistill.data.load_scenes`, the segmentation demo's data). The student alone reads
+the 2,000 labelled scenes for --epochs; the distilled students read them and --transfer-scenes unlabelled scenes (masks
+all ignored: only the teacher labels them) for as many steps, as the classification demo's students read a transfer
+set. Every student: Adam with one epoch of warm-up and cosine decay. For each seed every recipe starts the student
+from the same initial weights (`kdistill.run.segmentation.train_student`). Recipes:
+    alone         the student alone: per-pixel cross-entropy on the labelled scenes
     kd            pixel-wise KD: Hinton's KL at T = 4 on each pixel's class vector, alpha 0.5
     cwd           channel-wise distillation of the logit map (Shu et al., ICCV 2021), T = 1, weight 3, alpha 0.5
     cwd_features  cwd plus a CWD feature term on two pyramid levels (the students' stride-8 and stride-16 stages, projected)
@@ -62,26 +65,22 @@ def _two_levels(teacher, student) -> dict:
     return dict(pairs[-2:])
 
 
-def _train(recipe: str, seed: int, args, splits, teacher) -> dict:
-    """One run: the recipe's student from the seed's initial weights and batch order; its last-epoch test mIoU and time."""
-    import keras
-
-    from kdistill.models import segmenters
+def _train(recipe: str, seed: int, args, splits, transfer, teacher) -> dict:
+    """One run: the recipe's student from the seed's initial weights (`kdistill.run.segmentation.train_student`); its last-epoch test
+    mIoU and time. The student alone reads the labelled scenes; the distilled students also read the unlabelled ones (`transfer`),
+    for as many steps."""
     from kdistill.run import segmentation
     from kdistill.segmentation_metrics import evaluate_segmenter
 
-    keras.utils.set_random_seed(seed)  # the same initial student for every recipe of this seed
-    student = segmenters.get("mobilenet_v2_segmenter", len(splits.class_names), tuple(splits.train_images.shape[1:]), width=args.width)
-    if recipe == "alone":
-        model = segmentation.compile_alone(student, args.learning_rate)
-    else:
-        options = dict(OPTIONS[recipe])
-        taps = options.pop("taps")
-        model = segmentation.build_distiller(teacher, student, _two_levels(teacher, student) if taps == "two_levels" else taps,
-                                             args.learning_rate, **options)
-    keras.utils.set_random_seed(seed)  # the same batch order
+    options = None if recipe == "alone" else dict(OPTIONS[recipe])
+    if options and options["taps"] == "two_levels":
+        from kdistill.models import segmenters
+
+        student = segmenters.get("mobilenet_v2_segmenter", len(splits.class_names), tuple(splits.train_images.shape[1:]), width=args.width)
+        options["taps"] = _two_levels(teacher, student)
+    schedule = {"student_epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate}
     started = time.perf_counter()
-    model.fit(splits.train_images, splits.train_masks, batch_size=args.batch_size, epochs=args.epochs, verbose=0)
+    student = segmentation.train_student(teacher, splits if recipe == "alone" else transfer, options, schedule, seed, width=args.width)
     seconds = time.perf_counter() - started
     report = evaluate_segmenter(student, splits.test_images, splits.test_masks, splits.class_names)
     return {"recipe": recipe, "seed": seed, "mean_iou": report["mean_iou"], "pixel_accuracy": report["pixel_accuracy"], "seconds": seconds}
@@ -142,8 +141,9 @@ def main(argv=None) -> int:
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--train-scenes", type=int, default=2000)
     parser.add_argument("--test-scenes", type=int, default=500)
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--teacher-epochs", type=int, default=4)
+    parser.add_argument("--transfer-scenes", type=int, default=6000, help="unlabelled scenes the distilled students also read")
+    parser.add_argument("--epochs", type=int, default=16, help="the student alone's epochs; the distilled students take as many steps")
+    parser.add_argument("--teacher-epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--width", type=float, default=0.35)
@@ -156,15 +156,19 @@ def main(argv=None) -> int:
     os.makedirs(args.work_dir, exist_ok=True)
     log = os.path.join(args.work_dir, "runs.jsonl")
     splits, teacher, teacher_miou = _setup(args)
+    from kdistill.run import segmentation
+
+    transfer = segmentation.add_unlabelled_scenes(splits, args.transfer_scenes, args.data_dir, seed=100)
     done = {(run["recipe"], run["seed"]) for run in study_log.finished(log)}
     for seed in range(args.seeds):
         for recipe in ([] if args.report_only else recipes):
             if (recipe, seed) in done:
                 continue
-            run = _train(recipe, seed, args, splits, teacher)
+            run = _train(recipe, seed, args, splits, transfer, teacher)
             study_log.append(log, run)  # one line per finished run: a stopped study resumes from here
             print(f"{recipe:<12} seed {seed}: mIoU {100 * run['mean_iou']:.2f} % ({run['seconds']:.0f} s)", flush=True)
-    meta = {"seeds": args.seeds, "student": f"mobilenet_v2_segmenter {args.width}", "train_scenes": args.train_scenes, "epochs": args.epochs,
+    meta = {"seeds": args.seeds, "student": f"mobilenet_v2_segmenter {args.width}", "train_scenes": args.train_scenes, "transfer_scenes": args.transfer_scenes,
+            "epochs": args.epochs,
             "environment": environment.describe(),
             "command": "python benchmarks/segmentation.py " + environment.portable_command(argv if argv is not None else sys.argv[1:])}
     runs = study_log.finished(log)

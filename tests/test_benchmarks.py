@@ -223,6 +223,7 @@ def test_patient_report_takes_the_gap_against_the_best_schedule_of_the_student_a
 def test_segmentation_study_runs_every_recipe_paired_resumes_and_reports_the_interval(tmp_path, run):
     make_fashion_mnist(tmp_path / "data", train=64, test=32)
     study = ["segmentation.py", "--seeds", "2", "--recipes", "alone,cwd_features", "--epochs", "1", "--teacher-epochs", "1", "--train-scenes", "16", "--test-scenes", "8",
+             "--transfer-scenes", "8",
              "--batch-size", "8", "--data-dir", str(tmp_path / "data"), "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path)]
     out = run(*study)
     runs = (tmp_path / "work" / "runs.jsonl").read_text().splitlines()

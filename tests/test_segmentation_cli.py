@@ -85,7 +85,7 @@ def test_train_teacher_distill_evaluate_and_export_a_segmenter_from_the_command_
 @pytest.mark.slow
 @pytest.mark.eager
 def test_the_segmentation_demo_prints_teacher_student_alone_and_distilled_miou(tmp_path, fake_fashion_mnist, capsys):
-    tiny = ["train_scenes=16", "test_scenes=8", "teacher_epochs=1", "student_epochs=1", "batch_size=8"]
+    tiny = ["train_scenes=16", "test_scenes=8", "transfer_scenes=8", "teacher_epochs=1", "student_epochs=1", "batch_size=8"]
     argv = ["demo", "--task", "segmentation", "--data-dir", fake_fashion_mnist, "--output-dir", str(tmp_path), "--quiet"]
     assert cli.main(argv + [item for pair in tiny for item in ("--set", pair)]) == 0
     out = capsys.readouterr().out
@@ -93,6 +93,18 @@ def test_the_segmentation_demo_prints_teacher_student_alone_and_distilled_miou(t
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert all(0.0 <= summary[name] <= 1.0 for name in ("teacher", "student_alone", "distilled")) and summary["schedule"]["train_scenes"] == 16
     assert cli.main(argv + ["--set", "epochs=1"]) == 2 and "teacher_epochs" in capsys.readouterr().err  # an unknown setting names the known ones
+
+
+def test_unlabelled_scenes_are_all_ignored_and_a_student_reading_them_takes_the_labelled_runs_steps(fake_fashion_mnist):
+    """The transfer set only the teacher labels: its masks are all the ignore label, and `train_student` keeps the number of steps
+    of `student_epochs` over the labelled scenes (fewer epochs over more images)."""
+    splits = segmentation.load("scenes", fake_fashion_mnist, 32, 16, 8, seed=0)
+    extended = segmentation.add_unlabelled_scenes(splits, 16, fake_fashion_mnist, seed=100)
+    assert extended.train_images.shape == (32, 32, 32, 3) and (extended.train_masks[16:] == 255).all()
+    assert (extended.train_masks[:16] == splits.train_masks).all() and not np.array_equal(extended.train_images[16:], splits.train_images)
+    schedule = {"student_epochs": 2, "batch_size": 8, "learning_rate": 1e-3}
+    steps = [int(segmentation.train_student(None, data, None, schedule, seed=0).optimizer.iterations) for data in (splits, extended)]
+    assert steps == [4, 4]  # 2 epochs of 2 batches, and 1 epoch of 4
 
 
 

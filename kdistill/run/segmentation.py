@@ -22,7 +22,8 @@ import numpy as np
 
 from kdistill.errors import UserError
 
-__all__ = ["TASKS", "MaskSplits", "is_mask_data", "resolve_task", "load", "train_teacher", "compile_alone", "build_distiller", "distill", "format_report"]
+__all__ = ["TASKS", "MaskSplits", "is_mask_data", "resolve_task", "load", "train_teacher", "compile_alone", "add_unlabelled_scenes",
+           "build_distiller", "train_student", "distill", "format_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,33 +109,58 @@ def load(data: str, data_dir: str | None = None, image_size: int | None = 32, tr
     return MaskSplits(images, masks, test_images[:test_limit] if test_limit else test_images, test_masks[:test_limit] if test_limit else test_masks, names)
 
 
-def compile_alone(model, learning_rate: float, ignore_label: int | None = 255):
-    """Adam and per-pixel cross-entropy without the ignored pixels (a model trained alone: a teacher, or the student-alone run)."""
+def compile_alone(model, learning_rate: float, ignore_label: int | None = 255, optimizer=None):
+    """Per-pixel cross-entropy without the ignored pixels and `optimizer` (default: Adam at `learning_rate`), for a model trained
+    alone: a teacher, or the student-alone run."""
     import keras
 
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+    model.compile(optimizer=optimizer or keras.optimizers.Adam(learning_rate),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=ignore_label))
     return model
 
 
 def train_teacher(splits: MaskSplits, output: str | None, name: str = "conv_segmenter", epochs: int = 4, learning_rate: float = 1e-3,
-                  batch_size: int = 32, seed: int = 0, verbose: int = 2, **options):
-    """A segmenter from `kdistill.segmenters` trained alone on the masks and saved (when `output` is given); returns it."""
+                  batch_size: int = 32, seed: int = 0, verbose: int = 2, optimizer: str = "adam", warmup_epochs: float = 1.0, **options):
+    """A segmenter from `kdistill.segmenters` trained alone on the masks and saved (when `output` is given); returns it.
+
+    As `kdistill train-teacher` trains a classifier: `optimizer` ("adam", "sgd", "adamw") with a linear warm-up of
+    `warmup_epochs`, then a cosine decay to zero at the last step (`kdistill.run.training.make_optimizer`).
+    """
     import keras
 
     from kdistill.models import saving, segmenters
+    from kdistill.run import training
 
     keras.utils.set_random_seed(seed)
     shape = tuple(splits.train_images.shape[1:])
-    model = compile_alone(segmenters.get(name, len(splits.class_names), shape, **options), learning_rate)
+    steps = -(-len(splits.train_images) // batch_size)
+    schedule = training.make_optimizer(optimizer, learning_rate, schedule="cosine", warmup_epochs=warmup_epochs, epochs=epochs, steps_per_epoch=steps)
+    model = compile_alone(segmenters.get(name, len(splits.class_names), shape, **options), learning_rate, optimizer=schedule)
     model.fit(splits.train_images, splits.train_masks, batch_size=batch_size, epochs=epochs, verbose=verbose)
     if output:
         saving.save_for_inference(model, output)
     return model
 
 
-def build_distiller(teacher, student, taps="preset", learning_rate: float = 1e-3, **distiller_options):
-    """A compiled `FeatureDistiller` of two segmenters; taps `"preset"` pairs their stages (`kdistill.taps.preset`), `"none"` none."""
+def add_unlabelled_scenes(splits: MaskSplits, count: int, data_dir: str | None = None, seed: int = 100,
+                          ignore_label: int = 255) -> MaskSplits:
+    """`splits` with `count` more training scenes whose masks are all `ignore_label`: a transfer set that only a teacher labels.
+
+    The scenes are drawn from the Fashion-MNIST training items with their own `seed` (other scenes than the labelled ones).
+    An image without a valid pixel gets no cross-entropy and is distilled over all its pixels (`kdistill.losses.dense`).
+    """
+    from kdistill.data import load_scenes
+
+    if count <= 0:
+        return splits
+    extra = load_scenes(data_dir, train_count=count, test_count=1, size=splits.train_images.shape[1], seed=seed)[0]
+    masks = np.full(extra.masks.shape, ignore_label, splits.train_masks.dtype)
+    return splits._replace(train_images=np.concatenate([splits.train_images, extra.images]), train_masks=np.concatenate([splits.train_masks, masks]))
+
+
+def build_distiller(teacher, student, taps="preset", learning_rate: float = 1e-3, optimizer=None, **distiller_options):
+    """A compiled `FeatureDistiller` of two segmenters; taps `"preset"` pairs their stages (`kdistill.taps.preset`), `"none"` none;
+    `optimizer` (default: Adam at `learning_rate`)."""
     import keras
 
     from kdistill.distiller import FeatureDistiller
@@ -143,8 +169,35 @@ def build_distiller(teacher, student, taps="preset", learning_rate: float = 1e-3
     if taps == "preset":
         taps = taps_module.preset(teacher, student)
     distiller = FeatureDistiller(teacher, student, taps={} if taps == "none" else taps, **distiller_options)
-    distiller.compile(optimizer=keras.optimizers.Adam(learning_rate), metrics=["accuracy"])
+    distiller.compile(optimizer=optimizer or keras.optimizers.Adam(learning_rate), metrics=["accuracy"])
     return distiller
+
+
+def train_student(teacher, splits: MaskSplits, recipe: dict | None, schedule: dict, seed: int, verbose: int = 0, width: float = 0.35):
+    """A MobileNetV2 segmenter trained alone (`recipe` None) or distilled from `teacher` with `recipe` (FeatureDistiller options and
+    `taps`, `kdistill.run.segmentation_commands.DEMO_RECIPE`) for as many steps as `schedule["student_epochs"]` epochs over the
+    labelled images (fewer epochs when unlabelled images, masks all ignored, are added); Adam with one epoch of warm-up and
+    cosine decay. Every seed's students start from the same weights. Returns the student."""
+    import keras
+
+    from kdistill.losses.dense import IGNORE_LABEL
+    from kdistill.models import segmenters
+    from kdistill.run import training
+
+    labelled = int((splits.train_masks.reshape(len(splits.train_masks), -1) != IGNORE_LABEL).any(axis=1).sum())
+    epochs = max(1, round(schedule["student_epochs"] * labelled / len(splits.train_images)))  # the student alone's number of steps
+    steps = -(-len(splits.train_images) // schedule["batch_size"])
+    optimizer = training.make_optimizer("adam", schedule["learning_rate"], schedule="cosine", warmup_epochs=1, epochs=epochs, steps_per_epoch=steps)
+    keras.utils.set_random_seed(seed + 1)
+    student = segmenters.get("mobilenet_v2_segmenter", len(splits.class_names), tuple(splits.train_images.shape[1:]), width=width)
+    if recipe is None:
+        model = compile_alone(student, schedule["learning_rate"], optimizer=optimizer)
+    else:
+        options = dict(recipe)
+        model = build_distiller(teacher, student, options.pop("taps"), optimizer=optimizer, **options)
+    keras.utils.set_random_seed(seed + 1)
+    model.fit(splits.train_images, splits.train_masks, batch_size=schedule["batch_size"], epochs=epochs, verbose=verbose)
+    return student
 
 
 def _teacher_and_data(config) -> tuple:
@@ -195,14 +248,18 @@ def _run(config, output_dir: str, verbose: int, restart: bool) -> dict:
 
     from kdistill import files
     from kdistill.models import saving, segmenters
-    from kdistill.run import callbacks, jobs, resume
+    from kdistill.run import callbacks, jobs, resume, training
     from kdistill.segmentation_metrics import evaluate_segmenter
 
     teacher, splits = _teacher_and_data(config)
     jobs.remove_stale_partials(output_dir)
     width = {} if config.student_width is None else {"width": config.student_width}
     student = segmenters.get(config.student, int(teacher.outputs[0].shape[-1]), tuple(splits.train_images.shape[1:]), **width)
-    distiller = build_distiller(teacher, student, config.taps, config.learning_rate, **config.distiller_options())
+    steps = -(-len(splits.train_images) // config.batch_size)
+    optimizer = training.make_optimizer(config.optimizer, config.learning_rate, config.weight_decay, config.lr_decay_epochs, steps,
+                                        schedule=config.schedule, warmup_epochs=config.warmup_epochs, epochs=config.epochs,
+                                        global_clipnorm=config.global_clipnorm)
+    distiller = build_distiller(teacher, student, config.taps, optimizer=optimizer, **config.distiller_options())
     keras.utils.set_random_seed(config.seed)
     backup = resume.backup_callbacks(output_dir, config.to_dict(), restart)
     try:  # Keras shuffles the arrays each epoch: a resumed run reads its remaining epochs in another order than an uninterrupted one

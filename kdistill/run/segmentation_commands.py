@@ -1,9 +1,9 @@
 """The segmentation routes (`command`) of `kdistill train-teacher`, `distill`, `evaluate`, `export`, `taps suggest` and `demo`.
 
 The demo on the offline scenes (`kdistill demo --task segmentation`): a teacher segmenter trained alone, the student
-trained alone, and the same student (same initial weights, same batch order) distilled with the default recipe,
-channel-wise distillation (CWD, Shu et al., ICCV 2021) of the logit map at temperature 1, weighted 3, plus the
-per-pixel cross-entropy; the three test mIoUs are printed and saved to `<output-dir>/summary.json`.
+trained alone on the labelled scenes, and the same student (same initial weights, as many steps) distilled with
+`DEMO_RECIPE` from the labelled scenes and unlabelled ones that only the teacher labels; the three test mIoUs are
+printed and saved to `<output-dir>/summary.json`.
 """
 
 from __future__ import annotations
@@ -13,13 +13,15 @@ import time
 
 from kdistill.errors import UserError
 from kdistill.run import segmentation
-from kdistill.run.segmentation import MaskSplits, build_distiller, compile_alone, format_report, load, train_teacher
+from kdistill.run.segmentation import MaskSplits, format_report, load, train_teacher
 
 __all__ = ["command", "demo", "DEMO_SCHEDULE", "DEMO_RECIPE"]
 
-#: the demo's sizes (a `--set key=value` changes one): 32x32 scenes, a conv_segmenter teacher, a MobileNetV2-0.35 segmenter student
-DEMO_SCHEDULE = {"image_size": 32, "train_scenes": 2000, "test_scenes": 500, "teacher_epochs": 4, "student_epochs": 8, "batch_size": 32,
-                 "learning_rate": 2e-3}
+#: the demo's sizes (a `--set key=value` changes one): 32x32 scenes, a conv_segmenter teacher, a MobileNetV2-0.35 segmenter student.
+#: The student alone trains `student_epochs` on the labelled scenes; the distilled student reads them and `transfer_scenes`
+#: unlabelled ones for as many steps (fewer epochs). Every model: Adam, one epoch of warm-up, cosine decay.
+DEMO_SCHEDULE = {"image_size": 32, "train_scenes": 2000, "test_scenes": 500, "transfer_scenes": 6000, "teacher_epochs": 20, "student_epochs": 16,
+                 "batch_size": 32, "learning_rate": 2e-3}
 #: the demo's distillation recipe: CWD on the logit map (the paper's segmentation setting) and the per-pixel CE
 DEMO_RECIPE = {"logits_loss": {"name": "cwd", "temperature": 1.0}, "logits_weight": 3.0, "alpha": 0.5, "feature_loss": None, "taps": {}}
 
@@ -97,8 +99,8 @@ def _train_teacher(args, model, verbose: int) -> str:
 
     name = "conv_segmenter" if args.name == "resnet50" else args.name  # resnet50 is the classifiers' default
     splits = _splits(args)
-    teacher = train_teacher(splits, args.output, name=name, epochs=args.epochs, learning_rate=args.learning_rate or 1e-3,
-                            batch_size=args.batch_size, seed=args.seed, verbose=verbose)
+    teacher = train_teacher(splits, args.output, name=name, epochs=args.epochs, learning_rate=args.learning_rate or (0.01 if args.optimizer == "sgd" else 1e-3),
+                            batch_size=args.batch_size, seed=args.seed, verbose=verbose, optimizer=args.optimizer, warmup_epochs=args.warmup_epochs)
     report = evaluate_segmenter(teacher, splits.test_images, splits.test_masks, splits.class_names)
     return f"teacher saved to {args.output}; test mean IoU {100 * report['mean_iou']:.2f}%"
 
@@ -153,10 +155,7 @@ def _taps_suggest(args, model, verbose: int) -> str:
 
 def demo(output_dir: str, data_dir: str | None = None, seed: int = 0, overrides: dict | None = None, verbose: int = 2) -> dict:
     """Teacher, student alone and distilled student on the offline scenes; returns (and saves) their test mIoU and seconds."""
-    import keras
-
     from kdistill import files
-    from kdistill.models import segmenters
     from kdistill.segmentation_metrics import evaluate_segmenter
 
     schedule = dict(DEMO_SCHEDULE, **(overrides or {}))
@@ -164,20 +163,13 @@ def demo(output_dir: str, data_dir: str | None = None, seed: int = 0, overrides:
     if unknown:
         raise ValueError(f"Unknown demo setting {unknown[0]!r}; the segmentation demo's settings: {', '.join(DEMO_SCHEDULE)}.")
     splits = load("scenes", data_dir, schedule["image_size"], schedule["train_scenes"], schedule["test_scenes"], seed)
-    classes, shape, started = len(splits.class_names), tuple(splits.train_images.shape[1:]), time.perf_counter()
-    fit = dict(batch_size=schedule["batch_size"], epochs=schedule["student_epochs"], verbose=verbose)
+    started = time.perf_counter()
     teacher = train_teacher(splits, os.path.join(output_dir, "teacher.keras"), epochs=schedule["teacher_epochs"],
                             learning_rate=schedule["learning_rate"], batch_size=schedule["batch_size"], seed=seed, verbose=verbose)
     summary = {"teacher": evaluate_segmenter(teacher, splits.test_images, splits.test_masks, splits.class_names)["mean_iou"]}
-    for name in ("student_alone", "distilled"):
-        keras.utils.set_random_seed(seed + 1)  # both students start from the same weights and read the same batch order
-        student = segmenters.get("mobilenet_v2_segmenter", classes, shape)
-        if name == "student_alone":
-            compile_alone(student, schedule["learning_rate"]).fit(splits.train_images, splits.train_masks, **fit)
-        else:
-            recipe = dict(DEMO_RECIPE)
-            build_distiller(teacher, student, recipe.pop("taps"), schedule["learning_rate"], **recipe).fit(
-                splits.train_images, splits.train_masks, **fit)
+    with_transfer = segmentation.add_unlabelled_scenes(splits, schedule["transfer_scenes"], data_dir, seed=seed + 100)
+    for name, data, recipe in (("student_alone", splits, None), ("distilled", with_transfer, DEMO_RECIPE)):
+        student = segmentation.train_student(teacher, data, recipe, schedule, seed, verbose)
         summary[name] = evaluate_segmenter(student, splits.test_images, splits.test_masks, splits.class_names)["mean_iou"]
     summary.update(seconds=round(time.perf_counter() - started, 1), schedule=schedule, recipe=repr(DEMO_RECIPE))
     files.write_json(os.path.join(output_dir, "summary.json"), summary)
