@@ -8,6 +8,9 @@
     kdistill cache-teacher --teacher saved_models/teacher.keras --output saved_models/teacher_cache
     kdistill taps suggest --teacher saved_models/demo/teacher.keras --student mobilenet_v2 --cka --heatmap cka.png
     kdistill --backend jax distill --config run.yaml   # any command but export on JAX or PyTorch (no TensorFlow needed)
+
+Each command's flags are built from its declaration: `distill`'s from
+`DistillConfig`'s fields, the others' from their classes in `kdistill.run.commands`.
 """
 
 from __future__ import annotations

@@ -213,3 +213,21 @@ def test_config_file_fills_the_shared_flags_and_the_fields_declared_from_config(
         assert (seen["teacher"], seen["student"], seen["student_width"]) == ("t.keras", "resnet8x4", 0.35)
     else:
         assert options.config_keys(commands.TrainTeacherOptions) == () and seen["epochs"] == 4  # the config's epochs are the student's
+
+
+def test_every_commands_help_is_built_from_the_declarations_without_loading_keras():
+    """`kdistill --help` and each subcommand's help read only the declarations: no backend loads before `--backend` is read."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom kdistill import cli\nparser = cli.build_parser()\n"
+            "for words in ([], ['demo'], ['train-teacher'], ['distill'], ['evaluate'], ['cache-teacher'], ['taps', 'suggest'], ['export']):\n"
+            "    try:\n        parser.parse_args([*words, '--help'])\n    except SystemExit as done:\n        assert done.code == 0, words\n"
+            "print(sorted(name for name in ('keras', 'tensorflow', 'jax', 'torch') if name in sys.modules))")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root,
+                            env=dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])))
+    assert result.returncode == 0 and result.stdout.splitlines()[-1] == "[]", result.stderr[-2000:]
+    for command in commands.COMMANDS:
+        assert f"usage: kdistill {command}" in result.stdout
