@@ -1,10 +1,11 @@
-"""Options declared once: a config field carries its command-line flag, help text, number check and role.
+"""Options declared once: a dataclass field carries its command-line flag, help text, number check and role.
 
-`option(...)` declares a `DistillConfig` field together with everything the
-other places need; `add_flags` turns fields into `argparse` flags and
-`flag_values` turns the parsed flags back into config keys. So `kdistill
-distill`'s flags, the shared data flags of the other commands, the config's
-number checks and the `FeatureDistiller` options all read one declaration.
+`option(...)` declares a field of `DistillConfig`, of a command's options
+(`kdistill.run.commands`) or of the demo's schedule together with everything
+the other places need; `add_flags` turns fields into `argparse` flags and
+`flag_values` turns the parsed flags back into config keys. So every
+command's flags, the config's number checks, the checks of the other
+commands' flags and the `FeatureDistiller` options all read one declaration.
 This module imports neither Keras nor TensorFlow: `kdistill --help` builds its
 flags from here before a backend is chosen.
 
