@@ -26,6 +26,7 @@ student alone's best schedule with its paired 95 % interval, seconds per step) g
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -48,8 +49,9 @@ def _setup(args):
     from kdistill import evaluation
     from kdistill.models import taps as taps_module
     from kdistill.run import demo, teacher_cache
+    from kdistill.run.demo_settings import DEMO_QUICK
 
-    settings = dict(demo.DEMO_QUICK, train_limit=args.train_limit, test_limit=args.test_limit, batch_size=args.batch_size)
+    settings = dataclasses.replace(DEMO_QUICK, train_limit=args.train_limit, test_limit=args.test_limit, batch_size=args.batch_size)
     splits, pool = demo._load_data(settings, args.data_dir, 0)
     teacher = kdistill.teachers.load(args.teacher)
     probe = _student(args, splits, 0)

@@ -8,6 +8,9 @@
     kdistill cache-teacher --teacher saved_models/teacher.keras --output saved_models/teacher_cache
     kdistill taps suggest --teacher saved_models/demo/teacher.keras --student mobilenet_v2 --cka --heatmap cka.png
     kdistill --backend jax distill --config run.yaml   # any command but export on JAX or PyTorch (no TensorFlow needed)
+
+Each command's flags are built from its declaration: `distill`'s from
+`DistillConfig`'s fields, the others' from their classes in `kdistill.run.commands`.
 """
 
 from __future__ import annotations
@@ -20,26 +23,25 @@ import traceback
 
 from kdistill import backend as backend_module
 from kdistill.errors import SHOWN_CHARACTERS, UserError, interrupted_line, library_error_line, shorten
+from kdistill.run import commands as command_options
 from kdistill.run import flag_checks, options
-from kdistill.run.config import DistillConfig, read_config_file
+from kdistill.run.config import DATA_FLAGS, DistillConfig, read_config_file
 from kdistill.run.flag_checks import fill_from_config
 
 __all__ = ["main", "build_parser", "BACKENDS"]
 
 BACKENDS = ("tensorflow", "jax", "torch")
 
-#: the `DistillConfig` fields that every command reading data takes as flags, in this order
-DATA_FLAGS = ("data", "task", "data_dir", "skip_unreadable", "image_size", "train_limit", "test_limit", "batch_size", "seed")
-
 
 _select_backend = backend_module.select  # `--backend`: sets KERAS_BACKEND before Keras loads
 
 
-def _data_arguments(parser: argparse.ArgumentParser, config: bool = True) -> None:
-    """`--config` and the data flags, declared with the config's fields (`DistillConfig`); a flag left out is None until `_run` fills it."""
+def _data_arguments(parser: argparse.ArgumentParser, shared: tuple[str, ...] = DATA_FLAGS, config: bool = True) -> None:
+    """The `DistillConfig` fields a command shares as flags (`--config` before the data flags); a flag left out is None until `_run` fills it."""
+    options.add_flags(parser, DistillConfig, [name for name in shared if name not in DATA_FLAGS])
     if config:
         parser.add_argument("--config", help="YAML or JSON run config (the file `kdistill distill --config` reads): its data keys; flags override them")
-    options.add_flags(parser, DistillConfig, DATA_FLAGS)
+    options.add_flags(parser, DistillConfig, [name for name in shared if name in DATA_FLAGS])
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,35 +72,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_command(commands, name: str, handler, **description) -> argparse.ArgumentParser:
+    """A subcommand whose flags are its declaration's (`kdistill.run.commands`): its own, with the shared `DistillConfig` flags among them."""
+    declared = command_options.options_of(*name.split())
+    parser = commands.add_parser(name.split()[-1], **description)
+    own = options.flag_names(declared)
+    first = own[:own.index(declared.shared_after) + 1] if getattr(declared, "shared_after", None) else []
+    options.add_flags(parser, declared, first, defaults=True)
+    if declared.shared:
+        _data_arguments(parser, declared.shared)
+    options.add_flags(parser, declared, own[len(first):], defaults=True)
+    parser.set_defaults(func=handler)
+    return parser
+
+
 def _add_demo(commands) -> None:
-    demo = commands.add_parser("demo", help="teacher vs student alone vs distilled student on offline Fashion-MNIST",
-                               description="Trains (or reuses) a teacher (a CIFAR ResNet-20 by default) on 32x32 Fashion-MNIST, "
-                                           "trains the same student without and with distillation (the distilled one also reads the "
-                                           "unlabelled transfer set), evaluates all three, saves a table and plots, and exports.")
-    demo.add_argument("--full", action="store_true", help="the longer schedule (all training images, more epochs)")
-    demo.add_argument("--output-dir", default=os.path.join("saved_models", "demo"), help="run folder (default saved_models/demo)")
-    demo.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files")
-    demo.add_argument("--seed", type=int, default=0, help="draws the split, the teacher and the students (default 0)")
-    demo.add_argument("--retrain-teacher", action="store_true", help="train a new teacher even if one is saved")
-    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a schedule entry, e.g. --set student_epochs=2")
-    demo.add_argument("--quiet", action="store_true", help="no progress bars")
-    demo.add_argument("--task", choices=["classification", "segmentation"], default=None, help="segmentation: the demo on offline synthetic scenes")
-    demo.set_defaults(func=_demo)
+    _add_command(commands, "demo", _demo, help="teacher vs student alone vs distilled student on offline Fashion-MNIST",
+                 description="Trains (or reuses) a teacher (a CIFAR ResNet-20 by default) on 32x32 Fashion-MNIST, trains the same student "
+                             "without and with distillation (the distilled one also reads the unlabelled transfer set), evaluates all three, "
+                             "saves a table and plots, and exports.")
 
 
 def _add_train_teacher(commands) -> None:
-    teacher = commands.add_parser("train-teacher", help="train a ResNet teacher and save it",
-                                  description="Trains a ResNet teacher (random init, ImageNet backbone, or a weights file) and saves it as .keras.")
-    _data_arguments(teacher)
-    teacher.add_argument("--name", default="resnet50", help="resnet50 | resnet101 | resnet152 (ImageNet ResNets) | resnet20 | resnet32 | resnet56 (CIFAR ResNets)")
-    teacher.add_argument("--weights", default=None, help="None (random), imagenet, or a weights/model file")
-    teacher.add_argument("--epochs", type=int, default=4)
-    teacher.add_argument("--learning-rate", type=float, default=None, help="peak rate (default 1e-3 for adam, 0.01 for sgd)")
-    teacher.add_argument("--optimizer", default="adam", choices=["sgd", "adam", "adamw"], help="adam (default); sgd: momentum 0.9")
-    teacher.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up before the cosine decay")
-    teacher.add_argument("--resize-to", type=int, default=None, help="upsample inputs inside the teacher to this size (e.g. 64)")
-    teacher.add_argument("--output", default=os.path.join("saved_models", "teacher.keras"), help="where to save the teacher")
-    teacher.set_defaults(func=_train_teacher)
+    _add_command(commands, "train-teacher", _train_teacher, help="train a ResNet teacher and save it",
+                 description="Trains a ResNet teacher (random init, ImageNet backbone, or a weights file) and saves it as .keras.")
 
 
 def _add_distill(commands) -> None:
@@ -113,68 +110,29 @@ def _add_distill(commands) -> None:
 
 
 def _add_evaluate(commands) -> None:
-    evaluate = commands.add_parser("evaluate", help="accuracy, size and speed of a saved model",
-                                   description="Top-1/top-5 and per-class accuracy, parameters, size and images/s of a saved model.")
-    evaluate.add_argument("model", help="saved model (.keras)")
-    _data_arguments(evaluate)
-    evaluate.add_argument("--json", dest="json_path", help="also write the report to this JSON file")
-    evaluate.set_defaults(func=_evaluate)
+    _add_command(commands, "evaluate", _evaluate, help="accuracy, size and speed of a saved model",
+                 description="Top-1/top-5 and per-class accuracy, parameters, size and images/s of a saved model.")
 
 
 def _add_cache_teacher(commands) -> None:
-    cache = commands.add_parser("cache-teacher", help="compute the teacher's tapped outputs once and store them",
-                                description="Runs the teacher once over the (unaugmented) training images and stores its tapped "
-                                            "outputs and logits as .npy files, keyed by hashes of the teacher, data and taps. "
-                                            "`kdistill distill --teacher-cache DIR` then trains without running the teacher.")
-    cache.add_argument("--teacher", required=True, help="saved teacher (.keras)")
-    _data_arguments(cache)
-    cache.add_argument("--layers", help="comma-separated teacher layers (default: the preset's, e.g. conv3_block4_out,conv4_block6_out)")
-    cache.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="storage dtype (float16 halves the disk)")
-    cache.add_argument("--views", type=int, default=0, help="store this many augmented views per image (with --augment)")
-    cache.add_argument("--augment", default="", help="views' augmentation, comma-separated: crop, flip, mixup, cutmix")
-    cache.add_argument("--top-k", type=int, default=None, help="store only the teacher's k largest logits per view (compact soft labels)")
-    cache.add_argument("--output", default=os.path.join("saved_models", "teacher_cache"), help="cache folder (default saved_models/teacher_cache)")
-    cache.set_defaults(func=_cache_teacher)
+    _add_command(commands, "cache-teacher", _cache_teacher, help="compute the teacher's tapped outputs once and store them",
+                 description="Runs the teacher once over the (unaugmented) training images and stores its tapped outputs and logits as .npy "
+                             "files, keyed by hashes of the teacher, data and taps. `kdistill distill --teacher-cache DIR` then trains "
+                             "without running the teacher.")
 
 
 def _add_taps(commands) -> None:
     taps_parser = commands.add_parser("taps", help="help choosing taps (kdistill taps suggest)")
     taps_commands = taps_parser.add_subparsers(dest="taps_command", metavar="SUBCOMMAND", required=True)
-    suggest = taps_commands.add_parser("suggest", help="stage outputs of both networks, a pairing, and CKA scores",
-                                       description="Lists candidate stage outputs of teacher and student with their shapes, proposes "
-                                                   "a pairing by stage and resolution and, with --cka, scores every pair by linear "
-                                                   "CKA on a batch of real images.")
-    suggest.add_argument("--teacher", nargs="+", help="a saved teacher (.keras; several: their ensemble) or 'resnet50' (random weights; "
-                                                       "default: the config's teacher, else resnet50)")
-    suggest.add_argument("--student", help="a registered student name or a saved model (default: the config's, else mobilenet_v2)")
-    options.add_flags(suggest, DistillConfig, ["student_width"])
-    _data_arguments(suggest)
-    suggest.add_argument("--cka", action="store_true", help="score pairs by linear CKA on --cka-images test images")
-    suggest.add_argument("--cka-images", type=int, default=128)
-    suggest.add_argument("--heatmap", help="save the CKA matrix as this PNG (implies --cka)")
-    suggest.set_defaults(func=_taps_suggest)
+    _add_command(taps_commands, "taps suggest", _taps_suggest, help="stage outputs of both networks, a pairing, and CKA scores",
+                 description="Lists candidate stage outputs of teacher and student with their shapes, proposes a pairing by stage and "
+                             "resolution and, with --cka, scores every pair by linear CKA on a batch of real images.")
 
 
 def _add_export(commands) -> None:
-    export = commands.add_parser("export", help="export a student as SavedModel and TFLite, with a parity report",
-                                 description="Writes a SavedModel in TF Serving's layout (<output-dir>/serving/<version>) and TFLite files, "
-                                             "then checks each against the Keras student on the test split and writes report.json.")
-    export.add_argument("model", help="saved student (.keras); a saved distiller exports its student only")
-    _data_arguments(export)
-    export.add_argument("--output-dir", default=os.path.join("saved_models", "export"), help="where to write (default saved_models/export)")
-    export.add_argument("--formats", default=None,
-                        help="comma-separated: saved_model, onnx, float32, float16, dynamic, int8, int16x8 (default saved_model,float32,int8; "
-                             "saved_model,int8 for a quantization-aware student)")
-    export.add_argument("--version", type=int, default=1, help="TF Serving version folder (default 1)")
-    export.add_argument("--int8-io", action="store_true", help="int8 model input/output too (default float input/output)")
-    export.add_argument("--report-limit", type=int, default=1000, help="test images used by the parity report (default 1000)")
-    export.add_argument("--calibration", choices=["minmax", "percentile", "trained"], default="minmax",
-                        help="int8 activation ranges: the converter's min/max (default), each range cut to its percentiles, or "
-                             "a quantization-aware student's trained ranges (used by itself for such a student)")
-    export.add_argument("--percentile", type=float, default=99.99, help="upper percentile kept by --calibration percentile (default 99.99)")
-    export.add_argument("--calibration-images", type=int, default=500, help="images that calibrate int8/int16x8 (default 500): the validation "
-                                                                             "split, or the training images where it holds fewer")
-    export.set_defaults(func=_export)
+    _add_command(commands, "export", _export, help="export a student as SavedModel and TFLite, with a parity report",
+                 description="Writes a SavedModel in TF Serving's layout (<output-dir>/serving/<version>) and TFLite files, then checks each "
+                             "against the Keras student on the test split and writes report.json.")
 
 
 def _progress() -> int:
@@ -183,9 +141,10 @@ def _progress() -> int:
 
 
 def _run(args) -> int:
-    """Fills the data flags left out from --config (`fill_from_config`), checks numbers and output paths (`flag_checks`), runs the handler."""
-    if args.command != "distill" and hasattr(args, "data"):
-        fill_from_config(args, DATA_FLAGS + (("teacher", "student", "student_width") if args.command == "taps" else ()))
+    """Fills the flags left out from --config (`fill_from_config`), checks numbers and output paths (`flag_checks`), runs the handler."""
+    declared = command_options.options_of(args.command, getattr(args, "taps_command", None))
+    if declared is not None and declared.shared:
+        fill_from_config(args, declared.shared + options.config_keys(declared))
     flag_checks.check(args)
     from kdistill.run import segmentation_commands
 
@@ -215,7 +174,7 @@ def _held_out(splits, args):
 def _demo(args) -> int:
     from kdistill.run import demo
 
-    overrides = options.parse_overrides(args.set)  # demo.demo checks them (names, types, signs) before any work
+    overrides = options.parse_overrides(args.set)  # demo.demo checks them by DemoSettings' declarations before any work
     summary = demo.demo(args.output_dir, full=args.full, data_dir=args.data_dir, seed=args.seed, overrides=overrides,
                         verbose=0 if args.quiet else _progress(), retrain_teacher=args.retrain_teacher)
     print(demo.summary_text(summary, args.output_dir))

@@ -34,9 +34,9 @@ def _schedule(run: dict) -> tuple[int, int]:
 
 def seeds_table(runs: list[dict]) -> str:
     """The README's per-seed table: the default schedule's runs, and the gains of the other schedules run beside them."""
-    from kdistill.run import demo
+    from kdistill.run.demo_settings import DEMO_QUICK
 
-    current = demo.DEMO_QUICK["teacher_epochs"], demo.DEMO_QUICK["student_epochs"]
+    current = DEMO_QUICK.teacher_epochs, DEMO_QUICK.student_epochs
     others = sorted({_schedule(run) for run in runs} - {current}, reverse=True)
     gains = {(_schedule(run), run["seed"]): f"{run['gain']:+.2f}" for run in runs}
     lines = ["| seed | teacher | student alone | distilled student | gain (points) | "
@@ -73,9 +73,9 @@ def test_readme_demo_table_latency_and_parity_are_the_committed_summary():
     assert _readme_block("demo-latency") == latency_block(run)
     assert _readme_block("demo-parity") == run["export_table"]
     assert run["teacher_reused"] is False  # the wall time includes training the teacher
-    from kdistill.run import demo
+    from kdistill.run.demo_settings import DEMO_QUICK
 
-    assert run["settings"] == demo.DEMO_QUICK, "the demo's defaults changed: rerun `kdistill demo` and commit its summary and figures"
+    assert run["settings"] == DEMO_QUICK.to_dict(), "the demo's defaults changed: rerun `kdistill demo` and commit its summary and figures"
     readme = open(os.path.join(ROOT, "README.md")).read()
     for figure in ("demo_comparison.png", "demo_curves.png", "demo_accuracy_latency.png"):
         assert open(os.path.join(ROOT, "docs", figure), "rb").read(4) == b"\x89PNG" and f"](docs/{figure})" in readme
@@ -83,14 +83,14 @@ def test_readme_demo_table_latency_and_parity_are_the_committed_summary():
 
 def test_readme_per_seed_demo_table_is_the_committed_runs():
     """Every default-schedule run in docs/demo_seeds.json used the demo's student settings, and the README shows them all."""
-    from kdistill.run import demo
+    from kdistill.run.demo_settings import DEMO_QUICK
 
     runs, run = seeds(), summary()
     switches = {"export", "latency_plot", "qat_epochs"}  # stages after the students: they change no student result
-    current = [entry for entry in runs if _schedule(entry) == (demo.DEMO_QUICK["teacher_epochs"], demo.DEMO_QUICK["student_epochs"])]
+    current = [entry for entry in runs if _schedule(entry) == (DEMO_QUICK.teacher_epochs, DEMO_QUICK.student_epochs)]
     assert sorted(entry["seed"] for entry in current) == [0, 1, 2]
     for entry in current:
-        assert {k: v for k, v in entry["settings"].items() if k not in switches} == {k: v for k, v in demo.DEMO_QUICK.items() if k not in switches}
+        assert {k: v for k, v in entry["settings"].items() if k not in switches} == {k: v for k, v in DEMO_QUICK.to_dict().items() if k not in switches}
     seed0 = next(entry for entry in current if entry["seed"] == 0)
     assert seed0["distilled"] == round(100 * run["results"][2]["top1"], 2) and seed0["seconds"] == run["seconds"]
     assert _readme_table("demo-seeds") == seeds_table(runs)

@@ -7,7 +7,7 @@ import pytest
 
 from kdistill import cli
 from kdistill.errors import UserError
-from kdistill.run import flag_checks, options
+from kdistill.run import commands, flag_checks, options
 from kdistill.run.config import DistillConfig
 
 #: FeatureDistiller arguments that are no option of get_config: the models, taps, name, and several teachers' weights (kept in the ensemble)
@@ -141,3 +141,93 @@ def test_main_reports_user_errors_in_one_line_and_leaves_bugs_their_traceback(mo
     monkeypatch.setattr(cli, "_evaluate", bug)
     with pytest.raises(TypeError, match="a bug"):
         cli.main(["evaluate", "model.keras"])
+
+
+def _command_words(command: str) -> list[str]:
+    """The words that parse for `command` (its positional model, cache-teacher's required teacher)."""
+    return command.split() + (["m.keras"] if command in ("evaluate", "export") else []) + (["--teacher", "t.keras"] if command == "cache-teacher" else [])
+
+
+def _command_parser(command: str):
+    parser = _subparser(command.split()[0])
+    if command == "taps suggest":
+        parser = next(action for action in parser._actions if action.dest == "taps_command").choices["suggest"]
+    return parser
+
+
+@pytest.mark.parametrize("command", sorted(commands.COMMANDS))
+def test_every_commands_flags_are_its_declaration_and_the_shared_config_fields(command):
+    """Each subcommand's flags, defaults, choices and help come from its options class (and DistillConfig for the shared data flags)."""
+    declared = commands.COMMANDS[command]
+    flags = {action.dest: action for action in _command_parser(command)._actions if action.dest != "help"}
+    assert set(flags) == set(options.flag_names(declared)) | set(declared.shared) | ({"config"} if declared.shared else set())
+    for field in dataclasses.fields(declared):
+        default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+        assert flags[field.name].help == field.metadata["help"], (command, field.name)
+        assert flags[field.name].choices == field.metadata["argparse"].get("choices"), (command, field.name)
+        if default is not dataclasses.MISSING:
+            assert flags[field.name].default == default, (command, field.name)
+    config_fields = {field.name: field for field in dataclasses.fields(DistillConfig)}
+    for name in declared.shared:
+        assert flags[name].help == config_fields[name].metadata["help"] and flags[name].default is None, (command, name)  # None: --config fills it
+    args = cli.build_parser().parse_args(_command_words(command))
+    assert {field.name: getattr(args, field.name) for field in dataclasses.fields(declared) if field.default is not dataclasses.MISSING} == {
+        field.name: field.default for field in dataclasses.fields(declared) if field.default is not dataclasses.MISSING}
+
+
+@pytest.mark.parametrize("command, name", [(command, name) for command, declared in sorted(commands.COMMANDS.items())
+                                           for name in options.number_rules(declared)])
+def test_each_declared_number_is_checked_by_its_declaration(command, name):
+    declared = commands.COMMANDS[command]
+    flag = options.flag_of(declared, name)
+    args = cli.build_parser().parse_args(_command_words(command) + [f"{flag}=-1"])
+    with pytest.raises(UserError, match=f"^{flag} must be a (positive|non-negative)"):
+        flag_checks.check_numbers(args)
+
+
+@pytest.mark.parametrize("command, name", [(command, name) for command, declared in sorted(commands.COMMANDS.items())
+                                           for name in options.output_paths(declared)])
+def test_each_declared_output_path_is_checked_before_any_work(command, name, tmp_path):
+    """A folder output given an existing file, a file output given an existing folder: refused by the kind the declaration names."""
+    declared = commands.COMMANDS[command]
+    kind = options.output_paths(declared)[name]
+    existing = tmp_path / "file.txt"
+    existing.write_text("")
+    path = str(existing if kind == "folder" else tmp_path)
+    args = cli.build_parser().parse_args(_command_words(command) + [options.flag_of(declared, name), path])
+    with pytest.raises(ValueError, match=f"Cannot write the output {kind} "):
+        flag_checks.check_outputs(args)
+
+
+@pytest.mark.parametrize("command, handler", [("taps suggest", "_taps_suggest"), ("train-teacher", "_train_teacher")])
+def test_config_file_fills_the_shared_flags_and_the_fields_declared_from_config(command, handler, tmp_path, monkeypatch):
+    """taps suggest takes the config's teacher and student (declared `from_config`); train-teacher its data keys but not `epochs`."""
+    config = tmp_path / "run.yaml"
+    config.write_text("teacher: t.keras\nstudent: resnet8x4\nstudent_width: 0.35\nbatch_size: 16\nepochs: 9\n")
+    seen = {}
+    monkeypatch.setattr(cli, handler, lambda args: seen.update(vars(args)) or 0)
+    assert cli.main(_command_words(command) + ["--config", str(config), "--seed", "3"]) == 0
+    assert (seen["batch_size"], seen["seed"], seen["image_size"]) == (16, 3, 32)
+    if command == "taps suggest":
+        assert options.config_keys(commands.TapsSuggestOptions) == ("teacher", "student")
+        assert (seen["teacher"], seen["student"], seen["student_width"]) == ("t.keras", "resnet8x4", 0.35)
+    else:
+        assert options.config_keys(commands.TrainTeacherOptions) == () and seen["epochs"] == 4  # the config's epochs are the student's
+
+
+def test_every_commands_help_is_built_from_the_declarations_without_loading_keras():
+    """`kdistill --help` and each subcommand's help read only the declarations: no backend loads before `--backend` is read."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom kdistill import cli\nparser = cli.build_parser()\n"
+            "for words in ([], ['demo'], ['train-teacher'], ['distill'], ['evaluate'], ['cache-teacher'], ['taps', 'suggest'], ['export']):\n"
+            "    try:\n        parser.parse_args([*words, '--help'])\n    except SystemExit as done:\n        assert done.code == 0, words\n"
+            "print(sorted(name for name in ('keras', 'tensorflow', 'jax', 'torch') if name in sys.modules))")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root,
+                            env=dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])))
+    assert result.returncode == 0 and result.stdout.splitlines()[-1] == "[]", result.stderr[-2000:]
+    for command in commands.COMMANDS:
+        assert f"usage: kdistill {command}" in result.stdout

@@ -160,10 +160,10 @@ def test_numbers_in_exponent_notation_read_as_numbers_from_yaml_and_set():
     """PyYAML reads `1e-3` as a string; `learning_rate: 1e-3` was refused as 'must be float, received str'."""
     import yaml
 
-    from kdistill.run import demo
+    from kdistill.run import demo_settings
 
     assert DistillConfig.from_dict(yaml.safe_load("learning_rate: 1e-3\nweight_decay: 5e-4"), check_files=False).learning_rate == 1e-3
-    assert demo.check_settings({"qat_learning_rate": options.parse_overrides(["qat_learning_rate=1e-4"])["qat_learning_rate"]})
+    assert demo_settings.check_settings({"qat_learning_rate": options.parse_overrides(["qat_learning_rate=1e-4"])["qat_learning_rate"]})
 
 
 def test_demo_settings_are_checked_before_the_teacher_trains(tmp_path, monkeypatch, capsys):

@@ -22,11 +22,12 @@ import typing
 from typing import Any
 
 from kdistill.errors import UserError, check_number, did_you_mean, number_from_yaml, shorten, shown
-from kdistill.run.options import names_flag, number_rules, numbers_flag, one_or_list_flag, option, taps_flag
+from kdistill.run.options import COUNT, NON_NEGATIVE, names_flag, number_rules, numbers_flag, one_or_list_flag, option, taps_flag
 
-__all__ = ["DistillConfig", "read_config_file", "check_outside_data"]
+__all__ = ["DistillConfig", "DATA_FLAGS", "read_config_file", "check_outside_data"]
 
-_COUNT = {"integer": True, "positive": True}
+#: the `DistillConfig` fields that every command reading data takes as flags (and from `--config`), in this order
+DATA_FLAGS = ("data", "task", "data_dir", "skip_unreadable", "image_size", "train_limit", "test_limit", "batch_size", "seed")
 
 
 @dataclasses.dataclass
@@ -102,12 +103,12 @@ class DistillConfig:
     data: str = option("fashion_mnist", help="fashion_mnist (offline default), tfds:<name>, an image-folder path; masks: scenes, masks:FOLDER")
     task: str | None = option(None, choices=["classification", "segmentation"], help="default: segmentation for data with masks, else classification")
     data_dir: str | None = option(None, help="folder of the offline data / prepared TFDS data / test images")
-    image_size: int = option(32, help="square input size (default 32)", number=_COUNT)
-    student_image_size: int | None = option(None, number=dict(_COUNT, allow_none=True),
+    image_size: int = option(32, help="square input size (default 32)", number=COUNT)
+    student_image_size: int | None = option(None, number=dict(COUNT, allow_none=True),
                                             help="the student's own input size (e.g. 128 under a 224 teacher; "
                                                  "the distiller resizes each batch, the saved student takes this size)")
-    train_limit: int | None = option(None, help="use only this many training images", number=dict(_COUNT, allow_none=True, meaning="images, or empty for all"))
-    test_limit: int | None = option(None, help="use only this many test images", number=dict(_COUNT, allow_none=True, meaning="images, or empty for all"))
+    train_limit: int | None = option(None, help="use only this many training images", number=dict(COUNT, allow_none=True, meaning="images, or empty for all"))
+    test_limit: int | None = option(None, help="use only this many test images", number=dict(COUNT, allow_none=True, meaning="images, or empty for all"))
     augment: list = option(factory=list, help="comma-separated: flip, crop, randaugment, mixup, cutmix", convert=names_flag)
     # === Models ===
     teacher: str | list | None = option(None, nargs="+", convert=one_or_list_flag,
@@ -126,42 +127,42 @@ class DistillConfig:
     temperature: float = option(4.0, distiller=True, number={"positive": True})
     alpha: float = option(0.5, distiller=True)
     tap_weights: Any = option(1.0, distiller=True, flag=False)
-    logits_weight: float = option(1.0, distiller=True, help="weight of the logits term inside the distillation part", number={"positive": True, "allow_zero": True})
+    logits_weight: float = option(1.0, distiller=True, help="weight of the logits term inside the distillation part", number=NON_NEGATIVE)
     alignment: str = option("auto", distiller=True, flag=False)
     adapter: str = option("projection", distiller=True, choices=["projection", "review"],
                           help="how student features reach the teacher's shape; review = ReviewKD's fusion (use with --feature-loss hcl)")
     review: bool = option(False, distiller=True, help="the same as --adapter review")
-    review_channels: int = option(64, distiller=True, flag=False, number=_COUNT)
+    review_channels: int = option(64, distiller=True, flag=False, number=COUNT)
     fold_batch_norm: bool = option(True, distiller=True, flag=False)
     ignore_label: int | None = option(255, distiller=True, flag=False, number={"integer": True, "positive": True, "allow_zero": True, "allow_none": True})
     transfer_data: str | None = option(None, help="unlabelled images for the distillation terms only: 'rest' (training images beyond "
                                                   "--train-limit) or a .npy file of images")
     # === Schedule ===
-    epochs: int = option(5, number=_COUNT)
-    batch_size: int = option(64, help="batch size (default 64)", number=_COUNT)
+    epochs: int = option(5, number=COUNT)
+    batch_size: int = option(64, help="batch size (default 64)", number=COUNT)
     learning_rate: float = option(1e-3, number={"positive": True})
     optimizer: str = option("adam", flag=False)
     weight_decay: float | None = option(None, flag=False, number={"positive": True, "allow_zero": True, "allow_none": True})
     lr_decay_epochs: list = option(factory=list, flag=False)
     schedule: str = option("constant", choices=["constant", "cosine"], help="learning rate: constant (or lr_decay_epochs steps), or "
                            "cosine: linear warm-up for --warmup-epochs, then cosine decay to zero")
-    warmup_epochs: float = option(0.0, help="warm-up of the cosine schedule, in epochs", number={"positive": True, "allow_zero": True})
+    warmup_epochs: float = option(0.0, help="warm-up of the cosine schedule, in epochs", number=NON_NEGATIVE)
     global_clipnorm: float | None = option(None, help="clip the gradients of the student and its projections together to this norm",
                                            number={"positive": True, "allow_none": True})
-    seed: int = option(0, help="random seed (default 0)", number=dict(_COUNT, allow_zero=True))
+    seed: int = option(0, help="random seed (default 0)", number=dict(COUNT, allow_zero=True))
     # === Run ===
-    output_dir: str | None = option(None, help="run folder (default saved_models/<run-name>)")
+    output_dir: str | None = option(None, help="run folder (default saved_models/<run-name>)", output="folder")
     run_name: str = option("distill")
     strategy: str = option("default", choices=["auto", "default", "one_device", "mirrored", "multi_worker", "data_parallel"],
                            help="tf.distribute strategy (multi_worker reads TF_CONFIG); data_parallel: keras.distribution on JAX")
     precision: str = option("float32", choices=["float32", "mixed_float16", "mixed_bfloat16"], help="dtype policy (losses stay float32)")
     teacher_cache: str | None = option(None, help="folder of the teacher's cached outputs (built on first use)")
     cache_views: int = option(0, help="with --augment (crop, flip, mixup, cutmix): views per image stored in the teacher cache and replayed",
-                              number=dict(_COUNT, allow_zero=True, meaning="0 for none, or views per image"))
+                              number=dict(COUNT, allow_zero=True, meaning="0 for none, or views per image"))
     cache_top_k: int | None = option(None, help="store only the teacher's top-k logits per view in the teacher cache (compact soft labels)",
-                                     number=dict(_COUNT, allow_none=True, meaning="classes, or empty for every logit"))
+                                     number=dict(COUNT, allow_none=True, meaning="classes, or empty for every logit"))
     check_teacher: bool = option(True, flag="--no-check-teacher", help="distil even from a teacher no better than chance on the validation images")
-    tensorboard: str | None = option(None, metavar="DIR", help="write TensorBoard logs (every loss term) to DIR")
+    tensorboard: str | None = option(None, metavar="DIR", help="write TensorBoard logs (every loss term) to DIR", output="folder")
     skip_unreadable: bool = option(False, help="image folders: leave out files that cannot be decoded (they are counted in the log) instead of stopping")
     quantize: str | None = option(None, choices=["int8"], help="quantization-aware int8: distil into the student's fake-quantized twin "
                                                               "(start from a trained float student with --student-weights)")

@@ -1,9 +1,12 @@
 """The main job on the offline Fashion-MNIST: teacher, student alone, distilled student, export.
 
+Its schedule is `kdistill.run.demo_settings.DemoSettings` (`DEMO_QUICK`, `DEMO_FULL`).
+
 Example:
     >>> from kdistill.run import demo
-    >>> demo.DEMO_QUICK["student"]
-    'mobilenet_v2'
+    >>> from kdistill.run.demo_settings import DEMO_QUICK
+    >>> demo.teacher_record(DEMO_QUICK, 0)["epochs"]
+    8
 """
 
 from __future__ import annotations
@@ -15,14 +18,14 @@ import keras
 
 from kdistill import data as data_module
 from kdistill import evaluation, files, plots
-from kdistill.errors import UserError, check_number, did_you_mean, shown
 from kdistill.models import saving, teachers
 from kdistill.models import taps as taps_module
 from kdistill.run import demo_stages as stages
 from kdistill.run import environment, paired, training
+from kdistill.run.demo_settings import DEMO_FULL, DEMO_QUICK, DemoSettings
 from kdistill.run.folder import run_folder
 
-__all__ = ["demo", "summary_text", "check_settings", "teacher_record", "DEMO_QUICK", "DEMO_FULL", "EVIDENCE_REFERENCE"]
+__all__ = ["demo", "summary_text", "teacher_record", "EVIDENCE_REFERENCE"]
 
 #: the committed multi-seed result the demo's one-seed gain is printed beside
 #: (benchmarks/results/evidence_fashion_mnist.md; the command and its figures are there)
@@ -33,91 +36,28 @@ EVIDENCE_REFERENCE = {"source": "benchmarks/results/evidence_fashion_mnist.md",
 
 logger = logging.getLogger(__name__)
 
-#: the default demo (sized for 20 minutes on a 2-core CPU). `transfer`: the distilled student also reads the
-#: training images beyond `train_limit` without their labels, for the same number of steps as the student alone.
-#: `teacher`: a name `kdistill.teachers.get` knows; `teacher_input_size` above 32 upsamples inside the teacher.
-DEMO_QUICK = {
-    "train_limit": 10_000,
-    "transfer": True,
-    "teacher": "resnet20",
-    "teacher_epochs": 8,
-    "teacher_input_size": 32,
-    "student_epochs": 15,
-    "student": "mobilenet_v2",
-    "student_width": 0.35,
-    "alpha": 0.9,
-    "temperature": 4.0,
-    "feature_loss": "normalized_mse",
-    "tap_weight": 10.0,
-    "batch_size": 64,
-    "export": True,
-    "latency_plot": True,
-    "latency_images": 500,
-    "qat_epochs": 1,
-    "qat_learning_rate": 1e-4,
-}
-#: `kdistill demo --full`: all 54,000 training images labelled, longer schedules.
-DEMO_FULL = dict(DEMO_QUICK, train_limit=None, transfer=False, teacher_epochs=10, student_epochs=15)
-
-_COUNT = {"integer": True, "positive": True}
-#: how each number of the schedule is checked (kdistill.errors.check_number's options); the rest are names and switches
-_SETTING_NUMBERS = {
-    "train_limit": dict(_COUNT, allow_none=True), "test_limit": dict(_COUNT, allow_none=True), "teacher_epochs": _COUNT,
-    "teacher_input_size": _COUNT, "student_epochs": _COUNT, "student_width": {"positive": True},
-    "alpha": {"positive": True, "allow_zero": True, "maximum": 1.0}, "temperature": {"positive": True},
-    "tap_weight": {"positive": True, "allow_zero": True}, "batch_size": _COUNT, "latency_images": _COUNT,
-    "qat_epochs": dict(_COUNT, allow_zero=True), "qat_learning_rate": {"positive": True},
-}
-_SETTING_TYPES = {"teacher": str, "student": str, "feature_loss": str, "export": bool, "latency_plot": bool, "transfer": bool}
-
-
-def check_settings(overrides: dict) -> dict:
-    """Checks `demo`'s schedule overrides (names, types, numbers' signs) before any work; returns them.
-
-    Example:
-        >>> check_settings({"student_epochs": 2})
-        {'student_epochs': 2}
-        >>> check_settings({"student_epochs": "abc"})
-        Traceback (most recent call last):
-        kdistill.errors.UserError: student_epochs must be a positive whole number, received the str 'abc'.
-    """
-    known = set(DEMO_QUICK) | {"test_limit"}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise UserError(f"Unknown demo setting(s) {shown(unknown)}; known: {', '.join(sorted(known))}.")
-    for key, value in overrides.items():
-        if key in _SETTING_NUMBERS:
-            check_number(key, value, **_SETTING_NUMBERS[key])
-        elif not isinstance(value, _SETTING_TYPES[key]):
-            raise UserError(f"{key} must be a {_SETTING_TYPES[key].__name__}, received the {type(value).__name__} {shown(value)}.")
-    if "teacher" in overrides and overrides["teacher"] not in teachers.available():
-        name = overrides["teacher"]
-        raise UserError(f"Unknown demo teacher {name!r}.{did_you_mean(name, teachers.available(), count=2)} Known: {', '.join(teachers.available())}.")
-    return overrides
-
-
-def _load_data(settings: dict, data_dir: str | None, seed: int) -> tuple[data_module.Splits, data_module.Splits]:
+def _load_data(settings: DemoSettings, data_dir: str | None, seed: int) -> tuple[data_module.Splits, data_module.Splits]:
     """The labelled splits (teacher, evaluation) and the training pool the students draw from (with the transfer set, if any)."""
-    common = dict(data_dir=data_dir, image_size=32, batch_size=settings["batch_size"], train_limit=settings["train_limit"],
-                  test_limit=settings.get("test_limit"), seed=seed)
+    common = dict(data_dir=data_dir, image_size=32, batch_size=settings.batch_size, train_limit=settings.train_limit,
+                  test_limit=settings.test_limit, seed=seed)
     splits = data_module.load("fashion_mnist", **common)
-    transfer = settings["transfer"] and settings["train_limit"] is not None
+    transfer = settings.transfer and settings.train_limit is not None
     pool = data_module.load("fashion_mnist", transfer="rest", **common) if transfer else splits
     return splits, pool
 
 
-def teacher_record(settings: dict, seed: int) -> dict:
+def teacher_record(settings: DemoSettings, seed: int) -> dict:
     """What `teacher.json` records of the teacher's training; a saved teacher is reused only while it matches.
 
     Example:
         >>> teacher_record(DEMO_QUICK, 0)["name"]
         'resnet20'
     """
-    return {"name": settings["teacher"], "train_limit": settings["train_limit"], "epochs": settings["teacher_epochs"], "input_size": settings["teacher_input_size"],
+    return {"name": settings.teacher, "train_limit": settings.train_limit, "epochs": settings.teacher_epochs, "input_size": settings.teacher_input_size,
             "seed": seed, "recipe": training.TEACHER_RECIPE}
 
 
-def _teacher(splits: data_module.Splits, output_dir: str, settings: dict, seed: int, retrain: bool, verbose: int) -> tuple[keras.Model, dict, bool]:
+def _teacher(splits: data_module.Splits, output_dir: str, settings: DemoSettings, seed: int, retrain: bool, verbose: int) -> tuple[keras.Model, dict, bool]:
     """The saved teacher when it was trained with these settings, else a new one; always read back from its file.
 
     Reading the file back in both cases makes the students' inputs the same whether the teacher was trained now or
@@ -130,26 +70,26 @@ def _teacher(splits: data_module.Splits, output_dir: str, settings: dict, seed: 
     if reuse:
         logger.info("Reusing the teacher in %s", path)
     else:
-        size = settings["teacher_input_size"]
-        logger.info("Training the %s teacher (%d epochs on %d images at %dx%d)", settings["teacher"], settings["teacher_epochs"],
+        size = settings.teacher_input_size
+        logger.info("Training the %s teacher (%d epochs on %d images at %dx%d)", settings.teacher, settings.teacher_epochs,
                     splits.counts["train"], size, size)
         keras.utils.set_random_seed(seed)
-        _, history = training.train_teacher(splits, path, epochs=settings["teacher_epochs"], name=settings["teacher"],
+        _, history = training.train_teacher(splits, path, epochs=settings.teacher_epochs, name=settings.teacher,
                                             resize_to=None if size == splits.image_shape[0] else size, verbose=verbose)
         files.write_json(meta_path, meta)
     return teachers.load(path), history, reuse
 
 
-def _students(teacher, splits, pool, caches, settings: dict, seed: int, verbose: int) -> tuple[keras.Model, keras.Model, dict]:
+def _students(teacher, splits, pool, caches, settings: DemoSettings, seed: int, verbose: int) -> tuple[keras.Model, keras.Model, dict]:
     """The student alone and the distilled student: the same initial weights, steps, order and labelled images."""
-    epochs, steps = settings["student_epochs"], -(-splits.counts["train"] // settings["batch_size"])
-    run = dict(epochs=epochs, steps_per_epoch=steps, seed=seed, batch_size=settings["batch_size"], verbose=verbose,
-               validation=caches["validation"].dataset(settings["batch_size"], shuffle=False, pipeline="numpy") if caches["validation"] else splits.validation)
-    student = training.build_student(settings["student"], splits, settings["student_width"], seed)
+    epochs, steps = settings.student_epochs, -(-splits.counts["train"] // settings.batch_size)
+    run = dict(epochs=epochs, steps_per_epoch=steps, seed=seed, batch_size=settings.batch_size, verbose=verbose,
+               validation=caches["validation"].dataset(settings.batch_size, shuffle=False, pipeline="numpy") if caches["validation"] else splits.validation)
+    student = training.build_student(settings.student, splits, settings.student_width, seed)
     initial = student.get_weights()
     logger.info("Training the student alone (%d epochs of %d steps, labels only)", epochs, steps)
     alone = paired.train_from_cache(teacher, student, caches["train"], options=paired.ALONE, indices=paired.labelled_indices(caches["train"]), **run)
-    distilled = training.build_student(settings["student"], splits, settings["student_width"], seed)
+    distilled = training.build_student(settings.student, splits, settings.student_width, seed)
     distilled.set_weights(initial)
     logger.info("Distilling the teacher into the same student (%d epochs of %d steps%s)", epochs, steps,
                 ", labelled and unlabelled images" if pool is not splits else "")
@@ -179,14 +119,14 @@ def demo(output_dir: str = os.path.join("saved_models", "demo"), full: bool = Fa
         full: the longer schedule (`DEMO_FULL`) instead of `DEMO_QUICK`.
         data_dir: where the Fashion-MNIST files are (see `kdistill.data`).
         seed: seed of the data split, the teacher and the students (initial weights and order).
-        overrides: replaces entries of the schedule (tests use tiny settings); checked by `check_settings`.
+        overrides: replaces entries of the schedule (tests use tiny settings); checked by `DemoSettings`' declarations.
         verbose: Keras progress bars (1) or none (0).
         retrain_teacher: train a new teacher even if `output_dir/teacher.keras` exists.
 
     Returns:
         The summary: schedule, data, a row per model, wall time per stage.
     """
-    settings = dict(DEMO_FULL if full else DEMO_QUICK, **check_settings(dict(overrides or {})))
+    settings = (DEMO_FULL if full else DEMO_QUICK).replaced(dict(overrides or {}))
     clock = stages.Clock()
     splits, pool = _load_data(settings, data_dir, seed)
     logger.info("Fashion-MNIST: %s", pool.counts)
@@ -194,15 +134,15 @@ def demo(output_dir: str = os.path.join("saved_models", "demo"), full: bool = Fa
         return _run(settings, splits, pool, output_dir, seed, retrain_teacher, verbose, clock)
 
 
-def _teacher_row(settings: dict) -> str:
-    return f"teacher ({settings['teacher']})"
+def _teacher_row(settings: DemoSettings) -> str:
+    return f"teacher ({settings.teacher})"
 
 
-def _run(settings: dict, splits, pool, output_dir: str, seed: int, retrain_teacher: bool, verbose: int, clock: stages.Clock) -> dict:
+def _run(settings: DemoSettings, splits, pool, output_dir: str, seed: int, retrain_teacher: bool, verbose: int, clock: stages.Clock) -> dict:
     """The demo's stages in order; returns the summary it writes."""
     with clock("teacher"):
         teacher, teacher_history, reused = _teacher(splits, output_dir, settings, seed, retrain_teacher, verbose)
-    probe = training.build_student(settings["student"], splits, settings["student_width"], seed)
+    probe = training.build_student(settings.student, splits, settings.student_width, seed)
     with clock("teacher_cache"):
         caches = stages.teacher_caches(teacher, sorted(taps_module.preset(teacher, probe)), pool, output_dir, verbose)
     with clock("students"):
@@ -214,7 +154,7 @@ def _run(settings: dict, splits, pool, output_dir: str, seed: int, retrain_teach
         rows = [dict(evaluation.evaluate(model, splits.test, splits.class_names), name=name, data=stages.data_seen(name, splits, pool))
                 for name, model in models.items()]
     twin = None
-    if settings["qat_epochs"]:
+    if settings.qat_epochs:
         with clock("quantization_aware"):
             twin = stages.quantization_aware(teacher, distiller, caches, splits, settings, seed, output_dir, verbose)
             rows.append(dict(evaluation.evaluate(twin, splits.test, splits.class_names), name="distilled, int8-aware",
@@ -227,7 +167,7 @@ def _run(settings: dict, splits, pool, output_dir: str, seed: int, retrain_teach
                plots.comparison(rows, os.path.join(output_dir, "comparison.png")), *summary["figures"]]
     summary["figures"] = [os.path.relpath(path, output_dir) for path in figures]  # beside summary.json: names that travel
     summary["environment"] = environment.describe()
-    summary.update(settings=settings, data=pool.counts, taps=distiller.taps, results=rows, teacher_reused=reused, reference=EVIDENCE_REFERENCE,
+    summary.update(settings=settings.to_dict(), data=pool.counts, taps=distiller.taps, results=rows, teacher_reused=reused, reference=EVIDENCE_REFERENCE,
                    projections=[row["projection"] for row in distiller.projection_summary()], seconds=clock.finish(),
                    distillation_gain_top1=rows[2]["top1"] - rows[1]["top1"], table=evaluation.format_table(rows))
     files.write_json(os.path.join(output_dir, "summary.json"), summary)

@@ -24,6 +24,7 @@ from kdistill import export, files, plots, quantize
 from kdistill.models import saving
 from kdistill.models import taps as taps_module
 from kdistill.run import paired, teacher_cache
+from kdistill.run.demo_settings import DemoSettings
 
 __all__ = ["Clock", "read_json", "teacher_caches", "distill_options", "data_seen", "quantization_aware", "export_and_figures",
            "accuracy_latency_rows"]
@@ -70,10 +71,10 @@ def teacher_caches(teacher: keras.Model, layers: list[str], pool: data_module.Sp
             _cache(teacher, layers, pool.validation, os.path.join(output_dir, "teacher_cache_validation"), verbose)}
 
 
-def distill_options(teacher: keras.Model, student: keras.Model, settings: dict) -> dict:
+def distill_options(teacher: keras.Model, student: keras.Model, settings: DemoSettings) -> dict:
     """The distilled student's `FeatureDistiller` options: the preset taps, the feature loss and KD."""
-    return {"taps": taps_module.preset(teacher, student), "feature_loss": settings["feature_loss"], "logits_loss": "kl",
-            "temperature": settings["temperature"], "alpha": settings["alpha"], "tap_weights": settings["tap_weight"]}
+    return {"taps": taps_module.preset(teacher, student), "feature_loss": settings.feature_loss, "logits_loss": "kl",
+            "temperature": settings.temperature, "alpha": settings.alpha, "tap_weights": settings.tap_weight}
 
 
 def data_seen(name: str, splits: data_module.Splits, pool: data_module.Splits) -> str:
@@ -83,15 +84,15 @@ def data_seen(name: str, splits: data_module.Splits, pool: data_module.Splits) -
     return f"{labelled} + {extra:,} unlabelled" if name.startswith("distilled") and extra else labelled
 
 
-def quantization_aware(teacher, distiller, caches: dict, splits, settings: dict, seed: int, output_dir: str, verbose: int) -> keras.Model:
+def quantization_aware(teacher, distiller, caches: dict, splits, settings: DemoSettings, seed: int, output_dir: str, verbose: int) -> keras.Model:
     """Fine-tunes the distilled student's int8-aware twin with the same teacher, losses and images; saves it."""
     logger.info("Quantization-aware fine-tuning of the distilled student (%d epoch(s)): BatchNormalization folded, int8 weights and "
-                "activations simulated, the same teacher and losses", settings["qat_epochs"])
+                "activations simulated, the same teacher and losses", settings.qat_epochs)
     twin = quantize.quantize_model(distiller.student, calibration_images=export.collect_images(splits.train, 512)[0])
     options = dict(distill_options(teacher, distiller.student, settings), taps=distiller.taps)
-    steps = -(-splits.counts["train"] // settings["batch_size"])
-    paired.train_from_cache(teacher, twin, caches["train"], options=options, epochs=settings["qat_epochs"], steps_per_epoch=steps, seed=seed,
-                            batch_size=settings["batch_size"], learning_rate=settings["qat_learning_rate"], verbose=verbose)
+    steps = -(-splits.counts["train"] // settings.batch_size)
+    paired.train_from_cache(teacher, twin, caches["train"], options=options, epochs=settings.qat_epochs, steps_per_epoch=steps, seed=seed,
+                            batch_size=settings.batch_size, learning_rate=settings.qat_learning_rate, verbose=verbose)
     quantize.snap_biases(twin)  # biases on TFLite's int32 grid, so that the int8 file computes what the twin computes
     saving.save_for_inference(twin, os.path.join(output_dir, "student_int8_qat.keras"))
     return twin
@@ -112,24 +113,24 @@ def _export(distilled: keras.Model, twin, output_dir: str, splits) -> dict:
     return report
 
 
-def export_and_figures(settings: dict, output_dir: str, models: dict, twin, splits, clock: Clock) -> dict:
+def export_and_figures(settings: DemoSettings, output_dir: str, models: dict, twin, splits, clock: Clock) -> dict:
     """Export (TensorFlow backend only) and the accuracy-against-latency figure; the summary entries they add."""
     summary = {"figures": []}
-    if settings["export"] and keras.backend.backend() != "tensorflow":
+    if settings.export and keras.backend.backend() != "tensorflow":
         logger.info("Skipping the export (SavedModel, TFLite): it needs the TensorFlow backend, this is %s. Export the saved student later "
                     "with `kdistill export %s`.", keras.backend.backend(), os.path.join(output_dir, "student_distilled.keras"))
-        settings["export"] = False
-    if settings["export"]:
+        settings.export = False  # the summary records the export as skipped
+    if settings.export:
         with clock("export"):
             summary["export"] = _export(models["distilled student"], twin, output_dir, splits)
             summary["export_table"] = export.format_report(summary["export"])
-    if settings["latency_plot"] and settings["export"]:
+    if settings.latency_plot and settings.export:
         logger.info("Measuring accuracy against single-image latency (Keras, TFLite float32, TFLite int8) for each model")
         with clock("latency"):
             summary["latency"] = accuracy_latency_rows(
                 {"teacher" if name.startswith("teacher") else name: model for name, model in models.items()},
                 os.path.join(output_dir, "latency"), splits.validation if splits.validation is not None else splits.train, splits.test,
-                limit=settings["latency_images"])
+                limit=settings.latency_images)
             summary["figures"].append(plots.accuracy_latency(summary["latency"], os.path.join(output_dir, "accuracy_latency.png")))
     return summary
 

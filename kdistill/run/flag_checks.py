@@ -4,13 +4,14 @@
 out from `--config` (the file `distill` reads) before they are checked.
 
 `distill`'s flags become `DistillConfig` keys and are checked there, like a
-config file's. Other commands' numbers are checked here: a flag named like a
-config field (`--epochs`, `--image-size`) by the field's rule
-(`kdistill.run.options.option(number=...)`), the others by `_NUMBER_FLAGS`.
+config file's. The other commands' flags are checked by their declarations
+(`kdistill.run.commands`): each number by its `option(number=...)` rule, a
+shared data flag by its `DistillConfig` field's, and each path declared
+`output=` for being writable.
 
 Example:
     >>> import argparse
-    >>> check(argparse.Namespace(command="evaluate", batch_size=0))
+    >>> check(argparse.Namespace(command="evaluate", model="m.keras", batch_size=0))
     Traceback (most recent call last):
     kdistill.errors.UserError: --batch-size must be a positive whole number, received 0.
 """
@@ -21,7 +22,7 @@ import argparse
 import typing
 
 from kdistill.errors import check_number
-from kdistill.run import options
+from kdistill.run import commands, options
 from kdistill.run.config import DistillConfig, check_outside_data, read_config_file
 
 __all__ = ["check", "check_numbers", "check_outputs", "fill_from_config"]
@@ -33,43 +34,36 @@ def check(args: argparse.Namespace) -> None:
     check_outputs(args)
 
 
-#: (command, argument, "folder" | "file"): outputs checked before any work
-_OUTPUTS = (("demo", "output_dir", "folder"), ("train-teacher", "output", "file"), ("evaluate", "json_path", "file"),
-            ("cache-teacher", "output", "folder"), ("export", "output_dir", "folder"), ("distill", "output_dir", "folder"),
-            ("distill", "tensorboard", "folder"))
+def _declared(args) -> type | None:
+    return commands.options_of(args.command, getattr(args, "taps_command", None))
 
 
 def check_outputs(args) -> None:
     """Refuses an output path that cannot be written (under a file, no permission) or lies in the image folder read, before any work."""
     from kdistill import files
 
-    for command, name, kind in _OUTPUTS:
-        path = getattr(args, name, None) if args.command == command else None
+    declared = _declared(args) or DistillConfig
+    for name, kind in options.output_paths(declared).items():
+        path = getattr(args, name, None)
         if path:
             files.check_output_path(path, kind)
             if kind == "folder":  # a file beside the class folders is not read as a class
-                check_outside_data(path, getattr(args, "data", None), "--" + name.replace("_", "-"))
-
-
-_COUNT, _NON_NEGATIVE = {"integer": True, "positive": True}, {"positive": True, "allow_zero": True}
-#: how the numbers of the flags that are no config field are checked (kdistill.errors.check_number); an unset (None) flag is not checked
-_NUMBER_FLAGS = {
-    "warmup_epochs": _NON_NEGATIVE, "resize_to": _COUNT, "views": dict(_COUNT, allow_zero=True), "top_k": dict(_COUNT, allow_none=True), "cka_images": _COUNT,
-    "version": dict(_COUNT, allow_zero=True), "report_limit": _COUNT, "calibration_images": _COUNT,
-}
+                check_outside_data(path, getattr(args, "data", None), options.flag_of(declared, name))
 
 
 def check_numbers(args) -> None:
     """Type, sign and finiteness of every numeric flag (argparse accepts `--learning-rate -1` and `nan`), before any work.
 
-    A flag named like a config field (`--epochs`, `--image-size`) is checked by the field's rule.
+    Each is checked by its declaration: the command's `option(number=...)`, or the `DistillConfig` field of a shared data flag.
     """
-    if args.command == "distill":
-        return  # its flags become DistillConfig keys, checked there like the config file's
-    rules = {name: {key: value for key, value in rule.items() if key != "meaning"} for name, rule in options.number_rules(DistillConfig).items()}
-    for name, rule in {**rules, **_NUMBER_FLAGS}.items():
+    declared = _declared(args)
+    if declared is None:
+        return  # distill: its flags become DistillConfig keys, checked there like the config file's
+    shared = {name: rule for name, rule in options.number_rules(DistillConfig).items() if name in declared.shared}
+    for name, rule in {**shared, **options.number_rules(declared)}.items():
         if getattr(args, name, None) is not None:
-            check_number("--" + name.replace("_", "-"), getattr(args, name), **rule)
+            rule = {key: value for key, value in rule.items() if key != "meaning"}  # `meaning` speaks of config files ("empty for all")
+            check_number(options.flag_of(declared, name), getattr(args, name), **rule)
 
 
 def fill_from_config(args, names: typing.Sequence[str]) -> None:

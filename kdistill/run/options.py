@@ -1,10 +1,11 @@
-"""Options declared once: a config field carries its command-line flag, help text, number check and role.
+"""Options declared once: a dataclass field carries its command-line flag, help text, number check and role.
 
-`option(...)` declares a `DistillConfig` field together with everything the
-other places need; `add_flags` turns fields into `argparse` flags and
-`flag_values` turns the parsed flags back into config keys. So `kdistill
-distill`'s flags, the shared data flags of the other commands, the config's
-number checks and the `FeatureDistiller` options all read one declaration.
+`option(...)` declares a field of `DistillConfig`, of a command's options
+(`kdistill.run.commands`) or of the demo's schedule together with everything
+the other places need; `add_flags` turns fields into `argparse` flags and
+`flag_values` turns the parsed flags back into config keys. So every
+command's flags, the config's number checks, the checks of the other
+commands' flags and the `FeatureDistiller` options all read one declaration.
 This module imports neither Keras nor TensorFlow: `kdistill --help` builds its
 flags from here before a backend is chosen.
 
@@ -29,28 +30,35 @@ from typing import Any, Callable
 
 from kdistill.errors import UserError, number_from_yaml
 
-__all__ = ["option", "add_flags", "flag_names", "flag_values", "merge_flags", "number_rules", "taps_flag", "numbers_flag", "names_flag",
-           "one_or_list_flag"]
+__all__ = ["option", "add_flags", "flag_of", "flag_names", "flag_values", "merge_flags", "number_rules", "config_keys", "output_paths", "taps_flag",
+           "numbers_flag", "names_flag", "one_or_list_flag", "COUNT", "NON_NEGATIVE"]
+
+#: `number=` rules shared by many options (kdistill.errors.check_number's options): a count of things, a non-negative number
+COUNT = {"integer": True, "positive": True}
+NON_NEGATIVE = {"positive": True, "allow_zero": True}
 
 
 def option(default: Any = dataclasses.MISSING, *, factory: Callable[[], Any] | None = None, help: str | None = None,
            flag: str | bool = True, parse: Callable[[str], Any] | None = None, convert: Callable[[Any, str], Any] | None = None,
-           number: dict | None = None, distiller: bool = False, none_word: bool = False, **argparse_options: Any) -> Any:
+           number: dict | None = None, distiller: bool = False, none_word: bool = False, output: str | None = None, from_config: bool = False,
+           **argparse_options: Any) -> Any:
     """A dataclass field with the metadata every other declaration of the option is derived from.
 
     Args:
         default: the field's default (`factory` for a mutable one).
         help: the flag's help text.
-        flag: `True` for `--<name-with-dashes>`, a flag name (`"--no-check-teacher"`), or False for none.
+        flag: `True` for `--<name-with-dashes>`, a flag name (`"--no-check-teacher"`, or `"model"` for a positional argument), or False for none.
         parse: argparse's `type` (it reports a bad value itself); default: int or float from the field's type hint.
         convert: `fn(value, flag)` applied after parsing (may raise `UserError`).
         number: `kdistill.errors.check_number`'s options for this number.
         distiller: the option is a `FeatureDistiller` keyword argument of the same name.
         none_word: the string `none` (any case) means None, on the command line and in config files.
+        output: `"file"` or `"folder"`: a path the command writes, refused before any work when it cannot be written.
+        from_config: a flag left out takes `--config`'s key of the same name (a `DistillConfig` key, checked there).
         **argparse_options: passed to `add_argument` (`choices`, `nargs`, `metavar`).
     """
     metadata = {"help": help, "flag": flag, "parse": parse, "convert": convert, "number": number, "distiller": distiller,
-                "none_word": none_word, "argparse": argparse_options}
+                "none_word": none_word, "output": output, "from_config": from_config, "argparse": argparse_options}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -59,6 +67,12 @@ def option(default: Any = dataclasses.MISSING, *, factory: Callable[[], Any] | N
 def _flag_name(field: dataclasses.Field) -> str:
     flag = field.metadata.get("flag", True)
     return flag if isinstance(flag, str) else "--" + field.name.replace("_", "-")
+
+
+def flag_of(config_class: type, name: str) -> str:
+    """How a user writes field `name` of `config_class` on the command line (`--json` for `json_path`, `--batch-size`)."""
+    field = next((field for field in dataclasses.fields(config_class) if field.name == name), None)
+    return _flag_name(field) if field else "--" + name.replace("_", "-")
 
 
 def flag_names(config_class: type) -> list[str]:
@@ -76,18 +90,26 @@ def add_flags(parser: argparse.ArgumentParser, config_class: type, names: typing
 
     With `defaults`, a flag left out gives the field's default; otherwise None, so
     that only the flags given override a config file. A bool field is a switch
-    (`--no-...` turns it off) whose value is None when left out.
+    (`--no-...` turns it off); without `defaults` its value is None when left out.
     """
     hints = typing.get_type_hints(config_class)
     for field in _flag_fields(config_class, names):
-        options = {"dest": field.name, "help": field.metadata.get("help"), **field.metadata.get("argparse", {})}
+        name = _flag_name(field)
+        default = _default(field) if defaults else None
+        options = {"dest": field.name if name.startswith("-") else None, "help": field.metadata.get("help"), **field.metadata.get("argparse", {})}
         if hints[field.name] is bool:
-            options.update(action="store_false" if _flag_name(field).startswith("--no-") else "store_true", default=None)
+            options.update(action="store_false" if name.startswith("--no-") else "store_true", default=default)
         else:
             allowed = typing.get_args(hints[field.name]) or (hints[field.name],)
             parse = field.metadata.get("parse") or next((kind for kind in (int, float) if kind in allowed), None)
-            options.update(type=parse, default=field.default if defaults and field.default is not dataclasses.MISSING else None)
-        parser.add_argument(_flag_name(field), **{key: value for key, value in options.items() if value is not None or key == "default"})
+            options.update(type=parse, default=default)
+        parser.add_argument(name, **{key: value for key, value in options.items() if value is not None or key == "default"})
+
+
+def _default(field: dataclasses.Field) -> Any:
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None if field.default is dataclasses.MISSING else field.default
 
 
 def flag_values(args: argparse.Namespace, config_class: type) -> dict:
@@ -115,6 +137,16 @@ def merge_flags(file_values: dict, args: argparse.Namespace, config_class: type)
 def number_rules(config_class: type) -> dict[str, dict]:
     """`{field: check_number options}` for every number field."""
     return {field.name: field.metadata["number"] for field in dataclasses.fields(config_class) if field.metadata.get("number")}
+
+
+def config_keys(config_class: type) -> tuple[str, ...]:
+    """The fields declared `from_config=True`: a flag left out takes `--config`'s key of the same name."""
+    return tuple(field.name for field in dataclasses.fields(config_class) if field.metadata.get("from_config"))
+
+
+def output_paths(config_class: type) -> dict[str, str]:
+    """`{field: "file" | "folder"}` for every path the command writes (declared with `output=`)."""
+    return {field.name: field.metadata["output"] for field in dataclasses.fields(config_class) if field.metadata.get("output")}
 
 
 
