@@ -70,6 +70,7 @@ def _train(recipe: str, seed: int, args, splits, transfer, teacher) -> dict:
     mIoU and time. The student alone reads the labelled scenes; the distilled students also read the unlabelled ones (`transfer`),
     for as many steps."""
     from kdistill.run import segmentation
+    from kdistill.run.demo_settings import SegmentationDemoSettings
     from kdistill.segmentation_metrics import evaluate_segmenter
 
     options = None if recipe == "alone" else dict(OPTIONS[recipe])
@@ -78,7 +79,7 @@ def _train(recipe: str, seed: int, args, splits, transfer, teacher) -> dict:
 
         student = segmenters.get("mobilenet_v2_segmenter", len(splits.class_names), tuple(splits.train_images.shape[1:]), width=args.width)
         options["taps"] = _two_levels(teacher, student)
-    schedule = {"student_epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate}
+    schedule = SegmentationDemoSettings(student_epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate)
     started = time.perf_counter()
     student = segmentation.train_student(teacher, splits if recipe == "alone" else transfer, options, schedule, seed, width=args.width)
     seconds = time.perf_counter() - started

@@ -62,3 +62,15 @@ def test_kdistill_demo_runs_the_declared_schedule_with_its_set_overrides(words, 
     monkeypatch.setattr(demo, "_load_data", stop)
     assert cli.main(["demo", "--output-dir", str(tmp_path / "demo"), *words, "--set", "student_epochs=2", "--set", "tap_weight=3"]) == 2
     assert seen == [dataclasses.replace(base, student_epochs=2, tap_weight=3)]
+
+
+def test_the_segmentation_demo_declares_its_schedule_and_checks_overrides_by_it():
+    from kdistill.run.demo_settings import SEGMENTATION_DEMO
+
+    assert SEGMENTATION_DEMO.to_dict() == {"image_size": 32, "train_scenes": 2000, "test_scenes": 500, "transfer_scenes": 6000, "teacher_epochs": 20,
+                                           "student_epochs": 16, "batch_size": 32, "learning_rate": 2e-3}
+    assert SEGMENTATION_DEMO.replaced({"transfer_scenes": 0}).transfer_scenes == 0 and SEGMENTATION_DEMO.transfer_scenes == 6000
+    with pytest.raises(UserError, match="teacher_epochs must be a positive whole number"):
+        SEGMENTATION_DEMO.replaced({"teacher_epochs": 0})
+    with pytest.raises(UserError, match="known: batch_size, image_size"):
+        SEGMENTATION_DEMO.replaced({"qat_epochs": 1})  # the classification demo's setting

@@ -11,6 +11,7 @@ from PIL import Image
 from kdistill import cli
 from kdistill.errors import UserError
 from kdistill.run import segmentation
+from kdistill.run.demo_settings import SegmentationDemoSettings
 
 
 def _write_mask_folder(folder, count=5, size=8, classes=3):
@@ -102,7 +103,7 @@ def test_unlabelled_scenes_are_all_ignored_and_a_student_reading_them_takes_the_
     extended = segmentation.add_unlabelled_scenes(splits, 16, fake_fashion_mnist, seed=100)
     assert extended.train_images.shape == (32, 32, 32, 3) and (extended.train_masks[16:] == 255).all()
     assert (extended.train_masks[:16] == splits.train_masks).all() and not np.array_equal(extended.train_images[16:], splits.train_images)
-    schedule = {"student_epochs": 2, "batch_size": 8, "learning_rate": 1e-3}
+    schedule = SegmentationDemoSettings(student_epochs=2, batch_size=8, learning_rate=1e-3)
     steps = [int(segmentation.train_student(None, data, None, schedule, seed=0).optimizer.iterations) for data in (splits, extended)]
     assert steps == [4, 4]  # 2 epochs of 2 batches, and 1 epoch of 4
 

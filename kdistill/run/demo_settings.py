@@ -20,7 +20,7 @@ import typing
 from kdistill.errors import UserError, check_number, shown
 from kdistill.run.options import COUNT, NON_NEGATIVE, number_rules, option
 
-__all__ = ["DemoSettings", "DEMO_QUICK", "DEMO_FULL", "check_settings"]
+__all__ = ["DemoSettings", "DEMO_QUICK", "DEMO_FULL", "SegmentationDemoSettings", "SEGMENTATION_DEMO", "check_settings"]
 
 
 @dataclasses.dataclass
@@ -72,8 +72,40 @@ DEMO_QUICK = DemoSettings()
 DEMO_FULL = dataclasses.replace(DEMO_QUICK, train_limit=None, transfer=False, teacher_epochs=10, student_epochs=15)
 
 
-def check_settings(overrides: dict) -> dict:
-    """Checks `demo`'s schedule overrides by the declarations of `DemoSettings` (names, types, numbers' signs) before any work; returns them.
+@dataclasses.dataclass
+class SegmentationDemoSettings:
+    """`kdistill demo --task segmentation`'s schedule: 32x32 scenes, a conv_segmenter teacher, a MobileNetV2-0.35 segmenter student.
+
+    Attributes:
+        transfer_scenes: unlabelled scenes (masks all ignored) the distilled student also reads, for as many
+            steps as `student_epochs` over the labelled scenes (`kdistill.run.segmentation.train_student`).
+        learning_rate: the peak rate of every model's Adam (one epoch of warm-up, then cosine decay).
+    """
+
+    image_size: int = option(32, number=COUNT)
+    train_scenes: int = option(2000, number=COUNT)
+    test_scenes: int = option(500, number=COUNT)
+    transfer_scenes: int = option(6000, number=dict(COUNT, allow_zero=True))
+    teacher_epochs: int = option(20, number=COUNT)
+    student_epochs: int = option(16, number=COUNT)
+    batch_size: int = option(32, number=COUNT)
+    learning_rate: float = option(2e-3, number={"positive": True})
+
+    def replaced(self, overrides: dict) -> "SegmentationDemoSettings":
+        """These settings with `overrides` (checked by `check_settings`) in place."""
+        return dataclasses.replace(self, **check_settings(overrides, SegmentationDemoSettings))
+
+    def to_dict(self) -> dict:
+        """The settings as the summary records them."""
+        return dataclasses.asdict(self)
+
+
+#: the segmentation demo
+SEGMENTATION_DEMO = SegmentationDemoSettings()
+
+
+def check_settings(overrides: dict, settings: type = DemoSettings) -> dict:
+    """Checks a demo's schedule overrides by the declarations of `settings` (names, types, numbers' signs) before any work; returns them.
 
     Example:
         >>> check_settings({"student_epochs": 2})
@@ -82,7 +114,7 @@ def check_settings(overrides: dict) -> dict:
         Traceback (most recent call last):
         kdistill.errors.UserError: student_epochs must be a positive whole number, received the str 'abc'.
     """
-    hints, rules = typing.get_type_hints(DemoSettings), number_rules(DemoSettings)
+    hints, rules = typing.get_type_hints(settings), number_rules(settings)
     unknown = sorted(set(overrides) - set(hints))
     if unknown:
         raise UserError(f"Unknown demo setting(s) {shown(unknown)}; known: {', '.join(sorted(hints))}.")

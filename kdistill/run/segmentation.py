@@ -134,8 +134,8 @@ def train_teacher(splits: MaskSplits, output: str | None, name: str = "conv_segm
     keras.utils.set_random_seed(seed)
     shape = tuple(splits.train_images.shape[1:])
     steps = -(-len(splits.train_images) // batch_size)
-    schedule = training.make_optimizer(optimizer, learning_rate, schedule="cosine", warmup_epochs=warmup_epochs, epochs=epochs, steps_per_epoch=steps)
-    model = compile_alone(segmenters.get(name, len(splits.class_names), shape, **options), learning_rate, optimizer=schedule)
+    cosine = training.make_optimizer(optimizer, learning_rate, schedule="cosine", warmup_epochs=warmup_epochs, epochs=epochs, steps_per_epoch=steps)
+    model = compile_alone(segmenters.get(name, len(splits.class_names), shape, **options), learning_rate, optimizer=cosine)
     model.fit(splits.train_images, splits.train_masks, batch_size=batch_size, epochs=epochs, verbose=verbose)
     if output:
         saving.save_for_inference(model, output)
@@ -173,11 +173,12 @@ def build_distiller(teacher, student, taps="preset", learning_rate: float = 1e-3
     return distiller
 
 
-def train_student(teacher, splits: MaskSplits, recipe: dict | None, schedule: dict, seed: int, verbose: int = 0, width: float = 0.35):
+def train_student(teacher, splits: MaskSplits, recipe: dict | None, schedule, seed: int, verbose: int = 0, width: float = 0.35):
     """A MobileNetV2 segmenter trained alone (`recipe` None) or distilled from `teacher` with `recipe` (FeatureDistiller options and
-    `taps`, `kdistill.run.segmentation_commands.DEMO_RECIPE`) for as many steps as `schedule["student_epochs"]` epochs over the
+    `taps`, `kdistill.run.segmentation_commands.DEMO_RECIPE`) for as many steps as `schedule.student_epochs` epochs over the
     labelled images (fewer epochs when unlabelled images, masks all ignored, are added); Adam with one epoch of warm-up and
-    cosine decay. Every seed's students start from the same weights. Returns the student."""
+    cosine decay. `schedule`: its `student_epochs`, `batch_size` and `learning_rate` (a
+    `kdistill.run.demo_settings.SegmentationDemoSettings`). Every seed's students start from the same weights. Returns the student."""
     import keras
 
     from kdistill.losses.dense import IGNORE_LABEL
@@ -185,18 +186,18 @@ def train_student(teacher, splits: MaskSplits, recipe: dict | None, schedule: di
     from kdistill.run import training
 
     labelled = int((splits.train_masks.reshape(len(splits.train_masks), -1) != IGNORE_LABEL).any(axis=1).sum())
-    epochs = max(1, round(schedule["student_epochs"] * labelled / len(splits.train_images)))  # the student alone's number of steps
-    steps = -(-len(splits.train_images) // schedule["batch_size"])
-    optimizer = training.make_optimizer("adam", schedule["learning_rate"], schedule="cosine", warmup_epochs=1, epochs=epochs, steps_per_epoch=steps)
+    epochs = max(1, round(schedule.student_epochs * labelled / len(splits.train_images)))  # the student alone's number of steps
+    steps = -(-len(splits.train_images) // schedule.batch_size)
+    optimizer = training.make_optimizer("adam", schedule.learning_rate, schedule="cosine", warmup_epochs=1, epochs=epochs, steps_per_epoch=steps)
     keras.utils.set_random_seed(seed + 1)
     student = segmenters.get("mobilenet_v2_segmenter", len(splits.class_names), tuple(splits.train_images.shape[1:]), width=width)
     if recipe is None:
-        model = compile_alone(student, schedule["learning_rate"], optimizer=optimizer)
+        model = compile_alone(student, schedule.learning_rate, optimizer=optimizer)
     else:
         options = dict(recipe)
         model = build_distiller(teacher, student, options.pop("taps"), optimizer=optimizer, **options)
     keras.utils.set_random_seed(seed + 1)
-    model.fit(splits.train_images, splits.train_masks, batch_size=schedule["batch_size"], epochs=epochs, verbose=verbose)
+    model.fit(splits.train_images, splits.train_masks, batch_size=schedule.batch_size, epochs=epochs, verbose=verbose)
     return student
 
 

@@ -13,15 +13,11 @@ import time
 
 from kdistill.errors import UserError
 from kdistill.run import segmentation
+from kdistill.run.demo_settings import SEGMENTATION_DEMO, SegmentationDemoSettings
 from kdistill.run.segmentation import MaskSplits, format_report, load, train_teacher
 
-__all__ = ["command", "demo", "DEMO_SCHEDULE", "DEMO_RECIPE"]
+__all__ = ["command", "demo", "DEMO_RECIPE"]
 
-#: the demo's sizes (a `--set key=value` changes one): 32x32 scenes, a conv_segmenter teacher, a MobileNetV2-0.35 segmenter student.
-#: The student alone trains `student_epochs` on the labelled scenes; the distilled student reads them and `transfer_scenes`
-#: unlabelled ones for as many steps (fewer epochs). Every model: Adam, one epoch of warm-up, cosine decay.
-DEMO_SCHEDULE = {"image_size": 32, "train_scenes": 2000, "test_scenes": 500, "transfer_scenes": 6000, "teacher_epochs": 20, "student_epochs": 16,
-                 "batch_size": 32, "learning_rate": 2e-3}
 #: the demo's distillation recipe: CWD on the logit map (the paper's segmentation setting) and the per-pixel CE
 DEMO_RECIPE = {"logits_loss": {"name": "cwd", "temperature": 1.0}, "logits_weight": 3.0, "alpha": 0.5, "feature_loss": None, "taps": {}}
 
@@ -153,25 +149,25 @@ def _taps_suggest(args, model, verbose: int) -> str:
     return text + (f"\nCKA heatmap: {plots.cka_heatmap(suggestion, args.heatmap)}" if args.heatmap else "")
 
 
-def demo(output_dir: str, data_dir: str | None = None, seed: int = 0, overrides: dict | None = None, verbose: int = 2) -> dict:
-    """Teacher, student alone and distilled student on the offline scenes; returns (and saves) their test mIoU and seconds."""
+def demo(output_dir: str, data_dir: str | None = None, seed: int = 0, settings: SegmentationDemoSettings = SEGMENTATION_DEMO,
+         verbose: int = 2) -> dict:
+    """Teacher, student alone and distilled student on the offline scenes; returns (and saves) their test mIoU and seconds.
+
+    `settings`: the schedule (`kdistill.run.demo_settings.SegmentationDemoSettings`; `--set key=value` changes one).
+    """
     from kdistill import files
     from kdistill.segmentation_metrics import evaluate_segmenter
 
-    schedule = dict(DEMO_SCHEDULE, **(overrides or {}))
-    unknown = sorted(set(schedule) - set(DEMO_SCHEDULE))
-    if unknown:
-        raise ValueError(f"Unknown demo setting {unknown[0]!r}; the segmentation demo's settings: {', '.join(DEMO_SCHEDULE)}.")
-    splits = load("scenes", data_dir, schedule["image_size"], schedule["train_scenes"], schedule["test_scenes"], seed)
+    splits = load("scenes", data_dir, settings.image_size, settings.train_scenes, settings.test_scenes, seed)
     started = time.perf_counter()
-    teacher = train_teacher(splits, os.path.join(output_dir, "teacher.keras"), epochs=schedule["teacher_epochs"],
-                            learning_rate=schedule["learning_rate"], batch_size=schedule["batch_size"], seed=seed, verbose=verbose)
+    teacher = train_teacher(splits, os.path.join(output_dir, "teacher.keras"), epochs=settings.teacher_epochs,
+                            learning_rate=settings.learning_rate, batch_size=settings.batch_size, seed=seed, verbose=verbose)
     summary = {"teacher": evaluate_segmenter(teacher, splits.test_images, splits.test_masks, splits.class_names)["mean_iou"]}
-    with_transfer = segmentation.add_unlabelled_scenes(splits, schedule["transfer_scenes"], data_dir, seed=seed + 100)
+    with_transfer = segmentation.add_unlabelled_scenes(splits, settings.transfer_scenes, data_dir, seed=seed + 100)
     for name, data, recipe in (("student_alone", splits, None), ("distilled", with_transfer, DEMO_RECIPE)):
-        student = segmentation.train_student(teacher, data, recipe, schedule, seed, verbose)
+        student = segmentation.train_student(teacher, data, recipe, settings, seed, verbose)
         summary[name] = evaluate_segmenter(student, splits.test_images, splits.test_masks, splits.class_names)["mean_iou"]
-    summary.update(seconds=round(time.perf_counter() - started, 1), schedule=schedule, recipe=repr(DEMO_RECIPE))
+    summary.update(seconds=round(time.perf_counter() - started, 1), schedule=settings.to_dict(), recipe=repr(DEMO_RECIPE))
     files.write_json(os.path.join(output_dir, "summary.json"), summary)
     return summary
 
@@ -180,7 +176,8 @@ def _demo(args, model, verbose: int) -> str:
     from kdistill.run import options
 
     output_dir = args.output_dir if args.output_dir != os.path.join("saved_models", "demo") else os.path.join("saved_models", "demo_segmentation")
-    summary = demo(output_dir, args.data_dir, args.seed, options.parse_overrides(args.set), 0 if args.quiet else verbose)
+    settings = SEGMENTATION_DEMO.replaced(options.parse_overrides(args.set))  # checked before any work
+    summary = demo(output_dir, args.data_dir, args.seed, settings, 0 if args.quiet else verbose)
     rows = [("teacher (conv_segmenter)", summary["teacher"]), ("student alone (mobilenet_v2_segmenter)", summary["student_alone"]),
             ("distilled student (CWD on the logit map)", summary["distilled"])]
     lines = [f"  {name:<42} test mIoU {100 * value:6.2f}%" for name, value in rows]
