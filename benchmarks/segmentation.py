@@ -28,11 +28,12 @@ import time
 import study_log
 
 from kdistill.run import environment
+from kdistill.run.segmentation_commands import DEMO_RECIPE
 
 RECIPES = ("alone", "kd", "cwd", "cwd_features")
 _CWD = {"logits_loss": {"name": "cwd", "temperature": 1.0}, "logits_weight": 3.0, "alpha": 0.5}
 OPTIONS = {  # FeatureDistiller options of each distilling recipe
-    "kd": {"logits_loss": "kl", "temperature": 4.0, "alpha": 0.5, "feature_loss": None, "taps": {}},
+    "kd": dict(DEMO_RECIPE),  # the segmentation demo's recipe
     "cwd": dict(_CWD, feature_loss=None, taps={}),
     "cwd_features": dict(_CWD, feature_loss={"name": "cwd", "temperature": 1.0}, taps="two_levels"),
 }

@@ -90,7 +90,7 @@ def test_the_segmentation_demo_prints_teacher_student_alone_and_distilled_miou(t
     argv = ["demo", "--task", "segmentation", "--data-dir", fake_fashion_mnist, "--output-dir", str(tmp_path), "--quiet"]
     assert cli.main(argv + [item for pair in tiny for item in ("--set", pair)]) == 0
     out = capsys.readouterr().out
-    assert "teacher (conv_segmenter)" in out and "student alone" in out and "distilled student (CWD on the logit map)" in out
+    assert "teacher (conv_segmenter)" in out and "student alone" in out and "distilled student (pixel-wise KD)" in out
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert all(0.0 <= summary[name] <= 1.0 for name in ("teacher", "student_alone", "distilled")) and summary["schedule"]["train_scenes"] == 16
     assert cli.main(argv + ["--set", "epochs=1"]) == 2 and "teacher_epochs" in capsys.readouterr().err  # an unknown setting names the known ones
