@@ -111,8 +111,20 @@ class FeatureDistiller(keras.Model):
 
     #: the constructor's options, saved by `get_config` (the models, taps and name are saved beside them; several teachers'
     #: weights live in their ensemble). `kdistill.run.config.DistillConfig` declares the same names with `distiller=True`.
-    OPTIONS = ("feature_loss", "logits_loss", "temperature", "alpha", "tap_weights", "logits_weight", "alignment", "review", "review_channels", "adapter",
-               "fold_batch_norm", "ignore_label")
+    OPTIONS = (
+        "feature_loss",
+        "logits_loss",
+        "temperature",
+        "alpha",
+        "tap_weights",
+        "logits_weight",
+        "alignment",
+        "review",
+        "review_channels",
+        "adapter",
+        "fold_batch_norm",
+        "ignore_label",
+    )
 
     def __init__(
         self,
@@ -166,14 +178,22 @@ class FeatureDistiller(keras.Model):
         if isinstance(teacher, (list, tuple)):
             return ensemble_module.ensemble(teacher, weights=teacher_weights, temperature=self.temperature)
         if teacher_weights is not None:
-            raise ValueError("teacher_weights weighs several teachers; pass a list of teachers, e.g. FeatureDistiller([teacher_a, teacher_b], ...).")
+            raise ValueError(
+                "teacher_weights weighs several teachers; pass a list of teachers, e.g. FeatureDistiller([teacher_a, teacher_b], ...)."
+            )
         return teacher
 
     def _set_losses(self, feature_loss, logits_loss) -> None:
         """The losses from their names (a named loss taking a temperature gets the distiller's)."""
-        self.feature_loss = losses_module.get(feature_loss, kind="feature", temperature=self.temperature) if feature_loss is not None else None
+        self.feature_loss = (
+            losses_module.get(feature_loss, kind="feature", temperature=self.temperature)
+            if feature_loss is not None
+            else None
+        )
         kind = dense.logits_loss_kind(logits_loss) if self.dense else "logits"
-        self.logits_loss = losses_module.get(logits_loss, kind=kind, temperature=self.temperature) if logits_loss is not None else None
+        self.logits_loss = (
+            losses_module.get(logits_loss, kind=kind, temperature=self.temperature) if logits_loss is not None else None
+        )
         if self.dense:
             dense.check_logits_loss(self.logits_loss)
 
@@ -182,12 +202,16 @@ class FeatureDistiller(keras.Model):
         teacher.trainable = False
         self.teacher = teacher
         self.student = student
-        self.teacher_features = taps_module.feature_model(teacher, list(self.taps), role="teacher", name="teacher_features")
+        self.teacher_features = taps_module.feature_model(
+            teacher, list(self.taps), role="teacher", name="teacher_features"
+        )
         # The folded view shares the teacher's variables; held untracked so that saved files keep their layout.
         forward = folding.fold_batch_norm(self.teacher_features) if self.fold_batch_norm else self.teacher_features
         self._teacher_forward = folding.Untracked(model=forward)
         student_layers = list(dict.fromkeys(self.taps.values()))
-        self.student_features = taps_module.feature_model(student, student_layers, role="student", name="student_features")
+        self.student_features = taps_module.feature_model(
+            student, student_layers, role="student", name="student_features"
+        )
         checks.check_logits_pair(teacher, student)
 
     def _shapes(self) -> tuple[dict, dict]:
@@ -203,15 +227,31 @@ class FeatureDistiller(keras.Model):
         teacher_shapes, student_shapes = self._shapes()
         position = {layer.name: index for index, layer in enumerate(self.student.layers)}
         depth = {t: position[s.split(taps_module.NESTED)[0]] for t, s in self.taps.items()}
-        self.student_adapter = adapters.get(self.adapter, teacher_shapes, student_shapes, student_depth=depth, student_layers=self.taps,
-                                            alignment=self.alignment, review_channels=self.review_channels)
+        self.student_adapter = adapters.get(
+            self.adapter,
+            teacher_shapes,
+            student_shapes,
+            student_depth=depth,
+            student_layers=self.taps,
+            alignment=self.alignment,
+            review_channels=self.review_channels,
+        )
         self.projections = self.student_adapter.tap_layers
 
     def _build_objective(self, tap_weights) -> None:
         """The objective (`kdistill.losses.objective.Objective`): its losses with weights get built for the teacher's shapes."""
         teacher_shapes, _ = self._shapes()
-        self.training_objective = Objective(self.taps, self.feature_loss, self.logits_loss, teacher_shapes, classes=self.teacher.outputs[0].shape[-1],
-                                            alpha=self.alpha, tap_weights=tap_weights, logits_weight=self.logits_weight, ignore_label=self.ignore_label)
+        self.training_objective = Objective(
+            self.taps,
+            self.feature_loss,
+            self.logits_loss,
+            teacher_shapes,
+            classes=self.teacher.outputs[0].shape[-1],
+            alpha=self.alpha,
+            tap_weights=tap_weights,
+            logits_weight=self.logits_weight,
+            ignore_label=self.ignore_label,
+        )
         self.tap_weights = self.training_objective.tap_weights
         self.tap_losses = self.training_objective.tap_losses
 
@@ -300,14 +340,25 @@ class FeatureDistiller(keras.Model):
     def fit(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.fit`, refusing training data without a single batch (Keras would return an empty history, silently)."""
         checks.check_not_empty(x, "training data")
-        checks.check_fit_data(self.teacher, x, y, kwargs.get("validation_data"), ignore_label=self.ignore_label,
-                              sparse_labels=getattr(self.training_objective.label_loss, "sparse", None))
-        self._teacher_checked = getattr(self, "_teacher_checked", False) or checks.warn_if_chance_level(self.teacher, kwargs.get("validation_data")) is not None
+        checks.check_fit_data(
+            self.teacher,
+            x,
+            y,
+            kwargs.get("validation_data"),
+            ignore_label=self.ignore_label,
+            sparse_labels=getattr(self.training_objective.label_loss, "sparse", None),
+        )
+        self._teacher_checked = (
+            getattr(self, "_teacher_checked", False)
+            or checks.warn_if_chance_level(self.teacher, kwargs.get("validation_data")) is not None
+        )
         build_before_fit(self, x, y)  # TensorFlow then traces the first step once, not twice
         history = super().fit(x, y, *args, **kwargs)
         if not history.history and kwargs.get("epochs", 1) and kwargs.get("initial_epoch", 0) < kwargs.get("epochs", 1):
-            raise ValueError("fit ran no training step: the training data gave no batch (an empty dataset, or a generator that "
-                             "stopped at once). Check where the data come from (limits, filters, the folder's contents).")
+            raise ValueError(
+                "fit ran no training step: the training data gave no batch (an empty dataset, or a generator that "
+                "stopped at once). Check where the data come from (limits, filters, the folder's contents)."
+            )
         return history
 
     # ---------------------------------------------------------------- compile
@@ -334,7 +385,9 @@ class FeatureDistiller(keras.Model):
             # batch that mixes in a transfer set (UNLABELED labels get weight 0). Without them the values are the same.
             kwargs["weighted_metrics"], metrics = metrics, None
         optimizer = keras.optimizers.get(optimizer)
-        if self.student.dtype_policy.name == "mixed_float16" and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        if self.student.dtype_policy.name == "mixed_float16" and not isinstance(
+            optimizer, keras.optimizers.LossScaleOptimizer
+        ):
             # float16 gradients underflow without loss scaling.
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
@@ -352,13 +405,20 @@ class FeatureDistiller(keras.Model):
 
     # ----------------------------------------------------------------- config
     def get_compile_config(self) -> dict | None:
-        if self.built and self.compiled and not self.optimizer.built:  # saved before fit: save the state a load builds (or Keras warns
-            self.optimizer.build(self.trainable_variables)            # "Skipping variable loading for optimizer" when it loads)
+        if (
+            self.built and self.compiled and not self.optimizer.built
+        ):  # saved before fit: save the state a load builds (or Keras warns
+            self.optimizer.build(self.trainable_variables)  # "Skipping variable loading for optimizer" when it loads)
         return super().get_compile_config()
 
     def get_config(self) -> dict:
         serialize = keras.saving.serialize_keras_object
-        config = {"name": self.name, "teacher": serialize(self.teacher), "student": serialize(self.student), "taps": dict(self.taps)}
+        config = {
+            "name": self.name,
+            "teacher": serialize(self.teacher),
+            "student": serialize(self.student),
+            "taps": dict(self.taps),
+        }
         return {**config, **{option: serialize(getattr(self, option)) for option in self.OPTIONS}}
 
     @classmethod
@@ -374,9 +434,17 @@ class FeatureDistiller(keras.Model):
     def projection_summary(self) -> list[dict]:
         """One row per tap: teacher layer, student layer, shapes, and how the adapter maps them."""
         teacher_shapes, student_shapes = self._shapes()
-        return [{"teacher_layer": teacher_layer, "student_layer": student_layer, "teacher_shape": tuple(teacher_shapes[teacher_layer][1:]),
-                 "student_shape": tuple(student_shapes[teacher_layer][1:]), "projection": self.student_adapter.describe(teacher_layer),
-                 "weight": self.tap_weights[teacher_layer]} for teacher_layer, student_layer in self.taps.items()]
+        return [
+            {
+                "teacher_layer": teacher_layer,
+                "student_layer": student_layer,
+                "teacher_shape": tuple(teacher_shapes[teacher_layer][1:]),
+                "student_shape": tuple(student_shapes[teacher_layer][1:]),
+                "projection": self.student_adapter.describe(teacher_layer),
+                "weight": self.tap_weights[teacher_layer],
+            }
+            for teacher_layer, student_layer in self.taps.items()
+        ]
 
     def summary(self, *args, **kwargs) -> None:
         """Keras' summary with each model, adapter and loss once (not the views sharing their weights: feature models, projections)."""

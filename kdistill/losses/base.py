@@ -88,7 +88,9 @@ class DistillationLoss(keras.losses.Loss):
     @classmethod
     def from_config(cls, config: dict):
         if cls is DistillationLoss:
-            raise TypeError("A bare DistillationLoss(fn) cannot be rebuilt from its config; subclass it (see kdistill.losses.features).")
+            raise TypeError(
+                "A bare DistillationLoss(fn) cannot be rebuilt from its config; subclass it (see kdistill.losses.features)."
+            )
         return cls(**config)
 
 

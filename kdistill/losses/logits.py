@@ -182,9 +182,18 @@ class DKD(DistillationLoss):
 
     uses_labels = True
 
-    def __init__(self, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0, reduction="sum_over_batch_size", name="dkd"):
+    def __init__(
+        self,
+        alpha: float = 1.0,
+        beta: float = 8.0,
+        temperature: float = 4.0,
+        reduction="sum_over_batch_size",
+        name="dkd",
+    ):
         check_temperature(temperature)
-        super().__init__(dkd, reduction=reduction, name=name, alpha=float(alpha), beta=float(beta), temperature=float(temperature))
+        super().__init__(
+            dkd, reduction=reduction, name=name, alpha=float(alpha), beta=float(beta), temperature=float(temperature)
+        )
 
 
 @register("standardized_kd", kind="logits")

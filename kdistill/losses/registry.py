@@ -102,4 +102,6 @@ def lookup(name: str, kind: str | None = None) -> tuple[type, str, dict[str, Any
 def available(kind: str | None = None) -> list[str]:
     """Registered names, sorted and unique, optionally only those of one kind ("feature" or "logits")."""
     _check_kind(kind)
-    return sorted({name for registered_kind in KINDS if kind in (None, registered_kind) for name in _REGISTRY[registered_kind]})
+    return sorted(
+        {name for registered_kind in KINDS if kind in (None, registered_kind) for name in _REGISTRY[registered_kind]}
+    )

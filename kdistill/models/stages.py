@@ -80,8 +80,10 @@ def get(name: str) -> Table:
         ValueError: for a name without a table, listing the registered ones.
     """
     if name not in _TABLES:
-        raise ValueError(f"Unknown network {shown(name)}.{did_you_mean(str(name), _TABLES, count=2)} Networks with stage tables: "
-                         f"{', '.join(names())}.")
+        raise ValueError(
+            f"Unknown network {shown(name)}.{did_you_mean(str(name), _TABLES, count=2)} Networks with stage tables: "
+            f"{', '.join(names())}."
+        )
     return list(_TABLES[name])
 
 

@@ -31,7 +31,9 @@ def _input_quantizer(layer) -> qlayers.ActivationQuantizer:
         if hasattr(producer, "output_quantizer"):
             return producer.output_quantizer
         if type(producer).__name__ not in PASS_THROUGH or not producer._inbound_nodes:
-            raise ValueError(f"The input of {layer.name!r} comes from {producer.name!r} ({type(producer).__name__}), which has no int8 range.")
+            raise ValueError(
+                f"The input of {layer.name!r} comes from {producer.name!r} ({type(producer).__name__}), which has no int8 range."
+            )
         tensor = producer._inbound_nodes[0].input_tensors[0]
 
 
