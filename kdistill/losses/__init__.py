@@ -34,7 +34,7 @@ from typing import Any, Callable
 import keras
 
 from kdistill.errors import did_you_mean, shown
-from kdistill.losses import (
+from kdistill.losses import (  # noqa: F401 - each registers its names
     adversarial,
     contrastive,
     cwd,
@@ -44,7 +44,7 @@ from kdistill.losses import (
     irg,
     logits,
     standardized_dkd,
-)  # noqa: F401 - each registers its names
+)
 from kdistill.losses._utils import check_temperature
 from kdistill.losses.adversarial import AdversarialLoss
 from kdistill.losses.base import DistillationLoss, per_sample_loss
