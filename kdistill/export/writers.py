@@ -134,9 +134,8 @@ def _full_disk_named(what: str, target: str) -> Iterator[None]:
         yield
     except tf.errors.ResourceExhaustedError as error:
         first = (str(getattr(error, "message", error)).strip().splitlines() or [type(error).__name__])[0]
-        detail = shorten(
-            first.rsplit("; ", 1)[-1]
-        )  # "<staging path>; No space left on device": the path is ours, not the user's
+        # "<staging path>; No space left on device": the path is ours, not the user's
+        detail = shorten(first.rsplit("; ", 1)[-1])
         raise files.InsufficientSpaceError(
             f"Not enough disk space to write {what} {target!r} ({detail}). {_FULL_DISK_HINT}"
         ) from error
@@ -194,6 +193,30 @@ def tflite(
     """
     tensorflow_module("exporting models")  # fail first, with the install line, where TensorFlow is missing
     student = student_of(model)
+    trained, calibration = _check_tflite_mode(student, quantize, calibration, percentile, representative)
+    images = (
+        _representative_images(representative, representative_count)
+        if quantize in CALIBRATED_MODES and not trained
+        else None
+    )
+    folder = os.path.dirname(os.path.abspath(path))
+    check_writable(folder)
+    with files.new_folders(folder), files.staging_folder(folder, prefix=".export-") as staging:
+        exported = saved_model_dir or saved_model(student, staging, version=1)
+        converter = tf.lite.TFLiteConverter.from_saved_model(exported)
+        _set_converter_mode(converter, quantize, images)
+        flatbuffer = _convert(converter, quantize, trained, images, calibration, percentile, int8_io)
+        staged_file = os.path.join(staging, "model.tflite")
+        with open(staged_file, "wb") as handle:
+            handle.write(flatbuffer)
+        files.replace(staged_file, path)
+    return path
+
+
+def _check_tflite_mode(
+    student: keras.Model, quantize: str, calibration: str, percentile: float, representative: Iterable | None
+) -> tuple[bool, str]:
+    """Whether `student` is quantization-aware, and the calibration its conversion uses; raises on a mode it cannot take."""
     if quantize not in TFLITE_MODES:
         raise ValueError(f"Unknown quantize={quantize!r}; use one of {', '.join(TFLITE_MODES)}.")
     int8_calibration.check(calibration, percentile)
@@ -215,46 +238,47 @@ def tflite(
         raise ValueError(
             f"quantize={quantize!r} needs representative=<dataset of real images> to calibrate activation ranges."
         )
-    images = (
-        _representative_images(representative, representative_count)
-        if quantize in CALIBRATED_MODES and not trained
-        else None
-    )
-    folder = os.path.dirname(os.path.abspath(path))
-    check_writable(folder)
-    with files.new_folders(folder), files.staging_folder(folder, prefix=".export-") as staging:
-        exported = saved_model_dir or saved_model(student, staging, version=1)
-        converter = tf.lite.TFLiteConverter.from_saved_model(exported)
-        if quantize == "float16":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.target_spec.supported_types = [tf.float16]
-        elif quantize == "dynamic":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        elif quantize == "int16x8":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = int8_calibration.representative_dataset(images)
-            converter.target_spec.supported_ops = [
-                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
-            ]
-        try:
-            with quiet_native_code():  # the converter prints "fully_quantize: 0, ..." to fd 2
-                if trained:
-                    flatbuffer = int8_calibration.convert_trained(converter, int8_io=int8_io)
-                elif quantize == "int8":
-                    flatbuffer = int8_calibration.quantize_int8(
-                        converter, images, method=calibration, percentile=percentile, int8_io=int8_io
-                    )
-                else:
-                    flatbuffer = converter.convert()
-        except Exception as error:
-            raise ValueError(
-                f"TFLite conversion ({quantize}) failed: {error}. Ops without a TFLite kernel cannot be exported as {quantize}."
-            ) from error
-        staged_file = os.path.join(staging, "model.tflite")
-        with open(staged_file, "wb") as handle:
-            handle.write(flatbuffer)
-        files.replace(staged_file, path)
-    return path
+    return trained, calibration
+
+
+def _set_converter_mode(converter, quantize: str, images: list[np.ndarray] | None) -> None:
+    """The converter's optimizations for float16, dynamic and int16x8 (int8 sets its own in `int8_calibration`)."""
+    if quantize == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quantize == "int16x8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = int8_calibration.representative_dataset(images)
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        ]
+
+
+def _convert(
+    converter,
+    quantize: str,
+    trained: bool,
+    images: list[np.ndarray] | None,
+    calibration: str,
+    percentile: float,
+    int8_io: bool,
+) -> bytes:
+    """The flatbuffer; a failed conversion is a ValueError naming the mode."""
+    try:
+        with quiet_native_code():  # the converter prints "fully_quantize: 0, ..." to fd 2
+            if trained:
+                return int8_calibration.convert_trained(converter, int8_io=int8_io)
+            if quantize == "int8":
+                return int8_calibration.quantize_int8(
+                    converter, images, method=calibration, percentile=percentile, int8_io=int8_io
+                )
+            return converter.convert()
+    except Exception as error:
+        raise ValueError(
+            f"TFLite conversion ({quantize}) failed: {error}. Ops without a TFLite kernel cannot be exported as {quantize}."
+        ) from error
 
 
 def onnx(model, path: str, opset: int = 17) -> str:
