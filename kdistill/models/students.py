@@ -131,6 +131,22 @@ def get(
             batch_norm_momentum=batch_norm_momentum,
             **kwargs,
         )
+    _check_name_and_size(name, input_shape)
+    if isinstance(weights, str) and weights != "imagenet":
+        if not os.path.exists(weights):
+            raise FileNotFoundError(f"Student weights file {weights!r} does not exist.")
+        if saving.is_full_model_file(weights):
+            return _saved_student(name, weights, num_classes, input_shape, batch_norm_momentum, **kwargs)
+    if weights == "imagenet":
+        return _with_imagenet_backbone(name, num_classes, input_shape, batch_norm_momentum, **kwargs)
+    model = _REGISTRY[name](num_classes=num_classes, input_shape=tuple(input_shape), **kwargs)
+    if isinstance(weights, str) and weights != "imagenet":
+        saving.load_weights(model, weights, "student", name, "Pass weights saved from the same architecture and width.")
+    return saving.set_batch_norm_momentum(model, batch_norm_momentum)
+
+
+def _check_name_and_size(name: str, input_shape) -> None:
+    """Raises for a name that is not registered, or images too small for a MobileNet."""
     if name not in _REGISTRY:
         raise ValueError(
             f"Unknown student {shown(name)}.{did_you_mean(name, available(), count=2)} Registered: {', '.join(available())}; or pass any functional Keras model."
@@ -140,40 +156,41 @@ def get(
             f"{name} needs images of at least 32x32, received input_shape {tuple(input_shape)}. Use --image-size (or "
             "--student-image-size) 32 or more, or a CIFAR student for small images (resnet8x4, resnet20)."
         )
-    if isinstance(weights, str) and weights != "imagenet":
-        if not os.path.exists(weights):
-            raise FileNotFoundError(f"Student weights file {weights!r} does not exist.")
-        if saving.is_full_model_file(weights):
-            model = saving.load_model(weights, role="student")
-            built = _REGISTRY[name](num_classes=model.outputs[0].shape[-1], input_shape=tuple(input_shape), **kwargs)
-            checks.check_same_architecture(model, built, name, weights)
-            if model.outputs[0].shape[-1] != num_classes:
-                raise ValueError(
-                    f"The student in {weights!r} predicts {model.outputs[0].shape[-1]} classes, not {num_classes}."
-                )
-            return saving.set_batch_norm_momentum(model, batch_norm_momentum)
-    if weights == "imagenet":
-        if name not in _IMAGENET_STUDENTS:
-            imagenet_notop_file(name, input_shape, 1.0)  # raises, naming the students that have ImageNet weights
-        width = kwargs.get("width", 0.5 if name == "mobilenet_v2" else 1.0)
-        kwargs["backbone_weights"] = _imagenet_weights(
-            name, tuple(input_shape), width, kwargs.get("minimalistic", False)
+
+
+def _saved_student(
+    name: str, weights: str, num_classes: int, input_shape, batch_norm_momentum: float | None, **kwargs
+) -> keras.Model:
+    """The whole student saved in `weights`, checked to be the architecture `name` with `num_classes` classes."""
+    model = saving.load_model(weights, role="student")
+    built = _REGISTRY[name](num_classes=model.outputs[0].shape[-1], input_shape=tuple(input_shape), **kwargs)
+    checks.check_same_architecture(model, built, name, weights)
+    if model.outputs[0].shape[-1] != num_classes:
+        raise ValueError(
+            f"The student in {weights!r} predicts {model.outputs[0].shape[-1]} classes, not {num_classes}."
         )
-        try:
-            return saving.set_batch_norm_momentum(
-                _REGISTRY[name](num_classes=num_classes, input_shape=tuple(input_shape), **kwargs), batch_norm_momentum
-            )
-        except Exception as error:  # Keras' download: "URL fetch failure" without network
-            file_name = imagenet_notop_file(name, input_shape, width, kwargs.get("minimalistic", False))
-            raise ValueError(
-                f"Could not get the ImageNet weights of {name} (width {width}): {type(error).__name__}: {str(error)[:200]}. Without "
-                f"network, copy {file_name!r} to {saving.keras_cache_path(file_name)!r}, or pass weights='/path/to/that_file.h5' "
-                "(CLI: --student-weights PATH); set KDISTILL_OFFLINE=1 to fail at once instead of trying to download."
-            ) from None
-    model = _REGISTRY[name](num_classes=num_classes, input_shape=tuple(input_shape), **kwargs)
-    if isinstance(weights, str) and weights != "imagenet":
-        saving.load_weights(model, weights, "student", name, "Pass weights saved from the same architecture and width.")
     return saving.set_batch_norm_momentum(model, batch_norm_momentum)
+
+
+def _with_imagenet_backbone(
+    name: str, num_classes: int, input_shape, batch_norm_momentum: float | None, **kwargs
+) -> keras.Model:
+    """A MobileNet student on Keras' ImageNet backbone (from its cache, or downloaded) with a new classifier."""
+    if name not in _IMAGENET_STUDENTS:
+        imagenet_notop_file(name, input_shape, 1.0)  # raises, naming the students that have ImageNet weights
+    width = kwargs.get("width", 0.5 if name == "mobilenet_v2" else 1.0)
+    kwargs["backbone_weights"] = _imagenet_weights(name, tuple(input_shape), width, kwargs.get("minimalistic", False))
+    try:
+        return saving.set_batch_norm_momentum(
+            _REGISTRY[name](num_classes=num_classes, input_shape=tuple(input_shape), **kwargs), batch_norm_momentum
+        )
+    except Exception as error:  # Keras' download: "URL fetch failure" without network
+        file_name = imagenet_notop_file(name, input_shape, width, kwargs.get("minimalistic", False))
+        raise ValueError(
+            f"Could not get the ImageNet weights of {name} (width {width}): {type(error).__name__}: {str(error)[:200]}. Without "
+            f"network, copy {file_name!r} to {saving.keras_cache_path(file_name)!r}, or pass weights='/path/to/that_file.h5' "
+            "(CLI: --student-weights PATH); set KDISTILL_OFFLINE=1 to fail at once instead of trying to download."
+        ) from None
 
 
 def load(path: str) -> keras.Model:
