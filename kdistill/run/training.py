@@ -235,25 +235,10 @@ def train_teacher(
         augment=list(augment),
         epochs=epochs,
     )
-    # Backs up weights and optimizer state after every epoch (removed when training ends); the same command resumes.
-    backup = callbacks.SafeBackupAndRestore(
-        backup_dir,
-        run_config=_resume_key(splits, settings),
-        fix=f"Delete {backup_dir!r} to start afresh, or pass another --output.",
-    )
+    backup = _teacher_backup(splits, backup_dir, settings)
     run_callbacks = [progress, backup, callbacks.DataPass(splits.train), *(callbacks_ or [])]
-    if os.path.exists(os.path.join(backup_dir, "training_metadata.json")):
-        logger.info("Resuming the interrupted teacher training from %s", backup_dir)
-    keep = None
-    if splits.validation is not None:
-        # Below ~100 validation images chance and learning cannot be told apart; the best epoch is still kept.
-        checkable = splits.counts.get("validation", 0) >= _MIN_CHANCE_CHECK_IMAGES
-        if not checkable:
-            logger.warning(
-                "Only %d validation images: too few to check that the teacher beats chance.",
-                splits.counts.get("validation", 0),
-            )
-        keep = _KeptBestEpoch(backup_dir, chance_level=1.0 / splits.num_classes if checkable else None)
+    keep = _kept_best_epoch(splits, backup_dir)
+    if keep is not None:
         run_callbacks.append(keep)
     build_before_fit(teacher, splits.train)
     with callbacks.reporting_interrupts(progress, resumable=True):
@@ -270,6 +255,32 @@ def train_teacher(
     os.makedirs(os.path.dirname(output_path) or ".", exist_ok=True)
     saving.save_for_inference(teacher, output_path)
     return teacher, history
+
+
+def _teacher_backup(splits: data_module.Splits, backup_dir: str, settings: dict) -> callbacks.SafeBackupAndRestore:
+    """Backs up weights and optimizer state after every epoch (removed when training ends); the same command resumes."""
+    backup = callbacks.SafeBackupAndRestore(
+        backup_dir,
+        run_config=_resume_key(splits, settings),
+        fix=f"Delete {backup_dir!r} to start afresh, or pass another --output.",
+    )
+    if os.path.exists(os.path.join(backup_dir, "training_metadata.json")):
+        logger.info("Resuming the interrupted teacher training from %s", backup_dir)
+    return backup
+
+
+def _kept_best_epoch(splits: data_module.Splits, backup_dir: str) -> _KeptBestEpoch | None:
+    """With validation data, the callback that keeps the best epoch and checks that the teacher beats chance."""
+    if splits.validation is None:
+        return None
+    # Below ~100 validation images chance and learning cannot be told apart; the best epoch is still kept.
+    checkable = splits.counts.get("validation", 0) >= _MIN_CHANCE_CHECK_IMAGES
+    if not checkable:
+        logger.warning(
+            "Only %d validation images: too few to check that the teacher beats chance.",
+            splits.counts.get("validation", 0),
+        )
+    return _KeptBestEpoch(backup_dir, chance_level=1.0 / splits.num_classes if checkable else None)
 
 
 def teacher_backup_dir(output_path: str) -> str:
