@@ -145,15 +145,7 @@ def build(
         {name: tuple(features.output[name].shape[1:]) for name in names}, dtype, classes, top_k, crops, mixes
     )
     per_view = layout.bytes_per_view()
-    logger.info(
-        "Teacher cache: %d bytes per image per view (%s); %.1f MB for %d images x %d view(s), plus %.1f MB of images",
-        per_view["total"],
-        ", ".join(f"{name} {size}" for name, size in per_view.items() if name != "total"),
-        len(labels) * max(views, 1) * per_view["total"] / 1e6,
-        len(labels),
-        max(views, 1),
-        stored_images.nbytes / 1e6,
-    )
+    _log_sizes(per_view, len(labels), views, stored_images.nbytes)
     meta = {
         "format": FORMAT,
         "teacher": teacher_fingerprint(teacher),
@@ -168,10 +160,41 @@ def build(
     meta.update({"source": dict(source)} if source else {}, **({"top_k": int(top_k)} if top_k else {}))
     if views:
         meta.update(views=int(views), augment=sorted(augment), seed=int(seed), mixes=mixes is not None)
+    _write(folder, features, stored_images, labels, batch_size, layout, meta, verbose)
+    logger.info(
+        "Cached the teacher's outputs for %d images%s in %s", len(labels), f" x {views} views" if views else "", folder
+    )
+    return TeacherCache(folder, meta)
+
+
+def _log_sizes(per_view: dict[str, int], examples: int, views: int, image_bytes: int) -> None:
+    """Says what the cache will take: bytes per image per view by output, and in all."""
+    logger.info(
+        "Teacher cache: %d bytes per image per view (%s); %.1f MB for %d images x %d view(s), plus %.1f MB of images",
+        per_view["total"],
+        ", ".join(f"{name} {size}" for name, size in per_view.items() if name != "total"),
+        examples * max(views, 1) * per_view["total"] / 1e6,
+        examples,
+        max(views, 1),
+        image_bytes / 1e6,
+    )
+
+
+def _write(
+    folder: str,
+    features: keras.Model,
+    stored_images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    layout: _Layout,
+    meta: dict,
+    verbose: int,
+) -> None:
+    """Runs the teacher over the images and writes the cache whole into `folder` (after checking the free space)."""
     parent = os.path.dirname(os.path.abspath(folder))
     files.check_free_space(
         parent,
-        stored_images.nbytes + labels.nbytes + len(labels) * max(views, 1) * per_view["total"],
+        stored_images.nbytes + labels.nbytes + len(labels) * max(meta.get("views", 0), 1) * meta["bytes_per_view"],
         "the teacher cache",
         hint="Free some space, pass another --output, --top-k for the logits, or --dtype float16 (half the size).",
     )
@@ -184,10 +207,6 @@ def build(
         with open(os.path.join(staging, "meta.json"), "w") as handle:
             json.dump(meta, handle, indent=2)
         files.replace(staging, folder)
-    logger.info(
-        "Cached the teacher's outputs for %d images%s in %s", len(labels), f" x {views} views" if views else "", folder
-    )
-    return TeacherCache(folder, meta)
 
 
 def _check_build_options(dataset, augment: Sequence[str], views: int) -> None:
