@@ -1,6 +1,6 @@
 """Resuming an interrupted run: the per-epoch backup in its run folder, the settings it must match, and its history.
 
-A run writes `<run folder>/backup/` after every epoch (`callbacks.SafeBackupAndRestore`) and `history.csv` as it goes;
+A run writes `<run folder>/backup/` after every epoch (`kdistill.run.backup.SafeBackupAndRestore`) and `history.csv` as it goes;
 running the same command again resumes from the last finished epoch. `kdistill.run.jobs.distill` (classifiers) and
 `kdistill.run.segmentation.distill` (segmenters) share these steps.
 
@@ -20,6 +20,7 @@ import keras
 
 from kdistill.errors import UserError
 from kdistill.run import callbacks
+from kdistill.run.backup import SafeBackupAndRestore
 
 __all__ = [
     "RESUMABLE_CHANGES",
@@ -82,7 +83,7 @@ def backup_callbacks(output_dir: str, settings: dict, restart: bool = False) -> 
     progress = callbacks.EpochProgress()
     run_callbacks = [
         progress,
-        callbacks.SafeBackupAndRestore(backup_dir, run_config=resume_key(settings)),
+        SafeBackupAndRestore(backup_dir, run_config=resume_key(settings)),
         keras.callbacks.CSVLogger(history_csv, append=True),
         callbacks.StopOnNonFiniteLoss(),
     ]

@@ -19,6 +19,7 @@ from kdistill import data as data_module
 from kdistill.fit_build import build_before_fit
 from kdistill.models import saving, students, teachers
 from kdistill.run import callbacks
+from kdistill.run.backup import SafeBackupAndRestore
 
 __all__ = [
     "make_optimizer",
@@ -257,9 +258,9 @@ def train_teacher(
     return teacher, history
 
 
-def _teacher_backup(splits: data_module.Splits, backup_dir: str, settings: dict) -> callbacks.SafeBackupAndRestore:
+def _teacher_backup(splits: data_module.Splits, backup_dir: str, settings: dict) -> SafeBackupAndRestore:
     """Backs up weights and optimizer state after every epoch (removed when training ends); the same command resumes."""
-    backup = callbacks.SafeBackupAndRestore(
+    backup = SafeBackupAndRestore(
         backup_dir,
         run_config=_resume_key(splits, settings),
         fix=f"Delete {backup_dir!r} to start afresh, or pass another --output.",
