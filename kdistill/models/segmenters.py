@@ -40,7 +40,7 @@ import keras
 from keras import tree
 
 from kdistill.errors import did_you_mean
-from kdistill.models import hub, stages as stage_registry
+from kdistill.models import hub, hub_presets, stages as stage_registry
 
 __all__ = ["register", "available", "get", "mobilenet_v2_segmenter", "conv_segmenter", "deeplab_v3", "from_preset"]
 
@@ -248,7 +248,7 @@ def deeplab_v3(
         projection_filters: channels of the low-level projection in the decoder.
         name: the model's name.
     """
-    keras_hub = hub._keras_hub()
+    keras_hub = hub_presets._keras_hub()
     stacks = len(stackwise_num_filters)
     encoder = keras_hub.models.ResNetBackbone(
         input_conv_filters=[64],
@@ -284,7 +284,7 @@ def deeplab_v3(
 
 def _load_deeplab_preset(folder: str):
     """(DeepLabV3 backbone, its segmentation head or None, image converter or None) of a preset folder."""
-    keras_hub = hub._keras_hub()
+    keras_hub = hub_presets._keras_hub()
     head = converter = None
     if os.path.exists(os.path.join(folder, "task.json")):
         segmenter = keras_hub.models.ImageSegmenter.from_preset(folder)
