@@ -1,4 +1,6 @@
-"""Training pieces shared by the jobs: optimizers, the teacher recipe, building and training a student alone.
+"""Training pieces shared by the jobs: the loss the labels need, training a teacher, building and training a student alone.
+
+The optimizers and the teacher recipe are in `kdistill.run.optimizers` (named here too).
 
 Example:
     >>> from kdistill.run import training
@@ -20,6 +22,7 @@ from kdistill.fit_build import build_before_fit
 from kdistill.models import saving, students, teachers
 from kdistill.run import callbacks
 from kdistill.run.backup import SafeBackupAndRestore
+from kdistill.run.optimizers import TEACHER_RECIPE, make_optimizer, teacher_optimizer
 
 __all__ = [
     "make_optimizer",
@@ -35,72 +38,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-_OPTIMIZERS = {
-    "adam": keras.optimizers.Adam,
-    "sgd": lambda **kw: keras.optimizers.SGD(momentum=0.9, **kw),
-    "adamw": keras.optimizers.AdamW,
-}
-
-
-def _optimizer_instance(name: str, rate, weight_decay: float | None, global_clipnorm: float | None = None):
-    if name not in _OPTIMIZERS:
-        raise ValueError(f"Unknown optimizer {name!r}; known: {', '.join(_OPTIMIZERS)}.")
-    kwargs = {"weight_decay": weight_decay} if weight_decay else {}
-    if global_clipnorm:
-        kwargs["global_clipnorm"] = global_clipnorm
-    return _OPTIMIZERS[name](learning_rate=rate, **kwargs)
-
-
-def make_optimizer(
-    name: str,
-    learning_rate: float,
-    weight_decay: float | None = None,
-    decay_epochs=(),
-    steps_per_epoch: int | None = None,
-    schedule: str = "constant",
-    warmup_epochs: float = 0.0,
-    epochs: int = 1,
-    global_clipnorm: float | None = None,
-):
-    """Adam / SGD (momentum 0.9) / AdamW for `distill`: a constant rate, a step decay, or warm-up and cosine decay.
-
-    Args:
-        name: "adam", "sgd" or "adamw".
-        learning_rate: the (peak) rate.
-        weight_decay: decoupled weight decay, or None.
-        decay_epochs: multiply the rate by 0.1 at each of these epochs (with `schedule="constant"`).
-        steps_per_epoch: optimizer steps per epoch (needed by `decay_epochs` and `"cosine"`).
-        schedule: "constant", or "cosine": linear warm-up for `warmup_epochs`, then cosine decay to zero at the end of `epochs`.
-        warmup_epochs: the warm-up of the cosine schedule (may be fractional).
-        epochs: the run's length (for `"cosine"`).
-        global_clipnorm: clip the gradients of every trained variable together (the student's, its projections' and the
-            losses' own) to this global norm, or None.
-
-    Example:
-        >>> optimizer = make_optimizer("adam", 1e-3, schedule="cosine", warmup_epochs=1, epochs=3, steps_per_epoch=10, global_clipnorm=1.0)
-        >>> optimizer.global_clipnorm, round(float(optimizer.learning_rate), 6)
-        (1.0, 0.0)
-    """
-    if schedule == "cosine":
-        if not steps_per_epoch:
-            raise ValueError("A cosine schedule needs the number of steps per epoch.")
-        return teacher_optimizer(
-            name, learning_rate, epochs, steps_per_epoch, warmup_epochs, "cosine", weight_decay, global_clipnorm
-        )
-    if schedule != "constant":
-        raise ValueError(f"schedule must be 'constant' or 'cosine', received {schedule!r}.")
-    rate = learning_rate
-    if decay_epochs:
-        if not steps_per_epoch:
-            raise ValueError("A learning-rate decay by epoch needs the number of steps per epoch.")
-        # The first step of epoch e (counting from 0) is step e * steps_per_epoch; it uses the decayed rate.
-        boundaries = [int(epoch) * steps_per_epoch - 1 for epoch in sorted(decay_epochs)]
-        rate = keras.optimizers.schedules.PiecewiseConstantDecay(
-            boundaries, [learning_rate * 0.1**i for i in range(len(boundaries) + 1)]
-        )
-    return _optimizer_instance(name, rate, weight_decay, global_clipnorm)
-
-
 def label_loss(augment) -> str:
     """The cross-entropy the labels need: one-hot (categorical) when MixUp or CutMix mix them, class indices otherwise.
 
@@ -112,55 +49,7 @@ def label_loss(augment) -> str:
     return "categorical_crossentropy" if mixes else "sparse_categorical_crossentropy"
 
 
-#: the teacher recipe (`train_teacher`'s defaults; benchmarks/README.md, "Notes behind defaults", says why)
-TEACHER_RECIPE = {
-    "optimizer": "adam",
-    "learning_rate": 1e-3,
-    "warmup_epochs": 1,
-    "schedule": "cosine",
-    "weight_decay": None,
-}
-
-
 _MIN_CHANCE_CHECK_IMAGES = 100
-
-
-def teacher_optimizer(
-    optimizer: str = "adam",
-    learning_rate: float | None = None,
-    epochs: int = 1,
-    steps_per_epoch: int = 1,
-    warmup_epochs: float = 1,
-    schedule: str = "cosine",
-    weight_decay: float | None = None,
-    global_clipnorm: float | None = None,
-):
-    """The teacher's optimizer: linear warm-up then cosine decay to zero (or a constant rate).
-
-    Args:
-        optimizer: "sgd" (momentum 0.9), "adam" or "adamw".
-        learning_rate: peak rate; None picks 0.01 for SGD and 1e-3 otherwise (`benchmarks/README.md` says why).
-        epochs, steps_per_epoch: the schedule's length.
-        warmup_epochs: epochs of linear warm-up from 0 (may be fractional; 0 for none).
-        schedule: "cosine" or "constant".
-        weight_decay: decoupled weight decay, or None.
-    """
-    if schedule not in ("cosine", "constant"):
-        raise ValueError(f"schedule must be 'cosine' or 'constant', received {schedule!r}.")
-    peak = learning_rate if learning_rate is not None else (0.01 if optimizer == "sgd" else 1e-3)
-    total = max(1, int(epochs * steps_per_epoch))
-    warmup = min(int(warmup_epochs * steps_per_epoch), total - 1)
-    if schedule == "cosine":
-        rate = keras.optimizers.schedules.CosineDecay(
-            0.0 if warmup else peak,
-            decay_steps=max(1, total - warmup),
-            alpha=0.0,
-            warmup_target=peak if warmup else None,
-            warmup_steps=warmup,
-        )
-    else:
-        rate = peak
-    return _optimizer_instance(optimizer, rate, weight_decay, global_clipnorm)
 
 
 def train_teacher(
@@ -214,15 +103,11 @@ def train_teacher(
         name, num_classes=splits.num_classes, input_shape=splits.image_shape, weights=weights, resize_to=resize_to
     )
     steps = -(-splits.counts["train"] // _batch_size(splits.train))
-    mixes = any(a in ("mixup", "cutmix") for a in augment)
     teacher.compile(
         optimizer=teacher_optimizer(optimizer, learning_rate, epochs, steps, warmup_epochs, schedule, weight_decay),
-        loss=keras.losses.CategoricalCrossentropy(from_logits=True)
-        if mixes
-        else keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss=_logits_loss(augment),
         metrics=["accuracy"],
     )
-    backup_dir = teacher_backup_dir(output_path)
     progress = callbacks.EpochProgress()  # the epoch a Ctrl-C stops in, for the message
     settings = dict(
         name=name,
@@ -236,14 +121,34 @@ def train_teacher(
         augment=list(augment),
         epochs=epochs,
     )
-    backup = _teacher_backup(splits, backup_dir, settings)
-    run_callbacks = [progress, backup, callbacks.DataPass(splits.train), *(callbacks_ or [])]
-    keep = _kept_best_epoch(splits, backup_dir)
+    run_callbacks, keep = _teacher_callbacks(splits, output_path, settings, progress, callbacks_)
+    history = _fit(teacher, splits, epochs, verbose, run_callbacks, progress)
     if keep is not None:
-        run_callbacks.append(keep)
+        history["best_epoch"] = keep.best_epoch
+    os.makedirs(os.path.dirname(output_path) or ".", exist_ok=True)
+    saving.save_for_inference(teacher, output_path)
+    return teacher, history
+
+
+def _logits_loss(augment) -> keras.losses.Loss:
+    """`label_loss(augment)`'s cross-entropy, on logits."""
+    if label_loss(augment) == "categorical_crossentropy":
+        return keras.losses.CategoricalCrossentropy(from_logits=True)
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _fit(
+    teacher: keras.Model,
+    splits: data_module.Splits,
+    epochs: int,
+    verbose: int,
+    run_callbacks: list,
+    progress: callbacks.EpochProgress,
+) -> dict:
+    """Trains the compiled teacher; a Ctrl-C raises `Interrupted` naming the epoch. Returns the history."""
     build_before_fit(teacher, splits.train)
     with callbacks.reporting_interrupts(progress, resumable=True):
-        history = teacher.fit(
+        return teacher.fit(
             splits.train,
             validation_data=splits.validation,
             epochs=epochs,
@@ -251,11 +156,16 @@ def train_teacher(
             shuffle=False,
             callbacks=run_callbacks,
         ).history
-    if keep is not None:
-        history["best_epoch"] = keep.best_epoch
-    os.makedirs(os.path.dirname(output_path) or ".", exist_ok=True)
-    saving.save_for_inference(teacher, output_path)
-    return teacher, history
+
+
+def _teacher_callbacks(
+    splits: data_module.Splits, output_path: str, settings: dict, progress: callbacks.EpochProgress, extra: list | None
+) -> tuple[list, _KeptBestEpoch | None]:
+    """The teacher's callbacks (progress, backup, data order, `extra`, best epoch), and the one keeping the best epoch."""
+    backup_dir = teacher_backup_dir(output_path)
+    run_callbacks = [progress, _teacher_backup(splits, backup_dir, settings), callbacks.DataPass(splits.train)]
+    keep = _kept_best_epoch(splits, backup_dir)
+    return run_callbacks + list(extra or []) + ([keep] if keep is not None else []), keep
 
 
 def _teacher_backup(splits: data_module.Splits, backup_dir: str, settings: dict) -> SafeBackupAndRestore:
