@@ -131,12 +131,7 @@ def build(
     """
     _check_build_options(dataset, augment, views)
     check_writable(folder)
-    # Compiled (predict_on_batch), not eager calls. Not folded (kdistill.models.folding): a folded view does not own the
-    # teacher's variables, so JAX's predict would bake them into the compiled function as constants.
-    features = taps_module.feature_model(teacher, list(layers), role="teacher", name="teacher_cache_features")
-    names = list(layers) + [taps_module.LOGITS]
-    classes = int(features.output[taps_module.LOGITS].shape[-1])
-    top_k_module.check_top_k(top_k, classes)
+    features, names, classes = _teacher_outputs(teacher, layers, top_k)
     stored_images, labels, batch_size = _read_images(dataset)
     crops, mixes = (
         views_module.draw(len(labels), views, stored_images.shape[1], augment, seed) if views else (None, None)
@@ -146,25 +141,51 @@ def build(
     )
     per_view = layout.bytes_per_view()
     _log_sizes(per_view, len(labels), views, stored_images.nbytes)
+    meta = _meta(teacher, stored_images, labels, names, layout, views, augment, seed, source)
+    _write(folder, features, stored_images, labels, batch_size, layout, meta, verbose)
+    logger.info(
+        "Cached the teacher's outputs for %d images%s in %s", len(labels), f" x {views} views" if views else "", folder
+    )
+    return TeacherCache(folder, meta)
+
+
+def _teacher_outputs(teacher: keras.Model, layers: Sequence[str], top_k: int | None) -> tuple[keras.Model, list, int]:
+    """The model giving the tapped outputs and the logits, their names, and the number of classes (`top_k` checked)."""
+    # Compiled (predict_on_batch), not eager calls. Not folded (kdistill.models.folding): a folded view does not own the
+    # teacher's variables, so JAX's predict would bake them into the compiled function as constants.
+    features = taps_module.feature_model(teacher, list(layers), role="teacher", name="teacher_cache_features")
+    classes = int(features.output[taps_module.LOGITS].shape[-1])
+    top_k_module.check_top_k(top_k, classes)
+    return features, list(layers) + [taps_module.LOGITS], classes
+
+
+def _meta(
+    teacher: keras.Model,
+    stored_images: np.ndarray,
+    labels: np.ndarray,
+    names: list,
+    layout: _Layout,
+    views: int,
+    augment: Sequence[str],
+    seed: int,
+    source: dict | None,
+) -> dict:
+    """`meta.json`: what the cache holds and what made it (teacher, images, views), so that `load` can check it."""
     meta = {
         "format": FORMAT,
         "teacher": teacher_fingerprint(teacher),
         "data": dataset_digest(stored_images, labels),
         "outputs": names,
         "examples": int(len(labels)),
-        "dtype": dtype,
+        "dtype": layout.dtype,
         "image_shape": list(stored_images.shape[1:]),
-        "classes": classes,
-        "bytes_per_view": int(per_view["total"]),
+        "classes": layout.classes,
+        "bytes_per_view": int(layout.bytes_per_view()["total"]),
     }
-    meta.update({"source": dict(source)} if source else {}, **({"top_k": int(top_k)} if top_k else {}))
+    meta.update({"source": dict(source)} if source else {}, **({"top_k": int(layout.top_k)} if layout.top_k else {}))
     if views:
-        meta.update(views=int(views), augment=sorted(augment), seed=int(seed), mixes=mixes is not None)
-    _write(folder, features, stored_images, labels, batch_size, layout, meta, verbose)
-    logger.info(
-        "Cached the teacher's outputs for %d images%s in %s", len(labels), f" x {views} views" if views else "", folder
-    )
-    return TeacherCache(folder, meta)
+        meta.update(views=int(views), augment=sorted(augment), seed=int(seed), mixes=layout.mixes is not None)
+    return meta
 
 
 def _log_sizes(per_view: dict[str, int], examples: int, views: int, image_bytes: int) -> None:
