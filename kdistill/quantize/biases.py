@@ -19,6 +19,7 @@ import numpy as np
 
 from kdistill.quantize import layers as qlayers
 from kdistill.quantize.rewrite import PASS_THROUGH, check_quantized
+from kdistill.quantize.weights import weight_range
 
 
 def _input_quantizer(layer) -> qlayers.ActivationQuantizer:
@@ -38,7 +39,7 @@ def _input_quantizer(layer) -> qlayers.ActivationQuantizer:
 
 
 def _weight_scales(kernel: np.ndarray, axis: int | None) -> np.ndarray:
-    return keras.ops.convert_to_numpy(qlayers.weight_range(kernel.astype("float32"), axis)).astype("float64") / 127.0
+    return keras.ops.convert_to_numpy(weight_range(kernel.astype("float32"), axis)).astype("float64") / 127.0
 
 
 def snap_biases(model: keras.Model) -> int:
