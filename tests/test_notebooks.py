@@ -116,7 +116,7 @@ def test_make_wheel_builds_the_wheel_the_notebooks_install(tmp_path):
     import zipfile
 
     wheel = tmp_path / f"kdistill-{kdistill.__version__}-py3-none-any.whl"
-    assert "kdistill/cli.py" in zipfile.ZipFile(wheel).namelist()
+    assert {"kdistill/cli/__init__.py", "kdistill/cli/__main__.py"} <= set(zipfile.ZipFile(wheel).namelist())
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -22,10 +22,22 @@ import sys
 import traceback
 
 from kdistill import backend as backend_module
+
+# Each subcommand takes its handler from here when the parser is built, so that replacing kdistill.cli._evaluate reaches it.
+from kdistill.cli.handlers import (
+    _cache_teacher,
+    _demo,
+    _distill,
+    _evaluate,
+    _export,
+    _progress,
+    _taps_suggest,
+    _train_teacher,
+)
 from kdistill.errors import SHOWN_CHARACTERS, UserError, interrupted_line, library_error_line, shorten
 from kdistill.run import commands as command_options
 from kdistill.run import flag_checks, options
-from kdistill.run.config import DATA_FLAGS, DistillConfig, read_config_file
+from kdistill.run.config import DATA_FLAGS, DistillConfig
 from kdistill.run.flag_checks import fill_from_config
 
 __all__ = ["main", "build_parser", "BACKENDS"]
@@ -192,11 +204,6 @@ def _add_export(commands) -> None:
     )
 
 
-def _progress() -> int:
-    """Keras verbosity: a live progress bar in a terminal, one line per epoch in a log file."""
-    return 1 if sys.stdout.isatty() else 2
-
-
 def _run(args) -> int:
     """Fills the flags left out from --config (`fill_from_config`), checks numbers and output paths (`flag_checks`), runs the handler."""
     declared = command_options.options_of(args.command, getattr(args, "taps_command", None))
@@ -205,207 +212,9 @@ def _run(args) -> int:
     flag_checks.check(args)
     from kdistill.run import segmentation_commands
 
-    text = segmentation_commands.command(
-        args, verbose=_progress()
-    )  # masks (--task segmentation, --data scenes, a segmenter model): their own route
+    # masks (--task segmentation, --data scenes, a segmenter model): their own route
+    text = segmentation_commands.command(args, verbose=_progress())
     return args.func(args) if text is None else print(text) or 0
-
-
-def _load_splits(args, **changes):
-    """The data the data flags name (`kdistill.data.load`); `changes` replaces some of its arguments."""
-    from kdistill import data
-
-    arguments = dict(
-        data_dir=args.data_dir,
-        skip_unreadable=bool(args.skip_unreadable),
-        image_size=args.image_size,
-        batch_size=args.batch_size,
-        train_limit=args.train_limit,
-        test_limit=args.test_limit,
-        seed=args.seed,
-    )
-    return data.load(args.data, **dict(arguments, **changes))
-
-
-def _held_out(splits, args):
-    """The test split, else (an image folder without a test folder) the validation split, saying so on stderr."""
-    dataset, name = splits.held_out()
-    if name != "test":
-        print(
-            f"kdistill {args.command}: {args.data!r} has no test split (a test folder goes in --data-dir); using its validation split: the "
-            f"{splits.counts['validation']} images training with --seed {args.seed} left out",
-            file=sys.stderr,
-        )
-    return dataset
-
-
-# === Handlers: one per command, each returning the exit status ===
-def _demo(args) -> int:
-    from kdistill.run import demo
-
-    overrides = options.parse_overrides(args.set)  # demo.demo checks them by DemoSettings' declarations before any work
-    summary = demo.demo(
-        args.output_dir,
-        full=args.full,
-        data_dir=args.data_dir,
-        seed=args.seed,
-        overrides=overrides,
-        verbose=0 if args.quiet else _progress(),
-        retrain_teacher=args.retrain_teacher,
-    )
-    print(demo.summary_text(summary, args.output_dir))
-    return 0
-
-
-def _train_teacher(args) -> int:
-    import keras
-
-    from kdistill import evaluation
-    from kdistill.run import callbacks, training
-
-    splits = _load_splits(args)
-    keras.utils.set_random_seed(args.seed)
-    progress = callbacks.EpochProgress()  # the epoch a Ctrl-C stops in, for the message
-    with callbacks.reporting_interrupts(progress, resumable=False):
-        teacher, history = training.train_teacher(
-            splits,
-            args.output,
-            epochs=args.epochs,
-            weights=args.weights,
-            learning_rate=args.learning_rate,
-            name=args.name,
-            verbose=_progress(),
-            optimizer=args.optimizer,
-            warmup_epochs=args.warmup_epochs,
-            resize_to=args.resize_to,
-            callbacks_=[progress],
-        )
-    report = evaluation.evaluate(teacher, splits.test, splits.class_names) if splits.test is not None else {}
-    print(f"teacher saved to {args.output}" + (f"; test top-1 {100 * report['top1']:.2f}%" if report else ""))
-    return 0
-
-
-def _distill(args) -> int:
-    from kdistill import evaluation
-    from kdistill import files
-    from kdistill.run import jobs
-
-    file_values = read_config_file(args.config) if args.config else {}
-    config = DistillConfig.from_dict(options.merge_flags(file_values, args, DistillConfig))
-    files.check_output_path(config.resolved_output_dir(), "folder")  # also the default saved_models/<run name>
-    import keras
-
-    keras.utils.set_random_seed(config.seed)
-    summary = jobs.distill(config, verbose=_progress(), restart=args.restart)
-    if "test" in summary:
-        print(evaluation.format_table([dict(summary["test"], name=f"{config.student} ({summary['evaluated']})")]))
-    written = "" if summary["student_path"] else " (written by the chief worker; this worker keeps no files)"
-    print(f"run folder: {config.resolved_output_dir()}{written}")
-    return 0
-
-
-def _evaluate(args) -> int:
-    from kdistill import evaluation, files
-    from kdistill.models import saving
-
-    model = saving.load_model(args.model, role="model")
-    splits = _load_splits(args, train_limit=None)
-    report = evaluation.evaluate(model, _held_out(splits, args), splits.class_names)
-    print(evaluation.format_table([dict(report, name=os.path.basename(args.model))]))
-    print("\nper-class top-1:")
-    for name, value in report["per_class_accuracy"].items():
-        print(f"  {name:<14} {'-' if value is None else f'{100 * value:6.2f}'}")
-    if args.json_path:
-        files.write_json(args.json_path, report)  # its folder made, the file written whole
-    return 0
-
-
-def _cache_teacher(args) -> int:
-    from kdistill.models import taps, teachers
-    from kdistill.run import teacher_cache
-
-    teacher = teachers.load(args.teacher)
-    layers = (
-        [name.strip() for name in args.layers.split(",")] if args.layers else list(taps.preset(teacher, "mobilenet_v2"))
-    )
-    splits = _load_splits(args)
-    augment = [name.strip() for name in args.augment.split(",") if name.strip()]
-    cache = teacher_cache.build(
-        teacher,
-        layers,
-        splits.train_plain,
-        args.output,
-        dtype=args.dtype,
-        verbose=_progress(),
-        views=args.views,
-        augment=augment,
-        seed=args.seed,
-        top_k=args.top_k,
-    )
-    print(f"cached {cache.describe()}")
-    return 0
-
-
-def _taps_suggest(args) -> int:
-    from kdistill import plots
-    from kdistill.models import tap_suggest
-
-    teacher, student = tap_suggest.build_pair(
-        args.teacher or "resnet50", args.student, args.image_size, args.student_width
-    )
-    images = None
-    if args.cka or args.heatmap:
-        splits = _load_splits(args, batch_size=args.cka_images, test_limit=args.cka_images, train_limit=None)
-        images = next(iter(splits.test if splits.test is not None else splits.train))[0]
-    suggestion = tap_suggest.suggest(teacher, student, images)
-    print(tap_suggest.format_suggestion(suggestion))
-    if args.heatmap:
-        print(f"CKA heatmap: {plots.cka_heatmap(suggestion, args.heatmap)}")
-    return 0
-
-
-def _export(args) -> int:
-    import keras
-
-    if keras.backend.backend() != "tensorflow":
-        raise UserError(
-            f"kdistill export writes SavedModel and TFLite files, which needs the TensorFlow backend; this is "
-            f'{keras.backend.backend()!r}. Run `kdistill --backend tensorflow export ...` (pip install "kdistill[tensorflow]"): '
-            "a student saved on JAX or PyTorch loads there unchanged."
-        )
-    from kdistill import export, quantize
-    from kdistill.export import int8_calibration
-    from kdistill.models import saving
-
-    int8_calibration.check(args.calibration, args.percentile)
-    model = saving.load_model(args.model, role="student")
-    default_formats = (
-        "saved_model,int8" if quantize.is_quantized(export.student_of(model)) else "saved_model,float32,int8"
-    )
-    formats = export.check_formats(
-        name.strip() for name in (default_formats if args.formats is None else args.formats).split(",") if name.strip()
-    )
-    splits = _load_splits(args)
-    calibrate = (
-        splits.validation if splits.counts.get("validation", 0) >= args.calibration_images else splits.train_plain
-    )
-    result = export.export_all(
-        model,
-        args.output_dir,
-        formats=formats,
-        representative=calibrate,
-        test=_held_out(splits, args),
-        version=args.version,
-        int8_io=args.int8_io,
-        limit=args.report_limit,
-        calibration=args.calibration,
-        percentile=args.percentile,
-        class_names=splits.class_names,
-        calibration_images=args.calibration_images,
-    )
-    print(export.format_report(result["report"]))
-    print(f"\nreport: {os.path.join(args.output_dir, 'report.json')}")
-    return 0
 
 
 def _report(args, message: str) -> int:
@@ -422,14 +231,12 @@ def _log_to_stderr(verbose: bool) -> None:
     handler.setFormatter(logging.Formatter("kdistill: %(message)s"))
     package_logger = logging.getLogger("kdistill")
     for earlier in [h for h in package_logger.handlers if getattr(h, "kdistill_cli", False)]:
-        package_logger.removeHandler(
-            earlier
-        )  # an earlier main() in this process (tests, notebooks): one line per message, current stderr
+        # an earlier main() in this process (tests, notebooks): one line per message, current stderr
+        package_logger.removeHandler(earlier)
     handler.kdistill_cli = True
     package_logger.addHandler(handler)
-    package_logger.propagate = (
-        False  # one line per message (TensorFlow's absl setup also gives the root logger a handler)
-    )
+    # one line per message (TensorFlow's absl setup also gives the root logger a handler)
+    package_logger.propagate = False
     package_logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     if not verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -458,15 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, ValueError, FileNotFoundError, ImportError) as error:
         return _report(args, str(error))
     except OSError as error:  # disk full, permissions, a path under a file: one line naming the path
-        detail = (
-            f"{error.strerror} ({error.filename or 'no path given'})" if error.strerror else str(error)
-        )  # ours name the path already
+        # ours name the path already
+        detail = f"{error.strerror} ({error.filename or 'no path given'})" if error.strerror else str(error)
         return _report(args, detail)
     except Exception as error:  # a library's error kdistill did not translate: one line when it is not a bug
         if library_error_line(error) is None:
             raise
         return _report(args, library_error_line(error))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
