@@ -104,13 +104,12 @@ def test_no_module_imports_another_wings_private_names():
 
 
 def test_the_flat_modules_of_0_1_are_gone_and_each_wing_is_a_folder():
-    for wing in ("models", "adapters", "losses", "run", "export", "data", "cli"):
+    for wing in ("models", "adapters", "losses", "run", "export", "data", "cli", "distiller"):
         assert os.path.isfile(os.path.join(PACKAGE, wing, "__init__.py")), wing
     flat = sorted(name for name in os.listdir(PACKAGE) if name.endswith(".py"))
     assert flat == [
         "__init__.py",
         "backend.py",
-        "distiller.py",
         "errors.py",
         "evaluation.py",
         "files.py",
