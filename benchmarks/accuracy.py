@@ -216,9 +216,8 @@ def _run_one(args, method: str, seed: int, teacher, cache, layers, steps: int, t
     student.set_weights(initial)
     if options["taps"] is None:
         options["taps"] = {t: s for t, s in kdistill.taps.preset(teacher, student).items() if t in layers}
-    indices = (
-        None if method.endswith("_transfer") else paired.labelled_indices(cache)
-    )  # _transfer: the same steps from labelled + unlabelled
+    # _transfer: the same steps from labelled + unlabelled
+    indices = None if method.endswith("_transfer") else paired.labelled_indices(cache)
     start = time.perf_counter()
     paired.train_from_cache(
         teacher,
@@ -268,9 +267,8 @@ def _load_runs(args) -> dict:
         return {}
     with open(path) as handle:
         stored = json.load(handle)
-    settings = {
-        key: value for key, value in stored.get("settings", {}).items() if key != "second_teacher"
-    }  # files from before it moved to the runs
+    # files from before it moved to the runs
+    settings = {key: value for key, value in stored.get("settings", {}).items() if key != "second_teacher"}
     if settings != _settings(args):
         raise SystemExit(
             f"{path} holds runs made with other settings ({settings}); pass another --name or --work-dir, "
@@ -545,9 +543,8 @@ def _cifar100(args) -> dict:
             taps="none" if options["taps"] == {} else "preset",
             tap_weights=options.get("tap_weights", 1.0),
         )
-        summary = recipes.distill(
-            DistillConfig.from_dict(values), verbose=2, restart=True
-        )  # a new measurement each time
+        # a new measurement each time
+        summary = recipes.distill(DistillConfig.from_dict(values), verbose=2, restart=True)
         results[method] = {"top1": [summary["test"]["top1"]]}
     return results
 

@@ -307,9 +307,8 @@ def main(argv: list | None = None) -> int:
     if taken:
         parser.error(f"{work} already holds case folder(s) {', '.join(taken)}; pass an empty --work-dir")
     start, records = time.perf_counter(), []
-    os.environ.setdefault(
-        "TF_CPP_MIN_LOG_LEVEL", "3"
-    )  # for the models made here; the kdistill processes get USER_ENVIRONMENT
+    # for the models made here; the kdistill processes get USER_ENVIRONMENT
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         # Started in the background (`... &`), SIGINT is ignored, and every child inherits that: Ctrl-C would do nothing.
         # The kdistill processes get what a terminal gives them.

@@ -116,9 +116,8 @@ def _train(recipe: str, schedule: int, seed: int, args, splits, teacher, caches,
             "adam", 1e-3, steps_per_epoch=steps, schedule="cosine", warmup_epochs=1, epochs=epochs, global_clipnorm=1.0
         )
     distiller = FeatureDistiller(teacher, student, **options)
-    distiller.compile(
-        optimizer=optimizer, loss=training.label_loss(AUGMENT if cache is caches["views"] else ())
-    )  # fm: alpha 1, no CE
+    # fm: alpha 1, no CE
+    distiller.compile(optimizer=optimizer, loss=training.label_loss(AUGMENT if cache is caches["views"] else ()))
     train = cache.dataset(
         args.batch_size, seed=seed, layers=list(distiller.taps), indices=indices, repeat=True, pipeline="numpy"
     )
@@ -164,6 +163,7 @@ def _alone(student, schedule: int, seed: int, epochs: int, steps: int, args, spl
     from kdistill import data, evaluation
     from kdistill.run import paired
 
+    # the split of the teacher and the caches (seed 0)
     augmented = data.load(
         "fashion_mnist",
         data_dir=args.data_dir,
@@ -173,7 +173,7 @@ def _alone(student, schedule: int, seed: int, epochs: int, steps: int, args, spl
         test_limit=args.test_limit,
         seed=0,
         augment=AUGMENT,
-    )  # the split of the teacher and the caches (seed 0)
+    )
     student.compile(
         optimizer=paired.cosine_adam(epochs * steps), loss=keras.losses.CategoricalCrossentropy(from_logits=True)
     )

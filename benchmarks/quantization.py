@@ -46,9 +46,8 @@ def _students(args, splits):
         student.compile(
             optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         )
-        build_before_fit(
-            student, splits.train
-        )  # on TensorFlow its first step is then traced once, not twice (same weights)
+        # on TensorFlow its first step is then traced once, not twice (same weights)
+        build_before_fit(student, splits.train)
         start = time.perf_counter()
         student.fit(splits.train, epochs=args.epochs, verbose=0, shuffle=False)  # the pipeline shuffles
         label = f"{name} (width {args.width})" if kwargs else name
@@ -92,9 +91,8 @@ def main(argv=None) -> int:
                 "keras_top1": float((keras_top1 == labels).mean()),
                 "agreement": {},
             }
-            served = export.saved_model(
-                student, os.path.join(folder, f"serving_{len(rows)}")
-            )  # one SavedModel for its three files
+            # one SavedModel for its three files
+            served = export.saved_model(student, os.path.join(folder, f"serving_{len(rows)}"))
             for name, mode, calibration in VARIANTS:
                 path = export.tflite(
                     student,

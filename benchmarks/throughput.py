@@ -91,6 +91,7 @@ def _models(args, teacher_size=None):
 
 
 #: the ratios the speed targets are stated in: (numerator, denominator, target)
+# the same code in two processes: the noise floor of every other ratio
 TARGETS = {
     "e/b": ("e", "b", 1.0),
     "f/b": ("f", "b", 0.85),
@@ -100,7 +101,7 @@ TARGETS = {
     "i/f": ("i", "f", None),  # (i)/(f): the cost of a teacher and data at twice the student's size (no target)
     "e/k": ("e", "k", None),  # (e)/(k): what folding the teacher's BatchNormalization gives (no target)
     "z/b": ("z", "b", None),
-}  # the same code in two processes: the noise floor of every other ratio
+}
 
 
 def _serve_windows(run, args) -> dict:
@@ -232,12 +233,13 @@ def run_variant(args) -> dict:
         **recipe,
         **({"fold_batch_norm": False} if variant == "k" else {}),
     )
+    # mixed labels
     distiller.compile(
         optimizer="adam",
         metrics=None,
         jit_compile=jit,
         **({"loss": "categorical_crossentropy"} if variant == "m" else {}),
-    )  # mixed labels
+    )
     if variant in ("g", "h", "m"):
         from kdistill.data.batches import ArrayBatches
         from kdistill.run import teacher_cache

@@ -205,9 +205,8 @@ def shown(value: Any, limit: int = SHOWN_CHARACTERS) -> str:
 
 def interrupted_line(command: str, interrupt: KeyboardInterrupt) -> str:
     """What Ctrl-C stopped, and what running the same command again does."""
-    if isinstance(
-        interrupt, Interrupted
-    ):  # distill keeps a per-epoch backup in the run folder (but not under multi_worker)
+    # distill keeps a per-epoch backup in the run folder (but not under multi_worker)
+    if isinstance(interrupt, Interrupted):
         then = (
             "run the same command to resume"
             if interrupt.resumable

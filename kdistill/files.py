@@ -185,9 +185,8 @@ def atomic_write(path: str, suffix: str = "") -> Iterator[str]:
     try:
         yield partial
         if os.path.isfile(partial):
-            os.chmod(
-                partial, _mode(0o666)
-            )  # mkstemp's 0600 is for the unfinished copy; the file gets what open() would give it
+            # mkstemp's 0600 is for the unfinished copy; the file gets what open() would give it
+            os.chmod(partial, _mode(0o666))
         os.replace(partial, path)
     finally:
         if os.path.exists(partial):
@@ -219,9 +218,8 @@ def staging_folder(parent: str, prefix: str = ".staging-") -> Iterator[str]:
     os.makedirs(parent, exist_ok=True)
     remove_stale_staging(parent, prefix)
     staging = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent)
-    os.chmod(
-        staging, _mode(0o777)
-    )  # a staged folder moved into place keeps its mode: mkdtemp's 0700 would hide it from others
+    # a staged folder moved into place keeps its mode: mkdtemp's 0700 would hide it from others
+    os.chmod(staging, _mode(0o777))
     try:
         yield staging
     finally:

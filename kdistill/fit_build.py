@@ -61,9 +61,8 @@ def build_before_fit(model: keras.Model, x: Any, y: Any = None) -> None:
         return
     try:
         model._symbolic_build(data_batch=batch)
-    except (
-        Exception
-    ) as error:  # a speed-up only: where shapes alone cannot build the model, fit builds it as Keras does
+    # a speed-up only: where shapes alone cannot build the model, fit builds it as Keras does
+    except Exception as error:
         logger.debug(
             "Building %s before fit failed (%s); fit builds it while tracing its first step.", model.name, error
         )

@@ -33,6 +33,7 @@ commands = {
         "--output",
         os.path.join(work, "teacher.keras"),
     ],
+    # quantization-aware training on JAX: tests/_no_tensorflow.py
     "demo": [
         "demo",
         "--data-dir",
@@ -54,7 +55,7 @@ commands = {
         "latency_plot=false",
         "--set",
         "qat_epochs=0",
-    ],  # quantization-aware training on JAX: tests/_no_tensorflow.py
+    ],
     "distill": [
         "distill",
         *tiny,

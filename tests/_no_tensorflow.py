@@ -43,9 +43,8 @@ def check_report(report: dict, backend: str) -> None:
     assert {"loss", "ce_loss", "kd_loss", "feat_teacher_stage2", "accuracy"} <= set(report["history"])
     assert report["history"]["loss"][-1] < report["history"]["loss"][0]
     assert 0.0 <= report["top1"] <= 1.0
-    assert (
-        report["qat_loss"] == report["qat_loss"] and report["qat_range_moved"]
-    )  # finite, and the ranges trained in this backend
+    # finite, and the ranges trained in this backend
+    assert report["qat_loss"] == report["qat_loss"] and report["qat_range_moved"]
     assert report["qat_twin_agrees"] >= 0.5
     # what needs TensorFlow says so, and names the install
     assert (

@@ -64,9 +64,8 @@ def _copy_into(loss, convs):
         layer.set_weights([weight[:, :, 0, 0].T.astype("float32"), bias.astype("float32")])
 
 
-@pytest.mark.parametrize(
-    "classes, reduction_factor", [(10, 2), (1000, 8)]
-)  # (1000, 8): the authors' ImageNet discriminator
+# (1000, 8): the authors' ImageNet discriminator
+@pytest.mark.parametrize("classes, reduction_factor", [(10, 2), (1000, 8)])
 @pytest.mark.parametrize("inputs", ["logits", "probabilities"])
 def test_discriminator_loss_matches_the_authors_code(classes, reduction_factor, inputs):
     rng = np.random.default_rng(5)
@@ -140,9 +139,8 @@ def test_config_round_trips_and_names_resolve():
     assert restored.discriminator.dense_layers[-1].activation is keras.activations.linear
     assert isinstance(kdistill.losses.get("adversarial"), adversarial.AdversarialLoss)
     assert kdistill.losses.get("adversarial_feature", kind="feature").inputs == "features"
-    assert (
-        kdistill.losses.get("meal_v2", temperature=4.0).inputs == "logits"
-    )  # the distiller's temperature is not the discriminator's
+    # the distiller's temperature is not the discriminator's
+    assert kdistill.losses.get("meal_v2", temperature=4.0).inputs == "logits"
     with pytest.raises(ValueError, match="inputs must be one of logits, probabilities, features"):
         adversarial.AdversarialLoss(inputs="softmax")
     with pytest.raises(ValueError, match="reduction_factor of at most 3"):
@@ -226,11 +224,12 @@ def test_a_feature_level_discriminator_trains_as_a_tap_loss():
     )
     loss = distiller.tap_losses["teacher_stage2"]
     assert isinstance(loss, adversarial.AdversarialLoss) and loss.inputs == "features" and loss.output_relu is False
+    # on the teacher's 16 pooled channels
     assert [tuple(w.shape) for w in loss.discriminator.weights][::2] == [
         (16, 8),
         (8, 4),
         (4, 2),
-    ]  # on the teacher's 16 pooled channels
+    ]
     assert {v.path for v in loss.discriminator.weights} <= {v.path for v in distiller.trainable_weights}
     before = [w.numpy().copy() for w in loss.discriminator.weights]
     distiller.compile(optimizer=keras.optimizers.Adam(1e-2))

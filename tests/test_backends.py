@@ -78,9 +78,8 @@ def test_every_cli_command_runs_with_backend_jax_and_export_says_it_needs_tensor
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["backend"] == "jax" and report["tensorflow_loaded"] == []
-    assert (
-        report["caffe_difference"] < 1e-3 and report["trained_teacher"] == "resnet50"
-    )  # ResNet50's input layer, computed by JAX
+    # ResNet50's input layer, computed by JAX
+    assert report["caffe_difference"] < 1e-3 and report["trained_teacher"] == "resnet50"
     for command in ("train-teacher", "demo", "distill", "evaluate", "cache-teacher"):
         assert report[command]["status"] == 0, (command, report[command]["err"])
     assert report["demo_summary"]["teacher_reused"] is False and "teacher (resnet20)" in report["demo"]["out"]

@@ -23,9 +23,8 @@ def run(capsys, monkeypatch):
 
     def run_script(script, *args):
         module = importlib.import_module(script.removesuffix(".py"))
-        assert os.path.dirname(os.path.abspath(module.__file__)) == BENCHMARKS, (
-            module
-        )  # not a module of the same name elsewhere
+        # not a module of the same name elsewhere
+        assert os.path.dirname(os.path.abspath(module.__file__)) == BENCHMARKS, module
         capsys.readouterr()
         assert module.main(list(args)) == 0
         return capsys.readouterr().out
@@ -114,9 +113,8 @@ def test_accuracy_script_reports_mean_and_std(tmp_path, run):
 
     make_fashion_mnist(tmp_path / "data", train=96, test=32)
     teacher = str(tmp_path / "teacher.keras")
-    kdistill.students.get("resnet8x4", num_classes=10).save(
-        teacher
-    )  # any model with logits can teach logits-only methods
+    # any model with logits can teach logits-only methods
+    kdistill.students.get("resnet8x4", num_classes=10).save(teacher)
     run(
         "accuracy.py",
         "--seeds",
@@ -387,16 +385,13 @@ def test_patient_report_takes_the_gap_against_the_best_schedule_of_the_student_a
     ]
     meta = {"student": "s", "seeds": 2, "command": "c", "environment": {"cpu": "cpu", "cpu_cores": 2}}
     summary, lines = patient.report(runs, 0.90, meta)
-    assert (
-        summary["best_alone_schedule"] == 3
-    )  # the gap is taken against the student alone's best schedule, seed by seed
+    # the gap is taken against the student alone's best schedule, seed by seed
+    assert summary["best_alone_schedule"] == 3
     fm = next(row for row in summary["rows"] if row["recipe"] == "fm")
-    np.testing.assert_allclose(
-        fm["gap_shares"], [0.5, 0.25]
-    )  # (0.85 - 0.80) / (0.90 - 0.80), (0.75 - 0.70) / (0.90 - 0.70)
-    assert "| fm | x9 | 2 | 80.00 ± 7.07 | 37 % [-121, 196] |" in "\n".join(
-        lines
-    )  # mean 37.5 % with its t-interval over 2 seeds
+    # (0.85 - 0.80) / (0.90 - 0.80), (0.75 - 0.70) / (0.90 - 0.70)
+    np.testing.assert_allclose(fm["gap_shares"], [0.5, 0.25])
+    # mean 37.5 % with its t-interval over 2 seeds
+    assert "| fm | x9 | 2 | 80.00 ± 7.07 | 37 % [-121, 196] |" in "\n".join(lines)
 
 
 @pytest.mark.slow
@@ -431,9 +426,10 @@ def test_segmentation_study_runs_every_recipe_paired_resumes_and_reports_the_int
     out = run(*study)
     runs = (tmp_path / "work" / "runs.jsonl").read_text().splitlines()
     assert len(runs) == 4 and "cwd_features seed 1" in out  # 2 recipes x 2 seeds, each saved as it finished
+    # resumed: nothing more
     assert (
         "trained the teacher" not in run(*study) and (tmp_path / "work" / "runs.jsonl").read_text().splitlines() == runs
-    )  # resumed: nothing more
+    )
     record = json.loads((tmp_path / "segmentation_scenes.json").read_text())
     assert [row["recipe"] for row in record["rows"]] == ["alone", "cwd_features"]
     paired = record["rows"][1]["paired"]

@@ -99,18 +99,18 @@ def test_distill_from_a_yaml_config_writes_the_run_folder_and_tensorboard_logs(
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert {"loss", "ce_loss", "kd_loss", "feat_conv3_block4_out", "val_accuracy"} <= set(history)
     assert (tmp_path / "run" / "student.keras").exists()
-    assert (
-        summary["evaluated"] == "best_student.keras"
-    )  # the test report reads the student worth exporting, and says so
+    # the test report reads the student worth exporting, and says so
+    assert summary["evaluated"] == "best_student.keras"
     assert "resnet8x4 (best_student.keras)" in capsys.readouterr().out
     umask = os.umask(0o022)
     os.umask(umask)
+    # as open() would: 0644 under umask 022
     for name in (
         "student.keras",
         "best_student.keras",
         "summary.json",
         "history.json",
-    ):  # as open() would: 0644 under umask 022
+    ):
         assert os.stat(tmp_path / "run" / name).st_mode & 0o777 == 0o666 & ~umask, name
     # The same command again over the finished run is refused (it used to retrain silently), naming --restart and --output-dir.
     assert cli.main(["distill", "--config", str(config), "--output-dir", str(tmp_path / "run")]) == 2
@@ -153,6 +153,7 @@ def test_demo_on_tiny_settings_prints_the_table_and_saves_figures(tmp_path, fake
     monkeypatch.setattr(teachers, "get", counted)
     output = tmp_path / "demo"
     args = ["demo", "--data-dir", fake_fashion_mnist, "--output-dir", str(output), "--quiet"]
+    # the latency figure is tested on small models below
     tiny = [
         "--set",
         "train_limit=64",
@@ -166,7 +167,7 @@ def test_demo_on_tiny_settings_prints_the_table_and_saves_figures(tmp_path, fake
         "student=resnet8x4",
         "--set",
         "latency_plot=false",
-    ]  # the latency figure is tested on small models below
+    ]
     assert cli.main(args + tiny) == 0
     out = capsys.readouterr().out
     for row in (
@@ -185,10 +186,11 @@ def test_demo_on_tiny_settings_prints_the_table_and_saves_figures(tmp_path, fake
         "distilled student",
         "distilled, int8-aware",
     ]
+    # teacher and student share layer names
     assert summary["taps"] == {
         "stage2_out": "stage2_out",
         "stage3_out": "stage3_out",
-    }  # teacher and student share layer names
+    }
     assert summary["results"][1]["parameters"] == summary["results"][2]["parameters"]
     for name in (
         "curves.png",
@@ -201,10 +203,11 @@ def test_demo_on_tiny_settings_prints_the_table_and_saves_figures(tmp_path, fake
         assert (output / name).stat().st_size > 0
     assert (output / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert summary["export"]["files"]["int8"] == os.path.join("export", "student_int8.tflite")
+    # named beside summary.json, never as this machine's paths
     assert summary["figures"] == [
         "curves.png",
         "comparison.png",
-    ]  # named beside summary.json, never as this machine's paths
+    ]
     assert summary["environment"]["cpu_cores"] > 0 and summary["environment"]["versions"]["keras"] == keras.__version__
     # It ends by exporting the distilled student, with the parity report.
     assert "Exported distilled student" in out and "tflite_int8" in out
@@ -283,9 +286,10 @@ def test_export_writes_every_format_and_the_report(tmp_path, fake_fashion_mnist,
         )
         == 2
     )
+    # used to exit 0
     assert (
         cli.main(["export", path, "--data-dir", fake_fashion_mnist, "--output-dir", str(output), "--formats", ""]) == 2
-    )  # used to exit 0
+    )
     assert "Unknown export format" in capsys.readouterr().err
     assert (
         cli.main(
@@ -339,9 +343,8 @@ def test_distill_with_a_transfer_set_and_the_review_adapter_flags(tmp_path, fake
     assert status == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["config"]["transfer_data"] == "rest" and summary["config"]["adapter"] == "review"
-    assert all(
-        "Conv3x3" in row["projection"] for row in summary["projections"]
-    )  # ReviewKD's fusion, not 1x1 projections
+    # ReviewKD's fusion, not 1x1 projections
+    assert all("Conv3x3" in row["projection"] for row in summary["projections"])
     assert (
         cli.main(
             [
@@ -496,9 +499,8 @@ def test_cli_prints_only_its_own_lines_once(tmp_path, fake_fashion_mnist):
         )
         assert result.returncode == 0, result.stderr[-2000:]
         lines = [line for line in result.stderr.splitlines() if line.strip()]
-        assert lines and all(line.startswith("kdistill: ") for line in lines), (
-            lines
-        )  # no absl / oneDNN / INFO:kdistill / TFLite lines
+        # no absl / oneDNN / INFO:kdistill / TFLite lines
+        assert lines and all(line.startswith("kdistill: ") for line in lines), lines
         assert len(lines) == len(set(lines))
 
 
@@ -569,11 +571,12 @@ def test_distill_quantize_int8_then_export_uses_the_trained_ranges(
         == 0
     )
     report = json.loads((output / "report.json").read_text())
+    # a quantization-aware student exports as int8 only
     assert set(report["formats"]) == {
         "keras",
         "saved_model",
         "tflite_int8",
-    }  # a quantization-aware student exports as int8 only
+    }
     assert report["formats"]["tflite_int8"]["agreement"] >= 0.9
     capsys.readouterr()
     assert (

@@ -100,9 +100,8 @@ def test_taps_suggest_prints_a_pasteable_taps_value_and_takes_the_student_width(
         "conv3_block4_out": "block_6_expand_relu",
         "conv4_block6_out": "block_13_expand_relu",
     }
-    assert re.search(
-        r"block_13_expand_relu\s+2x2x192 ", out
-    )  # width 0.35: 6 x 32 channels (the default 0.5 has 6 x 48 = 288)
+    # width 0.35: 6 x 32 channels (the default 0.5 has 6 x 48 = 288)
+    assert re.search(r"block_13_expand_relu\s+2x2x192 ", out)
 
 
 def test_export_on_a_folder_without_test_images_reports_parity_on_its_validation_split(
@@ -110,6 +109,7 @@ def test_export_on_a_folder_without_test_images_reports_parity_on_its_validation
 ):
     monkeypatch.chdir(tmp_path)
     output = tmp_path / "saved_models" / "export"
+    # used to fail in the parity report (TypeError)
     assert (
         cli.main(
             [
@@ -127,7 +127,7 @@ def test_export_on_a_folder_without_test_images_reports_parity_on_its_validation
             ]
         )
         == 0
-    )  # used to fail in the parity report (TypeError)
+    )
     assert "Parity on 4 test images" in capsys.readouterr().out
     assert (output / "labels.txt").read_text() == "".join(f"{name}\n" for name in CLASSES)
     # docs/export-and-quantization.md's "Run the exported file" as written, on this file
@@ -186,9 +186,8 @@ def test_the_own_folder_config_and_commands_of_the_docs_run_as_written(image_fol
     (tmp_path / "photos").symlink_to(image_folder / "images")
     (tmp_path / "photos_test").symlink_to(image_folder / "images")
     (tmp_path / "saved_models").mkdir()
-    resnet50_shaped_teacher(num_classes=4).save(
-        "saved_models/teacher.keras"
-    )  # what the page's train-teacher line writes, small
+    # what the page's train-teacher line writes, small
+    resnet50_shaped_teacher(num_classes=4).save("saved_models/teacher.keras")
     (tmp_path / "run.yaml").write_text(_doc_block("own-data-config"))
     commands = [
         shlex.split(line)[1:] for line in _doc_block("own-data-commands").splitlines() if line.startswith("kdistill ")

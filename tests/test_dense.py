@@ -132,9 +132,8 @@ def test_cwd_on_the_logit_map_matches_the_reference_code():
     teacher = (2 * RNG.normal(size=(3, 16, 16, CLASSES))).astype("float32")
     student = RNG.normal(size=(3, 16, 16, CLASSES)).astype("float32")
     nchw = (0, 3, 1, 2)
-    expected = np_channel_wise_divergence(
-        student.transpose(nchw), teacher.transpose(nchw), tau=1.0
-    )  # mmrazor's batch loss
+    # mmrazor's batch loss
+    expected = np_channel_wise_divergence(student.transpose(nchw), teacher.transpose(nchw), tau=1.0)
     np.testing.assert_allclose(_terms(distiller, masks(3), teacher, student)["kd_loss"], expected, rtol=1e-5)
 
 
@@ -230,9 +229,8 @@ def test_classification_logits_keep_their_vector_path():
     from conftest import small_cnn
 
     teacher, student = small_cnn("teacher", widths=(8, 16), seed=1), small_cnn("student", widths=(4, 8), seed=2)
-    distiller = kdistill.FeatureDistiller(
-        teacher, student, taps={}, logits_loss="dkd"
-    )  # DKD stays available for classifiers
+    # DKD stays available for classifiers
+    distiller = kdistill.FeatureDistiller(teacher, student, taps={}, logits_loss="dkd")
     assert not distiller.dense and dense.logits_loss_kind("cwd") == "feature"
     with pytest.raises(ValueError, match="Unknown logits loss 'cwd'"):
         kdistill.FeatureDistiller(teacher, student, taps={}, logits_loss="cwd")

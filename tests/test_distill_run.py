@@ -27,8 +27,7 @@ def test_a_run_resumes_only_from_a_backup_it_keeps_and_otherwise_starts_its_hist
         DistillConfig(), splits=None, strategy=None, output_dir=str(folder), distiller=None, restart=restart
     )
     assert run.backup().resuming is resumes
-    assert (
-        folder / "history.csv"
-    ).exists() is resumes  # a fresh start over a finished run must not append to its epochs
+    # a fresh start over a finished run must not append to its epochs
+    assert (folder / "history.csv").exists() is resumes
     assert (folder / "backup").exists() is (backup and not restart)
     assert run.path("summary.json") == str(folder / "summary.json")

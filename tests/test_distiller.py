@@ -251,9 +251,8 @@ def test_mirrored_strategy_step_matches_single_device_step():
     assert report["max_weight_difference"] < 1e-5, report
     assert abs(report["loss_mirrored"] - report["loss_single"]) < 1e-5 * max(1.0, abs(report["loss_single"]))
     assert report["weights_moved"] > 1e-4
-    assert report["dense_max_weight_difference"] < 1e-5, (
-        report
-    )  # segmenters: per-sample pixel means reduce the same way
+    # segmenters: per-sample pixel means reduce the same way
+    assert report["dense_max_weight_difference"] < 1e-5, report
 
 
 def _tiny_pair():
@@ -352,9 +351,8 @@ def test_compiled_metrics_count_only_the_labelled_images_of_a_mixed_batch():
 
     teacher, student = _tiny_pair()
     distiller = kdistill.FeatureDistiller(teacher, student, taps={}, alpha=0.5)
-    distiller.compile(
-        optimizer=keras.optimizers.SGD(0.0), metrics=["accuracy"]
-    )  # a rate of 0: the student does not change
+    # a rate of 0: the student does not change
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0), metrics=["accuracy"])
     x = images(32)
     predicted = student.predict(x, verbose=0).argmax(-1)
     y = np.where(np.arange(32) % 4 == 0, predicted, UNLABELED)  # labelled images are all "right"
@@ -387,9 +385,8 @@ def test_fit_on_empty_data_says_so_instead_of_returning_an_empty_history():
         distiller.fit(empty_x, empty_y, epochs=1, verbose=0)
     with pytest.raises(ValueError, match=r"The training data is empty \(0 examples\)"):
         distiller.fit(tf.data.Dataset.from_tensor_slices((empty_x, empty_y)).batch(4), epochs=1, verbose=0)
-    filtered = (
-        tf.data.Dataset.from_tensor_slices((images(8, 0), labels(8, 0))).filter(lambda x, y: y > 99).batch(4)
-    )  # size unknown until read
+    # size unknown until read
+    filtered = tf.data.Dataset.from_tensor_slices((images(8, 0), labels(8, 0))).filter(lambda x, y: y > 99).batch(4)
     with pytest.raises(ValueError, match="fit ran no training step"):
         distiller.fit(filtered, epochs=1, verbose=0)
 
@@ -505,12 +502,10 @@ def test_projections_are_clipped_and_updated_with_the_student(clipping):
     norms = {key: float(np.linalg.norm(step)) for key, step in steps.items()}
     assert all(norms[key] > 0 for key in projection_ids)  # every projection moved
     if clipping == "global_clipnorm":
-        assert (
-            abs(np.sqrt(sum(n**2 for n in norms.values())) - limit) < 1e-3 * limit
-        )  # one global norm over student + projections
-        assert (
-            np.sqrt(sum(norms[key] ** 2 for key in projection_ids)) > 1e-2 * limit
-        )  # a real share of it went to the projections
+        # one global norm over student + projections
+        assert abs(np.sqrt(sum(n**2 for n in norms.values())) - limit) < 1e-3 * limit
+        # a real share of it went to the projections
+        assert np.sqrt(sum(norms[key] ** 2 for key in projection_ids)) > 1e-2 * limit
     else:
         assert max(norms.values()) <= limit * (1 + 1e-4) and max(norms[key] for key in projection_ids) > 0.5 * limit
 
@@ -521,16 +516,16 @@ def test_fit_warns_once_about_a_teacher_no_better_than_chance():
 
     records = []
     handler = logging.Handler(logging.WARNING)
-    handler.emit = (
-        records.append
-    )  # on kdistill's logger itself: whatever cli.main (run earlier in this process) did to propagation
+    # on kdistill's logger itself: whatever cli.main (run earlier in this process) did to propagation
+    handler.emit = records.append
     logging.getLogger("kdistill").addHandler(handler)
     teacher = small_cnn("teacher", seed=1)  # untrained: chance level on any labels
     distiller = kdistill.FeatureDistiller(teacher, small_cnn("student", seed=2), taps={}).compile(optimizer="adam")
+    # never the teacher's answer
     x, y = (
         images(64, 3),
         np.asarray(keras.ops.convert_to_numpy(teacher(images(64, 3))).argmax(-1) + 1) % 10,
-    )  # never the teacher's answer
+    )
     try:
         distiller.fit(x[:16], y[:16], validation_data=(x, y), batch_size=16, epochs=1, verbose=0)
         distiller.fit(x[:16], y[:16], validation_data=(x, y), batch_size=16, epochs=1, verbose=0)
@@ -554,12 +549,10 @@ def test_summary_lists_the_teacher_and_the_student_once():
     assert text.count("teacher (Functional)") == 1 and "teacher_features" not in text and "student_features" not in text
     from kdistill.models.summary import distinct_owners
 
-    assert (
-        sum(layer.count_params() for layer in distinct_owners(distiller.layers)) == distiller.count_params()
-    )  # every weight listed once
-    assert "teacher_features" in [
-        layer.name for layer in distiller.layers
-    ]  # outside summary() `layers` stays whole: saving walks it
+    # every weight listed once
+    assert sum(layer.count_params() for layer in distinct_owners(distiller.layers)) == distiller.count_params()
+    # outside summary() `layers` stays whole: saving walks it
+    assert "teacher_features" in [layer.name for layer in distiller.layers]
 
 
 def test_a_distiller_saved_before_fit_loads_without_the_optimizer_warning(tmp_path):

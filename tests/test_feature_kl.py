@@ -99,9 +99,8 @@ def test_feature_kl_round_trips_and_kl_names_the_right_loss_for_each_kind():
     )
     assert isinstance(kdistill.losses.get("kl", kind="feature"), FeatureKL)
     assert isinstance(kdistill.losses.get("feature_kl"), FeatureKL)
-    assert (
-        kdistill.losses.get("kl", kind="feature", temperature=3.0).temperature == 3.0
-    )  # a feature loss that takes a temperature gets it
+    # a feature loss that takes a temperature gets it
+    assert kdistill.losses.get("kl", kind="feature", temperature=3.0).temperature == 3.0
     # "kl" without a kind is the logits KD loss, as in 0.2
     assert type(kdistill.losses.get("kl")) is LogitsKL and type(kdistill.losses.get("kl", kind="logits")) is LogitsKL
     assert registry.lookup("kl") == (LogitsKL, "logits", {}) and registry.lookup("kl", "feature")[0] is FeatureKL

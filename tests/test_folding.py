@@ -21,13 +21,11 @@ def _teacher():
     x = keras.layers.Conv2D(8, 1, activation="relu", name="conv_c")(x)
     x = keras.layers.BatchNormalization(name="bn_c")(x)  # not folded: the conv has an activation
     twice = keras.layers.Conv2D(8, 1, use_bias=False, name="conv_d")(x)
-    x = keras.layers.Add(name="add_d")(
-        [keras.layers.BatchNormalization(name="bn_d")(twice), twice]
-    )  # not folded: conv read twice
+    # not folded: conv read twice
+    x = keras.layers.Add(name="add_d")([keras.layers.BatchNormalization(name="bn_d")(twice), twice])
     x = keras.layers.Dense(10, name="dense_e")(keras.layers.GlobalAveragePooling2D(name="pool")(x))
-    model = keras.Model(
-        inputs, keras.layers.BatchNormalization(name="bn_e")(x), name="teacher"
-    )  # not folded: after a Dense
+    # not folded: after a Dense
+    model = keras.Model(inputs, keras.layers.BatchNormalization(name="bn_e")(x), name="teacher")
     for layer in model.layers:  # statistics far from the identity, so that a wrong fold shows
         if isinstance(layer, keras.layers.BatchNormalization):
             for weight in layer.weights:
@@ -54,9 +52,8 @@ def test_folding_keeps_outputs_shares_weights_and_follows_later_weight_changes()
     assert folded.get_layer("dense_e") is teacher.get_layer("dense_e")  # shared, not copied
     # Folding pays only where the batch's output positions outnumber the kernel's inputs per output channel (3x3x3 = 27 here):
     layer = folded.get_layer("conv_a")
-    assert (
-        layer.pays((4, 16, 16, 3)) and not layer.pays((1, 2, 2, 3)) and layer.pays((None, 8, 8, 3))
-    )  # None: 32 images assumed
+    # None: 32 images assumed
+    assert layer.pays((4, 16, 16, 3)) and not layer.pays((1, 2, 2, 3)) and layer.pays((None, 8, 8, 3))
     small = np.random.default_rng(2).normal(size=(1, 2, 2, 3)).astype("float32")
     np.testing.assert_allclose(
         layer(small),

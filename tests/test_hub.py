@@ -147,13 +147,11 @@ def test_models_take_pixels_and_return_logits_and_keep_the_classifiers_own_head_
         "output_dropout",
         "predictions",
     ]
-    assert teacher.get_layer("preprocessing").get_config()["scale"] == pytest.approx(
-        1 / 255.0
-    )  # the preset's converter, inside the model
+    # the preset's converter, inside the model
+    assert teacher.get_layer("preprocessing").get_config()["scale"] == pytest.approx(1 / 255.0)
     images = real_images(4)[0]
-    np.testing.assert_allclose(
-        teacher.predict(images, verbose=0), classifier.predict(images, verbose=0), atol=1e-5
-    )  # its predict runs its preprocessor
+    # its predict runs its preprocessor
+    np.testing.assert_allclose(teacher.predict(images, verbose=0), classifier.predict(images, verbose=0), atol=1e-5)
     student = kdistill.students.get(f"keras_hub:{presets['efficientnet']}", num_classes=7, input_shape=(48, 48, 3))
     assert student.input_shape == (None, 48, 48, 3) and student.output.shape == (None, 7)
     assert student.get_layer("predictions").activation.__name__ == "linear"
@@ -261,9 +259,8 @@ def test_resnet_student_distils_quantization_aware_after_flatten(distilled, pres
     history = distiller.fit(real_images(32, size=64)[0], labels, batch_size=16, epochs=1, verbose=0).history
     assert np.isfinite(history["loss"]).all() and kdistill.quantize.is_quantized(distiller.student)
     kdistill.quantize.snap_biases(twin)
-    int8 = export.tflite(
-        twin, str(tmp_path / "twin_int8.tflite"), quantize="int8"
-    )  # its trained ranges, no calibration
+    # its trained ranges, no calibration
+    int8 = export.tflite(twin, str(tmp_path / "twin_int8.tflite"), quantize="int8")
     logits = twin.predict(images, verbose=0)
     assert np.mean(export.tflite_predict(int8, images).argmax(-1) == logits.argmax(-1)) >= 0.9
     # MobileNet and EfficientNet: KerasHub's block layers, hard-swish and swish have no int8 rewrite
@@ -278,6 +275,7 @@ def test_resnet_student_distils_quantization_aware_after_flatten(distilled, pres
 
 def test_configs_and_the_cli_reach_keras_hub_teachers_and_students(presets):
     """`kdistill distill --teacher keras_hub:... --student keras_hub:...` (or the same in YAML) builds both from the presets."""
+    # no teacher file is looked for
     config = DistillConfig.from_dict(
         {
             "teacher": f"keras_hub:{presets['resnet']}",
@@ -285,12 +283,13 @@ def test_configs_and_the_cli_reach_keras_hub_teachers_and_students(presets):
             "image_size": 64,
             "student_image_size": 32,
         }
-    )  # no teacher file is looked for
+    )
     teacher = jobs.load_teacher(config)
+    # the classifier preset's own head
     assert teacher.input_shape == (None, 64, 64, 3) and teacher.output.shape == (
         None,
         10,
-    )  # the classifier preset's own head
+    )
     splits = types.SimpleNamespace(image_shape=(64, 64, 3), num_classes=10)
     student = training.build_student(
         config.student, splits, config.student_width, config.seed, image_size=config.student_image_size

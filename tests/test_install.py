@@ -29,9 +29,8 @@ def test_no_tensorflow_build_is_forced_on_an_existing_install():
     core = _requirements()
     assert "keras" in core and not [name for name in core if name.startswith("tensorflow")], core
     tensorflow = _requirements("tensorflow")
-    assert "tensorflow" in tensorflow and "tensorflow-cpu" not in tensorflow, (
-        tensorflow
-    )  # an existing GPU build satisfies it
+    # an existing GPU build satisfies it
+    assert "tensorflow" in tensorflow and "tensorflow-cpu" not in tensorflow, tensorflow
     assert "tensorflow-cpu" in _requirements("tensorflow-cpu")  # what the Makefile installs
 
 

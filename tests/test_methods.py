@@ -184,9 +184,8 @@ def test_feature_methods_match_numpy(name, function, reference):
     got = np.asarray(function(T_MAP, S_MAP))
     assert got.shape == (6,)
     np.testing.assert_allclose(got, reference(T_MAP, S_MAP), rtol=1e-4, atol=1e-6)
-    assert (
-        float(np.asarray(losses.get(name).call(T_MAP, T_MAP)).max()) < 1e-6
-    )  # zero when the student equals the teacher
+    # zero when the student equals the teacher
+    assert float(np.asarray(losses.get(name).call(T_MAP, T_MAP)).max()) < 1e-6
 
 
 @pytest.mark.parametrize("size", [4, 6])
@@ -266,9 +265,8 @@ def test_linear_cka_matches_its_definition_and_invariances():
     expected = np.linalg.norm(yc.T @ xc) ** 2 / (np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc))
     assert linear_cka(x, y) == pytest.approx(expected, rel=1e-9)
     rotation, _ = np.linalg.qr(rng.normal(size=(6, 6)))
-    assert linear_cka(x, 2.5 * x @ rotation + 1.0) == pytest.approx(
-        1.0, abs=1e-9
-    )  # rotation, scale and shift invariant
+    # rotation, scale and shift invariant
+    assert linear_cka(x, 2.5 * x @ rotation + 1.0) == pytest.approx(1.0, abs=1e-9)
 
 
 def test_taps_suggest_command_prints_pairs_and_saves_a_cka_heatmap(tmp_path, capsys):

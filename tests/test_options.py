@@ -76,9 +76,8 @@ def test_distill_flags_are_the_config_fields_with_their_help():
         assert flags[name].help == fields[name].metadata["help"] and flags[name].default is None, name
     assert flags["check_teacher"].option_strings == ["--no-check-teacher"] and flags["tensorboard"].metavar == "DIR"
     assert flags["image_size"].type is int and flags["alpha"].type is float and flags["taps"].type is options.taps_flag
-    assert not {"tap_weights", "alignment", "optimizer", "weight_decay", "lr_decay_epochs"} & set(
-        flags
-    )  # config file only
+    # config file only
+    assert not {"tap_weights", "alignment", "optimizer", "weight_decay", "lr_decay_epochs"} & set(flags)
 
 
 def test_data_flags_of_other_commands_default_to_the_config_defaults():
@@ -89,9 +88,8 @@ def test_data_flags_of_other_commands_default_to_the_config_defaults():
             + (["--teacher", "t.keras"] if command == "cache-teacher" else [])
         )
         args = cli.build_parser().parse_args(words)
-        assert args.config is None and all(
-            getattr(args, name) is None for name in cli.DATA_FLAGS
-        )  # so that --config can fill them
+        # so that --config can fill them
+        assert args.config is None and all(getattr(args, name) is None for name in cli.DATA_FLAGS)
         cli.fill_from_config(args, cli.DATA_FLAGS)
         for name in cli.DATA_FLAGS:
             assert getattr(args, name) == getattr(DistillConfig, name), (command, name)
@@ -208,10 +206,11 @@ def test_every_commands_flags_are_its_declaration_and_the_shared_config_fields(c
             assert flags[field.name].default == default, (command, field.name)
     config_fields = {field.name: field for field in dataclasses.fields(DistillConfig)}
     for name in declared.shared:
+        # None: --config fills it
         assert flags[name].help == config_fields[name].metadata["help"] and flags[name].default is None, (
             command,
             name,
-        )  # None: --config fills it
+        )
     args = cli.build_parser().parse_args(_command_words(command))
     assert {
         field.name: getattr(args, field.name)
@@ -273,9 +272,8 @@ def test_config_file_fills_the_shared_flags_and_the_fields_declared_from_config(
         assert options.config_keys(commands.TapsSuggestOptions) == ("teacher", "student")
         assert (seen["teacher"], seen["student"], seen["student_width"]) == ("t.keras", "resnet8x4", 0.35)
     else:
-        assert (
-            options.config_keys(commands.TrainTeacherOptions) == () and seen["epochs"] == 4
-        )  # the config's epochs are the student's
+        # the config's epochs are the student's
+        assert options.config_keys(commands.TrainTeacherOptions) == () and seen["epochs"] == 4
 
 
 def test_every_commands_help_is_built_from_the_declarations_without_loading_keras():

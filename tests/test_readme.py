@@ -20,9 +20,8 @@ def test_the_readme_python_block_runs_as_written(tmp_path, fake_fashion_mnist, m
     import kdistill
     from conftest import resnet50_shaped_teacher
 
-    def small_resnet50(
-        num_classes, input_shape, weights
-    ):  # ResNet50's stage names and resolutions at a fraction of its cost
+    # ResNet50's stage names and resolutions at a fraction of its cost
+    def small_resnet50(num_classes, input_shape, weights):
         assert input_shape == (32, 32, 3) and weights is None
         return resnet50_shaped_teacher(num_classes)
 

@@ -36,9 +36,8 @@ def test_a_yaml_list_or_broken_json_config_is_one_line_naming_the_file_and_verbo
 def test_a_non_finite_loss_ends_in_one_line_with_rc_2(tmp_path, tiny_teacher_file, capsys):
     """NonFiniteLossError used to reach the user as a 20-line traceback."""
     config = tmp_path / "run.yaml"
-    config.write_text(
-        "taps: {teacher_stage2: stage2_out}\nfeature_loss: mse\ntap_weights: 1.0e+38\n"
-    )  # finite weight, sum overflows
+    # finite weight, sum overflows
+    config.write_text("taps: {teacher_stage2: stage2_out}\nfeature_loss: mse\ntap_weights: 1.0e+38\n")
     command = [arg for arg in distill_arguments(tiny_teacher_file, tmp_path / "run") if arg not in ("--taps", "none")]
     assert cli.main(command + ["--config", str(config)]) == 2
     line = one_line(capsys.readouterr().err)
@@ -123,9 +122,8 @@ def test_ctrl_c_during_train_teacher_names_the_epoch_and_the_same_call_resumes(t
         == "interrupted at epoch 2 of 2; run the same command to resume"
     )
     backup = training.teacher_backup_dir(output)
-    assert (
-        not os.path.exists(output) and json.load(open(os.path.join(backup, "training_metadata.json")))["epoch"] == 1
-    )  # one epoch done
+    # one epoch done
+    assert not os.path.exists(output) and json.load(open(os.path.join(backup, "training_metadata.json")))["epoch"] == 1
     with pytest.raises(
         callbacks.StaleBackupError,
         match="different: learning_rate.*" + re.escape(f"Delete {backup!r} to start afresh, or pass another --output"),
@@ -139,12 +137,13 @@ def test_ctrl_c_during_train_teacher_names_the_epoch_and_the_same_call_resumes(t
 @pytest.mark.parametrize(
     "command, flag, value, message",
     [
+        # trained by gradient ascent, rc 0
         (
             "distill",
             "--learning-rate",
             "-1",
             "learning_rate must be a positive number, received -1.0",
-        ),  # trained by gradient ascent, rc 0
+        ),
         ("distill", "--learning-rate", "nan", "learning_rate must be a positive number, received nan"),
         ("distill", "--temperature", "inf", "temperature must be a positive number, received inf"),
         ("distill", "--alpha", "1.5", "alpha must be a number in [0, 1]"),
@@ -257,9 +256,8 @@ def test_refused_runs_leave_no_empty_folders_and_a_run_folder_inside_the_image_f
     tmp_path, tiny_teacher_file, capsys
 ):
     nested = tmp_path / "new" / "run"
-    assert (
-        cli.main(distill_arguments(tiny_teacher_file, nested, 1, "--student", "resnet9")) == 2
-    )  # refused after the data and teacher loaded
+    # refused after the data and teacher loaded
+    assert cli.main(distill_arguments(tiny_teacher_file, nested, 1, "--student", "resnet9")) == 2
     assert "resnet9" in one_line(capsys.readouterr().err)
     assert not (tmp_path / "new").exists()
     images = tmp_path / "images"
@@ -312,9 +310,8 @@ def _mixed_image_folder(root):
     Image.fromarray(rng.integers(0, 256, (24, 24, 4), dtype=np.uint8)).save(root / "boots" / "rgba.png")
     palette = Image.fromarray(rgb(40, 28)).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
     palette.save(root / "boots" / "palette.png", transparency=0)
-    Image.fromarray(rng.integers(0, 65536, (36, 20), dtype=np.uint16)).save(
-        root / "boots" / "sixteen_bit.png"
-    )  # Pillow mode I;16
+    # Pillow mode I;16
+    Image.fromarray(rng.integers(0, 65536, (36, 20), dtype=np.uint16)).save(root / "boots" / "sixteen_bit.png")
     Image.fromarray(rng.integers(0, 256, (24, 24, 2), dtype=np.uint8), "LA").save(root / "boots" / "grey_alpha.png")
     Image.fromarray(rgb(50, 64)).convert("CMYK").save(root / "shirts" / "cmyk.jpg", quality=90)
     Image.fromarray(rgb(33, 17)).save(root / "shirts" / "photo.jpeg", quality=85)
@@ -391,10 +388,11 @@ def test_a_teacher_cache_that_cannot_be_written_is_refused_before_any_work_namin
 def test_a_stale_teacher_cache_says_what_changed_and_how_to_rebuild(tmp_path, tiny_teacher_file, capsys):
     cache = str(tmp_path / "cache")
     assert cli.main(distill_arguments(tiny_teacher_file, tmp_path / "run", 1, "--teacher-cache", cache)) == 0
+    # run2: run/ is finished
     assert (
         cli.main(distill_arguments(tiny_teacher_file, tmp_path / "run2", 1, "--teacher-cache", cache, "--seed", "1"))
         == 2
-    )  # run2: run/ is finished
+    )
     line = one_line(capsys.readouterr().err)
     assert (
         "made from other images or labels: another --seed draws another training/validation split (0 when built, 1 now)"
@@ -434,9 +432,8 @@ def test_feature_distiller_fit_checks_arrays_and_datasets_with_the_loaders_messa
     with pytest.raises(UserError, match=r"1 validation label\(s\) lie outside \[0, 10\)"):
         distiller.fit(x, y, validation_data=(x, bad_label), epochs=1, verbose=0)
     # A dataset is checked by its first batch only, and a kdistill pipeline's pass counter is left as it was.
-    checks.check_fit_data(
-        distiller.teacher, tf.data.Dataset.from_tensor_slices((x, bad_label)).batch(2)
-    )  # label 10 in batch 2
+    # label 10 in batch 2
+    checks.check_fit_data(distiller.teacher, tf.data.Dataset.from_tensor_slices((x, bad_label)).batch(2))
     pipeline = data.from_arrays(x, y, class_names=names, pipeline="tf", validation_fraction=0.0).train
     checks.check_fit_data(distiller.teacher, pipeline)
     assert int(pipeline.kdistill_pass.numpy()) == 0
@@ -492,10 +489,11 @@ def test_a_teacher_that_is_not_a_logits_classifier_ends_in_one_clear_line(tmp_pa
         assert cli.main(command) == 2
         err = capsys.readouterr().err
         assert message in one_line(err) and "Teacher top-1" not in err and "File not found" not in err
+    # the same check, before any data
     for command in (
         ["evaluate", path],
         ["export", path, "--output-dir", str(tmp_path / "export")],
-    ):  # the same check, before any data
+    ):
         assert cli.main(command + ["--data-dir", str(tmp_path / "no-data")]) == 2
         # a map output is a segmenter's to evaluate and export: the line says so and names the data it needs
         words = (

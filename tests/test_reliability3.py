@@ -23,9 +23,8 @@ def test_ctrl_c_swallowed_inside_fit_still_stops_training_naming_the_epoch():
         def on_epoch_begin(self, epoch, logs=None):
             if epoch == 1:
                 try:
-                    os.kill(
-                        os.getpid(), signal.SIGINT
-                    )  # the handler runs here, inside the try, as it does inside pythonify_logs
+                    # the handler runs here, inside the try, as it does inside pythonify_logs
+                    os.kill(os.getpid(), signal.SIGINT)
                     sum(range(1000))
                 except BaseException:  # what Keras' `except: pass` does
                     pass
@@ -238,9 +237,8 @@ def test_fit_refuses_fractional_labels_and_one_hot_labels_for_a_class_index_loss
         is False
     )
     checks.check_fit_data(distiller.teacher, x, one_hot, sparse_labels=False)  # the loss that takes them: accepted
-    checks.check_fit_data(
-        distiller.teacher, x, y.astype("float32"), sparse_labels=True
-    )  # whole numbers stored as floats are class indices
+    # whole numbers stored as floats are class indices
+    checks.check_fit_data(distiller.teacher, x, y.astype("float32"), sparse_labels=True)
 
 
 @pytest.fixture(scope="module")

@@ -116,8 +116,9 @@ def test_cli_distill_with_review_and_hcl(tmp_path, capsys):
     assert status == 0, capsys.readouterr().err
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["config"]["review"] is True and summary["config"]["feature_loss"] == "hcl"
+    # the deeper tap fuses nothing
     assert [("attention fusion" in row["projection"]) for row in summary["projections"]] == [
         True,
         False,
-    ]  # the deeper tap fuses nothing
+    ]
     assert 0.0 <= summary["test"]["top1"] <= 1.0

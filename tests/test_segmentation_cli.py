@@ -51,16 +51,16 @@ def test_a_mask_folder_is_split_for_testing_and_named_by_labels_txt(tmp_path):
     assert splits.train_masks.shape == (4, 8, 8) and splits.train_images.shape == (4, 8, 8, 3)
     (tmp_path / "labels.txt").unlink()
     named = segmentation.load(f"masks:{tmp_path / 'images'},{tmp_path / 'masks'}", image_size=16, num_classes=4)
+    # numbered without labels.txt
     assert named.train_images.shape[1:] == (16, 16, 3) and named.class_names == [
         "0",
         "1",
         "2",
         "3",
-    ]  # numbered without labels.txt
+    ]
     _write_mask_folder(tmp_path / "test", count=2)
-    assert (
-        len(segmentation.load(f"masks:{tmp_path}").test_images) == 2
-    )  # FOLDER/test is the test split, the training split keeps all 5
+    # FOLDER/test is the test split, the training split keeps all 5
+    assert len(segmentation.load(f"masks:{tmp_path}").test_images) == 2
     with pytest.raises(UserError, match="masks:IMAGES_DIR,MASKS_DIR"):
         segmentation.load("masks:a,b,c")
 
@@ -143,9 +143,8 @@ def test_train_teacher_distill_evaluate_and_export_a_segmenter_from_the_command_
         == 0
     )
     assert "| tflite_float32 |" in capsys.readouterr().out and (tmp_path / "export" / "report.json").exists()
-    assert (
-        cli.main(["export", student, "--output-dir", str(tmp_path / "other"), *data]) == 2
-    )  # a segmenter on classification data
+    # a segmenter on classification data
+    assert cli.main(["export", student, "--output-dir", str(tmp_path / "other"), *data]) == 2
     assert "a segmenter's logit map" in capsys.readouterr().err
 
 
@@ -182,9 +181,8 @@ def test_the_segmentation_demo_prints_teacher_student_alone_and_distilled_miou(t
         all(0.0 <= summary[name] <= 1.0 for name in ("teacher", "student_alone", "distilled"))
         and summary["schedule"]["train_scenes"] == 16
     )
-    assert (
-        cli.main(argv + ["--set", "epochs=1"]) == 2 and "teacher_epochs" in capsys.readouterr().err
-    )  # an unknown setting names the known ones
+    # an unknown setting names the known ones
+    assert cli.main(argv + ["--set", "epochs=1"]) == 2 and "teacher_epochs" in capsys.readouterr().err
 
 
 def test_unlabelled_scenes_are_all_ignored_and_a_student_reading_them_takes_the_labelled_runs_steps(fake_fashion_mnist):
@@ -282,18 +280,16 @@ def test_taps_suggest_lists_two_segmenters_stages_a_pasteable_taps_line_and_thei
         segmenters.get("conv_segmenter", 11, (32, 32, 3), widths=(8, 16, 32), decoder_channels=8), teacher
     )
     argv = ["taps", "suggest", "--teacher", teacher, "--student", "mobilenet_v2_segmenter", "--student-width", "0.5"]
-    assert (
-        cli.main(argv + ["--cka", "--cka-images", "8", "--data", "scenes", "--data-dir", fake_fashion_mnist]) == 0
-    )  # the task from the student
+    # the task from the student
+    assert cli.main(argv + ["--cka", "--cka-images", "8", "--data", "scenes", "--data-dir", fake_fashion_mnist]) == 0
     out = capsys.readouterr().out
     assert "conv_segmenter_stage3    4x4x32       block_13_expand_relu       2x2x288" in out  # width 0.5 (0.35: 192)
     line = next(row for row in out.splitlines() if row.startswith("--taps "))
     assert line == "--taps conv_segmenter_stage2:block_6_expand_relu,conv_segmenter_stage3:block_13_expand_relu"
     scores = [row.split()[4] for row in out.splitlines() if row.startswith("conv_segmenter_stage2")]
     assert 0.0 <= float(scores[0]) <= 1.0  # CKA on 8 scenes
-    assert (
-        cli.main(["taps", "suggest", "--task", "segmentation", "--teacher", teacher]) == 2
-    )  # mobilenet_v2, the classifiers' default
+    # mobilenet_v2, the classifiers' default
+    assert cli.main(["taps", "suggest", "--task", "segmentation", "--teacher", teacher]) == 2
     assert "Did you mean 'mobilenet_v2_segmenter'" in capsys.readouterr().err
 
 

@@ -92,10 +92,11 @@ def test_a_mobilenet_segmenter_distils_from_a_conv_teacher_on_offline_scenes_and
 def test_a_kerashub_deeplab_v3_teacher_built_offline_is_tapped_at_a_pyramid_level_by_layer_name():
     classes = len(SCENE_CLASSES)
     teacher = segmenters.get("deeplab_v3", classes, (32, 32, 3), **SMALL["deeplab_v3"])
+    # P2, P3, carried by the model
     assert [layer for layer, _ in taps.stage_table(teacher)] == [
         "stack0_block0_out",
         "stack1_block0_out",
-    ]  # P2, P3, carried by the model
+    ]
     student = segmenters.get("conv_segmenter", classes, (32, 32, 3), **SMALL["conv_segmenter"])
     distiller = kdistill.FeatureDistiller(
         teacher, student, taps={"stack1_block0_out": "conv_segmenter_stage3"}, logits_loss="kl"
@@ -151,12 +152,13 @@ def test_a_kerashub_deeplab_v3_preset_folder_loads_with_its_weights_and_its_pyra
         ("stack0_block0_out", 4),
         ("stack1_block0_out", 8),
     ]
+    # a tap by layer name in the flat graph
     assert tuple(model.get_layer("stack1_block0_out").output.shape) == (
         None,
         4,
         4,
         16,
-    )  # a tap by layer name in the flat graph
+    )
     larger = segmenters.get(f"keras_hub:{tmp_path / 'deeplab_tiny'}", 3, (64, 64, 3))  # another size and a new head
     assert tuple(larger.output.shape) == (None, 64, 64, 3)
     with pytest.raises(ValueError, match="not a DeepLabV3Backbone"):

@@ -32,6 +32,7 @@ def run_inputs(tmp_path_factory):
 
 
 def _distill_command(folder, teacher_path, output, epochs):
+    # an untrained teacher
     return [
         "distill",
         "--data-dir",
@@ -53,7 +54,7 @@ def _distill_command(folder, teacher_path, output, epochs):
         "--seed",
         "1",
         "--no-check-teacher",
-    ]  # an untrained teacher
+    ]
 
 
 @pytest.mark.slow

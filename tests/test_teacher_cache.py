@@ -139,9 +139,8 @@ def test_cache_teacher_command_then_distill_from_mixed_views_with_top_k_logits_a
         + views
         + common
     )
-    assert (
-        cli.main(run[: -len(common) - 2] + ["--cache-top-k", "4"] + views + common) == 2
-    )  # a cache of other top-k is refused
+    # a cache of other top-k is refused
+    assert cli.main(run[: -len(common) - 2] + ["--cache-top-k", "4"] + views + common) == 2
     assert "with top-k logits 3; this run asks for 2 for ['crop', 'flip', 'mixup'] with 4" in capsys.readouterr().err
     assert cli.main(run) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -157,9 +156,8 @@ def test_cache_subset_and_repeat_keep_images_with_their_outputs(tmp_path):
     seen = np.concatenate([batch_y for _, batch_y in subset])
     assert sorted(seen.tolist()) == sorted(y[:6].tolist())  # only the chosen examples, each once per pass
     forever = cache.dataset(4, shuffle=True, seed=0, layers=["teacher_stage2"], indices=np.arange(6), repeat=True)
-    batches = list(
-        forever.take(6)
-    )  # three passes of 6 (a batch of 4 and one of 2 each): it repeats, each pass in its own order
+    # three passes of 6 (a batch of 4 and one of 2 each): it repeats, each pass in its own order
+    batches = list(forever.take(6))
     seen = np.concatenate([batch_y for _, batch_y in batches])
     assert len(seen) == 18 and sorted(seen.tolist()) == sorted(3 * y[:6].tolist())
     batch, _ = batches[-1]

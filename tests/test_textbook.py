@@ -64,9 +64,8 @@ def test_the_textbook_configs_run_as_written(teacher_file, tmp_path, monkeypatch
     for step in (1, 2, 3):
         path = tmp_path / f"textbook{step}.yaml"
         path.write_text(_block(f"textbook-yaml-{step}"))
-        config = DistillConfig.from_dict(
-            read_config_file(str(path))
-        )  # the CLI's reader: one mapping per file, teacher found
+        # the CLI's reader: one mapping per file, teacher found
+        config = DistillConfig.from_dict(read_config_file(str(path)))
         student = kdistill.students.get("resnet8x4", num_classes=10, input_shape=(32, 32, 3))
         built.append(
             kdistill.FeatureDistiller(
@@ -108,9 +107,8 @@ def test_several_teachers_from_a_yaml_config(teacher_file, tmp_path):
 
     paths = []
     for name, seed in (("teacher_a", 1), ("teacher_b", 2)):
-        model = small_cnn(
-            "stand_in", widths=(8, 16), seed=seed
-        )  # the same model name twice: the files' names tell them apart
+        # the same model name twice: the files' names tell them apart
+        model = small_cnn("stand_in", widths=(8, 16), seed=seed)
         paths.append(str(tmp_path / f"{name}.keras"))
         model.save(paths[-1])
     make_fashion_mnist(tmp_path / "data", train=96, test=32, seed=3)

@@ -40,25 +40,23 @@ def test_replayed_views_are_the_crops_and_flips_the_teacher_saw_bit_for_bit(tmp_
             verbose=0,
             seed=4,
         )
-    assert (
-        "774 bytes per image per view (logits 768, view 6)" in caplog.text
-    )  # the cost is told before building: 8x8x3 float32 logits, [dy, dx, flip] int16
+    # the cost is told before building: 8x8x3 float32 logits, [dy, dx, flip] int16
+    assert "774 bytes per image per view (logits 768, view 6)" in caplog.text
     assert cache.views == 3 and cache.outputs["logits"].shape == (24, 3, 192) and cache.view_params.shape == (24, 3, 3)
     params = np.asarray(cache.view_params)
+    # real crops and flips
     assert len(np.unique(params[..., :2].reshape(-1, 2), axis=0)) > 3 and set(params[..., 2].ravel()) == {
         0,
         1,
-    }  # real crops and flips
-    data = cache.dataset(
-        8, shuffle=True, seed=1, pipeline="numpy"
-    )  # memory maps, batch by batch (JAX, PyTorch; large caches)
+    }
+    # memory maps, batch by batch (JAX, PyTorch; large caches)
+    data = cache.dataset(8, shuffle=True, seed=1, pipeline="numpy")
     assert isinstance(data, teacher_cache.ViewBatches)
     for epoch in range(2):
         for inputs, labels in data:
             shown = inputs["images"].reshape(len(labels), -1)
-            np.testing.assert_array_equal(
-                shown, inputs["teacher"]["logits"]
-            )  # the student gets the very view the teacher saw
+            # the student gets the very view the teacher saw
+            np.testing.assert_array_equal(shown, inputs["teacher"]["logits"])
         data.on_epoch_end()
     first, second = data.view_choice(0), data.view_choice(1)
     assert first.shape == (24,) and not np.array_equal(first, second)  # a new view per image each epoch
@@ -80,9 +78,8 @@ def test_replayed_views_are_the_crops_and_flips_the_teacher_saw_bit_for_bit(tmp_
     np.testing.assert_array_equal(np.concatenate(subset), y[:6])  # a labelled part only, in order when not shuffled
     monkeypatch.setattr(teacher_cache.cache, "IN_MEMORY_VIEWS_LIMIT", 100)
     with caplog.at_level(logging.INFO, logger="kdistill"):
-        assert isinstance(
-            cache.dataset(8), teacher_cache.ViewBatches
-        )  # too big to hold in memory: read from the memory maps
+        # too big to hold in memory: read from the memory maps
+        assert isinstance(cache.dataset(8), teacher_cache.ViewBatches)
     assert "read from its memory maps batch by batch" in caplog.text
     # views replay the same crop as the NumPy helpers produce: the identity view returns the image itself
     assert np.array_equal(views.apply_views(x[:1], np.array([[views.crop_padding(8)] * 2 + [0]])), x[:1])
@@ -151,9 +148,8 @@ def test_distill_with_crop_and_flip_from_a_cache_of_views(tmp_path):
     assert meta["views"] == 3 and meta["augment"] == ["crop", "flip"]
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert len(history["loss"]) == 2 and all(np.isfinite(history["loss"]))
-    assert (
-        cli.main(args + ["--cache-views", "2", "--output-dir", str(tmp_path / "run2")]) == 2
-    )  # a cache of 3 views is not one of 2
+    # a cache of 3 views is not one of 2
+    assert cli.main(args + ["--cache-views", "2", "--output-dir", str(tmp_path / "run2")]) == 2
 
 
 @pytest.mark.parametrize("pipeline", ["numpy", "auto"])
@@ -179,9 +175,8 @@ def test_mixed_views_replay_the_image_the_teacher_saw_with_labels_mixed_alike(tm
             np.testing.assert_allclose(
                 np.reshape(inputs["images"], (len(labels), -1)), inputs["teacher"]["logits"], atol=1e-4
             )
-            assert (
-                labels.shape == (len(labels), cache.classes) and labels.dtype == np.float32
-            )  # the logits are 192 pixels
+            # the logits are 192 pixels
+            assert labels.shape == (len(labels), cache.classes) and labels.dtype == np.float32
             labelled = labels.sum(axis=1) > 0
             np.testing.assert_allclose(labels[labelled].sum(axis=1), 1.0, atol=1e-6)  # mixed one-hot rows
         data.on_epoch_end()
@@ -193,15 +188,13 @@ def test_mixed_views_replay_the_image_the_teacher_saw_with_labels_mixed_alike(tm
     partner = views.apply_views(x[mixes.partner], mixes.partner_crop)
     y0, x0, y1, x1 = mixes.box[np.argmax(cut)]
     first_cut = np.argmax(cut)
-    np.testing.assert_array_equal(
-        mixed[first_cut, y0:y1, x0:x1], partner[first_cut, y0:y1, x0:x1]
-    )  # cutmix: the box is the partner's
+    # cutmix: the box is the partner's
+    np.testing.assert_array_equal(mixed[first_cut, y0:y1, x0:x1], partner[first_cut, y0:y1, x0:x1])
     first_mix = np.argmax(mixes.kind == 1)
     ratio = mixes.ratio[first_mix]
     np.testing.assert_allclose(mixed[first_mix], ratio * own[first_mix] + (1 - ratio) * partner[first_mix], rtol=1e-6)
-    assert (
-        abs(mixes.ratio[first_cut] - (1 - (y1 - y0) * (x1 - x0) / 64)) < 1e-6
-    )  # cutmix's ratio is the share left to the image
+    # cutmix's ratio is the share left to the image
+    assert abs(mixes.ratio[first_cut] - (1 - (y1 - y0) * (x1 - x0) / 64)) < 1e-6
 
 
 def test_cached_outputs_of_mixed_views_equal_a_live_teachers_on_the_replayed_images(tmp_path):
@@ -236,6 +229,7 @@ def test_cached_outputs_of_mixed_views_equal_a_live_teachers_on_the_replayed_ima
     dense = inputs["teacher"]["logits"]
     top = np.argsort(-live, axis=1)[:, :3]
     np.testing.assert_array_equal(np.sort(np.argsort(-dense, axis=1)[:, :3], axis=1), np.sort(top, axis=1))
+    # float16
     np.testing.assert_allclose(
         np.take_along_axis(dense, top, 1), np.take_along_axis(live, top, 1), rtol=2e-3, atol=2e-3
-    )  # float16
+    )

@@ -98,9 +98,8 @@ def decode_tf(path, size: int):
 
     contents = tf.io.read_file(path)
     pixels = tf.cond(
-        tf.io.is_jpeg(
-            contents
-        ),  # TensorFlow's default JPEG DCT ("INTEGER_FAST") differs from Pillow's by up to 6 grey levels
+        # TensorFlow's default JPEG DCT ("INTEGER_FAST") differs from Pillow's by up to 6 grey levels
+        tf.io.is_jpeg(contents),
         lambda: tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE"),
         lambda: tf.io.decode_image(contents, channels=3, expand_animations=False),
     )

@@ -304,9 +304,8 @@ def _write_all(
         logger.info("Exporting saved_model ...")
         files["saved_model"] = saved_model(student, os.path.join(output_dir, "serving"), version=version)
     with staging_folder(output_dir, prefix=".savedmodel-") as staging:
-        source = files.get(
-            "saved_model"
-        )  # one SavedModel for every TFLite conversion (each would trace and write its own)
+        # one SavedModel for every TFLite conversion (each would trace and write its own)
+        source = files.get("saved_model")
         for name in (name for name in formats if name != "saved_model"):
             logger.info("Exporting %s ...", name)
             if name == "onnx":

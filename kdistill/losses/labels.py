@@ -74,9 +74,8 @@ class LabelLoss:
 
     def __call__(self, labels, logits):
         if self._one_hot and len(labels.shape) == len(logits.shape) - 1:
-            labels = ops.one_hot(
-                ops.cast(labels, "int32"), ops.shape(logits)[-1]
-            )  # UNLABELED (-1) gives a row of zeros
+            # UNLABELED (-1) gives a row of zeros
+            labels = ops.one_hot(ops.cast(labels, "int32"), ops.shape(logits)[-1])
         return ops.cast(self._function(labels, logits, **self._kwargs), "float32")
 
 

@@ -225,9 +225,8 @@ def _first_batch(data, labels):
     if isinstance(data, tuple) and labels is None:  # validation_data=(x, y) or (x, y, sample_weight)
         data, labels = data[0], (data[1] if len(data) > 1 else None)
     if _is_tf_dataset(data):
-        counter = getattr(
-            data, "kdistill_pass", None
-        )  # kdistill's pipelines count their passes (kdistill.data.batches.set_pass)
+        # kdistill's pipelines count their passes (kdistill.data.batches.set_pass)
+        counter = getattr(data, "kdistill_pass", None)
         before = None if counter is None else counter.numpy()
         batch = next(iter(data.take(1)), None)
         if counter is not None:

@@ -139,9 +139,8 @@ def ensemble(
         if height is not None and (height, width) != tuple(input_shape[:2]):
             x = keras.layers.Resizing(height, width, interpolation="bilinear", name=f"resize_for_{teacher.name}")(x)
         logits = teacher(x)
-        member_logits.append(
-            logits[0] if isinstance(logits, (list, tuple)) else logits
-        )  # a model built with outputs=[...]
+        # a model built with outputs=[...]
+        member_logits.append(logits[0] if isinstance(logits, (list, tuple)) else logits)
     outputs = EnsembleLogits(weights, temperature, name="ensemble_logits")(member_logits)
     model = keras.Model(inputs, outputs, name=name)
     model.trainable = False

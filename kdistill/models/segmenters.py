@@ -143,9 +143,8 @@ def mobilenet_v2_segmenter(
     inputs = keras.Input(shape=input_shape, name="image")
     x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocessing")(inputs)
     backbone = keras.applications.MobileNetV2(input_tensor=x, alpha=width, weights=backbone_weights, include_top=False)
-    for layer in (
-        backbone.layers
-    ):  # Keras' 0.999 left the moving statistics near their start for hundreds of steps: all background
+    # Keras' 0.999 left the moving statistics near their start for hundreds of steps: all background
+    for layer in backbone.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = BATCH_NORM_MOMENTUM
     features = [backbone.get_layer(name).output for name, _ in MOBILENET_V2_STAGES]

@@ -180,9 +180,8 @@ def build_segmenter_pair(
         teacher, student = build_segmenter_pair("conv_segmenter", "mobilenet_v2_segmenter", image_size=64)
     """
     shape = (image_size, image_size, 3)
-    teacher_model = _segmenter(
-        teacher, "teacher", None if hub.is_hub_name(teacher) else 2, shape
-    )  # a name's classes do not change its stages
+    # a name's classes do not change its stages
+    teacher_model = _segmenter(teacher, "teacher", None if hub.is_hub_name(teacher) else 2, shape)
     if None not in teacher_model.inputs[0].shape[1:]:
         shape = tuple(teacher_model.inputs[0].shape[1:])
     width = {} if student_width is None else {"width": student_width}

@@ -163,9 +163,8 @@ def validate(model: keras.Model, layer_names: Sequence[str], role: str = "teache
         )
     all_names = [layer.name for layer in model.layers]
     for name in layer_names:
-        if name in all_names and isinstance(
-            model.get_layer(name), keras.layers.InputLayer
-        ):  # it dominated the loss without a word
+        # it dominated the loss without a word
+        if name in all_names and isinstance(model.get_layer(name), keras.layers.InputLayer):
             stages = ", ".join(n for n, _ in stage_outputs(model))
             raise ValueError(
                 f"{name!r} is the {role}'s input layer: its output is the image itself, not a feature, and its distance "

@@ -326,12 +326,10 @@ class QuantizedRescaling(keras.layers.Layer):
 
     def call(self, inputs, training=False):
         product = inputs * self._constant(self.scale, inputs.dtype)
-        if (
-            not self.offset
-        ):  # the product is the output: a second range on the same values drifts by rounding, and TFLite
-            return self.output_quantizer(
-                product, training=training
-            )  # then refuses ops that keep their input's scale (a pad)
+        # The product is the output: a second range on the same values drifts by rounding, and TFLite then refuses ops that
+        # keep their input's scale (a pad).
+        if not self.offset:
+            return self.output_quantizer(product, training=training)
         outputs = self.product_quantizer(product, training=training) + self._constant(self.offset, inputs.dtype)
         return self.output_quantizer(outputs, training=training)
 

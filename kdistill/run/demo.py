@@ -186,9 +186,8 @@ def demo(
     clock = stages.Clock()
     splits, pool = _load_data(settings, data_dir, seed)
     logger.info("Fashion-MNIST: %s", pool.counts)
-    with run_folder(
-        output_dir
-    ):  # locked while in use; taken after the data loaded, so a refused run leaves no empty folder
+    # locked while in use; taken after the data loaded, so a refused run leaves no empty folder
+    with run_folder(output_dir):
         return _run(settings, splits, pool, output_dir, seed, retrain_teacher, verbose, clock)
 
 
@@ -250,9 +249,8 @@ def _run(
         plots.comparison(rows, os.path.join(output_dir, "comparison.png")),
         *summary["figures"],
     ]
-    summary["figures"] = [
-        os.path.relpath(path, output_dir) for path in figures
-    ]  # beside summary.json: names that travel
+    # beside summary.json: names that travel
+    summary["figures"] = [os.path.relpath(path, output_dir) for path in figures]
     summary["environment"] = environment.describe()
     summary.update(
         settings=settings.to_dict(),

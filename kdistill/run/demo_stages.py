@@ -214,9 +214,8 @@ def accuracy_latency_rows(models: dict, folder: str, representative, test, limit
         )
         with files.staging_folder(folder, prefix=".savedmodel-") as staging:
             source = export.saved_model(model, staging)  # one SavedModel for both of its TFLite files
-            for mode in (
-                ("int8",) if quantize.is_quantized(model) else ("float32", "int8")
-            ):  # a quantization-aware model is int8 only
+            # a quantization-aware model is int8 only
+            for mode in ("int8",) if quantize.is_quantized(model) else ("float32", "int8"):
                 path = export.tflite(
                     model,
                     os.path.join(folder, f"{name.replace(' ', '_')}_{mode}.tflite"),

@@ -165,9 +165,8 @@ class DistillRun:
 
     def training_callbacks(self, train, backup: resume.Backup) -> list:
         """kdistill's callbacks (progress, backup, history, non-finite stop, data order, best student, TensorBoard), then the caller's."""
-        run_callbacks = backup.callbacks + [
-            callbacks.DataPass(train)
-        ]  # epoch k reads its data in epoch k's order, also when resumed
+        # epoch k reads its data in epoch k's order, also when resumed
+        run_callbacks = backup.callbacks + [callbacks.DataPass(train)]
         if self.splits.validation is not None:
             run_callbacks.append(
                 callbacks.BestStudentCheckpoint(self.path("best_student.keras"), resume=backup.resuming)
@@ -199,9 +198,8 @@ class DistillRun:
                     shuffle=False,
                 )
         finally:
-            resume.drop_empty_history(
-                backup.history_csv
-            )  # so run_folder can remove the folder it made for a run stopped in its first epoch
+            # so run_folder can remove the folder it made for a run stopped in its first epoch
+            resume.drop_empty_history(backup.history_csv)
         return resume.read_history_csv(backup.history_csv)
 
     def finish(self, history: dict, resuming: bool) -> dict:
@@ -227,9 +225,8 @@ class DistillRun:
 
     def _save_students(self) -> str:
         """Writes student.keras (and, quantization-aware, snaps the biases of it and of best_student.keras); returns its path."""
-        if (
-            self.config.quantize
-        ):  # biases on TFLite's int32 grid: the int8 file then computes what the saved student computes
+        # biases on TFLite's int32 grid: the int8 file then computes what the saved student computes
+        if self.config.quantize:
             quantize.snap_biases(self.distiller.student)
             best_path = self.path("best_student.keras")
             if self.chief and os.path.exists(best_path):
@@ -247,9 +244,8 @@ class DistillRun:
             saving.load_model(best_path, role="student") if os.path.exists(best_path) else self.distiller.student
         )
         name = "best_student.keras" if os.path.exists(best_path) else "student.keras"
-        if tuple(evaluated.input_shape[1:3]) != tuple(
-            self.splits.image_shape[:2]
-        ):  # a student at its own size reads resized test images
+        # a student at its own size reads resized test images
+        if tuple(evaluated.input_shape[1:3]) != tuple(self.splits.image_shape[:2]):
             images = keras.Input(self.splits.image_shape)
             evaluated = keras.Model(
                 images, evaluated(self.distiller.student_inputs(images)), name=self.distiller.student.name

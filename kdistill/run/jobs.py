@@ -209,9 +209,8 @@ def distill(
     if chief and not restart:
         resume.refuse_finished_run(output_dir)
     if config.teacher_cache:
-        teacher_cache.check_writable(
-            config.teacher_cache
-        )  # found only when writing, naming a staging folder, after all the work
+        # found only when writing, naming a staging folder, after all the work
+        teacher_cache.check_writable(config.teacher_cache)
     with run_folder(output_dir):
         splits = splits or load_data(config)
         if teacher is None:

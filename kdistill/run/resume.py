@@ -106,9 +106,8 @@ def read_history_csv(path: str) -> dict:
         rows = {int(row["epoch"]): row for row in csv.DictReader(handle)}
     history: dict = {}
     for epoch in sorted(rows):
-        for key, value in rows[
-            epoch
-        ].items():  # "NA": a metric the epoch did not log (CSVLogger's val_ columns of a run without validation)
+        # "NA": a metric the epoch did not log (CSVLogger's val_ columns of a run without validation)
+        for key, value in rows[epoch].items():
             history.setdefault(key, []).append(
                 int(value) if key == "epoch" else float("nan") if value == "NA" else float(value)
             )

@@ -253,9 +253,8 @@ def train_student(
     from kdistill.run import training
 
     labelled = int((splits.train_masks.reshape(len(splits.train_masks), -1) != IGNORE_LABEL).any(axis=1).sum())
-    epochs = max(
-        1, round(schedule.student_epochs * labelled / len(splits.train_images))
-    )  # the student alone's number of steps
+    # the student alone's number of steps
+    epochs = max(1, round(schedule.student_epochs * labelled / len(splits.train_images)))
     steps = -(-len(splits.train_images) // schedule.batch_size)
     optimizer = training.make_optimizer(
         "adam", schedule.learning_rate, schedule="cosine", warmup_epochs=1, epochs=epochs, steps_per_epoch=steps

@@ -224,9 +224,8 @@ class _KeptBestEpoch(callbacks.KeepBestEpoch):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         super().on_train_begin(logs)
-        if os.path.exists(os.path.join(self.backup_dir, "training_metadata.json")) and os.path.exists(
-            self.path
-        ):  # resuming
+        # resuming
+        if os.path.exists(os.path.join(self.backup_dir, "training_metadata.json")) and os.path.exists(self.path):
             with np.load(self.path) as stored:
                 self.best, self.best_epoch = float(stored["best"]), int(stored["best_epoch"])
                 self._best_weights = [stored[f"weight_{index}"] for index in range(len(self.model.weights))]
