@@ -56,7 +56,8 @@ METHODS = {
     "crd": dict(taps=None, feature_loss="crd", tap_weights=0.8, logits_loss="kl", alpha=0.9),
     "hcl": dict(taps=None, feature_loss="hcl", tap_weights=1.0, logits_loss="kl", alpha=0.9),
     "reviewkd": dict(taps=None, feature_loss="hcl", adapter="review", tap_weights=1.0, logits_loss="kl", alpha=0.9),
-    # The textbook recipe: (1) MSE on projected features + KD, (2) feature KL at T + KD, (3) 0.9 feature KL + 0.1 CE, no logits term.
+    # The textbook recipe: (1) MSE on projected features + KD, (2) feature KL at T + KD, (3) 0.9 feature KL + 0.1 CE, no
+    # logits term.
     "mse_kd": dict(taps=None, feature_loss="mse", tap_weights=1.0, logits_loss="kl", alpha=0.9),
     "feature_kl": dict(
         taps=None, feature_loss={"name": "kl", "spatial": "mean"}, tap_weights=1.0, logits_loss="kl", alpha=0.9
@@ -207,7 +208,8 @@ def _run_one(args, method: str, seed: int, teacher, cache, layers, steps: int, t
     from kdistill import evaluation
     from kdistill.run import paired
 
-    # the students' optimizer: Adam, peak 1e-3, cosine decay to zero over the run (kdistill.run.paired); last-epoch figures
+    # the students' optimizer: Adam, peak 1e-3, cosine decay to zero over the run (kdistill.run.paired); last-epoch
+    # figures
     keras.utils.set_random_seed(seed)
     initial = student_from_args(args).get_weights()
     options = dict(METHODS[method.removesuffix("_transfer")])

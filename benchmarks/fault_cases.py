@@ -258,7 +258,8 @@ def _resumed_teacher(result, here):
 
 @case("ctrl_c_train_teacher", "5", "SIGINT during train-teacher (epoch 2 of 3), then the same command")
 def _ctrl_c_train_teacher(inputs, here):
-    # 20 steps an epoch: fewer leave ResNet50's BatchNorm statistics unsettled, and train-teacher refuses a chance-level teacher
+    # 20 steps an epoch: fewer leave ResNet50's BatchNorm statistics unsettled, and train-teacher refuses a chance-level
+    # teacher
     argv = [
         "train-teacher",
         "--data-dir",

@@ -310,8 +310,8 @@ def main(argv: list | None = None) -> int:
     # for the models made here; the kdistill processes get USER_ENVIRONMENT
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
-        # Started in the background (`... &`), SIGINT is ignored, and every child inherits that: Ctrl-C would do nothing.
-        # The kdistill processes get what a terminal gives them.
+        # Started in the background (`... &`), SIGINT is ignored, and every child inherits that: Ctrl-C would do
+        # nothing. The kdistill processes get what a terminal gives them.
         signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         inputs = fault_cases.Inputs(os.path.join(work, "inputs"))

@@ -4,8 +4,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ["KDISTILL_OFFLINE"] = "1"  # nothing in the tests may try to download
-# XLA (the JAX backend, here and in every process a test starts) compiles without LLVM's optimisations: the tests' programs run a
-# few steps, so compiling is most of their time (the JAX CLI script: 71 CPU-s with them, 46 without). Results are checked, not speed.
+# XLA (the JAX backend, here and in every process a test starts) compiles without LLVM's optimisations: the tests'
+# programs run a few steps, so compiling is most of their time (the JAX CLI script: 71 CPU-s with them, 46 without).
+# Results are checked, not speed.
 os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]).strip()
 
 import keras

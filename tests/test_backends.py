@@ -61,7 +61,8 @@ def test_every_cli_command_runs_with_backend_jax_and_export_says_it_needs_tensor
 ):
     (tmp_path / "work").mkdir()
     environment = {key: value for key, value in os.environ.items() if key != "KERAS_BACKEND"}  # --backend must set it
-    # (a teacher saved on TensorFlow loads unchanged on JAX; train-teacher trains it further there, and its output is not used again)
+    # (a teacher saved on TensorFlow loads unchanged on JAX; train-teacher trains it further there, and its output is
+    # not used again)
     result = subprocess.run(
         [
             sys.executable,
@@ -87,7 +88,8 @@ def test_every_cli_command_runs_with_backend_jax_and_export_says_it_needs_tensor
     assert "Skipping the export" in report["demo"]["err"]
     assert "resnet8x4" in report["distill"]["out"] and "per-class top-1" in report["evaluate"]["out"]
     assert "cached 64 images" in report["cache-teacher"]["out"]
-    # Ctrl-C inside Keras' logs conversion in epoch 2 (where it lands on JAX) was swallowed and the run finished with rc 0 (issue 40)
+    # Ctrl-C inside Keras' logs conversion in epoch 2 (where it lands on JAX) was swallowed and the run finished with rc
+    # 0 (issue 40)
     assert report["distill-interrupted"]["status"] == 130, report["distill-interrupted"]["err"]
     assert (
         "kdistill distill: interrupted at epoch 2 of 2; run the same command to resume"

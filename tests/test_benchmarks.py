@@ -62,7 +62,8 @@ def test_throughput_script_compares_variants_and_writes_tables(tmp_path, run):
         ][key]
         assert report["results"][key]["peak_rss_mb"] > 100 and report["results"][key]["device"] == "CPU"
     assert "FeatureDistillation has no projection" in report["results"]["c"]["skipped"]
-    # the ratio (m)/(a) (function matching from a cache of mixed views) is taken round by round; the targets table says whether it is met
+    # the ratio (m)/(a) (function matching from a cache of mixed views) is taken round by round; the targets table says
+    # whether it is met
     rounds = report["meta"]["ratios"]["m/a"]["rounds"]
     assert rounds == [m / a for m, a in zip(report["results"]["m"]["rates"], report["results"]["a"]["rates"])]
     table = (tmp_path / "tp.md").read_text()
@@ -224,7 +225,8 @@ def test_paired_protocol_reports_intervals_gap_and_a_plot(tmp_path, run):
     table = (tmp_path / "evidence_fashion_mnist.md").read_text()
     assert "| fitnets_transfer | 64 labelled + 32 unlabelled |" in table and "95 % CI" in table and "95 % CI" in out
     assert (tmp_path / "evidence_fashion_mnist.png").read_bytes()[:4] == b"\x89PNG"
-    # A later method joins the same study: two teachers reuse the runs above (the second teacher is recorded with its own runs only).
+    # A later method joins the same study: two teachers reuse the runs above (the second teacher is recorded with its
+    # own runs only).
     second = str(tmp_path / "second.keras")
     resnet50_shaped_teacher(seed=1).save(second)
     joined = command[:11] + ("alone,kd,two_teachers_transfer",) + command[12:]

@@ -12,9 +12,10 @@ from kdistill import cli
 from test_data import make_fashion_mnist
 
 
-# fake_fashion_mnist (160 training, 48 test images) and small_teacher_file (ResNet50's stage names, a small CNN) are session
-# fixtures in conftest.py. A real ResNet50 is trained once, where it is the subject (train-teacher, then its size in evaluate);
-# the distil tests and the demo take the small stand-in, whose preset taps are the same (conv3_block4_out, conv4_block6_out).
+# fake_fashion_mnist (160 training, 48 test images) and small_teacher_file (ResNet50's stage names, a small CNN) are
+# session fixtures in conftest.py. A real ResNet50 is trained once, where it is the subject (train-teacher, then its
+# size in evaluate); the distil tests and the demo take the small stand-in, whose preset taps are the same
+# (conv3_block4_out, conv4_block6_out).
 
 
 def test_console_script_help_lists_every_subcommand():
@@ -112,7 +113,8 @@ def test_distill_from_a_yaml_config_writes_the_run_folder_and_tensorboard_logs(
         "history.json",
     ):
         assert os.stat(tmp_path / "run" / name).st_mode & 0o777 == 0o666 & ~umask, name
-    # The same command again over the finished run is refused (it used to retrain silently), naming --restart and --output-dir.
+    # The same command again over the finished run is refused (it used to retrain silently), naming --restart and
+    # --output-dir.
     assert cli.main(["distill", "--config", str(config), "--output-dir", str(tmp_path / "run")]) == 2
     assert "holds a finished run (summary.json): pass --restart" in capsys.readouterr().err
     # TensorBoard logs with every loss term
@@ -142,8 +144,8 @@ def test_distill_config_errors_exit_2_with_the_reason(tmp_path, capsys):
 def test_demo_on_tiny_settings_prints_the_table_and_saves_figures(tmp_path, fake_fashion_mnist, capsys, monkeypatch):
     from kdistill.models import teachers
 
-    # The demo's own teacher (a CIFAR ResNet-20) trained with the real recipe (training.train_teacher: schedule, best epoch kept,
-    # saved), recorded, and reused on the second run; `built` counts how often a teacher network is built.
+    # The demo's own teacher (a CIFAR ResNet-20) trained with the real recipe (training.train_teacher: schedule, best
+    # epoch kept, saved), recorded, and reused on the second run; `built` counts how often a teacher network is built.
     built, real_get = [], teachers.get
 
     def counted(name, num_classes, **options):
@@ -227,7 +229,8 @@ def test_demo_on_tiny_settings_prints_the_table_and_saves_figures(tmp_path, fake
         "tflite_int8_aware is its int8 file" in out
         and (output / "export" / "int8_aware" / "student_int8.tflite").exists()
     )
-    # A second run with the same schedule reuses the teacher, and each student stage draws its own seed: the same students.
+    # A second run with the same schedule reuses the teacher, and each student stage draws its own seed: the same
+    # students.
     students = ("student_alone.keras", "student_distilled.keras")
     first = {name: keras.saving.load_model(output / name, compile=False).get_weights() for name in students}
     assert cli.main(args + tiny + ["--set", "export=false", "--set", "qat_epochs=0"]) == 0
@@ -476,7 +479,8 @@ def test_cli_prints_only_its_own_lines_once(tmp_path, fake_fashion_mnist):
     environment = {
         key: value for key, value in os.environ.items() if key not in ("TF_CPP_MIN_LOG_LEVEL", "KERAS_BACKEND")
     }
-    # export too: TFLite's converter ("fully_quantize: 0, ...") and LiteRT ("INFO: Created TensorFlow Lite XNNPACK delegate") print to fd 2
+    # export too: TFLite's converter ("fully_quantize: 0, ...") and LiteRT ("INFO: Created TensorFlow Lite XNNPACK
+    # delegate") print to fd 2
     for command in (
         ["evaluate", str(tmp_path / "small.keras")],
         [

@@ -9,7 +9,8 @@ from kdistill.errors import UserError
 from kdistill.run import options
 from kdistill.run.demo_settings import DEMO_FULL, DEMO_QUICK, DemoSettings, check_settings
 
-#: the demo's schedule as the dict it was before it became DemoSettings (transcribed): the committed demo figures were made with it
+#: the demo's schedule as the dict it was before it became DemoSettings (transcribed): the committed demo figures were
+#: made with it
 BEFORE_QUICK = {
     "train_limit": 10_000,
     "transfer": True,

@@ -207,7 +207,8 @@ def test_saved_distiller_reloads_and_resumes_training(tmp_path):
     np.testing.assert_allclose(restored.evaluate(x, y, verbose=0), distiller.evaluate(x, y, verbose=0), rtol=1e-5)
     restored.fit(x, y, batch_size=8, epochs=1, verbose=0)
     assert int(restored.optimizer.iterations) == 8
-    # In a new process, `import kdistill` (which loads no Keras) then Keras' own load_model finds the distiller's classes.
+    # In a new process, `import kdistill` (which loads no Keras) then Keras' own load_model finds the distiller's
+    # classes.
     code = (
         "import sys, kdistill; assert 'keras' not in sys.modules; import keras; "
         f"print(type(keras.saving.load_model({path!r})).__name__)"
@@ -406,7 +407,8 @@ def test_fit_after_the_first_does_not_trace_the_model_again(monkeypatch):
     )
     history = distiller.fit(_dataset(16, 0), validation_data=_dataset(8, 1), epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
-    # JAX and PyTorch's fit (TensorFlow's under a strategy) start with this build step; with everything built it traces nothing.
+    # JAX and PyTorch's fit (TensorFlow's under a strategy) start with this build step; with everything built it traces
+    # nothing.
     distiller._symbolic_build(data_batch=(images(8), labels(8)))
     assert not calls  # the compiled steps ran; nothing was traced again
 

@@ -14,8 +14,8 @@ EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 SCRIPTS = sorted(name for name in os.listdir(EXAMPLES) if name[:2].isdigit() and name.endswith(".py"))
 
 
-#: runs argv[1] as __main__ with TensorFlow's functions eager (the `eager` marker's setting, for a fresh interpreter): example 05's
-#: few steps under MirroredStrategy took 13 s that way and 35 s traced
+#: runs argv[1] as __main__ with TensorFlow's functions eager (the `eager` marker's setting, for a fresh interpreter):
+#: example 05's few steps under MirroredStrategy took 13 s that way and 35 s traced
 _EAGER_MAIN = (
     "import runpy, sys\nimport tensorflow as tf\ntf.config.run_functions_eagerly(True)\n"
     "sys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')"

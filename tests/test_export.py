@@ -9,16 +9,17 @@ import kdistill
 from kdistill import export
 from kdistill.export import int8_calibration
 
-#: one pytest-xdist worker runs this file; its fixtures (the shipped ResNet-20, its SavedModel) are session-scoped, so they are made
-#: once even when the worker runs other files' tests between this file's
+#: one pytest-xdist worker runs this file; its fixtures (the shipped ResNet-20, its SavedModel) are session-scoped, so
+#: they are made once even when the worker runs other files' tests between this file's
 pytestmark = pytest.mark.xdist_group("export")
 
-#: 2,000 training and 1,000 test images of the real Fashion-MNIST, shipped with the tests (tools/make_fashion_mnist_sample.py)
+#: 2,000 training and 1,000 test images of the real Fashion-MNIST, shipped with the tests
+#: (tools/make_fashion_mnist_sample.py)
 REAL_SAMPLE = os.path.join(os.path.dirname(__file__), "data", "fashion-mnist-sample")
 
 
-#: ResNet-20 trained 4 epochs on the sample's 1,800 training images (tools/make_test_models.py, which the fixture below used
-#: to run each session: about a minute of the suite's time)
+#: ResNet-20 trained 4 epochs on the sample's 1,800 training images (tools/make_test_models.py, which the fixture below
+#: used to run each session: about a minute of the suite's time)
 TRAINED_RESNET20 = os.path.join(os.path.dirname(__file__), "data", "resnet20_fashion_mnist_sample.keras")
 
 

@@ -29,7 +29,8 @@ def np_log_softmax(z, axis):
 
 
 def np_kl_div_batchmean(log_input, target):
-    # torch.nn.functional.kl_div(input, target, reduction="batchmean"): sum(target * (log(target) - input)) / input.size(0)
+    # torch.nn.functional.kl_div(input, target, reduction="batchmean"): sum(target * (log(target) - input)) /
+    # input.size(0)
     return (target * (np.log(target) - log_input)).sum() / log_input.shape[0]
 
 

@@ -50,7 +50,8 @@ def test_folding_keeps_outputs_shares_weights_and_follows_later_weight_changes()
         "BatchNormalization",
     ]
     assert folded.get_layer("dense_e") is teacher.get_layer("dense_e")  # shared, not copied
-    # Folding pays only where the batch's output positions outnumber the kernel's inputs per output channel (3x3x3 = 27 here):
+    # Folding pays only where the batch's output positions outnumber the kernel's inputs per output channel (3x3x3 = 27
+    # here):
     layer = folded.get_layer("conv_a")
     # None: 32 images assumed
     assert layer.pays((4, 16, 16, 3)) and not layer.pays((1, 2, 2, 3)) and layer.pays((None, 8, 8, 3))

@@ -19,7 +19,8 @@ from kdistill.run.config import DistillConfig
 
 from conftest import REAL_SAMPLE, real_images
 
-#: one pytest-xdist worker runs this file (its module fixtures save three presets and distil one: once, not once per worker)
+#: one pytest-xdist worker runs this file (its module fixtures save three presets and distil one: once, not once per
+#: worker)
 pytestmark = pytest.mark.xdist_group("hub")
 
 
@@ -60,7 +61,8 @@ def _mobilenet_backbone():
 
 
 def _efficientnet_backbone():
-    # num_features stays at its default: KerasHub 0.32's get_config leaves it out, so another value does not survive a preset
+    # num_features stays at its default: KerasHub 0.32's get_config leaves it out, so another value does not survive a
+    # preset
     return keras_hub.models.EfficientNetBackbone(
         stackwise_width_coefficients=[1.0] * 4,
         stackwise_depth_coefficients=[1.0] * 4,

@@ -85,9 +85,10 @@ def np_rkd(t, s, wd, wa):
 
 
 def np_pkt(t, s, eps=1e-7):
-    # Transcribes passalis/probabilistic_kt, nn/pkt.py (also RepDistiller, distiller_zoo/PKT.py), cosine_similarity_loss:
-    # rows L2-normalised (norm + eps), cosine kernel shifted to [0, 1], rows normalised to probabilities, then
-    # torch.mean(target * log((target + eps) / (model + eps))): the mean over all b x b entries, not a sum per row.
+    # Transcribes passalis/probabilistic_kt, nn/pkt.py (also RepDistiller, distiller_zoo/PKT.py),
+    # cosine_similarity_loss: rows L2-normalised (norm + eps), cosine kernel shifted to [0, 1], rows normalised to
+    # probabilities, then torch.mean(target * log((target + eps) / (model + eps))): the mean over all b x b entries, not
+    # a sum per row.
     def probabilities(f):
         f = f.reshape(len(f), -1).astype("float64")
         f = f / (np.sqrt((f**2).sum(1, keepdims=True)) + eps)

@@ -61,7 +61,8 @@ def _cell(name: str, marker: str) -> str:
     return next(cell.source for cell in notebook.cells if cell.cell_type == "code" and marker in cell.source)
 
 
-#: runs the install part of the set-up cell as on a fresh Colab runtime: google.colab importable, kdistill not; pip is recorded, not run
+#: runs the install part of the set-up cell as on a fresh Colab runtime: google.colab importable, kdistill not; pip is
+#: recorded, not run
 _ON_COLAB = """
 import subprocess, sys, types
 sys.modules["google"], sys.modules["google.colab"] = types.ModuleType("google"), types.ModuleType("google.colab")

@@ -10,7 +10,8 @@ from kdistill.errors import UserError
 from kdistill.run import commands, flag_checks, options
 from kdistill.run.config import DistillConfig
 
-#: FeatureDistiller arguments that are no option of get_config: the models, taps, name, and several teachers' weights (kept in the ensemble)
+#: FeatureDistiller arguments that are no option of get_config: the models, taps, name, and several teachers' weights
+#: (kept in the ensemble)
 NOT_OPTIONS = {"self", "teacher", "student", "taps", "teacher_weights", "name", "kwargs"}
 
 

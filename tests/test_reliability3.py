@@ -315,7 +315,8 @@ def test_misleading_or_foreign_messages_are_one_line_naming_the_problem_and_the_
 ):
     import keras
 
-    # the input layer's name depends on how many Keras inputs this process made before the teacher: read it from the file
+    # the input layer's name depends on how many Keras inputs this process made before the teacher: read it from the
+    # file
     names = dict(
         odd=odd_inputs,
         teacher=tiny_teacher_file,

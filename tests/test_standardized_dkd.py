@@ -14,7 +14,8 @@ TARGETS = np.array([0, 3, 9, 2, 2, 7])
 
 
 def np_normalize(logit):
-    # sunshangquan/logit-standardization-KD, mdistiller/distillers/DKD.py, normalize(): std with divisor C - 1, plus 1e-7
+    # sunshangquan/logit-standardization-KD, mdistiller/distillers/DKD.py, normalize(): std with divisor C - 1, plus
+    # 1e-7
     return (logit - logit.mean(-1, keepdims=True)) / (1e-7 + logit.std(-1, ddof=1, keepdims=True))
 
 

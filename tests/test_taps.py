@@ -60,9 +60,9 @@ def test_every_bundled_student_has_its_preset_stages(name):
     assert [s[1] for s in shapes] == sorted([s[1] for s in shapes], reverse=True)
 
 
-#: the stage tables the presets of 0.3 used for the bundled networks: published runs (the demo, the studies) read these pairs,
-#: so every preset of a bundled pair must stay exactly this. ResNet101/152 kept ResNet50's table (conv4_block6_out, not their
-#: deeper last conv4 block).
+#: the stage tables the presets of 0.3 used for the bundled networks: published runs (the demo, the studies) read these
+#: pairs, so every preset of a bundled pair must stay exactly this. ResNet101/152 kept ResNet50's table
+#: (conv4_block6_out, not their deeper last conv4 block).
 _PUBLISHED_STAGES = {
     "resnet50": ["conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"],
     "resnet20": ["stage1_out", "stage2_out", "stage3_out"],

@@ -20,7 +20,8 @@ def test_expanded_top_k_logits_give_tinyvits_soft_labels_at_temperature_one():
         and stored["filler"].shape == (6, 4)
     )
     dense = top_k.expand(stored["values"], stored["indices"], stored["filler"], 20)
-    # TinyViT (microsoft/Cream, TinyViT/main.py): probabilities of the top k, the rest (1 - their sum) / (classes - k) each
+    # TinyViT (microsoft/Cream, TinyViT/main.py): probabilities of the top k, the rest (1 - their sum) / (classes - k)
+    # each
     probabilities = _softmax(logits)
     index = np.argsort(-logits, axis=-1)[..., :5]
     values = np.take_along_axis(probabilities, index, -1)

@@ -23,7 +23,7 @@ import traceback
 
 from kdistill import backend as backend_module
 
-# Each subcommand takes its handler from here when the parser is built, so that replacing kdistill.cli._evaluate reaches it.
+# Subcommands take their handlers from here when the parser is built: replacing kdistill.cli._evaluate reaches it.
 from kdistill.cli.handlers import (
     _cache_teacher,
     _demo,
@@ -260,8 +260,8 @@ def main(argv: list[str] | None = None) -> int:
             print()  # off the progress bar's line
         print(f"kdistill {args.command}: {interrupted_line(args.command, interrupt)}", file=sys.stderr)
         return 130
-    # UserError is kdistill's user-error type; ValueError stays for the checks that raise it plainly. TypeError is left to show its
-    # traceback: it is a bug, not a user's mistake.
+    # UserError is kdistill's user-error type; ValueError stays for the checks that raise it plainly. TypeError is left
+    # to show its traceback: it is a bug, not a user's mistake.
     except (UserError, ValueError, FileNotFoundError, ImportError) as error:
         return _report(args, str(error))
     except OSError as error:  # disk full, permissions, a path under a file: one line naming the path

@@ -70,7 +70,8 @@ def image_pipeline(arrays, image_size, batch_size, training, augment, num_classe
     dataset = dataset.prefetch(tf.data.AUTOTUNE)
     if counter is not None:
         dataset.kdistill_pass = counter
-        # fit's default shuffle=True makes Keras warn that a tf.data pipeline must shuffle itself: this one does, every pass
+        # fit's default shuffle=True makes Keras warn that a tf.data pipeline must shuffle itself: this one does, every
+        # pass
         warnings.filterwarnings("ignore", message=_SHUFFLE_IGNORED)
     return dataset
 
@@ -104,7 +105,8 @@ def _batches_by_pass(count: int, batch_size: int, seed: int, shuffle: bool = Tru
         choice = tf.random.stateless_uniform([count], seed=key, maxval=int(views), dtype=tf.int64)
         return tf.data.Dataset.from_tensor_slices((order, tf.gather(choice, order))).batch(batch_size)
 
-    # flat_map hides the length: state it, or Keras warns that the input "ran out of data" and shows no total in its progress bar.
+    # flat_map hides the length: state it, or Keras warns that the input "ran out of data" and shows no total in its
+    # progress bar.
     rows = (
         tf.data.Dataset.from_tensors(tf.constant(0, tf.int64))
         .flat_map(one_pass)

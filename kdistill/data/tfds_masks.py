@@ -26,7 +26,8 @@ tf = LazyTensorFlow("kdistill.data's TFDS segmentation reader")
 __all__ = ["SEGMENTATION_SETS", "read_tfds_masks"]
 
 #: TFDS segmentation sets kdistill knows: the mask feature, the value added to stored mask values to give class indices,
-#: and the class names. Oxford-IIIT Pet stores a trimap 1 (pet), 2 (background), 3 (border), as TensorFlow's tutorial reads it.
+#: and the class names. Oxford-IIIT Pet stores a trimap 1 (pet), 2 (background), 3 (border), as TensorFlow's tutorial
+#: reads it.
 SEGMENTATION_SETS = {
     "oxford_iiit_pet": {"mask_key": "segmentation_mask", "offset": -1, "class_names": ["pet", "background", "border"]},
 }

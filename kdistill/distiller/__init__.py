@@ -110,8 +110,9 @@ class FeatureDistiller(CompileAndSave, keras.Model):
             no projection can map.
     """
 
-    #: the constructor's options, saved by `get_config` (the models, taps and name are saved beside them; several teachers'
-    #: weights live in their ensemble). `kdistill.run.config.DistillConfig` declares the same names with `distiller=True`.
+    #: the constructor's options, saved by `get_config` (the models, taps and name are saved beside them; several
+    #: teachers' weights live in their ensemble). `kdistill.run.config.DistillConfig` declares the same names with
+    #: `distiller=True`.
     OPTIONS = (
         "feature_loss",
         "logits_loss",
@@ -220,9 +221,10 @@ class FeatureDistiller(CompileAndSave, keras.Model):
         student_shapes = {t: taps_module.tap_shape(self.student, s) for t, s in self.taps.items()}
         return teacher_shapes, student_shapes
 
-    # Saved files address the adapter's per-tap layers as `projections` and the objective's per-tap losses as `tap_losses`
-    # (Keras saves a layer under the first attribute, in sorted order, that reaches it): both are kept as attributes, and
-    # `student_adapter` and `training_objective` sort after them, so files saved before these were layers still load.
+    # Saved files address the adapter's per-tap layers as `projections` and the objective's per-tap losses as
+    # `tap_losses` (Keras saves a layer under the first attribute, in sorted order, that reaches it): both are kept as
+    # attributes, and `student_adapter` and `training_objective` sort after them, so files saved before these were
+    # layers still load.
     def _build_adapter(self) -> None:
         """The adapter named by `adapter` (`kdistill.adapters.get`), built for the taps' shapes."""
         teacher_shapes, student_shapes = self._shapes()

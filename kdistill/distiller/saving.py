@@ -46,8 +46,9 @@ class CompileAndSave:
             # float16 gradients underflow without loss scaling.
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
-        # `loss` is computed by compute_loss (the objective's label loss), never through Keras' CompileLoss, which would then stay
-        # unbuilt: Keras traces the whole model again at the start of every fit/evaluate to build it (timed in benchmarks/README.md).
+        # `loss` is computed by compute_loss (the objective's label loss), never through Keras' CompileLoss, which would
+        # then stay unbuilt: Keras traces the whole model again at the start of every fit/evaluate to build it (timed in
+        # benchmarks/README.md).
         self._compile_loss = None
         return self
 
@@ -59,8 +60,8 @@ class CompileAndSave:
             self.optimizer.build(self.trainable_variables)
 
     def get_compile_config(self) -> dict | None:
-        # Saved before fit: save the state a load builds (or Keras warns "Skipping variable loading for optimizer" when it
-        # loads).
+        # Saved before fit: save the state a load builds (or Keras warns "Skipping variable loading for optimizer" when
+        # it loads).
         if self.built and self.compiled and not self.optimizer.built:
             self.optimizer.build(self.trainable_variables)
         return super().get_compile_config()

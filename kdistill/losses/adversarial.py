@@ -31,7 +31,8 @@ from kdistill.losses.registry import register
 
 __all__ = ["Discriminator", "AdversarialLoss", "discriminator_loss", "scale_gradient", "INPUTS"]
 
-#: what the discriminator reads: "logits" (train.py), "probabilities" (FKD_train.py: softmax at T = 1), "features" (pooled tap maps)
+#: what the discriminator reads: "logits" (train.py), "probabilities" (FKD_train.py: softmax at T = 1), "features"
+#: (pooled tap maps)
 INPUTS = ("logits", "probabilities", "features")
 
 # Discriminator targets, as discriminatorLoss lays them out: student rows [1, 0], teacher rows [0, 1].

@@ -208,7 +208,8 @@ class StandardizedKD(DistillationLoss):
         True
     """
 
-    #: on logit maps each pixel's class vector is standardised and distilled, averaged over the valid pixels (`kdistill.losses.dense`)
+    #: on logit maps each pixel's class vector is standardised and distilled, averaged over the valid pixels
+    #: (`kdistill.losses.dense`)
     dense_logits = "pixels"
 
     def __init__(self, temperature: float = 2.0, reduction="sum_over_batch_size", name="standardized_kd"):

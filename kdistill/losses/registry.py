@@ -30,7 +30,8 @@ from typing import Any, Callable
 
 __all__ = ["KINDS", "register", "unregister", "lookup", "available"]
 
-#: what a loss compares: "feature" (tapped maps or vectors) or "logits"; a lookup without a kind tries them in reverse order
+#: what a loss compares: "feature" (tapped maps or vectors) or "logits"; a lookup without a kind tries them in reverse
+#: order
 KINDS = ("feature", "logits")
 
 # kind -> name -> (class, keyword arguments the name implies)

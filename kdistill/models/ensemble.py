@@ -58,7 +58,8 @@ class EnsembleLogits(keras.layers.Layer):
         if len(weights) != count:
             raise ValueError(f"The ensemble has {count} members but {len(weights)} weights were given: {weights}.")
         total = sum(weights)
-        # one weight per member, broadcast over the batch and every other axis (classes; positions of segmenters' logit maps)
+        # one weight per member, broadcast over the batch and every other axis (classes; positions of segmenters' logit
+        # maps)
         log_weights = ops.reshape(
             ops.log(ops.convert_to_tensor([w / total for w in weights], "float32")),
             (count,) + (1,) * len(member_logits[0].shape),

@@ -113,7 +113,8 @@ def _pyramid_decoder(features: Sequence, strides: Sequence[int], num_classes: in
 MOBILENET_V2_STAGES = [("block_3_expand_relu", 4), ("block_6_expand_relu", 8), ("block_13_expand_relu", 16)]
 
 
-#: momentum of the segmenters' BatchNormalization moving statistics (MobileNetV2's evaluation read a constant map with Keras' 0.999)
+#: momentum of the segmenters' BatchNormalization moving statistics (MobileNetV2's evaluation read a constant map with
+#: Keras' 0.999)
 BATCH_NORM_MOMENTUM = 0.9
 
 

@@ -31,7 +31,8 @@ Table = list[tuple[str, int]]
 # registered network name -> its stage table (filled by the registries' `register(name, builder, stages=...)`)
 _TABLES: dict[str, Table] = {}
 
-#: the attribute a model built with its own stage table carries it in (kept in memory; a loaded file is found by its name)
+#: the attribute a model built with its own stage table carries it in (kept in memory; a loaded file is found by its
+#: name)
 _ATTRIBUTE = "_kdistill_stages"
 
 

@@ -65,8 +65,8 @@ def available() -> list[str]:
 
 # === Keras' ImageNet ResNets ===
 
-#: ResNet50's stage outputs, the last block at strides 4, 8, 16 and 32. ResNet101 and ResNet152 use the same layers (their
-#: conv4_block6_out is the sixth of 23 or 36 blocks): the pairs published with 0.3 read these.
+#: ResNet50's stage outputs, the last block at strides 4, 8, 16 and 32. ResNet101 and ResNet152 use the same layers
+#: (their conv4_block6_out is the sixth of 23 or 36 blocks): the pairs published with 0.3 read these.
 RESNET_STAGES = [("conv2_block3_out", 4), ("conv3_block4_out", 8), ("conv4_block6_out", 16), ("conv5_block3_out", 32)]
 
 #: Keras' ImageNet ResNets, as data: name -> application

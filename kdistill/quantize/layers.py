@@ -71,7 +71,8 @@ class ActivationQuantizer(keras.layers.Layer):
         self.momentum = float(momentum)
 
     def build(self, input_shape=None):
-        # aggregation="mean": under tf.distribute every replica's range update is averaged (as BatchNormalization's statistics).
+        # aggregation="mean": under tf.distribute every replica's range update is averaged (as BatchNormalization's
+        # statistics).
         self.range_min = self.add_weight(
             name="range_min", shape=(), initializer="zeros", trainable=False, aggregation="mean"
         )
@@ -326,8 +327,8 @@ class QuantizedRescaling(keras.layers.Layer):
 
     def call(self, inputs, training=False):
         product = inputs * self._constant(self.scale, inputs.dtype)
-        # The product is the output: a second range on the same values drifts by rounding, and TFLite then refuses ops that
-        # keep their input's scale (a pad).
+        # The product is the output: a second range on the same values drifts by rounding, and TFLite then refuses ops
+        # that keep their input's scale (a pad).
         if not self.offset:
             return self.output_quantizer(product, training=training)
         outputs = self.product_quantizer(product, training=training) + self._constant(self.offset, inputs.dtype)

@@ -177,7 +177,8 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
             self._write_state(partial_state)
             with open(partial_metadata, "w") as handle:
                 json.dump({"epoch": self._current_epoch, "batch": self._last_batch_seen}, handle)
-            # The previous complete pair becomes the fallback; leaving the block moves the new pair into place (renames, not rewrites).
+            # The previous complete pair becomes the fallback; leaving the block moves the new pair into place (renames,
+            # not rewrites).
             for current, previous in (
                 (self._state_path, self._state_path + ".bkp"),
                 (self._training_metadata_path, self._prev_training_metadata_path),

@@ -124,7 +124,8 @@ class DistillRun:
             raise ValueError(
                 f"The teacher cache needs a source read into arrays (fashion_mnist, an image folder); {config.data!r} is not."
             )
-        # What made the training images: a refused cache names the one that changed (e.g. another --seed draws another split).
+        # What made the training images: a refused cache names the one that changed (e.g. another --seed draws another
+        # split).
         source = {
             key: getattr(config, key)
             for key in ("data", "data_dir", "seed", "train_limit", "image_size", "transfer_data")

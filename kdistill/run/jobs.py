@@ -203,7 +203,8 @@ def distill(
     # First: MultiWorkerMirroredStrategy must exist before TensorFlow initialises its devices (e.g. for the data).
     strategy = distribute.get_strategy(config.strategy)
     chief = distribute.is_chief(strategy)
-    # The other workers of a multi-worker run train in step with the chief; their copies of the files go to a folder they remove.
+    # The other workers of a multi-worker run train in step with the chief; their copies of the files go to a folder
+    # they remove.
     output_dir = config.resolved_output_dir() if chief else tempfile.mkdtemp(prefix="kdistill-worker-")
     _warn_about_precision(config.precision)
     if chief and not restart:

@@ -48,7 +48,8 @@ __all__ = [
     "NON_NEGATIVE",
 ]
 
-#: `number=` rules shared by many options (kdistill.errors.check_number's options): a count of things, a non-negative number
+#: `number=` rules shared by many options (kdistill.errors.check_number's options): a count of things, a non-negative
+#: number
 COUNT = {"integer": True, "positive": True}
 NON_NEGATIVE = {"positive": True, "allow_zero": True}
 
