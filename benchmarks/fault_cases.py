@@ -44,6 +44,7 @@ def case(name: str, item: str, what: str):
     def register(builder):
         CASES[name] = (item, what, builder)
         return builder
+
     return register
 
 
@@ -116,18 +117,49 @@ def small_cnn(name: str, num_classes: int = 10, seed: int = 0):
     inputs = keras.Input((32, 32, 3))
     x = keras.layers.Rescaling(1.0 / 255.0)(inputs)
     for index, width in enumerate((8, 16), start=1):
-        x = keras.layers.Conv2D(width, 3, strides=2, padding="same", kernel_initializer=initializer, name=f"{name}_conv{index}")(x)
+        x = keras.layers.Conv2D(
+            width, 3, strides=2, padding="same", kernel_initializer=initializer, name=f"{name}_conv{index}"
+        )(x)
         x = keras.layers.ReLU(name=f"{name}_stage{index}")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, keras.layers.Dense(num_classes, kernel_initializer=initializer, name=f"{name}_logits")(x), name=name)
+    return keras.Model(
+        inputs, keras.layers.Dense(num_classes, kernel_initializer=initializer, name=f"{name}_logits")(x), name=name
+    )
 
 
-def distill(inputs: Inputs, output: str = "run", *extra, teacher: str | None = None, epochs: int = 1, limit: int = 64,
-            check_teacher: bool = False) -> list:
+def distill(
+    inputs: Inputs,
+    output: str = "run",
+    *extra,
+    teacher: str | None = None,
+    epochs: int = 1,
+    limit: int = 64,
+    check_teacher: bool = False,
+) -> list:
     """A small distillation on the real sample (an untrained teacher, so without the teacher check), as tests/test_reliability.py."""
-    return ["distill", "--data-dir", inputs.data, "--teacher", teacher or inputs.teacher, "--student", "resnet8x4", "--taps", "none",
-            "--epochs", str(epochs), "--batch-size", "32", "--train-limit", str(limit), "--test-limit", "32",
-            *([] if check_teacher else ["--no-check-teacher"]), "--output-dir", output, *extra]
+    return [
+        "distill",
+        "--data-dir",
+        inputs.data,
+        "--teacher",
+        teacher or inputs.teacher,
+        "--student",
+        "resnet8x4",
+        "--taps",
+        "none",
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "32",
+        "--train-limit",
+        str(limit),
+        "--test-limit",
+        "32",
+        *([] if check_teacher else ["--no-check-teacher"]),
+        "--output-dir",
+        output,
+        *extra,
+    ]
 
 
 def _write(here: str, name: str, text: str) -> str:
@@ -145,7 +177,9 @@ def _image_folder(here: str) -> str:
     for name, count in (("boots", 3), ("shirts", 3), (".hiddenclass", 1)):
         os.makedirs(os.path.join(here, "images", name))
         for index in range(count):
-            Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)).save(os.path.join(here, "images", name, f"{index}.png"))
+            Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)).save(
+                os.path.join(here, "images", name, f"{index}.png")
+            )
     return "images"
 
 
@@ -171,8 +205,10 @@ def _json_syntax(inputs, here):
 @case("nan_loss_overflow", "3", "loss turns inf: finite terms whose weighted sum overflows (tap_weights 1e38)")
 def _nan_loss_overflow(inputs, here):
     config = _write(here, "run.yaml", "taps: {teacher_stage2: stage2_out}\nfeature_loss: mse\ntap_weights: 1.0e+38\n")
-    return Case(_without(distill(inputs), "--taps") + ["--config", config],
-                expect=("training loss became non-finite", "Lower the learning rate"))
+    return Case(
+        _without(distill(inputs), "--taps") + ["--config", config],
+        expect=("training loss became non-finite", "Lower the learning rate"),
+    )
 
 
 @case("nan_loss_learning_rate", "3", "loss turns NaN/inf under --learning-rate 1e30")
@@ -186,33 +222,76 @@ def _resumed_distill(result, here):
         return ["the resumed run wrote no summary.json"]
     summary = json.load(open(summary_path))
     problems = [] if summary.get("resumed") is True else ["the second run did not resume"]
-    problems += [] if summary.get("epochs_completed") == 3 else [f"epochs_completed {summary.get('epochs_completed')}, expected 3"]
-    return problems + [f"{name} left after the resumed run" for name in ("backup", ".kdistill.lock") if os.path.exists(os.path.join(here, "run", name))]
+    problems += (
+        []
+        if summary.get("epochs_completed") == 3
+        else [f"epochs_completed {summary.get('epochs_completed')}, expected 3"]
+    )
+    return problems + [
+        f"{name} left after the resumed run"
+        for name in ("backup", ".kdistill.lock")
+        if os.path.exists(os.path.join(here, "run", name))
+    ]
 
 
 @case("ctrl_c_distill", "4", "SIGINT during distill (epoch 2 of 3), then the same command")
 def _ctrl_c_distill(inputs, here):
-    return Case(distill(inputs, "run", epochs=3, limit=640), expect_rc=130, expect=("interrupted at epoch 2 of 3", "run the same command to resume"),
-                allowed=("run", "run/*"), mode="interrupt", wait_for="run/backup/training_metadata.json", check=_resumed_distill)
+    return Case(
+        distill(inputs, "run", epochs=3, limit=640),
+        expect_rc=130,
+        expect=("interrupted at epoch 2 of 3", "run the same command to resume"),
+        allowed=("run", "run/*"),
+        mode="interrupt",
+        wait_for="run/backup/training_metadata.json",
+        check=_resumed_distill,
+    )
 
 
 def _resumed_teacher(result, here):
     problems = [] if os.path.exists(os.path.join(here, "teacher.keras")) else ["the second run saved no teacher.keras"]
-    return problems + (["teacher.keras.backup left after the resumed run"] if os.path.exists(os.path.join(here, "teacher.keras.backup")) else [])
+    return problems + (
+        ["teacher.keras.backup left after the resumed run"]
+        if os.path.exists(os.path.join(here, "teacher.keras.backup"))
+        else []
+    )
 
 
 @case("ctrl_c_train_teacher", "5", "SIGINT during train-teacher (epoch 2 of 3), then the same command")
 def _ctrl_c_train_teacher(inputs, here):
-    # 20 steps an epoch: fewer leave ResNet50's BatchNorm statistics unsettled, and train-teacher refuses a chance-level teacher
-    argv = ["train-teacher", "--data-dir", inputs.data, "--train-limit", "640", "--test-limit", "32", "--batch-size", "32", "--epochs", "3",
-            "--output", "teacher.keras"]
-    return Case(argv, expect_rc=130, expect=("interrupted at epoch 2 of 3", "run the same command to resume"), allowed=("teacher.keras*",),
-                mode="interrupt", wait_for="teacher.keras.backup/training_metadata.json", check=_resumed_teacher)
+    # 20 steps an epoch: fewer leave ResNet50's BatchNorm statistics unsettled, and train-teacher refuses a chance-level
+    # teacher
+    argv = [
+        "train-teacher",
+        "--data-dir",
+        inputs.data,
+        "--train-limit",
+        "640",
+        "--test-limit",
+        "32",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "3",
+        "--output",
+        "teacher.keras",
+    ]
+    return Case(
+        argv,
+        expect_rc=130,
+        expect=("interrupted at epoch 2 of 3", "run the same command to resume"),
+        allowed=("teacher.keras*",),
+        mode="interrupt",
+        wait_for="teacher.keras.backup/training_metadata.json",
+        check=_resumed_teacher,
+    )
 
 
 @case("learning_rate_negative", "6", "distill --learning-rate -1")
 def _learning_rate_negative(inputs, here):
-    return Case(distill(inputs, "run", "--learning-rate", "-1"), expect=("learning_rate must be a positive number, received -1.0",))
+    return Case(
+        distill(inputs, "run", "--learning-rate", "-1"),
+        expect=("learning_rate must be a positive number, received -1.0",),
+    )
 
 
 def _no_training(result, here):
@@ -221,13 +300,19 @@ def _no_training(result, here):
 
 @case("demo_set_text", "7", "demo --set student_epochs=abc (must fail before any training)")
 def _demo_set_text(inputs, here):
-    return Case(["demo", "--data-dir", inputs.data, "--output-dir", "demo", "--set", "student_epochs=abc"],
-                expect=("student_epochs must be a positive whole number",), check=_no_training, max_seconds=60)
+    return Case(
+        ["demo", "--data-dir", inputs.data, "--output-dir", "demo", "--set", "student_epochs=abc"],
+        expect=("student_epochs must be a positive whole number",),
+        check=_no_training,
+        max_seconds=60,
+    )
 
 
 @case("teacher_feature_map", "8", "teacher whose output is a feature map")
 def _teacher_feature_map(inputs, here):
-    return Case(distill(inputs, teacher=inputs.odd["feature_map"], check_teacher=True), expect=("returns a feature map",))
+    return Case(
+        distill(inputs, teacher=inputs.odd["feature_map"], check_teacher=True), expect=("returns a feature map",)
+    )
 
 
 @case("teacher_feature_map_no_check", "8", "the same with --no-check-teacher")
@@ -242,7 +327,10 @@ def _teacher_two_outputs(inputs, here):
 
 @case("export_feature_map", "10", "kdistill export of a feature-map model (nothing written)")
 def _export_feature_map(inputs, here):
-    return Case(["export", inputs.odd["feature_map"], "--data-dir", inputs.data, "--output-dir", "export"], expect=("returns a feature map",))
+    return Case(
+        ["export", inputs.odd["feature_map"], "--data-dir", inputs.data, "--output-dir", "export"],
+        expect=("returns a feature map",),
+    )
 
 
 @case("teacher_random_bytes", "11", "random bytes passed as teacher .keras")
@@ -257,14 +345,21 @@ def _teacher_folder(inputs, here):
 
 @case("student_weights_other_arch", "13", "--student resnet8x4 --student-weights of a resnet20")
 def _student_weights_other_arch(inputs, here):
-    return Case(distill(inputs, "run", "--student-weights", inputs.odd["resnet20"]),
-                expect=("holds another architecture than the student 'resnet8x4'", "resnet20"))
+    return Case(
+        distill(inputs, "run", "--student-weights", inputs.odd["resnet20"]),
+        expect=("holds another architecture than the student 'resnet8x4'", "resnet20"),
+    )
 
 
 @case("same_output_dir_at_once", "14", "two distill runs into one --output-dir at once")
 def _same_output_dir_at_once(inputs, here):
-    return Case(distill(inputs, "run", epochs=2, limit=640), expect=("in use by another kdistill run (pid {first_pid}",),
-                allowed=("run", "run/*"), mode="concurrent", wait_for="run/.kdistill.lock")
+    return Case(
+        distill(inputs, "run", epochs=2, limit=640),
+        expect=("in use by another kdistill run (pid {first_pid}",),
+        allowed=("run", "run/*"),
+        mode="concurrent",
+        wait_for="run/.kdistill.lock",
+    )
 
 
 def _two_classes_only(result, here):
@@ -276,19 +371,25 @@ def _two_classes_only(result, here):
 @case("image_folder_hidden_class", "15", "image folder with .hiddenclass/ (success: 2 classes)")
 def _image_folder_hidden_class(inputs, here):
     images = _image_folder(here)
-    return Case(["evaluate", inputs.two_classes, "--data", images, "--data-dir", images], expect_rc=0, check=_two_classes_only)
+    return Case(
+        ["evaluate", inputs.two_classes, "--data", images, "--data-dir", images], expect_rc=0, check=_two_classes_only
+    )
 
 
 @case("run_folder_inside_images", "16", "run folder inside the image-folder dataset")
 def _run_folder_inside_images(inputs, here):
     images = _image_folder(here)
-    return Case(["distill", "--data", images, "--teacher", inputs.teacher, "--output-dir", os.path.join(images, "run")],
-                expect=("is inside the image folder",))
+    return Case(
+        ["distill", "--data", images, "--teacher", inputs.teacher, "--output-dir", os.path.join(images, "run")],
+        expect=("is inside the image folder",),
+    )
 
 
 @case("refused_check_nested_folder", "17", "a run refused by a check (unknown student layer) into new/run")
 def _refused_check_nested_folder(inputs, here):
-    return Case(_without(distill(inputs, "new/run"), "--taps") + ["--taps", "teacher_stage2:stage9_out"], expect=("stage9_out",))
+    return Case(
+        _without(distill(inputs, "new/run"), "--taps") + ["--taps", "teacher_stage2:stage9_out"], expect=("stage9_out",)
+    )
 
 
 @case("teacher_at_chance", "17", "an untrained teacher, refused by the teacher check, into new/run")
@@ -298,30 +399,46 @@ def _teacher_at_chance(inputs, here):
 
 @case("mixed_float16_cpu", "18", "--precision mixed_float16 on a CPU (warns and runs)")
 def _mixed_float16_cpu(inputs, here):
-    return Case(distill(inputs, "run", "--precision", "mixed_float16"), expect_rc=0, expect=("mixed_bfloat16",), allowed=("run", "run/*"))
+    return Case(
+        distill(inputs, "run", "--precision", "mixed_float16"),
+        expect_rc=0,
+        expect=("mixed_bfloat16",),
+        allowed=("run", "run/*"),
+    )
 
 
 @case("keras_backend_invalid", "19", "KERAS_BACKEND=invalid")
 def _keras_backend_invalid(inputs, here):
-    return Case(["evaluate", inputs.teacher], env={"KERAS_BACKEND": "invalid"}, expect=("Set it to tensorflow, jax or torch",))
+    return Case(
+        ["evaluate", inputs.teacher], env={"KERAS_BACKEND": "invalid"}, expect=("Set it to tensorflow, jax or torch",)
+    )
 
 
 @case("teacher_cache_under_file", "20", "--teacher-cache under a regular file (notes.txt/cache)")
 def _teacher_cache_under_file(inputs, here):
     _write(here, "notes.txt", "a file")
-    return Case(distill(inputs, "run", "--teacher-cache", "notes.txt/cache"), expect=("is a file", "Point --teacher-cache at a folder"))
+    return Case(
+        distill(inputs, "run", "--teacher-cache", "notes.txt/cache"),
+        expect=("is a file", "Point --teacher-cache at a folder"),
+    )
 
 
 @case("teacher_cache_unwritable", "20", "--teacher-cache in a place root cannot write (/proc/sys/kdistill-cache)")
 def _teacher_cache_unwritable(inputs, here):
-    return Case(distill(inputs, "run", "--teacher-cache", "/proc/sys/kdistill-cache"), expect=("no permission to write",),
-                note="as root chmod blocks nothing; /proc/sys refuses writes to root too (os.access W_OK is False there)")
+    return Case(
+        distill(inputs, "run", "--teacher-cache", "/proc/sys/kdistill-cache"),
+        expect=("no permission to write",),
+        note="as root chmod blocks nothing; /proc/sys refuses writes to root too (os.access W_OK is False there)",
+    )
 
 
 @case("stale_teacher_cache", "21", "teacher cache built with --seed 0, used with --seed 1")
 def _stale_teacher_cache(inputs, here):
-    return Case(distill(inputs, "run2", "--teacher-cache", "cache", "--seed", "1"), setup=distill(inputs, "run1", "--teacher-cache", "cache"),
-                expect=("another --seed", "delete"))
+    return Case(
+        distill(inputs, "run2", "--teacher-cache", "cache", "--seed", "1"),
+        setup=distill(inputs, "run1", "--teacher-cache", "cache"),
+        expect=("another --seed", "delete"),
+    )
 
 
 def _config(inputs, here, text: str) -> list:
@@ -350,8 +467,11 @@ def _unknown_student(inputs, here):
 
 @case("unknown_feature_loss", "23", "--feature-loss nosuch")
 def _unknown_feature_loss(inputs, here):
-    return Case(_without(distill(inputs, "run"), "--taps") + ["--taps", "teacher_stage2:stage2_out", "--feature-loss", "nosuch"],
-                expect=("nosuch", "mse"))
+    return Case(
+        _without(distill(inputs, "run"), "--taps")
+        + ["--taps", "teacher_stage2:stage2_out", "--feature-loss", "nosuch"],
+        expect=("nosuch", "mse"),
+    )
 
 
 @case("unknown_logits_loss", "23", "--logits-loss nosuch")

@@ -58,21 +58,32 @@ def _snapshot(folder: str) -> dict:
 
 def _differences(before: dict, after: dict, allowed: tuple) -> tuple[list, list]:
     """(new paths, changed or removed paths) outside `allowed`; a new folder is named once, not with its contents."""
+
     def unexpected(path):
         return not any(fnmatch.fnmatch(path, pattern) for pattern in allowed)
 
     new = [path for path in sorted(set(after) - set(before)) if unexpected(path)]
     new = [path for path in new if os.path.dirname(path) not in new]
-    changed = [path for path in sorted(before) if (path not in after or after[path] != before[path]) and unexpected(path)]
+    changed = [
+        path for path in sorted(before) if (path not in after or after[path] != before[path]) and unexpected(path)
+    ]
     return new, changed
 
 
 def _outcome(process_rc: int, out: str, err: str, seconds: float) -> dict:
     lines = [line for line in err.splitlines() if line.strip()]
     log = [line for line in lines if line.startswith("kdistill: ")]
-    return {"rc": process_rc, "stderr_lines": len(lines), "log_lines": len(log), "message_lines": len(lines) - len(log),
-            "traceback": "Traceback" in err, "last_line": lines[-1] if lines else "", "seconds": round(seconds, 1),
-            "stderr_tail": "\n".join(lines[-TAIL:]), "stdout_tail": "\n".join(out.splitlines()[-TAIL:])}
+    return {
+        "rc": process_rc,
+        "stderr_lines": len(lines),
+        "log_lines": len(log),
+        "message_lines": len(lines) - len(log),
+        "traceback": "Traceback" in err,
+        "last_line": lines[-1] if lines else "",
+        "seconds": round(seconds, 1),
+        "stderr_tail": "\n".join(lines[-TAIL:]),
+        "stdout_tail": "\n".join(out.splitlines()[-TAIL:]),
+    }
 
 
 def _run(command: list, here: str, env: dict, timeout: float) -> dict:
@@ -80,14 +91,19 @@ def _run(command: list, here: str, env: dict, timeout: float) -> dict:
     try:
         done = subprocess.run(command, cwd=here, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as expired:
-        out, err = (text.decode() if isinstance(text, bytes) else text or "" for text in (expired.stdout, expired.stderr))
+        out, err = (
+            text.decode() if isinstance(text, bytes) else text or "" for text in (expired.stdout, expired.stderr)
+        )
         return dict(_outcome(-1, out, err, time.perf_counter() - start), timed_out=True)
     return _outcome(done.returncode, done.stdout, done.stderr, time.perf_counter() - start)
 
 
 def _start(command: list, here: str, env: dict, name: str) -> tuple:
     """A process in the background whose stdout and stderr go to files beside the case folder (a pipe could fill and block it)."""
-    out, err = (open(os.path.join(os.path.dirname(here), f".{os.path.basename(here)}.{name}.{kind}"), "w+") for kind in ("out", "err"))
+    out, err = (
+        open(os.path.join(os.path.dirname(here), f".{os.path.basename(here)}.{name}.{kind}"), "w+")
+        for kind in ("out", "err")
+    )
     return subprocess.Popen(command, cwd=here, env=env, stdout=out, stderr=err, text=True), out, err
 
 
@@ -136,8 +152,15 @@ def _concurrent(case, command: list, here: str, env: dict, timeout: float, befor
     second = _run(command, here, env, timeout)
     first_running = started[0].poll() is None
     first = _finish(started, start, timeout)
-    return dict(second, first_pid=first["pid"], first_rc=first["rc"], first_last_line=first["last_line"], first_seconds=first["seconds"],
-                first_held_lock=holding, first_still_running=first_running)
+    return dict(
+        second,
+        first_pid=first["pid"],
+        first_rc=first["rc"],
+        first_last_line=first["last_line"],
+        first_seconds=first["seconds"],
+        first_held_lock=holding,
+        first_still_running=first_running,
+    )
 
 
 def run_case(name: str, inputs, work: str, timeout: float) -> dict:
@@ -148,15 +171,28 @@ def run_case(name: str, inputs, work: str, timeout: float) -> dict:
     case = builder(inputs, here)
     env = dict(USER_ENVIRONMENT, KDISTILL_OFFLINE="1", **case.env)
     command = kdistill_command() + case.argv
-    record = {"name": name, "item": item, "what": what, "command": "kdistill " + shlex.join(case.argv), "env": case.env, "note": case.note}
+    record = {
+        "name": name,
+        "item": item,
+        "what": what,
+        "command": "kdistill " + shlex.join(case.argv),
+        "env": case.env,
+        "note": case.note,
+    }
     if case.setup is not None:
         setup = _run(kdistill_command() + case.setup, here, env, timeout)
-        record["setup"] = {"command": "kdistill " + shlex.join(case.setup), "rc": setup["rc"], "last_line": setup["last_line"]}
+        record["setup"] = {
+            "command": "kdistill " + shlex.join(case.setup),
+            "rc": setup["rc"],
+            "last_line": setup["last_line"],
+        }
     before = _snapshot(here)
     if case.mode == "plain":
         record.update(_run(command, here, env, timeout))
     else:
-        record.update({"interrupt": _interrupt, "concurrent": _concurrent}[case.mode](case, command, here, env, timeout, before))
+        record.update(
+            {"interrupt": _interrupt, "concurrent": _concurrent}[case.mode](case, command, here, env, timeout, before)
+        )
     record["left_behind"], record["changed"] = _differences(before, _snapshot(here), case.allowed)
     record["problems"] = problems(case, record, here)
     record["verdict"] = "ok" if not record["problems"] else "; ".join(record["problems"])
@@ -181,31 +217,64 @@ def problems(case, record: dict, here: str) -> list:
         found.append(f"took {record['seconds']} s (> {case.max_seconds} s)")
     if case.mode == "interrupt":
         found += [] if record["signal_sent"] else ["no epoch was backed up before the run ended: SIGINT not sent"]
-        found += [] if record["resume_rc"] == 0 else [f"the same command again ended with rc {record['resume_rc']}: {record['resume_last_line']}"]
+        found += (
+            []
+            if record["resume_rc"] == 0
+            else [f"the same command again ended with rc {record['resume_rc']}: {record['resume_last_line']}"]
+        )
     if case.mode == "concurrent":
-        found += [] if record["first_held_lock"] and record["first_still_running"] else ["the first run was not running when the second ended"]
-        found += [] if record["first_rc"] == 0 else [f"the first run ended with rc {record['first_rc']}: {record['first_last_line']}"]
+        found += (
+            []
+            if record["first_held_lock"] and record["first_still_running"]
+            else ["the first run was not running when the second ended"]
+        )
+        found += (
+            []
+            if record["first_rc"] == 0
+            else [f"the first run ended with rc {record['first_rc']}: {record['first_last_line']}"]
+        )
     return found + (case.check(record, here) if case.check is not None else [])
 
 
 # === Reports ===
 def markdown(records: list, command: str, seconds: float) -> str:
     ok = sum(record["verdict"] == "ok" for record in records)
-    lines = [f"Produced by `{command}` ({platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}; "
-             f"{seconds:.0f} s wall).", "",
-             f"**{len(records)} cases: {ok} ok, {len(records) - ok} not ok.** Verdict ok: the expected exit status (2; 130 for Ctrl-C; "
-             "0 for the success cases), one line besides `kdistill:` log lines, no traceback, the expected words, nothing left behind, "
-             "and the case's own check (a Ctrl-C'd run resumes and finishes; the first of two runs finishes).", "",
-             "| # | item | case | rc | stderr lines (log) | traceback | left behind | s | verdict | last stderr line |",
-             "|---:|---|---|---:|---:|---|---|---:|---|---|"]
+    lines = [
+        f"Produced by `{command}` ({platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}; "
+        f"{seconds:.0f} s wall).",
+        "",
+        f"**{len(records)} cases: {ok} ok, {len(records) - ok} not ok.** Verdict ok: the expected exit status (2; 130 for Ctrl-C; "
+        "0 for the success cases), one line besides `kdistill:` log lines, no traceback, the expected words, nothing left behind, "
+        "and the case's own check (a Ctrl-C'd run resumes and finishes; the first of two runs finishes).",
+        "",
+        "| # | item | case | rc | stderr lines (log) | traceback | left behind | s | verdict | last stderr line |",
+        "|---:|---|---|---:|---:|---|---|---:|---|---|",
+    ]
     for number, record in enumerate(records, start=1):
         left = ", ".join(record["left_behind"] + record["changed"]) or "-"
-        cells = [str(number), record["item"], f"`{record['name']}`", str(record["rc"]), f"{record['stderr_lines']} ({record['log_lines']})",
-                 "yes" if record["traceback"] else "no", left, f"{record['seconds']:.1f}", record["verdict"], record["last_line"]]
+        cells = [
+            str(number),
+            record["item"],
+            f"`{record['name']}`",
+            str(record["rc"]),
+            f"{record['stderr_lines']} ({record['log_lines']})",
+            "yes" if record["traceback"] else "no",
+            left,
+            f"{record['seconds']:.1f}",
+            record["verdict"],
+            record["last_line"],
+        ]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
-    lines += ["", "Commands (run in each case's folder; `../inputs` holds the small models, `../inputs/data` the tests/data sample):", ""]
-    lines += [f"- `{record['name']}`: {record['what']}: `{_env_prefix(record)}{record['command']}`" + (f" ({record['note']})" if record["note"] else "")
-              for record in records]
+    lines += [
+        "",
+        "Commands (run in each case's folder; `../inputs` holds the small models, `../inputs/data` the tests/data sample):",
+        "",
+    ]
+    lines += [
+        f"- `{record['name']}`: {record['what']}: `{_env_prefix(record)}{record['command']}`"
+        + (f" ({record['note']})" if record["note"] else "")
+        for record in records
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -238,16 +307,19 @@ def main(argv: list | None = None) -> int:
     if taken:
         parser.error(f"{work} already holds case folder(s) {', '.join(taken)}; pass an empty --work-dir")
     start, records = time.perf_counter(), []
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # for the models made here; the kdistill processes get USER_ENVIRONMENT
+    # for the models made here; the kdistill processes get USER_ENVIRONMENT
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
-        # Started in the background (`... &`), SIGINT is ignored, and every child inherits that: Ctrl-C would do nothing.
-        # The kdistill processes get what a terminal gives them.
+        # Started in the background (`... &`), SIGINT is ignored, and every child inherits that: Ctrl-C would do
+        # nothing. The kdistill processes get what a terminal gives them.
         signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         inputs = fault_cases.Inputs(os.path.join(work, "inputs"))
         for name in names:
             records.append(run_case(name, inputs, work, args.timeout))
-            print(f"{name}: rc {records[-1]['rc']}, {records[-1]['seconds']:.1f} s, {records[-1]['verdict']}", flush=True)
+            print(
+                f"{name}: rc {records[-1]['rc']}, {records[-1]['seconds']:.1f} s, {records[-1]['verdict']}", flush=True
+            )
     finally:
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)
@@ -260,7 +332,9 @@ def main(argv: list | None = None) -> int:
     with open(os.path.join(args.out, "faults.md"), "w") as handle:
         handle.write(markdown(records, command, seconds))
     ok = sum(record["verdict"] == "ok" for record in records)
-    print(f"{len(records)} cases: {ok} ok, {len(records) - ok} not ok; {seconds:.0f} s; {os.path.join(args.out, 'faults.md')}")
+    print(
+        f"{len(records)} cases: {ok} ok, {len(records) - ok} not ok; {seconds:.0f} s; {os.path.join(args.out, 'faults.md')}"
+    )
     return 0 if ok == len(records) else 1
 
 

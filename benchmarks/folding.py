@@ -77,19 +77,28 @@ def main(argv=None) -> int:
 
     results = [measure(*map(int, pair.split(":")), args.windows, args.seconds) for pair in args.settings.split(",")]
     backend = keras.backend.backend()
-    lines = [f"Teacher (ResNet50, random weights) forward, {backend} backend, float32; {platform.machine()}, {os.cpu_count()} CPU cores", "",
-             f"{args.windows} interleaved windows of >= {args.seconds} s per variant.", "",
-             "| input | batch | plain (images/s) | folded (images/s) | folded / plain (median of rounds) | rounds |", "|---|---:|---:|---:|---:|---|"]
+    lines = [
+        f"Teacher (ResNet50, random weights) forward, {backend} backend, float32; {platform.machine()}, {os.cpu_count()} CPU cores",
+        "",
+        f"{args.windows} interleaved windows of >= {args.seconds} s per variant.",
+        "",
+        "| input | batch | plain (images/s) | folded (images/s) | folded / plain (median of rounds) | rounds |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
     for row in results:
         rounds = ", ".join(f"{r:.2f}" for r in row["ratios"])
-        lines.append(f"| {row['size']}x{row['size']} | {row['batch']} | {statistics.median(row['rates']['plain']):.1f} | "
-                     f"{statistics.median(row['rates']['folded']):.1f} | {row['ratio']:.2f}x | {rounds} |")
+        lines.append(
+            f"| {row['size']}x{row['size']} | {row['batch']} | {statistics.median(row['rates']['plain']):.1f} | "
+            f"{statistics.median(row['rates']['folded']):.1f} | {row['ratio']:.2f}x | {rounds} |"
+        )
     table = "\n".join(lines)
     print(table)
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"folding_{backend}")
     with open(stem + ".json", "w") as handle:
-        json.dump({"backend": backend, "windows": args.windows, "seconds": args.seconds, "results": results}, handle, indent=2)
+        json.dump(
+            {"backend": backend, "windows": args.windows, "seconds": args.seconds, "results": results}, handle, indent=2
+        )
     with open(stem + ".md", "w") as handle:
         handle.write(table + "\n")
     return 0

@@ -51,7 +51,9 @@ def _setup(args):
     from kdistill.run import demo, teacher_cache
     from kdistill.run.demo_settings import DEMO_QUICK
 
-    settings = dataclasses.replace(DEMO_QUICK, train_limit=args.train_limit, test_limit=args.test_limit, batch_size=args.batch_size)
+    settings = dataclasses.replace(
+        DEMO_QUICK, train_limit=args.train_limit, test_limit=args.test_limit, batch_size=args.batch_size
+    )
     splits, pool = demo._load_data(settings, args.data_dir, 0)
     teacher = kdistill.teachers.load(args.teacher)
     probe = _student(args, splits, 0)
@@ -63,8 +65,16 @@ def _setup(args):
             caches[name] = teacher_cache.load(folder, teacher, layers if not views else [], dataset=pool.train_plain)
         except (FileNotFoundError, teacher_cache.StaleCacheError):
             started = time.perf_counter()
-            caches[name] = teacher_cache.build(teacher, layers if not views else [], pool.train_plain, folder, augment=AUGMENT if views else (),
-                                               views=views, verbose=0, seed=0)
+            caches[name] = teacher_cache.build(
+                teacher,
+                layers if not views else [],
+                pool.train_plain,
+                folder,
+                augment=AUGMENT if views else (),
+                views=views,
+                verbose=0,
+                seed=0,
+            )
             print(f"built the {name} cache in {time.perf_counter() - started:.0f} s", flush=True)
     teacher_top1 = evaluation.evaluate(teacher, splits.test, timing_batches=1)["top1"]
     return splits, teacher, caches, teacher_top1, layers
@@ -90,24 +100,41 @@ def _train(recipe: str, schedule: int, seed: int, args, splits, teacher, caches,
     if recipe == "alone":
         return _alone(student, schedule, seed, epochs, steps, args, splits)
     if recipe == "demo":
-        options = {"taps": taps_module.preset(teacher, student) if layers else {}, "feature_loss": "normalized_mse", "logits_loss": "kl",
-                   "temperature": 4.0, "alpha": 0.9, "tap_weights": 10.0}
+        options = {
+            "taps": taps_module.preset(teacher, student) if layers else {},
+            "feature_loss": "normalized_mse",
+            "logits_loss": "kl",
+            "temperature": 4.0,
+            "alpha": 0.9,
+            "tap_weights": 10.0,
+        }
         cache, indices, optimizer = caches["plain"], None, paired.cosine_adam(epochs * steps)
     else:
         options = {"taps": {}, "logits_loss": "kl", "temperature": 1.0, "alpha": 1.0}
         cache, indices = caches["views"], None
-        optimizer = training.make_optimizer("adam", 1e-3, steps_per_epoch=steps, schedule="cosine", warmup_epochs=1, epochs=epochs,
-                                            global_clipnorm=1.0)
+        optimizer = training.make_optimizer(
+            "adam", 1e-3, steps_per_epoch=steps, schedule="cosine", warmup_epochs=1, epochs=epochs, global_clipnorm=1.0
+        )
     distiller = FeatureDistiller(teacher, student, **options)
-    distiller.compile(optimizer=optimizer, loss=training.label_loss(AUGMENT if cache is caches["views"] else ()))  # fm: alpha 1, no CE
-    train = cache.dataset(args.batch_size, seed=seed, layers=list(distiller.taps), indices=indices, repeat=True, pipeline="numpy")
+    # fm: alpha 1, no CE
+    distiller.compile(optimizer=optimizer, loss=training.label_loss(AUGMENT if cache is caches["views"] else ()))
+    train = cache.dataset(
+        args.batch_size, seed=seed, layers=list(distiller.taps), indices=indices, repeat=True, pipeline="numpy"
+    )
     if recipe == "fm_live":
         train = _WithoutTeacher(train)
     started = time.perf_counter()
     distiller.fit(train, epochs=epochs, steps_per_epoch=steps, verbose=0, shuffle=False)
     seconds = time.perf_counter() - started
     top1 = evaluation.evaluate(student, splits.test, timing_batches=1)["top1"]
-    return {"recipe": recipe, "schedule": schedule, "seed": seed, "top1": top1, "seconds": seconds, "steps": epochs * steps}
+    return {
+        "recipe": recipe,
+        "schedule": schedule,
+        "seed": seed,
+        "top1": top1,
+        "seconds": seconds,
+        "steps": epochs * steps,
+    }
 
 
 class _WithoutTeacher(keras.utils.PyDataset):
@@ -136,14 +163,32 @@ def _alone(student, schedule: int, seed: int, epochs: int, steps: int, args, spl
     from kdistill import data, evaluation
     from kdistill.run import paired
 
-    augmented = data.load("fashion_mnist", data_dir=args.data_dir, image_size=32, batch_size=args.batch_size, train_limit=args.train_limit,
-                          test_limit=args.test_limit, seed=0, augment=AUGMENT)  # the split of the teacher and the caches (seed 0)
-    student.compile(optimizer=paired.cosine_adam(epochs * steps), loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+    # the split of the teacher and the caches (seed 0)
+    augmented = data.load(
+        "fashion_mnist",
+        data_dir=args.data_dir,
+        image_size=32,
+        batch_size=args.batch_size,
+        train_limit=args.train_limit,
+        test_limit=args.test_limit,
+        seed=0,
+        augment=AUGMENT,
+    )
+    student.compile(
+        optimizer=paired.cosine_adam(epochs * steps), loss=keras.losses.CategoricalCrossentropy(from_logits=True)
+    )
     started = time.perf_counter()
     student.fit(augmented.train, epochs=epochs, verbose=0)
     seconds = time.perf_counter() - started
     top1 = evaluation.evaluate(student, splits.test, timing_batches=1)["top1"]
-    return {"recipe": "alone", "schedule": schedule, "seed": seed, "top1": top1, "seconds": seconds, "steps": epochs * steps}
+    return {
+        "recipe": "alone",
+        "schedule": schedule,
+        "seed": seed,
+        "top1": top1,
+        "seconds": seconds,
+        "steps": epochs * steps,
+    }
 
 
 def _plan(args) -> list[tuple[str, int, int]]:
@@ -166,27 +211,60 @@ def report(runs: list[dict], teacher_top1: float, meta: dict) -> tuple[dict, lis
     for run in runs:
         by.setdefault((run["recipe"], run["schedule"]), {})[run["seed"]] = run
     alone = {key: rows for key, rows in by.items() if key[0] == "alone"}
-    best_alone = max(alone, key=lambda key: statistics.mean_std([r["top1"] for r in alone[key].values()])[0]) if alone else None
-    rows, lines = [], [f"Patient and consistent teaching on the demo's pair ({meta['student']}, teacher {100 * teacher_top1:.2f} %); "
-                       f"{meta['seeds']} seed(s) planned; gap recovered = (recipe - alone) / (teacher - alone), against the student "
-                       f"alone's best schedule ({'x%d' % best_alone[1] if best_alone else '-'}), paired by seed.", "",
-                       f"Command: `{meta['command']}`; {meta['environment']['cpu']}, {meta['environment']['cpu_cores']} cores.", "",
-                       "| recipe | schedule | seeds | top-1 (%) mean ± std | gap recovered, mean [95 % CI] | seconds per step |",
-                       "|---|---:|---:|---:|---:|---:|"]
+    best_alone = (
+        max(alone, key=lambda key: statistics.mean_std([r["top1"] for r in alone[key].values()])[0]) if alone else None
+    )
+    rows, lines = (
+        [],
+        [
+            f"Patient and consistent teaching on the demo's pair ({meta['student']}, teacher {100 * teacher_top1:.2f} %); "
+            f"{meta['seeds']} seed(s) planned; gap recovered = (recipe - alone) / (teacher - alone), against the student "
+            f"alone's best schedule ({'x%d' % best_alone[1] if best_alone else '-'}), paired by seed.",
+            "",
+            f"Command: `{meta['command']}`; {meta['environment']['cpu']}, {meta['environment']['cpu_cores']} cores.",
+            "",
+            "| recipe | schedule | seeds | top-1 (%) mean ± std | gap recovered, mean [95 % CI] | seconds per step |",
+            "|---|---:|---:|---:|---:|---:|",
+        ],
+    )
     for (recipe, schedule), seeds in sorted(by.items(), key=lambda item: (RECIPES.index(item[0][0]), item[0][1])):
         mean, std = statistics.mean_std([r["top1"] for r in seeds.values()])
         shared = sorted(set(seeds) & set(alone.get(best_alone, {}))) if best_alone else []
         # a seed whose student alone is as good as the teacher has no gap to recover: left out of the shares
-        shares = [(seeds[s]["top1"] - alone[best_alone][s]["top1"]) / (teacher_top1 - alone[best_alone][s]["top1"]) for s in shared
-                  if teacher_top1 != alone[best_alone][s]["top1"]]
+        shares = [
+            (seeds[s]["top1"] - alone[best_alone][s]["top1"]) / (teacher_top1 - alone[best_alone][s]["top1"])
+            for s in shared
+            if teacher_top1 != alone[best_alone][s]["top1"]
+        ]
         interval = statistics.t_interval(shares) if len(shares) > 1 else None
-        gap = "-" if not shares or recipe == "alone" else (f"{100 * sum(shares) / len(shares):.0f} %" + (
-            f" [{100 * interval[1]:.0f}, {100 * interval[2]:.0f}]" if interval else " (one seed)"))
+        gap = (
+            "-"
+            if not shares or recipe == "alone"
+            else (
+                f"{100 * sum(shares) / len(shares):.0f} %"
+                + (f" [{100 * interval[1]:.0f}, {100 * interval[2]:.0f}]" if interval else " (one seed)")
+            )
+        )
         per_step = sum(r["seconds"] / r["steps"] for r in seeds.values()) / len(seeds)
-        rows.append({"recipe": recipe, "schedule": schedule, "seeds": sorted(seeds), "top1_mean": mean, "top1_std": std, "gap_shares": shares,
-                     "seconds_per_step": per_step})
-        lines.append(f"| {recipe} | x{schedule} | {len(seeds)} | {100 * mean:.2f} ± {100 * std:.2f} | {gap} | {per_step:.3f} |")
-    return {"rows": rows, "teacher_top1": teacher_top1, "best_alone_schedule": best_alone[1] if best_alone else None}, lines
+        rows.append(
+            {
+                "recipe": recipe,
+                "schedule": schedule,
+                "seeds": sorted(seeds),
+                "top1_mean": mean,
+                "top1_std": std,
+                "gap_shares": shares,
+                "seconds_per_step": per_step,
+            }
+        )
+        lines.append(
+            f"| {recipe} | x{schedule} | {len(seeds)} | {100 * mean:.2f} ± {100 * std:.2f} | {gap} | {per_step:.3f} |"
+        )
+    return {
+        "rows": rows,
+        "teacher_top1": teacher_top1,
+        "best_alone_schedule": best_alone[1] if best_alone else None,
+    }, lines
 
 
 def _picture(summary: dict, path: str) -> None:
@@ -199,8 +277,14 @@ def _picture(summary: dict, path: str) -> None:
     for recipe in RECIPES:
         rows = [row for row in summary["rows"] if row["recipe"] == recipe]
         if rows:
-            axes.errorbar([r["schedule"] for r in rows], [100 * r["top1_mean"] for r in rows], yerr=[100 * r["top1_std"] for r in rows],
-                          marker="o", capsize=3, label=recipe)
+            axes.errorbar(
+                [r["schedule"] for r in rows],
+                [100 * r["top1_mean"] for r in rows],
+                yerr=[100 * r["top1_std"] for r in rows],
+                marker="o",
+                capsize=3,
+                label=recipe,
+            )
     axes.axhline(100 * summary["teacher_top1"], color="black", linestyle="--", label="teacher")
     axes.set_xscale("log")
     axes.set_xlabel("schedule (x the demo's student steps)")
@@ -220,7 +304,9 @@ def main(argv=None) -> int:
     parser.add_argument("--alone-schedules", default="1,3", help="the student alone's schedules")
     parser.add_argument("--recipes", default="alone,demo,fm", help=f"any of {', '.join(RECIPES)}")
     parser.add_argument("--views", type=int, default=16)
-    parser.add_argument("--epochs", type=int, default=None, help="epochs of schedule x1 (default: the demo's 15; smoke tests use 1)")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="epochs of schedule x1 (default: the demo's 15; smoke tests use 1)"
+    )
     parser.add_argument("--train-limit", type=int, default=10_000)
     parser.add_argument("--test-limit", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -228,7 +314,9 @@ def main(argv=None) -> int:
     parser.add_argument("--width", type=float, default=0.35)
     parser.add_argument("--work-dir", default=os.path.join("saved_models", "patient"))
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
-    parser.add_argument("--report-only", action="store_true", help="write the report from the finished runs, train nothing")
+    parser.add_argument(
+        "--report-only", action="store_true", help="write the report from the finished runs, train nothing"
+    )
     args = parser.parse_args(argv)
     args.schedules = [int(s) for s in args.schedules.split(",")]
     args.alone_schedules = [int(s) for s in args.alone_schedules.split(",")]
@@ -238,15 +326,24 @@ def main(argv=None) -> int:
     log = os.path.join(args.work_dir, "runs.jsonl")
     splits, teacher, caches, teacher_top1, layers = _setup(args)
     done = {(r["recipe"], r["schedule"], r["seed"]) for r in study_log.finished(log)}
-    for recipe, schedule, seed in ([] if args.report_only else _plan(args)):
+    for recipe, schedule, seed in [] if args.report_only else _plan(args):
         if (recipe, schedule, seed) in done:
             continue
         run = _train(recipe, schedule, seed, args, splits, teacher, caches, layers)
         study_log.append(log, run)  # one line per finished run: a stopped study resumes from here
-        print(f"{recipe:<6} x{schedule} seed {seed}: top-1 {100 * run['top1']:.2f} % ({run['seconds']:.0f} s)", flush=True)
-    meta = {"seeds": args.seeds, "schedules": args.schedules, "views": args.views, "student": f"{args.student} {args.width}",
-            "train": splits.counts, "environment": environment.describe(),
-            "command": "python benchmarks/patient.py " + environment.portable_command(argv if argv is not None else sys.argv[1:])}
+        print(
+            f"{recipe:<6} x{schedule} seed {seed}: top-1 {100 * run['top1']:.2f} % ({run['seconds']:.0f} s)", flush=True
+        )
+    meta = {
+        "seeds": args.seeds,
+        "schedules": args.schedules,
+        "views": args.views,
+        "student": f"{args.student} {args.width}",
+        "train": splits.counts,
+        "environment": environment.describe(),
+        "command": "python benchmarks/patient.py "
+        + environment.portable_command(argv if argv is not None else sys.argv[1:]),
+    }
     runs = study_log.finished(log)
     summary, lines = report(runs, teacher_top1, meta)
     study_log.write_report(os.path.join(args.out, "patient_fashion_mnist"), meta, runs, summary, lines, _picture)

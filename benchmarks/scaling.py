@@ -38,13 +38,24 @@ def main(argv=None) -> int:
     batches = numbers(args.batches) if args.batches else batches
     sizes = numbers(args.sizes) if args.sizes else sizes
     tap_counts = numbers(args.taps) if args.taps else tap_counts
-    common = dict(steps=args.steps, seconds=args.seconds, windows=args.windows or (2 if args.quick else 3), warmup=2 if args.quick else 3)
+    common = dict(
+        steps=args.steps,
+        seconds=args.seconds,
+        windows=args.windows or (2 if args.quick else 3),
+        warmup=2 if args.quick else 3,
+    )
 
     def point(batch=64, size=32, taps=2):
         result = throughput.measure("e" if taps == 0 else "f", batch=batch, size=size, num_taps=taps, **common)
         rate = result.get("images_per_second")
-        row = {"batch": batch, "size": size, "taps": taps, "images_per_second": rate,
-               "ms_per_step": round(1000 * batch / rate, 1) if rate else None, "error": result.get("error")}
+        row = {
+            "batch": batch,
+            "size": size,
+            "taps": taps,
+            "images_per_second": rate,
+            "ms_per_step": round(1000 * batch / rate, 1) if rate else None,
+            "error": result.get("error"),
+        }
         print(row, flush=True)
         return row
 
@@ -69,7 +80,10 @@ def main(argv=None) -> int:
     lines = [f"kdistill step time (ResNet50 -> MobileNetV2, KD + taps), {backend} backend, {machine}", ""]
     for axis, rows in grid.items():
         lines += [f"| {axis} | ms/step | images/s |", "|---:|---:|---:|"]
-        lines += [f"| {r[axis]} | {r['ms_per_step']} | {r['images_per_second'] and round(r['images_per_second'])} |" for r in rows] + [""]
+        lines += [
+            f"| {r[axis]} | {r['ms_per_step']} | {r['images_per_second'] and round(r['images_per_second'])} |"
+            for r in rows
+        ] + [""]
     with open(stem + ".md", "w") as handle:
         handle.write("\n".join(lines))
     from kdistill.plots import _pyplot

@@ -51,8 +51,14 @@ def _setup(args):
         teacher = saving.load_model(path, role="teacher", classifier=False)
     else:
         started = time.perf_counter()
-        teacher = segmentation.train_teacher(splits, path, epochs=args.teacher_epochs, learning_rate=args.learning_rate,
-                                             batch_size=args.batch_size, verbose=0)
+        teacher = segmentation.train_teacher(
+            splits,
+            path,
+            epochs=args.teacher_epochs,
+            learning_rate=args.learning_rate,
+            batch_size=args.batch_size,
+            verbose=0,
+        )
         print(f"trained the teacher in {time.perf_counter() - started:.0f} s", flush=True)
     teacher_miou = evaluate_segmenter(teacher, splits.test_images, splits.test_masks, splits.class_names)["mean_iou"]
     return splits, teacher, teacher_miou
@@ -78,14 +84,26 @@ def _train(recipe: str, seed: int, args, splits, transfer, teacher) -> dict:
     if options and options["taps"] == "two_levels":
         from kdistill.models import segmenters
 
-        student = segmenters.get("mobilenet_v2_segmenter", len(splits.class_names), tuple(splits.train_images.shape[1:]), width=args.width)
+        student = segmenters.get(
+            "mobilenet_v2_segmenter", len(splits.class_names), tuple(splits.train_images.shape[1:]), width=args.width
+        )
         options["taps"] = _two_levels(teacher, student)
-    schedule = SegmentationDemoSettings(student_epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate)
+    schedule = SegmentationDemoSettings(
+        student_epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate
+    )
     started = time.perf_counter()
-    student = segmentation.train_student(teacher, splits if recipe == "alone" else transfer, options, schedule, seed, width=args.width)
+    student = segmentation.train_student(
+        teacher, splits if recipe == "alone" else transfer, options, schedule, seed, width=args.width
+    )
     seconds = time.perf_counter() - started
     report = evaluate_segmenter(student, splits.test_images, splits.test_masks, splits.class_names)
-    return {"recipe": recipe, "seed": seed, "mean_iou": report["mean_iou"], "pixel_accuracy": report["pixel_accuracy"], "seconds": seconds}
+    return {
+        "recipe": recipe,
+        "seed": seed,
+        "mean_iou": report["mean_iou"],
+        "pixel_accuracy": report["pixel_accuracy"],
+        "seconds": seconds,
+    }
 
 
 def report(runs: list[dict], teacher_miou: float, meta: dict) -> tuple[dict, list[str]]:
@@ -96,10 +114,15 @@ def report(runs: list[dict], teacher_miou: float, meta: dict) -> tuple[dict, lis
     for run in runs:
         by.setdefault(run["recipe"], {})[run["seed"]] = run["mean_iou"]
     alone = by.get("alone", {})
-    lines = [f"Segmentation on the synthetic scenes: teacher conv_segmenter {100 * teacher_miou:.2f} % mIoU, student {meta['student']}; "
-             "last-epoch test mIoU; differences paired by seed against the student alone.", "",
-             f"Command: `{meta['command']}`; {meta['environment']['cpu']}, {meta['environment']['cpu_cores']} cores.", "",
-             "| recipe | seeds | mIoU (%) mean ± std | difference vs alone (points) [95 % CI] | gap recovered |", "|---|---:|---:|---:|---:|"]
+    lines = [
+        f"Segmentation on the synthetic scenes: teacher conv_segmenter {100 * teacher_miou:.2f} % mIoU, student {meta['student']}; "
+        "last-epoch test mIoU; differences paired by seed against the student alone.",
+        "",
+        f"Command: `{meta['command']}`; {meta['environment']['cpu']}, {meta['environment']['cpu_cores']} cores.",
+        "",
+        "| recipe | seeds | mIoU (%) mean ± std | difference vs alone (points) [95 % CI] | gap recovered |",
+        "|---|---:|---:|---:|---:|",
+    ]
     rows = []
     for recipe in [name for name in RECIPES if name in by]:
         seeds = by[recipe]
@@ -108,7 +131,9 @@ def report(runs: list[dict], teacher_miou: float, meta: dict) -> tuple[dict, lis
         row = {"recipe": recipe, "seeds": sorted(seeds), "miou_mean": mean, "miou_std": std}
         difference, gap = "-", "-"
         if recipe != "alone" and len(shared) >= 2:
-            compared = statistics.paired_comparison([alone[s] for s in shared], [seeds[s] for s in shared], teacher=teacher_miou)
+            compared = statistics.paired_comparison(
+                [alone[s] for s in shared], [seeds[s] for s in shared], teacher=teacher_miou
+            )
             row["paired"] = compared
             difference = f"{100 * compared['difference_mean']:+.2f} [{100 * compared['difference_low']:+.2f}, {100 * compared['difference_high']:+.2f}]"
             gap = "-" if compared.get("gap_recovered") is None else f"{100 * compared['gap_recovered']:.0f} %"
@@ -125,7 +150,12 @@ def _picture(summary: dict, path: str) -> None:
 
     figure, axes = pyplot.subplots(figsize=(6, 4))
     rows = summary["rows"]
-    axes.bar([row["recipe"] for row in rows], [100 * row["miou_mean"] for row in rows], yerr=[100 * row["miou_std"] for row in rows], capsize=4)
+    axes.bar(
+        [row["recipe"] for row in rows],
+        [100 * row["miou_mean"] for row in rows],
+        yerr=[100 * row["miou_std"] for row in rows],
+        capsize=4,
+    )
     axes.axhline(100 * summary["teacher_miou"], color="black", linestyle="--", label="teacher")
     axes.set_ylabel("test mIoU (%)")
     axes.legend()
@@ -137,21 +167,29 @@ def _picture(summary: dict, path: str) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--teacher", default=None, help="a saved segmenter teacher (default: trained once into --work-dir)")
+    parser.add_argument(
+        "--teacher", default=None, help="a saved segmenter teacher (default: trained once into --work-dir)"
+    )
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--recipes", default=",".join(RECIPES))
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--train-scenes", type=int, default=2000)
     parser.add_argument("--test-scenes", type=int, default=500)
-    parser.add_argument("--transfer-scenes", type=int, default=6000, help="unlabelled scenes the distilled students also read")
-    parser.add_argument("--epochs", type=int, default=16, help="the student alone's epochs; the distilled students take as many steps")
+    parser.add_argument(
+        "--transfer-scenes", type=int, default=6000, help="unlabelled scenes the distilled students also read"
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=16, help="the student alone's epochs; the distilled students take as many steps"
+    )
     parser.add_argument("--teacher-epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--width", type=float, default=0.35)
     parser.add_argument("--work-dir", default=os.path.join("saved_models", "segmentation_study"))
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
-    parser.add_argument("--report-only", action="store_true", help="write the report from the finished runs, train nothing")
+    parser.add_argument(
+        "--report-only", action="store_true", help="write the report from the finished runs, train nothing"
+    )
     args = parser.parse_args(argv)
     recipes = [name.strip() for name in args.recipes.split(",") if name.strip()]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -163,16 +201,22 @@ def main(argv=None) -> int:
     transfer = segmentation.add_unlabelled_scenes(splits, args.transfer_scenes, args.data_dir, seed=100)
     done = {(run["recipe"], run["seed"]) for run in study_log.finished(log)}
     for seed in range(args.seeds):
-        for recipe in ([] if args.report_only else recipes):
+        for recipe in [] if args.report_only else recipes:
             if (recipe, seed) in done:
                 continue
             run = _train(recipe, seed, args, splits, transfer, teacher)
             study_log.append(log, run)  # one line per finished run: a stopped study resumes from here
             print(f"{recipe:<12} seed {seed}: mIoU {100 * run['mean_iou']:.2f} % ({run['seconds']:.0f} s)", flush=True)
-    meta = {"seeds": args.seeds, "student": f"mobilenet_v2_segmenter {args.width}", "train_scenes": args.train_scenes, "transfer_scenes": args.transfer_scenes,
-            "epochs": args.epochs,
-            "environment": environment.describe(),
-            "command": "python benchmarks/segmentation.py " + environment.portable_command(argv if argv is not None else sys.argv[1:])}
+    meta = {
+        "seeds": args.seeds,
+        "student": f"mobilenet_v2_segmenter {args.width}",
+        "train_scenes": args.train_scenes,
+        "transfer_scenes": args.transfer_scenes,
+        "epochs": args.epochs,
+        "environment": environment.describe(),
+        "command": "python benchmarks/segmentation.py "
+        + environment.portable_command(argv if argv is not None else sys.argv[1:]),
+    }
     runs = study_log.finished(log)
     summary, lines = report(runs, teacher_miou, meta)
     study_log.write_report(os.path.join(args.out, "segmentation_scenes"), meta, runs, summary, lines, _picture)

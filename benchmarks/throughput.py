@@ -84,15 +84,24 @@ def _models(args, teacher_size=None):
 
     teacher_size = teacher_size or args.size
     teacher = kdistill.teachers.resnet50(num_classes=10, input_shape=(teacher_size, teacher_size, 3), weights=None)
-    student = kdistill.students.get("mobilenet_v2", num_classes=10, input_shape=(args.size, args.size, 3), width=args.width)
+    student = kdistill.students.get(
+        "mobilenet_v2", num_classes=10, input_shape=(args.size, args.size, 3), width=args.width
+    )
     return teacher, student
 
 
 #: the ratios the speed targets are stated in: (numerator, denominator, target)
-TARGETS = {"e/b": ("e", "b", 1.0), "f/b": ("f", "b", 0.85), "g/a": ("g", "a", 0.90), "h/a": ("h", "a", 0.90), "m/a": ("m", "a", 1 / 1.2),
-           "i/f": ("i", "f", None),  # (i)/(f): the cost of a teacher and data at twice the student's size (no target)
-           "e/k": ("e", "k", None),  # (e)/(k): what folding the teacher's BatchNormalization gives (no target)
-           "z/b": ("z", "b", None)}  # the same code in two processes: the noise floor of every other ratio
+# the same code in two processes: the noise floor of every other ratio
+TARGETS = {
+    "e/b": ("e", "b", 1.0),
+    "f/b": ("f", "b", 0.85),
+    "g/a": ("g", "a", 0.90),
+    "h/a": ("h", "a", 0.90),
+    "m/a": ("m", "a", 1 / 1.2),
+    "i/f": ("i", "f", None),  # (i)/(f): the cost of a teacher and data at twice the student's size (no target)
+    "e/k": ("e", "k", None),  # (e)/(k): what folding the teacher's BatchNormalization gives (no target)
+    "z/b": ("z", "b", None),
+}
 
 
 def _serve_windows(run, args) -> dict:
@@ -133,7 +142,12 @@ def _input(args, x, y):
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
-        return tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(args.batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+        return (
+            tf.data.Dataset.from_tensor_slices((x, y))
+            .repeat()
+            .batch(args.batch, drop_remainder=True)
+            .prefetch(tf.data.AUTOTUNE)
+        )
     from kdistill.data.batches import ArrayBatches
 
     return ArrayBatches(x, y, args.batch, repeat=True, workers=2, max_queue_size=8)
@@ -163,9 +177,15 @@ def run_variant(args) -> dict:
             teacher_layer, student_layer = "conv5_block3_out", "out_relu"
             shapes = (teacher.get_layer(teacher_layer).output.shape, student.get_layer(student_layer).output.shape)
             if tuple(shapes[0][1:]) != tuple(shapes[1][1:]):
-                return {"skipped": f"FeatureDistillation has no projection and needs equal shapes; deepest taps differ: "
-                                   f"{teacher_layer} {tuple(shapes[0][1:])} vs {student_layer} {tuple(shapes[1][1:])}"}
-            losses.append(keras.distillation.FeatureDistillation(teacher_layer_name=teacher_layer, student_layer_name=student_layer))
+                return {
+                    "skipped": f"FeatureDistillation has no projection and needs equal shapes; deepest taps differ: "
+                    f"{teacher_layer} {tuple(shapes[0][1:])} vs {student_layer} {tuple(shapes[1][1:])}"
+                }
+            losses.append(
+                keras.distillation.FeatureDistillation(
+                    teacher_layer_name=teacher_layer, student_layer_name=student_layer
+                )
+            )
         distiller = keras.distillation.Distiller(teacher, student, distillation_losses=losses, student_loss_weight=0.5)
         distiller.compile(optimizer="adam", loss=ce, jit_compile=jit)
         return _serve_windows(_fit_runner(distiller, dataset), args)
@@ -195,18 +215,49 @@ def run_variant(args) -> dict:
             float(loss)
 
         return _serve_windows(run, args)
-    taps = {} if variant in "ekm" else kdistill.taps.preset(teacher, student, stages=range(args.num_taps) if args.num_taps != 2 else (1, 2))
-    recipe = dict(feature_loss=None, temperature=1.0, alpha=1.0) if variant == "m" else dict(feature_loss="mse", temperature=4.0, alpha=0.5)
-    distiller = kdistill.FeatureDistiller(teacher, student, taps=taps, logits_loss="kl", **recipe,
-                                          **({"fold_batch_norm": False} if variant == "k" else {}))
-    distiller.compile(optimizer="adam", metrics=None, jit_compile=jit, **({"loss": "categorical_crossentropy"} if variant == "m" else {}))  # mixed labels
+    taps = (
+        {}
+        if variant in "ekm"
+        else kdistill.taps.preset(teacher, student, stages=range(args.num_taps) if args.num_taps != 2 else (1, 2))
+    )
+    recipe = (
+        dict(feature_loss=None, temperature=1.0, alpha=1.0)
+        if variant == "m"
+        else dict(feature_loss="mse", temperature=4.0, alpha=0.5)
+    )
+    distiller = kdistill.FeatureDistiller(
+        teacher,
+        student,
+        taps=taps,
+        logits_loss="kl",
+        **recipe,
+        **({"fold_batch_norm": False} if variant == "k" else {}),
+    )
+    # mixed labels
+    distiller.compile(
+        optimizer="adam",
+        metrics=None,
+        jit_compile=jit,
+        **({"loss": "categorical_crossentropy"} if variant == "m" else {}),
+    )
     if variant in ("g", "h", "m"):
         from kdistill.data.batches import ArrayBatches
         from kdistill.run import teacher_cache
 
-        views = {"g": {}, "h": dict(views=4, augment=("crop", "flip")), "m": dict(views=4, augment=("crop", "flip", "mixup"), top_k=5)}[variant]
-        cache = teacher_cache.build(teacher, list(taps), ArrayBatches(x, y, args.batch), os.path.join(tempfile.mkdtemp(), "cache"), verbose=0,
-                                    dtype="float16", **views)
+        views = {
+            "g": {},
+            "h": dict(views=4, augment=("crop", "flip")),
+            "m": dict(views=4, augment=("crop", "flip", "mixup"), top_k=5),
+        }[variant]
+        cache = teacher_cache.build(
+            teacher,
+            list(taps),
+            ArrayBatches(x, y, args.batch),
+            os.path.join(tempfile.mkdtemp(), "cache"),
+            verbose=0,
+            dtype="float16",
+            **views,
+        )
         dataset = cache.dataset(args.batch, shuffle=variant != "g", repeat=True)
     return dict(_serve_windows(_fit_runner(distiller, dataset), args), taps=taps)
 
@@ -237,10 +288,15 @@ def _spread(values) -> str:
 def _table(results: dict, meta: dict) -> str:
     base_a = results.get("a", {}).get("images_per_second")
     base_b = results.get("b", {}).get("images_per_second")
-    lines = [f"Training throughput, {meta['backend']} backend, {meta['precision']}, {meta['size']}x{meta['size']}, batch {meta['batch']}, "
-             f"student MobileNetV2 (width {meta['width']}), teacher ResNet50; {meta['device']}; {meta['machine']}", "",
-             f"{meta['windows']} interleaved windows per variant, each >= {meta['seconds']} s and >= {meta['steps']} steps, after warm-up.", "",
-             "| variant | images/s (median) | lowest–highest window | vs (a) | vs (b) | peak RSS (MB) |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Training throughput, {meta['backend']} backend, {meta['precision']}, {meta['size']}x{meta['size']}, batch {meta['batch']}, "
+        f"student MobileNetV2 (width {meta['width']}), teacher ResNet50; {meta['device']}; {meta['machine']}",
+        "",
+        f"{meta['windows']} interleaved windows per variant, each >= {meta['seconds']} s and >= {meta['steps']} steps, after warm-up.",
+        "",
+        "| variant | images/s (median) | lowest–highest window | vs (a) | vs (b) | peak RSS (MB) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for key, name in VARIANTS.items():
         row = results.get(key)
         if row is None:
@@ -250,17 +306,26 @@ def _table(results: dict, meta: dict) -> str:
             continue
         rate = row["images_per_second"]
         ratio = lambda base: f"{rate / base:.2f}x" if base else "-"  # noqa: E731
-        lines.append(f"| ({key}) {name} | {rate:.0f} | {_spread(row['rates'])} | {ratio(base_a)} | {ratio(base_b)} | {row['peak_rss_mb']:.0f} |")
+        lines.append(
+            f"| ({key}) {name} | {rate:.0f} | {_spread(row['rates'])} | {ratio(base_a)} | {ratio(base_b)} | {row['peak_rss_mb']:.0f} |"
+        )
     ratios = meta.get("ratios", {})
     if ratios:
-        lines += ["", "Targets (each ratio: the median over rounds of the ratio within one round):", "",
-                  "| ratio | median | lowest–highest round | target | met |", "|---|---:|---:|---:|---|"]
+        lines += [
+            "",
+            "Targets (each ratio: the median over rounds of the ratio within one round):",
+            "",
+            "| ratio | median | lowest–highest round | target | met |",
+            "|---|---:|---:|---:|---|",
+        ]
         for name, row in ratios.items():
             spread = f"{min(row['rounds']):.2f}–{max(row['rounds']):.2f}" if len(row["rounds"]) > 1 else "-"
             if row["target"] is None:
                 lines.append(f"| ({name}) | {row['median']:.2f}x | {spread} | - | - |")
             else:
-                lines.append(f"| ({name}) | {row['median']:.2f}x | {spread} | ≥ {row['target']:.2f}x | {'yes' if row['median'] >= row['target'] else 'no'} |")
+                lines.append(
+                    f"| ({name}) | {row['median']:.2f}x | {spread} | ≥ {row['target']:.2f}x | {'yes' if row['median'] >= row['target'] else 'no'} |"
+                )
     return "\n".join(lines)
 
 
@@ -269,7 +334,7 @@ def _read(process, prefixes, log) -> tuple[str, dict]:
     for line in process.stdout:
         for prefix in prefixes:
             if line.startswith(prefix + " "):
-                return prefix, json.loads(line[len(prefix) + 1:])
+                return prefix, json.loads(line[len(prefix) + 1 :])
     process.wait()
     log.seek(0)
     return "RESULT", {"error": (log.read().decode(errors="replace") or "no output")[-300:]}
@@ -277,14 +342,25 @@ def _read(process, prefixes, log) -> tuple[str, dict]:
 
 def run_interleaved(variants, windows: int = 3, **settings) -> dict:
     """Starts one process per variant, warms each up, then times their windows in turn; returns {variant: result}."""
-    command = [sys.executable, os.path.abspath(__file__)] + [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
+    command = [sys.executable, os.path.abspath(__file__)] + [
+        f"--{k.replace('_', '-')}={v}" for k, v in settings.items()
+    ]
     # JAX would reserve most of the accelerator's memory in each of the processes held open together.
     environment = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
     results, started = {}, {}
     for key in variants:  # set up in parallel (compiling is most of it); timing comes after, one process at a time
         log = tempfile.TemporaryFile()
-        started[key] = (subprocess.Popen(command + ["--variant", key], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                                         text=True, env=environment), log)
+        started[key] = (
+            subprocess.Popen(
+                command + ["--variant", key],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env=environment,
+            ),
+            log,
+        )
     workers = {}
     for key, (process, log) in started.items():
         kind, payload = _read(process, ("READY", "RESULT"), log)
@@ -344,10 +420,14 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--jit", choices=["auto", "on", "off"], default="auto", help="jit_compile for every variant")
     parser.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"], default="float32")
-    parser.add_argument("--num-taps", type=int, default=2, help="feature taps of (f) and (g): 2 = the middle stages, else the first N")
+    parser.add_argument(
+        "--num-taps", type=int, default=2, help="feature taps of (f) and (g): 2 = the middle stages, else the first N"
+    )
     parser.add_argument("--variants", default="abcdefghz")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
-    parser.add_argument("--name", help="file name stem of the results (default throughput_<backend>_<size>[_<precision>])")
+    parser.add_argument(
+        "--name", help="file name stem of the results (default throughput_<backend>_<size>[_<precision>])"
+    )
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # internal: run one variant in this process
     args = parser.parse_args(argv)
     if args.variant:
@@ -364,19 +444,43 @@ def main(argv=None) -> int:
     import keras
 
     started = time.perf_counter()
-    settings = {name: getattr(args, name) for name in ("size", "batch", "width", "steps", "seconds", "warmup", "jit", "num_taps", "precision")}
+    settings = {
+        name: getattr(args, name)
+        for name in ("size", "batch", "width", "steps", "seconds", "warmup", "jit", "num_taps", "precision")
+    }
     results = run_interleaved(list(args.variants), windows=args.windows, **settings)
     for key, row in results.items():
         shown = row.get("images_per_second")
-        print(f"({key}) {VARIANTS[key]}: " + (f"{shown:.0f} images/s ({_spread(row['rates'])})" if shown else str(row.get("skipped") or row.get("error"))),
-              flush=True)
+        print(
+            f"({key}) {VARIANTS[key]}: "
+            + (
+                f"{shown:.0f} images/s ({_spread(row['rates'])})"
+                if shown
+                else str(row.get("skipped") or row.get("error"))
+            ),
+            flush=True,
+        )
     devices = sorted({row["device"] for row in results.values() if "device" in row})
-    meta = {"backend": keras.backend.backend(), "size": args.size, "batch": args.batch, "width": args.width, "steps": args.steps, "seconds": args.seconds,
-            "num_taps": args.num_taps, "windows": args.windows, "warmup": args.warmup, "jit": args.jit, "precision": args.precision,
-            "keras": keras.__version__, "device": ", ".join(devices) or "unknown",
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}", "ratios": ratios(results),
-            "command": "python benchmarks/throughput.py " + environment.portable_command(argv if argv is not None else sys.argv[1:]),
-            "wall_seconds": round(time.perf_counter() - started)}
+    meta = {
+        "backend": keras.backend.backend(),
+        "size": args.size,
+        "batch": args.batch,
+        "width": args.width,
+        "steps": args.steps,
+        "seconds": args.seconds,
+        "num_taps": args.num_taps,
+        "windows": args.windows,
+        "warmup": args.warmup,
+        "jit": args.jit,
+        "precision": args.precision,
+        "keras": keras.__version__,
+        "device": ", ".join(devices) or "unknown",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}",
+        "ratios": ratios(results),
+        "command": "python benchmarks/throughput.py "
+        + environment.portable_command(argv if argv is not None else sys.argv[1:]),
+        "wall_seconds": round(time.perf_counter() - started),
+    }
     os.makedirs(args.out, exist_ok=True)
     suffix = "" if args.precision == "float32" else f"_{args.precision}"
     stem = os.path.join(args.out, args.name or f"throughput_{meta['backend']}_{args.size}{suffix}")

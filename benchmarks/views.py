@@ -42,7 +42,12 @@ def run(args) -> dict:
     (x_train, y_train), (x_test, y_test) = kdistill.data.load_fashion_mnist(args.data_dir)
     if args.test_limit:
         x_test, y_test = x_test[: args.test_limit], y_test[: args.test_limit]
-    common = dict(batch_size=args.batch_size, validation_fraction=0.1, train_limit=args.train_limit, class_names=kdistill.data.FASHION_MNIST_CLASSES)
+    common = dict(
+        batch_size=args.batch_size,
+        validation_fraction=0.1,
+        train_limit=args.train_limit,
+        class_names=kdistill.data.FASHION_MNIST_CLASSES,
+    )
     augmented = kdistill.data.from_arrays(x_train, y_train, x_test, y_test, augment=AUGMENT, **common)
     teacher = kdistill.teachers.load(args.teacher)
     teacher_top1 = evaluation.evaluate(teacher, augmented.test, timing_batches=1)["top1"]
@@ -51,9 +56,14 @@ def run(args) -> dict:
     try:
         cache = teacher_cache.load(folder, teacher, dataset=augmented.train_plain)
     except (FileNotFoundError, teacher_cache.StaleCacheError):
-        cache = teacher_cache.build(teacher, [], augmented.train_plain, folder, augment=AUGMENT, views=args.views, dtype="float16", verbose=0)
+        cache = teacher_cache.build(
+            teacher, [], augmented.train_plain, folder, augment=AUGMENT, views=args.views, dtype="float16", verbose=0
+        )
     cache_seconds = time.perf_counter() - started
-    print(f"teacher {100 * teacher_top1:.2f} %; cache of {args.views} views for {len(cache)} images: {cache_seconds:.0f} s", flush=True)
+    print(
+        f"teacher {100 * teacher_top1:.2f} %; cache of {args.views} views for {len(cache)} images: {cache_seconds:.0f} s",
+        flush=True,
+    )
     steps = -(-augmented.counts["train"] // args.batch_size)
     results = {name: {"top1": [], "seconds": []} for name in args.methods}
     for seed in range(args.seeds):
@@ -66,39 +76,63 @@ def run(args) -> dict:
             schedule = keras.optimizers.schedules.CosineDecay(LEARNING_RATE, decay_steps=steps * args.epochs)
             seeded = kdistill.data.from_arrays(x_train, y_train, x_test, y_test, augment=AUGMENT, seed=0, **common)
             if name == "alone":
-                student.compile(optimizer=keras.optimizers.Adam(schedule), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+                student.compile(
+                    optimizer=keras.optimizers.Adam(schedule),
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                )
                 model, train = student, seeded.train
             else:
-                model = kdistill.FeatureDistiller(teacher, student, taps={}, logits_loss="kl", temperature=4.0, alpha=0.9)
+                model = kdistill.FeatureDistiller(
+                    teacher, student, taps={}, logits_loss="kl", temperature=4.0, alpha=0.9
+                )
                 model.compile(optimizer=keras.optimizers.Adam(schedule))
                 train = seeded.train if name == "live" else cache.dataset(args.batch_size, shuffle=True, seed=seed)
             start = time.perf_counter()
             model.fit(train, epochs=args.epochs, verbose=0)
             results[name]["seconds"].append(time.perf_counter() - start)
             results[name]["top1"].append(evaluation.evaluate(student, seeded.test, timing_batches=1)["top1"])
-            print(f"seed {seed} {name:<6} top-1 {100 * results[name]['top1'][-1]:.2f}%  ({results[name]['seconds'][-1]:.0f} s)", flush=True)
+            print(
+                f"seed {seed} {name:<6} top-1 {100 * results[name]['top1'][-1]:.2f}%  ({results[name]['seconds'][-1]:.0f} s)",
+                flush=True,
+            )
     comparison = None
     if args.seeds > 1 and {"live", "views"} <= set(results):
         comparison = statistics.paired_comparison(results["live"]["top1"], results["views"]["top1"])
-    return {"teacher_top1": teacher_top1, "cache_seconds": cache_seconds, "results": results, "comparison": comparison,
-            "train": augmented.counts["train"], "steps_per_epoch": steps}
+    return {
+        "teacher_top1": teacher_top1,
+        "cache_seconds": cache_seconds,
+        "results": results,
+        "comparison": comparison,
+        "train": augmented.counts["train"],
+        "steps_per_epoch": steps,
+    }
 
 
 def report(record: dict, meta: dict) -> list[str]:
     from kdistill import statistics
 
-    lines = [f"Random crop + flip with a cached teacher: live teacher against {meta['views']} stored views per image "
-             f"({meta['student']}, {record['train']:,} labelled images, {meta['epochs']} epochs, batch {meta['batch_size']}, "
-             f"{meta['seeds']} seed(s); teacher ResNet50 {100 * record['teacher_top1']:.2f} %; {meta['machine']})", "",
-             f"Command: `{meta['command']}`. Building the cache took {record['cache_seconds']:.0f} s (once).", "",
-             "| run | top-1 (%) mean ± std | seconds per run (mean) |", "|---|---:|---:|"]
+    lines = [
+        f"Random crop + flip with a cached teacher: live teacher against {meta['views']} stored views per image "
+        f"({meta['student']}, {record['train']:,} labelled images, {meta['epochs']} epochs, batch {meta['batch_size']}, "
+        f"{meta['seeds']} seed(s); teacher ResNet50 {100 * record['teacher_top1']:.2f} %; {meta['machine']})",
+        "",
+        f"Command: `{meta['command']}`. Building the cache took {record['cache_seconds']:.0f} s (once).",
+        "",
+        "| run | top-1 (%) mean ± std | seconds per run (mean) |",
+        "|---|---:|---:|",
+    ]
     for name, row in record["results"].items():
         mean, std = statistics.mean_std(row["top1"])
-        lines.append(f"| {name} | {100 * mean:.2f} ± {100 * std:.2f} | {sum(row['seconds']) / len(row['seconds']):.0f} |")
+        lines.append(
+            f"| {name} | {100 * mean:.2f} ± {100 * std:.2f} | {sum(row['seconds']) / len(row['seconds']):.0f} |"
+        )
     if record["comparison"]:
         c = record["comparison"]
-        lines += ["", f"views - live: {100 * c['difference_mean']:+.2f} points, 95 % CI [{100 * c['difference_low']:+.2f}, "
-                      f"{100 * c['difference_high']:+.2f}], {c['seeds']} paired seeds."]
+        lines += [
+            "",
+            f"views - live: {100 * c['difference_mean']:+.2f} points, 95 % CI [{100 * c['difference_low']:+.2f}, "
+            f"{100 * c['difference_high']:+.2f}], {c['seeds']} paired seeds.",
+        ]
     return lines
 
 
@@ -113,7 +147,11 @@ def main(argv=None) -> int:
     parser.add_argument("--test-limit", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--width", type=float, default=0.35)
-    parser.add_argument("--student", default="mobilenet_v2", help="registered student (default MobileNetV2 at --width; tests use a smaller one)")
+    parser.add_argument(
+        "--student",
+        default="mobilenet_v2",
+        help="registered student (default MobileNetV2 at --width; tests use a smaller one)",
+    )
     parser.add_argument("--methods", default="live,views,alone")
     parser.add_argument("--work-dir", default=os.path.join("saved_models", "evidence"))
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
@@ -123,14 +161,25 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown runs {unknown}; known: live, views, alone")
     if not os.path.exists(args.teacher):
-        raise SystemExit(f"No teacher at {args.teacher!r}: train one with `python benchmarks/teacher.py --train` or pass --teacher PATH.")
+        raise SystemExit(
+            f"No teacher at {args.teacher!r}: train one with `python benchmarks/teacher.py --train` or pass --teacher PATH."
+        )
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     started = time.perf_counter()
     record = run(args)
-    meta = {"seeds": args.seeds, "epochs": args.epochs, "views": args.views, "batch_size": args.batch_size, "width": args.width,
-            "student": f"MobileNetV2 {args.width}" if args.student == "mobilenet_v2" else args.student,
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "environment": environment.describe(), "wall_seconds": round(time.perf_counter() - started),
-            "command": "python benchmarks/views.py " + environment.portable_command(argv if argv is not None else sys.argv[1:])}
+    meta = {
+        "seeds": args.seeds,
+        "epochs": args.epochs,
+        "views": args.views,
+        "batch_size": args.batch_size,
+        "width": args.width,
+        "student": f"MobileNetV2 {args.width}" if args.student == "mobilenet_v2" else args.student,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+        "environment": environment.describe(),
+        "wall_seconds": round(time.perf_counter() - started),
+        "command": "python benchmarks/views.py "
+        + environment.portable_command(argv if argv is not None else sys.argv[1:]),
+    }
     lines = report(record, meta)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "views_fashion_mnist.json"), "w") as handle:

@@ -1,6 +1,6 @@
 """Distilling into your own Keras model: any functional model that returns logits can be the student.
 
-    python examples/04_your_own_student.py --quick
+python examples/04_your_own_student.py --quick
 """
 
 import common
@@ -29,9 +29,19 @@ student = tiny_cnn()
 
 # kdistill.taps.stage_outputs lists the candidate layers of any functional model.
 print("student stages:", kdistill.taps.stage_outputs(student))
-distiller = kdistill.FeatureDistiller(teacher, student, taps={"conv3_block4_out": "block2", "conv4_block6_out": "block3"},
-                                      feature_loss="normalized_mse", tap_weights=10.0, alpha=0.9)
+distiller = kdistill.FeatureDistiller(
+    teacher,
+    student,
+    taps={"conv3_block4_out": "block2", "conv4_block6_out": "block3"},
+    feature_loss="normalized_mse",
+    tap_weights=10.0,
+    alpha=0.9,
+)
 distiller.compile(optimizer="adam", metrics=["accuracy"])
 # splits.train reshuffles itself every epoch; shuffle=False just tells Keras not to try (it would warn).
-distiller.fit(splits.train, validation_data=common.validation(args, splits), epochs=common.epochs(args), verbose=2, shuffle=False)
-print(f"{student.count_params():,} parameters; test top-1 {kdistill.evaluation.evaluate(student, splits.test)['top1']:.4f}")
+distiller.fit(
+    splits.train, validation_data=common.validation(args, splits), epochs=common.epochs(args), verbose=2, shuffle=False
+)
+print(
+    f"{student.count_params():,} parameters; test top-1 {kdistill.evaluation.evaluate(student, splits.test)['top1']:.4f}"
+)

@@ -13,9 +13,14 @@ from kdistill.run import training as recipes
 def arguments(description: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="a small run (about a minute on 2 CPU cores)")
-    parser.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST files (default: data/ or the Debian package)")
-    parser.add_argument("--teacher", default=os.path.join("saved_models", "examples", "teacher.keras"),
-                        help="a trained teacher; trained once and saved there if missing")
+    parser.add_argument(
+        "--data-dir", default=None, help="folder with the Fashion-MNIST files (default: data/ or the Debian package)"
+    )
+    parser.add_argument(
+        "--teacher",
+        default=os.path.join("saved_models", "examples", "teacher.keras"),
+        help="a trained teacher; trained once and saved there if missing",
+    )
     parser.add_argument("--output-dir", default=os.path.join("saved_models", "examples"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -25,8 +30,13 @@ def arguments(description: str) -> argparse.Namespace:
 
 def data(args, batch_size: int = 64) -> kdistill.data.Splits:
     """Offline Fashion-MNIST at 32x32 (2,000 training and 1,000 test images with --quick)."""
-    return kdistill.data.load("fashion_mnist", data_dir=args.data_dir, batch_size=batch_size,
-                              train_limit=2000 if args.quick else None, test_limit=1000 if args.quick else None)
+    return kdistill.data.load(
+        "fashion_mnist",
+        data_dir=args.data_dir,
+        batch_size=batch_size,
+        train_limit=2000 if args.quick else None,
+        test_limit=1000 if args.quick else None,
+    )
 
 
 def teacher(args, splits) -> keras.Model:

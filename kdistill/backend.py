@@ -25,14 +25,24 @@ from typing import Iterator
 
 from kdistill.errors import UserError
 
-__all__ = ["tensorflow_module", "LazyTensorFlow", "INSTALL_HINT", "native_stderr_silenced", "quiet_native_code", "KERAS_BACKENDS",
-           "check_backend_name", "select"]
+__all__ = [
+    "tensorflow_module",
+    "LazyTensorFlow",
+    "INSTALL_HINT",
+    "native_stderr_silenced",
+    "quiet_native_code",
+    "KERAS_BACKENDS",
+    "check_backend_name",
+    "select",
+]
 
 #: the names Keras 3 accepts in KERAS_BACKEND; kdistill trains on the first three
 KERAS_BACKENDS = ("tensorflow", "jax", "torch", "numpy", "openvino")
 
-INSTALL_HINT = ('install TensorFlow beside Keras: pip install "tensorflow-cpu==2.21.0" (or "tensorflow==2.21.0" with a GPU). '
-                "Without it, train from NumPy arrays (kdistill.data.load_fashion_mnist) with any Keras backend.")
+INSTALL_HINT = (
+    'install TensorFlow beside Keras: pip install "tensorflow-cpu==2.21.0" (or "tensorflow==2.21.0" with a GPU). '
+    "Without it, train from NumPy arrays (kdistill.data.load_fashion_mnist) with any Keras backend."
+)
 
 
 def tensorflow_module(purpose: str = "this") -> ModuleType:
@@ -40,8 +50,10 @@ def tensorflow_module(purpose: str = "this") -> ModuleType:
     try:
         return importlib.import_module("tensorflow")
     except ImportError:
-        raise ImportError(f"TensorFlow is needed for {purpose} (tf.data pipelines, export, int8 calibration, tf.distribute); "
-                          f"{INSTALL_HINT}") from None
+        raise ImportError(
+            f"TensorFlow is needed for {purpose} (tf.data pipelines, export, int8 calibration, tf.distribute); "
+            f"{INSTALL_HINT}"
+        ) from None
 
 
 class LazyTensorFlow:
@@ -64,8 +76,10 @@ def select(name: str | None) -> None:
         return
     keras_module = sys.modules.get("keras")
     if keras_module is not None and hasattr(keras_module, "backend") and keras_module.backend.backend() != name:
-        raise UserError(f"--backend {name}: Keras is already loaded in this process with the {keras_module.backend.backend()!r} backend, "
-                        f"and it picks its backend once. Run the command in a new process, or set KERAS_BACKEND={name} before starting Python.")
+        raise UserError(
+            f"--backend {name}: Keras is already loaded in this process with the {keras_module.backend.backend()!r} backend, "
+            f"and it picks its backend once. Run the command in a new process, or set KERAS_BACKEND={name} before starting Python."
+        )
     os.environ["KERAS_BACKEND"] = name
 
 
@@ -82,8 +96,10 @@ def check_backend_name(name: str | None = None) -> None:
     """
     name = os.environ.get("KERAS_BACKEND") if name is None else name
     if name and name not in KERAS_BACKENDS:
-        raise UserError(f"KERAS_BACKEND={name!r} is not a Keras backend. Set it to tensorflow, jax or torch (kdistill trains on these; "
-                        f"Keras also knows {', '.join(KERAS_BACKENDS[3:])}), pass --backend, or unset it for tensorflow.")
+        raise UserError(
+            f"KERAS_BACKEND={name!r} is not a Keras backend. Set it to tensorflow, jax or torch (kdistill trains on these; "
+            f"Keras also knows {', '.join(KERAS_BACKENDS[3:])}), pass --backend, or unset it for tensorflow."
+        )
 
 
 @contextlib.contextmanager
@@ -113,7 +129,9 @@ def quiet_native_code() -> Iterator[None]:
 
 def import_tensorflow_quietly() -> None:
     """Imports TensorFlow where installed (Keras does on JAX and PyTorch too, to save a model) without the C++ lines it prints; --verbose keeps them."""
-    if "tensorflow" in sys.modules or (os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow" and not importlib.util.find_spec("tensorflow")):
+    if "tensorflow" in sys.modules or (
+        os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow" and not importlib.util.find_spec("tensorflow")
+    ):
         return
     try:
         with native_stderr_silenced():

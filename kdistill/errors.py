@@ -33,8 +33,20 @@ import re
 import zipfile
 from typing import Any, Iterable
 
-__all__ = ["UserError", "ChanceLevelError", "Interrupted", "check_number", "did_you_mean", "number_from_yaml", "parses_as_number", "shorten", "shown",
-           "SHOWN_CHARACTERS", "interrupted_line", "library_error_line"]
+__all__ = [
+    "UserError",
+    "ChanceLevelError",
+    "Interrupted",
+    "check_number",
+    "did_you_mean",
+    "number_from_yaml",
+    "parses_as_number",
+    "shorten",
+    "shown",
+    "SHOWN_CHARACTERS",
+    "interrupted_line",
+    "library_error_line",
+]
 
 #: the most characters of a received value (or of a message passed on) that an error shows
 SHOWN_CHARACTERS = 200
@@ -82,8 +94,17 @@ def _kind(integer: bool, positive: bool, allow_zero: bool, maximum: float | None
     return f"a finite {noun}"
 
 
-def check_number(name: str, value: Any, *, integer: bool = False, positive: bool = False, allow_zero: bool = False,
-                 maximum: float | None = None, allow_none: bool = False, meaning: str = "") -> Any:
+def check_number(
+    name: str,
+    value: Any,
+    *,
+    integer: bool = False,
+    positive: bool = False,
+    allow_zero: bool = False,
+    maximum: float | None = None,
+    allow_none: bool = False,
+    meaning: str = "",
+) -> Any:
     """Returns `value` if it is a finite number of the right kind and sign; raises `UserError` naming `name` otherwise.
 
     Args:
@@ -184,8 +205,13 @@ def shown(value: Any, limit: int = SHOWN_CHARACTERS) -> str:
 
 def interrupted_line(command: str, interrupt: KeyboardInterrupt) -> str:
     """What Ctrl-C stopped, and what running the same command again does."""
-    if isinstance(interrupt, Interrupted):  # distill keeps a per-epoch backup in the run folder (but not under multi_worker)
-        then = "run the same command to resume" if interrupt.resumable else "nothing was saved: run the same command to start again"
+    # distill keeps a per-epoch backup in the run folder (but not under multi_worker)
+    if isinstance(interrupt, Interrupted):
+        then = (
+            "run the same command to resume"
+            if interrupt.resumable
+            else "nothing was saved: run the same command to start again"
+        )
         return f"{interrupt.where()}; {then}"
     if command == "distill":  # a backup left by an earlier interruption is still resumed
         return "interrupted before training began; run the same command to start (or resume) it"
@@ -199,6 +225,10 @@ def library_error_line(error: Exception) -> str | None:
         return f"a file is damaged: {error} (a .keras or .npz file cut short, e.g. by a kill or a full disk). Rerun with --verbose to see which."
     if type(error).__module__.startswith("tensorflow") and hasattr(error, "message"):
         lines = str(error.message).strip().splitlines() or [""]
-        space = " (out of disk space or memory: free some, or choose another output folder)" if type(error).__name__ == "ResourceExhaustedError" else ""
+        space = (
+            " (out of disk space or memory: free some, or choose another output folder)"
+            if type(error).__name__ == "ResourceExhaustedError"
+            else ""
+        )
         return f"TensorFlow: {type(error).__name__}{space}: {lines[0]}"
     return None

@@ -61,8 +61,10 @@ def _check_class_count(model: keras.Model, class_names: list[str] | None) -> Non
     classes = classes[0].shape[-1] if classes else None
     if class_names is not None and classes is not None and classes != len(class_names):
         shown = ", ".join(class_names[:6]) + (", ..." if len(class_names) > 6 else "")
-        raise UserError(f"The model predicts {classes} classes but the data has {len(class_names)} ({shown}): evaluate it on the data it "
-                        "was trained for (--data / --data-dir, or the same --config).")
+        raise UserError(
+            f"The model predicts {classes} classes but the data has {len(class_names)} ({shown}): evaluate it on the data it "
+            "was trained for (--data / --data-dir, or the same --config)."
+        )
 
 
 def evaluate(model: keras.Model, dataset, class_names: list[str] | None = None, timing_batches: int = 4) -> dict:
@@ -103,7 +105,8 @@ def evaluate(model: keras.Model, dataset, class_names: list[str] | None = None, 
         report["top5"] = float((top5 == labels[:, None]).any(-1).mean())
     names = class_names or [str(i) for i in range(num_classes)]
     report["per_class_accuracy"] = {
-        names[c]: float((predictions[labels == c] == c).mean()) if (labels == c).any() else None for c in range(num_classes)
+        names[c]: float((predictions[labels == c] == c).mean()) if (labels == c).any() else None
+        for c in range(num_classes)
     }
     report["parameters"] = int(model.count_params())
     report["size_mb"] = round(model_size_mb(model), 3)
@@ -128,6 +131,8 @@ def format_table(rows: list[dict]) -> str:
     lines = [header, "-" * len(header)]
     for row in rows:
         top5 = f"{100 * row['top5']:.2f}" if "top5" in row else "-"
-        lines.append(f"{row['name']:<{name_width}}{data(row.get('data', ''))} {100 * row['top1']:>7.2f} {top5:>7} {row['parameters']:>11,} "
-                     f"{row['size_mb']:>8.2f} {row['images_per_second']:>9.0f}")
+        lines.append(
+            f"{row['name']:<{name_width}}{data(row.get('data', ''))} {100 * row['top1']:>7.2f} {top5:>7} {row['parameters']:>11,} "
+            f"{row['size_mb']:>8.2f} {row['images_per_second']:>9.0f}"
+        )
     return "\n".join(lines)

@@ -29,8 +29,20 @@ import shutil
 import tempfile
 from typing import Any, Iterator
 
-__all__ = ["atomic_write", "write_json", "write_text", "partial_prefix", "staging_folder", "replace", "remove_stale_staging", "process_alive",
-           "check_output_path", "check_free_space", "InsufficientSpaceError", "new_folders"]
+__all__ = [
+    "atomic_write",
+    "write_json",
+    "write_text",
+    "partial_prefix",
+    "staging_folder",
+    "replace",
+    "remove_stale_staging",
+    "process_alive",
+    "check_output_path",
+    "check_free_space",
+    "InsufficientSpaceError",
+    "new_folders",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -62,13 +74,21 @@ def check_free_space(path: str, needed_bytes: int, what: str, hint: str = "") ->
     folder = _existing_parent(path)
     free = shutil.disk_usage(folder).free
     if free < needed_bytes * 1.05:
-        raise InsufficientSpaceError(f"Not enough disk space for {what} in {folder}: it needs {_size(needed_bytes)}, "
-                                     f"{_size(free)} free.{(' ' + hint) if hint else ''}")
+        raise InsufficientSpaceError(
+            f"Not enough disk space for {what} in {folder}: it needs {_size(needed_bytes)}, "
+            f"{_size(free)} free.{(' ' + hint) if hint else ''}"
+        )
 
 
 def _size(count: float) -> str:
     """`'1.2 GB'`, `'3.4 MB'`, `'12 kB'` (a few kB read as 0.0 MB)."""
-    return f"{count / 1e9:.1f} GB" if count >= 1e9 else f"{count / 1e6:.1f} MB" if count >= 1e6 else f"{count / 1e3:.0f} kB"
+    return (
+        f"{count / 1e9:.1f} GB"
+        if count >= 1e9
+        else f"{count / 1e6:.1f} MB"
+        if count >= 1e6
+        else f"{count / 1e3:.0f} kB"
+    )
 
 
 def process_alive(pid: int) -> bool:
@@ -88,14 +108,16 @@ def remove_stale_staging(parent: str, prefix: str) -> list[str]:
     for name in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
         if not name.startswith(prefix):
             continue
-        owner = name[len(prefix):].split("-", 1)[0]
+        owner = name[len(prefix) :].split("-", 1)[0]
         if owner.isdigit() and process_alive(int(owner)):
             continue  # a writer at work (this process or another)
         path = os.path.join(parent, name)
         shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
         removed.append(path)
     if removed:
-        logger.info("Removed %d unfinished staging folder(s) left by a killed run: %s", len(removed), ", ".join(removed))
+        logger.info(
+            "Removed %d unfinished staging folder(s) left by a killed run: %s", len(removed), ", ".join(removed)
+        )
     return removed
 
 
@@ -116,9 +138,13 @@ def check_output_path(path: str, kind: str = "folder") -> None:
     while not os.path.exists(ancestor):
         ancestor = os.path.dirname(ancestor)
     if not os.path.isdir(ancestor):
-        raise ValueError(f"Cannot write the output {kind} {path!r}: {ancestor!r} is a file, not a folder. Choose another path.")
+        raise ValueError(
+            f"Cannot write the output {kind} {path!r}: {ancestor!r} is a file, not a folder. Choose another path."
+        )
     if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise ValueError(f"Cannot write the output {kind} {path!r}: no permission to write in {ancestor!r}. Choose another path.")
+        raise ValueError(
+            f"Cannot write the output {kind} {path!r}: no permission to write in {ancestor!r}. Choose another path."
+        )
 
 
 def partial_prefix(path: str) -> str:
@@ -159,7 +185,8 @@ def atomic_write(path: str, suffix: str = "") -> Iterator[str]:
     try:
         yield partial
         if os.path.isfile(partial):
-            os.chmod(partial, _mode(0o666))  # mkstemp's 0600 is for the unfinished copy; the file gets what open() would give it
+            # mkstemp's 0600 is for the unfinished copy; the file gets what open() would give it
+            os.chmod(partial, _mode(0o666))
         os.replace(partial, path)
     finally:
         if os.path.exists(partial):
@@ -191,7 +218,8 @@ def staging_folder(parent: str, prefix: str = ".staging-") -> Iterator[str]:
     os.makedirs(parent, exist_ok=True)
     remove_stale_staging(parent, prefix)
     staging = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent)
-    os.chmod(staging, _mode(0o777))  # a staged folder moved into place keeps its mode: mkdtemp's 0700 would hide it from others
+    # a staged folder moved into place keeps its mode: mkdtemp's 0700 would hide it from others
+    os.chmod(staging, _mode(0o777))
     try:
         yield staging
     finally:

@@ -50,15 +50,22 @@ def build_before_fit(model: keras.Model, x: Any, y: Any = None) -> None:
         return
     import tensorflow as tf
 
-    if model.run_eagerly or tf.config.functions_run_eagerly() or getattr(model, "_distribute_strategy", None) is not None:
+    if (
+        model.run_eagerly
+        or tf.config.functions_run_eagerly()
+        or getattr(model, "_distribute_strategy", None) is not None
+    ):
         return  # nothing is traced when it runs eagerly; under a strategy Keras builds it itself
     batch = _batch_spec(x, y)
     if batch is None:
         return
     try:
         model._symbolic_build(data_batch=batch)
-    except Exception as error:  # a speed-up only: where shapes alone cannot build the model, fit builds it as Keras does
-        logger.debug("Building %s before fit failed (%s); fit builds it while tracing its first step.", model.name, error)
+    # a speed-up only: where shapes alone cannot build the model, fit builds it as Keras does
+    except Exception as error:
+        logger.debug(
+            "Building %s before fit failed (%s); fit builds it while tracing its first step.", model.name, error
+        )
 
 
 def _batch_spec(x: Any, y: Any):

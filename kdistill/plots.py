@@ -75,13 +75,26 @@ def cka_heatmap(suggestion, path: str) -> str:
         return "x".join(str(d) for d in shape[1:])
 
     plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(1.6 * len(suggestion.student_stages) + 3, 0.9 * len(suggestion.teacher_stages) + 2))
+    figure, axis = plt.subplots(
+        figsize=(1.6 * len(suggestion.student_stages) + 3, 0.9 * len(suggestion.teacher_stages) + 2)
+    )
     image = axis.imshow(suggestion.cka, vmin=0, vmax=1, cmap="viridis")
-    axis.set_xticks(range(len(suggestion.student_stages)), [f"{n}\n{_shape(s)}" for n, s in suggestion.student_stages], fontsize=8)
-    axis.set_yticks(range(len(suggestion.teacher_stages)), [f"{n} {_shape(s)}" for n, s in suggestion.teacher_stages], fontsize=8)
+    axis.set_xticks(
+        range(len(suggestion.student_stages)), [f"{n}\n{_shape(s)}" for n, s in suggestion.student_stages], fontsize=8
+    )
+    axis.set_yticks(
+        range(len(suggestion.teacher_stages)), [f"{n} {_shape(s)}" for n, s in suggestion.teacher_stages], fontsize=8
+    )
     for i in range(suggestion.cka.shape[0]):
         for j in range(suggestion.cka.shape[1]):
-            axis.text(j, i, f"{suggestion.cka[i, j]:.2f}", ha="center", va="center", color="white" if suggestion.cka[i, j] < 0.6 else "black")
+            axis.text(
+                j,
+                i,
+                f"{suggestion.cka[i, j]:.2f}",
+                ha="center",
+                va="center",
+                color="white" if suggestion.cka[i, j] < 0.6 else "black",
+            )
     axis.set_title("linear CKA, teacher stage vs student stage")
     figure.colorbar(image, ax=axis)
     figure.tight_layout()
@@ -108,9 +121,21 @@ def accuracy_latency(rows: list[dict], path: str) -> str:
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for row in rows:
         colour = colours.setdefault(row["model"], palette[len(colours) % len(palette)])
-        axis.scatter(row["latency_ms"], 100 * row["top1"], marker=markers.get(row["runtime"], "x"), color=colour, s=60,
-                     label=f"{row['model']}, {row['runtime']}")
-        axis.annotate(f"{100 * row['top1']:.1f}", (row["latency_ms"], 100 * row["top1"]), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        axis.scatter(
+            row["latency_ms"],
+            100 * row["top1"],
+            marker=markers.get(row["runtime"], "x"),
+            color=colour,
+            s=60,
+            label=f"{row['model']}, {row['runtime']}",
+        )
+        axis.annotate(
+            f"{100 * row['top1']:.1f}",
+            (row["latency_ms"], 100 * row["top1"]),
+            textcoords="offset points",
+            xytext=(5, 4),
+            fontsize=7,
+        )
     axis.set_xscale("log")
     axis.set_xlabel("latency, one image (ms, log scale)")
     axis.set_ylabel("test top-1 (%)")

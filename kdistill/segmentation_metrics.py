@@ -48,16 +48,22 @@ def confusion_matrix(masks, predictions, num_classes: int, ignore_label: int | N
     """
     masks, predictions = np.asarray(masks).astype("int64"), np.asarray(predictions).astype("int64")
     if masks.shape != predictions.shape:
-        raise ValueError(f"masks {masks.shape} and predictions {predictions.shape} must have one shape; resize the predictions to the masks.")
+        raise ValueError(
+            f"masks {masks.shape} and predictions {predictions.shape} must have one shape; resize the predictions to the masks."
+        )
     counted = masks >= 0
     if ignore_label is not None:
         counted &= masks != ignore_label
     masks, predictions = masks[counted], predictions[counted]
     for name, values in (("mask", masks), ("predicted", predictions)):
         if values.size and (values.min() < 0 or values.max() >= num_classes):
-            raise ValueError(f"{name} values must lie in [0, {num_classes}) besides the ignore label {ignore_label}; received values from "
-                             f"{values.min()} to {values.max()}. Map them to class indices, or pass num_classes / ignore_label to match.")
-    return np.bincount(masks * num_classes + predictions, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+            raise ValueError(
+                f"{name} values must lie in [0, {num_classes}) besides the ignore label {ignore_label}; received values from "
+                f"{values.min()} to {values.max()}. Map them to class indices, or pass num_classes / ignore_label to match."
+            )
+    return np.bincount(masks * num_classes + predictions, minlength=num_classes * num_classes).reshape(
+        num_classes, num_classes
+    )
 
 
 def iou_per_class(confusion: np.ndarray) -> np.ndarray:
@@ -74,7 +80,9 @@ def segmentation_report(confusion: np.ndarray, class_names: Sequence[str] | None
     confusion = np.asarray(confusion)
     names = list(class_names) if class_names is not None else [str(index) for index in range(len(confusion))]
     if len(names) != len(confusion):
-        raise ValueError(f"{len(names)} class names for {len(confusion)} classes; give one name per class (background included).")
+        raise ValueError(
+            f"{len(names)} class names for {len(confusion)} classes; give one name per class (background included)."
+        )
     iou = iou_per_class(confusion)
     total = int(confusion.sum())
     return {
@@ -85,8 +93,14 @@ def segmentation_report(confusion: np.ndarray, class_names: Sequence[str] | None
     }
 
 
-def evaluate_segmenter(model: keras.Model, images, masks, class_names: Sequence[str] | None = None, batch_size: int = 32,
-                       ignore_label: int | None = IGNORE_LABEL) -> dict:
+def evaluate_segmenter(
+    model: keras.Model,
+    images,
+    masks,
+    class_names: Sequence[str] | None = None,
+    batch_size: int = 32,
+    ignore_label: int | None = IGNORE_LABEL,
+) -> dict:
     """Mean IoU, per-class IoU and pixel accuracy of a segmenter on images and their masks.
 
     The model's logit maps are resized (bilinear) to the masks' size when they

@@ -52,7 +52,9 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float
     return mean, mean - half, mean + half
 
 
-def paired_comparison(alone: Sequence[float], method: Sequence[float], teacher: float | None = None, confidence: float = 0.95) -> dict:
+def paired_comparison(
+    alone: Sequence[float], method: Sequence[float], teacher: float | None = None, confidence: float = 0.95
+) -> dict:
     """Compares a method with the student alone, seed by seed.
 
     Args:
@@ -71,7 +73,9 @@ def paired_comparison(alone: Sequence[float], method: Sequence[float], teacher: 
         ValueError: when the two lists differ in length or hold fewer than 2 seeds.
     """
     if len(alone) != len(method):
-        raise ValueError(f"Paired scores need one value per seed on both sides: {len(alone)} for the student alone, {len(method)} for the method.")
+        raise ValueError(
+            f"Paired scores need one value per seed on both sides: {len(alone)} for the student alone, {len(method)} for the method."
+        )
     differences = [float(m) - float(a) for a, m in zip(alone, method)]
     mean, low, high = t_interval(differences, confidence)
     method_mean, method_std = mean_std(method)
@@ -82,9 +86,18 @@ def paired_comparison(alone: Sequence[float], method: Sequence[float], teacher: 
     else:
         p_value = 0.0 if mean != 0 else 1.0
     result = {
-        "seeds": len(differences), "method_mean": method_mean, "method_std": method_std, "alone_mean": alone_mean, "alone_std": alone_std,
-        "differences": differences, "difference_mean": mean, "difference_low": low, "difference_high": high,
-        "interval_excludes_zero": low > 0 or high < 0, "wins": sum(d > 0 for d in differences), "p_value": p_value,
+        "seeds": len(differences),
+        "method_mean": method_mean,
+        "method_std": method_std,
+        "alone_mean": alone_mean,
+        "alone_std": alone_std,
+        "differences": differences,
+        "difference_mean": mean,
+        "difference_low": low,
+        "difference_high": high,
+        "interval_excludes_zero": low > 0 or high < 0,
+        "wins": sum(d > 0 for d in differences),
+        "p_value": p_value,
     }
     if teacher is not None:
         gap = float(teacher) - alone_mean

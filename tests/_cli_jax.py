@@ -23,19 +23,70 @@ from kdistill import cli  # noqa: E402
 data_dir, work, small_teacher = sys.argv[1], sys.argv[2], sys.argv[3]
 tiny = ["--data-dir", data_dir, "--train-limit", "64", "--batch-size", "32"]
 commands = {
-    "train-teacher": ["train-teacher", *tiny, "--epochs", "1", "--weights", small_teacher, "--output", os.path.join(work, "teacher.keras")],
-    "demo": ["demo", "--data-dir", data_dir, "--output-dir", os.path.join(work, "demo"), "--quiet", "--set", "train_limit=64", "--set", "teacher_epochs=1",
-             "--set", "student_epochs=1", "--set", "batch_size=32", "--set", "student=resnet8x4", "--set", "latency_plot=false",
-             "--set", "qat_epochs=0"],  # quantization-aware training on JAX: tests/_no_tensorflow.py
-    "distill": ["distill", *tiny, "--teacher", small_teacher, "--student", "resnet8x4", "--epochs", "2",
-                "--output-dir", os.path.join(work, "run"), "--teacher-cache", os.path.join(work, "cache")],
+    "train-teacher": [
+        "train-teacher",
+        *tiny,
+        "--epochs",
+        "1",
+        "--weights",
+        small_teacher,
+        "--output",
+        os.path.join(work, "teacher.keras"),
+    ],
+    # quantization-aware training on JAX: tests/_no_tensorflow.py
+    "demo": [
+        "demo",
+        "--data-dir",
+        data_dir,
+        "--output-dir",
+        os.path.join(work, "demo"),
+        "--quiet",
+        "--set",
+        "train_limit=64",
+        "--set",
+        "teacher_epochs=1",
+        "--set",
+        "student_epochs=1",
+        "--set",
+        "batch_size=32",
+        "--set",
+        "student=resnet8x4",
+        "--set",
+        "latency_plot=false",
+        "--set",
+        "qat_epochs=0",
+    ],
+    "distill": [
+        "distill",
+        *tiny,
+        "--teacher",
+        small_teacher,
+        "--student",
+        "resnet8x4",
+        "--epochs",
+        "2",
+        "--output-dir",
+        os.path.join(work, "run"),
+        "--teacher-cache",
+        os.path.join(work, "cache"),
+    ],
     "evaluate": ["evaluate", os.path.join(work, "run", "student.keras"), "--data-dir", data_dir],
     "cache-teacher": ["cache-teacher", *tiny, "--teacher", small_teacher, "--output", os.path.join(work, "cache2")],
-    "export": ["export", os.path.join(work, "run", "student.keras"), "--data-dir", data_dir, "--output-dir", os.path.join(work, "export")],
+    "export": [
+        "export",
+        os.path.join(work, "run", "student.keras"),
+        "--data-dir",
+        data_dir,
+        "--output-dir",
+        os.path.join(work, "export"),
+    ],
 }
 # Ctrl-C in epoch 2, then the same command resumes (after the first commands: --backend jax must be what loads Keras)
-commands = {name: arguments for key, value in commands.items()
-            for name, arguments in ((("distill-interrupted", value),) if key == "distill" else ()) + ((key, value),)}
+commands = {
+    name: arguments
+    for key, value in commands.items()
+    for name, arguments in ((("distill-interrupted", value),) if key == "distill" else ()) + ((key, value),)
+}
 
 
 @contextlib.contextmanager
@@ -81,8 +132,12 @@ from kdistill.models.preprocessing import ImagePreprocessing  # noqa: E402
 
 report["backend"] = keras.backend.backend()
 pixels = np.random.default_rng(3).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
-report["caffe_difference"] = float(np.abs(keras.ops.convert_to_numpy(ImagePreprocessing("caffe")(pixels))
-                                          - keras.applications.resnet50.preprocess_input(pixels.copy())).max())
+report["caffe_difference"] = float(
+    np.abs(
+        keras.ops.convert_to_numpy(ImagePreprocessing("caffe")(pixels))
+        - keras.applications.resnet50.preprocess_input(pixels.copy())
+    ).max()
+)
 report["trained_teacher"] = keras.saving.load_model(os.path.join(work, "teacher.keras"), compile=False).name
 report["demo_summary"] = json.load(open(os.path.join(work, "demo", "summary.json")))
 report["distill_summary"] = json.load(open(os.path.join(work, "run", "summary.json")))

@@ -24,8 +24,18 @@ unchanged = all(np.array_equal(b, np.array(w)) for b, w in zip(before, teacher.w
 # A segmenter pair (logit maps, masks with ignored pixels): the dense path of the same fit, one short epoch.
 from test_dense import masks, tiny_segmenter  # noqa: E402
 
-segmenters = kdistill.FeatureDistiller(tiny_segmenter("teacher", seed=1), tiny_segmenter("student", width=4, stride=2, seed=2), taps={})
+segmenters = kdistill.FeatureDistiller(
+    tiny_segmenter("teacher", seed=1), tiny_segmenter("student", width=4, stride=2, seed=2), taps={}
+)
 segmenters.compile(optimizer=keras.optimizers.Adam(1e-2), metrics=["accuracy"])
 dense_history = segmenters.fit(images(8, 1, size=16), masks(8), batch_size=4, epochs=1, verbose=0)
-print(json.dumps({"backend": keras.backend.backend(), "history": history.history, "teacher_unchanged": unchanged,
-                  "dense_history": dense_history.history}))
+print(
+    json.dumps(
+        {
+            "backend": keras.backend.backend(),
+            "history": history.history,
+            "teacher_unchanged": unchanged,
+            "dense_history": dense_history.history,
+        }
+    )
+)

@@ -46,13 +46,17 @@ def one_dense_step(strategy):
 
     keras.utils.set_random_seed(0)
     with strategy.scope():
-        distiller = kdistill.FeatureDistiller(tiny_segmenter("teacher", seed=1), tiny_segmenter("student", width=4, stride=2, seed=2), taps={})
+        distiller = kdistill.FeatureDistiller(
+            tiny_segmenter("teacher", seed=1), tiny_segmenter("student", width=4, stride=2, seed=2), taps={}
+        )
         distiller.compile(optimizer=keras.optimizers.SGD(0.1))
     distiller.fit(images(16, 0, size=16), masks(16), batch_size=16, epochs=1, shuffle=False, verbose=0)
     return [w.numpy() for w in distiller.trainable_weights]
 
 
-dense_difference = max(np.abs(a - b).max() for a, b in zip(one_dense_step(mirrored), one_dense_step(tf.distribute.get_strategy())))
+dense_difference = max(
+    np.abs(a - b).max() for a, b in zip(one_dense_step(mirrored), one_dense_step(tf.distribute.get_strategy()))
+)
 print(
     json.dumps(
         {

@@ -43,13 +43,20 @@ def check_report(report: dict, backend: str) -> None:
     assert {"loss", "ce_loss", "kd_loss", "feat_teacher_stage2", "accuracy"} <= set(report["history"])
     assert report["history"]["loss"][-1] < report["history"]["loss"][0]
     assert 0.0 <= report["top1"] <= 1.0
-    assert report["qat_loss"] == report["qat_loss"] and report["qat_range_moved"]  # finite, and the ranges trained in this backend
+    # finite, and the ranges trained in this backend
+    assert report["qat_loss"] == report["qat_loss"] and report["qat_range_moved"]
     assert report["qat_twin_agrees"] >= 0.5
     # what needs TensorFlow says so, and names the install
-    assert "TensorFlow is needed for exporting models" in report["export_error"] and "pip install" in report["export_error"]
+    assert (
+        "TensorFlow is needed for exporting models" in report["export_error"]
+        and "pip install" in report["export_error"]
+    )
     # a segmenter pair trains and is evaluated (mIoU) too
     assert {"ce_loss", "kd_loss", "feat_conv_segmenter_stage2", "accuracy"} <= set(report["dense_history"])
-    assert all(value == value for values in report["dense_history"].values() for value in values) and 0.0 <= report["mean_iou"] <= 1.0
+    assert (
+        all(value == value for values in report["dense_history"].values() for value in values)
+        and 0.0 <= report["mean_iou"] <= 1.0
+    )
 
 
 def _segmentation(kdistill, keras, items, labels) -> dict:
@@ -58,8 +65,12 @@ def _segmentation(kdistill, keras, items, labels) -> dict:
     classes = len(scenes.class_names)
     teacher = kdistill.segmenters.get("conv_segmenter", classes, (32, 32, 3), widths=(16, 32, 64), decoder_channels=16)
     student = kdistill.segmenters.get("conv_segmenter", classes, (32, 32, 3), widths=(4, 8, 16), decoder_channels=8)
-    distiller = kdistill.FeatureDistiller(teacher, student, taps={"conv_segmenter_stage2": "conv_segmenter_stage2"},
-                                          logits_loss={"name": "cwd", "temperature": 1.0})
+    distiller = kdistill.FeatureDistiller(
+        teacher,
+        student,
+        taps={"conv_segmenter_stage2": "conv_segmenter_stage2"},
+        logits_loss={"name": "cwd", "temperature": 1.0},
+    )
     distiller.compile(optimizer=keras.optimizers.Adam(1e-2), metrics=["accuracy"])
     history = distiller.fit(scenes.images, scenes.masks, batch_size=4, epochs=1, verbose=0).history
     report = kdistill.segmentation_metrics.evaluate_segmenter(student, scenes.images, scenes.masks, scenes.class_names)
@@ -84,7 +95,9 @@ def main() -> None:
     teacher = small_cnn("teacher", widths=(16, 32), seed=1, input_shape=(28, 28, 3))
     student = small_cnn("student", widths=(8, 16), seed=2, input_shape=(28, 28, 3))
     before = [np.array(w) for w in teacher.weights]
-    distiller = kdistill.FeatureDistiller(teacher, student, taps={"teacher_stage2": "student_stage2"}, logits_loss="dkd", alpha=0.7)
+    distiller = kdistill.FeatureDistiller(
+        teacher, student, taps={"teacher_stage2": "student_stage2"}, logits_loss="dkd", alpha=0.7
+    )
     distiller.compile(optimizer=keras.optimizers.Adam(1e-2), metrics=["accuracy"])
     history = distiller.fit(x, y, batch_size=64, epochs=2, verbose=0)
     report = kdistill.evaluation.evaluate(student, [(x[:64], y[:64])], timing_batches=1)
@@ -102,12 +115,27 @@ def main() -> None:
         export_error = str(error)
     segmentation = _segmentation(kdistill, keras, x_train[:100], y_train[:100])
     tensorflow_loaded = [name for name in sys.modules if name == "tensorflow" or name.startswith("tensorflow.")]
-    print(json.dumps({**segmentation,
-        "backend": keras.backend.backend(), "history": history.history, "top1": report["top1"], "export_error": export_error,
-        "qat_loss": qat_history["loss"][-1], "qat_range_moved": before_range != after_range,
-        "qat_twin_agrees": float((np.argmax(twin.predict(x[:64], verbose=0), -1) == np.argmax(student.predict(x[:64], verbose=0), -1)).mean()),
-        "teacher_unchanged": all(np.array_equal(b, np.array(w)) for b, w in zip(before, teacher.weights)), "tensorflow_loaded": tensorflow_loaded,
-    }))
+    print(
+        json.dumps(
+            {
+                **segmentation,
+                "backend": keras.backend.backend(),
+                "history": history.history,
+                "top1": report["top1"],
+                "export_error": export_error,
+                "qat_loss": qat_history["loss"][-1],
+                "qat_range_moved": before_range != after_range,
+                "qat_twin_agrees": float(
+                    (
+                        np.argmax(twin.predict(x[:64], verbose=0), -1)
+                        == np.argmax(student.predict(x[:64], verbose=0), -1)
+                    ).mean()
+                ),
+                "teacher_unchanged": all(np.array_equal(b, np.array(w)) for b, w in zip(before, teacher.weights)),
+                "tensorflow_loaded": tensorflow_loaded,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

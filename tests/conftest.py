@@ -4,8 +4,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ["KDISTILL_OFFLINE"] = "1"  # nothing in the tests may try to download
-# XLA (the JAX backend, here and in every process a test starts) compiles without LLVM's optimisations: the tests' programs run a
-# few steps, so compiling is most of their time (the JAX CLI script: 71 CPU-s with them, 46 without). Results are checked, not speed.
+# XLA (the JAX backend, here and in every process a test starts) compiles without LLVM's optimisations: the tests'
+# programs run a few steps, so compiling is most of their time (the JAX CLI script: 71 CPU-s with them, 46 without).
+# Results are checked, not speed.
 os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]).strip()
 
 import keras
@@ -75,14 +76,24 @@ def small_teacher_file(tmp_path_factory):
     return str(path)
 
 
-def small_cnn(name: str, widths=(8, 16), num_classes: int = 10, input_shape=(32, 32, 3), seed: int = 0, first_layer=None, batch_norm=True) -> keras.Model:
+def small_cnn(
+    name: str,
+    widths=(8, 16),
+    num_classes: int = 10,
+    input_shape=(32, 32, 3),
+    seed: int = 0,
+    first_layer=None,
+    batch_norm=True,
+) -> keras.Model:
     """A tiny functional CNN with layers `<name>_stage1`, `<name>_stage2` (for fast tests)."""
     initializer = keras.initializers.GlorotUniform(seed=seed)
     inputs = keras.Input(input_shape)
     x = first_layer(inputs) if first_layer is not None else inputs
     x = keras.layers.Rescaling(1.0 / 255.0)(x)
     for index, width in enumerate(widths, start=1):
-        x = keras.layers.Conv2D(width, 3, strides=2, padding="same", kernel_initializer=initializer, name=f"{name}_conv{index}")(x)
+        x = keras.layers.Conv2D(
+            width, 3, strides=2, padding="same", kernel_initializer=initializer, name=f"{name}_conv{index}"
+        )(x)
         if batch_norm:
             x = keras.layers.BatchNormalization(name=f"{name}_bn{index}")(x)
         x = keras.layers.ReLU(name=f"{name}_stage{index}")(x)
@@ -104,12 +115,19 @@ def resnet50_shaped_teacher(num_classes: int = 10, seed: int = 0) -> keras.Model
     initializer = keras.initializers.GlorotUniform(seed=seed)
     inputs = keras.Input((32, 32, 3), name="image")
     x = keras.layers.Rescaling(1.0 / 255.0)(inputs)
-    stages = [("conv2_block3_out", 16, 4), ("conv3_block4_out", 32, 2), ("conv4_block6_out", 64, 2), ("conv5_block3_out", 128, 2)]
+    stages = [
+        ("conv2_block3_out", 16, 4),
+        ("conv3_block4_out", 32, 2),
+        ("conv4_block6_out", 64, 2),
+        ("conv5_block3_out", 128, 2),
+    ]
     for name, width, stride in stages:
         x = keras.layers.Conv2D(width, 3, strides=stride, padding="same", kernel_initializer=initializer)(x)
         x = keras.layers.ReLU(name=name)(x)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    return keras.Model(inputs, keras.layers.Dense(num_classes, kernel_initializer=initializer, name="predictions")(x), name="resnet50")
+    return keras.Model(
+        inputs, keras.layers.Dense(num_classes, kernel_initializer=initializer, name="predictions")(x), name="resnet50"
+    )
 
 
 REAL_SAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "fashion-mnist-sample")
@@ -150,9 +168,29 @@ def tiny_teacher_file(tmp_path_factory) -> str:
 
 def distill_arguments(teacher_file: str, output, epochs: int = 1, *extra: str) -> list[str]:
     """`kdistill distill` arguments for a small run on the real Fashion-MNIST sample in tests/data (an untrained teacher, so no teacher check)."""
-    return ["distill", "--data-dir", REAL_SAMPLE, "--teacher", teacher_file, "--student", "resnet8x4", "--taps", "none",
-            "--epochs", str(epochs), "--batch-size", "32", "--train-limit", "64", "--test-limit", "32", "--no-check-teacher",
-            "--output-dir", str(output), *extra]
+    return [
+        "distill",
+        "--data-dir",
+        REAL_SAMPLE,
+        "--teacher",
+        teacher_file,
+        "--student",
+        "resnet8x4",
+        "--taps",
+        "none",
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "32",
+        "--train-limit",
+        "64",
+        "--test-limit",
+        "32",
+        "--no-check-teacher",
+        "--output-dir",
+        str(output),
+        *extra,
+    ]
 
 
 def one_line(err: str) -> str:

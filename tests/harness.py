@@ -32,8 +32,13 @@ def run_config_round_trip(obj: Any) -> Any:
     return restored
 
 
-def run_model_saving(model: keras.Model, path: str, x: np.ndarray, load: Callable[[str], keras.Model] = keras.saving.load_model,
-                     atol: float = 0.0) -> keras.Model:
+def run_model_saving(
+    model: keras.Model,
+    path: str,
+    x: np.ndarray,
+    load: Callable[[str], keras.Model] = keras.saving.load_model,
+    atol: float = 0.0,
+) -> keras.Model:
     """Saves `model` to `path` (a `.keras` file), loads it with `load`, and checks both predict the same on `x` (to `atol`)."""
     model.save(path)
     restored = load(path)
@@ -43,7 +48,10 @@ def run_model_saving(model: keras.Model, path: str, x: np.ndarray, load: Callabl
 
 def _terms(distiller, x, y) -> dict:
     teacher, student = distiller.teacher_outputs(x), distiller.student_outputs(x, training=False)
-    return {key: float(value) for key, value in distiller.loss_terms(keras.ops.convert_to_tensor(y), teacher, student).items()}
+    return {
+        key: float(value)
+        for key, value in distiller.loss_terms(keras.ops.convert_to_tensor(y), teacher, student).items()
+    }
 
 
 def run_distiller_saving(distiller, path: str, x: np.ndarray, y: np.ndarray) -> Any:
@@ -70,11 +78,19 @@ def run_training_step(distiller, x: np.ndarray, y: np.ndarray, sample_weight: np
     student_before = [_numpy(w).copy() for w in distiller.student.trainable_weights]
     adapter_before = [_numpy(w).copy() for w in distiller.student_adapter.trainable_weights]
     metrics = distiller.train_on_batch(x, y, sample_weight=sample_weight, return_dict=True)
-    assert set(distiller.training_objective.term_names) <= set(metrics), (sorted(metrics), distiller.training_objective.term_names)
+    assert set(distiller.training_objective.term_names) <= set(metrics), (
+        sorted(metrics),
+        distiller.training_objective.term_names,
+    )
     assert all(np.isfinite(value) for value in metrics.values()), metrics
     for before, after in zip(teacher_before, distiller.teacher.weights):
         np.testing.assert_array_equal(before, _numpy(after), err_msg=f"the teacher changed: {after.path}")
-    assert any(not np.array_equal(b, _numpy(a)) for b, a in zip(student_before, distiller.student.trainable_weights)), "the student did not train"
+    assert any(not np.array_equal(b, _numpy(a)) for b, a in zip(student_before, distiller.student.trainable_weights)), (
+        "the student did not train"
+    )
     if adapter_before:
-        assert any(not np.array_equal(b, _numpy(a)) for b, a in zip(adapter_before, distiller.student_adapter.trainable_weights)), "the adapter did not train"
+        assert any(
+            not np.array_equal(b, _numpy(a))
+            for b, a in zip(adapter_before, distiller.student_adapter.trainable_weights)
+        ), "the adapter did not train"
     return metrics

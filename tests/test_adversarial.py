@@ -53,7 +53,10 @@ def _softmax(z):
 def _torch_style_convs(widths, seed):
     """Conv weights in PyTorch's layout; positive biases keep the ReLUs open, so every output column is exercised."""
     rng = np.random.default_rng(seed)
-    return [(rng.normal(size=(out, inp, 1, 1)) / np.sqrt(inp), rng.uniform(0.1, 0.5, size=out)) for inp, out in zip(widths, widths[1:])]
+    return [
+        (rng.normal(size=(out, inp, 1, 1)) / np.sqrt(inp), rng.uniform(0.1, 0.5, size=out))
+        for inp, out in zip(widths, widths[1:])
+    ]
 
 
 def _copy_into(loss, convs):
@@ -61,11 +64,15 @@ def _copy_into(loss, convs):
         layer.set_weights([weight[:, :, 0, 0].T.astype("float32"), bias.astype("float32")])
 
 
-@pytest.mark.parametrize("classes, reduction_factor", [(10, 2), (1000, 8)])  # (1000, 8): the authors' ImageNet discriminator
+# (1000, 8): the authors' ImageNet discriminator
+@pytest.mark.parametrize("classes, reduction_factor", [(10, 2), (1000, 8)])
 @pytest.mark.parametrize("inputs", ["logits", "probabilities"])
 def test_discriminator_loss_matches_the_authors_code(classes, reduction_factor, inputs):
     rng = np.random.default_rng(5)
-    teacher, student = (rng.normal(size=(6, classes)) * 3).astype("float32"), (rng.normal(size=(6, classes)) * 2).astype("float32")
+    teacher, student = (
+        (rng.normal(size=(6, classes)) * 3).astype("float32"),
+        (rng.normal(size=(6, classes)) * 2).astype("float32"),
+    )
     loss = adversarial.AdversarialLoss(inputs=inputs, reduction_factor=reduction_factor)
     loss.build(teacher.shape, student.shape)
     widths = [classes, classes // reduction_factor, classes // reduction_factor**2, 2]
@@ -73,7 +80,9 @@ def test_discriminator_loss_matches_the_authors_code(classes, reduction_factor, 
     convs = _torch_style_convs(widths, seed=classes)
     _copy_into(loss, convs)
     if inputs == "probabilities":  # FKD_train.py: softmax(student output) against the stored teacher probabilities
-        reference, output = np_discriminator_loss([_softmax(student.astype("float64"))], [_softmax(teacher.astype("float64"))], convs)
+        reference, output = np_discriminator_loss(
+            [_softmax(student.astype("float64"))], [_softmax(teacher.astype("float64"))], convs
+        )
     else:
         reference, output = np_discriminator_loss([student.astype("float64")], [teacher.astype("float64")], convs)
     assert (output > 0).any(axis=0).all()  # both outputs are alive, so both target columns are tested
@@ -118,7 +127,9 @@ def test_the_student_gets_the_reversed_gradient_and_the_discriminator_the_ordina
 
 # ------------------------------------------------------------ config & names
 def test_config_round_trips_and_names_resolve():
-    loss = kdistill.losses.get({"name": "meal_v2", "reduction_factor": 4, "student_gradient_scale": 1.0, "output_relu": False}, kind="logits")
+    loss = kdistill.losses.get(
+        {"name": "meal_v2", "reduction_factor": 4, "student_gradient_scale": 1.0, "output_relu": False}, kind="logits"
+    )
     assert isinstance(loss, kdistill.losses.AdversarialLoss)
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
     assert type(restored) is adversarial.AdversarialLoss and restored.get_config() == loss.get_config()
@@ -128,7 +139,8 @@ def test_config_round_trips_and_names_resolve():
     assert restored.discriminator.dense_layers[-1].activation is keras.activations.linear
     assert isinstance(kdistill.losses.get("adversarial"), adversarial.AdversarialLoss)
     assert kdistill.losses.get("adversarial_feature", kind="feature").inputs == "features"
-    assert kdistill.losses.get("meal_v2", temperature=4.0).inputs == "logits"  # the distiller's temperature is not the discriminator's
+    # the distiller's temperature is not the discriminator's
+    assert kdistill.losses.get("meal_v2", temperature=4.0).inputs == "logits"
     with pytest.raises(ValueError, match="inputs must be one of logits, probabilities, features"):
         adversarial.AdversarialLoss(inputs="softmax")
     with pytest.raises(ValueError, match="reduction_factor of at most 3"):
@@ -139,7 +151,9 @@ def test_config_round_trips_and_names_resolve():
 def _trained_teacher(x, y):
     """A small teacher trained a little on real images, so its logits differ from a random student's."""
     teacher = small_cnn("teacher", widths=(8, 16), seed=1, batch_norm=False)
-    teacher.compile(optimizer=keras.optimizers.Adam(1e-2), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    teacher.compile(
+        optimizer=keras.optimizers.Adam(1e-2), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     teacher.fit(x, y, batch_size=32, epochs=10, verbose=0)
     return teacher
 
@@ -155,8 +169,13 @@ def test_the_student_fools_the_discriminator_on_real_images_and_the_teacher_is_u
     x, y = real_images(256)
     teacher = _trained_teacher(x, y)
     student = small_cnn("student", widths=(4, 8), seed=2)
-    distiller = kdistill.FeatureDistiller(teacher, student, taps={}, logits_loss=[("kl", 1.0), ({"name": "meal_v2", "output_relu": False}, 4.0)],
-                                          alpha=0.9)
+    distiller = kdistill.FeatureDistiller(
+        teacher,
+        student,
+        taps={},
+        logits_loss=[("kl", 1.0), ({"name": "meal_v2", "output_relu": False}, 4.0)],
+        alpha=0.9,
+    )
     loss = distiller.logits_loss.parts[1]
     discriminator_paths = {v.path for v in loss.discriminator.weights}
     assert len(discriminator_paths) == 6 and discriminator_paths <= {v.path for v in distiller.trainable_weights}
@@ -195,11 +214,22 @@ def test_the_student_fools_the_discriminator_on_real_images_and_the_teacher_is_u
 
 def test_a_feature_level_discriminator_trains_as_a_tap_loss():
     teacher, student = small_cnn("teacher", widths=(8, 16), seed=1), small_cnn("student", widths=(4, 8), seed=2)
-    distiller = kdistill.FeatureDistiller(teacher, student, taps={"teacher_stage2": "student_stage2"}, feature_loss="adversarial_feature",
-                                          logits_loss="kl", alpha=0.9)
+    distiller = kdistill.FeatureDistiller(
+        teacher,
+        student,
+        taps={"teacher_stage2": "student_stage2"},
+        feature_loss="adversarial_feature",
+        logits_loss="kl",
+        alpha=0.9,
+    )
     loss = distiller.tap_losses["teacher_stage2"]
     assert isinstance(loss, adversarial.AdversarialLoss) and loss.inputs == "features" and loss.output_relu is False
-    assert [tuple(w.shape) for w in loss.discriminator.weights][::2] == [(16, 8), (8, 4), (4, 2)]  # on the teacher's 16 pooled channels
+    # on the teacher's 16 pooled channels
+    assert [tuple(w.shape) for w in loss.discriminator.weights][::2] == [
+        (16, 8),
+        (8, 4),
+        (4, 2),
+    ]
     assert {v.path for v in loss.discriminator.weights} <= {v.path for v in distiller.trainable_weights}
     before = [w.numpy().copy() for w in loss.discriminator.weights]
     distiller.compile(optimizer=keras.optimizers.Adam(1e-2))
@@ -212,7 +242,9 @@ def test_a_feature_level_discriminator_trains_as_a_tap_loss():
 @pytest.mark.eager
 def test_a_saved_distiller_restores_the_discriminator_and_the_student_carries_none_of_it(tmp_path):
     teacher, student = small_cnn("teacher", seed=1), small_cnn("student", widths=(4, 8), seed=2)
-    distiller = kdistill.FeatureDistiller(teacher, student, taps={}, logits_loss=[("kl", 1.0), ("meal_v2", 1.0)], alpha=0.9)
+    distiller = kdistill.FeatureDistiller(
+        teacher, student, taps={}, logits_loss=[("kl", 1.0), ("meal_v2", 1.0)], alpha=0.9
+    )
     distiller.compile(optimizer="adam")
     x, y = images(32), labels(32)
     distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
@@ -229,7 +261,7 @@ def test_a_saved_distiller_restores_the_discriminator_and_the_student_carries_no
     assert len(restored.student.weights) == len(small_cnn("student", widths=(4, 8), seed=2).weights)
 
 
-_BACKEND_SCRIPT = textwrap.dedent('''
+_BACKEND_SCRIPT = textwrap.dedent("""
     import json, os, sys
     sys.path.insert(0, sys.argv[1])
     import keras, numpy as np, kdistill
@@ -267,7 +299,7 @@ _BACKEND_SCRIPT = textwrap.dedent('''
         "teacher_unchanged": all(np.array_equal(a, b) for a, b in zip(teacher_before, teacher.get_weights())),
         "finite": bool(np.isfinite(history["loss"]).all()),
     }))
-''')
+""")
 
 
 @pytest.mark.slow
@@ -275,14 +307,25 @@ _BACKEND_SCRIPT = textwrap.dedent('''
 def test_gradient_reversal_and_fit_work_on_jax_and_pytorch(tmp_path, backend):
     script = tmp_path / "adversarial_backend.py"
     script.write_text(_BACKEND_SCRIPT)
-    result = subprocess.run([sys.executable, str(script), HERE], capture_output=True, text=True, timeout=300,
-                            env=dict(os.environ, KERAS_BACKEND=backend, JAX_PLATFORMS="cpu"))
+    result = subprocess.run(
+        [sys.executable, str(script), HERE],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, KERAS_BACKEND=backend, JAX_PLATFORMS="cpu"),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report == {"backend": backend, "reversed": True, "discriminator_trained": True, "teacher_unchanged": True, "finite": True}
+    assert report == {
+        "backend": backend,
+        "reversed": True,
+        "discriminator_trained": True,
+        "teacher_unchanged": True,
+        "finite": True,
+    }
 
 
-_MIRRORED_SCRIPT = textwrap.dedent('''
+_MIRRORED_SCRIPT = textwrap.dedent("""
     import json, os, sys
     sys.path.insert(0, sys.argv[1])
     import tensorflow as tf
@@ -312,15 +355,20 @@ _MIRRORED_SCRIPT = textwrap.dedent('''
         "max_weight_difference": float(max(np.abs(a - b).max() for a, b in zip(weights_mirrored, weights_single))),
         "discriminator_moved": float(max(np.abs(a - b).max() for a, b in zip(start, discriminator))),
     }))
-''')
+""")
 
 
 @pytest.mark.slow
 def test_under_mirrored_strategy_two_replicas_train_the_discriminator_as_one_device_does(tmp_path):
     script = tmp_path / "adversarial_mirrored.py"
     script.write_text(_MIRRORED_SCRIPT)
-    result = subprocess.run([sys.executable, str(script), HERE], capture_output=True, text=True, timeout=300,
-                            env=dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3"))
+    result = subprocess.run(
+        [sys.executable, str(script), HERE],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3"),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["replicas"] == 2 and report["discriminator_moved"] > 1e-4

@@ -32,10 +32,14 @@ def _by_content(images, labels):
 
 def test_numpy_and_tf_pipelines_give_the_same_images_and_labels_for_the_same_seed(real_images):
     x_train, y_train, x_test, y_test = real_images
-    options = dict(batch_size=32, validation_fraction=0.2, seed=3, class_names=data.FASHION_MNIST_CLASSES, train_limit=200)
+    options = dict(
+        batch_size=32, validation_fraction=0.2, seed=3, class_names=data.FASHION_MNIST_CLASSES, train_limit=200
+    )
     tf_splits = data.from_arrays(x_train, y_train, x_test, y_test, pipeline="tf", **options)
     np_splits = data.from_arrays(x_train, y_train, x_test, y_test, pipeline="numpy", **options)
-    assert isinstance(np_splits.train, batches.ArrayBatches) and type(tf_splits.train).__module__.startswith("tensorflow")
+    assert isinstance(np_splits.train, batches.ArrayBatches) and type(tf_splits.train).__module__.startswith(
+        "tensorflow"
+    )
     assert np_splits.counts == tf_splits.counts == {"train": 200, "validation": 60, "test": 70}
     for split in ("validation", "test", "train_plain"):  # unshuffled: equal batch for batch
         tf_x, tf_y = _collect(getattr(tf_splits, split))
@@ -85,12 +89,22 @@ def test_numpy_batches_refuse_mismatched_inputs_with_one_clear_error():
 def test_numpy_pipeline_applies_the_keras_augmentation_layers(real_images):
     x_train, y_train, _, _ = real_images
     plain = data.from_arrays(x_train, y_train, batch_size=64, validation_fraction=0.0, pipeline="numpy", train_limit=64)
-    flipped = data.from_arrays(x_train, y_train, batch_size=64, validation_fraction=0.0, pipeline="numpy", train_limit=64, augment=("flip", "crop"))
+    flipped = data.from_arrays(
+        x_train,
+        y_train,
+        batch_size=64,
+        validation_fraction=0.0,
+        pipeline="numpy",
+        train_limit=64,
+        augment=("flip", "crop"),
+    )
     original, _ = _collect(plain.train)
     augmented, labels = _collect(flipped.train)
     assert augmented.shape == original.shape == (64, 32, 32, 3) and labels.dtype == np.int32
     assert not np.allclose(_by_content(augmented, labels)[0], _by_content(original, labels)[0])
-    mixed = data.from_arrays(x_train, y_train, batch_size=32, validation_fraction=0.0, pipeline="numpy", train_limit=64, augment=("mixup",))
+    mixed = data.from_arrays(
+        x_train, y_train, batch_size=32, validation_fraction=0.0, pipeline="numpy", train_limit=64, augment=("mixup",)
+    )
     _, soft = mixed.train[0]
     assert soft.shape == (32, 10) and np.allclose(soft.sum(-1), 1.0, atol=1e-5)
 
@@ -101,9 +115,13 @@ def test_teacher_cache_reads_the_same_batches_without_tensorflow(tmp_path, real_
     from conftest import small_cnn
 
     x_train, y_train, _, _ = real_images
-    splits = data.from_arrays(x_train[:90], y_train[:90], batch_size=32, validation_fraction=0.0, pipeline="numpy", image_size=28)
+    splits = data.from_arrays(
+        x_train[:90], y_train[:90], batch_size=32, validation_fraction=0.0, pipeline="numpy", image_size=28
+    )
     teacher = small_cnn("teacher", widths=(4, 8), seed=1, input_shape=(28, 28, 3))
-    cache = teacher_cache.build(teacher, ["teacher_stage2"], splits.train_plain, str(tmp_path / "cache"), dtype="float16", verbose=0)
+    cache = teacher_cache.build(
+        teacher, ["teacher_stage2"], splits.train_plain, str(tmp_path / "cache"), dtype="float16", verbose=0
+    )
     keras.utils.set_random_seed(0)
     for options in (dict(shuffle=False), dict(shuffle=False, indices=np.arange(10, 70))):
         from_tf = list(cache.dataset(16, pipeline="tf", **options))

@@ -38,7 +38,12 @@ def _config(folder, **values) -> str:
 
 def test_evaluate_on_a_folder_without_test_images_uses_its_validation_split(image_folder, capsys, tmp_path):
     report = tmp_path / "report.json"
-    assert cli.main(["evaluate", str(image_folder / "four.keras"), "--config", _config(image_folder), "--json", str(report)]) == 0
+    assert (
+        cli.main(
+            ["evaluate", str(image_folder / "four.keras"), "--config", _config(image_folder), "--json", str(report)]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert "no test split" in captured.err and "validation split: the 4 images" in captured.err
     assert "trouser" in captured.out and '"examples": 4' in report.read_text()
@@ -51,7 +56,9 @@ def test_evaluate_refuses_a_model_for_another_number_of_classes_in_one_line(imag
 
 
 def test_flags_override_the_config_and_a_typo_in_it_is_refused(image_folder, capsys):
-    args = cli.build_parser().parse_args(["evaluate", "m.keras", "--config", _config(image_folder, seed=3), "--batch-size", "4"])
+    args = cli.build_parser().parse_args(
+        ["evaluate", "m.keras", "--config", _config(image_folder, seed=3), "--batch-size", "4"]
+    )
     cli.fill_from_config(args, cli.DATA_FLAGS)
     assert (args.data, args.seed, args.batch_size, args.image_size) == (str(image_folder / "images"), 3, 4, 32)
     assert cli.main(["evaluate", "m.keras", "--config", _config(image_folder, epoch=2)]) == 2
@@ -60,7 +67,11 @@ def test_flags_override_the_config_and_a_typo_in_it_is_refused(image_folder, cap
 
 @pytest.mark.parametrize("command", ["train-teacher", "evaluate", "export", "cache-teacher", "taps suggest"])
 def test_every_command_that_reads_data_takes_config(command):
-    words = command.split() + (["m.keras"] if command in ("evaluate", "export") else []) + (["--teacher", "t.keras"] if command == "cache-teacher" else [])
+    words = (
+        command.split()
+        + (["m.keras"] if command in ("evaluate", "export") else [])
+        + (["--teacher", "t.keras"] if command == "cache-teacher" else [])
+    )
     args = cli.build_parser().parse_args(words + ["--config", "run.yaml"])
     assert args.config == "run.yaml" and args.data is None  # left out: filled from the file, else the config's default
 
@@ -68,22 +79,63 @@ def test_every_command_that_reads_data_takes_config(command):
 def test_taps_suggest_prints_a_pasteable_taps_value_and_takes_the_student_width(image_folder, capsys):
     from kdistill.run import options
 
-    assert cli.main(["taps", "suggest", "--config", _config(image_folder, teacher="resnet50"), "--student", "mobilenet_v2", "--student-width", "0.35"]) == 0
+    assert (
+        cli.main(
+            [
+                "taps",
+                "suggest",
+                "--config",
+                _config(image_folder, teacher="resnet50"),
+                "--student",
+                "mobilenet_v2",
+                "--student-width",
+                "0.35",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     line = next(line for line in out.splitlines() if line.startswith("--taps "))
-    assert options.taps_flag(line.split(" ", 1)[1]) == {"conv3_block4_out": "block_6_expand_relu", "conv4_block6_out": "block_13_expand_relu"}
-    assert re.search(r"block_13_expand_relu\s+2x2x192 ", out)  # width 0.35: 6 x 32 channels (the default 0.5 has 6 x 48 = 288)
+    assert options.taps_flag(line.split(" ", 1)[1]) == {
+        "conv3_block4_out": "block_6_expand_relu",
+        "conv4_block6_out": "block_13_expand_relu",
+    }
+    # width 0.35: 6 x 32 channels (the default 0.5 has 6 x 48 = 288)
+    assert re.search(r"block_13_expand_relu\s+2x2x192 ", out)
 
 
-def test_export_on_a_folder_without_test_images_reports_parity_on_its_validation_split(image_folder, capsys, tmp_path, monkeypatch):
+def test_export_on_a_folder_without_test_images_reports_parity_on_its_validation_split(
+    image_folder, capsys, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     output = tmp_path / "saved_models" / "export"
-    assert cli.main(["export", str(image_folder / "four.keras"), "--data", str(image_folder / "images"), "--output-dir", str(output),
-                     "--formats", "int8", "--int8-io", "--calibration-images", "20"]) == 0  # used to fail in the parity report (TypeError)
+    # used to fail in the parity report (TypeError)
+    assert (
+        cli.main(
+            [
+                "export",
+                str(image_folder / "four.keras"),
+                "--data",
+                str(image_folder / "images"),
+                "--output-dir",
+                str(output),
+                "--formats",
+                "int8",
+                "--int8-io",
+                "--calibration-images",
+                "20",
+            ]
+        )
+        == 0
+    )
     assert "Parity on 4 test images" in capsys.readouterr().out
     assert (output / "labels.txt").read_text() == "".join(f"{name}\n" for name in CLASSES)
     # docs/export-and-quantization.md's "Run the exported file" as written, on this file
-    block = re.search(r"<!-- run-tflite -->\s*```python\n(.*?)```", open(os.path.join(ROOT, "docs", "export-and-quantization.md")).read(), re.S)
+    block = re.search(
+        r"<!-- run-tflite -->\s*```python\n(.*?)```",
+        open(os.path.join(ROOT, "docs", "export-and-quantization.md")).read(),
+        re.S,
+    )
     exec(compile(block.group(1), "docs/export-and-quantization.md", "exec"), {})
     assert capsys.readouterr().out.strip() in CLASSES
 
@@ -112,7 +164,10 @@ def test_two_teachers_without_a_preset_show_the_teacher_layer_form_and_taps_sugg
         kdistill.taps.preset(teacher, student)
     assert "teacher_b: conv2_block3_out, conv3_block4_out" in str(raised.value)
     stages = [name for name, _ in kdistill.tap_suggest.suggest(teacher, student).teacher_stages]
-    assert stages[:2] == ["teacher_a/conv2_block3_out", "teacher_a/conv3_block4_out"] and "teacher_b/conv5_block3_out" in stages
+    assert (
+        stages[:2] == ["teacher_a/conv2_block3_out", "teacher_a/conv3_block4_out"]
+        and "teacher_b/conv5_block3_out" in stages
+    )
 
 
 def _doc_block(marker: str) -> str:
@@ -131,9 +186,12 @@ def test_the_own_folder_config_and_commands_of_the_docs_run_as_written(image_fol
     (tmp_path / "photos").symlink_to(image_folder / "images")
     (tmp_path / "photos_test").symlink_to(image_folder / "images")
     (tmp_path / "saved_models").mkdir()
-    resnet50_shaped_teacher(num_classes=4).save("saved_models/teacher.keras")  # what the page's train-teacher line writes, small
+    # what the page's train-teacher line writes, small
+    resnet50_shaped_teacher(num_classes=4).save("saved_models/teacher.keras")
     (tmp_path / "run.yaml").write_text(_doc_block("own-data-config"))
-    commands = [shlex.split(line)[1:] for line in _doc_block("own-data-commands").splitlines() if line.startswith("kdistill ")]
+    commands = [
+        shlex.split(line)[1:] for line in _doc_block("own-data-commands").splitlines() if line.startswith("kdistill ")
+    ]
     assert [words[0] for words in commands] == ["train-teacher", "taps", "distill", "evaluate", "export"]
     for words in commands:  # every command reads the file as written
         args = cli.build_parser().parse_args(words)

@@ -6,7 +6,9 @@ from kdistill.run.config import DistillConfig
 
 
 def test_valid_config_with_coercion_and_defaults():
-    config = DistillConfig.from_dict({"student": "resnet20", "alpha": 1, "taps": {"conv3_block4_out": "stage2_out"}, "augment": ["flip"]})
+    config = DistillConfig.from_dict(
+        {"student": "resnet20", "alpha": 1, "taps": {"conv3_block4_out": "stage2_out"}, "augment": ["flip"]}
+    )
     assert config.alpha == 1.0 and isinstance(config.alpha, float)
     assert config.resolved_output_dir().endswith("saved_models/distill")
 
@@ -46,10 +48,14 @@ def test_cifar100_recipe_config_parses_with_its_schedule():
     from kdistill.run import training
     from kdistill.run.config import DistillConfig
 
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "configs", "cifar100_r50_mv2.yaml")
+    path = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "configs", "cifar100_r50_mv2.yaml"
+    )
     config = DistillConfig.from_dict(yaml.safe_load(open(path)), check_files=False)
     assert config.lr_decay_epochs == [150, 180, 210] and config.weight_decay == 5e-4 and config.epochs == 240
-    optimizer = training.make_optimizer(config.optimizer, config.learning_rate, config.weight_decay, config.lr_decay_epochs, steps_per_epoch=10)
+    optimizer = training.make_optimizer(
+        config.optimizer, config.learning_rate, config.weight_decay, config.lr_decay_epochs, steps_per_epoch=10
+    )
     assert float(optimizer.learning_rate) == pytest.approx(0.01)
     optimizer.iterations.assign(1499)  # the last step of epoch 149
     assert float(optimizer.learning_rate) == pytest.approx(0.01)
@@ -66,13 +72,25 @@ def test_the_function_matching_recipe_config_reads_as_documented():
     from kdistill.run import training
     from kdistill.run.config import DistillConfig
 
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "configs", "fashion_mnist_function_matching.yaml")
+    path = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        "examples",
+        "configs",
+        "fashion_mnist_function_matching.yaml",
+    )
     with open(path) as handle:
         config = DistillConfig.from_dict(yaml.safe_load(handle), check_files=False)
     assert (config.alpha, config.temperature, config.logits_loss, config.feature_loss) == (1.0, 1.0, "kl", None)
     assert config.cache_views == 16 and "mixup" in config.augment and config.cache_top_k == 5
-    optimizer = training.make_optimizer(config.optimizer, config.learning_rate, steps_per_epoch=10, schedule=config.schedule,
-                                        warmup_epochs=config.warmup_epochs, epochs=config.epochs, global_clipnorm=config.global_clipnorm)
+    optimizer = training.make_optimizer(
+        config.optimizer,
+        config.learning_rate,
+        steps_per_epoch=10,
+        schedule=config.schedule,
+        warmup_epochs=config.warmup_epochs,
+        epochs=config.epochs,
+        global_clipnorm=config.global_clipnorm,
+    )
     assert optimizer.global_clipnorm == 1.0 and float(optimizer.learning_rate) == 0.0  # warm-up starts from 0
     optimizer.iterations.assign(10)  # the end of the warm-up: the peak
     assert abs(float(optimizer.learning_rate) - 1e-3) < 1e-9

@@ -47,16 +47,22 @@ def test_cwd_matches_the_reference_code(temperature):
     got = np.asarray(channel_wise_divergence(nhwc(TEACHER_NCHW), nhwc(STUDENT_NCHW), temperature=temperature))
     assert got.shape == (4,)
     # per sample: the reference on a batch of one; the batch mean: the reference's loss
-    expected = [np_channel_wise_divergence(STUDENT_NCHW[i : i + 1], TEACHER_NCHW[i : i + 1], tau=temperature) for i in range(4)]
+    expected = [
+        np_channel_wise_divergence(STUDENT_NCHW[i : i + 1], TEACHER_NCHW[i : i + 1], tau=temperature) for i in range(4)
+    ]
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(got.mean(), np_channel_wise_divergence(STUDENT_NCHW, TEACHER_NCHW, tau=temperature), rtol=1e-5)
+    np.testing.assert_allclose(
+        got.mean(), np_channel_wise_divergence(STUDENT_NCHW, TEACHER_NCHW, tau=temperature), rtol=1e-5
+    )
     loss = ChannelWiseDivergence(temperature=temperature)
     np.testing.assert_allclose(float(loss(nhwc(TEACHER_NCHW), nhwc(STUDENT_NCHW))), got.mean(), rtol=1e-5)
 
 
 def test_cwd_is_zero_when_the_student_equals_the_teacher_and_ignores_a_per_channel_offset():
     teacher = nhwc(TEACHER_NCHW)
-    np.testing.assert_allclose(np.asarray(ChannelWiseDivergence(temperature=4.0).call(teacher, teacher)), 0.0, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(ChannelWiseDivergence(temperature=4.0).call(teacher, teacher)), 0.0, atol=1e-6
+    )
     # a softmax over positions does not see a constant added to a whole channel
     offset = RNG.normal(size=(1, 1, 1, 6)).astype("float32") * 3
     np.testing.assert_allclose(np.asarray(channel_wise_divergence(teacher, teacher + offset)), 0.0, atol=1e-5)
@@ -80,9 +86,18 @@ def test_a_gradient_step_lowers_the_cwd():
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: channel_wise_divergence(np.ones((2, 8), "float32"), np.ones((2, 8), "float32")), "Tap a feature map.*feature_loss='kl'"),
-        (lambda: channel_wise_divergence(np.ones((2, 4, 8), "float32"), np.ones((2, 4, 8), "float32")), r"\(batch, H, W, channels\)"),
-        (lambda: channel_wise_divergence(nhwc(TEACHER_NCHW), nhwc(TEACHER_NCHW)[:, :2]), "projection maps the student to the teacher's shape"),
+        (
+            lambda: channel_wise_divergence(np.ones((2, 8), "float32"), np.ones((2, 8), "float32")),
+            "Tap a feature map.*feature_loss='kl'",
+        ),
+        (
+            lambda: channel_wise_divergence(np.ones((2, 4, 8), "float32"), np.ones((2, 4, 8), "float32")),
+            r"\(batch, H, W, channels\)",
+        ),
+        (
+            lambda: channel_wise_divergence(nhwc(TEACHER_NCHW), nhwc(TEACHER_NCHW)[:, :2]),
+            "projection maps the student to the teacher's shape",
+        ),
         (lambda: ChannelWiseDivergence(temperature=-1.0), "temperature must be positive"),
         (lambda: kdistill.losses.get({"name": "cwd", "temperature": "1"}, kind="feature"), "without quotes"),
     ],
@@ -95,7 +110,11 @@ def test_invalid_inputs_raise_clear_errors(call, message):
 def test_cwd_trains_a_student_in_the_distiller():
     teacher, student = small_cnn("teacher", widths=(8, 16), seed=1), small_cnn("student", widths=(4, 8), seed=2)
     distiller = kdistill.FeatureDistiller(
-        teacher, student, taps={"teacher_stage2": "student_stage2"}, feature_loss={"name": "cwd", "temperature": 1.0}, alpha=0.9
+        teacher,
+        student,
+        taps={"teacher_stage2": "student_stage2"},
+        feature_loss={"name": "cwd", "temperature": 1.0},
+        alpha=0.9,
     )
     assert isinstance(distiller.feature_loss, ChannelWiseDivergence) and distiller.feature_loss.temperature == 1.0
     distiller.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"])
@@ -112,7 +131,9 @@ def test_cwd_trains_a_student_in_the_distiller():
 def test_cwd_on_a_pooled_tap_fails_at_the_first_step_with_the_fix():
     # A tap after global pooling gives vectors: the error names the fix before any training.
     teacher, student = small_cnn("teacher", widths=(8, 16), seed=1), small_cnn("student", widths=(4, 8), seed=2)
-    distiller = kdistill.FeatureDistiller(teacher, student, taps={"teacher_pool": "student_pool"}, feature_loss="cwd", alpha=0.9)
+    distiller = kdistill.FeatureDistiller(
+        teacher, student, taps={"teacher_pool": "student_pool"}, feature_loss="cwd", alpha=0.9
+    )
     distiller.compile(optimizer=keras.optimizers.Adam(1e-3))
     x, y = real_images(16)
     with pytest.raises(ValueError, match="feature_loss='kl'"):
@@ -127,9 +148,15 @@ def test_cwd_at_the_authors_temperature_from_a_flag():
 
     args = cli.build_parser().parse_args(["distill", "--feature-loss", "cwd:temperature=1", "--temperature", "4"])
     config = DistillConfig.from_dict(options.merge_flags({}, args, DistillConfig), check_files=False)
-    distiller = kdistill.FeatureDistiller(small_cnn("teacher"), small_cnn("student", seed=1), taps={"teacher_stage2": "student_stage2"},
-                                          **config.distiller_options())
+    distiller = kdistill.FeatureDistiller(
+        small_cnn("teacher"),
+        small_cnn("student", seed=1),
+        taps={"teacher_stage2": "student_stage2"},
+        **config.distiller_options(),
+    )
     assert isinstance(distiller.feature_loss, ChannelWiseDivergence) and distiller.feature_loss.temperature == 1.0
-    assert distiller.temperature == 4.0 and kdistill.losses.get("cwd", kind="feature", temperature=4.0).temperature == 4.0
+    assert (
+        distiller.temperature == 4.0 and kdistill.losses.get("cwd", kind="feature", temperature=4.0).temperature == 4.0
+    )
     with pytest.raises(ValueError, match="name:option=value"):
         kdistill.losses.get("cwd:temperature", kind="feature")

@@ -70,7 +70,9 @@ def test_truncated_idx_file_is_reported(tmp_path):
 def test_numpy_arrays_with_limits_and_augmentation():
     x = np.random.default_rng(0).integers(0, 255, (40, 32, 32, 3)).astype("uint8")
     y = np.arange(40) % 4
-    splits = data.from_arrays(x, y, x[:8], y[:8], batch_size=8, validation_fraction=0.2, augment=["flip", "crop"], seed=1)
+    splits = data.from_arrays(
+        x, y, x[:8], y[:8], batch_size=8, validation_fraction=0.2, augment=["flip", "crop"], seed=1
+    )
     assert splits.num_classes == 4 and splits.counts == {"train": 32, "validation": 8, "test": 8}
     images, labels = next(iter(splits.train))
     assert tuple(images.shape) == (8, 32, 32, 3)
@@ -111,20 +113,37 @@ def test_a_corrupt_image_is_named_and_can_be_skipped_and_one_class_is_refused(tm
     for name in ("ants", "bees"):
         os.makedirs(tmp_path / "tree" / name)
         for i in range(4):
-            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "tree" / name / f"{i}.jpg")
+            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(
+                tmp_path / "tree" / name / f"{i}.jpg"
+            )
     good = (tmp_path / "tree" / "bees" / "0.jpg").read_bytes()
     (tmp_path / "tree" / "bees" / "broken.jpg").write_bytes(good[: len(good) // 3])  # truncated mid-stream
     for pipeline in ("tf", "numpy"):  # TensorFlow's decoder and Pillow's
-        with pytest.raises(ValueError, match=r"1 image file\(s\) under .* cannot be decoded .*broken\.jpg.*--skip-unreadable"):
+        with pytest.raises(
+            ValueError, match=r"1 image file\(s\) under .* cannot be decoded .*broken\.jpg.*--skip-unreadable"
+        ):
             data.from_image_folder(str(tmp_path / "tree"), image_size=16, pipeline=pipeline)
-    splits = data.from_image_folder(str(tmp_path / "tree"), image_size=16, validation_fraction=0.0, skip_unreadable=True)
+    splits = data.from_image_folder(
+        str(tmp_path / "tree"), image_size=16, validation_fraction=0.0, skip_unreadable=True
+    )
     assert splits.counts["train"] == 8
     # The CLI: one line naming the file, rc 2; --skip-unreadable goes on without it.
     import keras
 
     inputs = keras.Input((16, 16, 3))
-    keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(inputs))).save(tmp_path / "model.keras")
-    command = ["evaluate", str(tmp_path / "model.keras"), "--data", str(tmp_path / "tree"), "--data-dir", str(tmp_path / "tree"), "--image-size", "16"]
+    keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(inputs))).save(
+        tmp_path / "model.keras"
+    )
+    command = [
+        "evaluate",
+        str(tmp_path / "model.keras"),
+        "--data",
+        str(tmp_path / "tree"),
+        "--data-dir",
+        str(tmp_path / "tree"),
+        "--image-size",
+        "16",
+    ]
     assert cli.main(command) == 2
     assert "broken.jpg" in capsys.readouterr().err
     assert cli.main(command + ["--skip-unreadable"]) == 0
@@ -145,7 +164,12 @@ def test_tfds_dataset_prepared_on_disk(tmp_path):
         def _info(self):
             return tfds.core.DatasetInfo(
                 builder=self,
-                features=tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(16, 16, 3)), "label": tfds.features.ClassLabel(names=["a", "b", "c", "d"])}),
+                features=tfds.features.FeaturesDict(
+                    {
+                        "image": tfds.features.Image(shape=(16, 16, 3)),
+                        "label": tfds.features.ClassLabel(names=["a", "b", "c", "d"]),
+                    }
+                ),
                 supervised_keys=("image", "label"),
             )
 
@@ -158,7 +182,9 @@ def test_tfds_dataset_prepared_on_disk(tmp_path):
                 yield i, {"image": rng.integers(0, 255, (16, 16, 3), dtype=np.uint8), "label": i % 4}
 
     TinyShapes(data_dir=str(tmp_path)).download_and_prepare()
-    splits = data.load("tfds:tiny_shapes", data_dir=str(tmp_path), image_size=32, batch_size=4, validation_fraction=0.25)
+    splits = data.load(
+        "tfds:tiny_shapes", data_dir=str(tmp_path), image_size=32, batch_size=4, validation_fraction=0.25
+    )
     assert splits.num_classes == 4 and splits.class_names == ["a", "b", "c", "d"]
     assert splits.counts == {"train": 15, "validation": 5, "test": 8}
     images, _ = next(iter(splits.test))
@@ -187,11 +213,19 @@ def test_transfer_set_adds_the_remaining_training_images_without_labels(tmp_path
         data.load("fashion_mnist", data_dir=str(tmp_path), transfer="rest")
     with pytest.raises(ValueError, match="same raw size"):
         data.from_arrays(np.zeros((10, 28, 28), "uint8"), np.arange(10) % 2, transfer=np.zeros((3, 32, 32), "uint8"))
-    extra = data.from_arrays(np.zeros((10, 28, 28), "uint8"), np.arange(10) % 2, transfer=np.zeros((3, 28, 28), "uint8"), validation_fraction=0.0)
+    extra = data.from_arrays(
+        np.zeros((10, 28, 28), "uint8"),
+        np.arange(10) % 2,
+        transfer=np.zeros((3, 28, 28), "uint8"),
+        validation_fraction=0.0,
+    )
     assert extra.counts["transfer"] == 3
 
 
-@pytest.mark.parametrize("limits, message", [({"train_limit": 0}, "train_limit must be a positive"), ({"test_limit": -1}, "test_limit must be a positive")])
+@pytest.mark.parametrize(
+    "limits, message",
+    [({"train_limit": 0}, "train_limit must be a positive"), ({"test_limit": -1}, "test_limit must be a positive")],
+)
 def test_non_positive_limits_are_refused(limits, message):
     """--train-limit 0 used to train on all 54,000 images and --test-limit -1 on all 10,000."""
     x, y = np.zeros((10, 28, 28), "uint8"), np.arange(10) % 2
@@ -220,6 +254,8 @@ def test_fitting_on_the_training_pipeline_does_not_warn_that_shuffle_is_ignored(
     model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        splits = data.from_arrays(np.zeros((16, 8, 8), "uint8"), np.arange(16) % 2, image_size=8, batch_size=8, pipeline="tf")
+        splits = data.from_arrays(
+            np.zeros((16, 8, 8), "uint8"), np.arange(16) % 2, image_size=8, batch_size=8, pipeline="tf"
+        )
         model.fit(splits.train, epochs=1, verbose=0)
     assert not [w for w in caught if "shuffle=True" in str(w.message)]

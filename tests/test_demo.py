@@ -39,12 +39,17 @@ def seeds_table(runs: list[dict]) -> str:
     current = DEMO_QUICK.teacher_epochs, DEMO_QUICK.student_epochs
     others = sorted({_schedule(run) for run in runs} - {current}, reverse=True)
     gains = {(_schedule(run), run["seed"]): f"{run['gain']:+.2f}" for run in runs}
-    lines = ["| seed | teacher | student alone | distilled student | gain (points) | "
-             + " | ".join(f"gain, teacher {teacher} / students {students} epochs" for teacher, students in others) + " |",
-             "|---:|---:|---:|---:|---:|" + "---:|" * len(others)]
+    lines = [
+        "| seed | teacher | student alone | distilled student | gain (points) | "
+        + " | ".join(f"gain, teacher {teacher} / students {students} epochs" for teacher, students in others)
+        + " |",
+        "|---:|---:|---:|---:|---:|" + "---:|" * len(others),
+    ]
     for run in sorted((run for run in runs if _schedule(run) == current), key=lambda run: run["seed"]):
         earlier = " | ".join(gains.get((schedule, run["seed"]), "-") for schedule in others)
-        lines.append(f"| {run['seed']} | {run['teacher']:.2f} | {run['student_alone']:.2f} | {run['distilled']:.2f} | {run['gain']:+.2f} | {earlier} |")
+        lines.append(
+            f"| {run['seed']} | {run['teacher']:.2f} | {run['student_alone']:.2f} | {run['distilled']:.2f} | {run['gain']:+.2f} | {earlier} |"
+        )
     return "\n".join(lines)
 
 
@@ -63,8 +68,10 @@ def table_block(run: dict) -> str:
 
 def latency_block(run: dict) -> str:
     width = max(len(row["model"]) for row in run["latency"])
-    return "\n".join(f"  {row['model']:<{width}} {row['runtime']:<15} top-1 {100 * row['top1']:6.2f}%  {row['latency_ms']:8.3f} ms"
-                     for row in run["latency"])
+    return "\n".join(
+        f"  {row['model']:<{width}} {row['runtime']:<15} top-1 {100 * row['top1']:6.2f}%  {row['latency_ms']:8.3f} ms"
+        for row in run["latency"]
+    )
 
 
 def test_readme_demo_table_latency_and_parity_are_the_committed_summary():
@@ -75,7 +82,9 @@ def test_readme_demo_table_latency_and_parity_are_the_committed_summary():
     assert run["teacher_reused"] is False  # the wall time includes training the teacher
     from kdistill.run.demo_settings import DEMO_QUICK
 
-    assert run["settings"] == DEMO_QUICK.to_dict(), "the demo's defaults changed: rerun `kdistill demo` and commit its summary and figures"
+    assert run["settings"] == DEMO_QUICK.to_dict(), (
+        "the demo's defaults changed: rerun `kdistill demo` and commit its summary and figures"
+    )
     readme = open(os.path.join(ROOT, "README.md")).read()
     for figure in ("demo_comparison.png", "demo_curves.png", "demo_accuracy_latency.png"):
         assert open(os.path.join(ROOT, "docs", figure), "rb").read(4) == b"\x89PNG" and f"](docs/{figure})" in readme
@@ -90,7 +99,9 @@ def test_readme_per_seed_demo_table_is_the_committed_runs():
     current = [entry for entry in runs if _schedule(entry) == (DEMO_QUICK.teacher_epochs, DEMO_QUICK.student_epochs)]
     assert sorted(entry["seed"] for entry in current) == [0, 1, 2]
     for entry in current:
-        assert {k: v for k, v in entry["settings"].items() if k not in switches} == {k: v for k, v in DEMO_QUICK.to_dict().items() if k not in switches}
+        assert {k: v for k, v in entry["settings"].items() if k not in switches} == {
+            k: v for k, v in DEMO_QUICK.to_dict().items() if k not in switches
+        }
     seed0 = next(entry for entry in current if entry["seed"] == 0)
     assert seed0["distilled"] == round(100 * run["results"][2]["top1"], 2) and seed0["seconds"] == run["seconds"]
     assert _readme_table("demo-seeds") == seeds_table(runs)
@@ -103,13 +114,28 @@ def test_demo_seeds_file_is_what_the_tool_writes_from_the_committed_summary(tmp_
 
     entry = next(run for run in seeds() if run["seed"] == 0 and run["seconds"] == summary()["seconds"])
     output = tmp_path / "seeds.json"
-    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "demo_seeds.py"), "--run", "0", entry["commit"],
-                    os.path.join(ROOT, "docs", "demo_summary.json"), "--output", str(output)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "tools", "demo_seeds.py"),
+            "--run",
+            "0",
+            entry["commit"],
+            os.path.join(ROOT, "docs", "demo_summary.json"),
+            "--output",
+            str(output),
+        ],
+        check=True,
+    )
     assert json.loads(output.read_text())["runs"] == [entry]
 
 
 if __name__ == "__main__":
     print(f"<!-- demo-seeds -->\n{seeds_table(seeds())}\n")
     run = summary()
-    for marker, block in (("demo-table", table_block(run)), ("demo-latency", latency_block(run)), ("demo-parity", run["export_table"])):
+    for marker, block in (
+        ("demo-table", table_block(run)),
+        ("demo-latency", latency_block(run)),
+        ("demo-parity", run["export_table"]),
+    ):
         print(f"<!-- {marker} -->\n```\n{block}\n```\n")

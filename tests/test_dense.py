@@ -14,14 +14,28 @@ CLASSES = 4
 RNG = np.random.default_rng(3)
 
 
-def tiny_segmenter(name: str, width: int = 8, size: int = 16, stride: int = 1, seed: int = 0, classes: int = CLASSES) -> keras.Model:
+def tiny_segmenter(
+    name: str, width: int = 8, size: int = 16, stride: int = 1, seed: int = 0, classes: int = CLASSES
+) -> keras.Model:
     """Two convolutions and a 1x1 classifier: logits `(batch, size/stride, size/stride, classes)`, a `<name>_stage1` tap."""
     initializer = keras.initializers.GlorotUniform(seed=seed)
     inputs = keras.Input((size, size, 3))
     x = keras.layers.Rescaling(1.0 / 255.0)(inputs)
-    x = keras.layers.Conv2D(width, 3, strides=stride, padding="same", activation="relu", kernel_initializer=initializer, name=f"{name}_stage1")(x)
-    x = keras.layers.Conv2D(width, 3, padding="same", activation="relu", kernel_initializer=initializer, name=f"{name}_stage2")(x)
-    return keras.Model(inputs, keras.layers.Conv2D(classes, 1, kernel_initializer=initializer, name=f"{name}_logits")(x), name=name)
+    x = keras.layers.Conv2D(
+        width,
+        3,
+        strides=stride,
+        padding="same",
+        activation="relu",
+        kernel_initializer=initializer,
+        name=f"{name}_stage1",
+    )(x)
+    x = keras.layers.Conv2D(
+        width, 3, padding="same", activation="relu", kernel_initializer=initializer, name=f"{name}_stage2"
+    )(x)
+    return keras.Model(
+        inputs, keras.layers.Conv2D(classes, 1, kernel_initializer=initializer, name=f"{name}_logits")(x), name=name
+    )
 
 
 def masks(count: int, size: int = 16, ignored: float = 0.2, seed: int = 0) -> np.ndarray:
@@ -68,12 +82,17 @@ def test_cross_entropy_and_kd_are_per_pixel_means_over_the_valid_pixels_of_each_
     np.testing.assert_allclose([terms["ce_loss"], terms["kd_loss"]], [ce, kd], rtol=1e-5)
     np.testing.assert_allclose(terms["loss"], 0.5 * kd + 0.5 * ce, rtol=1e-5)
     # the student's logits at the ignored pixels of labelled samples change nothing
-    changed = student + 50.0 * ((labels == 255) & (np.arange(3) < 2)[:, None, None])[..., None] * RNG.normal(size=student.shape)
+    changed = student + 50.0 * ((labels == 255) & (np.arange(3) < 2)[:, None, None])[..., None] * RNG.normal(
+        size=student.shape
+    )
     assert _terms(distiller, labels, teacher, changed.astype("float32")) == pytest.approx(terms, rel=1e-5)
 
 
 def test_ignore_label_names_the_skipped_value_none_counts_every_pixel_and_both_are_saved():
-    teacher, student = RNG.normal(size=(2, 16, 16, CLASSES)).astype("float32"), RNG.normal(size=(2, 16, 16, CLASSES)).astype("float32")
+    teacher, student = (
+        RNG.normal(size=(2, 16, 16, CLASSES)).astype("float32"),
+        RNG.normal(size=(2, 16, 16, CLASSES)).astype("float32"),
+    )
     labels = masks(2, ignored=0.0, seed=3).astype("int32")
     ce_pixels = -np.take_along_axis(np_log_softmax(student.astype("float64")), labels[..., None], -1)[..., 0]
     every_pixel = _pair(ignore_label=None).compile()
@@ -106,16 +125,26 @@ def test_a_smaller_student_map_is_resized_to_the_teachers_and_a_mask_at_the_inpu
 
 def test_cwd_on_the_logit_map_matches_the_reference_code():
     distiller = _pair(logits_loss={"name": "cwd", "temperature": 1.0}, alpha=1.0).compile()
-    assert isinstance(distiller.logits_loss, kdistill.losses.ChannelWiseDivergence) and distiller.logits_loss.temperature == 1.0
+    assert (
+        isinstance(distiller.logits_loss, kdistill.losses.ChannelWiseDivergence)
+        and distiller.logits_loss.temperature == 1.0
+    )
     teacher = (2 * RNG.normal(size=(3, 16, 16, CLASSES))).astype("float32")
     student = RNG.normal(size=(3, 16, 16, CLASSES)).astype("float32")
     nchw = (0, 3, 1, 2)
-    expected = np_channel_wise_divergence(student.transpose(nchw), teacher.transpose(nchw), tau=1.0)  # mmrazor's batch loss
+    # mmrazor's batch loss
+    expected = np_channel_wise_divergence(student.transpose(nchw), teacher.transpose(nchw), tau=1.0)
     np.testing.assert_allclose(_terms(distiller, masks(3), teacher, student)["kd_loss"], expected, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", [name for name in kdistill.losses.available("logits")
-                                  if getattr(kdistill.losses.get(name, kind="logits"), "dense_logits", None) is None])
+@pytest.mark.parametrize(
+    "name",
+    [
+        name
+        for name in kdistill.losses.available("logits")
+        if getattr(kdistill.losses.get(name, kind="logits"), "dense_logits", None) is None
+    ],
+)
 def test_logits_losses_for_class_vectors_are_refused_for_segmenters_in_one_line(name):
     with pytest.raises(ValueError, match=r"does not apply to segmentation logits .*logits_loss='kl'") as error:
         _pair(logits_loss=name)
@@ -124,10 +153,15 @@ def test_logits_losses_for_class_vectors_are_refused_for_segmenters_in_one_line(
 
 def test_standardized_kd_is_per_pixel_and_a_weighted_list_is_refused():
     distiller = _pair(logits_loss="standardized_kd", temperature=2.0).compile()
-    teacher, student = RNG.normal(size=(2, 4, 4, CLASSES)).astype("float32"), RNG.normal(size=(2, 4, 4, CLASSES)).astype("float32")
+    teacher, student = (
+        RNG.normal(size=(2, 4, 4, CLASSES)).astype("float32"),
+        RNG.normal(size=(2, 4, 4, CLASSES)).astype("float32"),
+    )
     labels = masks(2, size=4, seed=5)
     labels[0, 0, 0] = 255
-    pixels = np.asarray(kdistill.losses.logits.standardized_kd(teacher.reshape(-1, CLASSES), student.reshape(-1, CLASSES), 2.0)).reshape(2, 4, 4)
+    pixels = np.asarray(
+        kdistill.losses.logits.standardized_kd(teacher.reshape(-1, CLASSES), student.reshape(-1, CLASSES), 2.0)
+    ).reshape(2, 4, 4)
     expected = np_pixel_mean(pixels, (labels != 255).astype("float64")).mean()
     assert _terms(distiller, labels, teacher, student)["kd_loss"] == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError, match="weighted list of logits losses is not supported for segmentation"):
@@ -136,8 +170,14 @@ def test_standardized_kd_is_per_pixel_and_a_weighted_list_is_refused():
 
 def test_a_classifier_student_under_a_segmenter_teacher_and_masks_outside_the_classes_are_refused():
     teacher = tiny_segmenter("teacher", seed=1)
-    classifier = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(CLASSES)], name="classifier")
-    with pytest.raises(UserError, match=r"its teacher is a segmenter: it needs one output, logit maps of shape \(batch, H, W, classes\)"):
+    classifier = keras.Sequential(
+        [keras.Input((16, 16, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(CLASSES)],
+        name="classifier",
+    )
+    with pytest.raises(
+        UserError,
+        match=r"its teacher is a segmenter: it needs one output, logit maps of shape \(batch, H, W, classes\)",
+    ):
         kdistill.FeatureDistiller(teacher, classifier, taps={})
     distiller = _pair().compile()
     bad = masks(4)
@@ -167,11 +207,20 @@ def test_fit_trains_a_segmenter_with_per_pixel_metrics_and_saves_and_loads(tmp_p
 
 def test_an_ensemble_of_segmenters_averages_each_pixels_probabilities_and_trains_a_student():
     members = [tiny_segmenter("teacher_a", seed=1), tiny_segmenter("teacher_b", seed=3)]
-    distiller = kdistill.FeatureDistiller(members, tiny_segmenter("student", width=4, seed=2), taps={"teacher_a/teacher_a_stage2": "student_stage2"},
-                                          temperature=2.0, teacher_weights=[3.0, 1.0]).compile()
+    distiller = kdistill.FeatureDistiller(
+        members,
+        tiny_segmenter("student", width=4, seed=2),
+        taps={"teacher_a/teacher_a_stage2": "student_stage2"},
+        temperature=2.0,
+        teacher_weights=[3.0, 1.0],
+    ).compile()
     x = RNG.uniform(0, 255, (4, 16, 16, 3)).astype("float32")
-    averaged = sum(weight * keras.ops.softmax(member(x) / 2.0, axis=-1) for weight, member in zip((0.75, 0.25), members))
-    np.testing.assert_allclose(np.asarray(keras.ops.softmax(distiller.teacher(x) / 2.0, axis=-1)), np.asarray(averaged), atol=1e-5)
+    averaged = sum(
+        weight * keras.ops.softmax(member(x) / 2.0, axis=-1) for weight, member in zip((0.75, 0.25), members)
+    )
+    np.testing.assert_allclose(
+        np.asarray(keras.ops.softmax(distiller.teacher(x) / 2.0, axis=-1)), np.asarray(averaged), atol=1e-5
+    )
     history = distiller.fit(x, masks(4), batch_size=4, epochs=1, verbose=0).history
     assert np.isfinite(history["loss"]).all() and "feat_teacher_a/teacher_a_stage2" in history
 
@@ -180,7 +229,8 @@ def test_classification_logits_keep_their_vector_path():
     from conftest import small_cnn
 
     teacher, student = small_cnn("teacher", widths=(8, 16), seed=1), small_cnn("student", widths=(4, 8), seed=2)
-    distiller = kdistill.FeatureDistiller(teacher, student, taps={}, logits_loss="dkd")  # DKD stays available for classifiers
+    # DKD stays available for classifiers
+    distiller = kdistill.FeatureDistiller(teacher, student, taps={}, logits_loss="dkd")
     assert not distiller.dense and dense.logits_loss_kind("cwd") == "feature"
     with pytest.raises(ValueError, match="Unknown logits loss 'cwd'"):
         kdistill.FeatureDistiller(teacher, student, taps={}, logits_loss="cwd")

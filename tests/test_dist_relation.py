@@ -60,7 +60,9 @@ def test_dist_by_name_round_trips_and_has_a_gradient():
 
 def test_dist_trains_a_student_in_the_distiller_without_touching_the_distiller():
     teacher, student = small_cnn("teacher", widths=(8, 16), seed=1), small_cnn("student", widths=(4, 8), seed=2)
-    distiller = kdistill.FeatureDistiller(teacher, student, taps={}, logits_loss={"name": "dist", "beta": 2.0, "gamma": 2.0}, temperature=4.0, alpha=0.9)
+    distiller = kdistill.FeatureDistiller(
+        teacher, student, taps={}, logits_loss={"name": "dist", "beta": 2.0, "gamma": 2.0}, temperature=4.0, alpha=0.9
+    )
     distiller.compile(optimizer=keras.optimizers.Adam(1e-2))
     x, y = images(32), labels(32)
     history = distiller.fit(x, y, batch_size=16, epochs=4, verbose=0).history

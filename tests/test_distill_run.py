@@ -18,11 +18,16 @@ def _folder(tmp_path, backup: bool):
 
 
 @pytest.mark.parametrize("backup, restart, resumes", [(False, False, False), (True, False, True), (True, True, False)])
-def test_a_run_resumes_only_from_a_backup_it_keeps_and_otherwise_starts_its_history_afresh(tmp_path, backup, restart, resumes):
+def test_a_run_resumes_only_from_a_backup_it_keeps_and_otherwise_starts_its_history_afresh(
+    tmp_path, backup, restart, resumes
+):
     """No distiller is needed to decide: the run object carries the folder and the restart flag."""
     folder = _folder(tmp_path, backup)
-    run = DistillRun(DistillConfig(), splits=None, strategy=None, output_dir=str(folder), distiller=None, restart=restart)
+    run = DistillRun(
+        DistillConfig(), splits=None, strategy=None, output_dir=str(folder), distiller=None, restart=restart
+    )
     assert run.backup().resuming is resumes
-    assert (folder / "history.csv").exists() is resumes  # a fresh start over a finished run must not append to its epochs
+    # a fresh start over a finished run must not append to its epochs
+    assert (folder / "history.csv").exists() is resumes
     assert (folder / "backup").exists() is (backup and not restart)
     assert run.path("summary.json") == str(folder / "summary.json")

@@ -27,7 +27,9 @@ def test_issue_example_trains_reports_every_term_and_leaves_teacher_untouched(re
     teacher_before = [w.numpy().copy() for w in teacher.weights]
     moving_stats_before = [w.numpy().copy() for w in teacher.weights if "moving" in w.path]
     student_before = [w.numpy().copy() for w in student.trainable_weights]
-    distiller = kdistill.FeatureDistiller(teacher, student, taps=ISSUE_TAPS, feature_loss="mse", logits_loss="kl", temperature=4.0, alpha=0.5)
+    distiller = kdistill.FeatureDistiller(
+        teacher, student, taps=ISSUE_TAPS, feature_loss="mse", logits_loss="kl", temperature=4.0, alpha=0.5
+    )
     distiller.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     history = distiller.fit(_dataset(16, 0), validation_data=_dataset(8, 1), epochs=2, verbose=0)
 
@@ -35,7 +37,9 @@ def test_issue_example_trains_reports_every_term_and_leaves_teacher_untouched(re
     assert set(history.history) == set(terms) | {f"val_{t}" for t in terms}
     assert all(np.isfinite(v).all() for v in history.history.values())
     # Teacher: every weight, BatchNorm moving statistics included, bit-identical.
-    assert len(moving_stats_before) == 2 * sum(isinstance(layer, keras.layers.BatchNormalization) for layer in teacher.layers)
+    assert len(moving_stats_before) == 2 * sum(
+        isinstance(layer, keras.layers.BatchNormalization) for layer in teacher.layers
+    )
     for before, after in zip(teacher_before, teacher.weights):
         np.testing.assert_array_equal(before, after.numpy())
     assert not teacher.trainable and not distiller.teacher.trainable_weights
@@ -45,7 +49,9 @@ def test_issue_example_trains_reports_every_term_and_leaves_teacher_untouched(re
     names = {v.path for v in distiller.trainable_variables}
     assert {v.path for v in student.trainable_variables} <= names
     assert any(n.startswith("projection_conv4_block6_out") for n in names)
-    assert len(distiller.trainable_variables) == len(student.trainable_variables) + sum(len(p.trainable_variables) for p in distiller.projections.values())
+    assert len(distiller.trainable_variables) == len(student.trainable_variables) + sum(
+        len(p.trainable_variables) for p in distiller.projections.values()
+    )
 
     path = str(tmp_path / "student.keras")
     distiller.student.save(path)
@@ -59,7 +65,9 @@ def test_projections_are_not_part_of_the_student(resnet50_teacher):
     distiller = kdistill.FeatureDistiller(resnet50_teacher, student, taps={"conv3_block4_out": "stage2_out"})
     assert distiller.student.count_params() == count
     assert all("projection" not in layer.name for layer in distiller.student.layers)
-    assert distiller.projection_summary()[0]["projection"] == "16x16x128 -> average pool /4, Conv1x1(512) + BN -> 4x4x512"
+    assert (
+        distiller.projection_summary()[0]["projection"] == "16x16x128 -> average pool /4, Conv1x1(512) + BN -> 4x4x512"
+    )
 
 
 def test_distillation_moves_student_features_toward_the_teacher():
@@ -110,7 +118,9 @@ def test_teacher_and_student_each_run_once_per_training_step():
     teacher_calls, student_calls = _Counter(), _Counter()
     teacher = _counted("teacher", teacher_calls, 1)
     student = _counted("student", student_calls, 2)
-    distiller = kdistill.FeatureDistiller(teacher, student, taps={"teacher_stage1": "student_stage1", "teacher_stage2": "student_stage2"})
+    distiller = kdistill.FeatureDistiller(
+        teacher, student, taps={"teacher_stage1": "student_stage1", "teacher_stage2": "student_stage2"}
+    )
     distiller.compile(optimizer="adam", metrics=["accuracy"], run_eagerly=True)
     teacher_calls.calls = student_calls.calls = 0  # building the models called them symbolically
     distiller.fit(images(24, 0), labels(24, 0), batch_size=8, epochs=1, verbose=0)
@@ -131,7 +141,9 @@ def test_non_positive_temperature_is_refused(temperature):
 
 def test_quoted_numbers_are_refused_for_being_strings_not_for_their_value():
     """temperature="4" used to be refused as "must be positive"."""
-    with pytest.raises(ValueError, match=r"temperature must be a number, received the str '4' \(write temperature=4 without quotes\)"):
+    with pytest.raises(
+        ValueError, match=r"temperature must be a number, received the str '4' \(write temperature=4 without quotes\)"
+    ):
         kdistill.FeatureDistiller(small_cnn("t"), small_cnn("s"), taps={}, temperature="4")
     with pytest.raises(ValueError, match=r"received the string '0.5' \(write it without quotes\)"):
         kdistill.FeatureDistiller(small_cnn("t"), small_cnn("s"), taps={}, alpha="0.5")
@@ -141,7 +153,9 @@ def test_bad_tap_names_and_impossible_projections_are_explained(resnet50_teacher
     student = kdistill.students.get("mobilenet_v2", num_classes=10)
     with pytest.raises(ValueError, match=r"Unknown teacher layer 'conv3_block9_out'.*Did you mean.*Stage outputs"):
         kdistill.FeatureDistiller(resnet50_teacher, student, taps={"conv3_block9_out": "block_6_expand_relu"})
-    with pytest.raises(ValueError, match=r"Unknown student layer 'block_6_expand_rellu'.*Did you mean 'block_6_expand_relu'"):
+    with pytest.raises(
+        ValueError, match=r"Unknown student layer 'block_6_expand_rellu'.*Did you mean 'block_6_expand_relu'"
+    ):
         kdistill.FeatureDistiller(resnet50_teacher, student, taps={"conv3_block4_out": "block_6_expand_rellu"})
     with pytest.raises(ValueError, match=r"Tap 'conv3_block4_out' <- 'predictions'.*Cannot project"):
         kdistill.FeatureDistiller(resnet50_teacher, student, taps={"conv3_block4_out": student.layers[-1].name})
@@ -155,13 +169,21 @@ def test_softmax_outputs_and_class_mismatch_are_refused():
     with pytest.raises(ValueError, match="same classes"):
         kdistill.FeatureDistiller(small_cnn("t"), small_cnn("s", num_classes=5), taps={})
     with pytest.raises(ValueError, match="from_logits=True"):
-        kdistill.FeatureDistiller(small_cnn("t"), small_cnn("s"), taps={}).compile(loss=keras.losses.SparseCategoricalCrossentropy())
+        kdistill.FeatureDistiller(small_cnn("t"), small_cnn("s"), taps={}).compile(
+            loss=keras.losses.SparseCategoricalCrossentropy()
+        )
 
 
 def test_config_round_trips(resnet50_teacher):
     student = kdistill.students.get("mobilenet_v2", num_classes=10)
     distiller = kdistill.FeatureDistiller(
-        resnet50_teacher, student, taps=ISSUE_TAPS, feature_loss="normalized_mse", temperature=2.0, alpha=0.7, tap_weights={"conv4_block6_out": 0.5}
+        resnet50_teacher,
+        student,
+        taps=ISSUE_TAPS,
+        feature_loss="normalized_mse",
+        temperature=2.0,
+        alpha=0.7,
+        tap_weights={"conv4_block6_out": 0.5},
     )
     config = distiller.get_config()
     restored = kdistill.FeatureDistiller.from_config(json.loads(json.dumps(config)))
@@ -182,21 +204,30 @@ def test_saved_distiller_reloads_and_resumes_training(tmp_path):
     restored = run_distiller_saving(distiller, path, x[:8], y[:8])
     assert int(restored.optimizer.iterations) == 4
     np.testing.assert_array_equal(restored.student.predict(x[:4], verbose=0), student.predict(x[:4], verbose=0))
-    np.testing.assert_allclose(
-        restored.evaluate(x, y, verbose=0), distiller.evaluate(x, y, verbose=0), rtol=1e-5
-    )
+    np.testing.assert_allclose(restored.evaluate(x, y, verbose=0), distiller.evaluate(x, y, verbose=0), rtol=1e-5)
     restored.fit(x, y, batch_size=8, epochs=1, verbose=0)
     assert int(restored.optimizer.iterations) == 8
-    # In a new process, `import kdistill` (which loads no Keras) then Keras' own load_model finds the distiller's classes.
-    code = ("import sys, kdistill; assert 'keras' not in sys.modules; import keras; "
-            f"print(type(keras.saving.load_model({path!r})).__name__)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    # In a new process, `import kdistill` (which loads no Keras) then Keras' own load_model finds the distiller's
+    # classes.
+    code = (
+        "import sys, kdistill; assert 'keras' not in sys.modules; import keras; "
+        f"print(type(keras.saving.load_model({path!r})).__name__)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
     assert result.returncode == 0 and result.stdout.split() == ["FeatureDistiller"], result.stderr[-2000:]
 
 
 def _run_script(name, *args, env=None, timeout=300):
     full_env = dict(os.environ, **(env or {}))
-    result = subprocess.run([sys.executable, os.path.join(HERE, name), *args], capture_output=True, text=True, env=full_env, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, os.path.join(HERE, name), *args], capture_output=True, text=True, env=full_env, timeout=timeout
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -221,7 +252,8 @@ def test_mirrored_strategy_step_matches_single_device_step():
     assert report["max_weight_difference"] < 1e-5, report
     assert abs(report["loss_mirrored"] - report["loss_single"]) < 1e-5 * max(1.0, abs(report["loss_single"]))
     assert report["weights_moved"] > 1e-4
-    assert report["dense_max_weight_difference"] < 1e-5, report  # segmenters: per-sample pixel means reduce the same way
+    # segmenters: per-sample pixel means reduce the same way
+    assert report["dense_max_weight_difference"] < 1e-5, report
 
 
 def _tiny_pair():
@@ -240,15 +272,21 @@ def test_unlabelled_samples_get_only_the_distillation_terms():
     outputs = distiller(x)
     terms = distiller.loss_terms(keras.ops.convert_to_tensor(y), outputs["teacher"], outputs["student"])
     logits = keras.ops.convert_to_numpy(outputs["student"]["logits"])
-    expected_ce = keras.ops.convert_to_numpy(keras.losses.sparse_categorical_crossentropy(y[:4], logits[:4], from_logits=True)).mean()
+    expected_ce = keras.ops.convert_to_numpy(
+        keras.losses.sparse_categorical_crossentropy(y[:4], logits[:4], from_logits=True)
+    ).mean()
     assert float(terms["ce_loss"]) == pytest.approx(float(expected_ce), rel=1e-5)
     # the distillation terms still cover all 8 images
-    all_labelled = distiller.loss_terms(keras.ops.convert_to_tensor(np.arange(8) % 10), outputs["teacher"], outputs["student"])
+    all_labelled = distiller.loss_terms(
+        keras.ops.convert_to_tensor(np.arange(8) % 10), outputs["teacher"], outputs["student"]
+    )
     assert float(terms["kd_loss"]) == pytest.approx(float(all_labelled["kd_loss"]), rel=1e-6)
     # a batch with no labels at all: CE is zero and the total is alpha x distillation
     none = distiller.loss_terms(None, outputs["teacher"], outputs["student"])
     assert float(none["ce_loss"]) == 0.0
-    assert float(none["loss"]) == pytest.approx(0.5 * (float(none["kd_loss"]) + float(none["feat_teacher_stage2"])), rel=1e-6)
+    assert float(none["loss"]) == pytest.approx(
+        0.5 * (float(none["kd_loss"]) + float(none["feat_teacher_stage2"])), rel=1e-6
+    )
 
 
 @pytest.mark.eager
@@ -278,8 +316,12 @@ def test_dkd_reads_the_teachers_class_for_unlabelled_samples():
     x = images(6)
     outputs = distiller(x)
     teacher_top = keras.ops.convert_to_numpy(outputs["teacher"]["logits"]).argmax(-1)
-    unlabelled = distiller.loss_terms(keras.ops.convert_to_tensor(np.full(6, UNLABELED)), outputs["teacher"], outputs["student"])
-    labelled_as_teacher = distiller.loss_terms(keras.ops.convert_to_tensor(teacher_top.astype("int32")), outputs["teacher"], outputs["student"])
+    unlabelled = distiller.loss_terms(
+        keras.ops.convert_to_tensor(np.full(6, UNLABELED)), outputs["teacher"], outputs["student"]
+    )
+    labelled_as_teacher = distiller.loss_terms(
+        keras.ops.convert_to_tensor(teacher_top.astype("int32")), outputs["teacher"], outputs["student"]
+    )
     assert float(unlabelled["kd_loss"]) == pytest.approx(float(labelled_as_teacher["kd_loss"]), rel=1e-6)
 
 
@@ -297,8 +339,12 @@ def test_teacher_and_student_at_their_own_input_sizes():
     assert distiller.student.input_shape == (None, 32, 32, 3)
     x = images(4, size=64)
     resized = keras.ops.convert_to_numpy(keras.ops.image.resize(x, (32, 32), antialias=True))
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(distiller(x)["student"]["logits"]),
-                               keras.ops.convert_to_numpy(student(resized, training=False)), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(distiller(x)["student"]["logits"]),
+        keras.ops.convert_to_numpy(student(resized, training=False)),
+        rtol=1e-4,
+        atol=1e-4,
+    )
 
 
 def test_compiled_metrics_count_only_the_labelled_images_of_a_mixed_batch():
@@ -306,7 +352,8 @@ def test_compiled_metrics_count_only_the_labelled_images_of_a_mixed_batch():
 
     teacher, student = _tiny_pair()
     distiller = kdistill.FeatureDistiller(teacher, student, taps={}, alpha=0.5)
-    distiller.compile(optimizer=keras.optimizers.SGD(0.0), metrics=["accuracy"])  # a rate of 0: the student does not change
+    # a rate of 0: the student does not change
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0), metrics=["accuracy"])
     x = images(32)
     predicted = student.predict(x, verbose=0).argmax(-1)
     y = np.where(np.arange(32) % 4 == 0, predicted, UNLABELED)  # labelled images are all "right"
@@ -321,7 +368,9 @@ def test_integer_one_hot_labels_are_not_mistaken_for_unlabelled_marks():
     outputs = distiller(images(4))
     one_hot = np.eye(10, dtype="int32")[labels(4)]
     terms = distiller.loss_terms(keras.ops.convert_to_tensor(one_hot), outputs["teacher"], outputs["student"])
-    expected = keras.losses.categorical_crossentropy(one_hot.astype("float32"), outputs["student"]["logits"], from_logits=True)
+    expected = keras.losses.categorical_crossentropy(
+        one_hot.astype("float32"), outputs["student"]["logits"], from_logits=True
+    )
     assert float(terms["ce_loss"]) == pytest.approx(float(keras.ops.mean(expected)), rel=1e-5)
 
 
@@ -337,7 +386,8 @@ def test_fit_on_empty_data_says_so_instead_of_returning_an_empty_history():
         distiller.fit(empty_x, empty_y, epochs=1, verbose=0)
     with pytest.raises(ValueError, match=r"The training data is empty \(0 examples\)"):
         distiller.fit(tf.data.Dataset.from_tensor_slices((empty_x, empty_y)).batch(4), epochs=1, verbose=0)
-    filtered = tf.data.Dataset.from_tensor_slices((images(8, 0), labels(8, 0))).filter(lambda x, y: y > 99).batch(4)  # size unknown until read
+    # size unknown until read
+    filtered = tf.data.Dataset.from_tensor_slices((images(8, 0), labels(8, 0))).filter(lambda x, y: y > 99).batch(4)
     with pytest.raises(ValueError, match="fit ran no training step"):
         distiller.fit(filtered, epochs=1, verbose=0)
 
@@ -350,10 +400,15 @@ def test_fit_after_the_first_does_not_trace_the_model_again(monkeypatch):
     distiller.fit(_dataset(16, 0), validation_data=_dataset(8, 1), epochs=1, verbose=0)
     calls = []
     original = kdistill.FeatureDistiller.call
-    monkeypatch.setattr(kdistill.FeatureDistiller, "call", lambda self, *args, **kwargs: calls.append(1) or original(self, *args, **kwargs))
+    monkeypatch.setattr(
+        kdistill.FeatureDistiller,
+        "call",
+        lambda self, *args, **kwargs: calls.append(1) or original(self, *args, **kwargs),
+    )
     history = distiller.fit(_dataset(16, 0), validation_data=_dataset(8, 1), epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
-    # JAX and PyTorch's fit (TensorFlow's under a strategy) start with this build step; with everything built it traces nothing.
+    # JAX and PyTorch's fit (TensorFlow's under a strategy) start with this build step; with everything built it traces
+    # nothing.
     distiller._symbolic_build(data_batch=(images(8), labels(8)))
     assert not calls  # the compiled steps ran; nothing was traced again
 
@@ -366,7 +421,9 @@ def test_the_first_fit_traces_the_training_step_once(monkeypatch, data):
 
     traces = []
     original = tf_train_step.train_step
-    monkeypatch.setattr(tf_train_step, "train_step", lambda distiller, batch: traces.append(1) or original(distiller, batch))
+    monkeypatch.setattr(
+        tf_train_step, "train_step", lambda distiller, batch: traces.append(1) or original(distiller, batch)
+    )
     teacher, student = small_cnn("teacher", seed=1), small_cnn("student", widths=(4, 8), seed=2)
     distiller = kdistill.FeatureDistiller(teacher, student, taps={"teacher_stage2": "student_stage2"})
     distiller.compile(optimizer="adam", metrics=["accuracy"])
@@ -379,7 +436,9 @@ def test_the_first_fit_traces_the_training_step_once(monkeypatch, data):
     from kdistill.fit_build import build_before_fit
 
     plain = small_cnn("plain", seed=3)
-    plain.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    plain.compile(
+        optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
     build_before_fit(plain, _dataset(16, 0))
     assert plain.optimizer.built and len(plain.optimizer.variables) > 2 and plain.metrics[-1].built
 
@@ -411,7 +470,9 @@ def test_building_before_fit_changes_no_trained_weight():
     def trained(early):
         keras.utils.set_random_seed(7)
         model = small_cnn("plain", seed=3)
-        model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+        model.compile(
+            optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+        )
         if early:
             build_before_fit(model, _dataset(32, 0))
         model.fit(_dataset(32, 0), epochs=2, verbose=0)
@@ -425,8 +486,13 @@ def test_building_before_fit_changes_no_trained_weight():
 def test_projections_are_clipped_and_updated_with_the_student(clipping):
     """Under clipnorm / global_clipnorm the projections' gradients are clipped with the student's, not left out of the step."""
     teacher, student = small_cnn("teacher", widths=(16, 32), seed=1), small_cnn("student", seed=2)
-    distiller = kdistill.FeatureDistiller(teacher, student, taps={"teacher_stage1": "student_stage1", "teacher_stage2": "student_stage2"},
-                                          feature_loss="mse", alpha=0.5)
+    distiller = kdistill.FeatureDistiller(
+        teacher,
+        student,
+        taps={"teacher_stage1": "student_stage1", "teacher_stage2": "student_stage2"},
+        feature_loss="mse",
+        alpha=0.5,
+    )
     limit = 1e-3  # far below the raw gradient norms, so every step is clipped
     distiller.compile(optimizer=keras.optimizers.SGD(1.0, **{clipping: limit}), loss="sparse_categorical_crossentropy")
     variables = distiller.trainable_variables
@@ -438,8 +504,10 @@ def test_projections_are_clipped_and_updated_with_the_student(clipping):
     norms = {key: float(np.linalg.norm(step)) for key, step in steps.items()}
     assert all(norms[key] > 0 for key in projection_ids)  # every projection moved
     if clipping == "global_clipnorm":
-        assert abs(np.sqrt(sum(n**2 for n in norms.values())) - limit) < 1e-3 * limit  # one global norm over student + projections
-        assert np.sqrt(sum(norms[key]**2 for key in projection_ids)) > 1e-2 * limit  # a real share of it went to the projections
+        # one global norm over student + projections
+        assert abs(np.sqrt(sum(n**2 for n in norms.values())) - limit) < 1e-3 * limit
+        # a real share of it went to the projections
+        assert np.sqrt(sum(norms[key] ** 2 for key in projection_ids)) > 1e-2 * limit
     else:
         assert max(norms.values()) <= limit * (1 + 1e-4) and max(norms[key] for key in projection_ids) > 0.5 * limit
 
@@ -450,40 +518,57 @@ def test_fit_warns_once_about_a_teacher_no_better_than_chance():
 
     records = []
     handler = logging.Handler(logging.WARNING)
-    handler.emit = records.append  # on kdistill's logger itself: whatever cli.main (run earlier in this process) did to propagation
+    # on kdistill's logger itself: whatever cli.main (run earlier in this process) did to propagation
+    handler.emit = records.append
     logging.getLogger("kdistill").addHandler(handler)
     teacher = small_cnn("teacher", seed=1)  # untrained: chance level on any labels
     distiller = kdistill.FeatureDistiller(teacher, small_cnn("student", seed=2), taps={}).compile(optimizer="adam")
-    x, y = images(64, 3), np.asarray(keras.ops.convert_to_numpy(teacher(images(64, 3))).argmax(-1) + 1) % 10  # never the teacher's answer
+    # never the teacher's answer
+    x, y = (
+        images(64, 3),
+        np.asarray(keras.ops.convert_to_numpy(teacher(images(64, 3))).argmax(-1) + 1) % 10,
+    )
     try:
         distiller.fit(x[:16], y[:16], validation_data=(x, y), batch_size=16, epochs=1, verbose=0)
         distiller.fit(x[:16], y[:16], validation_data=(x, y), batch_size=16, epochs=1, verbose=0)
     finally:
         logging.getLogger("kdistill").removeHandler(handler)
     warnings = [record.getMessage() for record in records if "no better than chance" in record.getMessage()]
-    assert len(warnings) == 1 and "0.0 % top-1 on 64 validation images" in warnings[0] and "from_logits=True" in warnings[0]
+    assert (
+        len(warnings) == 1
+        and "0.0 % top-1 on 64 validation images" in warnings[0]
+        and "from_logits=True" in warnings[0]
+    )
 
 
 def test_summary_lists_the_teacher_and_the_student_once():
-    distiller = kdistill.FeatureDistiller(small_cnn("teacher", seed=1), small_cnn("student", seed=2), taps={"teacher_stage2": "student_stage2"})
+    distiller = kdistill.FeatureDistiller(
+        small_cnn("teacher", seed=1), small_cnn("student", seed=2), taps={"teacher_stage2": "student_stage2"}
+    )
     lines = []
     distiller.summary(print_fn=lambda line, **options: lines.append(line))
     text = "\n".join(lines)
     assert text.count("teacher (Functional)") == 1 and "teacher_features" not in text and "student_features" not in text
     from kdistill.models.summary import distinct_owners
 
-    assert sum(layer.count_params() for layer in distinct_owners(distiller.layers)) == distiller.count_params()  # every weight listed once
-    assert "teacher_features" in [layer.name for layer in distiller.layers]  # outside summary() `layers` stays whole: saving walks it
+    # every weight listed once
+    assert sum(layer.count_params() for layer in distinct_owners(distiller.layers)) == distiller.count_params()
+    # outside summary() `layers` stays whole: saving walks it
+    assert "teacher_features" in [layer.name for layer in distiller.layers]
 
 
 def test_a_distiller_saved_before_fit_loads_without_the_optimizer_warning(tmp_path):
     import warnings
 
-    distiller = kdistill.FeatureDistiller(small_cnn("teacher", seed=1), small_cnn("student", seed=2), taps={"teacher_stage2": "student_stage2"})
+    distiller = kdistill.FeatureDistiller(
+        small_cnn("teacher", seed=1), small_cnn("student", seed=2), taps={"teacher_stage2": "student_stage2"}
+    )
     distiller.compile(optimizer="adam")
     distiller.save(tmp_path / "run.keras")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         restored = keras.saving.load_model(tmp_path / "run.keras")
-    assert not [w for w in caught if "Skipping variable loading" in str(w.message)], [str(w.message)[:200] for w in caught]
+    assert not [w for w in caught if "Skipping variable loading" in str(w.message)], [
+        str(w.message)[:200] for w in caught
+    ]
     assert restored.optimizer.built and len(restored.optimizer.variables) == len(distiller.optimizer.variables)

@@ -39,8 +39,10 @@ def _free_ports(count):
 
 def _run_workers(commands, environments, timeout=300):
     """Starts one process per command (all at once, as a cluster needs) and returns their stdouts; any failure fails the test."""
-    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
-               for command, environment in zip(commands, environments)]
+    workers = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
+        for command, environment in zip(commands, environments)
+    ]
     outputs = []
     try:
         for worker in workers:
@@ -56,8 +58,13 @@ def _run_workers(commands, environments, timeout=300):
 def test_multi_worker_mirrored_two_local_workers_train_to_the_same_weights(tmp_path):
     ports = ",".join(str(p) for p in _free_ports(2))
     environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    commands = [[sys.executable, os.path.join(HERE, "_multi_worker.py"), str(i), ports, str(tmp_path / f"w{i}.npz")] for i in range(2)]
-    reports = [json.loads(out.strip().splitlines()[-1]) for out in _run_workers(commands, [environment] * 2, timeout=240)]
+    commands = [
+        [sys.executable, os.path.join(HERE, "_multi_worker.py"), str(i), ports, str(tmp_path / f"w{i}.npz")]
+        for i in range(2)
+    ]
+    reports = [
+        json.loads(out.strip().splitlines()[-1]) for out in _run_workers(commands, [environment] * 2, timeout=240)
+    ]
     assert all(r["multi_worker"] and r["replicas"] == 2 for r in reports)
     assert all(r["moved"] > 1e-4 for r in reports)
     for r in reports:
@@ -80,14 +87,41 @@ def test_cli_distill_under_multi_worker_strategy_with_two_local_workers(tmp_path
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     kdistill = os.path.join(os.path.dirname(sys.executable), "kdistill")
-    command = [kdistill, "distill", "--strategy", "multi_worker", "--data-dir", str(tmp_path / "data"), "--teacher", teacher,
-               "--student", "resnet8x4", "--taps", "preset", "--epochs", "2", "--batch-size", "16", "--train-limit", "64",
-               "--output-dir", str(tmp_path / "run")]
+    command = [
+        kdistill,
+        "distill",
+        "--strategy",
+        "multi_worker",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--teacher",
+        teacher,
+        "--student",
+        "resnet8x4",
+        "--taps",
+        "preset",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--train-limit",
+        "64",
+        "--output-dir",
+        str(tmp_path / "run"),
+    ]
     temporary = [tmp_path / f"tmp{index}" for index in range(2)]
     for folder in temporary:
         folder.mkdir()
-    environments = [dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="", TMPDIR=str(temporary[index]),
-                         TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})) for index in range(2)]
+    environments = [
+        dict(
+            os.environ,
+            TF_CPP_MIN_LOG_LEVEL="3",
+            CUDA_VISIBLE_DEVICES="",
+            TMPDIR=str(temporary[index]),
+            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+        )
+        for index in range(2)
+    ]
     outputs = _run_workers([command] * 2, environments)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["config"]["strategy"] == "multi_worker" and summary["epochs_completed"] == 2

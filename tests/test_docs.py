@@ -23,7 +23,11 @@ def _text(page: str) -> str:
 def _blocks(page: str, languages: set[str]) -> list[tuple[int, str]]:
     """(line number, code) of each fenced block of `page` whose language is in `languages` ("" for an unmarked one)."""
     text = _text(page)
-    return [(text.count("\n", 0, match.start()) + 1, match.group(2)) for match in FENCE.finditer(text) if match.group(1) in languages]
+    return [
+        (text.count("\n", 0, match.start()) + 1, match.group(2))
+        for match in FENCE.finditer(text)
+        if match.group(1) in languages
+    ]
 
 
 def _slug(heading: str) -> str:
@@ -68,7 +72,10 @@ def _commands(page: str) -> list[tuple[int, list[str]]]:
             else:
                 current = None
             continued = line.rstrip().endswith("\\")
-    return [(line, shlex.split(" ".join(part.rstrip("\\") for part in parts).replace("...", ""))[1:]) for line, parts in commands]
+    return [
+        (line, shlex.split(" ".join(part.rstrip("\\") for part in parts).replace("...", ""))[1:])
+        for line, parts in commands
+    ]
 
 
 def _flags(parser) -> dict:
@@ -76,7 +83,12 @@ def _flags(parser) -> dict:
 
 
 def _subcommands(parser) -> dict:
-    return {name: sub for action in parser._actions if action.__class__.__name__ == "_SubParsersAction" for name, sub in action.choices.items()}
+    return {
+        name: sub
+        for action in parser._actions
+        if action.__class__.__name__ == "_SubParsersAction"
+        for name, sub in action.choices.items()
+    }
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -94,7 +106,9 @@ def test_every_kdistill_command_in_a_shell_block_exists(page):
         assert words, f"{where}: no subcommand"
         command = parser
         while _subcommands(command):
-            assert words[0] in _subcommands(command), f"{where}: {words[0]!r} is not one of {sorted(_subcommands(command))}"
+            assert words[0] in _subcommands(command), (
+                f"{where}: {words[0]!r} is not one of {sorted(_subcommands(command))}"
+            )
             command = _subcommands(command)[words.pop(0)]
         for word in words:
             flag = word.split("=")[0]
@@ -124,7 +138,9 @@ def test_the_readme_links_every_page_and_each_page_links_back():
     links = set(_links("README.md"))
     for page in PAGES[1:]:
         lines = _text(page).splitlines()
-        assert lines[0].startswith("# ") and "](../README.md)" in lines[2], f"{page}: a title, then a one-line summary with a link back"
+        assert lines[0].startswith("# ") and "](../README.md)" in lines[2], (
+            f"{page}: a title, then a one-line summary with a link back"
+        )
         assert page in {link.partition("#")[0] for link in links}, f"README.md does not link {page}"
 
 

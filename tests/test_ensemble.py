@@ -42,7 +42,9 @@ def test_two_different_teachers_with_taps_from_both_train_and_stay_untouched():
     teacher_a, teacher_b = _teachers()
     before = [w.numpy().copy() for w in teacher_a.weights + teacher_b.weights]
     student = small_cnn("student", widths=(4, 8), seed=2)
-    distiller = kdistill.FeatureDistiller([teacher_a, teacher_b], student, taps=TAPS, teacher_weights=[1.0, 1.0], alpha=0.7)
+    distiller = kdistill.FeatureDistiller(
+        [teacher_a, teacher_b], student, taps=TAPS, teacher_weights=[1.0, 1.0], alpha=0.7
+    )
     assert [row["teacher_shape"] for row in distiller.projection_summary()] == [(8, 8, 16), (12, 12, 12)]
     distiller.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"])
     x, y = real_images(64)
@@ -69,8 +71,12 @@ def test_an_ensemble_distiller_saves_and_loads_with_the_same_outputs(tmp_path):
     restored = keras.saving.load_model(path)
     original, loaded = distiller(x[:4]), restored(x[:4])
     for key in ("logits", *TAPS):
-        np.testing.assert_allclose(np.asarray(loaded["teacher"][key]), np.asarray(original["teacher"][key]), rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(np.asarray(loaded["student"][key]), np.asarray(original["student"][key]), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            np.asarray(loaded["teacher"][key]), np.asarray(original["teacher"][key]), rtol=1e-5, atol=1e-5
+        )
+        np.testing.assert_allclose(
+            np.asarray(loaded["student"][key]), np.asarray(original["student"][key]), rtol=1e-5, atol=1e-5
+        )
     assert restored.get_layer("ensemble").get_layer("ensemble_logits").temperature == 2.0
 
 
@@ -105,6 +111,8 @@ def test_ensemble_mistakes_are_explained():
         kdistill.teachers.ensemble([teacher_a, other])
     student = small_cnn("student", widths=(4, 8))
     with pytest.raises(ValueError, match="Unknown teacher_b layer 'teacher_b_stage9'. Did you mean"):
-        kdistill.FeatureDistiller([teacher_a, small_cnn("teacher_b")], student, taps={"teacher_b/teacher_b_stage9": "student_stage1"})
+        kdistill.FeatureDistiller(
+            [teacher_a, small_cnn("teacher_b")], student, taps={"teacher_b/teacher_b_stage9": "student_stage1"}
+        )
     with pytest.raises(ValueError, match="teacher_weights weighs several teachers"):
         kdistill.FeatureDistiller(teacher_a, student, teacher_weights=[1.0])

@@ -13,12 +13,17 @@ from harness import run_config_round_trip
 
 RNG = np.random.default_rng(11)
 BATCH = 6
-TEACHER_MAPS = {"tap1": RNG.normal(size=(BATCH, 8, 8, 4)).astype("float32"), "tap2": RNG.normal(size=(BATCH, 4, 4, 8)).astype("float32"),
-                "logits": (3 * RNG.normal(size=(BATCH, 10))).astype("float32")}
+TEACHER_MAPS = {
+    "tap1": RNG.normal(size=(BATCH, 8, 8, 4)).astype("float32"),
+    "tap2": RNG.normal(size=(BATCH, 4, 4, 8)).astype("float32"),
+    "logits": (3 * RNG.normal(size=(BATCH, 10))).astype("float32"),
+}
 STUDENT_MAPS = {key: (value + RNG.normal(size=value.shape)).astype("float32") for key, value in TEACHER_MAPS.items()}
 LABELS = RNG.integers(0, 10, BATCH)
 
-CASES = [("feature", name) for name in losses.available("feature")] + [("logits", name) for name in losses.available("logits")]
+CASES = [("feature", name) for name in losses.available("feature")] + [
+    ("logits", name) for name in losses.available("logits")
+]
 
 
 def _inputs(kind: str, loss):
@@ -57,8 +62,12 @@ def test_every_loss_round_trips_through_its_config(kind, name):
     loss, teacher, student = _built(kind, name)
     restored = run_config_round_trip(loss)
     if not losses.base.is_stateful(loss):  # a loss with weights draws new ones when rebuilt from its config
-        np.testing.assert_allclose(np.asarray(losses.per_sample_loss(restored, teacher, student, LABELS)),
-                                   np.asarray(losses.per_sample_loss(loss, teacher, student, LABELS)), rtol=1e-6, err_msg=name)
+        np.testing.assert_allclose(
+            np.asarray(losses.per_sample_loss(restored, teacher, student, LABELS)),
+            np.asarray(losses.per_sample_loss(loss, teacher, student, LABELS)),
+            rtol=1e-6,
+            err_msg=name,
+        )
 
 
 @pytest.mark.parametrize("kind, name", CASES)

@@ -14,10 +14,12 @@ EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 SCRIPTS = sorted(name for name in os.listdir(EXAMPLES) if name[:2].isdigit() and name.endswith(".py"))
 
 
-#: runs argv[1] as __main__ with TensorFlow's functions eager (the `eager` marker's setting, for a fresh interpreter): example 05's
-#: few steps under MirroredStrategy took 13 s that way and 35 s traced
-_EAGER_MAIN = ("import runpy, sys\nimport tensorflow as tf\ntf.config.run_functions_eagerly(True)\n"
-               "sys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')")
+#: runs argv[1] as __main__ with TensorFlow's functions eager (the `eager` marker's setting, for a fresh interpreter):
+#: example 05's few steps under MirroredStrategy took 13 s that way and 35 s traced
+_EAGER_MAIN = (
+    "import runpy, sys\nimport tensorflow as tf\ntf.config.run_functions_eagerly(True)\n"
+    "sys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')"
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +43,30 @@ def test_there_are_six_examples():
 def test_example_runs_quick(script, example_inputs, capsys, monkeypatch):
     folder, teacher = example_inputs
     path = os.path.join(EXAMPLES, script)
-    arguments = ["--quick", "--data-dir", str(folder / "data"), "--teacher", teacher, "--output-dir", str(folder / script)]
+    arguments = [
+        "--quick",
+        "--data-dir",
+        str(folder / "data"),
+        "--teacher",
+        teacher,
+        "--output-dir",
+        str(folder / script),
+    ]
     with open(path) as handle:
         # TensorFlow takes logical devices only before it starts: such a script needs a fresh interpreter.
         fresh_process = "set_logical_device_configuration" in handle.read()
     if fresh_process:  # run as `python <script>` runs it, with functions eager as in this process (the traced MirroredStrategy step: tests/_mirrored_step.py)
-        result = subprocess.run([sys.executable, "-c", _EAGER_MAIN, path, *arguments], capture_output=True, text=True, timeout=300,
-                                env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.pathsep.join([EXAMPLES, os.environ.get("PYTHONPATH", "")])))
+        result = subprocess.run(
+            [sys.executable, "-c", _EAGER_MAIN, path, *arguments],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=dict(
+                os.environ,
+                TF_CPP_MIN_LOG_LEVEL="3",
+                PYTHONPATH=os.pathsep.join([EXAMPLES, os.environ.get("PYTHONPATH", "")]),
+            ),
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         out = result.stdout
     else:  # as `python examples/<script> ...` does, in this process (TensorFlow is imported once, not once per script)
@@ -93,14 +112,26 @@ def test_scripts_use_only_names_their_kdistill_modules_have():
 
     root = os.path.dirname(EXAMPLES)
     missing = []
-    paths = sorted(sum((glob.glob(os.path.join(root, pattern)) for pattern in ("examples/*.py", "benchmarks/*.py", "tools/*.py")), []))
+    paths = sorted(
+        sum(
+            (glob.glob(os.path.join(root, pattern)) for pattern in ("examples/*.py", "benchmarks/*.py", "tools/*.py")),
+            [],
+        )
+    )
     for path in paths:
         tree = ast.parse(open(path).read())
         module_aliases = _kdistill_aliases(tree.body)
-        for scope in [tree] + [node for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]:
+        for scope in [tree] + [
+            node for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        ]:
             nodes = list(_own_nodes(scope))
             aliases = module_aliases if scope is tree else {**module_aliases, **_kdistill_aliases(nodes)}
-            missing += [f"{os.path.relpath(path, root)}:{node.lineno} {node.value.id}.{node.attr}" for node in nodes
-                        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
-                        and not hasattr(aliases[node.value.id], node.attr)]
+            missing += [
+                f"{os.path.relpath(path, root)}:{node.lineno} {node.value.id}.{node.attr}"
+                for node in nodes
+                if isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in aliases
+                and not hasattr(aliases[node.value.id], node.attr)
+            ]
     assert paths and not missing, missing

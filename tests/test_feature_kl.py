@@ -29,7 +29,8 @@ def np_log_softmax(z, axis):
 
 
 def np_kl_div_batchmean(log_input, target):
-    # torch.nn.functional.kl_div(input, target, reduction="batchmean"): sum(target * (log(target) - input)) / input.size(0)
+    # torch.nn.functional.kl_div(input, target, reduction="batchmean"): sum(target * (log(target) - input)) /
+    # input.size(0)
     return (target * (np.log(target) - log_input)).sum() / log_input.shape[0]
 
 
@@ -37,7 +38,9 @@ def np_textbook_feature_kl(teacher, projected, T):
     # Transcribes the textbook's PyTorch lines (quoted in the issue), on NCHW maps or (N, C) vectors:
     #   F.kl_div(F.log_softmax(projected / T, dim=1), F.softmax(teacher / T, dim=1), reduction="batchmean") * T**2
     teacher, projected = teacher.astype("float64"), projected.astype("float64")
-    return np_kl_div_batchmean(np_log_softmax(projected / T, axis=1), np.exp(np_log_softmax(teacher / T, axis=1))) * T**2
+    return (
+        np_kl_div_batchmean(np_log_softmax(projected / T, axis=1), np.exp(np_log_softmax(teacher / T, axis=1))) * T**2
+    )
 
 
 def per_sample_reference(teacher, projected, T):
@@ -48,10 +51,16 @@ def per_sample_reference(teacher, projected, T):
 def test_feature_kl_on_vectors_matches_pytorch_kl_div_batchmean(temperature):
     got = np.asarray(feature_kl(TEACHER_VECTORS, STUDENT_VECTORS, temperature=temperature))
     assert got.shape == (7,)
-    np.testing.assert_allclose(got, per_sample_reference(TEACHER_VECTORS, STUDENT_VECTORS, temperature), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(got.mean(), np_textbook_feature_kl(TEACHER_VECTORS, STUDENT_VECTORS, temperature), rtol=1e-5)
+    np.testing.assert_allclose(
+        got, per_sample_reference(TEACHER_VECTORS, STUDENT_VECTORS, temperature), rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        got.mean(), np_textbook_feature_kl(TEACHER_VECTORS, STUDENT_VECTORS, temperature), rtol=1e-5
+    )
     # spatial does not apply to vectors
-    np.testing.assert_allclose(np.asarray(feature_kl(TEACHER_VECTORS, STUDENT_VECTORS, temperature, spatial="mean")), got, rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(feature_kl(TEACHER_VECTORS, STUDENT_VECTORS, temperature, spatial="mean")), got, rtol=1e-6
+    )
 
 
 @pytest.mark.parametrize("temperature", [1.0, 2.0, 4.0, 8.0])
@@ -61,9 +70,13 @@ def test_feature_kl_on_maps_matches_pytorch_kl_div_batchmean_on_nchw(temperature
     scale = 1.0 if spatial == "sum" else 1.0 / positions  # "mean" averages the positions batchmean sums
     got = np.asarray(feature_kl(nhwc(TEACHER_NCHW), nhwc(STUDENT_NCHW), temperature=temperature, spatial=spatial))
     assert got.shape == (5,)
-    np.testing.assert_allclose(got, scale * per_sample_reference(TEACHER_NCHW, STUDENT_NCHW, temperature), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        got, scale * per_sample_reference(TEACHER_NCHW, STUDENT_NCHW, temperature), rtol=1e-5, atol=1e-6
+    )
     # the batch mean (what the distiller reports) is the textbook's batchmean value
-    np.testing.assert_allclose(got.mean(), scale * np_textbook_feature_kl(TEACHER_NCHW, STUDENT_NCHW, temperature), rtol=1e-5)
+    np.testing.assert_allclose(
+        got.mean(), scale * np_textbook_feature_kl(TEACHER_NCHW, STUDENT_NCHW, temperature), rtol=1e-5
+    )
     loss = FeatureKL(temperature=temperature, spatial=spatial)
     np.testing.assert_allclose(float(loss(nhwc(TEACHER_NCHW), nhwc(STUDENT_NCHW))), got.mean(), rtol=1e-5)
 
@@ -81,10 +94,14 @@ def test_feature_kl_round_trips_and_kl_names_the_right_loss_for_each_kind():
     assert isinstance(loss, FeatureKL) and (loss.temperature, loss.spatial) == (2.0, "mean")
     again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
     assert type(again) is FeatureKL and again.get_config() == loss.get_config()
-    np.testing.assert_allclose(np.asarray(again.call(TEACHER_VECTORS, STUDENT_VECTORS)), np.asarray(loss.call(TEACHER_VECTORS, STUDENT_VECTORS)))
+    np.testing.assert_allclose(
+        np.asarray(again.call(TEACHER_VECTORS, STUDENT_VECTORS)),
+        np.asarray(loss.call(TEACHER_VECTORS, STUDENT_VECTORS)),
+    )
     assert isinstance(kdistill.losses.get("kl", kind="feature"), FeatureKL)
     assert isinstance(kdistill.losses.get("feature_kl"), FeatureKL)
-    assert kdistill.losses.get("kl", kind="feature", temperature=3.0).temperature == 3.0  # a feature loss that takes a temperature gets it
+    # a feature loss that takes a temperature gets it
+    assert kdistill.losses.get("kl", kind="feature", temperature=3.0).temperature == 3.0
     # "kl" without a kind is the logits KD loss, as in 0.2
     assert type(kdistill.losses.get("kl")) is LogitsKL and type(kdistill.losses.get("kl", kind="logits")) is LogitsKL
     assert registry.lookup("kl") == (LogitsKL, "logits", {}) and registry.lookup("kl", "feature")[0] is FeatureKL
@@ -116,7 +133,9 @@ def test_names_are_unique_per_kind_not_overall():
         registry.available("features")
 
 
-@pytest.mark.parametrize("teacher, start", [(TEACHER_VECTORS, STUDENT_VECTORS), (nhwc(TEACHER_NCHW), nhwc(STUDENT_NCHW))])
+@pytest.mark.parametrize(
+    "teacher, start", [(TEACHER_VECTORS, STUDENT_VECTORS), (nhwc(TEACHER_NCHW), nhwc(STUDENT_NCHW))]
+)
 def test_a_gradient_step_lowers_the_feature_kl(teacher, start):
     loss = FeatureKL(temperature=4.0)
     assert_gradient_step_lowers(loss, teacher, start)
@@ -129,7 +148,10 @@ def test_a_gradient_step_lowers_the_feature_kl(teacher, start):
         (lambda: FeatureKL(temperature="4"), "without quotes"),
         (lambda: FeatureKL(spatial="max"), "spatial must be 'sum'.*received spatial='max'"),
         (lambda: feature_kl(TEACHER_VECTORS, STUDENT_VECTORS, spatial="avg"), "spatial must be"),
-        (lambda: feature_kl(nhwc(TEACHER_NCHW), nhwc(TEACHER_NCHW)[..., :3]), r"teacher \(5, 3, 4, 6\) and student \(5, 3, 4, 3\).*projection maps the student"),
+        (
+            lambda: feature_kl(nhwc(TEACHER_NCHW), nhwc(TEACHER_NCHW)[..., :3]),
+            r"teacher \(5, 3, 4, 6\) and student \(5, 3, 4, 3\).*projection maps the student",
+        ),
         (lambda: feature_kl(TEACHER_VECTORS[0], STUDENT_VECTORS[0]), r"\(batch, channels\)"),
         (lambda: kdistill.losses.get({"name": "kl", "spatial": "max"}, kind="feature"), "spatial must be"),
     ],
@@ -141,7 +163,9 @@ def test_invalid_options_raise_clear_errors(call, message):
 
 def _train(feature_loss, epochs=2, **options):
     teacher, student = small_cnn("teacher", widths=(8, 16), seed=1), small_cnn("student", widths=(4, 8), seed=2)
-    distiller = kdistill.FeatureDistiller(teacher, student, taps={"teacher_stage2": "student_stage2"}, feature_loss=feature_loss, **options)
+    distiller = kdistill.FeatureDistiller(
+        teacher, student, taps={"teacher_stage2": "student_stage2"}, feature_loss=feature_loss, **options
+    )
     distiller.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"])
     before = [np.array(w) for w in teacher.get_weights()]
     x, y = real_images(64)

@@ -21,9 +21,11 @@ def _teacher():
     x = keras.layers.Conv2D(8, 1, activation="relu", name="conv_c")(x)
     x = keras.layers.BatchNormalization(name="bn_c")(x)  # not folded: the conv has an activation
     twice = keras.layers.Conv2D(8, 1, use_bias=False, name="conv_d")(x)
-    x = keras.layers.Add(name="add_d")([keras.layers.BatchNormalization(name="bn_d")(twice), twice])  # not folded: conv read twice
+    # not folded: conv read twice
+    x = keras.layers.Add(name="add_d")([keras.layers.BatchNormalization(name="bn_d")(twice), twice])
     x = keras.layers.Dense(10, name="dense_e")(keras.layers.GlobalAveragePooling2D(name="pool")(x))
-    model = keras.Model(inputs, keras.layers.BatchNormalization(name="bn_e")(x), name="teacher")  # not folded: after a Dense
+    # not folded: after a Dense
+    model = keras.Model(inputs, keras.layers.BatchNormalization(name="bn_e")(x), name="teacher")
     for layer in model.layers:  # statistics far from the identity, so that a wrong fold shows
         if isinstance(layer, keras.layers.BatchNormalization):
             for weight in layer.weights:
@@ -41,13 +43,25 @@ def test_folding_keeps_outputs_shares_weights_and_follows_later_weight_changes()
     x = np.random.default_rng(1).normal(size=(4, 16, 16, 3)).astype("float32")
     np.testing.assert_allclose(folded(x), teacher(x, training=False), rtol=1e-5, atol=1e-5)
     assert [type(folded.get_layer(n)).__name__ for n in ("conv_a", "bn_a", "dw_b", "bn_b", "bn_c")] == [
-        "FoldedConvView", "FoldedAway", "FoldedConvView", "FoldedAway", "BatchNormalization"]
+        "FoldedConvView",
+        "FoldedAway",
+        "FoldedConvView",
+        "FoldedAway",
+        "BatchNormalization",
+    ]
     assert folded.get_layer("dense_e") is teacher.get_layer("dense_e")  # shared, not copied
-    # Folding pays only where the batch's output positions outnumber the kernel's inputs per output channel (3x3x3 = 27 here):
+    # Folding pays only where the batch's output positions outnumber the kernel's inputs per output channel (3x3x3 = 27
+    # here):
     layer = folded.get_layer("conv_a")
-    assert layer.pays((4, 16, 16, 3)) and not layer.pays((1, 2, 2, 3)) and layer.pays((None, 8, 8, 3))  # None: 32 images assumed
+    # None: 32 images assumed
+    assert layer.pays((4, 16, 16, 3)) and not layer.pays((1, 2, 2, 3)) and layer.pays((None, 8, 8, 3))
     small = np.random.default_rng(2).normal(size=(1, 2, 2, 3)).astype("float32")
-    np.testing.assert_allclose(layer(small), teacher.get_layer("bn_a")(teacher.get_layer("conv_a")(small), training=False), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        layer(small),
+        teacher.get_layer("bn_a")(teacher.get_layer("conv_a")(small), training=False),
+        rtol=1e-5,
+        atol=1e-5,
+    )
     # No copy of the weights: a change to the teacher is seen at once.
     teacher.get_layer("bn_b").moving_variance.assign(np.full((16,), 4.0, "float32"))
     teacher.get_layer("conv_a").kernel.assign(teacher.get_layer("conv_a").kernel * 2.0)
@@ -83,5 +97,6 @@ def test_distiller_folds_the_teacher_by_default_with_the_same_outputs_weights_an
         np.testing.assert_array_equal(loaded.teacher_outputs(x)[name], value)
     plain.save(str(tmp_path / "plain.keras"))  # the folded view is not saved: both files hold the same entries
     import zipfile
+
     entries = lambda p: sorted(zipfile.ZipFile(p).namelist())  # noqa: E731
     assert entries(path) == entries(str(tmp_path / "plain.keras"))

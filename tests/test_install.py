@@ -29,16 +29,26 @@ def test_no_tensorflow_build_is_forced_on_an_existing_install():
     core = _requirements()
     assert "keras" in core and not [name for name in core if name.startswith("tensorflow")], core
     tensorflow = _requirements("tensorflow")
-    assert "tensorflow" in tensorflow and "tensorflow-cpu" not in tensorflow, tensorflow  # an existing GPU build satisfies it
+    # an existing GPU build satisfies it
+    assert "tensorflow" in tensorflow and "tensorflow-cpu" not in tensorflow, tensorflow
     assert "tensorflow-cpu" in _requirements("tensorflow-cpu")  # what the Makefile installs
 
 
 def _python(version):
     candidates = [shutil.which(f"python{version}"), os.path.expanduser(f"~/.pyenv/versions/{version}.1/bin/python")]
-    candidates += sorted(os.path.join(root, name, "bin", "python") for root in [os.path.expanduser("~/.pyenv/versions")]
-                         if os.path.isdir(root) for name in os.listdir(root) if name.startswith(f"{version}."))
+    candidates += sorted(
+        os.path.join(root, name, "bin", "python")
+        for root in [os.path.expanduser("~/.pyenv/versions")]
+        if os.path.isdir(root)
+        for name in os.listdir(root)
+        if name.startswith(f"{version}.")
+    )
     for path in candidates:
-        if path and os.path.exists(path) and subprocess.run([path, "-c", "import venv"], capture_output=True).returncode == 0:
+        if (
+            path
+            and os.path.exists(path)
+            and subprocess.run([path, "-c", "import venv"], capture_output=True).returncode == 0
+        ):
             return path
     return None
 
@@ -55,13 +65,34 @@ def test_python_3_12_installs_the_core_and_distils_on_jax_without_tensorflow(tmp
     venv = tmp_path / "venv"
     subprocess.run([python, "-m", "venv", str(venv)], check=True, timeout=120)
     # --no-compile: no .pyc for the thousands of modules never imported here (pip ignores compile errors anyway)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-compile", "-c", os.path.join(ROOT, "constraints.txt")]
+    pip = [
+        str(venv / "bin" / "python"),
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--no-compile",
+        "-c",
+        os.path.join(ROOT, "constraints.txt"),
+    ]
     installed = subprocess.run(pip + [f"{ROOT}[jax]", "pytest"], capture_output=True, text=True, timeout=900)
     assert installed.returncode == 0, installed.stderr[-3000:]
-    listing = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "list", "--format", "json"], capture_output=True, text=True, timeout=120)
+    listing = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "list", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     names = {row["name"].lower() for row in json.loads(listing.stdout)}
-    assert "kdistill" in names and "jax" in names and not [n for n in names if n.startswith("tensorflow")], sorted(names)
-    result = subprocess.run([str(venv / "bin" / "python"), os.path.join(HERE, "_no_tensorflow.py"), str(tmp_path)], capture_output=True, text=True,
-                            timeout=600, env=dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu"))
+    assert "kdistill" in names and "jax" in names and not [n for n in names if n.startswith("tensorflow")], sorted(
+        names
+    )
+    result = subprocess.run(
+        [str(venv / "bin" / "python"), os.path.join(HERE, "_no_tensorflow.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu"),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     check_report(json.loads(result.stdout.strip().splitlines()[-1]), "jax")

@@ -27,9 +27,35 @@ ALLOWED = {
     "segmentation_metrics": {"models"},
     "distiller": {"models", "adapters", "losses", "tf_train_step"},
     "export": {"models", "backend", "quantize", "segmentation_metrics"},
-    "run": {"models", "adapters", "losses", "distiller", "data", "evaluation", "plots", "export", "statistics", "backend", "quantize", "segmentation_metrics"},
-    "cli": {"models", "adapters", "losses", "distiller", "data", "evaluation", "plots", "export", "statistics", "run", "backend", "quantize",
-            "segmentation_metrics"},
+    "run": {
+        "models",
+        "adapters",
+        "losses",
+        "distiller",
+        "data",
+        "evaluation",
+        "plots",
+        "export",
+        "statistics",
+        "backend",
+        "quantize",
+        "segmentation_metrics",
+    },
+    "cli": {
+        "models",
+        "adapters",
+        "losses",
+        "distiller",
+        "data",
+        "evaluation",
+        "plots",
+        "export",
+        "statistics",
+        "run",
+        "backend",
+        "quantize",
+        "segmentation_metrics",
+    },
 }
 
 
@@ -68,17 +94,32 @@ def test_imports_run_one_way_between_wings():
 
 
 def test_no_module_imports_another_wings_private_names():
-    wrong = [f"{importer} imports {name} from {imported}" for importer, imported, names in _imports()
-             for name in names if name.startswith("_") and _wing(importer) != _wing(imported)]
+    wrong = [
+        f"{importer} imports {name} from {imported}"
+        for importer, imported, names in _imports()
+        for name in names
+        if name.startswith("_") and _wing(importer) != _wing(imported)
+    ]
     assert not wrong, "\n".join(wrong)
 
 
 def test_the_flat_modules_of_0_1_are_gone_and_each_wing_is_a_folder():
-    for wing in ("models", "adapters", "losses", "run", "export", "data"):
+    for wing in ("models", "adapters", "losses", "run", "export", "data", "cli", "distiller"):
         assert os.path.isfile(os.path.join(PACKAGE, wing, "__init__.py")), wing
     flat = sorted(name for name in os.listdir(PACKAGE) if name.endswith(".py"))
-    assert flat == ["__init__.py", "backend.py", "cli.py", "distiller.py", "errors.py", "evaluation.py", "files.py",
-                    "fit_build.py", "labels.py", "plots.py", "segmentation_metrics.py", "statistics.py", "tf_train_step.py"]
+    assert flat == [
+        "__init__.py",
+        "backend.py",
+        "errors.py",
+        "evaluation.py",
+        "files.py",
+        "fit_build.py",
+        "labels.py",
+        "plots.py",
+        "segmentation_metrics.py",
+        "statistics.py",
+        "tf_train_step.py",
+    ]
 
 
 def test_every_module_is_at_most_400_lines_and_every_function_at_most_80():
@@ -92,8 +133,11 @@ def test_every_module_is_at_most_400_lines_and_every_function_at_most_80():
             text = open(os.path.join(root, name)).read()
             if text.count("\n") > 400:
                 long_modules.append(f"{path} ({text.count(chr(10))} lines)")
-            long_functions += [f"{path}:{node.name} ({node.end_lineno - node.lineno + 1} lines)" for node in ast.walk(ast.parse(text))
-                               if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 80]
+            long_functions += [
+                f"{path}:{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+                for node in ast.walk(ast.parse(text))
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 80
+            ]
     assert not long_modules and not long_functions, (long_modules, long_functions)
 
 
@@ -104,15 +148,23 @@ def _module_graph() -> dict[str, set[str]]:
         for name in files:
             if name.endswith(".py"):
                 path = os.path.join(root, name)
-                paths[("kdistill." + os.path.relpath(path, PACKAGE)[:-3].replace(os.sep, ".")).replace(".__init__", "")] = path
+                paths[
+                    ("kdistill." + os.path.relpath(path, PACKAGE)[:-3].replace(os.sep, ".")).replace(".__init__", "")
+                ] = path
     graph = {module: set() for module in paths}
     for module, path in paths.items():
         for node in ast.walk(ast.parse(open(path).read())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "kdistill":
-                graph[module] |= {f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in paths else node.module for alias in node.names}
+                graph[module] |= {
+                    f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in paths else node.module
+                    for alias in node.names
+                }
             elif isinstance(node, ast.Import):
                 graph[module] |= {alias.name for alias in node.names if alias.name in paths}
-    return {module: {imported for imported in imports if imported in paths and imported != module} for module, imports in graph.items()}
+    return {
+        module: {imported for imported in imports if imported in paths and imported != module}
+        for module, imports in graph.items()
+    }
 
 
 def _cycle_from(start: str, graph: dict[str, set[str]]) -> list[str] | None:

@@ -31,9 +31,13 @@ def test_kd_kl_matches_numpy_reference(temperature):
 
 
 def test_kd_kl_is_zero_for_identical_logits_and_reduces_to_batch_mean():
-    assert np.allclose(keras.ops.convert_to_numpy(losses.kd_kl_divergence(TEACHER_LOGITS, TEACHER_LOGITS, 4.0)), 0, atol=1e-5)
+    assert np.allclose(
+        keras.ops.convert_to_numpy(losses.kd_kl_divergence(TEACHER_LOGITS, TEACHER_LOGITS, 4.0)), 0, atol=1e-5
+    )
     loss = losses.LogitsKL(temperature=2.0)
-    np.testing.assert_allclose(float(loss(TEACHER_LOGITS, STUDENT_LOGITS)), _numpy_kd(TEACHER_LOGITS, STUDENT_LOGITS, 2.0).mean(), rtol=1e-5)
+    np.testing.assert_allclose(
+        float(loss(TEACHER_LOGITS, STUDENT_LOGITS)), _numpy_kd(TEACHER_LOGITS, STUDENT_LOGITS, 2.0).mean(), rtol=1e-5
+    )
 
 
 def test_feature_mse_matches_numpy_reference():
@@ -102,10 +106,19 @@ def test_a_weighted_list_with_a_stateful_loss_builds_and_trains_it():
 
     def distiller(feature_loss):
         teacher, student = small_cnn("teacher", widths=(8, 16), seed=1), small_cnn("student", widths=(4, 8), seed=2)
-        return kdistill.FeatureDistiller(teacher, student, taps={"teacher_stage2": "student_stage2"}, feature_loss=feature_loss,
-                                         alpha=0.9, tap_weights=1.0)
+        return kdistill.FeatureDistiller(
+            teacher,
+            student,
+            taps={"teacher_stage2": "student_stage2"},
+            feature_loss=feature_loss,
+            alpha=0.9,
+            tap_weights=1.0,
+        )
 
-    alone, combined = distiller({"name": "crd", "memory_size": 64}), distiller([({"name": "crd", "memory_size": 64}, 0.8), ("at", 1000.0)])
+    alone, combined = (
+        distiller({"name": "crd", "memory_size": 64}),
+        distiller([({"name": "crd", "memory_size": 64}, 0.8), ("at", 1000.0)]),
+    )
     assert len(combined.trainable_variables) == len(alone.trainable_variables)  # CRD's two heads are trained in both
     combined.compile(optimizer="adam")
     memory = [v for v in combined.non_trainable_variables if "memory" in v.path][0]
@@ -122,7 +135,9 @@ def test_a_user_loss_registered_by_decorator_is_usable_by_name_in_a_config(tmp_p
     from kdistill.losses import DistillationLoss, registry
 
     def l1(teacher, student, scale=1.0):
-        return scale * keras.ops.mean(keras.ops.abs(keras.ops.reshape(teacher - student, (keras.ops.shape(teacher)[0], -1))), axis=-1)
+        return scale * keras.ops.mean(
+            keras.ops.abs(keras.ops.reshape(teacher - student, (keras.ops.shape(teacher)[0], -1))), axis=-1
+        )
 
     @registry.register("test_l1", kind="feature")
     @keras.saving.register_keras_serializable(package="kdistill_tests")

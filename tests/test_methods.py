@@ -42,7 +42,7 @@ def np_dkd(t, s, y, alpha, beta, T):
 
 def np_at(t, s):
     def attention(f):
-        a = (f ** 2).mean(-1).reshape(len(f), -1)
+        a = (f**2).mean(-1).reshape(len(f), -1)
         return a / np.linalg.norm(a, axis=1, keepdims=True)
 
     return ((attention(t) - attention(s)) ** 2).mean(-1)
@@ -85,9 +85,10 @@ def np_rkd(t, s, wd, wa):
 
 
 def np_pkt(t, s, eps=1e-7):
-    # Transcribes passalis/probabilistic_kt, nn/pkt.py (also RepDistiller, distiller_zoo/PKT.py), cosine_similarity_loss:
-    # rows L2-normalised (norm + eps), cosine kernel shifted to [0, 1], rows normalised to probabilities, then
-    # torch.mean(target * log((target + eps) / (model + eps))): the mean over all b x b entries, not a sum per row.
+    # Transcribes passalis/probabilistic_kt, nn/pkt.py (also RepDistiller, distiller_zoo/PKT.py),
+    # cosine_similarity_loss: rows L2-normalised (norm + eps), cosine kernel shifted to [0, 1], rows normalised to
+    # probabilities, then torch.mean(target * log((target + eps) / (model + eps))): the mean over all b x b entries, not
+    # a sum per row.
     def probabilities(f):
         f = f.reshape(len(f), -1).astype("float64")
         f = f / (np.sqrt((f**2).sum(1, keepdims=True)) + eps)
@@ -110,7 +111,7 @@ def np_hcl(t, s, levels=(4, 2, 1)):
         return out
 
     def per_sample_mse(d):
-        return (d ** 2).reshape(len(d), -1).mean(1)
+        return (d**2).reshape(len(d), -1).mean(1)
 
     loss, weight, total = per_sample_mse(t - s), 1.0, 1.0
     for level in levels:
@@ -139,7 +140,9 @@ def test_dkd_matches_numpy_and_reads_one_hot_labels():
     got = logit_losses.dkd(T_LOGITS, S_LOGITS, TARGETS, alpha=1.0, beta=8.0, temperature=4.0)
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-4, atol=1e-5)
     one_hot = np.eye(5, dtype="float32")[TARGETS]
-    np.testing.assert_allclose(np.asarray(logit_losses.dkd(T_LOGITS, S_LOGITS, one_hot, 1.0, 8.0, 4.0)), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(logit_losses.dkd(T_LOGITS, S_LOGITS, one_hot, 1.0, 8.0, 4.0)), expected, rtol=1e-4, atol=1e-5
+    )
 
 
 def test_dkd_with_alpha_beta_one_and_confident_teacher_is_close_to_kd():
@@ -154,8 +157,15 @@ def test_dkd_with_alpha_beta_one_and_confident_teacher_is_close_to_kd():
 
 
 def test_standardized_kd_matches_numpy_and_ignores_logit_scale():
-    np.testing.assert_allclose(np.asarray(logit_losses.standardized_kd(T_LOGITS, S_LOGITS, 2.0)), np_standardized_kd(T_LOGITS, S_LOGITS, 2.0), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(logit_losses.standardized_kd(T_LOGITS, 5 * T_LOGITS + 3, 2.0)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(logit_losses.standardized_kd(T_LOGITS, S_LOGITS, 2.0)),
+        np_standardized_kd(T_LOGITS, S_LOGITS, 2.0),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+    np.testing.assert_allclose(
+        np.asarray(logit_losses.standardized_kd(T_LOGITS, 5 * T_LOGITS + 3, 2.0)), 0.0, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize(
@@ -163,7 +173,11 @@ def test_standardized_kd_matches_numpy_and_ignores_logit_scale():
     [
         ("at", feature_losses.attention_transfer, np_at),
         ("sp", feature_losses.similarity_preserving, np_sp),
-        ("rkd", lambda t, s: 25 * feature_losses.rkd_distance(t, s) + 50 * feature_losses.rkd_angle(t, s), lambda t, s: np_rkd(t, s, 25, 50)),
+        (
+            "rkd",
+            lambda t, s: 25 * feature_losses.rkd_distance(t, s) + 50 * feature_losses.rkd_angle(t, s),
+            lambda t, s: np_rkd(t, s, 25, 50),
+        ),
         ("pkt", feature_losses.pkt, np_pkt),
     ],
 )
@@ -171,7 +185,8 @@ def test_feature_methods_match_numpy(name, function, reference):
     got = np.asarray(function(T_MAP, S_MAP))
     assert got.shape == (6,)
     np.testing.assert_allclose(got, reference(T_MAP, S_MAP), rtol=1e-4, atol=1e-6)
-    assert float(np.asarray(losses.get(name).call(T_MAP, T_MAP)).max()) < 1e-6  # zero when the student equals the teacher
+    # zero when the student equals the teacher
+    assert float(np.asarray(losses.get(name).call(T_MAP, T_MAP)).max()) < 1e-6
 
 
 @pytest.mark.parametrize("size", [4, 6])
@@ -191,7 +206,9 @@ def test_hcl_matches_numpy_on_even_and_uneven_pyramids(size):
 @pytest.mark.parametrize("name", ["at", "sp", "rkd", "pkt", "hcl", "dkd", "standardized_kd"])
 def test_gradient_descends_the_loss(name):
     loss = losses.get(name)
-    teacher, start = (T_LOGITS, S_LOGITS) if name in ("dkd", "standardized_kd") else (T_MAP, T_MAP + 0.5 * S_MAP[..., :3])
+    teacher, start = (
+        (T_LOGITS, S_LOGITS) if name in ("dkd", "standardized_kd") else (T_MAP, T_MAP + 0.5 * S_MAP[..., :3])
+    )
     assert_gradient_step_lowers(loss, teacher, start, step=1e-3)
 
 
@@ -216,13 +233,23 @@ def test_weighted_list_of_losses():
 
 @pytest.mark.parametrize(
     "feature_loss, logits_loss",
-    [("at", "dkd"), ("sp", "standardized_kd"), ("rkd", "kl"), ("pkt", "kl"), ("hcl", "kl"), ([("at", 1000.0), ("mse", 1.0)], "dkd"), ("crd", "kl")],
+    [
+        ("at", "dkd"),
+        ("sp", "standardized_kd"),
+        ("rkd", "kl"),
+        ("pkt", "kl"),
+        ("hcl", "kl"),
+        ([("at", 1000.0), ("mse", 1.0)], "dkd"),
+        ("crd", "kl"),
+    ],
 )
 @pytest.mark.eager
 def test_each_method_trains_inside_the_distiller_without_nan(feature_loss, logits_loss):
     teacher = small_cnn("teacher", widths=(8, 16), seed=1)
     student = small_cnn("student", widths=(4, 8), seed=2)
-    distiller = kdistill.FeatureDistiller(teacher, student, taps={"teacher_stage2": "student_stage2"}, feature_loss=feature_loss, logits_loss=logits_loss)
+    distiller = kdistill.FeatureDistiller(
+        teacher, student, taps={"teacher_stage2": "student_stage2"}, feature_loss=feature_loss, logits_loss=logits_loss
+    )
     distiller.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"])
     history = distiller.fit(images(64), labels(64), batch_size=16, epochs=2, verbose=0).history
     for key in ("loss", "kd_loss", "feat_teacher_stage2"):
@@ -239,7 +266,8 @@ def test_linear_cka_matches_its_definition_and_invariances():
     expected = np.linalg.norm(yc.T @ xc) ** 2 / (np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc))
     assert linear_cka(x, y) == pytest.approx(expected, rel=1e-9)
     rotation, _ = np.linalg.qr(rng.normal(size=(6, 6)))
-    assert linear_cka(x, 2.5 * x @ rotation + 1.0) == pytest.approx(1.0, abs=1e-9)  # rotation, scale and shift invariant
+    # rotation, scale and shift invariant
+    assert linear_cka(x, 2.5 * x @ rotation + 1.0) == pytest.approx(1.0, abs=1e-9)
 
 
 def test_taps_suggest_command_prints_pairs_and_saves_a_cka_heatmap(tmp_path, capsys):
@@ -248,12 +276,31 @@ def test_taps_suggest_command_prints_pairs_and_saves_a_cka_heatmap(tmp_path, cap
 
     make_fashion_mnist(tmp_path / "data", train=40, test=40)
     heatmap = tmp_path / "cka.png"
-    assert cli.main(["taps", "suggest", "--teacher", "resnet50", "--student", "resnet8x4", "--data-dir", str(tmp_path / "data"),
-                     "--cka-images", "32", "--heatmap", str(heatmap)]) == 0
+    assert (
+        cli.main(
+            [
+                "taps",
+                "suggest",
+                "--teacher",
+                "resnet50",
+                "--student",
+                "resnet8x4",
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--cka-images",
+                "32",
+                "--heatmap",
+                str(heatmap),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "conv4_block6_out" in out and "stage3_out" in out and "best by CKA" in out
     assert "taps={'conv3_block4_out': 'stage2_out', 'conv4_block6_out': 'stage3_out'}" in out
     assert heatmap.read_bytes()[:4] == b"\x89PNG"
-    suggestion = kdistill.tap_suggest.suggest(small_cnn("teacher", widths=(8, 16)), small_cnn("student", widths=(4, 8)), images(32))
+    suggestion = kdistill.tap_suggest.suggest(
+        small_cnn("teacher", widths=(8, 16)), small_cnn("student", widths=(4, 8)), images(32)
+    )
     assert suggestion.cka.shape == (2, 2) and ((0 <= suggestion.cka) & (suggestion.cka <= 1 + 1e-9)).all()
     assert suggestion.pairs == {"teacher_stage1": "student_stage1", "teacher_stage2": "student_stage2"}

@@ -46,8 +46,12 @@ def test_notebook_executes_with_quick_settings(name, tmp_path, monkeypatch):
     for cell in notebook.cells:
         cell["outputs"] = []
     # A few steps each: run eagerly, as tests marked `eager` do (tests/conftest.py), rather than trace every model
-    notebook.cells.insert(0, nbformat.v4.new_code_cell("import tensorflow as tf\ntf.config.run_functions_eagerly(True)"))
-    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    notebook.cells.insert(
+        0, nbformat.v4.new_code_cell("import tensorflow as tf\ntf.config.run_functions_eagerly(True)")
+    )
+    NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     text = _text(notebook)
     assert "quick: True" in text and "top-1" in text
 
@@ -57,7 +61,8 @@ def _cell(name: str, marker: str) -> str:
     return next(cell.source for cell in notebook.cells if cell.cell_type == "code" and marker in cell.source)
 
 
-#: runs the install part of the set-up cell as on a fresh Colab runtime: google.colab importable, kdistill not; pip is recorded, not run
+#: runs the install part of the set-up cell as on a fresh Colab runtime: google.colab importable, kdistill not; pip is
+#: recorded, not run
 _ON_COLAB = """
 import subprocess, sys, types
 sys.modules["google"], sys.modules["google.colab"] = types.ModuleType("google"), types.ModuleType("google.colab")
@@ -78,8 +83,15 @@ def test_install_cell_on_colab_installs_the_wheel_that_make_wheel_builds(name, t
     environment = {key: value for key, value in os.environ.items() if key != "KDISTILL_SOURCE"}
 
     def run():  # -S -I: no site-packages, as on a machine where kdistill is not installed
-        return subprocess.run([sys.executable, "-S", "-I", "-c", _ON_COLAB], input=install_part, capture_output=True, text=True, timeout=60,
-                              cwd=tmp_path, env=environment)
+        return subprocess.run(
+            [sys.executable, "-S", "-I", "-c", _ON_COLAB],
+            input=install_part,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+            env=environment,
+        )
 
     result = run()
     assert result.returncode != 0 and "Run `make wheel` in kdistill's repository, upload the wheel" in result.stderr
@@ -94,14 +106,18 @@ def test_make_wheel_builds_the_wheel_the_notebooks_install(tmp_path):
     import sys
 
     root = os.path.dirname(os.path.dirname(NOTEBOOKS))
-    result = subprocess.run(["make", "-s", "-C", root, "wheel", f"BIN={os.path.dirname(sys.executable)}", f"WHEEL_DIR={tmp_path}"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        ["make", "-s", "-C", root, "wheel", f"BIN={os.path.dirname(sys.executable)}", f"WHEEL_DIR={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     import kdistill
     import zipfile
 
     wheel = tmp_path / f"kdistill-{kdistill.__version__}-py3-none-any.whl"
-    assert "kdistill/cli.py" in zipfile.ZipFile(wheel).namelist()
+    assert {"kdistill/cli/__init__.py", "kdistill/cli/__main__.py"} <= set(zipfile.ZipFile(wheel).namelist())
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -117,8 +133,10 @@ def test_data_cell_on_colab_asks_tfds_to_download_cifar10_and_kdistill_never_dow
 
     class Builder:  # TFDS' DatasetBuilder as from_tfds uses it; "downloads" by preparing tiny random splits
         data_dir, prepared = "/root/tensorflow_datasets", False
-        info = types.SimpleNamespace(splits={"train": None, "test": None},
-                                     features={"label": types.SimpleNamespace(names=["airplane", "automobile"], num_classes=2)})
+        info = types.SimpleNamespace(
+            splits={"train": None, "test": None},
+            features={"label": types.SimpleNamespace(names=["airplane", "automobile"], num_classes=2)},
+        )
 
         def is_prepared(self):
             return Builder.prepared
@@ -130,9 +148,15 @@ def test_data_cell_on_colab_asks_tfds_to_download_cifar10_and_kdistill_never_dow
             count = 40 if split == "train" else 8
             return tf.data.Dataset.from_tensor_slices((np.zeros((count, 8, 8, 3), "uint8"), np.arange(count) % 2))
 
-    monkeypatch.setitem(sys.modules, "tensorflow_datasets", types.SimpleNamespace(builder=lambda name, data_dir=None: Builder()))
+    monkeypatch.setitem(
+        sys.modules, "tensorflow_datasets", types.SimpleNamespace(builder=lambda name, data_dir=None: Builder())
+    )
     with pytest.raises(FileNotFoundError, match="kdistill never downloads at run time"):
         data.load("tfds:cifar10")
     namespace = {"data": data, "IN_COLAB": True, "QUICK": True, "DATA_DIR": None}
     exec(_cell(name, "SOURCE ="), namespace)
-    assert Builder.prepared and namespace["splits"].class_names == ["airplane", "automobile"] and namespace["splits"].counts["test"] == 8
+    assert (
+        Builder.prepared
+        and namespace["splits"].class_names == ["airplane", "automobile"]
+        and namespace["splits"].counts["test"] == 8
+    )

@@ -10,7 +10,8 @@ from kdistill.errors import UserError
 from kdistill.run import commands, flag_checks, options
 from kdistill.run.config import DistillConfig
 
-#: FeatureDistiller arguments that are no option of get_config: the models, taps, name, and several teachers' weights (kept in the ensemble)
+#: FeatureDistiller arguments that are no option of get_config: the models, taps, name, and several teachers' weights
+#: (kept in the ensemble)
 NOT_OPTIONS = {"self", "teacher", "student", "taps", "teacher_weights", "name", "kwargs"}
 
 
@@ -48,15 +49,24 @@ def test_get_config_saves_every_option_and_round_trips():
     from conftest import small_cnn
 
     teacher, student = small_cnn("teacher", widths=(8, 16)), small_cnn("student", widths=(4, 8), seed=1)
-    config = DistillConfig(feature_loss="at", logits_loss=None, temperature=2.0, alpha=0.7, tap_weights=3.0, logits_weight=0.5)
-    distiller = kdistill.FeatureDistiller(teacher, student, taps={"teacher_stage2": "student_stage2"}, **config.distiller_options())
+    config = DistillConfig(
+        feature_loss="at", logits_loss=None, temperature=2.0, alpha=0.7, tap_weights=3.0, logits_weight=0.5
+    )
+    distiller = kdistill.FeatureDistiller(
+        teacher, student, taps={"teacher_stage2": "student_stage2"}, **config.distiller_options()
+    )
     saved = distiller.get_config()
     assert list(saved) == ["name", "teacher", "student", "taps", *kdistill.FeatureDistiller.OPTIONS]
-    assert saved["tap_weights"] == {"teacher_stage2": 3.0} and saved["logits_loss"] is None and saved["temperature"] == 2.0
+    assert (
+        saved["tap_weights"] == {"teacher_stage2": 3.0} and saved["logits_loss"] is None and saved["temperature"] == 2.0
+    )
     assert saved["review"] is False and saved["adapter"] == "projection" and saved["fold_batch_norm"] is True
     restored = kdistill.FeatureDistiller.from_config(saved)
-    assert {name: getattr(restored, name) for name in ("alpha", "temperature", "logits_weight", "adapter", "tap_weights")} == {
-        name: getattr(distiller, name) for name in ("alpha", "temperature", "logits_weight", "adapter", "tap_weights")}
+    assert {
+        name: getattr(restored, name) for name in ("alpha", "temperature", "logits_weight", "adapter", "tap_weights")
+    } == {
+        name: getattr(distiller, name) for name in ("alpha", "temperature", "logits_weight", "adapter", "tap_weights")
+    }
 
 
 def test_distill_flags_are_the_config_fields_with_their_help():
@@ -67,38 +77,60 @@ def test_distill_flags_are_the_config_fields_with_their_help():
         assert flags[name].help == fields[name].metadata["help"] and flags[name].default is None, name
     assert flags["check_teacher"].option_strings == ["--no-check-teacher"] and flags["tensorboard"].metavar == "DIR"
     assert flags["image_size"].type is int and flags["alpha"].type is float and flags["taps"].type is options.taps_flag
-    assert not {"tap_weights", "alignment", "optimizer", "weight_decay", "lr_decay_epochs"} & set(flags)  # config file only
+    # config file only
+    assert not {"tap_weights", "alignment", "optimizer", "weight_decay", "lr_decay_epochs"} & set(flags)
 
 
 def test_data_flags_of_other_commands_default_to_the_config_defaults():
     for command in ("train-teacher", "evaluate", "cache-teacher", "export"):
-        words = [command] + (["m.keras"] if command in ("evaluate", "export") else []) + (["--teacher", "t.keras"] if command == "cache-teacher" else [])
+        words = (
+            [command]
+            + (["m.keras"] if command in ("evaluate", "export") else [])
+            + (["--teacher", "t.keras"] if command == "cache-teacher" else [])
+        )
         args = cli.build_parser().parse_args(words)
-        assert args.config is None and all(getattr(args, name) is None for name in cli.DATA_FLAGS)  # so that --config can fill them
+        # so that --config can fill them
+        assert args.config is None and all(getattr(args, name) is None for name in cli.DATA_FLAGS)
         cli.fill_from_config(args, cli.DATA_FLAGS)
         for name in cli.DATA_FLAGS:
             assert getattr(args, name) == getattr(DistillConfig, name), (command, name)
 
 
-@pytest.mark.parametrize("argv, values", [
-    ([], {}),
-    (["--teacher", "a.keras"], {"teacher": "a.keras"}),
-    (["--teacher", "a.keras", "b.keras", "--teacher-weights", "2,1"], {"teacher": ["a.keras", "b.keras"], "teacher_weights": [2.0, 1.0]}),
-    (["--taps", "t1:s1, t2:s2", "--augment", "flip, crop", "--no-check-teacher", "--review"],
-     {"taps": {"t1": "s1", "t2": "s2"}, "augment": ["flip", "crop"], "check_teacher": False, "review": True}),
-    (["--feature-loss", "None", "--logits-loss", "dkd", "--epochs", "3", "--alpha", "0.25", "--augment", ""],
-     {"feature_loss": None, "logits_loss": "dkd", "epochs": 3, "alpha": 0.25}),
-])
+@pytest.mark.parametrize(
+    "argv, values",
+    [
+        ([], {}),
+        (["--teacher", "a.keras"], {"teacher": "a.keras"}),
+        (
+            ["--teacher", "a.keras", "b.keras", "--teacher-weights", "2,1"],
+            {"teacher": ["a.keras", "b.keras"], "teacher_weights": [2.0, 1.0]},
+        ),
+        (
+            ["--taps", "t1:s1, t2:s2", "--augment", "flip, crop", "--no-check-teacher", "--review"],
+            {"taps": {"t1": "s1", "t2": "s2"}, "augment": ["flip", "crop"], "check_teacher": False, "review": True},
+        ),
+        (
+            ["--feature-loss", "None", "--logits-loss", "dkd", "--epochs", "3", "--alpha", "0.25", "--augment", ""],
+            {"feature_loss": None, "logits_loss": "dkd", "epochs": 3, "alpha": 0.25},
+        ),
+    ],
+)
 def test_flags_override_only_what_they_set(argv, values):
     args = cli.build_parser().parse_args(["distill", *argv])
     assert options.merge_flags({}, args, DistillConfig) == values
     merged = options.merge_flags({"student": "resnet8x4", "logits_loss": "none", "epochs": 9}, args, DistillConfig)
-    assert merged["student"] == "resnet8x4" and merged["epochs"] == values.get("epochs", 9) and merged["logits_loss"] == values.get("logits_loss")
+    assert (
+        merged["student"] == "resnet8x4"
+        and merged["epochs"] == values.get("epochs", 9)
+        and merged["logits_loss"] == values.get("logits_loss")
+    )
 
 
 def test_teacher_weights_flag_says_what_it_takes():
     args = cli.build_parser().parse_args(["distill", "--teacher-weights", "2,x"])
-    with pytest.raises(UserError, match="--teacher-weights takes numbers separated by commas, e.g. 2,1; received '2,x'"):
+    with pytest.raises(
+        UserError, match="--teacher-weights takes numbers separated by commas, e.g. 2,1; received '2,x'"
+    ):
         options.flag_values(args, DistillConfig)
 
 
@@ -145,7 +177,11 @@ def test_main_reports_user_errors_in_one_line_and_leaves_bugs_their_traceback(mo
 
 def _command_words(command: str) -> list[str]:
     """The words that parse for `command` (its positional model, cache-teacher's required teacher)."""
-    return command.split() + (["m.keras"] if command in ("evaluate", "export") else []) + (["--teacher", "t.keras"] if command == "cache-teacher" else [])
+    return (
+        command.split()
+        + (["m.keras"] if command in ("evaluate", "export") else [])
+        + (["--teacher", "t.keras"] if command == "cache-teacher" else [])
+    )
 
 
 def _command_parser(command: str):
@@ -160,7 +196,9 @@ def test_every_commands_flags_are_its_declaration_and_the_shared_config_fields(c
     """Each subcommand's flags, defaults, choices and help come from its options class (and DistillConfig for the shared data flags)."""
     declared = commands.COMMANDS[command]
     flags = {action.dest: action for action in _command_parser(command)._actions if action.dest != "help"}
-    assert set(flags) == set(options.flag_names(declared)) | set(declared.shared) | ({"config"} if declared.shared else set())
+    assert set(flags) == set(options.flag_names(declared)) | set(declared.shared) | (
+        {"config"} if declared.shared else set()
+    )
     for field in dataclasses.fields(declared):
         default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
         assert flags[field.name].help == field.metadata["help"], (command, field.name)
@@ -169,14 +207,29 @@ def test_every_commands_flags_are_its_declaration_and_the_shared_config_fields(c
             assert flags[field.name].default == default, (command, field.name)
     config_fields = {field.name: field for field in dataclasses.fields(DistillConfig)}
     for name in declared.shared:
-        assert flags[name].help == config_fields[name].metadata["help"] and flags[name].default is None, (command, name)  # None: --config fills it
+        # None: --config fills it
+        assert flags[name].help == config_fields[name].metadata["help"] and flags[name].default is None, (
+            command,
+            name,
+        )
     args = cli.build_parser().parse_args(_command_words(command))
-    assert {field.name: getattr(args, field.name) for field in dataclasses.fields(declared) if field.default is not dataclasses.MISSING} == {
-        field.name: field.default for field in dataclasses.fields(declared) if field.default is not dataclasses.MISSING}
+    assert {
+        field.name: getattr(args, field.name)
+        for field in dataclasses.fields(declared)
+        if field.default is not dataclasses.MISSING
+    } == {
+        field.name: field.default for field in dataclasses.fields(declared) if field.default is not dataclasses.MISSING
+    }
 
 
-@pytest.mark.parametrize("command, name", [(command, name) for command, declared in sorted(commands.COMMANDS.items())
-                                           for name in options.number_rules(declared)])
+@pytest.mark.parametrize(
+    "command, name",
+    [
+        (command, name)
+        for command, declared in sorted(commands.COMMANDS.items())
+        for name in options.number_rules(declared)
+    ],
+)
 def test_each_declared_number_is_checked_by_its_declaration(command, name):
     declared = commands.COMMANDS[command]
     flag = options.flag_of(declared, name)
@@ -185,8 +238,14 @@ def test_each_declared_number_is_checked_by_its_declaration(command, name):
         flag_checks.check_numbers(args)
 
 
-@pytest.mark.parametrize("command, name", [(command, name) for command, declared in sorted(commands.COMMANDS.items())
-                                           for name in options.output_paths(declared)])
+@pytest.mark.parametrize(
+    "command, name",
+    [
+        (command, name)
+        for command, declared in sorted(commands.COMMANDS.items())
+        for name in options.output_paths(declared)
+    ],
+)
 def test_each_declared_output_path_is_checked_before_any_work(command, name, tmp_path):
     """A folder output given an existing file, a file output given an existing folder: refused by the kind the declaration names."""
     declared = commands.COMMANDS[command]
@@ -200,7 +259,9 @@ def test_each_declared_output_path_is_checked_before_any_work(command, name, tmp
 
 
 @pytest.mark.parametrize("command, handler", [("taps suggest", "_taps_suggest"), ("train-teacher", "_train_teacher")])
-def test_config_file_fills_the_shared_flags_and_the_fields_declared_from_config(command, handler, tmp_path, monkeypatch):
+def test_config_file_fills_the_shared_flags_and_the_fields_declared_from_config(
+    command, handler, tmp_path, monkeypatch
+):
     """taps suggest takes the config's teacher and student (declared `from_config`); train-teacher its data keys but not `epochs`."""
     config = tmp_path / "run.yaml"
     config.write_text("teacher: t.keras\nstudent: resnet8x4\nstudent_width: 0.35\nbatch_size: 16\nepochs: 9\n")
@@ -212,7 +273,8 @@ def test_config_file_fills_the_shared_flags_and_the_fields_declared_from_config(
         assert options.config_keys(commands.TapsSuggestOptions) == ("teacher", "student")
         assert (seen["teacher"], seen["student"], seen["student_width"]) == ("t.keras", "resnet8x4", 0.35)
     else:
-        assert options.config_keys(commands.TrainTeacherOptions) == () and seen["epochs"] == 4  # the config's epochs are the student's
+        # the config's epochs are the student's
+        assert options.config_keys(commands.TrainTeacherOptions) == () and seen["epochs"] == 4
 
 
 def test_every_commands_help_is_built_from_the_declarations_without_loading_keras():
@@ -221,13 +283,21 @@ def test_every_commands_help_is_built_from_the_declarations_without_loading_kera
     import subprocess
     import sys
 
-    code = ("import sys\nfrom kdistill import cli\nparser = cli.build_parser()\n"
-            "for words in ([], ['demo'], ['train-teacher'], ['distill'], ['evaluate'], ['cache-teacher'], ['taps', 'suggest'], ['export']):\n"
-            "    try:\n        parser.parse_args([*words, '--help'])\n    except SystemExit as done:\n        assert done.code == 0, words\n"
-            "print(sorted(name for name in ('keras', 'tensorflow', 'jax', 'torch') if name in sys.modules))")
+    code = (
+        "import sys\nfrom kdistill import cli\nparser = cli.build_parser()\n"
+        "for words in ([], ['demo'], ['train-teacher'], ['distill'], ['evaluate'], ['cache-teacher'], ['taps', 'suggest'], ['export']):\n"
+        "    try:\n        parser.parse_args([*words, '--help'])\n    except SystemExit as done:\n        assert done.code == 0, words\n"
+        "print(sorted(name for name in ('keras', 'tensorflow', 'jax', 'torch') if name in sys.modules))"
+    )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root,
-                            env=dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])))
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=root,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])),
+    )
     assert result.returncode == 0 and result.stdout.splitlines()[-1] == "[]", result.stderr[-2000:]
     for command in commands.COMMANDS:
         assert f"usage: kdistill {command}" in result.stdout

@@ -7,7 +7,11 @@ from kdistill.adapters import projection as projections
 
 @pytest.mark.parametrize(
     "student_shape, teacher_shape, expected_pool",
-    [((None, 8, 8, 32), (None, 4, 4, 64), (2, 2)), ((None, 4, 4, 32), (None, 4, 4, 64), None), ((None, 3, 3, 8), (None, 4, 4, 16), None)],
+    [
+        ((None, 8, 8, 32), (None, 4, 4, 64), (2, 2)),
+        ((None, 4, 4, 32), (None, 4, 4, 64), None),
+        ((None, 3, 3, 8), (None, 4, 4, 16), None),
+    ],
 )
 def test_map_projection_aligns_space_and_channels(student_shape, teacher_shape, expected_pool):
     projection = projections.build(student_shape, teacher_shape, name="p")
@@ -44,5 +48,8 @@ def test_projection_config_round_trips_and_reproduces_outputs():
 
 
 def test_describe_says_how_shapes_are_mapped():
-    assert projections.describe((None, 8, 8, 96), (None, 4, 4, 512)) == "8x8x96 -> average pool /2, Conv1x1(512) + BN -> 4x4x512"
+    assert (
+        projections.describe((None, 8, 8, 96), (None, 4, 4, 512))
+        == "8x8x96 -> average pool /2, Conv1x1(512) + BN -> 4x4x512"
+    )
     assert "Dense(10)" in projections.describe((None, 2, 2, 8), (None, 10))

@@ -36,7 +36,8 @@ def test_quantization_aware_distillation_end_to_end_on_real_images(tmp_path):
     kinds = {type(layer).__name__ for layer in twin.layers}
     assert "BatchNormalization" not in kinds and "QuantizedFoldedConv" in kinds and "QuantizedRescaling" in kinds
     assert sum(isinstance(layer, quantize.QuantizedFoldedConv) for layer in twin.layers) == sum(
-        type(layer).__name__ in ("Conv2D", "DepthwiseConv2D") for layer in student.layers)
+        type(layer).__name__ in ("Conv2D", "DepthwiseConv2D") for layer in student.layers
+    )
     assert twin.get_layer("block_6_expand_relu").activation == "relu6"
     images = _images(splits.test, 1000)
     float_logits, twin_logits = _logits(student, images), _logits(twin, images)
@@ -97,10 +98,23 @@ def test_layers_it_cannot_quantize_are_all_listed_with_what_to_do():
 
 
 def test_a_built_sequential_model_quantizes_and_a_subclassed_one_is_refused():
-    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3), keras.layers.BatchNormalization(), keras.layers.ReLU(),
-                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(4, 3),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2),
+        ]
+    )
     twin = quantize.quantize_model(model)
-    assert [type(layer).__name__ for layer in twin.layers[1:]] == ["ActivationQuantizer", "QuantizedFoldedConv", "QuantizedOutput", "QuantizedDense"]
+    assert [type(layer).__name__ for layer in twin.layers[1:]] == [
+        "ActivationQuantizer",
+        "QuantizedFoldedConv",
+        "QuantizedOutput",
+        "QuantizedDense",
+    ]
 
     class Subclassed(keras.Model):
         def call(self, inputs):
@@ -114,8 +128,16 @@ def test_a_twin_saved_under_the_old_layer_name_still_loads(tmp_path):
     """0.2 saved QuantizedFoldedConv as "kdistill>FoldedConv" (the demo's student_int8_qat.keras): such files still load."""
     import zipfile
 
-    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3), keras.layers.BatchNormalization(), keras.layers.ReLU(),
-                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(4, 3),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2),
+        ]
+    )
     twin = quantize.quantize_model(model)
     twin.save(tmp_path / "new.keras")
     with zipfile.ZipFile(tmp_path / "new.keras") as new, zipfile.ZipFile(tmp_path / "old.keras", "w") as old:
@@ -123,7 +145,9 @@ def test_a_twin_saved_under_the_old_layer_name_still_loads(tmp_path):
             content = new.read(item.filename)
             if item.filename == "config.json":
                 assert b'"kdistill>QuantizedFoldedConv"' in content
-                content = content.replace(b'"kdistill>QuantizedFoldedConv"', b'"kdistill>FoldedConv"').replace(b'"QuantizedFoldedConv"', b'"FoldedConv"')
+                content = content.replace(b'"kdistill>QuantizedFoldedConv"', b'"kdistill>FoldedConv"').replace(
+                    b'"QuantizedFoldedConv"', b'"FoldedConv"'
+                )
             old.writestr(item, content)
     loaded = keras.saving.load_model(tmp_path / "old.keras")
     assert [type(layer).__name__ for layer in loaded.layers] == [type(layer).__name__ for layer in twin.layers]
@@ -153,9 +177,12 @@ def test_mixed_precision_fine_tunes_the_twin():
         history = twin.fit(images, labels, epochs=1, batch_size=8, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     units = [layer for layer in twin.layers if isinstance(layer, quantize.QuantizedFoldedConv)]
-    assert units[0].compute_dtype == "bfloat16" and units[0].kernel.dtype == "float32" and units[0].output_quantizer.range_min.dtype == "float32"
+    assert (
+        units[0].compute_dtype == "bfloat16"
+        and units[0].kernel.dtype == "float32"
+        and units[0].output_quantizer.range_min.dtype == "float32"
+    )
     ranges = [unit.output_quantizer.range() for unit in units]
     # (a random network's later activations may vanish, so only the first range is surely wider than a point)
     assert all(low <= 0 <= high for low, high in ranges) and ranges[0][1] > ranges[0][0] > -1
     assert all(float(unit.output_quantizer.tracked) == 1.0 for unit in units)
-

@@ -20,7 +20,8 @@ def test_the_readme_python_block_runs_as_written(tmp_path, fake_fashion_mnist, m
     import kdistill
     from conftest import resnet50_shaped_teacher
 
-    def small_resnet50(num_classes, input_shape, weights):  # ResNet50's stage names and resolutions at a fraction of its cost
+    # ResNet50's stage names and resolutions at a fraction of its cost
+    def small_resnet50(num_classes, input_shape, weights):
         assert input_shape == (32, 32, 3) and weights is None
         return resnet50_shaped_teacher(num_classes)
 
@@ -28,7 +29,11 @@ def test_the_readme_python_block_runs_as_written(tmp_path, fake_fashion_mnist, m
     monkeypatch.chdir(tmp_path)
     os.symlink(fake_fashion_mnist, tmp_path / "data")  # where `make data` puts Fashion-MNIST
     code = _block("README.md", "readme-python")
-    tiny = code.replace("train_limit=10000", "train_limit=32").replace("epochs=4", "epochs=1").replace("epochs=2", "epochs=1")
+    tiny = (
+        code.replace("train_limit=10000", "train_limit=32")
+        .replace("epochs=4", "epochs=1")
+        .replace("epochs=2", "epochs=1")
+    )
     assert tiny.count("epochs=1") == 2 and "train_limit=32" in tiny  # only the sizes change
     namespace = {}
     exec(compile(tiny, "README.md", "exec"), namespace)

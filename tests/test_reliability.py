@@ -36,7 +36,8 @@ def test_a_yaml_list_or_broken_json_config_is_one_line_naming_the_file_and_verbo
 def test_a_non_finite_loss_ends_in_one_line_with_rc_2(tmp_path, tiny_teacher_file, capsys):
     """NonFiniteLossError used to reach the user as a 20-line traceback."""
     config = tmp_path / "run.yaml"
-    config.write_text("taps: {teacher_stage2: stage2_out}\nfeature_loss: mse\ntap_weights: 1.0e+38\n")  # finite weight, sum overflows
+    # finite weight, sum overflows
+    config.write_text("taps: {teacher_stage2: stage2_out}\nfeature_loss: mse\ntap_weights: 1.0e+38\n")
     command = [arg for arg in distill_arguments(tiny_teacher_file, tmp_path / "run") if arg not in ("--taps", "none")]
     assert cli.main(command + ["--config", str(config)]) == 2
     line = one_line(capsys.readouterr().err)
@@ -49,7 +50,9 @@ def test_a_run_stopped_in_its_first_epoch_leaves_no_run_folder(tmp_path, tiny_te
     """A non-finite loss or Ctrl-C in epoch 1 left `run/history.csv` (0 bytes), so the run folder stayed (found by benchmarks/faults.py)."""
     config = tmp_path / "run.yaml"
     config.write_text("taps: {teacher_stage2: stage2_out}\nfeature_loss: mse\ntap_weights: 1.0e+38\n")
-    command = [arg for arg in distill_arguments(tiny_teacher_file, tmp_path / "new" / "run") if arg not in ("--taps", "none")]
+    command = [
+        arg for arg in distill_arguments(tiny_teacher_file, tmp_path / "new" / "run") if arg not in ("--taps", "none")
+    ]
     assert cli.main(command + ["--config", str(config)]) == 2
     assert "training loss became non-finite" in one_line(capsys.readouterr().err)
     assert not (tmp_path / "new").exists()
@@ -64,7 +67,9 @@ def test_a_run_stopped_in_its_first_epoch_leaves_no_run_folder(tmp_path, tiny_te
 
 
 @pytest.mark.eager
-def test_ctrl_c_during_distill_names_the_epoch_and_the_same_command_resumes(tmp_path, tiny_teacher_file, monkeypatch, capsys):
+def test_ctrl_c_during_distill_names_the_epoch_and_the_same_command_resumes(
+    tmp_path, tiny_teacher_file, monkeypatch, capsys
+):
     output = tmp_path / "run"
     begin = callbacks.DataPass.on_epoch_begin
 
@@ -75,7 +80,10 @@ def test_ctrl_c_during_distill_names_the_epoch_and_the_same_command_resumes(tmp_
 
     monkeypatch.setattr(callbacks.DataPass, "on_epoch_begin", ctrl_c_in_the_second_epoch)
     assert cli.main(distill_arguments(tiny_teacher_file, output, 2)) == 130
-    assert one_line(capsys.readouterr().err) == "kdistill distill: interrupted at epoch 2 of 2; run the same command to resume"
+    assert (
+        one_line(capsys.readouterr().err)
+        == "kdistill distill: interrupted at epoch 2 of 2; run the same command to resume"
+    )
     assert not os.path.exists(output / LOCK_NAME)
     monkeypatch.undo()
     assert cli.main(distill_arguments(tiny_teacher_file, output, 2)) == 0
@@ -92,8 +100,12 @@ def test_ctrl_c_during_train_teacher_names_the_epoch_and_the_same_call_resumes(t
     from conftest import real_images
 
     x, y = real_images(48)
-    splits = data.from_arrays(x, y, image_size=32, batch_size=16, validation_fraction=1 / 3, class_names=[str(c) for c in range(10)])
-    monkeypatch.setattr(training.teachers, "get", lambda name, num_classes, **options: small_cnn("teacher", num_classes=num_classes))
+    splits = data.from_arrays(
+        x, y, image_size=32, batch_size=16, validation_fraction=1 / 3, class_names=[str(c) for c in range(10)]
+    )
+    monkeypatch.setattr(
+        training.teachers, "get", lambda name, num_classes, **options: small_cnn("teacher", num_classes=num_classes)
+    )
     begin = callbacks.EpochProgress.on_epoch_begin
 
     def ctrl_c_in_the_second_epoch(self, epoch, logs=None):
@@ -105,43 +117,68 @@ def test_ctrl_c_during_train_teacher_names_the_epoch_and_the_same_call_resumes(t
     with monkeypatch.context() as patch, pytest.raises(Interrupted) as interrupted:
         patch.setattr(callbacks.EpochProgress, "on_epoch_begin", ctrl_c_in_the_second_epoch)
         training.train_teacher(splits, output, epochs=2, verbose=0)
-    assert interrupted_line("train-teacher", interrupted.value) == "interrupted at epoch 2 of 2; run the same command to resume"
+    assert (
+        interrupted_line("train-teacher", interrupted.value)
+        == "interrupted at epoch 2 of 2; run the same command to resume"
+    )
     backup = training.teacher_backup_dir(output)
-    assert not os.path.exists(output) and json.load(open(os.path.join(backup, "training_metadata.json")))["epoch"] == 1  # one epoch done
-    with pytest.raises(callbacks.StaleBackupError, match="different: learning_rate.*" + re.escape(f"Delete {backup!r} to start afresh, or pass another --output")):
+    # one epoch done
+    assert not os.path.exists(output) and json.load(open(os.path.join(backup, "training_metadata.json")))["epoch"] == 1
+    with pytest.raises(
+        callbacks.StaleBackupError,
+        match="different: learning_rate.*" + re.escape(f"Delete {backup!r} to start afresh, or pass another --output"),
+    ):
         training.train_teacher(splits, output, epochs=2, verbose=0, learning_rate=0.5)
     teacher, history = training.train_teacher(splits, output, epochs=2, verbose=0)
     assert len(history["loss"]) == 1  # only the second epoch ran
     assert os.path.exists(output) and not os.path.exists(backup) and history["best_epoch"] in (0, 1)
 
 
-@pytest.mark.parametrize("command, flag, value, message", [
-    ("distill", "--learning-rate", "-1", "learning_rate must be a positive number, received -1.0"),  # trained by gradient ascent, rc 0
-    ("distill", "--learning-rate", "nan", "learning_rate must be a positive number, received nan"),
-    ("distill", "--temperature", "inf", "temperature must be a positive number, received inf"),
-    ("distill", "--alpha", "1.5", "alpha must be a number in [0, 1]"),
-    ("train-teacher", "--learning-rate", "-1", "--learning-rate must be a positive number, received -1.0"),
-    ("train-teacher", "--epochs", "0", "--epochs must be a positive whole number, received 0"),
-])
-def test_bad_numbers_in_flags_are_refused_before_any_work(tmp_path, tiny_teacher_file, capsys, command, flag, value, message):
+@pytest.mark.parametrize(
+    "command, flag, value, message",
+    [
+        # trained by gradient ascent, rc 0
+        (
+            "distill",
+            "--learning-rate",
+            "-1",
+            "learning_rate must be a positive number, received -1.0",
+        ),
+        ("distill", "--learning-rate", "nan", "learning_rate must be a positive number, received nan"),
+        ("distill", "--temperature", "inf", "temperature must be a positive number, received inf"),
+        ("distill", "--alpha", "1.5", "alpha must be a number in [0, 1]"),
+        ("train-teacher", "--learning-rate", "-1", "--learning-rate must be a positive number, received -1.0"),
+        ("train-teacher", "--epochs", "0", "--epochs must be a positive whole number, received 0"),
+    ],
+)
+def test_bad_numbers_in_flags_are_refused_before_any_work(
+    tmp_path, tiny_teacher_file, capsys, command, flag, value, message
+):
     output = tmp_path / "run"
-    arguments = distill_arguments(tiny_teacher_file, output) if command == "distill" else ["train-teacher", "--data-dir", REAL_SAMPLE, "--output", str(output / "t.keras")]
+    arguments = (
+        distill_arguments(tiny_teacher_file, output)
+        if command == "distill"
+        else ["train-teacher", "--data-dir", REAL_SAMPLE, "--output", str(output / "t.keras")]
+    )
     assert cli.main(arguments + [flag, value]) == 2
     assert message in one_line(capsys.readouterr().err)
     assert not output.exists()
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"learning_rate": -1}, "learning_rate must be a positive number, received -1"),
-    ({"learning_rate": float("nan")}, "learning_rate must be a positive number, received nan"),
-    ({"weight_decay": -0.1}, "weight_decay must be a non-negative number"),
-    ({"batch_size": 0}, "batch_size must be a positive whole number"),
-    ({"temperature": float("inf")}, "temperature must be a positive number"),
-    ({"seed": -3}, "seed must be a non-negative whole number"),
-    ({"tap_weights": {"a": -1.0}}, "tap_weights must be a non-negative number"),
-    ({"teacher_weights": [1.0, float("inf")]}, "each of teacher_weights must be a non-negative number"),
-    ({"feature_loss": 5}, "feature_loss must be a loss name"),  # was a TypeError deep in the distiller
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"learning_rate": -1}, "learning_rate must be a positive number, received -1"),
+        ({"learning_rate": float("nan")}, "learning_rate must be a positive number, received nan"),
+        ({"weight_decay": -0.1}, "weight_decay must be a non-negative number"),
+        ({"batch_size": 0}, "batch_size must be a positive whole number"),
+        ({"temperature": float("inf")}, "temperature must be a positive number"),
+        ({"seed": -3}, "seed must be a non-negative whole number"),
+        ({"tap_weights": {"a": -1.0}}, "tap_weights must be a non-negative number"),
+        ({"teacher_weights": [1.0, float("inf")]}, "each of teacher_weights must be a non-negative number"),
+        ({"feature_loss": 5}, "feature_loss must be a loss name"),  # was a TypeError deep in the distiller
+    ],
+)
 def test_config_numbers_are_checked_in_dicts_and_in_python(values, message):
     with pytest.raises(UserError, match=message.replace("[", r"\[")):
         DistillConfig.from_dict(values, check_files=False)
@@ -162,8 +199,15 @@ def test_numbers_in_exponent_notation_read_as_numbers_from_yaml_and_set():
 
     from kdistill.run import demo_settings
 
-    assert DistillConfig.from_dict(yaml.safe_load("learning_rate: 1e-3\nweight_decay: 5e-4"), check_files=False).learning_rate == 1e-3
-    assert demo_settings.check_settings({"qat_learning_rate": options.parse_overrides(["qat_learning_rate=1e-4"])["qat_learning_rate"]})
+    assert (
+        DistillConfig.from_dict(
+            yaml.safe_load("learning_rate: 1e-3\nweight_decay: 5e-4"), check_files=False
+        ).learning_rate
+        == 1e-3
+    )
+    assert demo_settings.check_settings(
+        {"qat_learning_rate": options.parse_overrides(["qat_learning_rate=1e-4"])["qat_learning_rate"]}
+    )
 
 
 def test_demo_settings_are_checked_before_the_teacher_trains(tmp_path, monkeypatch, capsys):
@@ -171,15 +215,22 @@ def test_demo_settings_are_checked_before_the_teacher_trains(tmp_path, monkeypat
     from kdistill.run import training
 
     monkeypatch.setattr(training, "train_teacher", lambda *args, **kwargs: pytest.fail("training started"))
-    for setting, message in (("student_epochs=abc", "student_epochs must be a positive whole number, received the str 'abc'"),
-                             ("teacher_epochs=-2", "teacher_epochs must be a positive whole number, received -2"),
-                             ("alpha=2", "alpha must be a number in [0, 1], received 2"), ("export=maybe", "export must be a bool")):
-        assert cli.main(["demo", "--data-dir", REAL_SAMPLE, "--output-dir", str(tmp_path / "demo"), "--set", setting]) == 2
+    for setting, message in (
+        ("student_epochs=abc", "student_epochs must be a positive whole number, received the str 'abc'"),
+        ("teacher_epochs=-2", "teacher_epochs must be a positive whole number, received -2"),
+        ("alpha=2", "alpha must be a number in [0, 1], received 2"),
+        ("export=maybe", "export must be a bool"),
+    ):
+        assert (
+            cli.main(["demo", "--data-dir", REAL_SAMPLE, "--output-dir", str(tmp_path / "demo"), "--set", setting]) == 2
+        )
         assert message in one_line(capsys.readouterr().err)
     assert not (tmp_path / "demo").exists()
 
 
-def test_a_run_folder_in_use_is_refused_with_the_holders_pid_and_a_dead_holders_lock_is_taken_over(tmp_path, tiny_teacher_file, capsys):
+def test_a_run_folder_in_use_is_refused_with_the_holders_pid_and_a_dead_holders_lock_is_taken_over(
+    tmp_path, tiny_teacher_file, capsys
+):
     output = tmp_path / "run"
     output.mkdir()
     lock = output / LOCK_NAME
@@ -194,35 +245,51 @@ def test_a_run_folder_in_use_is_refused_with_the_holders_pid_and_a_dead_holders_
     dead.wait()
     lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))  # left by a killed run
     assert cli.main(distill_arguments(tiny_teacher_file, output)) == 0
-    assert f"Taking over the lock of {output}: its process (pid {dead.pid}) is no longer running" in capsys.readouterr().err
+    assert (
+        f"Taking over the lock of {output}: its process (pid {dead.pid}) is no longer running"
+        in capsys.readouterr().err
+    )
     assert (output / "student.keras").exists() and not lock.exists()
 
 
-def test_refused_runs_leave_no_empty_folders_and_a_run_folder_inside_the_image_folder_is_refused(tmp_path, tiny_teacher_file, capsys):
+def test_refused_runs_leave_no_empty_folders_and_a_run_folder_inside_the_image_folder_is_refused(
+    tmp_path, tiny_teacher_file, capsys
+):
     nested = tmp_path / "new" / "run"
-    assert cli.main(distill_arguments(tiny_teacher_file, nested, 1, "--student", "resnet9")) == 2  # refused after the data and teacher loaded
+    # refused after the data and teacher loaded
+    assert cli.main(distill_arguments(tiny_teacher_file, nested, 1, "--student", "resnet9")) == 2
     assert "resnet9" in one_line(capsys.readouterr().err)
     assert not (tmp_path / "new").exists()
     images = tmp_path / "images"
     for name in ("boot", "shirt"):
         (images / name).mkdir(parents=True)
-    assert cli.main(["distill", "--data", str(images), "--teacher", tiny_teacher_file, "--output-dir", str(images / "run")]) == 2
+    assert (
+        cli.main(
+            ["distill", "--data", str(images), "--teacher", tiny_teacher_file, "--output-dir", str(images / "run")]
+        )
+        == 2
+    )
     assert "is inside the image folder" in one_line(capsys.readouterr().err)
     assert sorted(os.listdir(images)) == ["boot", "shirt"]
 
 
-def test_mixed_float16_on_a_cpu_warns_and_an_invalid_backend_lists_the_valid_ones(tmp_path, tiny_teacher_file, monkeypatch, capsys):
+def test_mixed_float16_on_a_cpu_warns_and_an_invalid_backend_lists_the_valid_ones(
+    tmp_path, tiny_teacher_file, monkeypatch, capsys
+):
     missing = str(tmp_path / "no-data")  # the run stops at the data, after the warning
     command = [arg if arg != REAL_SAMPLE else missing for arg in distill_arguments(tiny_teacher_file, tmp_path / "run")]
     assert cli.main(command + ["--precision", "mixed_float16"]) == 2
     assert "much slower than float32" in capsys.readouterr().err and not (tmp_path / "run").exists()
     monkeypatch.setenv("KERAS_BACKEND", "invalid")
     assert cli.main(["evaluate", tiny_teacher_file]) == 2
-    assert "KERAS_BACKEND='invalid' is not a Keras backend. Set it to tensorflow, jax or torch" in one_line(capsys.readouterr().err)
+    assert "KERAS_BACKEND='invalid' is not a Keras backend. Set it to tensorflow, jax or torch" in one_line(
+        capsys.readouterr().err
+    )
 
 
 def test_a_programming_bug_is_not_turned_into_a_user_error(monkeypatch):
     """cli.main caught TypeError, so a bug read as a one-line user mistake."""
+
     def bug(args):
         raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
 
@@ -243,7 +310,8 @@ def _mixed_image_folder(root):
     Image.fromarray(rng.integers(0, 256, (24, 24, 4), dtype=np.uint8)).save(root / "boots" / "rgba.png")
     palette = Image.fromarray(rgb(40, 28)).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
     palette.save(root / "boots" / "palette.png", transparency=0)
-    Image.fromarray(rng.integers(0, 65536, (36, 20), dtype=np.uint16)).save(root / "boots" / "sixteen_bit.png")  # Pillow mode I;16
+    # Pillow mode I;16
+    Image.fromarray(rng.integers(0, 65536, (36, 20), dtype=np.uint16)).save(root / "boots" / "sixteen_bit.png")
     Image.fromarray(rng.integers(0, 256, (24, 24, 2), dtype=np.uint8), "LA").save(root / "boots" / "grey_alpha.png")
     Image.fromarray(rgb(50, 64)).convert("CMYK").save(root / "shirts" / "cmyk.jpg", quality=90)
     Image.fromarray(rgb(33, 17)).save(root / "shirts" / "photo.jpeg", quality=85)
@@ -268,8 +336,10 @@ def test_both_image_readers_read_every_kind_of_file_alike_and_ignore_hidden_entr
     from kdistill.data.images import resize
 
     _mixed_image_folder(tmp_path)
-    read = {pipeline: data.from_image_folder(str(tmp_path), image_size=24, validation_fraction=0.0, pipeline=pipeline)
-            for pipeline in ("tf", "numpy")}
+    read = {
+        pipeline: data.from_image_folder(str(tmp_path), image_size=24, validation_fraction=0.0, pipeline=pipeline)
+        for pipeline in ("tf", "numpy")
+    }
     for splits in read.values():
         assert splits.class_names == ["boots", "shirts"] and splits.counts["train"] == 9
     (tf_images, tf_labels), (pillow_images, pillow_labels) = (_plain_arrays(read[p]) for p in ("tf", "numpy"))
@@ -284,19 +354,33 @@ def test_both_image_readers_read_every_kind_of_file_alike_and_ignore_hidden_entr
     assert len(found) == 1 and len(np.unique(pillow_images[found[0]])) > 2  # grey levels, not black and white
 
 
-def test_a_teacher_cache_that_cannot_be_written_is_refused_before_any_work_naming_the_users_path(tmp_path, tiny_teacher_file, monkeypatch, capsys):
+def test_a_teacher_cache_that_cannot_be_written_is_refused_before_any_work_naming_the_users_path(
+    tmp_path, tiny_teacher_file, monkeypatch, capsys
+):
     """A cache under a file or in a read-only folder failed after the data, teacher and distiller were built, naming `.cache-xxxx`."""
     (tmp_path / "notes.txt").write_text("a file")
     under_a_file = str(tmp_path / "notes.txt" / "cache")
     assert cli.main(distill_arguments(tiny_teacher_file, tmp_path / "run", 1, "--teacher-cache", under_a_file)) == 2
     line = one_line(capsys.readouterr().err)
-    assert f"Cannot build the teacher cache in {under_a_file!r}: {str(tmp_path / 'notes.txt')!r} is a file" in line and ".cache-" not in line
+    assert (
+        f"Cannot build the teacher cache in {under_a_file!r}: {str(tmp_path / 'notes.txt')!r} is a file" in line
+        and ".cache-" not in line
+    )
     shared = tmp_path / "shared"
     shared.mkdir()
     access = os.access
-    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if os.path.abspath(path) == str(shared) else access(path, mode, **kw))
-    assert cli.main(distill_arguments(tiny_teacher_file, tmp_path / "run", 1, "--teacher-cache", str(shared / "cache"))) == 2
-    assert f"no permission to write in {str(shared)!r}. Point --teacher-cache at a folder you can write" in one_line(capsys.readouterr().err)
+    monkeypatch.setattr(
+        os,
+        "access",
+        lambda path, mode, **kw: False if os.path.abspath(path) == str(shared) else access(path, mode, **kw),
+    )
+    assert (
+        cli.main(distill_arguments(tiny_teacher_file, tmp_path / "run", 1, "--teacher-cache", str(shared / "cache")))
+        == 2
+    )
+    assert f"no permission to write in {str(shared)!r}. Point --teacher-cache at a folder you can write" in one_line(
+        capsys.readouterr().err
+    )
     assert not (tmp_path / "run").exists()
 
 
@@ -304,9 +388,16 @@ def test_a_teacher_cache_that_cannot_be_written_is_refused_before_any_work_namin
 def test_a_stale_teacher_cache_says_what_changed_and_how_to_rebuild(tmp_path, tiny_teacher_file, capsys):
     cache = str(tmp_path / "cache")
     assert cli.main(distill_arguments(tiny_teacher_file, tmp_path / "run", 1, "--teacher-cache", cache)) == 0
-    assert cli.main(distill_arguments(tiny_teacher_file, tmp_path / "run2", 1, "--teacher-cache", cache, "--seed", "1")) == 2  # run2: run/ is finished
+    # run2: run/ is finished
+    assert (
+        cli.main(distill_arguments(tiny_teacher_file, tmp_path / "run2", 1, "--teacher-cache", cache, "--seed", "1"))
+        == 2
+    )
     line = one_line(capsys.readouterr().err)
-    assert "made from other images or labels: another --seed draws another training/validation split (0 when built, 1 now)" in line
+    assert (
+        "made from other images or labels: another --seed draws another training/validation split (0 when built, 1 now)"
+        in line
+    )
     assert f"To rebuild it, delete {cache!r} (kdistill distill --teacher-cache builds it again on first use)" in line
 
 
@@ -334,12 +425,15 @@ def test_feature_distiller_fit_checks_arrays_and_datasets_with_the_loaders_messa
         with pytest.raises(UserError, match=re.escape(str(loader.value))):
             distiller.fit(batches.ArrayBatches(images, labels, batch_size=16), epochs=1, verbose=0)
     grey = tf.data.Dataset.from_tensor_slices((x[:, 2:30, 2:30, :1], y)).batch(8)
-    with pytest.raises(UserError, match=r"The training images have shape \(28, 28, 1\) per image, but the teacher takes \(32, 32, 3\)"):
+    with pytest.raises(
+        UserError, match=r"The training images have shape \(28, 28, 1\) per image, but the teacher takes \(32, 32, 3\)"
+    ):
         distiller.fit(grey, epochs=1, verbose=0)
     with pytest.raises(UserError, match=r"1 validation label\(s\) lie outside \[0, 10\)"):
         distiller.fit(x, y, validation_data=(x, bad_label), epochs=1, verbose=0)
     # A dataset is checked by its first batch only, and a kdistill pipeline's pass counter is left as it was.
-    checks.check_fit_data(distiller.teacher, tf.data.Dataset.from_tensor_slices((x, bad_label)).batch(2))  # label 10 in batch 2
+    # label 10 in batch 2
+    checks.check_fit_data(distiller.teacher, tf.data.Dataset.from_tensor_slices((x, bad_label)).batch(2))
     pipeline = data.from_arrays(x, y, class_names=names, pipeline="tf", validation_fraction=0.0).train
     checks.check_fit_data(distiller.teacher, pipeline)
     assert int(pipeline.kdistill_pass.numpy()) == 0
@@ -373,12 +467,21 @@ def odd_models(tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("name, message", [
-    ("feature_map.keras", "returns a feature map of shape (batch, 8, 8, 4), not logits of shape (batch, classes): kdistill needs a classifier"),
-    ("two_outputs.keras", "has 2 outputs ((batch, 10), (batch, 8, 8, 4)); kdistill needs a classifier with one output"),
-    ("random.keras", "is not a Keras model file: a .keras file is a zip archive written by model.save()"),
-    ("folder.keras", "is a folder, not a Keras model file"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        (
+            "feature_map.keras",
+            "returns a feature map of shape (batch, 8, 8, 4), not logits of shape (batch, classes): kdistill needs a classifier",
+        ),
+        (
+            "two_outputs.keras",
+            "has 2 outputs ((batch, 10), (batch, 8, 8, 4)); kdistill needs a classifier with one output",
+        ),
+        ("random.keras", "is not a Keras model file: a .keras file is a zip archive written by model.save()"),
+        ("folder.keras", "is a folder, not a Keras model file"),
+    ],
+)
 def test_a_teacher_that_is_not_a_logits_classifier_ends_in_one_clear_line(tmp_path, odd_models, capsys, name, message):
     path = str(odd_models / name)
     for extra in ([], ["--no-check-teacher"]):
@@ -386,14 +489,24 @@ def test_a_teacher_that_is_not_a_logits_classifier_ends_in_one_clear_line(tmp_pa
         assert cli.main(command) == 2
         err = capsys.readouterr().err
         assert message in one_line(err) and "Teacher top-1" not in err and "File not found" not in err
-    for command in (["evaluate", path], ["export", path, "--output-dir", str(tmp_path / "export")]):  # the same check, before any data
+    # the same check, before any data
+    for command in (
+        ["evaluate", path],
+        ["export", path, "--output-dir", str(tmp_path / "export")],
+    ):
         assert cli.main(command + ["--data-dir", str(tmp_path / "no-data")]) == 2
         # a map output is a segmenter's to evaluate and export: the line says so and names the data it needs
-        words = "not logits of shape (batch, classes): a segmenter's logit map, measured on images with masks" if name == "feature_map.keras" else message
+        words = (
+            "not logits of shape (batch, classes): a segmenter's logit map, measured on images with masks"
+            if name == "feature_map.keras"
+            else message
+        )
         assert words in one_line(capsys.readouterr().err)
 
 
-def test_student_weights_of_another_architecture_are_refused_naming_both(tmp_path, tiny_teacher_file, odd_models, capsys):
+def test_student_weights_of_another_architecture_are_refused_naming_both(
+    tmp_path, tiny_teacher_file, odd_models, capsys
+):
     """--student resnet8x4 --student-weights resnet20.keras trained a resnet20 and called it resnet8x4."""
     weights = str(odd_models / "resnet20.keras")
     assert cli.main(distill_arguments(tiny_teacher_file, tmp_path / "run", 1, "--student-weights", weights)) == 2

@@ -43,7 +43,9 @@ def test_attention_weights_mix_the_tap_and_the_deeper_map():
 @pytest.mark.eager
 def test_review_distiller_trains_with_hcl_and_reloads(tmp_path):
     teacher, student = small_cnn("teacher", widths=(8, 16), seed=1), small_cnn("student", widths=(4, 8), seed=2)
-    distiller = kdistill.FeatureDistiller(teacher, student, taps=TAPS, feature_loss="hcl", review=True, review_channels=8, alpha=0.7)
+    distiller = kdistill.FeatureDistiller(
+        teacher, student, taps=TAPS, feature_loss="hcl", review=True, review_channels=8, alpha=0.7
+    )
     assert distiller.student_adapter.order == ["teacher_stage2", "teacher_stage1"]  # deepest student tap first
     summary = {row["teacher_layer"]: row["projection"] for row in distiller.projection_summary()}
     assert "attention fusion" in summary["teacher_stage1"] and "attention fusion" not in summary["teacher_stage2"]
@@ -58,7 +60,11 @@ def test_review_distiller_trains_with_hcl_and_reloads(tmp_path):
     assert any(np.abs(a - b.numpy()).max() > 0 for a, b in zip(before, after))  # the fusion is trained
 
     restored = run_distiller_saving(distiller, str(tmp_path / "review.keras"), x[:8], y[:8])
-    assert restored.review and restored.review_channels == 8 and restored.student_adapter.order == distiller.student_adapter.order
+    assert (
+        restored.review
+        and restored.review_channels == 8
+        and restored.student_adapter.order == distiller.student_adapter.order
+    )
     outputs, reloaded = distiller(x[:4], training=False)["student"], restored(x[:4], training=False)["student"]
     for key in TAPS:
         np.testing.assert_allclose(np.asarray(reloaded[key]), np.asarray(outputs[key]), rtol=1e-5, atol=1e-5)
@@ -67,7 +73,9 @@ def test_review_distiller_trains_with_hcl_and_reloads(tmp_path):
 def test_review_needs_feature_maps():
     teacher, student = small_cnn("teacher", seed=1), small_cnn("student", seed=2)
     with pytest.raises(ValueError, match="adapter=.review. fuses feature maps"):
-        kdistill.FeatureDistiller(teacher, student, taps={"teacher_pool": "student_pool"}, feature_loss="hcl", review=True)
+        kdistill.FeatureDistiller(
+            teacher, student, taps={"teacher_pool": "student_pool"}, feature_loss="hcl", review=True
+        )
     with pytest.raises(ValueError, match="review_channels must be a positive integer"):
         kdistill.FeatureDistiller(teacher, student, taps=TAPS, feature_loss="hcl", review=True, review_channels=0)
 
@@ -83,10 +91,34 @@ def test_cli_distill_with_review_and_hcl(tmp_path, capsys):
     make_fashion_mnist(tmp_path / "data", train=64, test=16, seed=3)
     teacher = str(tmp_path / "teacher.keras")
     resnet50_shaped_teacher().save(teacher)
-    status = cli.main(["distill", "--data-dir", str(tmp_path / "data"), "--teacher", teacher, "--student", "resnet8x4", "--taps", "preset",
-                       "--feature-loss", "hcl", "--review", "--epochs", "1", "--batch-size", "16", "--output-dir", str(tmp_path / "run")])
+    status = cli.main(
+        [
+            "distill",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--teacher",
+            teacher,
+            "--student",
+            "resnet8x4",
+            "--taps",
+            "preset",
+            "--feature-loss",
+            "hcl",
+            "--review",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--output-dir",
+            str(tmp_path / "run"),
+        ]
+    )
     assert status == 0, capsys.readouterr().err
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["config"]["review"] is True and summary["config"]["feature_loss"] == "hcl"
-    assert [("attention fusion" in row["projection"]) for row in summary["projections"]] == [True, False]  # the deeper tap fuses nothing
+    # the deeper tap fuses nothing
+    assert [("attention fusion" in row["projection"]) for row in summary["projections"]] == [
+        True,
+        False,
+    ]
     assert 0.0 <= summary["test"]["top1"] <= 1.0

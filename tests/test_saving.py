@@ -40,11 +40,22 @@ def test_a_distiller_saved_by_0_3_loads_with_its_adapters_loss_weights_and_optim
     import kdistill
     from conftest import images, labels
 
-    distiller = keras.saving.load_model(os.path.join(os.path.dirname(__file__), "data", "distiller_0.3.keras"), custom_objects={"FeatureDistiller": kdistill.FeatureDistiller})
+    distiller = keras.saving.load_model(
+        os.path.join(os.path.dirname(__file__), "data", "distiller_0.3.keras"),
+        custom_objects={"FeatureDistiller": kdistill.FeatureDistiller},
+    )
     x, y = images(8, 3), labels(8, 3)
     keras.utils.set_random_seed(0)
-    terms = distiller.loss_terms(keras.ops.convert_to_tensor(y), distiller.teacher_outputs(x), distiller.student_outputs(x, training=False))
-    expected = {"ce_loss": 2.295732, "kd_loss": 0.71353269, "feat_teacher_stage1": 2.7705383, "feat_teacher_stage2": 2.8654222, "loss": 4.3226128}
+    terms = distiller.loss_terms(
+        keras.ops.convert_to_tensor(y), distiller.teacher_outputs(x), distiller.student_outputs(x, training=False)
+    )
+    expected = {
+        "ce_loss": 2.295732,
+        "kd_loss": 0.71353269,
+        "feat_teacher_stage1": 2.7705383,
+        "feat_teacher_stage2": 2.8654222,
+        "loss": 4.3226128,
+    }
     np.testing.assert_allclose([float(terms[k]) for k in expected], list(expected.values()), rtol=1e-5)
     optimizer_state = sum(float(np.abs(keras.ops.convert_to_numpy(v)).sum()) for v in distiller.optimizer.variables)
     np.testing.assert_allclose(optimizer_state, 104.43098545312202, rtol=1e-6)

@@ -23,7 +23,9 @@ def test_scenes_are_deterministic_for_a_seed_and_differ_between_seeds(items):
 
 def test_masks_mark_exactly_the_bright_pixels_with_the_pasted_items_classes(items):
     scenes = make_scenes(*items, count=20, size=64, max_items=4, seed=0, brightness=64)
-    assert scenes.images.shape == (20, 64, 64, 3) and scenes.images.dtype == np.float32 and scenes.masks.dtype == np.uint8
+    assert (
+        scenes.images.shape == (20, 64, 64, 3) and scenes.images.dtype == np.float32 and scenes.masks.dtype == np.uint8
+    )
     np.testing.assert_array_equal(scenes.masks > 0, scenes.images[..., 0] > 64)
     assert np.array_equal(scenes.images[..., 0], scenes.images[..., 2])  # grey repeated to RGB
     assert scenes.masks.max() <= 10 and scenes.class_names == SCENE_CLASSES and len(SCENE_CLASSES) == 11
@@ -41,11 +43,14 @@ def test_one_item_per_scene_is_one_connected_class(items):
         assert (mask > 0).sum() == (x[0] > 64).sum()
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"size": 20}, "smaller than an item"),
-    ({"count": 0}, "positive integers"),
-    ({"brightness": 300}, r"brightness must lie in \(0, 255\)"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"size": 20}, "smaller than an item"),
+        ({"count": 0}, "positive integers"),
+        ({"brightness": 300}, r"brightness must lie in \(0, 255\)"),
+    ],
+)
 def test_bad_options_are_refused_with_the_fix(items, options, message):
     with pytest.raises(ValueError, match=message):
         make_scenes(*items, **{"count": 2, **options})

@@ -8,10 +8,8 @@ from kdistill.errors import UserError
 from kdistill.segmentation_metrics import confusion_matrix, evaluate_segmenter, iou_per_class, segmentation_report
 
 # Two 2x3 masks over 3 classes, with two ignored pixels (255).
-MASKS = np.array([[[0, 0, 1], [1, 2, 255]],
-                  [[2, 2, 0], [255, 1, 1]]])
-PREDICTIONS = np.array([[[0, 1, 1], [1, 2, 0]],
-                        [[2, 0, 0], [2, 1, 2]]])
+MASKS = np.array([[[0, 0, 1], [1, 2, 255]], [[2, 2, 0], [255, 1, 1]]])
+PREDICTIONS = np.array([[[0, 1, 1], [1, 2, 0]], [[2, 0, 0], [2, 1, 2]]])
 
 
 def test_confusion_matrix_skips_the_ignore_label_and_the_metrics_match_the_hand_count():
@@ -22,7 +20,11 @@ def test_confusion_matrix_skips_the_ignore_label_and_the_metrics_match_the_hand_
     np.testing.assert_allclose(iou_per_class(confusion), [0.5, 0.6, 0.5])
     report = segmentation_report(confusion, ["background", "a", "b"])
     assert report["per_class_iou"] == pytest.approx({"background": 0.5, "a": 0.6, "b": 0.5})
-    assert report["mean_iou"] == pytest.approx(1.6 / 3) and report["pixel_accuracy"] == pytest.approx(7 / 10) and report["pixels"] == 10
+    assert (
+        report["mean_iou"] == pytest.approx(1.6 / 3)
+        and report["pixel_accuracy"] == pytest.approx(7 / 10)
+        and report["pixels"] == 10
+    )
     # without the ignore label, 255 is a value outside the classes: refused with the fix
     with pytest.raises(ValueError, match=r"mask values must lie in \[0, 3\)"):
         confusion_matrix(MASKS, PREDICTIONS, 3, ignore_label=None)
@@ -51,4 +53,6 @@ def test_evaluate_segmenter_counts_at_the_masks_size_and_reads_a_distillers_stud
     assert report["pixel_accuracy"] == pytest.approx((191 - 16) / 191)
     assert report["per_class_iou"]["item"] == pytest.approx(95 / (95 + 16))
     with pytest.raises(UserError, match=r"evaluate_segmenter measures segmenters: it needs one output, logit maps"):
-        evaluate_segmenter(keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(2)]), images, masks)
+        evaluate_segmenter(
+            keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(2)]), images, masks
+        )

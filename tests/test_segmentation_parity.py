@@ -17,8 +17,14 @@ def test_a_segmenter_exports_to_tflite_float_and_int8_with_mask_parity(tmp_path)
     images = rng.uniform(0, 255, (12, 16, 16, 3)).astype("float32")
     masks = np.asarray(model(images)).argmax(-1).astype("uint8")  # the Keras model is right everywhere: its mIoU is 1
     masks[:, 0, 0] = 255
-    result = export_segmenter(model, str(tmp_path), formats=["float32", "int8"], representative=[(images, masks)],
-                              test=[(images[:6], masks[:6]), (images[6:], masks[6:])], class_names=["a", "b", "c", "d"])
+    result = export_segmenter(
+        model,
+        str(tmp_path),
+        formats=["float32", "int8"],
+        representative=[(images, masks)],
+        test=[(images[:6], masks[:6]), (images[6:], masks[6:])],
+        class_names=["a", "b", "c", "d"],
+    )
     rows = result["report"]["formats"]
     assert list(rows) == ["keras", "tflite_float32", "tflite_int8"] and result["report"]["examples"] == 12
     assert rows["keras"]["mean_iou"] == pytest.approx(1.0) and rows["keras"]["pixel_agreement"] == 1.0

@@ -14,7 +14,8 @@ TARGETS = np.array([0, 3, 9, 2, 2, 7])
 
 
 def np_normalize(logit):
-    # sunshangquan/logit-standardization-KD, mdistiller/distillers/DKD.py, normalize(): std with divisor C - 1, plus 1e-7
+    # sunshangquan/logit-standardization-KD, mdistiller/distillers/DKD.py, normalize(): std with divisor C - 1, plus
+    # 1e-7
     return (logit - logit.mean(-1, keepdims=True)) / (1e-7 + logit.std(-1, ddof=1, keepdims=True))
 
 
@@ -33,6 +34,7 @@ def np_dkd_loss(logits_student_in, logits_teacher_in, target, alpha, beta, tempe
     b_s = np.stack([(p_s * gt).sum(1), (p_s * other).sum(1)], 1)
     b_t = np.stack([(p_t * gt).sum(1), (p_t * other).sum(1)], 1)
     tckd = (b_t * (np.log(b_t) - np.log(b_s))).sum(1) * temperature**2
+
     def log_softmax(z):
         z = z - z.max(1, keepdims=True)
         return z - np.log(np.exp(z).sum(1, keepdims=True))
@@ -55,12 +57,19 @@ def test_standardized_dkd_by_name_reads_labels_and_round_trips():
     again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
     assert again.get_config() == loss.get_config()
     # invariant to the student's logit scale and shift (the point of standardisation)
-    np.testing.assert_allclose(np.asarray(loss.call(T_LOGITS, 3 * S_LOGITS + 1, labels=TARGETS)), np.asarray(loss.call(T_LOGITS, S_LOGITS, labels=TARGETS)), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(loss.call(T_LOGITS, 3 * S_LOGITS + 1, labels=TARGETS)),
+        np.asarray(loss.call(T_LOGITS, S_LOGITS, labels=TARGETS)),
+        rtol=1e-4,
+        atol=1e-5,
+    )
 
 
 def test_standardized_dkd_trains_in_the_distiller():
     teacher, student = small_cnn("teacher", widths=(8, 16), seed=1), small_cnn("student", widths=(4, 8), seed=2)
-    distiller = kdistill.FeatureDistiller(teacher, student, taps={}, logits_loss="standardized_dkd", temperature=2.0, alpha=0.5)
+    distiller = kdistill.FeatureDistiller(
+        teacher, student, taps={}, logits_loss="standardized_dkd", temperature=2.0, alpha=0.5
+    )
     distiller.compile(optimizer=keras.optimizers.Adam(1e-2))
     history = distiller.fit(images(32), labels(32), batch_size=16, epochs=4, verbose=0).history
     assert history["kd_loss"][-1] < history["kd_loss"][0]

@@ -67,9 +67,14 @@ def test_a_saved_student_loads_with_plain_keras_without_kdistill(tmp_path):
 
 def test_imagenet_student_weights_fail_fast_offline_naming_the_file(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    with pytest.raises(ValueError, match=r"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5.*--student-weights PATH"):
+    with pytest.raises(
+        ValueError, match=r"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5.*--student-weights PATH"
+    ):
         kdistill.students.get("mobilenet_v2", num_classes=10, width=0.35, weights="imagenet")
-    with pytest.raises(ValueError, match="no ImageNet weights for the student 'resnet8x4'; it has them for mobilenet_v2, mobilenet_v3_small"):
+    with pytest.raises(
+        ValueError,
+        match="no ImageNet weights for the student 'resnet8x4'; it has them for mobilenet_v2, mobilenet_v3_small",
+    ):
         kdistill.students.get("resnet8x4", num_classes=10, weights="imagenet")
 
 
@@ -88,7 +93,10 @@ def test_imagenet_student_weights_without_network_name_the_file_of_the_input_siz
     monkeypatch.setattr(file_utils, "get_file", no_network)
     expected = kdistill.students.imagenet_notop_file("mobilenet_v2", (128, 128, 3), 0.35)
     assert expected.endswith("_0.35_128_no_top.h5")
-    with pytest.raises(ValueError, match=rf"Could not get the ImageNet weights of mobilenet_v2 \(width 0.35\).*copy '{expected}'.*KDISTILL_OFFLINE=1"):
+    with pytest.raises(
+        ValueError,
+        match=rf"Could not get the ImageNet weights of mobilenet_v2 \(width 0.35\).*copy '{expected}'.*KDISTILL_OFFLINE=1",
+    ):
         kdistill.students.get("mobilenet_v2", num_classes=10, input_shape=(128, 128, 3), width=0.35, weights="imagenet")
     assert asked == [expected]  # the file Keras asked for is the one the message names
 
@@ -135,11 +143,16 @@ def test_a_registered_student_with_stages_gets_a_tap_preset():
         x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="stage_a")(inputs)
         x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu", name="stage_b")(x)
         x = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu", name="stage_c")(x)
-        return keras.Model(inputs, keras.layers.Dense(num_classes)(keras.layers.GlobalAveragePooling2D()(x)), name="test_two_stage_cnn")
+        return keras.Model(
+            inputs, keras.layers.Dense(num_classes)(keras.layers.GlobalAveragePooling2D()(x)), name="test_two_stage_cnn"
+        )
 
     try:
         student = kdistill.students.get("test_two_stage_cnn", num_classes=10)
-        assert kdistill.taps.preset("resnet50", student) == {"conv3_block4_out": "stage_b", "conv4_block6_out": "stage_c"}
+        assert kdistill.taps.preset("resnet50", student) == {
+            "conv3_block4_out": "stage_b",
+            "conv4_block6_out": "stage_c",
+        }
         assert kdistill.taps.family(student) == "test_two_stage_cnn"  # by its registered name
         with pytest.raises(ValueError, match="must grow"):
             kdistill.students.register("test_bad_student", two_stage, stages=[("deep", 8), ("shallow", 2)])
@@ -155,6 +168,9 @@ def test_the_default_width_is_said_where_students_are_documented():
     from kdistill.models import students
 
     default = inspect.signature(students.mobilenet_v2).parameters["width"].default
-    assert f"`width`, default {default})" in students.get.__doc__ and f"(default {default}:" in students.mobilenet_v2.__doc__
+    assert (
+        f"`width`, default {default})" in students.get.__doc__
+        and f"(default {default}:" in students.mobilenet_v2.__doc__
+    )
     readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
     assert f"width={default} by default" in readme  # beside the README's students.get, whose results use 0.35

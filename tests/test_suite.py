@@ -9,7 +9,7 @@ import pytest
 
 TENSORFLOW_ONLY = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="a TensorFlow setting")
 
-GROUPED = '''
+GROUPED = """
 import os
 
 import pytest
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.xdist_group("one")
 def test_worker(index):
     with open(f"worker_{index}", "w") as handle:
         handle.write(os.environ["PYTEST_XDIST_WORKER"])
-'''
+"""
 
 
 @TENSORFLOW_ONLY
@@ -46,9 +46,29 @@ def test_tests_of_one_xdist_group_run_on_one_worker(tmp_path):
     spread silently over both workers. constraints.txt pins a pytest where they hold.
     """
     (tmp_path / "test_grouped.py").write_text(GROUPED)
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2", "--dist", "loadgroup",
-                             "-c", os.devnull, "--rootdir", str(tmp_path), "test_grouped.py"], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-n",
+            "2",
+            "--dist",
+            "loadgroup",
+            "-c",
+            os.devnull,
+            "--rootdir",
+            str(tmp_path),
+            "test_grouped.py",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     workers = {(tmp_path / f"worker_{index}").read_text() for index in range(6)}
     assert len(workers) == 1, workers

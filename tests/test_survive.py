@@ -32,23 +32,47 @@ def run_inputs(tmp_path_factory):
 
 
 def _distill_command(folder, teacher_path, output, epochs):
-    return ["distill", "--data-dir", str(folder / "data"), "--image-size", str(IMAGE_SIZE), "--teacher", teacher_path, "--student", "resnet8x4",
-            "--taps", "none", "--epochs", str(epochs), "--batch-size", "32", "--output-dir", str(output), "--seed", "1",
-            "--no-check-teacher"]  # an untrained teacher
+    # an untrained teacher
+    return [
+        "distill",
+        "--data-dir",
+        str(folder / "data"),
+        "--image-size",
+        str(IMAGE_SIZE),
+        "--teacher",
+        teacher_path,
+        "--student",
+        "resnet8x4",
+        "--taps",
+        "none",
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "32",
+        "--output-dir",
+        str(output),
+        "--seed",
+        "1",
+        "--no-check-teacher",
+    ]
 
 
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_same_command_resumes_from_the_last_epoch(run_inputs):
     folder, teacher_path = run_inputs
     output = folder / "killed"
-    command = [os.path.join(os.path.dirname(sys.executable), "kdistill")] + _distill_command(folder, teacher_path, output, epochs=3)
+    command = [os.path.join(os.path.dirname(sys.executable), "kdistill")] + _distill_command(
+        folder, teacher_path, output, epochs=3
+    )
     environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environment)
     metadata = output / "backup" / "training_metadata.json"
     deadline = time.time() + 240
     while not metadata.exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    assert metadata.exists(), f"no epoch was backed up: {process.stderr.read().decode()[-2000:] if process.poll() is not None else 'timeout'}"
+    assert metadata.exists(), (
+        f"no epoch was backed up: {process.stderr.read().decode()[-2000:] if process.poll() is not None else 'timeout'}"
+    )
     time.sleep(0.7)  # well inside the next epoch (an epoch here takes a few seconds)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
@@ -89,10 +113,16 @@ def _teacher_with_huge_features():
 @pytest.mark.eager
 def test_non_finite_feature_loss_stops_training_and_names_the_term():
     teacher = _teacher_with_huge_features()
-    distiller = kdistill.FeatureDistiller(teacher, small_cnn("student", widths=(4, 8), seed=2), taps={"teacher_big": "student_stage2"})
+    distiller = kdistill.FeatureDistiller(
+        teacher, small_cnn("student", widths=(4, 8), seed=2), taps={"teacher_big": "student_stage2"}
+    )
     distiller.compile(optimizer="adam", metrics=["accuracy"])
-    with pytest.raises(callbacks.NonFiniteLossError, match=r"at batch 0: feat_teacher_big = inf \(feature loss on tap teacher_big\)") as error:
-        distiller.fit(images(64), labels(64), batch_size=16, epochs=3, verbose=0, callbacks=[callbacks.StopOnNonFiniteLoss()])
+    with pytest.raises(
+        callbacks.NonFiniteLossError, match=r"at batch 0: feat_teacher_big = inf \(feature loss on tap teacher_big\)"
+    ) as error:
+        distiller.fit(
+            images(64), labels(64), batch_size=16, epochs=3, verbose=0, callbacks=[callbacks.StopOnNonFiniteLoss()]
+        )
     assert "ce_loss" not in str(error.value) and "kd_loss" not in str(error.value)
 
 
@@ -100,12 +130,17 @@ def test_overflowing_weighted_sum_is_explained():
     distiller = _distiller(feature_loss="mse", tap_weights=1e38, alpha=0.5)
     distiller.compile(optimizer="adam", metrics=["accuracy"])
     with pytest.raises(callbacks.NonFiniteLossError, match="every term is finite, so their weighted sum overflowed"):
-        distiller.fit(images(32), labels(32), batch_size=16, epochs=1, verbose=0, callbacks=[callbacks.StopOnNonFiniteLoss()])
+        distiller.fit(
+            images(32), labels(32), batch_size=16, epochs=1, verbose=0, callbacks=[callbacks.StopOnNonFiniteLoss()]
+        )
 
 
 def test_stop_on_non_finite_names_kd_and_ce_terms():
     stop = callbacks.StopOnNonFiniteLoss()
-    assert stop.describe({"loss": float("inf"), "ce_loss": 0.1, "kd_loss": float("inf")}) == "kd_loss = inf (logits distillation (KD))"
+    assert (
+        stop.describe({"loss": float("inf"), "ce_loss": 0.1, "kd_loss": float("inf")})
+        == "kd_loss = inf (logits distillation (KD))"
+    )
     assert "cross-entropy" in stop.describe({"loss": float("nan"), "ce_loss": float("nan")})
 
 
@@ -155,6 +190,7 @@ def test_a_kill_while_the_backup_is_written_leaves_the_previous_backup_loadable(
     class KillAfter(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             if epoch == 1:  # the second backup dies half-written, then the process is killed
+
                 def half_written(callback, path):
                     with open(path, "wb") as handle:
                         handle.write(b"PK\x03\x04" + b"\x00" * 92)
@@ -164,7 +200,9 @@ def test_a_kill_while_the_backup_is_written_leaves_the_previous_backup_loadable(
 
     model = _backup_model()
     with pytest.raises(Interrupt):
-        model.fit(x, y, epochs=4, verbose=0, callbacks=[KillAfter(), callbacks.SafeBackupAndRestore(backup, {"lr": 0.01})])
+        model.fit(
+            x, y, epochs=4, verbose=0, callbacks=[KillAfter(), callbacks.SafeBackupAndRestore(backup, {"lr": 0.01})]
+        )
     assert json.load(open(os.path.join(backup, "training_metadata.json")))["epoch"] == 1
     monkeypatch.undo()
     resumed = _backup_model()
@@ -184,7 +222,9 @@ def test_resuming_under_another_config_names_what_changed_and_restart_discards_i
     command = _distill_command(folder, teacher_path, output, epochs=1) + ["--train-limit", "64"]
     from kdistill.run.config import DistillConfig
 
-    stored = {key: value for key, value in DistillConfig.from_dict({"temperature": 8.0}, check_files=False).to_dict().items()}
+    stored = {
+        key: value for key, value in DistillConfig.from_dict({"temperature": 8.0}, check_files=False).to_dict().items()
+    }
     (backup / "run_config.json").write_text(json.dumps(stored))
     assert cli.main(command) == 2
     error = capsys.readouterr().err
@@ -220,7 +260,7 @@ def test_a_killed_writer_leaves_staging_that_the_next_writer_removes(tmp_path, c
 
     from kdistill import files as atomic
 
-    dead = tmp_path / f".cache-{2 ** 22 + 12345}-abc"  # above Linux's default pid_max: no such process
+    dead = tmp_path / f".cache-{2**22 + 12345}-abc"  # above Linux's default pid_max: no such process
     dead.mkdir()
     (dead / "out_0.npy").write_bytes(b"x" * 100)
     legacy = tmp_path / ".cache-q1w2e3"  # written before staging names carried a pid
@@ -247,7 +287,9 @@ def test_nan_pixels_are_refused_at_load_and_nan_weights_after_an_epoch():
     stop.on_epoch_end(0, {"loss": 1.0})  # finite weights: nothing happens
     kernel = distiller.student.trainable_variables[0]
     kernel.assign(np.full(kernel.shape, np.nan, "float32"))
-    with pytest.raises(callbacks.NonFiniteLossError, match=r"After epoch 1 1 weight\(s\) hold NaN.*check the input data for NaN"):
+    with pytest.raises(
+        callbacks.NonFiniteLossError, match=r"After epoch 1 1 weight\(s\) hold NaN.*check the input data for NaN"
+    ):
         stop.on_epoch_end(0, {"loss": 1.0})
 
 
@@ -261,8 +303,11 @@ def test_backups_hold_what_training_changes_not_the_frozen_teacher(tmp_path):
 
     def distiller():
         keras.utils.set_random_seed(0)
-        model = kdistill.FeatureDistiller(small_cnn("teacher", widths=(32, 64), seed=1), small_cnn("student", widths=(4, 8), seed=2),
-                                          taps={"teacher_stage2": "student_stage2"})
+        model = kdistill.FeatureDistiller(
+            small_cnn("teacher", widths=(32, 64), seed=1),
+            small_cnn("student", widths=(4, 8), seed=2),
+            taps={"teacher_stage2": "student_stage2"},
+        )
         model.compile(optimizer="adam")
         return model
 
@@ -280,10 +325,14 @@ def test_backups_hold_what_training_changes_not_the_frozen_teacher(tmp_path):
     with pytest.raises(Interrupt):
         first.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[callbacks.SafeBackupAndRestore(backup), stop])
     teacher_bytes = sum(int(np.prod(w.shape)) * 4 for w in first.teacher.weights)
-    trained_bytes = sum(int(np.prod(w.shape)) * 4 for w in first.student.weights + first.projections[list(first.taps)[0]].weights)
+    trained_bytes = sum(
+        int(np.prod(w.shape)) * 4 for w in first.student.weights + first.projections[list(first.taps)[0]].weights
+    )
     assert trained_bytes < stop.size < teacher_bytes / 3, (stop.size, trained_bytes, teacher_bytes)
     second, snapshot = distiller(), Snapshot()
-    history = second.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[callbacks.SafeBackupAndRestore(backup), snapshot])
+    history = second.fit(
+        x, y, batch_size=16, epochs=3, verbose=0, callbacks=[callbacks.SafeBackupAndRestore(backup), snapshot]
+    )
     assert history.epoch == [1, 2]
     for restored, saved in zip(snapshot.student, stop.student):
         np.testing.assert_array_equal(restored, saved)
@@ -332,9 +381,22 @@ def test_a_resumed_run_matches_an_uninterrupted_one_epoch_by_epoch(run_inputs):
     folder, teacher_path = run_inputs
 
     def config(name):
-        return DistillConfig.from_dict({"data_dir": str(folder / "data"), "image_size": IMAGE_SIZE, "teacher": teacher_path, "student": "resnet8x4", "taps": "none",
-                                        "epochs": 2, "batch_size": 32, "train_limit": 400, "test_limit": 64, "seed": 1,
-                                        "check_teacher": False, "output_dir": str(folder / name)})
+        return DistillConfig.from_dict(
+            {
+                "data_dir": str(folder / "data"),
+                "image_size": IMAGE_SIZE,
+                "teacher": teacher_path,
+                "student": "resnet8x4",
+                "taps": "none",
+                "epochs": 2,
+                "batch_size": 32,
+                "train_limit": 400,
+                "test_limit": 64,
+                "seed": 1,
+                "check_teacher": False,
+                "output_dir": str(folder / name),
+            }
+        )
 
     keras.utils.set_random_seed(1)
     straight = jobs.distill(config("straight"), verbose=0)
@@ -369,11 +431,15 @@ def test_a_disk_without_room_is_refused_before_writing_naming_path_and_sizes(tmp
     before = sorted(os.listdir(cache_dir))
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
-    with pytest.raises(atomic.InsufficientSpaceError, match=r"teacher cache in .*: it needs .* [kM]B, 1 kB free\. .*--dtype float16"):
+    with pytest.raises(
+        atomic.InsufficientSpaceError, match=r"teacher cache in .*: it needs .* [kM]B, 1 kB free\. .*--dtype float16"
+    ):
         teacher_cache.build(teacher, ["teacher_stage2"], plain, str(cache_dir), verbose=0, dtype="float16")
     assert sorted(os.listdir(cache_dir)) == before and not [n for n in os.listdir(tmp_path) if n.startswith(".cache-")]
     # The per-epoch backup: training stops with the same one line; the CLI prints it with rc 2 (OSError).
-    distiller = kdistill.FeatureDistiller(teacher, small_cnn("student", widths=(4, 8), seed=2), taps={"teacher_stage2": "student_stage2"})
+    distiller = kdistill.FeatureDistiller(
+        teacher, small_cnn("student", widths=(4, 8), seed=2), taps={"teacher_stage2": "student_stage2"}
+    )
     distiller.compile(optimizer="adam")
     backup = callbacks.SafeBackupAndRestore(str(tmp_path / "backup"))
     with pytest.raises(atomic.InsufficientSpaceError, match="per-epoch backup"):

@@ -85,17 +85,62 @@ def test_cache_teacher_command_then_distill_from_mixed_views_with_top_k_logits_a
     small_cnn("teacher", widths=(8, 16), seed=1).save(teacher_path)
     common = ["--data-dir", str(tmp_path / "data"), "--batch-size", "16"]
     views = ["--augment", "crop,flip,mixup"]
-    assert cli.main(["cache-teacher", "--teacher", teacher_path, "--layers", "teacher_stage2", "--output", str(tmp_path / "cache"),
-                     "--views", "2", "--top-k", "3"] + views + common) == 0
+    assert (
+        cli.main(
+            [
+                "cache-teacher",
+                "--teacher",
+                teacher_path,
+                "--layers",
+                "teacher_stage2",
+                "--output",
+                str(tmp_path / "cache"),
+                "--views",
+                "2",
+                "--top-k",
+                "3",
+            ]
+            + views
+            + common
+        )
+        == 0
+    )
     meta = json.loads((tmp_path / "cache" / "meta.json").read_text())
     assert meta["outputs"] == ["teacher_stage2", "logits"] and meta["top_k"] == 3 and meta["mixes"]
     # 8x8x16 float32 stage map + top-3 logits (3 x 2 + 3 x 2 + 2) + the view's crop (6) and mix (23)
     assert meta["bytes_per_view"] == 8 * 8 * 16 * 4 + 14 + 6 + 23
     assert f"{meta['bytes_per_view']} bytes per image per view, logits as top 3" in capsys.readouterr().out
-    run = ["distill", "--teacher", teacher_path, "--student", "resnet8x4", "--taps", "teacher_stage2:stage2_out", "--epochs", "1",
-           "--teacher-cache", str(tmp_path / "cache"), "--output-dir", str(tmp_path / "run"), "--cache-views", "2", "--cache-top-k", "3",
-           "--schedule", "cosine", "--warmup-epochs", "0.5", "--global-clipnorm", "1.0"] + views + common
-    assert cli.main(run[:-len(common) - 2] + ["--cache-top-k", "4"] + views + common) == 2  # a cache of other top-k is refused
+    run = (
+        [
+            "distill",
+            "--teacher",
+            teacher_path,
+            "--student",
+            "resnet8x4",
+            "--taps",
+            "teacher_stage2:stage2_out",
+            "--epochs",
+            "1",
+            "--teacher-cache",
+            str(tmp_path / "cache"),
+            "--output-dir",
+            str(tmp_path / "run"),
+            "--cache-views",
+            "2",
+            "--cache-top-k",
+            "3",
+            "--schedule",
+            "cosine",
+            "--warmup-epochs",
+            "0.5",
+            "--global-clipnorm",
+            "1.0",
+        ]
+        + views
+        + common
+    )
+    # a cache of other top-k is refused
+    assert cli.main(run[: -len(common) - 2] + ["--cache-top-k", "4"] + views + common) == 2
     assert "with top-k logits 3; this run asks for 2 for ['crop', 'flip', 'mixup'] with 4" in capsys.readouterr().err
     assert cli.main(run) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -111,7 +156,8 @@ def test_cache_subset_and_repeat_keep_images_with_their_outputs(tmp_path):
     seen = np.concatenate([batch_y for _, batch_y in subset])
     assert sorted(seen.tolist()) == sorted(y[:6].tolist())  # only the chosen examples, each once per pass
     forever = cache.dataset(4, shuffle=True, seed=0, layers=["teacher_stage2"], indices=np.arange(6), repeat=True)
-    batches = list(forever.take(6))  # three passes of 6 (a batch of 4 and one of 2 each): it repeats, each pass in its own order
+    # three passes of 6 (a batch of 4 and one of 2 each): it repeats, each pass in its own order
+    batches = list(forever.take(6))
     seen = np.concatenate([batch_y for _, batch_y in batches])
     assert len(seen) == 18 and sorted(seen.tolist()) == sorted(3 * y[:6].tolist())
     batch, _ = batches[-1]

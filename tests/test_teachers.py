@@ -48,7 +48,13 @@ def test_imagenet_weights_load_from_the_keras_cache(tmp_path, monkeypatch):
 def test_teacher_from_a_saved_file_and_clear_errors_for_bad_files(tmp_path, resnet50_teacher):
     path = str(tmp_path / "teacher.keras")
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
-    run_model_saving(resnet50_teacher, path, x, load=lambda saved: kdistill.teachers.resnet50(num_classes=10, weights=saved), atol=1e-5)
+    run_model_saving(
+        resnet50_teacher,
+        path,
+        x,
+        load=lambda saved: kdistill.teachers.resnet50(num_classes=10, weights=saved),
+        atol=1e-5,
+    )
 
     truncated = tmp_path / "truncated.keras"
     truncated.write_bytes(open(path, "rb").read()[:5000])
@@ -73,7 +79,9 @@ def test_teacher_preprocessing_layer_equals_keras_resnet50_preprocess_input(resn
 def test_student_preprocessing_maps_pixels_to_minus_one_one():
     student = kdistill.students.get("mobilenet_v2", num_classes=10)
     x = np.array([[[[0.0, 127.5, 255.0]]]], "float32")
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(student.get_layer("preprocessing")(x)), [[[[-1.0, 0.0, 1.0]]]], atol=1e-6)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(student.get_layer("preprocessing")(x)), [[[[-1.0, 0.0, 1.0]]]], atol=1e-6
+    )
 
 
 def test_teacher_can_upsample_its_input_inside():
@@ -141,7 +149,11 @@ def test_cifar_resnet_teachers_have_their_blocks():
     for name, blocks in {"resnet20": 3, "resnet32": 5, "resnet56": 9}.items():
         teacher = kdistill.teachers.get(name, num_classes=7, input_shape=(32, 32, 3))
         assert len([layer for layer in teacher.layers if layer.name.endswith("_add")]) == 3 * blocks
-        assert [teacher.get_layer(layer).output.shape for layer, _ in cifar_resnets.STAGES] == [(None, 32, 32, 16), (None, 16, 16, 32), (None, 8, 8, 64)]
+        assert [teacher.get_layer(layer).output.shape for layer, _ in cifar_resnets.STAGES] == [
+            (None, 32, 32, 16),
+            (None, 16, 16, 32),
+            (None, 8, 8, 64),
+        ]
 
 
 def test_a_saved_teacher_keeps_its_registered_name_and_so_its_stages(tmp_path):
@@ -150,19 +162,32 @@ def test_a_saved_teacher_keeps_its_registered_name_and_so_its_stages(tmp_path):
     loaded = run_model_saving(teacher, str(tmp_path / "teacher.keras"), x, load=kdistill.teachers.load)
     assert loaded.name == "resnet20" and stages.by_name(loaded) == cifar_resnets.STAGES
     renamed = kdistill.teachers.load(str(tmp_path / "teacher.keras"))
-    renamed.name = "teacher_b"  # an ensemble member named after its file: the layer names are the documented last resort
-    assert stages.by_name(renamed) is None and kdistill.taps.family(renamed) in ("resnet8x4", "resnet20", "resnet32", "resnet56")
+    renamed.name = (
+        "teacher_b"  # an ensemble member named after its file: the layer names are the documented last resort
+    )
+    assert stages.by_name(renamed) is None and kdistill.taps.family(renamed) in (
+        "resnet8x4",
+        "resnet20",
+        "resnet32",
+        "resnet56",
+    )
     assert kdistill.taps.preset(renamed, "mobilenet_v2") == kdistill.taps.preset("resnet20", "mobilenet_v2")
 
 
 def test_a_registered_teacher_is_built_by_name_and_gets_a_tap_preset():
-    @kdistill.teachers.register("test_tiny_teacher", stages=[("tiny_stage1", 2), ("tiny_stage2", 4), ("tiny_stage3", 8)])
+    @kdistill.teachers.register(
+        "test_tiny_teacher", stages=[("tiny_stage1", 2), ("tiny_stage2", 4), ("tiny_stage3", 8)]
+    )
     def tiny_teacher(num_classes, input_shape, weights=None, include_preprocessing=True, resize_to=None):
         inputs = keras.Input(input_shape)
         x = inputs
         for stage in (1, 2, 3):
-            x = keras.layers.Conv2D(4 * stage, 3, strides=2, padding="same", activation="relu", name=f"tiny_stage{stage}")(x)
-        return keras.Model(inputs, keras.layers.Dense(num_classes)(keras.layers.GlobalAveragePooling2D()(x)), name="test_tiny_teacher")
+            x = keras.layers.Conv2D(
+                4 * stage, 3, strides=2, padding="same", activation="relu", name=f"tiny_stage{stage}"
+            )(x)
+        return keras.Model(
+            inputs, keras.layers.Dense(num_classes)(keras.layers.GlobalAveragePooling2D()(x)), name="test_tiny_teacher"
+        )
 
     try:
         assert "test_tiny_teacher" in kdistill.teachers.available()
@@ -184,10 +209,14 @@ def test_cifar_teacher_upsamples_loads_weights_and_refuses_imagenet(tmp_path):
     weights = str(tmp_path / "teacher.weights.h5")
     teacher.save_weights(weights)
     again = kdistill.teachers.get("resnet20", num_classes=10, resize_to=48, weights=weights)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(again(x)), keras.ops.convert_to_numpy(teacher(x)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(again(x)), keras.ops.convert_to_numpy(teacher(x)), rtol=1e-5, atol=1e-5
+    )
     with pytest.raises(ValueError, match="do not fit the teacher 'resnet56'"):
         kdistill.teachers.get("resnet56", num_classes=10, weights=weights)
-    with pytest.raises(ValueError, match=r"no ImageNet weights for the CIFAR ResNet 'resnet20'.*train-teacher --name resnet20"):
+    with pytest.raises(
+        ValueError, match=r"no ImageNet weights for the CIFAR ResNet 'resnet20'.*train-teacher --name resnet20"
+    ):
         kdistill.teachers.get("resnet20", num_classes=10, weights="imagenet")
     without = kdistill.teachers.get("resnet20", num_classes=10, include_preprocessing=False)
     assert "preprocessing" not in [layer.name for layer in without.layers]
@@ -199,5 +228,7 @@ def test_resnet50_takes_the_arguments_the_docs_give_it(monkeypatch):
     """docs/python-api.md documents resnet50(..., resize_to=None); it raised TypeError (only teachers.get took it)."""
     received = {}
     monkeypatch.setattr(kdistill.teachers, "get", lambda *args: received.setdefault("args", args))
-    kdistill.teachers.resnet50(num_classes=10, input_shape=(32, 32, 3), weights=None, resize_to=64, batch_norm_momentum=None)
+    kdistill.teachers.resnet50(
+        num_classes=10, input_shape=(32, 32, 3), weights=None, resize_to=64, batch_norm_momentum=None
+    )
     assert received["args"] == ("resnet50", 10, (32, 32, 3), None, True, None, 64)

@@ -64,15 +64,39 @@ def test_the_textbook_configs_run_as_written(teacher_file, tmp_path, monkeypatch
     for step in (1, 2, 3):
         path = tmp_path / f"textbook{step}.yaml"
         path.write_text(_block(f"textbook-yaml-{step}"))
-        config = DistillConfig.from_dict(read_config_file(str(path)))  # the CLI's reader: one mapping per file, teacher found
+        # the CLI's reader: one mapping per file, teacher found
+        config = DistillConfig.from_dict(read_config_file(str(path)))
         student = kdistill.students.get("resnet8x4", num_classes=10, input_shape=(32, 32, 3))
-        built.append(kdistill.FeatureDistiller(teacher, student, taps={"conv4_block6_out": "stage3_out"}, **config.distiller_options()))
+        built.append(
+            kdistill.FeatureDistiller(
+                teacher, student, taps={"conv4_block6_out": "stage3_out"}, **config.distiller_options()
+            )
+        )
     assert isinstance(built[0].feature_loss, FeatureMSE)
     assert isinstance(built[1].feature_loss, FeatureKL) and built[1].feature_loss.temperature == 4.0
     assert isinstance(built[2].feature_loss, FeatureKL) and built[2].logits_loss is None and built[2].alpha == 0.9
     # The third step end to end through the command line, the file as written.
-    assert cli.main(["distill", "--config", str(tmp_path / "textbook3.yaml"), "--epochs", "1", "--batch-size", "32", "--train-limit", "32",
-                     "--test-limit", "32", "--student-width", "0.35", "--no-check-teacher"]) == 0
+    assert (
+        cli.main(
+            [
+                "distill",
+                "--config",
+                str(tmp_path / "textbook3.yaml"),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "32",
+                "--train-limit",
+                "32",
+                "--test-limit",
+                "32",
+                "--student-width",
+                "0.35",
+                "--no-check-teacher",
+            ]
+        )
+        == 0
+    )
     history = json.loads((teacher_file / "saved_models" / "textbook3" / "history.json").read_text())
     assert "kd_loss" not in history and "feat_conv4_block6_out" in history
 
@@ -83,19 +107,34 @@ def test_several_teachers_from_a_yaml_config(teacher_file, tmp_path):
 
     paths = []
     for name, seed in (("teacher_a", 1), ("teacher_b", 2)):
-        model = small_cnn("stand_in", widths=(8, 16), seed=seed)  # the same model name twice: the files' names tell them apart
+        # the same model name twice: the files' names tell them apart
+        model = small_cnn("stand_in", widths=(8, 16), seed=seed)
         paths.append(str(tmp_path / f"{name}.keras"))
         model.save(paths[-1])
     make_fashion_mnist(tmp_path / "data", train=96, test=32, seed=3)
     config = tmp_path / "two.yaml"
-    config.write_text(yaml.safe_dump({"data_dir": str(tmp_path / "data"), "teacher": paths, "teacher_weights": [2, 1], "student": "resnet8x4",
-                                      "taps": {"teacher_a/stand_in_stage2": "stage2_out", "teacher_b/stand_in_stage1": "stage1_out"},
-                                      "epochs": 1, "batch_size": 32, "check_teacher": False}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "data_dir": str(tmp_path / "data"),
+                "teacher": paths,
+                "teacher_weights": [2, 1],
+                "student": "resnet8x4",
+                "taps": {"teacher_a/stand_in_stage2": "stage2_out", "teacher_b/stand_in_stage1": "stage1_out"},
+                "epochs": 1,
+                "batch_size": 32,
+                "check_teacher": False,
+            }
+        )
+    )
     assert cli.main(["distill", "--config", str(config), "--output-dir", str(tmp_path / "run")]) == 0
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert {"feat_teacher_a/stand_in_stage2", "feat_teacher_b/stand_in_stage1", "kd_loss"} <= set(history)
     # The same from flags: two files after --teacher; weights that are not numbers are refused before any work.
-    assert cli.main(["distill", "--data-dir", str(tmp_path / "data"), "--teacher", *paths, "--teacher-weights", "2,x"]) == 2
+    assert (
+        cli.main(["distill", "--data-dir", str(tmp_path / "data"), "--teacher", *paths, "--teacher-weights", "2,x"])
+        == 2
+    )
     assert not (tmp_path / "saved_models").exists()
 
 
@@ -106,9 +145,12 @@ def test_your_own_method_block_runs_as_written_and_its_name_works_in_a_config():
     namespace = {}
     exec(compile(_block("own-loss"), METHODS, "exec"), namespace)
     try:
-        options = DistillConfig.from_dict({"feature_loss": {"name": "l1", "scale": 2}}, check_files=False).distiller_options()
-        distiller = kdistill.FeatureDistiller(small_cnn("teacher"), small_cnn("student", seed=1), taps={"teacher_stage2": "student_stage2"},
-                                              **options)
+        options = DistillConfig.from_dict(
+            {"feature_loss": {"name": "l1", "scale": 2}}, check_files=False
+        ).distiller_options()
+        distiller = kdistill.FeatureDistiller(
+            small_cnn("teacher"), small_cnn("student", seed=1), taps={"teacher_stage2": "student_stage2"}, **options
+        )
         assert isinstance(distiller.feature_loss, namespace["L1"])
         outputs = distiller(images(4))
         terms = distiller.loss_terms(np.zeros(4, "int64"), outputs["teacher"], outputs["student"])

@@ -14,9 +14,14 @@ def _softmax(z):
 def test_expanded_top_k_logits_give_tinyvits_soft_labels_at_temperature_one():
     logits = np.random.default_rng(0).normal(0, 3, (6, 4, 20)).astype("float32")  # (images, views, classes)
     stored = top_k.compress(logits, 5)
-    assert stored["values"].dtype == np.float16 and stored["indices"].dtype == np.uint16 and stored["filler"].shape == (6, 4)
+    assert (
+        stored["values"].dtype == np.float16
+        and stored["indices"].dtype == np.uint16
+        and stored["filler"].shape == (6, 4)
+    )
     dense = top_k.expand(stored["values"], stored["indices"], stored["filler"], 20)
-    # TinyViT (microsoft/Cream, TinyViT/main.py): probabilities of the top k, the rest (1 - their sum) / (classes - k) each
+    # TinyViT (microsoft/Cream, TinyViT/main.py): probabilities of the top k, the rest (1 - their sum) / (classes - k)
+    # each
     probabilities = _softmax(logits)
     index = np.argsort(-logits, axis=-1)[..., :5]
     values = np.take_along_axis(probabilities, index, -1)

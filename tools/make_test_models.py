@@ -27,8 +27,10 @@ from kdistill.models import saving
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "data")
 SAMPLE = os.path.join(DATA, "fashion-mnist-sample")
 #: file name -> (student name, builder options, epochs)
-MODELS = {"resnet20_fashion_mnist_sample.keras": ("resnet20", {}, 4),
-          "mobilenet_v2_035_fashion_mnist_sample.keras": ("mobilenet_v2", {"width": 0.35}, 4)}
+MODELS = {
+    "resnet20_fashion_mnist_sample.keras": ("resnet20", {}, 4),
+    "mobilenet_v2_035_fashion_mnist_sample.keras": ("mobilenet_v2", {"width": 0.35}, 4),
+}
 
 
 def train(name: str, options: dict, epochs: int, seed: int = 0) -> keras.Model:
@@ -36,7 +38,9 @@ def train(name: str, options: dict, epochs: int, seed: int = 0) -> keras.Model:
     splits = kdistill.data.load("fashion_mnist", data_dir=SAMPLE, batch_size=32, validation_fraction=0.1)
     keras.utils.set_random_seed(seed)
     student = kdistill.students.get(name, num_classes=10, **options)
-    student.compile(optimizer=keras.optimizers.Adam(3e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    student.compile(
+        optimizer=keras.optimizers.Adam(3e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     build_before_fit(student, splits.train)
     student.fit(splits.train, epochs=epochs, verbose=2)
     return student

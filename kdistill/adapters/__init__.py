@@ -14,4 +14,15 @@ from kdistill.adapters.base import Adapter, available, check, get, register
 from kdistill.adapters.projection import ProjectionAdapter
 from kdistill.adapters.review import ReviewAdapter
 
-__all__ = ["base", "projection", "review", "Adapter", "ProjectionAdapter", "ReviewAdapter", "get", "available", "check", "register"]
+__all__ = [
+    "base",
+    "projection",
+    "review",
+    "Adapter",
+    "ProjectionAdapter",
+    "ReviewAdapter",
+    "get",
+    "available",
+    "check",
+    "register",
+]

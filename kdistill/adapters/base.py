@@ -36,9 +36,11 @@ _REGISTRY: dict[str, type] = {}
 
 def register(name: str) -> Callable[[type], type]:
     """Class decorator: `FeatureDistiller(adapter=name)` builds this `Adapter` subclass."""
+
     def decorate(cls: type) -> type:
         _REGISTRY[name] = cls
         return cls
+
     return decorate
 
 
@@ -50,11 +52,15 @@ def available() -> list[str]:
 def check(name: str) -> str:
     """`name` when an adapter is registered under it; otherwise a ValueError listing the known ones."""
     if name not in _REGISTRY:
-        raise ValueError(f"Unknown adapter {name!r}.{did_you_mean(str(name), available())} Use one of {', '.join(available())}.")
+        raise ValueError(
+            f"Unknown adapter {name!r}.{did_you_mean(str(name), available())} Use one of {', '.join(available())}."
+        )
     return name
 
 
-def get(name: str, teacher_shapes: Mapping[str, Sequence], student_shapes: Mapping[str, Sequence], **options: Any) -> "Adapter":
+def get(
+    name: str, teacher_shapes: Mapping[str, Sequence], student_shapes: Mapping[str, Sequence], **options: Any
+) -> "Adapter":
     """Builds the adapter registered as `name` for these taps.
 
     Args:
@@ -91,8 +97,13 @@ class Adapter(keras.layers.Layer):
         **kwargs: base `Layer` arguments.
     """
 
-    def __init__(self, teacher_shapes: Mapping[str, Sequence], student_shapes: Mapping[str, Sequence],
-                 student_layers: Mapping[str, str] | None = None, **kwargs):
+    def __init__(
+        self,
+        teacher_shapes: Mapping[str, Sequence],
+        student_shapes: Mapping[str, Sequence],
+        student_layers: Mapping[str, str] | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.teacher_shapes, self.student_shapes = _shapes(teacher_shapes), _shapes(student_shapes)
         self.student_layers = {str(t): str(s) for t, s in (student_layers or {}).items()}
@@ -102,7 +113,9 @@ class Adapter(keras.layers.Layer):
         layers = {}
         for teacher_layer in self.order:  # built in the order they run, which is the order their weights are drawn in
             try:
-                layers[teacher_layer] = self.build_tap(teacher_layer, self.student_shapes[teacher_layer], self.teacher_shapes[teacher_layer])
+                layers[teacher_layer] = self.build_tap(
+                    teacher_layer, self.student_shapes[teacher_layer], self.teacher_shapes[teacher_layer]
+                )
             except ValueError as error:
                 student = f" <- {self.student_layers[teacher_layer]!r}" if teacher_layer in self.student_layers else ""
                 raise ValueError(f"Tap {teacher_layer!r}{student}: {error}") from None
@@ -123,8 +136,14 @@ class Adapter(keras.layers.Layer):
         raise NotImplementedError(f"{type(self).__name__} must implement describe.")
 
     def call(self, features: Mapping, training=None) -> dict:
-        return {teacher_layer: self.tap_layers[teacher_layer](features[teacher_layer], training=training) for teacher_layer in self.order}
+        return {
+            teacher_layer: self.tap_layers[teacher_layer](features[teacher_layer], training=training)
+            for teacher_layer in self.order
+        }
 
     def get_config(self) -> dict:
-        shapes = {key: {tap: list(shape) for tap, shape in getattr(self, key).items()} for key in ("teacher_shapes", "student_shapes")}
+        shapes = {
+            key: {tap: list(shape) for tap, shape in getattr(self, key).items()}
+            for key in ("teacher_shapes", "student_shapes")
+        }
         return {**super().get_config(), **shapes, "student_layers": dict(self.student_layers)}

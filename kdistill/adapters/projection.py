@@ -134,7 +134,11 @@ def describe(student_shape: Sequence, teacher_shape: Sequence) -> str:
         return f"{student} -> {pooled}Dense({teacher_shape[-1]}) -> {teacher}"
     if tuple(student_shape[1:3]) == tuple(teacher_shape[1:3]):
         align = ""
-    elif student_shape[1] % teacher_shape[1] == 0 and student_shape[2] % teacher_shape[2] == 0 and student_shape[1] > teacher_shape[1]:
+    elif (
+        student_shape[1] % teacher_shape[1] == 0
+        and student_shape[2] % teacher_shape[2] == 0
+        and student_shape[1] > teacher_shape[1]
+    ):
         align = f"average pool /{student_shape[1] // teacher_shape[1]}, "
     else:
         align = "bilinear resize, "
@@ -200,7 +204,9 @@ class ProjectionAdapter(Adapter):
         self._build_taps()
 
     def build_tap(self, teacher_layer: str, student_shape: tuple, teacher_shape: tuple) -> layers.Layer:
-        return build(student_shape, teacher_shape, name=layer_name("projection", teacher_layer), alignment=self.alignment)
+        return build(
+            student_shape, teacher_shape, name=layer_name("projection", teacher_layer), alignment=self.alignment
+        )
 
     def describe(self, teacher_layer: str) -> str:
         return describe(self.student_shapes[teacher_layer], self.teacher_shapes[teacher_layer])

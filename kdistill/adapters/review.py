@@ -58,7 +58,9 @@ class AttentionFusion(layers.Layer):
         super().__init__(**kwargs)
         self.target_shape = tuple(int(d) for d in target_shape)
         if len(self.target_shape) != 3:
-            raise ValueError(f"ReviewKD fuses feature maps: the teacher tap must be (H, W, C), received {target_shape!r}.")
+            raise ValueError(
+                f"ReviewKD fuses feature maps: the teacher tap must be (H, W, C), received {target_shape!r}."
+            )
         self.mid_channels = int(mid_channels)
         self.fuse = bool(fuse)
         self.reduce = layers.Conv2D(self.mid_channels, 1, use_bias=False, name="reduce")
@@ -69,7 +71,9 @@ class AttentionFusion(layers.Layer):
 
     def build(self, inputs_shape, residual_shape=None):
         if len(inputs_shape) != 4:
-            raise ValueError(f"ReviewKD fuses feature maps: the student tap must be (batch, H, W, C), received {tuple(inputs_shape)}.")
+            raise ValueError(
+                f"ReviewKD fuses feature maps: the student tap must be (batch, H, W, C), received {tuple(inputs_shape)}."
+            )
         batch, height, width = inputs_shape[:3]
         self.reduce.build(inputs_shape)
         self.reduce_bn.build((batch, height, width, self.mid_channels))
@@ -83,8 +87,12 @@ class AttentionFusion(layers.Layer):
         fused = self.reduce_bn(self.reduce(inputs), training=training)
         if self.attention is not None:
             if residual is None:
-                raise ValueError(f"{self.name} fuses a deeper tap's map: pass residual=<the deeper AttentionFusion's fused output>.")
-            residual = ops.image.resize(ops.cast(residual, fused.dtype), tuple(fused.shape[1:3]), interpolation="nearest")
+                raise ValueError(
+                    f"{self.name} fuses a deeper tap's map: pass residual=<the deeper AttentionFusion's fused output>."
+                )
+            residual = ops.image.resize(
+                ops.cast(residual, fused.dtype), tuple(fused.shape[1:3]), interpolation="nearest"
+            )
             weights = self.attention(ops.concatenate([fused, residual], axis=-1))
             fused = fused * weights[..., 0:1] + residual * weights[..., 1:2]
         aligned = fused
@@ -107,7 +115,9 @@ def describe(student_shape: Sequence, teacher_shape: Sequence, mid_channels: int
     teacher = "x".join(str(d) for d in teacher_shape[1:])
     fusion = " + attention fusion with the deeper tap" if fuse else ""
     resize = "" if tuple(student_shape[1:3]) == tuple(teacher_shape[1:3]) else "bilinear resize, "
-    return f"{student} -> Conv1x1({mid_channels}) + BN{fusion} -> {resize}Conv3x3({teacher_shape[-1]}) + BN -> {teacher}"
+    return (
+        f"{student} -> Conv1x1({mid_channels}) + BN{fusion} -> {resize}Conv3x3({teacher_shape[-1]}) + BN -> {teacher}"
+    )
 
 
 @register("review")
@@ -134,7 +144,15 @@ class ReviewAdapter(Adapter):
         {'t2': (1, 2, 2, 16), 't1': (1, 4, 4, 8)}
     """
 
-    def __init__(self, teacher_shapes, student_shapes, student_depth: Mapping[str, int], review_channels: int = 64, student_layers=None, **kwargs):
+    def __init__(
+        self,
+        teacher_shapes,
+        student_shapes,
+        student_depth: Mapping[str, int],
+        review_channels: int = 64,
+        student_layers=None,
+        **kwargs,
+    ):
         super().__init__(teacher_shapes, student_shapes, student_layers=student_layers, **kwargs)
         self.student_depth = {str(tap): int(depth) for tap, depth in student_depth.items()}
         self.review_channels = int(review_channels)
@@ -146,19 +164,37 @@ class ReviewAdapter(Adapter):
 
     def build_tap(self, teacher_layer: str, student_shape: tuple, teacher_shape: tuple) -> layers.Layer:
         if len(teacher_shape) != 4 or len(student_shape) != 4:
-            raise ValueError(f"adapter='review' fuses feature maps, but the shapes are {tuple(student_shape)} and {tuple(teacher_shape)}.")
-        fusion = AttentionFusion(teacher_shape[1:], self.review_channels, fuse=teacher_layer != self.order[0], name=layer_name("review", teacher_layer))
+            raise ValueError(
+                f"adapter='review' fuses feature maps, but the shapes are {tuple(student_shape)} and {tuple(teacher_shape)}."
+            )
+        fusion = AttentionFusion(
+            teacher_shape[1:],
+            self.review_channels,
+            fuse=teacher_layer != self.order[0],
+            name=layer_name("review", teacher_layer),
+        )
         fusion.build(student_shape)
         return fusion
 
     def call(self, features: Mapping, training=None) -> dict:
         result, fused = {}, None
         for teacher_layer in self.order:
-            result[teacher_layer], fused = self.tap_layers[teacher_layer](features[teacher_layer], residual=fused, training=training)
+            result[teacher_layer], fused = self.tap_layers[teacher_layer](
+                features[teacher_layer], residual=fused, training=training
+            )
         return result
 
     def describe(self, teacher_layer: str) -> str:
-        return describe(self.student_shapes[teacher_layer], self.teacher_shapes[teacher_layer], self.review_channels, fuse=teacher_layer != self.order[0])
+        return describe(
+            self.student_shapes[teacher_layer],
+            self.teacher_shapes[teacher_layer],
+            self.review_channels,
+            fuse=teacher_layer != self.order[0],
+        )
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "student_depth": dict(self.student_depth), "review_channels": self.review_channels}
+        return {
+            **super().get_config(),
+            "student_depth": dict(self.student_depth),
+            "review_channels": self.review_channels,
+        }

@@ -61,8 +61,10 @@ class Splits:
             return self.test, "test"
         if self.validation is not None:
             return self.validation, "validation"
-        raise ValueError("This data has no test split and no validation split: pass a test folder (--data-dir TEST_FOLDER, "
-                         "a tree of the same class folders) or keep a validation fraction above 0.")
+        raise ValueError(
+            "This data has no test split and no validation split: pass a test folder (--data-dir TEST_FOLDER, "
+            "a tree of the same class folders) or keep a validation fraction above 0."
+        )
 
 
 def resolve_pipeline(pipeline: str = "auto") -> str:
@@ -129,7 +131,11 @@ def from_arrays(
         train_y = np.concatenate([train_y, np.full(len(transfer_images), UNLABELED, "int32")])
         counts["transfer"] = int(len(transfer_images))
     train = make(train_x, train_y, training=True, augment=augment)
-    validation = make(x_train[validation_index], y_train[validation_index], training=False, augment=()) if len(validation_index) else None
+    validation = (
+        make(x_train[validation_index], y_train[validation_index], training=False, augment=())
+        if len(validation_index)
+        else None
+    )
     test = None
     if x_test is not None:
         if test_limit:
@@ -167,7 +173,9 @@ def _checked_values(x_train, y_train, x_test, y_test, class_names) -> tuple[np.n
     return y_train, num_classes
 
 
-def _split(count: int, seed: int, validation_fraction: float, train_limit: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _split(
+    count: int, seed: int, validation_fraction: float, train_limit: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`(validation, train, rest)` example indices: a fixed permutation by `seed`; `rest` is what `train_limit` leaves out."""
     order = np.random.default_rng(seed).permutation(count)
     n_validation = int(round(count * validation_fraction))
@@ -190,12 +198,18 @@ def _transfer_images(transfer, x_train: np.ndarray, rest: np.ndarray) -> np.ndar
         return None
     if isinstance(transfer, str):
         if transfer != "rest":
-            raise ValueError(f"transfer must be 'rest' (the training images beyond train_limit) or an array of images, received {transfer!r}.")
+            raise ValueError(
+                f"transfer must be 'rest' (the training images beyond train_limit) or an array of images, received {transfer!r}."
+            )
         if not len(rest):
-            raise ValueError("transfer='rest' adds the training images beyond train_limit, but there are none: set train_limit below "
-                             f"the {len(x_train)} training images.")
+            raise ValueError(
+                "transfer='rest' adds the training images beyond train_limit, but there are none: set train_limit below "
+                f"the {len(x_train)} training images."
+            )
         return x_train[rest]
     images = np.asarray(transfer)
     if images.shape[1:] != x_train.shape[1:]:
-        raise ValueError(f"Transfer images have shape {images.shape[1:]} per image, the training images {x_train.shape[1:]}: give them the same raw size.")
+        raise ValueError(
+            f"Transfer images have shape {images.shape[1:]} per image, the training images {x_train.shape[1:]}: give them the same raw size."
+        )
     return images

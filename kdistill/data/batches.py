@@ -26,8 +26,17 @@ import numpy as np
 from kdistill.data import images as image_io
 from kdistill.errors import shown
 
-__all__ = ["ArrayBatches", "AUGMENTATIONS", "augmentation", "image_batches", "read_image_folder", "to_model_images", "set_pass",
-           "unreadable_images", "unreadable_message"]
+__all__ = [
+    "ArrayBatches",
+    "AUGMENTATIONS",
+    "augmentation",
+    "image_batches",
+    "read_image_folder",
+    "to_model_images",
+    "set_pass",
+    "unreadable_images",
+    "unreadable_message",
+]
 
 AUGMENTATIONS = ("flip", "crop", "randaugment", "mixup", "cutmix")
 
@@ -45,7 +54,9 @@ def to_model_images(images: Any, image_size: int) -> np.ndarray:
     if images.shape[-1] == 1:
         images = np.repeat(images, 3, axis=-1)
     if images.shape[1] != image_size or images.shape[2] != image_size:
-        resized = keras.ops.image.resize(images, (image_size, image_size), interpolation="bilinear", data_format="channels_last")
+        resized = keras.ops.image.resize(
+            images, (image_size, image_size), interpolation="bilinear", data_format="channels_last"
+        )
         images = np.asarray(keras.ops.convert_to_numpy(resized), dtype="float32")
     return images
 
@@ -72,21 +83,41 @@ class ArrayBatches(keras.utils.PyDataset):
             `max_queue_size`).
     """
 
-    def __init__(self, inputs: Any, labels: Any, batch_size: int, shuffle: bool = False, seed: int = 0,
-                 transform: Callable | None = None, repeat: bool = False, indices: Any = None, **kwargs):
+    def __init__(
+        self,
+        inputs: Any,
+        labels: Any,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        transform: Callable | None = None,
+        repeat: bool = False,
+        indices: Any = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, received {batch_size!r}.")
         self.inputs, self.labels = inputs, np.asarray(labels)
         sizes = {int(np.shape(array)[0]) for array in keras.tree.flatten(inputs)}
         if sizes != {len(self.labels)}:
-            raise ValueError(f"The inputs hold {sorted(sizes)} examples but there are {len(self.labels)} labels: give one label per example.")
+            raise ValueError(
+                f"The inputs hold {sorted(sizes)} examples but there are {len(self.labels)} labels: give one label per example."
+            )
         self.index = np.arange(len(self.labels)) if indices is None else np.asarray(indices, dtype="int64").reshape(-1)
         if not len(self.index):
             raise ValueError("No examples to batch (0 labels).")
         if self.index.min() < 0 or self.index.max() >= len(self.labels):
-            raise ValueError(f"indices must lie in [0, {len(self.labels)}), received values from {self.index.min()} to {self.index.max()}.")
-        self.batch_size, self.shuffle, self.seed, self.transform, self.repeat = int(batch_size), shuffle, seed, transform, repeat
+            raise ValueError(
+                f"indices must lie in [0, {len(self.labels)}), received values from {self.index.min()} to {self.index.max()}."
+            )
+        self.batch_size, self.shuffle, self.seed, self.transform, self.repeat = (
+            int(batch_size),
+            shuffle,
+            seed,
+            transform,
+            repeat,
+        )
         self._pass = 0
         self._order = self._order_of(0)
         self._last = (0, self._order)  # an endless dataset's most recent pass and its order
@@ -125,7 +156,7 @@ class ArrayBatches(keras.utils.PyDataset):
             if self._last[0] != number:
                 self._last = (number, self._order_of(number))
             order = self._last[1]
-        return order[position * self.batch_size:(position + 1) * self.batch_size], number
+        return order[position * self.batch_size : (position + 1) * self.batch_size], number
 
     @staticmethod
     def read_rows(array, rows: np.ndarray) -> np.ndarray:
@@ -205,8 +236,16 @@ def augmentation(names: Sequence[str], image_size: int, num_classes: int, seed: 
     return (keras.Sequential(per_image, name="augmentation") if per_image else None), per_batch
 
 
-def image_batches(images: np.ndarray, labels: np.ndarray, image_size: int, batch_size: int, training: bool, augment: Sequence[str], num_classes: int,
-                  seed: int = 0) -> ArrayBatches:
+def image_batches(
+    images: np.ndarray,
+    labels: np.ndarray,
+    image_size: int,
+    batch_size: int,
+    training: bool,
+    augment: Sequence[str],
+    num_classes: int,
+    seed: int = 0,
+) -> ArrayBatches:
     """Model-ready batches of raw images: float32 RGB of `image_size`, shuffled and augmented when `training`.
 
     The backend-neutral twin of `tf_pipeline.image_pipeline`: the same
@@ -229,7 +268,9 @@ def image_batches(images: np.ndarray, labels: np.ndarray, image_size: int, batch
     return ArrayBatches(images, labels, batch_size, shuffle=training, seed=seed, transform=transform)
 
 
-def read_image_folder(folder: str, class_names: Sequence[str], image_size: int, skip_unreadable: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def read_image_folder(
+    folder: str, class_names: Sequence[str], image_size: int, skip_unreadable: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """`<folder>/<class>/<image>` read by Pillow as RGB of `image_size` (bilinear), for machines without TensorFlow.
 
     The files, pixels and labels are those of the tf.data reader `tf_pipeline.read_image_folder` (see `kdistill.data.images`).
@@ -249,7 +290,9 @@ def read_image_folder(folder: str, class_names: Sequence[str], image_size: int, 
     if unreadable:
         if not skip_unreadable:
             raise ValueError(unreadable_message(folder, unreadable))
-        logging.getLogger(__name__).warning("Skipped %d unreadable image(s) in %s, e.g. %s", len(unreadable), folder, unreadable[0])
+        logging.getLogger(__name__).warning(
+            "Skipped %d unreadable image(s) in %s, e.g. %s", len(unreadable), folder, unreadable[0]
+        )
     if not xs:
         raise FileNotFoundError(f"No images found under {folder!r} (jpeg, png, bmp, gif).")
     return np.stack(xs), np.asarray(ys, dtype="int32")
@@ -268,5 +311,7 @@ def unreadable_images(folder: str, class_names: Sequence[str]) -> list[str]:
 
 def unreadable_message(folder: str, paths: Sequence[str]) -> str:
     shown = ", ".join(repr(p) for p in paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
-    return (f"{len(paths)} image file(s) under {folder!r} cannot be decoded (corrupt or truncated): {shown}. Fix or delete them, "
-            "or skip them with --skip-unreadable (Python: skip_unreadable=True).")
+    return (
+        f"{len(paths)} image file(s) under {folder!r} cannot be decoded (corrupt or truncated): {shown}. Fix or delete them, "
+        "or skip them with --skip-unreadable (Python: skip_unreadable=True)."
+    )

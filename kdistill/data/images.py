@@ -51,7 +51,11 @@ def image_files(folder: str, class_names: Sequence[str]) -> tuple[list[str], lis
         found = []
         for root, directories, files in os.walk(os.path.join(folder, name)):
             directories[:] = [d for d in directories if not _hidden(d)]  # not walked into
-            found += [os.path.join(root, file) for file in files if not _hidden(file) and file.lower().endswith(IMAGE_SUFFIXES)]
+            found += [
+                os.path.join(root, file)
+                for file in files
+                if not _hidden(file) and file.lower().endswith(IMAGE_SUFFIXES)
+            ]
         paths += sorted(found)
         labels += [label] * len(found)
     return paths, labels
@@ -94,7 +98,8 @@ def decode_tf(path, size: int):
 
     contents = tf.io.read_file(path)
     pixels = tf.cond(
-        tf.io.is_jpeg(contents),  # TensorFlow's default JPEG DCT ("INTEGER_FAST") differs from Pillow's by up to 6 grey levels
+        # TensorFlow's default JPEG DCT ("INTEGER_FAST") differs from Pillow's by up to 6 grey levels
+        tf.io.is_jpeg(contents),
         lambda: tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE"),
         lambda: tf.io.decode_image(contents, channels=3, expand_animations=False),
     )

@@ -56,8 +56,10 @@ def read_mask(path: str) -> np.ndarray:
     with Image.open(path) as mask:
         mask.load()
         if mask.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L", "1"):
-            raise UserError(f"Mask {path!r} is a {mask.mode} image; masks hold one class index per pixel (a grey or palette PNG). "
-                            "Convert colour-coded masks to indices first (one value per class, 255 for pixels to ignore).")
+            raise UserError(
+                f"Mask {path!r} is a {mask.mode} image; masks hold one class index per pixel (a grey or palette PNG). "
+                "Convert colour-coded masks to indices first (one value per class, 255 for pixels to ignore)."
+            )
         return np.asarray(mask).astype("int64")
 
 
@@ -65,36 +67,57 @@ def _pairs(images_dir: str, masks_dir: str) -> list[tuple[str, str]]:
     """`(image path, mask path)` for every image of `images_dir` (sorted, hidden files left out); an image without a mask is an error."""
     for folder, what in ((images_dir, "images"), (masks_dir, "masks")):
         if not os.path.isdir(folder):
-            raise FileNotFoundError(f"The {what} folder {folder!r} does not exist. Expected a folder of images and a folder of PNG masks "
-                                    "with the same file names.")
-    masks = {os.path.splitext(name)[0]: name for name in os.listdir(masks_dir) if name.lower().endswith(".png") and not name.startswith(".")}
-    names = sorted(name for name in os.listdir(images_dir) if name.lower().endswith(image_io.IMAGE_SUFFIXES) and not name.startswith("."))
+            raise FileNotFoundError(
+                f"The {what} folder {folder!r} does not exist. Expected a folder of images and a folder of PNG masks "
+                "with the same file names."
+            )
+    masks = {
+        os.path.splitext(name)[0]: name
+        for name in os.listdir(masks_dir)
+        if name.lower().endswith(".png") and not name.startswith(".")
+    }
+    names = sorted(
+        name
+        for name in os.listdir(images_dir)
+        if name.lower().endswith(image_io.IMAGE_SUFFIXES) and not name.startswith(".")
+    )
     if not names:
         raise FileNotFoundError(f"{images_dir!r} holds no images ({', '.join(image_io.IMAGE_SUFFIXES)}).")
     pairs = []
     for name in names:
         stem = os.path.splitext(name)[0]
         if stem not in masks:
-            raise UserError(f"Image {os.path.join(images_dir, name)!r} has no mask: expected {os.path.join(masks_dir, stem + '.png')!r}. "
-                            "Add its mask or move the image out of the folder.")
+            raise UserError(
+                f"Image {os.path.join(images_dir, name)!r} has no mask: expected {os.path.join(masks_dir, stem + '.png')!r}. "
+                "Add its mask or move the image out of the folder."
+            )
         pairs.append((os.path.join(images_dir, name), os.path.join(masks_dir, masks[stem])))
     return pairs
 
 
 def _check_mask(path: str, mask: np.ndarray, image_shape: tuple, num_classes: int, ignore_label: int | None) -> None:
     if mask.shape != tuple(image_shape[:2]):
-        raise UserError(f"Mask {path!r} is {mask.shape[1]}x{mask.shape[0]} but its image is {image_shape[1]}x{image_shape[0]} "
-                        "(width x height): a mask labels each pixel of its image, so both must have one size.")
+        raise UserError(
+            f"Mask {path!r} is {mask.shape[1]}x{mask.shape[0]} but its image is {image_shape[1]}x{image_shape[0]} "
+            "(width x height): a mask labels each pixel of its image, so both must have one size."
+        )
     values = np.unique(mask)
     bad = values[(values >= num_classes) & (values != (ignore_label if ignore_label is not None else -1))]
     if len(bad):
-        raise UserError(f"Mask {path!r} holds value(s) {', '.join(str(v) for v in bad[:5].tolist())} outside the {num_classes} classes "
-                        f"[0, {num_classes}) and the ignore label {ignore_label}: give num_classes to cover them, or map them to "
-                        "the ignore label.")
+        raise UserError(
+            f"Mask {path!r} holds value(s) {', '.join(str(v) for v in bad[:5].tolist())} outside the {num_classes} classes "
+            f"[0, {num_classes}) and the ignore label {ignore_label}: give num_classes to cover them, or map them to "
+            "the ignore label."
+        )
 
 
-def read_mask_folders(images_dir: str, masks_dir: str, num_classes: int, image_size: int | None = None,
-                      ignore_label: int | None = IGNORE_LABEL) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def read_mask_folders(
+    images_dir: str,
+    masks_dir: str,
+    num_classes: int,
+    image_size: int | None = None,
+    ignore_label: int | None = IGNORE_LABEL,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Images and their masks from two folders, checked and (when `image_size` is given) resized.
 
     Args:
@@ -124,8 +147,10 @@ def read_mask_folders(images_dir: str, masks_dir: str, num_classes: int, image_s
         if image_size is not None:
             pixels, mask = image_io.resize(pixels, image_size), resize_mask(mask, image_size)
         elif images and pixels.shape != images[0].shape:
-            raise UserError(f"Image {image_path!r} is {pixels.shape[1]}x{pixels.shape[0]} but {names[0]!r} is {images[0].shape[1]}x"
-                            f"{images[0].shape[0]}: give image_size to resize them all to one size.")
+            raise UserError(
+                f"Image {image_path!r} is {pixels.shape[1]}x{pixels.shape[0]} but {names[0]!r} is {images[0].shape[1]}x"
+                f"{images[0].shape[0]}: give image_size to resize them all to one size."
+            )
         images.append(pixels.astype("float32"))
         masks.append(mask)
         names.append(os.path.basename(image_path))

@@ -43,20 +43,43 @@ class Scenes(NamedTuple):
 
 def _check(items: np.ndarray, labels: np.ndarray, count: int, size: int, max_items: int, brightness: int) -> None:
     if items.ndim != 3 or len(items) != len(labels) or not len(items):
-        raise ValueError(f"items must be grey images (N, height, width) with one label each, received items of shape {items.shape} "
-                         f"and {len(labels)} labels (e.g. kdistill.data.load_fashion_mnist()[0]).")
+        raise ValueError(
+            f"items must be grey images (N, height, width) with one label each, received items of shape {items.shape} "
+            f"and {len(labels)} labels (e.g. kdistill.data.load_fashion_mnist()[0])."
+        )
     if size < max(items.shape[1:]):
-        raise ValueError(f"size={size} is smaller than an item ({items.shape[1]}x{items.shape[2]}); use size >= {max(items.shape[1:])}, e.g. 64.")
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1 or not isinstance(max_items, int) or max_items < 1:
-        raise ValueError(f"count and max_items must be positive integers, received count={count!r}, max_items={max_items!r}.")
+        raise ValueError(
+            f"size={size} is smaller than an item ({items.shape[1]}x{items.shape[2]}); use size >= {max(items.shape[1:])}, e.g. 64."
+        )
+    if (
+        isinstance(count, bool)
+        or not isinstance(count, int)
+        or count < 1
+        or not isinstance(max_items, int)
+        or max_items < 1
+    ):
+        raise ValueError(
+            f"count and max_items must be positive integers, received count={count!r}, max_items={max_items!r}."
+        )
     if not 0 < brightness < 255:
-        raise ValueError(f"brightness must lie in (0, 255) (the grey value above which an item's pixel is its class), received {brightness!r}.")
+        raise ValueError(
+            f"brightness must lie in (0, 255) (the grey value above which an item's pixel is its class), received {brightness!r}."
+        )
     if labels.min() < 0 or labels.max() >= len(FASHION_MNIST_CLASSES):
-        raise ValueError(f"item labels must be Fashion-MNIST classes 0..9, received values from {labels.min()} to {labels.max()}.")
+        raise ValueError(
+            f"item labels must be Fashion-MNIST classes 0..9, received values from {labels.min()} to {labels.max()}."
+        )
 
 
-def make_scenes(items: np.ndarray, labels: np.ndarray, count: int, size: int = 64, max_items: int = 4, seed: int = 0,
-                brightness: int = 64) -> Scenes:
+def make_scenes(
+    items: np.ndarray,
+    labels: np.ndarray,
+    count: int,
+    size: int = 64,
+    max_items: int = 4,
+    seed: int = 0,
+    brightness: int = 64,
+) -> Scenes:
     """`count` scenes of one to `max_items` items each, drawn from `items` with a seeded generator.
 
     Args:
@@ -95,8 +118,14 @@ def make_scenes(items: np.ndarray, labels: np.ndarray, count: int, size: int = 6
     return Scenes(images, masks, list(SCENE_CLASSES))
 
 
-def load_scenes(data_dir: str | None = None, train_count: int = 2000, test_count: int = 500, size: int = 64, max_items: int = 4,
-                seed: int = 0) -> tuple[Scenes, Scenes]:
+def load_scenes(
+    data_dir: str | None = None,
+    train_count: int = 2000,
+    test_count: int = 500,
+    size: int = 64,
+    max_items: int = 4,
+    seed: int = 0,
+) -> tuple[Scenes, Scenes]:
     """Training and test scenes from the offline Fashion-MNIST files: training scenes from training items, test scenes from test items.
 
     Args:
@@ -109,5 +138,7 @@ def load_scenes(data_dir: str | None = None, train_count: int = 2000, test_count
         `(train, test)`, each `Scenes`.
     """
     (x_train, y_train), (x_test, y_test) = load_fashion_mnist(data_dir)
-    return (make_scenes(x_train, y_train, train_count, size=size, max_items=max_items, seed=seed),
-            make_scenes(x_test, y_test, test_count, size=size, max_items=max_items, seed=seed + 1))
+    return (
+        make_scenes(x_train, y_train, train_count, size=size, max_items=max_items, seed=seed),
+        make_scenes(x_test, y_test, test_count, size=size, max_items=max_items, seed=seed + 1),
+    )

@@ -22,11 +22,31 @@ from kdistill.data.arrays import Splits, from_arrays, resolve_pipeline
 
 tf = LazyTensorFlow("kdistill.data's TFDS reader")
 
-__all__ = ["FASHION_MNIST_CLASSES", "fashion_mnist_dirs", "read_idx", "load_fashion_mnist", "tfds_builder", "from_tfds", "from_image_folder", "load"]
+__all__ = [
+    "FASHION_MNIST_CLASSES",
+    "fashion_mnist_dirs",
+    "read_idx",
+    "load_fashion_mnist",
+    "tfds_builder",
+    "from_tfds",
+    "from_image_folder",
+    "load",
+]
 
 logger = logging.getLogger(__name__)
 
-FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 _FASHION_FILES = {
     "x_train": "train-images-idx3-ubyte",
     "y_train": "train-labels-idx1-ubyte",
@@ -49,7 +69,11 @@ def fashion_mnist_dirs(data_dir: str | None = None) -> list[str]:
     """
     base = data_dir or os.environ.get("KDISTILL_DATA_DIR")
     if base:
-        return [base, os.path.join(base, "fashion-mnist"), os.path.join(base, "usr", "share", "datasets", "fashion-mnist")]
+        return [
+            base,
+            os.path.join(base, "fashion-mnist"),
+            os.path.join(base, "usr", "share", "datasets", "fashion-mnist"),
+        ]
     return [
         os.path.join("data", "fashion-mnist"),
         "/usr/share/datasets/fashion-mnist",
@@ -83,11 +107,15 @@ def read_idx(path: str) -> np.ndarray:
     shape = struct.unpack(f">{rank}I", data[4 : 4 + 4 * rank])
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * rank)
     if body.size != int(np.prod(shape)):
-        raise ValueError(f"{path!r} holds {body.size} bytes of data but its header says {shape}: the file is truncated.")
+        raise ValueError(
+            f"{path!r} holds {body.size} bytes of data but its header says {shape}: the file is truncated."
+        )
     return body.reshape(shape)
 
 
-def load_fashion_mnist(data_dir: str | None = None) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def load_fashion_mnist(
+    data_dir: str | None = None,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Loads Fashion-MNIST from local IDX files; never downloads.
 
     Args:
@@ -122,7 +150,9 @@ def tfds_builder(name: str, data_dir: str | None = None, download: bool = False)
     try:
         import tensorflow_datasets as tfds
     except ImportError as error:
-        raise ImportError("TFDS data needs `pip install tensorflow-datasets` (or `pip install kdistill[tfds]`).") from error
+        raise ImportError(
+            "TFDS data needs `pip install tensorflow-datasets` (or `pip install kdistill[tfds]`)."
+        ) from error
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as error:
@@ -140,9 +170,19 @@ def tfds_builder(name: str, data_dir: str | None = None, download: bool = False)
     return builder
 
 
-def from_tfds(name: str, data_dir: str | None = None, image_size: int = 32, batch_size: int = 64, train_limit: int | None = None, test_limit: int | None = None,
-              validation_fraction: float = 0.1, augment: Sequence[str] = (), seed: int = 0, download: bool = False,
-              pipeline: str = "auto") -> Splits:
+def from_tfds(
+    name: str,
+    data_dir: str | None = None,
+    image_size: int = 32,
+    batch_size: int = 64,
+    train_limit: int | None = None,
+    test_limit: int | None = None,
+    validation_fraction: float = 0.1,
+    augment: Sequence[str] = (),
+    seed: int = 0,
+    download: bool = False,
+    pipeline: str = "auto",
+) -> Splits:
     """Pipelines from a TensorFlow Datasets name (`cifar10`, `cifar100`, `imagenette`, ...).
 
     Reads a prepared TFDS directory (`data_dir`, default `~/tensorflow_datasets`).
@@ -163,22 +203,49 @@ def from_tfds(name: str, data_dir: str | None = None, image_size: int = 32, batc
         if limit:
             dataset = dataset.take(limit)
         xs, ys = [], []
-        for image, label in dataset.map(lambda x, y: (tf.image.resize(x, (image_size, image_size)), y)).as_numpy_iterator():
+        for image, label in dataset.map(
+            lambda x, y: (tf.image.resize(x, (image_size, image_size)), y)
+        ).as_numpy_iterator():
             xs.append(image)
             ys.append(label)
         return np.stack(xs).astype("float32"), np.asarray(ys)
 
-    x_train, y_train = to_arrays("train", (train_limit + int(train_limit * validation_fraction / (1 - validation_fraction)) + 1) if train_limit else None)
+    x_train, y_train = to_arrays(
+        "train",
+        (train_limit + int(train_limit * validation_fraction / (1 - validation_fraction)) + 1) if train_limit else None,
+    )
     x_test, y_test = to_arrays(test_split, test_limit) if test_split else (None, None)
-    result = from_arrays(x_train, y_train, x_test, y_test, image_size, batch_size, validation_fraction, train_limit, None, augment, label_feature.names, seed,
-                         pipeline=pipeline)
+    result = from_arrays(
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        image_size,
+        batch_size,
+        validation_fraction,
+        train_limit,
+        None,
+        augment,
+        label_feature.names,
+        seed,
+        pipeline=pipeline,
+    )
     result.num_classes = label_feature.num_classes
     return result
 
 
-def from_image_folder(path: str, image_size: int = 32, batch_size: int = 64, validation_fraction: float = 0.1, test_dir: str | None = None,
-                      train_limit: int | None = None, augment: Sequence[str] = (), seed: int = 0, pipeline: str = "auto",
-                      skip_unreadable: bool = False) -> Splits:
+def from_image_folder(
+    path: str,
+    image_size: int = 32,
+    batch_size: int = 64,
+    validation_fraction: float = 0.1,
+    test_dir: str | None = None,
+    train_limit: int | None = None,
+    augment: Sequence[str] = (),
+    seed: int = 0,
+    pipeline: str = "auto",
+    skip_unreadable: bool = False,
+) -> Splits:
     """Pipelines from a tree `path/<class name>/*.jpg|png` (class names sorted; hidden folders and files left out).
 
     Images are decoded by TensorFlow for the tf.data pipeline and by Pillow
@@ -192,13 +259,17 @@ def from_image_folder(path: str, image_size: int = 32, batch_size: int = 64, val
         FileNotFoundError: when `path` does not exist or has no class folders with images.
     """
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"Image folder {path!r} does not exist. Expected a tree <folder>/<class name>/<image files>.")
+        raise FileNotFoundError(
+            f"Image folder {path!r} does not exist. Expected a tree <folder>/<class name>/<image files>."
+        )
     class_names = image_io.class_folders(path)
     if not class_names:
         raise FileNotFoundError(f"{path!r} has no class sub-folders. Expected <folder>/<class name>/<image files>.")
     if len(class_names) == 1:
-        raise ValueError(f"{path!r} has one class sub-folder ({class_names[0]!r}): a classifier needs two or more, one folder per class "
-                         "(<folder>/<class name>/<image files>).")
+        raise ValueError(
+            f"{path!r} has one class sub-folder ({class_names[0]!r}): a classifier needs two or more, one folder per class "
+            "(<folder>/<class name>/<image files>)."
+        )
 
     def read(folder):
         if resolve_pipeline(pipeline) == "numpy" or skip_unreadable:
@@ -207,8 +278,21 @@ def from_image_folder(path: str, image_size: int = 32, batch_size: int = 64, val
 
     x_train, y_train = read(path)
     x_test, y_test = read(test_dir) if test_dir else (None, None)
-    return from_arrays(x_train, y_train, x_test, y_test, image_size, batch_size, validation_fraction, train_limit, None, augment, class_names, seed,
-                       pipeline=pipeline)
+    return from_arrays(
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        image_size,
+        batch_size,
+        validation_fraction,
+        train_limit,
+        None,
+        augment,
+        class_names,
+        seed,
+        pipeline=pipeline,
+    )
 
 
 def _load_images_file(path: str) -> np.ndarray:
@@ -216,14 +300,28 @@ def _load_images_file(path: str) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:
-        raise UserError(f"Transfer images {path!r} are not a plain NumPy array of images ({shorten(str(error), 100)}): kdistill does not load "
-                        "pickled Python objects from a file, as they could run any code. Save the images with np.save(path, images) "
-                        "from a uint8 or float array.") from None
+        raise UserError(
+            f"Transfer images {path!r} are not a plain NumPy array of images ({shorten(str(error), 100)}): kdistill does not load "
+            "pickled Python objects from a file, as they could run any code. Save the images with np.save(path, images) "
+            "from a uint8 or float array."
+        ) from None
 
 
-def load(source: str = "fashion_mnist", data_dir: str | None = None, image_size: int = 32, batch_size: int = 64, validation_fraction: float = 0.1,
-         train_limit: int | None = None, test_limit: int | None = None, augment: Sequence[str] = (), seed: int = 0,
-         transfer: str | None = None, pipeline: str = "auto", skip_unreadable: bool = False, download: bool = False) -> Splits:
+def load(
+    source: str = "fashion_mnist",
+    data_dir: str | None = None,
+    image_size: int = 32,
+    batch_size: int = 64,
+    validation_fraction: float = 0.1,
+    train_limit: int | None = None,
+    test_limit: int | None = None,
+    augment: Sequence[str] = (),
+    seed: int = 0,
+    transfer: str | None = None,
+    pipeline: str = "auto",
+    skip_unreadable: bool = False,
+    download: bool = False,
+) -> Splits:
     """Pipelines from a source name: `fashion_mnist` (offline default), `tfds:<name>`, or an image folder path.
 
     kdistill never downloads unless asked: `download=True` lets TFDS fetch a
@@ -245,19 +343,42 @@ def load(source: str = "fashion_mnist", data_dir: str | None = None, image_size:
         ValueError: Unknown data source 'mnist-on-the-moon'. Use 'fashion_mnist' (offline default), ...
     """
     data_dir = os.path.expanduser(data_dir) if data_dir else data_dir
-    common = dict(image_size=image_size, batch_size=batch_size, validation_fraction=validation_fraction, train_limit=train_limit, augment=augment, seed=seed,
-                  pipeline=pipeline)
+    common = dict(
+        image_size=image_size,
+        batch_size=batch_size,
+        validation_fraction=validation_fraction,
+        train_limit=train_limit,
+        augment=augment,
+        seed=seed,
+        pipeline=pipeline,
+    )
     if source in ("fashion_mnist", "fashion-mnist"):
         (x_train, y_train), (x_test, y_test) = load_fashion_mnist(data_dir)
         if isinstance(transfer, str) and transfer.endswith(".npy"):
             transfer = _load_images_file(transfer)
-        return from_arrays(x_train, y_train, x_test, y_test, test_limit=test_limit, class_names=FASHION_MNIST_CLASSES, transfer=transfer, **common)
+        return from_arrays(
+            x_train,
+            y_train,
+            x_test,
+            y_test,
+            test_limit=test_limit,
+            class_names=FASHION_MNIST_CLASSES,
+            transfer=transfer,
+            **common,
+        )
     if transfer is not None:
-        raise ValueError(f"A transfer set (transfer={transfer!r}) is supported for fashion_mnist and NumPy arrays (data.from_arrays), not for {source!r}.")
+        raise ValueError(
+            f"A transfer set (transfer={transfer!r}) is supported for fashion_mnist and NumPy arrays (data.from_arrays), not for {source!r}."
+        )
     if source.startswith("tfds:"):
-        return from_tfds(source[len("tfds:"):], data_dir=data_dir, test_limit=test_limit, download=download, **common)
+        return from_tfds(source[len("tfds:") :], data_dir=data_dir, test_limit=test_limit, download=download, **common)
     if os.path.isdir(source):
-        return from_image_folder(source, test_dir=data_dir, skip_unreadable=skip_unreadable, **{k: v for k, v in common.items() if k != "test_limit"})
+        return from_image_folder(
+            source,
+            test_dir=data_dir,
+            skip_unreadable=skip_unreadable,
+            **{k: v for k, v in common.items() if k != "test_limit"},
+        )
     raise ValueError(
         f"Unknown data source {shown(source)}. Use 'fashion_mnist' (offline default), 'tfds:<name>' "
         "(e.g. tfds:cifar10, with --data-dir for a prepared TFDS folder) or the path of an image folder "

@@ -22,7 +22,14 @@ from kdistill.data import images as image_io
 
 tf = LazyTensorFlow("kdistill.data's tf.data pipelines")
 
-__all__ = ["to_model_images", "image_pipeline", "shuffled_by_pass", "views_by_pass", "crop_and_flip", "read_image_folder"]
+__all__ = [
+    "to_model_images",
+    "image_pipeline",
+    "shuffled_by_pass",
+    "views_by_pass",
+    "crop_and_flip",
+    "read_image_folder",
+]
 
 
 def to_model_images(images, image_size: int):
@@ -44,7 +51,9 @@ def image_pipeline(arrays, image_size, batch_size, training, augment, num_classe
         dataset, counter = shuffled_by_pass(arrays, batch_size, seed)
     else:
         dataset = tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size, drop_remainder=False)
-    dataset = dataset.map(lambda x, y: (to_model_images(x, image_size), tf.cast(y, tf.int32)), num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(
+        lambda x, y: (to_model_images(x, image_size), tf.cast(y, tf.int32)), num_parallel_calls=tf.data.AUTOTUNE
+    )
     if training and augment:
         per_image, per_batch = batches.augmentation(augment, image_size, num_classes, seed)
         if per_image is not None:
@@ -61,13 +70,16 @@ def image_pipeline(arrays, image_size, batch_size, training, augment, num_classe
     dataset = dataset.prefetch(tf.data.AUTOTUNE)
     if counter is not None:
         dataset.kdistill_pass = counter
-        # fit's default shuffle=True makes Keras warn that a tf.data pipeline must shuffle itself: this one does, every pass
+        # fit's default shuffle=True makes Keras warn that a tf.data pipeline must shuffle itself: this one does, every
+        # pass
         warnings.filterwarnings("ignore", message=_SHUFFLE_IGNORED)
     return dataset
 
 
 #: Keras' warning on fit(tf.data pipeline) with its default shuffle=True (keras/src/trainers/data_adapters/__init__.py)
-_SHUFFLE_IGNORED = r"`shuffle=True` was passed, but will be ignored since the data `x` was provided as a tf\.data\.Dataset"
+_SHUFFLE_IGNORED = (
+    r"`shuffle=True` was passed, but will be ignored since the data `x` was provided as a tf\.data\.Dataset"
+)
 
 
 def _batches_by_pass(count: int, batch_size: int, seed: int, shuffle: bool = True, views: int = 0):
@@ -82,7 +94,9 @@ def _batches_by_pass(count: int, batch_size: int, seed: int, shuffle: bool = Tru
         current = number.assign_add(1) - 1
         order = tf.range(count, dtype=tf.int64)
         if shuffle:
-            order = tf.argsort(tf.random.stateless_uniform([count], seed=tf.stack([tf.constant(int(seed), tf.int64), current])))
+            order = tf.argsort(
+                tf.random.stateless_uniform([count], seed=tf.stack([tf.constant(int(seed), tf.int64), current]))
+            )
             order = tf.cast(order, tf.int64)
         if not views:
             return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
@@ -91,9 +105,13 @@ def _batches_by_pass(count: int, batch_size: int, seed: int, shuffle: bool = Tru
         choice = tf.random.stateless_uniform([count], seed=key, maxval=int(views), dtype=tf.int64)
         return tf.data.Dataset.from_tensor_slices((order, tf.gather(choice, order))).batch(batch_size)
 
-    # flat_map hides the length: state it, or Keras warns that the input "ran out of data" and shows no total in its progress bar.
-    rows = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).flat_map(one_pass).apply(
-        tf.data.experimental.assert_cardinality(-(-count // int(batch_size))))
+    # flat_map hides the length: state it, or Keras warns that the input "ran out of data" and shows no total in its
+    # progress bar.
+    rows = (
+        tf.data.Dataset.from_tensors(tf.constant(0, tf.int64))
+        .flat_map(one_pass)
+        .apply(tf.data.experimental.assert_cardinality(-(-count // int(batch_size))))
+    )
     return rows, number
 
 
@@ -111,8 +129,10 @@ def shuffled_by_pass(tensors, batch_size: int, seed: int):
     """
     constants = keras.tree.map_structure(tf.constant, tensors)
     indices, number = _batches_by_pass(int(len(keras.tree.flatten(tensors)[0])), batch_size, seed)
-    gathered = indices.map(lambda rows: keras.tree.map_structure(lambda t: tf.gather(t, rows), constants),
-                           num_parallel_calls=tf.data.AUTOTUNE)
+    gathered = indices.map(
+        lambda rows: keras.tree.map_structure(lambda t: tf.gather(t, rows), constants),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
     return gathered, number
 
 
@@ -136,12 +156,17 @@ def views_by_pass(images, view_params, teacher, labels, batch_size: int, seed: i
     """
     images, view_params, labels = tf.constant(images), tf.constant(view_params), tf.constant(labels)
     teacher = keras.tree.map_structure(tf.constant, teacher)
-    indices, number = _batches_by_pass(int(labels.shape[0]), batch_size, seed, shuffle=shuffle, views=int(view_params.shape[1]))
+    indices, number = _batches_by_pass(
+        int(labels.shape[0]), batch_size, seed, shuffle=shuffle, views=int(view_params.shape[1])
+    )
 
     def gather(rows, choice):
         at = tf.stack([rows, choice], axis=1)
         shown = crop_and_flip(tf.gather(images, rows), tf.gather_nd(view_params, at))
-        return {"images": shown, "teacher": keras.tree.map_structure(lambda t: tf.gather_nd(t, at), teacher)}, tf.gather(labels, rows)
+        return {
+            "images": shown,
+            "teacher": keras.tree.map_structure(lambda t: tf.gather_nd(t, at), teacher),
+        }, tf.gather(labels, rows)
 
     return indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE), number
 
@@ -172,7 +197,9 @@ def read_image_folder(folder: str, class_names: Sequence[str], image_size: int) 
     paths, labels = image_io.image_files(folder, class_names)
     if not paths:
         raise FileNotFoundError(f"No images found under {folder!r} (jpeg, png, bmp, gif).")
-    decoded = tf.data.Dataset.from_tensor_slices(paths).map(lambda path: image_io.decode_tf(path, image_size), num_parallel_calls=tf.data.AUTOTUNE)
+    decoded = tf.data.Dataset.from_tensor_slices(paths).map(
+        lambda path: image_io.decode_tf(path, image_size), num_parallel_calls=tf.data.AUTOTUNE
+    )
     try:
         images = np.concatenate(list(decoded.batch(256).as_numpy_iterator()))
     except tf.errors.OpError:

@@ -26,25 +26,42 @@ tf = LazyTensorFlow("kdistill.data's TFDS segmentation reader")
 __all__ = ["SEGMENTATION_SETS", "read_tfds_masks"]
 
 #: TFDS segmentation sets kdistill knows: the mask feature, the value added to stored mask values to give class indices,
-#: and the class names. Oxford-IIIT Pet stores a trimap 1 (pet), 2 (background), 3 (border), as TensorFlow's tutorial reads it.
+#: and the class names. Oxford-IIIT Pet stores a trimap 1 (pet), 2 (background), 3 (border), as TensorFlow's tutorial
+#: reads it.
 SEGMENTATION_SETS = {
     "oxford_iiit_pet": {"mask_key": "segmentation_mask", "offset": -1, "class_names": ["pet", "background", "border"]},
 }
 
 
-def _options(name: str, mask_key: str | None, offset: int | None, class_names: Sequence[str] | None) -> tuple[str, int, list[str] | None]:
+def _options(
+    name: str, mask_key: str | None, offset: int | None, class_names: Sequence[str] | None
+) -> tuple[str, int, list[str] | None]:
     known = SEGMENTATION_SETS.get(name.split(":")[0].split("/")[0], {})
     mask_key = mask_key or known.get("mask_key")
     if mask_key is None:
-        raise ValueError(f"kdistill does not know the mask feature of the TFDS set {name!r} (it knows {', '.join(SEGMENTATION_SETS)}); "
-                         "pass mask_key='<feature name>' (and offset, class_names when its values are not class indices).")
+        raise ValueError(
+            f"kdistill does not know the mask feature of the TFDS set {name!r} (it knows {', '.join(SEGMENTATION_SETS)}); "
+            "pass mask_key='<feature name>' (and offset, class_names when its values are not class indices)."
+        )
     names = class_names if class_names is not None else known.get("class_names")
-    return mask_key, int(offset if offset is not None else known.get("offset", 0)), (list(names) if names is not None else None)
+    return (
+        mask_key,
+        int(offset if offset is not None else known.get("offset", 0)),
+        (list(names) if names is not None else None),
+    )
 
 
-def read_tfds_masks(name: str, data_dir: str | None = None, split: str = "train", image_size: int = 128, limit: int | None = None,
-                    mask_key: str | None = None, offset: int | None = None, class_names: Sequence[str] | None = None,
-                    image_key: str = "image") -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+def read_tfds_masks(
+    name: str,
+    data_dir: str | None = None,
+    split: str = "train",
+    image_size: int = 128,
+    limit: int | None = None,
+    mask_key: str | None = None,
+    offset: int | None = None,
+    class_names: Sequence[str] | None = None,
+    image_key: str = "image",
+) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
     """Images and masks of one split of a prepared TFDS segmentation set, resized to `image_size`.
 
     Args:
@@ -71,15 +88,20 @@ def read_tfds_masks(name: str, data_dir: str | None = None, split: str = "train"
     features = builder.info.features
     for key in (image_key, mask_key):
         if key not in features:
-            raise ValueError(f"The TFDS set {name!r} has no feature {key!r}; its features: {', '.join(features.keys())}.")
+            raise ValueError(
+                f"The TFDS set {name!r} has no feature {key!r}; its features: {', '.join(features.keys())}."
+            )
     dataset = builder.as_dataset(split=split)
     if limit:
         dataset = dataset.take(limit)
 
     def resize(example):
         image = tf.image.resize(example[image_key], (image_size, image_size), method="bilinear")
-        mask = tf.image.resize(tf.reshape(example[mask_key], tf.concat([tf.shape(example[mask_key])[:2], [1]], 0)), (image_size, image_size),
-                               method="nearest")
+        mask = tf.image.resize(
+            tf.reshape(example[mask_key], tf.concat([tf.shape(example[mask_key])[:2], [1]], 0)),
+            (image_size, image_size),
+            method="nearest",
+        )
         return image, tf.cast(mask[..., 0], tf.int32) + offset
 
     images, masks = [], []
@@ -90,5 +112,7 @@ def read_tfds_masks(name: str, data_dir: str | None = None, split: str = "train"
         raise ValueError(f"The split {split!r} of {name!r} holds no examples.")
     masks = np.stack(masks)
     if masks.min() < 0:
-        raise ValueError(f"Mask values of {name!r} fall below 0 after adding offset={offset} (lowest {masks.min()}); check offset.")
+        raise ValueError(
+            f"Mask values of {name!r} fall below 0 after adding offset={offset} (lowest {masks.min()}); check offset."
+        )
     return np.stack(images).astype("float32"), masks.astype("uint8" if masks.max() <= 255 else "int32"), names

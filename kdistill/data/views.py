@@ -31,8 +31,18 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["VIEW_AUGMENTATIONS", "MIXES", "VIEW_STREAM", "Mixes", "crop_padding", "draw", "draw_views", "apply_views", "render",
-           "mixed_labels"]
+__all__ = [
+    "VIEW_AUGMENTATIONS",
+    "MIXES",
+    "VIEW_STREAM",
+    "Mixes",
+    "crop_padding",
+    "draw",
+    "draw_views",
+    "apply_views",
+    "render",
+    "mixed_labels",
+]
 
 #: the augmentations a teacher cache can replay: each view stores what rebuilds it
 VIEW_AUGMENTATIONS = ("crop", "flip", "mixup", "cutmix")
@@ -84,8 +94,10 @@ def check(augment: Sequence[str]) -> None:
     """Refuses augmentations a cache cannot replay, naming the ones it can."""
     unknown = sorted(set(augment) - set(VIEW_AUGMENTATIONS))
     if unknown:
-        raise ValueError(f"A teacher cache replays {', '.join(VIEW_AUGMENTATIONS)} only; {unknown} change images in ways it cannot store. "
-                         "Train with the live teacher for those, or drop them.")
+        raise ValueError(
+            f"A teacher cache replays {', '.join(VIEW_AUGMENTATIONS)} only; {unknown} change images in ways it cannot store. "
+            "Train with the live teacher for those, or drop them."
+        )
 
 
 def draw_views(count: int, views: int, image_size: int, augment: Sequence[str], seed: int = 0, rng=None) -> np.ndarray:
@@ -107,7 +119,9 @@ def draw_views(count: int, views: int, image_size: int, augment: Sequence[str], 
     return params
 
 
-def draw(count: int, views: int, image_size: int, augment: Sequence[str], seed: int = 0) -> tuple[np.ndarray, Mixes | None]:
+def draw(
+    count: int, views: int, image_size: int, augment: Sequence[str], seed: int = 0
+) -> tuple[np.ndarray, Mixes | None]:
     """Every view's crop and flip, and its mix when `augment` names mixup or cutmix (else None).
 
     The crops and flips are those `draw_views` draws for the same seed, so a cache
@@ -173,8 +187,12 @@ def render(source: np.ndarray, rows: np.ndarray, crops: np.ndarray, mixes: Mixes
     mixed = ratio * shown + (1.0 - ratio) * partners
     height, width = shown.shape[1:3]
     box = np.asarray(mixes.box, "int64")
-    inside = ((np.arange(height)[None, :, None] >= box[:, 0, None, None]) & (np.arange(height)[None, :, None] < box[:, 2, None, None])
-              & (np.arange(width)[None, None, :] >= box[:, 1, None, None]) & (np.arange(width)[None, None, :] < box[:, 3, None, None]))
+    inside = (
+        (np.arange(height)[None, :, None] >= box[:, 0, None, None])
+        & (np.arange(height)[None, :, None] < box[:, 2, None, None])
+        & (np.arange(width)[None, None, :] >= box[:, 1, None, None])
+        & (np.arange(width)[None, None, :] < box[:, 3, None, None])
+    )
     cut = (mixes.kind == _CUTMIX)[:, None, None] & inside
     return np.where(cut[..., None], partners, mixed)
 

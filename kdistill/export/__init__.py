@@ -14,12 +14,38 @@ Example:
     True
 """
 
-from kdistill.export.parity import AGREEMENT_TARGET, collect_images, export_all, format_report, keras_latency_ms, onnx_predict, parity_report
+from kdistill.export.parity import (
+    AGREEMENT_TARGET,
+    collect_images,
+    export_all,
+    format_report,
+    keras_latency_ms,
+    onnx_predict,
+    parity_report,
+)
 from kdistill.export.segmentation_parity import export_segmenter, format_segmentation_report, segmentation_parity_report
 from kdistill.export.tflite_runtime import latency_ms, tflite_predict, tflite_runner
 from kdistill.export.writers import CALIBRATED_MODES, TFLITE_MODES, check_formats, onnx, saved_model, student_of, tflite
 
-__all__ = ["collect_images", "keras_latency_ms", "latency_ms", "tflite_runner", "saved_model", "tflite", "onnx", "onnx_predict", "check_formats", "TFLITE_MODES",
-           "tflite_predict", "parity_report", "export_all",
-           "format_report", "student_of", "AGREEMENT_TARGET", "CALIBRATED_MODES", "export_segmenter", "segmentation_parity_report",
-           "format_segmentation_report"]
+__all__ = [
+    "collect_images",
+    "keras_latency_ms",
+    "latency_ms",
+    "tflite_runner",
+    "saved_model",
+    "tflite",
+    "onnx",
+    "onnx_predict",
+    "check_formats",
+    "TFLITE_MODES",
+    "tflite_predict",
+    "parity_report",
+    "export_all",
+    "format_report",
+    "student_of",
+    "AGREEMENT_TARGET",
+    "CALIBRATED_MODES",
+    "export_segmenter",
+    "segmentation_parity_report",
+    "format_segmentation_report",
+]

@@ -137,8 +137,13 @@ def convert_trained(converter: tf.lite.TFLiteConverter, int8_io: bool = False) -
     return converter.convert()
 
 
-def quantize_int8(converter: tf.lite.TFLiteConverter, images: Iterable[np.ndarray], method: str = "minmax",
-                  percentile: float = 99.99, int8_io: bool = False) -> bytes:
+def quantize_int8(
+    converter: tf.lite.TFLiteConverter,
+    images: Iterable[np.ndarray],
+    method: str = "minmax",
+    percentile: float = 99.99,
+    int8_io: bool = False,
+) -> bytes:
     """Converts to a full-integer int8 flatbuffer with the chosen activation calibration.
 
     Args:
@@ -195,5 +200,9 @@ def quantize_int8(converter: tf.lite.TFLiteConverter, images: Iterable[np.ndarra
         narrowed += (new_high - new_low) < 0.99 * (high - low)
     logger.info("Percentile calibration (p=%s) narrowed %d of %d activation ranges.", percentile, narrowed, len(ranges))
     io_type = tf.int8 if int8_io else tf.float32
-    return mlir_quantize(bytes(flatbuffer_utils.convert_object_to_bytearray(model)), False, input_data_type=io_type, output_data_type=io_type)
-
+    return mlir_quantize(
+        bytes(flatbuffer_utils.convert_object_to_bytearray(model)),
+        False,
+        input_data_type=io_type,
+        output_data_type=io_type,
+    )

@@ -22,8 +22,18 @@ from kdistill.models import checks
 
 tf = LazyTensorFlow("the parity report")
 
-__all__ = ["onnx_predict", "collect_batches", "collect_images", "keras_latency_ms", "compare_formats", "report_names", "parity_report", "format_report",
-           "export_all", "AGREEMENT_TARGET"]
+__all__ = [
+    "onnx_predict",
+    "collect_batches",
+    "collect_images",
+    "keras_latency_ms",
+    "compare_formats",
+    "report_names",
+    "parity_report",
+    "format_report",
+    "export_all",
+    "AGREEMENT_TARGET",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -39,19 +49,29 @@ def format_report(report: dict, target: float = AGREEMENT_TARGET) -> str:
         >>> print(format_report({"examples": 1000, "formats": {"tflite_int8": row}}).splitlines()[-1].split(". ")[0])
         Note: tflite_int8 agrees with Keras on 97.50% of the images (< 98%)
     """
-    lines = [f"Parity on {report['examples']} test images (agreement = same top-1 as the Keras student)", "",
-             "| format | size (MB) | parameters | top-1 | agreement | max abs diff | latency (ms, 1 image) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Parity on {report['examples']} test images (agreement = same top-1 as the Keras student)",
+        "",
+        "| format | size (MB) | parameters | top-1 | agreement | max abs diff | latency (ms, 1 image) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     below = []
     for name, row in report["formats"].items():
         size = "-" if row["size_mb"] is None else f"{row['size_mb']:.3f}"
-        lines.append(f"| {name} | {size} | {row['parameters']:,} | {100 * row['top1']:.2f}% | {100 * row['agreement']:.2f}% | "
-                     f"{row['max_abs_diff']:.2e} | {row['latency_ms']:.2f} |")
+        lines.append(
+            f"| {name} | {size} | {row['parameters']:,} | {100 * row['top1']:.2f}% | {100 * row['agreement']:.2f}% | "
+            f"{row['max_abs_diff']:.2e} | {row['latency_ms']:.2f} |"
+        )
         if row["agreement"] < target:
-            below.append(f"{name} agrees with Keras on {100 * row['agreement']:.2f}% of the images (< {100 * target:g}%)")
+            below.append(
+                f"{name} agrees with Keras on {100 * row['agreement']:.2f}% of the images (< {100 * target:g}%)"
+            )
     if "keras_int8_aware" in report["formats"]:
-        lines += ["", "keras_int8_aware is the quantization-aware twin (kdistill.quantize) in Keras; tflite_int8_aware is its int8 file "
-                  "(trained ranges, no calibration), and its agreement is with keras_int8_aware."]
+        lines += [
+            "",
+            "keras_int8_aware is the quantization-aware twin (kdistill.quantize) in Keras; tflite_int8_aware is its int8 file "
+            "(trained ranges, no calibration), and its agreement is with keras_int8_aware.",
+        ]
     if below:
         int16x8 = report["formats"].get("tflite_int16x8")
         tries = "the other --calibration, more --calibration-images, or a wider student"
@@ -94,7 +114,7 @@ def _runner(path: str):
     if os.path.isdir(path):
         signature = tf.saved_model.load(path).signatures["serving_default"]
         run = lambda images: signature(images=tf.constant(images))["logits"].numpy()  # noqa: E731
-        batch = lambda images: np.concatenate([run(images[i:i + 256]) for i in range(0, len(images), 256)])  # noqa: E731
+        batch = lambda images: np.concatenate([run(images[i : i + 256]) for i in range(0, len(images), 256)])  # noqa: E731
         total = sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names)
         return batch, run, total / 1e6
     size = os.path.getsize(path) / 1e6
@@ -114,7 +134,9 @@ def keras_latency_ms(model, image) -> float:
     return latency_ms(lambda x: single(x).numpy(), tf.constant(image))
 
 
-def compare_formats(student, files: dict[str, str], images: np.ndarray, score: Callable[[np.ndarray, np.ndarray], dict]) -> dict:
+def compare_formats(
+    student, files: dict[str, str], images: np.ndarray, score: Callable[[np.ndarray, np.ndarray], dict]
+) -> dict:
     """One row per format (the Keras student first): size, parameters, `score`'s metrics, largest logit difference, latency.
 
     The one loop every parity report runs: the Keras student and each exported
@@ -130,13 +152,25 @@ def compare_formats(student, files: dict[str, str], images: np.ndarray, score: C
     """
     keras_logits = np.asarray(student.predict(images, verbose=0))
     parameters = int(student.count_params())
-    rows = {"keras": {"size_mb": None, "parameters": parameters, **score(keras_logits, keras_logits), "max_abs_diff": 0.0,
-                      "latency_ms": round(keras_latency_ms(student, images[:1]), 3)}}
+    rows = {
+        "keras": {
+            "size_mb": None,
+            "parameters": parameters,
+            **score(keras_logits, keras_logits),
+            "max_abs_diff": 0.0,
+            "latency_ms": round(keras_latency_ms(student, images[:1]), 3),
+        }
+    }
     for name, path in files.items():
         predict, run_one, size_mb = _runner(path)
         logits = np.asarray(predict(images))
-        rows[name] = {"size_mb": round(size_mb, 3), "parameters": parameters, **score(logits, keras_logits),
-                      "max_abs_diff": float(np.abs(logits - keras_logits).max()), "latency_ms": round(latency_ms(run_one, images[:1]), 3)}
+        rows[name] = {
+            "size_mb": round(size_mb, 3),
+            "parameters": parameters,
+            **score(logits, keras_logits),
+            "max_abs_diff": float(np.abs(logits - keras_logits).max()),
+            "latency_ms": round(latency_ms(run_one, images[:1]), 3),
+        }
     return rows
 
 
@@ -160,7 +194,10 @@ def parity_report(model, files: dict[str, str], dataset, limit: int = 1000, json
     images, labels = collect_images(dataset, limit)
 
     def top1(logits, keras_logits) -> dict:
-        return {"top1": float((logits.argmax(-1) == labels).mean()), "agreement": float((logits.argmax(-1) == keras_logits.argmax(-1)).mean())}
+        return {
+            "top1": float((logits.argmax(-1) == labels).mean()),
+            "agreement": float((logits.argmax(-1) == keras_logits.argmax(-1)).mean()),
+        }
 
     report = {"examples": int(len(labels)), "formats": compare_formats(student, files, images, top1)}
     if json_path:
@@ -170,13 +207,26 @@ def parity_report(model, files: dict[str, str], dataset, limit: int = 1000, json
 
 def _refuse_segmenter(student) -> None:
     if checks.dense_logits(student):
-        raise ValueError(f"{student.name!r} is a segmenter (logits {tuple(student.outputs[0].shape)}): its parity report compares masks. "
-                         "Use kdistill.export.segmentation_parity.export_segmenter(model, output_dir, test=...), or export_all(..., test=None).")
+        raise ValueError(
+            f"{student.name!r} is a segmenter (logits {tuple(student.outputs[0].shape)}): its parity report compares masks. "
+            "Use kdistill.export.segmentation_parity.export_segmenter(model, output_dir, test=...), or export_all(..., test=None)."
+        )
 
 
-def export_all(model, output_dir: str, formats: Iterable[str] = ("saved_model", "float32", "int8"), representative=None, test=None,
-               version: int = 1, int8_io: bool = False, limit: int = 1000, calibration: str = "minmax", percentile: float = 99.99,
-               class_names: Sequence[str] | None = None, calibration_images: int = 500) -> dict:
+def export_all(
+    model,
+    output_dir: str,
+    formats: Iterable[str] = ("saved_model", "float32", "int8"),
+    representative=None,
+    test=None,
+    version: int = 1,
+    int8_io: bool = False,
+    limit: int = 1000,
+    calibration: str = "minmax",
+    percentile: float = 99.99,
+    class_names: Sequence[str] | None = None,
+    calibration_images: int = 500,
+) -> dict:
     """Exports the student in several formats and checks each against Keras.
 
     Writes `output_dir/serving/<version>/` (SavedModel),
@@ -218,7 +268,16 @@ def export_all(model, output_dir: str, formats: Iterable[str] = ("saved_model", 
     check_formats(formats)
     check_writable(output_dir)
     with new_folders(output_dir):  # removed again if the first write fails (a full disk)
-        files = _write_all(student, output_dir, formats, (representative, calibration_images), version, int8_io, calibration, percentile)
+        files = _write_all(
+            student,
+            output_dir,
+            formats,
+            (representative, calibration_images),
+            version,
+            int8_io,
+            calibration,
+            percentile,
+        )
         if class_names is not None:
             write_text(os.path.join(output_dir, "labels.txt"), "".join(f"{name}\n" for name in class_names))
     report = None
@@ -229,20 +288,39 @@ def export_all(model, output_dir: str, formats: Iterable[str] = ("saved_model", 
     return {"files": files, "report": report}
 
 
-def _write_all(student, output_dir: str, formats: list, representative: tuple, version: int, int8_io: bool, calibration: str, percentile: float) -> dict:
+def _write_all(
+    student,
+    output_dir: str,
+    formats: list,
+    representative: tuple,
+    version: int,
+    int8_io: bool,
+    calibration: str,
+    percentile: float,
+) -> dict:
     """`export_all`'s files: format -> path, in the order asked for; `representative` is (calibration batches, how many images)."""
     (representative, calibration_images), files = representative, {}
     if "saved_model" in formats:
         logger.info("Exporting saved_model ...")
         files["saved_model"] = saved_model(student, os.path.join(output_dir, "serving"), version=version)
     with staging_folder(output_dir, prefix=".savedmodel-") as staging:
-        source = files.get("saved_model")  # one SavedModel for every TFLite conversion (each would trace and write its own)
+        # one SavedModel for every TFLite conversion (each would trace and write its own)
+        source = files.get("saved_model")
         for name in (name for name in formats if name != "saved_model"):
             logger.info("Exporting %s ...", name)
             if name == "onnx":
                 files[name] = onnx(student, os.path.join(output_dir, "student.onnx"))
                 continue
             source = source or saved_model(student, staging, version=1)
-            files[name] = tflite(student, os.path.join(output_dir, f"student_{name}.tflite"), quantize=name, representative=representative,
-                                 representative_count=calibration_images, int8_io=int8_io, calibration=calibration, percentile=percentile, saved_model_dir=source)
+            files[name] = tflite(
+                student,
+                os.path.join(output_dir, f"student_{name}.tflite"),
+                quantize=name,
+                representative=representative,
+                representative_count=calibration_images,
+                int8_io=int8_io,
+                calibration=calibration,
+                percentile=percentile,
+                saved_model_dir=source,
+            )
     return {name: files[name] for name in formats}  # in the order asked for

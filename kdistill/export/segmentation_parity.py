@@ -25,7 +25,13 @@ from kdistill.export.writers import student_of
 from kdistill.files import write_json
 from kdistill.segmentation_metrics import IGNORE_LABEL, confusion_matrix, segmentation_report
 
-__all__ = ["collect_masks", "segmentation_parity_report", "format_segmentation_report", "export_segmenter", "AGREEMENT_TARGET"]
+__all__ = [
+    "collect_masks",
+    "segmentation_parity_report",
+    "format_segmentation_report",
+    "export_segmenter",
+    "AGREEMENT_TARGET",
+]
 
 #: pixel agreement with the Keras student below which the report warns about a quantised format
 AGREEMENT_TARGET = 0.98
@@ -37,8 +43,15 @@ def collect_masks(dataset, limit: int) -> tuple[np.ndarray, np.ndarray]:
     return images, masks[..., 0] if masks.ndim == 4 else masks
 
 
-def segmentation_parity_report(model, files: dict[str, str], images, masks, class_names: Sequence[str] | None = None,
-                               ignore_label: int | None = IGNORE_LABEL, json_path: str | None = None) -> dict:
+def segmentation_parity_report(
+    model,
+    files: dict[str, str],
+    images,
+    masks,
+    class_names: Sequence[str] | None = None,
+    ignore_label: int | None = IGNORE_LABEL,
+    json_path: str | None = None,
+) -> dict:
     """Mean IoU, pixel accuracy, pixel agreement with Keras, largest logit difference and latency of each exported segmenter.
 
     Args:
@@ -55,11 +68,19 @@ def segmentation_parity_report(model, files: dict[str, str], images, masks, clas
     def masks_and_agreement(logits, keras_logits) -> dict:
         predicted = logits.argmax(-1)
         report = segmentation_report(confusion_matrix(masks, predicted, int(keras_logits.shape[-1]), ignore_label))
-        return {"mean_iou": report["mean_iou"], "pixel_accuracy": report["pixel_accuracy"],
-                "pixel_agreement": float((predicted == keras_logits.argmax(-1)).mean())}
+        return {
+            "mean_iou": report["mean_iou"],
+            "pixel_accuracy": report["pixel_accuracy"],
+            "pixel_agreement": float((predicted == keras_logits.argmax(-1)).mean()),
+        }
 
     rows = compare_formats(student_of(model), files, images, masks_and_agreement)
-    report = {"task": "segmentation", "examples": int(len(images)), "class_names": list(class_names) if class_names else None, "formats": rows}
+    report = {
+        "task": "segmentation",
+        "examples": int(len(images)),
+        "class_names": list(class_names) if class_names else None,
+        "formats": rows,
+    }
     if json_path:
         write_json(json_path, report)
     return report
@@ -67,23 +88,39 @@ def segmentation_parity_report(model, files: dict[str, str], images, masks, clas
 
 def format_segmentation_report(report: dict, target: float = AGREEMENT_TARGET) -> str:
     """The report as a Markdown table, with a note for formats whose pixel agreement is below `target`."""
-    lines = [f"Parity on {report['examples']} test images (agreement = same class per pixel as the Keras segmenter)", "",
-             "| format | size (MB) | parameters | mIoU | pixel accuracy | pixel agreement | max abs diff | latency (ms, 1 image) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Parity on {report['examples']} test images (agreement = same class per pixel as the Keras segmenter)",
+        "",
+        "| format | size (MB) | parameters | mIoU | pixel accuracy | pixel agreement | max abs diff | latency (ms, 1 image) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     below = []
     for name, row in report["formats"].items():
         size = "-" if row["size_mb"] is None else f"{row['size_mb']:.3f}"
-        lines.append(f"| {name} | {size} | {row['parameters']:,} | {100 * row['mean_iou']:.2f}% | {100 * row['pixel_accuracy']:.2f}% | "
-                     f"{100 * row['pixel_agreement']:.2f}% | {row['max_abs_diff']:.2e} | {row['latency_ms']:.2f} |")
+        lines.append(
+            f"| {name} | {size} | {row['parameters']:,} | {100 * row['mean_iou']:.2f}% | {100 * row['pixel_accuracy']:.2f}% | "
+            f"{100 * row['pixel_agreement']:.2f}% | {row['max_abs_diff']:.2e} | {row['latency_ms']:.2f} |"
+        )
         if row["pixel_agreement"] < target:
-            below.append(f"{name} agrees with Keras on {100 * row['pixel_agreement']:.2f}% of the pixels (< {100 * target:g}%)")
+            below.append(
+                f"{name} agrees with Keras on {100 * row['pixel_agreement']:.2f}% of the pixels (< {100 * target:g}%)"
+            )
     if below:
         lines += ["", "Note: " + "; ".join(below) + ". Try int16x8, the other calibration, or a wider student."]
     return "\n".join(lines)
 
 
-def export_segmenter(model, output_dir: str, formats: Iterable[str] = ("saved_model", "float32", "int8"), representative=None, test=None,
-                     class_names: Sequence[str] | None = None, ignore_label: int | None = IGNORE_LABEL, limit: int = 200, **options) -> dict:
+def export_segmenter(
+    model,
+    output_dir: str,
+    formats: Iterable[str] = ("saved_model", "float32", "int8"),
+    representative=None,
+    test=None,
+    class_names: Sequence[str] | None = None,
+    ignore_label: int | None = IGNORE_LABEL,
+    limit: int = 200,
+    **options,
+) -> dict:
     """Exports a segmenter in several formats (`export_all`) and, given `test` batches `(images, masks)`, writes its parity report.
 
     Args:

@@ -31,7 +31,16 @@ from kdistill.quantize import rewrite as quantize_rewrite
 
 tf = LazyTensorFlow("exporting models")
 
-__all__ = ["saved_model", "tflite", "onnx", "check_formats", "check_writable", "student_of", "TFLITE_MODES", "CALIBRATED_MODES"]
+__all__ = [
+    "saved_model",
+    "tflite",
+    "onnx",
+    "check_formats",
+    "check_writable",
+    "student_of",
+    "TFLITE_MODES",
+    "CALIBRATED_MODES",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +75,9 @@ def check_writable(folder: str) -> None:
     while not os.path.exists(probe):
         probe = os.path.dirname(probe)
     if not os.path.isdir(probe):
-        raise NotADirectoryError(f"Cannot write under {folder!r}: {probe!r} is a file, not a folder. Choose another output path.")
+        raise NotADirectoryError(
+            f"Cannot write under {folder!r}: {probe!r} is a file, not a folder. Choose another output path."
+        )
     if not os.access(probe, os.W_OK):
         raise PermissionError(f"Cannot write under {folder!r}: {probe!r} is not writable. Choose another output path.")
 
@@ -97,7 +108,9 @@ def saved_model(model, base_path: str, version: int = 1) -> str:
         archive = keras.export.ExportArchive()
         archive.track(student)
         signature = [tf.TensorSpec((None, *student.input_shape[1:]), tf.float32, name="images")]
-        archive.add_endpoint("serving_default", lambda images: {"logits": student(images, training=False)}, input_signature=signature)
+        archive.add_endpoint(
+            "serving_default", lambda images: {"logits": student(images, training=False)}, input_signature=signature
+        )
         with _full_disk_named("the SavedModel", target):
             archive.write_out(export_dir, verbose=False)
         files.replace(export_dir, target)
@@ -109,7 +122,9 @@ _FULL_DISK_HINT = "Free some space or choose another --output-dir; an earlier ex
 
 def _weight_bytes(model: keras.Model) -> int:
     """What the model's weights take on disk, uncompressed: a floor for any file holding them."""
-    return sum(int(np.prod(v.shape)) * np.dtype(keras.backend.standardize_dtype(v.dtype)).itemsize for v in model.weights)
+    return sum(
+        int(np.prod(v.shape)) * np.dtype(keras.backend.standardize_dtype(v.dtype)).itemsize for v in model.weights
+    )
 
 
 @contextlib.contextmanager
@@ -119,8 +134,11 @@ def _full_disk_named(what: str, target: str) -> Iterator[None]:
         yield
     except tf.errors.ResourceExhaustedError as error:
         first = (str(getattr(error, "message", error)).strip().splitlines() or [type(error).__name__])[0]
-        detail = shorten(first.rsplit("; ", 1)[-1])  # "<staging path>; No space left on device": the path is ours, not the user's
-        raise files.InsufficientSpaceError(f"Not enough disk space to write {what} {target!r} ({detail}). {_FULL_DISK_HINT}") from error
+        # "<staging path>; No space left on device": the path is ours, not the user's
+        detail = shorten(first.rsplit("; ", 1)[-1])
+        raise files.InsufficientSpaceError(
+            f"Not enough disk space to write {what} {target!r} ({detail}). {_FULL_DISK_HINT}"
+        ) from error
 
 
 def _representative_images(dataset, count: int) -> list[np.ndarray]:
@@ -132,12 +150,23 @@ def _representative_images(dataset, count: int) -> list[np.ndarray]:
         if len(images) >= count:
             break
     if not images:
-        raise ValueError("The representative dataset is empty: integer (int8, int16x8) calibration needs real images (e.g. the validation split).")
+        raise ValueError(
+            "The representative dataset is empty: integer (int8, int16x8) calibration needs real images (e.g. the validation split)."
+        )
     return images[:count]
 
 
-def tflite(model, path: str, quantize: str = "float32", representative: Iterable | None = None, representative_count: int = 500,
-           int8_io: bool = False, calibration: str = "minmax", percentile: float = 99.99, saved_model_dir: str | None = None) -> str:
+def tflite(
+    model,
+    path: str,
+    quantize: str = "float32",
+    representative: Iterable | None = None,
+    representative_count: int = 500,
+    int8_io: bool = False,
+    calibration: str = "minmax",
+    percentile: float = 99.99,
+    saved_model_dir: str | None = None,
+) -> str:
     """Converts the student to a TFLite flatbuffer.
 
     Args:
@@ -164,6 +193,30 @@ def tflite(model, path: str, quantize: str = "float32", representative: Iterable
     """
     tensorflow_module("exporting models")  # fail first, with the install line, where TensorFlow is missing
     student = student_of(model)
+    trained, calibration = _check_tflite_mode(student, quantize, calibration, percentile, representative)
+    images = (
+        _representative_images(representative, representative_count)
+        if quantize in CALIBRATED_MODES and not trained
+        else None
+    )
+    folder = os.path.dirname(os.path.abspath(path))
+    check_writable(folder)
+    with files.new_folders(folder), files.staging_folder(folder, prefix=".export-") as staging:
+        exported = saved_model_dir or saved_model(student, staging, version=1)
+        converter = tf.lite.TFLiteConverter.from_saved_model(exported)
+        _set_converter_mode(converter, quantize, images)
+        flatbuffer = _convert(converter, quantize, trained, images, calibration, percentile, int8_io)
+        staged_file = os.path.join(staging, "model.tflite")
+        with open(staged_file, "wb") as handle:
+            handle.write(flatbuffer)
+        files.replace(staged_file, path)
+    return path
+
+
+def _check_tflite_mode(
+    student: keras.Model, quantize: str, calibration: str, percentile: float, representative: Iterable | None
+) -> tuple[bool, str]:
+    """Whether `student` is quantization-aware, and the calibration its conversion uses; raises on a mode it cannot take."""
     if quantize not in TFLITE_MODES:
         raise ValueError(f"Unknown quantize={quantize!r}; use one of {', '.join(TFLITE_MODES)}.")
     int8_calibration.check(calibration, percentile)
@@ -171,43 +224,61 @@ def tflite(model, path: str, quantize: str = "float32", representative: Iterable
     if calibration == "trained":
         quantize_rewrite.check_quantized(student)
     if trained and quantize != "int8":
-        raise ValueError(f"{student.name!r} is quantization-aware: it converts to int8 only, with its trained ranges. "
-                         f"Export the float student it was made from as {quantize}.")
+        raise ValueError(
+            f"{student.name!r} is quantization-aware: it converts to int8 only, with its trained ranges. "
+            f"Export the float student it was made from as {quantize}."
+        )
     if trained and calibration != "trained":
-        logger.info("%s is quantization-aware: int8 uses its trained ranges (no calibration on representative images).", student.name)
+        logger.info(
+            "%s is quantization-aware: int8 uses its trained ranges (no calibration on representative images).",
+            student.name,
+        )
         calibration = "trained"
     if quantize in CALIBRATED_MODES and representative is None and not trained:
-        raise ValueError(f"quantize={quantize!r} needs representative=<dataset of real images> to calibrate activation ranges.")
-    images = _representative_images(representative, representative_count) if quantize in CALIBRATED_MODES and not trained else None
-    folder = os.path.dirname(os.path.abspath(path))
-    check_writable(folder)
-    with files.new_folders(folder), files.staging_folder(folder, prefix=".export-") as staging:
-        exported = saved_model_dir or saved_model(student, staging, version=1)
-        converter = tf.lite.TFLiteConverter.from_saved_model(exported)
-        if quantize == "float16":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.target_spec.supported_types = [tf.float16]
-        elif quantize == "dynamic":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        elif quantize == "int16x8":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = int8_calibration.representative_dataset(images)
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-        try:
-            with quiet_native_code():  # the converter prints "fully_quantize: 0, ..." to fd 2
-                if trained:
-                    flatbuffer = int8_calibration.convert_trained(converter, int8_io=int8_io)
-                elif quantize == "int8":
-                    flatbuffer = int8_calibration.quantize_int8(converter, images, method=calibration, percentile=percentile, int8_io=int8_io)
-                else:
-                    flatbuffer = converter.convert()
-        except Exception as error:
-            raise ValueError(f"TFLite conversion ({quantize}) failed: {error}. Ops without a TFLite kernel cannot be exported as {quantize}.") from error
-        staged_file = os.path.join(staging, "model.tflite")
-        with open(staged_file, "wb") as handle:
-            handle.write(flatbuffer)
-        files.replace(staged_file, path)
-    return path
+        raise ValueError(
+            f"quantize={quantize!r} needs representative=<dataset of real images> to calibrate activation ranges."
+        )
+    return trained, calibration
+
+
+def _set_converter_mode(converter, quantize: str, images: list[np.ndarray] | None) -> None:
+    """The converter's optimizations for float16, dynamic and int16x8 (int8 sets its own in `int8_calibration`)."""
+    if quantize == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quantize == "int16x8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = int8_calibration.representative_dataset(images)
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        ]
+
+
+def _convert(
+    converter,
+    quantize: str,
+    trained: bool,
+    images: list[np.ndarray] | None,
+    calibration: str,
+    percentile: float,
+    int8_io: bool,
+) -> bytes:
+    """The flatbuffer; a failed conversion is a ValueError naming the mode."""
+    try:
+        with quiet_native_code():  # the converter prints "fully_quantize: 0, ..." to fd 2
+            if trained:
+                return int8_calibration.convert_trained(converter, int8_io=int8_io)
+            if quantize == "int8":
+                return int8_calibration.quantize_int8(
+                    converter, images, method=calibration, percentile=percentile, int8_io=int8_io
+                )
+            return converter.convert()
+    except Exception as error:
+        raise ValueError(
+            f"TFLite conversion ({quantize}) failed: {error}. Ops without a TFLite kernel cannot be exported as {quantize}."
+        ) from error
 
 
 def onnx(model, path: str, opset: int = 17) -> str:
@@ -221,7 +292,9 @@ def onnx(model, path: str, opset: int = 17) -> str:
     try:
         import tf2onnx
     except ImportError:
-        raise ImportError('ONNX export needs tf2onnx: pip install "kdistill[onnx]" (tf2onnx 1.17, onnx, onnxruntime).') from None
+        raise ImportError(
+            'ONNX export needs tf2onnx: pip install "kdistill[onnx]" (tf2onnx 1.17, onnx, onnxruntime).'
+        ) from None
     folder = os.path.dirname(os.path.abspath(path))
     check_writable(folder)
     with files.new_folders(folder), files.staging_folder(folder, prefix=".export-") as staging:
@@ -231,7 +304,9 @@ def onnx(model, path: str, opset: int = 17) -> str:
         try:
             tf2onnx.convert.from_function(function, input_signature=signature, opset=opset, output_path=staged_file)
         except Exception as error:
-            raise ValueError(f"ONNX conversion failed: {error}. Ops without an ONNX equivalent cannot be exported.") from error
+            raise ValueError(
+                f"ONNX conversion failed: {error}. Ops without an ONNX equivalent cannot be exported."
+            ) from error
         files.replace(staged_file, path)
     return path
 
@@ -243,7 +318,7 @@ def check_formats(formats: Iterable[str]) -> list[str]:
         raise ValueError(f"No export format was given; choose from saved_model, onnx, {', '.join(TFLITE_MODES)}.")
     unknown = sorted(set(formats) - {"saved_model", "onnx", *TFLITE_MODES})
     if unknown:
-        raise ValueError(f"Unknown export format(s) {unknown}; choose from saved_model, onnx, {', '.join(TFLITE_MODES)}.")
+        raise ValueError(
+            f"Unknown export format(s) {unknown}; choose from saved_model, onnx, {', '.join(TFLITE_MODES)}."
+        )
     return formats
-
-

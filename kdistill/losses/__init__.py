@@ -34,7 +34,17 @@ from typing import Any, Callable
 import keras
 
 from kdistill.errors import did_you_mean, shown
-from kdistill.losses import adversarial, contrastive, cwd, dist_relation, feature_kl, features, irg, logits, standardized_dkd  # noqa: F401 - each registers its names
+from kdistill.losses import (  # noqa: F401 - each registers its names
+    adversarial,
+    contrastive,
+    cwd,
+    dist_relation,
+    feature_kl,
+    features,
+    irg,
+    logits,
+    standardized_dkd,
+)
 from kdistill.losses._utils import check_temperature
 from kdistill.losses.adversarial import AdversarialLoss
 from kdistill.losses.base import DistillationLoss, per_sample_loss
@@ -43,17 +53,46 @@ from kdistill.losses.contrastive import ContrastiveRepresentationLoss
 from kdistill.losses.cwd import ChannelWiseDivergence
 from kdistill.losses.dist_relation import DIST
 from kdistill.losses.feature_kl import FeatureKL
-from kdistill.losses.features import AttentionTransfer, FeatureMSE, HierarchicalContextLoss, PKT, RKD, SimilarityPreserving, feature_mse
+from kdistill.losses.features import (
+    AttentionTransfer,
+    FeatureMSE,
+    HierarchicalContextLoss,
+    PKT,
+    RKD,
+    SimilarityPreserving,
+    feature_mse,
+)
 from kdistill.losses.irg import IRG
 from kdistill.losses.logits import DKD, LogitsKL, StandardizedKD, kd_kl_divergence
 from kdistill.losses.registry import available, lookup, register
 from kdistill.losses.standardized_dkd import StandardizedDKD
 
 __all__ = [
-    "get", "available", "register", "per_sample_loss", "check_temperature", "DistillationLoss", "Combined",
-    "FeatureMSE", "AttentionTransfer", "SimilarityPreserving", "RKD", "PKT", "HierarchicalContextLoss", "ContrastiveRepresentationLoss",
-    "LogitsKL", "DKD", "StandardizedKD", "StandardizedDKD", "DIST", "FeatureKL", "ChannelWiseDivergence",
-    "IRG", "AdversarialLoss", "feature_mse", "kd_kl_divergence",
+    "get",
+    "available",
+    "register",
+    "per_sample_loss",
+    "check_temperature",
+    "DistillationLoss",
+    "Combined",
+    "FeatureMSE",
+    "AttentionTransfer",
+    "SimilarityPreserving",
+    "RKD",
+    "PKT",
+    "HierarchicalContextLoss",
+    "ContrastiveRepresentationLoss",
+    "LogitsKL",
+    "DKD",
+    "StandardizedKD",
+    "StandardizedDKD",
+    "DIST",
+    "FeatureKL",
+    "ChannelWiseDivergence",
+    "IRG",
+    "AdversarialLoss",
+    "feature_mse",
+    "kd_kl_divergence",
 ]
 
 
@@ -62,8 +101,13 @@ def _accepts(cls: type, option: str) -> bool:
 
 
 def _is_weighted_pair(value: Any) -> bool:
-    return isinstance(value, (list, tuple)) and len(value) == 2 and isinstance(value[0], (str, dict)) and isinstance(value[1], (int, float)) \
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and isinstance(value[0], (str, dict))
+        and isinstance(value[1], (int, float))
         and not isinstance(value[1], bool)
+    )
 
 
 def get(identifier: str | keras.losses.Loss | Callable | dict | list, kind: str | None = None, **kwargs) -> Any:
@@ -99,7 +143,9 @@ def get(identifier: str | keras.losses.Loss | Callable | dict | list, kind: str 
         ...
         ValueError: Unknown distillation loss 'klx'. Did you mean 'kl'? Known: ..., kd, kl, ...
     """
-    if isinstance(identifier, (keras.losses.Loss, keras.layers.Layer)) or (callable(identifier) and not isinstance(identifier, (str, dict, list, tuple))):
+    if isinstance(identifier, (keras.losses.Loss, keras.layers.Layer)) or (
+        callable(identifier) and not isinstance(identifier, (str, dict, list, tuple))
+    ):
         return identifier
     if _is_weighted_pair(identifier):
         return get([identifier], kind=kind, **kwargs)
@@ -156,7 +202,9 @@ def _name_with_options(text: str) -> dict:
     options = {"name": name.strip()}
     for pair in (part for part in rest.split(",") if part.strip()):
         if "=" not in pair:
-            raise ValueError(f"Loss options go as name:option=value,option=value (e.g. cwd:temperature=1), received {text!r}.")
+            raise ValueError(
+                f"Loss options go as name:option=value,option=value (e.g. cwd:temperature=1), received {text!r}."
+            )
         option, value = pair.split("=", 1)
         options[option.strip()] = number_from_yaml(yaml.safe_load(value.strip()))
     return options

@@ -12,8 +12,14 @@ EPSILON = 1e-12
 def check_temperature(temperature) -> None:
     """Raises a clear error unless `temperature` is a positive number."""
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-        hint = f" (write temperature={temperature.strip()} without quotes)" if isinstance(temperature, str) and parses_as_number(temperature) else ""
-        raise ValueError(f"temperature must be a number, received the {type(temperature).__name__} {temperature!r}{hint}.")
+        hint = (
+            f" (write temperature={temperature.strip()} without quotes)"
+            if isinstance(temperature, str) and parses_as_number(temperature)
+            else ""
+        )
+        raise ValueError(
+            f"temperature must be a number, received the {type(temperature).__name__} {temperature!r}{hint}."
+        )
     if temperature <= 0 or temperature != temperature:
         raise ValueError(
             f"temperature must be positive, received temperature={temperature!r}. "
@@ -46,4 +52,6 @@ def broadcast_to_batch(value, batch_reference):
 
 def same_batch(teacher, student, name: str) -> None:
     if teacher.shape[0] is not None and student.shape[0] is not None and teacher.shape[0] != student.shape[0]:
-        raise ValueError(f"{name} compares samples of one batch: teacher batch {teacher.shape[0]} != student batch {student.shape[0]}.")
+        raise ValueError(
+            f"{name} compares samples of one batch: teacher batch {teacher.shape[0]} != student batch {student.shape[0]}."
+        )

@@ -31,7 +31,8 @@ from kdistill.losses.registry import register
 
 __all__ = ["Discriminator", "AdversarialLoss", "discriminator_loss", "scale_gradient", "INPUTS"]
 
-#: what the discriminator reads: "logits" (train.py), "probabilities" (FKD_train.py: softmax at T = 1), "features" (pooled tap maps)
+#: what the discriminator reads: "logits" (train.py), "probabilities" (FKD_train.py: softmax at T = 1), "features"
+#: (pooled tap maps)
 INPUTS = ("logits", "probabilities", "features")
 
 # Discriminator targets, as discriminatorLoss lays them out: student rows [1, 0], teacher rows [0, 1].
@@ -77,8 +78,12 @@ def discriminator_loss(student_outputs, teacher_outputs):
         `(batch,)` float32.
     """
     student_outputs, teacher_outputs = ops.cast(student_outputs, "float32"), ops.cast(teacher_outputs, "float32")
-    student_terms = ops.sum(_bce_with_logits(student_outputs, ops.convert_to_tensor(STUDENT_TARGET, "float32")), axis=-1)
-    teacher_terms = ops.sum(_bce_with_logits(teacher_outputs, ops.convert_to_tensor(TEACHER_TARGET, "float32")), axis=-1)
+    student_terms = ops.sum(
+        _bce_with_logits(student_outputs, ops.convert_to_tensor(STUDENT_TARGET, "float32")), axis=-1
+    )
+    teacher_terms = ops.sum(
+        _bce_with_logits(teacher_outputs, ops.convert_to_tensor(TEACHER_TARGET, "float32")), axis=-1
+    )
     return (student_terms + teacher_terms) / 4.0
 
 
@@ -117,7 +122,11 @@ class Discriminator(keras.layers.Layer):
 
     def __init__(self, reduction_factor: int = 2, output_relu: bool = True, **kwargs):
         super().__init__(**kwargs)
-        self.reduction_factor = int(check_number("reduction_factor", reduction_factor, integer=True, positive=True, meaning="the authors' K, e.g. 2 or 8"))
+        self.reduction_factor = int(
+            check_number(
+                "reduction_factor", reduction_factor, integer=True, positive=True, meaning="the authors' K, e.g. 2 or 8"
+            )
+        )
         self.output_relu = bool(output_relu)
 
     def build(self, input_shape):
@@ -133,8 +142,14 @@ class Discriminator(keras.layers.Layer):
         for index, width in enumerate(widths, start=1):
             initializer = _torch_default_initializer(fan_in)
             activation = "relu" if index < len(widths) or self.output_relu else None
-            layer = keras.layers.Dense(width, activation=activation, kernel_initializer=initializer, bias_initializer=initializer,
-                                       dtype=self.dtype_policy, name=f"dense{index}")
+            layer = keras.layers.Dense(
+                width,
+                activation=activation,
+                kernel_initializer=initializer,
+                bias_initializer=initializer,
+                dtype=self.dtype_policy,
+                name=f"dense{index}",
+            )
             layer.build((None, fan_in))
             self.dense_layers.append(layer)
             fan_in = width
@@ -226,12 +241,20 @@ class AdversarialLoss(keras.layers.Layer):
 
     uses_labels = False
 
-    def __init__(self, inputs: str = "logits", reduction_factor: int = 2, student_gradient_scale: float = -1.0, output_relu: bool = True,
-                 **kwargs):
+    def __init__(
+        self,
+        inputs: str = "logits",
+        reduction_factor: int = 2,
+        student_gradient_scale: float = -1.0,
+        output_relu: bool = True,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if inputs not in INPUTS:
             raise ValueError(f"inputs must be one of {', '.join(INPUTS)}; received {inputs!r}.")
-        check_number("student_gradient_scale", student_gradient_scale, meaning="-1.0 reverses, 1.0 is the authors' code")
+        check_number(
+            "student_gradient_scale", student_gradient_scale, meaning="-1.0 reverses, 1.0 is the authors' code"
+        )
         self.inputs = inputs
         self.reduction_factor = reduction_factor
         self.student_gradient_scale = float(student_gradient_scale)
@@ -277,7 +300,9 @@ class AdversarialLoss(keras.layers.Layer):
         """
         if not self.built:
             self.build(tuple(teacher.shape))
-        teacher_outputs, student_outputs = self.discriminator_outputs(ops.stop_gradient(teacher), ops.stop_gradient(student))
+        teacher_outputs, student_outputs = self.discriminator_outputs(
+            ops.stop_gradient(teacher), ops.stop_gradient(student)
+        )
 
         def accuracy(outputs, own):
             margin = outputs[:, own] - outputs[:, 1 - own]
@@ -290,6 +315,12 @@ class AdversarialLoss(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"inputs": self.inputs, "reduction_factor": self.reduction_factor, "student_gradient_scale": self.student_gradient_scale,
-                       "output_relu": self.output_relu})
+        config.update(
+            {
+                "inputs": self.inputs,
+                "reduction_factor": self.reduction_factor,
+                "student_gradient_scale": self.student_gradient_scale,
+                "output_relu": self.output_relu,
+            }
+        )
         return config

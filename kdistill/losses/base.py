@@ -55,11 +55,14 @@ class DistillationLoss(keras.losses.Loss):
             and a `get_config` entry.
     """
 
-    #: True when the loss reads the ground-truth labels (they may be None: then it picks a stand-in, e.g. the teacher's top class)
+    #: True when the loss reads the ground-truth labels (they may be None: then it picks a stand-in, e.g. the teacher's
+    #: top class)
     uses_labels = False
-    #: how the loss reads a segmenter's logit maps (`kdistill.losses.dense`): "pixels" (per pixel), "map" (per sample), None (it does not)
+    #: how the loss reads a segmenter's logit maps (`kdistill.losses.dense`): "pixels" (per pixel), "map" (per sample),
+    #: None (it does not)
     dense_logits = None
-    #: True when the loss is called once with every tap (dicts keyed by teacher layer, plus "logits") instead of once per tap
+    #: True when the loss is called once with every tap (dicts keyed by teacher layer, plus "logits") instead of once
+    #: per tap
     reads_all_taps = False
 
     def __init__(self, fn: Callable, reduction: str = "sum_over_batch_size", name: str | None = None, **options: Any):
@@ -88,7 +91,9 @@ class DistillationLoss(keras.losses.Loss):
     @classmethod
     def from_config(cls, config: dict):
         if cls is DistillationLoss:
-            raise TypeError("A bare DistillationLoss(fn) cannot be rebuilt from its config; subclass it (see kdistill.losses.features).")
+            raise TypeError(
+                "A bare DistillationLoss(fn) cannot be rebuilt from its config; subclass it (see kdistill.losses.features)."
+            )
         return cls(**config)
 
 

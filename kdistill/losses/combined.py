@@ -34,7 +34,9 @@ class Combined(keras.layers.Layer):
 
     def __init__(self, losses: Sequence[Any], weights: Sequence[float] | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.parts = [keras.saving.deserialize_keras_object(loss) if isinstance(loss, dict) else loss for loss in losses]
+        self.parts = [
+            keras.saving.deserialize_keras_object(loss) if isinstance(loss, dict) else loss for loss in losses
+        ]
         self.part_weights = [float(w) for w in (weights if weights is not None else [1.0] * len(self.parts))]
         if len(self.part_weights) != len(self.parts):
             raise ValueError(f"Combined: {len(self.parts)} losses but {len(self.part_weights)} weights.")
@@ -57,5 +59,10 @@ class Combined(keras.layers.Layer):
 
     def get_config(self) -> dict:
         config = super().get_config()
-        config.update({"losses": [keras.saving.serialize_keras_object(loss) for loss in self.parts], "weights": list(self.part_weights)})
+        config.update(
+            {
+                "losses": [keras.saving.serialize_keras_object(loss) for loss in self.parts],
+                "weights": list(self.part_weights),
+            }
+        )
         return config

@@ -58,7 +58,11 @@ class ContrastiveRepresentationLoss(keras.layers.Layer):
         super().__init__(**kwargs)
         if nce_temperature <= 0:
             raise ValueError(f"nce_temperature must be positive, received {nce_temperature}.")
-        self.embedding_dim, self.memory_size, self.nce_temperature = int(embedding_dim), int(memory_size), float(nce_temperature)
+        self.embedding_dim, self.memory_size, self.nce_temperature = (
+            int(embedding_dim),
+            int(memory_size),
+            float(nce_temperature),
+        )
         self.teacher_head = keras.layers.Dense(self.embedding_dim, name="crd_teacher_head")
         self.student_head = keras.layers.Dense(self.embedding_dim, name="crd_student_head")
 
@@ -69,7 +73,9 @@ class ContrastiveRepresentationLoss(keras.layers.Layer):
         self.student_head.build((None, student_channels))
         initial = keras.random.normal((self.memory_size, self.embedding_dim), seed=0)
         self.memory = self.add_weight(
-            shape=(self.memory_size, self.embedding_dim), name="memory", trainable=False,
+            shape=(self.memory_size, self.embedding_dim),
+            name="memory",
+            trainable=False,
             initializer=lambda shape, dtype=None: l2_normalize_rows(initial),
         )
         self.built = True
@@ -81,7 +87,9 @@ class ContrastiveRepresentationLoss(keras.layers.Layer):
         candidates = ops.concatenate([teacher, ops.cast(self.memory, teacher.dtype)], axis=0)
         logits = ops.matmul(student, ops.transpose(candidates)) / self.nce_temperature
         batch = ops.shape(student)[0]
-        loss = -ops.take_along_axis(ops.log_softmax(logits, axis=-1), ops.reshape(ops.arange(batch), (-1, 1)), axis=-1)[:, 0]
+        loss = -ops.take_along_axis(ops.log_softmax(logits, axis=-1), ops.reshape(ops.arange(batch), (-1, 1)), axis=-1)[
+            :, 0
+        ]
         if keras.backend.backend() == "tensorflow":
             updated = ops.concatenate([ops.stop_gradient(teacher), self.memory], axis=0)[: self.memory_size]
             self.memory.assign(updated)
@@ -92,5 +100,11 @@ class ContrastiveRepresentationLoss(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"embedding_dim": self.embedding_dim, "memory_size": self.memory_size, "nce_temperature": self.nce_temperature})
+        config.update(
+            {
+                "embedding_dim": self.embedding_dim,
+                "memory_size": self.memory_size,
+                "nce_temperature": self.nce_temperature,
+            }
+        )
         return config

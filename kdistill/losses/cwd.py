@@ -120,7 +120,8 @@ class ChannelWiseDivergence(DistillationLoss):
         4.0
     """
 
-    #: on a segmenter's logit map (CWD's original setting) it is also a logits loss: `logits_loss={"name": "cwd", "temperature": 1.0}`
+    #: on a segmenter's logit map (CWD's original setting) it is also a logits loss: `logits_loss={"name": "cwd",
+    #: "temperature": 1.0}`
     dense_logits = "map"
 
     def __init__(self, temperature: float = 1.0, reduction="sum_over_batch_size", name="channel_wise_divergence"):

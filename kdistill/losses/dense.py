@@ -46,8 +46,19 @@ from keras import ops
 
 from kdistill.losses import base, registry
 
-__all__ = ["IGNORE_LABEL", "is_dense", "logits_loss_kind", "check_ignore_label", "check_logits_loss", "match_size", "pixel_labels", "valid_mean",
-           "reduce_pixels", "dense_label_terms", "dense_logits_loss"]
+__all__ = [
+    "IGNORE_LABEL",
+    "is_dense",
+    "logits_loss_kind",
+    "check_ignore_label",
+    "check_logits_loss",
+    "match_size",
+    "pixel_labels",
+    "valid_mean",
+    "reduce_pixels",
+    "dense_label_terms",
+    "dense_logits_loss",
+]
 
 #: the default ignore label of segmentation masks (Pascal VOC's boundaries, Cityscapes' train ids)
 IGNORE_LABEL = 255
@@ -63,8 +74,10 @@ def check_ignore_label(ignore_label: Any) -> int | None:
     if ignore_label is None:
         return None
     if isinstance(ignore_label, bool) or not isinstance(ignore_label, int) or ignore_label < 0:
-        raise ValueError(f"ignore_label must be a non-negative integer (255 for Pascal VOC / Cityscapes masks) or None, received "
-                         f"{ignore_label!r}. Negative mask values (kdistill.UNLABELED) are always skipped.")
+        raise ValueError(
+            f"ignore_label must be a non-negative integer (255 for Pascal VOC / Cityscapes masks) or None, received "
+            f"{ignore_label!r}. Negative mask values (kdistill.UNLABELED) are always skipped."
+        )
     return ignore_label
 
 
@@ -79,7 +92,11 @@ def logits_loss_kind(identifier: Any) -> str:
         ('feature', 'feature', 'logits')
     """
     name = identifier.get("name") if isinstance(identifier, dict) else identifier
-    if not isinstance(name, str) or name.lower() in registry.available("logits") or name.lower() not in registry.available("feature"):
+    if (
+        not isinstance(name, str)
+        or name.lower() in registry.available("logits")
+        or name.lower() not in registry.available("feature")
+    ):
         return "logits"
     return "feature" if getattr(registry.lookup(name, "feature")[0], "dense_logits", None) == "map" else "logits"
 
@@ -89,13 +106,17 @@ def check_logits_loss(loss: Any) -> None:
     if loss is None or getattr(loss, "dense_logits", None) in ("pixels", "map"):
         return
     if type(loss).__name__ == "Combined":
-        raise ValueError("A weighted list of logits losses is not supported for segmentation logits yet (per-pixel and per-map terms "
-                         "reduce differently); give one: logits_loss='kl' or {'name': 'cwd', 'temperature': 1.0}, and taps for feature terms.")
+        raise ValueError(
+            "A weighted list of logits losses is not supported for segmentation logits yet (per-pixel and per-map terms "
+            "reduce differently); give one: logits_loss='kl' or {'name': 'cwd', 'temperature': 1.0}, and taps for feature terms."
+        )
     if type(loss).__module__.startswith("kdistill."):
         name = getattr(loss, "name", type(loss).__name__)
-        raise ValueError(f"The logits loss {name!r} compares one class vector per image (or the images of a batch) and does not apply "
-                         f"to segmentation logits (batch, H, W, classes); use logits_loss='kl' (per-pixel KD) or "
-                         f"{{'name': 'cwd', 'temperature': 1.0}} (channel-wise distillation of the logit map), or None.")
+        raise ValueError(
+            f"The logits loss {name!r} compares one class vector per image (or the images of a batch) and does not apply "
+            f"to segmentation logits (batch, H, W, classes); use logits_loss='kl' (per-pixel KD) or "
+            f"{{'name': 'cwd', 'temperature': 1.0}} (channel-wise distillation of the logit map), or None."
+        )
 
 
 def match_size(student_logits, size):

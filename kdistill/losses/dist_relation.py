@@ -74,6 +74,20 @@ class DIST(DistillationLoss):
         temperature: softening temperature (1.0 in the paper's ImageNet setting).
     """
 
-    def __init__(self, beta: float = 1.0, gamma: float = 1.0, temperature: float = 1.0, reduction="sum_over_batch_size", name="dist"):
+    def __init__(
+        self,
+        beta: float = 1.0,
+        gamma: float = 1.0,
+        temperature: float = 1.0,
+        reduction="sum_over_batch_size",
+        name="dist",
+    ):
         check_temperature(temperature)
-        super().__init__(dist_loss, reduction=reduction, name=name, beta=float(beta), gamma=float(gamma), temperature=float(temperature))
+        super().__init__(
+            dist_loss,
+            reduction=reduction,
+            name=name,
+            beta=float(beta),
+            gamma=float(gamma),
+            temperature=float(temperature),
+        )

@@ -103,7 +103,9 @@ def feature_kl(teacher, student, temperature: float = 4.0, spatial: str = "sum")
     student = ops.cast(student, "float32")
     check_same_shape(teacher, student, "feature_kl")
     if len(teacher.shape) < 2:
-        raise ValueError(f"feature_kl needs features of shape (batch, channels) or (batch, H, W, channels), received {tuple(teacher.shape)}.")
+        raise ValueError(
+            f"feature_kl needs features of shape (batch, channels) or (batch, H, W, channels), received {tuple(teacher.shape)}."
+        )
     teacher_log_probs = ops.log_softmax(teacher / temperature, axis=-1)
     student_log_probs = ops.log_softmax(student / temperature, axis=-1)
     kl = ops.sum(ops.exp(teacher_log_probs) * (teacher_log_probs - student_log_probs), axis=-1)
@@ -130,7 +132,9 @@ class FeatureKL(DistillationLoss):
         'mean'
     """
 
-    def __init__(self, temperature: float = 4.0, spatial: str = "sum", reduction="sum_over_batch_size", name="feature_kl"):
+    def __init__(
+        self, temperature: float = 4.0, spatial: str = "sum", reduction="sum_over_batch_size", name="feature_kl"
+    ):
         check_temperature(temperature)
         check_spatial(spatial)
         super().__init__(feature_kl, reduction=reduction, name=name, temperature=float(temperature), spatial=spatial)

@@ -18,13 +18,32 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from kdistill.losses._utils import EPSILON, broadcast_to_batch, flatten_per_sample, l2_normalize_rows, pool_to_vectors, same_batch
+from kdistill.losses._utils import (
+    EPSILON,
+    broadcast_to_batch,
+    flatten_per_sample,
+    l2_normalize_rows,
+    pool_to_vectors,
+    same_batch,
+)
 from kdistill.losses.base import DistillationLoss
 from kdistill.losses.registry import register
 
 __all__ = [
-    "feature_mse", "attention_transfer", "similarity_preserving", "rkd_distance", "rkd_angle", "rkd", "pkt", "hierarchical_context",
-    "FeatureMSE", "AttentionTransfer", "SimilarityPreserving", "RKD", "PKT", "HierarchicalContextLoss",
+    "feature_mse",
+    "attention_transfer",
+    "similarity_preserving",
+    "rkd_distance",
+    "rkd_angle",
+    "rkd",
+    "pkt",
+    "hierarchical_context",
+    "FeatureMSE",
+    "AttentionTransfer",
+    "SimilarityPreserving",
+    "RKD",
+    "PKT",
+    "HierarchicalContextLoss",
 ]
 
 
@@ -81,7 +100,9 @@ def _attention_map(features, p: float):
     """`normalize(mean_c |f|^p)` over spatial positions: `(batch, H*W)`."""
     features = ops.cast(features, "float32")
     if len(features.shape) != 4:
-        raise ValueError(f"Attention transfer needs (batch, H, W, C) feature maps, received shape {tuple(features.shape)}.")
+        raise ValueError(
+            f"Attention transfer needs (batch, H, W, C) feature maps, received shape {tuple(features.shape)}."
+        )
     attention = ops.mean(ops.power(ops.abs(features), p), axis=-1)
     return l2_normalize_rows(flatten_per_sample(attention))
 
@@ -100,7 +121,9 @@ def attention_transfer(teacher_features, student_features, p: float = 2.0):
     """
     teacher, student = _attention_map(teacher_features, p), _attention_map(student_features, p)
     if teacher.shape[-1] is not None and student.shape[-1] is not None and teacher.shape[-1] != student.shape[-1]:
-        raise ValueError(f"Attention transfer needs equal spatial sizes: teacher {tuple(teacher_features.shape)}, student {tuple(student_features.shape)}.")
+        raise ValueError(
+            f"Attention transfer needs equal spatial sizes: teacher {tuple(teacher_features.shape)}, student {tuple(student_features.shape)}."
+        )
     return ops.mean(ops.square(teacher - student), axis=-1)
 
 
@@ -157,7 +180,9 @@ def rkd_distance(teacher_features, student_features):
     """
     same_batch(teacher_features, student_features, "RKD")
     teacher, student = pool_to_vectors(teacher_features), pool_to_vectors(student_features)
-    return broadcast_to_batch(ops.mean(_huber(_normalized_distances(teacher) - _normalized_distances(student))), teacher_features)
+    return broadcast_to_batch(
+        ops.mean(_huber(_normalized_distances(teacher) - _normalized_distances(student))), teacher_features
+    )
 
 
 def _angles(x):
@@ -234,7 +259,9 @@ def hierarchical_context(teacher_features, student_features, levels=(4, 2, 1)):
     """
     teacher, student = ops.cast(teacher_features, "float32"), ops.cast(student_features, "float32")
     if len(teacher.shape) != 4 or tuple(teacher.shape[1:]) != tuple(student.shape[1:]):
-        raise ValueError(f"HCL needs (batch, H, W, C) maps of one shape: teacher {tuple(teacher.shape)}, student {tuple(student.shape)}.")
+        raise ValueError(
+            f"HCL needs (batch, H, W, C) maps of one shape: teacher {tuple(teacher.shape)}, student {tuple(student.shape)}."
+        )
     total = ops.mean(ops.square(flatten_per_sample(teacher - student)), axis=-1)
     weight, weights = 1.0, 1.0
     for level in levels:
@@ -308,8 +335,16 @@ class RKD(DistillationLoss):
         angle_weight: weight of the angle term (50 in the paper).
     """
 
-    def __init__(self, distance_weight: float = 25.0, angle_weight: float = 50.0, reduction="sum_over_batch_size", name="rkd"):
-        super().__init__(rkd, reduction=reduction, name=name, distance_weight=float(distance_weight), angle_weight=float(angle_weight))
+    def __init__(
+        self, distance_weight: float = 25.0, angle_weight: float = 50.0, reduction="sum_over_batch_size", name="rkd"
+    ):
+        super().__init__(
+            rkd,
+            reduction=reduction,
+            name=name,
+            distance_weight=float(distance_weight),
+            angle_weight=float(angle_weight),
+        )
 
 
 @register("pkt", kind="feature")
@@ -337,4 +372,6 @@ class HierarchicalContextLoss(DistillationLoss):
     """
 
     def __init__(self, levels=(4, 2, 1), reduction="sum_over_batch_size", name="hierarchical_context"):
-        super().__init__(hierarchical_context, reduction=reduction, name=name, levels=tuple(int(level) for level in levels))
+        super().__init__(
+            hierarchical_context, reduction=reduction, name=name, levels=tuple(int(level) for level in levels)
+        )

@@ -102,7 +102,7 @@ def _adaptive_mean(x, axis: int, size: int):
     if length == size:
         return x
     if length % size == 0:  # equal bins: one reshape
-        grouped = [-1] + list(x.shape[1:axis]) + [size, length // size] + list(x.shape[axis + 1:])
+        grouped = [-1] + list(x.shape[1:axis]) + [size, length // size] + list(x.shape[axis + 1 :])
         return ops.mean(ops.reshape(x, grouped), axis=axis + 1)
     bins = []
     for i in range(size):
@@ -131,7 +131,9 @@ def transformation_distances(earlier, later, squared: bool = True):
     """
     earlier, later = ops.cast(earlier, "float32"), ops.cast(later, "float32")
     if len(earlier.shape) != 4 or len(later.shape) != 4:
-        raise ValueError(f"The IRG transformation needs (batch, H, W, C) maps, received shapes {tuple(earlier.shape)} and {tuple(later.shape)}.")
+        raise ValueError(
+            f"The IRG transformation needs (batch, H, W, C) maps, received shapes {tuple(earlier.shape)} and {tuple(later.shape)}."
+        )
     earlier, later = _align(earlier, later)
     distances = ops.maximum(ops.sum(ops.square(flatten_per_sample(earlier - later)), axis=-1), EPSILON)
     if not squared:
@@ -148,7 +150,9 @@ def _check_dicts(teacher: Any, student: Any) -> list:
             "(feature_loss='irg' with taps={...}), which passes those dicts; it cannot be a per-tap or logits loss."
         )
     if list(teacher) != list(student):
-        raise ValueError(f"IRG needs the same keys on both sides, in the same order: teacher {list(teacher)}, student {list(student)}.")
+        raise ValueError(
+            f"IRG needs the same keys on both sides, in the same order: teacher {list(teacher)}, student {list(student)}."
+        )
     return [key for key in teacher if key != LOGITS]
 
 
@@ -171,10 +175,18 @@ def irg_terms(teacher: dict, student: dict, squared: bool = True) -> dict:
     vertex = zero
     if LOGITS in teacher:
         vertex = ops.mean(ops.square(ops.cast(student[LOGITS], "float32") - ops.cast(teacher[LOGITS], "float32")))
-    edges = [ops.mean(ops.square(edge_distances(student[tap], squared) - edge_distances(teacher[tap], squared))) for tap in taps]
+    edges = [
+        ops.mean(ops.square(edge_distances(student[tap], squared) - edge_distances(teacher[tap], squared)))
+        for tap in taps
+    ]
     maps = [tap for tap in taps if len(teacher[tap].shape) == 4]
     transformations = [
-        ops.mean(ops.square(transformation_distances(student[a], student[b], squared) - transformation_distances(teacher[a], teacher[b], squared)))
+        ops.mean(
+            ops.square(
+                transformation_distances(student[a], student[b], squared)
+                - transformation_distances(teacher[a], teacher[b], squared)
+            )
+        )
         for a, b in zip(maps, maps[1:])
     ]
     edge = sum(edges[1:], edges[0]) / len(edges) if edges else zero
@@ -182,8 +194,14 @@ def irg_terms(teacher: dict, student: dict, squared: bool = True) -> dict:
     return {"vertex": vertex, "edge": edge, "transformation": transformation}
 
 
-def irg(teacher: dict, student: dict, vertex_weight: float = 0.1, edge_weight: float = 5.0, transformation_weight: float = 5.0,
-        squared: bool = True):
+def irg(
+    teacher: dict,
+    student: dict,
+    vertex_weight: float = 0.1,
+    edge_weight: float = 5.0,
+    transformation_weight: float = 5.0,
+    squared: bool = True,
+):
     """IRG loss: `vertex_weight · vertex + edge_weight · edge + transformation_weight · transformation` (see `irg_terms`).
 
     Args:
@@ -201,11 +219,15 @@ def irg(teacher: dict, student: dict, vertex_weight: float = 0.1, edge_weight: f
     """
     taps = _check_dicts(teacher, student)
     if vertex_weight and LOGITS not in teacher:
-        raise ValueError(f"IRG's vertex term compares logits, but the dicts hold only {taps}; add 'logits' or set vertex_weight=0.")
+        raise ValueError(
+            f"IRG's vertex term compares logits, but the dicts hold only {taps}; add 'logits' or set vertex_weight=0."
+        )
     if not taps and LOGITS not in teacher:
         raise ValueError("IRG received empty dicts; it needs at least one tap or the logits.")
     terms = irg_terms(teacher, student, squared=squared)
-    total = vertex_weight * terms["vertex"] + edge_weight * terms["edge"] + transformation_weight * terms["transformation"]
+    total = (
+        vertex_weight * terms["vertex"] + edge_weight * terms["edge"] + transformation_weight * terms["transformation"]
+    )
     return broadcast_to_batch(total, teacher[LOGITS] if LOGITS in teacher else teacher[taps[0]])
 
 
@@ -231,7 +253,21 @@ class IRG(DistillationLoss):
 
     reads_all_taps = True
 
-    def __init__(self, vertex_weight: float = 0.1, edge_weight: float = 5.0, transformation_weight: float = 5.0, squared: bool = True,
-                 reduction="sum_over_batch_size", name="irg"):
-        super().__init__(irg, reduction=reduction, name=name, vertex_weight=float(vertex_weight), edge_weight=float(edge_weight),
-                         transformation_weight=float(transformation_weight), squared=bool(squared))
+    def __init__(
+        self,
+        vertex_weight: float = 0.1,
+        edge_weight: float = 5.0,
+        transformation_weight: float = 5.0,
+        squared: bool = True,
+        reduction="sum_over_batch_size",
+        name="irg",
+    ):
+        super().__init__(
+            irg,
+            reduction=reduction,
+            name=name,
+            vertex_weight=float(vertex_weight),
+            edge_weight=float(edge_weight),
+            transformation_weight=float(transformation_weight),
+            squared=bool(squared),
+        )

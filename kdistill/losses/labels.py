@@ -49,14 +49,20 @@ class LabelLoss:
             self._one_hot = loss == "categorical_crossentropy"
             self.sparse = loss.startswith("sparse")
         elif isinstance(loss, keras.losses.Loss):
-            if getattr(loss, "from_logits", None) is False or getattr(loss, "_fn_kwargs", {}).get("from_logits") is False:
+            if (
+                getattr(loss, "from_logits", None) is False
+                or getattr(loss, "_fn_kwargs", {}).get("from_logits") is False
+            ):
                 raise ValueError(
                     f"{type(loss).__name__}(from_logits=False) was passed, but the student outputs "
                     f"logits. Use {type(loss).__name__}(from_logits=True)."
                 )
             self._function = loss.call
             self._kwargs = {}
-            self.sparse = {keras.losses.SparseCategoricalCrossentropy: True, keras.losses.CategoricalCrossentropy: False}.get(type(loss))
+            self.sparse = {
+                keras.losses.SparseCategoricalCrossentropy: True,
+                keras.losses.CategoricalCrossentropy: False,
+            }.get(type(loss))
         elif callable(loss):
             self._function = loss
             self._kwargs = {}
@@ -68,7 +74,8 @@ class LabelLoss:
 
     def __call__(self, labels, logits):
         if self._one_hot and len(labels.shape) == len(logits.shape) - 1:
-            labels = ops.one_hot(ops.cast(labels, "int32"), ops.shape(logits)[-1])  # UNLABELED (-1) gives a row of zeros
+            # UNLABELED (-1) gives a row of zeros
+            labels = ops.one_hot(ops.cast(labels, "int32"), ops.shape(logits)[-1])
         return ops.cast(self._function(labels, logits, **self._kwargs), "float32")
 
 

@@ -182,9 +182,18 @@ class DKD(DistillationLoss):
 
     uses_labels = True
 
-    def __init__(self, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0, reduction="sum_over_batch_size", name="dkd"):
+    def __init__(
+        self,
+        alpha: float = 1.0,
+        beta: float = 8.0,
+        temperature: float = 4.0,
+        reduction="sum_over_batch_size",
+        name="dkd",
+    ):
         check_temperature(temperature)
-        super().__init__(dkd, reduction=reduction, name=name, alpha=float(alpha), beta=float(beta), temperature=float(temperature))
+        super().__init__(
+            dkd, reduction=reduction, name=name, alpha=float(alpha), beta=float(beta), temperature=float(temperature)
+        )
 
 
 @register("standardized_kd", kind="logits")
@@ -199,7 +208,8 @@ class StandardizedKD(DistillationLoss):
         True
     """
 
-    #: on logit maps each pixel's class vector is standardised and distilled, averaged over the valid pixels (`kdistill.losses.dense`)
+    #: on logit maps each pixel's class vector is standardised and distilled, averaged over the valid pixels
+    #: (`kdistill.losses.dense`)
     dense_logits = "pixels"
 
     def __init__(self, temperature: float = 2.0, reduction="sum_over_batch_size", name="standardized_kd"):

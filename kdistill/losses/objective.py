@@ -69,9 +69,20 @@ class Objective(keras.layers.Layer):
         ValueError: for taps without a feature loss, nothing to distil, or tap weights naming unknown taps.
     """
 
-    def __init__(self, taps: Mapping[str, str], feature_loss: Any, logits_loss: Any, teacher_shapes: Mapping[str, tuple], classes: int | None = None,
-                 alpha: float = 0.5, tap_weights: float | Mapping[str, float] = 1.0, logits_weight: float = 1.0,
-                 ignore_label: int | None = dense.IGNORE_LABEL, label_loss: Any = None, **kwargs):
+    def __init__(
+        self,
+        taps: Mapping[str, str],
+        feature_loss: Any,
+        logits_loss: Any,
+        teacher_shapes: Mapping[str, tuple],
+        classes: int | None = None,
+        alpha: float = 0.5,
+        tap_weights: float | Mapping[str, float] = 1.0,
+        logits_weight: float = 1.0,
+        ignore_label: int | None = dense.IGNORE_LABEL,
+        label_loss: Any = None,
+        **kwargs,
+    ):
         # float32 whatever the global policy: Keras casts floating inputs to it, as the terms need anyway
         super().__init__(**{"name": "objective", "dtype": "float32", **kwargs})
         self.alpha = check_alpha(alpha)
@@ -90,7 +101,12 @@ class Objective(keras.layers.Layer):
     @property
     def term_names(self) -> list[str]:
         """The names of the terms `call` returns (each a metric of the distiller): `loss`, `ce_loss`, `kd_loss`, `feat_...`."""
-        return ["loss", "ce_loss", *(["kd_loss"] if self.logits_loss is not None else []), *_feature_term_names(self.feature_loss, self.taps)]
+        return [
+            "loss",
+            "ce_loss",
+            *(["kd_loss"] if self.logits_loss is not None else []),
+            *_feature_term_names(self.feature_loss, self.taps),
+        ]
 
     def call(self, teacher_outputs: Mapping, student_outputs: Mapping, labels=None, sample_weight=None) -> dict:
         terms = {}
@@ -101,7 +117,9 @@ class Objective(keras.layers.Layer):
             student_logits = dense.match_size(student_logits, teacher_outputs[LOGITS].shape[1:3])
             terms["ce_loss"], labels, valid = self._dense_cross_entropy(labels, student_logits, sample_weight)
         else:
-            terms["ce_loss"], labels = self._cross_entropy(labels, teacher_outputs[LOGITS], student_logits, sample_weight)
+            terms["ce_loss"], labels = self._cross_entropy(
+                labels, teacher_outputs[LOGITS], student_logits, sample_weight
+            )
         distillation = ops.zeros((), "float32")
         if self.logits_loss is not None:
             if dense.is_dense(student_logits):
@@ -131,10 +149,14 @@ class Objective(keras.layers.Layer):
         """`(ce_loss, pixel labels, valid pixels)` for logit maps (see `kdistill.losses.dense`); without labels `(0, None, None)`."""
         if labels is None:
             return ops.zeros((), "float32"), None, None
-        cross_entropy, labelled, labels, valid = dense.dense_label_terms(self.label_loss, labels, student_logits, self.ignore_label)
+        cross_entropy, labelled, labels, valid = dense.dense_label_terms(
+            self.label_loss, labels, student_logits, self.ignore_label
+        )
         return masked_mean(cross_entropy, labelled, sample_weight), labels, valid
 
-    def _feature_terms(self, teacher_outputs: Mapping, student_outputs: Mapping, labels) -> list[tuple[str, Any, float]]:
+    def _feature_terms(
+        self, teacher_outputs: Mapping, student_outputs: Mapping, labels
+    ) -> list[tuple[str, Any, float]]:
         """`(metric name, per-sample values, weight)` of each feature term: one per tap, or one for a loss reading every tap."""
         student_outputs = {key: ops.cast(value, "float32") for key, value in student_outputs.items()}
         taps = self.taps
@@ -146,9 +168,19 @@ class Objective(keras.layers.Layer):
             student = {key: student_outputs[key] for key in keys}
             value = base.per_sample_loss(self.feature_loss, teacher, student, labels)
             return [(_feature_term_names(self.feature_loss, taps)[0], value, next(iter(self.tap_weights.values())))]
-        return [(f"feat_{teacher_layer}",
-                 base.per_sample_loss(self.tap_losses[teacher_layer], teacher_outputs[teacher_layer], student_outputs[teacher_layer], labels),
-                 self.tap_weights[teacher_layer]) for teacher_layer in taps]
+        return [
+            (
+                f"feat_{teacher_layer}",
+                base.per_sample_loss(
+                    self.tap_losses[teacher_layer],
+                    teacher_outputs[teacher_layer],
+                    student_outputs[teacher_layer],
+                    labels,
+                ),
+                self.tap_weights[teacher_layer],
+            )
+            for teacher_layer in taps
+        ]
 
 
 # === Building the terms ===
@@ -168,8 +200,10 @@ def _tap_weights(weights: float | Mapping[str, float], taps: Mapping[str, str], 
     if unknown:
         raise ValueError(f"tap_weights names {unknown}, which are not teacher layers of the taps {sorted(taps)}.")
     if base.reads_all_taps(feature_loss) and len(set(weights.values())) > 1:
-        raise ValueError(f"{feature_loss.name} reads every tap at once, so one weight applies to it; "
-                         "pass tap_weights as a number (set the loss's own weights in feature_loss={'name': ..., ...}).")
+        raise ValueError(
+            f"{feature_loss.name} reads every tap at once, so one weight applies to it; "
+            "pass tap_weights as a number (set the loss's own weights in feature_loss={'name': ..., ...})."
+        )
     return {teacher_layer: float(weights.get(teacher_layer, 1.0)) for teacher_layer in taps}
 
 
@@ -182,7 +216,9 @@ def _tap_losses(feature_loss: Any, teacher_shapes: Mapping[str, tuple]) -> dict:
         loss = feature_loss
         if base.is_stateful(loss):
             if index:
-                loss = type(loss).from_config(dict(loss.get_config(), name=f"{loss.name}_{teacher_layer.replace('/', '__')}"))
+                loss = type(loss).from_config(
+                    dict(loss.get_config(), name=f"{loss.name}_{teacher_layer.replace('/', '__')}")
+                )
             if not loss.built:
                 loss.build(shape, shape)
         losses[teacher_layer] = loss
@@ -210,7 +246,9 @@ def metric_inputs(labels, logits, sample_weight=None, ignore_label: int | None =
     mask = label_mask(labels)
     if mask is not None:
         labels = ops.where(labels >= 0, labels, ops.zeros_like(labels))
-        sample_weight = mask if sample_weight is None else mask * ops.cast(ops.reshape(sample_weight, ops.shape(mask)), "float32")
+        sample_weight = (
+            mask if sample_weight is None else mask * ops.cast(ops.reshape(sample_weight, ops.shape(mask)), "float32")
+        )
     return labels, sample_weight
 
 

@@ -30,7 +30,8 @@ from typing import Any, Callable
 
 __all__ = ["KINDS", "register", "unregister", "lookup", "available"]
 
-#: what a loss compares: "feature" (tapped maps or vectors) or "logits"; a lookup without a kind tries them in reverse order
+#: what a loss compares: "feature" (tapped maps or vectors) or "logits"; a lookup without a kind tries them in reverse
+#: order
 KINDS = ("feature", "logits")
 
 # kind -> name -> (class, keyword arguments the name implies)
@@ -102,4 +103,6 @@ def lookup(name: str, kind: str | None = None) -> tuple[type, str, dict[str, Any
 def available(kind: str | None = None) -> list[str]:
     """Registered names, sorted and unique, optionally only those of one kind ("feature" or "logits")."""
     _check_kind(kind)
-    return sorted({name for registered_kind in KINDS if kind in (None, registered_kind) for name in _REGISTRY[registered_kind]})
+    return sorted(
+        {name for registered_kind in KINDS if kind in (None, registered_kind) for name in _REGISTRY[registered_kind]}
+    )

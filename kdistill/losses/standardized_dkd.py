@@ -27,7 +27,9 @@ from kdistill.losses.registry import register
 __all__ = ["standardized_dkd", "StandardizedDKD"]
 
 
-def standardized_dkd(teacher_logits, student_logits, labels, alpha: float = 1.0, beta: float = 8.0, temperature: float = 2.0):
+def standardized_dkd(
+    teacher_logits, student_logits, labels, alpha: float = 1.0, beta: float = 8.0, temperature: float = 2.0
+):
     """`dkd(standardize(teacher), standardize(student), labels, alpha, beta, temperature)` (see `kdistill.losses.logits.dkd`)."""
     return dkd(standardize(teacher_logits), standardize(student_logits), labels, alpha, beta, temperature)
 
@@ -39,6 +41,20 @@ class StandardizedDKD(DistillationLoss):
 
     uses_labels = True
 
-    def __init__(self, alpha: float = 1.0, beta: float = 8.0, temperature: float = 2.0, reduction="sum_over_batch_size", name="standardized_dkd"):
+    def __init__(
+        self,
+        alpha: float = 1.0,
+        beta: float = 8.0,
+        temperature: float = 2.0,
+        reduction="sum_over_batch_size",
+        name="standardized_dkd",
+    ):
         check_temperature(temperature)
-        super().__init__(standardized_dkd, reduction=reduction, name=name, alpha=float(alpha), beta=float(beta), temperature=float(temperature))
+        super().__init__(
+            standardized_dkd,
+            reduction=reduction,
+            name=name,
+            alpha=float(alpha),
+            beta=float(beta),
+            temperature=float(temperature),
+        )

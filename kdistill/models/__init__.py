@@ -14,6 +14,32 @@
 * `saving` — safe loading and inference copies of models.
 """
 
-from kdistill.models import checks, ensemble, folding, hub, preprocessing, saving, segmenters, stages, students, tap_suggest, taps, teachers
+from kdistill.models import (
+    checks,
+    ensemble,
+    folding,
+    hub,
+    preprocessing,
+    saving,
+    segmenters,
+    stages,
+    students,
+    tap_suggest,
+    taps,
+    teachers,
+)
 
-__all__ = ["checks", "ensemble", "folding", "hub", "preprocessing", "saving", "segmenters", "stages", "students", "tap_suggest", "taps", "teachers"]
+__all__ = [
+    "checks",
+    "ensemble",
+    "folding",
+    "hub",
+    "preprocessing",
+    "saving",
+    "segmenters",
+    "stages",
+    "students",
+    "tap_suggest",
+    "taps",
+    "teachers",
+]

@@ -25,10 +25,21 @@ from keras import tree
 from kdistill.labels import UNLABELED
 from kdistill.errors import UserError
 
-__all__ = ["UNLABELED", "warn_if_chance_level", "check_classifier", "check_same_architecture", "check_logits_pair", "dense_logits", "check_segmenter", "check_masks",
-           "check_not_empty", "check_finite", "check_labels",
-           "check_image_shape", "check_fit_data"]
-
+__all__ = [
+    "UNLABELED",
+    "warn_if_chance_level",
+    "check_classifier",
+    "check_same_architecture",
+    "check_logits_pair",
+    "dense_logits",
+    "check_segmenter",
+    "check_masks",
+    "check_not_empty",
+    "check_finite",
+    "check_labels",
+    "check_image_shape",
+    "check_fit_data",
+]
 
 
 def _outputs(model) -> list | None:
@@ -58,27 +69,38 @@ def check_classifier(model, role: str, path: str | None = None, logits: bool = T
         return  # a subclassed model: its output is known only once it runs
     need = "kdistill needs a classifier with one output, logits of shape (batch, classes)"
     if len(outputs) != 1:
-        raise UserError(f"{where} has {len(outputs)} outputs ({', '.join(_shape(t) for t in outputs)}); {need}. Save the classifier "
-                        "alone, e.g. keras.Model(model.inputs, model.outputs[0]).save('classifier.keras').")
+        raise UserError(
+            f"{where} has {len(outputs)} outputs ({', '.join(_shape(t) for t in outputs)}); {need}. Save the classifier "
+            "alone, e.g. keras.Model(model.inputs, model.outputs[0]).save('classifier.keras')."
+        )
     if len(outputs[0].shape) != 2 or (outputs[0].shape[-1] is not None and outputs[0].shape[-1] < 2):
         kind = "a feature map" if len(outputs[0].shape) == 4 else "an output"
-        raise UserError(f"{where} returns {kind} of shape {_shape(outputs[0])}, not logits of shape (batch, classes): {need}. End it "
-                        "with GlobalAveragePooling2D and Dense(classes), no softmax.")
+        raise UserError(
+            f"{where} returns {kind} of shape {_shape(outputs[0])}, not logits of shape (batch, classes): {need}. End it "
+            "with GlobalAveragePooling2D and Dense(classes), no softmax."
+        )
     activation = getattr(model.layers[-1], "activation", None) if getattr(model, "layers", None) else None
     if logits and activation is not None and getattr(activation, "__name__", "") == "softmax":
-        raise UserError(f"{where} ends in a softmax; kdistill needs logits. Build it with "
-                        "classifier_activation=None (keras.applications) or a linear last Dense.")
+        raise UserError(
+            f"{where} ends in a softmax; kdistill needs logits. Build it with "
+            "classifier_activation=None (keras.applications) or a linear last Dense."
+        )
 
 
 def check_same_architecture(model: keras.Model, expected: keras.Model, name: str, path: str) -> None:
     """UserError when `model` (loaded from `path`) is not the architecture `name` builds (`expected`): their kernels differ."""
+
     def kernels(network):
-        return sorted(tuple(w.shape) for w in network.weights if w.path.split("/")[-1] in ("kernel", "depthwise_kernel"))
+        return sorted(
+            tuple(w.shape) for w in network.weights if w.path.split("/")[-1] in ("kernel", "depthwise_kernel")
+        )
 
     if kernels(model) != kernels(expected):
-        raise UserError(f"{path!r} holds another architecture than the student {name!r} ({len(kernels(model))} kernels, not the "
-                        f"{len(kernels(expected))} of {name!r}; the file's model is named {model.name!r}). Pass the student it holds "
-                        f"(--student), or a {name!r} file (another width counts as another architecture).")
+        raise UserError(
+            f"{path!r} holds another architecture than the student {name!r} ({len(kernels(model))} kernels, not the "
+            f"{len(kernels(expected))} of {name!r}; the file's model is named {model.name!r}). Pass the student it holds "
+            f"(--student), or a {name!r} file (another width counts as another architecture)."
+        )
 
 
 def dense_logits(model) -> bool:
@@ -92,10 +114,16 @@ def check_segmenter(model, role: str, why: str = "its teacher is a segmenter") -
     outputs = _outputs(model)
     if outputs is None:
         return
-    if len(outputs) != 1 or len(outputs[0].shape) != 4 or (outputs[0].shape[-1] is not None and outputs[0].shape[-1] < 2):
+    if (
+        len(outputs) != 1
+        or len(outputs[0].shape) != 4
+        or (outputs[0].shape[-1] is not None and outputs[0].shape[-1] < 2)
+    ):
         got = ", ".join(_shape(t) for t in outputs)
-        raise UserError(f"The {role} {getattr(model, 'name', '')!r} returns {got}, but {why}: it needs one output, logit maps of shape "
-                        "(batch, H, W, classes) (no softmax), as a classifier's teacher needs class logits (batch, classes).")
+        raise UserError(
+            f"The {role} {getattr(model, 'name', '')!r} returns {got}, but {why}: it needs one output, logit maps of shape "
+            "(batch, H, W, classes) (no softmax), as a classifier's teacher needs class logits (batch, classes)."
+        )
 
 
 def check_logits_pair(teacher: keras.Model, student: keras.Model) -> None:
@@ -124,8 +152,10 @@ def check_not_empty(data, what: str) -> None:
         leaves = tree.flatten(data)
         size = len(leaves[0]) if leaves and hasattr(leaves[0], "__len__") else None
     if size == 0:
-        raise ValueError(f"The {what} is empty (0 examples): there is nothing to train on. Check where it comes from "
-                         "(train_limit, a filter, an empty folder or array).")
+        raise ValueError(
+            f"The {what} is empty (0 examples): there is nothing to train on. Check where it comes from "
+            "(train_limit, a filter, an empty folder or array)."
+        )
 
 
 def check_finite(split: str, images) -> None:
@@ -135,8 +165,10 @@ def check_finite(split: str, images) -> None:
         finite = np.isfinite(images).reshape(len(images), -1).all(axis=1)
         if not finite.all():
             where = np.flatnonzero(~finite)
-            raise UserError(f"{len(where)} {split} image(s) hold NaN or infinite pixels (e.g. index {where[0]}): fix or drop them "
-                            f"before training (e.g. images[np.isfinite(images).all(axis=(1, 2, 3))]).")
+            raise UserError(
+                f"{len(where)} {split} image(s) hold NaN or infinite pixels (e.g. index {where[0]}): fix or drop them "
+                f"before training (e.g. images[np.isfinite(images).all(axis=(1, 2, 3))])."
+            )
 
 
 def check_labels(split: str, labels, num_classes: int, allow_unlabeled: bool = False) -> None:
@@ -144,17 +176,21 @@ def check_labels(split: str, labels, num_classes: int, allow_unlabeled: bool = F
     labels = np.asarray(labels).reshape(-1)
     if labels.dtype.kind in "fc" and not np.all(np.isfinite(labels) & (labels == np.round(labels))):
         bad = labels[~(np.isfinite(labels) & (labels == np.round(labels)))]
-        raise UserError(f"{len(bad)} {split} label(s) are not whole numbers (e.g. {', '.join(f'{v:g}' for v in bad[:3])}): a class-index loss "
-                        "would cut them to integers and train on those. Give class indices 0..classes-1 (integers); for soft or one-hot "
-                        "labels compile with loss='categorical_crossentropy'.")
+        raise UserError(
+            f"{len(bad)} {split} label(s) are not whole numbers (e.g. {', '.join(f'{v:g}' for v in bad[:3])}): a class-index loss "
+            "would cut them to integers and train on those. Give class indices 0..classes-1 (integers); for soft or one-hot "
+            "labels compile with loss='categorical_crossentropy'."
+        )
     valid = (labels >= 0) & (labels < num_classes)
     if allow_unlabeled:
         valid |= labels == UNLABELED
     bad = labels[~valid]
     if len(bad):
         values = ", ".join(str(v) for v in sorted(set(bad.tolist()))[:5])
-        raise UserError(f"{len(bad)} {split} label(s) lie outside [0, {num_classes}) for {num_classes} classes (e.g. {values}). "
-                        "Labels must be class indices 0..classes-1; give class_names for the full list of classes.")
+        raise UserError(
+            f"{len(bad)} {split} label(s) lie outside [0, {num_classes}) for {num_classes} classes (e.g. {values}). "
+            "Labels must be class indices 0..classes-1; give class_names for the full list of classes."
+        )
 
 
 def check_image_shape(split: str, shape, model: keras.Model, role: str = "teacher") -> None:
@@ -165,11 +201,19 @@ def check_image_shape(split: str, shape, model: keras.Model, role: str = "teache
     expected, shape = tuple(expected[1:]), tuple(int(size) for size in shape)
     if len(shape) != len(expected) or any(want is not None and want != got for want, got in zip(expected, shape)):
         size = expected[0] if expected and expected[0] is not None else "N"
-        channels = "" if expected[-1] in (None, 3) else (f" kdistill's data are RGB (grey repeated to 3 channels), so a {role} taking "
-                                                         f"{expected[-1]} channel(s) needs to be built for 3.")
-        raise UserError(f"The {split} images have shape {shape} per image, but the {role} takes {expected}: resize them to it (the kdistill "
-                        f"command: --image-size {size}; Python: kdistill.data.from_arrays(x, y, image_size={size}), which also repeats grey "
-                        f"to RGB).{channels}")
+        channels = (
+            ""
+            if expected[-1] in (None, 3)
+            else (
+                f" kdistill's data are RGB (grey repeated to 3 channels), so a {role} taking "
+                f"{expected[-1]} channel(s) needs to be built for 3."
+            )
+        )
+        raise UserError(
+            f"The {split} images have shape {shape} per image, but the {role} takes {expected}: resize them to it (the kdistill "
+            f"command: --image-size {size}; Python: kdistill.data.from_arrays(x, y, image_size={size}), which also repeats grey "
+            f"to RGB).{channels}"
+        )
 
 
 def _is_tf_dataset(data) -> bool:
@@ -181,15 +225,20 @@ def _first_batch(data, labels):
     if isinstance(data, tuple) and labels is None:  # validation_data=(x, y) or (x, y, sample_weight)
         data, labels = data[0], (data[1] if len(data) > 1 else None)
     if _is_tf_dataset(data):
-        counter = getattr(data, "kdistill_pass", None)  # kdistill's pipelines count their passes (kdistill.data.batches.set_pass)
+        # kdistill's pipelines count their passes (kdistill.data.batches.set_pass)
+        counter = getattr(data, "kdistill_pass", None)
         before = None if counter is None else counter.numpy()
         batch = next(iter(data.take(1)), None)
         if counter is not None:
             counter.assign(before)
-        data, labels = (batch[0], batch[1] if len(batch) > 1 else None) if isinstance(batch, (tuple, list)) else (batch, None)
+        data, labels = (
+            (batch[0], batch[1] if len(batch) > 1 else None) if isinstance(batch, (tuple, list)) else (batch, None)
+        )
     elif isinstance(data, keras.utils.PyDataset):
         batch = data[0] if data.num_batches != 0 else None
-        data, labels = (batch[0], batch[1] if len(batch) > 1 else None) if isinstance(batch, (tuple, list)) else (batch, None)
+        data, labels = (
+            (batch[0], batch[1] if len(batch) > 1 else None) if isinstance(batch, (tuple, list)) else (batch, None)
+        )
     if isinstance(data, Mapping):  # a teacher cache's {"images", "teacher"} batch
         data = data.get("images")
     if not hasattr(data, "shape") or not hasattr(data, "__len__"):
@@ -206,13 +255,21 @@ def check_masks(split: str, masks, num_classes: int, ignore_label: int | None = 
     bad = values[~allowed]
     if len(bad):
         listed = ", ".join(str(v) for v in bad[:5].tolist())
-        raise UserError(f"The {split} masks hold value(s) {listed} outside the {num_classes} classes [0, {num_classes}) and the ignore "
-                        f"label ({ignore_label}). Map them to class indices, or to the ignore label to skip those pixels "
-                        "(FeatureDistiller(ignore_label=...) names it).")
+        raise UserError(
+            f"The {split} masks hold value(s) {listed} outside the {num_classes} classes [0, {num_classes}) and the ignore "
+            f"label ({ignore_label}). Map them to class indices, or to the ignore label to skip those pixels "
+            "(FeatureDistiller(ignore_label=...) names it)."
+        )
 
 
-def check_fit_data(teacher: keras.Model, x, y=None, validation_data=None, ignore_label: int | None = None,
-                   sparse_labels: bool | None = None) -> None:
+def check_fit_data(
+    teacher: keras.Model,
+    x,
+    y=None,
+    validation_data=None,
+    ignore_label: int | None = None,
+    sparse_labels: bool | None = None,
+) -> None:
     """The data loaders' checks on what `fit` is given: image shapes against the teacher's input, finite pixels, labels in range.
 
     Arrays are checked whole; a tf.data dataset or a `keras.utils.PyDataset` by
@@ -232,8 +289,10 @@ def check_fit_data(teacher: keras.Model, x, y=None, validation_data=None, ignore
             check_masks(split, labels, classes, ignore_label)
             continue
         if labels is not None and classes and labels.ndim == 2 and labels.shape[-1] == classes > 1 and sparse_labels:
-            raise UserError(f"The {split} labels are one-hot rows (shape {labels.shape}), but the loss is sparse_categorical_crossentropy, "
-                            "which takes class indices. Compile with loss='categorical_crossentropy', or pass the indices (y.argmax(-1)).")
+            raise UserError(
+                f"The {split} labels are one-hot rows (shape {labels.shape}), but the loss is sparse_categorical_crossentropy, "
+                "which takes class indices. Compile with loss='categorical_crossentropy', or pass the indices (y.argmax(-1))."
+            )
         if labels is not None and classes and (labels.ndim == 1 or labels.shape[-1] == 1):
             check_labels(split, labels, classes, allow_unlabeled=split == "training")
 
@@ -248,7 +307,13 @@ def warn_if_chance_level(teacher: keras.Model, validation_data, margin: float = 
     """
     images, labels = _first_batch(validation_data, None)
     classes = teacher.outputs[0].shape[-1] if _outputs(teacher) else None
-    if images is None or labels is None or not classes or len(images) < 32 or not (labels.ndim == 1 or labels.shape[-1] == 1):
+    if (
+        images is None
+        or labels is None
+        or not classes
+        or len(images) < 32
+        or not (labels.ndim == 1 or labels.shape[-1] == 1)
+    ):
         return None
     predictions = keras.ops.convert_to_numpy(teacher(images[:limit], training=False)).argmax(-1)
     top1 = float((predictions == labels[:limit].reshape(-1)).mean())
@@ -256,5 +321,9 @@ def warn_if_chance_level(teacher: keras.Model, validation_data, margin: float = 
         logging.getLogger("kdistill").warning(
             "The teacher reaches %.1f %% top-1 on %d validation images, no better than chance (%.1f %%): distilling it teaches the "
             "student nothing. Train it first (teachers output logits: compile with keras.losses.SparseCategoricalCrossentropy("
-            "from_logits=True)) or load a trained one (kdistill.teachers.load).", 100 * top1, len(predictions), 100 / classes)
+            "from_logits=True)) or load a trained one (kdistill.teachers.load).",
+            100 * top1,
+            len(predictions),
+            100 / classes,
+        )
     return top1

@@ -44,8 +44,13 @@ def _basic_block(x, filters: int, stride: int, name: str):
     return layers.Add(name=f"{name}_add")([y, shortcut])
 
 
-def build(name: str, num_classes: int, input_shape: tuple[int, int, int] = (32, 32, 3), resize_to: int | None = None,
-          rescale: bool = True) -> keras.Model:
+def build(
+    name: str,
+    num_classes: int,
+    input_shape: tuple[int, int, int] = (32, 32, 3),
+    resize_to: int | None = None,
+    rescale: bool = True,
+) -> keras.Model:
     """Builds the CIFAR ResNet `name` (a key of `ARCHITECTURES`) with a logits layer named `logits`.
 
     Args:

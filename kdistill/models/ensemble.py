@@ -58,9 +58,15 @@ class EnsembleLogits(keras.layers.Layer):
         if len(weights) != count:
             raise ValueError(f"The ensemble has {count} members but {len(weights)} weights were given: {weights}.")
         total = sum(weights)
-        # one weight per member, broadcast over the batch and every other axis (classes; positions of segmenters' logit maps)
-        log_weights = ops.reshape(ops.log(ops.convert_to_tensor([w / total for w in weights], "float32")), (count,) + (1,) * len(member_logits[0].shape))
-        log_probabilities = ops.stack([ops.log_softmax(ops.cast(z, "float32") / self.temperature, axis=-1) for z in member_logits])
+        # one weight per member, broadcast over the batch and every other axis (classes; positions of segmenters' logit
+        # maps)
+        log_weights = ops.reshape(
+            ops.log(ops.convert_to_tensor([w / total for w in weights], "float32")),
+            (count,) + (1,) * len(member_logits[0].shape),
+        )
+        log_probabilities = ops.stack(
+            [ops.log_softmax(ops.cast(z, "float32") / self.temperature, axis=-1) for z in member_logits]
+        )
         return self.temperature * ops.logsumexp(log_probabilities + log_weights, axis=0)
 
     def compute_output_shape(self, member_shapes):
@@ -73,7 +79,9 @@ class EnsembleLogits(keras.layers.Layer):
 def _check_members(teachers: Sequence[keras.Model], weights) -> list[keras.Model]:
     teachers = list(teachers)
     if len(teachers) < 2 or not all(isinstance(t, keras.Model) for t in teachers):
-        raise ValueError(f"An ensemble needs two or more Keras models, received {[type(t).__name__ for t in teachers]}.")
+        raise ValueError(
+            f"An ensemble needs two or more Keras models, received {[type(t).__name__ for t in teachers]}."
+        )
     names = [t.name for t in teachers]
     if len(set(names)) != len(names):
         raise ValueError(
@@ -85,13 +93,22 @@ def _check_members(teachers: Sequence[keras.Model], weights) -> list[keras.Model
     classes = {t.name: t.outputs[0].shape[-1] for t in teachers}
     if len(set(classes.values())) != 1:
         raise ValueError(f"The teachers must predict the same classes; their logits: {classes}.")
-    if weights is not None and (len(weights) != len(teachers) or any(not w >= 0 for w in weights) or not sum(weights) > 0):
-        raise ValueError(f"weights needs one non-negative weight per teacher ({len(teachers)}), not all zero; received {list(weights)}.")
+    if weights is not None and (
+        len(weights) != len(teachers) or any(not w >= 0 for w in weights) or not sum(weights) > 0
+    ):
+        raise ValueError(
+            f"weights needs one non-negative weight per teacher ({len(teachers)}), not all zero; received {list(weights)}."
+        )
     return teachers
 
 
-def ensemble(teachers: Sequence[keras.Model], weights: Sequence[float] | None = None, temperature: float = 1.0,
-             input_shape: Sequence[int] | None = None, name: str = "ensemble") -> keras.Model:
+def ensemble(
+    teachers: Sequence[keras.Model],
+    weights: Sequence[float] | None = None,
+    temperature: float = 1.0,
+    input_shape: Sequence[int] | None = None,
+    name: str = "ensemble",
+) -> keras.Model:
     """One teacher made of several: each member sees the input at its own size; the logits average probabilities.
 
     Args:
@@ -123,7 +140,8 @@ def ensemble(teachers: Sequence[keras.Model], weights: Sequence[float] | None = 
         if height is not None and (height, width) != tuple(input_shape[:2]):
             x = keras.layers.Resizing(height, width, interpolation="bilinear", name=f"resize_for_{teacher.name}")(x)
         logits = teacher(x)
-        member_logits.append(logits[0] if isinstance(logits, (list, tuple)) else logits)  # a model built with outputs=[...]
+        # a model built with outputs=[...]
+        member_logits.append(logits[0] if isinstance(logits, (list, tuple)) else logits)
     outputs = EnsembleLogits(weights, temperature, name="ensemble_logits")(member_logits)
     model = keras.Model(inputs, outputs, name=name)
     model.trainable = False

@@ -37,7 +37,16 @@ import collections
 import keras
 from keras import ops
 
-__all__ = ["fold_batch_norm", "foldable_pairs", "folded_kernel_and_bias", "model_graph", "only_reader", "FoldedConvView", "FoldedAway", "Untracked"]
+__all__ = [
+    "fold_batch_norm",
+    "foldable_pairs",
+    "folded_kernel_and_bias",
+    "model_graph",
+    "only_reader",
+    "FoldedConvView",
+    "FoldedAway",
+    "Untracked",
+]
 
 _CONVOLUTIONS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
 #: the batch size `FoldedConvView.pays` assumes when the traced batch dimension is unknown
@@ -51,7 +60,9 @@ class Untracked:
         self.__dict__.update(objects)
 
 
-def folded_kernel_and_bias(kernel, moving_mean, moving_variance, epsilon: float, gamma=None, beta=None, bias=None, depthwise: bool = False):
+def folded_kernel_and_bias(
+    kernel, moving_mean, moving_variance, epsilon: float, gamma=None, beta=None, bias=None, depthwise: bool = False
+):
     """`(kernel * s, (bias - mean) * s + beta)` with `s = gamma / sqrt(variance + epsilon)`: a BatchNormalization folded into a convolution.
 
     The one place the fold is computed (`keras.ops`, so it traces and trains):
@@ -107,13 +118,26 @@ class FoldedConvView(keras.layers.Layer):
         # The fold in float32 (variances are small numbers), then the compute dtype.
         as_float = lambda value: None if value is None else ops.cast(value, "float32")  # noqa: E731
         depthwise = isinstance(conv, keras.layers.DepthwiseConv2D)
-        kernel, bias = folded_kernel_and_bias(as_float(conv.kernel), as_float(batch_norm.moving_mean), as_float(batch_norm.moving_variance),
-                                              batch_norm.epsilon, gamma=as_float(batch_norm.gamma), beta=as_float(batch_norm.beta),
-                                              bias=as_float(conv.bias) if conv.use_bias else None, depthwise=depthwise)
+        kernel, bias = folded_kernel_and_bias(
+            as_float(conv.kernel),
+            as_float(batch_norm.moving_mean),
+            as_float(batch_norm.moving_variance),
+            batch_norm.epsilon,
+            gamma=as_float(batch_norm.gamma),
+            beta=as_float(batch_norm.beta),
+            bias=as_float(conv.bias) if conv.use_bias else None,
+            depthwise=depthwise,
+        )
         kernel = ops.cast(kernel, self.compute_dtype)
         if depthwise:
-            outputs = ops.depthwise_conv(inputs, kernel, strides=conv.strides, padding=conv.padding, data_format=conv.data_format,
-                                         dilation_rate=conv.dilation_rate)
+            outputs = ops.depthwise_conv(
+                inputs,
+                kernel,
+                strides=conv.strides,
+                padding=conv.padding,
+                data_format=conv.data_format,
+                dilation_rate=conv.dilation_rate,
+            )
         else:
             outputs = conv.convolution_op(inputs, kernel)
         return outputs + ops.cast(bias, self.compute_dtype)
@@ -133,7 +157,11 @@ class FoldedConvView(keras.layers.Layer):
         conv = self._shared.conv
         output = self.compute_output_shape(tuple(input_shape))
         positions = (input_shape[0] or assumed_batch) * output[1] * output[2]
-        per_output = conv.kernel.shape[0] * conv.kernel.shape[1] * (1 if isinstance(conv, keras.layers.DepthwiseConv2D) else conv.kernel.shape[2])
+        per_output = (
+            conv.kernel.shape[0]
+            * conv.kernel.shape[1]
+            * (1 if isinstance(conv, keras.layers.DepthwiseConv2D) else conv.kernel.shape[2])
+        )
         return positions > per_output
 
 
@@ -191,13 +219,20 @@ def foldable_pairs(model: keras.Model) -> dict[str, str]:
     pairs = {}
     for node in nodes:
         conv = node.operation
-        if (not isinstance(conv, _CONVOLUTIONS) or calls[id(conv)] != 1 or getattr(conv.activation, "__name__", None) != "linear"
-                or conv.data_format != "channels_last"):
+        if (
+            not isinstance(conv, _CONVOLUTIONS)
+            or calls[id(conv)] != 1
+            or getattr(conv.activation, "__name__", None) != "linear"
+            or conv.data_format != "channels_last"
+        ):
             continue
         reader = only_reader(node.output_tensors[0], readers, outputs)
         batch_norm = reader.operation if reader is not None else None
-        if (isinstance(batch_norm, keras.layers.BatchNormalization) and calls[id(batch_norm)] == 1
-                and _channels_last_axis(batch_norm, len(node.output_tensors[0].shape))):
+        if (
+            isinstance(batch_norm, keras.layers.BatchNormalization)
+            and calls[id(batch_norm)] == 1
+            and _channels_last_axis(batch_norm, len(node.output_tensors[0].shape))
+        ):
             pairs[batch_norm.name] = conv.name
     return pairs
 

@@ -27,15 +27,12 @@ import os
 
 import keras
 
-from kdistill.errors import did_you_mean
 from kdistill.models import saving, stages
+from kdistill.models.hub_presets import PREFIX, cache_folder, load_preset, preset_folder
 
 __all__ = ["PREFIX", "is_hub_name", "get", "cache_folder", "preset_folder", "stage_table", "backbone_of", "flatten"]
 
 logger = logging.getLogger(__name__)
-
-#: what starts a KerasHub model's name in `teachers.get`, `students.get`, the CLI and configs
-PREFIX = "keras_hub:"
 
 #: name of the nested KerasHub backbone inside the models built here: taps read it as "backbone/<layer>"
 BACKBONE = "backbone"
@@ -48,115 +45,17 @@ _MODES = {
     "unit": (1.0 / 255.0, 0.0),
     "tf": (1.0 / 127.5, -1.0),
     # ImageNet mean and standard deviation on [0, 1] pixels (timm's default, used by KerasHub's vision presets)
-    "torch": ([1.0 / (255.0 * s) for s in (0.229, 0.224, 0.225)], [-m / s for m, s in zip((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))]),
+    "torch": (
+        [1.0 / (255.0 * s) for s in (0.229, 0.224, 0.225)],
+        [-m / s for m, s in zip((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))],
+    ),
     "none": None,
 }
-
-_INSTALL = ('KerasHub is not installed: `pip install "kdistill[hub]"` (beside tensorflow-cpu: '
-            "`pip install --no-deps keras-hub==0.32.0` and its other requirements; see the README section KerasHub).")
 
 
 def is_hub_name(name) -> bool:
     """Whether `name` asks for a KerasHub model (`"keras_hub:<preset or folder>"`)."""
     return isinstance(name, str) and name.startswith(PREFIX)
-
-
-def _keras_hub():
-    try:
-        import keras_hub
-    except ImportError as error:
-        raise ImportError(_INSTALL) from error
-    return keras_hub
-
-
-# === Presets: names, handles, folders ===
-
-
-def _kaggle_handle(preset: str) -> str | None:
-    """The versioned Kaggle handle of a built-in preset name or a `kaggle://` handle, else None."""
-    if preset.startswith("kaggle://"):
-        return preset
-    from keras_hub.src.utils.preset_utils import BUILTIN_PRESETS
-
-    return BUILTIN_PRESETS[preset]["kaggle_handle"] if preset in BUILTIN_PRESETS else None
-
-
-def cache_folder(preset: str) -> str:
-    """Where KerasHub's downloader (kagglehub) keeps a preset: `$KAGGLEHUB_CACHE/models/<owner>/<model>/keras/<variant>/<version>`.
-
-    Example:
-        >>> cache_folder("keras_hub:resnet_18_imagenet").endswith(os.path.join("models", "keras", "resnetv1", "keras", "resnet_18_imagenet", "3"))
-        True
-    """
-    preset = preset.removeprefix(PREFIX)
-    _keras_hub()
-    handle = _kaggle_handle(preset)
-    if handle is None:
-        raise ValueError(f"{preset!r} is neither a built-in KerasHub preset nor a kaggle:// handle, so it has no download cache folder.")
-    parts = handle.removeprefix("kaggle://").split("/")
-    if len(parts) != 5:
-        raise ValueError(f"A cached preset needs a versioned handle kaggle://<owner>/<model>/keras/<variant>/<version>, received {handle!r}.")
-    root = os.environ.get("KAGGLEHUB_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "kagglehub"))
-    return os.path.join(root, "models", *parts)
-
-
-def _offline_help(preset: str, folder: str) -> str:
-    handle = _kaggle_handle(preset) or preset
-    return (f"On a machine with network, run `python -c \"import kagglehub; print(kagglehub.model_download('{handle.removeprefix('kaggle://')}'))\"` "
-            f"and copy the folder it prints to {folder!r} (KAGGLEHUB_CACHE moves that cache), or save the model with "
-            f"`keras_hub.models.ImageClassifier.from_preset('{preset}').save_to_preset('{preset}')` (a backbone preset: "
-            f"keras_hub.models.Backbone) and pass 'keras_hub:/path/to/{preset}'. Local preset folders never need the network.")
-
-
-def preset_folder(preset: str) -> str:
-    """The local folder holding `preset`: the folder itself, or the download cache, downloading only when allowed.
-
-    Raises:
-        ValueError: offline (`KDISTILL_OFFLINE`) for a preset that is not cached,
-            naming the cache folder and how to fill it; online, when the download fails.
-    """
-    preset = preset.removeprefix(PREFIX)
-    if os.path.isdir(preset):
-        if not os.path.exists(os.path.join(preset, "config.json")):
-            raise ValueError(f"{preset!r} is a folder but not a KerasHub preset (no config.json). Write one with "
-                             "`model.save_to_preset(folder)` on a KerasHub backbone or classifier.")
-        return preset
-    _keras_hub()
-    handle = _kaggle_handle(preset)
-    if handle is None:
-        from keras_hub.src.utils.preset_utils import BUILTIN_PRESETS
-
-        raise ValueError(f"Unknown KerasHub preset {preset!r}: not a local folder, a built-in preset name "
-                         f"(`keras_hub.models.Backbone.presets`) or a kaggle:// handle.{did_you_mean(preset, BUILTIN_PRESETS)}")
-    folder = cache_folder(preset)
-    if os.path.exists(os.path.join(folder, "config.json")):
-        return folder
-    if saving.offline():
-        raise ValueError(f"KerasHub preset {preset!r} is not in the download cache ({folder!r}) and KDISTILL_OFFLINE is set, so it is "
-                         f"not downloaded. {_offline_help(preset, folder)}")
-    try:
-        import kagglehub
-
-        return kagglehub.model_download(handle.removeprefix("kaggle://"))
-    except Exception as error:
-        raise ValueError(f"Could not download the KerasHub preset {preset!r} ({type(error).__name__}: {error}). "
-                         f"{_offline_help(preset, folder)}") from error
-
-
-def _load_preset(folder: str):
-    """(backbone, classifier or None, image converter or None) of a local preset folder."""
-    keras_hub = _keras_hub()
-    classifier = None
-    if os.path.exists(os.path.join(folder, "task.json")):
-        classifier = keras_hub.models.ImageClassifier.from_preset(folder)
-        backbone = classifier.backbone
-        converter = getattr(getattr(classifier, "preprocessor", None), "image_converter", None)
-    else:
-        backbone = keras_hub.models.Backbone.from_preset(folder)
-        converter = None
-        if os.path.exists(os.path.join(folder, "image_converter.json")):
-            converter = keras_hub.layers.ImageConverter.from_preset(folder)
-    return backbone, classifier, converter
 
 
 # === Building the model ===
@@ -167,15 +66,19 @@ def _at_input_shape(backbone: keras.Model, input_shape: tuple) -> keras.Model:
     config = backbone.get_config()
     key = next((k for k in ("image_shape", "input_shape") if k in config), None)
     if key is None:
-        raise ValueError(f"Cannot set the input size of the KerasHub backbone {type(backbone).__name__}: its config has no "
-                         "image_shape or input_shape. kdistill builds KerasHub image backbones (ResNet, MobileNet, EfficientNet, ...).")
+        raise ValueError(
+            f"Cannot set the input size of the KerasHub backbone {type(backbone).__name__}: its config has no "
+            "image_shape or input_shape. kdistill builds KerasHub image backbones (ResNet, MobileNet, EfficientNet, ...)."
+        )
     config.update({key: tuple(input_shape), "name": BACKBONE})
     rebuilt = type(backbone).from_config(config)
     try:
         rebuilt.set_weights(backbone.get_weights())
     except ValueError as error:
-        raise ValueError(f"{type(backbone).__name__}'s get_config does not rebuild the same network ({error}); KerasHub 0.32 leaves "
-                         "EfficientNetBackbone's num_features out of it, for one.") from error
+        raise ValueError(
+            f"{type(backbone).__name__}'s get_config does not rebuild the same network ({error}); KerasHub 0.32 leaves "
+            "EfficientNetBackbone's num_features out of it, for one."
+        ) from error
     return rebuilt
 
 
@@ -183,12 +86,19 @@ def _preprocessing(converter, mode: str | None):
     """A Rescaling layer doing the preset's own scale and offset (or `mode`'s), or None for no preprocessing."""
     if mode is not None:
         if mode not in _MODES:
-            raise ValueError(f"Unknown preprocessing {mode!r} for a KerasHub model; known: {', '.join(_MODES)}, or None for the preset's own.")
+            raise ValueError(
+                f"Unknown preprocessing {mode!r} for a KerasHub model; known: {', '.join(_MODES)}, or None for the preset's own."
+            )
         values = _MODES[mode]
     elif converter is not None:
-        values = (1.0 if converter.scale is None else converter.scale, 0.0 if converter.offset is None else converter.offset)
+        values = (
+            1.0 if converter.scale is None else converter.scale,
+            0.0 if converter.offset is None else converter.offset,
+        )
     else:
-        logger.info("The KerasHub preset has no image converter: normalising with ImageNet mean and std (preprocessing='torch').")
+        logger.info(
+            "The KerasHub preset has no image converter: normalising with ImageNet mean and std (preprocessing='torch')."
+        )
         values = _MODES["torch"]
     if values is None:
         return None
@@ -200,11 +110,17 @@ def _logits_head(classifier, backbone: keras.Model, features, num_classes: int |
     """The classifier's own head run on `features`; its last Dense replaced when the classes differ or it is not linear."""
     last = classifier.outputs[0]._keras_history.operation
     if not isinstance(last, keras.layers.Dense):
-        raise ValueError(f"The KerasHub classifier {type(classifier).__name__} does not end in a Dense layer; pass its backbone preset instead.")
+        raise ValueError(
+            f"The KerasHub classifier {type(classifier).__name__} does not end in a Dense layer; pass its backbone preset instead."
+        )
     keep = num_classes in (None, last.units)
     if not keep and role == "teacher":
-        logger.warning("The teacher's KerasHub classifier predicts %d classes; a new, untrained 'predictions' layer gives %d. Fine-tune "
-                       "it before distilling from it (kdistill train-teacher --name keras_hub:...).", last.units, num_classes)
+        logger.warning(
+            "The teacher's KerasHub classifier predicts %d classes; a new, untrained 'predictions' layer gives %d. Fine-tune "
+            "it before distilling from it (kdistill train-teacher --name keras_hub:...).",
+            last.units,
+            num_classes,
+        )
     linear = getattr(last.activation, "__name__", "linear") == "linear"
     replacement = last
     if not keep or not linear:
@@ -249,9 +165,17 @@ def _set_momentum(model: keras.Model, momentum: float | None) -> None:
             layer.momentum = float(momentum)
 
 
-def get(name: str, num_classes: int | None = None, input_shape: tuple[int, int, int] = (224, 224, 3), role: str = "teacher",
-        weights: str | None = None, batch_norm_momentum: float | None = 0.9, preprocessing: str | None = None,
-        include_preprocessing: bool = True, resize_to: int | None = None) -> keras.Model:
+def get(
+    name: str,
+    num_classes: int | None = None,
+    input_shape: tuple[int, int, int] = (224, 224, 3),
+    role: str = "teacher",
+    weights: str | None = None,
+    batch_norm_momentum: float | None = 0.9,
+    preprocessing: str | None = None,
+    include_preprocessing: bool = True,
+    resize_to: int | None = None,
+) -> keras.Model:
     """A KerasHub preset as a functional model from pixels in [0, 255] to logits.
 
     `kdistill.teachers.get("keras_hub:...")` and `kdistill.students.get("keras_hub:...")` come here.
@@ -283,20 +207,26 @@ def get(name: str, num_classes: int | None = None, input_shape: tuple[int, int, 
     """
     name = name.removeprefix(PREFIX)
     if weights is not None and not (isinstance(weights, str) and weights.endswith((".keras", ".weights.h5"))):
-        raise ValueError(f"weights for a KerasHub {role} are None (the preset's own), a saved model (.keras) or a weights file "
-                         f"(.weights.h5), received {weights!r}. Pretrained weights come with the preset.")
+        raise ValueError(
+            f"weights for a KerasHub {role} are None (the preset's own), a saved model (.keras) or a weights file "
+            f"(.weights.h5), received {weights!r}. Pretrained weights come with the preset."
+        )
     if weights is not None and not os.path.exists(weights):
         raise FileNotFoundError(f"{role.capitalize()} weights file {weights!r} does not exist.")
     if weights is not None and weights.endswith(".keras"):
         model = saving.load_model(weights, role=role)
         if num_classes not in (None, model.outputs[0].shape[-1]):
-            raise ValueError(f"The {role} in {weights!r} predicts {model.outputs[0].shape[-1]} classes, not {num_classes}.")
+            raise ValueError(
+                f"The {role} in {weights!r} predicts {model.outputs[0].shape[-1]} classes, not {num_classes}."
+            )
         return model
     folder = preset_folder(name)
-    backbone, classifier, converter = _load_preset(folder)
+    backbone, classifier, converter = load_preset(folder)
     if classifier is None and num_classes is None:
-        raise ValueError(f"{name!r} is a backbone preset without a classifier: pass num_classes for a new head, and fine-tune a teacher "
-                         f"on your data first (`kdistill train-teacher --name keras_hub:{name}`).")
+        raise ValueError(
+            f"{name!r} is a backbone preset without a classifier: pass num_classes for a new head, and fine-tune a teacher "
+            f"on your data first (`kdistill train-teacher --name keras_hub:{name}`)."
+        )
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = inputs
     if resize_to is not None:

@@ -10,6 +10,7 @@ import keras
 from kdistill.files import atomic_write
 from kdistill.errors import UserError, shorten
 from kdistill.models import checks
+
 # Importing registers kdistill's layers so saved models that use them load.
 from kdistill.models import preprocessing as _preprocessing  # noqa: F401
 
@@ -36,7 +37,9 @@ def is_full_model_file(path: str) -> bool:
             with h5py.File(path, "r") as handle:
                 return "model_config" in handle.attrs
         except OSError as error:
-            raise ValueError(f"Cannot read {path!r} as an HDF5 file ({error}). Is it truncated or not a Keras file?") from None
+            raise ValueError(
+                f"Cannot read {path!r} as an HDF5 file ({error}). Is it truncated or not a Keras file?"
+            ) from None
     return False
 
 
@@ -57,9 +60,11 @@ def load_model(path: str, role: str, classifier: bool = True) -> keras.Model:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as error:
         if "safe_mode" in str(error):  # Keras' advice (safe_mode=False) is for a Python user who trusts the file
-            raise UserError(f"Cannot load the {role} from {path!r}: it holds Python code (a Lambda layer or a lambda), which kdistill does "
-                            "not run from a model file, as that code could do anything. Rebuild the model with a registered layer in "
-                            "place of the Lambda (keras.saving.register_keras_serializable) and save it again.") from error
+            raise UserError(
+                f"Cannot load the {role} from {path!r}: it holds Python code (a Lambda layer or a lambda), which kdistill does "
+                "not run from a model file, as that code could do anything. Rebuild the model with a registered layer in "
+                "place of the Lambda (keras.saving.register_keras_serializable) and save it again."
+            ) from error
         raise ValueError(
             f"Cannot load the {role} from {path!r}: {type(error).__name__}: {shorten(str(error))}. "
             "Is the file complete (not truncated) and saved by Keras 3 (`model.save('x.keras')`)?"
@@ -74,23 +79,31 @@ def load_weights(model: keras.Model, path: str, role: str, name: str, fix: str) 
     try:
         model.load_weights(path)
     except Exception as error:
-        raise ValueError(f"The weights in {path!r} do not fit the {role} {name!r} ({type(error).__name__}: {error}). {fix}") from error
+        raise ValueError(
+            f"The weights in {path!r} do not fit the {role} {name!r} ({type(error).__name__}: {error}). {fix}"
+        ) from error
     return model
 
 
 def _check_model_file(path: str) -> None:
     """UserError for a folder or a `.keras` file that is not a whole zip archive (Keras said "File not found" for each)."""
     if os.path.isdir(path):
-        raise UserError(f"{path!r} is a folder, not a Keras model file: pass the .keras file written by model.save() (a SavedModel "
-                        "or a folder of weights cannot be loaded as a Keras model).")
+        raise UserError(
+            f"{path!r} is a folder, not a Keras model file: pass the .keras file written by model.save() (a SavedModel "
+            "or a folder of weights cannot be loaded as a Keras model)."
+        )
     with open(path, "rb") as handle:
         head = handle.read(4)
     if path.endswith(".keras") and head != b"PK\x03\x04":
-        raise UserError(f"{path!r} is not a Keras model file: a .keras file is a zip archive written by model.save(), and this one "
-                        f"starts with {head!r}. Pass the file the model was saved to.")
+        raise UserError(
+            f"{path!r} is not a Keras model file: a .keras file is a zip archive written by model.save(), and this one "
+            f"starts with {head!r}. Pass the file the model was saved to."
+        )
     if path.endswith(".keras") and not zipfile.is_zipfile(path):  # a zip's directory is at its end: a cut copy has none
-        raise UserError(f"{path!r} is truncated: it starts as a .keras zip archive but ends before the archive's directory, as a copy "
-                        "or download that stopped does. Copy or save the model again (`model.save('x.keras')`).")
+        raise UserError(
+            f"{path!r} is truncated: it starts as a .keras zip archive but ends before the archive's directory, as a copy "
+            "or download that stopped does. Copy or save the model again (`model.save('x.keras')`)."
+        )
 
 
 def save_for_inference(model: keras.Model, path: str) -> str:

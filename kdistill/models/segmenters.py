@@ -40,7 +40,7 @@ import keras
 from keras import tree
 
 from kdistill.errors import did_you_mean
-from kdistill.models import hub, stages as stage_registry
+from kdistill.models import hub, hub_presets, stages as stage_registry
 
 __all__ = ["register", "available", "get", "mobilenet_v2_segmenter", "conv_segmenter", "deeplab_v3", "from_preset"]
 
@@ -78,9 +78,13 @@ def get(name: str, num_classes: int | None, input_shape: tuple[int, int, int] = 
             fewer than two classes.
     """
     if name not in _REGISTRY and not hub.is_hub_name(name):
-        raise ValueError(f"Unknown segmenter {name!r}.{did_you_mean(name, available(), count=2)} Registered: {', '.join(available())}, or "
-                         "'keras_hub:<folder>' (a DeepLabV3 preset); or pass any functional Keras model returning logits (batch, H, W, classes).")
-    if not (num_classes is None and hub.is_hub_name(name)) and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2):
+        raise ValueError(
+            f"Unknown segmenter {name!r}.{did_you_mean(name, available(), count=2)} Registered: {', '.join(available())}, or "
+            "'keras_hub:<folder>' (a DeepLabV3 preset); or pass any functional Keras model returning logits (batch, H, W, classes)."
+        )
+    if not (num_classes is None and hub.is_hub_name(name)) and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2
+    ):
         raise ValueError(f"num_classes must be an integer >= 2 (background included), received {num_classes!r}.")
     if hub.is_hub_name(name):
         return from_preset(name, num_classes, input_shape, **options)
@@ -109,13 +113,19 @@ def _pyramid_decoder(features: Sequence, strides: Sequence[int], num_classes: in
 MOBILENET_V2_STAGES = [("block_3_expand_relu", 4), ("block_6_expand_relu", 8), ("block_13_expand_relu", 16)]
 
 
-#: momentum of the segmenters' BatchNormalization moving statistics (MobileNetV2's evaluation read a constant map with Keras' 0.999)
+#: momentum of the segmenters' BatchNormalization moving statistics (MobileNetV2's evaluation read a constant map with
+#: Keras' 0.999)
 BATCH_NORM_MOMENTUM = 0.9
 
 
 @register("mobilenet_v2_segmenter", stages=MOBILENET_V2_STAGES)
-def mobilenet_v2_segmenter(num_classes: int, input_shape=(64, 64, 3), width: float = 0.35, decoder_channels: int = 32,
-                           backbone_weights: str | None = None) -> keras.Model:
+def mobilenet_v2_segmenter(
+    num_classes: int,
+    input_shape=(64, 64, 3),
+    width: float = 0.35,
+    decoder_channels: int = 32,
+    backbone_weights: str | None = None,
+) -> keras.Model:
     """MobileNetV2 (width `width`) at strides 4/8/16 with a pyramid decoder; logits at the input size.
 
     Args:
@@ -127,21 +137,30 @@ def mobilenet_v2_segmenter(num_classes: int, input_shape=(64, 64, 3), width: flo
             (e.g. Keras' ImageNet file from its cache) for this width.
     """
     if input_shape[0] % 16 or input_shape[1] % 16 or min(input_shape[:2]) < 32:
-        raise ValueError(f"mobilenet_v2_segmenter needs sides divisible by 16 and at least 32, received input_shape={tuple(input_shape)}; "
-                         "resize or pad the images (e.g. 64x64).")
+        raise ValueError(
+            f"mobilenet_v2_segmenter needs sides divisible by 16 and at least 32, received input_shape={tuple(input_shape)}; "
+            "resize or pad the images (e.g. 64x64)."
+        )
     inputs = keras.Input(shape=input_shape, name="image")
     x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocessing")(inputs)
     backbone = keras.applications.MobileNetV2(input_tensor=x, alpha=width, weights=backbone_weights, include_top=False)
-    for layer in backbone.layers:  # Keras' 0.999 left the moving statistics near their start for hundreds of steps: all background
+    # Keras' 0.999 left the moving statistics near their start for hundreds of steps: all background
+    for layer in backbone.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = BATCH_NORM_MOMENTUM
     features = [backbone.get_layer(name).output for name, _ in MOBILENET_V2_STAGES]
-    logits = _pyramid_decoder(features, [stride for _, stride in MOBILENET_V2_STAGES], num_classes, decoder_channels, "decoder")
+    logits = _pyramid_decoder(
+        features, [stride for _, stride in MOBILENET_V2_STAGES], num_classes, decoder_channels, "decoder"
+    )
     return keras.Model(inputs, logits, name="mobilenet_v2_segmenter")
 
 
-@register("conv_segmenter", stages=[("conv_segmenter_stage1", 2), ("conv_segmenter_stage2", 4), ("conv_segmenter_stage3", 8)])
-def conv_segmenter(num_classes: int, input_shape=(64, 64, 3), widths: Sequence[int] = (32, 64, 128), decoder_channels: int = 64) -> keras.Model:
+@register(
+    "conv_segmenter", stages=[("conv_segmenter_stage1", 2), ("conv_segmenter_stage2", 4), ("conv_segmenter_stage3", 8)]
+)
+def conv_segmenter(
+    num_classes: int, input_shape=(64, 64, 3), widths: Sequence[int] = (32, 64, 128), decoder_channels: int = 64
+) -> keras.Model:
     """Three stages of two 3x3 conv + BN + ReLU (strides 2, 4, 8) and a pyramid decoder; logits at the input size.
 
     Args:
@@ -157,12 +176,24 @@ def conv_segmenter(num_classes: int, input_shape=(64, 64, 3), widths: Sequence[i
     features = []
     for stage, channels in enumerate(widths, start=1):
         for conv in (1, 2):
-            x = keras.layers.Conv2D(channels, 3, strides=2 if conv == 1 else 1, padding="same", use_bias=False,
-                                    name=f"conv_segmenter_stage{stage}_conv{conv}")(x)
-            x = keras.layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, name=f"conv_segmenter_stage{stage}_bn{conv}")(x)
-            x = keras.layers.ReLU(name=f"conv_segmenter_stage{stage}" if conv == 2 else f"conv_segmenter_stage{stage}_relu1")(x)
+            x = keras.layers.Conv2D(
+                channels,
+                3,
+                strides=2 if conv == 1 else 1,
+                padding="same",
+                use_bias=False,
+                name=f"conv_segmenter_stage{stage}_conv{conv}",
+            )(x)
+            x = keras.layers.BatchNormalization(
+                momentum=BATCH_NORM_MOMENTUM, name=f"conv_segmenter_stage{stage}_bn{conv}"
+            )(x)
+            x = keras.layers.ReLU(
+                name=f"conv_segmenter_stage{stage}" if conv == 2 else f"conv_segmenter_stage{stage}_relu1"
+            )(x)
         features.append(x)
-    logits = _pyramid_decoder(features, [2, 4, 8][: len(widths)], num_classes, decoder_channels, "conv_segmenter_decoder")
+    logits = _pyramid_decoder(
+        features, [2, 4, 8][: len(widths)], num_classes, decoder_channels, "conv_segmenter_decoder"
+    )
     return keras.Model(inputs, logits, name="conv_segmenter")
 
 
@@ -188,9 +219,16 @@ def _inline_nested(model: keras.Model, name: str) -> keras.Model:
 
 
 @register("deeplab_v3")
-def deeplab_v3(num_classes: int, input_shape=(64, 64, 3), stackwise_num_filters: Sequence[int] = (64, 128, 256),
-               stackwise_num_blocks: Sequence[int] = (1, 1, 1), block_type: str = "basic_block", dilation_rates: Sequence[int] = (2, 4),
-               projection_filters: int = 48, name: str = "deeplab_v3") -> keras.Model:
+def deeplab_v3(
+    num_classes: int,
+    input_shape=(64, 64, 3),
+    stackwise_num_filters: Sequence[int] = (64, 128, 256),
+    stackwise_num_blocks: Sequence[int] = (1, 1, 1),
+    block_type: str = "basic_block",
+    dilation_rates: Sequence[int] = (2, 4),
+    projection_filters: int = 48,
+    name: str = "deeplab_v3",
+) -> keras.Model:
     """KerasHub's DeepLabV3 over a ResNet, from a config (offline); logits at the input size, ResNet pyramid levels as stages.
 
     The ResNet has a stride-4 stem and one stack per entry of
@@ -210,22 +248,35 @@ def deeplab_v3(num_classes: int, input_shape=(64, 64, 3), stackwise_num_filters:
         projection_filters: channels of the low-level projection in the decoder.
         name: the model's name.
     """
-    keras_hub = hub._keras_hub()
+    keras_hub = hub_presets._keras_hub()
     stacks = len(stackwise_num_filters)
     encoder = keras_hub.models.ResNetBackbone(
-        input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=list(stackwise_num_filters),
-        stackwise_num_blocks=list(stackwise_num_blocks), stackwise_num_strides=[1] + [2] * (stacks - 1), block_type=block_type,
-        use_pre_activation=False, image_shape=tuple(input_shape))
+        input_conv_filters=[64],
+        input_conv_kernel_sizes=[3],
+        stackwise_num_filters=list(stackwise_num_filters),
+        stackwise_num_blocks=list(stackwise_num_blocks),
+        stackwise_num_strides=[1] + [2] * (stacks - 1),
+        block_type=block_type,
+        use_pre_activation=False,
+        image_shape=tuple(input_shape),
+    )
     levels = {int(key[1:]): tensor._keras_history.operation.name for key, tensor in encoder.pyramid_outputs.items()}
     deepest = max(levels)
     backbone = keras_hub.models.DeepLabV3Backbone(
-        image_encoder=encoder, low_level_feature_key=f"P{min(levels)}", spatial_pyramid_pooling_key=f"P{deepest}",
-        upsampling_size=2 ** (deepest - min(levels)), dilation_rates=list(dilation_rates), projection_filters=projection_filters,
-        image_shape=tuple(input_shape))
+        image_encoder=encoder,
+        low_level_feature_key=f"P{min(levels)}",
+        spatial_pyramid_pooling_key=f"P{deepest}",
+        upsampling_size=2 ** (deepest - min(levels)),
+        dilation_rates=list(dilation_rates),
+        projection_filters=projection_filters,
+        image_shape=tuple(input_shape),
+    )
     inputs = keras.Input(shape=input_shape, name="image")
     features = backbone(keras.layers.Rescaling(1.0 / 255.0, name="preprocessing")(inputs))
     nested = keras.Model(inputs, keras.layers.Conv2D(num_classes, 1, name="segmentation_output")(features))
-    return stage_registry.attach(_inline_nested(nested, name), [(layer, 2**level) for level, layer in sorted(levels.items())])
+    return stage_registry.attach(
+        _inline_nested(nested, name), [(layer, 2**level) for level, layer in sorted(levels.items())]
+    )
 
 
 # === A DeepLabV3 from a local KerasHub preset ===
@@ -233,7 +284,7 @@ def deeplab_v3(num_classes: int, input_shape=(64, 64, 3), stackwise_num_filters:
 
 def _load_deeplab_preset(folder: str):
     """(DeepLabV3 backbone, its segmentation head or None, image converter or None) of a preset folder."""
-    keras_hub = hub._keras_hub()
+    keras_hub = hub_presets._keras_hub()
     head = converter = None
     if os.path.exists(os.path.join(folder, "task.json")):
         segmenter = keras_hub.models.ImageSegmenter.from_preset(folder)
@@ -244,9 +295,11 @@ def _load_deeplab_preset(folder: str):
         if os.path.exists(os.path.join(folder, "image_converter.json")):
             converter = keras_hub.layers.ImageConverter.from_preset(folder)
     if not isinstance(backbone, keras_hub.models.DeepLabV3Backbone):
-        raise ValueError(f"The KerasHub preset {folder!r} holds a {type(backbone).__name__}, not a DeepLabV3Backbone: kdistill.segmenters "
-                         "reads DeepLabV3 presets (DeepLabV3ImageSegmenter or DeepLabV3Backbone .save_to_preset(folder)); a classifier "
-                         "preset is a teacher or student of kdistill.teachers / kdistill.students.")
+        raise ValueError(
+            f"The KerasHub preset {folder!r} holds a {type(backbone).__name__}, not a DeepLabV3Backbone: kdistill.segmenters "
+            "reads DeepLabV3 presets (DeepLabV3ImageSegmenter or DeepLabV3Backbone .save_to_preset(folder)); a classifier "
+            "preset is a teacher or student of kdistill.teachers / kdistill.students."
+        )
     return backbone, head, converter
 
 
@@ -264,20 +317,31 @@ def _deeplab_at(backbone: keras.Model, input_shape: tuple) -> keras.Model:
 def _preset_head(head, num_classes: int | None, folder: str):
     """The preset's 1x1 head returning logits (its weights, no activation), or a new one when the classes differ or it has none."""
     if head is None and num_classes is None:
-        raise ValueError(f"{folder!r} is a DeepLabV3Backbone preset without a segmentation head: pass num_classes for a new one "
-                         f"(and train it: `kdistill train-teacher --task segmentation --name keras_hub:{folder}`).")
+        raise ValueError(
+            f"{folder!r} is a DeepLabV3Backbone preset without a segmentation head: pass num_classes for a new one "
+            f"(and train it: `kdistill train-teacher --task segmentation --name keras_hub:{folder}`)."
+        )
     if head is not None and num_classes in (None, head.filters):
         logits = keras.layers.Conv2D(head.filters, 1, use_bias=head.use_bias, name="segmentation_output")
         logits.build(head.input.shape)
         logits.set_weights(head.get_weights())
         return logits
-    logger.info("The KerasHub preset %r has %s; a new, untrained head gives %d classes: train it before distilling from it.", folder,
-                "no segmentation head" if head is None else f"a head of {head.filters} classes", num_classes)
+    logger.info(
+        "The KerasHub preset %r has %s; a new, untrained head gives %d classes: train it before distilling from it.",
+        folder,
+        "no segmentation head" if head is None else f"a head of {head.filters} classes",
+        num_classes,
+    )
     return keras.layers.Conv2D(num_classes, 1, name="segmentation_output")
 
 
-def from_preset(name: str, num_classes: int | None = None, input_shape: tuple[int, int, int] = (64, 64, 3),
-                preprocessing: str | None = None, batch_norm_momentum: float | None = 0.9) -> keras.Model:
+def from_preset(
+    name: str,
+    num_classes: int | None = None,
+    input_shape: tuple[int, int, int] = (64, 64, 3),
+    preprocessing: str | None = None,
+    batch_norm_momentum: float | None = 0.9,
+) -> keras.Model:
     """A KerasHub DeepLabV3 preset folder as one flat segmenter from pixels in [0, 255] to logits at the input size.
 
     The preset's backbone is rebuilt at `input_shape` with its weights and inlined

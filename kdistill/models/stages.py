@@ -31,7 +31,8 @@ Table = list[tuple[str, int]]
 # registered network name -> its stage table (filled by the registries' `register(name, builder, stages=...)`)
 _TABLES: dict[str, Table] = {}
 
-#: the attribute a model built with its own stage table carries it in (kept in memory; a loaded file is found by its name)
+#: the attribute a model built with its own stage table carries it in (kept in memory; a loaded file is found by its
+#: name)
 _ATTRIBUTE = "_kdistill_stages"
 
 
@@ -80,8 +81,10 @@ def get(name: str) -> Table:
         ValueError: for a name without a table, listing the registered ones.
     """
     if name not in _TABLES:
-        raise ValueError(f"Unknown network {shown(name)}.{did_you_mean(str(name), _TABLES, count=2)} Networks with stage tables: "
-                         f"{', '.join(names())}.")
+        raise ValueError(
+            f"Unknown network {shown(name)}.{did_you_mean(str(name), _TABLES, count=2)} Networks with stage tables: "
+            f"{', '.join(names())}."
+        )
     return list(_TABLES[name])
 
 

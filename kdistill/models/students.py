@@ -27,7 +27,9 @@ __all__ = ["imagenet_notop_file", "get", "register", "available", "load"]
 _REGISTRY: dict[str, Callable[..., keras.Model]] = {}
 
 
-def register(name: str, builder: Callable[..., keras.Model] | None = None, stages: Sequence[tuple[str, int]] | None = None) -> Callable:
+def register(
+    name: str, builder: Callable[..., keras.Model] | None = None, stages: Sequence[tuple[str, int]] | None = None
+) -> Callable:
     """Adds a builder `fn(num_classes, input_shape, **kwargs) -> keras.Model`; a decorator when `builder` is left out.
 
     `stages` declares the builder's stage outputs `[(layer name, total stride), ...]`
@@ -58,12 +60,16 @@ def available() -> list[str]:
 def imagenet_notop_file(name: str, input_shape, width: float, minimalistic: bool = False) -> str:
     """The file name Keras caches a MobileNet's ImageNet 'notop' weights under (in `$KERAS_HOME/models`)."""
     if name == "mobilenet_v2":
-        rows = input_shape[0] if input_shape[0] == input_shape[1] and input_shape[0] in (96, 128, 160, 192, 224) else 224
+        rows = (
+            input_shape[0] if input_shape[0] == input_shape[1] and input_shape[0] in (96, 128, 160, 192, 224) else 224
+        )
         return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(width)}_{rows}_no_top.h5"
     if name == "mobilenet_v3_small":
         return f"weights_mobilenet_v3_small{'_minimalistic' if minimalistic else ''}_224_{width}_float_no_top_v2.h5"
-    raise ValueError(f"Keras has no ImageNet weights for the student {name!r}; it has them for {', '.join(_IMAGENET_STUDENTS)}. "
-                     "Pass weights=None or the path of weights you trained.")
+    raise ValueError(
+        f"Keras has no ImageNet weights for the student {name!r}; it has them for {', '.join(_IMAGENET_STUDENTS)}. "
+        "Pass weights=None or the path of weights you trained."
+    )
 
 
 def _imagenet_weights(name: str, input_shape, width: float, minimalistic: bool = False) -> str:
@@ -73,9 +79,11 @@ def _imagenet_weights(name: str, input_shape, width: float, minimalistic: bool =
     if os.path.exists(cached):
         return cached
     if saving.offline():
-        raise ValueError(f"ImageNet weights for {name} (width {width}) are not in the Keras cache and KDISTILL_OFFLINE is set. "
-                         f"To use them without network, copy {file_name!r} to {cached!r}, or pass weights='/path/to/that_file.h5' "
-                         "(CLI: --student-weights PATH).")
+        raise ValueError(
+            f"ImageNet weights for {name} (width {width}) are not in the Keras cache and KDISTILL_OFFLINE is set. "
+            f"To use them without network, copy {file_name!r} to {cached!r}, or pass weights='/path/to/that_file.h5' "
+            "(CLI: --student-weights PATH)."
+        )
     return "imagenet"
 
 
@@ -83,8 +91,14 @@ def _imagenet_weights(name: str, input_shape, width: float, minimalistic: bool =
 _IMAGENET_STUDENTS = ("mobilenet_v2", "mobilenet_v3_small")
 
 
-def get(name: str, num_classes: int, input_shape: tuple[int, int, int] = (32, 32, 3), batch_norm_momentum: float | None = 0.9,
-        weights: str | None = None, **kwargs) -> keras.Model:
+def get(
+    name: str,
+    num_classes: int,
+    input_shape: tuple[int, int, int] = (32, 32, 3),
+    batch_norm_momentum: float | None = 0.9,
+    weights: str | None = None,
+    **kwargs,
+) -> keras.Model:
     """Builds the registered student `name`, from scratch or from pretrained weights.
 
     Args:
@@ -108,38 +122,75 @@ def get(name: str, num_classes: int, input_shape: tuple[int, int, int] = (32, 32
             weights where Keras has none, or a weights file that does not fit.
     """
     if hub.is_hub_name(name):
-        return hub.get(name, num_classes, input_shape, role="student", weights=weights, batch_norm_momentum=batch_norm_momentum, **kwargs)
-    if name not in _REGISTRY:
-        raise ValueError(f"Unknown student {shown(name)}.{did_you_mean(name, available(), count=2)} Registered: {', '.join(available())}; or pass any functional Keras model.")
-    if name.startswith("mobilenet") and min(tuple(input_shape)[:2]) < 32:  # its stride-2 stages leave less than a pixel
-        raise UserError(f"{name} needs images of at least 32x32, received input_shape {tuple(input_shape)}. Use --image-size (or "
-                        "--student-image-size) 32 or more, or a CIFAR student for small images (resnet8x4, resnet20).")
+        return hub.get(
+            name,
+            num_classes,
+            input_shape,
+            role="student",
+            weights=weights,
+            batch_norm_momentum=batch_norm_momentum,
+            **kwargs,
+        )
+    _check_name_and_size(name, input_shape)
     if isinstance(weights, str) and weights != "imagenet":
         if not os.path.exists(weights):
             raise FileNotFoundError(f"Student weights file {weights!r} does not exist.")
         if saving.is_full_model_file(weights):
-            model = saving.load_model(weights, role="student")
-            built = _REGISTRY[name](num_classes=model.outputs[0].shape[-1], input_shape=tuple(input_shape), **kwargs)
-            checks.check_same_architecture(model, built, name, weights)
-            if model.outputs[0].shape[-1] != num_classes:
-                raise ValueError(f"The student in {weights!r} predicts {model.outputs[0].shape[-1]} classes, not {num_classes}.")
-            return saving.set_batch_norm_momentum(model, batch_norm_momentum)
+            return _saved_student(name, weights, num_classes, input_shape, batch_norm_momentum, **kwargs)
     if weights == "imagenet":
-        if name not in _IMAGENET_STUDENTS:
-            imagenet_notop_file(name, input_shape, 1.0)  # raises, naming the students that have ImageNet weights
-        width = kwargs.get("width", 0.5 if name == "mobilenet_v2" else 1.0)
-        kwargs["backbone_weights"] = _imagenet_weights(name, tuple(input_shape), width, kwargs.get("minimalistic", False))
-        try:
-            return saving.set_batch_norm_momentum(_REGISTRY[name](num_classes=num_classes, input_shape=tuple(input_shape), **kwargs), batch_norm_momentum)
-        except Exception as error:  # Keras' download: "URL fetch failure" without network
-            file_name = imagenet_notop_file(name, input_shape, width, kwargs.get("minimalistic", False))
-            raise ValueError(f"Could not get the ImageNet weights of {name} (width {width}): {type(error).__name__}: {str(error)[:200]}. Without "
-                             f"network, copy {file_name!r} to {saving.keras_cache_path(file_name)!r}, or pass weights='/path/to/that_file.h5' "
-                             "(CLI: --student-weights PATH); set KDISTILL_OFFLINE=1 to fail at once instead of trying to download.") from None
+        return _with_imagenet_backbone(name, num_classes, input_shape, batch_norm_momentum, **kwargs)
     model = _REGISTRY[name](num_classes=num_classes, input_shape=tuple(input_shape), **kwargs)
     if isinstance(weights, str) and weights != "imagenet":
         saving.load_weights(model, weights, "student", name, "Pass weights saved from the same architecture and width.")
     return saving.set_batch_norm_momentum(model, batch_norm_momentum)
+
+
+def _check_name_and_size(name: str, input_shape) -> None:
+    """Raises for a name that is not registered, or images too small for a MobileNet."""
+    if name not in _REGISTRY:
+        raise ValueError(
+            f"Unknown student {shown(name)}.{did_you_mean(name, available(), count=2)} Registered: {', '.join(available())}; or pass any functional Keras model."
+        )
+    if name.startswith("mobilenet") and min(tuple(input_shape)[:2]) < 32:  # its stride-2 stages leave less than a pixel
+        raise UserError(
+            f"{name} needs images of at least 32x32, received input_shape {tuple(input_shape)}. Use --image-size (or "
+            "--student-image-size) 32 or more, or a CIFAR student for small images (resnet8x4, resnet20)."
+        )
+
+
+def _saved_student(
+    name: str, weights: str, num_classes: int, input_shape, batch_norm_momentum: float | None, **kwargs
+) -> keras.Model:
+    """The whole student saved in `weights`, checked to be the architecture `name` with `num_classes` classes."""
+    model = saving.load_model(weights, role="student")
+    built = _REGISTRY[name](num_classes=model.outputs[0].shape[-1], input_shape=tuple(input_shape), **kwargs)
+    checks.check_same_architecture(model, built, name, weights)
+    if model.outputs[0].shape[-1] != num_classes:
+        raise ValueError(
+            f"The student in {weights!r} predicts {model.outputs[0].shape[-1]} classes, not {num_classes}."
+        )
+    return saving.set_batch_norm_momentum(model, batch_norm_momentum)
+
+
+def _with_imagenet_backbone(
+    name: str, num_classes: int, input_shape, batch_norm_momentum: float | None, **kwargs
+) -> keras.Model:
+    """A MobileNet student on Keras' ImageNet backbone (from its cache, or downloaded) with a new classifier."""
+    if name not in _IMAGENET_STUDENTS:
+        imagenet_notop_file(name, input_shape, 1.0)  # raises, naming the students that have ImageNet weights
+    width = kwargs.get("width", 0.5 if name == "mobilenet_v2" else 1.0)
+    kwargs["backbone_weights"] = _imagenet_weights(name, tuple(input_shape), width, kwargs.get("minimalistic", False))
+    try:
+        return saving.set_batch_norm_momentum(
+            _REGISTRY[name](num_classes=num_classes, input_shape=tuple(input_shape), **kwargs), batch_norm_momentum
+        )
+    except Exception as error:  # Keras' download: "URL fetch failure" without network
+        file_name = imagenet_notop_file(name, input_shape, width, kwargs.get("minimalistic", False))
+        raise ValueError(
+            f"Could not get the ImageNet weights of {name} (width {width}): {type(error).__name__}: {str(error)[:200]}. Without "
+            f"network, copy {file_name!r} to {saving.keras_cache_path(file_name)!r}, or pass weights='/path/to/that_file.h5' "
+            "(CLI: --student-weights PATH); set KDISTILL_OFFLINE=1 to fail at once instead of trying to download."
+        ) from None
 
 
 def load(path: str) -> keras.Model:
@@ -164,23 +215,35 @@ def _with_new_classifier(backbone: keras.Model, num_classes: int, name: str) -> 
 
 
 #: MobileNetV2's stage outputs (Keras' layer names): the last expansion at strides 4, 8, 16, then the final activation
-MOBILENET_V2_STAGES = [("block_3_expand_relu", 4), ("block_6_expand_relu", 8), ("block_13_expand_relu", 16), ("out_relu", 32)]
+MOBILENET_V2_STAGES = [
+    ("block_3_expand_relu", 4),
+    ("block_6_expand_relu", 8),
+    ("block_13_expand_relu", 16),
+    ("out_relu", 32),
+]
 
 #: MobileNetV3-Small's stage outputs: the last block (or its projection) at strides 4, 8, 16 and 32
-MOBILENET_V3_SMALL_STAGES = [("expanded_conv_project_bn", 4), ("expanded_conv_2_add", 8), ("expanded_conv_7_add", 16),
-                             ("expanded_conv_10_add", 32)]
+MOBILENET_V3_SMALL_STAGES = [
+    ("expanded_conv_project_bn", 4),
+    ("expanded_conv_2_add", 8),
+    ("expanded_conv_7_add", 16),
+    ("expanded_conv_10_add", 32),
+]
 
 
 @register("mobilenet_v2", stages=MOBILENET_V2_STAGES)
-def mobilenet_v2(num_classes: int, input_shape=(32, 32, 3), width: float = 0.5, backbone_weights: str | None = None) -> keras.Model:
+def mobilenet_v2(
+    num_classes: int, input_shape=(32, 32, 3), width: float = 0.5, backbone_weights: str | None = None
+) -> keras.Model:
     """MobileNetV2 (Sandler et al., 2018) with width multiplier `width` (default 0.5: MobileNetV2-0.5; the README's results use
     0.35); random, or a pretrained backbone (`backbone_weights`)."""
     inputs = keras.Input(shape=input_shape, name="image")
     x = _to_minus_one_one(inputs)
     if backbone_weights is not None:
         # input_shape too: from the tensor alone Keras picks the 224x224 weights file whatever the size
-        backbone = keras.applications.MobileNetV2(input_tensor=x, input_shape=tuple(input_shape), alpha=width, weights=backbone_weights,
-                                                  include_top=False)
+        backbone = keras.applications.MobileNetV2(
+            input_tensor=x, input_shape=tuple(input_shape), alpha=width, weights=backbone_weights, include_top=False
+        )
         return _with_new_classifier(backbone, num_classes, "mobilenet_v2")
     model = keras.applications.MobileNetV2(
         input_tensor=x, alpha=width, weights=None, classes=num_classes, classifier_activation=None
@@ -189,13 +252,24 @@ def mobilenet_v2(num_classes: int, input_shape=(32, 32, 3), width: float = 0.5, 
 
 
 @register("mobilenet_v3_small", stages=MOBILENET_V3_SMALL_STAGES)
-def mobilenet_v3_small(num_classes: int, input_shape=(32, 32, 3), width: float = 1.0, minimalistic: bool = False,
-                       backbone_weights: str | None = None) -> keras.Model:
+def mobilenet_v3_small(
+    num_classes: int,
+    input_shape=(32, 32, 3),
+    width: float = 1.0,
+    minimalistic: bool = False,
+    backbone_weights: str | None = None,
+) -> keras.Model:
     """MobileNetV3-Small (Howard et al., 2019), random or pretrained backbone; its own Rescaling maps [0, 255] to [-1, 1]."""
     inputs = keras.Input(shape=input_shape, name="image")
     if backbone_weights is not None:
-        backbone = keras.applications.MobileNetV3Small(input_tensor=inputs, alpha=width, minimalistic=minimalistic, weights=backbone_weights,
-                                                       include_top=False, include_preprocessing=True)
+        backbone = keras.applications.MobileNetV3Small(
+            input_tensor=inputs,
+            alpha=width,
+            minimalistic=minimalistic,
+            weights=backbone_weights,
+            include_top=False,
+            include_preprocessing=True,
+        )
         return _with_new_classifier(backbone, num_classes, "mobilenet_v3_small")
     model = keras.applications.MobileNetV3Small(
         input_tensor=inputs,

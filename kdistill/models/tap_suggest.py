@@ -22,7 +22,15 @@ import numpy as np
 
 from kdistill.models import hub, taps as taps_module
 
-__all__ = ["linear_cka", "Suggestion", "suggest", "format_suggestion", "taps_flag_value", "build_pair", "build_segmenter_pair"]
+__all__ = [
+    "linear_cka",
+    "Suggestion",
+    "suggest",
+    "format_suggestion",
+    "taps_flag_value",
+    "build_pair",
+    "build_segmenter_pair",
+]
 
 
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
@@ -58,7 +66,10 @@ class Suggestion:
 def _pair_by_depth(teacher_stages, student_stages) -> dict[str, str]:
     """Pairs the deepest stages of both networks, then the next ones up (projections align the sizes)."""
     count = min(len(teacher_stages), len(student_stages))
-    return {teacher_stages[len(teacher_stages) - count + i][0]: student_stages[len(student_stages) - count + i][0] for i in range(count)}
+    return {
+        teacher_stages[len(teacher_stages) - count + i][0]: student_stages[len(student_stages) - count + i][0]
+        for i in range(count)
+    }
 
 
 def suggest(teacher: keras.Model, student: keras.Model, images: np.ndarray | None = None) -> Suggestion:
@@ -76,21 +87,38 @@ def suggest(teacher: keras.Model, student: keras.Model, images: np.ndarray | Non
     teacher_stages = taps_module.stage_outputs(teacher)
     student_stages = taps_module.stage_outputs(student)
     if not teacher_stages or not student_stages:
-        raise ValueError("No stage outputs found (a model without 4-D feature maps?); pick taps by name from model.summary().")
+        raise ValueError(
+            "No stage outputs found (a model without 4-D feature maps?); pick taps by name from model.summary()."
+        )
     try:
         pairs = taps_module.preset(teacher, student)
     except ValueError:
         pairs = _pair_by_depth(teacher_stages, student_stages)
     cka = None
     if images is not None:
-        teacher_features = taps_module.feature_model(teacher, [n for n, _ in teacher_stages], role="teacher")(images, training=False)
-        student_features = taps_module.feature_model(student, [n for n, _ in student_stages], role="student")(images, training=False)
-        cka = np.array([[linear_cka(keras.ops.convert_to_numpy(teacher_features[t]), keras.ops.convert_to_numpy(student_features[s]))
-                         for s, _ in student_stages] for t, _ in teacher_stages])
+        teacher_features = taps_module.feature_model(teacher, [n for n, _ in teacher_stages], role="teacher")(
+            images, training=False
+        )
+        student_features = taps_module.feature_model(student, [n for n, _ in student_stages], role="student")(
+            images, training=False
+        )
+        cka = np.array(
+            [
+                [
+                    linear_cka(
+                        keras.ops.convert_to_numpy(teacher_features[t]), keras.ops.convert_to_numpy(student_features[s])
+                    )
+                    for s, _ in student_stages
+                ]
+                for t, _ in teacher_stages
+            ]
+        )
     return Suggestion(teacher_stages, student_stages, pairs, cka)
 
 
-def build_pair(teacher: str | list[str], student: str, image_size: int = 32, student_width: float | None = None) -> tuple[keras.Model, keras.Model]:
+def build_pair(
+    teacher: str | list[str], student: str, image_size: int = 32, student_width: float | None = None
+) -> tuple[keras.Model, keras.Model]:
     """The teacher and student `kdistill taps suggest` compares, from what a run config names.
 
     Args:
@@ -109,10 +137,17 @@ def build_pair(teacher: str | list[str], student: str, image_size: int = 32, stu
             member.name = os.path.splitext(os.path.basename(str(path)))[0]
         teacher_model = teachers.ensemble(members)
     else:
-        teacher_model = teachers.load(names[0], input_shape=shape) if os.path.exists(names[0]) else teachers.get(names[0], num_classes=10, input_shape=shape)
+        teacher_model = (
+            teachers.load(names[0], input_shape=shape)
+            if os.path.exists(names[0])
+            else teachers.get(names[0], num_classes=10, input_shape=shape)
+        )
     width = {} if student_width is None else {"width": student_width}
-    student_model = (saving.load_model(student, role="student") if os.path.exists(student)
-                     else students.get(student, num_classes=teacher_model.outputs[0].shape[-1], input_shape=shape, **width))
+    student_model = (
+        saving.load_model(student, role="student")
+        if os.path.exists(student)
+        else students.get(student, num_classes=teacher_model.outputs[0].shape[-1], input_shape=shape, **width)
+    )
     return teacher_model, student_model
 
 
@@ -128,7 +163,9 @@ def _segmenter(name: str, role: str, num_classes: int | None, shape: tuple, **op
     return model
 
 
-def build_segmenter_pair(teacher: str, student: str, image_size: int = 64, student_width: float | None = None) -> tuple[keras.Model, keras.Model]:
+def build_segmenter_pair(
+    teacher: str, student: str, image_size: int = 64, student_width: float | None = None
+) -> tuple[keras.Model, keras.Model]:
     """The teacher and student segmenters `kdistill taps suggest --task segmentation` compares.
 
     Args:
@@ -143,7 +180,8 @@ def build_segmenter_pair(teacher: str, student: str, image_size: int = 64, stude
         teacher, student = build_segmenter_pair("conv_segmenter", "mobilenet_v2_segmenter", image_size=64)
     """
     shape = (image_size, image_size, 3)
-    teacher_model = _segmenter(teacher, "teacher", None if hub.is_hub_name(teacher) else 2, shape)  # a name's classes do not change its stages
+    # a name's classes do not change its stages
+    teacher_model = _segmenter(teacher, "teacher", None if hub.is_hub_name(teacher) else 2, shape)
     if None not in teacher_model.inputs[0].shape[1:]:
         shape = tuple(teacher_model.inputs[0].shape[1:])
     width = {} if student_width is None else {"width": student_width}
@@ -164,10 +202,19 @@ def format_suggestion(suggestion: Suggestion) -> str:
     for row, (teacher_name, teacher_shape) in enumerate(suggestion.teacher_stages):
         partner = suggestion.pairs.get(teacher_name)
         cka = f"{suggestion.cka[row, student_index[partner]]:.3f}" if suggestion.cka is not None and partner else "-"
-        lines.append(f"{teacher_name:<24} {_shape(teacher_shape):<12} {partner or '-':<26} "
-                     f"{_shape(student_shapes[partner]) if partner else '-':<12} {cka:>6}  {best.get(teacher_name, '-')}")
-    lines += ["", "--taps " + taps_flag_value(suggestion.pairs),
-              "(config: taps: {" + ", ".join(f"{t}: {s}" for t, s in suggestion.pairs.items()) + "}; Python: taps=" + repr(suggestion.pairs) + ")"]
+        lines.append(
+            f"{teacher_name:<24} {_shape(teacher_shape):<12} {partner or '-':<26} "
+            f"{_shape(student_shapes[partner]) if partner else '-':<12} {cka:>6}  {best.get(teacher_name, '-')}"
+        )
+    lines += [
+        "",
+        "--taps " + taps_flag_value(suggestion.pairs),
+        "(config: taps: {"
+        + ", ".join(f"{t}: {s}" for t, s in suggestion.pairs.items())
+        + "}; Python: taps="
+        + repr(suggestion.pairs)
+        + ")",
+    ]
     return "\n".join(lines)
 
 

@@ -23,7 +23,18 @@ import keras
 from kdistill.errors import did_you_mean, shorten, shown
 from kdistill.models import stages as stage_registry
 
-__all__ = ["LOGITS", "NESTED", "preset", "resolve", "stage_table", "stage_outputs", "validate", "feature_model", "tap_shape", "family"]
+__all__ = [
+    "LOGITS",
+    "NESTED",
+    "preset",
+    "resolve",
+    "stage_table",
+    "stage_outputs",
+    "validate",
+    "feature_model",
+    "tap_shape",
+    "family",
+]
 
 #: key under which `feature_model` returns the network's final output.
 LOGITS = "logits"
@@ -81,9 +92,15 @@ def _ensemble_hint(network: keras.Model) -> str:
     if not members:
         return ""
     stages = "; ".join(f"{member.name}: {', '.join(name for name, _ in stage_outputs(member))}" for member in members)
-    example = f"{members[0].name}/{stage_outputs(members[0])[-1][0]}" if stage_outputs(members[0]) else f"{members[0].name}/<layer>"
-    return (f" Several teachers: name each tap '<teacher>/<layer>', e.g. taps={{'{example}': '<student layer>'}} "
-            f"(--taps {example}:<student layer>); their stages: {stages}. `kdistill taps suggest --config RUN.yaml` lists both sides.")
+    example = (
+        f"{members[0].name}/{stage_outputs(members[0])[-1][0]}"
+        if stage_outputs(members[0])
+        else f"{members[0].name}/<layer>"
+    )
+    return (
+        f" Several teachers: name each tap '<teacher>/<layer>', e.g. taps={{'{example}': '<student layer>'}} "
+        f"(--taps {example}:<student layer>); their stages: {stages}. `kdistill taps suggest --config RUN.yaml` lists both sides."
+    )
 
 
 def stage_outputs(model: keras.Model) -> list[tuple[str, tuple]]:
@@ -95,7 +112,11 @@ def stage_outputs(model: keras.Model) -> list[tuple[str, tuple]]:
     from kdistill.models import ensemble  # here: ensemble's module sits beside this one
 
     if ensemble.members(model):  # an ensemble's taps are '<member>/<layer>'
-        return [(f"{member.name}/{name}", shape) for member in ensemble.members(model) for name, shape in stage_outputs(member)]
+        return [
+            (f"{member.name}/{name}", shape)
+            for member in ensemble.members(model)
+            for name, shape in stage_outputs(member)
+        ]
     table = stage_table(model)
     if table is not None:
         return [(name, tap_shape(model, name)) for name, _ in table]
@@ -142,34 +163,46 @@ def validate(model: keras.Model, layer_names: Sequence[str], role: str = "teache
         )
     all_names = [layer.name for layer in model.layers]
     for name in layer_names:
-        if name in all_names and isinstance(model.get_layer(name), keras.layers.InputLayer):  # it dominated the loss without a word
+        # it dominated the loss without a word
+        if name in all_names and isinstance(model.get_layer(name), keras.layers.InputLayer):
             stages = ", ".join(n for n, _ in stage_outputs(model))
-            raise ValueError(f"{name!r} is the {role}'s input layer: its output is the image itself, not a feature, and its distance "
-                             f"would dominate the loss. Tap a stage output instead: {stages or 'see ' + role + '.layers'}.")
+            raise ValueError(
+                f"{name!r} is the {role}'s input layer: its output is the image itself, not a feature, and its distance "
+                f"would dominate the loss. Tap a stage output instead: {stages or 'see ' + role + '.layers'}."
+            )
         if name in all_names:
             continue
         if NESTED in name and name.split(NESTED, 1)[0] in all_names:
             member_name, inner = name.split(NESTED, 1)
             member = model.get_layer(member_name)
             if not isinstance(member, keras.Model):
-                raise ValueError(f"{name!r} reads layer {inner!r} inside {member_name!r}, but {member_name!r} is a "
-                                 f"{type(member).__name__}, not a model with layers of its own.")
+                raise ValueError(
+                    f"{name!r} reads layer {inner!r} inside {member_name!r}, but {member_name!r} is a "
+                    f"{type(member).__name__}, not a model with layers of its own."
+                )
             validate(member, [inner], role=member_name)
             continue
         hint = did_you_mean(name, all_names)
         stages = ", ".join(f"{n} ({_format_shape(s)})" for n, s in stage_outputs(model))
         members = [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
         if members and not stages:  # an ensemble: its stages are its members'
-            listing = "; ".join(", ".join(f"{m}{NESTED}{n} ({_format_shape(s)})" for n, s in stage_outputs(model.get_layer(m))) for m in members)
-            raise ValueError(f"Unknown {role} layer {shown(name)}.{hint} {model.name!r} is made of {len(members)} models ({', '.join(members)}): "
-                             f"address a layer inside one as '<member>{NESTED}<layer>'. Stage outputs: {shorten(listing, 1000)}.")
+            listing = "; ".join(
+                ", ".join(f"{m}{NESTED}{n} ({_format_shape(s)})" for n, s in stage_outputs(model.get_layer(m)))
+                for m in members
+            )
+            raise ValueError(
+                f"Unknown {role} layer {shown(name)}.{hint} {model.name!r} is made of {len(members)} models ({', '.join(members)}): "
+                f"address a layer inside one as '<member>{NESTED}<layer>'. Stage outputs: {shorten(listing, 1000)}."
+            )
         raise ValueError(
             f"Unknown {role} layer {shown(name)}.{hint} Stage outputs of {model.name!r}: {stages}. "
             f"All {len(all_names)} layer names: `[l.name for l in {role}.layers]`."
         )
 
 
-def feature_model(model: keras.Model, layer_names: Sequence[str], role: str = "teacher", name: str | None = None) -> keras.Model:
+def feature_model(
+    model: keras.Model, layer_names: Sequence[str], role: str = "teacher", name: str | None = None
+) -> keras.Model:
     """A model sharing `model`'s layers that returns `{layer name: output, "logits": output}`.
 
     Args:
@@ -195,8 +228,10 @@ def feature_model(model: keras.Model, layer_names: Sequence[str], role: str = "t
             f"{len(model.outputs)}. Build a model whose single output is the classifier."
         )
     if LOGITS in layer_names:
-        raise ValueError(f"{LOGITS!r} names the {role}'s output, which the logits loss (--logits-loss, logits_loss=) already distils; "
-                         "tap an inner layer (a stage output) instead, or drop the pair.")
+        raise ValueError(
+            f"{LOGITS!r} names the {role}'s output, which the logits loss (--logits-loss, logits_loss=) already distils; "
+            "tap an inner layer (a stage output) instead, or drop the pair."
+        )
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs  # one input: called with a tensor, not a list
     if any(NESTED in layer_name and layer_name not in _layer_names(model) for layer_name in layer_names):
         outputs = _nested_outputs(model, layer_names, role)
@@ -259,7 +294,9 @@ def _nested_outputs(model: keras.Model, layer_names: Sequence[str], role: str) -
     return outputs
 
 
-def preset(teacher: str | keras.Model, student: str | keras.Model, stages: Sequence[int] | None = _DEFAULT_PRESET_STAGES) -> dict[str, str]:
+def preset(
+    teacher: str | keras.Model, student: str | keras.Model, stages: Sequence[int] | None = _DEFAULT_PRESET_STAGES
+) -> dict[str, str]:
     """Teacher -> student taps pairing the networks' stages by depth.
 
     Stage `i` of the teacher (counted from the shallowest, see `stage_table`) is
@@ -321,7 +358,9 @@ def resolve(taps: Mapping[str, str] | str | None, teacher: keras.Model, student:
     if taps == "none":
         return {}
     if isinstance(taps, str):
-        raise ValueError(f"taps must be None or 'preset', 'none', or a mapping teacher_layer -> student_layer, received {shown(taps)}.")
+        raise ValueError(
+            f"taps must be None or 'preset', 'none', or a mapping teacher_layer -> student_layer, received {shown(taps)}."
+        )
     return {str(teacher_layer): str(student_layer) for teacher_layer, student_layer in dict(taps).items()}
 
 
@@ -330,13 +369,16 @@ def _resolve_family(network: str | keras.Model, role: str) -> tuple[str, list[st
     if not isinstance(network, keras.Model):
         if network not in stage_registry.names():
             known = stage_registry.names()
-            raise ValueError(f"Unknown {role} family {shown(network)}.{did_you_mean(str(network), known, count=2)} Known: {', '.join(known)}.")
+            raise ValueError(
+                f"Unknown {role} family {shown(network)}.{did_you_mean(str(network), known, count=2)} Known: {', '.join(known)}."
+            )
         return network, [name for name, _ in stage_registry.get(network)]
     table = stage_table(network)
     if table is None:
         raise ValueError(
             f"No tap preset knows the {role} {network.name!r}: it is not registered ({', '.join(stage_registry.names())}) and holds no KerasHub "
             "backbone. Pass taps={teacher_layer: student_layer} (CLI: --taps teacher_layer:student_layer); `kdistill taps suggest` "
-            "proposes pairs by shape and CKA, and kdistill.taps.stage_outputs lists a model's stages." + _ensemble_hint(network)
+            "proposes pairs by shape and CKA, and kdistill.taps.stage_outputs lists a model's stages."
+            + _ensemble_hint(network)
         )
     return family(network) or network.name, [name for name, _ in table]

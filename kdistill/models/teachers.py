@@ -31,7 +31,9 @@ __all__ = ["register", "get", "available", "load", "resnet50", "imagenet_cache_p
 _REGISTRY: dict[str, Callable[..., keras.Model]] = {}
 
 
-def register(name: str, builder: Callable[..., keras.Model] | None = None, stages: Sequence[tuple[str, int]] | None = None) -> Callable:
+def register(
+    name: str, builder: Callable[..., keras.Model] | None = None, stages: Sequence[tuple[str, int]] | None = None
+) -> Callable:
     """Adds a teacher builder, as `kdistill.students.register` adds a student; a decorator when `builder` is left out.
 
     The builder is `fn(num_classes, input_shape, weights=None, include_preprocessing=True,
@@ -63,8 +65,8 @@ def available() -> list[str]:
 
 # === Keras' ImageNet ResNets ===
 
-#: ResNet50's stage outputs, the last block at strides 4, 8, 16 and 32. ResNet101 and ResNet152 use the same layers (their
-#: conv4_block6_out is the sixth of 23 or 36 blocks): the pairs published with 0.3 read these.
+#: ResNet50's stage outputs, the last block at strides 4, 8, 16 and 32. ResNet101 and ResNet152 use the same layers
+#: (their conv4_block6_out is the sixth of 23 or 36 blocks): the pairs published with 0.3 read these.
 RESNET_STAGES = [("conv2_block3_out", 4), ("conv3_block4_out", 8), ("conv4_block6_out", 16), ("conv5_block3_out", 32)]
 
 #: Keras' ImageNet ResNets, as data: name -> application
@@ -101,12 +103,20 @@ def _backbone_weights(name: str, weights: str | None) -> str | None:
     if os.path.exists(cached):
         return cached
     if saving.offline():
-        raise ValueError(f"ImageNet weights for {name} are not in the Keras cache and KDISTILL_OFFLINE is set. {_imagenet_help(name)}")
+        raise ValueError(
+            f"ImageNet weights for {name} are not in the Keras cache and KDISTILL_OFFLINE is set. {_imagenet_help(name)}"
+        )
     return "imagenet"
 
 
-def _keras_resnet(name: str, num_classes: int, input_shape, weights: str | None = None, include_preprocessing: bool = True,
-                  resize_to: int | None = None) -> keras.Model:
+def _keras_resnet(
+    name: str,
+    num_classes: int,
+    input_shape,
+    weights: str | None = None,
+    include_preprocessing: bool = True,
+    resize_to: int | None = None,
+) -> keras.Model:
     """A Keras ImageNet ResNet (Caffe-style preprocessing inside) with a new `predictions` logits layer."""
     inputs = keras.Input(shape=input_shape, name="image")
     x = inputs
@@ -119,7 +129,9 @@ def _keras_resnet(name: str, num_classes: int, input_shape, weights: str | None 
     except ValueError:
         raise
     except Exception as error:
-        raise ValueError(f"Could not get the {name} backbone weights ({type(error).__name__}: {error}). {_imagenet_help(name)}") from error
+        raise ValueError(
+            f"Could not get the {name} backbone weights ({type(error).__name__}: {error}). {_imagenet_help(name)}"
+        ) from error
     features = keras.layers.GlobalAveragePooling2D(name="avg_pool")(backbone.output)
     logits = keras.layers.Dense(num_classes, name="predictions")(features)
     return keras.Model(inputs, logits, name=name)
@@ -132,15 +144,31 @@ for _name in _KERAS_RESNETS:
 # === CIFAR ResNets (He et al., 2016): small and quick to train at 32x32, no ImageNet weights ===
 
 
-def _cifar_resnet(name: str, num_classes: int, input_shape, weights: str | None = None, include_preprocessing: bool = True,
-                  resize_to: int | None = None) -> keras.Model:
+def _cifar_resnet(
+    name: str,
+    num_classes: int,
+    input_shape,
+    weights: str | None = None,
+    include_preprocessing: bool = True,
+    resize_to: int | None = None,
+) -> keras.Model:
     """A CIFAR ResNet teacher, random or with a weights file of the same architecture (a whole saved model is loaded by `get`)."""
     if weights == "imagenet":
-        raise ValueError(f"There are no ImageNet weights for the CIFAR ResNet {name!r}: train it on your data (`kdistill train-teacher "
-                         f"--name {name}`), pass weights=None, or use an ImageNet teacher ({', '.join(_KERAS_RESNETS)}).")
-    model = cifar_resnets.build(name, num_classes, tuple(input_shape), resize_to=resize_to, rescale=include_preprocessing)
+        raise ValueError(
+            f"There are no ImageNet weights for the CIFAR ResNet {name!r}: train it on your data (`kdistill train-teacher "
+            f"--name {name}`), pass weights=None, or use an ImageNet teacher ({', '.join(_KERAS_RESNETS)})."
+        )
+    model = cifar_resnets.build(
+        name, num_classes, tuple(input_shape), resize_to=resize_to, rescale=include_preprocessing
+    )
     if weights is not None:
-        saving.load_weights(model, weights, "teacher", name, "Pass weights saved from the same architecture, or a whole saved teacher (.keras).")
+        saving.load_weights(
+            model,
+            weights,
+            "teacher",
+            name,
+            "Pass weights saved from the same architecture, or a whole saved teacher (.keras).",
+        )
     return model
 
 
@@ -197,18 +225,36 @@ def get(
             where to put the file).
     """
     if hub.is_hub_name(name):
-        return hub.get(name, num_classes, input_shape, role="teacher", weights=weights, batch_norm_momentum=batch_norm_momentum,
-                       include_preprocessing=include_preprocessing, resize_to=resize_to)
+        return hub.get(
+            name,
+            num_classes,
+            input_shape,
+            role="teacher",
+            weights=weights,
+            batch_norm_momentum=batch_norm_momentum,
+            include_preprocessing=include_preprocessing,
+            resize_to=resize_to,
+        )
     if name not in _REGISTRY:
-        raise ValueError(f"Unknown teacher {shown(name)}.{did_you_mean(name, available(), count=2)} Known: {', '.join(available())}; "
-                         "or pass any functional Keras model.")
+        raise ValueError(
+            f"Unknown teacher {shown(name)}.{did_you_mean(name, available(), count=2)} Known: {', '.join(available())}; "
+            "or pass any functional Keras model."
+        )
     if isinstance(weights, str) and weights != "imagenet":
         if not os.path.exists(weights):
-            raise FileNotFoundError(f"Teacher weights file {weights!r} does not exist. {_imagenet_help(name) if name in _KERAS_RESNETS else ''}".rstrip())
+            raise FileNotFoundError(
+                f"Teacher weights file {weights!r} does not exist. {_imagenet_help(name) if name in _KERAS_RESNETS else ''}".rstrip()
+            )
         if saving.is_full_model_file(weights):
             return load(weights)
     _check_resize_to(resize_to)
-    model = _REGISTRY[name](num_classes, tuple(input_shape), weights=weights, include_preprocessing=include_preprocessing, resize_to=resize_to)
+    model = _REGISTRY[name](
+        num_classes,
+        tuple(input_shape),
+        weights=weights,
+        include_preprocessing=include_preprocessing,
+        resize_to=resize_to,
+    )
     return saving.set_batch_norm_momentum(model, batch_norm_momentum)
 
 

@@ -17,8 +17,25 @@ Example:
 """
 
 from kdistill.quantize.biases import snap_biases
-from kdistill.quantize.layers import ActivationQuantizer, QuantizedFoldedConv, QuantizedDense, QuantizedOutput, QuantizedRescaling
+from kdistill.quantize.layers import (
+    ActivationQuantizer,
+    QuantizedFoldedConv,
+    QuantizedDense,
+    QuantizedOutput,
+    QuantizedRescaling,
+)
 from kdistill.quantize.rewrite import calibrate, check_quantized, is_quantized, quantize_model, unsupported_layers
 
-__all__ = ["ActivationQuantizer", "QuantizedFoldedConv", "QuantizedDense", "QuantizedOutput", "QuantizedRescaling", "calibrate",
-           "check_quantized", "is_quantized", "quantize_model", "snap_biases", "unsupported_layers"]
+__all__ = [
+    "ActivationQuantizer",
+    "QuantizedFoldedConv",
+    "QuantizedDense",
+    "QuantizedOutput",
+    "QuantizedRescaling",
+    "calibrate",
+    "check_quantized",
+    "is_quantized",
+    "quantize_model",
+    "snap_biases",
+    "unsupported_layers",
+]

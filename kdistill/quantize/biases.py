@@ -19,6 +19,7 @@ import numpy as np
 
 from kdistill.quantize import layers as qlayers
 from kdistill.quantize.rewrite import PASS_THROUGH, check_quantized
+from kdistill.quantize.weights import weight_range
 
 
 def _input_quantizer(layer) -> qlayers.ActivationQuantizer:
@@ -31,12 +32,14 @@ def _input_quantizer(layer) -> qlayers.ActivationQuantizer:
         if hasattr(producer, "output_quantizer"):
             return producer.output_quantizer
         if type(producer).__name__ not in PASS_THROUGH or not producer._inbound_nodes:
-            raise ValueError(f"The input of {layer.name!r} comes from {producer.name!r} ({type(producer).__name__}), which has no int8 range.")
+            raise ValueError(
+                f"The input of {layer.name!r} comes from {producer.name!r} ({type(producer).__name__}), which has no int8 range."
+            )
         tensor = producer._inbound_nodes[0].input_tensors[0]
 
 
 def _weight_scales(kernel: np.ndarray, axis: int | None) -> np.ndarray:
-    return keras.ops.convert_to_numpy(qlayers.weight_range(kernel.astype("float32"), axis)).astype("float64") / 127.0
+    return keras.ops.convert_to_numpy(weight_range(kernel.astype("float32"), axis)).astype("float64") / 127.0
 
 
 def snap_biases(model: keras.Model) -> int:

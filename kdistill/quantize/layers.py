@@ -25,32 +25,10 @@ import keras
 from keras import ops
 
 from kdistill.models.folding import folded_kernel_and_bias
+from kdistill.quantize.weights import fake_quant_weights
 
 #: activations a quantized unit can fuse (TFLite fuses these into its int8 kernels)
 ACTIVATIONS = (None, "relu", "relu6")
-
-
-def fake_quant_weights(kernel, axis: int | None = None):
-    """Symmetric int8 fake quantization of a kernel (per channel along `axis`, or per tensor).
-
-    The range is the kernel's largest magnitude (per channel), narrow ([-127, 127]),
-    zero point 0: TFLite's own weight format, so the converter keeps the values.
-
-    Example:
-        >>> import numpy as np
-        >>> q = fake_quant_weights(np.array([[0.5, -1.0], [0.26, 0.1]], "float32"), axis=1)
-        >>> bool(np.allclose(keras.ops.convert_to_numpy(q)[:, 1], [-1.0, 0.1], atol=1.0 / 127))
-        True
-    """
-    largest = weight_range(kernel, axis)
-    return keras.quantizers.fake_quant_with_min_max_vars(kernel, -largest, largest, num_bits=8, narrow_range=True, axis=axis)
-
-
-def weight_range(kernel, axis: int | None = None):
-    """The symmetric int8 range of a kernel: its largest magnitude per channel along `axis` (or overall); the scale is this / 127."""
-    kernel = ops.convert_to_tensor(kernel)
-    reduce = [a for a in range(len(kernel.shape)) if a != axis] if axis is not None else None
-    return ops.maximum(ops.stop_gradient(ops.max(ops.abs(kernel), axis=reduce)), 1e-8)
 
 
 def _activate(x, activation: str | None):
@@ -93,10 +71,17 @@ class ActivationQuantizer(keras.layers.Layer):
         self.momentum = float(momentum)
 
     def build(self, input_shape=None):
-        # aggregation="mean": under tf.distribute every replica's range update is averaged (as BatchNormalization's statistics).
-        self.range_min = self.add_weight(name="range_min", shape=(), initializer="zeros", trainable=False, aggregation="mean")
-        self.range_max = self.add_weight(name="range_max", shape=(), initializer="ones", trainable=False, aggregation="mean")
-        self.tracked = self.add_weight(name="tracked", shape=(), initializer="zeros", trainable=False, aggregation="mean")
+        # aggregation="mean": under tf.distribute every replica's range update is averaged (as BatchNormalization's
+        # statistics).
+        self.range_min = self.add_weight(
+            name="range_min", shape=(), initializer="zeros", trainable=False, aggregation="mean"
+        )
+        self.range_max = self.add_weight(
+            name="range_max", shape=(), initializer="ones", trainable=False, aggregation="mean"
+        )
+        self.tracked = self.add_weight(
+            name="tracked", shape=(), initializer="zeros", trainable=False, aggregation="mean"
+        )
 
     def range(self) -> tuple[float, float]:
         """The current (min, max) range as Python floats."""
@@ -158,13 +143,30 @@ class QuantizedFoldedConv(keras.layers.Layer):
         (1, 8, 8, 4)
     """
 
-    def __init__(self, depthwise: bool = False, filters: int | None = None, kernel_size=(3, 3), strides=(1, 1), padding: str = "same",
-                 use_bias: bool = False, epsilon: float = 1e-3, activation: str | None = None, momentum: float = 0.99, **kwargs):
+    def __init__(
+        self,
+        depthwise: bool = False,
+        filters: int | None = None,
+        kernel_size=(3, 3),
+        strides=(1, 1),
+        padding: str = "same",
+        use_bias: bool = False,
+        epsilon: float = 1e-3,
+        activation: str | None = None,
+        momentum: float = 0.99,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         _check_activation(activation)
         if not depthwise and not filters:
             raise ValueError("A Conv2D unit needs filters=<output channels>.")
-        self.depthwise, self.filters, self.use_bias, self.epsilon, self.activation = bool(depthwise), filters, bool(use_bias), float(epsilon), activation
+        self.depthwise, self.filters, self.use_bias, self.epsilon, self.activation = (
+            bool(depthwise),
+            filters,
+            bool(use_bias),
+            float(epsilon),
+            activation,
+        )
         self.kernel_size, self.strides = tuple(kernel_size), tuple(strides)
         self.padding = padding.lower()
         self.output_quantizer = ActivationQuantizer(momentum=momentum, name="output_quantizer")
@@ -178,18 +180,30 @@ class QuantizedFoldedConv(keras.layers.Layer):
         self.gamma = self.add_weight(name="gamma", shape=(outputs,), initializer="ones")
         self.beta = self.add_weight(name="beta", shape=(outputs,), initializer="zeros")
         self.moving_mean = self.add_weight(name="moving_mean", shape=(outputs,), initializer="zeros", trainable=False)
-        self.moving_variance = self.add_weight(name="moving_variance", shape=(outputs,), initializer="ones", trainable=False)
+        self.moving_variance = self.add_weight(
+            name="moving_variance", shape=(outputs,), initializer="ones", trainable=False
+        )
         self.output_quantizer.build(None)
 
     def folded(self):
         """(kernel, bias) with the BatchNormalization folded in, before weight quantization."""
-        return folded_kernel_and_bias(self.kernel, self.moving_mean, self.moving_variance, self.epsilon, gamma=self.gamma, beta=self.beta,
-                                      bias=self.bias, depthwise=self.depthwise)
+        return folded_kernel_and_bias(
+            self.kernel,
+            self.moving_mean,
+            self.moving_variance,
+            self.epsilon,
+            gamma=self.gamma,
+            beta=self.beta,
+            bias=self.bias,
+            depthwise=self.depthwise,
+        )
 
     def call(self, inputs, training=False):
         kernel, bias = self.folded()
         if self.depthwise:
-            outputs = ops.depthwise_conv(inputs, fake_quant_weights(kernel, axis=2), strides=self.strides, padding=self.padding)
+            outputs = ops.depthwise_conv(
+                inputs, fake_quant_weights(kernel, axis=2), strides=self.strides, padding=self.padding
+            )
         else:
             outputs = ops.conv(inputs, fake_quant_weights(kernel, axis=3), strides=self.strides, padding=self.padding)
         outputs = _activate(outputs + ops.cast(bias, outputs.dtype), self.activation)
@@ -198,13 +212,24 @@ class QuantizedFoldedConv(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         kernel = keras.KerasTensor((*self.kernel_size, input_shape[-1], 1 if self.depthwise else self.filters))
         if self.depthwise:
-            return ops.depthwise_conv(keras.KerasTensor(input_shape), kernel, strides=self.strides, padding=self.padding).shape
+            return ops.depthwise_conv(
+                keras.KerasTensor(input_shape), kernel, strides=self.strides, padding=self.padding
+            ).shape
         return ops.conv(keras.KerasTensor(input_shape), kernel, strides=self.strides, padding=self.padding).shape
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "depthwise": self.depthwise, "filters": self.filters, "kernel_size": list(self.kernel_size),
-                "strides": list(self.strides), "padding": self.padding, "use_bias": self.use_bias, "epsilon": self.epsilon,
-                "activation": self.activation, "momentum": self.output_quantizer.momentum}
+        return {
+            **super().get_config(),
+            "depthwise": self.depthwise,
+            "filters": self.filters,
+            "kernel_size": list(self.kernel_size),
+            "strides": list(self.strides),
+            "padding": self.padding,
+            "use_bias": self.use_bias,
+            "epsilon": self.epsilon,
+            "activation": self.activation,
+            "momentum": self.output_quantizer.momentum,
+        }
 
 
 # Quantization-aware models saved before the rename (the demo's student_int8_qat.keras) name it "kdistill>FoldedConv".
@@ -230,14 +255,18 @@ class QuantizedDense(keras.layers.Layer):
         (2, 3)
     """
 
-    def __init__(self, units: int, use_bias: bool = True, activation: str | None = None, momentum: float = 0.99, **kwargs):
+    def __init__(
+        self, units: int, use_bias: bool = True, activation: str | None = None, momentum: float = 0.99, **kwargs
+    ):
         super().__init__(**kwargs)
         _check_activation(activation)
         self.units, self.use_bias, self.activation = int(units), bool(use_bias), activation
         self.output_quantizer = ActivationQuantizer(momentum=momentum, name="output_quantizer")
 
     def build(self, input_shape):
-        self.kernel = self.add_weight(name="kernel", shape=(int(input_shape[-1]), self.units), initializer="glorot_uniform")
+        self.kernel = self.add_weight(
+            name="kernel", shape=(int(input_shape[-1]), self.units), initializer="glorot_uniform"
+        )
         self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros") if self.use_bias else None
         self.output_quantizer.build(None)
 
@@ -251,8 +280,13 @@ class QuantizedDense(keras.layers.Layer):
         return (*input_shape[:-1], self.units)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "units": self.units, "use_bias": self.use_bias, "activation": self.activation,
-                "momentum": self.output_quantizer.momentum}
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "use_bias": self.use_bias,
+            "activation": self.activation,
+            "momentum": self.output_quantizer.momentum,
+        }
 
 
 @keras.saving.register_keras_serializable(package="kdistill")
@@ -293,8 +327,10 @@ class QuantizedRescaling(keras.layers.Layer):
 
     def call(self, inputs, training=False):
         product = inputs * self._constant(self.scale, inputs.dtype)
-        if not self.offset:  # the product is the output: a second range on the same values drifts by rounding, and TFLite
-            return self.output_quantizer(product, training=training)  # then refuses ops that keep their input's scale (a pad)
+        # The product is the output: a second range on the same values drifts by rounding, and TFLite then refuses ops
+        # that keep their input's scale (a pad).
+        if not self.offset:
+            return self.output_quantizer(product, training=training)
         outputs = self.product_quantizer(product, training=training) + self._constant(self.offset, inputs.dtype)
         return self.output_quantizer(outputs, training=training)
 
@@ -302,7 +338,12 @@ class QuantizedRescaling(keras.layers.Layer):
         return input_shape
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "scale": self.scale, "offset": self.offset, "momentum": self.output_quantizer.momentum}
+        return {
+            **super().get_config(),
+            "scale": self.scale,
+            "offset": self.offset,
+            "momentum": self.output_quantizer.momentum,
+        }
 
 
 @keras.saving.register_keras_serializable(package="kdistill")
@@ -338,4 +379,8 @@ class QuantizedOutput(keras.layers.Layer):
         return self.layer.compute_output_shape(input_shape)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "layer": keras.layers.serialize(self.layer), "momentum": self.output_quantizer.momentum}
+        return {
+            **super().get_config(),
+            "layer": keras.layers.serialize(self.layer),
+            "momentum": self.output_quantizer.momentum,
+        }

@@ -28,10 +28,18 @@ PASS_THROUGH = ("InputLayer", "ZeroPadding2D", "MaxPooling2D", "GlobalMaxPooling
 #: layers whose outputs are new values (averages, sums, ReLUs): copied, with their output quantized as TFLite rounds it
 REQUANTIZED = ("Add", "GlobalAveragePooling2D", "AveragePooling2D")
 #: what the rewrite can quantize, for error messages
-SUPPORTED = ("Conv2D and DepthwiseConv2D (followed by BatchNormalization and ReLU/ReLU6 or not), Dense (linear, relu, relu6), "
-             "Add, ReLU/ReLU6, Rescaling (scalar), ZeroPadding2D, pooling, Flatten, Reshape, Dropout")
+SUPPORTED = (
+    "Conv2D and DepthwiseConv2D (followed by BatchNormalization and ReLU/ReLU6 or not), Dense (linear, relu, relu6), "
+    "Add, ReLU/ReLU6, Rescaling (scalar), ZeroPadding2D, pooling, Flatten, Reshape, Dropout"
+)
 
-_QUANTIZED = (qlayers.ActivationQuantizer, qlayers.QuantizedFoldedConv, qlayers.QuantizedDense, qlayers.QuantizedRescaling, qlayers.QuantizedOutput)
+_QUANTIZED = (
+    qlayers.ActivationQuantizer,
+    qlayers.QuantizedFoldedConv,
+    qlayers.QuantizedDense,
+    qlayers.QuantizedRescaling,
+    qlayers.QuantizedOutput,
+)
 
 
 def is_quantized(model: keras.Model) -> bool:
@@ -42,9 +50,11 @@ def is_quantized(model: keras.Model) -> bool:
 def check_quantized(model: keras.Model) -> None:
     """Raises a ValueError naming the fix when `model` is a float model."""
     if not is_quantized(model):
-        raise ValueError(f"Model {model.name!r} is a float model, not a quantization-aware one: make one with "
-                         "`kdistill.quantize.quantize_model(student)` (CLI: `kdistill distill --quantize int8 --student-weights "
-                         "<float student.keras>`) and fine-tune it first.")
+        raise ValueError(
+            f"Model {model.name!r} is a float model, not a quantization-aware one: make one with "
+            "`kdistill.quantize.quantize_model(student)` (CLI: `kdistill distill --quantize int8 --student-weights "
+            "<float student.keras>`) and fine-tune it first."
+        )
 
 
 def _activation_name(layer) -> str | None:
@@ -73,12 +83,20 @@ def _why_not(layer) -> str | None:
     if kind in PASS_THROUGH or kind in REQUANTIZED or kind == "BatchNormalization":
         return None
     if kind == "Activation":
-        return None if _activation_name(layer) in ("linear", "relu", "relu6") else f"activation {_activation_name(layer) or layer.get_config()['activation']}"
+        return (
+            None
+            if _activation_name(layer) in ("linear", "relu", "relu6")
+            else f"activation {_activation_name(layer) or layer.get_config()['activation']}"
+        )
     if kind == "ReLU":
         return None if _relu_kind(layer) else "ReLU with a slope, threshold or cap other than 6"
     if kind in ("Conv2D", "DepthwiseConv2D"):
         config = layer.get_config()
-        if tuple(config.get("dilation_rate", (1, 1))) != (1, 1) or config.get("groups", 1) != 1 or config.get("depth_multiplier", 1) != 1:
+        if (
+            tuple(config.get("dilation_rate", (1, 1))) != (1, 1)
+            or config.get("groups", 1) != 1
+            or config.get("depth_multiplier", 1) != 1
+        ):
             return "dilation, groups or depth multiplier"
         if config.get("data_format", "channels_last") != "channels_last":
             return "channels_first"
@@ -87,7 +105,9 @@ def _why_not(layer) -> str | None:
         return None if _activation_name(layer) else f"activation {layer.get_config().get('activation')}"
     if kind == "Rescaling":
         config = layer.get_config()
-        return None if np.ndim(config["scale"]) == 0 and np.ndim(config["offset"]) == 0 else "per-channel scale or offset"
+        return (
+            None if np.ndim(config["scale"]) == 0 and np.ndim(config["offset"]) == 0 else "per-channel scale or offset"
+        )
     return "no int8 rewrite for this layer type"
 
 
@@ -96,7 +116,9 @@ def unsupported_layers(model: keras.Model) -> list[str]:
     problems = []
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            problems.append(f"{layer.name} ({type(layer).__name__}: a nested model; flatten it into one functional model)")
+            problems.append(
+                f"{layer.name} ({type(layer).__name__}: a nested model; flatten it into one functional model)"
+            )
         elif (reason := _why_not(layer)) is not None:
             problems.append(f"{layer.name} ({type(layer).__name__}: {reason})")
     return problems
@@ -106,8 +128,13 @@ def _batch_norm_weights(layer) -> dict:
     """gamma, beta, moving mean and variance of a BatchNormalization (ones/zeros where it has no scale or center)."""
     weights = {w.path.split("/")[-1]: keras.ops.convert_to_numpy(w) for w in layer.weights}
     channels = weights["moving_mean"].shape[0]
-    return {"gamma": weights.get("gamma", np.ones(channels, "float32")), "beta": weights.get("beta", np.zeros(channels, "float32")),
-            "moving_mean": weights["moving_mean"], "moving_variance": weights["moving_variance"], "epsilon": layer.epsilon}
+    return {
+        "gamma": weights.get("gamma", np.ones(channels, "float32")),
+        "beta": weights.get("beta", np.zeros(channels, "float32")),
+        "moving_mean": weights["moving_mean"],
+        "moving_variance": weights["moving_variance"],
+        "epsilon": layer.epsilon,
+    }
 
 
 def _folded_unit(conv, chain: list, momentum: float) -> tuple[qlayers.QuantizedFoldedConv, dict]:
@@ -118,10 +145,18 @@ def _folded_unit(conv, chain: list, momentum: float) -> tuple[qlayers.QuantizedF
     relu = next((_relu_kind(layer) for layer in chain if _relu_kind(layer)), None)
     own = _activation_name(conv)
     activation = relu or (None if own == "linear" else own)
-    unit = qlayers.QuantizedFoldedConv(depthwise=depthwise, filters=None if depthwise else config["filters"], kernel_size=config["kernel_size"],
-                              strides=config["strides"], padding=config["padding"], use_bias=config["use_bias"],
-                              epsilon=norm.epsilon if norm is not None else 1e-3, activation=activation, momentum=momentum,
-                              name=(chain[-1] if chain else conv).name)
+    unit = qlayers.QuantizedFoldedConv(
+        depthwise=depthwise,
+        filters=None if depthwise else config["filters"],
+        kernel_size=config["kernel_size"],
+        strides=config["strides"],
+        padding=config["padding"],
+        use_bias=config["use_bias"],
+        epsilon=norm.epsilon if norm is not None else 1e-3,
+        activation=activation,
+        momentum=momentum,
+        name=(chain[-1] if chain else conv).name,
+    )
     values = {"kernel": keras.ops.convert_to_numpy(conv.kernel)}
     if config["use_bias"]:
         values["bias"] = keras.ops.convert_to_numpy(conv.bias)
@@ -160,15 +195,20 @@ def _functional_float_model(model: keras.Model) -> keras.Model:
     if isinstance(model, keras.Sequential) and model.built:
         model = keras.Model(model.inputs, model.outputs, name=model.name)  # the same layers, as a functional graph
     if not hasattr(model, "_nodes_by_depth"):
-        raise ValueError(f"quantize_model needs a functional Keras model (keras.Model(inputs, outputs)); {model.name!r} is "
-                         f"{type(model).__name__}. Rebuild it functionally.")
+        raise ValueError(
+            f"quantize_model needs a functional Keras model (keras.Model(inputs, outputs)); {model.name!r} is "
+            f"{type(model).__name__}. Rebuild it functionally."
+        )
     if is_quantized(model):
         raise ValueError(f"Model {model.name!r} is already quantization-aware.")
     problems = unsupported_layers(model)
     if problems:
-        raise ValueError(f"Cannot quantize {len(problems)} layer(s) of {model.name!r}: " + "; ".join(problems)
-                         + f". The int8 rewrite supports {SUPPORTED}. Replace those layers, or export with post-training "
-                           "calibration instead (`kdistill export --formats int8`).")
+        raise ValueError(
+            f"Cannot quantize {len(problems)} layer(s) of {model.name!r}: "
+            + "; ".join(problems)
+            + f". The int8 rewrite supports {SUPPORTED}. Replace those layers, or export with post-training "
+            "calibration instead (`kdistill export --formats int8`)."
+        )
     return model
 
 
@@ -182,19 +222,35 @@ def _rewrite(node, args: tuple, kwargs: dict, graph: _Graph, momentum: float) ->
         return unit(*args), (chain[-1] if chain else node), [(unit, values)]
     if kind == "Dense":
         activation = _activation_name(layer)
-        unit = qlayers.QuantizedDense(layer.units, use_bias=layer.use_bias, activation=None if activation == "linear" else activation,
-                                      momentum=momentum, name=layer.name)
-        values = {"kernel": keras.ops.convert_to_numpy(layer.kernel), **({"bias": keras.ops.convert_to_numpy(layer.bias)} if layer.use_bias else {})}
+        unit = qlayers.QuantizedDense(
+            layer.units,
+            use_bias=layer.use_bias,
+            activation=None if activation == "linear" else activation,
+            momentum=momentum,
+            name=layer.name,
+        )
+        values = {
+            "kernel": keras.ops.convert_to_numpy(layer.kernel),
+            **({"bias": keras.ops.convert_to_numpy(layer.bias)} if layer.use_bias else {}),
+        }
         return unit(*args), node, [(unit, values)]
     if kind == "Rescaling":
         config = layer.get_config()
-        return qlayers.QuantizedRescaling(float(config["scale"]), float(config["offset"]), momentum=momentum, name=layer.name)(*args), node, []
+        return (
+            qlayers.QuantizedRescaling(
+                float(config["scale"]), float(config["offset"]), momentum=momentum, name=layer.name
+            )(*args),
+            node,
+            [],
+        )
     if kind in REQUANTIZED or _relu_kind(layer) or kind == "Activation" and _activation_name(layer) != "linear":
         clone = type(layer).from_config({**layer.get_config(), "name": f"{layer.name}_float"})
         return qlayers.QuantizedOutput(clone, momentum=momentum, name=layer.name)(*args), node, []
     if kind == "BatchNormalization":
-        raise ValueError(f"BatchNormalization {layer.name!r} does not directly follow a convolution whose output only it reads, "
-                         "so it cannot be folded. Put it right after a Conv2D/DepthwiseConv2D.")
+        raise ValueError(
+            f"BatchNormalization {layer.name!r} does not directly follow a convolution whose output only it reads, "
+            "so it cannot be folded. Put it right after a Conv2D/DepthwiseConv2D."
+        )
     return type(layer).from_config(layer.get_config())(*args, **kwargs), node, []  # shape-only layers, copied
 
 
@@ -207,7 +263,9 @@ def _assign_float_weights(weights: list) -> None:
                 variable.assign(values[key].astype("float32"))
 
 
-def quantize_model(model: keras.Model, momentum: float = 0.99, calibration_images=None, calibration_batch: int = 64) -> keras.Model:
+def quantize_model(
+    model: keras.Model, momentum: float = 0.99, calibration_images=None, calibration_batch: int = 64
+) -> keras.Model:
     """The quantization-aware twin of a trained float functional model (see the module docstring).
 
     Args:
@@ -246,8 +304,11 @@ def quantize_model(model: keras.Model, momentum: float = 0.99, calibration_image
         weights += unit_weights
         for old, new in zip(last.output_tensors, keras.tree.flatten(result)):
             mapped[id(old)] = new
-    twin = keras.Model(inputs if len(inputs) > 1 else inputs[0], [mapped[id(t)] for t in model.outputs] if len(model.outputs) > 1
-                       else mapped[id(model.outputs[0])], name=f"{model.name}_int8")
+    twin = keras.Model(
+        inputs if len(inputs) > 1 else inputs[0],
+        [mapped[id(t)] for t in model.outputs] if len(model.outputs) > 1 else mapped[id(model.outputs[0])],
+        name=f"{model.name}_int8",
+    )
     if stage_table:
         stages.attach(twin, stage_table)
     _assign_float_weights(weights)
@@ -267,4 +328,4 @@ def calibrate(model: keras.Model, images, batch_size: int = 64) -> None:
     if len(images) == 0:
         raise ValueError("calibrate needs at least one image.")
     for start in range(0, len(images), batch_size):
-        model(images[start: start + batch_size], training=True)
+        model(images[start : start + batch_size], training=True)

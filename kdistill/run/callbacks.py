@@ -13,19 +13,32 @@ import json
 import logging
 import math
 import os
-import zipfile
 
 import keras
 import numpy as np
 
 from kdistill import files
 from kdistill.data import batches
-from kdistill.errors import ChanceLevelError, UserError, shorten
+from kdistill.errors import ChanceLevelError, UserError
 from kdistill.models import saving
-from kdistill.run.interrupts import EpochProgress, reporting_interrupts  # their home; the jobs and the CLI name them here
 
-__all__ = ["DataPass", "NonFiniteLossError", "ChanceLevelError", "StaleBackupError", "DamagedBackupError", "StopOnNonFiniteLoss", "BestStudentCheckpoint", "KeepBestEpoch",
-           "SafeBackupAndRestore", "EpochProgress", "reporting_interrupts"]
+# Their homes; the jobs, the CLI and the tests name them here.
+from kdistill.run.backup import DamagedBackupError, SafeBackupAndRestore, StaleBackupError
+from kdistill.run.interrupts import EpochProgress, reporting_interrupts
+
+__all__ = [
+    "DataPass",
+    "NonFiniteLossError",
+    "ChanceLevelError",
+    "StaleBackupError",
+    "DamagedBackupError",
+    "StopOnNonFiniteLoss",
+    "BestStudentCheckpoint",
+    "KeepBestEpoch",
+    "SafeBackupAndRestore",
+    "EpochProgress",
+    "reporting_interrupts",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +49,10 @@ class NonFiniteLossError(UserError, FloatingPointError):
 
 def _term_kind(name: str) -> str:
     if name.startswith("feat_"):
-        return f"feature loss on tap {name[len('feat_'):]}"
-    return {"kd_loss": "logits distillation (KD)", "ce_loss": "cross-entropy with labels", "loss": "total"}.get(name, name)
+        return f"feature loss on tap {name[len('feat_') :]}"
+    return {"kd_loss": "logits distillation (KD)", "ce_loss": "cross-entropy with labels", "loss": "total"}.get(
+        name, name
+    )
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
@@ -51,34 +66,51 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     weights saved by earlier checkpoints are left untouched.
     """
 
-    _ADVICE = ("Lower the learning rate, the temperature or that term's weight (tap_weights / logits_weight), "
-               "or use feature_loss='normalized_mse' for features of large magnitude; and check the input data for NaN or "
-               "infinite pixels (kdistill.data refuses them when it loads arrays).")
+    _ADVICE = (
+        "Lower the learning rate, the temperature or that term's weight (tap_weights / logits_weight), "
+        "or use feature_loss='normalized_mse' for features of large magnitude; and check the input data for NaN or "
+        "infinite pixels (kdistill.data refuses them when it loads arrays)."
+    )
 
     def describe(self, logs: dict) -> str:
         """The non-finite terms of `logs`, most specific first."""
-        bad = [name for name, value in logs.items() if name.endswith("loss") or name.startswith("feat_")
-               if isinstance(value, (int, float)) and not math.isfinite(value)]
+        bad = [
+            name
+            for name, value in logs.items()
+            if name.endswith("loss") or name.startswith("feat_")
+            if isinstance(value, (int, float)) and not math.isfinite(value)
+        ]
         specific = [name for name in bad if name != "loss"]
         if specific or not bad:
             return ", ".join(f"{name} = {logs[name]} ({_term_kind(name)})" for name in specific)
-        finite = ", ".join(f"{name} = {value:.4g}" for name, value in logs.items() if name != "loss" and (name.endswith("loss") or name.startswith("feat_")))
+        finite = ", ".join(
+            f"{name} = {value:.4g}"
+            for name, value in logs.items()
+            if name != "loss" and (name.endswith("loss") or name.startswith("feat_"))
+        )
         return f"loss = {logs['loss']} (total; every term is finite, so their weighted sum overflowed: {finite})"
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         logs = {name: float(value) for name, value in (logs or {}).items() if _is_number(value)}
         if "loss" in logs and not math.isfinite(logs["loss"]):
             self.model.stop_training = True
-            raise NonFiniteLossError(f"The training loss became non-finite at batch {batch}: {self.describe(logs)}. {self._ADVICE}")
+            raise NonFiniteLossError(
+                f"The training loss became non-finite at batch {batch}: {self.describe(logs)}. {self._ADVICE}"
+            )
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        bad = [variable.path for variable in self.model.trainable_variables
-               if not np.isfinite(keras.ops.convert_to_numpy(variable)).all()]
+        bad = [
+            variable.path
+            for variable in self.model.trainable_variables
+            if not np.isfinite(keras.ops.convert_to_numpy(variable)).all()
+        ]
         if bad:
             self.model.stop_training = True
             shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-            raise NonFiniteLossError(f"After epoch {epoch + 1} {len(bad)} weight(s) hold NaN or infinity ({shown}) although the logged "
-                                     f"losses were finite. {self._ADVICE}")
+            raise NonFiniteLossError(
+                f"After epoch {epoch + 1} {len(bad)} weight(s) hold NaN or infinity ({shown}) although the logged "
+                f"losses were finite. {self._ADVICE}"
+            )
 
 
 def _is_number(value) -> bool:
@@ -122,12 +154,18 @@ class BestStudentCheckpoint(keras.callbacks.Callback):
             record = json.load(handle)
         if record.get("monitor") == self.monitor and record.get("mode") == self.mode:
             self.best, self.best_epoch = float(record["best"]), int(record["epoch"])
-            logger.info("Resuming with the best %s so far: %.4f (epoch %d)", self.monitor, self.best, self.best_epoch + 1)
+            logger.info(
+                "Resuming with the best %s so far: %.4f (epoch %d)", self.monitor, self.best, self.best_epoch + 1
+            )
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         value = (logs or {}).get(self.monitor)
         if value is None:
-            logger.warning("BestStudentCheckpoint: %r is not logged (logged: %s); nothing saved.", self.monitor, ", ".join(sorted(logs or {})))
+            logger.warning(
+                "BestStudentCheckpoint: %r is not logged (logged: %s); nothing saved.",
+                self.monitor,
+                ", ".join(sorted(logs or {})),
+            )
             return
         value = float(value)
         better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
@@ -135,7 +173,9 @@ class BestStudentCheckpoint(keras.callbacks.Callback):
             self.best, self.best_epoch = value, epoch
             student = getattr(self.model, "student", self.model)
             saving.save_for_inference(student, self.path)
-            files.write_json(self.record_path, {"monitor": self.monitor, "mode": self.mode, "best": value, "epoch": epoch})
+            files.write_json(
+                self.record_path, {"monitor": self.monitor, "mode": self.mode, "best": value, "epoch": epoch}
+            )
             logger.info("Epoch %d: %s improved to %.4f; student saved to %s", epoch + 1, self.monitor, value, self.path)
 
 
@@ -165,7 +205,13 @@ class KeepBestEpoch(keras.callbacks.Callback):
         True
     """
 
-    def __init__(self, monitor: str = "val_accuracy", collapse_drop: float = 0.05, chance_level: float | None = None, chance_margin: float = 0.05):
+    def __init__(
+        self,
+        monitor: str = "val_accuracy",
+        collapse_drop: float = 0.05,
+        chance_level: float | None = None,
+        chance_margin: float = 0.05,
+    ):
         super().__init__()
         self.monitor, self.collapse_drop = monitor, float(collapse_drop)
         self.chance_level, self.chance_margin = chance_level, float(chance_margin)
@@ -180,8 +226,10 @@ class KeepBestEpoch(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         value = (logs or {}).get(self.monitor)
         if value is None:
-            raise ValueError(f"KeepBestEpoch monitors {self.monitor!r}, which fit did not log (logged: {', '.join(sorted(logs or {}))}). "
-                             "Pass validation_data to fit.")
+            raise ValueError(
+                f"KeepBestEpoch monitors {self.monitor!r}, which fit did not log (logged: {', '.join(sorted(logs or {}))}). "
+                "Pass validation_data to fit."
+            )
         value = float(value)
         self.last = value
         if math.isfinite(value) and (self.best is None or value > self.best):
@@ -192,9 +240,15 @@ class KeepBestEpoch(keras.callbacks.Callback):
         if self._best_weights is None:
             return
         if self.last is not None and self.best - self.last > self.collapse_drop:
-            logger.warning("The last epoch's %s (%.4f) fell %.1f points below the best epoch's (%.4f, epoch %d); "
-                           "keeping the best epoch's weights. Lower the learning rate or add warm-up if this recurs.",
-                           self.monitor, self.last, 100 * (self.best - self.last), self.best, self.best_epoch + 1)
+            logger.warning(
+                "The last epoch's %s (%.4f) fell %.1f points below the best epoch's (%.4f, epoch %d); "
+                "keeping the best epoch's weights. Lower the learning rate or add warm-up if this recurs.",
+                self.monitor,
+                self.last,
+                100 * (self.best - self.last),
+                self.best,
+                self.best_epoch + 1,
+            )
         for variable, value in zip(self.model.weights, self._best_weights):
             variable.assign(value)
         logger.info("Restored the weights of epoch %d (%s %.4f).", self.best_epoch + 1, self.monitor, self.best)
@@ -203,134 +257,6 @@ class KeepBestEpoch(keras.callbacks.Callback):
                 f"The best epoch reached {self.monitor} = {100 * self.best:.1f} %, no better than chance ({100 * self.chance_level:.1f} %). "
                 "The model learned nothing usable; lower the learning rate, train longer, or check the labels. Nothing was saved."
             )
-
-
-class StaleBackupError(UserError):
-    """The backup in a run folder was made by a run with another configuration."""
-
-
-class DamagedBackupError(UserError):
-    """The backup in a run folder cannot be read (cut short by a kill or a full disk)."""
-
-
-class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """Keras' `BackupAndRestore`, with backups written whole or not at all and tied to the run's configuration.
-
-    * The weights and the epoch record are written under temporary names and
-      renamed into place, and the previous complete pair is kept (`.bkp`) until
-      the new one is in place: a kill during a backup leaves a loadable backup
-      (Keras' own callback rewrites `latest.weights.h5` in place, so a kill
-      mid-write leaves a file the rerun cannot open).
-    * `run_config` (the run's settings) is stored beside the backup; resuming
-      under another configuration raises `StaleBackupError` naming the keys that
-      differ, instead of Keras' "A total of N objects could not be loaded".
-    * Only what training changes is backed up (`state.npz`: the student, the
-      projections, loss heads, random-seed states and optimizer), not a frozen
-      teacher's weights, so a backup is about the student's own size.
-
-    Args:
-        backup_dir: the backup folder.
-        run_config: JSON-able settings that must match to resume (None: not checked).
-        fix: what a refused resumption should do instead, for the messages.
-    """
-
-    def __init__(self, backup_dir: str, run_config: dict | None = None,
-                 fix: str = "Pass a new --output-dir, or --restart to discard the backup and start afresh."):
-        super().__init__(backup_dir, double_checkpoint=True)
-        self.run_config = json.loads(json.dumps(run_config, default=str)) if run_config is not None else None
-        self.fix = fix
-        self._config_path = os.path.join(backup_dir, "run_config.json")
-
-    def _check_run_config(self) -> None:
-        if self.run_config is not None and os.path.exists(self._config_path):
-            with open(self._config_path) as handle:
-                stored = json.load(handle)
-            changed = sorted(key for key in set(stored) | set(self.run_config) if stored.get(key) != self.run_config.get(key))
-            if changed:
-                raise StaleBackupError(
-                    f"The interrupted run backed up in {self.backup_dir!r} used another configuration (different: {', '.join(changed)}), "
-                    f"so it cannot be resumed with this one. {self.fix}"
-                )
-
-    @property
-    def _state_path(self) -> str:
-        return os.path.join(self.backup_dir, "state.npz")
-
-    def _state_variables(self) -> list:
-        """What training changes, in a fixed order: every variable but a frozen teacher's, and the optimizer's (metrics restart each epoch)."""
-        teacher = getattr(self.model, "teacher", None)
-        frozen = {id(v) for v in teacher.variables} if isinstance(teacher, keras.Model) and not teacher.trainable else set()
-        optimizer_variables = list(self.model.optimizer.variables) if getattr(self.model, "optimizer", None) is not None else []
-        seen, state = set(), []
-        for variable in list(self.model.variables) + optimizer_variables:
-            if id(variable) not in frozen and id(variable) not in seen:
-                seen.add(id(variable))
-                state.append(variable)
-        return state
-
-    def _write_state(self, path: str) -> None:
-        with open(path, "wb") as handle:
-            np.savez(handle, *[keras.ops.convert_to_numpy(v) for v in self._state_variables()])
-
-    def _read_state(self, path: str) -> None:
-        variables = self._state_variables()
-        with np.load(path) as stored:
-            values = [stored[f"arr_{index}"] for index in range(len(stored.files))]
-        shapes = [tuple(v.shape) for v in variables]
-        if len(values) != len(variables) or any(tuple(value.shape) != shape for value, shape in zip(values, shapes)):
-            raise StaleBackupError(f"The backup {path!r} holds {len(values)} arrays for a model with {len(variables)} variables of other "
-                                   f"shapes: it was made for another model. {self.fix}")
-        for variable, value in zip(variables, values):
-            variable.assign(value)
-
-    def _load_model(self) -> None:
-        if self.model.optimizer is not None and not self.model.optimizer.built:
-            self.model.optimizer.build(self.model.trainable_variables)  # its variables must exist to be restored
-        damaged = []
-        for state, metadata in ((self._state_path, self._training_metadata_path), (self._state_path + ".bkp", self._prev_training_metadata_path)):
-            if not os.path.exists(state) or not os.path.exists(metadata):
-                continue
-            try:
-                self._read_state(state)
-                with open(metadata) as handle:
-                    self.model._initial_epoch = json.load(handle)["epoch"]
-                return
-            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:  # a kill -9 or a full disk cut state.npz short
-                if isinstance(error, StaleBackupError):
-                    raise
-                damaged.append(f"{os.path.basename(state)}: {shorten(str(error), 80)}")
-                logger.warning("The backup %s is unreadable (%s); trying the previous one.", state, error)
-        if damaged:
-            raise DamagedBackupError(f"The backup of the interrupted run in {self.backup_dir!r} is damaged ({'; '.join(damaged)}), so it cannot be "
-                                     f"resumed. {self.fix}")
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        self._check_run_config()
-        self._load_model()
-        # Before the first epoch, not after it: the new backup is written beside the previous one, so two must fit.
-        self._check_space(2 * self._state_bytes(), "the per-epoch backup (two copies while one replaces the other)")
-
-    def _state_bytes(self) -> int:
-        return sum(int(np.prod(v.shape)) * np.dtype(keras.backend.standardize_dtype(v.dtype)).itemsize for v in self._state_variables())
-
-    def _check_space(self, needed: int, what: str) -> None:
-        kept = ("The previous backup is kept; free some space and rerun the same command to resume from it." if os.path.exists(self._state_path)
-                else "Free some space (or pass another --output-dir) and rerun.")
-        files.check_free_space(self.backup_dir, needed, what, hint=kept)
-
-    def _save_model(self) -> None:
-        self._check_space(self._state_bytes(), "the per-epoch backup")
-        os.makedirs(self.backup_dir, exist_ok=True)  # after the check: a full disk leaves no empty backup folder
-        with files.atomic_write(self._state_path) as partial_state, files.atomic_write(self._training_metadata_path) as partial_metadata:
-            self._write_state(partial_state)
-            with open(partial_metadata, "w") as handle:
-                json.dump({"epoch": self._current_epoch, "batch": self._last_batch_seen}, handle)
-            # The previous complete pair becomes the fallback; leaving the block moves the new pair into place (renames, not rewrites).
-            for current, previous in ((self._state_path, self._state_path + ".bkp"), (self._training_metadata_path, self._prev_training_metadata_path)):
-                if os.path.exists(current):
-                    os.replace(current, previous)
-        if self.run_config is not None and not os.path.exists(self._config_path):
-            files.write_json(self._config_path, self.run_config)
 
 
 class DataPass(keras.callbacks.Callback):

@@ -16,18 +16,41 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import typing
 from typing import Any
 
-from kdistill.errors import UserError, check_number, did_you_mean, number_from_yaml, shorten, shown
-from kdistill.run.options import COUNT, NON_NEGATIVE, names_flag, number_rules, numbers_flag, one_or_list_flag, option, taps_flag
+from kdistill.errors import UserError, did_you_mean, shown
+
+from kdistill.run import config_checks
+
+# check_outside_data and read_config_file: their homes; the CLI and the tests name them here.
+from kdistill.run.config_checks import check_outside_data
+from kdistill.run.config_files import read_config_file
+from kdistill.run.options import (
+    COUNT,
+    NON_NEGATIVE,
+    names_flag,
+    numbers_flag,
+    one_or_list_flag,
+    option,
+    taps_flag,
+)
 
 __all__ = ["DistillConfig", "DATA_FLAGS", "read_config_file", "check_outside_data"]
 
 #: the `DistillConfig` fields that every command reading data takes as flags (and from `--config`), in this order
-DATA_FLAGS = ("data", "task", "data_dir", "skip_unreadable", "image_size", "train_limit", "test_limit", "batch_size", "seed")
+DATA_FLAGS = (
+    "data",
+    "task",
+    "data_dir",
+    "skip_unreadable",
+    "image_size",
+    "train_limit",
+    "test_limit",
+    "batch_size",
+    "seed",
+)
 
 
 @dataclasses.dataclass
@@ -100,72 +123,157 @@ class DistillConfig:
     """
 
     # === Data ===
-    data: str = option("fashion_mnist", help="fashion_mnist (offline default), tfds:<name>, an image-folder path; masks: scenes, masks:FOLDER")
-    task: str | None = option(None, choices=["classification", "segmentation"], help="default: segmentation for data with masks, else classification")
+    data: str = option(
+        "fashion_mnist",
+        help="fashion_mnist (offline default), tfds:<name>, an image-folder path; masks: scenes, masks:FOLDER",
+    )
+    task: str | None = option(
+        None,
+        choices=["classification", "segmentation"],
+        help="default: segmentation for data with masks, else classification",
+    )
     data_dir: str | None = option(None, help="folder of the offline data / prepared TFDS data / test images")
     image_size: int = option(32, help="square input size (default 32)", number=COUNT)
-    student_image_size: int | None = option(None, number=dict(COUNT, allow_none=True),
-                                            help="the student's own input size (e.g. 128 under a 224 teacher; "
-                                                 "the distiller resizes each batch, the saved student takes this size)")
-    train_limit: int | None = option(None, help="use only this many training images", number=dict(COUNT, allow_none=True, meaning="images, or empty for all"))
-    test_limit: int | None = option(None, help="use only this many test images", number=dict(COUNT, allow_none=True, meaning="images, or empty for all"))
-    augment: list = option(factory=list, help="comma-separated: flip, crop, randaugment, mixup, cutmix", convert=names_flag)
+    student_image_size: int | None = option(
+        None,
+        number=dict(COUNT, allow_none=True),
+        help="the student's own input size (e.g. 128 under a 224 teacher; "
+        "the distiller resizes each batch, the saved student takes this size)",
+    )
+    train_limit: int | None = option(
+        None,
+        help="use only this many training images",
+        number=dict(COUNT, allow_none=True, meaning="images, or empty for all"),
+    )
+    test_limit: int | None = option(
+        None,
+        help="use only this many test images",
+        number=dict(COUNT, allow_none=True, meaning="images, or empty for all"),
+    )
+    augment: list = option(
+        factory=list, help="comma-separated: flip, crop, randaugment, mixup, cutmix", convert=names_flag
+    )
     # === Models ===
-    teacher: str | list | None = option(None, nargs="+", convert=one_or_list_flag,
-                                        help="saved teacher (.keras); several files distil their ensemble (taps '<file stem>/<layer>')")
-    teacher_weights: list | None = option(None, help="weights of several teachers' soft targets, e.g. 2,1 (default: equal)", convert=numbers_flag)
+    teacher: str | list | None = option(
+        None,
+        nargs="+",
+        convert=one_or_list_flag,
+        help="saved teacher (.keras); several files distil their ensemble (taps '<file stem>/<layer>')",
+    )
+    teacher_weights: list | None = option(
+        None, help="weights of several teachers' soft targets, e.g. 2,1 (default: equal)", convert=numbers_flag
+    )
     student: str = option("mobilenet_v2", help="registered student name")
-    student_width: float | None = option(None, help="MobileNet width multiplier", number={"positive": True, "allow_none": True})
-    student_weights: str | None = option(None, help="start the student from imagenet (MobileNets; Keras' cache, offline-safe) or a weights/model file")
+    student_width: float | None = option(
+        None, help="MobileNet width multiplier", number={"positive": True, "allow_none": True}
+    )
+    student_weights: str | None = option(
+        None, help="start the student from imagenet (MobileNets; Keras' cache, offline-safe) or a weights/model file"
+    )
     # === Distillation (fields with distiller=True are FeatureDistiller keyword arguments) ===
     taps: Any = option("preset", parse=taps_flag, help="preset | none | t_layer:s_layer,t_layer:s_layer")
-    feature_loss: typing.Optional[Any] = option("mse", distiller=True, none_word=True,
-                                                help="a feature loss name (kdistill.losses.available('feature')), with its own options as "
-                                                     "name:option=value (cwd:temperature=1), or none")
-    logits_loss: typing.Optional[Any] = option("kl", distiller=True, none_word=True,
-                                               help="a logits loss name (kdistill.losses.available('logits')), or none (feature terms + CE only)")
+    feature_loss: typing.Optional[Any] = option(
+        "mse",
+        distiller=True,
+        none_word=True,
+        help="a feature loss name (kdistill.losses.available('feature')), with its own options as "
+        "name:option=value (cwd:temperature=1), or none",
+    )
+    logits_loss: typing.Optional[Any] = option(
+        "kl",
+        distiller=True,
+        none_word=True,
+        help="a logits loss name (kdistill.losses.available('logits')), or none (feature terms + CE only)",
+    )
     temperature: float = option(4.0, distiller=True, number={"positive": True})
     alpha: float = option(0.5, distiller=True)
     tap_weights: Any = option(1.0, distiller=True, flag=False)
-    logits_weight: float = option(1.0, distiller=True, help="weight of the logits term inside the distillation part", number=NON_NEGATIVE)
+    logits_weight: float = option(
+        1.0, distiller=True, help="weight of the logits term inside the distillation part", number=NON_NEGATIVE
+    )
     alignment: str = option("auto", distiller=True, flag=False)
-    adapter: str = option("projection", distiller=True, choices=["projection", "review"],
-                          help="how student features reach the teacher's shape; review = ReviewKD's fusion (use with --feature-loss hcl)")
+    adapter: str = option(
+        "projection",
+        distiller=True,
+        choices=["projection", "review"],
+        help="how student features reach the teacher's shape; review = ReviewKD's fusion (use with --feature-loss hcl)",
+    )
     review: bool = option(False, distiller=True, help="the same as --adapter review")
     review_channels: int = option(64, distiller=True, flag=False, number=COUNT)
     fold_batch_norm: bool = option(True, distiller=True, flag=False)
-    ignore_label: int | None = option(255, distiller=True, flag=False, number={"integer": True, "positive": True, "allow_zero": True, "allow_none": True})
-    transfer_data: str | None = option(None, help="unlabelled images for the distillation terms only: 'rest' (training images beyond "
-                                                  "--train-limit) or a .npy file of images")
+    ignore_label: int | None = option(
+        255,
+        distiller=True,
+        flag=False,
+        number={"integer": True, "positive": True, "allow_zero": True, "allow_none": True},
+    )
+    transfer_data: str | None = option(
+        None,
+        help="unlabelled images for the distillation terms only: 'rest' (training images beyond "
+        "--train-limit) or a .npy file of images",
+    )
     # === Schedule ===
     epochs: int = option(5, number=COUNT)
     batch_size: int = option(64, help="batch size (default 64)", number=COUNT)
     learning_rate: float = option(1e-3, number={"positive": True})
     optimizer: str = option("adam", flag=False)
-    weight_decay: float | None = option(None, flag=False, number={"positive": True, "allow_zero": True, "allow_none": True})
+    weight_decay: float | None = option(
+        None, flag=False, number={"positive": True, "allow_zero": True, "allow_none": True}
+    )
     lr_decay_epochs: list = option(factory=list, flag=False)
-    schedule: str = option("constant", choices=["constant", "cosine"], help="learning rate: constant (or lr_decay_epochs steps), or "
-                           "cosine: linear warm-up for --warmup-epochs, then cosine decay to zero")
+    schedule: str = option(
+        "constant",
+        choices=["constant", "cosine"],
+        help="learning rate: constant (or lr_decay_epochs steps), or "
+        "cosine: linear warm-up for --warmup-epochs, then cosine decay to zero",
+    )
     warmup_epochs: float = option(0.0, help="warm-up of the cosine schedule, in epochs", number=NON_NEGATIVE)
-    global_clipnorm: float | None = option(None, help="clip the gradients of the student and its projections together to this norm",
-                                           number={"positive": True, "allow_none": True})
+    global_clipnorm: float | None = option(
+        None,
+        help="clip the gradients of the student and its projections together to this norm",
+        number={"positive": True, "allow_none": True},
+    )
     seed: int = option(0, help="random seed (default 0)", number=dict(COUNT, allow_zero=True))
     # === Run ===
     output_dir: str | None = option(None, help="run folder (default saved_models/<run-name>)", output="folder")
     run_name: str = option("distill")
-    strategy: str = option("default", choices=["auto", "default", "one_device", "mirrored", "multi_worker", "data_parallel"],
-                           help="tf.distribute strategy (multi_worker reads TF_CONFIG); data_parallel: keras.distribution on JAX")
-    precision: str = option("float32", choices=["float32", "mixed_float16", "mixed_bfloat16"], help="dtype policy (losses stay float32)")
+    strategy: str = option(
+        "default",
+        choices=["auto", "default", "one_device", "mirrored", "multi_worker", "data_parallel"],
+        help="tf.distribute strategy (multi_worker reads TF_CONFIG); data_parallel: keras.distribution on JAX",
+    )
+    precision: str = option(
+        "float32", choices=["float32", "mixed_float16", "mixed_bfloat16"], help="dtype policy (losses stay float32)"
+    )
     teacher_cache: str | None = option(None, help="folder of the teacher's cached outputs (built on first use)")
-    cache_views: int = option(0, help="with --augment (crop, flip, mixup, cutmix): views per image stored in the teacher cache and replayed",
-                              number=dict(COUNT, allow_zero=True, meaning="0 for none, or views per image"))
-    cache_top_k: int | None = option(None, help="store only the teacher's top-k logits per view in the teacher cache (compact soft labels)",
-                                     number=dict(COUNT, allow_none=True, meaning="classes, or empty for every logit"))
-    check_teacher: bool = option(True, flag="--no-check-teacher", help="distil even from a teacher no better than chance on the validation images")
-    tensorboard: str | None = option(None, metavar="DIR", help="write TensorBoard logs (every loss term) to DIR", output="folder")
-    skip_unreadable: bool = option(False, help="image folders: leave out files that cannot be decoded (they are counted in the log) instead of stopping")
-    quantize: str | None = option(None, choices=["int8"], help="quantization-aware int8: distil into the student's fake-quantized twin "
-                                                              "(start from a trained float student with --student-weights)")
+    cache_views: int = option(
+        0,
+        help="with --augment (crop, flip, mixup, cutmix): views per image stored in the teacher cache and replayed",
+        number=dict(COUNT, allow_zero=True, meaning="0 for none, or views per image"),
+    )
+    cache_top_k: int | None = option(
+        None,
+        help="store only the teacher's top-k logits per view in the teacher cache (compact soft labels)",
+        number=dict(COUNT, allow_none=True, meaning="classes, or empty for every logit"),
+    )
+    check_teacher: bool = option(
+        True,
+        flag="--no-check-teacher",
+        help="distil even from a teacher no better than chance on the validation images",
+    )
+    tensorboard: str | None = option(
+        None, metavar="DIR", help="write TensorBoard logs (every loss term) to DIR", output="folder"
+    )
+    skip_unreadable: bool = option(
+        False,
+        help="image folders: leave out files that cannot be decoded (they are counted in the log) instead of stopping",
+    )
+    quantize: str | None = option(
+        None,
+        choices=["int8"],
+        help="quantization-aware int8: distil into the student's fake-quantized twin "
+        "(start from a trained float student with --student-weights)",
+    )
 
     @classmethod
     def from_dict(cls, values: dict, check_files: bool = True) -> "DistillConfig":
@@ -184,11 +292,13 @@ class DistillConfig:
         for key, value in values.items():
             key = str(key).replace("-", "_")
             if key not in fields:
-                raise UserError(f"Unknown config key {shown(key)}.{did_you_mean(key, fields, count=2)} Known keys: {', '.join(fields)}.")
-            clean[key] = _check_type(key, value, hints[key])
+                raise UserError(
+                    f"Unknown config key {shown(key)}.{did_you_mean(key, fields, count=2)} Known keys: {', '.join(fields)}."
+                )
+            clean[key] = config_checks.check_type(key, value, hints[key])
         config = cls(**clean)
         if check_files:
-            config._check_files()
+            config_checks.check_files(config)
         return config
 
     def distiller_options(self) -> dict:
@@ -197,202 +307,17 @@ class DistillConfig:
         Derived from the field declarations, so that config keys and distiller
         options cannot drift apart (all but the teacher, student and taps).
         """
-        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self) if field.metadata.get("distiller")}
+        return {
+            field.name: getattr(self, field.name)
+            for field in dataclasses.fields(self)
+            if field.metadata.get("distiller")
+        }
 
     def __post_init__(self) -> None:
-        self._check_values()  # also for DistillConfig(...) built in Python; files are checked by from_dict
-
-    def _check_values(self) -> None:
-        self._check_numbers()
-        from kdistill import adapters
-
-        if self.adapter not in adapters.available():
-            raise UserError(f"adapter must be one of {', '.join(adapters.available())}, received {self.adapter!r}.")
-        if self.quantize not in (None, "int8"):
-            raise UserError(f"quantize must be 'int8' (quantization-aware int8 fine-tuning) or unset, received {self.quantize!r}.")
-        if self.transfer_data is not None and self.transfer_data != "rest" and not self.transfer_data.endswith(".npy"):
-            raise UserError(f"transfer_data must be 'rest' or a .npy file of images, received {self.transfer_data!r}.")
-        if self.cache_top_k and not self.teacher_cache:
-            raise UserError("cache_top_k stores compact logits in a teacher cache: set teacher_cache (--teacher-cache DIR) too.")
-        if self.warmup_epochs and self.schedule != "cosine":
-            raise UserError("warmup_epochs warms up the cosine schedule: set schedule: cosine (--schedule cosine) too, or leave warmup_epochs out.")
-        if self.cache_views and not self.teacher_cache:
-            raise UserError("cache_views stores views in a teacher cache: set teacher_cache (--teacher-cache DIR) too.")
-        from kdistill.run.distribute import STRATEGIES
-        from kdistill.run.precision import POLICIES
-
-        if self.strategy not in STRATEGIES:
-            raise UserError(f"strategy must be one of {', '.join(STRATEGIES)}, received {self.strategy!r}.")
-        if self.precision not in POLICIES:
-            raise UserError(f"precision must be one of {', '.join(POLICIES)}, received {self.precision!r}.")
-        default_feature_loss = next(field.default for field in dataclasses.fields(self) if field.name == "feature_loss")
-        if self.taps == "none" and self.feature_loss not in (None, default_feature_loss):
-            raise UserError(f"feature_loss {shown(self.feature_loss)} compares teacher and student features at the taps, but taps is 'none'. "
-                            "Give taps (--taps preset, or teacher_layer:student_layer pairs), or leave feature_loss out.")
-        if not (isinstance(self.taps, dict) or self.taps in ("preset", "none")):
-            raise UserError(f"taps must be 'preset', 'none' or a mapping teacher_layer: student_layer, received {shown(self.taps)}.")
-        for key in ("feature_loss", "logits_loss"):  # a number here used to fail deep in the distiller with a TypeError
-            if getattr(self, key) is not None and not isinstance(getattr(self, key), (str, list, tuple, dict)):
-                raise UserError(f"{key} must be a loss name, a list of [name, weight] pairs, a mapping with 'name', or empty, "
-                                f"received the {type(getattr(self, key)).__name__} {shown(getattr(self, key))}.")
-        self._check_names()
-        for key in ("output_dir", "tensorboard", "teacher_cache"):
-            check_outside_data(self.resolved_output_dir() if key == "output_dir" else getattr(self, key), self.data, key)
-
-    def _check_names(self) -> None:
-        """The augmentations (names, before a 300-byte YAML alias bomb reaches the data) and the run name (a name, not a path)."""
-        from kdistill.data.batches import AUGMENTATIONS
-
-        unknown = [name for name in self.augment if not isinstance(name, str) or name not in AUGMENTATIONS]
-        if unknown:
-            raise UserError(f"augment takes names from {', '.join(AUGMENTATIONS)}; received {shown(unknown)}.")
-        name = str(self.run_name)
-        if not name or os.path.isabs(name) or ".." in name.replace("\\", "/").split("/") or name != os.path.normpath(name):
-            raise UserError(f"run_name {shown(self.run_name)} must be a plain folder name under saved_models/ (no '..', no absolute path, "
-                            "no trailing '/'); to write elsewhere set output_dir (--output-dir) instead.")
-
-    def _check_numbers(self) -> None:
-        """Type, sign and finiteness of every number (`kdistill.errors.check_number`), before anything loads or trains."""
-        # alpha and temperature also pass the distiller's own checks, so config and Python report the same errors.
-        from kdistill.losses.labels import check_alpha
-        from kdistill.losses import check_temperature
-
-        check_alpha(self.alpha)
-        check_temperature(self.temperature)
-        for key, rule in number_rules(type(self)).items():
-            check_number(key, getattr(self, key), **rule)
-        for key in ("teacher_weights", "lr_decay_epochs"):
-            for value in getattr(self, key) or []:
-                check_number(f"each of {key}", value, integer=key == "lr_decay_epochs", positive=True, allow_zero=key == "teacher_weights")
-        weights = self.tap_weights.values() if isinstance(self.tap_weights, dict) else (
-            self.tap_weights if isinstance(self.tap_weights, (list, tuple)) else [self.tap_weights])
-        for value in weights:
-            check_number("tap_weights", value, positive=True, allow_zero=True)
-
-    def _check_files(self) -> None:
-        if self.transfer_data and self.transfer_data.endswith(".npy") and not os.path.exists(self.transfer_data):
-            raise FileNotFoundError(f"Transfer images {self.transfer_data!r} do not exist.")
-        paths = [self.teacher] if isinstance(self.teacher, str) else list(self.teacher or [])
-        for path in paths:
-            if isinstance(path, str) and path.startswith("keras_hub:"):
-                continue  # a KerasHub preset, found (or refused offline) when the teacher is built
-            if not isinstance(path, str) or not os.path.exists(path):
-                raise FileNotFoundError(
-                    f"Teacher file {path!r} does not exist. Train one with `kdistill train-teacher --output {path}` "
-                    "or point `teacher` at a saved .keras model (or a list of them)."
-                )
+        config_checks.check_values(self)  # also for DistillConfig(...) built in Python; files are checked by from_dict
 
     def resolved_output_dir(self) -> str:
         return self.output_dir or os.path.join("saved_models", self.run_name)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def _check_type(key: str, value: Any, hint: Any) -> Any:
-    allowed = typing.get_args(hint) or (hint,)
-    if value is None:
-        if type(None) in allowed:
-            return None
-        raise UserError(f"Config key {key!r} may not be empty (null).")
-    if Any in allowed:
-        return value
-    if float in allowed:
-        value = number_from_yaml(value)  # `learning_rate: 1e-3` is a string to YAML 1.1
-    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    for kind in allowed:
-        origin = typing.get_origin(kind) or kind
-        if kind is type(None):
-            continue
-        if isinstance(value, origin) and not (isinstance(value, bool) and origin in (int, float)):
-            return value
-    names = " or ".join(getattr(k, "__name__", str(k)) for k in allowed if k is not type(None))
-    raise UserError(f"Config key {key!r} must be {names}, received {type(value).__name__} {shown(value)}.")
-
-
-def check_outside_data(path: str | None, data: str, what: str) -> None:
-    """Refuses an output `path` inside the image folder `data`: the next run would read it as one more class.
-
-    Example:
-        >>> check_outside_data("saved_models/run", "fashion_mnist", "output_dir")
-        >>> check_outside_data("flowers/run1", "flowers", "output_dir")
-        Traceback (most recent call last):
-        kdistill.errors.UserError: output_dir 'flowers/run1' is inside the image folder 'flowers' ...
-    """
-    if not path or not data or data == "fashion_mnist" or data.startswith("tfds:"):
-        return
-    folder, target = os.path.realpath(data), os.path.realpath(path)
-    if os.path.commonpath([folder, target]) == folder:
-        raise UserError(f"{what} {path!r} is inside the image folder {data!r} that this run reads: its subfolders are the classes, "
-                        "so the next run would read the run's files as one more class. Choose a folder outside it.")
-
-
-def read_config_file(path: str) -> dict:
-    """The mapping in a YAML or JSON config file (`kdistill distill --config`); `UserError` naming the file when it holds none.
-
-    Example:
-        >>> import tempfile
-        >>> listed = os.path.join(tempfile.mkdtemp(), "run.yaml")
-        >>> _ = open(listed, "w").write("- student: resnet8x4\\n")
-        >>> read_config_file(listed)  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        kdistill.errors.UserError: Config file '.../run.yaml' must hold `key: value` lines (a mapping), but it holds a list. ...
-    """
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"Config file {path!r} does not exist.")
-    with open(path) as handle:
-        text = handle.read()
-    import yaml
-
-    try:
-        values = _parse_config(text, json_file=path.endswith(".json"))
-    except _DuplicateKey as duplicate:
-        raise UserError(f"Config file {path!r} sets {shown(duplicate.key)} twice{duplicate.where}; only the last one would count. "
-                        "Keep one.") from None
-    except yaml.YAMLError as error:
-        raise UserError(f"Config file {path!r} is not valid YAML: {shorten(str(error), 1000)}") from None
-    except ValueError as error:  # json.JSONDecodeError
-        raise UserError(f"Config file {path!r} is not valid JSON: {error}.") from None
-    values = {} if values is None else values
-    if not isinstance(values, dict):
-        example = "`student: resnet8x4`, not `- student: resnet8x4`" if isinstance(values, list) else "`student: resnet8x4`"
-        raise UserError(f"Config file {path!r} must hold `key: value` lines (a mapping), but it holds a {type(values).__name__}. "
-                        f"Write one key per line without a leading dash: {example}.")
-    return values
-
-
-class _DuplicateKey(Exception):
-    """A config mapping sets a key twice (YAML and JSON keep the last silently)."""
-
-    def __init__(self, key: Any, lines: tuple = ()):
-        super().__init__(key)
-        self.key, self.where = key, f" (lines {lines[0]} and {lines[1]})" if lines else ""
-
-
-def _parse_config(text: str, json_file: bool) -> Any:
-    """The value a YAML or JSON config file holds; `_DuplicateKey` for a key set twice in one mapping."""
-    if json_file:
-        def unique(pairs):
-            keys = [key for key, _ in pairs]
-            for key in keys:
-                if keys.count(key) > 1:
-                    raise _DuplicateKey(key)
-            return dict(pairs)
-        return json.loads(text, object_pairs_hook=unique)
-    import yaml
-
-    class UniqueKeyLoader(yaml.SafeLoader):
-        def construct_mapping(self, node, deep=False):
-            first_lines = {}
-            for key_node, _ in node.value:
-                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
-                if key is None or key == "<<":  # a merge key may repeat
-                    continue
-                if key in first_lines:
-                    raise _DuplicateKey(key, (first_lines[key], key_node.start_mark.line + 1))
-                first_lines[key] = key_node.start_mark.line + 1
-            return super().construct_mapping(node, deep)
-
-    return yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader: no Python tags
-

@@ -122,7 +122,9 @@ def check_settings(overrides: dict, settings: type = DemoSettings) -> dict:
         if key in rules:
             check_number(key, value, **rules[key])
         elif not isinstance(value, hints[key]):
-            raise UserError(f"{key} must be a {hints[key].__name__}, received the {type(value).__name__} {shown(value)}.")
+            raise UserError(
+                f"{key} must be a {hints[key].__name__}, received the {type(value).__name__} {shown(value)}."
+            )
     if "teacher" in overrides:
         _check_teacher(overrides["teacher"])
     return overrides
@@ -133,4 +135,6 @@ def _check_teacher(name: str) -> None:
     from kdistill.models import teachers
 
     if name not in teachers.available():
-        raise UserError(f"Unknown demo teacher {name!r}.{did_you_mean(name, teachers.available(), count=2)} Known: {', '.join(teachers.available())}.")
+        raise UserError(
+            f"Unknown demo teacher {name!r}.{did_you_mean(name, teachers.available(), count=2)} Known: {', '.join(teachers.available())}."
+        )

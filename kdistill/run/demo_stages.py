@@ -26,8 +26,16 @@ from kdistill.models import taps as taps_module
 from kdistill.run import paired, teacher_cache
 from kdistill.run.demo_settings import DemoSettings
 
-__all__ = ["Clock", "read_json", "teacher_caches", "distill_options", "data_seen", "quantization_aware", "export_and_figures",
-           "accuracy_latency_rows"]
+__all__ = [
+    "Clock",
+    "read_json",
+    "teacher_caches",
+    "distill_options",
+    "data_seen",
+    "quantization_aware",
+    "export_and_figures",
+    "accuracy_latency_rows",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -64,17 +72,28 @@ def _cache(teacher: keras.Model, layers: list[str], dataset, folder: str, verbos
         return teacher_cache.build(teacher, layers, dataset, folder, dtype="float16", verbose=verbose)
 
 
-def teacher_caches(teacher: keras.Model, layers: list[str], pool: data_module.Splits, output_dir: str, verbose: int) -> dict:
+def teacher_caches(
+    teacher: keras.Model, layers: list[str], pool: data_module.Splits, output_dir: str, verbose: int
+) -> dict:
     """The teacher's outputs on the training pool and the validation images, computed once and reused while they match."""
-    return {"train": _cache(teacher, layers, pool.train_plain, os.path.join(output_dir, "teacher_cache"), verbose),
-            "validation": None if pool.validation is None else
-            _cache(teacher, layers, pool.validation, os.path.join(output_dir, "teacher_cache_validation"), verbose)}
+    return {
+        "train": _cache(teacher, layers, pool.train_plain, os.path.join(output_dir, "teacher_cache"), verbose),
+        "validation": None
+        if pool.validation is None
+        else _cache(teacher, layers, pool.validation, os.path.join(output_dir, "teacher_cache_validation"), verbose),
+    }
 
 
 def distill_options(teacher: keras.Model, student: keras.Model, settings: DemoSettings) -> dict:
     """The distilled student's `FeatureDistiller` options: the preset taps, the feature loss and KD."""
-    return {"taps": taps_module.preset(teacher, student), "feature_loss": settings.feature_loss, "logits_loss": "kl",
-            "temperature": settings.temperature, "alpha": settings.alpha, "tap_weights": settings.tap_weight}
+    return {
+        "taps": taps_module.preset(teacher, student),
+        "feature_loss": settings.feature_loss,
+        "logits_loss": "kl",
+        "temperature": settings.temperature,
+        "alpha": settings.alpha,
+        "tap_weights": settings.tap_weight,
+    }
 
 
 def data_seen(name: str, splits: data_module.Splits, pool: data_module.Splits) -> str:
@@ -84,15 +103,30 @@ def data_seen(name: str, splits: data_module.Splits, pool: data_module.Splits) -
     return f"{labelled} + {extra:,} unlabelled" if name.startswith("distilled") and extra else labelled
 
 
-def quantization_aware(teacher, distiller, caches: dict, splits, settings: DemoSettings, seed: int, output_dir: str, verbose: int) -> keras.Model:
+def quantization_aware(
+    teacher, distiller, caches: dict, splits, settings: DemoSettings, seed: int, output_dir: str, verbose: int
+) -> keras.Model:
     """Fine-tunes the distilled student's int8-aware twin with the same teacher, losses and images; saves it."""
-    logger.info("Quantization-aware fine-tuning of the distilled student (%d epoch(s)): BatchNormalization folded, int8 weights and "
-                "activations simulated, the same teacher and losses", settings.qat_epochs)
+    logger.info(
+        "Quantization-aware fine-tuning of the distilled student (%d epoch(s)): BatchNormalization folded, int8 weights and "
+        "activations simulated, the same teacher and losses",
+        settings.qat_epochs,
+    )
     twin = quantize.quantize_model(distiller.student, calibration_images=export.collect_images(splits.train, 512)[0])
     options = dict(distill_options(teacher, distiller.student, settings), taps=distiller.taps)
     steps = -(-splits.counts["train"] // settings.batch_size)
-    paired.train_from_cache(teacher, twin, caches["train"], options=options, epochs=settings.qat_epochs, steps_per_epoch=steps, seed=seed,
-                            batch_size=settings.batch_size, learning_rate=settings.qat_learning_rate, verbose=verbose)
+    paired.train_from_cache(
+        teacher,
+        twin,
+        caches["train"],
+        options=options,
+        epochs=settings.qat_epochs,
+        steps_per_epoch=steps,
+        seed=seed,
+        batch_size=settings.batch_size,
+        learning_rate=settings.qat_learning_rate,
+        verbose=verbose,
+    )
     quantize.snap_biases(twin)  # biases on TFLite's int32 grid, so that the int8 file computes what the twin computes
     saving.save_for_inference(twin, os.path.join(output_dir, "student_int8_qat.keras"))
     return twin
@@ -100,10 +134,17 @@ def quantization_aware(teacher, distiller, caches: dict, splits, settings: DemoS
 
 def _export(distilled: keras.Model, twin, output_dir: str, splits) -> dict:
     logger.info("Exporting the distilled student (SavedModel, int8 and int16x8 TFLite) and checking them against Keras")
-    exported = export.export_all(distilled, os.path.join(output_dir, "export"), formats=("saved_model", "int8", "int16x8"),
-                                 representative=splits.validation if splits.validation is not None else splits.train, test=splits.test)
+    exported = export.export_all(
+        distilled,
+        os.path.join(output_dir, "export"),
+        formats=("saved_model", "int8", "int16x8"),
+        representative=splits.validation if splits.validation is not None else splits.train,
+        test=splits.test,
+    )
     if twin is not None:  # its rows: the twin in Keras, and its int8 file against it (trained ranges, no calibration)
-        aware = export.export_all(twin, os.path.join(output_dir, "export", "int8_aware"), formats=("int8",), test=splits.test)
+        aware = export.export_all(
+            twin, os.path.join(output_dir, "export", "int8_aware"), formats=("int8",), test=splits.test
+        )
         exported["report"]["formats"]["keras_int8_aware"] = aware["report"]["formats"]["keras"]
         exported["report"]["formats"]["tflite_int8_aware"] = aware["report"]["formats"]["tflite_int8"]
         exported["report"]["files"]["int8_aware"] = aware["files"]["int8"]
@@ -117,21 +158,32 @@ def export_and_figures(settings: DemoSettings, output_dir: str, models: dict, tw
     """Export (TensorFlow backend only) and the accuracy-against-latency figure; the summary entries they add."""
     summary = {"figures": []}
     if settings.export and keras.backend.backend() != "tensorflow":
-        logger.info("Skipping the export (SavedModel, TFLite): it needs the TensorFlow backend, this is %s. Export the saved student later "
-                    "with `kdistill export %s`.", keras.backend.backend(), os.path.join(output_dir, "student_distilled.keras"))
+        logger.info(
+            "Skipping the export (SavedModel, TFLite): it needs the TensorFlow backend, this is %s. Export the saved student later "
+            "with `kdistill export %s`.",
+            keras.backend.backend(),
+            os.path.join(output_dir, "student_distilled.keras"),
+        )
         settings.export = False  # the summary records the export as skipped
     if settings.export:
         with clock("export"):
             summary["export"] = _export(models["distilled student"], twin, output_dir, splits)
             summary["export_table"] = export.format_report(summary["export"])
     if settings.latency_plot and settings.export:
-        logger.info("Measuring accuracy against single-image latency (Keras, TFLite float32, TFLite int8) for each model")
+        logger.info(
+            "Measuring accuracy against single-image latency (Keras, TFLite float32, TFLite int8) for each model"
+        )
         with clock("latency"):
             summary["latency"] = accuracy_latency_rows(
                 {"teacher" if name.startswith("teacher") else name: model for name, model in models.items()},
-                os.path.join(output_dir, "latency"), splits.validation if splits.validation is not None else splits.train, splits.test,
-                limit=settings.latency_images)
-            summary["figures"].append(plots.accuracy_latency(summary["latency"], os.path.join(output_dir, "accuracy_latency.png")))
+                os.path.join(output_dir, "latency"),
+                splits.validation if splits.validation is not None else splits.train,
+                splits.test,
+                limit=settings.latency_images,
+            )
+            summary["figures"].append(
+                plots.accuracy_latency(summary["latency"], os.path.join(output_dir, "accuracy_latency.png"))
+            )
     return summary
 
 
@@ -152,14 +204,33 @@ def accuracy_latency_rows(models: dict, folder: str, representative, test, limit
     rows = []
     for name, model in models.items():
         logits = keras.ops.convert_to_numpy(model.predict(images, verbose=0, batch_size=256))
-        rows.append({"model": name, "runtime": "Keras", "top1": float((logits.argmax(-1) == labels).mean()),
-                     "latency_ms": round(export.keras_latency_ms(model, images[:1]), 3)})
+        rows.append(
+            {
+                "model": name,
+                "runtime": "Keras",
+                "top1": float((logits.argmax(-1) == labels).mean()),
+                "latency_ms": round(export.keras_latency_ms(model, images[:1]), 3),
+            }
+        )
         with files.staging_folder(folder, prefix=".savedmodel-") as staging:
             source = export.saved_model(model, staging)  # one SavedModel for both of its TFLite files
-            for mode in ("int8",) if quantize.is_quantized(model) else ("float32", "int8"):  # a quantization-aware model is int8 only
-                path = export.tflite(model, os.path.join(folder, f"{name.replace(' ', '_')}_{mode}.tflite"), quantize=mode,
-                                     representative=representative, representative_count=200, saved_model_dir=source)
+            # a quantization-aware model is int8 only
+            for mode in ("int8",) if quantize.is_quantized(model) else ("float32", "int8"):
+                path = export.tflite(
+                    model,
+                    os.path.join(folder, f"{name.replace(' ', '_')}_{mode}.tflite"),
+                    quantize=mode,
+                    representative=representative,
+                    representative_count=200,
+                    saved_model_dir=source,
+                )
                 predicted = export.tflite_predict(path, images)
-                rows.append({"model": name, "runtime": f"TFLite {mode}", "top1": float((predicted.argmax(-1) == labels).mean()),
-                             "latency_ms": round(export.latency_ms(export.tflite_runner(path), images[:1]), 3)})
+                rows.append(
+                    {
+                        "model": name,
+                        "runtime": f"TFLite {mode}",
+                        "top1": float((predicted.argmax(-1) == labels).mean()),
+                        "latency_ms": round(export.latency_ms(export.tflite_runner(path), images[:1]), 3),
+                    }
+                )
     return rows

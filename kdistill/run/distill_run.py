@@ -33,23 +33,44 @@ __all__ = ["DistillRun", "build_distiller"]
 
 logger = logging.getLogger(__name__)
 
-def build_distiller(config: DistillConfig, splits: data_module.Splits, teacher: keras.Model, strategy) -> FeatureDistiller:
+
+def build_distiller(
+    config: DistillConfig, splits: data_module.Splits, teacher: keras.Model, strategy
+) -> FeatureDistiller:
     """The compiled distiller, its teacher in the run's precision, made inside the strategy's scope with everything trainable."""
     with strategy.scope(), precision.policy_scope(config.precision):
         teacher = precision.cast_model(teacher, config.precision) if config.precision != "float32" else teacher
-        student = training.build_student(config.student, splits, config.student_width, config.seed, weights=config.student_weights,
-                                         image_size=config.student_image_size)
+        student = training.build_student(
+            config.student,
+            splits,
+            config.student_width,
+            config.seed,
+            weights=config.student_weights,
+            image_size=config.student_image_size,
+        )
         if config.quantize:
             if not config.student_weights:
-                logger.warning("quantize: int8 without student_weights fine-tunes a random student; start from a trained float "
-                               "student (student_weights: <run>/student.keras) for int8 that keeps its accuracy.")
+                logger.warning(
+                    "quantize: int8 without student_weights fine-tunes a random student; start from a trained float "
+                    "student (student_weights: <run>/student.keras) for int8 that keeps its accuracy."
+                )
             # The first training batch sets every activation range; BatchNormalization statistics are frozen and folded.
             student = quantize.quantize_model(student)
-        distiller = FeatureDistiller(teacher, student, taps=taps_module.resolve(config.taps, teacher, student), **config.distiller_options())
+        distiller = FeatureDistiller(
+            teacher, student, taps=taps_module.resolve(config.taps, teacher, student), **config.distiller_options()
+        )
         steps = -(-(splits.counts["train"] + splits.counts.get("transfer", 0)) // config.batch_size)
-        optimizer = training.make_optimizer(config.optimizer, config.learning_rate, config.weight_decay, config.lr_decay_epochs, steps,
-                                            schedule=config.schedule, warmup_epochs=config.warmup_epochs, epochs=config.epochs,
-                                            global_clipnorm=config.global_clipnorm)
+        optimizer = training.make_optimizer(
+            config.optimizer,
+            config.learning_rate,
+            config.weight_decay,
+            config.lr_decay_epochs,
+            steps,
+            schedule=config.schedule,
+            warmup_epochs=config.warmup_epochs,
+            epochs=config.epochs,
+            global_clipnorm=config.global_clipnorm,
+        )
         distiller.compile(optimizer=optimizer, loss=training.label_loss(config.augment), metrics=["accuracy"])
     return distiller
 
@@ -100,24 +121,42 @@ class DistillRun:
         if config.augment and not config.cache_views:
             teacher_cache.check_augmentation(config.augment)  # explains --cache-views
         if self.splits.train_plain is None:
-            raise ValueError(f"The teacher cache needs a source read into arrays (fashion_mnist, an image folder); {config.data!r} is not.")
-        # What made the training images: a refused cache names the one that changed (e.g. another --seed draws another split).
-        source = {key: getattr(config, key) for key in ("data", "data_dir", "seed", "train_limit", "image_size", "transfer_data")}
+            raise ValueError(
+                f"The teacher cache needs a source read into arrays (fashion_mnist, an image folder); {config.data!r} is not."
+            )
+        # What made the training images: a refused cache names the one that changed (e.g. another --seed draws another
+        # split).
+        source = {
+            key: getattr(config, key)
+            for key in ("data", "data_dir", "seed", "train_limit", "image_size", "transfer_data")
+        }
         try:
-            cache = teacher_cache.load(config.teacher_cache, teacher, layers, dataset=self.splits.train_plain, source=source)
+            cache = teacher_cache.load(
+                config.teacher_cache, teacher, layers, dataset=self.splits.train_plain, source=source
+            )
             stored = (cache.views, sorted(cache.meta.get("augment", [])), cache.top_k)
             wanted = (config.cache_views if config.augment else 0, sorted(config.augment), config.cache_top_k)
             if stored != wanted:
                 raise teacher_cache.StaleCacheError(
                     f"The teacher cache in {config.teacher_cache!r} holds {stored[0]} view(s) per image for augment {stored[1]} with top-k logits "
                     f"{stored[2]}; this run asks for {wanted[0]} for {wanted[1]} with {wanted[2]} (other --cache-views, --augment or --cache-top-k). "
-                    f"{teacher_cache.rebuild_hint(config.teacher_cache)}")
+                    f"{teacher_cache.rebuild_hint(config.teacher_cache)}"
+                )
             logger.info("Reading the teacher's outputs from %s", config.teacher_cache)
         except FileNotFoundError:
             logger.info("Computing the teacher's outputs once into %s", config.teacher_cache)
-            cache = teacher_cache.build(teacher, layers, self.splits.train_plain, config.teacher_cache, verbose=min(self.verbose, 1),
-                                        augment=config.augment, views=config.cache_views if config.augment else 0, seed=config.seed, source=source,
-                                        top_k=config.cache_top_k)
+            cache = teacher_cache.build(
+                teacher,
+                layers,
+                self.splits.train_plain,
+                config.teacher_cache,
+                verbose=min(self.verbose, 1),
+                augment=config.augment,
+                views=config.cache_views if config.augment else 0,
+                seed=config.seed,
+                source=source,
+                top_k=config.cache_top_k,
+            )
         return cache.dataset(config.batch_size, shuffle=True, seed=config.seed, layers=layers)
 
     def backup(self) -> resume.Backup:
@@ -127,9 +166,12 @@ class DistillRun:
 
     def training_callbacks(self, train, backup: resume.Backup) -> list:
         """kdistill's callbacks (progress, backup, history, non-finite stop, data order, best student, TensorBoard), then the caller's."""
-        run_callbacks = backup.callbacks + [callbacks.DataPass(train)]  # epoch k reads its data in epoch k's order, also when resumed
+        # epoch k reads its data in epoch k's order, also when resumed
+        run_callbacks = backup.callbacks + [callbacks.DataPass(train)]
         if self.splits.validation is not None:
-            run_callbacks.append(callbacks.BestStudentCheckpoint(self.path("best_student.keras"), resume=backup.resuming))
+            run_callbacks.append(
+                callbacks.BestStudentCheckpoint(self.path("best_student.keras"), resume=backup.resuming)
+            )
         if self.config.tensorboard and self.chief:
             # Keras' own callback: every loss term (loss, ce_loss, kd_loss, feat_<layer>) is a logged metric.
             run_callbacks.append(keras.callbacks.TensorBoard(self.config.tensorboard))
@@ -141,15 +183,24 @@ class DistillRun:
         if distribute.is_multi_worker(self.strategy):
             # Keras' fit fails under this strategy (see kdistill.run.distribute); no per-epoch backup here.
             with callbacks.reporting_interrupts(backup.progress, resumable=False):
-                history = distribute.fit(self.distiller, train, epochs=self.config.epochs, strategy=self.strategy, verbose=self.verbose)
+                history = distribute.fit(
+                    self.distiller, train, epochs=self.config.epochs, strategy=self.strategy, verbose=self.verbose
+                )
             history["epoch"] = list(range(self.config.epochs))
             return history
         try:
             with callbacks.reporting_interrupts(backup.progress, resumable=True):
-                self.distiller.fit(train, validation_data=self.splits.validation, epochs=self.config.epochs, verbose=self.verbose,
-                                   callbacks=run_callbacks, shuffle=False)
+                self.distiller.fit(
+                    train,
+                    validation_data=self.splits.validation,
+                    epochs=self.config.epochs,
+                    verbose=self.verbose,
+                    callbacks=run_callbacks,
+                    shuffle=False,
+                )
         finally:
-            resume.drop_empty_history(backup.history_csv)  # so run_folder can remove the folder it made for a run stopped in its first epoch
+            # so run_folder can remove the folder it made for a run stopped in its first epoch
+            resume.drop_empty_history(backup.history_csv)
         return resume.read_history_csv(backup.history_csv)
 
     def finish(self, history: dict, resuming: bool) -> dict:
@@ -159,7 +210,10 @@ class DistillRun:
         summary = {
             "config": self.config.to_dict(),
             "taps": distiller.taps,
-            "projections": [dict(row, teacher_shape=list(row["teacher_shape"]), student_shape=list(row["student_shape"])) for row in distiller.projection_summary()],
+            "projections": [
+                dict(row, teacher_shape=list(row["teacher_shape"]), student_shape=list(row["student_shape"]))
+                for row in distiller.projection_summary()
+            ],
             "student_path": student_path,
             "epochs_completed": len(history.get("epoch", [])),
             "resumed": resuming,
@@ -172,7 +226,8 @@ class DistillRun:
 
     def _save_students(self) -> str:
         """Writes student.keras (and, quantization-aware, snaps the biases of it and of best_student.keras); returns its path."""
-        if self.config.quantize:  # biases on TFLite's int32 grid: the int8 file then computes what the saved student computes
+        # biases on TFLite's int32 grid: the int8 file then computes what the saved student computes
+        if self.config.quantize:
             quantize.snap_biases(self.distiller.student)
             best_path = self.path("best_student.keras")
             if self.chief and os.path.exists(best_path):
@@ -186,9 +241,14 @@ class DistillRun:
     def _test(self) -> dict:
         """`{"evaluated": file name, "test": metrics}` of the best student (the last one without validation data) on the test split."""
         best_path = self.path("best_student.keras")
-        evaluated = saving.load_model(best_path, role="student") if os.path.exists(best_path) else self.distiller.student
+        evaluated = (
+            saving.load_model(best_path, role="student") if os.path.exists(best_path) else self.distiller.student
+        )
         name = "best_student.keras" if os.path.exists(best_path) else "student.keras"
-        if tuple(evaluated.input_shape[1:3]) != tuple(self.splits.image_shape[:2]):  # a student at its own size reads resized test images
+        # a student at its own size reads resized test images
+        if tuple(evaluated.input_shape[1:3]) != tuple(self.splits.image_shape[:2]):
             images = keras.Input(self.splits.image_shape)
-            evaluated = keras.Model(images, evaluated(self.distiller.student_inputs(images)), name=self.distiller.student.name)
+            evaluated = keras.Model(
+                images, evaluated(self.distiller.student_inputs(images)), name=self.distiller.student.name
+            )
         return {"evaluated": name, "test": evaluation.evaluate(evaluated, self.splits.test, self.splits.class_names)}

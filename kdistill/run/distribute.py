@@ -75,7 +75,9 @@ def get_strategy(name="auto"):
     if not isinstance(name, str):  # a strategy you made
         return name
     if name not in STRATEGIES:
-        raise ValueError(f"Unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}, or pass a tf.distribute.Strategy.")
+        raise ValueError(
+            f"Unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}, or pass a tf.distribute.Strategy."
+        )
     if name == "data_parallel":
         # JAX: keras.distribution splits the batches; no tf.distribute strategy is used.
         from kdistill.run import jax_distribution
@@ -84,14 +86,18 @@ def get_strategy(name="auto"):
     if keras.backend.backend() != "tensorflow":
         if name in ("auto", "default"):
             return KerasStrategy()
-        raise ValueError(f"--strategy {name} is a tf.distribute strategy, for the TensorFlow backend; this is {keras.backend.backend()!r}. "
-                         "On JAX use --strategy data_parallel (keras.distribution), or set KERAS_BACKEND=tensorflow.")
+        raise ValueError(
+            f"--strategy {name} is a tf.distribute strategy, for the TensorFlow backend; this is {keras.backend.backend()!r}. "
+            "On JAX use --strategy data_parallel (keras.distribution), or set KERAS_BACKEND=tensorflow."
+        )
     if name == "multi_worker" or (name == "auto" and _workers_in_tf_config() > 1):
         # Collective ops must be configured before TensorFlow initialises its devices,
         # so nothing may touch the runtime (not even listing GPUs) before this.
         if not os.environ.get("TF_CONFIG"):
-            raise ValueError("strategy 'multi_worker' reads the cluster from the TF_CONFIG environment variable, which is not set. "
-                             'Set it on each worker, e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}.')
+            raise ValueError(
+                "strategy 'multi_worker' reads the cluster from the TF_CONFIG environment variable, which is not set. "
+                'Set it on each worker, e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}.'
+            )
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
@@ -106,7 +112,9 @@ def get_strategy(name="auto"):
 def is_multi_worker(strategy) -> bool:
     """Whether `strategy` is a tf.distribute `MultiWorkerMirroredStrategy` (trained by `fit` here, not Keras' `fit`)."""
     # Only a TensorFlow object can be one: asking leaves TensorFlow unimported elsewhere.
-    return type(strategy).__module__.startswith("tensorflow") and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    return type(strategy).__module__.startswith("tensorflow") and isinstance(
+        strategy, tf.distribute.MultiWorkerMirroredStrategy
+    )
 
 
 def is_chief(strategy=None) -> bool:
@@ -136,8 +144,14 @@ def _as_dataset(data) -> tf.data.Dataset:
     return data.with_options(options)
 
 
-def fit(distiller: keras.Model, dataset: tf.data.Dataset, epochs: int = 1, steps_per_epoch: int | None = None,
-        strategy: tf.distribute.Strategy | None = None, verbose: int = 1) -> dict:
+def fit(
+    distiller: keras.Model,
+    dataset: tf.data.Dataset,
+    epochs: int = 1,
+    steps_per_epoch: int | None = None,
+    strategy: tf.distribute.Strategy | None = None,
+    verbose: int = 1,
+) -> dict:
     """Trains a compiled distiller under `strategy` with its own `train_step`, for any strategy.
 
     The dataset yields *global* batches; each worker reads its share
@@ -169,7 +183,9 @@ def fit(distiller: keras.Model, dataset: tf.data.Dataset, epochs: int = 1, steps
         return has_value
 
     history: dict[str, list[float]] = {}
-    chief = getattr(strategy.cluster_resolver, "task_id", 0) in (0, None) if hasattr(strategy, "cluster_resolver") else True
+    chief = (
+        getattr(strategy.cluster_resolver, "task_id", 0) in (0, None) if hasattr(strategy, "cluster_resolver") else True
+    )
     for epoch in range(epochs):
         for metric in distiller.metrics:
             metric.reset_state()
@@ -182,11 +198,17 @@ def fit(distiller: keras.Model, dataset: tf.data.Dataset, epochs: int = 1, steps
             done += 1
             progress.update(done)
         if done == 0:
-            raise ValueError("The dataset gave no batch: check its size against the batch size and the number of workers.")
+            raise ValueError(
+                "The dataset gave no batch: check its size against the batch size and the number of workers."
+            )
         logs = {}
         for metric in distiller.metrics:
             result = metric.result()
-            logs.update({k: float(np.asarray(v)) for k, v in result.items()} if isinstance(result, dict) else {metric.name: float(np.asarray(result))})
+            logs.update(
+                {k: float(np.asarray(v)) for k, v in result.items()}
+                if isinstance(result, dict)
+                else {metric.name: float(np.asarray(result))}
+            )
         for key, value in logs.items():
             history.setdefault(key, []).append(value)
         if chief:

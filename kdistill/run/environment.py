@@ -48,8 +48,14 @@ def describe() -> dict:
         except importlib.metadata.PackageNotFoundError:
             continue
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-    return {"cpu": cpu_model(), "cpu_cores": os.cpu_count() or 0, "machine": f"{platform.system()} {platform.machine()}",
-            "python": platform.python_version(), "backend": backend, "versions": versions}
+    return {
+        "cpu": cpu_model(),
+        "cpu_cores": os.cpu_count() or 0,
+        "machine": f"{platform.system()} {platform.machine()}",
+        "python": platform.python_version(),
+        "backend": backend,
+        "versions": versions,
+    }
 
 
 def portable(path: str, root: str | None = None) -> str:

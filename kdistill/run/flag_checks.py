@@ -62,7 +62,8 @@ def check_numbers(args) -> None:
     shared = {name: rule for name, rule in options.number_rules(DistillConfig).items() if name in declared.shared}
     for name, rule in {**shared, **options.number_rules(declared)}.items():
         if getattr(args, name, None) is not None:
-            rule = {key: value for key, value in rule.items() if key != "meaning"}  # `meaning` speaks of config files ("empty for all")
+            # `meaning` speaks of config files ("empty for all")
+            rule = {key: value for key, value in rule.items() if key != "meaning"}
             check_number(options.flag_of(declared, name), getattr(args, name), **rule)
 
 

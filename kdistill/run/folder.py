@@ -57,12 +57,18 @@ def _take_lock(folder: str) -> str:
                 if holder and (holder.get("host") != socket.gethostname() or files.process_alive(holder["pid"])):
                     raise RunFolderLockedError(
                         f"The run folder {folder!r} is in use by another kdistill run (pid {holder['pid']} on {holder.get('host', '?')}). "
-                        f"Wait for it to finish or pass another --output-dir; if that process is not a kdistill run, delete {lock!r}.") from None
-                logger.warning("Taking over the lock of %s: its process (pid %s) is no longer running (a crash or a kill).",
-                               folder, holder.get("pid", "unknown"))
+                        f"Wait for it to finish or pass another --output-dir; if that process is not a kdistill run, delete {lock!r}."
+                    ) from None
+                logger.warning(
+                    "Taking over the lock of %s: its process (pid %s) is no longer running (a crash or a kill).",
+                    folder,
+                    holder.get("pid", "unknown"),
+                )
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(lock)
-        raise RunFolderLockedError(f"Could not lock the run folder {folder!r}: another run keeps taking it. Pass another --output-dir.")
+        raise RunFolderLockedError(
+            f"Could not lock the run folder {folder!r}: another run keeps taking it. Pass another --output-dir."
+        )
     finally:
         os.remove(partial)
 

@@ -70,7 +70,10 @@ def _recording_sigint(progress: EpochProgress) -> Iterator[None]:
     Only in the main thread (the only one Python lets set a handler), and only
     where Python's default handler is in place: a handler the caller installed is kept.
     """
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
         yield
         return
 

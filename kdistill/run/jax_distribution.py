@@ -39,8 +39,10 @@ def data_parallel(devices: list | None = None) -> "keras.distribution.DataParall
         ValueError: on a backend other than JAX (use `--strategy mirrored` with TensorFlow).
     """
     if keras.backend.backend() != "jax":
-        raise ValueError(f"--strategy data_parallel uses keras.distribution, which runs on the JAX backend; this is "
-                         f"{keras.backend.backend()!r}. Set KERAS_BACKEND=jax, or use --strategy mirrored on TensorFlow.")
+        raise ValueError(
+            f"--strategy data_parallel uses keras.distribution, which runs on the JAX backend; this is "
+            f"{keras.backend.backend()!r}. Set KERAS_BACKEND=jax, or use --strategy mirrored on TensorFlow."
+        )
     devices = list(devices) if devices is not None else keras.distribution.list_devices()
     distribution = keras.distribution.DataParallel(devices=devices)
     keras.distribution.set_distribution(distribution)

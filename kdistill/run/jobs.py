@@ -34,19 +34,29 @@ __all__ = ["load_teacher", "check_teacher", "load_data", "distill"]
 
 logger = logging.getLogger(__name__)
 
+
 def load_data(config: DistillConfig) -> data_module.Splits:
     """Pipelines for a run config."""
     return data_module.load(
-        config.data, data_dir=config.data_dir, image_size=config.image_size, batch_size=config.batch_size,
-        train_limit=config.train_limit, test_limit=config.test_limit, augment=config.augment, seed=config.seed,
-        transfer=config.transfer_data, skip_unreadable=config.skip_unreadable,
+        config.data,
+        data_dir=config.data_dir,
+        image_size=config.image_size,
+        batch_size=config.batch_size,
+        train_limit=config.train_limit,
+        test_limit=config.test_limit,
+        augment=config.augment,
+        seed=config.seed,
+        transfer=config.transfer_data,
+        skip_unreadable=config.skip_unreadable,
     )
 
 
 def load_teacher(config: DistillConfig) -> keras.Model:
     """The config's teacher; a list of files becomes one ensemble, each member named after its file."""
     if not config.teacher:
-        raise ValueError("A distillation needs a teacher: set `teacher: PATH` (train one with `kdistill train-teacher`).")
+        raise ValueError(
+            "A distillation needs a teacher: set `teacher: PATH` (train one with `kdistill train-teacher`)."
+        )
     shape = (config.image_size, config.image_size, 3)  # the input size of a KerasHub preset
     paths = [config.teacher] if isinstance(config.teacher, str) else [str(path) for path in config.teacher]
     if len(paths) == 1:  # `teacher: [one.keras]` is that teacher
@@ -69,10 +79,13 @@ def _check_member_files(paths: list) -> None:
         if stem in stems[:index]:
             first = paths[stems.index(stem)]
             same = os.path.realpath(first) == os.path.realpath(paths[index])
-            raise UserError(f"The teacher list names {first!r} twice: give each teacher file once." if same else
-                            f"The teacher files {first!r} and {paths[index]!r} have the same name {stem!r}, and an ensemble names each member "
-                            "after its file (taps read '<file stem>/<layer>'): copy or link one under another name (e.g. "
-                            f"{stem}_b{os.path.splitext(paths[index])[1]}) and list that.")
+            raise UserError(
+                f"The teacher list names {first!r} twice: give each teacher file once."
+                if same
+                else f"The teacher files {first!r} and {paths[index]!r} have the same name {stem!r}, and an ensemble names each member "
+                "after its file (taps read '<file stem>/<layer>'): copy or link one under another name (e.g. "
+                f"{stem}_b{os.path.splitext(paths[index])[1]}) and list that."
+            )
 
 
 #: validation images measured by `check_teacher`, and the fewest that can tell chance from learning
@@ -143,12 +156,20 @@ def _has_accelerator() -> bool:
 
 def _warn_about_precision(policy: str) -> None:
     if policy == "mixed_float16" and not _has_accelerator():
-        logger.warning("precision mixed_float16 on a CPU: CPUs have no fast float16 arithmetic, so this runs much slower than "
-                       "float32. Use float32, or mixed_bfloat16 on a CPU with bfloat16 support; mixed_float16 is for GPUs.")
+        logger.warning(
+            "precision mixed_float16 on a CPU: CPUs have no fast float16 arithmetic, so this runs much slower than "
+            "float32. Use float32, or mixed_bfloat16 on a CPU with bfloat16 support; mixed_float16 is for GPUs."
+        )
 
 
-def distill(config: DistillConfig, splits: data_module.Splits | None = None, teacher: keras.Model | None = None, verbose: int = 1,
-            restart: bool = False, extra_callbacks: list | None = None) -> dict:
+def distill(
+    config: DistillConfig,
+    splits: data_module.Splits | None = None,
+    teacher: keras.Model | None = None,
+    verbose: int = 1,
+    restart: bool = False,
+    extra_callbacks: list | None = None,
+) -> dict:
     """Runs one distillation from a config and writes the run folder.
 
     Writes `student.keras` (the last epoch's), `best_student.keras` (best
@@ -182,13 +203,15 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
     # First: MultiWorkerMirroredStrategy must exist before TensorFlow initialises its devices (e.g. for the data).
     strategy = distribute.get_strategy(config.strategy)
     chief = distribute.is_chief(strategy)
-    # The other workers of a multi-worker run train in step with the chief; their copies of the files go to a folder they remove.
+    # The other workers of a multi-worker run train in step with the chief; their copies of the files go to a folder
+    # they remove.
     output_dir = config.resolved_output_dir() if chief else tempfile.mkdtemp(prefix="kdistill-worker-")
     _warn_about_precision(config.precision)
     if chief and not restart:
         resume.refuse_finished_run(output_dir)
     if config.teacher_cache:
-        teacher_cache.check_writable(config.teacher_cache)  # found only when writing, naming a staging folder, after all the work
+        # found only when writing, naming a staging folder, after all the work
+        teacher_cache.check_writable(config.teacher_cache)
     with run_folder(output_dir):
         splits = splits or load_data(config)
         if teacher is None:
@@ -197,8 +220,16 @@ def distill(config: DistillConfig, splits: data_module.Splits | None = None, tea
         if config.check_teacher:
             check_teacher(teacher, splits)
         remove_stale_partials(output_dir)
-        run = DistillRun(config, splits, strategy, output_dir, build_distiller(config, splits, teacher, strategy), verbose=verbose,
-                         restart=restart, extra_callbacks=list(extra_callbacks or []))
+        run = DistillRun(
+            config,
+            splits,
+            strategy,
+            output_dir,
+            build_distiller(config, splits, teacher, strategy),
+            verbose=verbose,
+            restart=restart,
+            extra_callbacks=list(extra_callbacks or []),
+        )
         train = run.training_data()
         backup = run.backup()
         summary = run.finish(run.fit(train, backup), backup.resuming)

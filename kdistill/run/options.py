@@ -30,18 +30,45 @@ from typing import Any, Callable
 
 from kdistill.errors import UserError, number_from_yaml
 
-__all__ = ["option", "add_flags", "flag_of", "flag_names", "flag_values", "merge_flags", "number_rules", "config_keys", "output_paths", "taps_flag",
-           "numbers_flag", "names_flag", "one_or_list_flag", "COUNT", "NON_NEGATIVE"]
+__all__ = [
+    "option",
+    "add_flags",
+    "flag_of",
+    "flag_names",
+    "flag_values",
+    "merge_flags",
+    "number_rules",
+    "config_keys",
+    "output_paths",
+    "taps_flag",
+    "numbers_flag",
+    "names_flag",
+    "one_or_list_flag",
+    "COUNT",
+    "NON_NEGATIVE",
+]
 
-#: `number=` rules shared by many options (kdistill.errors.check_number's options): a count of things, a non-negative number
+#: `number=` rules shared by many options (kdistill.errors.check_number's options): a count of things, a non-negative
+#: number
 COUNT = {"integer": True, "positive": True}
 NON_NEGATIVE = {"positive": True, "allow_zero": True}
 
 
-def option(default: Any = dataclasses.MISSING, *, factory: Callable[[], Any] | None = None, help: str | None = None,
-           flag: str | bool = True, parse: Callable[[str], Any] | None = None, convert: Callable[[Any, str], Any] | None = None,
-           number: dict | None = None, distiller: bool = False, none_word: bool = False, output: str | None = None, from_config: bool = False,
-           **argparse_options: Any) -> Any:
+def option(
+    default: Any = dataclasses.MISSING,
+    *,
+    factory: Callable[[], Any] | None = None,
+    help: str | None = None,
+    flag: str | bool = True,
+    parse: Callable[[str], Any] | None = None,
+    convert: Callable[[Any, str], Any] | None = None,
+    number: dict | None = None,
+    distiller: bool = False,
+    none_word: bool = False,
+    output: str | None = None,
+    from_config: bool = False,
+    **argparse_options: Any,
+) -> Any:
     """A dataclass field with the metadata every other declaration of the option is derived from.
 
     Args:
@@ -57,8 +84,18 @@ def option(default: Any = dataclasses.MISSING, *, factory: Callable[[], Any] | N
         from_config: a flag left out takes `--config`'s key of the same name (a `DistillConfig` key, checked there).
         **argparse_options: passed to `add_argument` (`choices`, `nargs`, `metavar`).
     """
-    metadata = {"help": help, "flag": flag, "parse": parse, "convert": convert, "number": number, "distiller": distiller,
-                "none_word": none_word, "output": output, "from_config": from_config, "argparse": argparse_options}
+    metadata = {
+        "help": help,
+        "flag": flag,
+        "parse": parse,
+        "convert": convert,
+        "number": number,
+        "distiller": distiller,
+        "none_word": none_word,
+        "output": output,
+        "from_config": from_config,
+        "argparse": argparse_options,
+    }
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -81,11 +118,18 @@ def flag_names(config_class: type) -> list[str]:
 
 
 def _flag_fields(config_class: type, names: typing.Iterable[str] | None) -> list[dataclasses.Field]:
-    fields = {field.name: field for field in dataclasses.fields(config_class) if field.metadata.get("flag", True) is not False}
+    fields = {
+        field.name: field for field in dataclasses.fields(config_class) if field.metadata.get("flag", True) is not False
+    }
     return list(fields.values()) if names is None else [fields[name] for name in names]
 
 
-def add_flags(parser: argparse.ArgumentParser, config_class: type, names: typing.Iterable[str] | None = None, defaults: bool = False) -> None:
+def add_flags(
+    parser: argparse.ArgumentParser,
+    config_class: type,
+    names: typing.Iterable[str] | None = None,
+    defaults: bool = False,
+) -> None:
     """Adds a flag for each of `names` (default: every field with a flag), in that order.
 
     With `defaults`, a flag left out gives the field's default; otherwise None, so
@@ -96,14 +140,20 @@ def add_flags(parser: argparse.ArgumentParser, config_class: type, names: typing
     for field in _flag_fields(config_class, names):
         name = _flag_name(field)
         default = _default(field) if defaults else None
-        options = {"dest": field.name if name.startswith("-") else None, "help": field.metadata.get("help"), **field.metadata.get("argparse", {})}
+        options = {
+            "dest": field.name if name.startswith("-") else None,
+            "help": field.metadata.get("help"),
+            **field.metadata.get("argparse", {}),
+        }
         if hints[field.name] is bool:
             options.update(action="store_false" if name.startswith("--no-") else "store_true", default=default)
         else:
             allowed = typing.get_args(hints[field.name]) or (hints[field.name],)
             parse = field.metadata.get("parse") or next((kind for kind in (int, float) if kind in allowed), None)
             options.update(type=parse, default=default)
-        parser.add_argument(name, **{key: value for key, value in options.items() if value is not None or key == "default"})
+        parser.add_argument(
+            name, **{key: value for key, value in options.items() if value is not None or key == "default"}
+        )
 
 
 def _default(field: dataclasses.Field) -> Any:
@@ -129,14 +179,22 @@ def merge_flags(file_values: dict, args: argparse.Namespace, config_class: type)
     """A config file's values overridden by the flags given; `none` (any case) read as None where the field allows it."""
     values = dict(file_values, **flag_values(args, config_class))
     for field in dataclasses.fields(config_class):
-        if field.metadata.get("none_word") and isinstance(values.get(field.name), str) and values[field.name].lower() == "none":
+        if (
+            field.metadata.get("none_word")
+            and isinstance(values.get(field.name), str)
+            and values[field.name].lower() == "none"
+        ):
             values[field.name] = None
     return values
 
 
 def number_rules(config_class: type) -> dict[str, dict]:
     """`{field: check_number options}` for every number field."""
-    return {field.name: field.metadata["number"] for field in dataclasses.fields(config_class) if field.metadata.get("number")}
+    return {
+        field.name: field.metadata["number"]
+        for field in dataclasses.fields(config_class)
+        if field.metadata.get("number")
+    }
 
 
 def config_keys(config_class: type) -> tuple[str, ...]:
@@ -146,8 +204,11 @@ def config_keys(config_class: type) -> tuple[str, ...]:
 
 def output_paths(config_class: type) -> dict[str, str]:
     """`{field: "file" | "folder"}` for every path the command writes (declared with `output=`)."""
-    return {field.name: field.metadata["output"] for field in dataclasses.fields(config_class) if field.metadata.get("output")}
-
+    return {
+        field.name: field.metadata["output"]
+        for field in dataclasses.fields(config_class)
+        if field.metadata.get("output")
+    }
 
 
 # --- flag parsers: `parse` runs inside argparse, `convert` after it ---
@@ -159,14 +220,17 @@ def taps_flag(text: str) -> str | dict[str, str]:
     for pair in text.split(","):
         if ":" not in pair:
             # ArgumentTypeError: argparse prints this message (a ValueError would print "invalid taps_flag value").
-            raise argparse.ArgumentTypeError(f"--taps takes 'preset', 'none' or teacher_layer:student_layer pairs separated by commas "
-                                             f"(e.g. conv4_block6_out:block_13_expand_relu), received {text!r}.")
+            raise argparse.ArgumentTypeError(
+                f"--taps takes 'preset', 'none' or teacher_layer:student_layer pairs separated by commas "
+                f"(e.g. conv4_block6_out:block_13_expand_relu), received {text!r}."
+            )
         teacher_layer, student_layer = (part.strip() for part in pair.split(":", 1))
         if teacher_layer in taps:  # a mapping keeps the last pair only: the first was dropped without a word
             raise argparse.ArgumentTypeError(
                 f"--taps names the teacher layer {teacher_layer!r} twice ({teacher_layer}:{taps[teacher_layer]}, {teacher_layer}:{student_layer}); "
                 "each teacher layer is distilled into one student layer. Keep one pair per teacher layer, or tap another teacher layer "
-                "for the other student layer.")
+                "for the other student layer."
+            )
         taps[teacher_layer] = student_layer
     return taps
 

@@ -40,9 +40,22 @@ def labelled_indices(cache) -> np.ndarray:
     return np.flatnonzero(np.asarray(cache.labels) >= 0)
 
 
-def train_from_cache(teacher: keras.Model, student: keras.Model, cache, *, options: dict[str, Any], epochs: int, steps_per_epoch: int,
-                     seed: int, batch_size: int = 64, indices=None, validation=None, learning_rate: float = LEARNING_RATE,
-                     pipeline: str = "numpy", verbose: int = 1) -> FeatureDistiller:
+def train_from_cache(
+    teacher: keras.Model,
+    student: keras.Model,
+    cache,
+    *,
+    options: dict[str, Any],
+    epochs: int,
+    steps_per_epoch: int,
+    seed: int,
+    batch_size: int = 64,
+    indices=None,
+    validation=None,
+    learning_rate: float = LEARNING_RATE,
+    pipeline: str = "numpy",
+    verbose: int = 1,
+) -> FeatureDistiller:
     """Trains `student` from `cache` for `epochs` x `steps_per_epoch` steps; returns the fitted distiller.
 
     Args:
@@ -65,5 +78,12 @@ def train_from_cache(teacher: keras.Model, student: keras.Model, cache, *, optio
     distiller.compile(optimizer=cosine_adam(epochs * steps_per_epoch, learning_rate), metrics=["accuracy"])
     layers = list(distiller.taps)
     train = cache.dataset(batch_size, seed=seed, layers=layers, indices=indices, repeat=True, pipeline=pipeline)
-    distiller.fit(train, epochs=epochs, steps_per_epoch=steps_per_epoch, validation_data=validation, verbose=verbose, shuffle=False)
+    distiller.fit(
+        train,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=validation,
+        verbose=verbose,
+        shuffle=False,
+    )
     return distiller

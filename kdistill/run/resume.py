@@ -1,6 +1,6 @@
 """Resuming an interrupted run: the per-epoch backup in its run folder, the settings it must match, and its history.
 
-A run writes `<run folder>/backup/` after every epoch (`callbacks.SafeBackupAndRestore`) and `history.csv` as it goes;
+A run writes `<run folder>/backup/` after every epoch (`kdistill.run.backup.SafeBackupAndRestore`) and `history.csv` as it goes;
 running the same command again resumes from the last finished epoch. `kdistill.run.jobs.distill` (classifiers) and
 `kdistill.run.segmentation.distill` (segmenters) share these steps.
 
@@ -20,8 +20,17 @@ import keras
 
 from kdistill.errors import UserError
 from kdistill.run import callbacks
+from kdistill.run.backup import SafeBackupAndRestore
 
-__all__ = ["RESUMABLE_CHANGES", "Backup", "resume_key", "refuse_finished_run", "backup_callbacks", "drop_empty_history", "read_history_csv"]
+__all__ = [
+    "RESUMABLE_CHANGES",
+    "Backup",
+    "resume_key",
+    "refuse_finished_run",
+    "backup_callbacks",
+    "drop_empty_history",
+    "read_history_csv",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +54,13 @@ def resume_key(settings: dict) -> dict:
 
 def refuse_finished_run(output_dir: str) -> None:
     """UserError when `output_dir` holds a finished run (summary.json and no backup to resume): running again would silently retrain it."""
-    if os.path.exists(os.path.join(output_dir, "summary.json")) and not os.path.exists(os.path.join(output_dir, "backup")):
-        raise UserError(f"{output_dir!r} holds a finished run (summary.json): pass --restart (restart=True) to train it again over it, "
-                        "or choose a new --output-dir.")
+    if os.path.exists(os.path.join(output_dir, "summary.json")) and not os.path.exists(
+        os.path.join(output_dir, "backup")
+    ):
+        raise UserError(
+            f"{output_dir!r} holds a finished run (summary.json): pass --restart (restart=True) to train it again over it, "
+            "or choose a new --output-dir."
+        )
 
 
 def backup_callbacks(output_dir: str, settings: dict, restart: bool = False) -> Backup:
@@ -68,8 +81,12 @@ def backup_callbacks(output_dir: str, settings: dict, restart: bool = False) -> 
     elif os.path.exists(history_csv):
         os.remove(history_csv)  # a finished earlier run in this folder: start its history afresh
     progress = callbacks.EpochProgress()
-    run_callbacks = [progress, callbacks.SafeBackupAndRestore(backup_dir, run_config=resume_key(settings)),
-                     keras.callbacks.CSVLogger(history_csv, append=True), callbacks.StopOnNonFiniteLoss()]
+    run_callbacks = [
+        progress,
+        SafeBackupAndRestore(backup_dir, run_config=resume_key(settings)),
+        keras.callbacks.CSVLogger(history_csv, append=True),
+        callbacks.StopOnNonFiniteLoss(),
+    ]
     return Backup(run_callbacks, progress, resuming, history_csv)
 
 
@@ -89,6 +106,9 @@ def read_history_csv(path: str) -> dict:
         rows = {int(row["epoch"]): row for row in csv.DictReader(handle)}
     history: dict = {}
     for epoch in sorted(rows):
-        for key, value in rows[epoch].items():  # "NA": a metric the epoch did not log (CSVLogger's val_ columns of a run without validation)
-            history.setdefault(key, []).append(int(value) if key == "epoch" else float("nan") if value == "NA" else float(value))
+        # "NA": a metric the epoch did not log (CSVLogger's val_ columns of a run without validation)
+        for key, value in rows[epoch].items():
+            history.setdefault(key, []).append(
+                int(value) if key == "epoch" else float("nan") if value == "NA" else float(value)
+            )
     return {key: values for key, values in history.items() if not all(value != value for value in values)}

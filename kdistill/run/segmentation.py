@@ -22,8 +22,20 @@ import numpy as np
 
 from kdistill.errors import UserError
 
-__all__ = ["TASKS", "MaskSplits", "is_mask_data", "resolve_task", "load", "train_teacher", "compile_alone", "add_unlabelled_scenes",
-           "build_distiller", "train_student", "distill", "format_report"]
+__all__ = [
+    "TASKS",
+    "MaskSplits",
+    "is_mask_data",
+    "resolve_task",
+    "load",
+    "train_teacher",
+    "compile_alone",
+    "add_unlabelled_scenes",
+    "build_distiller",
+    "train_student",
+    "distill",
+    "format_report",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +63,14 @@ def resolve_task(task: str | None, data: str | None) -> str:
     if task is not None and task not in TASKS:
         raise UserError(f"task must be one of {', '.join(TASKS)}, received {task!r}.")
     if task == "segmentation" and data is not None and not is_mask_data(data):
-        raise UserError(f"task segmentation needs data with masks, but data is {data!r}: use --data scenes (offline synthetic scenes) or "
-                        "--data masks:FOLDER (FOLDER/images and FOLDER/masks).")
+        raise UserError(
+            f"task segmentation needs data with masks, but data is {data!r}: use --data scenes (offline synthetic scenes) or "
+            "--data masks:FOLDER (FOLDER/images and FOLDER/masks)."
+        )
     if task == "classification" and is_mask_data(data):
-        raise UserError(f"data {data!r} holds masks, which a classifier cannot learn from: use --task segmentation (or leave --task out).")
+        raise UserError(
+            f"data {data!r} holds masks, which a classifier cannot learn from: use --task segmentation (or leave --task out)."
+        )
     if task is None and is_mask_data(data):
         logger.info("task: segmentation (the data %r holds masks)", data)
         return "segmentation"
@@ -63,15 +79,19 @@ def resolve_task(task: str | None, data: str | None) -> str:
 
 def _mask_folders(spec: str) -> tuple[tuple[str, str], tuple[str, str] | None]:
     """(images, masks) folders of the training split and of the test split (None: none) that `masks:...` names."""
-    parts = spec[len("masks:"):].split(",")
+    parts = spec[len("masks:") :].split(",")
     if len(parts) == 2:
         return (parts[0], parts[1]), None
     if len(parts) != 1 or not parts[0]:
-        raise UserError(f"--data {spec!r}: write masks:FOLDER (with FOLDER/images and FOLDER/masks) or masks:IMAGES_DIR,MASKS_DIR.")
+        raise UserError(
+            f"--data {spec!r}: write masks:FOLDER (with FOLDER/images and FOLDER/masks) or masks:IMAGES_DIR,MASKS_DIR."
+        )
     folder = parts[0]
     test = os.path.join(folder, "test")
     has_test = os.path.isdir(os.path.join(test, "images"))
-    return (os.path.join(folder, "images"), os.path.join(folder, "masks")), ((os.path.join(test, "images"), os.path.join(test, "masks")) if has_test else None)
+    return (os.path.join(folder, "images"), os.path.join(folder, "masks")), (
+        (os.path.join(test, "images"), os.path.join(test, "masks")) if has_test else None
+    )
 
 
 def _class_names(folder: str, masks: np.ndarray, num_classes: int | None, ignore_label: int | None) -> list:
@@ -84,14 +104,27 @@ def _class_names(folder: str, masks: np.ndarray, num_classes: int | None, ignore
     return [str(index) for index in range(num_classes or int(values.max()) + 1)]
 
 
-def load(data: str, data_dir: str | None = None, image_size: int | None = 32, train_limit: int | None = None, test_limit: int | None = None,
-         seed: int = 0, num_classes: int | None = None, ignore_label: int | None = 255) -> MaskSplits:
+def load(
+    data: str,
+    data_dir: str | None = None,
+    image_size: int | None = 32,
+    train_limit: int | None = None,
+    test_limit: int | None = None,
+    seed: int = 0,
+    num_classes: int | None = None,
+    ignore_label: int | None = 255,
+) -> MaskSplits:
     """The training and test images and masks that `data` names (`scenes` or `masks:...`, see the module docstring)."""
     from kdistill.data import load_scenes, read_mask_folders
 
     if data == "scenes":
-        train, test = load_scenes(data_dir, train_count=train_limit or _SCENE_COUNTS[0], test_count=test_limit or _SCENE_COUNTS[1],
-                                  size=image_size or 64, seed=seed)
+        train, test = load_scenes(
+            data_dir,
+            train_count=train_limit or _SCENE_COUNTS[0],
+            test_count=test_limit or _SCENE_COUNTS[1],
+            size=image_size or 64,
+            seed=seed,
+        )
         return MaskSplits(train.images, train.masks, test.images, test.masks, train.class_names)
     if not is_mask_data(data):
         raise UserError(f"Segmentation reads masks: --data scenes or --data masks:FOLDER, received {data!r}.")
@@ -103,10 +136,21 @@ def load(data: str, data_dir: str | None = None, image_size: int | None = 32, tr
     else:
         order = np.random.default_rng(seed).permutation(len(images))
         cut = len(images) - max(1, len(images) // 5) if len(images) > 1 else len(images)
-        images, masks, test_images, test_masks = images[order[:cut]], masks[order[:cut]], images[order[cut:]], masks[order[cut:]]
+        images, masks, test_images, test_masks = (
+            images[order[:cut]],
+            masks[order[:cut]],
+            images[order[cut:]],
+            masks[order[cut:]],
+        )
     names = _class_names(masks_dir, np.concatenate([masks, test_masks]), num_classes, ignore_label)
     images, masks = images[:train_limit] if train_limit else images, masks[:train_limit] if train_limit else masks
-    return MaskSplits(images, masks, test_images[:test_limit] if test_limit else test_images, test_masks[:test_limit] if test_limit else test_masks, names)
+    return MaskSplits(
+        images,
+        masks,
+        test_images[:test_limit] if test_limit else test_images,
+        test_masks[:test_limit] if test_limit else test_masks,
+        names,
+    )
 
 
 def compile_alone(model, learning_rate: float, ignore_label: int | None = 255, optimizer=None):
@@ -114,13 +158,26 @@ def compile_alone(model, learning_rate: float, ignore_label: int | None = 255, o
     alone: a teacher, or the student-alone run."""
     import keras
 
-    model.compile(optimizer=optimizer or keras.optimizers.Adam(learning_rate),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=ignore_label))
+    model.compile(
+        optimizer=optimizer or keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=ignore_label),
+    )
     return model
 
 
-def train_teacher(splits: MaskSplits, output: str | None, name: str = "conv_segmenter", epochs: int = 4, learning_rate: float = 1e-3,
-                  batch_size: int = 32, seed: int = 0, verbose: int = 2, optimizer: str = "adam", warmup_epochs: float = 1.0, **options):
+def train_teacher(
+    splits: MaskSplits,
+    output: str | None,
+    name: str = "conv_segmenter",
+    epochs: int = 4,
+    learning_rate: float = 1e-3,
+    batch_size: int = 32,
+    seed: int = 0,
+    verbose: int = 2,
+    optimizer: str = "adam",
+    warmup_epochs: float = 1.0,
+    **options,
+):
     """A segmenter from `kdistill.segmenters` trained alone on the masks and saved (when `output` is given); returns it.
 
     As `kdistill train-teacher` trains a classifier: `optimizer` ("adam", "sgd", "adamw") with a linear warm-up of
@@ -134,16 +191,21 @@ def train_teacher(splits: MaskSplits, output: str | None, name: str = "conv_segm
     keras.utils.set_random_seed(seed)
     shape = tuple(splits.train_images.shape[1:])
     steps = -(-len(splits.train_images) // batch_size)
-    cosine = training.make_optimizer(optimizer, learning_rate, schedule="cosine", warmup_epochs=warmup_epochs, epochs=epochs, steps_per_epoch=steps)
-    model = compile_alone(segmenters.get(name, len(splits.class_names), shape, **options), learning_rate, optimizer=cosine)
+    cosine = training.make_optimizer(
+        optimizer, learning_rate, schedule="cosine", warmup_epochs=warmup_epochs, epochs=epochs, steps_per_epoch=steps
+    )
+    model = compile_alone(
+        segmenters.get(name, len(splits.class_names), shape, **options), learning_rate, optimizer=cosine
+    )
     model.fit(splits.train_images, splits.train_masks, batch_size=batch_size, epochs=epochs, verbose=verbose)
     if output:
         saving.save_for_inference(model, output)
     return model
 
 
-def add_unlabelled_scenes(splits: MaskSplits, count: int, data_dir: str | None = None, seed: int = 100,
-                          ignore_label: int = 255) -> MaskSplits:
+def add_unlabelled_scenes(
+    splits: MaskSplits, count: int, data_dir: str | None = None, seed: int = 100, ignore_label: int = 255
+) -> MaskSplits:
     """`splits` with `count` more training scenes whose masks are all `ignore_label`: a transfer set that only a teacher labels.
 
     The scenes are drawn from the Fashion-MNIST training items with their own `seed` (other scenes than the labelled ones).
@@ -155,7 +217,10 @@ def add_unlabelled_scenes(splits: MaskSplits, count: int, data_dir: str | None =
         return splits
     extra = load_scenes(data_dir, train_count=count, test_count=1, size=splits.train_images.shape[1], seed=seed)[0]
     masks = np.full(extra.masks.shape, ignore_label, splits.train_masks.dtype)
-    return splits._replace(train_images=np.concatenate([splits.train_images, extra.images]), train_masks=np.concatenate([splits.train_masks, masks]))
+    return splits._replace(
+        train_images=np.concatenate([splits.train_images, extra.images]),
+        train_masks=np.concatenate([splits.train_masks, masks]),
+    )
 
 
 def build_distiller(teacher, student, taps="preset", learning_rate: float = 1e-3, optimizer=None, **distiller_options):
@@ -173,7 +238,9 @@ def build_distiller(teacher, student, taps="preset", learning_rate: float = 1e-3
     return distiller
 
 
-def train_student(teacher, splits: MaskSplits, recipe: dict | None, schedule, seed: int, verbose: int = 0, width: float = 0.35):
+def train_student(
+    teacher, splits: MaskSplits, recipe: dict | None, schedule, seed: int, verbose: int = 0, width: float = 0.35
+):
     """A MobileNetV2 segmenter trained alone (`recipe` None) or distilled from `teacher` with `recipe` (FeatureDistiller options and
     `taps`, `kdistill.run.segmentation_commands.DEMO_RECIPE`) for as many steps as `schedule.student_epochs` epochs over the
     labelled images (fewer epochs when unlabelled images, masks all ignored, are added); Adam with one epoch of warm-up and
@@ -186,11 +253,16 @@ def train_student(teacher, splits: MaskSplits, recipe: dict | None, schedule, se
     from kdistill.run import training
 
     labelled = int((splits.train_masks.reshape(len(splits.train_masks), -1) != IGNORE_LABEL).any(axis=1).sum())
-    epochs = max(1, round(schedule.student_epochs * labelled / len(splits.train_images)))  # the student alone's number of steps
+    # the student alone's number of steps
+    epochs = max(1, round(schedule.student_epochs * labelled / len(splits.train_images)))
     steps = -(-len(splits.train_images) // schedule.batch_size)
-    optimizer = training.make_optimizer("adam", schedule.learning_rate, schedule="cosine", warmup_epochs=1, epochs=epochs, steps_per_epoch=steps)
+    optimizer = training.make_optimizer(
+        "adam", schedule.learning_rate, schedule="cosine", warmup_epochs=1, epochs=epochs, steps_per_epoch=steps
+    )
     keras.utils.set_random_seed(seed + 1)
-    student = segmenters.get("mobilenet_v2_segmenter", len(splits.class_names), tuple(splits.train_images.shape[1:]), width=width)
+    student = segmenters.get(
+        "mobilenet_v2_segmenter", len(splits.class_names), tuple(splits.train_images.shape[1:]), width=width
+    )
     if recipe is None:
         model = compile_alone(student, schedule.learning_rate, optimizer=optimizer)
     else:
@@ -206,8 +278,10 @@ def _teacher_and_data(config) -> tuple:
     from kdistill.models import checks, hub, saving, segmenters
 
     if not isinstance(config.teacher, str):
-        raise UserError("Segmentation distils one teacher file: set teacher (--teacher saved_models/segmenter.keras); train one with "
-                        "`kdistill train-teacher --task segmentation --name conv_segmenter --data scenes`.")
+        raise UserError(
+            "Segmentation distils one teacher file: set teacher (--teacher saved_models/segmenter.keras); train one with "
+            "`kdistill train-teacher --task segmentation --name conv_segmenter --data scenes`."
+        )
     data = (config.data, config.data_dir, config.image_size, config.train_limit, config.test_limit, config.seed)
     if not hub.is_hub_name(config.teacher):
         teacher = saving.load_model(config.teacher, role="teacher", classifier=False)
@@ -220,9 +294,13 @@ def _teacher_and_data(config) -> tuple:
         raise UserError(str(error)) from error
     classes = int(teacher.outputs[0].shape[-1])
     if len(splits.class_names) > classes:
-        raise UserError(f"The teacher {config.teacher!r} predicts {classes} classes but the data {config.data!r} has {len(splits.class_names)}: "
-                        f"train its head on this data first (`kdistill train-teacher --task segmentation --name {config.teacher}`).")
-    return teacher, splits._replace(class_names=list(splits.class_names) + [str(index) for index in range(len(splits.class_names), classes)])
+        raise UserError(
+            f"The teacher {config.teacher!r} predicts {classes} classes but the data {config.data!r} has {len(splits.class_names)}: "
+            f"train its head on this data first (`kdistill train-teacher --task segmentation --name {config.teacher}`)."
+        )
+    return teacher, splits._replace(
+        class_names=list(splits.class_names) + [str(index) for index in range(len(splits.class_names), classes)]
+    )
 
 
 def distill(config, verbose: int = 2, restart: bool = False) -> dict:
@@ -255,26 +333,50 @@ def _run(config, output_dir: str, verbose: int, restart: bool) -> dict:
     teacher, splits = _teacher_and_data(config)
     jobs.remove_stale_partials(output_dir)
     width = {} if config.student_width is None else {"width": config.student_width}
-    student = segmenters.get(config.student, int(teacher.outputs[0].shape[-1]), tuple(splits.train_images.shape[1:]), **width)
+    student = segmenters.get(
+        config.student, int(teacher.outputs[0].shape[-1]), tuple(splits.train_images.shape[1:]), **width
+    )
     steps = -(-len(splits.train_images) // config.batch_size)
-    optimizer = training.make_optimizer(config.optimizer, config.learning_rate, config.weight_decay, config.lr_decay_epochs, steps,
-                                        schedule=config.schedule, warmup_epochs=config.warmup_epochs, epochs=config.epochs,
-                                        global_clipnorm=config.global_clipnorm)
+    optimizer = training.make_optimizer(
+        config.optimizer,
+        config.learning_rate,
+        config.weight_decay,
+        config.lr_decay_epochs,
+        steps,
+        schedule=config.schedule,
+        warmup_epochs=config.warmup_epochs,
+        epochs=config.epochs,
+        global_clipnorm=config.global_clipnorm,
+    )
     distiller = build_distiller(teacher, student, config.taps, optimizer=optimizer, **config.distiller_options())
     keras.utils.set_random_seed(config.seed)
     backup = resume.backup_callbacks(output_dir, config.to_dict(), restart)
     try:  # Keras shuffles the arrays each epoch: a resumed run reads its remaining epochs in another order than an uninterrupted one
         with callbacks.reporting_interrupts(backup.progress, resumable=True):
-            distiller.fit(splits.train_images, splits.train_masks, batch_size=config.batch_size, epochs=config.epochs, verbose=verbose,
-                          callbacks=backup.callbacks)
+            distiller.fit(
+                splits.train_images,
+                splits.train_masks,
+                batch_size=config.batch_size,
+                epochs=config.epochs,
+                verbose=verbose,
+                callbacks=backup.callbacks,
+            )
     finally:
         resume.drop_empty_history(backup.history_csv)
     history = resume.read_history_csv(backup.history_csv)
     student_path = saving.save_for_inference(distiller.student, os.path.join(output_dir, "student.keras"))
-    report = evaluate_segmenter(distiller.student, splits.test_images, splits.test_masks, splits.class_names, ignore_label=config.ignore_label)
+    report = evaluate_segmenter(
+        distiller.student, splits.test_images, splits.test_masks, splits.class_names, ignore_label=config.ignore_label
+    )
     files.write_json(os.path.join(output_dir, "test_report.json"), report)
-    summary = {"config": config.to_dict(), "taps": distiller.taps, "student_path": student_path, "epochs_completed": len(history.get("epoch", [])),
-               "resumed": backup.resuming, "test": report}
+    summary = {
+        "config": config.to_dict(),
+        "taps": distiller.taps,
+        "student_path": student_path,
+        "epochs_completed": len(history.get("epoch", [])),
+        "resumed": backup.resuming,
+        "test": report,
+    }
     files.write_json(os.path.join(output_dir, "history.json"), history)
     files.write_json(os.path.join(output_dir, "summary.json"), summary)
     return dict(summary, output_dir=output_dir)
@@ -283,7 +385,12 @@ def _run(config, output_dir: str, verbose: int, restart: bool) -> dict:
 def format_report(report: dict, name: str) -> str:
     """A segmentation report as text: mean IoU and pixel accuracy, then the IoU of each class."""
     percent = "-" if report["mean_iou"] is None else f"{100 * report['mean_iou']:.2f}"
-    lines = [f"{name}: mean IoU {percent}%, pixel accuracy {100 * (report['pixel_accuracy'] or 0):.2f}% ({report['examples']} images)",
-             "per-class IoU:"]
-    lines += [f"  {label:<14} {'-' if value is None else f'{100 * value:6.2f}'}" for label, value in report["per_class_iou"].items()]
+    lines = [
+        f"{name}: mean IoU {percent}%, pixel accuracy {100 * (report['pixel_accuracy'] or 0):.2f}% ({report['examples']} images)",
+        "per-class IoU:",
+    ]
+    lines += [
+        f"  {label:<14} {'-' if value is None else f'{100 * value:6.2f}'}"
+        for label, value in report["per_class_iou"].items()
+    ]
     return "\n".join(lines)

@@ -38,5 +38,15 @@ from kdistill.run.teacher_cache.cache import IN_MEMORY_VIEWS_LIMIT, StaleCacheEr
 from kdistill.run.teacher_cache.load import load, rebuild_hint
 from kdistill.run.teacher_cache.replay import ViewBatches
 
-__all__ = ["TeacherCache", "ViewBatches", "StaleCacheError", "build", "load", "check_augmentation", "check_writable", "rebuild_hint",
-           "teacher_fingerprint", "IN_MEMORY_VIEWS_LIMIT"]
+__all__ = [
+    "TeacherCache",
+    "ViewBatches",
+    "StaleCacheError",
+    "build",
+    "load",
+    "check_augmentation",
+    "check_writable",
+    "rebuild_hint",
+    "teacher_fingerprint",
+    "IN_MEMORY_VIEWS_LIMIT",
+]

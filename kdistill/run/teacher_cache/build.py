@@ -60,16 +60,35 @@ def check_writable(folder: str) -> None:
     parent = os.path.dirname(os.path.abspath(folder))
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
-    reason = (f"{folder!r} is a file" if os.path.isfile(folder) else f"{parent!r} is a file, not a folder" if not os.path.isdir(parent)
-              else f"no permission to write in {parent!r}" if not os.access(parent, os.W_OK | os.X_OK) else None)
+    reason = (
+        f"{folder!r} is a file"
+        if os.path.isfile(folder)
+        else f"{parent!r} is a file, not a folder"
+        if not os.path.isdir(parent)
+        else f"no permission to write in {parent!r}"
+        if not os.access(parent, os.W_OK | os.X_OK)
+        else None
+    )
     if reason:
-        raise UserError(f"Cannot build the teacher cache in {folder!r}: {reason}. Point --teacher-cache at a folder you can write "
-                        "(or build the cache elsewhere with kdistill cache-teacher and copy it there).")
+        raise UserError(
+            f"Cannot build the teacher cache in {folder!r}: {reason}. Point --teacher-cache at a folder you can write "
+            "(or build the cache elsewhere with kdistill cache-teacher and copy it there)."
+        )
 
 
-def build(teacher: keras.Model, layers: Sequence[str], dataset, folder: str, augment: Sequence[str] = (),
-          dtype: str = "float32", verbose: int = 1, views: int = 0, seed: int = 0, source: dict | None = None,
-          top_k: int | None = None) -> TeacherCache:
+def build(
+    teacher: keras.Model,
+    layers: Sequence[str],
+    dataset,
+    folder: str,
+    augment: Sequence[str] = (),
+    dtype: str = "float32",
+    verbose: int = 1,
+    views: int = 0,
+    seed: int = 0,
+    source: dict | None = None,
+    top_k: int | None = None,
+) -> TeacherCache:
     """Runs the teacher once over `dataset` and stores its tapped outputs and logits in `folder`.
 
     With `views=K` (Fast Knowledge Distillation, Shen & Xing 2021) it stores K random
@@ -112,30 +131,94 @@ def build(teacher: keras.Model, layers: Sequence[str], dataset, folder: str, aug
     """
     _check_build_options(dataset, augment, views)
     check_writable(folder)
+    features, names, classes = _teacher_outputs(teacher, layers, top_k)
+    stored_images, labels, batch_size = _read_images(dataset)
+    crops, mixes = (
+        views_module.draw(len(labels), views, stored_images.shape[1], augment, seed) if views else (None, None)
+    )
+    layout = _Layout(
+        {name: tuple(features.output[name].shape[1:]) for name in names}, dtype, classes, top_k, crops, mixes
+    )
+    per_view = layout.bytes_per_view()
+    _log_sizes(per_view, len(labels), views, stored_images.nbytes)
+    meta = _meta(teacher, stored_images, labels, names, layout, views, augment, seed, source)
+    _write(folder, features, stored_images, labels, batch_size, layout, meta, verbose)
+    logger.info(
+        "Cached the teacher's outputs for %d images%s in %s", len(labels), f" x {views} views" if views else "", folder
+    )
+    return TeacherCache(folder, meta)
+
+
+def _teacher_outputs(teacher: keras.Model, layers: Sequence[str], top_k: int | None) -> tuple[keras.Model, list, int]:
+    """The model giving the tapped outputs and the logits, their names, and the number of classes (`top_k` checked)."""
     # Compiled (predict_on_batch), not eager calls. Not folded (kdistill.models.folding): a folded view does not own the
     # teacher's variables, so JAX's predict would bake them into the compiled function as constants.
     features = taps_module.feature_model(teacher, list(layers), role="teacher", name="teacher_cache_features")
-    names = list(layers) + [taps_module.LOGITS]
     classes = int(features.output[taps_module.LOGITS].shape[-1])
     top_k_module.check_top_k(top_k, classes)
-    stored_images, labels, batch_size = _read_images(dataset)
-    crops, mixes = views_module.draw(len(labels), views, stored_images.shape[1], augment, seed) if views else (None, None)
-    layout = _Layout({name: tuple(features.output[name].shape[1:]) for name in names}, dtype, classes, top_k, crops, mixes)
-    per_view = layout.bytes_per_view()
-    logger.info("Teacher cache: %d bytes per image per view (%s); %.1f MB for %d images x %d view(s), plus %.1f MB of images", per_view["total"],
-                ", ".join(f"{name} {size}" for name, size in per_view.items() if name != "total"),
-                len(labels) * max(views, 1) * per_view["total"] / 1e6, len(labels), max(views, 1), stored_images.nbytes / 1e6)
+    return features, list(layers) + [taps_module.LOGITS], classes
+
+
+def _meta(
+    teacher: keras.Model,
+    stored_images: np.ndarray,
+    labels: np.ndarray,
+    names: list,
+    layout: _Layout,
+    views: int,
+    augment: Sequence[str],
+    seed: int,
+    source: dict | None,
+) -> dict:
+    """`meta.json`: what the cache holds and what made it (teacher, images, views), so that `load` can check it."""
     meta = {
-        "format": FORMAT, "teacher": teacher_fingerprint(teacher), "data": dataset_digest(stored_images, labels),
-        "outputs": names, "examples": int(len(labels)), "dtype": dtype, "image_shape": list(stored_images.shape[1:]),
-        "classes": classes, "bytes_per_view": int(per_view["total"]),
+        "format": FORMAT,
+        "teacher": teacher_fingerprint(teacher),
+        "data": dataset_digest(stored_images, labels),
+        "outputs": names,
+        "examples": int(len(labels)),
+        "dtype": layout.dtype,
+        "image_shape": list(stored_images.shape[1:]),
+        "classes": layout.classes,
+        "bytes_per_view": int(layout.bytes_per_view()["total"]),
     }
-    meta.update({"source": dict(source)} if source else {}, **({"top_k": int(top_k)} if top_k else {}))
+    meta.update({"source": dict(source)} if source else {}, **({"top_k": int(layout.top_k)} if layout.top_k else {}))
     if views:
-        meta.update(views=int(views), augment=sorted(augment), seed=int(seed), mixes=mixes is not None)
+        meta.update(views=int(views), augment=sorted(augment), seed=int(seed), mixes=layout.mixes is not None)
+    return meta
+
+
+def _log_sizes(per_view: dict[str, int], examples: int, views: int, image_bytes: int) -> None:
+    """Says what the cache will take: bytes per image per view by output, and in all."""
+    logger.info(
+        "Teacher cache: %d bytes per image per view (%s); %.1f MB for %d images x %d view(s), plus %.1f MB of images",
+        per_view["total"],
+        ", ".join(f"{name} {size}" for name, size in per_view.items() if name != "total"),
+        examples * max(views, 1) * per_view["total"] / 1e6,
+        examples,
+        max(views, 1),
+        image_bytes / 1e6,
+    )
+
+
+def _write(
+    folder: str,
+    features: keras.Model,
+    stored_images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    layout: _Layout,
+    meta: dict,
+    verbose: int,
+) -> None:
+    """Runs the teacher over the images and writes the cache whole into `folder` (after checking the free space)."""
     parent = os.path.dirname(os.path.abspath(folder))
-    files.check_free_space(parent, stored_images.nbytes + labels.nbytes + len(labels) * max(views, 1) * per_view["total"], "the teacher cache",
-                           hint="Free some space, pass another --output, --top-k for the logits, or --dtype float16 (half the size).")
+    files.check_free_space(
+        parent,
+        stored_images.nbytes + labels.nbytes + len(labels) * max(meta.get("views", 0), 1) * meta["bytes_per_view"],
+        "the teacher cache",
+        hint="Free some space, pass another --output, --top-k for the logits, or --dtype float16 (half the size).",
+    )
     with files.staging_folder(parent, prefix=".cache-") as staging:
         np.save(os.path.join(staging, "images.npy"), stored_images)
         np.save(os.path.join(staging, "labels.npy"), labels)
@@ -145,8 +228,6 @@ def build(teacher: keras.Model, layers: Sequence[str], dataset, folder: str, aug
         with open(os.path.join(staging, "meta.json"), "w") as handle:
             json.dump(meta, handle, indent=2)
         files.replace(staging, folder)
-    logger.info("Cached the teacher's outputs for %d images%s in %s", len(labels), f" x {views} views" if views else "", folder)
-    return TeacherCache(folder, meta)
 
 
 def _check_build_options(dataset, augment: Sequence[str], views: int) -> None:
@@ -154,13 +235,17 @@ def _check_build_options(dataset, augment: Sequence[str], views: int) -> None:
     if views:
         views_module.check(augment)
         if not augment:
-            raise ValueError(f"views > 0 stores randomly augmented views: name them with augment ({', '.join(views_module.VIEW_AUGMENTATIONS)}).")
+            raise ValueError(
+                f"views > 0 stores randomly augmented views: name them with augment ({', '.join(views_module.VIEW_AUGMENTATIONS)})."
+            )
     else:
         check_augmentation(augment)
     first, again = _first_batch(dataset), _first_batch(dataset)
     if any(a.shape != b.shape or not np.array_equal(a, b) for a, b in zip(first, again)):
-        raise ValueError("The dataset is not deterministic (it is shuffled or randomly augmented): two passes gave different first "
-                         "batches, so cached outputs could not be matched to images. Pass an unshuffled, unaugmented pipeline.")
+        raise ValueError(
+            "The dataset is not deterministic (it is shuffled or randomly augmented): two passes gave different first "
+            "batches, so cached outputs could not be matched to images. Pass an unshuffled, unaugmented pipeline."
+        )
 
 
 def _read_images(dataset) -> tuple[np.ndarray, np.ndarray, int]:
@@ -205,11 +290,15 @@ class _Layout:
         if self.top_k:
             sizes[taps_module.LOGITS] = top_k_module.bytes_per_view(self.top_k, self.classes)
         if self.crops is not None:
-            sizes["view"] = self.crops[0, 0].nbytes + (sum(np.asarray(getattr(self.mixes, name))[0, 0].nbytes for name in MIX_FIELDS) if self.mixes else 0)
+            sizes["view"] = self.crops[0, 0].nbytes + (
+                sum(np.asarray(getattr(self.mixes, name))[0, 0].nbytes for name in MIX_FIELDS) if self.mixes else 0
+            )
         return dict(sizes, total=sum(sizes.values()))
 
 
-def _run_teacher(features: keras.Model, images: np.ndarray, batch_size: int, writer: "_OutputWriter", verbose: int) -> None:
+def _run_teacher(
+    features: keras.Model, images: np.ndarray, batch_size: int, writer: "_OutputWriter", verbose: int
+) -> None:
     """Shows the teacher every view the writer's layout stores (or each image as it is) and hands its outputs to `writer`."""
     count, views, crops, mixes = len(images), writer.layout.views, writer.layout.crops, writer.layout.mixes
     progress = keras.utils.Progbar(max(views, 1) * -(-count // batch_size), verbose=verbose, unit_name="batch")
@@ -217,7 +306,9 @@ def _run_teacher(features: keras.Model, images: np.ndarray, batch_size: int, wri
         for start in range(0, count, batch_size):
             rows = np.arange(start, min(start + batch_size, count))
             if views:
-                shown = views_module.render(images, rows, crops[rows, view], None if mixes is None else mixes.rows(rows).view(view))
+                shown = views_module.render(
+                    images, rows, crops[rows, view], None if mixes is None else mixes.rows(rows).view(view)
+                )
             else:
                 shown = images[rows].astype("float32")
             writer.write(rows, view if views else None, features.predict_on_batch(shown))
@@ -234,8 +325,11 @@ class _OutputWriter:
         for index, (name, shape) in enumerate(layout.shapes.items()):
             if self.top_k and name == taps_module.LOGITS:
                 classes = shape[-1]
-                for part, part_shape, part_dtype in (("values", (self.top_k,), "float16"), ("indices", (self.top_k,), top_k_module.index_dtype(classes)),
-                                                      ("filler", (), "float16")):
+                for part, part_shape, part_dtype in (
+                    ("values", (self.top_k,), "float16"),
+                    ("indices", (self.top_k,), top_k_module.index_dtype(classes)),
+                    ("filler", (), "float16"),
+                ):
                     self.arrays[("logits", part)] = self._open(f"logits_{part}", lead + part_shape, part_dtype)
             else:
                 self.arrays[name] = self._open(f"out_{index}", lead + shape, self.dtype)
@@ -260,5 +354,5 @@ class _OutputWriter:
         if self.layout.crops is not None:
             np.save(os.path.join(self.staging, "views.npy"), self.layout.crops)
         mixes = self.layout.mixes
-        for name, array in (mixes.arrays().items() if mixes is not None else ()):
+        for name, array in mixes.arrays().items() if mixes is not None else ():
             np.save(os.path.join(self.staging, f"mix_{name}.npy"), array)

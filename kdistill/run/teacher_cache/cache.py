@@ -51,23 +51,38 @@ class TeacherCache:
         self.sparse_logits = {part: self._read(f"logits_{part}") for part in SPARSE_LOGITS} if self.top_k else None
         self.views = int(meta.get("views", 0))
         self.view_params = self._read("views") if self.views else None
-        self.mixes = views_module.Mixes(**{name: self._read(f"mix_{name}") for name in MIX_FIELDS}) if meta.get("mixes") else None
+        self.mixes = (
+            views_module.Mixes(**{name: self._read(f"mix_{name}") for name in MIX_FIELDS})
+            if meta.get("mixes")
+            else None
+        )
         examples = meta.get("examples", len(self.labels))
-        arrays = [("images", self.images), ("labels", self.labels), *self.outputs.items(), *(self.sparse_logits or {}).items()]
+        arrays = [
+            ("images", self.images),
+            ("labels", self.labels),
+            *self.outputs.items(),
+            *(self.sparse_logits or {}).items(),
+        ]
         short = [name for name, array in arrays if array.shape[0] != examples]
         if short:
-            raise StaleCacheError(f"The cache in {folder!r} is incomplete: {short} hold other than {examples} examples. Rebuild it "
-                                  "(delete the folder, or kdistill cache-teacher).")
+            raise StaleCacheError(
+                f"The cache in {folder!r} is incomplete: {short} hold other than {examples} examples. Rebuild it "
+                "(delete the folder, or kdistill cache-teacher)."
+            )
 
     def _read(self, name: str) -> np.ndarray:
         path = os.path.join(self.folder, f"{name}.npy")
         try:
             return np.load(path, mmap_mode="r")
         except FileNotFoundError:
-            raise StaleCacheError(f"The cache in {self.folder!r} lacks {path!r}. Rebuild it (delete the folder, or kdistill cache-teacher).") from None
+            raise StaleCacheError(
+                f"The cache in {self.folder!r} lacks {path!r}. Rebuild it (delete the folder, or kdistill cache-teacher)."
+            ) from None
         except (ValueError, OSError) as error:  # truncated or overwritten: NumPy's message names no file
-            raise StaleCacheError(f"The cache file {path!r} is truncated or corrupt ({error}). Rebuild the cache (delete the folder, "
-                                  "or kdistill cache-teacher).") from None
+            raise StaleCacheError(
+                f"The cache file {path!r} is truncated or corrupt ({error}). Rebuild the cache (delete the folder, "
+                "or kdistill cache-teacher)."
+            ) from None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -77,8 +92,10 @@ class TeacherCache:
         size = sum(os.path.getsize(os.path.join(self.folder, name)) for name in os.listdir(self.folder)) / 1e6
         views = f" x {self.views} views" if self.views else ""
         top = f", logits as top {self.top_k}" if self.top_k else ""
-        return (f"{len(self)} images{views} x {', '.join(self.meta['outputs'])} in {self.folder} ({size:.1f} MB; "
-                f"{self.meta.get('bytes_per_view', '?')} bytes per image per view{top})")
+        return (
+            f"{len(self)} images{views} x {', '.join(self.meta['outputs'])} in {self.folder} ({size:.1f} MB; "
+            f"{self.meta.get('bytes_per_view', '?')} bytes per image per view{top})"
+        )
 
     @property
     def classes(self) -> int:
@@ -98,7 +115,9 @@ class TeacherCache:
         found = {name: gather(self.outputs[name]) for name in names if name in self.outputs}
         if self.top_k and taps_module.LOGITS in names:
             parts = {part: gather(array) for part, array in self.sparse_logits.items()}
-            found[taps_module.LOGITS] = top_k_module.expand(parts["values"], parts["indices"], parts["filler"], self.classes)
+            found[taps_module.LOGITS] = top_k_module.expand(
+                parts["values"], parts["indices"], parts["filler"], self.classes
+            )
         return found
 
     def _views_from_memory_maps(self, pipeline: str, names: Sequence[str], indices) -> bool:
@@ -114,13 +133,26 @@ class TeacherCache:
         rows = len(self) if indices is None else len(np.asarray(indices).reshape(-1))
         size = rows * sum(self.outputs[name][0].nbytes for name in names) + rows * self.images[0].nbytes
         if pipeline == "auto" and size > IN_MEMORY_VIEWS_LIMIT:
-            logger.info("The cache's %d views take %.1f GB: read from its memory maps batch by batch (pipeline='tf' would hold them in "
-                        "memory, faster).", self.views, size / 1e9)
+            logger.info(
+                "The cache's %d views take %.1f GB: read from its memory maps batch by batch (pipeline='tf' would hold them in "
+                "memory, faster).",
+                self.views,
+                size / 1e9,
+            )
             return True
         return False
 
-    def dataset(self, batch_size: int = 64, shuffle: bool = True, seed: int = 0, layers: Sequence[str] | None = None,
-                indices: Sequence[int] | None = None, repeat: bool = False, pipeline: str = "auto", workers: int = 2):
+    def dataset(
+        self,
+        batch_size: int = 64,
+        shuffle: bool = True,
+        seed: int = 0,
+        layers: Sequence[str] | None = None,
+        indices: Sequence[int] | None = None,
+        repeat: bool = False,
+        pipeline: str = "auto",
+        workers: int = 2,
+    ):
         """`({"images": x, "teacher": {name: output}}, labels)` batches that `FeatureDistiller` trains from.
 
         Shuffling keeps each image with its own teacher outputs. With mixed views the
@@ -147,21 +179,31 @@ class TeacherCache:
         names = list(layers) + [taps_module.LOGITS] if layers is not None else list(self.meta["outputs"])
         missing = sorted(set(names) - set(self.meta["outputs"]))
         if missing:
-            raise StaleCacheError(f"The cache in {self.folder!r} has no outputs for {missing}; it holds {sorted(self.meta['outputs'])}. "
-                                  "Rebuild it with these taps.")
+            raise StaleCacheError(
+                f"The cache in {self.folder!r} has no outputs for {missing}; it holds {sorted(self.meta['outputs'])}. "
+                "Rebuild it with these taps."
+            )
         if self._views_from_memory_maps(pipeline, names, indices):
-            return ViewBatches(self, names, batch_size, shuffle=shuffle, seed=seed, repeat=repeat, indices=indices, workers=workers)
+            return ViewBatches(
+                self, names, batch_size, shuffle=shuffle, seed=seed, repeat=repeat, indices=indices, workers=workers
+            )
         select = slice(None) if indices is None else np.asarray(indices)
         teacher = {name: np.asarray(self.outputs[name][select]) for name in names}
         images, labels = np.asarray(self.images[select]), np.asarray(self.labels[select])
         counter = None
         if self.views:  # pass k's order and views drawn from (seed, k), crops applied by tf ops in the pipeline
             params = np.asarray(self.view_params[select])
-            dataset, counter = tf_pipeline.views_by_pass(images, params, teacher, labels, batch_size, seed, shuffle=shuffle)
+            dataset, counter = tf_pipeline.views_by_pass(
+                images, params, teacher, labels, batch_size, seed, shuffle=shuffle
+            )
         elif shuffle:  # pass k in the order drawn from (seed, k): a resumed run replays it (batches.set_pass)
-            dataset, counter = tf_pipeline.shuffled_by_pass(({"images": images, "teacher": teacher}, labels), batch_size, seed)
+            dataset, counter = tf_pipeline.shuffled_by_pass(
+                ({"images": images, "teacher": teacher}, labels), batch_size, seed
+            )
         else:
-            dataset = tf.data.Dataset.from_tensor_slices(({"images": images, "teacher": teacher}, labels)).batch(batch_size)
+            dataset = tf.data.Dataset.from_tensor_slices(({"images": images, "teacher": teacher}, labels)).batch(
+                batch_size
+            )
         if repeat:
             dataset = dataset.repeat()
         # Images are stored as uint8 when they are whole pixels: cast per batch, not the whole array up front.

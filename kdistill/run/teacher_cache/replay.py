@@ -30,7 +30,8 @@ class ViewBatches(batches_module.ArrayBatches):
     """
 
     def __init__(self, cache, names: Sequence[str], batch_size: int, **options):
-        teacher = {name: cache.outputs[name] for name in names if name in cache.outputs}  # memory maps, read batch by batch
+        # memory maps, read batch by batch
+        teacher = {name: cache.outputs[name] for name in names if name in cache.outputs}
         super().__init__({"images": cache.images, "teacher": teacher}, cache.labels, batch_size, **options)
         self.cache, self.names = cache, list(names)
         self._choice = (None, None)  # the most recent pass and its views: drawn once per pass, not per batch

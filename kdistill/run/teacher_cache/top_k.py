@@ -46,8 +46,10 @@ def check_top_k(top_k: int | None, classes: int) -> None:
     if top_k is None:
         return
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k < classes:
-        raise ValueError(f"top_k must be a whole number from 1 to {classes - 1} (the teacher has {classes} classes), received {top_k!r}. "
-                         "Leave it out to store every logit.")
+        raise ValueError(
+            f"top_k must be a whole number from 1 to {classes - 1} (the teacher has {classes} classes), received {top_k!r}. "
+            "Leave it out to store every logit."
+        )
 
 
 def compress(logits: np.ndarray, top_k: int) -> dict:
@@ -60,7 +62,11 @@ def compress(logits: np.ndarray, top_k: int) -> dict:
     np.put_along_axis(rest, indices, -np.inf, axis=-1)
     peak = rest.max(axis=-1, keepdims=True)
     filler = peak[..., 0] + np.log(np.exp(rest - peak).sum(axis=-1)) - np.log(classes - top_k)
-    return {"values": values.astype("float16"), "indices": indices.astype(index_dtype(classes)), "filler": filler.astype("float16")}
+    return {
+        "values": values.astype("float16"),
+        "indices": indices.astype(index_dtype(classes)),
+        "filler": filler.astype("float16"),
+    }
 
 
 def expand(values: np.ndarray, indices: np.ndarray, filler: np.ndarray, classes: int) -> np.ndarray:

@@ -33,11 +33,12 @@ from typing import Any, Mapping, Sequence
 import keras
 from keras import ops, tree
 
+from kdistill.distiller.saving import CompileAndSave
 from kdistill.fit_build import build_before_fit
 from kdistill.labels import UNLABELED
 from kdistill import adapters, losses as losses_module
 from kdistill.losses import dense
-from kdistill.losses.labels import LabelLoss, check_alpha
+from kdistill.losses.labels import check_alpha
 from kdistill.losses.objective import Objective, metric_inputs
 from kdistill.models import checks, ensemble as ensemble_module, folding, summary as model_summary, taps as taps_module
 
@@ -47,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 
 @keras.saving.register_keras_serializable(package="kdistill")
-class FeatureDistiller(keras.Model):
+class FeatureDistiller(CompileAndSave, keras.Model):
     """Distils a frozen teacher's features and logits into a student.
 
     Total loss = `alpha * (logits_weight * KD + Σ_tap tap_weight * feature_loss)
@@ -109,10 +110,23 @@ class FeatureDistiller(keras.Model):
             no projection can map.
     """
 
-    #: the constructor's options, saved by `get_config` (the models, taps and name are saved beside them; several teachers'
-    #: weights live in their ensemble). `kdistill.run.config.DistillConfig` declares the same names with `distiller=True`.
-    OPTIONS = ("feature_loss", "logits_loss", "temperature", "alpha", "tap_weights", "logits_weight", "alignment", "review", "review_channels", "adapter",
-               "fold_batch_norm", "ignore_label")
+    #: the constructor's options, saved by `get_config` (the models, taps and name are saved beside them; several
+    #: teachers' weights live in their ensemble). `kdistill.run.config.DistillConfig` declares the same names with
+    #: `distiller=True`.
+    OPTIONS = (
+        "feature_loss",
+        "logits_loss",
+        "temperature",
+        "alpha",
+        "tap_weights",
+        "logits_weight",
+        "alignment",
+        "review",
+        "review_channels",
+        "adapter",
+        "fold_batch_norm",
+        "ignore_label",
+    )
 
     def __init__(
         self,
@@ -166,14 +180,22 @@ class FeatureDistiller(keras.Model):
         if isinstance(teacher, (list, tuple)):
             return ensemble_module.ensemble(teacher, weights=teacher_weights, temperature=self.temperature)
         if teacher_weights is not None:
-            raise ValueError("teacher_weights weighs several teachers; pass a list of teachers, e.g. FeatureDistiller([teacher_a, teacher_b], ...).")
+            raise ValueError(
+                "teacher_weights weighs several teachers; pass a list of teachers, e.g. FeatureDistiller([teacher_a, teacher_b], ...)."
+            )
         return teacher
 
     def _set_losses(self, feature_loss, logits_loss) -> None:
         """The losses from their names (a named loss taking a temperature gets the distiller's)."""
-        self.feature_loss = losses_module.get(feature_loss, kind="feature", temperature=self.temperature) if feature_loss is not None else None
+        self.feature_loss = (
+            losses_module.get(feature_loss, kind="feature", temperature=self.temperature)
+            if feature_loss is not None
+            else None
+        )
         kind = dense.logits_loss_kind(logits_loss) if self.dense else "logits"
-        self.logits_loss = losses_module.get(logits_loss, kind=kind, temperature=self.temperature) if logits_loss is not None else None
+        self.logits_loss = (
+            losses_module.get(logits_loss, kind=kind, temperature=self.temperature) if logits_loss is not None else None
+        )
         if self.dense:
             dense.check_logits_loss(self.logits_loss)
 
@@ -182,12 +204,16 @@ class FeatureDistiller(keras.Model):
         teacher.trainable = False
         self.teacher = teacher
         self.student = student
-        self.teacher_features = taps_module.feature_model(teacher, list(self.taps), role="teacher", name="teacher_features")
+        self.teacher_features = taps_module.feature_model(
+            teacher, list(self.taps), role="teacher", name="teacher_features"
+        )
         # The folded view shares the teacher's variables; held untracked so that saved files keep their layout.
         forward = folding.fold_batch_norm(self.teacher_features) if self.fold_batch_norm else self.teacher_features
         self._teacher_forward = folding.Untracked(model=forward)
         student_layers = list(dict.fromkeys(self.taps.values()))
-        self.student_features = taps_module.feature_model(student, student_layers, role="student", name="student_features")
+        self.student_features = taps_module.feature_model(
+            student, student_layers, role="student", name="student_features"
+        )
         checks.check_logits_pair(teacher, student)
 
     def _shapes(self) -> tuple[dict, dict]:
@@ -195,23 +221,40 @@ class FeatureDistiller(keras.Model):
         student_shapes = {t: taps_module.tap_shape(self.student, s) for t, s in self.taps.items()}
         return teacher_shapes, student_shapes
 
-    # Saved files address the adapter's per-tap layers as `projections` and the objective's per-tap losses as `tap_losses`
-    # (Keras saves a layer under the first attribute, in sorted order, that reaches it): both are kept as attributes, and
-    # `student_adapter` and `training_objective` sort after them, so files saved before these were layers still load.
+    # Saved files address the adapter's per-tap layers as `projections` and the objective's per-tap losses as
+    # `tap_losses` (Keras saves a layer under the first attribute, in sorted order, that reaches it): both are kept as
+    # attributes, and `student_adapter` and `training_objective` sort after them, so files saved before these were
+    # layers still load.
     def _build_adapter(self) -> None:
         """The adapter named by `adapter` (`kdistill.adapters.get`), built for the taps' shapes."""
         teacher_shapes, student_shapes = self._shapes()
         position = {layer.name: index for index, layer in enumerate(self.student.layers)}
         depth = {t: position[s.split(taps_module.NESTED)[0]] for t, s in self.taps.items()}
-        self.student_adapter = adapters.get(self.adapter, teacher_shapes, student_shapes, student_depth=depth, student_layers=self.taps,
-                                            alignment=self.alignment, review_channels=self.review_channels)
+        self.student_adapter = adapters.get(
+            self.adapter,
+            teacher_shapes,
+            student_shapes,
+            student_depth=depth,
+            student_layers=self.taps,
+            alignment=self.alignment,
+            review_channels=self.review_channels,
+        )
         self.projections = self.student_adapter.tap_layers
 
     def _build_objective(self, tap_weights) -> None:
         """The objective (`kdistill.losses.objective.Objective`): its losses with weights get built for the teacher's shapes."""
         teacher_shapes, _ = self._shapes()
-        self.training_objective = Objective(self.taps, self.feature_loss, self.logits_loss, teacher_shapes, classes=self.teacher.outputs[0].shape[-1],
-                                            alpha=self.alpha, tap_weights=tap_weights, logits_weight=self.logits_weight, ignore_label=self.ignore_label)
+        self.training_objective = Objective(
+            self.taps,
+            self.feature_loss,
+            self.logits_loss,
+            teacher_shapes,
+            classes=self.teacher.outputs[0].shape[-1],
+            alpha=self.alpha,
+            tap_weights=tap_weights,
+            logits_weight=self.logits_weight,
+            ignore_label=self.ignore_label,
+        )
         self.tap_weights = self.training_objective.tap_weights
         self.tap_losses = self.training_objective.tap_losses
 
@@ -300,83 +343,41 @@ class FeatureDistiller(keras.Model):
     def fit(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.fit`, refusing training data without a single batch (Keras would return an empty history, silently)."""
         checks.check_not_empty(x, "training data")
-        checks.check_fit_data(self.teacher, x, y, kwargs.get("validation_data"), ignore_label=self.ignore_label,
-                              sparse_labels=getattr(self.training_objective.label_loss, "sparse", None))
-        self._teacher_checked = getattr(self, "_teacher_checked", False) or checks.warn_if_chance_level(self.teacher, kwargs.get("validation_data")) is not None
+        checks.check_fit_data(
+            self.teacher,
+            x,
+            y,
+            kwargs.get("validation_data"),
+            ignore_label=self.ignore_label,
+            sparse_labels=getattr(self.training_objective.label_loss, "sparse", None),
+        )
+        self._teacher_checked = (
+            getattr(self, "_teacher_checked", False)
+            or checks.warn_if_chance_level(self.teacher, kwargs.get("validation_data")) is not None
+        )
         build_before_fit(self, x, y)  # TensorFlow then traces the first step once, not twice
         history = super().fit(x, y, *args, **kwargs)
         if not history.history and kwargs.get("epochs", 1) and kwargs.get("initial_epoch", 0) < kwargs.get("epochs", 1):
-            raise ValueError("fit ran no training step: the training data gave no batch (an empty dataset, or a generator that "
-                             "stopped at once). Check where the data come from (limits, filters, the folder's contents).")
+            raise ValueError(
+                "fit ran no training step: the training data gave no batch (an empty dataset, or a generator that "
+                "stopped at once). Check where the data come from (limits, filters, the folder's contents)."
+            )
         return history
-
-    # ---------------------------------------------------------------- compile
-    def compile(self, optimizer="adam", loss="sparse_categorical_crossentropy", metrics=None, **kwargs):
-        """Configures training; `loss` is the cross-entropy with labels on the student's logits.
-
-        Args:
-            optimizer: Keras optimizer or name; wrapped in a `LossScaleOptimizer`
-                when the student computes in float16 (mixed_float16).
-            loss: `"sparse_categorical_crossentropy"` (integer labels),
-                `"categorical_crossentropy"` (one-hot), a `keras.losses.Loss`
-                with `from_logits=True`, or `fn(labels, logits)`.
-            metrics: metrics on the student's logits, e.g. `["accuracy"]`. They
-                are compiled as weighted metrics, so they follow `sample_weight`
-                and count only labelled images (`UNLABELED` labels weigh 0).
-            **kwargs: other `keras.Model.compile` arguments (`jit_compile`, ...).
-
-        Returns:
-            The distiller, so `distiller.compile(...).fit(...)` reads naturally.
-        """
-        self.training_objective.label_loss = LabelLoss(loss)
-        if metrics is not None and kwargs.get("weighted_metrics") is None:
-            # Keras ignores sample weights in `metrics`; as weighted metrics they count only the labelled images of a
-            # batch that mixes in a transfer set (UNLABELED labels get weight 0). Without them the values are the same.
-            kwargs["weighted_metrics"], metrics = metrics, None
-        optimizer = keras.optimizers.get(optimizer)
-        if self.student.dtype_policy.name == "mixed_float16" and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-            # float16 gradients underflow without loss scaling.
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
-        # `loss` is computed by compute_loss (the objective's label loss), never through Keras' CompileLoss, which would then stay
-        # unbuilt: Keras traces the whole model again at the start of every fit/evaluate to build it (timed in benchmarks/README.md).
-        self._compile_loss = None
-        return self
-
-    def compile_from_config(self, config: dict) -> None:
-        """Re-compiles from `get_compile_config()` when a saved distiller is loaded, optimizer state included."""
-        config = keras.saving.deserialize_keras_object(config)
-        self.compile(**config)
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
-
-    # ----------------------------------------------------------------- config
-    def get_compile_config(self) -> dict | None:
-        if self.built and self.compiled and not self.optimizer.built:  # saved before fit: save the state a load builds (or Keras warns
-            self.optimizer.build(self.trainable_variables)            # "Skipping variable loading for optimizer" when it loads)
-        return super().get_compile_config()
-
-    def get_config(self) -> dict:
-        serialize = keras.saving.serialize_keras_object
-        config = {"name": self.name, "teacher": serialize(self.teacher), "student": serialize(self.student), "taps": dict(self.taps)}
-        return {**config, **{option: serialize(getattr(self, option)) for option in self.OPTIONS}}
-
-    @classmethod
-    def from_config(cls, config: dict, custom_objects=None) -> "FeatureDistiller":
-        config = dict(config)
-        for key in ("teacher", "student"):
-            config[key] = keras.saving.deserialize_keras_object(config[key], custom_objects=custom_objects)
-        for key in ("feature_loss", "logits_loss"):
-            if isinstance(config.get(key), dict):
-                config[key] = keras.saving.deserialize_keras_object(config[key], custom_objects=custom_objects)
-        return cls(**config)
 
     def projection_summary(self) -> list[dict]:
         """One row per tap: teacher layer, student layer, shapes, and how the adapter maps them."""
         teacher_shapes, student_shapes = self._shapes()
-        return [{"teacher_layer": teacher_layer, "student_layer": student_layer, "teacher_shape": tuple(teacher_shapes[teacher_layer][1:]),
-                 "student_shape": tuple(student_shapes[teacher_layer][1:]), "projection": self.student_adapter.describe(teacher_layer),
-                 "weight": self.tap_weights[teacher_layer]} for teacher_layer, student_layer in self.taps.items()]
+        return [
+            {
+                "teacher_layer": teacher_layer,
+                "student_layer": student_layer,
+                "teacher_shape": tuple(teacher_shapes[teacher_layer][1:]),
+                "student_shape": tuple(student_shapes[teacher_layer][1:]),
+                "projection": self.student_adapter.describe(teacher_layer),
+                "weight": self.tap_weights[teacher_layer],
+            }
+            for teacher_layer, student_layer in self.taps.items()
+        ]
 
     def summary(self, *args, **kwargs) -> None:
         """Keras' summary with each model, adapter and loss once (not the views sharing their weights: feature models, projections)."""
