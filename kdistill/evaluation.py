@@ -34,7 +34,9 @@ def model_size_mb(model: keras.Model) -> float:
 
 def throughput(model: keras.Model, images: np.ndarray, repeats: int = 3) -> float:
     """Inference images/s on this machine: median of `repeats` timed passes after a warm-up."""
-    predict = keras.Model(model.inputs, model.outputs)  # a fresh compiled predict function
+    predict = keras.Model(
+        model.input, model.output
+    )  # a fresh compiled predict function, inputs as the model takes them
     predict.predict(images, batch_size=len(images), verbose=0)
     times = []
     for _ in range(repeats):

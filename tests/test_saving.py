@@ -60,3 +60,16 @@ def test_a_distiller_saved_by_0_3_loads_with_its_adapters_loss_weights_and_optim
     optimizer_state = sum(float(np.abs(keras.ops.convert_to_numpy(v)).sum()) for v in distiller.optimizer.variables)
     np.testing.assert_allclose(optimizer_state, 104.43098545312202, rtol=1e-6)
     assert np.isfinite(distiller.train_on_batch(x, y)).all()  # and training resumes
+
+
+def test_a_saved_single_input_model_takes_a_plain_batch_without_a_structure_warning(tmp_path):
+    """Saved with a list of one input, a model warned "The structure of `inputs` doesn't match" on every call with a batch."""
+    import warnings
+
+    path = str(tmp_path / "model.keras")
+    saving.save_for_inference(small_cnn("model"), path)
+    loaded = saving.load_model(path, role="model")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded(np.zeros((2, 32, 32, 3), "float32"))
+    assert not [w for w in caught if "structure" in str(w.message)], [str(w.message) for w in caught]

@@ -177,6 +177,7 @@ def test_the_segmentation_demo_prints_teacher_student_alone_and_distilled_miou(t
         all(0.0 <= summary[name] <= 1.0 for name in ("teacher", "student_alone", "distilled"))
         and summary["schedule"]["train_scenes"] == 16
     )
+    assert summary["environment"]["cpu_cores"] > 0 and "keras" in summary["environment"]["versions"]
     # an unknown setting names the known ones
     assert cli.main(argv + ["--set", "epochs=1"]) == 2 and "teacher_epochs" in capsys.readouterr().err
 

@@ -114,10 +114,12 @@ def save_for_inference(model: keras.Model, path: str) -> str:
     full disk mid-write leaves the previous file (if any) intact and no partial
     one. A killed save's unfinished copy starts with `kdistill.files.partial_prefix(path)`.
     """
+    # one tensor, not a list of one: a model saved with a list of inputs warns on every call with a plain batch
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
     outputs = model.outputs[0] if len(model.outputs) == 1 else model.outputs
     try:
         with atomic_write(path, suffix=".keras") as partial:
-            keras.Model(model.inputs, outputs, name=model.name).save(partial)
+            keras.Model(inputs, outputs, name=model.name).save(partial)
     except OSError as error:  # e.g. a full disk: h5py/zipfile name no file; name the one that could not be written
         raise OSError(error.errno, error.strerror or str(error), path) from error
     return path

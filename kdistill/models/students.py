@@ -204,7 +204,7 @@ def _to_minus_one_one(inputs):
 
 
 def _rename(model: keras.Model, name: str) -> keras.Model:
-    return keras.Model(model.inputs, model.outputs[0], name=name)
+    return keras.Model(model.inputs[0] if len(model.inputs) == 1 else model.inputs, model.outputs[0], name=name)
 
 
 def _with_new_classifier(backbone: keras.Model, num_classes: int, name: str) -> keras.Model:

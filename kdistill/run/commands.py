@@ -40,7 +40,7 @@ __all__ = [
 
 @dataclasses.dataclass
 class DemoOptions:
-    """`kdistill demo`'s flags (its schedule is `kdistill.run.demo.DemoSettings`, changed with `--set`)."""
+    """`kdistill demo`'s flags (its schedule is `kdistill.run.demo_settings.DemoSettings`, changed with `--set`)."""
 
     shared: typing.ClassVar[tuple[str, ...]] = ()  # no data flags, no --config
     full: bool = option(False, help="the longer schedule (all training images, more epochs)")

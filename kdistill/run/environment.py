@@ -8,8 +8,9 @@ absolute path of the machine it ran on.
 
 Example:
     >>> info = describe()
-    >>> sorted(info)[:3], info["cpu_cores"] > 0
-    (['backend', 'cpu', 'cpu_cores'], True)
+    >>> import kdistill
+    >>> sorted(info)[:3], info["cpu_cores"] > 0, info["versions"]["kdistill"] == kdistill.__version__
+    (['backend', 'cpu', 'cpu_cores'], True, True)
     >>> portable_command(["--out", "/nowhere/results", "--seeds", "3"], root="/nowhere")
     '--out results --seeds 3'
 """
@@ -41,12 +42,16 @@ def cpu_model() -> str:
 
 def describe() -> dict:
     """`{"cpu", "cpu_cores", "machine", "python", "backend", "versions": {package: version}}` of this process."""
+    import kdistill
+
     versions = {}
     for name in _PACKAGES:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             continue
+    # the code that ran, which need not be the installed distribution (a checkout on PYTHONPATH, an older install)
+    versions["kdistill"] = kdistill.__version__
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     return {
         "cpu": cpu_model(),

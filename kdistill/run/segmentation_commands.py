@@ -219,6 +219,7 @@ def demo(
     `settings`: the schedule (`kdistill.run.demo_settings.SegmentationDemoSettings`; `--set key=value` changes one).
     """
     from kdistill import files
+    from kdistill.run import environment
     from kdistill.segmentation_metrics import evaluate_segmenter
 
     splits = load("scenes", data_dir, settings.image_size, settings.train_scenes, settings.test_scenes, seed)
@@ -242,7 +243,10 @@ def demo(
             "mean_iou"
         ]
     summary.update(
-        seconds=round(time.perf_counter() - started, 1), schedule=settings.to_dict(), recipe=repr(DEMO_RECIPE)
+        seconds=round(time.perf_counter() - started, 1),
+        schedule=settings.to_dict(),
+        recipe=repr(DEMO_RECIPE),
+        environment=environment.describe(),
     )
     files.write_json(os.path.join(output_dir, "summary.json"), summary)
     return summary
