@@ -26,7 +26,7 @@ from kdistill import evaluation, files, quantize
 from kdistill.distiller import FeatureDistiller
 from kdistill.models import saving
 from kdistill.models import taps as taps_module
-from kdistill.run import callbacks, distribute, precision, resume, teacher_cache, training
+from kdistill.run import callbacks, distribute, optimizers, precision, resume, teacher_cache, training
 from kdistill.run.config import DistillConfig
 
 __all__ = ["DistillRun", "build_distiller"]
@@ -60,17 +60,7 @@ def build_distiller(
             teacher, student, taps=taps_module.resolve(config.taps, teacher, student), **config.distiller_options()
         )
         steps = -(-(splits.counts["train"] + splits.counts.get("transfer", 0)) // config.batch_size)
-        optimizer = training.make_optimizer(
-            config.optimizer,
-            config.learning_rate,
-            config.weight_decay,
-            config.lr_decay_epochs,
-            steps,
-            schedule=config.schedule,
-            warmup_epochs=config.warmup_epochs,
-            epochs=config.epochs,
-            global_clipnorm=config.global_clipnorm,
-        )
+        optimizer = optimizers.config_optimizer(config, steps)
         distiller.compile(optimizer=optimizer, loss=training.label_loss(config.augment), metrics=["accuracy"])
     return distiller
 

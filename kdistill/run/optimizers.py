@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import keras
 
-__all__ = ["make_optimizer", "teacher_optimizer", "TEACHER_RECIPE"]
+__all__ = ["make_optimizer", "config_optimizer", "teacher_optimizer", "TEACHER_RECIPE"]
 
 #: the teacher recipe (`train_teacher`'s defaults; benchmarks/README.md, "Notes behind defaults", says why)
 TEACHER_RECIPE = {
@@ -88,6 +88,22 @@ def make_optimizer(
             boundaries, [learning_rate * 0.1**i for i in range(len(boundaries) + 1)]
         )
     return _optimizer_instance(name, rate, weight_decay, global_clipnorm)
+
+
+def config_optimizer(config, steps_per_epoch: int):
+    """`make_optimizer` with a run config's settings (`kdistill.run.config.DistillConfig`: optimizer, learning rate,
+    weight decay, decay epochs, schedule, warm-up, epochs and global clipping), for `steps_per_epoch` steps per epoch."""
+    return make_optimizer(
+        config.optimizer,
+        config.learning_rate,
+        config.weight_decay,
+        config.lr_decay_epochs,
+        steps_per_epoch,
+        schedule=config.schedule,
+        warmup_epochs=config.warmup_epochs,
+        epochs=config.epochs,
+        global_clipnorm=config.global_clipnorm,
+    )
 
 
 def teacher_optimizer(

@@ -181,17 +181,17 @@ def train_teacher(
     """A segmenter from `kdistill.segmenters` trained alone on the masks and saved (when `output` is given); returns it.
 
     As `kdistill train-teacher` trains a classifier: `optimizer` ("adam", "sgd", "adamw") with a linear warm-up of
-    `warmup_epochs`, then a cosine decay to zero at the last step (`kdistill.run.training.make_optimizer`).
+    `warmup_epochs`, then a cosine decay to zero at the last step (`kdistill.run.optimizers.make_optimizer`).
     """
     import keras
 
     from kdistill.models import saving, segmenters
-    from kdistill.run import training
+    from kdistill.run import optimizers
 
     keras.utils.set_random_seed(seed)
     shape = tuple(splits.train_images.shape[1:])
     steps = -(-len(splits.train_images) // batch_size)
-    cosine = training.make_optimizer(
+    cosine = optimizers.make_optimizer(
         optimizer, learning_rate, schedule="cosine", warmup_epochs=warmup_epochs, epochs=epochs, steps_per_epoch=steps
     )
     model = compile_alone(
@@ -250,13 +250,13 @@ def train_student(
 
     from kdistill.losses.dense import IGNORE_LABEL
     from kdistill.models import segmenters
-    from kdistill.run import training
+    from kdistill.run import optimizers
 
     labelled = int((splits.train_masks.reshape(len(splits.train_masks), -1) != IGNORE_LABEL).any(axis=1).sum())
     # the student alone's number of steps
     epochs = max(1, round(schedule.student_epochs * labelled / len(splits.train_images)))
     steps = -(-len(splits.train_images) // schedule.batch_size)
-    optimizer = training.make_optimizer(
+    optimizer = optimizers.make_optimizer(
         "adam", schedule.learning_rate, schedule="cosine", warmup_epochs=1, epochs=epochs, steps_per_epoch=steps
     )
     keras.utils.set_random_seed(seed + 1)
@@ -327,7 +327,7 @@ def _run(config, output_dir: str, verbose: int, restart: bool) -> dict:
 
     from kdistill import files
     from kdistill.models import saving, segmenters
-    from kdistill.run import callbacks, jobs, resume, training
+    from kdistill.run import callbacks, jobs, optimizers, resume
     from kdistill.segmentation_metrics import evaluate_segmenter
 
     teacher, splits = _teacher_and_data(config)
@@ -337,17 +337,7 @@ def _run(config, output_dir: str, verbose: int, restart: bool) -> dict:
         config.student, int(teacher.outputs[0].shape[-1]), tuple(splits.train_images.shape[1:]), **width
     )
     steps = -(-len(splits.train_images) // config.batch_size)
-    optimizer = training.make_optimizer(
-        config.optimizer,
-        config.learning_rate,
-        config.weight_decay,
-        config.lr_decay_epochs,
-        steps,
-        schedule=config.schedule,
-        warmup_epochs=config.warmup_epochs,
-        epochs=config.epochs,
-        global_clipnorm=config.global_clipnorm,
-    )
+    optimizer = optimizers.config_optimizer(config, steps)
     distiller = build_distiller(teacher, student, config.taps, optimizer=optimizer, **config.distiller_options())
     keras.utils.set_random_seed(config.seed)
     backup = resume.backup_callbacks(output_dir, config.to_dict(), restart)
