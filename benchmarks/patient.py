@@ -90,7 +90,7 @@ def _train(recipe: str, schedule: int, seed: int, args, splits, teacher, caches,
     """One run: the recipe's student for `schedule` x the demo's steps from the seed's initial weights; its test top-1 and time."""
 
     from kdistill import FeatureDistiller, evaluation
-    from kdistill.run import paired, training
+    from kdistill.run import optimizers, paired, training
 
     from kdistill.models import taps as taps_module
 
@@ -112,7 +112,7 @@ def _train(recipe: str, schedule: int, seed: int, args, splits, teacher, caches,
     else:
         options = {"taps": {}, "logits_loss": "kl", "temperature": 1.0, "alpha": 1.0}
         cache, indices = caches["views"], None
-        optimizer = training.make_optimizer(
+        optimizer = optimizers.make_optimizer(
             "adam", 1e-3, steps_per_epoch=steps, schedule="cosine", warmup_epochs=1, epochs=epochs, global_clipnorm=1.0
         )
     distiller = FeatureDistiller(teacher, student, **options)

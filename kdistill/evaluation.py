@@ -34,9 +34,8 @@ def model_size_mb(model: keras.Model) -> float:
 
 def throughput(model: keras.Model, images: np.ndarray, repeats: int = 3) -> float:
     """Inference images/s on this machine: median of `repeats` timed passes after a warm-up."""
-    predict = keras.Model(
-        model.input, model.output
-    )  # a fresh compiled predict function, inputs as the model takes them
+    # a fresh compiled predict function, with one input tensor (not a list of one: no structure warning on calls)
+    predict = keras.Model(model.inputs[0] if len(model.inputs) == 1 else model.inputs, model.outputs)
     predict.predict(images, batch_size=len(images), verbose=0)
     times = []
     for _ in range(repeats):

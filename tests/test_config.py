@@ -45,7 +45,7 @@ def test_cifar100_recipe_config_parses_with_its_schedule():
     import pytest
     import yaml
 
-    from kdistill.run import training
+    from kdistill.run import optimizers
     from kdistill.run.config import DistillConfig
 
     path = os.path.join(
@@ -53,7 +53,7 @@ def test_cifar100_recipe_config_parses_with_its_schedule():
     )
     config = DistillConfig.from_dict(yaml.safe_load(open(path)), check_files=False)
     assert config.lr_decay_epochs == [150, 180, 210] and config.weight_decay == 5e-4 and config.epochs == 240
-    optimizer = training.make_optimizer(
+    optimizer = optimizers.make_optimizer(
         config.optimizer, config.learning_rate, config.weight_decay, config.lr_decay_epochs, steps_per_epoch=10
     )
     assert float(optimizer.learning_rate) == pytest.approx(0.01)
@@ -69,7 +69,7 @@ def test_the_function_matching_recipe_config_reads_as_documented():
     """examples/configs/fashion_mnist_function_matching.yaml: KL only at T = 1, consistent cached views with mixup, cosine, clipping."""
     import yaml
 
-    from kdistill.run import training
+    from kdistill.run import optimizers
     from kdistill.run.config import DistillConfig
 
     path = os.path.join(
@@ -82,7 +82,7 @@ def test_the_function_matching_recipe_config_reads_as_documented():
         config = DistillConfig.from_dict(yaml.safe_load(handle), check_files=False)
     assert (config.alpha, config.temperature, config.logits_loss, config.feature_loss) == (1.0, 1.0, "kl", None)
     assert config.cache_views == 16 and "mixup" in config.augment and config.cache_top_k == 5
-    optimizer = training.make_optimizer(
+    optimizer = optimizers.make_optimizer(
         config.optimizer,
         config.learning_rate,
         steps_per_epoch=10,

@@ -13,7 +13,7 @@ import pytest
 
 import kdistill
 from kdistill import cli, export
-from kdistill.models import hub, saving, taps
+from kdistill.models import hub, hub_presets, saving, taps
 from kdistill.run import jobs, training
 from kdistill.run.config import DistillConfig
 
@@ -113,7 +113,7 @@ def distilled(presets):
 
 def test_a_preset_name_offline_fails_at_once_naming_the_cache_folder(presets, tmp_path, monkeypatch):
     monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "cache"))
-    folder = hub.cache_folder("resnet_18_imagenet")
+    folder = hub_presets.cache_folder("resnet_18_imagenet")
     assert folder == str(tmp_path / "cache" / "models" / "keras" / "resnetv1" / "keras" / "resnet_18_imagenet" / "3")
     start = time.perf_counter()
     for get in (kdistill.teachers.get, kdistill.students.get):

@@ -60,7 +60,7 @@ def test_get_config_saves_every_option_and_round_trips():
     assert (
         saved["tap_weights"] == {"teacher_stage2": 3.0} and saved["logits_loss"] is None and saved["temperature"] == 2.0
     )
-    assert saved["review"] is False and saved["adapter"] == "projection" and saved["fold_batch_norm"] is True
+    assert "review" not in saved and saved["adapter"] == "projection" and saved["fold_batch_norm"] is True
     restored = kdistill.FeatureDistiller.from_config(saved)
     assert {
         name: getattr(restored, name) for name in ("alpha", "temperature", "logits_weight", "adapter", "tap_weights")
@@ -106,8 +106,13 @@ def test_data_flags_of_other_commands_default_to_the_config_defaults():
             {"teacher": ["a.keras", "b.keras"], "teacher_weights": [2.0, 1.0]},
         ),
         (
-            ["--taps", "t1:s1, t2:s2", "--augment", "flip, crop", "--no-check-teacher", "--review"],
-            {"taps": {"t1": "s1", "t2": "s2"}, "augment": ["flip", "crop"], "check_teacher": False, "review": True},
+            ["--taps", "t1:s1, t2:s2", "--augment", "flip, crop", "--no-check-teacher", "--adapter", "review"],
+            {
+                "taps": {"t1": "s1", "t2": "s2"},
+                "augment": ["flip", "crop"],
+                "check_teacher": False,
+                "adapter": "review",
+            },
         ),
         (
             ["--feature-loss", "None", "--logits-loss", "dkd", "--epochs", "3", "--alpha", "0.25", "--augment", ""],

@@ -12,7 +12,8 @@ import pytest
 
 from kdistill import cli
 from kdistill.errors import UserError, check_number, interrupted_line
-from kdistill.run import callbacks, options
+from kdistill.run import backup as run_backup
+from kdistill.run import callbacks, interrupts, options
 from kdistill.run.folder import LOCK_NAME
 from kdistill.run.config import DistillConfig
 from conftest import REAL_SAMPLE, distill_arguments, one_line, small_cnn
@@ -106,7 +107,7 @@ def test_ctrl_c_during_train_teacher_names_the_epoch_and_the_same_call_resumes(t
     monkeypatch.setattr(
         training.teachers, "get", lambda name, num_classes, **options: small_cnn("teacher", num_classes=num_classes)
     )
-    begin = callbacks.EpochProgress.on_epoch_begin
+    begin = interrupts.EpochProgress.on_epoch_begin
 
     def ctrl_c_in_the_second_epoch(self, epoch, logs=None):
         begin(self, epoch, logs)
@@ -115,7 +116,7 @@ def test_ctrl_c_during_train_teacher_names_the_epoch_and_the_same_call_resumes(t
 
     output = str(tmp_path / "teacher.keras")
     with monkeypatch.context() as patch, pytest.raises(Interrupted) as interrupted:
-        patch.setattr(callbacks.EpochProgress, "on_epoch_begin", ctrl_c_in_the_second_epoch)
+        patch.setattr(interrupts.EpochProgress, "on_epoch_begin", ctrl_c_in_the_second_epoch)
         training.train_teacher(splits, output, epochs=2, verbose=0)
     assert (
         interrupted_line("train-teacher", interrupted.value)
@@ -125,7 +126,7 @@ def test_ctrl_c_during_train_teacher_names_the_epoch_and_the_same_call_resumes(t
     # one epoch done
     assert not os.path.exists(output) and json.load(open(os.path.join(backup, "training_metadata.json")))["epoch"] == 1
     with pytest.raises(
-        callbacks.StaleBackupError,
+        run_backup.StaleBackupError,
         match="different: learning_rate.*" + re.escape(f"Delete {backup!r} to start afresh, or pass another --output"),
     ):
         training.train_teacher(splits, output, epochs=2, verbose=0, learning_rate=0.5)

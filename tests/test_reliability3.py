@@ -7,7 +7,7 @@ import signal
 import pytest
 
 from kdistill import cli
-from kdistill.run import callbacks
+from kdistill.run import callbacks, interrupts
 from conftest import REAL_SAMPLE, distill_arguments, one_line, small_cnn
 
 
@@ -32,8 +32,8 @@ def test_ctrl_c_swallowed_inside_fit_still_stops_training_naming_the_epoch():
     distiller = FeatureDistiller(small_cnn("teacher", seed=1), small_cnn("student", widths=(4, 8)), taps={})
     distiller.compile(optimizer="adam")
     x, y = real_images(16)
-    progress = callbacks.EpochProgress()
-    with pytest.raises(errors.Interrupted) as interrupted, callbacks.reporting_interrupts(progress, resumable=True):
+    progress = interrupts.EpochProgress()
+    with pytest.raises(errors.Interrupted) as interrupted, interrupts.reporting_interrupts(progress, resumable=True):
         distiller.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[progress, SwallowedCtrlC()])
     assert (
         errors.interrupted_line("distill", interrupted.value)

@@ -44,7 +44,7 @@ def test_attention_weights_mix_the_tap_and_the_deeper_map():
 def test_review_distiller_trains_with_hcl_and_reloads(tmp_path):
     teacher, student = small_cnn("teacher", widths=(8, 16), seed=1), small_cnn("student", widths=(4, 8), seed=2)
     distiller = kdistill.FeatureDistiller(
-        teacher, student, taps=TAPS, feature_loss="hcl", review=True, review_channels=8, alpha=0.7
+        teacher, student, taps=TAPS, feature_loss="hcl", adapter="review", review_channels=8, alpha=0.7
     )
     assert distiller.student_adapter.order == ["teacher_stage2", "teacher_stage1"]  # deepest student tap first
     summary = {row["teacher_layer"]: row["projection"] for row in distiller.projection_summary()}
@@ -61,7 +61,7 @@ def test_review_distiller_trains_with_hcl_and_reloads(tmp_path):
 
     restored = run_distiller_saving(distiller, str(tmp_path / "review.keras"), x[:8], y[:8])
     assert (
-        restored.review
+        restored.adapter == "review"
         and restored.review_channels == 8
         and restored.student_adapter.order == distiller.student_adapter.order
     )
@@ -74,10 +74,10 @@ def test_review_needs_feature_maps():
     teacher, student = small_cnn("teacher", seed=1), small_cnn("student", seed=2)
     with pytest.raises(ValueError, match="adapter=.review. fuses feature maps"):
         kdistill.FeatureDistiller(
-            teacher, student, taps={"teacher_pool": "student_pool"}, feature_loss="hcl", review=True
+            teacher, student, taps={"teacher_pool": "student_pool"}, feature_loss="hcl", adapter="review"
         )
     with pytest.raises(ValueError, match="review_channels must be a positive integer"):
-        kdistill.FeatureDistiller(teacher, student, taps=TAPS, feature_loss="hcl", review=True, review_channels=0)
+        kdistill.FeatureDistiller(teacher, student, taps=TAPS, feature_loss="hcl", adapter="review", review_channels=0)
 
 
 @pytest.mark.eager
@@ -104,7 +104,8 @@ def test_cli_distill_with_review_and_hcl(tmp_path, capsys):
             "preset",
             "--feature-loss",
             "hcl",
-            "--review",
+            "--adapter",
+            "review",
             "--epochs",
             "1",
             "--batch-size",
@@ -115,7 +116,7 @@ def test_cli_distill_with_review_and_hcl(tmp_path, capsys):
     )
     assert status == 0, capsys.readouterr().err
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["config"]["review"] is True and summary["config"]["feature_loss"] == "hcl"
+    assert summary["config"]["adapter"] == "review" and summary["config"]["feature_loss"] == "hcl"
     # the deeper tap fuses nothing
     assert [("attention fusion" in row["projection"]) for row in summary["projections"]] == [
         True,

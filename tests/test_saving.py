@@ -35,7 +35,8 @@ def test_a_failed_save_keeps_the_previous_file_and_leaves_no_partial_one(tmp_pat
 
 def test_a_distiller_saved_by_0_3_loads_with_its_adapters_loss_weights_and_optimizer_state():
     """tests/data/distiller_0.3.keras: ReviewKD fusion, CRD heads per tap and an adversarial discriminator, one Adam step,
-    saved by kdistill 0.3 (commit 9b38d54). Its weights sit where they were saved, so the terms and the optimizer's
+    saved by kdistill 0.3 (commit 9b38d54; its config's `review` alias of `adapter="review"` later removed from the
+    file, as from the code). Its weights sit where they were saved, so the terms and the optimizer's
     state read back as that version read them (numbers below computed by it)."""
     import kdistill
     from conftest import images, labels

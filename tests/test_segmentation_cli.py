@@ -295,7 +295,7 @@ def test_ctrl_c_during_a_segmentation_distill_names_the_epoch_and_the_same_comma
     tmp_path, fake_fashion_mnist, monkeypatch, capsys
 ):
     from kdistill.models import saving, segmenters
-    from kdistill.run import callbacks
+    from kdistill.run import interrupts
     from kdistill.run.folder import LOCK_NAME
 
     teacher = str(tmp_path / "segmenter.keras")
@@ -330,14 +330,14 @@ def test_ctrl_c_during_a_segmentation_distill_names_the_epoch_and_the_same_comma
         "--output-dir",
         str(output),
     ]
-    begin = callbacks.EpochProgress.on_epoch_begin
+    begin = interrupts.EpochProgress.on_epoch_begin
 
     def ctrl_c_in_the_second_epoch(self, epoch, logs=None):
         begin(self, epoch, logs)
         if epoch == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(callbacks.EpochProgress, "on_epoch_begin", ctrl_c_in_the_second_epoch)
+    monkeypatch.setattr(interrupts.EpochProgress, "on_epoch_begin", ctrl_c_in_the_second_epoch)
     assert cli.main(argv) == 130
     assert "kdistill distill: interrupted at epoch 2 of 2; run the same command to resume" in capsys.readouterr().err
     assert json.loads((output / "backup" / "training_metadata.json").read_text())["epoch"] == 1  # one epoch done

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import kdistill
+from kdistill.run import backup as run_backup
 from kdistill.run import callbacks
 from kdistill import cli
 from conftest import images, labels, small_cnn
@@ -179,7 +180,7 @@ def _backup_model():
 
 def test_a_kill_while_the_backup_is_written_leaves_the_previous_backup_loadable(tmp_path, monkeypatch):
     """A kill mid-rewrite used to leave backup/latest.weights.h5 truncated (96 bytes) and lose the finished epoch."""
-    from kdistill.run.callbacks import SafeBackupAndRestore
+    from kdistill.run.backup import SafeBackupAndRestore
 
     backup = str(tmp_path / "backup")
     x, y = images(16), labels(16)
@@ -201,12 +202,12 @@ def test_a_kill_while_the_backup_is_written_leaves_the_previous_backup_loadable(
     model = _backup_model()
     with pytest.raises(Interrupt):
         model.fit(
-            x, y, epochs=4, verbose=0, callbacks=[KillAfter(), callbacks.SafeBackupAndRestore(backup, {"lr": 0.01})]
+            x, y, epochs=4, verbose=0, callbacks=[KillAfter(), run_backup.SafeBackupAndRestore(backup, {"lr": 0.01})]
         )
     assert json.load(open(os.path.join(backup, "training_metadata.json")))["epoch"] == 1
     monkeypatch.undo()
     resumed = _backup_model()
-    history = resumed.fit(x, y, epochs=4, verbose=0, callbacks=[callbacks.SafeBackupAndRestore(backup, {"lr": 0.01})])
+    history = resumed.fit(x, y, epochs=4, verbose=0, callbacks=[run_backup.SafeBackupAndRestore(backup, {"lr": 0.01})])
     assert history.epoch == [1, 2, 3]  # epoch 1 (counting from 0) was not lost
     assert not os.path.exists(backup)  # removed once the run completed
 
@@ -323,7 +324,7 @@ def test_backups_hold_what_training_changes_not_the_frozen_teacher(tmp_path):
 
     first, stop = distiller(), StopAfterBackup()
     with pytest.raises(Interrupt):
-        first.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[callbacks.SafeBackupAndRestore(backup), stop])
+        first.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[run_backup.SafeBackupAndRestore(backup), stop])
     teacher_bytes = sum(int(np.prod(w.shape)) * 4 for w in first.teacher.weights)
     trained_bytes = sum(
         int(np.prod(w.shape)) * 4 for w in first.student.weights + first.projections[list(first.taps)[0]].weights
@@ -331,7 +332,7 @@ def test_backups_hold_what_training_changes_not_the_frozen_teacher(tmp_path):
     assert trained_bytes < stop.size < teacher_bytes / 3, (stop.size, trained_bytes, teacher_bytes)
     second, snapshot = distiller(), Snapshot()
     history = second.fit(
-        x, y, batch_size=16, epochs=3, verbose=0, callbacks=[callbacks.SafeBackupAndRestore(backup), snapshot]
+        x, y, batch_size=16, epochs=3, verbose=0, callbacks=[run_backup.SafeBackupAndRestore(backup), snapshot]
     )
     assert history.epoch == [1, 2]
     for restored, saved in zip(snapshot.student, stop.student):
@@ -441,7 +442,7 @@ def test_a_disk_without_room_is_refused_before_writing_naming_path_and_sizes(tmp
         teacher, small_cnn("student", widths=(4, 8), seed=2), taps={"teacher_stage2": "student_stage2"}
     )
     distiller.compile(optimizer="adam")
-    backup = callbacks.SafeBackupAndRestore(str(tmp_path / "backup"))
+    backup = run_backup.SafeBackupAndRestore(str(tmp_path / "backup"))
     with pytest.raises(atomic.InsufficientSpaceError, match="per-epoch backup"):
         distiller.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[backup])
     assert not (tmp_path / "backup" / "state.npz").exists()

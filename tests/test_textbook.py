@@ -12,7 +12,8 @@ import kdistill
 from kdistill import cli
 from kdistill.losses.feature_kl import FeatureKL
 from kdistill.losses.features import FeatureMSE
-from kdistill.run.config import DistillConfig, read_config_file
+from kdistill.run.config import DistillConfig
+from kdistill.run.config_files import read_config_file
 from conftest import real_images, resnet50_shaped_teacher
 from test_data import make_fashion_mnist
 

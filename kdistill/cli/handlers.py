@@ -11,7 +11,8 @@ import sys
 
 from kdistill.errors import UserError
 from kdistill.run import options
-from kdistill.run.config import DistillConfig, read_config_file
+from kdistill.run.config import DistillConfig
+from kdistill.run.config_files import read_config_file
 
 
 def _progress() -> int:
@@ -68,12 +69,12 @@ def _train_teacher(args) -> int:
     import keras
 
     from kdistill import evaluation
-    from kdistill.run import callbacks, training
+    from kdistill.run import interrupts, training
 
     splits = _load_splits(args)
     keras.utils.set_random_seed(args.seed)
-    progress = callbacks.EpochProgress()  # the epoch a Ctrl-C stops in, for the message
-    with callbacks.reporting_interrupts(progress, resumable=False):
+    progress = interrupts.EpochProgress()  # the epoch a Ctrl-C stops in, for the message
+    with interrupts.reporting_interrupts(progress, resumable=False):
         teacher, history = training.train_teacher(
             splits,
             args.output,

@@ -88,7 +88,6 @@ class FeatureDistiller(CompileAndSave, keras.Model):
             are reduced to `review_channels`, fused from the deepest tap up,
             and mapped to each teacher tap by a 3x3 conv + BN, see
             `kdistill.adapters.review`; use it with `feature_loss="hcl"`).
-        review: True is the same as `adapter="review"`.
         review_channels: channels of the fused maps under `adapter="review"`.
         fold_batch_norm: run the teacher with each BatchNormalization folded
             into the convolution before it where that saves work
@@ -121,7 +120,6 @@ class FeatureDistiller(CompileAndSave, keras.Model):
         "tap_weights",
         "logits_weight",
         "alignment",
-        "review",
         "review_channels",
         "adapter",
         "fold_batch_norm",
@@ -140,7 +138,6 @@ class FeatureDistiller(CompileAndSave, keras.Model):
         tap_weights: float | Mapping[str, float] = 1.0,
         logits_weight: float = 1.0,
         alignment: str = "auto",
-        review: bool = False,
         review_channels: int = 64,
         adapter: str = "projection",
         fold_batch_norm: bool = True,
@@ -154,8 +151,7 @@ class FeatureDistiller(CompileAndSave, keras.Model):
         self.alpha = check_alpha(alpha)
         losses_module.check_temperature(temperature)
         self.temperature = float(temperature)
-        self.review = bool(review)  # the alias, saved as given
-        self.adapter = "review" if self.review else adapters.check(adapter)
+        self.adapter = adapters.check(adapter)
         if isinstance(review_channels, bool) or not isinstance(review_channels, int) or review_channels < 1:
             raise ValueError(f"review_channels must be a positive integer (e.g. 64), received {review_channels!r}.")
         self.review_channels = review_channels

@@ -28,9 +28,9 @@ import os
 import keras
 
 from kdistill.models import saving, stages
-from kdistill.models.hub_presets import PREFIX, cache_folder, load_preset, preset_folder
+from kdistill.models.hub_presets import PREFIX, load_preset, preset_folder
 
-__all__ = ["PREFIX", "is_hub_name", "get", "cache_folder", "preset_folder", "stage_table", "backbone_of", "flatten"]
+__all__ = ["is_hub_name", "get", "stage_table", "backbone_of", "flatten"]
 
 logger = logging.getLogger(__name__)
 

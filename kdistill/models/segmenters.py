@@ -351,7 +351,7 @@ def from_preset(
     Args:
         name: `"keras_hub:<folder>"` (or the folder alone) written by `save_to_preset`
             on a `DeepLabV3ImageSegmenter` or a `DeepLabV3Backbone`; a built-in
-            preset name is read from KerasHub's download cache (`kdistill.models.hub.preset_folder`).
+            preset name is read from KerasHub's download cache (`kdistill.models.hub_presets.preset_folder`).
         num_classes: None keeps the segmenter's head; another number (or a
             backbone preset) gets a new, untrained 1x1 head.
         input_shape: `(height, width, 3)` the model takes.
@@ -362,7 +362,7 @@ def from_preset(
     Example:
         teacher = kdistill.segmenters.get("keras_hub:saved_models/deeplab_preset", None, (64, 64, 3))
     """
-    folder = hub.preset_folder(name.removeprefix(hub.PREFIX))
+    folder = hub_presets.preset_folder(name.removeprefix(hub_presets.PREFIX))
     backbone, head, converter = _load_deeplab_preset(folder)
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     rescaling = hub._preprocessing(converter, preprocessing)

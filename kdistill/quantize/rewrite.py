@@ -193,7 +193,9 @@ class _Graph:
 def _functional_float_model(model: keras.Model) -> keras.Model:
     """`model` as a functional graph (a built Sequential converted), after refusing what cannot be quantized."""
     if isinstance(model, keras.Sequential) and model.built:
-        model = keras.Model(model.input, model.output, name=model.name)  # the same layers, as a functional graph
+        # one input tensor, not a list of one: no structure warning on calls
+        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+        model = keras.Model(inputs, model.outputs, name=model.name)  # the same layers, as a functional graph
     if not hasattr(model, "_nodes_by_depth"):
         raise ValueError(
             f"quantize_model needs a functional Keras model (keras.Model(inputs, outputs)); {model.name!r} is "

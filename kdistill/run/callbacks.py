@@ -23,21 +23,14 @@ from kdistill.errors import ChanceLevelError, UserError
 from kdistill.models import saving
 
 # Their homes; the jobs, the CLI and the tests name them here.
-from kdistill.run.backup import DamagedBackupError, SafeBackupAndRestore, StaleBackupError
-from kdistill.run.interrupts import EpochProgress, reporting_interrupts
 
 __all__ = [
     "DataPass",
     "NonFiniteLossError",
     "ChanceLevelError",
-    "StaleBackupError",
-    "DamagedBackupError",
     "StopOnNonFiniteLoss",
     "BestStudentCheckpoint",
     "KeepBestEpoch",
-    "SafeBackupAndRestore",
-    "EpochProgress",
-    "reporting_interrupts",
 ]
 
 logger = logging.getLogger(__name__)

@@ -24,9 +24,6 @@ from kdistill.errors import UserError, did_you_mean, shown
 
 from kdistill.run import config_checks
 
-# check_outside_data and read_config_file: their homes; the CLI and the tests name them here.
-from kdistill.run.config_checks import check_outside_data
-from kdistill.run.config_files import read_config_file
 from kdistill.run.options import (
     COUNT,
     NON_NEGATIVE,
@@ -37,7 +34,7 @@ from kdistill.run.options import (
     taps_flag,
 )
 
-__all__ = ["DistillConfig", "DATA_FLAGS", "read_config_file", "check_outside_data"]
+__all__ = ["DistillConfig", "DATA_FLAGS"]
 
 #: the `DistillConfig` fields that every command reading data takes as flags (and from `--config`), in this order
 DATA_FLAGS = (
@@ -85,7 +82,6 @@ class DistillConfig:
         temperature, alpha, tap_weights, logits_weight, alignment, ignore_label: see `FeatureDistiller`.
         adapter: "projection" (default) or "review" (ReviewKD's attention-based
             fusion of the student's taps; pair it with `feature_loss: hcl`).
-        review: the same as `adapter: review` (configs written for 0.1).
         review_channels: channels of the fused maps under `adapter: review`.
         fold_batch_norm: run the teacher with BatchNormalization folded into its
             convolutions (faster, same outputs to float rounding; see `FeatureDistiller`).
@@ -198,7 +194,6 @@ class DistillConfig:
         choices=["projection", "review"],
         help="how student features reach the teacher's shape; review = ReviewKD's fusion (use with --feature-loss hcl)",
     )
-    review: bool = option(False, distiller=True, help="the same as --adapter review")
     review_channels: int = option(64, distiller=True, flag=False, number=COUNT)
     fold_batch_norm: bool = option(True, distiller=True, flag=False)
     ignore_label: int | None = option(

@@ -2,11 +2,12 @@
 
 Its schedule is `kdistill.run.demo_settings.DemoSettings` (`DEMO_QUICK`, `DEMO_FULL`).
 
+Its stages, and the run object they read (`DemoRun`), are in `kdistill.run.demo_stages`.
+
 Example:
     >>> from kdistill.run import demo
-    >>> from kdistill.run.demo_settings import DEMO_QUICK
-    >>> demo.teacher_record(DEMO_QUICK, 0)["epochs"]
-    8
+    >>> demo.summary_text.__name__
+    'summary_text'
 """
 
 from __future__ import annotations
@@ -14,18 +15,17 @@ from __future__ import annotations
 import logging
 import os
 
-import keras
 
 from kdistill import data as data_module
 from kdistill import evaluation, files, plots
-from kdistill.models import saving, teachers
+from kdistill.models import saving
 from kdistill.models import taps as taps_module
 from kdistill.run import demo_stages as stages
-from kdistill.run import environment, paired, training
+from kdistill.run import environment, training
 from kdistill.run.demo_settings import DEMO_FULL, DEMO_QUICK, DemoSettings
 from kdistill.run.folder import run_folder
 
-__all__ = ["demo", "summary_text", "teacher_record", "EVIDENCE_REFERENCE"]
+__all__ = ["demo", "summary_text", "EVIDENCE_REFERENCE"]
 
 #: the committed multi-seed result the demo's one-seed gain is printed beside
 #: (benchmarks/results/evidence_fashion_mnist.md; the command and its figures are there)
@@ -55,96 +55,6 @@ def _load_data(
     transfer = settings.transfer and settings.train_limit is not None
     pool = data_module.load("fashion_mnist", transfer="rest", **common) if transfer else splits
     return splits, pool
-
-
-def teacher_record(settings: DemoSettings, seed: int) -> dict:
-    """What `teacher.json` records of the teacher's training; a saved teacher is reused only while it matches.
-
-    Example:
-        >>> teacher_record(DEMO_QUICK, 0)["name"]
-        'resnet20'
-    """
-    return {
-        "name": settings.teacher,
-        "train_limit": settings.train_limit,
-        "epochs": settings.teacher_epochs,
-        "input_size": settings.teacher_input_size,
-        "seed": seed,
-        "recipe": training.TEACHER_RECIPE,
-    }
-
-
-def _teacher(
-    splits: data_module.Splits, output_dir: str, settings: DemoSettings, seed: int, retrain: bool, verbose: int
-) -> tuple[keras.Model, dict, bool]:
-    """The saved teacher when it was trained with these settings, else a new one; always read back from its file.
-
-    Reading the file back in both cases makes the students' inputs the same whether the teacher was trained now or
-    reused, so a reused teacher changes no student result.
-    """
-    path, meta_path = os.path.join(output_dir, "teacher.keras"), os.path.join(output_dir, "teacher.json")
-    meta = teacher_record(settings, seed)
-    reuse = not retrain and os.path.exists(path) and stages.read_json(meta_path) == meta
-    history = {}
-    if reuse:
-        logger.info("Reusing the teacher in %s", path)
-    else:
-        size = settings.teacher_input_size
-        logger.info(
-            "Training the %s teacher (%d epochs on %d images at %dx%d)",
-            settings.teacher,
-            settings.teacher_epochs,
-            splits.counts["train"],
-            size,
-            size,
-        )
-        keras.utils.set_random_seed(seed)
-        _, history = training.train_teacher(
-            splits,
-            path,
-            epochs=settings.teacher_epochs,
-            name=settings.teacher,
-            resize_to=None if size == splits.image_shape[0] else size,
-            verbose=verbose,
-        )
-        files.write_json(meta_path, meta)
-    return teachers.load(path), history, reuse
-
-
-def _students(
-    teacher, splits, pool, caches, settings: DemoSettings, seed: int, verbose: int
-) -> tuple[keras.Model, keras.Model, dict]:
-    """The student alone and the distilled student: the same initial weights, steps, order and labelled images."""
-    epochs, steps = settings.student_epochs, -(-splits.counts["train"] // settings.batch_size)
-    run = dict(
-        epochs=epochs,
-        steps_per_epoch=steps,
-        seed=seed,
-        batch_size=settings.batch_size,
-        verbose=verbose,
-        validation=caches["validation"].dataset(settings.batch_size, shuffle=False, pipeline="numpy")
-        if caches["validation"]
-        else splits.validation,
-    )
-    student = training.build_student(settings.student, splits, settings.student_width, seed)
-    initial = student.get_weights()
-    logger.info("Training the student alone (%d epochs of %d steps, labels only)", epochs, steps)
-    alone = paired.train_from_cache(
-        teacher, student, caches["train"], options=paired.ALONE, indices=paired.labelled_indices(caches["train"]), **run
-    )
-    distilled = training.build_student(settings.student, splits, settings.student_width, seed)
-    distilled.set_weights(initial)
-    logger.info(
-        "Distilling the teacher into the same student (%d epochs of %d steps%s)",
-        epochs,
-        steps,
-        ", labelled and unlabelled images" if pool is not splits else "",
-    )
-    distiller = paired.train_from_cache(
-        teacher, distilled, caches["train"], options=stages.distill_options(teacher, distilled, settings), **run
-    )
-    histories = {"student alone": alone.history.history, "distilled student": distiller.history.history}
-    return student, distiller, histories
 
 
 def demo(
@@ -186,35 +96,29 @@ def demo(
     clock = stages.Clock()
     splits, pool = _load_data(settings, data_dir, seed)
     logger.info("Fashion-MNIST: %s", pool.counts)
+    run = stages.DemoRun(settings, splits, pool, output_dir, seed, retrain_teacher, verbose, clock)
     # locked while in use; taken after the data loaded, so a refused run leaves no empty folder
     with run_folder(output_dir):
-        return _run(settings, splits, pool, output_dir, seed, retrain_teacher, verbose, clock)
+        return _run(run)
 
 
 def _teacher_row(settings: DemoSettings) -> str:
     return f"teacher ({settings.teacher})"
 
 
-def _run(
-    settings: DemoSettings,
-    splits,
-    pool,
-    output_dir: str,
-    seed: int,
-    retrain_teacher: bool,
-    verbose: int,
-    clock: stages.Clock,
-) -> dict:
+def _run(run: stages.DemoRun) -> dict:
     """The demo's stages in order; returns the summary it writes."""
+    settings, splits, pool, clock = run.settings, run.splits, run.pool, run.clock
     with clock("teacher"):
-        teacher, teacher_history, reused = _teacher(splits, output_dir, settings, seed, retrain_teacher, verbose)
-    probe = training.build_student(settings.student, splits, settings.student_width, seed)
+        teacher, teacher_history, reused = run.teacher()
+    probe = training.build_student(settings.student, splits, settings.student_width, run.seed)
     with clock("teacher_cache"):
-        caches = stages.teacher_caches(teacher, sorted(taps_module.preset(teacher, probe)), pool, output_dir, verbose)
+        layers = sorted(taps_module.preset(teacher, probe))
+        caches = stages.teacher_caches(teacher, layers, pool, run.output_dir, run.verbose)
     with clock("students"):
-        student_alone, distiller, histories = _students(teacher, splits, pool, caches, settings, seed, verbose)
-    saving.save_for_inference(student_alone, os.path.join(output_dir, "student_alone.keras"))
-    saving.save_for_inference(distiller.student, os.path.join(output_dir, "student_distilled.keras"))
+        student_alone, distiller, histories = run.students(teacher, caches)
+    saving.save_for_inference(student_alone, run.path("student_alone.keras"))
+    saving.save_for_inference(distiller.student, run.path("student_distilled.keras"))
     with clock("evaluation"):
         models = {
             _teacher_row(settings): teacher,
@@ -232,7 +136,7 @@ def _run(
     twin = None
     if settings.qat_epochs:
         with clock("quantization_aware"):
-            twin = stages.quantization_aware(teacher, distiller, caches, splits, settings, seed, output_dir, verbose)
+            twin = stages.quantization_aware(run, teacher, distiller, caches)
             rows.append(
                 dict(
                     evaluation.evaluate(twin, splits.test, splits.class_names),
@@ -241,16 +145,16 @@ def _run(
                 )
             )
             models["distilled, int8-aware"] = twin
-    summary = stages.export_and_figures(settings, output_dir, models, twin, splits, clock)
+    summary = stages.export_and_figures(run, models, twin)
     if teacher_history:
         histories[_teacher_row(settings)] = teacher_history
     figures = [
-        plots.training_curves(histories, os.path.join(output_dir, "curves.png")),
-        plots.comparison(rows, os.path.join(output_dir, "comparison.png")),
+        plots.training_curves(histories, run.path("curves.png")),
+        plots.comparison(rows, run.path("comparison.png")),
         *summary["figures"],
     ]
     # beside summary.json: names that travel
-    summary["figures"] = [os.path.relpath(path, output_dir) for path in figures]
+    summary["figures"] = [os.path.relpath(path, run.output_dir) for path in figures]
     summary["environment"] = environment.describe()
     summary.update(
         settings=settings.to_dict(),
@@ -264,8 +168,8 @@ def _run(
         distillation_gain_top1=rows[2]["top1"] - rows[1]["top1"],
         table=evaluation.format_table(rows),
     )
-    files.write_json(os.path.join(output_dir, "summary.json"), summary)
-    files.write_json(os.path.join(output_dir, "histories.json"), histories)
+    files.write_json(run.path("summary.json"), summary)
+    files.write_json(run.path("histories.json"), histories)
     return summary
 
 

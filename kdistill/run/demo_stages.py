@@ -1,7 +1,11 @@
-"""The demo's stages after the students: teacher caches, quantization-aware fine-tuning, export, latency, and their clock.
+"""The demo's stages and the run object they read (`DemoRun`): teacher, students, teacher caches, quantization-aware
+fine-tuning, export, latency, and their clock.
 
 Example:
     >>> from kdistill.run import demo_stages
+    >>> from kdistill.run.demo_settings import DEMO_QUICK
+    >>> demo_stages.teacher_record(DEMO_QUICK, 0)["epochs"]
+    8
     >>> clock = demo_stages.Clock()
     >>> with clock("nothing"):
     ...     pass
@@ -12,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -21,12 +26,14 @@ import keras
 
 from kdistill import data as data_module
 from kdistill import export, files, plots, quantize
-from kdistill.models import saving
+from kdistill.models import saving, teachers
 from kdistill.models import taps as taps_module
-from kdistill.run import paired, teacher_cache
+from kdistill.run import optimizers, paired, teacher_cache, training
 from kdistill.run.demo_settings import DemoSettings
 
 __all__ = [
+    "DemoRun",
+    "teacher_record",
     "Clock",
     "read_json",
     "teacher_caches",
@@ -54,6 +61,126 @@ class Clock:
 
     def finish(self) -> dict:
         return dict(self.seconds, total=round(time.perf_counter() - self.start, 1))
+
+
+def teacher_record(settings: DemoSettings, seed: int) -> dict:
+    """What `teacher.json` records of the teacher's training; a saved teacher is reused only while it matches.
+
+    Example:
+        >>> from kdistill.run.demo_settings import DEMO_QUICK
+        >>> teacher_record(DEMO_QUICK, 0)["name"]
+        'resnet20'
+    """
+    return {
+        "name": settings.teacher,
+        "train_limit": settings.train_limit,
+        "epochs": settings.teacher_epochs,
+        "input_size": settings.teacher_input_size,
+        "seed": seed,
+        "recipe": optimizers.TEACHER_RECIPE,
+    }
+
+
+@dataclasses.dataclass
+class DemoRun:
+    """What every stage of one demo reads, made once by `demo` after the data loads.
+
+    Attributes:
+        settings: the schedule (`DemoSettings`).
+        splits: the labelled splits (the teacher's training data, evaluation).
+        pool: the training pool the students draw from (with the transfer set, if any).
+        output_dir: the run folder.
+        seed: seed of the teacher and the students (initial weights and order).
+        retrain_teacher: train a new teacher even if a matching one is saved.
+        verbose: Keras progress bars (1) or none (0).
+        clock: the wall time of each stage.
+    """
+
+    settings: DemoSettings
+    splits: data_module.Splits
+    pool: data_module.Splits
+    output_dir: str
+    seed: int = 0
+    retrain_teacher: bool = False
+    verbose: int = 1
+    clock: Clock = dataclasses.field(default_factory=Clock)
+
+    def path(self, name: str) -> str:
+        """A file in the run folder."""
+        return os.path.join(self.output_dir, name)
+
+    def teacher(self) -> tuple[keras.Model, dict, bool]:
+        """The saved teacher when it was trained with these settings, else a new one; always read back from its file.
+
+        Reading the file back in both cases makes the students' inputs the same whether the teacher was trained now or
+        reused, so a reused teacher changes no student result. Returns `(teacher, its history, whether it was reused)`.
+        """
+        settings, path, meta_path = self.settings, self.path("teacher.keras"), self.path("teacher.json")
+        meta = teacher_record(settings, self.seed)
+        reuse = not self.retrain_teacher and os.path.exists(path) and read_json(meta_path) == meta
+        history = {}
+        if reuse:
+            logger.info("Reusing the teacher in %s", path)
+        else:
+            size = settings.teacher_input_size
+            logger.info(
+                "Training the %s teacher (%d epochs on %d images at %dx%d)",
+                settings.teacher,
+                settings.teacher_epochs,
+                self.splits.counts["train"],
+                size,
+                size,
+            )
+            keras.utils.set_random_seed(self.seed)
+            _, history = training.train_teacher(
+                self.splits,
+                path,
+                epochs=settings.teacher_epochs,
+                name=settings.teacher,
+                resize_to=None if size == self.splits.image_shape[0] else size,
+                verbose=self.verbose,
+            )
+            files.write_json(meta_path, meta)
+        return teachers.load(path), history, reuse
+
+    def students(self, teacher: keras.Model, caches: dict) -> tuple[keras.Model, keras.Model, dict]:
+        """The student alone and the distilled student: the same initial weights, steps, order and labelled images."""
+        settings, splits = self.settings, self.splits
+        epochs, steps = settings.student_epochs, -(-splits.counts["train"] // settings.batch_size)
+        fit = dict(
+            epochs=epochs,
+            steps_per_epoch=steps,
+            seed=self.seed,
+            batch_size=settings.batch_size,
+            verbose=self.verbose,
+            validation=caches["validation"].dataset(settings.batch_size, shuffle=False, pipeline="numpy")
+            if caches["validation"]
+            else splits.validation,
+        )
+        student = training.build_student(settings.student, splits, settings.student_width, self.seed)
+        initial = student.get_weights()
+        logger.info("Training the student alone (%d epochs of %d steps, labels only)", epochs, steps)
+        alone = paired.train_from_cache(
+            teacher,
+            student,
+            caches["train"],
+            options=paired.ALONE,
+            indices=paired.labelled_indices(caches["train"]),
+            **fit,
+        )
+        distilled = training.build_student(settings.student, splits, settings.student_width, self.seed)
+        distilled.set_weights(initial)
+        logger.info(
+            "Distilling the teacher into the same student (%d epochs of %d steps%s)",
+            epochs,
+            steps,
+            ", labelled and unlabelled images" if self.pool is not splits else "",
+        )
+        distiller = paired.train_from_cache(
+            teacher, distilled, caches["train"], options=distill_options(teacher, distilled, settings), **fit
+        )
+        histories = {"student alone": alone.history.history, "distilled student": distiller.history.history}
+        return student, distiller, histories
 
 
 def read_json(path: str):
@@ -103,10 +230,9 @@ def data_seen(name: str, splits: data_module.Splits, pool: data_module.Splits) -
     return f"{labelled} + {extra:,} unlabelled" if name.startswith("distilled") and extra else labelled
 
 
-def quantization_aware(
-    teacher, distiller, caches: dict, splits, settings: DemoSettings, seed: int, output_dir: str, verbose: int
-) -> keras.Model:
+def quantization_aware(run: DemoRun, teacher, distiller, caches: dict) -> keras.Model:
     """Fine-tunes the distilled student's int8-aware twin with the same teacher, losses and images; saves it."""
+    settings, splits = run.settings, run.splits
     logger.info(
         "Quantization-aware fine-tuning of the distilled student (%d epoch(s)): BatchNormalization folded, int8 weights and "
         "activations simulated, the same teacher and losses",
@@ -122,13 +248,13 @@ def quantization_aware(
         options=options,
         epochs=settings.qat_epochs,
         steps_per_epoch=steps,
-        seed=seed,
+        seed=run.seed,
         batch_size=settings.batch_size,
         learning_rate=settings.qat_learning_rate,
-        verbose=verbose,
+        verbose=run.verbose,
     )
     quantize.snap_biases(twin)  # biases on TFLite's int32 grid, so that the int8 file computes what the twin computes
-    saving.save_for_inference(twin, os.path.join(output_dir, "student_int8_qat.keras"))
+    saving.save_for_inference(twin, run.path("student_int8_qat.keras"))
     return twin
 
 
@@ -154,8 +280,9 @@ def _export(distilled: keras.Model, twin, output_dir: str, splits) -> dict:
     return report
 
 
-def export_and_figures(settings: DemoSettings, output_dir: str, models: dict, twin, splits, clock: Clock) -> dict:
+def export_and_figures(run: DemoRun, models: dict, twin) -> dict:
     """Export (TensorFlow backend only) and the accuracy-against-latency figure; the summary entries they add."""
+    settings, output_dir, splits, clock = run.settings, run.output_dir, run.splits, run.clock
     summary = {"figures": []}
     if settings.export and keras.backend.backend() != "tensorflow":
         logger.info(

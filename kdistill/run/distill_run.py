@@ -26,7 +26,7 @@ from kdistill import evaluation, files, quantize
 from kdistill.distiller import FeatureDistiller
 from kdistill.models import saving
 from kdistill.models import taps as taps_module
-from kdistill.run import callbacks, distribute, optimizers, precision, resume, teacher_cache, training
+from kdistill.run import callbacks, distribute, interrupts, optimizers, precision, resume, teacher_cache, training
 from kdistill.run.config import DistillConfig
 
 __all__ = ["DistillRun", "build_distiller"]
@@ -172,14 +172,14 @@ class DistillRun:
         run_callbacks = self.training_callbacks(train, backup)
         if distribute.is_multi_worker(self.strategy):
             # Keras' fit fails under this strategy (see kdistill.run.distribute); no per-epoch backup here.
-            with callbacks.reporting_interrupts(backup.progress, resumable=False):
+            with interrupts.reporting_interrupts(backup.progress, resumable=False):
                 history = distribute.fit(
                     self.distiller, train, epochs=self.config.epochs, strategy=self.strategy, verbose=self.verbose
                 )
             history["epoch"] = list(range(self.config.epochs))
             return history
         try:
-            with callbacks.reporting_interrupts(backup.progress, resumable=True):
+            with interrupts.reporting_interrupts(backup.progress, resumable=True):
                 self.distiller.fit(
                     train,
                     validation_data=self.splits.validation,

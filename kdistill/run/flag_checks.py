@@ -23,7 +23,9 @@ import typing
 
 from kdistill.errors import check_number
 from kdistill.run import commands, options
-from kdistill.run.config import DistillConfig, check_outside_data, read_config_file
+from kdistill.run.config import DistillConfig
+from kdistill.run.config_checks import check_outside_data
+from kdistill.run.config_files import read_config_file
 
 __all__ = ["check", "check_numbers", "check_outputs", "fill_from_config"]
 

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import keras
 
 from kdistill.errors import UserError
-from kdistill.run import callbacks
+from kdistill.run import callbacks, interrupts
 from kdistill.run.backup import SafeBackupAndRestore
 
 __all__ = [
@@ -42,7 +42,7 @@ class Backup(NamedTuple):
     """The callbacks that back a run up (progress first), the progress callback (for Ctrl-C's line), whether it resumes, its history file."""
 
     callbacks: list
-    progress: callbacks.EpochProgress
+    progress: interrupts.EpochProgress
     resuming: bool
     history_csv: str
 
@@ -80,7 +80,7 @@ def backup_callbacks(output_dir: str, settings: dict, restart: bool = False) -> 
         logger.info("Resuming the interrupted run from %s", backup_dir)
     elif os.path.exists(history_csv):
         os.remove(history_csv)  # a finished earlier run in this folder: start its history afresh
-    progress = callbacks.EpochProgress()
+    progress = interrupts.EpochProgress()
     run_callbacks = [
         progress,
         SafeBackupAndRestore(backup_dir, run_config=resume_key(settings)),

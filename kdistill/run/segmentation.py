@@ -327,7 +327,7 @@ def _run(config, output_dir: str, verbose: int, restart: bool) -> dict:
 
     from kdistill import files
     from kdistill.models import saving, segmenters
-    from kdistill.run import callbacks, jobs, optimizers, resume
+    from kdistill.run import interrupts, jobs, optimizers, resume
     from kdistill.segmentation_metrics import evaluate_segmenter
 
     teacher, splits = _teacher_and_data(config)
@@ -342,7 +342,7 @@ def _run(config, output_dir: str, verbose: int, restart: bool) -> dict:
     keras.utils.set_random_seed(config.seed)
     backup = resume.backup_callbacks(output_dir, config.to_dict(), restart)
     try:  # Keras shuffles the arrays each epoch: a resumed run reads its remaining epochs in another order than an uninterrupted one
-        with callbacks.reporting_interrupts(backup.progress, resumable=True):
+        with interrupts.reporting_interrupts(backup.progress, resumable=True):
             distiller.fit(
                 splits.train_images,
                 splits.train_masks,

@@ -80,7 +80,8 @@ def command(args, verbose: int = 2) -> str | None:
     """Runs a segmentation command line and returns the text to print; None when the command is not about segmentation."""
     if args.command == "distill":
         from kdistill.run import options
-        from kdistill.run.config import DistillConfig, read_config_file
+        from kdistill.run.config import DistillConfig
+        from kdistill.run.config_files import read_config_file
 
         values = options.merge_flags(read_config_file(args.config) if args.config else {}, args, DistillConfig)
         if segmentation.resolve_task(values.get("task"), values.get("data")) != "segmentation":

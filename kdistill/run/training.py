@@ -1,11 +1,11 @@
 """Training pieces shared by the jobs: the loss the labels need, training a teacher, building and training a student alone.
 
-The optimizers and the teacher recipe are in `kdistill.run.optimizers` (named here too).
+The optimizers and the teacher recipe are in `kdistill.run.optimizers`.
 
 Example:
     >>> from kdistill.run import training
-    >>> training.TEACHER_RECIPE["schedule"]
-    'cosine'
+    >>> training.label_loss(["flip", "mixup"])
+    'categorical_crossentropy'
 """
 
 from __future__ import annotations
@@ -20,14 +20,11 @@ import numpy as np
 from kdistill import data as data_module
 from kdistill.fit_build import build_before_fit
 from kdistill.models import saving, students, teachers
-from kdistill.run import callbacks
+from kdistill.run import callbacks, interrupts
 from kdistill.run.backup import SafeBackupAndRestore
 from kdistill.run.optimizers import TEACHER_RECIPE, make_optimizer, teacher_optimizer
 
 __all__ = [
-    "make_optimizer",
-    "teacher_optimizer",
-    "TEACHER_RECIPE",
     "train_teacher",
     "build_student",
     "train_student",
@@ -108,7 +105,7 @@ def train_teacher(
         loss=_logits_loss(augment),
         metrics=["accuracy"],
     )
-    progress = callbacks.EpochProgress()  # the epoch a Ctrl-C stops in, for the message
+    progress = interrupts.EpochProgress()  # the epoch a Ctrl-C stops in, for the message
     settings = dict(
         name=name,
         weights=weights,
@@ -143,11 +140,11 @@ def _fit(
     epochs: int,
     verbose: int,
     run_callbacks: list,
-    progress: callbacks.EpochProgress,
+    progress: interrupts.EpochProgress,
 ) -> dict:
     """Trains the compiled teacher; a Ctrl-C raises `Interrupted` naming the epoch. Returns the history."""
     build_before_fit(teacher, splits.train)
-    with callbacks.reporting_interrupts(progress, resumable=True):
+    with interrupts.reporting_interrupts(progress, resumable=True):
         return teacher.fit(
             splits.train,
             validation_data=splits.validation,
@@ -159,7 +156,7 @@ def _fit(
 
 
 def _teacher_callbacks(
-    splits: data_module.Splits, output_path: str, settings: dict, progress: callbacks.EpochProgress, extra: list | None
+    splits: data_module.Splits, output_path: str, settings: dict, progress: interrupts.EpochProgress, extra: list | None
 ) -> tuple[list, _KeptBestEpoch | None]:
     """The teacher's callbacks (progress, backup, data order, `extra`, best epoch), and the one keeping the best epoch."""
     backup_dir = teacher_backup_dir(output_path)
