@@ -42,10 +42,12 @@ OPTIONS = {  # FeatureDistiller options of each distilling recipe
 def _setup(args):
     """The scenes and the teacher (trained once and saved in the work folder, or --teacher)."""
     from kdistill.models import saving
-    from kdistill.run import segmentation
+    from kdistill.run import segmentation, segmentation_data
     from kdistill.segmentation_metrics import evaluate_segmenter
 
-    splits = segmentation.load("scenes", args.data_dir, args.image_size, args.train_scenes, args.test_scenes, seed=0)
+    splits = segmentation_data.load(
+        "scenes", args.data_dir, args.image_size, args.train_scenes, args.test_scenes, seed=0
+    )
     path = args.teacher or os.path.join(args.work_dir, "teacher.keras")
     if os.path.exists(path):
         teacher = saving.load_model(path, role="teacher", classifier=False)
@@ -196,9 +198,9 @@ def main(argv=None) -> int:
     os.makedirs(args.work_dir, exist_ok=True)
     log = os.path.join(args.work_dir, "runs.jsonl")
     splits, teacher, teacher_miou = _setup(args)
-    from kdistill.run import segmentation
+    from kdistill.run import segmentation_data
 
-    transfer = segmentation.add_unlabelled_scenes(splits, args.transfer_scenes, args.data_dir, seed=100)
+    transfer = segmentation_data.add_unlabelled_scenes(splits, args.transfer_scenes, args.data_dir, seed=100)
     done = {(run["recipe"], run["seed"]) for run in study_log.finished(log)}
     for seed in range(args.seeds):
         for recipe in [] if args.report_only else recipes:

@@ -10,7 +10,7 @@ from PIL import Image
 
 from kdistill import cli
 from kdistill.errors import UserError
-from kdistill.run import segmentation
+from kdistill.run import segmentation, segmentation_data
 from kdistill.run.demo_settings import SegmentationDemoSettings
 
 
@@ -42,7 +42,7 @@ def test_the_task_is_inferred_from_mask_data_and_said_in_one_line(caplog):
 def test_a_mask_folder_is_split_for_testing_and_named_by_labels_txt(tmp_path):
     _write_mask_folder(tmp_path)
     (tmp_path / "labels.txt").write_text("sky\nroad\ncar\n")
-    splits = segmentation.load(f"masks:{tmp_path}", image_size=None, seed=0)
+    splits = segmentation_data.load(f"masks:{tmp_path}", image_size=None, seed=0)
     assert (len(splits.train_images), len(splits.test_images)) == (4, 1) and splits.class_names == [
         "sky",
         "road",
@@ -50,7 +50,7 @@ def test_a_mask_folder_is_split_for_testing_and_named_by_labels_txt(tmp_path):
     ]
     assert splits.train_masks.shape == (4, 8, 8) and splits.train_images.shape == (4, 8, 8, 3)
     (tmp_path / "labels.txt").unlink()
-    named = segmentation.load(f"masks:{tmp_path / 'images'},{tmp_path / 'masks'}", image_size=16, num_classes=4)
+    named = segmentation_data.load(f"masks:{tmp_path / 'images'},{tmp_path / 'masks'}", image_size=16, num_classes=4)
     # numbered without labels.txt
     assert named.train_images.shape[1:] == (16, 16, 3) and named.class_names == [
         "0",
@@ -60,9 +60,9 @@ def test_a_mask_folder_is_split_for_testing_and_named_by_labels_txt(tmp_path):
     ]
     _write_mask_folder(tmp_path / "test", count=2)
     # FOLDER/test is the test split, the training split keeps all 5
-    assert len(segmentation.load(f"masks:{tmp_path}").test_images) == 2
+    assert len(segmentation_data.load(f"masks:{tmp_path}").test_images) == 2
     with pytest.raises(UserError, match="masks:IMAGES_DIR,MASKS_DIR"):
-        segmentation.load("masks:a,b,c")
+        segmentation_data.load("masks:a,b,c")
 
 
 def test_a_classifier_on_mask_data_and_a_segmenter_on_classes_are_refused(tmp_path, small_teacher_file, capsys):
@@ -114,9 +114,16 @@ def test_train_teacher_distill_evaluate_and_export_a_segmenter_from_the_command_
         f"task: segmentation\ndata: scenes\nteacher: {teacher}\nstudent: mobilenet_v2_segmenter\nepochs: 1\n"
         f"logits_loss: {{name: cwd, temperature: 1.0}}\nfeature_loss: none\ntaps: none\noutput_dir: {tmp_path / 'run'}\n"
     )
-    assert cli.main(["distill", "--config", str(config), *data]) == 0
+    unlabelled = tmp_path / "unlabelled.npy"  # a transfer set only the teacher labels
+    np.save(unlabelled, np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32"))
+    assert cli.main(["distill", "--config", str(config), "--transfer-data", str(unlabelled), *data]) == 0
     out = capsys.readouterr().out
     assert "mobilenet_v2_segmenter (student.keras): mean IoU" in out and "per-class IoU:" in out and "Ankle boot" in out
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["transfer_images"] == 8 and summary["epochs_completed"] == 1
+    np.save(unlabelled, np.zeros((2, 16, 16, 3), "float32"))
+    bad = ["distill", "--config", str(config), "--transfer-data", str(unlabelled), "--output-dir", str(tmp_path / "r2")]
+    assert cli.main(bad + data) == 2 and "resize them to that size" in capsys.readouterr().err
     student = str(tmp_path / "run" / "student.keras")
     assert cli.main(["evaluate", student, "--data", "scenes", "--json", str(tmp_path / "e.json"), *data]) == 0
     report = json.loads((tmp_path / "e.json").read_text())
@@ -185,8 +192,8 @@ def test_the_segmentation_demo_prints_teacher_student_alone_and_distilled_miou(t
 def test_unlabelled_scenes_are_all_ignored_and_a_student_reading_them_takes_the_labelled_runs_steps(fake_fashion_mnist):
     """The transfer set only the teacher labels: its masks are all the ignore label, and `train_student` keeps the number of steps
     of `student_epochs` over the labelled scenes (fewer epochs over more images)."""
-    splits = segmentation.load("scenes", fake_fashion_mnist, 32, 16, 8, seed=0)
-    extended = segmentation.add_unlabelled_scenes(splits, 16, fake_fashion_mnist, seed=100)
+    splits = segmentation_data.load("scenes", fake_fashion_mnist, 32, 16, 8, seed=0)
+    extended = segmentation_data.add_unlabelled_scenes(splits, 16, fake_fashion_mnist, seed=100)
     assert extended.train_images.shape == (32, 32, 32, 3) and (extended.train_masks[16:] == 255).all()
     assert (extended.train_masks[:16] == splits.train_masks).all() and not np.array_equal(
         extended.train_images[16:], splits.train_images

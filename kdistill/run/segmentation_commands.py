@@ -12,9 +12,10 @@ import os
 import time
 
 from kdistill.errors import UserError
-from kdistill.run import segmentation
+from kdistill.run import segmentation, segmentation_data
 from kdistill.run.demo_settings import SEGMENTATION_DEMO, SegmentationDemoSettings
-from kdistill.run.segmentation import MaskSplits, format_report, load, train_teacher
+from kdistill.run.segmentation import format_report, train_teacher
+from kdistill.run.segmentation_data import MaskSplits, is_mask_data, load
 
 __all__ = ["command", "demo", "DEMO_RECIPE"]
 
@@ -45,16 +46,12 @@ def _task_of(args) -> tuple[str, object]:
     data = getattr(args, "data", None)
     if args.command == "taps":  # segmentation: said by --task, by mask data, or by a segmenter student's name
         task = getattr(args, "task", None) or (
-            "segmentation" if segmentation.is_mask_data(data) or _is_segmenter_name(args.student) else None
+            "segmentation" if is_mask_data(data) or _is_segmenter_name(args.student) else None
         )
         if task == "segmentation" and (args.cka or args.heatmap):
             segmentation.resolve_task(task, data)  # CKA reads images with masks
         return task or "classification", None
-    if (
-        args.command in ("evaluate", "export")
-        and getattr(args, "task", None) is None
-        and not segmentation.is_mask_data(data)
-    ):
+    if args.command in ("evaluate", "export") and getattr(args, "task", None) is None and not is_mask_data(data):
         model = _is_segmenter_file(args.model) if os.path.exists(args.model) else None
         if model is not None:
             shape = tuple(getattr(model, "student", model).outputs[0].shape[1:])
@@ -237,7 +234,7 @@ def demo(
     summary = {
         "teacher": evaluate_segmenter(teacher, splits.test_images, splits.test_masks, splits.class_names)["mean_iou"]
     }
-    with_transfer = segmentation.add_unlabelled_scenes(splits, settings.transfer_scenes, data_dir, seed=seed + 100)
+    with_transfer = segmentation_data.add_unlabelled_scenes(splits, settings.transfer_scenes, data_dir, seed=seed + 100)
     for name, data, recipe in (("student_alone", splits, None), ("distilled", with_transfer, DEMO_RECIPE)):
         student = segmentation.train_student(teacher, data, recipe, settings, seed, verbose)
         summary[name] = evaluate_segmenter(student, splits.test_images, splits.test_masks, splits.class_names)[
