@@ -151,7 +151,7 @@ def with_transfer_images(
     if not path.endswith(".npy"):
         raise UserError(
             f"For segmentation, transfer_data is a .npy file of unlabelled images (N, H, W, 3) at the training images' "
-            f"size, received {path!r}; scenes for it: kdistill.run.segmentation.add_unlabelled_scenes."
+            f"size, received {path!r}; scenes for it: kdistill.run.segmentation_data.add_unlabelled_scenes."
         )
     images = np.load(path)
     if images.ndim != 4 or images.shape[1:] != splits.train_images.shape[1:]:
