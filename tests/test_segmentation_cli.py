@@ -25,6 +25,13 @@ def _write_mask_folder(folder, count=5, size=8, classes=3):
         )
 
 
+def _scenes(data_dir: str, train: int = 8, test: int = 4, source: bool = True) -> list[str]:
+    """The data flags of a tiny run on 32x32 scenes made from the Fashion-MNIST files in `data_dir` (batch 8); without
+    `source`, no `--data scenes` (the caller names the data per command)."""
+    flags = ["--data-dir", data_dir, "--image-size", "32", "--train-limit", str(train), "--test-limit", str(test)]
+    return (["--data", "scenes"] if source else []) + flags + ["--batch-size", "8"]
+
+
 def test_the_task_is_inferred_from_mask_data_and_said_in_one_line(caplog):
     with caplog.at_level(logging.INFO, logger="kdistill"):
         assert segmentation.resolve_task(None, "scenes") == "segmentation"
@@ -76,18 +83,7 @@ def test_a_classifier_on_mask_data_and_a_segmenter_on_classes_are_refused(tmp_pa
 def test_train_teacher_distill_evaluate_and_export_a_segmenter_from_the_command_line(
     tmp_path, fake_fashion_mnist, capsys
 ):
-    data = [
-        "--data-dir",
-        fake_fashion_mnist,
-        "--image-size",
-        "32",
-        "--train-limit",
-        "16",
-        "--test-limit",
-        "8",
-        "--batch-size",
-        "8",
-    ]
+    data = _scenes(fake_fashion_mnist, train=16, test=8, source=False)  # --data given per command below
     teacher = str(tmp_path / "teacher.keras")
     assert (
         cli.main(
@@ -215,20 +211,7 @@ def test_a_kerashub_deeplab_v3_preset_folder_is_trained_as_a_teacher_and_distill
 
     save_deeplab_preset(tmp_path / "deeplab", num_classes=11)
     preset = f"keras_hub:{tmp_path / 'deeplab'}"
-    data = [
-        "--data",
-        "scenes",
-        "--data-dir",
-        fake_fashion_mnist,
-        "--image-size",
-        "32",
-        "--train-limit",
-        "8",
-        "--test-limit",
-        "4",
-        "--batch-size",
-        "8",
-    ]
+    data = _scenes(fake_fashion_mnist)
     assert (
         cli.main(
             [
@@ -312,18 +295,7 @@ def test_ctrl_c_during_a_segmentation_distill_names_the_epoch_and_the_same_comma
     output = tmp_path / "run"
     argv = [
         "distill",
-        "--data",
-        "scenes",
-        "--data-dir",
-        fake_fashion_mnist,
-        "--image-size",
-        "32",
-        "--train-limit",
-        "8",
-        "--test-limit",
-        "4",
-        "--batch-size",
-        "8",
+        *_scenes(fake_fashion_mnist),
         "--teacher",
         teacher,
         "--student",
