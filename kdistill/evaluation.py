@@ -19,7 +19,7 @@ import keras
 import numpy as np
 
 from kdistill.errors import UserError
-from kdistill.models import checks
+from kdistill.models import checks, graph
 
 __all__ = ["evaluate", "model_size_mb", "throughput", "format_table"]
 
@@ -35,7 +35,7 @@ def model_size_mb(model: keras.Model) -> float:
 def throughput(model: keras.Model, images: np.ndarray, repeats: int = 3) -> float:
     """Inference images/s on this machine: median of `repeats` timed passes after a warm-up."""
     # a fresh compiled predict function, with one input tensor (not a list of one: no structure warning on calls)
-    predict = keras.Model(model.inputs[0] if len(model.inputs) == 1 else model.inputs, model.outputs)
+    predict = keras.Model(graph.call_inputs(model), model.outputs)
     predict.predict(images, batch_size=len(images), verbose=0)
     times = []
     for _ in range(repeats):

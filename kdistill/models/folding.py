@@ -37,12 +37,12 @@ import collections
 import keras
 from keras import ops
 
+from kdistill.models.graph import model_graph, only_reader
+
 __all__ = [
     "fold_batch_norm",
     "foldable_pairs",
     "folded_kernel_and_bias",
-    "model_graph",
-    "only_reader",
     "FoldedConvView",
     "FoldedAway",
     "Untracked",
@@ -177,27 +177,6 @@ class FoldedAway(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
-
-
-def model_graph(model: keras.Model) -> tuple[list, dict[int, list]]:
-    """A functional model's own nodes (inputs first) and `{id(tensor): the nodes reading it}`.
-
-    Only this model's graph: another model sharing its layers adds nodes to
-    those layers, which are not counted here.
-    """
-    by_depth = model._nodes_by_depth
-    nodes = [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
-    readers = collections.defaultdict(list)
-    for node in nodes:
-        for tensor in node.input_tensors:
-            readers[id(tensor)].append(node)
-    return nodes, readers
-
-
-def only_reader(tensor, readers: dict[int, list], outputs: set[int]):
-    """The one node reading `tensor`, or None when several (or none) read it or it is a model output (`id` in `outputs`)."""
-    reading = readers[id(tensor)]
-    return reading[0] if len(reading) == 1 and id(tensor) not in outputs else None
 
 
 def _channels_last_axis(batch_norm, rank: int) -> bool:

@@ -9,7 +9,7 @@ import keras
 
 from kdistill.files import atomic_write
 from kdistill.errors import UserError, shorten
-from kdistill.models import checks
+from kdistill.models import checks, graph
 
 # Importing registers kdistill's layers so saved models that use them load.
 from kdistill.models import preprocessing as _preprocessing  # noqa: F401
@@ -115,7 +115,7 @@ def save_for_inference(model: keras.Model, path: str) -> str:
     one. A killed save's unfinished copy starts with `kdistill.files.partial_prefix(path)`.
     """
     # one tensor, not a list of one: a model saved with a list of inputs warns on every call with a plain batch
-    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    inputs = graph.call_inputs(model)
     outputs = model.outputs[0] if len(model.outputs) == 1 else model.outputs
     try:
         with atomic_write(path, suffix=".keras") as partial:

@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import keras
 
 from kdistill.errors import UserError, did_you_mean, shown
-from kdistill.models import checks, cifar_resnets, hub, saving, stages as stage_registry
+from kdistill.models import checks, cifar_resnets, graph, hub, saving, stages as stage_registry
 
 __all__ = ["imagenet_notop_file", "get", "register", "available", "load"]
 
@@ -204,7 +204,7 @@ def _to_minus_one_one(inputs):
 
 
 def _rename(model: keras.Model, name: str) -> keras.Model:
-    return keras.Model(model.inputs[0] if len(model.inputs) == 1 else model.inputs, model.outputs[0], name=name)
+    return keras.Model(graph.call_inputs(model), model.outputs[0], name=name)
 
 
 def _with_new_classifier(backbone: keras.Model, num_classes: int, name: str) -> keras.Model:

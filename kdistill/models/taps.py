@@ -21,7 +21,7 @@ from typing import Mapping, Sequence
 import keras
 
 from kdistill.errors import did_you_mean, shorten, shown
-from kdistill.models import stages as stage_registry
+from kdistill.models import graph, stages as stage_registry
 
 __all__ = [
     "LOGITS",
@@ -232,7 +232,7 @@ def feature_model(
             f"{LOGITS!r} names the {role}'s output, which the logits loss (--logits-loss, logits_loss=) already distils; "
             "tap an inner layer (a stage output) instead, or drop the pair."
         )
-    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs  # one input: called with a tensor, not a list
+    inputs = graph.call_inputs(model)
     if any(NESTED in layer_name and layer_name not in _layer_names(model) for layer_name in layer_names):
         outputs = _nested_outputs(model, layer_names, role)
     else:

@@ -18,7 +18,7 @@ import logging
 import keras
 import numpy as np
 
-from kdistill.models import folding, stages
+from kdistill.models import folding, graph, stages
 from kdistill.quantize import layers as qlayers
 
 logger = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ class _Graph:
     """The float model's own graph, read once: its nodes, who reads each tensor, which BatchNormalization folds into which convolution."""
 
     def __init__(self, model: keras.Model):
-        self.nodes, self.readers = folding.model_graph(model)
+        self.nodes, self.readers = graph.model_graph(model)
         self.outputs = {id(t) for t in model.outputs}
         self.folds = {conv: batch_norm for batch_norm, conv in folding.foldable_pairs(model).items()}
         self.absorbed: set[int] = set()  # ids of the nodes a QuantizedFoldedConv took in
@@ -179,11 +179,11 @@ class _Graph:
         chain, node = [], conv_node
         if _activation_name(conv_node.operation) != "linear":  # a conv with its own ReLU: nothing after it folds in
             return chain
-        reader = folding.only_reader(node.output_tensors[0], self.readers, self.outputs)
+        reader = graph.only_reader(node.output_tensors[0], self.readers, self.outputs)
         if reader is not None and reader.operation.name == self.folds.get(conv_node.operation.name):
             chain.append(reader)
             node = reader
-        reader = folding.only_reader(node.output_tensors[0], self.readers, self.outputs)
+        reader = graph.only_reader(node.output_tensors[0], self.readers, self.outputs)
         if reader is not None and _relu_kind(reader.operation):
             chain.append(reader)
         self.absorbed.update(id(n) for n in chain)
@@ -194,7 +194,7 @@ def _functional_float_model(model: keras.Model) -> keras.Model:
     """`model` as a functional graph (a built Sequential converted), after refusing what cannot be quantized."""
     if isinstance(model, keras.Sequential) and model.built:
         # one input tensor, not a list of one: no structure warning on calls
-        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+        inputs = graph.call_inputs(model)
         model = keras.Model(inputs, model.outputs, name=model.name)  # the same layers, as a functional graph
     if not hasattr(model, "_nodes_by_depth"):
         raise ValueError(
