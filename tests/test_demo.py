@@ -139,3 +139,39 @@ if __name__ == "__main__":
         ("demo-parity", run["export_table"]),
     ):
         print(f"<!-- {marker} -->\n```\n{block}\n```\n")
+
+
+def test_demo_repeat_tool_reports_each_models_spread_and_whether_the_weights_match(tmp_path):
+    """tools/demo_repeat.py: per-model top-1 of every run, the spread, and same weights only when the bytes match."""
+    import subprocess
+    import sys
+    import zipfile
+
+    base = summary()
+    for run, (shift, weights) in {"a": (0.0, b"w0"), "b": (0.0012, b"w0"), "c": (0.0, b"w1")}.items():
+        folder = tmp_path / run
+        folder.mkdir()
+        record = json.loads(json.dumps(base))
+        record["results"][2]["top1"] += shift
+        (folder / "summary.json").write_text(json.dumps(record))
+        for file in ("teacher.keras", "student_alone.keras", "student_distilled.keras"):
+            with zipfile.ZipFile(folder / file, "w") as archive:
+                archive.writestr("model.weights.h5", weights if file == "student_distilled.keras" else b"same")
+    output = tmp_path / "repeat"
+    tool = os.path.join(ROOT, "tools", "demo_repeat.py")
+    subprocess.run(
+        [sys.executable, tool, "abc1234", *(str(tmp_path / r) for r in "ab"), "--output", str(output)], check=True
+    )
+    report = json.loads(output.with_suffix(".json").read_text())
+    distilled = report["models"]["distilled student"]
+    assert distilled["top1_spread"] == 0.12 and distilled["top1"][0] == round(100 * base["results"][2]["top1"], 2)
+    assert report["models"]["teacher (resnet20)"]["top1_spread"] == 0 and report["commit"] == "abc1234"
+    assert report["same_weights"] == {"teacher": True, "student alone": True, "distilled": True}
+    assert (
+        report["environment"] == base["environment"]
+        and "| distilled student |" in output.with_suffix(".md").read_text()
+    )
+    subprocess.run(
+        [sys.executable, tool, "abc1234", *(str(tmp_path / r) for r in "ac"), "--output", str(output)], check=True
+    )
+    assert json.loads(output.with_suffix(".json").read_text())["same_weights"]["distilled"] is False
