@@ -16,6 +16,8 @@ from that seed; a schedule of m is m times the demo's student steps (15 epochs o
     fm_live  the same views, in the same order, with the teacher run on each batch instead of read from the cache: a
              check that the cache teaches what the live teacher does (not run by default: --recipes fm_live)
 The teacher caches (plain, and --views views per image) are built once in --work-dir.
+Two processes can share the runs (`--recipes`, `--schedules` and `--only-seeds` split them): each
+appends to the same log.
 Every run is appended to <work-dir>/runs.jsonl as it finishes, and a rerun skips the
 finished ones: stop it at any time and run the same command to go on. The report
 (last-epoch test top-1, the share of the teacher-student gap recovered against the
@@ -195,7 +197,7 @@ def _plan(args) -> list[tuple[str, int, int]]:
     """(recipe, schedule, seed) of every run, the short ones first so that a stopped study has whole columns."""
     runs = []
     for schedule in args.schedules:
-        for seed in range(args.seeds):
+        for seed in args.only_seeds if args.only_seeds is not None else range(args.seeds):
             for recipe in args.recipes:
                 if recipe == "alone" and schedule > max(args.alone_schedules):
                     continue
@@ -300,6 +302,11 @@ def main(argv=None) -> int:
     parser.add_argument("--teacher", default=os.path.join("saved_models", "demo", "teacher.keras"))
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--only-seeds",
+        default=None,
+        help="run these seeds only (e.g. 2 or 1,2), so that two processes or machines can share a study's runs",
+    )
     parser.add_argument("--schedules", default="1,3,9", help="multiples of the demo's student steps")
     parser.add_argument("--alone-schedules", default="1,3", help="the student alone's schedules")
     parser.add_argument("--recipes", default="alone,demo,fm", help=f"any of {', '.join(RECIPES)}")
@@ -321,6 +328,8 @@ def main(argv=None) -> int:
     args.schedules = [int(s) for s in args.schedules.split(",")]
     args.alone_schedules = [int(s) for s in args.alone_schedules.split(",")]
     args.recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
+    if args.only_seeds is not None:
+        args.only_seeds = [int(s) for s in args.only_seeds.split(",")]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.makedirs(args.work_dir, exist_ok=True)
     log = os.path.join(args.work_dir, "runs.jsonl")

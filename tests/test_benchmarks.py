@@ -370,6 +370,22 @@ def patient_recipes():
     return list(patient.RECIPES)
 
 
+def test_patient_plan_runs_the_short_schedules_first_and_only_the_seeds_asked_for(monkeypatch):
+    monkeypatch.syspath_prepend(BENCHMARKS)
+    import argparse
+
+    import patient
+
+    args = argparse.Namespace(
+        schedules=[1, 9], seeds=3, only_seeds=None, recipes=["alone", "demo"], alone_schedules=[1]
+    )
+    assert patient._plan(args) == [
+        ("alone", 1, s) if i % 2 == 0 else ("demo", 1, s) for s in range(3) for i in range(2)
+    ] + [("demo", 9, s) for s in range(3)]
+    args.only_seeds = [2]
+    assert patient._plan(args) == [("alone", 1, 2), ("demo", 1, 2), ("demo", 9, 2)]
+
+
 def test_patient_report_takes_the_gap_against_the_best_schedule_of_the_student_alone(monkeypatch):
     monkeypatch.syspath_prepend(BENCHMARKS)
     import patient
