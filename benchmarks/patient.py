@@ -262,11 +262,38 @@ def report(runs: list[dict], teacher_top1: float, meta: dict) -> tuple[dict, lis
         lines.append(
             f"| {recipe} | x{schedule} | {len(seeds)} | {100 * mean:.2f} ± {100 * std:.2f} | {gap} | {per_step:.3f} |"
         )
+    lines += ["", *_per_seed(by, alone.get(best_alone, {}), teacher_top1)]
     return {
         "rows": rows,
         "teacher_top1": teacher_top1,
         "best_alone_schedule": best_alone[1] if best_alone else None,
     }, lines
+
+
+def _per_seed(by: dict, baseline: dict, teacher_top1: float) -> list[str]:
+    """Each run's top-1 and, in brackets, its share of that seed's gap (against the student alone's best schedule)."""
+    seeds = sorted({seed for runs in by.values() for seed in runs})
+    lines = [
+        "Per seed: test top-1 (%) [gap recovered on that seed]",
+        "",
+        "| recipe | schedule | " + " | ".join(f"seed {seed}" for seed in seeds) + " |",
+        "|---|---:|" + "---:|" * len(seeds),
+    ]
+    for (recipe, schedule), runs in sorted(by.items(), key=lambda item: (RECIPES.index(item[0][0]), item[0][1])):
+        cells = []
+        for seed in seeds:
+            if seed not in runs:
+                cells.append("-")
+                continue
+            top1, alone = runs[seed]["top1"], baseline.get(seed, {}).get("top1")
+            share = (
+                f" [{100 * (top1 - alone) / (teacher_top1 - alone):.0f} %]"
+                if recipe != "alone" and alone is not None and alone != teacher_top1
+                else ""
+            )
+            cells.append(f"{100 * top1:.2f}{share}")
+        lines.append(f"| {recipe} | x{schedule} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _picture(summary: dict, path: str) -> None:

@@ -410,6 +410,8 @@ def test_patient_report_takes_the_gap_against_the_best_schedule_of_the_student_a
     np.testing.assert_allclose(fm["gap_shares"], [0.5, 0.25])
     # mean 37.5 % with its t-interval over 2 seeds
     assert "| fm | x9 | 2 | 80.00 ± 7.07 | 37 % [-121, 196] |" in "\n".join(lines)
+    # and seed by seed
+    assert "| fm | x9 | 85.00 [50 %] | 75.00 [25 %] |" in lines and "| alone | x1 | 70.00 | 60.00 |" in lines
 
 
 @pytest.mark.slow
