@@ -361,9 +361,9 @@ def main(argv=None) -> int:
     os.makedirs(args.work_dir, exist_ok=True)
     log = os.path.join(args.work_dir, "runs.jsonl")
     splits, teacher, caches, teacher_top1, layers = _setup(args)
-    done = {(r["recipe"], r["schedule"], r["seed"]) for r in study_log.finished(log)}
     for recipe, schedule, seed in [] if args.report_only else _plan(args):
-        if (recipe, schedule, seed) in done:
+        # read before each run: another process sharing the log may have finished this one meanwhile
+        if any((r["recipe"], r["schedule"], r["seed"]) == (recipe, schedule, seed) for r in study_log.finished(log)):
             continue
         run = _train(recipe, schedule, seed, args, splits, teacher, caches, layers)
         study_log.append(log, run)  # one line per finished run: a stopped study resumes from here

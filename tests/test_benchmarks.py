@@ -386,6 +386,33 @@ def test_patient_plan_runs_the_short_schedules_first_and_only_the_seeds_asked_fo
     assert patient._plan(args) == [("alone", 1, 2), ("demo", 1, 2), ("demo", 9, 2)]
 
 
+def test_patient_study_skips_a_run_that_another_process_finished_meanwhile(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(BENCHMARKS)
+    import types
+
+    import patient
+    import study_log
+
+    log, trained = str(tmp_path / "runs.jsonl"), []
+
+    def train(recipe, schedule, seed, *rest):
+        trained.append((recipe, schedule, seed))
+        if seed == 0:  # meanwhile another process sharing the log finishes seed 1
+            study_log.append(
+                log, {"recipe": recipe, "schedule": schedule, "seed": 1, "top1": 0.5, "seconds": 1.0, "steps": 1}
+            )
+        return {"recipe": recipe, "schedule": schedule, "seed": seed, "top1": 0.6, "seconds": 1.0, "steps": 1}
+
+    splits = types.SimpleNamespace(counts={"train": 4, "test": 2})
+    monkeypatch.setattr(patient, "_setup", lambda args: (splits, None, None, 0.9, []))
+    monkeypatch.setattr(patient, "_train", train)
+    patient.main(
+        ["--seeds", "3", "--schedules", "1", "--recipes", "fm", "--work-dir", str(tmp_path), "--out", str(tmp_path)]
+    )
+    assert trained == [("fm", 1, 0), ("fm", 1, 2)]
+    assert sorted(run["seed"] for run in study_log.finished(log)) == [0, 1, 2]
+
+
 def test_patient_report_takes_the_gap_against_the_best_schedule_of_the_student_alone(monkeypatch):
     monkeypatch.syspath_prepend(BENCHMARKS)
     import patient
