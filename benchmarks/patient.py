@@ -229,15 +229,11 @@ def report(runs: list[dict], teacher_top1: float, meta: dict) -> tuple[dict, lis
             "|---|---:|---:|---:|---:|---:|",
         ],
     )
-    for (recipe, schedule), seeds in sorted(by.items(), key=lambda item: (RECIPES.index(item[0][0]), item[0][1])):
+    groups = sorted(by.items(), key=lambda item: (RECIPES.index(item[0][0]), item[0][1]))
+    baseline = alone.get(best_alone, {})
+    for (recipe, schedule), seeds in groups:
         mean, std = statistics.mean_std([r["top1"] for r in seeds.values()])
-        shared = sorted(set(seeds) & set(alone.get(best_alone, {}))) if best_alone else []
-        # a seed whose student alone is as good as the teacher has no gap to recover: left out of the shares
-        shares = [
-            (seeds[s]["top1"] - alone[best_alone][s]["top1"]) / (teacher_top1 - alone[best_alone][s]["top1"])
-            for s in shared
-            if teacher_top1 != alone[best_alone][s]["top1"]
-        ]
+        shares = list(_gap_shares(seeds, baseline, teacher_top1).values())
         interval = statistics.t_interval(shares) if len(shares) > 1 else None
         gap = (
             "-"
@@ -262,7 +258,7 @@ def report(runs: list[dict], teacher_top1: float, meta: dict) -> tuple[dict, lis
         lines.append(
             f"| {recipe} | x{schedule} | {len(seeds)} | {100 * mean:.2f} ± {100 * std:.2f} | {gap} | {per_step:.3f} |"
         )
-    lines += ["", *_per_seed(by, alone.get(best_alone, {}), teacher_top1)]
+    lines += ["", *_per_seed(groups, baseline, teacher_top1)]
     return {
         "rows": rows,
         "teacher_top1": teacher_top1,
@@ -270,28 +266,35 @@ def report(runs: list[dict], teacher_top1: float, meta: dict) -> tuple[dict, lis
     }, lines
 
 
-def _per_seed(by: dict, baseline: dict, teacher_top1: float) -> list[str]:
+def _gap_shares(runs: dict, baseline: dict, teacher_top1: float) -> dict[int, float]:
+    """{seed: (top-1 - alone) / (teacher - alone)} for the seeds `runs` and the student alone's `baseline` share.
+
+    A seed whose student alone is as good as the teacher has no gap to recover: it is left out.
+    """
+    return {
+        seed: (runs[seed]["top1"] - baseline[seed]["top1"]) / (teacher_top1 - baseline[seed]["top1"])
+        for seed in sorted(set(runs) & set(baseline))
+        if baseline[seed]["top1"] != teacher_top1
+    }
+
+
+def _per_seed(groups: list, baseline: dict, teacher_top1: float) -> list[str]:
     """Each run's top-1 and, in brackets, its share of that seed's gap (against the student alone's best schedule)."""
-    seeds = sorted({seed for runs in by.values() for seed in runs})
+    seeds = sorted({seed for _, runs in groups for seed in runs})
     lines = [
         "Per seed: test top-1 (%) [gap recovered on that seed]",
         "",
         "| recipe | schedule | " + " | ".join(f"seed {seed}" for seed in seeds) + " |",
         "|---|---:|" + "---:|" * len(seeds),
     ]
-    for (recipe, schedule), runs in sorted(by.items(), key=lambda item: (RECIPES.index(item[0][0]), item[0][1])):
-        cells = []
-        for seed in seeds:
-            if seed not in runs:
-                cells.append("-")
-                continue
-            top1, alone = runs[seed]["top1"], baseline.get(seed, {}).get("top1")
-            share = (
-                f" [{100 * (top1 - alone) / (teacher_top1 - alone):.0f} %]"
-                if recipe != "alone" and alone is not None and alone != teacher_top1
-                else ""
-            )
-            cells.append(f"{100 * top1:.2f}{share}")
+    for (recipe, schedule), runs in groups:
+        shares = _gap_shares(runs, baseline, teacher_top1) if recipe != "alone" else {}
+        cells = [
+            "-"
+            if seed not in runs
+            else f"{100 * runs[seed]['top1']:.2f}" + (f" [{100 * shares[seed]:.0f} %]" if seed in shares else "")
+            for seed in seeds
+        ]
         lines.append(f"| {recipe} | x{schedule} | " + " | ".join(cells) + " |")
     return lines
 
